@@ -1,0 +1,96 @@
+//! The `model!` procedural macro of kiln.
+//!
+//! Three stages, three modules: [`parse`] turns tokens into a typed tree that keeps
+//! spans, [`check`] resolves layers and infers shapes (every mistake a spanned error),
+//! [`codegen`] emits the struct and its passes as calls into the runtime. Nothing on
+//! the path of user input panics. See the `kiln` crate for the DSL reference.
+
+mod check;
+mod codegen;
+mod parse;
+
+use proc_macro::TokenStream;
+
+/// Declares a statically shaped neural network; see the `kiln` crate's documentation.
+#[proc_macro]
+pub fn model(input: TokenStream) -> TokenStream {
+    let def = syn::parse_macro_input!(input as parse::ModelDef);
+    expand(&def).unwrap_or_else(|error| fallback(&def, error)).into()
+}
+
+fn expand(def: &parse::ModelDef) -> syn::Result<proc_macro2::TokenStream> {
+    let checked = check::check(def)?;
+    Ok(codegen::emit(def, &checked))
+}
+
+/// The errors plus the bare struct, so code that names the model still resolves.
+fn fallback(def: &parse::ModelDef, error: syn::Error) -> proc_macro2::TokenStream {
+    let mut tokens = error.into_compile_error();
+    tokens.extend(codegen::emit_fallback(def));
+    tokens
+}
+
+#[cfg(test)]
+mod tests {
+    //! The expansion of one model, pretty-printed and compared with a checked-in
+    //! snapshot, so that every change to the generated code shows up as a diff.
+    //! Re-bless with `KILN_BLESS=1 cargo test -p kiln-macros`.
+
+    use super::*;
+
+    fn expand_str(source: &str) -> String {
+        let def: parse::ModelDef = syn::parse_str(source).expect("parses");
+        let tokens = expand(&def).expect("valid model");
+        let file: syn::File = syn::parse2(tokens).expect("expansion is valid Rust");
+        prettyplease::unparse(&file)
+    }
+
+    #[test]
+    fn mlp_expansion_matches_snapshot() {
+        let actual = expand_str(
+            "/// A small classifier.
+             pub struct Mlp {
+                 input: [784],
+                 fc1: Dense(128), Relu,
+                 Dropout(0.2),
+                 fc2: Dense(10),
+             }",
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/mlp.rs");
+        if std::env::var_os("KILN_BLESS").is_some() {
+            std::fs::write(path, &actual).expect("write snapshot");
+        }
+        let expected = std::fs::read_to_string(path).expect("snapshot exists; bless it with KILN_BLESS=1");
+        assert_eq!(actual, expected, "expansion changed; review and re-bless with KILN_BLESS=1");
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        for source in [
+            "struct M {}",
+            "struct M { input: [] }",
+            "struct M { input: [3], }",
+            "struct M { input: [0], Dense(0) }",
+            "struct M { input: [2, 3, 4, 5, 6], Relu }",
+            "struct M { input: [3], Dense(-1) }",
+            "struct M { input: [3], Dense(1, 2, 3) }",
+            "struct M { input: [3], Dense(x) }",
+            "struct M { input: [3], Residual }",
+            "struct M { input: [3], Residual {} }",
+            "struct M { input: [3], Residual { Flatten } }",
+            "struct M { input: [3], Dense { Relu } }",
+            "struct M { input: [3], Dropout(1.0) }",
+            "struct M { input: [3], Dropout(p = 0.1, p = 0.2) }",
+            "struct M { input: [3], a: Relu, a: Relu }",
+            "struct M { input: [3, 4, 5], Dense(2), Dense(3) }",
+            "struct M { input: [3], Residual { Dense(2) } }",
+            "struct M { input: [3], Flatten }",
+            "struct M { input: [3], Lstm(4) }",
+        ] {
+            let def: syn::Result<parse::ModelDef> = syn::parse_str(source);
+            if let Ok(def) = def {
+                assert!(expand(&def).is_err(), "{source} should be rejected");
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! DSL tokens to a typed tree that keeps the user's spans.
+//!
+//! ```text
+//! model      := outer-attr* visibility "struct" IDENT "{" body "}"
+//! body       := "input" ":" "[" dim ("," dim)* ","? "]" ("," item)* ","?
+//! dim        := INTEGER
+//! item       := (IDENT ":")? IDENT args? block?
+//! args       := "(" (arg ("," arg)* ","?)? ")"
+//! arg        := (IDENT "=")? EXPR
+//! block      := "{" (item ("," item)* ","?)? "}"       (for `Residual`)
+//! ```
+//!
+//! Only the grammar is checked here; which layers exist, their arguments and the
+//! shapes they produce are [`check`](crate::check)'s business.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{braced, bracketed, parenthesized, Attribute, Expr, Ident, LitInt, Token, Visibility};
+
+/// Keywords of the DSL.
+pub mod kw {
+    syn::custom_keyword!(input);
+}
+
+/// A whole `model!` invocation.
+pub struct ModelDef {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub input: InputDecl,
+    pub items: Vec<Item>,
+}
+
+/// `input: [d0, d1, ...]`.
+pub struct InputDecl {
+    pub span: Span,
+    pub dims: Vec<Dim>,
+}
+
+/// One input dimension as written.
+pub struct Dim {
+    pub value: usize,
+    pub span: Span,
+}
+
+/// One entry of a layer list.
+pub struct Item {
+    /// `fc1` in `fc1: Dense(128)`.
+    pub name: Option<Ident>,
+    /// `Dense`.
+    pub kind: Ident,
+    /// The parenthesised arguments, if written.
+    pub args: Option<Args>,
+    /// The braced layer list of a block (`Residual { .. }`), if written.
+    pub block: Option<Block>,
+}
+
+impl Item {
+    /// The span that best points at this layer: its name if it has one, else its kind.
+    pub fn span(&self) -> Span {
+        self.name.as_ref().map_or(self.kind.span(), Ident::span)
+    }
+}
+
+/// `( ... )` after a layer.
+pub struct Args {
+    pub span: Span,
+    pub list: Vec<Arg>,
+}
+
+/// `value` or `key = value`.
+pub struct Arg {
+    pub key: Option<Ident>,
+    pub value: Expr,
+}
+
+/// `{ ... }` after a block layer.
+pub struct Block {
+    pub span: Span,
+    pub items: Vec<Item>,
+}
+
+impl Parse for ModelDef {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        input.parse::<Token![struct]>()?;
+        let name: Ident = input.parse()?;
+        let body;
+        let brace = braced!(body in input);
+        if body.is_empty() {
+            return Err(syn::Error::new(
+                brace.span.join(),
+                "a model needs `input: [..]` and at least one layer",
+            ));
+        }
+        let input_decl = parse_input(&body)?;
+        let mut items = Vec::new();
+        while !body.is_empty() {
+            body.parse::<Token![,]>()?;
+            if body.is_empty() {
+                break;
+            }
+            items.push(body.parse()?);
+        }
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the model's struct"));
+        }
+        Ok(ModelDef {
+            attrs,
+            vis,
+            name,
+            input: input_decl,
+            items,
+        })
+    }
+}
+
+fn parse_input(body: ParseStream) -> syn::Result<InputDecl> {
+    if !body.peek(kw::input) {
+        return Err(body.error("a model starts with its per-sample input shape: `input: [..]`"));
+    }
+    let keyword: kw::input = body.parse()?;
+    body.parse::<Token![:]>()?;
+    let content;
+    let bracket = bracketed!(content in body);
+    let dims: Punctuated<LitInt, Token![,]> = Punctuated::parse_terminated(&content)?;
+    let dims = dims
+        .iter()
+        .map(|lit| {
+            Ok(Dim {
+                value: lit.base10_parse()?,
+                span: lit.span(),
+            })
+        })
+        .collect::<syn::Result<Vec<_>>>()?;
+    Ok(InputDecl {
+        span: keyword.span.join(bracket.span.join()).unwrap_or(keyword.span),
+        dims,
+    })
+}
+
+impl Parse for Item {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let first: Ident = input.parse()?;
+        let (name, kind) = if input.peek(Token![:]) && !input.peek(Token![::]) {
+            input.parse::<Token![:]>()?;
+            (Some(first), input.parse::<Ident>()?)
+        } else {
+            (None, first)
+        };
+        let args = if input.peek(syn::token::Paren) {
+            let content;
+            let paren = parenthesized!(content in input);
+            let list: Punctuated<Arg, Token![,]> = Punctuated::parse_terminated(&content)?;
+            Some(Args {
+                span: paren.span.join(),
+                list: list.into_iter().collect(),
+            })
+        } else {
+            None
+        };
+        let block = if input.peek(syn::token::Brace) {
+            let content;
+            let brace = braced!(content in input);
+            let list: Punctuated<Item, Token![,]> = Punctuated::parse_terminated(&content)?;
+            Some(Block {
+                span: brace.span.join(),
+                items: list.into_iter().collect(),
+            })
+        } else {
+            None
+        };
+        if !input.is_empty() && !input.peek(Token![,]) {
+            return Err(input.error("expected `,` between layers"));
+        }
+        Ok(Item {
+            name,
+            kind,
+            args,
+            block,
+        })
+    }
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let key = if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
+            let key: Ident = input.parse()?;
+            input.parse::<Token![=]>()?;
+            Some(key)
+        } else {
+            None
+        };
+        Ok(Arg {
+            key,
+            value: input.parse()?,
+        })
+    }
+}

@@ -1,0 +1,226 @@
+/// A small classifier.
+///
+/// Input per sample: `[784]`; output per sample: `[10]`.
+pub struct Mlp<T: ::kiln::__private::Float = f32> {
+    state: ::kiln::__private::ModelState<T>,
+}
+const _: () = {
+    #[automatically_derived]
+    impl<T: ::kiln::__private::Float> Mlp<T> {
+        /// Number of parameters.
+        pub const PARAM_COUNT: usize = 101770;
+        /// Forward floating-point operations per sample (a multiply-add counts 2).
+        pub const FLOPS_PER_SAMPLE: u64 = 203658;
+        /// A new model with PyTorch's default initialisation, drawn from `seed`.
+        pub fn new(seed: u64) -> Self {
+            <Self as ::kiln::__private::Model<T>>::with_seed(seed)
+        }
+    }
+    #[automatically_derived]
+    impl<T: ::kiln::__private::Float> ::core::clone::Clone for Mlp<T> {
+        fn clone(&self) -> Self {
+            Self {
+                state: ::core::clone::Clone::clone(&self.state),
+            }
+        }
+    }
+    #[automatically_derived]
+    impl<T: ::kiln::__private::Float> ::kiln::__private::Model<T> for Mlp<T> {
+        type Input = ::kiln::__private::Shape1<784>;
+        type Output = ::kiln::__private::Shape1<10>;
+        const SPEC: &'static ::kiln::__private::ModelSpec = &::kiln::__private::ModelSpec {
+            name: "Mlp",
+            input: &[784],
+            output: &[10],
+            layers: &[
+                ::kiln::__private::LayerInfo {
+                    name: "fc1",
+                    kind: "Dense(128)",
+                    output: &[128],
+                    params: 100480,
+                    flops: 200832,
+                },
+                ::kiln::__private::LayerInfo {
+                    name: "relu_0",
+                    kind: "Relu",
+                    output: &[128],
+                    params: 0,
+                    flops: 128,
+                },
+                ::kiln::__private::LayerInfo {
+                    name: "dropout_0",
+                    kind: "Dropout(0.2)",
+                    output: &[128],
+                    params: 0,
+                    flops: 128,
+                },
+                ::kiln::__private::LayerInfo {
+                    name: "fc2",
+                    kind: "Dense(10)",
+                    output: &[10],
+                    params: 1290,
+                    flops: 2570,
+                },
+            ],
+            params: &[
+                ::kiln::__private::ParamInfo {
+                    name: "fc1.weight",
+                    shape: &[128, 784],
+                    offset: 0,
+                    len: 100352,
+                    init: ::kiln::__private::Init::FanInUniform {
+                        fan_in: 784,
+                    },
+                    regularized: true,
+                },
+                ::kiln::__private::ParamInfo {
+                    name: "fc1.bias",
+                    shape: &[128],
+                    offset: 100352,
+                    len: 128,
+                    init: ::kiln::__private::Init::FanInUniform {
+                        fan_in: 784,
+                    },
+                    regularized: false,
+                },
+                ::kiln::__private::ParamInfo {
+                    name: "fc2.weight",
+                    shape: &[10, 128],
+                    offset: 100480,
+                    len: 1280,
+                    init: ::kiln::__private::Init::FanInUniform {
+                        fan_in: 128,
+                    },
+                    regularized: true,
+                },
+                ::kiln::__private::ParamInfo {
+                    name: "fc2.bias",
+                    shape: &[10],
+                    offset: 101760,
+                    len: 10,
+                    init: ::kiln::__private::Init::FanInUniform {
+                        fan_in: 128,
+                    },
+                    regularized: false,
+                },
+            ],
+            param_count: 101770,
+            flops_per_sample: 203658,
+            nodes: &[0, 784, 912, 1040, 1168, 1178],
+            output_node: 4,
+        };
+        fn state(&self) -> &::kiln::__private::ModelState<T> {
+            &self.state
+        }
+        fn state_mut(&mut self) -> &mut ::kiln::__private::ModelState<T> {
+            &mut self.state
+        }
+        fn from_state(state: ::kiln::__private::ModelState<T>) -> Self {
+            Self { state }
+        }
+        fn forward_pass(
+            params: &[T],
+            ws: &mut ::kiln::__private::Workspace<T>,
+            mut rng: ::core::option::Option<&mut ::kiln::__private::Rng>,
+        ) {
+            let batch = ws.batch();
+            {
+                let (input, output) = ws.forward_io(0, 1);
+                ::kiln::__private::layers::dense_forward::<
+                    T,
+                    784,
+                    128,
+                >(
+                    output,
+                    input,
+                    &params[0..100352],
+                    ::core::option::Option::Some(&params[100352..100480]),
+                    ::kiln::__private::layers::Activation::Relu,
+                    batch,
+                );
+            }
+            {
+                let (input, output, mask) = ws.forward_io_aux(1, 2, 3);
+                ::kiln::__private::layers::dropout_forward(
+                    output,
+                    mask,
+                    input,
+                    0.2f64,
+                    rng.as_deref_mut(),
+                );
+            }
+            {
+                let (input, output) = ws.forward_io(2, 4);
+                ::kiln::__private::layers::dense_forward::<
+                    T,
+                    128,
+                    10,
+                >(
+                    output,
+                    input,
+                    &params[100480..101760],
+                    ::core::option::Option::Some(&params[101760..101770]),
+                    ::kiln::__private::layers::Activation::Identity,
+                    batch,
+                );
+            }
+        }
+        fn backward_pass(
+            params: &[T],
+            grads: &mut [T],
+            ws: &mut ::kiln::__private::Workspace<T>,
+        ) {
+            let batch = ws.batch();
+            {
+                let io = ws.backward_io(2, 4, ::core::option::Option::None);
+                let (grad_weight, grad_bias) = grads[100480..101770].split_at_mut(1280);
+                ::kiln::__private::layers::dense_backward::<
+                    T,
+                    128,
+                    10,
+                >(
+                    ::core::option::Option::Some((
+                        io.grad_input,
+                        ::kiln::__private::layers::Accum::Replace,
+                    )),
+                    grad_weight,
+                    ::core::option::Option::Some(grad_bias),
+                    io.input,
+                    &params[100480..101760],
+                    io.output,
+                    io.grad_output,
+                    ::kiln::__private::layers::Activation::Identity,
+                    batch,
+                );
+            }
+            {
+                let io = ws.backward_io(1, 2, ::core::option::Option::Some(3));
+                ::kiln::__private::layers::dropout_backward(
+                    io.grad_input,
+                    ::kiln::__private::layers::Accum::Replace,
+                    io.aux,
+                    io.grad_output,
+                );
+            }
+            {
+                let io = ws.backward_io(0, 1, ::core::option::Option::None);
+                let (grad_weight, grad_bias) = grads[0..100480].split_at_mut(100352);
+                ::kiln::__private::layers::dense_backward::<
+                    T,
+                    784,
+                    128,
+                >(
+                    ::core::option::Option::None,
+                    grad_weight,
+                    ::core::option::Option::Some(grad_bias),
+                    io.input,
+                    &params[0..100352],
+                    io.output,
+                    io.grad_output,
+                    ::kiln::__private::layers::Activation::Relu,
+                    batch,
+                );
+            }
+        }
+    }
+};

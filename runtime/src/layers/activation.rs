@@ -1,0 +1,233 @@
+//! Elementwise activations: ReLU, leaky ReLU, sigmoid, tanh and GELU.
+//!
+//! | activation | forward | derivative |
+//! | --- | --- | --- |
+//! | `Relu` | `max(x, 0)` | `1` if `x > 0` else `0` |
+//! | `LeakyRelu(a)` | `x` if `x > 0` else `a x` | `1` or `a` |
+//! | `Sigmoid` | `1 / (1 + e^-x)` | `y (1 - y)` |
+//! | `Tanh` | `tanh x` | `1 - y^2` |
+//! | `Gelu` | `x Φ(x) = x/2 (1 + erf(x/√2))` (exact, PyTorch's default) | `Φ(x) + x φ(x)` |
+//!
+//! # Shapes
+//! Any: the output has the input's shape.
+//!
+//! Activations whose derivative can be read off the output (all but GELU and a leaky
+//! ReLU with a negative slope) are fused into the pass that follows a dense GEMM, so
+//! their pre-activation is never stored.
+
+use super::{check_len, store, Accum};
+use crate::Float;
+
+/// An elementwise activation function.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// `y = x`.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x` for positive `x`, `slope * x` otherwise (PyTorch's default slope is 0.01).
+    LeakyRelu(f64),
+    /// The logistic function.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Gaussian error linear unit, exact (erf) form.
+    Gelu,
+}
+
+impl Activation {
+    /// Whether the derivative is a function of the output alone, so the activation can
+    /// be fused after a GEMM without keeping its input.
+    pub const fn fusable(self) -> bool {
+        match self {
+            Activation::Identity | Activation::Relu | Activation::Sigmoid | Activation::Tanh => {
+                true
+            }
+            Activation::LeakyRelu(slope) => slope >= 0.0,
+            Activation::Gelu => false,
+        }
+    }
+
+    /// `f(x)`.
+    #[inline(always)]
+    pub fn apply<T: Float>(self, x: T) -> T {
+        match self {
+            Activation::Identity => x,
+            Activation::Relu => x.max(T::ZERO),
+            Activation::LeakyRelu(slope) => {
+                if x > T::ZERO {
+                    x
+                } else {
+                    T::from_f64(slope) * x
+                }
+            }
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Tanh => x.tanh(),
+            Activation::Gelu => {
+                let half = T::from_f64(0.5);
+                half * x * (T::ONE + (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).erf())
+            }
+        }
+    }
+
+    /// `f'(x)` given both `x` and `y = f(x)`.
+    #[inline(always)]
+    pub fn derivative<T: Float>(self, x: T, y: T) -> T {
+        match self {
+            Activation::Gelu => {
+                let cdf = T::from_f64(0.5)
+                    * (T::ONE + (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).erf());
+                let pdf = T::from_f64(0.398_942_280_401_432_7) * (-(x * x) * T::from_f64(0.5)).exp();
+                cdf + x * pdf
+            }
+            Activation::LeakyRelu(slope) => {
+                if x > T::ZERO {
+                    T::ONE
+                } else {
+                    T::from_f64(slope)
+                }
+            }
+            other => other.derivative_from_output(y),
+        }
+    }
+
+    /// `f'(x)` from `y = f(x)` alone.
+    ///
+    /// # Panics
+    /// In debug builds, for an activation that is not [`fusable`](Self::fusable).
+    #[inline(always)]
+    pub fn derivative_from_output<T: Float>(self, y: T) -> T {
+        match self {
+            Activation::Identity => T::ONE,
+            Activation::Relu => {
+                if y > T::ZERO {
+                    T::ONE
+                } else {
+                    T::ZERO
+                }
+            }
+            Activation::LeakyRelu(slope) => {
+                debug_assert!(slope >= 0.0);
+                if y > T::ZERO {
+                    T::ONE
+                } else {
+                    T::from_f64(slope)
+                }
+            }
+            Activation::Sigmoid => y * (T::ONE - y),
+            Activation::Tanh => T::ONE - y * y,
+            Activation::Gelu => unreachable!("gelu's derivative needs its input"),
+        }
+    }
+}
+
+/// The logistic function, without overflow for large `|x|`.
+#[inline(always)]
+pub fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
+
+/// `output = f(input)`, elementwise.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn activation_forward<T: Float>(activation: Activation, output: &mut [T], input: &[T]) {
+    check_len("activation output", output.len(), input.len());
+    for (y, &x) in output.iter_mut().zip(input) {
+        *y = activation.apply(x);
+    }
+}
+
+/// `grad_input (=|+=) grad_output * f'(input)`, elementwise.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn activation_backward<T: Float>(
+    activation: Activation,
+    grad_input: &mut [T],
+    accum: Accum,
+    input: &[T],
+    output: &[T],
+    grad_output: &[T],
+) {
+    let n = grad_output.len();
+    check_len("activation grad_input", grad_input.len(), n);
+    check_len("activation input", input.len(), n);
+    check_len("activation output", output.len(), n);
+    for i in 0..n {
+        let d = activation.derivative(input[i], output[i]);
+        store(&mut grad_input[i], grad_output[i] * d, accum);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    const ALL: [Activation; 7] = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::LeakyRelu(0.01),
+        Activation::LeakyRelu(-0.3),
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu,
+    ];
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        // Keep inputs away from the kinks of ReLU-like functions, where the finite
+        // difference straddles two slopes.
+        let x: Vec<f64> = values(65, 1)
+            .iter()
+            .map(|v| if v.abs() < 0.05 { v + 0.1 } else { v * 4.0 })
+            .collect();
+        let w = values(65, 2);
+        for act in ALL {
+            let mut y = vec![0.0; 65];
+            activation_forward(act, &mut y, &x);
+            let mut gx = vec![7.0; 65];
+            activation_backward(act, &mut gx, Accum::Replace, &x, &y, &w);
+            let numeric = numeric_grad(&x, 1e-6, |x| {
+                let mut y = vec![0.0; x.len()];
+                activation_forward(act, &mut y, x);
+                dot(&w, &y)
+            });
+            assert_close(&gx, &numeric, 1e-8);
+        }
+    }
+
+    #[test]
+    fn fused_derivative_agrees_with_full_derivative() {
+        let x = values(64, 3);
+        for act in ALL.into_iter().filter(|a| a.fusable()) {
+            for &v in &x {
+                let y = act.apply(v);
+                assert_eq!(act.derivative(v, y), act.derivative_from_output(y));
+            }
+        }
+    }
+
+    #[test]
+    fn accumulate_adds_to_destination() {
+        let x = [1.0, -2.0];
+        let mut y = [0.0; 2];
+        activation_forward(Activation::Relu, &mut y, &x);
+        let mut gx = [10.0, 10.0];
+        activation_backward(Activation::Relu, &mut gx, Accum::Add, &x, &y, &[1.0, 1.0]);
+        assert_eq!(gx, [11.0, 10.0]);
+    }
+
+    #[test]
+    fn sigmoid_is_stable_for_large_inputs() {
+        assert_eq!(sigmoid(1000.0_f32), 1.0);
+        assert_eq!(sigmoid(-1000.0_f32), 0.0);
+        assert!(sigmoid(-1000.0_f64).is_finite());
+    }
+}

@@ -1,0 +1,290 @@
+//! Fully connected layers: `y = f(x Wᵀ + b)`.
+//!
+//! The weight is stored as PyTorch's `Linear` stores it, `[out, in]` row-major, so a
+//! state dict loads as it is. An optional activation `f` whose derivative can be read
+//! off its output ([`Activation::fusable`]) is applied in the same pass that adds the
+//! bias, right after the GEMM, while the rows are still in cache.
+//!
+//! # Shapes
+//! - `input`: `rows x IN` (a sample of `[steps, IN]` contributes `steps` rows)
+//! - `weight`: `OUT x IN`, `bias`: `OUT`
+//! - `output`: `rows x OUT`
+//!
+//! # Initialisation
+//! PyTorch's default for `Linear`: weight ~ kaiming-uniform with `a = √5`, which is
+//! `U(-1/√IN, 1/√IN)`, and bias ~ `U(-1/√IN, 1/√IN)`.
+//!
+//! # Backward
+//! With `g = grad_output ⊙ f'(y)`:
+//! `grad_weight = gᵀ x`, `grad_bias = Σ_rows g`, `grad_input = g W`.
+
+use faer::linalg::matmul::matmul;
+use faer::{MatMut, MatRef, Par};
+
+use super::{check_len, for_row_blocks, Accum, Activation, PARALLEL_MIN_FLOPS};
+use crate::Float;
+
+/// `output = activation(input · weightᵀ + bias)`.
+///
+/// # Panics
+/// If `input.len() != rows * IN`, `output.len() != rows * OUT`, `weight.len() != OUT * IN`,
+/// `bias` is not `OUT` long, or the activation is not fusable.
+pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
+    output: &mut [T],
+    input: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    activation: Activation,
+    rows: usize,
+) {
+    check_len("dense input", input.len(), rows * IN);
+    check_len("dense output", output.len(), rows * OUT);
+    check_len("dense weight", weight.len(), OUT * IN);
+    if let Some(bias) = bias {
+        check_len("dense bias", bias.len(), OUT);
+    }
+    assert!(activation.fusable(), "{activation:?} cannot be fused after a GEMM");
+    let weight_t = MatRef::from_row_major_slice(weight, OUT, IN).transpose();
+    // `output` is split into row blocks; `input` rows are addressed from each block's first row.
+    for_row_blocks(
+        output,
+        OUT,
+        (2 * IN * OUT) as f64,
+        &|first_row, out_block: &mut [T]| {
+            let block_rows = out_block.len() / OUT;
+            let x = MatRef::from_row_major_slice(
+                &input[first_row * IN..(first_row + block_rows) * IN],
+                block_rows,
+                IN,
+            );
+            let y = MatMut::from_row_major_slice_mut(out_block, block_rows, OUT);
+            matmul(y, Accum::Replace, x, weight_t, T::ONE, Par::Seq);
+            epilogue(out_block, bias, activation);
+        },
+    );
+}
+
+/// Adds the bias and applies the activation, row by row.
+fn epilogue<T: Float>(output: &mut [T], bias: Option<&[T]>, activation: Activation) {
+    let width = bias.map_or(0, <[T]>::len);
+    match (bias, activation) {
+        (None, Activation::Identity) => {}
+        (Some(bias), Activation::Identity) => {
+            for row in output.chunks_exact_mut(width) {
+                for (y, &b) in row.iter_mut().zip(bias) {
+                    *y += b;
+                }
+            }
+        }
+        (Some(bias), act) => {
+            for row in output.chunks_exact_mut(width) {
+                for (y, &b) in row.iter_mut().zip(bias) {
+                    *y = act.apply(*y + b);
+                }
+            }
+        }
+        (None, act) => {
+            for y in output.iter_mut() {
+                *y = act.apply(*y);
+            }
+        }
+    }
+}
+
+/// Gradients of [`dense_forward`].
+///
+/// `grad_output` is overwritten with `grad_output ⊙ f'(output)` (the gradient at the
+/// pre-activation). `grad_weight` and `grad_bias` are replaced; `grad_input`, when
+/// asked for, is replaced or accumulated as its [`Accum`] says.
+///
+/// # Panics
+/// On any length that does not match the dimensions, as in [`dense_forward`].
+pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
+    grad_input: Option<(&mut [T], Accum)>,
+    grad_weight: &mut [T],
+    grad_bias: Option<&mut [T]>,
+    input: &[T],
+    weight: &[T],
+    output: &[T],
+    grad_output: &mut [T],
+    activation: Activation,
+    rows: usize,
+) {
+    check_len("dense input", input.len(), rows * IN);
+    check_len("dense output", output.len(), rows * OUT);
+    check_len("dense grad_output", grad_output.len(), rows * OUT);
+    check_len("dense weight", weight.len(), OUT * IN);
+    check_len("dense grad_weight", grad_weight.len(), OUT * IN);
+    if activation != Activation::Identity {
+        for (g, &y) in grad_output.iter_mut().zip(output) {
+            *g *= activation.derivative_from_output(y);
+        }
+    }
+    if let Some(grad_bias) = grad_bias {
+        check_len("dense grad_bias", grad_bias.len(), OUT);
+        grad_bias.fill(T::ZERO);
+        for row in grad_output.chunks_exact(OUT) {
+            for (gb, &g) in grad_bias.iter_mut().zip(row) {
+                *gb += g;
+            }
+        }
+    }
+    let g = MatRef::from_row_major_slice(grad_output, rows, OUT);
+    let x = MatRef::from_row_major_slice(input, rows, IN);
+    let weight_flops = 2.0 * (rows * IN * OUT) as f64;
+    // The weight gradient reduces over the batch: it is one product, threaded inside
+    // faer only when it is large enough to pay for it.
+    let par = if weight_flops >= 25.0 * PARALLEL_MIN_FLOPS {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    };
+    matmul(
+        MatMut::from_row_major_slice_mut(grad_weight, OUT, IN),
+        Accum::Replace,
+        g.transpose(),
+        x,
+        T::ONE,
+        par,
+    );
+    if let Some((grad_input, accum)) = grad_input {
+        check_len("dense grad_input", grad_input.len(), rows * IN);
+        let w = MatRef::from_row_major_slice(weight, OUT, IN);
+        let grad_output: &[T] = grad_output;
+        for_row_blocks(
+            grad_input,
+            IN,
+            (2 * IN * OUT) as f64,
+            &|first_row, gi_block: &mut [T]| {
+                let block_rows = gi_block.len() / IN;
+                let g = MatRef::from_row_major_slice(
+                    &grad_output[first_row * OUT..(first_row + block_rows) * OUT],
+                    block_rows,
+                    OUT,
+                );
+                let gi = MatMut::from_row_major_slice_mut(gi_block, block_rows, IN);
+                matmul(gi, accum, g, w, T::ONE, Par::Seq);
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    /// The textbook triple loop the GEMM path is compared with.
+    fn naive_forward(x: &[f64], w: &[f64], b: &[f64], rows: usize, inp: usize, out: usize) -> Vec<f64> {
+        let mut y = vec![0.0; rows * out];
+        for r in 0..rows {
+            for o in 0..out {
+                let mut acc = b[o];
+                for i in 0..inp {
+                    acc += x[r * inp + i] * w[o * inp + i];
+                }
+                y[r * out + o] = acc;
+            }
+        }
+        y
+    }
+
+    fn check_sizes<const IN: usize, const OUT: usize>(rows: usize, activation: Activation) {
+        let x = values(rows * IN, 1);
+        let w = values(OUT * IN, 2);
+        let b = values(OUT, 3);
+        let mut y = vec![0.0; rows * OUT];
+        dense_forward::<f64, IN, OUT>(&mut y, &x, &w, Some(&b), activation, rows);
+        let expected: Vec<f64> = naive_forward(&x, &w, &b, rows, IN, OUT)
+            .into_iter()
+            .map(|v| activation.apply(v))
+            .collect();
+        assert_close(&y, &expected, 1e-12);
+
+        // L = sum(c ⊙ y): its gradients by finite differences.
+        let c = values(rows * OUT, 4);
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            let mut y = vec![0.0; rows * OUT];
+            dense_forward::<f64, IN, OUT>(&mut y, x, w, Some(b), activation, rows);
+            dot(&c, &y)
+        };
+        let mut gx = vec![0.0; rows * IN];
+        let mut gw = vec![0.0; OUT * IN];
+        let mut gb = vec![0.0; OUT];
+        let mut go = c.clone();
+        dense_backward::<f64, IN, OUT>(
+            Some((&mut gx, Accum::Replace)),
+            &mut gw,
+            Some(&mut gb),
+            &x,
+            &w,
+            &y,
+            &mut go,
+            activation,
+            rows,
+        );
+        let h = 1e-6;
+        assert_close(&gx, &numeric_grad(&x, h, |x| loss(x, &w, &b)), 1e-7);
+        assert_close(&gw, &numeric_grad(&w, h, |w| loss(&x, w, &b)), 1e-7);
+        assert_close(&gb, &numeric_grad(&b, h, |b| loss(&x, &w, b)), 1e-7);
+    }
+
+    #[test]
+    fn matches_naive_and_finite_differences_across_block_sizes() {
+        for rows in [1, 2, 3, 63, 64, 65] {
+            check_sizes::<3, 2>(rows, Activation::Identity);
+            check_sizes::<65, 63>(rows, Activation::Tanh);
+            check_sizes::<64, 1>(rows, Activation::Sigmoid);
+        }
+    }
+
+    #[test]
+    fn large_batches_split_across_threads_give_the_serial_result() {
+        // 1024 rows of 256x128 is above the threading threshold.
+        const IN: usize = 256;
+        const OUT: usize = 128;
+        let rows = 1024;
+        let x: Vec<f32> = values(rows * IN, 5).iter().map(|&v| v as f32).collect();
+        let w: Vec<f32> = values(OUT * IN, 6).iter().map(|&v| v as f32).collect();
+        let mut parallel = vec![0.0; rows * OUT];
+        dense_forward::<f32, IN, OUT>(&mut parallel, &x, &w, None, Activation::Relu, rows);
+        let mut serial = vec![0.0; rows * OUT];
+        for r in 0..rows {
+            dense_forward::<f32, IN, OUT>(
+                &mut serial[r * OUT..(r + 1) * OUT],
+                &x[r * IN..(r + 1) * IN],
+                &w,
+                None,
+                Activation::Relu,
+                1,
+            );
+        }
+        for (p, s) in parallel.iter().zip(&serial) {
+            assert!((p - s).abs() <= 1e-4 * (1.0 + s.abs()), "{p} vs {s}");
+        }
+    }
+
+    #[test]
+    fn accumulating_grad_input_adds() {
+        let x = [1.0, 2.0];
+        let w = [3.0, 4.0];
+        let mut y = [0.0];
+        dense_forward::<f64, 2, 1>(&mut y, &x, &w, None, Activation::Identity, 1);
+        assert_eq!(y, [11.0]);
+        let mut gx = [1.0, 1.0];
+        let mut gw = [0.0; 2];
+        dense_backward::<f64, 2, 1>(
+            Some((&mut gx, Accum::Add)),
+            &mut gw,
+            None,
+            &x,
+            &w,
+            &y,
+            &mut [1.0],
+            Activation::Identity,
+            1,
+        );
+        assert_eq!(gx, [4.0, 5.0]);
+        assert_eq!(gw, [1.0, 2.0]);
+    }
+}

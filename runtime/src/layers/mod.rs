@@ -1,0 +1,133 @@
+//! Layer kernels: one family per module, forward and backward side by side.
+//!
+//! Every kernel works on a batch laid out as `rows` rows of a fixed width (a sample of
+//! `[steps, features]` is `steps` rows of `features`), takes its destination first and
+//! says whether it replaces or accumulates into it with [`Accum`]. The `# Panics`
+//! section of each kernel lists the length rules; generated models always satisfy them.
+//!
+//! Backward arguments are named the same way everywhere: `input` and `output` are the
+//! values of the forward pass, `grad_output` is dL/d`output` and `grad_input` is what the
+//! kernel writes, dL/d`input`.
+
+pub mod activation;
+pub mod dense;
+pub mod dropout;
+pub mod residual;
+pub mod softmax;
+
+pub use activation::{activation_backward, activation_forward, Activation};
+pub use dense::{dense_backward, dense_forward};
+pub use dropout::{dropout_backward, dropout_forward};
+pub use residual::{residual_backward, residual_forward};
+pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward};
+
+pub use faer::Accum;
+
+use crate::Float;
+
+/// Below this many floating-point operations a kernel runs on the calling thread: on
+/// two cores, handing work to rayon costs more than it saves for smaller products.
+pub(crate) const PARALLEL_MIN_FLOPS: f64 = 4.0e6;
+
+/// Runs `body(first_row, block)` over blocks of whole rows of `out` (rows of `width`
+/// values), splitting across rayon's threads when the work is large enough. Each row is
+/// computed exactly as it would be serially, so results do not depend on the split.
+pub(crate) fn for_row_blocks<T: Send>(
+    out: &mut [T],
+    width: usize,
+    flops_per_row: f64,
+    body: &(impl Fn(usize, &mut [T]) + Sync),
+) {
+    fn split<T: Send>(
+        first_row: usize,
+        out: &mut [T],
+        width: usize,
+        pieces: usize,
+        body: &(impl Fn(usize, &mut [T]) + Sync),
+    ) {
+        let rows = out.len() / width;
+        if pieces <= 1 || rows < 2 {
+            body(first_row, out);
+            return;
+        }
+        let left_rows = rows / 2;
+        let (left, right) = out.split_at_mut(left_rows * width);
+        rayon::join(
+            || split(first_row, left, width, pieces / 2, body),
+            || split(first_row + left_rows, right, width, pieces - pieces / 2, body),
+        );
+    }
+    if width == 0 || out.is_empty() {
+        return;
+    }
+    let rows = out.len() / width;
+    let pieces = if flops_per_row * rows as f64 >= PARALLEL_MIN_FLOPS {
+        rayon::current_num_threads().min(rows)
+    } else {
+        1
+    };
+    split(0, out, width, pieces, body);
+}
+
+/// `dst = value` or `dst += value`.
+#[inline(always)]
+pub(crate) fn store<T: Float>(dst: &mut T, value: T, accum: Accum) {
+    match accum {
+        Accum::Replace => *dst = value,
+        Accum::Add => *dst += value,
+    }
+}
+
+/// Asserts a buffer length with a message naming the buffer.
+#[inline(always)]
+#[track_caller]
+pub(crate) fn check_len(name: &str, len: usize, expected: usize) {
+    assert_eq!(len, expected, "{name}: expected {expected} values, got {len}");
+}
+
+/// Test helpers: central finite differences in f64 and a tiny deterministic generator.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Deterministic values in [-1, 1).
+    pub fn values(n: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    /// Central-difference gradient of `f` at `x`, step `h`.
+    pub fn numeric_grad(x: &[f64], h: f64, mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+        let mut probe = x.to_vec();
+        (0..x.len())
+            .map(|i| {
+                probe[i] = x[i] + h;
+                let up = f(&probe);
+                probe[i] = x[i] - h;
+                let down = f(&probe);
+                probe[i] = x[i];
+                (up - down) / (2.0 * h)
+            })
+            .collect()
+    }
+
+    /// Largest relative error `|a - b| / max(1, |a|, |b|)`.
+    #[track_caller]
+    pub fn assert_close(actual: &[f64], expected: &[f64], tol: f64) {
+        assert_eq!(actual.len(), expected.len());
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            let err = (a - e).abs() / 1f64.max(a.abs()).max(e.abs());
+            assert!(err <= tol, "element {i}: {a} vs {e} (error {err:e} > {tol:e})");
+        }
+    }
+
+    /// Dot product, the scalar a backward pass is checked through: L = sum(w * y).
+    pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+}

@@ -1,0 +1,402 @@
+//! Losses and regularisation terms.
+//!
+//! A [`Loss`] turns a batch of model outputs and targets into one number and, in the
+//! same pass, writes dL/d`output` for the backward pass. All follow PyTorch's
+//! definitions and default reductions:
+//!
+//! | loss | target | per-element value |
+//! | --- | --- | --- |
+//! | [`Mse`] | same shape as the output | `(y - t)^2` |
+//! | [`BinaryCrossEntropy`] | probabilities in `[0, 1]` | `-(t ln y + (1-t) ln(1-y))`, logs clamped at -100 |
+//! | [`BceWithLogits`] | probabilities in `[0, 1]` | `max(x,0) - x t + ln(1 + e^{-|x|})` |
+//! | [`CrossEntropy`] | one class index per row | `-log_softmax(x)[t]`, fused and stable |
+//!
+//! [`Reduction::Mean`] divides by the number of elements (rows for cross-entropy),
+//! [`Reduction::Sum`] does not.
+
+use crate::layers::softmax::log_sum_exp;
+use crate::{Error, Float, Result};
+
+/// How per-element losses are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// Average (PyTorch's default).
+    #[default]
+    Mean,
+    /// Sum.
+    Sum,
+}
+
+impl Reduction {
+    fn scale<T: Float>(self, count: usize) -> T {
+        match self {
+            Reduction::Mean => T::ONE / T::from_f64(count as f64),
+            Reduction::Sum => T::ONE,
+        }
+    }
+}
+
+/// How a model's output batch is laid out, as a loss needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLayout {
+    /// Samples in the batch.
+    pub batch: usize,
+    /// Length of the last axis (classes for a classifier).
+    pub width: usize,
+}
+
+impl OutputLayout {
+    /// Rows of `width` values: `batch` times the product of the leading sample dims.
+    pub fn rows(&self, len: usize) -> usize {
+        len / self.width
+    }
+}
+
+/// A training objective.
+pub trait Loss<T: Float> {
+    /// What the output is compared with: `[T]` for regression-style losses, `[usize]`
+    /// class indices for [`CrossEntropy`].
+    type Target: ?Sized;
+
+    /// The loss of `output` against `target`; when `grad_output` is given, also writes
+    /// dL/d`output` into it (replacing its contents).
+    ///
+    /// Targets are validated before anything is written: a wrong length, a label out of
+    /// range or an invalid probability is an [`Error`].
+    fn evaluate(
+        &self,
+        output: &[T],
+        target: &Self::Target,
+        layout: OutputLayout,
+        grad_output: Option<&mut [T]>,
+    ) -> Result<T>;
+}
+
+fn check_target_len(expected: usize, actual: usize) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::TargetLength { expected, actual })
+    }
+}
+
+fn check_probabilities<T: Float>(target: &[T]) -> Result<()> {
+    match target
+        .iter()
+        .position(|&t| !(t >= T::ZERO && t <= T::ONE))
+    {
+        None => Ok(()),
+        Some(index) => Err(Error::InvalidTarget {
+            value: target[index].to_f64(),
+            index,
+            reason: "binary cross-entropy needs targets in [0, 1]",
+        }),
+    }
+}
+
+/// Mean squared error, `(y - t)^2` per element.
+///
+/// ```
+/// use kiln_runtime::loss::{Loss, Mse, OutputLayout};
+/// let layout = OutputLayout { batch: 2, width: 1 };
+/// let l = Mse::default().evaluate(&[1.0_f64, 3.0], &[0.0, 1.0], layout, None).unwrap();
+/// assert_eq!(l, 2.5);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mse {
+    /// Mean or sum over all elements.
+    pub reduction: Reduction,
+}
+
+impl<T: Float> Loss<T> for Mse {
+    type Target = [T];
+
+    fn evaluate(
+        &self,
+        output: &[T],
+        target: &[T],
+        _layout: OutputLayout,
+        grad_output: Option<&mut [T]>,
+    ) -> Result<T> {
+        check_target_len(output.len(), target.len())?;
+        let scale: T = self.reduction.scale(output.len());
+        let two = T::from_f64(2.0) * scale;
+        let mut total = T::ZERO;
+        match grad_output {
+            Some(grad) => {
+                for ((g, &y), &t) in grad.iter_mut().zip(output).zip(target) {
+                    let d = y - t;
+                    total += d * d;
+                    *g = two * d;
+                }
+            }
+            None => {
+                for (&y, &t) in output.iter().zip(target) {
+                    total += (y - t) * (y - t);
+                }
+            }
+        }
+        Ok(total * scale)
+    }
+}
+
+/// Binary cross-entropy on probabilities (the output of a `Sigmoid`).
+///
+/// As in PyTorch, each log is clamped at -100 so a saturated output gives a large but
+/// finite loss, and the gradient's denominator `y (1 - y)` is clamped at 1e-12.
+/// [`BceWithLogits`] is the numerically better choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BinaryCrossEntropy {
+    /// Mean or sum over all elements.
+    pub reduction: Reduction,
+}
+
+impl<T: Float> Loss<T> for BinaryCrossEntropy {
+    type Target = [T];
+
+    fn evaluate(
+        &self,
+        output: &[T],
+        target: &[T],
+        _layout: OutputLayout,
+        mut grad_output: Option<&mut [T]>,
+    ) -> Result<T> {
+        check_target_len(output.len(), target.len())?;
+        check_probabilities(target)?;
+        let scale: T = self.reduction.scale(output.len());
+        let floor = T::from_f64(-100.0);
+        let eps = T::from_f64(1e-12);
+        let mut total = T::ZERO;
+        for i in 0..output.len() {
+            let (y, t) = (output[i], target[i]);
+            let log_y = y.ln().max(floor);
+            let log_1my = (T::ONE - y).ln().max(floor);
+            total -= t * log_y + (T::ONE - t) * log_1my;
+            if let Some(grad) = grad_output.as_deref_mut() {
+                grad[i] = scale * (y - t) / (y * (T::ONE - y)).max(eps);
+            }
+        }
+        Ok(total * scale)
+    }
+}
+
+/// Binary cross-entropy on logits: a sigmoid fused into the loss, stable for any input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BceWithLogits {
+    /// Mean or sum over all elements.
+    pub reduction: Reduction,
+}
+
+impl<T: Float> Loss<T> for BceWithLogits {
+    type Target = [T];
+
+    fn evaluate(
+        &self,
+        output: &[T],
+        target: &[T],
+        _layout: OutputLayout,
+        mut grad_output: Option<&mut [T]>,
+    ) -> Result<T> {
+        check_target_len(output.len(), target.len())?;
+        check_probabilities(target)?;
+        let scale: T = self.reduction.scale(output.len());
+        let mut total = T::ZERO;
+        for i in 0..output.len() {
+            let (x, t) = (output[i], target[i]);
+            total += x.max(T::ZERO) - x * t + (-x.abs()).exp().ln_1p();
+            if let Some(grad) = grad_output.as_deref_mut() {
+                grad[i] = scale * (crate::layers::activation::sigmoid(x) - t);
+            }
+        }
+        Ok(total * scale)
+    }
+}
+
+/// Cross-entropy on logits with one class index per row: `log_softmax` fused into the
+/// loss, so it is stable for any logits. The gradient is `softmax(x) - onehot(t)`.
+///
+/// A model whose output is `[classes]` needs one label per sample; one whose output is
+/// `[steps, classes]` needs one label per step.
+///
+/// ```
+/// use kiln_runtime::loss::{CrossEntropy, Loss, OutputLayout};
+/// let layout = OutputLayout { batch: 1, width: 2 };
+/// let l: f64 = CrossEntropy::default().evaluate(&[0.0, 0.0], &[1], layout, None).unwrap();
+/// assert!((l - 2f64.ln()).abs() < 1e-15);
+/// assert!(CrossEntropy::default().evaluate(&[0.0_f64, 0.0], &[2], layout, None).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrossEntropy {
+    /// Mean or sum over rows.
+    pub reduction: Reduction,
+}
+
+impl<T: Float> Loss<T> for CrossEntropy {
+    type Target = [usize];
+
+    fn evaluate(
+        &self,
+        output: &[T],
+        target: &[usize],
+        layout: OutputLayout,
+        grad_output: Option<&mut [T]>,
+    ) -> Result<T> {
+        let classes = layout.width;
+        let rows = layout.rows(output.len());
+        check_target_len(rows, target.len())?;
+        if let Some(index) = target.iter().position(|&t| t >= classes) {
+            return Err(Error::LabelOutOfRange {
+                label: target[index],
+                index,
+                classes,
+            });
+        }
+        let scale: T = self.reduction.scale(rows);
+        let mut total = T::ZERO;
+        match grad_output {
+            Some(grad) => {
+                for ((logits, g), &t) in output
+                    .chunks_exact(classes)
+                    .zip(grad.chunks_exact_mut(classes))
+                    .zip(target)
+                {
+                    let lse = log_sum_exp(logits);
+                    total += lse - logits[t];
+                    for (gi, &x) in g.iter_mut().zip(logits) {
+                        *gi = scale * (x - lse).exp();
+                    }
+                    g[t] -= scale;
+                }
+            }
+            None => {
+                for (logits, &t) in output.chunks_exact(classes).zip(target) {
+                    total += log_sum_exp(logits) - logits[t];
+                }
+            }
+        }
+        Ok(total * scale)
+    }
+}
+
+/// L1 and L2 penalties on a model's weights (not its biases), added to the loss:
+/// `l1 Σ|w| + l2 Σw²`, as Keras' `l1_l2` regulariser defines them.
+///
+/// This is a term of the objective, reported in the loss value; decoupled weight decay
+/// is an optimiser setting instead ([`AdamW`](crate::optim::AdamW)).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Regularization {
+    /// Coefficient of `Σ|w|`.
+    pub l1: f64,
+    /// Coefficient of `Σw²`.
+    pub l2: f64,
+}
+
+impl Regularization {
+    /// No penalty.
+    pub const NONE: Self = Self { l1: 0.0, l2: 0.0 };
+
+    /// `l1 Σ|w|`.
+    pub fn l1(l1: f64) -> Self {
+        Self { l1, l2: 0.0 }
+    }
+
+    /// `l2 Σw²`.
+    pub fn l2(l2: f64) -> Self {
+        Self { l1: 0.0, l2 }
+    }
+
+    /// Whether any penalty is set.
+    pub fn is_active(&self) -> bool {
+        self.l1 != 0.0 || self.l2 != 0.0
+    }
+
+    /// Adds the penalty's gradient to `grads` and returns the penalty, for one buffer of
+    /// weights.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn apply<T: Float>(&self, weights: &[T], grads: &mut [T]) -> T {
+        assert_eq!(weights.len(), grads.len());
+        let (l1, l2) = (T::from_f64(self.l1), T::from_f64(self.l2));
+        let two_l2 = l2 + l2;
+        let mut penalty = T::ZERO;
+        for (g, &w) in grads.iter_mut().zip(weights) {
+            penalty += l1 * w.abs() + l2 * w * w;
+            *g += l1 * w.signum0() + two_l2 * w;
+        }
+        penalty
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::testing::*;
+
+    fn check_gradient<L: Loss<f64>>(loss: &L, output: &[f64], target: &L::Target, layout: OutputLayout) {
+        let mut grad = vec![0.0; output.len()];
+        let value = loss.evaluate(output, target, layout, Some(&mut grad)).unwrap();
+        assert_eq!(value, loss.evaluate(output, target, layout, None).unwrap());
+        let numeric = numeric_grad(output, 1e-6, |y| loss.evaluate(y, target, layout, None).unwrap());
+        assert_close(&grad, &numeric, 1e-8);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let layout = OutputLayout { batch: 3, width: 4 };
+        let logits: Vec<f64> = values(12, 1).iter().map(|v| v * 5.0).collect();
+        let probs: Vec<f64> = values(12, 2).iter().map(|v| 0.5 + 0.45 * v).collect();
+        let targets: Vec<f64> = values(12, 3).iter().map(|v| (v + 1.0) / 2.0).collect();
+        for reduction in [Reduction::Mean, Reduction::Sum] {
+            check_gradient(&Mse { reduction }, &logits, &targets, layout);
+            check_gradient(&BinaryCrossEntropy { reduction }, &probs, &targets, layout);
+            check_gradient(&BceWithLogits { reduction }, &logits, &targets, layout);
+            check_gradient(&CrossEntropy { reduction }, &logits, &[3, 0, 2][..], layout);
+            // Sequence outputs: one label per step.
+            let steps = OutputLayout { batch: 1, width: 4 };
+            check_gradient(&CrossEntropy { reduction }, &logits, &[1, 1, 3][..], steps);
+        }
+    }
+
+    #[test]
+    fn bad_targets_are_errors() {
+        let layout = OutputLayout { batch: 2, width: 2 };
+        let out = [0.5_f64; 4];
+        assert_eq!(
+            CrossEntropy::default().evaluate(&out, &[0][..], layout, None),
+            Err(Error::TargetLength { expected: 2, actual: 1 })
+        );
+        assert_eq!(
+            CrossEntropy::default().evaluate(&out, &[0, 7][..], layout, None),
+            Err(Error::LabelOutOfRange { label: 7, index: 1, classes: 2 })
+        );
+        assert!(matches!(
+            BceWithLogits::default().evaluate(&out, &[0.0, 1.0, 1.5, 0.0][..], layout, None),
+            Err(Error::InvalidTarget { index: 2, .. })
+        ));
+        assert!(Mse::default().evaluate(&out, &[0.0; 3][..], layout, None).is_err());
+    }
+
+    #[test]
+    fn extreme_logits_stay_finite() {
+        let layout = OutputLayout { batch: 1, width: 3 };
+        let l: f32 = CrossEntropy::default()
+            .evaluate(&[1e30, -1e30, 0.0], &[1][..], layout, None)
+            .unwrap();
+        assert!(l.is_finite() && l > 1e29);
+        let l: f32 = BceWithLogits::default()
+            .evaluate(&[-1e4], &[1.0][..], OutputLayout { batch: 1, width: 1 }, None)
+            .unwrap();
+        assert_eq!(l, 1e4);
+    }
+
+    #[test]
+    fn regularization_gradient_matches_finite_differences() {
+        let w: Vec<f64> = values(17, 9).iter().map(|v| v + if *v > 0.0 { 0.1 } else { -0.1 }).collect();
+        let reg = Regularization { l1: 0.3, l2: 0.7 };
+        let mut g = vec![0.0; 17];
+        reg.apply(&w, &mut g);
+        let numeric = numeric_grad(&w, 1e-6, |w| reg.apply(w, &mut vec![0.0; w.len()]));
+        assert_close(&g, &numeric, 1e-8);
+    }
+}

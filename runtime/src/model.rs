@@ -1,0 +1,606 @@
+//! What every generated model is: the [`Model`] trait, its tables and its buffers.
+//!
+//! `model!` generates a struct holding a [`ModelState`] and implements [`Model`] for it
+//! with two generated functions, the forward and the backward pass, as straight-line
+//! calls into [`layers`](crate::layers) with const dimensions. Everything else — the
+//! training step, inference, the summary, parameter access — is written once, here.
+//!
+//! # Buffers
+//! - Parameters live in one contiguous buffer, in the order of [`ModelSpec::params`]
+//!   (PyTorch's names, layouts and order); gradients live in a second buffer of the same
+//!   layout. An optimiser step is one pass over both; saving is one copy.
+//! - The [`Workspace`] holds every intermediate value of a training forward pass (node
+//!   0 is a copy of the input) and, beside it, the gradient of each. It grows to the
+//!   largest batch seen and is reused: after the first step at a batch size, a training
+//!   step allocates nothing.
+
+use core::fmt;
+use core::ops::Range;
+
+use crate::init::{dropout_rng, init_rng, Init};
+use crate::loss::{Loss, OutputLayout, Regularization};
+use crate::optim::Optimizer;
+use crate::{Error, Float, Result, Rng, Shape, Tensor, TensorRef};
+
+/// One parameter tensor of a model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamInfo {
+    /// PyTorch's name, such as `fc1.weight`.
+    pub name: &'static str,
+    /// PyTorch's shape, such as `[128, 784]`.
+    pub shape: &'static [usize],
+    /// First index in the parameter buffer.
+    pub offset: usize,
+    /// Number of values.
+    pub len: usize,
+    /// How it starts.
+    pub init: Init,
+    /// Whether L1/L2 regularisation applies (weights yes, biases no).
+    pub regularized: bool,
+}
+
+impl ParamInfo {
+    /// Its range in the parameter buffer.
+    pub const fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.len
+    }
+}
+
+/// One row of a model's layer table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The layer's name (`fc1`) or its generated one (`relu_0`).
+    pub name: &'static str,
+    /// What it is, as written in the model (`Dense(128)`).
+    pub kind: &'static str,
+    /// Per-sample output shape.
+    pub output: &'static [usize],
+    /// Parameter count.
+    pub params: usize,
+    /// Floating-point operations per sample in the forward pass (a multiply-add is 2).
+    pub flops: u64,
+}
+
+/// Everything about a model that is known at compile time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelSpec {
+    /// The struct's name.
+    pub name: &'static str,
+    /// Per-sample input shape.
+    pub input: &'static [usize],
+    /// Per-sample output shape.
+    pub output: &'static [usize],
+    /// The layer table, in order (blocks flattened).
+    pub layers: &'static [LayerInfo],
+    /// The parameter table, in buffer order.
+    pub params: &'static [ParamInfo],
+    /// Total parameter count.
+    pub param_count: usize,
+    /// Forward FLOPs per sample.
+    pub flops_per_sample: u64,
+    /// Per-sample start of each workspace node, plus the total at the end.
+    pub nodes: &'static [usize],
+    /// The node that holds the model's output.
+    pub output_node: usize,
+}
+
+impl ModelSpec {
+    /// The parameter called `name`.
+    pub fn param(&self, name: &str) -> Option<&ParamInfo> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+/// A batch's intermediate values and their gradients, sized once for the largest batch.
+#[derive(Debug, Clone)]
+pub struct Workspace<T> {
+    nodes: &'static [usize],
+    batch: usize,
+    values: Vec<T>,
+    grads: Vec<T>,
+}
+
+/// The buffers one layer's backward pass reads and writes.
+#[derive(Debug)]
+pub struct BackwardIo<'a, T> {
+    /// The layer's input values.
+    pub input: &'a [T],
+    /// The layer's output values.
+    pub output: &'a [T],
+    /// A per-layer auxiliary buffer (dropout's mask), empty if the layer has none.
+    pub aux: &'a [T],
+    /// dL/d`input`, to write.
+    pub grad_input: &'a mut [T],
+    /// dL/d`output`, to read (layers may overwrite it with intermediate gradients).
+    pub grad_output: &'a mut [T],
+}
+
+impl<T: Float> Workspace<T> {
+    /// An empty workspace for the node table of a [`ModelSpec`].
+    pub fn new(nodes: &'static [usize]) -> Self {
+        Self {
+            nodes,
+            batch: 0,
+            values: Vec::new(),
+            grads: Vec::new(),
+        }
+    }
+
+    /// Makes room for `batch` samples; allocates only if the batch is larger than any
+    /// before. Contents are unspecified afterwards.
+    pub fn prepare(&mut self, batch: usize) {
+        let total = self.nodes.last().copied().unwrap_or(0) * batch;
+        if self.values.len() < total {
+            self.values.resize(total, T::ZERO);
+            self.grads.resize(total, T::ZERO);
+        }
+        self.batch = batch;
+    }
+
+    /// The batch size of the current pass.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn range(&self, node: usize) -> Range<usize> {
+        self.nodes[node] * self.batch..self.nodes[node + 1] * self.batch
+    }
+
+    /// Values of `node`.
+    pub fn value(&self, node: usize) -> &[T] {
+        &self.values[self.range(node)]
+    }
+
+    /// Values of `node`, mutably.
+    pub fn value_mut(&mut self, node: usize) -> &mut [T] {
+        let range = self.range(node);
+        &mut self.values[range]
+    }
+
+    /// Gradient of `node`, mutably.
+    pub fn grad_mut(&mut self, node: usize) -> &mut [T] {
+        let range = self.range(node);
+        &mut self.grads[range]
+    }
+
+    /// Values of `node` with its gradient, which a loss fills.
+    pub fn value_and_grad(&mut self, node: usize) -> (&[T], &mut [T]) {
+        let range = self.range(node);
+        (&self.values[range.clone()], &mut self.grads[range])
+    }
+
+    /// `(input values, output values)` of a layer.
+    ///
+    /// # Panics
+    /// If `input >= output` (nodes are numbered in forward order).
+    pub fn forward_io(&mut self, input: usize, output: usize) -> (&[T], &mut [T]) {
+        assert!(input < output);
+        let (head, tail) = self.values.split_at_mut(self.nodes[output] * self.batch);
+        let out_len = (self.nodes[output + 1] - self.nodes[output]) * self.batch;
+        let input = &head[self.nodes[input] * self.batch..self.nodes[input + 1] * self.batch];
+        (input, &mut tail[..out_len])
+    }
+
+    /// `(input, output, aux)` values of a layer with an auxiliary buffer.
+    ///
+    /// # Panics
+    /// If the nodes are not distinct.
+    pub fn forward_io_aux(&mut self, input: usize, output: usize, aux: usize) -> (&[T], &mut [T], &mut [T]) {
+        let [r_in, r_out, r_aux] = [self.range(input), self.range(output), self.range(aux)];
+        let [i, o, a] = self
+            .values
+            .get_disjoint_mut([r_in, r_out, r_aux])
+            .expect("workspace nodes are disjoint");
+        (i, o, a)
+    }
+
+    /// `(first, second, output)` values of a layer with two inputs.
+    ///
+    /// # Panics
+    /// If `output` is not after both inputs.
+    pub fn forward_io2(&mut self, first: usize, second: usize, output: usize) -> (&[T], &[T], &mut [T]) {
+        assert!(first < output && second < output);
+        let (head, tail) = self.values.split_at_mut(self.nodes[output] * self.batch);
+        let out_len = (self.nodes[output + 1] - self.nodes[output]) * self.batch;
+        let a = &head[self.nodes[first] * self.batch..self.nodes[first + 1] * self.batch];
+        let b = &head[self.nodes[second] * self.batch..self.nodes[second + 1] * self.batch];
+        (a, b, &mut tail[..out_len])
+    }
+
+    /// The buffers of a layer's backward pass; `aux` is the auxiliary node, if any.
+    ///
+    /// # Panics
+    /// If `input` and `output` are the same node.
+    pub fn backward_io(&mut self, input: usize, output: usize, aux: Option<usize>) -> BackwardIo<'_, T> {
+        let [r_in, r_out] = [self.range(input), self.range(output)];
+        let aux = aux.map_or(0..0, |node| self.range(node));
+        let [grad_input, grad_output] = self
+            .grads
+            .get_disjoint_mut([r_in.clone(), r_out.clone()])
+            .expect("workspace nodes are disjoint");
+        BackwardIo {
+            input: &self.values[r_in],
+            output: &self.values[r_out],
+            aux: &self.values[aux],
+            grad_input,
+            grad_output,
+        }
+    }
+
+    /// Three distinct gradient buffers, such as a residual block's input, inner output
+    /// and output.
+    ///
+    /// # Panics
+    /// If the nodes are not distinct.
+    pub fn grads3(&mut self, a: usize, b: usize, c: usize) -> [&mut [T]; 3] {
+        let ranges = [self.range(a), self.range(b), self.range(c)];
+        self.grads.get_disjoint_mut(ranges).expect("workspace nodes are disjoint")
+    }
+}
+
+/// The state a generated model holds: parameters, gradients, workspace, generators.
+#[derive(Debug, Clone)]
+pub struct ModelState<T> {
+    params: Vec<T>,
+    grads: Vec<T>,
+    workspace: Workspace<T>,
+    dropout_rng: Rng,
+    regularization: Regularization,
+    steps: u64,
+}
+
+impl<T: Float> ModelState<T> {
+    /// Fresh state with parameters drawn from `seed`.
+    pub fn new(spec: &'static ModelSpec, seed: u64) -> Self {
+        let mut params = vec![T::ZERO; spec.param_count];
+        let mut rng = init_rng(seed);
+        for p in spec.params {
+            p.init.fill(&mut params[p.range()], &mut rng);
+        }
+        Self {
+            grads: vec![T::ZERO; spec.param_count],
+            params,
+            workspace: Workspace::new(spec.nodes),
+            dropout_rng: dropout_rng(seed),
+            regularization: Regularization::NONE,
+            steps: 0,
+        }
+    }
+}
+
+/// Named views into a parameter-shaped buffer (the parameters or their gradients).
+#[derive(Clone, Copy)]
+pub struct ParamSet<'a, T> {
+    spec: &'static ModelSpec,
+    data: &'a [T],
+}
+
+/// The gradients of the last backward pass, laid out like the parameters.
+pub type Grads<'a, T> = ParamSet<'a, T>;
+
+impl<'a, T> ParamSet<'a, T> {
+    /// The whole buffer.
+    pub fn as_slice(&self) -> &'a [T] {
+        self.data
+    }
+
+    /// The tensor called `name` (`fc1.weight`), row-major in PyTorch's layout.
+    pub fn get(&self, name: &str) -> Option<&'a [T]> {
+        self.spec.param(name).map(|p| &self.data[p.range()])
+    }
+
+    /// `(info, values)` for each tensor, in buffer order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static ParamInfo, &'a [T])> + '_ {
+        self.spec.params.iter().map(|p| (p, &self.data[p.range()]))
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for ParamSet<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for p in self.spec.params {
+            map.entry(&p.name, &&self.data[p.range()]);
+        }
+        map.finish()
+    }
+}
+
+/// A network generated by `model!`.
+///
+/// The methods without a default are generated; they are public only so generated code
+/// can reach them and are not meant to be called directly.
+pub trait Model<T: Float>: Sized {
+    /// Per-sample input shape.
+    type Input: Shape;
+    /// Per-sample output shape.
+    type Output: Shape;
+    /// The model's compile-time tables.
+    const SPEC: &'static ModelSpec;
+
+    #[doc(hidden)]
+    fn state(&self) -> &ModelState<T>;
+    #[doc(hidden)]
+    fn state_mut(&mut self) -> &mut ModelState<T>;
+    #[doc(hidden)]
+    fn from_state(state: ModelState<T>) -> Self;
+    /// Generated: the forward pass over the workspace, whose node 0 holds the input.
+    /// Dropout draws from `rng` in training and is the identity when it is `None`.
+    #[doc(hidden)]
+    fn forward_pass(params: &[T], ws: &mut Workspace<T>, rng: Option<&mut Rng>);
+    /// Generated: the backward pass, from the gradient of the output node (filled by
+    /// the loss) to `grads`, which it replaces.
+    #[doc(hidden)]
+    fn backward_pass(params: &[T], grads: &mut [T], ws: &mut Workspace<T>);
+
+    /// A model with PyTorch's default initialisation drawn from `seed`.
+    fn with_seed(seed: u64) -> Self {
+        Self::from_state(ModelState::new(Self::SPEC, seed))
+    }
+
+    /// Inference: the outputs for a batch, with dropout off.
+    ///
+    /// Allocates its buffers per call; for a training loop use
+    /// [`forward_train`](Self::forward_train), which reuses the workspace.
+    fn forward<'a>(&self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> Tensor<T, Self::Output> {
+        let x = x.into();
+        let mut ws = Workspace::new(Self::SPEC.nodes);
+        ws.prepare(x.batch());
+        ws.value_mut(0).copy_from_slice(x.as_slice());
+        Self::forward_pass(&self.state().params, &mut ws, None);
+        Tensor::from_vec(ws.value(Self::SPEC.output_node).to_vec())
+            .expect("a non-empty batch gives a non-empty output")
+    }
+
+    /// Training forward: runs with dropout active, keeps every intermediate value for
+    /// [`backward`](Self::backward) and returns the outputs.
+    fn forward_train<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
+        let x = x.into();
+        let state = self.state_mut();
+        state.workspace.prepare(x.batch());
+        state.workspace.value_mut(0).copy_from_slice(x.as_slice());
+        Self::forward_pass(&state.params, &mut state.workspace, Some(&mut state.dropout_rng));
+        state.workspace.value(Self::SPEC.output_node)
+    }
+
+    /// Backward pass after [`forward_train`](Self::forward_train): fills
+    /// [`grads`](Self::grads) from dL/d`output`.
+    ///
+    /// Fails if `grad_output` does not have the length of the last forward's output.
+    fn backward(&mut self, grad_output: &[T]) -> Result<()> {
+        let state = self.state_mut();
+        let node = Self::SPEC.output_node;
+        let expected = state.workspace.value(node).len();
+        if grad_output.len() != expected || expected == 0 {
+            return Err(Error::TargetLength {
+                expected,
+                actual: grad_output.len(),
+            });
+        }
+        state.workspace.grad_mut(node).copy_from_slice(grad_output);
+        Self::backward_pass(&state.params, &mut state.grads, &mut state.workspace);
+        Ok(())
+    }
+
+    /// One training step: forward, loss, backward, regularisation, optimiser update.
+    /// Returns the loss of the batch (including the regularisation penalty).
+    ///
+    /// Errors — a bad target, a non-finite loss, an invalid optimiser setting — leave
+    /// the parameters as they were.
+    fn train_step<'a, L: Loss<T>, O: Optimizer<T>>(
+        &mut self,
+        x: impl Into<TensorRef<'a, T, Self::Input>>,
+        target: &L::Target,
+        loss: &L,
+        optimizer: &mut O,
+    ) -> Result<T> {
+        let x = x.into();
+        let batch = x.batch();
+        self.forward_train(x);
+        let spec = Self::SPEC;
+        let state = self.state_mut();
+        let layout = output_layout(spec, batch);
+        let (output, grad_output) = state.workspace.value_and_grad(spec.output_node);
+        let mut value = loss.evaluate(output, target, layout, Some(grad_output))?;
+        let non_finite = |value: T, steps| Error::NonFiniteLoss {
+            loss: value.to_f64(),
+            step: steps,
+        };
+        if !value.is_finite() {
+            return Err(non_finite(value, state.steps));
+        }
+        Self::backward_pass(&state.params, &mut state.grads, &mut state.workspace);
+        if state.regularization.is_active() {
+            for p in spec.params.iter().filter(|p| p.regularized) {
+                value += state
+                    .regularization
+                    .apply(&state.params[p.range()], &mut state.grads[p.range()]);
+            }
+            if !value.is_finite() {
+                return Err(non_finite(value, state.steps));
+            }
+        }
+        optimizer.step(&mut state.params, &state.grads)?;
+        state.steps += 1;
+        Ok(value)
+    }
+
+    /// The loss of a batch in inference mode (no dropout, no update, no penalty).
+    fn evaluate_loss<'a, L: Loss<T>>(
+        &self,
+        x: impl Into<TensorRef<'a, T, Self::Input>>,
+        target: &L::Target,
+        loss: &L,
+    ) -> Result<T> {
+        let x = x.into();
+        let output = self.forward(x);
+        loss.evaluate(output.as_slice(), target, output_layout(Self::SPEC, x.batch()), None)
+    }
+
+    /// The parameters, by name or as one buffer.
+    fn params(&self) -> ParamSet<'_, T> {
+        ParamSet {
+            spec: Self::SPEC,
+            data: &self.state().params,
+        }
+    }
+
+    /// The parameter buffer, mutably (PyTorch's layout, in [`ModelSpec::params`] order).
+    fn params_mut(&mut self) -> &mut [T] {
+        &mut self.state_mut().params
+    }
+
+    /// Replaces every parameter from one buffer of [`ModelSpec::param_count`] values.
+    fn set_params(&mut self, values: &[T]) -> Result<()> {
+        let params = &mut self.state_mut().params;
+        if values.len() != params.len() {
+            return Err(Error::ParameterLength {
+                expected: params.len(),
+                actual: values.len(),
+            });
+        }
+        params.copy_from_slice(values);
+        Ok(())
+    }
+
+    /// The gradients of the last backward pass, laid out like the parameters.
+    fn grads(&self) -> Grads<'_, T> {
+        ParamSet {
+            spec: Self::SPEC,
+            data: &self.state().grads,
+        }
+    }
+
+    /// Sets the L1/L2 penalty that [`train_step`](Self::train_step) adds.
+    fn set_regularization(&mut self, regularization: Regularization) {
+        self.state_mut().regularization = regularization;
+    }
+
+    /// The L1/L2 penalty in force.
+    fn regularization(&self) -> Regularization {
+        self.state().regularization
+    }
+
+    /// Number of successful training steps so far.
+    fn steps(&self) -> u64 {
+        self.state().steps
+    }
+
+    /// A Keras-style table of the layers, their output shapes and parameter counts.
+    fn summary() -> Summary {
+        Summary(Self::SPEC)
+    }
+}
+
+fn output_layout(spec: &ModelSpec, batch: usize) -> OutputLayout {
+    OutputLayout {
+        batch,
+        width: spec.output.last().copied().unwrap_or(1),
+    }
+}
+
+/// The printable layer table of a model (see [`Model::summary`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Summary(pub &'static ModelSpec);
+
+fn dims(d: &[usize]) -> String {
+    let parts: Vec<String> = d.iter().map(usize::to_string).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// `1234567` as `1,234,567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let spec = self.0;
+        let rows: Vec<[String; 4]> = core::iter::once([
+            "input".to_string(),
+            "Input".to_string(),
+            dims(spec.input),
+            "0".to_string(),
+        ])
+        .chain(spec.layers.iter().map(|l| {
+            [
+                l.name.to_string(),
+                l.kind.to_string(),
+                dims(l.output),
+                grouped(l.params as u64),
+            ]
+        }))
+        .collect();
+        let header = ["Layer", "Type", "Output shape", "Params"];
+        let mut width = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let total: usize = width.iter().sum::<usize>() + 3 * 3;
+        writeln!(f, "Model: {}", spec.name)?;
+        writeln!(f, "{}", "─".repeat(total))?;
+        let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 4]| {
+            writeln!(
+                f,
+                "{:<w0$}   {:<w1$}   {:<w2$}   {:>w3$}",
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3],
+                w0 = width[0],
+                w1 = width[1],
+                w2 = width[2],
+                w3 = width[3]
+            )
+        };
+        line(f, header)?;
+        writeln!(f, "{}", "═".repeat(total))?;
+        for row in &rows {
+            line(f, [&row[0], &row[1], &row[2], &row[3]])?;
+        }
+        writeln!(f, "{}", "═".repeat(total))?;
+        writeln!(f, "Total params: {}", grouped(spec.param_count as u64))?;
+        writeln!(f, "Trainable params: {}", grouped(spec.param_count as u64))?;
+        write!(f, "Forward FLOPs per sample: {}", grouped(spec.flops_per_sample))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(101_770), "101,770");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn workspace_grows_once_and_keeps_nodes_apart() {
+        static NODES: [usize; 4] = [0, 2, 5, 7];
+        let mut ws = Workspace::<f32>::new(&NODES);
+        ws.prepare(3);
+        assert_eq!(ws.value(1).len(), 9);
+        ws.value_mut(1).fill(1.0);
+        let (input, output) = ws.forward_io(1, 2);
+        assert_eq!((input.len(), output.len()), (9, 6));
+        output.fill(2.0);
+        let capacity = ws.values.capacity();
+        ws.prepare(2);
+        assert_eq!(ws.values.capacity(), capacity);
+        let io = ws.backward_io(0, 2, Some(1));
+        assert_eq!((io.input.len(), io.output.len(), io.aux.len()), (4, 4, 6));
+    }
+}

@@ -1,0 +1,147 @@
+use super::{check_lengths, check_lr, check_range, state, Optimizer};
+use crate::{Float, Result};
+
+/// The moment estimates Adam and AdamW share.
+#[derive(Debug, Clone)]
+struct Moments<T> {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    m: Vec<T>,
+    v: Vec<T>,
+    t: i32,
+}
+
+impl<T: Float> Moments<T> {
+    fn new(lr: f64, weight_decay: f64) -> Self {
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            m: Vec::new(),
+            v: Vec::new(),
+            t: 0,
+        }
+    }
+
+    /// One step; `decoupled` selects AdamW's `p ← p(1 - lr·λ)` over Adam's `g ← g + λp`.
+    fn step(&mut self, params: &mut [T], grads: &[T], decoupled: bool) -> Result<()> {
+        check_lengths(params.len(), grads.len())?;
+        check_lr(self.lr)?;
+        check_range("beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "must be in [0, 1)")?;
+        check_range("beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "must be in [0, 1)")?;
+        check_range("eps", self.eps, self.eps >= 0.0, "must be >= 0")?;
+        check_range("weight decay", self.weight_decay, self.weight_decay >= 0.0, "must be >= 0")?;
+        state(&mut self.m, params.len());
+        state(&mut self.v, params.len());
+        self.t = self.t.saturating_add(1);
+        let (b1, b2) = (T::from_f64(self.beta1), T::from_f64(self.beta2));
+        let (one_m_b1, one_m_b2) = (T::from_f64(1.0 - self.beta1), T::from_f64(1.0 - self.beta2));
+        let step_size = T::from_f64(self.lr / (1.0 - self.beta1.powi(self.t)));
+        let inv_sqrt_bc2 = T::from_f64(1.0 / (1.0 - self.beta2.powi(self.t)).sqrt());
+        let eps = T::from_f64(self.eps);
+        let (coupled, shrink) = if decoupled {
+            (T::ZERO, T::from_f64(1.0 - self.lr * self.weight_decay))
+        } else {
+            (T::from_f64(self.weight_decay), T::ONE)
+        };
+        for (((p, &g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            let g = g + coupled * *p;
+            *m = b1 * *m + one_m_b1 * g;
+            *v = b2 * *v + one_m_b2 * g * g;
+            *p = *p * shrink - step_size * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+        }
+        Ok(())
+    }
+}
+
+macro_rules! adam_builders {
+    () => {
+        /// Coefficients of the running averages of the gradient and its square
+        /// (default 0.9, 0.999).
+        pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+            self.0.beta1 = beta1;
+            self.0.beta2 = beta2;
+            self
+        }
+
+        /// Term added to the denominator (default 1e-8).
+        pub fn eps(mut self, eps: f64) -> Self {
+            self.0.eps = eps;
+            self
+        }
+
+        /// Weight decay `λ`.
+        pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+            self.0.weight_decay = weight_decay;
+            self
+        }
+    };
+}
+
+/// Adam, as `torch.optim.Adam`: bias-corrected first and second moments, optional L2
+/// weight decay added to the gradient.
+///
+/// ```
+/// use kiln_runtime::optim::{Adam, Optimizer};
+/// let mut opt = Adam::new(1e-3);
+/// let mut p = [1.0_f32, 2.0];
+/// opt.step(&mut p, &[0.1, -0.1]).unwrap();
+/// assert!(p[0] < 1.0 && p[1] > 2.0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Adam<T = f32>(Moments<T>);
+
+impl<T: Float> Adam<T> {
+    /// Adam with learning rate `lr` and PyTorch's defaults.
+    pub fn new(lr: f64) -> Self {
+        Self(Moments::new(lr, 0.0))
+    }
+    adam_builders!();
+}
+
+impl<T: Float> Optimizer<T> for Adam<T> {
+    fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+        self.0.step(params, grads, false)
+    }
+    fn learning_rate(&self) -> f64 {
+        self.0.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.0.lr = lr;
+    }
+}
+
+/// AdamW, as `torch.optim.AdamW`: Adam with decoupled weight decay
+/// `p ← p(1 - lr·λ)` (default λ = 0.01).
+#[derive(Debug, Clone)]
+pub struct AdamW<T = f32>(Moments<T>);
+
+impl<T: Float> AdamW<T> {
+    /// AdamW with learning rate `lr` and PyTorch's defaults.
+    pub fn new(lr: f64) -> Self {
+        Self(Moments::new(lr, 0.01))
+    }
+    adam_builders!();
+}
+
+impl<T: Float> Optimizer<T> for AdamW<T> {
+    fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+        self.0.step(params, grads, true)
+    }
+    fn learning_rate(&self) -> f64 {
+        self.0.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.0.lr = lr;
+    }
+}

@@ -1,0 +1,141 @@
+//! Optimisers: each step is one pass over the model's contiguous parameter and gradient
+//! buffers, with state buffers sized on the first step and reused after.
+//!
+//! The update rules are PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`), with
+//! the same defaults, so hyper-parameters carry over.
+
+mod adam;
+mod rmsprop;
+mod schedule;
+mod sgd;
+
+pub use adam::{Adam, AdamW};
+pub use rmsprop::RmsProp;
+pub use schedule::{Constant, CosineAnnealing, LrSchedule, StepLr};
+pub use sgd::Sgd;
+
+use crate::{Error, Float, Result};
+
+/// Updates parameters from their gradients.
+pub trait Optimizer<T: Float> {
+    /// One update of `params` from `grads` (same length, same order).
+    ///
+    /// Fails, without touching `params`, if a hyper-parameter is out of its domain or
+    /// the buffers differ in length.
+    fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()>;
+    /// The current learning rate.
+    fn learning_rate(&self) -> f64;
+    /// Changes the learning rate (what schedules call between epochs).
+    fn set_learning_rate(&mut self, lr: f64);
+}
+
+pub(crate) fn check_lengths(params: usize, grads: usize) -> Result<()> {
+    if params == grads {
+        Ok(())
+    } else {
+        Err(Error::ParameterLength {
+            expected: params,
+            actual: grads,
+        })
+    }
+}
+
+pub(crate) fn check_range(name: &'static str, value: f64, ok: bool, reason: &'static str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidHyperParameter { name, value, reason })
+    }
+}
+
+pub(crate) fn check_lr(lr: f64) -> Result<()> {
+    check_range("learning rate", lr, lr >= 0.0 && lr.is_finite(), "must be finite and >= 0")
+}
+
+/// Sizes a state buffer on the first step (and again only if the model changes).
+pub(crate) fn state<T: Float>(buffer: &mut Vec<T>, len: usize) {
+    if buffer.len() != len {
+        buffer.clear();
+        buffer.resize(len, T::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each optimiser minimises a convex quadratic, and matches PyTorch's update rule
+    //! written out by hand for two steps.
+    use super::*;
+
+    /// Gradient of f(p) = Σ (i+1) (p_i - 1)^2 / 2.
+    fn quadratic_grad(p: &[f64]) -> Vec<f64> {
+        p.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0) * (v - 1.0)).collect()
+    }
+
+    fn minimise(opt: &mut dyn Optimizer<f64>, steps: usize) -> Vec<f64> {
+        let mut p = vec![0.0; 4];
+        for _ in 0..steps {
+            let g = quadratic_grad(&p);
+            opt.step(&mut p, &g).unwrap();
+        }
+        p
+    }
+
+    #[test]
+    fn every_optimiser_converges_on_a_quadratic() {
+        let mut sgd = Sgd::new(0.1);
+        let mut momentum = Sgd::new(0.05).momentum(0.9);
+        let mut nesterov = Sgd::new(0.05).momentum(0.9).nesterov(true);
+        let mut adam = Adam::new(0.05);
+        let mut adamw = AdamW::new(0.05).weight_decay(0.0);
+        let mut rms = RmsProp::new(0.01);
+        let mut rms_full = RmsProp::new(0.01).momentum(0.5).centered(true);
+        let opts: [&mut dyn Optimizer<f64>; 7] = [
+            &mut sgd, &mut momentum, &mut nesterov, &mut adam, &mut adamw, &mut rms, &mut rms_full,
+        ];
+        for opt in opts {
+            let p = minimise(opt, 2000);
+            for v in p {
+                assert!((v - 1.0).abs() < 1e-3, "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn sgd_momentum_nesterov_and_decay_follow_pytorch() {
+        // torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+        let mut opt = Sgd::new(0.1).momentum(0.9).nesterov(true).weight_decay(0.01);
+        let mut p = [2.0_f64];
+        opt.step(&mut p, &[1.0]).unwrap();
+        // g = 1 + 0.01*2 = 1.02; buf = 1.02; g + 0.9 buf = 1.938
+        assert!((p[0] - (2.0 - 0.1 * 1.938)).abs() < 1e-15);
+        let p1 = p[0];
+        opt.step(&mut p, &[0.5]).unwrap();
+        let g = 0.5 + 0.01 * p1;
+        let buf = 0.9 * 1.02 + g;
+        assert!((p[0] - (p1 - 0.1 * (g + 0.9 * buf))).abs() < 1e-15);
+    }
+
+    #[test]
+    fn adam_first_steps_follow_pytorch() {
+        let mut opt = Adam::new(0.1);
+        let mut p = [1.0_f64];
+        opt.step(&mut p, &[0.5]).unwrap();
+        // Bias correction makes the first step lr * g / (|g| + eps') ~ lr.
+        assert!((p[0] - (1.0 - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 1e-12);
+        let mut opt = AdamW::new(0.1);
+        let mut p = [1.0_f64];
+        opt.step(&mut p, &[0.5]).unwrap();
+        let decayed = 1.0 * (1.0 - 0.1 * 0.01);
+        assert!((p[0] - (decayed - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_hyper_parameters_are_errors_and_leave_params_alone() {
+        let mut p = [1.0_f32];
+        assert!(Sgd::new(-1.0).step(&mut p, &[1.0]).is_err());
+        assert!(Adam::new(0.1).betas(1.0, 0.999).step(&mut p, &[1.0]).is_err());
+        assert!(RmsProp::new(0.1).alpha(-0.1).step(&mut p, &[1.0]).is_err());
+        assert!(Sgd::new(0.1).step(&mut p, &[1.0, 2.0]).is_err());
+        assert_eq!(p, [1.0]);
+    }
+}

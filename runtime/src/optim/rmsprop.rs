@@ -1,0 +1,120 @@
+use super::{check_lengths, check_lr, check_range, state, Optimizer};
+use crate::{Float, Result};
+
+/// RMSprop, as `torch.optim.RMSprop`:
+///
+/// `v ← αv + (1-α)g²`; centered: `a ← αa + (1-α)g` and `v̂ = v - a²`;
+/// `d = √v̂ + ε`; with momentum `b ← μb + g/d`, `p ← p - lr·b`, else `p ← p - lr·g/d`.
+#[derive(Debug, Clone)]
+pub struct RmsProp<T = f32> {
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    momentum: f64,
+    centered: bool,
+    weight_decay: f64,
+    square_avg: Vec<T>,
+    grad_avg: Vec<T>,
+    velocity: Vec<T>,
+}
+
+impl<T: Float> RmsProp<T> {
+    /// RMSprop with learning rate `lr` and PyTorch's defaults (α = 0.99, ε = 1e-8).
+    pub fn new(lr: f64) -> Self {
+        Self {
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            centered: false,
+            weight_decay: 0.0,
+            square_avg: Vec::new(),
+            grad_avg: Vec::new(),
+            velocity: Vec::new(),
+        }
+    }
+
+    /// Smoothing constant `α`.
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    /// Term added to the denominator.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Momentum factor `μ`.
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Normalise by the estimated variance instead of the raw second moment.
+    pub fn centered(mut self, centered: bool) -> Self {
+        self.centered = centered;
+        self
+    }
+
+    /// L2 weight decay `λ` added to the gradient.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+}
+
+impl<T: Float> Optimizer<T> for RmsProp<T> {
+    fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+        check_lengths(params.len(), grads.len())?;
+        check_lr(self.lr)?;
+        check_range("alpha", self.alpha, (0.0..=1.0).contains(&self.alpha), "must be in [0, 1]")?;
+        check_range("eps", self.eps, self.eps >= 0.0, "must be >= 0")?;
+        check_range("momentum", self.momentum, self.momentum >= 0.0, "must be >= 0")?;
+        check_range("weight decay", self.weight_decay, self.weight_decay >= 0.0, "must be >= 0")?;
+        let n = params.len();
+        state(&mut self.square_avg, n);
+        if self.centered {
+            state(&mut self.grad_avg, n);
+        }
+        if self.momentum > 0.0 {
+            state(&mut self.velocity, n);
+        }
+        let (lr, alpha) = (T::from_f64(self.lr), T::from_f64(self.alpha));
+        let one_m_alpha = T::from_f64(1.0 - self.alpha);
+        let (eps, mu, decay) = (
+            T::from_f64(self.eps),
+            T::from_f64(self.momentum),
+            T::from_f64(self.weight_decay),
+        );
+        for i in 0..n {
+            let g = grads[i] + decay * params[i];
+            let v = &mut self.square_avg[i];
+            *v = alpha * *v + one_m_alpha * g * g;
+            let mut variance = *v;
+            if self.centered {
+                let a = &mut self.grad_avg[i];
+                *a = alpha * *a + one_m_alpha * g;
+                variance -= *a * *a;
+            }
+            let scaled = g / (variance.sqrt() + eps);
+            if self.momentum > 0.0 {
+                let b = &mut self.velocity[i];
+                *b = mu * *b + scaled;
+                params[i] -= lr * *b;
+            } else {
+                params[i] -= lr * scaled;
+            }
+        }
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}

@@ -1,0 +1,58 @@
+/// A learning rate as a function of the epoch, applied between epochs with
+/// [`Optimizer::set_learning_rate`](super::Optimizer::set_learning_rate).
+///
+/// ```
+/// use kiln_runtime::optim::{CosineAnnealing, LrSchedule, StepLr};
+/// let step = StepLr { step_size: 10, gamma: 0.1 };
+/// assert!((step.lr_at(1.0, 25) - 0.01).abs() < 1e-12);
+/// let cosine = CosineAnnealing { t_max: 10, eta_min: 0.0 };
+/// assert!((cosine.lr_at(1.0, 5) - 0.5).abs() < 1e-12);
+/// ```
+pub trait LrSchedule {
+    /// The learning rate for `epoch` (0-based) given the initial rate `base`.
+    fn lr_at(&self, base: f64, epoch: usize) -> f64;
+}
+
+/// The initial rate, always.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Constant;
+
+impl LrSchedule for Constant {
+    fn lr_at(&self, base: f64, _epoch: usize) -> f64 {
+        base
+    }
+}
+
+/// `base · gamma^⌊epoch / step_size⌋`, as `torch.optim.lr_scheduler.StepLR`.
+#[derive(Debug, Clone, Copy)]
+pub struct StepLr {
+    /// Epochs between decays (at least 1).
+    pub step_size: usize,
+    /// Factor applied at each decay.
+    pub gamma: f64,
+}
+
+impl LrSchedule for StepLr {
+    fn lr_at(&self, base: f64, epoch: usize) -> f64 {
+        let decays = epoch / self.step_size.max(1);
+        base * self.gamma.powi(decays.min(i32::MAX as usize) as i32)
+    }
+}
+
+/// `eta_min + (base - eta_min)(1 + cos(π·epoch/t_max))/2`, the closed form of
+/// `torch.optim.lr_scheduler.CosineAnnealingLR`; constant at `eta_min` after `t_max`.
+#[derive(Debug, Clone, Copy)]
+pub struct CosineAnnealing {
+    /// Epochs from the initial rate to `eta_min` (at least 1).
+    pub t_max: usize,
+    /// The lowest rate.
+    pub eta_min: f64,
+}
+
+impl LrSchedule for CosineAnnealing {
+    fn lr_at(&self, base: f64, epoch: usize) -> f64 {
+        let t_max = self.t_max.max(1);
+        let progress = epoch.min(t_max) as f64 / t_max as f64;
+        self.eta_min + (base - self.eta_min) * (1.0 + (core::f64::consts::PI * progress).cos()) / 2.0
+    }
+}

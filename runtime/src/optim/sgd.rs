@@ -1,0 +1,108 @@
+use super::{check_lengths, check_lr, check_range, state, Optimizer};
+use crate::{Float, Result};
+
+/// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight
+/// decay, as `torch.optim.SGD`:
+///
+/// `g ← g + λp`; with momentum `b ← μb + (1-τ)g` (`b ← g` on the first step) and
+/// `g ← g + μb` (Nesterov) or `g ← b`; then `p ← p - lr·g`.
+///
+/// ```
+/// use kiln_runtime::optim::{Optimizer, Sgd};
+/// let mut opt = Sgd::new(0.1).momentum(0.9);
+/// let mut p = [1.0_f32];
+/// opt.step(&mut p, &[2.0]).unwrap();
+/// assert_eq!(p, [0.8]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sgd<T = f32> {
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    velocity: Vec<T>,
+    started: bool,
+}
+
+impl<T: Float> Sgd<T> {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            velocity: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// Momentum factor `μ` (default 0).
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Dampening `τ` of the momentum (default 0).
+    pub fn dampening(mut self, dampening: f64) -> Self {
+        self.dampening = dampening;
+        self
+    }
+
+    /// Nesterov momentum (needs momentum > 0 and no dampening).
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+
+    /// L2 weight decay `λ` added to the gradient (default 0).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+}
+
+impl<T: Float> Optimizer<T> for Sgd<T> {
+    fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+        check_lengths(params.len(), grads.len())?;
+        check_lr(self.lr)?;
+        check_range("momentum", self.momentum, self.momentum >= 0.0, "must be >= 0")?;
+        check_range("weight decay", self.weight_decay, self.weight_decay >= 0.0, "must be >= 0")?;
+        check_range(
+            "nesterov",
+            self.momentum,
+            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
+            "nesterov needs momentum > 0 and zero dampening",
+        )?;
+        let lr = T::from_f64(self.lr);
+        let decay = T::from_f64(self.weight_decay);
+        if self.momentum == 0.0 {
+            for (p, &g) in params.iter_mut().zip(grads) {
+                *p -= lr * (g + decay * *p);
+            }
+            return Ok(());
+        }
+        let mu = T::from_f64(self.momentum);
+        let keep = T::from_f64(1.0 - self.dampening);
+        state(&mut self.velocity, params.len());
+        let first = !self.started;
+        self.started = true;
+        for ((p, &g), b) in params.iter_mut().zip(grads).zip(self.velocity.iter_mut()) {
+            let g = g + decay * *p;
+            *b = if first { g } else { mu * *b + keep * g };
+            let step = if self.nesterov { g + mu * *b } else { *b };
+            *p -= lr * step;
+        }
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}

@@ -1,0 +1,256 @@
+//! Batch-major tensors whose per-sample shape is part of their type.
+//!
+//! A [`Tensor<T, S>`] owns a batch of samples laid out one after another, each of shape
+//! `S` (row-major, PyTorch's order). The batch size is a run-time value; the sample shape
+//! is a type such as [`Shape1<784>`] or [`Shape3<1, 28, 28>`], so feeding one model's
+//! output into another model is checked by rustc, and the only shape check left at run
+//! time is that a buffer holds a whole, non-zero number of samples.
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use crate::{Error, Float, Result};
+
+/// A per-sample shape known at compile time.
+pub trait Shape: 'static + Copy + Default + Send + Sync + fmt::Debug {
+    /// The dimensions, outermost first.
+    const DIMS: &'static [usize];
+    /// Number of values in one sample: the product of [`Shape::DIMS`].
+    const SIZE: usize;
+}
+
+macro_rules! shapes {
+    ($($(#[$doc:meta])* $name:ident<$($d:ident),+>;)+) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+        pub struct $name<$(const $d: usize),+>;
+        impl<$(const $d: usize),+> Shape for $name<$($d),+> {
+            const DIMS: &'static [usize] = &[$($d),+];
+            const SIZE: usize = 1 $(* $d)+;
+        }
+    )+};
+}
+
+shapes! {
+    /// A vector of `A` features.
+    Shape1<A>;
+    /// `[A, B]`, such as `[steps, features]`.
+    Shape2<A, B>;
+    /// `[A, B, C]`, such as `[channels, height, width]`.
+    Shape3<A, B, C>;
+    /// `[A, B, C, D]`.
+    Shape4<A, B, C, D>;
+}
+
+/// Checks that `len` values are a whole, non-zero number of samples of `S`.
+pub fn batch_of<S: Shape>(len: usize) -> Result<usize> {
+    if len % S::SIZE != 0 {
+        return Err(Error::BatchLength {
+            len,
+            sample_size: S::SIZE,
+        });
+    }
+    match len / S::SIZE {
+        0 => Err(Error::EmptyBatch),
+        batch => Ok(batch),
+    }
+}
+
+/// An owned batch of samples of shape `S`.
+///
+/// ```
+/// use kiln_runtime::{Shape1, Tensor};
+/// let x = Tensor::<f32, Shape1<2>>::from_vec(vec![0.0, 1.0, 1.0, 0.0]).unwrap();
+/// assert_eq!(x.batch(), 2);
+/// assert_eq!(x.sample(1), &[1.0, 0.0]);
+/// assert!(Tensor::<f32, Shape1<2>>::from_vec(vec![1.0; 3]).is_err());
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct Tensor<T, S: Shape> {
+    data: Vec<T>,
+    shape: PhantomData<S>,
+}
+
+impl<T: Float, S: Shape> Tensor<T, S> {
+    /// Wraps a buffer holding a whole, non-zero number of samples.
+    pub fn from_vec(data: Vec<T>) -> Result<Self> {
+        batch_of::<S>(data.len())?;
+        Ok(Self {
+            data,
+            shape: PhantomData,
+        })
+    }
+
+    /// A batch of `batch` samples filled with zeros (`batch` must be at least 1).
+    pub fn zeros(batch: usize) -> Result<Self> {
+        Self::from_vec(vec![T::ZERO; batch * S::SIZE])
+    }
+
+    /// Number of samples.
+    pub fn batch(&self) -> usize {
+        self.data.len() / S::SIZE
+    }
+
+    /// All values, sample after sample.
+    pub fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+
+    /// All values, mutably (the length cannot change, so the batch stays whole).
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.data
+    }
+
+    /// The values of sample `index`.
+    ///
+    /// # Panics
+    /// If `index >= self.batch()`.
+    pub fn sample(&self, index: usize) -> &[T] {
+        &self.data[index * S::SIZE..(index + 1) * S::SIZE]
+    }
+
+    /// Iterates over the samples.
+    pub fn samples(&self) -> core::slice::ChunksExact<'_, T> {
+        self.data.chunks_exact(S::SIZE)
+    }
+
+    /// Gives the buffer back.
+    pub fn into_vec(self) -> Vec<T> {
+        self.data
+    }
+
+    /// A borrowed view of this batch.
+    pub fn view(&self) -> TensorRef<'_, T, S> {
+        TensorRef {
+            data: &self.data,
+            shape: PhantomData,
+        }
+    }
+
+    /// Index of the largest value of each sample (row-wise argmax for classifiers).
+    pub fn argmax(&self) -> Vec<usize> {
+        self.view().argmax()
+    }
+}
+
+impl<T: Float, S: Shape> fmt::Debug for Tensor<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tensor")
+            .field("batch", &self.batch())
+            .field("sample", &S::DIMS)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+/// A borrowed batch of samples of shape `S`: what models take as input.
+///
+/// ```
+/// use kiln_runtime::{Shape1, TensorRef};
+/// let raw = [1.0_f32, 2.0, 3.0, 4.0];
+/// let x = TensorRef::<f32, Shape1<2>>::new(&raw).unwrap();
+/// assert_eq!(x.batch(), 2);
+/// ```
+#[derive(Clone, Copy, PartialEq)]
+pub struct TensorRef<'a, T, S: Shape> {
+    data: &'a [T],
+    shape: PhantomData<S>,
+}
+
+impl<'a, T: Float, S: Shape> TensorRef<'a, T, S> {
+    /// Views a buffer holding a whole, non-zero number of samples.
+    pub fn new(data: &'a [T]) -> Result<Self> {
+        batch_of::<S>(data.len())?;
+        Ok(Self {
+            data,
+            shape: PhantomData,
+        })
+    }
+
+    /// Number of samples.
+    pub fn batch(&self) -> usize {
+        self.data.len() / S::SIZE
+    }
+
+    /// All values, sample after sample.
+    pub fn as_slice(&self) -> &'a [T] {
+        self.data
+    }
+
+    /// Samples `start..end` as a smaller batch.
+    ///
+    /// # Panics
+    /// If the range is empty or reaches past the batch.
+    pub fn slice(&self, start: usize, end: usize) -> TensorRef<'a, T, S> {
+        assert!(start < end && end <= self.batch(), "bad sample range");
+        TensorRef {
+            data: &self.data[start * S::SIZE..end * S::SIZE],
+            shape: PhantomData,
+        }
+    }
+
+    /// Copies the batch into an owned tensor.
+    pub fn to_tensor(&self) -> Tensor<T, S> {
+        Tensor {
+            data: self.data.to_vec(),
+            shape: PhantomData,
+        }
+    }
+
+    /// Index of the largest value of each sample.
+    pub fn argmax(&self) -> Vec<usize> {
+        self.data
+            .chunks_exact(S::SIZE)
+            .map(|sample| {
+                let mut best = 0;
+                for (i, &v) in sample.iter().enumerate() {
+                    if v > sample[best] {
+                        best = i;
+                    }
+                }
+                best
+            })
+            .collect()
+    }
+}
+
+impl<'a, T: Float, S: Shape> From<&'a Tensor<T, S>> for TensorRef<'a, T, S> {
+    fn from(tensor: &'a Tensor<T, S>) -> Self {
+        tensor.view()
+    }
+}
+
+impl<T: Float, S: Shape> fmt::Debug for TensorRef<'_, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TensorRef")
+            .field("batch", &self.batch())
+            .field("sample", &S::DIMS)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_know_their_size() {
+        assert_eq!(Shape3::<1, 28, 28>::SIZE, 784);
+        assert_eq!(Shape2::<5, 3>::DIMS, &[5, 3]);
+    }
+
+    #[test]
+    fn ragged_and_empty_batches_are_errors() {
+        assert_eq!(
+            TensorRef::<f64, Shape1<3>>::new(&[0.0; 4]).unwrap_err(),
+            Error::BatchLength {
+                len: 4,
+                sample_size: 3
+            }
+        );
+        assert_eq!(
+            TensorRef::<f64, Shape1<3>>::new(&[]).unwrap_err(),
+            Error::EmptyBatch
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! # kiln
+//!
+//! Neural networks whose shape is checked when the program compiles. The [`model!`]
+//! macro reads a declarative layer list, infers every tensor shape, rejects an
+//! impossible network with an error on the layer at fault, and generates a plain
+//! struct with a forward pass and a hand-derived backward pass on faer's GEMM.
+//!
+//! ```
+//! use kiln::prelude::*;
+//!
+//! kiln::model! {
+//!     /// Two features in, one logit out.
+//!     pub struct Logistic { input: [2], out: Dense(1) }
+//! }
+//!
+//! let mut net = Logistic::<f64>::new(0);
+//! let x = Tensor::<f64, Shape1<2>>::from_vec(vec![0.0, 1.0, 1.0, 0.0]).unwrap();
+//! let y = [1.0, 0.0];
+//! let mut opt = Sgd::new(0.5);
+//! let first = net.train_step(&x, &y[..], &BceWithLogits::default(), &mut opt).unwrap();
+//! for _ in 0..100 {
+//!     net.train_step(&x, &y[..], &BceWithLogits::default(), &mut opt).unwrap();
+//! }
+//! let last = net.evaluate_loss(&x, &y[..], &BceWithLogits::default()).unwrap();
+//! assert!(last < first / 10.0);
+//! assert_eq!(Logistic::<f32>::PARAM_COUNT, 3);
+//! ```
+//!
+//! The DSL is described in `docs/dsl.md`, every compile error in `docs/errors.md`.
+
+pub use kiln_macros::model;
+pub use kiln_runtime::*;
+
+/// What a program using kiln needs in scope.
+pub mod prelude {
+    pub use kiln_runtime::loss::{
+        BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization,
+    };
+    pub use kiln_runtime::optim::{
+        Adam, AdamW, Constant, CosineAnnealing, LrSchedule, Optimizer, RmsProp, Sgd, StepLr,
+    };
+    pub use kiln_runtime::{
+        Error, Float, Model, Shape, Shape1, Shape2, Shape3, Shape4, Tensor, TensorRef,
+    };
+}
+
+/// Paths the generated code uses; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use kiln_runtime::init::Init;
+    pub use kiln_runtime::layers;
+    pub use kiln_runtime::{
+        Float, LayerInfo, Model, ModelSpec, ModelState, ParamInfo, Rng, Shape1, Shape2, Shape3,
+        Shape4, Workspace,
+    };
+}

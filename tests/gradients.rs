@@ -1,0 +1,140 @@
+//! Whole generated models checked against central finite differences in f64: every
+//! parameter's gradient and the fused and unfused paths of each activation, dense
+//! layers on sequences, residual blocks (including nested ones sharing an input) and
+//! softmax layers inside a network.
+
+use kiln::prelude::*;
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        })
+        .collect()
+}
+
+/// Checks d(loss)/d(params) of `model` on `x` against central differences.
+fn check_model<M, L>(mut model: M, x: &[f64], target: &L::Target, loss: &L, tolerance: f64)
+where
+    M: Model<f64>,
+    L: Loss<f64>,
+{
+    let x = TensorRef::<f64, M::Input>::new(x).unwrap();
+    let layout_width = *M::SPEC.output.last().unwrap();
+    let output = model.forward_train(x).to_vec();
+    let mut grad_output = vec![0.0; output.len()];
+    let layout = kiln::loss::OutputLayout {
+        batch: x.batch(),
+        width: layout_width,
+    };
+    loss.evaluate(&output, target, layout, Some(&mut grad_output)).unwrap();
+    model.backward(&grad_output).unwrap();
+    let analytic = model.grads().as_slice().to_vec();
+
+    let h = 1e-6;
+    let params = model.params().as_slice().to_vec();
+    let mut worst: f64 = 0.0;
+    for i in 0..params.len() {
+        let mut probe = params.clone();
+        probe[i] = params[i] + h;
+        model.set_params(&probe).unwrap();
+        let up = model.evaluate_loss(x, target, loss).unwrap();
+        probe[i] = params[i] - h;
+        model.set_params(&probe).unwrap();
+        let down = model.evaluate_loss(x, target, loss).unwrap();
+        let numeric = (up - down) / (2.0 * h);
+        let error = (analytic[i] - numeric).abs() / 1f64.max(numeric.abs());
+        worst = worst.max(error);
+        assert!(
+            error <= tolerance,
+            "{}: parameter {i}: analytic {} vs numeric {numeric} (error {error:e})",
+            M::SPEC.name,
+            analytic[i]
+        );
+    }
+    model.set_params(&params).unwrap();
+    println!("{}: worst relative error {worst:e}", M::SPEC.name);
+}
+
+kiln::model! {
+    struct ReluMlp { input: [5], fc1: Dense(7), Relu, fc2: Dense(4), Tanh, fc3: Dense(3) }
+}
+kiln::model! {
+    struct SmoothMlp {
+        input: [6],
+        Dense(8), Sigmoid,
+        Dense(8), Gelu,
+        Dense(8), LeakyRelu(0.1),
+        Dense(8), LeakyRelu(-0.2),
+        Dense(3, bias = false),
+    }
+}
+kiln::model! {
+    struct Unfused { input: [4], Relu, Dense(5), Dropout(0.0), Tanh, Dense(5), Sigmoid, Softmax, Dense(2) }
+}
+kiln::model! {
+    struct SequenceDense { input: [3, 4], Dense(6), Tanh, Dense(2), Flatten, Dense(3) }
+}
+kiln::model! {
+    struct Residuals {
+        input: [6],
+        fc_in: Dense(6), Tanh,
+        block: Residual {
+            Dense(6), Gelu,
+            inner: Residual { Dense(6), Tanh },
+            Dense(6),
+        },
+        LogSoftmax,
+        out: Dense(3),
+    }
+}
+kiln::model! {
+    struct ResidualFirst { input: [4], Residual { Dense(4), Tanh }, Dense(2) }
+}
+
+#[test]
+fn dense_relu_tanh_with_cross_entropy() {
+    let x: Vec<f64> = values(3 * 5, 1).iter().map(|v| v * 2.0).collect();
+    check_model(ReluMlp::<f64>::new(1), &x, &[0, 2, 1][..], &CrossEntropy::default(), 1e-6);
+}
+
+#[test]
+fn smooth_activations_with_mse() {
+    let x = values(4 * 6, 2);
+    let y = values(4 * 3, 3);
+    check_model(SmoothMlp::<f64>::new(2), &x, &y[..], &Mse::default(), 1e-6);
+}
+
+#[test]
+fn unfused_activations_and_softmax_inside() {
+    let x = values(3 * 4, 4);
+    let y: Vec<f64> = values(3 * 2, 5).iter().map(|v| (v + 1.0) / 2.0).collect();
+    check_model(Unfused::<f64>::new(3), &x, &y[..], &BceWithLogits::default(), 1e-6);
+}
+
+#[test]
+fn dense_applies_per_step_on_sequences() {
+    let x = values(2 * 12, 6);
+    check_model(SequenceDense::<f64>::new(4), &x, &[2, 0][..], &CrossEntropy { reduction: Reduction::Sum }, 1e-6);
+}
+
+#[test]
+fn nested_residual_blocks_sum_their_gradients() {
+    let x = values(3 * 6, 7);
+    check_model(Residuals::<f64>::new(5), &x, &[0, 1, 2][..], &CrossEntropy::default(), 1e-6);
+    let x = values(2 * 4, 8);
+    check_model(ResidualFirst::<f64>::new(6), &x, &[1, 0][..], &CrossEntropy::default(), 1e-6);
+}
+
+#[test]
+fn probabilities_with_binary_cross_entropy() {
+    kiln::model! { struct Prob { input: [3], Dense(4), Tanh, Dense(2), Sigmoid } }
+    let x = values(3 * 3, 9);
+    let y = [1.0, 0.0, 0.0, 1.0, 0.5, 0.25];
+    check_model(Prob::<f64>::new(7), &x, &y[..], &BinaryCrossEntropy::default(), 1e-6);
+}
