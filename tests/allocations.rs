@@ -1,0 +1,124 @@
+//! A training step allocates nothing once the workspace and optimiser state exist.
+//!
+//! A counting global allocator wraps the system one; the count covers every thread,
+//! rayon's workers included. This binary holds one test so nothing else runs while
+//! it counts.
+//!
+//! The loops run on a rayon worker (inside `rayon::scope`), as a training loop should:
+//! a step called from a thread outside the pool hands its parallel halves to rayon
+//! through the pool's injector queue, which allocates one block per 63 jobs it
+//! receives. That count is measured and printed too.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use kiln::prelude::*;
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: defers to the system allocator; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+kiln::model! {
+    struct Mlp {
+        input: [784],
+        fc1: Dense(128), Relu,
+        Dropout(0.2),
+        fc2: Dense(10),
+    }
+}
+
+kiln::model! {
+    struct Wide {
+        input: [256],
+        Dense(512), Gelu,
+        Residual { Dense(512), Tanh },
+        LayerOut: Dense(4),
+    }
+}
+
+/// Allocations made by `steps` calls of `step` after `warmup` calls.
+fn count(warmup: usize, steps: usize, mut step: impl FnMut()) -> usize {
+    for _ in 0..warmup {
+        step();
+    }
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    for _ in 0..steps {
+        step();
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+#[test]
+fn training_steps_allocate_nothing_after_the_first() {
+    // Batch 128 of the MLP takes the multi-threaded path of the dense kernels.
+    let batch = 128;
+    let x: Vec<f32> = (0..batch * 784).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect();
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let mut net = Mlp::<f32>::new(1);
+    let mut opt = Adam::new(1e-3);
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    let outside = count(2, 200, || {
+        net.train_step(x, &labels[..], &CrossEntropy::default(), &mut opt).unwrap();
+    });
+    println!("mlp, batch 128, called from outside the pool: {outside} allocations in 200 steps");
+    assert!(outside <= 200 / 60, "only rayon's injector may allocate: {outside}");
+    let n = rayon::scope(|_| {
+        count(2, 200, || {
+            net.train_step(x, &labels[..], &CrossEntropy::default(), &mut opt).unwrap();
+        })
+    });
+    println!("mlp, batch 128, on a rayon worker: {n} allocations in 200 steps");
+    assert_eq!(n, 0, "allocations in 200 training steps of the MLP");
+
+    // A smaller batch after a larger one reuses the workspace.
+    let small = x.slice(0, 32);
+    let n = rayon::scope(|_| {
+        count(1, 50, || {
+            net.train_step(small, &labels[..32], &CrossEntropy::default(), &mut opt).unwrap();
+        })
+    });
+    assert_eq!(n, 0, "allocations in 50 steps at a smaller batch");
+
+    let batch = 64;
+    let x: Vec<f64> = (0..batch * 256).map(|i| ((i * 31) % 17) as f64 / 17.0 - 0.5).collect();
+    let y: Vec<f64> = (0..batch * 4).map(|i| (i % 3) as f64).collect();
+    let mut wide = Wide::<f64>::new(2);
+    wide.set_regularization(Regularization { l1: 1e-5, l2: 1e-4 });
+    let mut sgd = Sgd::new(1e-3).momentum(0.9).nesterov(true);
+    let x = TensorRef::<f64, Shape1<256>>::new(&x).unwrap();
+    let n = rayon::scope(|_| {
+        count(2, 50, || {
+            wide.train_step(x, &y[..], &Mse::default(), &mut sgd).unwrap();
+        })
+    });
+    println!("wide residual f64, batch 64: {n} allocations in 50 steps");
+    assert_eq!(n, 0, "allocations in 50 training steps of the residual model");
+}

@@ -1,0 +1,263 @@
+//! Generated models learn what they should, deterministically, and bad run-time input
+//! is an error that leaves the model as it was.
+
+use kiln::prelude::*;
+
+kiln::model! {
+    /// y = w x + b.
+    struct Linear { input: [1], out: Dense(1) }
+}
+kiln::model! {
+    /// Two features in, one logit out.
+    pub struct Logistic { input: [2], out: Dense(1) }
+}
+kiln::model! {
+    struct Xor { input: [2], hidden: Dense(8), Tanh, out: Dense(1) }
+}
+kiln::model! {
+    struct Mlp {
+        input: [784],
+        fc1: Dense(128), Relu,
+        Dropout(0.2),
+        fc2: Dense(10),
+    }
+}
+
+#[test]
+fn linear_regression_recovers_the_line() {
+    let xs: Vec<f32> = (0..64).map(|i| i as f32 / 32.0 - 1.0).collect();
+    let ys: Vec<f32> = xs.iter().map(|x| 3.0 * x - 2.0).collect();
+    let x = TensorRef::<f32, Shape1<1>>::new(&xs).unwrap();
+    let mut net = Linear::<f32>::new(0);
+    let mut opt = Sgd::new(0.1);
+    for _ in 0..1000 {
+        net.train_step(x, &ys[..], &Mse::default(), &mut opt).unwrap();
+    }
+    let w = net.params().get("out.weight").unwrap()[0];
+    let b = net.params().get("out.bias").unwrap()[0];
+    assert!((w - 3.0).abs() < 1e-3, "weight {w}");
+    assert!((b + 2.0).abs() < 1e-3, "bias {b}");
+}
+
+#[test]
+fn logistic_regression_separates_separable_data() {
+    // Two clusters on either side of x0 + x1 = 0, with a margin.
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for i in 0..100 {
+        let t = i as f32 / 100.0;
+        let (a, b) = ((t * 7.0).sin(), (t * 13.0).cos());
+        let label = i % 2;
+        let shift = if label == 1 { 1.0 } else { -1.0 };
+        xs.extend([a * 0.5 + shift, b * 0.5 + shift]);
+        ys.push(label as f32);
+    }
+    let x = TensorRef::<f32, Shape1<2>>::new(&xs).unwrap();
+    let mut net = Logistic::<f32>::new(3);
+    let mut opt = Adam::new(0.05);
+    for _ in 0..300 {
+        net.train_step(x, &ys[..], &BceWithLogits::default(), &mut opt).unwrap();
+    }
+    let logits = net.forward(x);
+    for (logit, y) in logits.as_slice().iter().zip(&ys) {
+        assert_eq!(*logit > 0.0, *y == 1.0);
+    }
+}
+
+#[test]
+fn xor_is_learned() {
+    let xs = [0.0_f32, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+    let ys = [0.0_f32, 1.0, 1.0, 0.0];
+    let x = TensorRef::<f32, Shape1<2>>::new(&xs).unwrap();
+    let mut net = Xor::<f32>::new(7);
+    let mut opt = Adam::new(0.05);
+    let mut loss = 0.0;
+    for _ in 0..500 {
+        loss = net.train_step(x, &ys[..], &BceWithLogits::default(), &mut opt).unwrap();
+    }
+    assert!(loss < 0.05, "loss {loss}");
+    let out = net.forward(x);
+    for (logit, y) in out.as_slice().iter().zip(ys) {
+        assert_eq!(*logit > 0.0, y == 1.0, "{logit} for {y}");
+    }
+}
+
+fn synthetic_batch(batch: usize) -> (Vec<f32>, Vec<usize>) {
+    let x = (0..batch * 784).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect();
+    let y = (0..batch).map(|i| (i * 3) % 10).collect();
+    (x, y)
+}
+
+fn train_mlp(seed: u64, steps: usize, batch: usize) -> Vec<f32> {
+    let (x, y) = synthetic_batch(batch);
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    let mut net = Mlp::<f32>::new(seed);
+    let mut opt = Adam::new(1e-3);
+    for _ in 0..steps {
+        net.train_step(x, &y[..], &CrossEntropy::default(), &mut opt).unwrap();
+    }
+    net.params().as_slice().to_vec()
+}
+
+#[test]
+fn same_seed_gives_bit_identical_weights() {
+    // Batch 256 takes the multi-threaded kernels; dropout draws from the seed too.
+    let a = train_mlp(11, 5, 256);
+    let b = train_mlp(11, 5, 256);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    let c = train_mlp(12, 5, 256);
+    assert_ne!(a, c);
+    assert_eq!(Mlp::<f32>::new(5).params().as_slice(), Mlp::<f32>::new(5).params().as_slice());
+}
+
+#[test]
+fn initialisation_follows_pytorch_bounds() {
+    let net = Mlp::<f64>::new(0);
+    let bound1 = 1.0 / 784f64.sqrt();
+    let bound2 = 1.0 / 128f64.sqrt();
+    for (name, bound) in [("fc1.weight", bound1), ("fc1.bias", bound1), ("fc2.weight", bound2), ("fc2.bias", bound2)] {
+        let values = net.params().get(name).unwrap();
+        assert!(values.iter().all(|v| v.abs() <= bound), "{name}");
+        let max = values.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        assert!(max > 0.9 * bound, "{name} should fill its range");
+    }
+}
+
+#[test]
+fn dropout_is_active_in_training_only() {
+    let (x, _) = synthetic_batch(4);
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    let mut net = Mlp::<f32>::new(1);
+    assert_eq!(net.forward(x), net.forward(x), "inference is deterministic");
+    let a = net.forward_train(x).to_vec();
+    let b = net.forward_train(x).to_vec();
+    assert_ne!(a, b, "training draws a new mask each pass");
+}
+
+#[test]
+fn bad_batches_and_targets_are_errors() {
+    assert_eq!(
+        TensorRef::<f32, Shape1<784>>::new(&[0.0; 785]).unwrap_err(),
+        Error::BatchLength { len: 785, sample_size: 784 }
+    );
+    assert_eq!(TensorRef::<f32, Shape1<784>>::new(&[]).unwrap_err(), Error::EmptyBatch);
+
+    let (x, mut y) = synthetic_batch(8);
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    let mut net = Mlp::<f32>::new(1);
+    let before = net.params().as_slice().to_vec();
+    let mut opt = Sgd::new(0.1);
+    y[5] = 10;
+    assert_eq!(
+        net.train_step(x, &y[..], &CrossEntropy::default(), &mut opt),
+        Err(Error::LabelOutOfRange { label: 10, index: 5, classes: 10 })
+    );
+    assert_eq!(
+        net.train_step(x, &y[..7], &CrossEntropy::default(), &mut opt),
+        Err(Error::TargetLength { expected: 8, actual: 7 })
+    );
+    assert_eq!(net.params().as_slice(), &before[..]);
+    assert_eq!(net.steps(), 0);
+}
+
+#[test]
+fn a_non_finite_loss_is_reported_with_its_step_and_changes_nothing() {
+    let xs = [1.0_f32, 2.0];
+    let x = TensorRef::<f32, Shape1<2>>::new(&xs).unwrap();
+    let mut net = Logistic::<f32>::new(0);
+    let mut opt = Sgd::new(0.1);
+    net.train_step(x, &[1.0][..], &Mse::default(), &mut opt).unwrap();
+    let before = net.params().as_slice().to_vec();
+    let err = net.train_step(x, &[f32::NAN][..], &Mse::default(), &mut opt).unwrap_err();
+    assert!(matches!(err, Error::NonFiniteLoss { step: 1, .. }), "{err}");
+    let poisoned = [f32::INFINITY, 0.0];
+    let err = net
+        .train_step(TensorRef::new(&poisoned).unwrap(), &[1.0][..], &Mse::default(), &mut opt)
+        .unwrap_err();
+    assert!(matches!(err, Error::NonFiniteLoss { step: 1, .. }), "{err}");
+    assert_eq!(net.params().as_slice(), &before[..]);
+}
+
+#[test]
+fn regularization_is_added_to_loss_and_gradient() {
+    let xs = [0.5_f64, -1.0];
+    let x = TensorRef::<f64, Shape1<2>>::new(&xs).unwrap();
+    let mut net = Logistic::<f64>::new(4);
+    net.set_params(&[0.3, -0.2, 0.1]).unwrap();
+    let plain = net.evaluate_loss(x, &[1.0][..], &Mse::default()).unwrap();
+    net.set_regularization(Regularization { l1: 0.01, l2: 0.1 });
+    // A learning rate of zero leaves the weights, so the loss is comparable.
+    let reported = net.train_step(x, &[1.0][..], &Mse::default(), &mut Sgd::new(0.0)).unwrap();
+    let penalty = 0.01 * (0.3 + 0.2) + 0.1 * (0.09 + 0.04);
+    assert!((reported - plain - penalty).abs() < 1e-12, "{reported} vs {plain} + {penalty}");
+    // The bias is not regularised.
+    let err = 1.0 - (0.3 * 0.5 + 0.2 + 0.1);
+    let grad_bias = -2.0 * err;
+    assert!((net.grads().get("out.bias").unwrap()[0] - grad_bias).abs() < 1e-12);
+    let grad_w0 = -2.0 * err * 0.5 + 0.01 + 2.0 * 0.1 * 0.3;
+    assert!((net.grads().get("out.weight").unwrap()[0] - grad_w0).abs() < 1e-12);
+}
+
+#[test]
+fn every_optimiser_trains_the_mlp() {
+    let (x, y) = synthetic_batch(32);
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    fn run(opt: &mut impl Optimizer<f32>, x: TensorRef<'_, f32, Shape1<784>>, y: &[usize]) -> (f32, f32) {
+        let mut net = Mlp::<f32>::new(3);
+        let first = net.evaluate_loss(x, y, &CrossEntropy::default()).unwrap();
+        for _ in 0..60 {
+            net.train_step(x, y, &CrossEntropy::default(), opt).unwrap();
+        }
+        (first, net.evaluate_loss(x, y, &CrossEntropy::default()).unwrap())
+    }
+    let results = [
+        run(&mut Sgd::new(0.1).momentum(0.9), x, &y),
+        run(&mut Adam::new(1e-3), x, &y),
+        run(&mut AdamW::new(1e-3), x, &y),
+        run(&mut RmsProp::new(1e-3), x, &y),
+    ];
+    for (first, last) in results {
+        println!("{first} -> {last}");
+        assert!(last < first * 0.5, "{first} -> {last}");
+    }
+}
+
+#[test]
+fn schedules_drive_the_learning_rate() {
+    let mut opt = Sgd::<f32>::new(0.1);
+    let schedule = CosineAnnealing { t_max: 4, eta_min: 0.0 };
+    let rates: Vec<f64> = (0..=4)
+        .map(|epoch| {
+            opt.set_learning_rate(schedule.lr_at(0.1, epoch));
+            opt.learning_rate()
+        })
+        .collect();
+    assert!((rates[2] - 0.05).abs() < 1e-12 && rates[4].abs() < 1e-12);
+    assert!((StepLr { step_size: 2, gamma: 0.5 }.lr_at(0.1, 3) - 0.05).abs() < 1e-12);
+}
+
+#[test]
+fn summary_reads_like_keras() {
+    let text = Mlp::<f32>::summary().to_string();
+    println!("{text}");
+    assert!(text.starts_with("Model: Mlp"));
+    for row in ["fc1", "Dense(128)", "[128]", "100,480", "dropout_0", "Dropout(0.2)", "fc2", "1,290"] {
+        assert!(text.contains(row), "summary lacks {row}:\n{text}");
+    }
+    assert!(text.contains("Total params: 101,770"));
+    assert_eq!(Mlp::<f32>::PARAM_COUNT, 784 * 128 + 128 + 128 * 10 + 10);
+    assert_eq!(Mlp::<f32>::FLOPS_PER_SAMPLE, <Mlp as Model<f32>>::SPEC.flops_per_sample);
+}
+
+#[test]
+fn one_models_output_feeds_another() {
+    kiln::model! { struct Encoder { input: [8], Dense(4), Tanh } }
+    kiln::model! { struct Head { input: [4], Dense(2) } }
+    let xs = [0.1_f32; 16];
+    let encoder = Encoder::<f32>::new(0);
+    let head = Head::<f32>::new(1);
+    let features = encoder.forward(TensorRef::new(&xs).unwrap());
+    let out = head.forward(&features);
+    assert_eq!(out.batch(), 2);
+    assert_eq!(out.sample(0).len(), 2);
+}
