@@ -163,7 +163,7 @@ pub fn check(def: &ModelDef) -> syn::Result<Checked> {
     names.collect_user_names(&def.items, &mut errors);
     let mut layers = Vec::new();
     let output = check_items(&def.items, input.clone(), &mut names, &mut layers, &mut errors);
-    if layers.iter().all(|l| matches!(l.op, Op::Flatten)) && !def.items.is_empty() {
+    if !def.items.is_empty() && def.items.iter().all(|i| i.kind == "Flatten") {
         errors.push(def.name.span(), "the model computes nothing: `Flatten` alone only renames the shape");
     }
     let checked = match (input, output) {
@@ -305,7 +305,7 @@ fn check_item(
             let p = values[0].as_ref().map_or(0.0, Value::float);
             // Rule: a dropout probability is in [0, 1); p = 1 would zero every value.
             if !(0.0..1.0).contains(&p) {
-                errors.push(values_span(item, 0), format!("{name}: dropout probability must be in [0, 1), got {p}"));
+                errors.push(values_span(item, 0), format!("{name}: dropout probability must be in [0, 1), got {p:?}"));
                 return None;
             }
             Op::Dropout(p)
@@ -592,7 +592,7 @@ fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(&word, &c.to_lowercase()), *c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .filter(|(d, c)| *d <= c.len().div_ceil(3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }

@@ -66,7 +66,7 @@ pub fn emit_fallback(def: &ModelDef) -> TokenStream {
     let ModelDef { attrs, vis, name, .. } = def;
     quote! {
         #(#attrs)*
-        #vis struct #name<T = f32>(::core::marker::PhantomData<T>);
+        #vis struct #name<T = ::core::primitive::f32>(::core::marker::PhantomData<T>);
     }
 }
 

@@ -22,7 +22,7 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
         #(#attrs)*
         ///
         #[doc = #shape_doc]
-        #vis struct #name<T: ::kiln::__private::Float = f32> {
+        #vis struct #name<T: ::kiln::__private::Float = ::core::primitive::f32> {
             state: ::kiln::__private::ModelState<T>,
         }
     };

@@ -1,7 +1,7 @@
 /// A small classifier.
 ///
 /// Input per sample: `[784]`; output per sample: `[10]`.
-pub struct Mlp<T: ::kiln::__private::Float = f32> {
+pub struct Mlp<T: ::kiln::__private::Float = ::core::primitive::f32> {
     state: ::kiln::__private::ModelState<T>,
 }
 const _: () = {

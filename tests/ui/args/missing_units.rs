@@ -1,0 +1,9 @@
+// Dense without its size.
+kiln::model! {
+    pub struct Net {
+        input: [10],
+        fc: Dense,
+    }
+}
+
+fn main() {}

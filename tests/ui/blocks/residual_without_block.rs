@@ -1,0 +1,9 @@
+// Residual without its braces.
+kiln::model! {
+    pub struct Net {
+        input: [10],
+        Residual,
+    }
+}
+
+fn main() {}

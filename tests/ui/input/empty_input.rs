@@ -1,0 +1,9 @@
+// An input with no dimensions.
+kiln::model! {
+    pub struct Net {
+        input: [],
+        Dense(10),
+    }
+}
+
+fn main() {}

@@ -1,0 +1,39 @@
+// Every layer of the DSL in valid models, with attributes and visibility passed through.
+#![deny(warnings)]
+
+use kiln::prelude::*;
+
+kiln::model! {
+    /// Documentation passes through.
+    #[derive(Debug)]
+    pub(crate) struct Everything {
+        input: [4, 6],
+        Dense(8), Relu,
+        Dense(8, bias = false), LeakyRelu,
+        Dense(8), LeakyRelu(negative_slope = -0.1),
+        Dense(8), Sigmoid,
+        Dense(8), Tanh,
+        Dense(8), Gelu,
+        Dropout(p = 0.1),
+        res: Residual { Dense(8), Relu, inner: Residual { Dense(8) } },
+        LogSoftmax,
+        Flatten,
+        Dense(units = 5),
+        Softmax,
+    }
+}
+
+kiln::model! { struct Tiny { input: [1], Dense(1) } }
+kiln::model! { struct NoParams { input: [3], Relu, Softmax } }
+
+fn main() {
+    let net = Everything::<f64>::new(0);
+    let out = net.forward(TensorRef::new(&[0.5; 24]).unwrap());
+    assert_eq!(out.batch(), 1);
+    let _ = format!("{net:?}");
+    let _ = Tiny::<f32>::new(1);
+    let mut plain = NoParams::<f32>::new(2);
+    let y = plain.forward_train(TensorRef::new(&[1.0, 2.0, 3.0]).unwrap()).to_vec();
+    assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    plain.backward(&[1.0, 0.0, 0.0]).unwrap();
+}
