@@ -1,0 +1,208 @@
+//! kiln against values computed by JAX and optax (float64), from
+//! `tests/fixtures/reference.json`, which `scripts/reference/generate.py` writes: every
+//! layer's forward and backward, every loss and its gradient, whole generated models,
+//! and optimiser trajectories.
+
+use kiln::layers::{self, Accum, Activation};
+use kiln::loss::OutputLayout;
+use kiln::prelude::*;
+use serde_json::Value;
+
+/// Relative tolerance in f64: what separates two correct implementations that
+/// associate sums differently.
+const TOLERANCE: f64 = 1e-12;
+
+fn fixture() -> Value {
+    let text = include_str!("fixtures/reference.json");
+    serde_json::from_str(text).expect("fixture is valid JSON")
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+fn labels(v: &Value) -> Vec<usize> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("label") as usize).collect()
+}
+
+#[track_caller]
+fn assert_close(what: &str, actual: &[f64], expected: &[f64]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let mut worst: f64 = 0.0;
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        let error = (a - e).abs() / 1f64.max(e.abs());
+        worst = worst.max(error);
+        assert!(error <= TOLERANCE, "{what}[{i}]: kiln {a} vs reference {e} (error {error:e})");
+    }
+    println!("{what}: worst relative error {worst:e}");
+}
+
+fn activation(name: &str) -> Activation {
+    match name {
+        "identity" => Activation::Identity,
+        "relu" => Activation::Relu,
+        "leaky_relu_0.1" => Activation::LeakyRelu(0.1),
+        "leaky_relu_-0.2" => Activation::LeakyRelu(-0.2),
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        "gelu" => Activation::Gelu,
+        other => panic!("unknown activation {other}"),
+    }
+}
+
+#[test]
+fn dense_and_activations_match_jax() {
+    const IN: usize = 5;
+    const OUT: usize = 4;
+    for case in fixture()["dense"].as_array().unwrap() {
+        let name = case["activation"].as_str().unwrap();
+        let act = activation(name);
+        let rows = case["rows"].as_u64().unwrap() as usize;
+        let (x, w, b) = (floats(&case["x"]), floats(&case["weight"]), floats(&case["bias"]));
+        let upstream = floats(&case["upstream"]);
+        let mut gx = vec![0.0; rows * IN];
+        let mut gw = vec![0.0; OUT * IN];
+        let mut gb = vec![0.0; OUT];
+        let mut y = vec![0.0; rows * OUT];
+        if act.fusable() {
+            // The fused path: bias and activation in the GEMM's epilogue.
+            layers::dense_forward::<f64, IN, OUT>(&mut y, &x, &w, Some(&b), act, rows);
+            let mut g = upstream.clone();
+            layers::dense_backward::<f64, IN, OUT>(
+                Some((&mut gx, Accum::Replace)), &mut gw, Some(&mut gb), &x, &w, &y, &mut g, act, rows,
+            );
+        } else {
+            // Dense, then the activation as its own layer.
+            let mut z = vec![0.0; rows * OUT];
+            layers::dense_forward::<f64, IN, OUT>(&mut z, &x, &w, Some(&b), Activation::Identity, rows);
+            layers::activation_forward(act, &mut y, &z);
+            let mut gz = vec![0.0; rows * OUT];
+            layers::activation_backward(act, &mut gz, Accum::Replace, &z, &y, &upstream);
+            layers::dense_backward::<f64, IN, OUT>(
+                Some((&mut gx, Accum::Replace)), &mut gw, Some(&mut gb), &x, &w, &z, &mut gz,
+                Activation::Identity, rows,
+            );
+        }
+        assert_close(&format!("dense+{name} y"), &y, &floats(&case["y"]));
+        assert_close(&format!("dense+{name} grad_x"), &gx, &floats(&case["grad_x"]));
+        assert_close(&format!("dense+{name} grad_weight"), &gw, &floats(&case["grad_weight"]));
+        assert_close(&format!("dense+{name} grad_bias"), &gb, &floats(&case["grad_bias"]));
+    }
+}
+
+#[test]
+fn softmax_layers_match_jax() {
+    for case in fixture()["softmax"].as_array().unwrap() {
+        let kind = case["kind"].as_str().unwrap();
+        let (x, upstream) = (floats(&case["x"]), floats(&case["upstream"]));
+        let mut y = vec![0.0; x.len()];
+        let mut gx = vec![0.0; x.len()];
+        if kind == "softmax" {
+            layers::softmax_forward::<f64, 5>(&mut y, &x);
+            layers::softmax_backward::<f64, 5>(&mut gx, Accum::Replace, &y, &upstream);
+        } else {
+            layers::log_softmax_forward::<f64, 5>(&mut y, &x);
+            layers::log_softmax_backward::<f64, 5>(&mut gx, Accum::Replace, &y, &upstream);
+        }
+        assert_close(&format!("{kind} y"), &y, &floats(&case["y"]));
+        assert_close(&format!("{kind} grad_x"), &gx, &floats(&case["grad_x"]));
+    }
+}
+
+fn check_loss<L: Loss<f64>>(what: &str, loss: &L, output: &[f64], target: &L::Target, case: &Value) {
+    let layout = OutputLayout {
+        batch: 3,
+        width: case["width"].as_u64().unwrap() as usize,
+    };
+    let mut grad = vec![0.0; output.len()];
+    let value = loss.evaluate(output, target, layout, Some(&mut grad)).unwrap();
+    assert_close(&format!("{what} value"), &[value], &[case["value"].as_f64().unwrap()]);
+    assert_close(&format!("{what} grad"), &grad, &floats(&case["grad"]));
+}
+
+#[test]
+fn losses_match_jax() {
+    for case in fixture()["losses"].as_array().unwrap() {
+        let name = case["loss"].as_str().unwrap();
+        let reduction = match case["reduction"].as_str().unwrap() {
+            "mean" => Reduction::Mean,
+            _ => Reduction::Sum,
+        };
+        let what = format!("{name} ({reduction:?})");
+        let output = floats(&case["output"]);
+        match name {
+            "mse" => check_loss(&what, &Mse { reduction }, &output, &floats(&case["target"])[..], case),
+            "bce" => check_loss(&what, &BinaryCrossEntropy { reduction }, &output, &floats(&case["target"])[..], case),
+            "bce_logits" => check_loss(&what, &BceWithLogits { reduction }, &output, &floats(&case["target"])[..], case),
+            "cross_entropy" => check_loss(&what, &CrossEntropy { reduction }, &output, &labels(&case["target"])[..], case),
+            other => panic!("unknown loss {other}"),
+        }
+    }
+}
+
+kiln::model! {
+    struct RefMlp { input: [5], fc1: Dense(7), Relu, fc2: Dense(4), Tanh, fc3: Dense(3) }
+}
+kiln::model! {
+    struct RefResidual {
+        input: [6],
+        fc_in: Dense(6), Gelu,
+        block: Residual { inner: Dense(6), Tanh },
+        LogSoftmax,
+        out: Dense(3),
+    }
+}
+kiln::model! {
+    struct RefSequence { input: [3, 4], seq: Dense(6), Sigmoid, Flatten, head: Dense(2) }
+}
+
+/// Loss and parameter gradients of a generated model at the fixture's parameters.
+fn model_gradients<M: Model<f64>, L: Loss<f64>>(case: &Value, loss: &L, target: &L::Target) -> (f64, Vec<f64>) {
+    let mut model = M::with_seed(0);
+    model.set_params(&floats(&case["params"])).unwrap();
+    let x = floats(&case["x"]);
+    let x = TensorRef::<f64, M::Input>::new(&x).unwrap();
+    // A zero learning rate keeps the parameters; the step still fills the gradients.
+    let value = model.train_step(x, target, loss, &mut Sgd::new(0.0)).unwrap();
+    (value, model.grads().as_slice().to_vec())
+}
+
+#[test]
+fn generated_models_match_jax() {
+    for case in fixture()["models"].as_array().unwrap() {
+        let name = case["model"].as_str().unwrap();
+        let (value, grads) = match name {
+            "mlp" => model_gradients::<RefMlp<f64>, _>(case, &CrossEntropy::default(), &labels(&case["target"])),
+            "residual" => {
+                model_gradients::<RefResidual<f64>, _>(case, &CrossEntropy::default(), &labels(&case["target"]))
+            }
+            "sequence" => {
+                model_gradients::<RefSequence<f64>, _>(case, &BceWithLogits::default(), &floats(&case["target"]))
+            }
+            other => panic!("unknown model {other}"),
+        };
+        assert_close(&format!("{name} loss"), &[value], &[case["value"].as_f64().unwrap()]);
+        assert_close(&format!("{name} grads"), &grads, &floats(&case["grads"]));
+    }
+}
+
+#[test]
+fn optimisers_follow_optax() {
+    for case in fixture()["optimizers"].as_array().unwrap() {
+        let name = case["optimizer"].as_str().unwrap();
+        let mut opt: Box<dyn Optimizer<f64>> = match name {
+            "sgd_momentum_nesterov" => Box::new(Sgd::new(0.1).momentum(0.9).nesterov(true)),
+            "adam" => Box::new(Adam::new(0.01)),
+            "adamw" => Box::new(AdamW::new(0.01).weight_decay(0.01)),
+            "rmsprop_centered_momentum" => Box::new(RmsProp::new(0.01).centered(true).momentum(0.5)),
+            other => panic!("unknown optimiser {other}"),
+        };
+        let mut params = floats(&case["params"]);
+        let grads = case["grads"].as_array().unwrap();
+        let trajectory = case["trajectory"].as_array().unwrap();
+        for (step, (g, expected)) in grads.iter().zip(trajectory).enumerate() {
+            opt.step(&mut params, &floats(g)).unwrap();
+            assert_close(&format!("{name} step {step}"), &params, &floats(expected));
+        }
+    }
+}
