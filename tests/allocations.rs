@@ -80,19 +80,26 @@ fn count(warmup: usize, steps: usize, mut step: impl FnMut()) -> usize {
 fn training_steps_allocate_nothing_after_the_first() {
     // Batch 128 of the MLP takes the multi-threaded path of the dense kernels.
     let batch = 128;
-    let x: Vec<f32> = (0..batch * 784).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect();
+    let x: Vec<f32> = (0..batch * 784)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
     let mut net = Mlp::<f32>::new(1);
     let mut opt = Adam::new(1e-3);
     let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
     let outside = count(2, 200, || {
-        net.train_step(x, &labels[..], &CrossEntropy::default(), &mut opt).unwrap();
+        net.train_step(x, &labels[..], &CrossEntropy::default(), &mut opt)
+            .unwrap();
     });
     println!("mlp, batch 128, called from outside the pool: {outside} allocations in 200 steps");
-    assert!(outside <= 200 / 60, "only rayon's injector may allocate: {outside}");
+    assert!(
+        outside <= 200 / 60,
+        "only rayon's injector may allocate: {outside}"
+    );
     let n = rayon::scope(|_| {
         count(2, 200, || {
-            net.train_step(x, &labels[..], &CrossEntropy::default(), &mut opt).unwrap();
+            net.train_step(x, &labels[..], &CrossEntropy::default(), &mut opt)
+                .unwrap();
         })
     });
     println!("mlp, batch 128, on a rayon worker: {n} allocations in 200 steps");
@@ -102,13 +109,16 @@ fn training_steps_allocate_nothing_after_the_first() {
     let small = x.slice(0, 32);
     let n = rayon::scope(|_| {
         count(1, 50, || {
-            net.train_step(small, &labels[..32], &CrossEntropy::default(), &mut opt).unwrap();
+            net.train_step(small, &labels[..32], &CrossEntropy::default(), &mut opt)
+                .unwrap();
         })
     });
     assert_eq!(n, 0, "allocations in 50 steps at a smaller batch");
 
     let batch = 64;
-    let x: Vec<f64> = (0..batch * 256).map(|i| ((i * 31) % 17) as f64 / 17.0 - 0.5).collect();
+    let x: Vec<f64> = (0..batch * 256)
+        .map(|i| ((i * 31) % 17) as f64 / 17.0 - 0.5)
+        .collect();
     let y: Vec<f64> = (0..batch * 4).map(|i| (i % 3) as f64).collect();
     let mut wide = Wide::<f64>::new(2);
     wide.set_regularization(Regularization { l1: 1e-5, l2: 1e-4 });
@@ -116,9 +126,13 @@ fn training_steps_allocate_nothing_after_the_first() {
     let x = TensorRef::<f64, Shape1<256>>::new(&x).unwrap();
     let n = rayon::scope(|_| {
         count(2, 50, || {
-            wide.train_step(x, &y[..], &Mse::default(), &mut sgd).unwrap();
+            wide.train_step(x, &y[..], &Mse::default(), &mut sgd)
+                .unwrap();
         })
     });
     println!("wide residual f64, batch 64: {n} allocations in 50 steps");
-    assert_eq!(n, 0, "allocations in 50 training steps of the residual model");
+    assert_eq!(
+        n, 0,
+        "allocations in 50 training steps of the residual model"
+    );
 }

@@ -32,7 +32,8 @@ where
         batch: x.batch(),
         width: layout_width,
     };
-    loss.evaluate(&output, target, layout, Some(&mut grad_output)).unwrap();
+    loss.evaluate(&output, target, layout, Some(&mut grad_output))
+        .unwrap();
     model.backward(&grad_output).unwrap();
     let analytic = model.grads().as_slice().to_vec();
 
@@ -100,7 +101,13 @@ kiln::model! {
 #[test]
 fn dense_relu_tanh_with_cross_entropy() {
     let x: Vec<f64> = values(3 * 5, 1).iter().map(|v| v * 2.0).collect();
-    check_model(ReluMlp::<f64>::new(1), &x, &[0, 2, 1][..], &CrossEntropy::default(), 1e-6);
+    check_model(
+        ReluMlp::<f64>::new(1),
+        &x,
+        &[0, 2, 1][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
 }
 
 #[test]
@@ -114,21 +121,47 @@ fn smooth_activations_with_mse() {
 fn unfused_activations_and_softmax_inside() {
     let x = values(3 * 4, 4);
     let y: Vec<f64> = values(3 * 2, 5).iter().map(|v| (v + 1.0) / 2.0).collect();
-    check_model(Unfused::<f64>::new(3), &x, &y[..], &BceWithLogits::default(), 1e-6);
+    check_model(
+        Unfused::<f64>::new(3),
+        &x,
+        &y[..],
+        &BceWithLogits::default(),
+        1e-6,
+    );
 }
 
 #[test]
 fn dense_applies_per_step_on_sequences() {
     let x = values(2 * 12, 6);
-    check_model(SequenceDense::<f64>::new(4), &x, &[2, 0][..], &CrossEntropy { reduction: Reduction::Sum }, 1e-6);
+    check_model(
+        SequenceDense::<f64>::new(4),
+        &x,
+        &[2, 0][..],
+        &CrossEntropy {
+            reduction: Reduction::Sum,
+        },
+        1e-6,
+    );
 }
 
 #[test]
 fn nested_residual_blocks_sum_their_gradients() {
     let x = values(3 * 6, 7);
-    check_model(Residuals::<f64>::new(5), &x, &[0, 1, 2][..], &CrossEntropy::default(), 1e-6);
+    check_model(
+        Residuals::<f64>::new(5),
+        &x,
+        &[0, 1, 2][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
     let x = values(2 * 4, 8);
-    check_model(ResidualFirst::<f64>::new(6), &x, &[1, 0][..], &CrossEntropy::default(), 1e-6);
+    check_model(
+        ResidualFirst::<f64>::new(6),
+        &x,
+        &[1, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
 }
 
 #[test]
@@ -136,5 +169,11 @@ fn probabilities_with_binary_cross_entropy() {
     kiln::model! { struct Prob { input: [3], Dense(4), Tanh, Dense(2), Sigmoid } }
     let x = values(3 * 3, 9);
     let y = [1.0, 0.0, 0.0, 1.0, 0.5, 0.25];
-    check_model(Prob::<f64>::new(7), &x, &y[..], &BinaryCrossEntropy::default(), 1e-6);
+    check_model(
+        Prob::<f64>::new(7),
+        &x,
+        &y[..],
+        &BinaryCrossEntropy::default(),
+        1e-6,
+    );
 }

@@ -18,11 +18,19 @@ fn fixture() -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
 }
 
 fn labels(v: &Value) -> Vec<usize> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("label") as usize).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("label") as usize)
+        .collect()
 }
 
 #[track_caller]
@@ -32,7 +40,10 @@ fn assert_close(what: &str, actual: &[f64], expected: &[f64]) {
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         let error = (a - e).abs() / 1f64.max(e.abs());
         worst = worst.max(error);
-        assert!(error <= TOLERANCE, "{what}[{i}]: kiln {a} vs reference {e} (error {error:e})");
+        assert!(
+            error <= TOLERANCE,
+            "{what}[{i}]: kiln {a} vs reference {e} (error {error:e})"
+        );
     }
     println!("{what}: worst relative error {worst:e}");
 }
@@ -58,7 +69,11 @@ fn dense_and_activations_match_jax() {
         let name = case["activation"].as_str().unwrap();
         let act = activation(name);
         let rows = case["rows"].as_u64().unwrap() as usize;
-        let (x, w, b) = (floats(&case["x"]), floats(&case["weight"]), floats(&case["bias"]));
+        let (x, w, b) = (
+            floats(&case["x"]),
+            floats(&case["weight"]),
+            floats(&case["bias"]),
+        );
         let upstream = floats(&case["upstream"]);
         let mut gx = vec![0.0; rows * IN];
         let mut gw = vec![0.0; OUT * IN];
@@ -69,24 +84,58 @@ fn dense_and_activations_match_jax() {
             layers::dense_forward::<f64, IN, OUT>(&mut y, &x, &w, Some(&b), act, rows);
             let mut g = upstream.clone();
             layers::dense_backward::<f64, IN, OUT>(
-                Some((&mut gx, Accum::Replace)), &mut gw, Some(&mut gb), &x, &w, &y, &mut g, act, rows,
+                Some((&mut gx, Accum::Replace)),
+                &mut gw,
+                Some(&mut gb),
+                &x,
+                &w,
+                &y,
+                &mut g,
+                act,
+                rows,
             );
         } else {
             // Dense, then the activation as its own layer.
             let mut z = vec![0.0; rows * OUT];
-            layers::dense_forward::<f64, IN, OUT>(&mut z, &x, &w, Some(&b), Activation::Identity, rows);
+            layers::dense_forward::<f64, IN, OUT>(
+                &mut z,
+                &x,
+                &w,
+                Some(&b),
+                Activation::Identity,
+                rows,
+            );
             layers::activation_forward(act, &mut y, &z);
             let mut gz = vec![0.0; rows * OUT];
             layers::activation_backward(act, &mut gz, Accum::Replace, &z, &y, &upstream);
             layers::dense_backward::<f64, IN, OUT>(
-                Some((&mut gx, Accum::Replace)), &mut gw, Some(&mut gb), &x, &w, &z, &mut gz,
-                Activation::Identity, rows,
+                Some((&mut gx, Accum::Replace)),
+                &mut gw,
+                Some(&mut gb),
+                &x,
+                &w,
+                &z,
+                &mut gz,
+                Activation::Identity,
+                rows,
             );
         }
         assert_close(&format!("dense+{name} y"), &y, &floats(&case["y"]));
-        assert_close(&format!("dense+{name} grad_x"), &gx, &floats(&case["grad_x"]));
-        assert_close(&format!("dense+{name} grad_weight"), &gw, &floats(&case["grad_weight"]));
-        assert_close(&format!("dense+{name} grad_bias"), &gb, &floats(&case["grad_bias"]));
+        assert_close(
+            &format!("dense+{name} grad_x"),
+            &gx,
+            &floats(&case["grad_x"]),
+        );
+        assert_close(
+            &format!("dense+{name} grad_weight"),
+            &gw,
+            &floats(&case["grad_weight"]),
+        );
+        assert_close(
+            &format!("dense+{name} grad_bias"),
+            &gb,
+            &floats(&case["grad_bias"]),
+        );
     }
 }
 
@@ -109,14 +158,26 @@ fn softmax_layers_match_jax() {
     }
 }
 
-fn check_loss<L: Loss<f64>>(what: &str, loss: &L, output: &[f64], target: &L::Target, case: &Value) {
+fn check_loss<L: Loss<f64>>(
+    what: &str,
+    loss: &L,
+    output: &[f64],
+    target: &L::Target,
+    case: &Value,
+) {
     let layout = OutputLayout {
         batch: 3,
         width: case["width"].as_u64().unwrap() as usize,
     };
     let mut grad = vec![0.0; output.len()];
-    let value = loss.evaluate(output, target, layout, Some(&mut grad)).unwrap();
-    assert_close(&format!("{what} value"), &[value], &[case["value"].as_f64().unwrap()]);
+    let value = loss
+        .evaluate(output, target, layout, Some(&mut grad))
+        .unwrap();
+    assert_close(
+        &format!("{what} value"),
+        &[value],
+        &[case["value"].as_f64().unwrap()],
+    );
     assert_close(&format!("{what} grad"), &grad, &floats(&case["grad"]));
 }
 
@@ -131,10 +192,34 @@ fn losses_match_jax() {
         let what = format!("{name} ({reduction:?})");
         let output = floats(&case["output"]);
         match name {
-            "mse" => check_loss(&what, &Mse { reduction }, &output, &floats(&case["target"])[..], case),
-            "bce" => check_loss(&what, &BinaryCrossEntropy { reduction }, &output, &floats(&case["target"])[..], case),
-            "bce_logits" => check_loss(&what, &BceWithLogits { reduction }, &output, &floats(&case["target"])[..], case),
-            "cross_entropy" => check_loss(&what, &CrossEntropy { reduction }, &output, &labels(&case["target"])[..], case),
+            "mse" => check_loss(
+                &what,
+                &Mse { reduction },
+                &output,
+                &floats(&case["target"])[..],
+                case,
+            ),
+            "bce" => check_loss(
+                &what,
+                &BinaryCrossEntropy { reduction },
+                &output,
+                &floats(&case["target"])[..],
+                case,
+            ),
+            "bce_logits" => check_loss(
+                &what,
+                &BceWithLogits { reduction },
+                &output,
+                &floats(&case["target"])[..],
+                case,
+            ),
+            "cross_entropy" => check_loss(
+                &what,
+                &CrossEntropy { reduction },
+                &output,
+                &labels(&case["target"])[..],
+                case,
+            ),
             other => panic!("unknown loss {other}"),
         }
     }
@@ -157,13 +242,19 @@ kiln::model! {
 }
 
 /// Loss and parameter gradients of a generated model at the fixture's parameters.
-fn model_gradients<M: Model<f64>, L: Loss<f64>>(case: &Value, loss: &L, target: &L::Target) -> (f64, Vec<f64>) {
+fn model_gradients<M: Model<f64>, L: Loss<f64>>(
+    case: &Value,
+    loss: &L,
+    target: &L::Target,
+) -> (f64, Vec<f64>) {
     let mut model = M::with_seed(0);
     model.set_params(&floats(&case["params"])).unwrap();
     let x = floats(&case["x"]);
     let x = TensorRef::<f64, M::Input>::new(&x).unwrap();
     // A zero learning rate keeps the parameters; the step still fills the gradients.
-    let value = model.train_step(x, target, loss, &mut Sgd::new(0.0)).unwrap();
+    let value = model
+        .train_step(x, target, loss, &mut Sgd::new(0.0))
+        .unwrap();
     (value, model.grads().as_slice().to_vec())
 }
 
@@ -172,16 +263,28 @@ fn generated_models_match_jax() {
     for case in fixture()["models"].as_array().unwrap() {
         let name = case["model"].as_str().unwrap();
         let (value, grads) = match name {
-            "mlp" => model_gradients::<RefMlp<f64>, _>(case, &CrossEntropy::default(), &labels(&case["target"])),
-            "residual" => {
-                model_gradients::<RefResidual<f64>, _>(case, &CrossEntropy::default(), &labels(&case["target"]))
-            }
-            "sequence" => {
-                model_gradients::<RefSequence<f64>, _>(case, &BceWithLogits::default(), &floats(&case["target"]))
-            }
+            "mlp" => model_gradients::<RefMlp<f64>, _>(
+                case,
+                &CrossEntropy::default(),
+                &labels(&case["target"]),
+            ),
+            "residual" => model_gradients::<RefResidual<f64>, _>(
+                case,
+                &CrossEntropy::default(),
+                &labels(&case["target"]),
+            ),
+            "sequence" => model_gradients::<RefSequence<f64>, _>(
+                case,
+                &BceWithLogits::default(),
+                &floats(&case["target"]),
+            ),
             other => panic!("unknown model {other}"),
         };
-        assert_close(&format!("{name} loss"), &[value], &[case["value"].as_f64().unwrap()]);
+        assert_close(
+            &format!("{name} loss"),
+            &[value],
+            &[case["value"].as_f64().unwrap()],
+        );
         assert_close(&format!("{name} grads"), &grads, &floats(&case["grads"]));
     }
 }
@@ -194,7 +297,9 @@ fn optimisers_follow_optax() {
             "sgd_momentum_nesterov" => Box::new(Sgd::new(0.1).momentum(0.9).nesterov(true)),
             "adam" => Box::new(Adam::new(0.01)),
             "adamw" => Box::new(AdamW::new(0.01).weight_decay(0.01)),
-            "rmsprop_centered_momentum" => Box::new(RmsProp::new(0.01).centered(true).momentum(0.5)),
+            "rmsprop_centered_momentum" => {
+                Box::new(RmsProp::new(0.01).centered(true).momentum(0.5))
+            }
             other => panic!("unknown optimiser {other}"),
         };
         let mut params = floats(&case["params"]);

@@ -31,7 +31,8 @@ fn linear_regression_recovers_the_line() {
     let mut net = Linear::<f32>::new(0);
     let mut opt = Sgd::new(0.1);
     for _ in 0..1000 {
-        net.train_step(x, &ys[..], &Mse::default(), &mut opt).unwrap();
+        net.train_step(x, &ys[..], &Mse::default(), &mut opt)
+            .unwrap();
     }
     let w = net.params().get("out.weight").unwrap()[0];
     let b = net.params().get("out.bias").unwrap()[0];
@@ -56,7 +57,8 @@ fn logistic_regression_separates_separable_data() {
     let mut net = Logistic::<f32>::new(3);
     let mut opt = Adam::new(0.05);
     for _ in 0..300 {
-        net.train_step(x, &ys[..], &BceWithLogits::default(), &mut opt).unwrap();
+        net.train_step(x, &ys[..], &BceWithLogits::default(), &mut opt)
+            .unwrap();
     }
     let logits = net.forward(x);
     for (logit, y) in logits.as_slice().iter().zip(&ys) {
@@ -73,7 +75,9 @@ fn xor_is_learned() {
     let mut opt = Adam::new(0.05);
     let mut loss = 0.0;
     for _ in 0..500 {
-        loss = net.train_step(x, &ys[..], &BceWithLogits::default(), &mut opt).unwrap();
+        loss = net
+            .train_step(x, &ys[..], &BceWithLogits::default(), &mut opt)
+            .unwrap();
     }
     assert!(loss < 0.05, "loss {loss}");
     let out = net.forward(x);
@@ -83,7 +87,9 @@ fn xor_is_learned() {
 }
 
 fn synthetic_batch(batch: usize) -> (Vec<f32>, Vec<usize>) {
-    let x = (0..batch * 784).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect();
+    let x = (0..batch * 784)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
     let y = (0..batch).map(|i| (i * 3) % 10).collect();
     (x, y)
 }
@@ -94,7 +100,8 @@ fn train_mlp(seed: u64, steps: usize, batch: usize) -> Vec<f32> {
     let mut net = Mlp::<f32>::new(seed);
     let mut opt = Adam::new(1e-3);
     for _ in 0..steps {
-        net.train_step(x, &y[..], &CrossEntropy::default(), &mut opt).unwrap();
+        net.train_step(x, &y[..], &CrossEntropy::default(), &mut opt)
+            .unwrap();
     }
     net.params().as_slice().to_vec()
 }
@@ -107,7 +114,10 @@ fn same_seed_gives_bit_identical_weights() {
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     let c = train_mlp(12, 5, 256);
     assert_ne!(a, c);
-    assert_eq!(Mlp::<f32>::new(5).params().as_slice(), Mlp::<f32>::new(5).params().as_slice());
+    assert_eq!(
+        Mlp::<f32>::new(5).params().as_slice(),
+        Mlp::<f32>::new(5).params().as_slice()
+    );
 }
 
 #[test]
@@ -115,7 +125,12 @@ fn initialisation_follows_pytorch_bounds() {
     let net = Mlp::<f64>::new(0);
     let bound1 = 1.0 / 784f64.sqrt();
     let bound2 = 1.0 / 128f64.sqrt();
-    for (name, bound) in [("fc1.weight", bound1), ("fc1.bias", bound1), ("fc2.weight", bound2), ("fc2.bias", bound2)] {
+    for (name, bound) in [
+        ("fc1.weight", bound1),
+        ("fc1.bias", bound1),
+        ("fc2.weight", bound2),
+        ("fc2.bias", bound2),
+    ] {
         let values = net.params().get(name).unwrap();
         assert!(values.iter().all(|v| v.abs() <= bound), "{name}");
         let max = values.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
@@ -138,9 +153,15 @@ fn dropout_is_active_in_training_only() {
 fn bad_batches_and_targets_are_errors() {
     assert_eq!(
         TensorRef::<f32, Shape1<784>>::new(&[0.0; 785]).unwrap_err(),
-        Error::BatchLength { len: 785, sample_size: 784 }
+        Error::BatchLength {
+            len: 785,
+            sample_size: 784
+        }
     );
-    assert_eq!(TensorRef::<f32, Shape1<784>>::new(&[]).unwrap_err(), Error::EmptyBatch);
+    assert_eq!(
+        TensorRef::<f32, Shape1<784>>::new(&[]).unwrap_err(),
+        Error::EmptyBatch
+    );
 
     let (x, mut y) = synthetic_batch(8);
     let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
@@ -150,11 +171,18 @@ fn bad_batches_and_targets_are_errors() {
     y[5] = 10;
     assert_eq!(
         net.train_step(x, &y[..], &CrossEntropy::default(), &mut opt),
-        Err(Error::LabelOutOfRange { label: 10, index: 5, classes: 10 })
+        Err(Error::LabelOutOfRange {
+            label: 10,
+            index: 5,
+            classes: 10
+        })
     );
     assert_eq!(
         net.train_step(x, &y[..7], &CrossEntropy::default(), &mut opt),
-        Err(Error::TargetLength { expected: 8, actual: 7 })
+        Err(Error::TargetLength {
+            expected: 8,
+            actual: 7
+        })
     );
     assert_eq!(net.params().as_slice(), &before[..]);
     assert_eq!(net.steps(), 0);
@@ -166,13 +194,21 @@ fn a_non_finite_loss_is_reported_with_its_step_and_changes_nothing() {
     let x = TensorRef::<f32, Shape1<2>>::new(&xs).unwrap();
     let mut net = Logistic::<f32>::new(0);
     let mut opt = Sgd::new(0.1);
-    net.train_step(x, &[1.0][..], &Mse::default(), &mut opt).unwrap();
+    net.train_step(x, &[1.0][..], &Mse::default(), &mut opt)
+        .unwrap();
     let before = net.params().as_slice().to_vec();
-    let err = net.train_step(x, &[f32::NAN][..], &Mse::default(), &mut opt).unwrap_err();
+    let err = net
+        .train_step(x, &[f32::NAN][..], &Mse::default(), &mut opt)
+        .unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { step: 1, .. }), "{err}");
     let poisoned = [f32::INFINITY, 0.0];
     let err = net
-        .train_step(TensorRef::new(&poisoned).unwrap(), &[1.0][..], &Mse::default(), &mut opt)
+        .train_step(
+            TensorRef::new(&poisoned).unwrap(),
+            &[1.0][..],
+            &Mse::default(),
+            &mut opt,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { step: 1, .. }), "{err}");
     assert_eq!(net.params().as_slice(), &before[..]);
@@ -187,9 +223,14 @@ fn regularization_is_added_to_loss_and_gradient() {
     let plain = net.evaluate_loss(x, &[1.0][..], &Mse::default()).unwrap();
     net.set_regularization(Regularization { l1: 0.01, l2: 0.1 });
     // A learning rate of zero leaves the weights, so the loss is comparable.
-    let reported = net.train_step(x, &[1.0][..], &Mse::default(), &mut Sgd::new(0.0)).unwrap();
+    let reported = net
+        .train_step(x, &[1.0][..], &Mse::default(), &mut Sgd::new(0.0))
+        .unwrap();
     let penalty = 0.01 * (0.3 + 0.2) + 0.1 * (0.09 + 0.04);
-    assert!((reported - plain - penalty).abs() < 1e-12, "{reported} vs {plain} + {penalty}");
+    assert!(
+        (reported - plain - penalty).abs() < 1e-12,
+        "{reported} vs {plain} + {penalty}"
+    );
     // The bias is not regularised.
     let err = 1.0 - (0.3 * 0.5 + 0.2 + 0.1);
     let grad_bias = -2.0 * err;
@@ -202,13 +243,20 @@ fn regularization_is_added_to_loss_and_gradient() {
 fn every_optimiser_trains_the_mlp() {
     let (x, y) = synthetic_batch(32);
     let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
-    fn run(opt: &mut impl Optimizer<f32>, x: TensorRef<'_, f32, Shape1<784>>, y: &[usize]) -> (f32, f32) {
+    fn run(
+        opt: &mut impl Optimizer<f32>,
+        x: TensorRef<'_, f32, Shape1<784>>,
+        y: &[usize],
+    ) -> (f32, f32) {
         let mut net = Mlp::<f32>::new(3);
         let first = net.evaluate_loss(x, y, &CrossEntropy::default()).unwrap();
         for _ in 0..60 {
             net.train_step(x, y, &CrossEntropy::default(), opt).unwrap();
         }
-        (first, net.evaluate_loss(x, y, &CrossEntropy::default()).unwrap())
+        (
+            first,
+            net.evaluate_loss(x, y, &CrossEntropy::default()).unwrap(),
+        )
     }
     let results = [
         run(&mut Sgd::new(0.1).momentum(0.9), x, &y),
@@ -225,7 +273,10 @@ fn every_optimiser_trains_the_mlp() {
 #[test]
 fn schedules_drive_the_learning_rate() {
     let mut opt = Sgd::<f32>::new(0.1);
-    let schedule = CosineAnnealing { t_max: 4, eta_min: 0.0 };
+    let schedule = CosineAnnealing {
+        t_max: 4,
+        eta_min: 0.0,
+    };
     let rates: Vec<f64> = (0..=4)
         .map(|epoch| {
             opt.set_learning_rate(schedule.lr_at(0.1, epoch));
@@ -233,7 +284,16 @@ fn schedules_drive_the_learning_rate() {
         })
         .collect();
     assert!((rates[2] - 0.05).abs() < 1e-12 && rates[4].abs() < 1e-12);
-    assert!((StepLr { step_size: 2, gamma: 0.5 }.lr_at(0.1, 3) - 0.05).abs() < 1e-12);
+    assert!(
+        (StepLr {
+            step_size: 2,
+            gamma: 0.5
+        }
+        .lr_at(0.1, 3)
+            - 0.05)
+            .abs()
+            < 1e-12
+    );
 }
 
 #[test]
@@ -241,12 +301,24 @@ fn summary_reads_like_keras() {
     let text = Mlp::<f32>::summary().to_string();
     println!("{text}");
     assert!(text.starts_with("Model: Mlp"));
-    for row in ["fc1", "Dense(128)", "[128]", "100,480", "dropout_0", "Dropout(0.2)", "fc2", "1,290"] {
+    for row in [
+        "fc1",
+        "Dense(128)",
+        "[128]",
+        "100,480",
+        "dropout_0",
+        "Dropout(0.2)",
+        "fc2",
+        "1,290",
+    ] {
         assert!(text.contains(row), "summary lacks {row}:\n{text}");
     }
     assert!(text.contains("Total params: 101,770"));
     assert_eq!(Mlp::<f32>::PARAM_COUNT, 784 * 128 + 128 + 128 * 10 + 10);
-    assert_eq!(Mlp::<f32>::FLOPS_PER_SAMPLE, <Mlp as Model<f32>>::SPEC.flops_per_sample);
+    assert_eq!(
+        Mlp::<f32>::FLOPS_PER_SAMPLE,
+        <Mlp as Model<f32>>::SPEC.flops_per_sample
+    );
 }
 
 #[test]

@@ -9,7 +9,9 @@
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
-    for category in ["args", "blocks", "input", "layers", "model", "names", "shape", "syntax", "types"] {
+    for category in [
+        "args", "blocks", "input", "layers", "model", "names", "shape", "syntax", "types",
+    ] {
         t.compile_fail(format!("tests/ui/{category}/*.rs"));
     }
     t.pass("tests/ui/pass/*.rs");

@@ -91,7 +91,11 @@ struct LayerSpec {
 }
 
 const fn arg(name: &'static str, kind: ArgKind, required: bool) -> ArgSpec {
-    ArgSpec { name, kind, required }
+    ArgSpec {
+        name,
+        kind,
+        required,
+    }
 }
 
 const fn layer(name: &'static str, args: &'static [ArgSpec], usage: &'static str) -> LayerSpec {
@@ -107,7 +111,10 @@ const fn layer(name: &'static str, args: &'static [ArgSpec], usage: &'static str
 const LAYERS: &[LayerSpec] = &[
     layer(
         "Dense",
-        &[arg("units", ArgKind::Int, true), arg("bias", ArgKind::Bool, false)],
+        &[
+            arg("units", ArgKind::Int, true),
+            arg("bias", ArgKind::Bool, false),
+        ],
         "`Dense(128)` or `Dense(128, bias = false)`",
     ),
     layer("Relu", &[], "`Relu`"),
@@ -122,7 +129,11 @@ const LAYERS: &[LayerSpec] = &[
     layer("Softmax", &[], "`Softmax`"),
     layer("LogSoftmax", &[], "`LogSoftmax`"),
     layer("Flatten", &[], "`Flatten`"),
-    layer("Dropout", &[arg("p", ArgKind::Float, true)], "`Dropout(0.5)`"),
+    layer(
+        "Dropout",
+        &[arg("p", ArgKind::Float, true)],
+        "`Dropout(0.5)`",
+    ),
     LayerSpec {
         name: "Residual",
         args: &[],
@@ -157,20 +168,38 @@ pub fn check(def: &ModelDef) -> syn::Result<Checked> {
     let mut errors = Errors::default();
     let input = check_input(def, &mut errors);
     if def.items.is_empty() {
-        errors.push(def.name.span(), "the model has no layers; add at least one after `input`");
+        errors.push(
+            def.name.span(),
+            "the model has no layers; add at least one after `input`",
+        );
     }
     let mut names = Names::default();
     names.collect_user_names(&def.items, &mut errors);
     let mut layers = Vec::new();
-    let output = check_items(&def.items, input.clone(), &mut names, &mut layers, &mut errors);
+    let output = check_items(
+        &def.items,
+        input.clone(),
+        &mut names,
+        &mut layers,
+        &mut errors,
+    );
     if !def.items.is_empty() && def.items.iter().all(|i| i.kind == "Flatten") {
-        errors.push(def.name.span(), "the model computes nothing: `Flatten` alone only renames the shape");
+        errors.push(
+            def.name.span(),
+            "the model computes nothing: `Flatten` alone only renames the shape",
+        );
     }
     let checked = match (input, output) {
-        (Some(input), Some(output)) => Some(Checked { input, output, layers }),
+        (Some(input), Some(output)) => Some(Checked {
+            input,
+            output,
+            layers,
+        }),
         _ => None,
     };
-    errors.finish(checked).map(|c| c.expect("no errors means every shape is known"))
+    errors
+        .finish(checked)
+        .map(|c| c.expect("no errors means every shape is known"))
 }
 
 /// Rule: the input is 1 to 4 dimensions, none of them zero.
@@ -178,18 +207,27 @@ fn check_input(def: &ModelDef, errors: &mut Errors) -> Option<Vec<usize>> {
     let dims = &def.input.dims;
     let mut ok = true;
     if dims.is_empty() {
-        errors.push(def.input.span, "the input needs at least one dimension, such as `input: [784]`");
+        errors.push(
+            def.input.span,
+            "the input needs at least one dimension, such as `input: [784]`",
+        );
         ok = false;
     }
     if dims.len() > MAX_RANK {
         errors.push(
             def.input.span,
-            format!("an input of {} dimensions is not supported; at most {MAX_RANK}", dims.len()),
+            format!(
+                "an input of {} dimensions is not supported; at most {MAX_RANK}",
+                dims.len()
+            ),
         );
         ok = false;
     }
     for dim in dims.iter().filter(|d| d.value == 0) {
-        errors.push(dim.span, "a dimension of 0 is not allowed; every dimension needs at least 1");
+        errors.push(
+            dim.span,
+            "a dimension of 0 is not allowed; every dimension needs at least 1",
+        );
         ok = false;
     }
     ok.then(|| dims.iter().map(|d| d.value).collect())
@@ -209,7 +247,10 @@ impl Names {
             if let Some(name) = &item.name {
                 let text = unraw(name);
                 if let Some(&first) = self.taken.get(&text) {
-                    errors.push(name.span(), format!("duplicate layer name `{text}`; each layer needs its own name"));
+                    errors.push(
+                        name.span(),
+                        format!("duplicate layer name `{text}`; each layer needs its own name"),
+                    );
                     errors.push(first, format!("`{text}` is first used here"));
                 } else {
                     self.taken.insert(text, name.span());
@@ -287,14 +328,19 @@ fn check_item(
         "Dense" => {
             let units = values[0].as_ref().map_or(0, Value::int);
             if units == 0 {
-                errors.push(values_span(item, 0), format!("{name}: dense needs at least 1 unit"));
+                errors.push(
+                    values_span(item, 0),
+                    format!("{name}: dense needs at least 1 unit"),
+                );
                 return None;
             }
             let bias = values[1].as_ref().is_none_or(Value::bool);
             Op::Dense { units, bias }
         }
         "Relu" => Op::Activation(Act::Relu),
-        "LeakyRelu" => Op::Activation(Act::LeakyRelu(values[0].as_ref().map_or(0.01, Value::float))),
+        "LeakyRelu" => Op::Activation(Act::LeakyRelu(
+            values[0].as_ref().map_or(0.01, Value::float),
+        )),
         "Sigmoid" => Op::Activation(Act::Sigmoid),
         "Tanh" => Op::Activation(Act::Tanh),
         "Gelu" => Op::Activation(Act::Gelu),
@@ -305,7 +351,10 @@ fn check_item(
             let p = values[0].as_ref().map_or(0.0, Value::float);
             // Rule: a dropout probability is in [0, 1); p = 1 would zero every value.
             if !(0.0..1.0).contains(&p) {
-                errors.push(values_span(item, 0), format!("{name}: dropout probability must be in [0, 1), got {p:?}"));
+                errors.push(
+                    values_span(item, 0),
+                    format!("{name}: dropout probability must be in [0, 1), got {p:?}"),
+                );
                 return None;
             }
             Op::Dropout(p)
@@ -357,7 +406,10 @@ fn check_residual(
     let mut inner = Vec::new();
     let inner_out = check_items(&block.items, shape.clone(), names, &mut inner, errors);
     if block.items.iter().all(|i| i.kind == "Flatten") {
-        errors.push(block.span, format!("{name}: a residual block needs at least one layer that computes something"));
+        errors.push(
+            block.span,
+            format!("{name}: a residual block needs at least one layer that computes something"),
+        );
         return None;
     }
     let (input, output) = (shape?, inner_out?);
@@ -370,10 +422,20 @@ fn check_residual(
                 dims(&output)
             ),
         );
-        if let Some((culprit, layer)) = block.items.iter().zip(&inner).find(|(_, l)| l.output != input) {
+        if let Some((culprit, layer)) = block
+            .items
+            .iter()
+            .zip(&inner)
+            .find(|(_, l)| l.output != input)
+        {
             errors.push(
                 culprit.span(),
-                format!("{}: this layer changes {} into {}", layer.name, dims(&layer.input), dims(&layer.output)),
+                format!(
+                    "{}: this layer changes {} into {}",
+                    layer.name,
+                    dims(&layer.input),
+                    dims(&layer.output)
+                ),
             );
         }
         return None;
@@ -402,7 +464,9 @@ fn display(item: &Item) -> String {
             .list
             .iter()
             .map(|a| {
-                let value = quote::ToTokens::to_token_stream(&a.value).to_string().replace(' ', "");
+                let value = quote::ToTokens::to_token_stream(&a.value)
+                    .to_string()
+                    .replace(' ', "");
                 match &a.key {
                     Some(key) => format!("{key} = {value}"),
                     None => value,
@@ -456,11 +520,17 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
     let mut ok = true;
     match (&item.block, spec.block) {
         (Some(block), false) => {
-            errors.push(block.span, format!("`{kind}` does not take a `{{ .. }}` block"));
+            errors.push(
+                block.span,
+                format!("`{kind}` does not take a `{{ .. }}` block"),
+            );
             ok = false;
         }
         (None, true) => {
-            errors.push(item.kind.span(), format!("`{kind}` needs its layers in braces: {}", spec.usage));
+            errors.push(
+                item.kind.span(),
+                format!("`{kind}` needs its layers in braces: {}", spec.usage),
+            );
             return None;
         }
         _ => {}
@@ -472,7 +542,10 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
     };
     let args = item.args.as_ref().unwrap_or(&empty);
     if spec.args.is_empty() && !args.list.is_empty() {
-        errors.push(args.span, format!("`{kind}` takes no arguments; write {}", spec.usage));
+        errors.push(
+            args.span,
+            format!("`{kind}` takes no arguments; write {}", spec.usage),
+        );
         return None;
     }
     let mut position = 0;
@@ -482,7 +555,11 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
                 if position >= spec.args.len() {
                     errors.push(
                         a.value.span(),
-                        format!("`{kind}` takes at most {} positional argument(s); write {}", spec.args.len(), spec.usage),
+                        format!(
+                            "`{kind}` takes at most {} positional argument(s); write {}",
+                            spec.args.len(),
+                            spec.usage
+                        ),
                     );
                     ok = false;
                     continue;
@@ -500,7 +577,10 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
                             .map_or_else(String::new, |c| format!("; did you mean `{c}`?"));
                         errors.push(
                             key.span(),
-                            format!("`{kind}` has no argument `{key_text}` (it takes: {}){hint}", known.join(", ")),
+                            format!(
+                                "`{kind}` has no argument `{key_text}` (it takes: {}){hint}",
+                                known.join(", ")
+                            ),
                         );
                         ok = false;
                         continue;
@@ -510,7 +590,10 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
         };
         let arg_spec = &spec.args[slot];
         if values[slot].is_some() {
-            errors.push(a.value.span(), format!("argument `{}` of `{kind}` is given twice", arg_spec.name));
+            errors.push(
+                a.value.span(),
+                format!("argument `{}` of `{kind}` is given twice", arg_spec.name),
+            );
             ok = false;
             continue;
         }
@@ -524,7 +607,10 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
                 };
                 errors.push(
                     a.value.span(),
-                    format!("argument `{}` of `{kind}` must be {expected}", arg_spec.name),
+                    format!(
+                        "argument `{}` of `{kind}` must be {expected}",
+                        arg_spec.name
+                    ),
                 );
                 ok = false;
             }
@@ -534,7 +620,10 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
         if arg_spec.required && values[slot].is_none() && ok {
             errors.push(
                 args.span,
-                format!("`{kind}` needs its `{}` argument: {}", arg_spec.name, spec.usage),
+                format!(
+                    "`{kind}` needs its `{}` argument: {}",
+                    arg_spec.name, spec.usage
+                ),
             );
             ok = false;
         }
@@ -549,16 +638,22 @@ fn literal(expr: &Expr, kind: ArgKind) -> Option<Value> {
         Expr::Lit(ExprLit { lit, .. }) => match (lit, kind) {
             (Lit::Int(i), ArgKind::Int) => i.base10_parse::<usize>().ok().map(Value::Int),
             (Lit::Int(i), ArgKind::Float) => i.base10_parse::<f64>().ok().map(Value::Float),
-            (Lit::Float(f), ArgKind::Float) => f.base10_parse::<f64>().ok().filter(|v| v.is_finite()).map(Value::Float),
+            (Lit::Float(f), ArgKind::Float) => f
+                .base10_parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(Value::Float),
             (Lit::Bool(b), ArgKind::Bool) => Some(Value::Bool(b.value)),
             _ => None,
         },
-        Expr::Unary(ExprUnary { op: UnOp::Neg(_), expr, .. }) if kind == ArgKind::Float => {
-            match literal(expr, kind)? {
-                Value::Float(v) => Some(Value::Float(-v)),
-                _ => None,
-            }
-        }
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr,
+            ..
+        }) if kind == ArgKind::Float => match literal(expr, kind)? {
+            Value::Float(v) => Some(Value::Float(-v)),
+            _ => None,
+        },
         Expr::Group(group) => literal(&group.expr, kind),
         _ => None,
     }
@@ -606,7 +701,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
             diagonal = above;
         }
     }

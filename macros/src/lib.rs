@@ -15,7 +15,9 @@ use proc_macro::TokenStream;
 #[proc_macro]
 pub fn model(input: TokenStream) -> TokenStream {
     let def = syn::parse_macro_input!(input as parse::ModelDef);
-    expand(&def).unwrap_or_else(|error| fallback(&def, error)).into()
+    expand(&def)
+        .unwrap_or_else(|error| fallback(&def, error))
+        .into()
 }
 
 fn expand(def: &parse::ModelDef) -> syn::Result<proc_macro2::TokenStream> {
@@ -60,8 +62,12 @@ mod tests {
         if std::env::var_os("KILN_BLESS").is_some() {
             std::fs::write(path, &actual).expect("write snapshot");
         }
-        let expected = std::fs::read_to_string(path).expect("snapshot exists; bless it with KILN_BLESS=1");
-        assert_eq!(actual, expected, "expansion changed; review and re-bless with KILN_BLESS=1");
+        let expected =
+            std::fs::read_to_string(path).expect("snapshot exists; bless it with KILN_BLESS=1");
+        assert_eq!(
+            actual, expected,
+            "expansion changed; review and re-bless with KILN_BLESS=1"
+        );
     }
 
     #[test]

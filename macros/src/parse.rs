@@ -136,7 +136,10 @@ fn parse_input(body: ParseStream) -> syn::Result<InputDecl> {
         })
         .collect::<syn::Result<Vec<_>>>()?;
     Ok(InputDecl {
-        span: keyword.span.join(bracket.span.join()).unwrap_or(keyword.span),
+        span: keyword
+            .span
+            .join(bracket.span.join())
+            .unwrap_or(keyword.span),
         dims,
     })
 }

@@ -16,8 +16,12 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use float::Float;
-pub use loss::{BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization};
-pub use model::{Grads, LayerInfo, Model, ModelSpec, ModelState, ParamInfo, ParamSet, Summary, Workspace};
+pub use loss::{
+    BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization,
+};
+pub use model::{
+    Grads, LayerInfo, Model, ModelSpec, ModelState, ParamInfo, ParamSet, Summary, Workspace,
+};
 pub use optim::{Adam, AdamW, CosineAnnealing, LrSchedule, Optimizer, RmsProp, Sgd, StepLr};
 pub use tensor::{Shape, Shape1, Shape2, Shape3, Shape4, Tensor, TensorRef};
 

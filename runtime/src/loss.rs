@@ -81,10 +81,7 @@ fn check_target_len(expected: usize, actual: usize) -> Result<()> {
 }
 
 fn check_probabilities<T: Float>(target: &[T]) -> Result<()> {
-    match target
-        .iter()
-        .position(|&t| !(t >= T::ZERO && t <= T::ONE))
-    {
+    match target.iter().position(|&t| !(t >= T::ZERO && t <= T::ONE)) {
         None => Ok(()),
         Some(index) => Err(Error::InvalidTarget {
             value: target[index].to_f64(),
@@ -333,11 +330,20 @@ mod tests {
     use super::*;
     use crate::layers::testing::*;
 
-    fn check_gradient<L: Loss<f64>>(loss: &L, output: &[f64], target: &L::Target, layout: OutputLayout) {
+    fn check_gradient<L: Loss<f64>>(
+        loss: &L,
+        output: &[f64],
+        target: &L::Target,
+        layout: OutputLayout,
+    ) {
         let mut grad = vec![0.0; output.len()];
-        let value = loss.evaluate(output, target, layout, Some(&mut grad)).unwrap();
+        let value = loss
+            .evaluate(output, target, layout, Some(&mut grad))
+            .unwrap();
         assert_eq!(value, loss.evaluate(output, target, layout, None).unwrap());
-        let numeric = numeric_grad(output, 1e-6, |y| loss.evaluate(y, target, layout, None).unwrap());
+        let numeric = numeric_grad(output, 1e-6, |y| {
+            loss.evaluate(y, target, layout, None).unwrap()
+        });
         assert_close(&grad, &numeric, 1e-8);
     }
 
@@ -364,17 +370,26 @@ mod tests {
         let out = [0.5_f64; 4];
         assert_eq!(
             CrossEntropy::default().evaluate(&out, &[0][..], layout, None),
-            Err(Error::TargetLength { expected: 2, actual: 1 })
+            Err(Error::TargetLength {
+                expected: 2,
+                actual: 1
+            })
         );
         assert_eq!(
             CrossEntropy::default().evaluate(&out, &[0, 7][..], layout, None),
-            Err(Error::LabelOutOfRange { label: 7, index: 1, classes: 2 })
+            Err(Error::LabelOutOfRange {
+                label: 7,
+                index: 1,
+                classes: 2
+            })
         );
         assert!(matches!(
             BceWithLogits::default().evaluate(&out, &[0.0, 1.0, 1.5, 0.0][..], layout, None),
             Err(Error::InvalidTarget { index: 2, .. })
         ));
-        assert!(Mse::default().evaluate(&out, &[0.0; 3][..], layout, None).is_err());
+        assert!(Mse::default()
+            .evaluate(&out, &[0.0; 3][..], layout, None)
+            .is_err());
     }
 
     #[test]
@@ -385,14 +400,22 @@ mod tests {
             .unwrap();
         assert!(l.is_finite() && l > 1e29);
         let l: f32 = BceWithLogits::default()
-            .evaluate(&[-1e4], &[1.0][..], OutputLayout { batch: 1, width: 1 }, None)
+            .evaluate(
+                &[-1e4],
+                &[1.0][..],
+                OutputLayout { batch: 1, width: 1 },
+                None,
+            )
             .unwrap();
         assert_eq!(l, 1e4);
     }
 
     #[test]
     fn regularization_gradient_matches_finite_differences() {
-        let w: Vec<f64> = values(17, 9).iter().map(|v| v + if *v > 0.0 { 0.1 } else { -0.1 }).collect();
+        let w: Vec<f64> = values(17, 9)
+            .iter()
+            .map(|v| v + if *v > 0.0 { 0.1 } else { -0.1 })
+            .collect();
         let reg = Regularization { l1: 0.3, l2: 0.7 };
         let mut g = vec![0.0; 17];
         reg.apply(&w, &mut g);

@@ -185,7 +185,12 @@ impl<T: Float> Workspace<T> {
     ///
     /// # Panics
     /// If the nodes are not distinct.
-    pub fn forward_io_aux(&mut self, input: usize, output: usize, aux: usize) -> (&[T], &mut [T], &mut [T]) {
+    pub fn forward_io_aux(
+        &mut self,
+        input: usize,
+        output: usize,
+        aux: usize,
+    ) -> (&[T], &mut [T], &mut [T]) {
         let [r_in, r_out, r_aux] = [self.range(input), self.range(output), self.range(aux)];
         let [i, o, a] = self
             .values
@@ -198,7 +203,12 @@ impl<T: Float> Workspace<T> {
     ///
     /// # Panics
     /// If `output` is not after both inputs.
-    pub fn forward_io2(&mut self, first: usize, second: usize, output: usize) -> (&[T], &[T], &mut [T]) {
+    pub fn forward_io2(
+        &mut self,
+        first: usize,
+        second: usize,
+        output: usize,
+    ) -> (&[T], &[T], &mut [T]) {
         assert!(first < output && second < output);
         let (head, tail) = self.values.split_at_mut(self.nodes[output] * self.batch);
         let out_len = (self.nodes[output + 1] - self.nodes[output]) * self.batch;
@@ -211,7 +221,12 @@ impl<T: Float> Workspace<T> {
     ///
     /// # Panics
     /// If `input` and `output` are the same node.
-    pub fn backward_io(&mut self, input: usize, output: usize, aux: Option<usize>) -> BackwardIo<'_, T> {
+    pub fn backward_io(
+        &mut self,
+        input: usize,
+        output: usize,
+        aux: Option<usize>,
+    ) -> BackwardIo<'_, T> {
         let [r_in, r_out] = [self.range(input), self.range(output)];
         let aux = aux.map_or(0..0, |node| self.range(node));
         let [grad_input, grad_output] = self
@@ -234,7 +249,9 @@ impl<T: Float> Workspace<T> {
     /// If the nodes are not distinct.
     pub fn grads3(&mut self, a: usize, b: usize, c: usize) -> [&mut [T]; 3] {
         let ranges = [self.range(a), self.range(b), self.range(c)];
-        self.grads.get_disjoint_mut(ranges).expect("workspace nodes are disjoint")
+        self.grads
+            .get_disjoint_mut(ranges)
+            .expect("workspace nodes are disjoint")
     }
 }
 
@@ -358,7 +375,11 @@ pub trait Model<T: Float>: Sized {
         let state = self.state_mut();
         state.workspace.prepare(x.batch());
         state.workspace.value_mut(0).copy_from_slice(x.as_slice());
-        Self::forward_pass(&state.params, &mut state.workspace, Some(&mut state.dropout_rng));
+        Self::forward_pass(
+            &state.params,
+            &mut state.workspace,
+            Some(&mut state.dropout_rng),
+        );
         state.workspace.value(Self::SPEC.output_node)
     }
 
@@ -433,7 +454,12 @@ pub trait Model<T: Float>: Sized {
     ) -> Result<T> {
         let x = x.into();
         let output = self.forward(x);
-        loss.evaluate(output.as_slice(), target, output_layout(Self::SPEC, x.batch()), None)
+        loss.evaluate(
+            output.as_slice(),
+            target,
+            output_layout(Self::SPEC, x.batch()),
+            None,
+        )
     }
 
     /// The parameters, by name or as one buffer.
@@ -570,7 +596,11 @@ impl fmt::Display for Summary {
         writeln!(f, "{}", "═".repeat(total))?;
         writeln!(f, "Total params: {}", grouped(spec.param_count as u64))?;
         writeln!(f, "Trainable params: {}", grouped(spec.param_count as u64))?;
-        write!(f, "Forward FLOPs per sample: {}", grouped(spec.flops_per_sample))
+        write!(
+            f,
+            "Forward FLOPs per sample: {}",
+            grouped(spec.flops_per_sample)
+        )
     }
 }
 

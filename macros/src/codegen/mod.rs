@@ -46,8 +46,13 @@ fn unsuffixed(tokens: TokenStream) -> TokenStream {
             }
             TokenTree::Literal(literal) => {
                 let text = literal.to_string();
-                match text.strip_suffix("usize").or_else(|| text.strip_suffix("u64")) {
-                    Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) && !digits.is_empty() => {
+                match text
+                    .strip_suffix("usize")
+                    .or_else(|| text.strip_suffix("u64"))
+                {
+                    Some(digits)
+                        if digits.bytes().all(|b| b.is_ascii_digit()) && !digits.is_empty() =>
+                    {
                         let mut new = Literal::u64_unsuffixed(digits.parse().unwrap_or_default());
                         new.set_span(literal.span());
                         TokenTree::Literal(new)
@@ -63,7 +68,9 @@ fn unsuffixed(tokens: TokenStream) -> TokenStream {
 /// The struct alone, so that a model with errors still names a type and the user sees
 /// the real error instead of a cascade of "cannot find type".
 pub fn emit_fallback(def: &ModelDef) -> TokenStream {
-    let ModelDef { attrs, vis, name, .. } = def;
+    let ModelDef {
+        attrs, vis, name, ..
+    } = def;
     quote! {
         #(#attrs)*
         #vis struct #name<T = ::core::primitive::f32>(::core::marker::PhantomData<T>);
@@ -168,7 +175,13 @@ impl Plan {
         self.node_sizes.len() - 1
     }
 
-    fn param(&mut self, name: String, shape: Vec<usize>, fan_in: usize, regularized: bool) -> Range<usize> {
+    fn param(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        fan_in: usize,
+        regularized: bool,
+    ) -> Range<usize> {
         let start = self.params.last().map_or(0, |p| p.range.end);
         let range = start..start + shape.iter().product::<usize>();
         self.params.push(ParamPlan {
@@ -196,8 +209,15 @@ impl Plan {
                         Some(Op::Activation(act)) if act.fusable() => Some(*act),
                         _ => None,
                     };
-                    let weight = self.param(format!("{name}.weight"), vec![*units, in_features], in_features, true);
-                    let bias = bias.then(|| self.param(format!("{name}.bias"), vec![*units], in_features, false));
+                    let weight = self.param(
+                        format!("{name}.weight"),
+                        vec![*units, in_features],
+                        in_features,
+                        true,
+                    );
+                    let bias = bias.then(|| {
+                        self.param(format!("{name}.bias"), vec![*units], in_features, false)
+                    });
                     let output = self.node(size);
                     self.steps.push(Step::Dense {
                         input: current,

@@ -85,7 +85,10 @@ fn layer_flops(layer: &Layer) -> u64 {
 }
 
 pub fn flops_per_sample(checked: &Checked) -> u64 {
-    flat_layers(&checked.layers).into_iter().map(layer_flops).sum()
+    flat_layers(&checked.layers)
+        .into_iter()
+        .map(layer_flops)
+        .sum()
 }
 
 fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {

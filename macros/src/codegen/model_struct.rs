@@ -10,7 +10,9 @@ use crate::parse::ModelDef;
 /// `(the struct, its inherent impl)`: the struct stands at the call site, the impl goes
 /// inside the anonymous const with the other generated items.
 pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, TokenStream) {
-    let ModelDef { attrs, vis, name, .. } = def;
+    let ModelDef {
+        attrs, vis, name, ..
+    } = def;
     let shape_doc = format!(
         " Input per sample: `{}`; output per sample: `{}`.",
         dims(&checked.input),

@@ -38,7 +38,16 @@ fn rows(rows_per_sample: usize) -> TokenStream {
 pub fn forward(plan: &Plan) -> TokenStream {
     let layers = quote!(::kiln::__private::layers);
     let steps = plan.steps.iter().map(|step| match step {
-        Step::Dense { input, output, in_features, out_features, rows_per_sample, weight, bias, fused } => {
+        Step::Dense {
+            input,
+            output,
+            in_features,
+            out_features,
+            rows_per_sample,
+            weight,
+            bias,
+            fused,
+        } => {
             let rows = rows(*rows_per_sample);
             let act = activation(*fused);
             let (w0, w1) = (weight.start, weight.end);
@@ -67,8 +76,17 @@ pub fn forward(plan: &Plan) -> TokenStream {
                 }
             }
         }
-        Step::Softmax { log, width, input, output } => {
-            let kernel = if *log { quote!(log_softmax_forward) } else { quote!(softmax_forward) };
+        Step::Softmax {
+            log,
+            width,
+            input,
+            output,
+        } => {
+            let kernel = if *log {
+                quote!(log_softmax_forward)
+            } else {
+                quote!(softmax_forward)
+            };
             quote! {
                 {
                     let (input, output) = ws.forward_io(#input, #output);
@@ -76,7 +94,12 @@ pub fn forward(plan: &Plan) -> TokenStream {
                 }
             }
         }
-        Step::Dropout { p, input, output, mask } => {
+        Step::Dropout {
+            p,
+            input,
+            output,
+            mask,
+        } => {
             let p = Literal::f64_suffixed(*p);
             quote! {
                 {
@@ -85,7 +108,11 @@ pub fn forward(plan: &Plan) -> TokenStream {
                 }
             }
         }
-        Step::Residual { input, inner, output } => {
+        Step::Residual {
+            input,
+            inner,
+            output,
+        } => {
             quote! {
                 {
                     let (input, inner, output) = ws.forward_io2(#input, #inner, #output);
@@ -95,10 +122,18 @@ pub fn forward(plan: &Plan) -> TokenStream {
         }
     });
     let uses_rng = plan.steps.iter().any(|s| matches!(s, Step::Dropout { .. }));
-    let rng = if uses_rng { quote!(mut rng) } else { quote!(_rng) };
+    let rng = if uses_rng {
+        quote!(mut rng)
+    } else {
+        quote!(_rng)
+    };
     let uses_params = plan.steps.iter().any(Step::has_params);
     let batch = uses_params.then(|| quote!(let batch = ws.batch();));
-    let params = if uses_params { quote!(params) } else { quote!(_params) };
+    let params = if uses_params {
+        quote!(params)
+    } else {
+        quote!(_params)
+    };
     quote! {
         fn forward_pass(
             #params: &[T],
@@ -135,10 +170,23 @@ pub fn backward(plan: &Plan) -> TokenStream {
             }
             let first = !written[node];
             written[node] = true;
-            Some(if first { quote!(#accum_path::Replace) } else { quote!(#accum_path::Add) })
+            Some(if first {
+                quote!(#accum_path::Replace)
+            } else {
+                quote!(#accum_path::Add)
+            })
         };
         let block = match step {
-            Step::Dense { input, output, in_features, out_features, rows_per_sample, weight, bias, fused } => {
+            Step::Dense {
+                input,
+                output,
+                in_features,
+                out_features,
+                rows_per_sample,
+                weight,
+                bias,
+                fused,
+            } => {
                 let rows = rows(*rows_per_sample);
                 let act = activation(*fused);
                 let (w0, w1) = (weight.start, weight.end);
@@ -154,7 +202,10 @@ pub fn backward(plan: &Plan) -> TokenStream {
                             quote!(#some(grad_bias)),
                         )
                     }
-                    None => (quote!(let grad_weight = &mut grads[#w0..#w1];), quote!(#none)),
+                    None => (
+                        quote!(let grad_weight = &mut grads[#w0..#w1];),
+                        quote!(#none),
+                    ),
                 };
                 quote! {
                         {
@@ -177,8 +228,17 @@ pub fn backward(plan: &Plan) -> TokenStream {
                     }
                 }
             }
-            Step::Softmax { log, width, input, output } => {
-                let kernel = if *log { quote!(log_softmax_backward) } else { quote!(softmax_backward) };
+            Step::Softmax {
+                log,
+                width,
+                input,
+                output,
+            } => {
+                let kernel = if *log {
+                    quote!(log_softmax_backward)
+                } else {
+                    quote!(softmax_backward)
+                };
                 let accum = accum_for(*input).unwrap_or_else(|| quote!(#accum_path::Replace));
                 quote! {
                         {
@@ -187,7 +247,12 @@ pub fn backward(plan: &Plan) -> TokenStream {
                     }
                 }
             }
-            Step::Dropout { input, output, mask, .. } => {
+            Step::Dropout {
+                input,
+                output,
+                mask,
+                ..
+            } => {
                 let accum = accum_for(*input).unwrap_or_else(|| quote!(#accum_path::Replace));
                 quote! {
                         {
@@ -196,7 +261,11 @@ pub fn backward(plan: &Plan) -> TokenStream {
                     }
                 }
             }
-            Step::Residual { input, inner, output } => {
+            Step::Residual {
+                input,
+                inner,
+                output,
+            } => {
                 let _ = accum_for(*inner);
                 let grad_input = match accum_for(*input) {
                     Some(accum) => quote!(#some((grad_input, #accum))),

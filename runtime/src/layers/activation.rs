@@ -77,7 +77,8 @@ impl Activation {
             Activation::Gelu => {
                 let cdf = T::from_f64(0.5)
                     * (T::ONE + (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).erf());
-                let pdf = T::from_f64(0.398_942_280_401_432_7) * (-(x * x) * T::from_f64(0.5)).exp();
+                let pdf =
+                    T::from_f64(0.398_942_280_401_432_7) * (-(x * x) * T::from_f64(0.5)).exp();
                 cdf + x * pdf
             }
             Activation::LeakyRelu(slope) => {

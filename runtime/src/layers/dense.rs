@@ -43,7 +43,10 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
     if let Some(bias) = bias {
         check_len("dense bias", bias.len(), OUT);
     }
-    assert!(activation.fusable(), "{activation:?} cannot be fused after a GEMM");
+    assert!(
+        activation.fusable(),
+        "{activation:?} cannot be fused after a GEMM"
+    );
     let weight_t = MatRef::from_row_major_slice(weight, OUT, IN).transpose();
     // `output` is split into row blocks; `input` rows are addressed from each block's first row.
     for_row_blocks(
@@ -175,7 +178,14 @@ mod tests {
     use super::*;
 
     /// The textbook triple loop the GEMM path is compared with.
-    fn naive_forward(x: &[f64], w: &[f64], b: &[f64], rows: usize, inp: usize, out: usize) -> Vec<f64> {
+    fn naive_forward(
+        x: &[f64],
+        w: &[f64],
+        b: &[f64],
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Vec<f64> {
         let mut y = vec![0.0; rows * out];
         for r in 0..rows {
             for o in 0..out {

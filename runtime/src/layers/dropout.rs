@@ -26,7 +26,10 @@ pub fn dropout_forward<T: Float>(
 ) {
     check_len("dropout output", output.len(), input.len());
     check_len("dropout mask", mask.len(), input.len());
-    assert!((0.0..1.0).contains(&p), "dropout probability {p} is not in [0, 1)");
+    assert!(
+        (0.0..1.0).contains(&p),
+        "dropout probability {p} is not in [0, 1)"
+    );
     let Some(rng) = rng else {
         output.copy_from_slice(input);
         return;
@@ -45,7 +48,12 @@ pub fn dropout_forward<T: Float>(
 ///
 /// # Panics
 /// If the lengths differ.
-pub fn dropout_backward<T: Float>(grad_input: &mut [T], accum: Accum, mask: &[T], grad_output: &[T]) {
+pub fn dropout_backward<T: Float>(
+    grad_input: &mut [T],
+    accum: Accum,
+    mask: &[T],
+    grad_output: &[T],
+) {
     check_len("dropout grad_input", grad_input.len(), mask.len());
     check_len("dropout grad_output", grad_output.len(), mask.len());
     for ((gi, &m), &g) in grad_input.iter_mut().zip(mask).zip(grad_output) {
@@ -89,7 +97,13 @@ mod tests {
     fn zero_probability_keeps_everything() {
         let x = [1.0_f32; 64];
         let mut y = [0.0; 64];
-        dropout_forward(&mut y, &mut [0.0; 64], &x, 0.0, Some(&mut Rng::seed_from_u64(1)));
+        dropout_forward(
+            &mut y,
+            &mut [0.0; 64],
+            &x,
+            0.0,
+            Some(&mut Rng::seed_from_u64(1)),
+        );
         assert_eq!(x, y);
     }
 }

@@ -54,7 +54,15 @@ pub(crate) fn for_row_blocks<T: Send>(
         let (left, right) = out.split_at_mut(left_rows * width);
         rayon::join(
             || split(first_row, left, width, pieces / 2, body),
-            || split(first_row + left_rows, right, width, pieces - pieces / 2, body),
+            || {
+                split(
+                    first_row + left_rows,
+                    right,
+                    width,
+                    pieces - pieces / 2,
+                    body,
+                )
+            },
         );
     }
     if width == 0 || out.is_empty() {
@@ -82,7 +90,10 @@ pub(crate) fn store<T: Float>(dst: &mut T, value: T, accum: Accum) {
 #[inline(always)]
 #[track_caller]
 pub(crate) fn check_len(name: &str, len: usize, expected: usize) {
-    assert_eq!(len, expected, "{name}: expected {expected} values, got {len}");
+    assert_eq!(
+        len, expected,
+        "{name}: expected {expected} values, got {len}"
+    );
 }
 
 /// Test helpers: central finite differences in f64 and a tiny deterministic generator.
@@ -122,7 +133,10 @@ pub(crate) mod testing {
         assert_eq!(actual.len(), expected.len());
         for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
             let err = (a - e).abs() / 1f64.max(a.abs()).max(e.abs());
-            assert!(err <= tol, "element {i}: {a} vs {e} (error {err:e} > {tol:e})");
+            assert!(
+                err <= tol,
+                "element {i}: {a} vs {e} (error {err:e} > {tol:e})"
+            );
         }
     }
 

@@ -24,7 +24,10 @@ fn row_max<T: Float>(row: &[T]) -> T {
 pub fn softmax_forward<T: Float, const WIDTH: usize>(output: &mut [T], input: &[T]) {
     check_len("softmax output", output.len(), input.len());
     assert_eq!(input.len() % WIDTH, 0, "softmax: ragged rows");
-    for (y, x) in output.chunks_exact_mut(WIDTH).zip(input.chunks_exact(WIDTH)) {
+    for (y, x) in output
+        .chunks_exact_mut(WIDTH)
+        .zip(input.chunks_exact(WIDTH))
+    {
         let m = row_max(x);
         let mut sum = T::ZERO;
         for (yi, &xi) in y.iter_mut().zip(x) {
@@ -69,7 +72,10 @@ pub fn softmax_backward<T: Float, const WIDTH: usize>(
 pub fn log_softmax_forward<T: Float, const WIDTH: usize>(output: &mut [T], input: &[T]) {
     check_len("log_softmax output", output.len(), input.len());
     assert_eq!(input.len() % WIDTH, 0, "log_softmax: ragged rows");
-    for (y, x) in output.chunks_exact_mut(WIDTH).zip(input.chunks_exact(WIDTH)) {
+    for (y, x) in output
+        .chunks_exact_mut(WIDTH)
+        .zip(input.chunks_exact(WIDTH))
+    {
         let lse = log_sum_exp(x);
         for (yi, &xi) in y.iter_mut().zip(x) {
             *yi = xi - lse;

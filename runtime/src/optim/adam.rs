@@ -32,10 +32,25 @@ impl<T: Float> Moments<T> {
     fn step(&mut self, params: &mut [T], grads: &[T], decoupled: bool) -> Result<()> {
         check_lengths(params.len(), grads.len())?;
         check_lr(self.lr)?;
-        check_range("beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "must be in [0, 1)")?;
-        check_range("beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "must be in [0, 1)")?;
+        check_range(
+            "beta1",
+            self.beta1,
+            (0.0..1.0).contains(&self.beta1),
+            "must be in [0, 1)",
+        )?;
+        check_range(
+            "beta2",
+            self.beta2,
+            (0.0..1.0).contains(&self.beta2),
+            "must be in [0, 1)",
+        )?;
         check_range("eps", self.eps, self.eps >= 0.0, "must be >= 0")?;
-        check_range("weight decay", self.weight_decay, self.weight_decay >= 0.0, "must be >= 0")?;
+        check_range(
+            "weight decay",
+            self.weight_decay,
+            self.weight_decay >= 0.0,
+            "must be >= 0",
+        )?;
         state(&mut self.m, params.len());
         state(&mut self.v, params.len());
         self.t = self.t.saturating_add(1);

@@ -40,16 +40,30 @@ pub(crate) fn check_lengths(params: usize, grads: usize) -> Result<()> {
     }
 }
 
-pub(crate) fn check_range(name: &'static str, value: f64, ok: bool, reason: &'static str) -> Result<()> {
+pub(crate) fn check_range(
+    name: &'static str,
+    value: f64,
+    ok: bool,
+    reason: &'static str,
+) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidHyperParameter { name, value, reason })
+        Err(Error::InvalidHyperParameter {
+            name,
+            value,
+            reason,
+        })
     }
 }
 
 pub(crate) fn check_lr(lr: f64) -> Result<()> {
-    check_range("learning rate", lr, lr >= 0.0 && lr.is_finite(), "must be finite and >= 0")
+    check_range(
+        "learning rate",
+        lr,
+        lr >= 0.0 && lr.is_finite(),
+        "must be finite and >= 0",
+    )
 }
 
 /// Sizes a state buffer on the first step (and again only if the model changes).
@@ -68,7 +82,10 @@ mod tests {
 
     /// Gradient of f(p) = Σ (i+1) (p_i - 1)^2 / 2.
     fn quadratic_grad(p: &[f64]) -> Vec<f64> {
-        p.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0) * (v - 1.0)).collect()
+        p.iter()
+            .enumerate()
+            .map(|(i, &v)| (i as f64 + 1.0) * (v - 1.0))
+            .collect()
     }
 
     fn minimise(opt: &mut dyn Optimizer<f64>, steps: usize) -> Vec<f64> {
@@ -90,7 +107,13 @@ mod tests {
         let mut rms = RmsProp::new(0.01);
         let mut rms_full = RmsProp::new(0.01).momentum(0.5).centered(true);
         let opts: [&mut dyn Optimizer<f64>; 7] = [
-            &mut sgd, &mut momentum, &mut nesterov, &mut adam, &mut adamw, &mut rms, &mut rms_full,
+            &mut sgd,
+            &mut momentum,
+            &mut nesterov,
+            &mut adam,
+            &mut adamw,
+            &mut rms,
+            &mut rms_full,
         ];
         for opt in opts {
             let p = minimise(opt, 2000);
@@ -103,7 +126,10 @@ mod tests {
     #[test]
     fn sgd_momentum_nesterov_and_decay_follow_pytorch() {
         // torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
-        let mut opt = Sgd::new(0.1).momentum(0.9).nesterov(true).weight_decay(0.01);
+        let mut opt = Sgd::new(0.1)
+            .momentum(0.9)
+            .nesterov(true)
+            .weight_decay(0.01);
         let mut p = [2.0_f64];
         opt.step(&mut p, &[1.0]).unwrap();
         // g = 1 + 0.01*2 = 1.02; buf = 1.02; g + 0.9 buf = 1.938
@@ -133,7 +159,10 @@ mod tests {
     fn bad_hyper_parameters_are_errors_and_leave_params_alone() {
         let mut p = [1.0_f32];
         assert!(Sgd::new(-1.0).step(&mut p, &[1.0]).is_err());
-        assert!(Adam::new(0.1).betas(1.0, 0.999).step(&mut p, &[1.0]).is_err());
+        assert!(Adam::new(0.1)
+            .betas(1.0, 0.999)
+            .step(&mut p, &[1.0])
+            .is_err());
         assert!(RmsProp::new(0.1).alpha(-0.1).step(&mut p, &[1.0]).is_err());
         assert!(Sgd::new(0.1).step(&mut p, &[1.0, 2.0]).is_err());
         assert_eq!(p, [1.0]);

@@ -69,10 +69,25 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
     fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
         check_lengths(params.len(), grads.len())?;
         check_lr(self.lr)?;
-        check_range("alpha", self.alpha, (0.0..=1.0).contains(&self.alpha), "must be in [0, 1]")?;
+        check_range(
+            "alpha",
+            self.alpha,
+            (0.0..=1.0).contains(&self.alpha),
+            "must be in [0, 1]",
+        )?;
         check_range("eps", self.eps, self.eps >= 0.0, "must be >= 0")?;
-        check_range("momentum", self.momentum, self.momentum >= 0.0, "must be >= 0")?;
-        check_range("weight decay", self.weight_decay, self.weight_decay >= 0.0, "must be >= 0")?;
+        check_range(
+            "momentum",
+            self.momentum,
+            self.momentum >= 0.0,
+            "must be >= 0",
+        )?;
+        check_range(
+            "weight decay",
+            self.weight_decay,
+            self.weight_decay >= 0.0,
+            "must be >= 0",
+        )?;
         let n = params.len();
         state(&mut self.square_avg, n);
         if self.centered {

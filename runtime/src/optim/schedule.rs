@@ -53,6 +53,7 @@ impl LrSchedule for CosineAnnealing {
     fn lr_at(&self, base: f64, epoch: usize) -> f64 {
         let t_max = self.t_max.max(1);
         let progress = epoch.min(t_max) as f64 / t_max as f64;
-        self.eta_min + (base - self.eta_min) * (1.0 + (core::f64::consts::PI * progress).cos()) / 2.0
+        self.eta_min
+            + (base - self.eta_min) * (1.0 + (core::f64::consts::PI * progress).cos()) / 2.0
     }
 }

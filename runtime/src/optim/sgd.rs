@@ -68,8 +68,18 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
         check_lengths(params.len(), grads.len())?;
         check_lr(self.lr)?;
-        check_range("momentum", self.momentum, self.momentum >= 0.0, "must be >= 0")?;
-        check_range("weight decay", self.weight_decay, self.weight_decay >= 0.0, "must be >= 0")?;
+        check_range(
+            "momentum",
+            self.momentum,
+            self.momentum >= 0.0,
+            "must be >= 0",
+        )?;
+        check_range(
+            "weight decay",
+            self.weight_decay,
+            self.weight_decay >= 0.0,
+            "must be >= 0",
+        )?;
         check_range(
             "nesterov",
             self.momentum,
