@@ -54,3 +54,8 @@ pub mod __private {
         Shape4, Workspace,
     };
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

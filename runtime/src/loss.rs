@@ -55,8 +55,9 @@ impl OutputLayout {
 /// A training objective.
 pub trait Loss<T: Float> {
     /// What the output is compared with: `[T]` for regression-style losses, `[usize]`
-    /// class indices for [`CrossEntropy`].
-    type Target: ?Sized;
+    /// class indices for [`CrossEntropy`]. (It views as itself, so generic code can
+    /// pass a `&Self::Target` wherever a target is taken by `AsRef`.)
+    type Target: ?Sized + AsRef<Self::Target>;
 
     /// The loss of `output` against `target`; when `grad_output` is given, also writes
     /// dL/d`output` into it (replacing its contents).

@@ -405,15 +405,25 @@ pub trait Model<T: Float>: Sized {
     /// One training step: forward, loss, backward, regularisation, optimiser update.
     /// Returns the loss of the batch (including the regularisation penalty).
     ///
+    /// `target` is anything that views as the loss's target: `&labels` for a
+    /// `Vec<usize>` with [`CrossEntropy`](crate::loss::CrossEntropy), `&values` for a
+    /// `Vec<T>` with [`Mse`](crate::loss::Mse).
+    ///
     /// Errors — a bad target, a non-finite loss, an invalid optimiser setting — leave
     /// the parameters as they were.
-    fn train_step<'a, L: Loss<T>, O: Optimizer<T>>(
+    fn train_step<'a, L, O, Y>(
         &mut self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
-        target: &L::Target,
+        target: &Y,
         loss: &L,
         optimizer: &mut O,
-    ) -> Result<T> {
+    ) -> Result<T>
+    where
+        L: Loss<T>,
+        O: Optimizer<T>,
+        Y: AsRef<L::Target> + ?Sized,
+    {
+        let target = target.as_ref();
         let x = x.into();
         let batch = x.batch();
         self.forward_train(x);
@@ -446,12 +456,17 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// The loss of a batch in inference mode (no dropout, no update, no penalty).
-    fn evaluate_loss<'a, L: Loss<T>>(
+    fn evaluate_loss<'a, L, Y>(
         &self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
-        target: &L::Target,
+        target: &Y,
         loss: &L,
-    ) -> Result<T> {
+    ) -> Result<T>
+    where
+        L: Loss<T>,
+        Y: AsRef<L::Target> + ?Sized,
+    {
+        let target = target.as_ref();
         let x = x.into();
         let output = self.forward(x);
         loss.evaluate(
