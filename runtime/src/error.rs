@@ -69,6 +69,53 @@ pub enum Error {
         /// Length given.
         actual: usize,
     },
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        message: String,
+    },
+    /// A file was read but its contents are malformed (bad magic number, truncated
+    /// data, wrong dimensions, unparsable values).
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong, and where.
+        reason: String,
+    },
+    /// Two inputs that must agree do not (image and label counts, feature widths).
+    #[error("{0}")]
+    Mismatch(String),
+    /// A saved model whose tensors do not match the model loading it; every problem is
+    /// listed, and the model is left unchanged.
+    #[error("{path}: the file does not match the model:\n  {}", problems.join("\n  "))]
+    StateDict {
+        /// The file.
+        path: String,
+        /// Each missing, extra or wrongly shaped tensor.
+        problems: Vec<String>,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &std::path::Path, error: &std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        }
+    }
+
+    /// A malformed file.
+    pub fn format(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.display().to_string(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// `Result` with the runtime's [`Error`].

@@ -1,0 +1,348 @@
+//! Samples and targets in memory, splits, normalisation and minibatches.
+
+use core::marker::PhantomData;
+
+use rand_core::{Rng as _, SeedableRng};
+
+use crate::{Error, Float, Result, Rng, Shape, TensorRef};
+
+/// What a dataset's targets can be: class labels (`usize`) or values (`f32`, `f64`).
+pub trait Target: Copy + Send + Sync + core::fmt::Debug + 'static {
+    /// `(correct, total)` for a batch of outputs, if accuracy means something for this
+    /// kind of target: for class labels, the row-wise argmax of the outputs (rows of
+    /// `width`) against the labels.
+    fn correct<T: Float>(outputs: &[T], targets: &[Self], width: usize) -> Option<(usize, usize)>;
+}
+
+impl Target for usize {
+    fn correct<T: Float>(outputs: &[T], targets: &[usize], width: usize) -> Option<(usize, usize)> {
+        let correct = outputs
+            .chunks_exact(width)
+            .zip(targets)
+            .filter(|(row, &label)| argmax(row) == label)
+            .count();
+        Some((correct, targets.len()))
+    }
+}
+
+impl Target for f32 {
+    fn correct<T: Float>(_: &[T], _: &[f32], _: usize) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+impl Target for f64 {
+    fn correct<T: Float>(_: &[T], _: &[f64], _: usize) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+/// Index of the largest value (the first, on ties).
+pub(crate) fn argmax<T: Float>(row: &[T]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `n` samples of shape `S` and their targets, each in one buffer.
+///
+/// ```
+/// use kiln_runtime::{data::Dataset, Shape1};
+/// let ds = Dataset::<f32, Shape1<2>, usize>::new(vec![0.0, 1.0, 2.0, 3.0], vec![1, 0], Some(2)).unwrap();
+/// assert_eq!(ds.len(), 2);
+/// let (train, valid) = ds.split(0.5, 7);
+/// assert_eq!((train.len(), valid.len()), (1, 1));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset<T, S: Shape, Y = usize> {
+    features: Vec<T>,
+    targets: Vec<Y>,
+    targets_per_sample: usize,
+    classes: Option<usize>,
+    shape: PhantomData<S>,
+}
+
+impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
+    /// A dataset from its features (`n * S::SIZE` values) and targets (a whole number
+    /// per sample: one label, or one value per output). `classes`, for class labels,
+    /// is the number of classes; every label must be below it.
+    pub fn new(features: Vec<T>, targets: Vec<Y>, classes: Option<usize>) -> Result<Self> {
+        let n = crate::tensor::batch_of::<S>(features.len())?;
+        if targets.is_empty() || targets.len() % n != 0 {
+            return Err(Error::Mismatch(format!(
+                "{n} samples but {} targets: expected a whole number of targets per sample",
+                targets.len()
+            )));
+        }
+        Ok(Self {
+            targets_per_sample: targets.len() / n,
+            features,
+            targets,
+            classes,
+            shape: PhantomData,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.features.len() / S::SIZE
+    }
+
+    /// Whether there are no samples (never true for a constructed dataset).
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    /// Every sample's features, as one batch.
+    pub fn features(&self) -> TensorRef<'_, T, S> {
+        TensorRef::new(&self.features).expect("a dataset is never empty")
+    }
+
+    /// Every target.
+    pub fn targets(&self) -> &[Y] {
+        &self.targets
+    }
+
+    /// Targets per sample.
+    pub fn targets_per_sample(&self) -> usize {
+        self.targets_per_sample
+    }
+
+    /// Number of classes, for class labels.
+    pub fn classes(&self) -> Option<usize> {
+        self.classes
+    }
+
+    /// The samples at `indices`, in that order (a copy).
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        let tps = self.targets_per_sample;
+        let mut features = Vec::with_capacity(indices.len() * S::SIZE);
+        let mut targets = Vec::with_capacity(indices.len() * tps);
+        for &i in indices {
+            features.extend_from_slice(&self.features[i * S::SIZE..(i + 1) * S::SIZE]);
+            targets.extend_from_slice(&self.targets[i * tps..(i + 1) * tps]);
+        }
+        Self {
+            features,
+            targets,
+            targets_per_sample: tps,
+            classes: self.classes,
+            shape: PhantomData,
+        }
+    }
+
+    /// A seeded shuffle of the samples split into `(1 - fraction, fraction)`: training
+    /// and validation. Each part keeps at least one sample.
+    pub fn split(&self, fraction: f64, seed: u64) -> (Self, Self) {
+        let n = self.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        shuffle(&mut order, &mut Rng::seed_from_u64(seed));
+        let held_out =
+            ((n as f64 * fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+        let (rest, held) = order.split_at(n - held_out);
+        (self.subset(rest), self.subset(held))
+    }
+
+    /// Applies `f` to every feature value (for example a fixed scale).
+    pub fn map_features(&mut self, f: impl Fn(T) -> T) {
+        for v in &mut self.features {
+            *v = f(*v);
+        }
+    }
+
+    /// Per-feature mean and standard deviation of this dataset, to standardise it and
+    /// any other dataset (validation, test) the same way.
+    pub fn standardizer(&self) -> Standardizer<T> {
+        let n = T::from_f64(self.len() as f64);
+        let mut mean = vec![T::ZERO; S::SIZE];
+        for sample in self.features.chunks_exact(S::SIZE) {
+            for (m, &v) in mean.iter_mut().zip(sample) {
+                *m += v;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m = *m / n);
+        let mut std = vec![T::ZERO; S::SIZE];
+        for sample in self.features.chunks_exact(S::SIZE) {
+            for ((s, &m), &v) in std.iter_mut().zip(&mean).zip(sample) {
+                *s += (v - m) * (v - m);
+            }
+        }
+        std.iter_mut().for_each(|s| *s = (*s / n).sqrt());
+        Standardizer { mean, std }
+    }
+
+    /// Standardises every feature with `standardizer`: `(x - mean) / std`, leaving
+    /// constant features (std 0) centred but unscaled.
+    pub fn standardize(&mut self, standardizer: &Standardizer<T>) {
+        for sample in self.features.chunks_exact_mut(S::SIZE) {
+            for ((v, &m), &s) in sample
+                .iter_mut()
+                .zip(&standardizer.mean)
+                .zip(&standardizer.std)
+            {
+                *v = if s > T::ZERO { (*v - m) / s } else { *v - m };
+            }
+        }
+    }
+
+    /// Minibatches of `batch_size` samples (the last may be smaller), in an order
+    /// shuffled per epoch from `seed`, or in order if `seed` is `None`.
+    pub fn batches(&self, batch_size: usize, seed: Option<u64>) -> Batches<'_, T, S, Y> {
+        let mut batches = Batches {
+            dataset: self,
+            order: (0..self.len()).collect(),
+            seed,
+            batch_size: batch_size.max(1),
+            position: 0,
+            features: Vec::with_capacity(batch_size.max(1) * S::SIZE),
+            targets: Vec::with_capacity(batch_size.max(1) * self.targets_per_sample),
+        };
+        batches.start_epoch(0);
+        batches
+    }
+}
+
+/// Per-feature statistics for standardisation (see [`Dataset::standardizer`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardizer<T> {
+    /// Mean of each feature.
+    pub mean: Vec<T>,
+    /// Standard deviation of each feature.
+    pub std: Vec<T>,
+}
+
+fn shuffle(order: &mut [usize], rng: &mut Rng) {
+    for i in (1..order.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
+
+/// Shuffled minibatches over a dataset, gathered into buffers that are reused: after
+/// construction, walking an epoch allocates nothing.
+#[derive(Debug)]
+pub struct Batches<'a, T, S: Shape, Y> {
+    dataset: &'a Dataset<T, S, Y>,
+    order: Vec<usize>,
+    seed: Option<u64>,
+    batch_size: usize,
+    position: usize,
+    features: Vec<T>,
+    targets: Vec<Y>,
+}
+
+impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
+    /// Rewinds to the start of `epoch`, reshuffling from the seed and the epoch number
+    /// (so every epoch has its own order and a run is reproducible).
+    pub fn start_epoch(&mut self, epoch: usize) {
+        if let Some(seed) = self.seed {
+            for (i, o) in self.order.iter_mut().enumerate() {
+                *o = i;
+            }
+            let mut rng = Rng::seed_from_u64(seed);
+            rng.set_stream(epoch as u64);
+            shuffle(&mut self.order, &mut rng);
+        }
+        self.position = 0;
+    }
+
+    /// Number of batches in an epoch.
+    pub fn len(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+
+    /// Whether an epoch has no batches (never, for a constructed dataset).
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The next minibatch of this epoch, or `None` at its end.
+    pub fn next_batch(&mut self) -> Option<(TensorRef<'_, T, S>, &[Y])> {
+        if self.position >= self.order.len() {
+            return None;
+        }
+        let end = (self.position + self.batch_size).min(self.order.len());
+        let tps = self.dataset.targets_per_sample;
+        self.features.clear();
+        self.targets.clear();
+        for &i in &self.order[self.position..end] {
+            self.features
+                .extend_from_slice(&self.dataset.features[i * S::SIZE..(i + 1) * S::SIZE]);
+            self.targets
+                .extend_from_slice(&self.dataset.targets[i * tps..(i + 1) * tps]);
+        }
+        self.position = end;
+        let x = TensorRef::new(&self.features).expect("a batch holds at least one sample");
+        Some((x, &self.targets))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shape1;
+
+    fn toy(n: usize) -> Dataset<f64, Shape1<2>, usize> {
+        let features = (0..2 * n).map(|v| v as f64).collect();
+        Dataset::new(features, (0..n).map(|i| i % 3).collect(), Some(3)).unwrap()
+    }
+
+    #[test]
+    fn batches_cover_every_sample_once_per_epoch_in_a_new_order() {
+        let ds = toy(10);
+        let mut batches = ds.batches(4, Some(1));
+        assert_eq!(batches.len(), 3);
+        let mut epochs = Vec::new();
+        for epoch in 0..2 {
+            batches.start_epoch(epoch);
+            let mut seen = Vec::new();
+            let mut sizes = Vec::new();
+            while let Some((x, y)) = batches.next_batch() {
+                sizes.push(x.batch());
+                for (sample, &label) in x.as_slice().chunks(2).zip(y) {
+                    let index = sample[0] as usize / 2;
+                    assert_eq!(label, index % 3, "features and targets stay paired");
+                    seen.push(index);
+                }
+            }
+            assert_eq!(sizes, [4, 4, 2]);
+            let mut sorted = seen.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+            epochs.push(seen);
+        }
+        assert_ne!(epochs[0], epochs[1]);
+    }
+
+    #[test]
+    fn split_partitions_and_standardize_centres() {
+        let ds = toy(10);
+        let (a, b) = ds.split(0.3, 5);
+        assert_eq!((a.len(), b.len()), (7, 3));
+        let mut all: Vec<f64> = a
+            .features()
+            .as_slice()
+            .iter()
+            .chain(b.features().as_slice())
+            .copied()
+            .collect();
+        all.sort_by(f64::total_cmp);
+        assert_eq!(all, ds.features().as_slice());
+        let mut c = ds.clone();
+        let st = c.standardizer();
+        c.standardize(&st);
+        let mean: f64 = c.features().as_slice().iter().step_by(2).sum::<f64>() / 10.0;
+        assert!(mean.abs() < 1e-12);
+    }
+
+    #[test]
+    fn mismatched_lengths_are_errors() {
+        assert!(Dataset::<f32, Shape1<2>, usize>::new(vec![0.0; 4], vec![1, 2, 3], None).is_err());
+        assert!(Dataset::<f32, Shape1<2>, usize>::new(vec![0.0; 3], vec![1], None).is_err());
+        assert!(Dataset::<f32, Shape1<2>, usize>::new(vec![], vec![], None).is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! The IDX format of MNIST and Fashion-MNIST.
+//!
+//! A big-endian header — two zero bytes, a type byte (0x08 for unsigned bytes), the
+//! number of dimensions, then each dimension as a u32 — followed by the values.
+
+use std::path::{Path, PathBuf};
+
+use super::{read_maybe_gz, Dataset};
+use crate::{Error, Float, Result, Shape};
+
+/// An IDX file of unsigned bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Dimensions, outermost (the sample count) first.
+    pub dims: Vec<usize>,
+    /// The values, row-major.
+    pub data: Vec<u8>,
+}
+
+/// Reads an IDX file of unsigned bytes (gzip or raw).
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let bytes = read_maybe_gz(path)?;
+    if bytes.len() < 4 {
+        return Err(Error::format(
+            path,
+            format!("{} bytes is too short for an IDX header", bytes.len()),
+        ));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(Error::format(
+            path,
+            format!(
+                "bad magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file",
+                bytes[0], bytes[1], bytes[2], bytes[3]
+            ),
+        ));
+    }
+    if bytes[2] != 0x08 {
+        return Err(Error::format(
+            path,
+            format!(
+                "element type 0x{:02x} is not supported; expected 0x08 (unsigned byte)",
+                bytes[2]
+            ),
+        ));
+    }
+    let rank = bytes[3] as usize;
+    if rank == 0 {
+        return Err(Error::format(path, "the header declares zero dimensions"));
+    }
+    let header = 4 + 4 * rank;
+    if bytes.len() < header {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated header: {rank} dimensions need {header} bytes, the file has {}",
+                bytes.len()
+            ),
+        ));
+    }
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let Some(expected) = expected else {
+        return Err(Error::format(path, format!("dimensions {dims:?} overflow")));
+    };
+    let actual = bytes.len() - header;
+    if actual != expected {
+        let what = if actual < expected {
+            "truncated"
+        } else {
+            "trailing data"
+        };
+        return Err(Error::format(
+            path,
+            format!(
+                "{what}: dimensions {dims:?} need {expected} bytes of data, the file has {actual}"
+            ),
+        ));
+    }
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
+}
+
+/// Reads an IDX image file and its label file into a dataset, scaling pixels by
+/// `scale` (`1.0 / 255.0` maps them to `[0, 1]`).
+///
+/// Fails if either file is malformed, if the counts disagree, if a sample does not
+/// have the `S::SIZE` values the model expects, or if a label is not below `classes`.
+pub fn read_idx_dataset<T: Float, S: Shape>(
+    images: &Path,
+    labels: &Path,
+    scale: f64,
+    classes: usize,
+) -> Result<Dataset<T, S, usize>> {
+    let x = read_idx(images)?;
+    let y = read_idx(labels)?;
+    if y.dims.len() != 1 {
+        return Err(Error::format(
+            labels,
+            format!("a label file has one dimension, this one has {:?}", y.dims),
+        ));
+    }
+    if x.dims[0] != y.dims[0] {
+        return Err(Error::Mismatch(format!(
+            "{} holds {} images but {} holds {} labels",
+            images.display(),
+            x.dims[0],
+            labels.display(),
+            y.dims[0]
+        )));
+    }
+    let per_sample: usize = x.dims[1..].iter().product();
+    if per_sample != S::SIZE {
+        return Err(Error::Mismatch(format!(
+            "{}: samples of shape {:?} have {per_sample} values, the model's input {:?} needs {}",
+            images.display(),
+            &x.dims[1..],
+            S::DIMS,
+            S::SIZE
+        )));
+    }
+    if let Some(index) = y.data.iter().position(|&l| l as usize >= classes) {
+        return Err(Error::format(
+            labels,
+            format!(
+                "label {} at index {index} is not below {classes}",
+                y.data[index]
+            ),
+        ));
+    }
+    let scale = T::from_f64(scale);
+    let features = x
+        .data
+        .iter()
+        .map(|&p| T::from_f64(f64::from(p)) * scale)
+        .collect();
+    let targets = y.data.iter().map(|&l| l as usize).collect();
+    Dataset::new(features, targets, Some(classes))
+}
+
+/// MNIST (or Fashion-MNIST) from a directory holding the four standard files, each
+/// gzip or raw: `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
+/// `t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`. Pixels are scaled
+/// to `[0, 1]`. Returns `(train, test)`.
+pub fn read_mnist<T: Float, S: Shape>(
+    dir: &Path,
+) -> Result<(Dataset<T, S, usize>, Dataset<T, S, usize>)> {
+    let find = |stem: &str| -> Result<PathBuf> {
+        for name in [format!("{stem}.gz"), stem.to_string()] {
+            let path = dir.join(name);
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+        Err(Error::Io {
+            path: dir.join(stem).display().to_string(),
+            message: "not found (looked for the file with and without .gz)".to_string(),
+        })
+    };
+    let train = read_idx_dataset(
+        &find("train-images-idx3-ubyte")?,
+        &find("train-labels-idx1-ubyte")?,
+        1.0 / 255.0,
+        10,
+    )?;
+    let test = read_idx_dataset(
+        &find("t10k-images-idx3-ubyte")?,
+        &find("t10k-labels-idx1-ubyte")?,
+        1.0 / 255.0,
+        10,
+    )?;
+    Ok((train, test))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::Shape1;
+
+    fn idx(magic_type: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, magic_type, dims.len() as u8];
+        for d in dims {
+            out.extend(d.to_be_bytes());
+        }
+        out.extend(data);
+        out
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8], gzip: bool) -> PathBuf {
+        let path = dir.join(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        if gzip {
+            let mut enc = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+            enc.write_all(bytes).unwrap();
+            enc.finish().unwrap();
+        } else {
+            file.write_all(bytes).unwrap();
+        }
+        path
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kiln-idx-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_raw_and_gzip() {
+        let dir = tempdir("ok");
+        let images = idx(8, &[3, 2, 2], &[0, 255, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9]);
+        let labels = idx(8, &[3], &[7, 0, 9]);
+        for gzip in [false, true] {
+            let xi = write(&dir, "x", &images, gzip);
+            let yi = write(&dir, "y", &labels, gzip);
+            let ds = read_idx_dataset::<f32, Shape1<4>>(&xi, &yi, 1.0 / 255.0, 10).unwrap();
+            assert_eq!(ds.len(), 3);
+            assert_eq!(ds.targets(), &[7, 0, 9]);
+            assert_eq!(&ds.features().as_slice()[..2], &[0.0, 1.0]);
+        }
+    }
+
+    #[test]
+    fn malformed_files_are_typed_errors() {
+        let dir = tempdir("bad");
+        let labels = write(&dir, "labels", &idx(8, &[2], &[1, 2]), false);
+        let cases: [(&str, Vec<u8>, &str); 5] = [
+            ("magic", vec![1, 2, 3, 4, 5, 6, 7, 8], "bad magic number"),
+            ("type", idx(0x0d, &[2, 2], &[0; 8]), "element type 0x0d"),
+            ("truncated", idx(8, &[2, 2], &[0; 3]), "truncated"),
+            ("trailing", idx(8, &[2, 2], &[0; 5]), "trailing data"),
+            ("header", vec![0, 0, 8, 3, 0, 0], "truncated header"),
+        ];
+        for (name, bytes, expected) in cases {
+            let path = write(&dir, name, &bytes, false);
+            let err = read_idx_dataset::<f32, Shape1<2>>(&path, &labels, 1.0, 10).unwrap_err();
+            assert!(matches!(err, Error::Format { .. }), "{name}: {err}");
+            assert!(err.to_string().contains(expected), "{name}: {err}");
+            assert!(
+                err.to_string().contains(name),
+                "the message names the file: {err}"
+            );
+        }
+        let images = write(&dir, "three", &idx(8, &[3, 2], &[0; 6]), false);
+        let err = read_idx_dataset::<f32, Shape1<2>>(&images, &labels, 1.0, 10).unwrap_err();
+        assert!(err.to_string().contains("3 images but"), "{err}");
+        let images = write(&dir, "two", &idx(8, &[2, 2], &[0; 4]), false);
+        let err = read_idx_dataset::<f32, Shape1<3>>(&images, &labels, 1.0, 10).unwrap_err();
+        assert!(err.to_string().contains("needs 3"), "{err}");
+        let err = read_idx_dataset::<f32, Shape1<2>>(&images, &labels, 1.0, 2).unwrap_err();
+        assert!(err.to_string().contains("label 2 at index 1"), "{err}");
+        let err = read_idx(&dir.join("missing")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }));
+        let corrupt = write(&dir, "corrupt", &[0x1f, 0x8b, 8, 0, 1, 2, 3], false);
+        assert!(read_idx(&corrupt)
+            .unwrap_err()
+            .to_string()
+            .contains("corrupt gzip"));
+    }
+}
