@@ -503,6 +503,19 @@ pub trait Model<T: Float>: Sized {
         Ok(())
     }
 
+    /// Saves the parameters as safetensors with PyTorch's names and layouts, atomically
+    /// (a temporary file renamed over `path`).
+    fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        crate::io::save(Self::SPEC, &self.state().params, path.as_ref())
+    }
+
+    /// Loads parameters saved by [`save`](Self::save) or by PyTorch
+    /// (`safetensors.torch.save_file(module.state_dict(), path)`). Every missing, extra
+    /// or wrongly shaped tensor is listed in the error, and the model is left unchanged.
+    fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        crate::io::load(Self::SPEC, &mut self.state_mut().params, path.as_ref())
+    }
+
     /// The gradients of the last backward pass, laid out like the parameters.
     fn grads(&self) -> Grads<'_, T> {
         ParamSet {

@@ -1,0 +1,258 @@
+//! Classification metrics: accuracy, the confusion matrix and a per-class report of
+//! precision, recall, F1 and support with macro and weighted averages, printed as
+//! scikit-learn's `classification_report` prints it.
+//!
+//! A class with no predictions has precision 0, one with no samples recall 0, and F1 is
+//! 0 when both are 0 (scikit-learn's `zero_division=0`).
+
+use core::fmt;
+
+use crate::{Error, Result};
+
+/// Counts of (true class, predicted class) pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfusionMatrix {
+    classes: usize,
+    counts: Vec<u64>,
+}
+
+impl ConfusionMatrix {
+    /// Tallies `predictions` against `labels`; both must be below `classes` and of one
+    /// length.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::ConfusionMatrix;
+    /// let cm = ConfusionMatrix::new(&[0, 1, 1], &[0, 1, 0], 2).unwrap();
+    /// assert_eq!(cm.count(0, 1), 1); // one true 0 predicted as 1
+    /// assert!((cm.accuracy() - 2.0 / 3.0).abs() < 1e-12);
+    /// ```
+    pub fn new(predictions: &[usize], labels: &[usize], classes: usize) -> Result<Self> {
+        if predictions.len() != labels.len() {
+            return Err(Error::TargetLength {
+                expected: predictions.len(),
+                actual: labels.len(),
+            });
+        }
+        let mut counts = vec![0; classes * classes];
+        for (index, (&p, &t)) in predictions.iter().zip(labels).enumerate() {
+            for label in [p, t] {
+                if label >= classes {
+                    return Err(Error::LabelOutOfRange {
+                        label,
+                        index,
+                        classes,
+                    });
+                }
+            }
+            counts[t * classes + p] += 1;
+        }
+        Ok(Self { classes, counts })
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Samples of class `actual` predicted as `predicted`.
+    pub fn count(&self, actual: usize, predicted: usize) -> u64 {
+        self.counts[actual * self.classes + predicted]
+    }
+
+    /// Samples in all.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Fraction predicted correctly.
+    pub fn accuracy(&self) -> f64 {
+        let correct: u64 = (0..self.classes).map(|c| self.count(c, c)).sum();
+        correct as f64 / self.total().max(1) as f64
+    }
+
+    /// The per-class report.
+    pub fn report(&self) -> ClassificationReport {
+        ClassificationReport::new(self, None)
+    }
+
+    /// The per-class report, rows labelled with `names`.
+    pub fn report_with_names(&self, names: &[&str]) -> ClassificationReport {
+        ClassificationReport::new(self, Some(names))
+    }
+}
+
+/// Precision, recall, F1 and support of one class (or an average).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassScores {
+    /// Correct among those predicted as the class.
+    pub precision: f64,
+    /// Correct among those of the class.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+    /// Samples of the class.
+    pub support: u64,
+}
+
+/// Per-class scores with accuracy and macro and weighted averages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassificationReport {
+    /// Row labels.
+    pub names: Vec<String>,
+    /// Scores per class.
+    pub classes: Vec<ClassScores>,
+    /// Overall accuracy.
+    pub accuracy: f64,
+    /// Unweighted mean over classes.
+    pub macro_avg: ClassScores,
+    /// Mean over classes weighted by support.
+    pub weighted_avg: ClassScores,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+impl ClassificationReport {
+    fn new(cm: &ConfusionMatrix, names: Option<&[&str]>) -> Self {
+        let k = cm.classes;
+        let classes: Vec<ClassScores> = (0..k)
+            .map(|c| {
+                let tp = cm.count(c, c);
+                let predicted: u64 = (0..k).map(|a| cm.count(a, c)).sum();
+                let support: u64 = (0..k).map(|p| cm.count(c, p)).sum();
+                let precision = ratio(tp, predicted);
+                let recall = ratio(tp, support);
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassScores {
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                }
+            })
+            .collect();
+        let total = cm.total();
+        let average = |weight: &dyn Fn(&ClassScores) -> f64| {
+            let norm: f64 = classes.iter().map(weight).sum();
+            let mean = |f: &dyn Fn(&ClassScores) -> f64| {
+                if norm == 0.0 {
+                    0.0
+                } else {
+                    classes.iter().map(|s| weight(s) * f(s)).sum::<f64>() / norm
+                }
+            };
+            ClassScores {
+                precision: mean(&|s| s.precision),
+                recall: mean(&|s| s.recall),
+                f1: mean(&|s| s.f1),
+                support: total,
+            }
+        };
+        let names = (0..k)
+            .map(|c| {
+                names
+                    .and_then(|n| n.get(c))
+                    .map_or_else(|| c.to_string(), |n| n.to_string())
+            })
+            .collect();
+        Self {
+            names,
+            macro_avg: average(&|_| 1.0),
+            weighted_avg: average(&|s| s.support as f64),
+            accuracy: cm.accuracy(),
+            classes,
+        }
+    }
+}
+
+impl fmt::Display for ClassificationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .names
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max("weighted avg".len());
+        writeln!(
+            f,
+            "{:>width$} {:>9} {:>9} {:>9} {:>9}",
+            "", "precision", "recall", "f1-score", "support"
+        )?;
+        writeln!(f)?;
+        for (name, s) in self.names.iter().zip(&self.classes) {
+            writeln!(
+                f,
+                "{name:>width$} {:>9.4} {:>9.4} {:>9.4} {:>9}",
+                s.precision, s.recall, s.f1, s.support
+            )?;
+        }
+        writeln!(f)?;
+        let total = self.macro_avg.support;
+        writeln!(
+            f,
+            "{:>width$} {:>9} {:>9} {:>9.4} {:>9}",
+            "accuracy", "", "", self.accuracy, total
+        )?;
+        for (name, s) in [
+            ("macro avg", &self.macro_avg),
+            ("weighted avg", &self.weighted_avg),
+        ] {
+            writeln!(
+                f,
+                "{name:>width$} {:>9.4} {:>9.4} {:>9.4} {:>9}",
+                s.precision, s.recall, s.f1, s.support
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_matches_scikit_learn() {
+        // sklearn.metrics.classification_report(y_true, y_pred, digits=4) for:
+        let y_true = [0, 1, 2, 2, 2, 1, 0, 0, 1, 2];
+        let y_pred = [0, 2, 2, 2, 1, 1, 0, 1, 1, 2];
+        let cm = ConfusionMatrix::new(&y_pred, &y_true, 3).unwrap();
+        let r = cm.report();
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        // class 0: precision 2/2, recall 2/3; class 1: 2/4, 2/3; class 2: 3/4, 3/4
+        close(r.classes[0].precision, 1.0);
+        close(r.classes[0].recall, 0.6667);
+        close(r.classes[0].f1, 0.8);
+        close(r.classes[1].precision, 0.5);
+        close(r.classes[1].f1, 0.5714);
+        close(r.classes[2].f1, 0.75);
+        close(r.accuracy, 0.7);
+        close(r.macro_avg.precision, 0.75);
+        close(r.macro_avg.f1, 0.7071);
+        close(r.weighted_avg.f1, 0.7114);
+        assert_eq!(r.weighted_avg.support, 10);
+        let text = r.to_string();
+        assert!(text.contains("weighted avg"));
+        assert!(text.contains("accuracy"));
+    }
+
+    #[test]
+    fn empty_classes_score_zero_and_bad_labels_are_errors() {
+        let cm = ConfusionMatrix::new(&[0, 0], &[0, 0], 3).unwrap();
+        let r = cm.report();
+        assert_eq!(r.classes[1].precision, 0.0);
+        assert_eq!(r.classes[1].f1, 0.0);
+        assert!(ConfusionMatrix::new(&[0, 3], &[0, 0], 3).is_err());
+        assert!(ConfusionMatrix::new(&[0], &[0, 0], 3).is_err());
+    }
+}
