@@ -33,12 +33,15 @@ pub use kiln_runtime::*;
 
 /// What a program using kiln needs in scope.
 pub mod prelude {
+    pub use kiln_runtime::data::{Dataset, LabelColumn};
     pub use kiln_runtime::loss::{
         BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization,
     };
+    pub use kiln_runtime::metrics::ConfusionMatrix;
     pub use kiln_runtime::optim::{
         Adam, AdamW, Constant, CosineAnnealing, LrSchedule, Optimizer, RmsProp, Sgd, StepLr,
     };
+    pub use kiln_runtime::train::{EarlyStopping, FitConfig, History, Monitor, Progress};
     pub use kiln_runtime::{
         Error, Float, Model, Shape, Shape1, Shape2, Shape3, Shape4, Tensor, TensorRef,
     };

@@ -28,7 +28,7 @@ fn dtype<T: Float>() -> Dtype {
 
 /// Little-endian bytes of `values`.
 fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * core::mem::size_of::<T>());
+    let mut out = Vec::with_capacity(core::mem::size_of_val(values));
     for &v in values {
         if T::DTYPE == "F32" {
             out.extend((v.to_f64() as f32).to_le_bytes());

@@ -15,7 +15,9 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use float::Float;

@@ -383,6 +383,25 @@ pub trait Model<T: Float>: Sized {
         state.workspace.value(Self::SPEC.output_node)
     }
 
+    /// Inference through the model's own workspace: like [`forward`](Self::forward)
+    /// (dropout off) but without allocating after the first batch of this size.
+    /// Returns the outputs; [`backward`](Self::backward) must not follow it.
+    fn infer<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
+        let x = x.into();
+        let state = self.state_mut();
+        state.workspace.prepare(x.batch());
+        state.workspace.value_mut(0).copy_from_slice(x.as_slice());
+        Self::forward_pass(&state.params, &mut state.workspace, None);
+        state.workspace.value(Self::SPEC.output_node)
+    }
+
+    /// The outputs of the last forward pass through the workspace (a training step,
+    /// [`forward_train`](Self::forward_train) or [`infer`](Self::infer)): what a
+    /// training loop reads to score a batch without running it again.
+    fn last_output(&self) -> &[T] {
+        self.state().workspace.value(Self::SPEC.output_node)
+    }
+
     /// Backward pass after [`forward_train`](Self::forward_train): fills
     /// [`grads`](Self::grads) from dL/d`output`.
     ///
@@ -501,6 +520,47 @@ pub trait Model<T: Float>: Sized {
         }
         params.copy_from_slice(values);
         Ok(())
+    }
+
+    /// Trains on `train` as Keras' `fit` does; see [`train::fit`](crate::train::fit).
+    fn fit<L, O, Y>(
+        &mut self,
+        train: &crate::data::Dataset<T, Self::Input, Y>,
+        validation: Option<&crate::data::Dataset<T, Self::Input, Y>>,
+        loss: &L,
+        optimizer: &mut O,
+        config: &crate::train::FitConfig,
+    ) -> Result<crate::train::History>
+    where
+        Self: Send,
+        L: Loss<T, Target = [Y]> + Sync,
+        O: Optimizer<T> + Send,
+        Y: crate::data::Target,
+    {
+        crate::train::fit(self, train, validation, loss, optimizer, config)
+    }
+
+    /// Loss and accuracy on `data` in batches; see [`train::evaluate`](crate::train::evaluate).
+    fn evaluate<L, Y>(
+        &mut self,
+        data: &crate::data::Dataset<T, Self::Input, Y>,
+        loss: &L,
+        batch_size: usize,
+    ) -> Result<crate::train::Evaluation>
+    where
+        L: Loss<T, Target = [Y]>,
+        Y: crate::data::Target,
+    {
+        crate::train::evaluate(self, data, loss, batch_size)
+    }
+
+    /// Outputs for every sample of `x`, in batches; see [`train::predict`](crate::train::predict).
+    fn predict<'a>(
+        &mut self,
+        x: impl Into<TensorRef<'a, T, Self::Input>>,
+        batch_size: usize,
+    ) -> Tensor<T, Self::Output> {
+        crate::train::predict(self, x, batch_size)
     }
 
     /// Saves the parameters as safetensors with PyTorch's names and layouts, atomically

@@ -164,7 +164,7 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
                 *m += v;
             }
         }
-        mean.iter_mut().for_each(|m| *m = *m / n);
+        mean.iter_mut().for_each(|m| *m /= n);
         let mut std = vec![T::ZERO; S::SIZE];
         for sample in self.features.chunks_exact(S::SIZE) {
             for ((s, &m), &v) in std.iter_mut().zip(&mean).zip(sample) {

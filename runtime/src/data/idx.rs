@@ -143,13 +143,14 @@ pub fn read_idx_dataset<T: Float, S: Shape>(
     Dataset::new(features, targets, Some(classes))
 }
 
+/// A training set and a test set.
+pub type TrainTest<T, S> = (Dataset<T, S, usize>, Dataset<T, S, usize>);
+
 /// MNIST (or Fashion-MNIST) from a directory holding the four standard files, each
 /// gzip or raw: `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
 /// `t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`. Pixels are scaled
 /// to `[0, 1]`. Returns `(train, test)`.
-pub fn read_mnist<T: Float, S: Shape>(
-    dir: &Path,
-) -> Result<(Dataset<T, S, usize>, Dataset<T, S, usize>)> {
+pub fn read_mnist<T: Float, S: Shape>(dir: &Path) -> Result<TrainTest<T, S>> {
     let find = |stem: &str| -> Result<PathBuf> {
         for name in [format!("{stem}.gz"), stem.to_string()] {
             let path = dir.join(name);

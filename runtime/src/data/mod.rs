@@ -15,7 +15,7 @@ mod idx;
 
 pub use csv::{read_csv, LabelColumn};
 pub use dataset::{Batches, Dataset, Standardizer, Target};
-pub use idx::{read_idx, read_idx_dataset, read_mnist, IdxArray};
+pub use idx::{read_idx, read_idx_dataset, read_mnist, IdxArray, TrainTest};
 
 use std::io::Read;
 use std::path::Path;

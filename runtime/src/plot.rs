@@ -1,0 +1,260 @@
+//! Pictures of training: loss and accuracy curves, and a confusion-matrix heatmap,
+//! each written as PNG and SVG with `plotters`.
+//!
+//! Text is drawn with DejaVu Sans, embedded in the binary, so PNGs render the same on a
+//! machine without fonts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::metrics::ConfusionMatrix;
+use crate::train::History;
+use crate::{Error, Result};
+
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The embedded font is valid; if registration failed, text would be missing from
+        // PNGs, which the caller sees in the picture, not as a crash.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
+/// `stem.png` and `stem.svg`.
+fn outputs(stem: &Path) -> (PathBuf, PathBuf) {
+    (stem.with_extension("png"), stem.with_extension("svg"))
+}
+
+fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        message: format!("could not draw: {e}"),
+    }
+}
+
+type DrawResult<DB> =
+    std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// Draws `history` to `stem.png` and `stem.svg`: training and validation loss on the
+/// left, accuracy on the right (when there is accuracy). Returns the two paths.
+pub fn training_curves(history: &History, stem: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    register_fonts();
+    let (png, svg) = outputs(stem.as_ref());
+    if let Some(dir) = png.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+    }
+    let size = (1200, 480);
+    draw_curves(BitMapBackend::new(&png, size).into_drawing_area(), history)
+        .map_err(|e| plot_error(&png, e))?;
+    draw_curves(SVGBackend::new(&svg, size).into_drawing_area(), history)
+        .map_err(|e| plot_error(&svg, e))?;
+    Ok(vec![png, svg])
+}
+
+fn draw_curves<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    history: &History,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let has_accuracy = history.epochs.iter().any(|e| e.accuracy.is_some());
+    let panels = if has_accuracy {
+        root.split_evenly((1, 2))
+    } else {
+        vec![root.clone()]
+    };
+    let epochs: Vec<f64> = history
+        .epochs
+        .iter()
+        .map(|e| (e.epoch + 1) as f64)
+        .collect();
+    type Get = fn(&crate::train::EpochLog) -> Option<f64>;
+    let charts: [(&str, Get, Get); 2] = [
+        ("loss", |e| Some(e.loss), |e| e.val_loss),
+        ("accuracy", |e| e.accuracy, |e| e.val_accuracy),
+    ];
+    for (panel, (name, train, valid)) in panels.iter().zip(charts) {
+        let train: Vec<(f64, f64)> = history
+            .epochs
+            .iter()
+            .zip(&epochs)
+            .filter_map(|(e, &x)| train(e).map(|y| (x, y)))
+            .collect();
+        let valid: Vec<(f64, f64)> = history
+            .epochs
+            .iter()
+            .zip(&epochs)
+            .filter_map(|(e, &x)| valid(e).map(|y| (x, y)))
+            .collect();
+        let ys = train.iter().chain(&valid).map(|p| p.1);
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+            (lo.min(y), hi.max(y))
+        });
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.08).max(1e-3);
+        let last = epochs.last().copied().unwrap_or(1.0).max(2.0);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(name, ("sans-serif", 26))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(1.0..last, (lo - pad)..(hi + pad))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(name)
+            .label_style(("sans-serif", 16))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()?;
+        let blue = RGBColor(31, 119, 180);
+        let orange = RGBColor(255, 127, 14);
+        chart
+            .draw_series(LineSeries::new(train.clone(), blue.stroke_width(2)))?
+            .label(format!("training {name}"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
+            });
+        chart.draw_series(train.iter().map(|&p| Circle::new(p, 3, blue.filled())))?;
+        if !valid.is_empty() {
+            chart
+                .draw_series(LineSeries::new(valid.clone(), orange.stroke_width(2)))?
+                .label(format!("validation {name}"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], orange.stroke_width(2))
+                });
+            chart.draw_series(valid.iter().map(|&p| Circle::new(p, 3, orange.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 16))
+            .position(if name == "loss" {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            })
+            .draw()?;
+    }
+    root.present()
+}
+
+/// Draws the confusion matrix as a heatmap with counts to `stem.png` and `stem.svg`:
+/// rows are true classes, columns predictions, colour the fraction of the row.
+pub fn confusion_heatmap(
+    matrix: &ConfusionMatrix,
+    names: Option<&[&str]>,
+    stem: impl AsRef<Path>,
+) -> Result<Vec<PathBuf>> {
+    register_fonts();
+    let (png, svg) = outputs(stem.as_ref());
+    if let Some(dir) = png.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+    }
+    let size = (760, 700);
+    draw_heatmap(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        matrix,
+        names,
+    )
+    .map_err(|e| plot_error(&png, e))?;
+    draw_heatmap(
+        SVGBackend::new(&svg, size).into_drawing_area(),
+        matrix,
+        names,
+    )
+    .map_err(|e| plot_error(&svg, e))?;
+    Ok(vec![png, svg])
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    matrix: &ConfusionMatrix,
+    names: Option<&[&str]>,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let k = matrix.classes();
+    let label = |i: usize| {
+        names
+            .and_then(|n| n.get(i))
+            .map_or_else(|| i.to_string(), |s| s.to_string())
+    };
+    let last = k.saturating_sub(1).max(1);
+    // Segmented axes put each class's label at the centre of its cell. Rows are drawn
+    // top to bottom, so row `t` sits at y = k - 1 - t.
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "confusion matrix (accuracy {:.2} %)",
+                100.0 * matrix.accuracy()
+            ),
+            ("sans-serif", 24),
+        )
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(if names.is_some() { 110 } else { 48 })
+        // A segmented range a..b has a segment for each of a..=b: k classes need 0..k-1.
+        .build_cartesian_2d((0..last).into_segmented(), (0..last).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("predicted")
+        .y_desc("true")
+        .x_labels(k)
+        .y_labels(k)
+        .label_style(("sans-serif", 14))
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) if *i < k => label(*i),
+            _ => String::new(),
+        })
+        .y_label_formatter(&|y| match y {
+            SegmentValue::CenterOf(i) if *i < k => label(k - 1 - *i),
+            _ => String::new(),
+        })
+        .draw()?;
+    let row_totals: Vec<u64> = (0..k)
+        .map(|t| (0..k).map(|p| matrix.count(t, p)).sum())
+        .collect();
+    let cells = || (0..k).flat_map(|t| (0..k).map(move |p| (t, p)));
+    chart.draw_series(cells().map(|(t, p)| {
+        let fraction = matrix.count(t, p) as f64 / row_totals[t].max(1) as f64;
+        let shade = (255.0 * (1.0 - fraction)) as u8;
+        let colour = RGBColor(
+            shade,
+            shade.saturating_add(((255 - shade) as f64 * 0.35) as u8),
+            255,
+        );
+        let row = k - 1 - t;
+        Rectangle::new(
+            [
+                (SegmentValue::Exact(p), SegmentValue::Exact(row)),
+                (SegmentValue::Exact(p + 1), SegmentValue::Exact(row + 1)),
+            ],
+            colour.filled(),
+        )
+    }))?;
+    let centred = plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Center,
+        plotters::style::text_anchor::VPos::Center,
+    );
+    chart.draw_series(cells().map(|(t, p)| {
+        let count = matrix.count(t, p);
+        let fraction = count as f64 / row_totals[t].max(1) as f64;
+        let colour: &'static RGBColor = if fraction > 0.5 { &WHITE } else { &BLACK };
+        let style = TextStyle::from(("sans-serif", 13).into_font())
+            .color(colour)
+            .pos(centred);
+        Text::new(
+            count.to_string(),
+            (SegmentValue::CenterOf(p), SegmentValue::CenterOf(k - 1 - t)),
+            style,
+        )
+    }))?;
+    root.present()
+}

@@ -1,0 +1,444 @@
+//! Training like Keras' `fit`, evaluation and prediction in batches.
+//!
+//! [`fit`] runs epochs of shuffled minibatches through
+//! [`Model::train_step`](crate::Model::train_step), scores a validation set after each
+//! epoch, and applies what Keras calls callbacks: a learning-rate schedule, early
+//! stopping (with patience, a minimum improvement and restoring the best weights) and
+//! checkpointing the best model to a safetensors file. It returns a [`History`] of
+//! per-epoch metrics. Progress is an `indicatif` bar on a terminal and one plain line
+//! per epoch otherwise.
+//!
+//! The whole loop runs on one of rayon's workers, so the kernels' parallel halves go
+//! through that worker's own queue and a step allocates nothing.
+
+mod progress;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use progress::Progress;
+
+use crate::data::{Dataset, Target};
+use crate::loss::{Loss, OutputLayout};
+use crate::optim::{LrSchedule, Optimizer};
+use crate::{Error, Float, Model, Result, Shape, Tensor, TensorRef};
+
+/// A quantity that early stopping and checkpointing watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Monitor {
+    /// Training loss (lower is better).
+    Loss,
+    /// Validation loss (lower is better).
+    ValLoss,
+    /// Training accuracy (higher is better).
+    Accuracy,
+    /// Validation accuracy (higher is better).
+    ValAccuracy,
+}
+
+impl Monitor {
+    fn read(self, log: &EpochLog) -> Option<f64> {
+        match self {
+            Monitor::Loss => Some(log.loss),
+            Monitor::ValLoss => log.val_loss,
+            Monitor::Accuracy => log.accuracy,
+            Monitor::ValAccuracy => log.val_accuracy,
+        }
+    }
+
+    fn higher_is_better(self) -> bool {
+        matches!(self, Monitor::Accuracy | Monitor::ValAccuracy)
+    }
+
+    /// Whether `value` beats `best` by more than `min_delta`.
+    fn improves(self, value: f64, best: Option<f64>, min_delta: f64) -> bool {
+        match best {
+            None => true,
+            Some(best) if self.higher_is_better() => value > best + min_delta,
+            Some(best) => value < best - min_delta,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Monitor::Loss => "loss",
+            Monitor::ValLoss => "val_loss",
+            Monitor::Accuracy => "accuracy",
+            Monitor::ValAccuracy => "val_accuracy",
+        }
+    }
+}
+
+/// Stops training when the monitored quantity has not improved for `patience` epochs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStopping {
+    /// What to watch.
+    pub monitor: Monitor,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// The smallest change that counts as an improvement.
+    pub min_delta: f64,
+    /// Put back the weights of the best epoch when stopping (or at the end).
+    pub restore_best_weights: bool,
+}
+
+impl EarlyStopping {
+    /// Watches `monitor` with the given patience, no minimum delta, restoring the best
+    /// weights.
+    pub fn new(monitor: Monitor, patience: usize) -> Self {
+        Self {
+            monitor,
+            patience,
+            min_delta: 0.0,
+            restore_best_weights: true,
+        }
+    }
+}
+
+/// Saves the model to `path` (safetensors, atomically) whenever `monitor` improves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The file to write.
+    pub path: PathBuf,
+    /// What decides "best".
+    pub monitor: Monitor,
+}
+
+/// How [`fit`] trains.
+pub struct FitConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Seed of the per-epoch shuffles (and of the validation split).
+    pub seed: u64,
+    /// Fraction of the training data held out for validation when no validation set is
+    /// given.
+    pub validation_split: Option<f64>,
+    /// Early stopping, if any.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Best-model checkpointing, if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// Learning rate per epoch, from the optimiser's rate at the start of `fit`.
+    pub schedule: Option<Box<dyn LrSchedule + Send + Sync>>,
+    /// How progress is shown.
+    pub progress: Progress,
+}
+
+impl FitConfig {
+    /// `epochs` passes in batches of `batch_size`, nothing else.
+    pub fn new(epochs: usize, batch_size: usize) -> Self {
+        Self {
+            epochs,
+            batch_size,
+            seed: 0,
+            validation_split: None,
+            early_stopping: None,
+            checkpoint: None,
+            schedule: None,
+            progress: Progress::Auto,
+        }
+    }
+
+    /// Sets the shuffling seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Holds out `fraction` of the training data for validation.
+    pub fn validation_split(mut self, fraction: f64) -> Self {
+        self.validation_split = Some(fraction);
+        self
+    }
+
+    /// Adds early stopping.
+    pub fn early_stopping(mut self, early_stopping: EarlyStopping) -> Self {
+        self.early_stopping = Some(early_stopping);
+        self
+    }
+
+    /// Saves the best model to `path`, judged by `monitor`.
+    pub fn checkpoint(mut self, path: impl Into<PathBuf>, monitor: Monitor) -> Self {
+        self.checkpoint = Some(Checkpoint {
+            path: path.into(),
+            monitor,
+        });
+        self
+    }
+
+    /// Drives the learning rate with `schedule`.
+    pub fn schedule(mut self, schedule: impl LrSchedule + Send + Sync + 'static) -> Self {
+        self.schedule = Some(Box::new(schedule));
+        self
+    }
+
+    /// Sets how progress is shown.
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+/// The metrics of one epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochLog {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (weighted by batch size), with the
+    /// parameters as they were at each step.
+    pub loss: f64,
+    /// Training accuracy over the epoch, for class labels.
+    pub accuracy: Option<f64>,
+    /// Validation loss after the epoch.
+    pub val_loss: Option<f64>,
+    /// Validation accuracy after the epoch, for class labels.
+    pub val_accuracy: Option<f64>,
+    /// The learning rate used in the epoch.
+    pub learning_rate: f64,
+    /// Wall time of the epoch, validation included.
+    pub seconds: f64,
+}
+
+/// What [`fit`] did, epoch by epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// One entry per epoch run.
+    pub epochs: Vec<EpochLog>,
+    /// Whether early stopping ended training.
+    pub stopped_early: bool,
+    /// The best epoch by the early-stopping (or checkpoint) monitor, if any.
+    pub best_epoch: Option<usize>,
+}
+
+/// Loss and accuracy over a dataset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Mean loss (sample-weighted mean of the batch losses).
+    pub loss: f64,
+    /// Accuracy, for class labels.
+    pub accuracy: Option<f64>,
+    /// Samples evaluated.
+    pub samples: usize,
+}
+
+fn layout<T: Float, M: Model<T>>(batch: usize) -> OutputLayout {
+    OutputLayout {
+        batch,
+        width: M::SPEC.output.last().copied().unwrap_or(1),
+    }
+}
+
+/// Loss and accuracy of `model` on `data`, in batches of `batch_size`, dropout off.
+pub fn evaluate<T, M, L, Y>(
+    model: &mut M,
+    data: &Dataset<T, M::Input, Y>,
+    loss: &L,
+    batch_size: usize,
+) -> Result<Evaluation>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T, Target = [Y]>,
+    Y: Target,
+{
+    let mut batches = data.batches(batch_size, None);
+    let (mut total, mut correct, mut counted, mut samples) = (0.0, 0, 0, 0);
+    let width = layout::<T, M>(1).width;
+    while let Some((x, y)) = batches.next_batch() {
+        let batch = x.batch();
+        let output = model.infer(x);
+        total += loss
+            .evaluate(output, y, layout::<T, M>(batch), None)?
+            .to_f64()
+            * batch as f64;
+        if let Some((c, n)) = Y::correct(output, y, width) {
+            correct += c;
+            counted += n;
+        }
+        samples += batch;
+    }
+    Ok(Evaluation {
+        loss: total / samples as f64,
+        accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+        samples,
+    })
+}
+
+/// Outputs of `model` for every sample of `x`, computed in batches of `batch_size`.
+pub fn predict<'a, T: Float, M: Model<T>>(
+    model: &mut M,
+    x: impl Into<TensorRef<'a, T, M::Input>>,
+    batch_size: usize,
+) -> Tensor<T, M::Output> {
+    let x = x.into();
+    let mut out = Vec::with_capacity(x.batch() * <M::Output as Shape>::SIZE);
+    let mut start = 0;
+    while start < x.batch() {
+        let end = (start + batch_size.max(1)).min(x.batch());
+        out.extend_from_slice(model.infer(x.slice(start, end)));
+        start = end;
+    }
+    Tensor::from_vec(out).expect("a non-empty input gives a non-empty output")
+}
+
+/// The class (row-wise argmax) `model` predicts for each sample of `x`.
+pub fn predict_classes<'a, T: Float, M: Model<T>>(
+    model: &mut M,
+    x: impl Into<TensorRef<'a, T, M::Input>>,
+    batch_size: usize,
+) -> Vec<usize> {
+    predict(model, x, batch_size).argmax()
+}
+
+/// Trains `model` on `train` for `config.epochs` epochs; see the module docs.
+///
+/// `validation` is scored after each epoch; without it, `config.validation_split`
+/// holds out part of `train`. Errors — a non-finite loss, a checkpoint that cannot be
+/// written, a monitor that needs validation data when there is none — stop training
+/// and are returned; the model keeps the parameters of its last successful step.
+pub fn fit<T, M, L, O, Y>(
+    model: &mut M,
+    train: &Dataset<T, M::Input, Y>,
+    validation: Option<&Dataset<T, M::Input, Y>>,
+    loss: &L,
+    optimizer: &mut O,
+    config: &FitConfig,
+) -> Result<History>
+where
+    T: Float,
+    M: Model<T> + Send,
+    L: Loss<T, Target = [Y]> + Sync,
+    O: Optimizer<T> + Send,
+    Y: Target,
+{
+    let split;
+    let (train, validation) = match (validation, config.validation_split) {
+        (Some(v), _) => (train, Some(v)),
+        (None, Some(fraction)) => {
+            split = train.split(fraction, config.seed);
+            (&split.0, Some(&split.1))
+        }
+        (None, None) => (train, None),
+    };
+    for monitor in [
+        config.early_stopping.map(|e| e.monitor),
+        config.checkpoint.as_ref().map(|c| c.monitor),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let needs_validation = matches!(monitor, Monitor::ValLoss | Monitor::ValAccuracy);
+        if needs_validation && validation.is_none() {
+            return Err(Error::Mismatch(format!(
+                "fit monitors {} but has no validation data: pass a validation set or set validation_split",
+                monitor.name()
+            )));
+        }
+    }
+    rayon::scope(|_| run_epochs(model, train, validation, loss, optimizer, config))
+}
+
+fn run_epochs<T, M, L, O, Y>(
+    model: &mut M,
+    train: &Dataset<T, M::Input, Y>,
+    validation: Option<&Dataset<T, M::Input, Y>>,
+    loss: &L,
+    optimizer: &mut O,
+    config: &FitConfig,
+) -> Result<History>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T, Target = [Y]>,
+    O: Optimizer<T>,
+    Y: Target,
+{
+    let base_lr = optimizer.learning_rate();
+    let width = layout::<T, M>(1).width;
+    let mut history = History::default();
+    let mut batches = train.batches(config.batch_size, Some(config.seed));
+    let mut stop_best: Option<f64> = None;
+    let mut best_params: Option<Vec<T>> = None;
+    let mut waited = 0;
+    let mut checkpoint_best: Option<f64> = None;
+    let mut progress = config.progress.start(config.epochs, batches.len());
+    for epoch in 0..config.epochs {
+        let started = Instant::now();
+        if let Some(schedule) = &config.schedule {
+            optimizer.set_learning_rate(schedule.lr_at(base_lr, epoch));
+        }
+        progress.begin_epoch(epoch);
+        batches.start_epoch(epoch);
+        let (mut total, mut samples, mut correct, mut counted) = (0.0, 0usize, 0usize, 0usize);
+        while let Some((x, y)) = batches.next_batch() {
+            let batch = x.batch();
+            let value = model.train_step(x, y, loss, optimizer)?;
+            total += value.to_f64() * batch as f64;
+            samples += batch;
+            if let Some((c, n)) = Y::correct(model.last_output(), y, width) {
+                correct += c;
+                counted += n;
+            }
+            let accuracy = (counted > 0).then(|| correct as f64 / counted as f64);
+            progress.step(total / samples as f64, accuracy);
+        }
+        let scored = validation
+            .map(|v| evaluate(model, v, loss, config.batch_size))
+            .transpose()?;
+        let log = EpochLog {
+            epoch,
+            loss: total / samples as f64,
+            accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+            val_loss: scored.map(|s| s.loss),
+            val_accuracy: scored.and_then(|s| s.accuracy),
+            learning_rate: optimizer.learning_rate(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        progress.end_epoch(&log);
+        history.epochs.push(log);
+
+        if let Some(checkpoint) = &config.checkpoint {
+            if let Some(value) = checkpoint.monitor.read(&log) {
+                if checkpoint.monitor.improves(value, checkpoint_best, 0.0) {
+                    checkpoint_best = Some(value);
+                    model.save(&checkpoint.path)?;
+                    if config.early_stopping.is_none() {
+                        history.best_epoch = Some(epoch);
+                    }
+                }
+            }
+        }
+        if let Some(stopping) = &config.early_stopping {
+            let value = stopping.monitor.read(&log);
+            if let Some(value) = value.filter(|v| v.is_finite()) {
+                if stopping
+                    .monitor
+                    .improves(value, stop_best, stopping.min_delta)
+                {
+                    stop_best = Some(value);
+                    waited = 0;
+                    history.best_epoch = Some(epoch);
+                    if stopping.restore_best_weights {
+                        let params = model.params().as_slice();
+                        match &mut best_params {
+                            Some(saved) => saved.copy_from_slice(params),
+                            None => best_params = Some(params.to_vec()),
+                        }
+                    }
+                } else {
+                    waited += 1;
+                    if waited > stopping.patience {
+                        history.stopped_early = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(best) = &best_params {
+        model.set_params(best)?;
+    }
+    progress.finish(&history);
+    Ok(history)
+}

@@ -1,0 +1,128 @@
+//! Progress output of `fit`: an `indicatif` bar per epoch on a terminal, one plain line
+//! per epoch otherwise.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{EpochLog, History};
+
+/// How [`fit`](super::fit) shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// A bar if standard error is a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    /// Always a bar.
+    Bar,
+    /// One line per epoch on standard error.
+    Lines,
+    /// Nothing.
+    Silent,
+}
+
+pub(super) struct Reporter {
+    mode: Progress,
+    epochs: usize,
+    batches: usize,
+    bar: Option<ProgressBar>,
+    steps: usize,
+}
+
+impl Progress {
+    pub(super) fn start(self, epochs: usize, batches: usize) -> Reporter {
+        let mode = match self {
+            Progress::Auto if std::io::stderr().is_terminal() => Progress::Bar,
+            Progress::Auto => Progress::Lines,
+            other => other,
+        };
+        Reporter {
+            mode,
+            epochs,
+            batches,
+            bar: None,
+            steps: 0,
+        }
+    }
+}
+
+fn metrics(log: &EpochLog) -> String {
+    let mut text = format!("loss {:.4}", log.loss);
+    if let Some(a) = log.accuracy {
+        text.push_str(&format!("  accuracy {a:.4}"));
+    }
+    if let Some(v) = log.val_loss {
+        text.push_str(&format!("  val_loss {v:.4}"));
+    }
+    if let Some(a) = log.val_accuracy {
+        text.push_str(&format!("  val_accuracy {a:.4}"));
+    }
+    text
+}
+
+impl Reporter {
+    pub(super) fn begin_epoch(&mut self, epoch: usize) {
+        self.steps = 0;
+        if self.mode == Progress::Bar {
+            let bar = ProgressBar::new(self.batches as u64);
+            let style = ProgressStyle::with_template(
+                "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {elapsed_precise} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.epochs));
+            self.bar = Some(bar);
+        }
+    }
+
+    pub(super) fn step(&mut self, loss: f64, accuracy: Option<f64>) {
+        self.steps += 1;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            // Formatting the message costs more than a small step: refresh it every 16.
+            if self.steps % 16 == 1 || self.steps == self.batches {
+                match accuracy {
+                    Some(a) => bar.set_message(format!("loss {loss:.4}  accuracy {a:.4}")),
+                    None => bar.set_message(format!("loss {loss:.4}")),
+                }
+            }
+        }
+    }
+
+    pub(super) fn end_epoch(&mut self, log: &EpochLog) {
+        let line = format!(
+            "epoch {}/{}  {:.3}s  lr {:.3e}  {}",
+            log.epoch + 1,
+            self.epochs,
+            log.seconds,
+            log.learning_rate,
+            metrics(log)
+        );
+        match self.mode {
+            Progress::Bar => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                eprintln!("{line}");
+            }
+            Progress::Lines => eprintln!("{line}"),
+            Progress::Auto | Progress::Silent => {}
+        }
+    }
+
+    pub(super) fn finish(&mut self, history: &History) {
+        if self.mode == Progress::Silent {
+            return;
+        }
+        if history.stopped_early {
+            let best = history
+                .best_epoch
+                .map_or_else(|| "-".to_string(), |e| (e + 1).to_string());
+            eprintln!(
+                "early stopping after epoch {}; best epoch {best}",
+                history.epochs.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! `fit`'s callbacks and bookkeeping: history, validation, early stopping that restores
+//! the best weights, checkpoints of the best model, learning-rate schedules, and
+//! errors instead of silent misconfiguration.
+
+use kiln::data::Dataset;
+use kiln::prelude::*;
+use kiln::train::predict;
+
+kiln::model! {
+    struct Classifier { input: [4], hidden: Dense(16), Tanh, out: Dense(3) }
+}
+kiln::model! {
+    struct Regressor { input: [2], out: Dense(1) }
+}
+
+/// Three separable classes by the sign pattern of the first two features.
+fn blobs(n: usize, seed: u64) -> Dataset<f32, Shape1<4>> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut unit = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..n {
+        let class = i % 3;
+        let centre = [[1.0, 1.0], [-1.0, 1.0], [0.0, -1.0]][class];
+        x.extend([
+            centre[0] + 0.6 * unit(),
+            centre[1] + 0.6 * unit(),
+            unit(),
+            unit(),
+        ]);
+        y.push(class);
+    }
+    Dataset::new(x, y, Some(3)).unwrap()
+}
+
+#[test]
+fn history_records_every_epoch_with_validation() {
+    let data = blobs(300, 1);
+    let mut net = Classifier::<f32>::new(0);
+    let config = FitConfig::new(6, 16)
+        .validation_split(0.2)
+        .progress(Progress::Silent);
+    let history = net
+        .fit(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+        )
+        .unwrap();
+    assert_eq!(history.epochs.len(), 6);
+    assert!(!history.stopped_early);
+    let first = history.epochs[0];
+    let last = history.epochs[5];
+    assert!(last.loss < first.loss);
+    assert!(last.val_loss.unwrap() < first.val_loss.unwrap());
+    assert!(last.val_accuracy.unwrap() > 0.95, "{last:?}");
+    let eval = net.evaluate(&data, &CrossEntropy::default(), 64).unwrap();
+    assert_eq!(eval.samples, 300);
+    assert!(eval.accuracy.unwrap() > 0.95);
+}
+
+#[test]
+fn early_stopping_stops_and_restores_the_best_weights() {
+    // Validation labels that disagree with the training labels: the better the model
+    // fits the training set, the worse the validation loss, so patience runs out.
+    let train = blobs(300, 2);
+    let wrong = blobs(90, 3);
+    let rotated: Vec<usize> = wrong.targets().iter().map(|y| (y + 1) % 3).collect();
+    let valid = Dataset::new(wrong.features().as_slice().to_vec(), rotated, Some(3)).unwrap();
+    let mut net = Classifier::<f32>::new(1);
+    let config = FitConfig::new(50, 8)
+        .early_stopping(EarlyStopping::new(Monitor::ValLoss, 2))
+        .progress(Progress::Silent);
+    let history = net
+        .fit(
+            &train,
+            Some(&valid),
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+        )
+        .unwrap();
+    assert!(history.stopped_early, "{} epochs", history.epochs.len());
+    let best = history.best_epoch.unwrap();
+    assert_eq!(
+        history.epochs.len(),
+        best + 1 + 3,
+        "stops after patience + 1 epochs without improvement"
+    );
+    let best_val = history.epochs[best].val_loss.unwrap();
+    for log in &history.epochs {
+        assert!(log.val_loss.unwrap() >= best_val);
+    }
+    let now = net
+        .evaluate(&valid, &CrossEntropy::default(), 64)
+        .unwrap()
+        .loss;
+    assert!(
+        (now - best_val).abs() < 1e-5,
+        "restored weights give the best val_loss: {now} vs {best_val}"
+    );
+}
+
+#[test]
+fn checkpoint_keeps_the_best_model() {
+    let dir = std::env::temp_dir().join(format!("kiln-fit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("best.safetensors");
+    let data = blobs(150, 4);
+    let mut net = Classifier::<f32>::new(2);
+    let config = FitConfig::new(5, 16)
+        .validation_split(0.2)
+        .checkpoint(&path, Monitor::ValAccuracy)
+        .progress(Progress::Silent);
+    let history = net
+        .fit(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+        )
+        .unwrap();
+    let best = history.best_epoch.unwrap();
+    let best_accuracy = history
+        .epochs
+        .iter()
+        .map(|e| e.val_accuracy.unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(history.epochs[best].val_accuracy.unwrap(), best_accuracy);
+    let mut restored = Classifier::<f32>::new(9);
+    restored.load(&path).unwrap();
+    let (_, valid) = data.split(0.2, 0);
+    let accuracy = restored
+        .evaluate(&valid, &CrossEntropy::default(), 64)
+        .unwrap()
+        .accuracy
+        .unwrap();
+    assert_eq!(accuracy, best_accuracy);
+}
+
+#[test]
+fn schedules_set_each_epochs_learning_rate() {
+    let data = blobs(60, 5);
+    let mut net = Classifier::<f32>::new(3);
+    let mut opt = Sgd::new(0.1);
+    let config = FitConfig::new(4, 16)
+        .schedule(StepLr {
+            step_size: 2,
+            gamma: 0.5,
+        })
+        .progress(Progress::Silent);
+    let history = net
+        .fit(&data, None, &CrossEntropy::default(), &mut opt, &config)
+        .unwrap();
+    let rates: Vec<f64> = history.epochs.iter().map(|e| e.learning_rate).collect();
+    assert_eq!(rates, [0.1, 0.1, 0.05, 0.05]);
+}
+
+#[test]
+fn monitoring_validation_without_validation_data_is_an_error() {
+    let data = blobs(30, 6);
+    let mut net = Classifier::<f32>::new(4);
+    let config = FitConfig::new(2, 8)
+        .early_stopping(EarlyStopping::new(Monitor::ValAccuracy, 1))
+        .progress(Progress::Silent);
+    let err = net
+        .fit(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-3),
+            &config,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("val_accuracy"), "{err}");
+    assert_eq!(net.steps(), 0);
+}
+
+#[test]
+fn regression_fits_and_predicts_in_batches() {
+    let xs: Vec<f32> = (0..200)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let ys: Vec<f32> = xs.chunks(2).map(|p| 2.0 * p[0] - p[1] + 0.5).collect();
+    let data = Dataset::<f32, Shape1<2>, f32>::new(xs.clone(), ys.clone(), None).unwrap();
+    let mut net = Regressor::<f32>::new(0);
+    let config = FitConfig::new(60, 10).progress(Progress::Silent);
+    let history = net
+        .fit(&data, None, &Mse::default(), &mut Adam::new(0.05), &config)
+        .unwrap();
+    assert!(
+        history.epochs[0].accuracy.is_none(),
+        "no accuracy for regression"
+    );
+    assert!(history.epochs.last().unwrap().loss < 1e-4);
+    let predicted = predict(&mut net, data.features(), 7);
+    assert_eq!(predicted.batch(), 100);
+    assert_eq!(
+        predicted,
+        net.forward(data.features()),
+        "batched prediction equals one pass"
+    );
+}
+
+#[test]
+fn a_diverging_run_is_an_error_not_a_nan_model() {
+    let xs: Vec<f32> = (0..40).map(|i| i as f32).collect();
+    let ys: Vec<f32> = (0..20).map(|i| i as f32).collect();
+    let data = Dataset::<f32, Shape1<2>, f32>::new(xs, ys, None).unwrap();
+    let mut net = Regressor::<f32>::new(1);
+    let config = FitConfig::new(20, 20).progress(Progress::Silent);
+    let err = net
+        .fit(&data, None, &Mse::default(), &mut Sgd::new(1e3), &config)
+        .unwrap_err();
+    assert!(matches!(err, Error::NonFiniteLoss { .. }), "{err}");
+    assert!(
+        net.params().as_slice().iter().all(|v| v.is_finite()),
+        "the last good parameters remain"
+    );
+}
