@@ -79,9 +79,9 @@ impl Reporter {
     pub(super) fn step(&mut self, loss: f64, accuracy: Option<f64>) {
         self.steps += 1;
         if let Some(bar) = &self.bar {
-            bar.inc(1);
-            // Formatting the message costs more than a small step: refresh it every 16.
-            if self.steps % 16 == 1 || self.steps == self.batches {
+            // Drawing and formatting cost more than a small step: refresh every 16 steps.
+            if self.steps % 16 == 0 || self.steps == self.batches {
+                bar.set_position(self.steps as u64);
                 match accuracy {
                     Some(a) => bar.set_message(format!("loss {loss:.4}  accuracy {a:.4}")),
                     None => bar.set_message(format!("loss {loss:.4}")),
