@@ -35,9 +35,37 @@ pub struct Layer {
     pub output: Vec<usize>,
 }
 
+/// A convolution or pooling window as written (kernel, stride, padding, dilation as
+/// `(height, width)`), and whether a stride may leave a remainder.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Window {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub floor: bool,
+}
+
 /// What a layer computes.
 pub enum Op {
-    Dense { units: usize, bias: bool },
+    Dense {
+        units: usize,
+        bias: bool,
+    },
+    Conv2d {
+        out_channels: usize,
+        window: Window,
+        bias: bool,
+    },
+    Pool {
+        max: bool,
+        window: Window,
+    },
+    GlobalAvgPool,
+    BatchNorm {
+        eps: f64,
+        momentum: f64,
+    },
     Activation(Act),
     Softmax,
     LogSoftmax,
@@ -73,6 +101,8 @@ enum ArgKind {
     Int,
     Float,
     Bool,
+    /// An integer or a `(height, width)` pair of integers.
+    Pair,
 }
 
 struct ArgSpec {
@@ -133,6 +163,58 @@ const LAYERS: &[LayerSpec] = &[
         "Dropout",
         &[arg("p", ArgKind::Float, true)],
         "`Dropout(0.5)`",
+    ),
+    layer(
+        "Conv2d",
+        &[
+            arg("out_channels", ArgKind::Int, true),
+            arg("kernel", ArgKind::Pair, true),
+            arg("stride", ArgKind::Pair, false),
+            arg("padding", ArgKind::Pair, false),
+            arg("dilation", ArgKind::Pair, false),
+            arg("bias", ArgKind::Bool, false),
+            arg("floor", ArgKind::Bool, false),
+        ],
+        "`Conv2d(32, kernel = 3)` or `Conv2d(16, kernel = (3, 5), stride = 2, padding = 1)`",
+    ),
+    layer(
+        "MaxPool2d",
+        &[
+            arg("kernel", ArgKind::Pair, true),
+            arg("stride", ArgKind::Pair, false),
+            arg("padding", ArgKind::Pair, false),
+            arg("floor", ArgKind::Bool, false),
+        ],
+        "`MaxPool2d(2)` or `MaxPool2d(3, stride = 2, padding = 1)`",
+    ),
+    layer(
+        "AvgPool2d",
+        &[
+            arg("kernel", ArgKind::Pair, true),
+            arg("stride", ArgKind::Pair, false),
+            arg("padding", ArgKind::Pair, false),
+            arg("floor", ArgKind::Bool, false),
+        ],
+        "`AvgPool2d(2)` or `AvgPool2d(3, stride = 2, padding = 1)`",
+    ),
+    layer("GlobalAvgPool", &[], "`GlobalAvgPool`"),
+    layer(
+        "BatchNorm2d",
+        &[
+            arg("num_features", ArgKind::Int, false),
+            arg("eps", ArgKind::Float, false),
+            arg("momentum", ArgKind::Float, false),
+        ],
+        "`BatchNorm2d` or `BatchNorm2d(16, eps = 1e-5, momentum = 0.1)`",
+    ),
+    layer(
+        "BatchNorm1d",
+        &[
+            arg("num_features", ArgKind::Int, false),
+            arg("eps", ArgKind::Float, false),
+            arg("momentum", ArgKind::Float, false),
+        ],
+        "`BatchNorm1d` or `BatchNorm1d(128, eps = 1e-5, momentum = 0.1)`",
     ),
     LayerSpec {
         name: "Residual",
@@ -359,6 +441,77 @@ fn check_item(
             }
             Op::Dropout(p)
         }
+        "Conv2d" => {
+            let out_channels = values[0].as_ref().map_or(0, Value::int);
+            if out_channels == 0 {
+                errors.push(
+                    values_span(item, 0),
+                    format!("{name}: conv2d needs at least 1 output channel"),
+                );
+                return None;
+            }
+            let window = window(
+                item,
+                &name,
+                &values[1..5],
+                values[6].as_ref().is_some_and(Value::bool),
+                errors,
+            )?;
+            Op::Conv2d {
+                out_channels,
+                window,
+                bias: values[5].as_ref().is_none_or(Value::bool),
+            }
+        }
+        "MaxPool2d" | "AvgPool2d" => {
+            let mut window_values = values[..3].to_vec();
+            window_values.push(None); // pools have no dilation argument
+            let window = window(
+                item,
+                &name,
+                &window_values,
+                values[3].as_ref().is_some_and(Value::bool),
+                errors,
+            )?;
+            // Rule: pool padding is at most half the kernel (PyTorch's rule), so every
+            // window holds at least one input.
+            if window.padding.0 * 2 > window.kernel.0 || window.padding.1 * 2 > window.kernel.1 {
+                errors.push(
+                    where_,
+                    format!(
+                        "{name}: padding {} is more than half the kernel {}",
+                        pair(window.padding),
+                        pair(window.kernel)
+                    ),
+                );
+                return None;
+            }
+            Op::Pool {
+                max: spec.name == "MaxPool2d",
+                window,
+            }
+        }
+        "GlobalAvgPool" => Op::GlobalAvgPool,
+        "BatchNorm2d" | "BatchNorm1d" => {
+            let eps = values[1].as_ref().map_or(1e-5, Value::float);
+            let momentum = values[2].as_ref().map_or(0.1, Value::float);
+            // Rule: eps is positive and momentum a fraction.
+            if eps.is_nan() || eps <= 0.0 {
+                errors.push(
+                    values_span(item, 1),
+                    format!("{name}: eps must be positive, got {eps:?}"),
+                );
+                return None;
+            }
+            if !(0.0..=1.0).contains(&momentum) {
+                errors.push(
+                    values_span(item, 2),
+                    format!("{name}: momentum must be in [0, 1], got {momentum:?}"),
+                );
+                return None;
+            }
+            Op::BatchNorm { eps, momentum }
+        }
         "Residual" => return check_residual(item, name, shape, names, out, errors),
         other => unreachable!("layer {other} is in the registry but not handled"),
     };
@@ -381,6 +534,73 @@ fn check_item(
             output
         }
         Op::Flatten => vec![input.iter().product()],
+        Op::Conv2d {
+            out_channels,
+            window,
+            ..
+        } => {
+            let (h, w) = spatial(&name, "conv2d", &input, window, where_, errors)?;
+            vec![*out_channels, h, w]
+        }
+        Op::Pool { max, window } => {
+            let kind = if *max {
+                "max pooling"
+            } else {
+                "average pooling"
+            };
+            let (h, w) = spatial(&name, kind, &input, window, where_, errors)?;
+            // Rule: a max pool's argmax is stored as a float, exact up to 2^24.
+            if *max && input.iter().product::<usize>() > 1 << 24 {
+                errors.push(
+                    where_,
+                    format!("{name}: max pooling supports at most 16777216 values per sample"),
+                );
+                return None;
+            }
+            vec![input[0], h, w]
+        }
+        Op::GlobalAvgPool => {
+            // Rule: global pooling averages the spatial axes of [channels, height, width].
+            if input.len() != 3 {
+                errors.push(
+                    where_,
+                    format!("{name}: global average pooling expects [channels, height, width] but gets {}", dims(&input)),
+                );
+                return None;
+            }
+            vec![input[0]]
+        }
+        Op::BatchNorm { .. } => {
+            // Rule: BatchNorm2d normalises [C, H, W]; BatchNorm1d [features] or [C, L];
+            // an explicit feature count must match the channels.
+            let two_d = spec.name == "BatchNorm2d";
+            let expected = if two_d {
+                "[channels, height, width]"
+            } else {
+                "[features] or [channels, length]"
+            };
+            if (two_d && input.len() != 3) || (!two_d && input.len() > 2) {
+                errors.push(
+                    where_,
+                    format!(
+                        "{name}: {} expects {expected} but gets {}",
+                        spec.name.to_lowercase(),
+                        dims(&input)
+                    ),
+                );
+                return None;
+            }
+            if let Some(count) = values[0].as_ref().map(Value::int) {
+                if count != input[0] {
+                    errors.push(
+                        values_span(item, 0),
+                        format!("{name}: channel mismatch: declared {count} channels but the input {} has {}", dims(&input), input[0]),
+                    );
+                    return None;
+                }
+            }
+            input.clone()
+        }
         _ => input.clone(),
     };
     out.push(Layer {
@@ -450,6 +670,125 @@ fn check_residual(
     Some(input)
 }
 
+/// Reads kernel, stride (defaulting to the kernel for pools, 1 for convolutions),
+/// padding and dilation. Rule: kernel, stride and dilation are at least 1.
+fn window(
+    item: &Item,
+    name: &str,
+    values: &[Option<Value>],
+    floor: bool,
+    errors: &mut Errors,
+) -> Option<Window> {
+    let get = |i: usize| values[i].as_ref().map(Value::pair);
+    let kernel = get(0).unwrap_or((0, 0));
+    let is_conv = item.kind == "Conv2d";
+    let stride = get(1).unwrap_or(if is_conv { (1, 1) } else { kernel });
+    let padding = get(2).unwrap_or((0, 0));
+    let dilation = get(3).unwrap_or((1, 1));
+    let mut ok = true;
+    for (what, value, index) in [
+        ("kernel", kernel, 1),
+        ("stride", stride, 2),
+        ("dilation", dilation, 4),
+    ] {
+        if value.0 == 0 || value.1 == 0 {
+            let arg_index = if is_conv { index } else { index - 1 };
+            errors.push(
+                values_span(item, arg_index),
+                format!("{name}: {what} must be at least 1, got {}", pair(value)),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(Window {
+        kernel,
+        stride,
+        padding,
+        dilation,
+        floor,
+    })
+}
+
+/// `3x3` for a square pair, `3x5` otherwise.
+fn pair(p: (usize, usize)) -> String {
+    format!("{}x{}", p.0, p.1)
+}
+
+/// Output height and width of a window over `[C, H, W]`. Rules: a 2-d layer needs a
+/// `[channels, height, width]` input; the (dilated) kernel fits the padded input; the
+/// stride tiles it exactly unless the layer sets `floor = true`.
+fn spatial(
+    name: &str,
+    kind: &str,
+    input: &[usize],
+    w: &Window,
+    at: Span,
+    errors: &mut Errors,
+) -> Option<(usize, usize)> {
+    if input.len() != 3 {
+        let hint = if input.len() == 1 {
+            "; declare the input as [channels, height, width], such as `input: [1, 28, 28]`"
+        } else {
+            ""
+        };
+        errors.push(
+            at,
+            format!(
+                "{name}: {kind} expects [channels, height, width] but gets {}{hint}",
+                dims(input)
+            ),
+        );
+        return None;
+    }
+    let span = |k: usize, d: usize| d * (k - 1) + 1;
+    let extent = (
+        span(w.kernel.0, w.dilation.0),
+        span(w.kernel.1, w.dilation.1),
+    );
+    let padded = (input[1] + 2 * w.padding.0, input[2] + 2 * w.padding.1);
+    if extent.0 > padded.0 || extent.1 > padded.1 {
+        let dilated = if w.dilation != (1, 1) {
+            format!(" (spanning {} with dilation)", pair(extent))
+        } else {
+            String::new()
+        };
+        let pad = if w.padding != (0, 0) {
+            format!(" padded to {}", pair(padded))
+        } else {
+            String::new()
+        };
+        errors.push(
+            at,
+            format!(
+                "{name}: kernel {}{dilated} does not fit input {}{pad}",
+                pair(w.kernel),
+                dims(input)
+            ),
+        );
+        return None;
+    }
+    let rest = (
+        (padded.0 - extent.0) % w.stride.0,
+        (padded.1 - extent.1) % w.stride.1,
+    );
+    if rest != (0, 0) && !w.floor {
+        errors.push(
+            at,
+            format!(
+                "{name}: stride {} does not tile input {}: {} positions are left over; add `floor = true` to drop them as PyTorch does",
+                pair(w.stride),
+                dims(input),
+                if rest.0 != 0 { format!("{} row(s)", rest.0) } else { format!("{} column(s)", rest.1) }
+            ),
+        );
+        return None;
+    }
+    Some((
+        (padded.0 - extent.0) / w.stride.0 + 1,
+        (padded.1 - extent.1) / w.stride.1 + 1,
+    ))
+}
+
 /// Formats a shape as `[6, 4, 4]`.
 pub fn dims(d: &[usize]) -> String {
     let parts: Vec<String> = d.iter().map(usize::to_string).collect();
@@ -491,6 +830,7 @@ enum Value {
     Int(usize),
     Float(f64),
     Bool(bool),
+    Pair(usize, usize),
 }
 
 impl Value {
@@ -504,11 +844,18 @@ impl Value {
         match *self {
             Value::Float(v) => v,
             Value::Int(v) => v as f64,
-            Value::Bool(_) => f64::NAN,
+            Value::Bool(_) | Value::Pair(..) => f64::NAN,
         }
     }
     fn bool(&self) -> bool {
         matches!(self, Value::Bool(true))
+    }
+    fn pair(&self) -> (usize, usize) {
+        match *self {
+            Value::Pair(a, b) => (a, b),
+            Value::Int(v) => (v, v),
+            _ => (0, 0),
+        }
     }
 }
 
@@ -604,6 +951,7 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
                     ArgKind::Int => "a positive integer literal",
                     ArgKind::Float => "a number literal",
                     ArgKind::Bool => "`true` or `false`",
+                    ArgKind::Pair => "an integer or a pair of integers such as `(3, 5)`",
                 };
                 errors.push(
                     a.value.span(),
@@ -636,7 +984,9 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
 fn literal(expr: &Expr, kind: ArgKind) -> Option<Value> {
     match expr {
         Expr::Lit(ExprLit { lit, .. }) => match (lit, kind) {
-            (Lit::Int(i), ArgKind::Int) => i.base10_parse::<usize>().ok().map(Value::Int),
+            (Lit::Int(i), ArgKind::Int | ArgKind::Pair) => {
+                i.base10_parse::<usize>().ok().map(Value::Int)
+            }
             (Lit::Int(i), ArgKind::Float) => i.base10_parse::<f64>().ok().map(Value::Float),
             (Lit::Float(f), ArgKind::Float) => f
                 .base10_parse::<f64>()
@@ -655,6 +1005,14 @@ fn literal(expr: &Expr, kind: ArgKind) -> Option<Value> {
             _ => None,
         },
         Expr::Group(group) => literal(&group.expr, kind),
+        Expr::Paren(paren) => literal(&paren.expr, kind),
+        Expr::Tuple(tuple) if kind == ArgKind::Pair && tuple.elems.len() == 2 => {
+            let mut it = tuple.elems.iter().map(|e| literal(e, ArgKind::Int));
+            match (it.next()??, it.next()??) {
+                (Value::Int(a), Value::Int(b)) => Some(Value::Pair(a, b)),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -665,6 +1023,12 @@ const ALIASES: &[(&str, &str)] = &[
     ("ReLU", "Relu"),
     ("LeakyReLU", "LeakyRelu"),
     ("GELU", "Gelu"),
+    ("Conv2D", "Conv2d"),
+    ("MaxPooling2D", "MaxPool2d"),
+    ("AveragePooling2D", "AvgPool2d"),
+    ("GlobalAveragePooling2D", "GlobalAvgPool"),
+    ("AdaptiveAvgPool2d", "GlobalAvgPool"),
+    ("BatchNormalization", "BatchNorm2d"),
     ("Residual", "Residual"),
 ];
 

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::{Error, Float, ModelSpec, Result};
+use crate::{Error, Float, ModelSpec, ParamInfo, Result, TensorKind};
 
 fn dtype<T: Float>() -> Dtype {
     if T::DTYPE == "F32" {
@@ -39,21 +39,38 @@ fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
     out
 }
 
-/// Writes `params` (laid out as `spec` says) to `path` atomically.
-pub fn save<T: Float>(spec: &ModelSpec, params: &[T], path: &Path) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = spec
-        .params
+/// Every tensor of a model: its parameters, then its buffers, each with its values.
+fn tensors<'a, T>(
+    spec: &ModelSpec,
+    params: &'a [T],
+    buffers: &'a [T],
+) -> Vec<(&'static ParamInfo, &'a [T])> {
+    let params = spec.params.iter().map(|p| (p, &params[p.range()]));
+    let buffers = spec.buffers.iter().map(|b| (b, &buffers[b.range()]));
+    params.chain(buffers).collect()
+}
+
+/// Writes the parameters and buffers (laid out as `spec` says) to `path` atomically.
+pub fn save<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T], path: &Path) -> Result<()> {
+    let tensors = tensors(spec, params, buffers);
+    let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|p| to_bytes(&params[p.range()]))
+        .map(|(info, values)| match info.kind {
+            TensorKind::Float => to_bytes(values),
+            TensorKind::Count => (values[0].to_f64().round() as i64).to_le_bytes().to_vec(),
+        })
         .collect();
-    let views = spec
-        .params
+    let views = tensors
         .iter()
         .zip(&bytes)
-        .map(|(p, data)| {
-            let view = TensorView::new(dtype::<T>(), p.shape.to_vec(), data)
-                .map_err(|e| Error::format(path, format!("tensor {}: {e}", p.name)))?;
-            Ok((p.name, view))
+        .map(|((info, _), data)| {
+            let (dtype, shape) = match info.kind {
+                TensorKind::Float => (dtype::<T>(), info.shape.to_vec()),
+                TensorKind::Count => (Dtype::I64, Vec::new()),
+            };
+            let view = TensorView::new(dtype, shape, data)
+                .map_err(|e| Error::format(path, format!("tensor {}: {e}", info.name)))?;
+            Ok((info.name, view))
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([
@@ -88,62 +105,44 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Reads the parameters `spec` describes from a safetensors file into `params`.
+/// Reads the parameters and buffers `spec` describes from a safetensors file.
 ///
 /// On any mismatch, returns [`Error::StateDict`] listing every problem and leaves
-/// `params` unchanged.
-pub fn load<T: Float>(spec: &ModelSpec, params: &mut [T], path: &Path) -> Result<()> {
+/// `params` and `buffers` unchanged.
+pub fn load<T: Float>(
+    spec: &ModelSpec,
+    params: &mut [T],
+    buffers: &mut [T],
+    path: &Path,
+) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
     let mut problems = Vec::new();
-    let mut loaded = params.to_vec();
-    for p in spec.params {
-        let tensor = match file.tensor(p.name) {
-            Ok(tensor) => tensor,
-            Err(_) => {
+    let mut new_params = params.to_vec();
+    let mut new_buffers = buffers.to_vec();
+    let tables = [
+        (spec.params, &mut new_params),
+        (spec.buffers, &mut new_buffers),
+    ];
+    for (table, values) in tables {
+        for info in table {
+            let Ok(tensor) = file.tensor(info.name) else {
                 problems.push(format!(
                     "missing tensor `{}` of shape {:?}",
-                    p.name, p.shape
+                    info.name, info.shape
                 ));
                 continue;
+            };
+            if let Err(problem) = read_tensor(info, &tensor, &mut values[info.range()]) {
+                problems.push(problem);
             }
-        };
-        if tensor.shape() != p.shape {
-            problems.push(format!(
-                "tensor `{}` has shape {:?}, the model needs {:?}",
-                p.name,
-                tensor.shape(),
-                p.shape
-            ));
-            continue;
-        }
-        let data = tensor.data();
-        let target = &mut loaded[p.range()];
-        match tensor.dtype() {
-            Dtype::F32 => {
-                for (dst, chunk) in target.iter_mut().zip(data.chunks_exact(4)) {
-                    let v = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                    *dst = T::from_f64(f64::from(v));
-                }
-            }
-            Dtype::F64 => {
-                for (dst, chunk) in target.iter_mut().zip(data.chunks_exact(8)) {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(chunk);
-                    *dst = T::from_f64(f64::from_le_bytes(b));
-                }
-            }
-            other => problems.push(format!(
-                "tensor `{}` is {other:?}; only F32 and F64 load",
-                p.name
-            )),
         }
     }
     let mut extra: Vec<String> = file
         .names()
         .into_iter()
-        .filter(|name| spec.param(name).is_none())
+        .filter(|name| spec.param(name).is_none() && spec.buffer(name).is_none())
         .map(|name| format!("unexpected tensor `{name}` (the model has no such parameter)"))
         .collect();
     extra.sort();
@@ -154,6 +153,60 @@ pub fn load<T: Float>(spec: &ModelSpec, params: &mut [T], path: &Path) -> Result
             problems,
         });
     }
-    params.copy_from_slice(&loaded);
+    params.copy_from_slice(&new_params);
+    buffers.copy_from_slice(&new_buffers);
+    Ok(())
+}
+
+/// Decodes one tensor into `target`, or says why it does not fit.
+fn read_tensor<T: Float>(
+    info: &ParamInfo,
+    tensor: &TensorView<'_>,
+    target: &mut [T],
+) -> std::result::Result<(), String> {
+    let data = tensor.data();
+    if info.kind == TensorKind::Count {
+        let value = match (tensor.dtype(), data.len()) {
+            (Dtype::I64, 8) => i64::from_le_bytes(data.try_into().expect("8 bytes")) as f64,
+            (Dtype::F32, 4) => f64::from(f32::from_le_bytes(data.try_into().expect("4 bytes"))),
+            (Dtype::F64, 8) => f64::from_le_bytes(data.try_into().expect("8 bytes")),
+            (dtype, _) => {
+                return Err(format!(
+                    "tensor `{}` should be one count, found {dtype:?} {:?}",
+                    info.name,
+                    tensor.shape()
+                ))
+            }
+        };
+        target[0] = T::from_f64(value);
+        return Ok(());
+    }
+    if tensor.shape() != info.shape {
+        return Err(format!(
+            "tensor `{}` has shape {:?}, the model needs {:?}",
+            info.name,
+            tensor.shape(),
+            info.shape
+        ));
+    }
+    match tensor.dtype() {
+        Dtype::F32 => {
+            for (dst, chunk) in target.iter_mut().zip(data.chunks_exact(4)) {
+                let v = f32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+                *dst = T::from_f64(f64::from(v));
+            }
+        }
+        Dtype::F64 => {
+            for (dst, chunk) in target.iter_mut().zip(data.chunks_exact(8)) {
+                *dst = T::from_f64(f64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+            }
+        }
+        other => {
+            return Err(format!(
+                "tensor `{}` is {other:?}; only F32 and F64 load",
+                info.name
+            ))
+        }
+    }
     Ok(())
 }

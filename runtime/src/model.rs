@@ -37,6 +37,18 @@ pub struct ParamInfo {
     pub init: Init,
     /// Whether L1/L2 regularisation applies (weights yes, biases no).
     pub regularized: bool,
+    /// How the tensor is stored in a file.
+    pub kind: TensorKind,
+}
+
+/// How a parameter or buffer tensor is stored in a saved file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorKind {
+    /// Floats of the model's element type.
+    Float,
+    /// A count kept as one value in the model and saved as a scalar I64, as PyTorch
+    /// saves batch norm's `num_batches_tracked`.
+    Count,
 }
 
 impl ParamInfo {
@@ -76,6 +88,14 @@ pub struct ModelSpec {
     pub params: &'static [ParamInfo],
     /// Total parameter count.
     pub param_count: usize,
+    /// State that is saved but not trained (batch norm's running statistics), in
+    /// buffer order.
+    pub buffers: &'static [ParamInfo],
+    /// Total length of the non-trained state.
+    pub buffer_count: usize,
+    /// Batch-independent scratch the layers keep between forward and backward (batch
+    /// statistics, per-thread partial gradients), in values.
+    pub fixed: usize,
     /// Forward FLOPs per sample.
     pub flops_per_sample: u64,
     /// Per-sample start of each workspace node, plus the total at the end.
@@ -89,6 +109,11 @@ impl ModelSpec {
     pub fn param(&self, name: &str) -> Option<&ParamInfo> {
         self.params.iter().find(|p| p.name == name)
     }
+
+    /// The non-trained buffer called `name`.
+    pub fn buffer(&self, name: &str) -> Option<&ParamInfo> {
+        self.buffers.iter().find(|p| p.name == name)
+    }
 }
 
 /// A batch's intermediate values and their gradients, sized once for the largest batch.
@@ -98,6 +123,20 @@ pub struct Workspace<T> {
     batch: usize,
     values: Vec<T>,
     grads: Vec<T>,
+    fixed: Vec<T>,
+}
+
+/// The buffers one layer's forward pass reads and writes.
+#[derive(Debug)]
+pub struct ForwardIo<'a, T> {
+    /// The layer's input values.
+    pub input: &'a [T],
+    /// The layer's output values, to write.
+    pub output: &'a mut [T],
+    /// A per-layer auxiliary node (dropout's mask, pooling's argmax), empty if none.
+    pub aux: &'a mut [T],
+    /// The whole batch-independent scratch; each layer uses its own const range.
+    pub fixed: &'a mut [T],
 }
 
 /// The buffers one layer's backward pass reads and writes.
@@ -107,22 +146,26 @@ pub struct BackwardIo<'a, T> {
     pub input: &'a [T],
     /// The layer's output values.
     pub output: &'a [T],
-    /// A per-layer auxiliary buffer (dropout's mask), empty if the layer has none.
-    pub aux: &'a [T],
+    /// A per-layer auxiliary node (dropout's mask, convolution's columns), empty if the
+    /// layer has none; a layer may reuse it as scratch once it has read it.
+    pub aux: &'a mut [T],
     /// dL/d`input`, to write.
     pub grad_input: &'a mut [T],
     /// dL/d`output`, to read (layers may overwrite it with intermediate gradients).
     pub grad_output: &'a mut [T],
+    /// The whole batch-independent scratch.
+    pub fixed: &'a mut [T],
 }
 
 impl<T: Float> Workspace<T> {
-    /// An empty workspace for the node table of a [`ModelSpec`].
-    pub fn new(nodes: &'static [usize]) -> Self {
+    /// An empty workspace for the node table and fixed scratch of a [`ModelSpec`].
+    pub fn new(spec: &'static ModelSpec) -> Self {
         Self {
-            nodes,
+            nodes: spec.nodes,
             batch: 0,
             values: Vec::new(),
             grads: Vec::new(),
+            fixed: vec![T::ZERO; spec.fixed],
         }
     }
 
@@ -169,34 +212,37 @@ impl<T: Float> Workspace<T> {
         (&self.values[range.clone()], &mut self.grads[range])
     }
 
-    /// `(input values, output values)` of a layer.
-    ///
-    /// # Panics
-    /// If `input >= output` (nodes are numbered in forward order).
-    pub fn forward_io(&mut self, input: usize, output: usize) -> (&[T], &mut [T]) {
-        assert!(input < output);
-        let (head, tail) = self.values.split_at_mut(self.nodes[output] * self.batch);
-        let out_len = (self.nodes[output + 1] - self.nodes[output]) * self.batch;
-        let input = &head[self.nodes[input] * self.batch..self.nodes[input + 1] * self.batch];
-        (input, &mut tail[..out_len])
-    }
-
-    /// `(input, output, aux)` values of a layer with an auxiliary buffer.
+    /// The buffers of a layer's forward pass; `aux` is its auxiliary node, if any.
     ///
     /// # Panics
     /// If the nodes are not distinct.
-    pub fn forward_io_aux(
+    pub fn forward_io(
         &mut self,
         input: usize,
         output: usize,
-        aux: usize,
-    ) -> (&[T], &mut [T], &mut [T]) {
-        let [r_in, r_out, r_aux] = [self.range(input), self.range(output), self.range(aux)];
-        let [i, o, a] = self
-            .values
-            .get_disjoint_mut([r_in, r_out, r_aux])
-            .expect("workspace nodes are disjoint");
-        (i, o, a)
+        aux: Option<usize>,
+    ) -> ForwardIo<'_, T> {
+        let (r_in, r_out) = (self.range(input), self.range(output));
+        let r_aux = aux.map(|node| self.range(node));
+        let [input, output, aux] = match r_aux {
+            None => {
+                let [i, o] = self
+                    .values
+                    .get_disjoint_mut([r_in, r_out])
+                    .expect("workspace nodes are disjoint");
+                [i, o, <&mut [T]>::default()]
+            }
+            Some(r_aux) => self
+                .values
+                .get_disjoint_mut([r_in, r_out, r_aux])
+                .expect("workspace nodes are disjoint"),
+        };
+        ForwardIo {
+            input,
+            output,
+            aux,
+            fixed: &mut self.fixed,
+        }
     }
 
     /// `(first, second, output)` values of a layer with two inputs.
@@ -220,25 +266,40 @@ impl<T: Float> Workspace<T> {
     /// The buffers of a layer's backward pass; `aux` is the auxiliary node, if any.
     ///
     /// # Panics
-    /// If `input` and `output` are the same node.
+    /// If the nodes are not distinct.
     pub fn backward_io(
         &mut self,
         input: usize,
         output: usize,
         aux: Option<usize>,
     ) -> BackwardIo<'_, T> {
-        let [r_in, r_out] = [self.range(input), self.range(output)];
-        let aux = aux.map_or(0..0, |node| self.range(node));
+        let (r_in, r_out) = (self.range(input), self.range(output));
+        let r_aux = aux.map(|node| self.range(node));
         let [grad_input, grad_output] = self
             .grads
             .get_disjoint_mut([r_in.clone(), r_out.clone()])
             .expect("workspace nodes are disjoint");
+
+        let [input, output, aux] = match r_aux {
+            None => {
+                let [i, o] = self
+                    .values
+                    .get_disjoint_mut([r_in, r_out])
+                    .expect("workspace nodes are disjoint");
+                [i, o, <&mut [T]>::default()]
+            }
+            Some(r_aux) => self
+                .values
+                .get_disjoint_mut([r_in, r_out, r_aux])
+                .expect("workspace nodes are disjoint"),
+        };
         BackwardIo {
-            input: &self.values[r_in],
-            output: &self.values[r_out],
-            aux: &self.values[aux],
+            input,
+            output,
+            aux,
             grad_input,
             grad_output,
+            fixed: &mut self.fixed,
         }
     }
 
@@ -255,10 +316,35 @@ impl<T: Float> Workspace<T> {
     }
 }
 
+/// Training or inference, as a forward pass runs.
+#[derive(Debug)]
+pub enum Mode<'a> {
+    /// Dropout off, batch norm on its running statistics.
+    Infer,
+    /// Dropout draws from the generator; batch norm uses and tracks batch statistics.
+    Train(&'a mut Rng),
+}
+
+impl Mode<'_> {
+    /// The dropout generator, in training.
+    pub fn rng(&mut self) -> Option<&mut Rng> {
+        match self {
+            Mode::Infer => None,
+            Mode::Train(rng) => Some(rng),
+        }
+    }
+
+    /// Whether this is a training pass.
+    pub fn training(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
 /// The state a generated model holds: parameters, gradients, workspace, generators.
 #[derive(Debug, Clone)]
 pub struct ModelState<T> {
     params: Vec<T>,
+    buffers: Vec<T>,
     grads: Vec<T>,
     workspace: Workspace<T>,
     dropout_rng: Rng,
@@ -274,10 +360,15 @@ impl<T: Float> ModelState<T> {
         for p in spec.params {
             p.init.fill(&mut params[p.range()], &mut rng);
         }
+        let mut buffers = vec![T::ZERO; spec.buffer_count];
+        for b in spec.buffers {
+            b.init.fill(&mut buffers[b.range()], &mut rng);
+        }
         Self {
+            buffers,
             grads: vec![T::ZERO; spec.param_count],
             params,
-            workspace: Workspace::new(spec.nodes),
+            workspace: Workspace::new(spec),
             dropout_rng: dropout_rng(seed),
             regularization: Regularization::NONE,
             steps: 0,
@@ -288,8 +379,8 @@ impl<T: Float> ModelState<T> {
 /// Named views into a parameter-shaped buffer (the parameters or their gradients).
 #[derive(Clone, Copy)]
 pub struct ParamSet<'a, T> {
-    spec: &'static ModelSpec,
     data: &'a [T],
+    table: &'static [ParamInfo],
 }
 
 /// The gradients of the last backward pass, laid out like the parameters.
@@ -303,19 +394,22 @@ impl<'a, T> ParamSet<'a, T> {
 
     /// The tensor called `name` (`fc1.weight`), row-major in PyTorch's layout.
     pub fn get(&self, name: &str) -> Option<&'a [T]> {
-        self.spec.param(name).map(|p| &self.data[p.range()])
+        self.table
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &self.data[p.range()])
     }
 
     /// `(info, values)` for each tensor, in buffer order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static ParamInfo, &'a [T])> + '_ {
-        self.spec.params.iter().map(|p| (p, &self.data[p.range()]))
+        self.table.iter().map(|p| (p, &self.data[p.range()]))
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for ParamSet<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
-        for p in self.spec.params {
+        for p in self.table {
             map.entry(&p.name, &&self.data[p.range()]);
         }
         map.finish()
@@ -341,9 +435,10 @@ pub trait Model<T: Float>: Sized {
     #[doc(hidden)]
     fn from_state(state: ModelState<T>) -> Self;
     /// Generated: the forward pass over the workspace, whose node 0 holds the input.
-    /// Dropout draws from `rng` in training and is the identity when it is `None`.
+    /// In [`Mode::Train`], dropout draws from the generator and batch norm normalises
+    /// with batch statistics and updates its running ones in `buffers`.
     #[doc(hidden)]
-    fn forward_pass(params: &[T], ws: &mut Workspace<T>, rng: Option<&mut Rng>);
+    fn forward_pass(params: &[T], buffers: &mut [T], ws: &mut Workspace<T>, mode: Mode<'_>);
     /// Generated: the backward pass, from the gradient of the output node (filled by
     /// the loss) to `grads`, which it replaces.
     #[doc(hidden)]
@@ -360,10 +455,12 @@ pub trait Model<T: Float>: Sized {
     /// [`forward_train`](Self::forward_train), which reuses the workspace.
     fn forward<'a>(&self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> Tensor<T, Self::Output> {
         let x = x.into();
-        let mut ws = Workspace::new(Self::SPEC.nodes);
+        let mut ws = Workspace::new(Self::SPEC);
         ws.prepare(x.batch());
         ws.value_mut(0).copy_from_slice(x.as_slice());
-        Self::forward_pass(&self.state().params, &mut ws, None);
+        // Inference only reads the buffers; the copy keeps `&self`.
+        let mut buffers = self.state().buffers.clone();
+        Self::forward_pass(&self.state().params, &mut buffers, &mut ws, Mode::Infer);
         Tensor::from_vec(ws.value(Self::SPEC.output_node).to_vec())
             .expect("a non-empty batch gives a non-empty output")
     }
@@ -377,8 +474,9 @@ pub trait Model<T: Float>: Sized {
         state.workspace.value_mut(0).copy_from_slice(x.as_slice());
         Self::forward_pass(
             &state.params,
+            &mut state.buffers,
             &mut state.workspace,
-            Some(&mut state.dropout_rng),
+            Mode::Train(&mut state.dropout_rng),
         );
         state.workspace.value(Self::SPEC.output_node)
     }
@@ -391,7 +489,12 @@ pub trait Model<T: Float>: Sized {
         let state = self.state_mut();
         state.workspace.prepare(x.batch());
         state.workspace.value_mut(0).copy_from_slice(x.as_slice());
-        Self::forward_pass(&state.params, &mut state.workspace, None);
+        Self::forward_pass(
+            &state.params,
+            &mut state.buffers,
+            &mut state.workspace,
+            Mode::Infer,
+        );
         state.workspace.value(Self::SPEC.output_node)
     }
 
@@ -499,8 +602,8 @@ pub trait Model<T: Float>: Sized {
     /// The parameters, by name or as one buffer.
     fn params(&self) -> ParamSet<'_, T> {
         ParamSet {
-            spec: Self::SPEC,
             data: &self.state().params,
+            table: Self::SPEC.params,
         }
     }
 
@@ -566,21 +669,40 @@ pub trait Model<T: Float>: Sized {
     /// Saves the parameters as safetensors with PyTorch's names and layouts, atomically
     /// (a temporary file renamed over `path`).
     fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        crate::io::save(Self::SPEC, &self.state().params, path.as_ref())
+        crate::io::save(
+            Self::SPEC,
+            &self.state().params,
+            &self.state().buffers,
+            path.as_ref(),
+        )
     }
 
     /// Loads parameters saved by [`save`](Self::save) or by PyTorch
     /// (`safetensors.torch.save_file(module.state_dict(), path)`). Every missing, extra
     /// or wrongly shaped tensor is listed in the error, and the model is left unchanged.
     fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        crate::io::load(Self::SPEC, &mut self.state_mut().params, path.as_ref())
+        let state = self.state_mut();
+        crate::io::load(
+            Self::SPEC,
+            &mut state.params,
+            &mut state.buffers,
+            path.as_ref(),
+        )
+    }
+
+    /// The non-trained state (batch norm's running statistics), by name.
+    fn buffers(&self) -> ParamSet<'_, T> {
+        ParamSet {
+            data: &self.state().buffers,
+            table: Self::SPEC.buffers,
+        }
     }
 
     /// The gradients of the last backward pass, laid out like the parameters.
     fn grads(&self) -> Grads<'_, T> {
         ParamSet {
-            spec: Self::SPEC,
             data: &self.state().grads,
+            table: Self::SPEC.params,
         }
     }
 
@@ -707,14 +829,27 @@ mod tests {
 
     #[test]
     fn workspace_grows_once_and_keeps_nodes_apart() {
-        static NODES: [usize; 4] = [0, 2, 5, 7];
-        let mut ws = Workspace::<f32>::new(&NODES);
+        static SPEC: ModelSpec = ModelSpec {
+            name: "test",
+            input: &[2],
+            output: &[2],
+            layers: &[],
+            params: &[],
+            param_count: 0,
+            flops_per_sample: 0,
+            buffers: &[],
+            buffer_count: 0,
+            fixed: 4,
+            nodes: &[0, 2, 5, 7],
+            output_node: 2,
+        };
+        let mut ws = Workspace::<f32>::new(&SPEC);
         ws.prepare(3);
         assert_eq!(ws.value(1).len(), 9);
         ws.value_mut(1).fill(1.0);
-        let (input, output) = ws.forward_io(1, 2);
-        assert_eq!((input.len(), output.len()), (9, 6));
-        output.fill(2.0);
+        let io = ws.forward_io(1, 2, None);
+        assert_eq!((io.input.len(), io.output.len(), io.fixed.len()), (9, 6, 4));
+        io.output.fill(2.0);
         let capacity = ws.values.capacity();
         ws.prepare(2);
         assert_eq!(ws.values.capacity(), capacity);

@@ -16,7 +16,7 @@ use std::ops::Range;
 use proc_macro2::{Group, Literal, TokenStream, TokenTree};
 use quote::quote;
 
-use crate::check::{Act, Checked, Layer, Op};
+use crate::check::{Act, Checked, Layer, Op, Window};
 use crate::parse::ModelDef;
 
 /// Emits the model for a definition that passed every check.
@@ -77,13 +77,57 @@ pub fn emit_fallback(def: &ModelDef) -> TokenStream {
     }
 }
 
-/// One parameter tensor.
+/// How a parameter or buffer starts.
+#[derive(Clone, Copy)]
+pub enum InitPlan {
+    /// `U(-1/√fan_in, 1/√fan_in)`.
+    FanIn(usize),
+    Zeros,
+    Ones,
+}
+
+/// One parameter or buffer tensor.
 pub struct ParamPlan {
     pub name: String,
     pub shape: Vec<usize>,
     pub range: Range<usize>,
-    pub fan_in: usize,
+    pub init: InitPlan,
     pub regularized: bool,
+    /// Saved as one I64 count (batch norm's `num_batches_tracked`).
+    pub count: bool,
+}
+
+/// The runtime's `Conv2dShape`, computed here.
+#[derive(Clone, Copy)]
+pub struct Geometry {
+    pub in_channels: usize,
+    pub in_size: (usize, usize),
+    pub out_channels: usize,
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub out_size: (usize, usize),
+}
+
+impl Geometry {
+    fn new(layer: &Layer, window: &Window) -> Self {
+        Geometry {
+            in_channels: layer.input[0],
+            in_size: (layer.input[1], layer.input[2]),
+            out_channels: layer.output[0],
+            kernel: window.kernel,
+            stride: window.stride,
+            padding: window.padding,
+            dilation: window.dilation,
+            out_size: (layer.output[1], layer.output[2]),
+        }
+    }
+
+    /// Rows of the column matrix.
+    pub fn k(&self) -> usize {
+        self.in_channels * self.kernel.0 * self.kernel.1
+    }
 }
 
 /// One kernel call of the forward pass, with its backward counterpart.
@@ -97,6 +141,41 @@ pub enum Step {
         weight: Range<usize>,
         bias: Option<Range<usize>>,
         fused: Option<Act>,
+    },
+    Conv {
+        input: usize,
+        output: usize,
+        cols: usize,
+        geometry: Geometry,
+        weight: Range<usize>,
+        bias: Option<Range<usize>>,
+        fused: Option<Act>,
+        partial: Range<usize>,
+    },
+    Pool {
+        max: bool,
+        input: usize,
+        output: usize,
+        argmax: Option<usize>,
+        geometry: Geometry,
+    },
+    GlobalAvgPool {
+        input: usize,
+        output: usize,
+        channels: usize,
+        inner: usize,
+    },
+    BatchNorm {
+        input: usize,
+        output: usize,
+        channels: usize,
+        inner: usize,
+        eps: f64,
+        momentum: f64,
+        gamma: Range<usize>,
+        beta: Range<usize>,
+        running: Range<usize>,
+        saved: Range<usize>,
     },
     Activation {
         act: Act,
@@ -127,6 +206,10 @@ impl Step {
     pub fn inputs(&self) -> Vec<usize> {
         match *self {
             Step::Dense { input, .. }
+            | Step::Conv { input, .. }
+            | Step::Pool { input, .. }
+            | Step::GlobalAvgPool { input, .. }
+            | Step::BatchNorm { input, .. }
             | Step::Activation { input, .. }
             | Step::Softmax { input, .. }
             | Step::Dropout { input, .. } => vec![input],
@@ -137,6 +220,10 @@ impl Step {
     pub fn output(&self) -> usize {
         match *self {
             Step::Dense { output, .. }
+            | Step::Conv { output, .. }
+            | Step::Pool { output, .. }
+            | Step::GlobalAvgPool { output, .. }
+            | Step::BatchNorm { output, .. }
             | Step::Activation { output, .. }
             | Step::Softmax { output, .. }
             | Step::Dropout { output, .. }
@@ -145,7 +232,21 @@ impl Step {
     }
 
     pub fn has_params(&self) -> bool {
-        matches!(self, Step::Dense { .. })
+        matches!(
+            self,
+            Step::Dense { .. } | Step::Conv { .. } | Step::BatchNorm { .. }
+        )
+    }
+
+    /// Whether the step's kernel needs the batch size.
+    pub fn uses_batch(&self) -> bool {
+        !matches!(
+            self,
+            Step::Activation { .. }
+                | Step::Softmax { .. }
+                | Step::Dropout { .. }
+                | Step::Residual { .. }
+        )
     }
 }
 
@@ -154,8 +255,37 @@ pub struct Plan {
     /// Per-sample size of each node.
     pub node_sizes: Vec<usize>,
     pub params: Vec<ParamPlan>,
+    pub buffers: Vec<ParamPlan>,
+    /// Batch-independent scratch, in values.
+    pub fixed: usize,
     pub steps: Vec<Step>,
     pub output_node: usize,
+}
+
+fn push_tensor(
+    table: &mut Vec<ParamPlan>,
+    name: String,
+    shape: Vec<usize>,
+    init: InitPlan,
+    regularized: bool,
+    count: bool,
+) -> Range<usize> {
+    let start = table.last().map_or(0, |p| p.range.end);
+    let len = if count {
+        1
+    } else {
+        shape.iter().product::<usize>()
+    };
+    let range = start..start + len;
+    table.push(ParamPlan {
+        name,
+        shape,
+        range: range.clone(),
+        init,
+        regularized,
+        count,
+    });
+    range
 }
 
 impl Plan {
@@ -163,6 +293,8 @@ impl Plan {
         let mut plan = Plan {
             node_sizes: vec![checked.input.iter().product()],
             params: Vec::new(),
+            buffers: Vec::new(),
+            fixed: 0,
             steps: Vec::new(),
             output_node: 0,
         };
@@ -179,19 +311,15 @@ impl Plan {
         &mut self,
         name: String,
         shape: Vec<usize>,
-        fan_in: usize,
+        init: InitPlan,
         regularized: bool,
     ) -> Range<usize> {
-        let start = self.params.last().map_or(0, |p| p.range.end);
-        let range = start..start + shape.iter().product::<usize>();
-        self.params.push(ParamPlan {
-            name,
-            shape,
-            range: range.clone(),
-            fan_in,
-            regularized,
-        });
-        range
+        push_tensor(&mut self.params, name, shape, init, regularized, false)
+    }
+
+    fn fixed(&mut self, len: usize) -> Range<usize> {
+        self.fixed += len;
+        self.fixed - len..self.fixed
     }
 
     /// Plans a layer list fed from node `current`; returns the node of its output.
@@ -201,23 +329,24 @@ impl Plan {
             let layer = &layers[i];
             let size: usize = layer.output.iter().product();
             let name = layer.name.clone();
+            let next_fusable = match layers.get(i + 1).map(|l| &l.op) {
+                Some(Op::Activation(act)) if act.fusable() => Some(*act),
+                _ => None,
+            };
+            let mut fused_next = false;
             match &layer.op {
                 Op::Dense { units, bias } => {
                     let in_features = *layer.input.last().expect("rank >= 1");
                     let rows_per_sample = layer.input.iter().product::<usize>() / in_features;
-                    let fused = match layers.get(i + 1).map(|l| &l.op) {
-                        Some(Op::Activation(act)) if act.fusable() => Some(*act),
-                        _ => None,
-                    };
+                    let fan_in = InitPlan::FanIn(in_features);
                     let weight = self.param(
                         format!("{name}.weight"),
                         vec![*units, in_features],
-                        in_features,
+                        fan_in,
                         true,
                     );
-                    let bias = bias.then(|| {
-                        self.param(format!("{name}.bias"), vec![*units], in_features, false)
-                    });
+                    let bias = bias
+                        .then(|| self.param(format!("{name}.bias"), vec![*units], fan_in, false));
                     let output = self.node(size);
                     self.steps.push(Step::Dense {
                         input: current,
@@ -227,12 +356,124 @@ impl Plan {
                         rows_per_sample,
                         weight,
                         bias,
-                        fused,
+                        fused: next_fusable,
                     });
                     current = output;
-                    if fused.is_some() {
-                        i += 1;
-                    }
+                    fused_next = next_fusable.is_some();
+                }
+                Op::Conv2d {
+                    out_channels,
+                    window,
+                    bias,
+                } => {
+                    let geometry = Geometry::new(layer, window);
+                    let k = geometry.k();
+                    let fan_in = InitPlan::FanIn(k);
+                    let shape = vec![
+                        *out_channels,
+                        geometry.in_channels,
+                        window.kernel.0,
+                        window.kernel.1,
+                    ];
+                    let weight = self.param(format!("{name}.weight"), shape, fan_in, true);
+                    let bias = bias.then(|| {
+                        self.param(format!("{name}.bias"), vec![*out_channels], fan_in, false)
+                    });
+                    let output = self.node(size);
+                    let cols = self.node(k * geometry.out_size.0 * geometry.out_size.1);
+                    let partial = self.fixed(out_channels * k);
+                    self.steps.push(Step::Conv {
+                        input: current,
+                        output,
+                        cols,
+                        geometry,
+                        weight,
+                        bias,
+                        fused: next_fusable,
+                        partial,
+                    });
+                    current = output;
+                    fused_next = next_fusable.is_some();
+                }
+                Op::Pool { max, window } => {
+                    let geometry = Geometry::new(layer, window);
+                    let output = self.node(size);
+                    let argmax = max.then(|| self.node(size));
+                    self.steps.push(Step::Pool {
+                        max: *max,
+                        input: current,
+                        output,
+                        argmax,
+                        geometry,
+                    });
+                    current = output;
+                }
+                Op::GlobalAvgPool => {
+                    let output = self.node(size);
+                    let channels = layer.input[0];
+                    let inner = layer.input.iter().product::<usize>() / channels;
+                    self.steps.push(Step::GlobalAvgPool {
+                        input: current,
+                        output,
+                        channels,
+                        inner,
+                    });
+                    current = output;
+                }
+                Op::BatchNorm { eps, momentum } => {
+                    let channels = layer.input[0];
+                    let inner = layer.input.iter().product::<usize>() / channels;
+                    let gamma = self.param(
+                        format!("{name}.weight"),
+                        vec![channels],
+                        InitPlan::Ones,
+                        false,
+                    );
+                    let beta = self.param(
+                        format!("{name}.bias"),
+                        vec![channels],
+                        InitPlan::Zeros,
+                        false,
+                    );
+                    let mean = push_tensor(
+                        &mut self.buffers,
+                        format!("{name}.running_mean"),
+                        vec![channels],
+                        InitPlan::Zeros,
+                        false,
+                        false,
+                    );
+                    push_tensor(
+                        &mut self.buffers,
+                        format!("{name}.running_var"),
+                        vec![channels],
+                        InitPlan::Ones,
+                        false,
+                        false,
+                    );
+                    let tracked = push_tensor(
+                        &mut self.buffers,
+                        format!("{name}.num_batches_tracked"),
+                        vec![],
+                        InitPlan::Zeros,
+                        false,
+                        true,
+                    );
+                    let saved = self.fixed(2 * channels);
+                    let output = self.node(size);
+                    self.steps.push(Step::BatchNorm {
+                        input: current,
+                        output,
+                        channels,
+                        inner,
+                        eps: *eps,
+                        momentum: *momentum,
+                        gamma,
+                        beta,
+                        running: mean.start..tracked.end,
+                        saved,
+                    });
+                    current = output;
                 }
                 Op::Activation(act) => {
                     let output = self.node(size);
@@ -276,7 +517,7 @@ impl Plan {
                     current = output;
                 }
             }
-            i += 1;
+            i += if fused_next { 2 } else { 1 };
         }
         current
     }
@@ -292,5 +533,11 @@ impl Plan {
 
     pub fn param_count(&self) -> usize {
         self.params.last().map_or(0, |p| p.range.end)
+    }
+}
+
+impl Plan {
+    pub fn buffer_count(&self) -> usize {
+        self.buffers.last().map_or(0, |p| p.range.end)
     }
 }

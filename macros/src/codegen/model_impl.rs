@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{passes, Plan};
+use super::{passes, InitPlan, Plan};
 use crate::check::{Checked, Layer, Op};
 use crate::parse::ModelDef;
 
@@ -63,6 +63,15 @@ fn layer_params(layer: &Layer) -> usize {
             let in_features = *layer.input.last().expect("rank >= 1");
             units * in_features + if bias { units } else { 0 }
         }
+        Op::Conv2d {
+            out_channels,
+            window,
+            bias,
+        } => {
+            out_channels * layer.input[0] * window.kernel.0 * window.kernel.1
+                + if bias { out_channels } else { 0 }
+        }
+        Op::BatchNorm { .. } => 2 * layer.input[0],
         _ => 0,
     }
 }
@@ -77,6 +86,13 @@ fn layer_flops(layer: &Layer) -> u64 {
             let rows = out / units;
             rows * (2 * in_features * units + if bias { units } else { 0 })
         }
+        Op::Conv2d { window, bias, .. } => {
+            let k = layer.input[0] * window.kernel.0 * window.kernel.1;
+            out * (2 * k + usize::from(bias))
+        }
+        Op::Pool { window, .. } => out * window.kernel.0 * window.kernel.1,
+        Op::GlobalAvgPool => layer.input.iter().product(),
+        Op::BatchNorm { .. } => 2 * out,
         Op::Activation(_) | Op::Dropout(_) | Op::Residual(_) => out,
         Op::Softmax | Op::LogSoftmax => 3 * out,
         Op::Flatten => 0,
@@ -111,24 +127,45 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             }
         }
     });
-    let params = plan.params.iter().map(|p| {
-        let name = &p.name;
-        let shape = &p.shape;
-        let offset = p.range.start;
-        let len = p.range.len();
-        let fan_in = p.fan_in;
-        let regularized = p.regularized;
-        quote! {
-            ::kiln::__private::ParamInfo {
-                name: #name,
-                shape: &[#(#shape),*],
-                offset: #offset,
-                len: #len,
-                init: ::kiln::__private::Init::FanInUniform { fan_in: #fan_in },
-                regularized: #regularized,
-            }
-        }
-    });
+    let table = |tensors: &[super::ParamPlan]| -> Vec<TokenStream> {
+        tensors
+            .iter()
+            .map(|p| {
+                let name = &p.name;
+                let shape = &p.shape;
+                let offset = p.range.start;
+                let len = p.range.len();
+                let regularized = p.regularized;
+                let init = match p.init {
+                    InitPlan::FanIn(fan_in) => {
+                        quote!(::kiln::__private::Init::FanInUniform { fan_in: #fan_in })
+                    }
+                    InitPlan::Zeros => quote!(::kiln::__private::Init::Zeros),
+                    InitPlan::Ones => quote!(::kiln::__private::Init::Ones),
+                };
+                let kind = if p.count {
+                    quote!(::kiln::__private::TensorKind::Count)
+                } else {
+                    quote!(::kiln::__private::TensorKind::Float)
+                };
+                quote! {
+                    ::kiln::__private::ParamInfo {
+                        name: #name,
+                        shape: &[#(#shape),*],
+                        offset: #offset,
+                        len: #len,
+                        init: #init,
+                        regularized: #regularized,
+                        kind: #kind,
+                    }
+                }
+            })
+            .collect()
+    };
+    let params = table(&plan.params);
+    let buffers = table(&plan.buffers);
+    let buffer_count = plan.buffer_count();
+    let fixed = plan.fixed;
     let param_count = plan.param_count();
     let flops = flops_per_sample(checked);
     let nodes = plan.node_offsets();
@@ -141,6 +178,9 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             layers: &[#(#layers),*],
             params: &[#(#params),*],
             param_count: #param_count,
+            buffers: &[#(#buffers),*],
+            buffer_count: #buffer_count,
+            fixed: #fixed,
             flops_per_sample: #flops,
             nodes: &[#(#nodes),*],
             output_node: #output_node,

@@ -9,7 +9,7 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use super::{Plan, Step};
+use super::{Geometry, Plan, Step};
 use crate::check::Act;
 
 fn activation(act: Option<Act>) -> TokenStream {
@@ -35,34 +35,123 @@ fn rows(rows_per_sample: usize) -> TokenStream {
     }
 }
 
+/// `&::kiln::__private::layers::Conv2dShape { .. }`, a promoted constant.
+fn geometry(g: &Geometry) -> TokenStream {
+    let Geometry {
+        in_channels,
+        in_size: (ih, iw),
+        out_channels,
+        kernel: (kh, kw),
+        stride: (sh, sw),
+        padding: (ph, pw),
+        dilation: (dh, dw),
+        out_size: (oh, ow),
+    } = *g;
+    quote! {
+        &::kiln::__private::layers::Conv2dShape {
+            in_channels: #in_channels,
+            in_size: (#ih, #iw),
+            out_channels: #out_channels,
+            kernel: (#kh, #kw),
+            stride: (#sh, #sw),
+            padding: (#ph, #pw),
+            dilation: (#dh, #dw),
+            out_size: (#oh, #ow),
+        }
+    }
+}
+
+fn batch_norm_shape(channels: usize, inner: usize, eps: f64, momentum: f64) -> TokenStream {
+    let (eps, momentum) = (Literal::f64_suffixed(eps), Literal::f64_suffixed(momentum));
+    quote! {
+        &::kiln::__private::layers::BatchNormShape {
+            channels: #channels,
+            inner: #inner,
+            eps: #eps,
+            momentum: #momentum,
+        }
+    }
+}
+
+fn slice(range: &std::ops::Range<usize>) -> TokenStream {
+    let (a, b) = (range.start, range.end);
+    quote!(#a..#b)
+}
+
+fn optional_params(range: &Option<std::ops::Range<usize>>) -> TokenStream {
+    match range {
+        Some(r) => {
+            let r = slice(r);
+            quote!(::core::option::Option::Some(&params[#r]))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
 pub fn forward(plan: &Plan) -> TokenStream {
     let layers = quote!(::kiln::__private::layers);
+    let none = quote!(::core::option::Option::None);
+    let some = quote!(::core::option::Option::Some);
     let steps = plan.steps.iter().map(|step| match step {
-        Step::Dense {
-            input,
-            output,
-            in_features,
-            out_features,
-            rows_per_sample,
-            weight,
-            bias,
-            fused,
-        } => {
+        Step::Dense { input, output, in_features, out_features, rows_per_sample, weight, bias, fused } => {
             let rows = rows(*rows_per_sample);
             let act = activation(*fused);
-            let (w0, w1) = (weight.start, weight.end);
-            let bias = match bias {
-                Some(b) => {
-                    let (b0, b1) = (b.start, b.end);
-                    quote!(::core::option::Option::Some(&params[#b0..#b1]))
-                }
-                None => quote!(::core::option::Option::None),
-            };
+            let (weight, bias) = (slice(weight), optional_params(bias));
             quote! {
                 {
-                    let (input, output) = ws.forward_io(#input, #output);
+                    let io = ws.forward_io(#input, #output, #none);
                     #layers::dense_forward::<T, #in_features, #out_features>(
-                        output, input, &params[#w0..#w1], #bias, #act, #rows,
+                        io.output, io.input, &params[#weight], #bias, #act, #rows,
+                    );
+                }
+            }
+        }
+        Step::Conv { input, output, cols, geometry: g, weight, bias, fused, .. } => {
+            let (shape, act) = (geometry(g), activation(*fused));
+            let (weight, bias) = (slice(weight), optional_params(bias));
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #some(#cols));
+                    #layers::conv2d_forward::<T>(
+                        #shape, io.output, io.aux, io.input, &params[#weight], #bias, #act, batch,
+                    );
+                }
+            }
+        }
+        Step::Pool { max: true, input, output, argmax, geometry: g } => {
+            let shape = geometry(g);
+            let argmax = argmax.unwrap_or_default();
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #some(#argmax));
+                    #layers::max_pool2d_forward::<T>(#shape, io.output, io.aux, io.input, batch);
+                }
+            }
+        }
+        Step::Pool { max: false, input, output, geometry: g, .. } => {
+            let shape = geometry(g);
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #none);
+                    #layers::avg_pool2d_forward::<T>(#shape, io.output, io.input, batch);
+                }
+            }
+        }
+        Step::GlobalAvgPool { input, output, channels, inner } => quote! {
+            {
+                let io = ws.forward_io(#input, #output, #none);
+                #layers::global_avg_pool_forward::<T, #channels>(io.output, io.input, #inner, batch);
+            }
+        },
+        Step::BatchNorm { input, output, channels, inner, eps, momentum, gamma, beta, running, saved } => {
+            let shape = batch_norm_shape(*channels, *inner, *eps, *momentum);
+            let (gamma, beta, running, saved) = (slice(gamma), slice(beta), slice(running), slice(saved));
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #none);
+                    #layers::batch_norm_forward::<T>(
+                        #shape, io.output, &mut io.fixed[#saved], &mut buffers[#running], io.input,
+                        &params[#gamma], &params[#beta], mode.training(), batch,
                     );
                 }
             }
@@ -71,74 +160,55 @@ pub fn forward(plan: &Plan) -> TokenStream {
             let act = activation(Some(*act));
             quote! {
                 {
-                    let (input, output) = ws.forward_io(#input, #output);
-                    #layers::activation_forward(#act, output, input);
+                    let io = ws.forward_io(#input, #output, #none);
+                    #layers::activation_forward(#act, io.output, io.input);
                 }
             }
         }
-        Step::Softmax {
-            log,
-            width,
-            input,
-            output,
-        } => {
-            let kernel = if *log {
-                quote!(log_softmax_forward)
-            } else {
-                quote!(softmax_forward)
-            };
+        Step::Softmax { log, width, input, output } => {
+            let kernel = if *log { quote!(log_softmax_forward) } else { quote!(softmax_forward) };
             quote! {
                 {
-                    let (input, output) = ws.forward_io(#input, #output);
-                    #layers::#kernel::<T, #width>(output, input);
+                    let io = ws.forward_io(#input, #output, #none);
+                    #layers::#kernel::<T, #width>(io.output, io.input);
                 }
             }
         }
-        Step::Dropout {
-            p,
-            input,
-            output,
-            mask,
-        } => {
+        Step::Dropout { p, input, output, mask } => {
             let p = Literal::f64_suffixed(*p);
             quote! {
                 {
-                    let (input, output, mask) = ws.forward_io_aux(#input, #output, #mask);
-                    #layers::dropout_forward(output, mask, input, #p, rng.as_deref_mut());
+                    let io = ws.forward_io(#input, #output, #some(#mask));
+                    #layers::dropout_forward(io.output, io.aux, io.input, #p, mode.rng());
                 }
             }
         }
-        Step::Residual {
-            input,
-            inner,
-            output,
-        } => {
-            quote! {
-                {
-                    let (input, inner, output) = ws.forward_io2(#input, #inner, #output);
-                    #layers::residual_forward(output, input, inner);
-                }
+        Step::Residual { input, inner, output } => quote! {
+            {
+                let (input, inner, output) = ws.forward_io2(#input, #inner, #output);
+                #layers::residual_forward(output, input, inner);
             }
-        }
+        },
     });
-    let uses_rng = plan.steps.iter().any(|s| matches!(s, Step::Dropout { .. }));
-    let rng = if uses_rng {
-        quote!(mut rng)
-    } else {
-        quote!(_rng)
+    let uses = |f: fn(&Step) -> bool| plan.steps.iter().any(f);
+    let name = |used: bool, name: &str| {
+        let ident = quote::format_ident!("{}{}", if used { "" } else { "_" }, name);
+        quote!(#ident)
     };
-    let uses_params = plan.steps.iter().any(Step::has_params);
-    let batch = uses_params.then(|| quote!(let batch = ws.batch();));
-    let params = if uses_params {
-        quote!(params)
+    let params = name(uses(Step::has_params), "params");
+    let buffers = name(uses(|s| matches!(s, Step::BatchNorm { .. })), "buffers");
+    let mode = if uses(|s| matches!(s, Step::Dropout { .. })) {
+        quote!(mut mode)
     } else {
-        quote!(_params)
+        name(uses(|s| matches!(s, Step::BatchNorm { .. })), "mode")
     };
+    let batch = uses(Step::uses_batch).then(|| quote!(let batch = ws.batch();));
     quote! {
         fn forward_pass(
             #params: &[T],
+            #buffers: &mut [T],
             ws: &mut ::kiln::__private::Workspace<T>,
-            #rng: ::core::option::Option<&mut ::kiln::__private::Rng>,
+            #mode: ::kiln::__private::Mode<'_>,
         ) {
             #batch
             #(#steps)*
@@ -176,6 +246,7 @@ pub fn backward(plan: &Plan) -> TokenStream {
                 quote!(#accum_path::Add)
             })
         };
+        let replace = quote!(#accum_path::Replace);
         let block = match step {
             Step::Dense {
                 input,
@@ -189,40 +260,126 @@ pub fn backward(plan: &Plan) -> TokenStream {
             } => {
                 let rows = rows(*rows_per_sample);
                 let act = activation(*fused);
-                let (w0, w1) = (weight.start, weight.end);
                 let grad_input = match accum_for(*input) {
                     Some(accum) => quote!(#some((io.grad_input, #accum))),
                     None => quote!(#none),
                 };
-                let (grads_split, grad_bias) = match bias {
-                    Some(b) => {
-                        let (split, end) = (weight.len(), b.end);
-                        (
-                            quote!(let (grad_weight, grad_bias) = grads[#w0..#end].split_at_mut(#split);),
-                            quote!(#some(grad_bias)),
-                        )
-                    }
-                    None => (
-                        quote!(let grad_weight = &mut grads[#w0..#w1];),
-                        quote!(#none),
-                    ),
-                };
+                let (split, grad_bias) = split_grads(weight, bias);
+                let weight = slice(weight);
                 quote! {
-                        {
+                    {
                         let io = ws.backward_io(#input, #output, #none);
-                        #grads_split
+                        #split
                         #layers::dense_backward::<T, #in_features, #out_features>(
-                            #grad_input, grad_weight, #grad_bias, io.input, &params[#w0..#w1],
+                            #grad_input, grad_weight, #grad_bias, io.input, &params[#weight],
                             io.output, io.grad_output, #act, #rows,
+                        );
+                    }
+                }
+            }
+            Step::Conv {
+                input,
+                output,
+                cols,
+                geometry: g,
+                weight,
+                bias,
+                fused,
+                partial,
+            } => {
+                let (shape, act) = (geometry(g), activation(*fused));
+                let grad_input = match accum_for(*input) {
+                    Some(accum) => quote!(#some((io.grad_input, #accum))),
+                    None => quote!(#none),
+                };
+                let (split, grad_bias) = split_grads(weight, bias);
+                let (weight, partial) = (slice(weight), slice(partial));
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #some(#cols));
+                        #split
+                        #layers::conv2d_backward::<T>(
+                            #shape, #grad_input, grad_weight, #grad_bias, &mut io.fixed[#partial],
+                            io.aux, &params[#weight], io.output, io.grad_output, #act, batch,
+                        );
+                    }
+                }
+            }
+            Step::Pool {
+                max,
+                input,
+                output,
+                argmax,
+                geometry: g,
+            } => {
+                let shape = geometry(g);
+                let accum = accum_for(*input).unwrap_or_else(|| replace.clone());
+                if *max {
+                    let argmax = argmax.unwrap_or_default();
+                    quote! {
+                        {
+                            let io = ws.backward_io(#input, #output, #some(#argmax));
+                            #layers::max_pool2d_backward::<T>(#shape, io.grad_input, #accum, io.aux, io.grad_output, batch);
+                        }
+                    }
+                } else {
+                    quote! {
+                        {
+                            let io = ws.backward_io(#input, #output, #none);
+                            #layers::avg_pool2d_backward::<T>(#shape, io.grad_input, #accum, io.grad_output, batch);
+                        }
+                    }
+                }
+            }
+            Step::GlobalAvgPool {
+                input,
+                output,
+                channels,
+                inner,
+            } => {
+                let accum = accum_for(*input).unwrap_or_else(|| replace.clone());
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #none);
+                        #layers::global_avg_pool_backward::<T, #channels>(io.grad_input, #accum, io.grad_output, #inner, batch);
+                    }
+                }
+            }
+            Step::BatchNorm {
+                input,
+                output,
+                channels,
+                inner,
+                eps,
+                momentum,
+                gamma,
+                beta,
+                saved,
+                ..
+            } => {
+                let shape = batch_norm_shape(*channels, *inner, *eps, *momentum);
+                let grad_input = match accum_for(*input) {
+                    Some(accum) => quote!(#some((io.grad_input, #accum))),
+                    None => quote!(#none),
+                };
+                let both = slice(&(gamma.start..beta.end));
+                let (gamma, saved) = (slice(gamma), slice(saved));
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #none);
+                        let (grad_gamma, grad_beta) = grads[#both].split_at_mut(#channels);
+                        #layers::batch_norm_backward::<T>(
+                            #shape, #grad_input, grad_gamma, grad_beta, &io.fixed[#saved], io.input,
+                            &params[#gamma], io.grad_output, batch,
                         );
                     }
                 }
             }
             Step::Activation { act, input, output } => {
                 let act = activation(Some(*act));
-                let accum = accum_for(*input).unwrap_or_else(|| quote!(#accum_path::Replace));
+                let accum = accum_for(*input).unwrap_or_else(|| replace.clone());
                 quote! {
-                        {
+                    {
                         let io = ws.backward_io(#input, #output, #none);
                         #layers::activation_backward(#act, io.grad_input, #accum, io.input, io.output, io.grad_output);
                     }
@@ -239,9 +396,9 @@ pub fn backward(plan: &Plan) -> TokenStream {
                 } else {
                     quote!(softmax_backward)
                 };
-                let accum = accum_for(*input).unwrap_or_else(|| quote!(#accum_path::Replace));
+                let accum = accum_for(*input).unwrap_or_else(|| replace.clone());
                 quote! {
-                        {
+                    {
                         let io = ws.backward_io(#input, #output, #none);
                         #layers::#kernel::<T, #width>(io.grad_input, #accum, io.output, io.grad_output);
                     }
@@ -253,9 +410,9 @@ pub fn backward(plan: &Plan) -> TokenStream {
                 mask,
                 ..
             } => {
-                let accum = accum_for(*input).unwrap_or_else(|| quote!(#accum_path::Replace));
+                let accum = accum_for(*input).unwrap_or_else(|| replace.clone());
                 quote! {
-                        {
+                    {
                         let io = ws.backward_io(#input, #output, #some(#mask));
                         #layers::dropout_backward(io.grad_input, #accum, io.aux, io.grad_output);
                     }
@@ -272,7 +429,7 @@ pub fn backward(plan: &Plan) -> TokenStream {
                     None => quote!(#none),
                 };
                 quote! {
-                        {
+                    {
                         let [grad_input, grad_inner, grad_output] = ws.grads3(#input, #inner, #output);
                         #layers::residual_backward(#grad_input, grad_inner, grad_output);
                     }
@@ -282,7 +439,11 @@ pub fn backward(plan: &Plan) -> TokenStream {
         blocks.push(block);
     }
     let uses_params = plan.steps.iter().any(Step::has_params);
-    let batch = uses_params.then(|| quote!(let batch = ws.batch();));
+    let batch = plan
+        .steps
+        .iter()
+        .any(|s| s.uses_batch() && needed[s.output()])
+        .then(|| quote!(let batch = ws.batch();));
     let (params, grads, ws) = if uses_params {
         (quote!(params), quote!(grads), quote!(ws))
     } else {
@@ -296,6 +457,29 @@ pub fn backward(plan: &Plan) -> TokenStream {
         ) {
             #batch
             #(#blocks)*
+        }
+    }
+}
+
+/// `let (grad_weight, grad_bias) = ..` over the contiguous weight and bias gradients.
+fn split_grads(
+    weight: &std::ops::Range<usize>,
+    bias: &Option<std::ops::Range<usize>>,
+) -> (TokenStream, TokenStream) {
+    match bias {
+        Some(b) => {
+            let (split, all) = (weight.len(), slice(&(weight.start..b.end)));
+            (
+                quote!(let (grad_weight, grad_bias) = grads[#all].split_at_mut(#split);),
+                quote!(::core::option::Option::Some(grad_bias)),
+            )
+        }
+        None => {
+            let w = slice(weight);
+            (
+                quote!(let grad_weight = &mut grads[#w];),
+                quote!(::core::option::Option::None),
+            )
         }
     }
 }

@@ -72,6 +72,7 @@ const _: () = {
                         fan_in: 784,
                     },
                     regularized: true,
+                    kind: ::kiln::__private::TensorKind::Float,
                 },
                 ::kiln::__private::ParamInfo {
                     name: "fc1.bias",
@@ -82,6 +83,7 @@ const _: () = {
                         fan_in: 784,
                     },
                     regularized: false,
+                    kind: ::kiln::__private::TensorKind::Float,
                 },
                 ::kiln::__private::ParamInfo {
                     name: "fc2.weight",
@@ -92,6 +94,7 @@ const _: () = {
                         fan_in: 128,
                     },
                     regularized: true,
+                    kind: ::kiln::__private::TensorKind::Float,
                 },
                 ::kiln::__private::ParamInfo {
                     name: "fc2.bias",
@@ -102,9 +105,13 @@ const _: () = {
                         fan_in: 128,
                     },
                     regularized: false,
+                    kind: ::kiln::__private::TensorKind::Float,
                 },
             ],
             param_count: 101770,
+            buffers: &[],
+            buffer_count: 0,
+            fixed: 0,
             flops_per_sample: 203658,
             nodes: &[0, 784, 912, 1040, 1168, 1178],
             output_node: 4,
@@ -120,19 +127,20 @@ const _: () = {
         }
         fn forward_pass(
             params: &[T],
+            _buffers: &mut [T],
             ws: &mut ::kiln::__private::Workspace<T>,
-            mut rng: ::core::option::Option<&mut ::kiln::__private::Rng>,
+            mut mode: ::kiln::__private::Mode<'_>,
         ) {
             let batch = ws.batch();
             {
-                let (input, output) = ws.forward_io(0, 1);
+                let io = ws.forward_io(0, 1, ::core::option::Option::None);
                 ::kiln::__private::layers::dense_forward::<
                     T,
                     784,
                     128,
                 >(
-                    output,
-                    input,
+                    io.output,
+                    io.input,
                     &params[0..100352],
                     ::core::option::Option::Some(&params[100352..100480]),
                     ::kiln::__private::layers::Activation::Relu,
@@ -140,24 +148,24 @@ const _: () = {
                 );
             }
             {
-                let (input, output, mask) = ws.forward_io_aux(1, 2, 3);
+                let io = ws.forward_io(1, 2, ::core::option::Option::Some(3));
                 ::kiln::__private::layers::dropout_forward(
-                    output,
-                    mask,
-                    input,
+                    io.output,
+                    io.aux,
+                    io.input,
                     0.2f64,
-                    rng.as_deref_mut(),
+                    mode.rng(),
                 );
             }
             {
-                let (input, output) = ws.forward_io(2, 4);
+                let io = ws.forward_io(2, 4, ::core::option::Option::None);
                 ::kiln::__private::layers::dense_forward::<
                     T,
                     128,
                     10,
                 >(
-                    output,
-                    input,
+                    io.output,
+                    io.input,
                     &params[100480..101760],
                     ::core::option::Option::Some(&params[101760..101770]),
                     ::kiln::__private::layers::Activation::Identity,

@@ -10,14 +10,23 @@
 //! kernel writes, dL/d`input`.
 
 pub mod activation;
+pub mod batchnorm;
+pub mod conv;
 pub mod dense;
 pub mod dropout;
+pub mod pool;
 pub mod residual;
 pub mod softmax;
 
 pub use activation::{activation_backward, activation_forward, Activation};
+pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
+pub use conv::{conv2d_backward, conv2d_forward, Conv2dShape};
 pub use dense::{dense_backward, dense_forward};
 pub use dropout::{dropout_backward, dropout_forward};
+pub use pool::{
+    avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,
+    max_pool2d_backward, max_pool2d_forward,
+};
 pub use residual::{residual_backward, residual_forward};
 pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward};
 

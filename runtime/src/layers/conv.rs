@@ -1,0 +1,517 @@
+//! 2-d convolution over `[channels, height, width]` samples, as a GEMM per sample.
+//!
+//! For each sample, im2col lays the receptive fields out as a `K x P` matrix
+//! (`K = in_channels · kh · kw` rows, `P = out_h · out_w` columns); then
+//! `y = W · col + b` with the weight `[out_channels, K]` (PyTorch's
+//! `[out, in, kh, kw]`, row-major) and an optional fused activation, as for dense
+//! layers. The columns are kept in the workspace for the backward pass:
+//!
+//! - `grad_weight = Σ_n g_n · col_nᵀ`, `grad_bias = Σ_n Σ_p g_n`,
+//! - `grad_col_n = Wᵀ · g_n`, scattered back onto the input by col2im,
+//!
+//! where `g` is `grad_output ⊙ f'(output)`. Output positions follow PyTorch:
+//! `out = ⌊(in + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1`.
+//!
+//! im2col was chosen over an implicit GEMM because the columns are needed again by
+//! backward, and faer's GEMM on an explicit `K x P` matrix is the fastest product
+//! available; for MNIST-sized layers the copy is a few percent of the product.
+//!
+//! # Shapes
+//! `input`: `batch x [in_channels, in_h, in_w]`; `output`: `batch x [out_channels,
+//! out_h, out_w]`; `cols`: `batch x K x P`.
+//!
+//! # Initialisation
+//! PyTorch's default for `Conv2d`: weight and bias ~ `U(-1/√K, 1/√K)`.
+
+use faer::linalg::matmul::matmul;
+use faer::{MatMut, MatRef, Par};
+
+use super::{check_len, Accum, Activation, PARALLEL_MIN_FLOPS};
+use crate::Float;
+
+/// The geometry of a 2-d convolution or pooling window, fixed at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input height and width.
+    pub in_size: (usize, usize),
+    /// Output channels (for pooling, equal to `in_channels`).
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: (usize, usize),
+    /// Stride along height and width.
+    pub stride: (usize, usize),
+    /// Zero padding along height and width.
+    pub padding: (usize, usize),
+    /// Dilation along height and width.
+    pub dilation: (usize, usize),
+    /// Output height and width.
+    pub out_size: (usize, usize),
+}
+
+impl Conv2dShape {
+    /// Values per input sample.
+    pub const fn input_len(&self) -> usize {
+        self.in_channels * self.in_size.0 * self.in_size.1
+    }
+    /// Values per output sample.
+    pub const fn output_len(&self) -> usize {
+        self.out_channels * self.out_size.0 * self.out_size.1
+    }
+    /// Rows of the column matrix: `in_channels · kh · kw`.
+    pub const fn k(&self) -> usize {
+        self.in_channels * self.kernel.0 * self.kernel.1
+    }
+    /// Output positions per channel.
+    pub const fn p(&self) -> usize {
+        self.out_size.0 * self.out_size.1
+    }
+    /// Values of the column matrix per sample.
+    pub const fn cols_len(&self) -> usize {
+        self.k() * self.p()
+    }
+
+    /// The input position `(row, column)` that kernel tap `(i, j)` reads for output
+    /// `(oy, ox)`, or `None` in the padding.
+    #[inline(always)]
+    pub(crate) fn source(
+        &self,
+        oy: usize,
+        ox: usize,
+        i: usize,
+        j: usize,
+    ) -> Option<(usize, usize)> {
+        let y = (oy * self.stride.0 + i * self.dilation.0).checked_sub(self.padding.0)?;
+        let x = (ox * self.stride.1 + j * self.dilation.1).checked_sub(self.padding.1)?;
+        (y < self.in_size.0 && x < self.in_size.1).then_some((y, x))
+    }
+}
+
+/// Fills the `K x P` column matrix of one sample.
+fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
+    let (kh, kw) = s.kernel;
+    let (oh, ow) = s.out_size;
+    let (ih, iw) = s.in_size;
+    let p = s.p();
+    for c in 0..s.in_channels {
+        let plane = &input[c * ih * iw..(c + 1) * ih * iw];
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &mut cols[((c * kh + i) * kw + j) * p..][..p];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        row[oy * ow + ox] = match s.source(oy, ox, i, j) {
+                            Some((y, x)) => plane[y * iw + x],
+                            None => T::ZERO,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the `K x P` column gradient of one sample onto its input gradient.
+fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &[T]) {
+    let (kh, kw) = s.kernel;
+    let (oh, ow) = s.out_size;
+    let (ih, iw) = s.in_size;
+    let p = s.p();
+    for c in 0..s.in_channels {
+        let plane = &mut grad_input[c * ih * iw..(c + 1) * ih * iw];
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &grad_cols[((c * kh + i) * kw + j) * p..][..p];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        if let Some((y, x)) = s.source(oy, ox, i, j) {
+                            plane[y * iw + x] += row[oy * ow + ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `body(first_sample, samples)` over the batch, in two halves on rayon's threads
+/// when the work is large enough. The split does not depend on the number of threads,
+/// so results are the same on any machine.
+fn split_batch<A: Send, B: Send>(
+    batch: usize,
+    flops_per_sample: f64,
+    a: (&mut [A], usize),
+    b: (&mut [B], usize),
+    body: &(impl Fn(usize, &mut [A], &mut [B]) + Sync),
+) -> bool {
+    let parallel = batch >= 2 && flops_per_sample * batch as f64 >= PARALLEL_MIN_FLOPS;
+    if !parallel {
+        body(0, a.0, b.0);
+        return false;
+    }
+    let half = batch / 2;
+    let (a0, a1) = a.0.split_at_mut(half * a.1);
+    let (b0, b1) = b.0.split_at_mut(half * b.1);
+    rayon::join(|| body(0, a0, b0), || body(half, a1, b1));
+    true
+}
+
+/// `output = activation(conv(input, weight) + bias)`, keeping the columns in `cols`.
+///
+/// # Panics
+/// If a buffer's length does not match the geometry, or the activation is not fusable.
+pub fn conv2d_forward<T: Float>(
+    s: &Conv2dShape,
+    output: &mut [T],
+    cols: &mut [T],
+    input: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    activation: Activation,
+    batch: usize,
+) {
+    check_len("conv2d input", input.len(), batch * s.input_len());
+    check_len("conv2d output", output.len(), batch * s.output_len());
+    check_len("conv2d cols", cols.len(), batch * s.cols_len());
+    check_len("conv2d weight", weight.len(), s.out_channels * s.k());
+    if let Some(bias) = bias {
+        check_len("conv2d bias", bias.len(), s.out_channels);
+    }
+    assert!(
+        activation.fusable(),
+        "{activation:?} cannot be fused after a GEMM"
+    );
+    let w = MatRef::from_row_major_slice(weight, s.out_channels, s.k());
+    let flops = 2.0 * (s.out_channels * s.cols_len()) as f64;
+    split_batch(
+        batch,
+        flops,
+        (output, s.output_len()),
+        (cols, s.cols_len()),
+        &|first, out: &mut [T], cols: &mut [T]| {
+            for (n, (y, col)) in out
+                .chunks_exact_mut(s.output_len())
+                .zip(cols.chunks_exact_mut(s.cols_len()))
+                .enumerate()
+            {
+                let x = &input[(first + n) * s.input_len()..][..s.input_len()];
+                im2col(s, col, x);
+                let col = MatRef::from_row_major_slice(col, s.k(), s.p());
+                let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
+                matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
+                for (c, plane) in y.chunks_exact_mut(s.p()).enumerate() {
+                    let b = bias.map_or(T::ZERO, |b| b[c]);
+                    for v in plane {
+                        *v = activation.apply(*v + b);
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Gradients of [`conv2d_forward`].
+///
+/// `grad_output` is overwritten with the pre-activation gradient; `cols` (the columns
+/// of the forward pass) is overwritten with column gradients once the weight gradient
+/// has been taken. `grad_weight` and `grad_bias` are replaced; `grad_input`, if asked
+/// for, is replaced or accumulated. `partial` (`out_channels · K` values) is scratch
+/// for the second half of a split batch.
+///
+/// # Panics
+/// If a buffer's length does not match the geometry.
+pub fn conv2d_backward<T: Float>(
+    s: &Conv2dShape,
+    grad_input: Option<(&mut [T], Accum)>,
+    grad_weight: &mut [T],
+    grad_bias: Option<&mut [T]>,
+    partial: &mut [T],
+    cols: &mut [T],
+    weight: &[T],
+    output: &[T],
+    grad_output: &mut [T],
+    activation: Activation,
+    batch: usize,
+) {
+    let (k, p, co) = (s.k(), s.p(), s.out_channels);
+    check_len("conv2d output", output.len(), batch * s.output_len());
+    check_len(
+        "conv2d grad_output",
+        grad_output.len(),
+        batch * s.output_len(),
+    );
+    check_len("conv2d cols", cols.len(), batch * s.cols_len());
+    check_len("conv2d grad_weight", grad_weight.len(), co * k);
+    check_len("conv2d partial", partial.len(), co * k);
+    if activation != Activation::Identity {
+        for (g, &y) in grad_output.iter_mut().zip(output) {
+            *g *= activation.derivative_from_output(y);
+        }
+    }
+    if let Some(grad_bias) = grad_bias {
+        check_len("conv2d grad_bias", grad_bias.len(), co);
+        grad_bias.fill(T::ZERO);
+        for sample in grad_output.chunks_exact(s.output_len()) {
+            for (gb, plane) in grad_bias.iter_mut().zip(sample.chunks_exact(p)) {
+                *gb += plane.iter().copied().sum::<T>();
+            }
+        }
+    }
+    // Weight gradient: each half of the batch accumulates into its own buffer.
+    let grad_output: &[T] = grad_output;
+    let weight_half = |first: usize, count: usize, dst: &mut [T]| {
+        for n in first..first + count {
+            let dst = MatMut::from_row_major_slice_mut(&mut *dst, co, k);
+            let g = MatRef::from_row_major_slice(
+                &grad_output[n * s.output_len()..][..s.output_len()],
+                co,
+                p,
+            );
+            let col = MatRef::from_row_major_slice(&cols[n * s.cols_len()..][..s.cols_len()], k, p);
+            let accum = if n == first {
+                Accum::Replace
+            } else {
+                Accum::Add
+            };
+            matmul(dst, accum, g, col.transpose(), T::ONE, Par::Seq);
+        }
+    };
+    let flops = 2.0 * (co * s.cols_len()) as f64;
+    if batch >= 2 && flops * batch as f64 >= PARALLEL_MIN_FLOPS {
+        let half = batch / 2;
+        rayon::join(
+            || weight_half(0, half, grad_weight),
+            || weight_half(half, batch - half, partial),
+        );
+        for (w, &q) in grad_weight.iter_mut().zip(partial.iter()) {
+            *w += q;
+        }
+    } else {
+        weight_half(0, batch, grad_weight);
+    }
+    let Some((grad_input, accum)) = grad_input else {
+        return;
+    };
+    check_len("conv2d grad_input", grad_input.len(), batch * s.input_len());
+    let w = MatRef::from_row_major_slice(weight, co, k);
+    split_batch(
+        batch,
+        flops,
+        (grad_input, s.input_len()),
+        (cols, s.cols_len()),
+        &|first, gi: &mut [T], gcols: &mut [T]| {
+            for (n, (gx, gcol)) in gi
+                .chunks_exact_mut(s.input_len())
+                .zip(gcols.chunks_exact_mut(s.cols_len()))
+                .enumerate()
+            {
+                let g = MatRef::from_row_major_slice(
+                    &grad_output[(first + n) * s.output_len()..][..s.output_len()],
+                    co,
+                    p,
+                );
+                let dst = MatMut::from_row_major_slice_mut(gcol, k, p);
+                matmul(dst, Accum::Replace, w.transpose(), g, T::ONE, Par::Seq);
+                if accum == Accum::Replace {
+                    gx.fill(T::ZERO);
+                }
+                col2im(s, gx, gcol);
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    fn shape(
+        cin: usize,
+        hw: (usize, usize),
+        cout: usize,
+        k: (usize, usize),
+        st: (usize, usize),
+        pad: (usize, usize),
+        dil: (usize, usize),
+    ) -> Conv2dShape {
+        let out = |i: usize, k: usize, s: usize, p: usize, d: usize| {
+            (i + 2 * p - d * (k - 1) - 1) / s + 1
+        };
+        Conv2dShape {
+            in_channels: cin,
+            in_size: hw,
+            out_channels: cout,
+            kernel: k,
+            stride: st,
+            padding: pad,
+            dilation: dil,
+            out_size: (
+                out(hw.0, k.0, st.0, pad.0, dil.0),
+                out(hw.1, k.1, st.1, pad.1, dil.1),
+            ),
+        }
+    }
+
+    /// Direct convolution, the definition.
+    fn naive(s: &Conv2dShape, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let mut y = vec![0.0; s.output_len()];
+        let (oh, ow) = s.out_size;
+        for co in 0..s.out_channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b[co];
+                    for ci in 0..s.in_channels {
+                        for i in 0..s.kernel.0 {
+                            for j in 0..s.kernel.1 {
+                                if let Some((yy, xx)) = s.source(oy, ox, i, j) {
+                                    let wi = ((co * s.in_channels + ci) * s.kernel.0 + i)
+                                        * s.kernel.1
+                                        + j;
+                                    acc += w[wi] * x[(ci * s.in_size.0 + yy) * s.in_size.1 + xx];
+                                }
+                            }
+                        }
+                    }
+                    y[(co * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    fn check(s: Conv2dShape, batch: usize, act: Activation) {
+        let x = values(batch * s.input_len(), 1);
+        let w = values(s.out_channels * s.k(), 2);
+        let b = values(s.out_channels, 3);
+        let forward = |x: &[f64], w: &[f64], b: &[f64]| {
+            let mut y = vec![0.0; batch * s.output_len()];
+            let mut cols = vec![0.0; batch * s.cols_len()];
+            conv2d_forward(&s, &mut y, &mut cols, x, w, Some(b), act, batch);
+            (y, cols)
+        };
+        let (y, mut cols) = forward(&x, &w, &b);
+        for n in 0..batch {
+            let expected: Vec<f64> = naive(&s, &x[n * s.input_len()..][..s.input_len()], &w, &b)
+                .into_iter()
+                .map(|v| act.apply(v))
+                .collect();
+            assert_close(&y[n * s.output_len()..][..s.output_len()], &expected, 1e-12);
+        }
+        let c = values(y.len(), 4);
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| dot(&c, &forward(x, w, b).0);
+        let mut gx = vec![0.0; x.len()];
+        let mut gw = vec![0.0; w.len()];
+        let mut gb = vec![0.0; b.len()];
+        let mut partial = vec![0.0; w.len()];
+        let mut go = c.clone();
+        conv2d_backward(
+            &s,
+            Some((&mut gx, Accum::Replace)),
+            &mut gw,
+            Some(&mut gb),
+            &mut partial,
+            &mut cols,
+            &w,
+            &y,
+            &mut go,
+            act,
+            batch,
+        );
+        assert_close(&gx, &numeric_grad(&x, 1e-6, |x| loss(x, &w, &b)), 1e-7);
+        assert_close(&gw, &numeric_grad(&w, 1e-6, |w| loss(&x, w, &b)), 1e-7);
+        assert_close(&gb, &numeric_grad(&b, 1e-6, |b| loss(&x, &w, b)), 1e-7);
+    }
+
+    #[test]
+    fn matches_direct_convolution_and_finite_differences() {
+        check(
+            shape(1, (6, 6), 2, (3, 3), (1, 1), (0, 0), (1, 1)),
+            2,
+            Activation::Identity,
+        );
+        check(
+            shape(2, (7, 5), 3, (3, 2), (2, 1), (1, 0), (1, 1)),
+            3,
+            Activation::Tanh,
+        );
+        check(
+            shape(3, (8, 8), 2, (3, 3), (1, 2), (2, 1), (2, 1)),
+            1,
+            Activation::Sigmoid,
+        );
+        check(
+            shape(2, (5, 5), 4, (1, 1), (1, 1), (0, 0), (1, 1)),
+            2,
+            Activation::Identity,
+        );
+    }
+
+    #[test]
+    fn split_batches_give_the_serial_result() {
+        // 64 samples of a 16-channel 3x3 convolution on 14x14 is above the threshold.
+        let s = shape(16, (14, 14), 16, (3, 3), (1, 1), (1, 1), (1, 1));
+        let batch = 64;
+        let x = values(batch * s.input_len(), 5);
+        let w = values(s.out_channels * s.k(), 6);
+        let mut y = vec![0.0; batch * s.output_len()];
+        let mut cols = vec![0.0; batch * s.cols_len()];
+        conv2d_forward(&s, &mut y, &mut cols, &x, &w, None, Activation::Relu, batch);
+        let mut go = values(y.len(), 7);
+        let mut gw = vec![0.0; w.len()];
+        let mut partial = vec![0.0; w.len()];
+        let mut gx = vec![0.0; x.len()];
+        conv2d_backward(
+            &s,
+            Some((&mut gx, Accum::Replace)),
+            &mut gw,
+            None,
+            &mut partial,
+            &mut cols,
+            &w,
+            &y,
+            &mut go.clone(),
+            Activation::Relu,
+            batch,
+        );
+        // One sample at a time is the serial path.
+        let mut gw_serial = vec![0.0; w.len()];
+        for n in 0..batch {
+            let mut y1 = vec![0.0; s.output_len()];
+            let mut c1 = vec![0.0; s.cols_len()];
+            conv2d_forward(
+                &s,
+                &mut y1,
+                &mut c1,
+                &x[n * s.input_len()..][..s.input_len()],
+                &w,
+                None,
+                Activation::Relu,
+                1,
+            );
+            assert_close(&y1, &y[n * s.output_len()..][..s.output_len()], 1e-12);
+            let mut g1 = vec![0.0; w.len()];
+            let mut gx1 = vec![0.0; s.input_len()];
+            conv2d_backward(
+                &s,
+                Some((&mut gx1, Accum::Replace)),
+                &mut g1,
+                None,
+                &mut partial,
+                &mut c1,
+                &w,
+                &y1,
+                &mut go[n * s.output_len()..][..s.output_len()].to_vec(),
+                Activation::Relu,
+                1,
+            );
+            assert_close(&gx1, &gx[n * s.input_len()..][..s.input_len()], 1e-12);
+            for (a, b) in gw_serial.iter_mut().zip(&g1) {
+                *a += b;
+            }
+        }
+        assert_close(&gw, &gw_serial, 1e-10);
+        go.clear();
+    }
+}

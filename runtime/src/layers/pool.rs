@@ -1,0 +1,314 @@
+//! Pooling over `[channels, height, width]` samples: max (with the argmax kept for
+//! backward), average (PyTorch's `count_include_pad=True`: every window divides by
+//! `kh · kw`) and global average (`[C, H, W]` to `[C]`).
+//!
+//! Windows use the same geometry as convolutions ([`Conv2dShape`], with
+//! `out_channels = in_channels`); padded positions never win a max and count as zeros
+//! in an average.
+//!
+//! # Shapes
+//! `input`: `batch x [C, H, W]`; `output`: `batch x [C, out_h, out_w]` (or `[C]` for the
+//! global average); `argmax`: like `output`.
+
+use super::conv::Conv2dShape;
+use super::{check_len, Accum};
+use crate::Float;
+
+/// Max pooling; `argmax` receives, for each output, the index within its sample of the
+/// input that won (ties go to the first in row-major order).
+///
+/// # Panics
+/// If a buffer's length does not match the geometry.
+pub fn max_pool2d_forward<T: Float>(
+    s: &Conv2dShape,
+    output: &mut [T],
+    argmax: &mut [T],
+    input: &[T],
+    batch: usize,
+) {
+    check_len("max_pool2d input", input.len(), batch * s.input_len());
+    check_len("max_pool2d output", output.len(), batch * s.output_len());
+    check_len("max_pool2d argmax", argmax.len(), batch * s.output_len());
+    let (ih, iw) = s.in_size;
+    let (oh, ow) = s.out_size;
+    for n in 0..batch {
+        let x = &input[n * s.input_len()..][..s.input_len()];
+        for c in 0..s.in_channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best: Option<(usize, T)> = None;
+                    for i in 0..s.kernel.0 {
+                        for j in 0..s.kernel.1 {
+                            if let Some((y, xx)) = s.source(oy, ox, i, j) {
+                                let index = (c * ih + y) * iw + xx;
+                                let v = x[index];
+                                if best.is_none_or(|(_, b)| v > b) {
+                                    best = Some((index, v));
+                                }
+                            }
+                        }
+                    }
+                    // The macro guarantees every window holds at least one input.
+                    let (index, value) = best.unwrap_or((0, T::ZERO));
+                    let o = n * s.output_len() + (c * oh + oy) * ow + ox;
+                    output[o] = value;
+                    argmax[o] = T::from_f64(index as f64);
+                }
+            }
+        }
+    }
+}
+
+/// Routes each output gradient to the input that won its window.
+///
+/// # Panics
+/// If a buffer's length does not match the geometry.
+pub fn max_pool2d_backward<T: Float>(
+    s: &Conv2dShape,
+    grad_input: &mut [T],
+    accum: Accum,
+    argmax: &[T],
+    grad_output: &[T],
+    batch: usize,
+) {
+    check_len(
+        "max_pool2d grad_input",
+        grad_input.len(),
+        batch * s.input_len(),
+    );
+    check_len(
+        "max_pool2d grad_output",
+        grad_output.len(),
+        batch * s.output_len(),
+    );
+    if accum == Accum::Replace {
+        grad_input.fill(T::ZERO);
+    }
+    for n in 0..batch {
+        let gi = &mut grad_input[n * s.input_len()..][..s.input_len()];
+        let range = n * s.output_len()..(n + 1) * s.output_len();
+        for (&index, &g) in argmax[range.clone()].iter().zip(&grad_output[range]) {
+            gi[index.to_f64() as usize] += g;
+        }
+    }
+}
+
+/// Average pooling, dividing every window by `kh · kw`.
+///
+/// # Panics
+/// If a buffer's length does not match the geometry.
+pub fn avg_pool2d_forward<T: Float>(s: &Conv2dShape, output: &mut [T], input: &[T], batch: usize) {
+    check_len("avg_pool2d input", input.len(), batch * s.input_len());
+    check_len("avg_pool2d output", output.len(), batch * s.output_len());
+    let (ih, iw) = s.in_size;
+    let (oh, ow) = s.out_size;
+    let scale = T::ONE / T::from_f64((s.kernel.0 * s.kernel.1) as f64);
+    for n in 0..batch {
+        let x = &input[n * s.input_len()..][..s.input_len()];
+        for c in 0..s.in_channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut sum = T::ZERO;
+                    for i in 0..s.kernel.0 {
+                        for j in 0..s.kernel.1 {
+                            if let Some((y, xx)) = s.source(oy, ox, i, j) {
+                                sum += x[(c * ih + y) * iw + xx];
+                            }
+                        }
+                    }
+                    output[n * s.output_len() + (c * oh + oy) * ow + ox] = sum * scale;
+                }
+            }
+        }
+    }
+}
+
+/// Gradient of [`avg_pool2d_forward`].
+///
+/// # Panics
+/// If a buffer's length does not match the geometry.
+pub fn avg_pool2d_backward<T: Float>(
+    s: &Conv2dShape,
+    grad_input: &mut [T],
+    accum: Accum,
+    grad_output: &[T],
+    batch: usize,
+) {
+    check_len(
+        "avg_pool2d grad_input",
+        grad_input.len(),
+        batch * s.input_len(),
+    );
+    check_len(
+        "avg_pool2d grad_output",
+        grad_output.len(),
+        batch * s.output_len(),
+    );
+    if accum == Accum::Replace {
+        grad_input.fill(T::ZERO);
+    }
+    let (ih, iw) = s.in_size;
+    let (oh, ow) = s.out_size;
+    let scale = T::ONE / T::from_f64((s.kernel.0 * s.kernel.1) as f64);
+    for n in 0..batch {
+        let gi = &mut grad_input[n * s.input_len()..][..s.input_len()];
+        for c in 0..s.in_channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = grad_output[n * s.output_len() + (c * oh + oy) * ow + ox] * scale;
+                    for i in 0..s.kernel.0 {
+                        for j in 0..s.kernel.1 {
+                            if let Some((y, xx)) = s.source(oy, ox, i, j) {
+                                gi[(c * ih + y) * iw + xx] += g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `[C, H, W]` to `[C]`: the mean of each channel's `inner = H · W` values.
+///
+/// # Panics
+/// If the lengths do not match `batch · CHANNELS · inner` and `batch · CHANNELS`.
+pub fn global_avg_pool_forward<T: Float, const CHANNELS: usize>(
+    output: &mut [T],
+    input: &[T],
+    inner: usize,
+    batch: usize,
+) {
+    check_len(
+        "global_avg_pool input",
+        input.len(),
+        batch * CHANNELS * inner,
+    );
+    check_len("global_avg_pool output", output.len(), batch * CHANNELS);
+    let scale = T::ONE / T::from_f64(inner as f64);
+    for (y, plane) in output.iter_mut().zip(input.chunks_exact(inner)) {
+        *y = plane.iter().copied().sum::<T>() * scale;
+    }
+}
+
+/// Gradient of [`global_avg_pool_forward`].
+///
+/// # Panics
+/// If the lengths do not match.
+pub fn global_avg_pool_backward<T: Float, const CHANNELS: usize>(
+    grad_input: &mut [T],
+    accum: Accum,
+    grad_output: &[T],
+    inner: usize,
+    batch: usize,
+) {
+    check_len(
+        "global_avg_pool grad_input",
+        grad_input.len(),
+        batch * CHANNELS * inner,
+    );
+    check_len(
+        "global_avg_pool grad_output",
+        grad_output.len(),
+        batch * CHANNELS,
+    );
+    let scale = T::ONE / T::from_f64(inner as f64);
+    for (plane, &g) in grad_input.chunks_exact_mut(inner).zip(grad_output) {
+        for v in plane {
+            super::store(v, g * scale, accum);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    fn shape(
+        c: usize,
+        hw: (usize, usize),
+        k: (usize, usize),
+        st: (usize, usize),
+        pad: (usize, usize),
+    ) -> Conv2dShape {
+        let out = |i: usize, k: usize, s: usize, p: usize| (i + 2 * p - k) / s + 1;
+        Conv2dShape {
+            in_channels: c,
+            in_size: hw,
+            out_channels: c,
+            kernel: k,
+            stride: st,
+            padding: pad,
+            dilation: (1, 1),
+            out_size: (out(hw.0, k.0, st.0, pad.0), out(hw.1, k.1, st.1, pad.1)),
+        }
+    }
+
+    #[test]
+    fn max_pool_picks_the_largest_and_routes_its_gradient() {
+        let s = shape(1, (4, 4), (2, 2), (2, 2), (0, 0));
+        let x: Vec<f64> = (0..16).map(f64::from).collect();
+        let mut y = vec![0.0; 4];
+        let mut arg = vec![0.0; 4];
+        max_pool2d_forward(&s, &mut y, &mut arg, &x, 1);
+        assert_eq!(y, [5.0, 7.0, 13.0, 15.0]);
+        let mut gx = vec![9.0; 16];
+        max_pool2d_backward(&s, &mut gx, Accum::Replace, &arg, &[1.0, 2.0, 3.0, 4.0], 1);
+        assert_eq!(gx[5], 1.0);
+        assert_eq!(gx[15], 4.0);
+        assert_eq!(gx.iter().sum::<f64>(), 10.0);
+    }
+
+    #[test]
+    fn pools_match_finite_differences() {
+        for s in [
+            shape(2, (5, 5), (2, 2), (2, 2), (0, 0)),
+            shape(3, (6, 7), (3, 2), (2, 1), (1, 1)),
+            shape(1, (4, 4), (3, 3), (1, 1), (1, 1)),
+        ] {
+            let batch = 2;
+            // Distinct values keep the max away from ties, where it is not differentiable.
+            let x: Vec<f64> = values(batch * s.input_len(), 11)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + i as f64 * 1e-3)
+                .collect();
+            let c = values(batch * s.output_len(), 12);
+            let max_loss = |x: &[f64]| {
+                let mut y = vec![0.0; c.len()];
+                let mut arg = vec![0.0; c.len()];
+                max_pool2d_forward(&s, &mut y, &mut arg, x, batch);
+                dot(&c, &y)
+            };
+            let mut y = vec![0.0; c.len()];
+            let mut arg = vec![0.0; c.len()];
+            max_pool2d_forward(&s, &mut y, &mut arg, &x, batch);
+            let mut gx = vec![0.0; x.len()];
+            max_pool2d_backward(&s, &mut gx, Accum::Replace, &arg, &c, batch);
+            assert_close(&gx, &numeric_grad(&x, 1e-7, max_loss), 1e-7);
+
+            let avg_loss = |x: &[f64]| {
+                let mut y = vec![0.0; c.len()];
+                avg_pool2d_forward(&s, &mut y, x, batch);
+                dot(&c, &y)
+            };
+            avg_pool2d_backward(&s, &mut gx, Accum::Replace, &c, batch);
+            assert_close(&gx, &numeric_grad(&x, 1e-6, avg_loss), 1e-8);
+        }
+    }
+
+    #[test]
+    fn global_average_matches_finite_differences() {
+        let x = values(2 * 3 * 10, 13);
+        let c = values(2 * 3, 14);
+        let loss = |x: &[f64]| {
+            let mut y = vec![0.0; 6];
+            global_avg_pool_forward::<f64, 3>(&mut y, x, 10, 2);
+            dot(&c, &y)
+        };
+        let mut gx = vec![0.0; x.len()];
+        global_avg_pool_backward::<f64, 3>(&mut gx, Accum::Replace, &c, 10, 2);
+        assert_close(&gx, &numeric_grad(&x, 1e-6, loss), 1e-8);
+    }
+}
