@@ -40,14 +40,21 @@ where
     let h = 1e-6;
     let params = model.params().as_slice().to_vec();
     let mut worst: f64 = 0.0;
+    // The numeric loss runs the training forward too, so batch norm normalises with
+    // the batch's statistics as it did for the analytic gradient (none of these models
+    // has a dropout probability above zero).
+    let train_loss = |model: &mut M| {
+        let output = model.forward_train(x).to_vec();
+        loss.evaluate(&output, target, layout, None).unwrap()
+    };
     for i in 0..params.len() {
         let mut probe = params.clone();
         probe[i] = params[i] + h;
         model.set_params(&probe).unwrap();
-        let up = model.evaluate_loss(x, target, loss).unwrap();
+        let up = train_loss(&mut model);
         probe[i] = params[i] - h;
         model.set_params(&probe).unwrap();
-        let down = model.evaluate_loss(x, target, loss).unwrap();
+        let down = train_loss(&mut model);
         let numeric = (up - down) / (2.0 * h);
         let error = (analytic[i] - numeric).abs() / 1f64.max(numeric.abs());
         worst = worst.max(error);
@@ -174,6 +181,80 @@ fn probabilities_with_binary_cross_entropy() {
         &x,
         &y[..],
         &BinaryCrossEntropy::default(),
+        1e-6,
+    );
+}
+
+kiln::model! {
+    struct StridedCnn {
+        input: [2, 7, 6],
+        conv: Conv2d(3, kernel = (3, 2), stride = (2, 1), padding = 1), Relu,
+        MaxPool2d(2, floor = true),
+        Flatten,
+        out: Dense(4),
+    }
+}
+kiln::model! {
+    struct NormalisedCnn {
+        input: [1, 8, 8],
+        conv1: Conv2d(4, kernel = 3, dilation = 2, padding = 2, bias = false),
+        bn1: BatchNorm2d, Tanh,
+        AvgPool2d(2),
+        block: Residual { Conv2d(4, kernel = 3, padding = 1), Sigmoid },
+        conv2: Conv2d(2, kernel = 1),
+        GlobalAvgPool,
+        bn2: BatchNorm1d,
+        out: Dense(3),
+    }
+}
+kiln::model! {
+    struct PaddedPools {
+        input: [2, 6, 6],
+        MaxPool2d(3, stride = 1, padding = 1),
+        conv: Conv2d(2, kernel = 2, stride = 2), Gelu,
+        AvgPool2d(3, stride = 2, padding = 1, floor = true),
+        Flatten,
+        Dense(2),
+    }
+}
+
+#[test]
+fn convolutions_with_stride_padding_and_non_square_kernels() {
+    let x: Vec<f64> = values(3 * 2 * 7 * 6, 11).iter().map(|v| v * 2.0).collect();
+    check_model(
+        StridedCnn::<f64>::new(8),
+        &x,
+        &[0, 3, 1][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}
+
+#[test]
+fn batch_norm_dilation_residual_convolutions_and_global_pooling() {
+    let x = values(3 * 64, 12);
+    check_model(
+        NormalisedCnn::<f64>::new(9),
+        &x,
+        &[2, 0, 1][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}
+
+#[test]
+fn padded_max_and_average_pools() {
+    let x: Vec<f64> = values(2 * 72, 13)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + 1e-3 * i as f64)
+        .collect();
+    let y = values(2 * 2, 14);
+    check_model(
+        PaddedPools::<f64>::new(10),
+        &x,
+        &y[..],
+        &Mse::default(),
         1e-6,
     );
 }

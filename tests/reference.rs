@@ -238,6 +238,16 @@ kiln::model! {
     }
 }
 kiln::model! {
+    struct RefCnn {
+        input: [1, 8, 8],
+        conv: Conv2d(3, kernel = 3, padding = 1), Relu,
+        MaxPool2d(2),
+        bn: BatchNorm2d,
+        Flatten,
+        fc: Dense(4),
+    }
+}
+kiln::model! {
     struct RefSequence { input: [3, 4], seq: Dense(6), Sigmoid, Flatten, head: Dense(2) }
 }
 
@@ -269,6 +279,11 @@ fn generated_models_match_jax() {
                 &labels(&case["target"]),
             ),
             "residual" => model_gradients::<RefResidual<f64>, _>(
+                case,
+                &CrossEntropy::default(),
+                &labels(&case["target"]),
+            ),
+            "cnn" => model_gradients::<RefCnn<f64>, _>(
                 case,
                 &CrossEntropy::default(),
                 &labels(&case["target"]),
@@ -309,5 +324,196 @@ fn optimisers_follow_optax() {
             opt.step(&mut params, &floats(g)).unwrap();
             assert_close(&format!("{name} step {step}"), &params, &floats(expected));
         }
+    }
+}
+
+fn pair(v: &Value) -> (usize, usize) {
+    let a = v.as_array().unwrap();
+    (
+        a[0].as_u64().unwrap() as usize,
+        a[1].as_u64().unwrap() as usize,
+    )
+}
+
+fn geometry(
+    case: &Value,
+    in_channels: usize,
+    out_channels: usize,
+    dilation: (usize, usize),
+) -> layers::Conv2dShape {
+    layers::Conv2dShape {
+        in_channels,
+        in_size: pair(&case["in_size"]),
+        out_channels,
+        kernel: pair(&case["kernel"]),
+        stride: pair(&case["stride"]),
+        padding: pair(&case["padding"]),
+        dilation,
+        out_size: pair(&case["out_size"]),
+    }
+}
+
+#[test]
+fn convolutions_match_jax() {
+    for (i, case) in fixture()["conv"].as_array().unwrap().iter().enumerate() {
+        let batch = case["batch"].as_u64().unwrap() as usize;
+        let cin = case["in_channels"].as_u64().unwrap() as usize;
+        let cout = case["out_channels"].as_u64().unwrap() as usize;
+        let s = geometry(case, cin, cout, pair(&case["dilation"]));
+        let (x, w, b) = (
+            floats(&case["x"]),
+            floats(&case["weight"]),
+            floats(&case["bias"]),
+        );
+        let mut y = vec![0.0; batch * s.output_len()];
+        let mut cols = vec![0.0; batch * s.cols_len()];
+        layers::conv2d_forward(
+            &s,
+            &mut y,
+            &mut cols,
+            &x,
+            &w,
+            Some(&b),
+            Activation::Identity,
+            batch,
+        );
+        assert_close(&format!("conv {i} y"), &y, &floats(&case["y"]));
+        let mut gx = vec![0.0; x.len()];
+        let mut gw = vec![0.0; w.len()];
+        let mut gb = vec![0.0; b.len()];
+        let mut partial = vec![0.0; w.len()];
+        let mut upstream = floats(&case["upstream"]);
+        layers::conv2d_backward(
+            &s,
+            Some((&mut gx, Accum::Replace)),
+            &mut gw,
+            Some(&mut gb),
+            &mut partial,
+            &mut cols,
+            &w,
+            &y,
+            &mut upstream,
+            Activation::Identity,
+            batch,
+        );
+        assert_close(&format!("conv {i} grad_x"), &gx, &floats(&case["grad_x"]));
+        assert_close(
+            &format!("conv {i} grad_weight"),
+            &gw,
+            &floats(&case["grad_weight"]),
+        );
+        assert_close(
+            &format!("conv {i} grad_bias"),
+            &gb,
+            &floats(&case["grad_bias"]),
+        );
+    }
+}
+
+#[test]
+fn pools_match_jax() {
+    for (i, case) in fixture()["pool"].as_array().unwrap().iter().enumerate() {
+        let batch = case["batch"].as_u64().unwrap() as usize;
+        let c = case["channels"].as_u64().unwrap() as usize;
+        let s = geometry(case, c, c, (1, 1));
+        let (x, upstream) = (floats(&case["x"]), floats(&case["upstream"]));
+        let mut y = vec![0.0; batch * s.output_len()];
+        let mut gx = vec![0.0; x.len()];
+        let kind = case["kind"].as_str().unwrap();
+        if kind == "max" {
+            let mut argmax = vec![0.0; y.len()];
+            layers::max_pool2d_forward(&s, &mut y, &mut argmax, &x, batch);
+            layers::max_pool2d_backward(&s, &mut gx, Accum::Replace, &argmax, &upstream, batch);
+        } else {
+            layers::avg_pool2d_forward(&s, &mut y, &x, batch);
+            layers::avg_pool2d_backward(&s, &mut gx, Accum::Replace, &upstream, batch);
+        }
+        assert_close(&format!("{kind} pool {i} y"), &y, &floats(&case["y"]));
+        assert_close(
+            &format!("{kind} pool {i} grad_x"),
+            &gx,
+            &floats(&case["grad_x"]),
+        );
+    }
+}
+
+#[test]
+fn batch_norm_matches_jax_and_pytorchs_running_statistics() {
+    for (i, case) in fixture()["batch_norm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let batch = case["batch"].as_u64().unwrap() as usize;
+        let s = layers::BatchNormShape {
+            channels: case["channels"].as_u64().unwrap() as usize,
+            inner: case["inner"].as_u64().unwrap() as usize,
+            eps: case["eps"].as_f64().unwrap(),
+            momentum: case["momentum"].as_f64().unwrap(),
+        };
+        let c = s.channels;
+        let (x, gamma, beta) = (
+            floats(&case["x"]),
+            floats(&case["gamma"]),
+            floats(&case["beta"]),
+        );
+        let mut y = vec![0.0; x.len()];
+        let mut saved = vec![0.0; 2 * c];
+        let mut running: Vec<f64> = std::iter::repeat_n(0.0, c)
+            .chain(std::iter::repeat_n(1.0, c))
+            .chain([0.0])
+            .collect();
+        layers::batch_norm_forward(
+            &s,
+            &mut y,
+            &mut saved,
+            &mut running,
+            &x,
+            &gamma,
+            &beta,
+            true,
+            batch,
+        );
+        assert_close(&format!("batch norm {i} y"), &y, &floats(&case["y"]));
+        assert_close(
+            &format!("batch norm {i} running mean"),
+            &running[..c],
+            &floats(&case["running_mean"]),
+        );
+        assert_close(
+            &format!("batch norm {i} running var"),
+            &running[c..2 * c],
+            &floats(&case["running_var"]),
+        );
+        let mut gx = vec![0.0; x.len()];
+        let mut gg = vec![0.0; c];
+        let mut gb = vec![0.0; c];
+        layers::batch_norm_backward(
+            &s,
+            Some((&mut gx, Accum::Replace)),
+            &mut gg,
+            &mut gb,
+            &saved,
+            &x,
+            &gamma,
+            &floats(&case["upstream"]),
+            batch,
+        );
+        assert_close(
+            &format!("batch norm {i} grad_x"),
+            &gx,
+            &floats(&case["grad_x"]),
+        );
+        assert_close(
+            &format!("batch norm {i} grad_gamma"),
+            &gg,
+            &floats(&case["grad_gamma"]),
+        );
+        assert_close(
+            &format!("batch norm {i} grad_beta"),
+            &gb,
+            &floats(&case["grad_beta"]),
+        );
     }
 }

@@ -198,13 +198,137 @@ def optimizer_cases():
     return cases
 
 
+def out_size(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def conv_cases():
+    """Convolutions with stride, padding, dilation and non-square kernels."""
+    cases = []
+    configs = [
+        # (batch, cin, (h, w), cout, kernel, stride, padding, dilation)
+        (2, 1, (6, 6), 2, (3, 3), (1, 1), (0, 0), (1, 1)),
+        (2, 2, (7, 5), 3, (3, 2), (2, 1), (1, 0), (1, 1)),
+        (1, 3, (9, 8), 2, (3, 3), (2, 2), (2, 1), (2, 1)),
+        (3, 2, (5, 5), 4, (1, 1), (1, 1), (0, 0), (1, 1)),
+    ]
+    for batch, cin, (h, w), cout, k, st, pad, dil in configs:
+        x, wt, b = draw(batch, cin, h, w), draw(cout, cin, *k), draw(cout)
+        oh, ow = out_size(h, k[0], st[0], pad[0], dil[0]), out_size(w, k[1], st[1], pad[1], dil[1])
+        upstream = draw(batch, cout, oh, ow)
+
+        def conv(x, wt, b):
+            y = jax.lax.conv_general_dilated(
+                x, wt, window_strides=st, padding=[(pad[0], pad[0]), (pad[1], pad[1])],
+                rhs_dilation=dil, dimension_numbers=("NCHW", "OIHW", "NCHW"))
+            return y + b[None, :, None, None]
+
+        y, vjp = jax.vjp(conv, x, wt, b)
+        dx, dw, db = vjp(upstream)
+        cases.append(dict(batch=batch, in_channels=cin, in_size=[h, w], out_channels=cout, kernel=list(k),
+                          stride=list(st), padding=list(pad), dilation=list(dil), out_size=[oh, ow],
+                          x=flat(x), weight=flat(wt), bias=flat(b), upstream=flat(upstream), y=flat(y),
+                          grad_x=flat(dx), grad_weight=flat(dw), grad_bias=flat(db)))
+    return cases
+
+
+def pool_cases():
+    cases = []
+    configs = [
+        # (batch, c, (h, w), kernel, stride, padding)
+        (2, 2, (6, 6), (2, 2), (2, 2), (0, 0)),
+        (1, 3, (7, 6), (3, 2), (2, 1), (1, 1)),
+        (2, 1, (5, 5), (3, 3), (1, 1), (1, 1)),
+    ]
+    for batch, c, (h, w), k, st, pad in configs:
+        x = draw(batch, c, h, w)
+        oh, ow = out_size(h, k[0], st[0], pad[0], 1), out_size(w, k[1], st[1], pad[1], 1)
+        upstream = draw(batch, c, oh, ow)
+        window, strides = (1, 1) + k, (1, 1) + st
+        padding = [(0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])]
+
+        def max_pool(x):
+            return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding)
+
+        def avg_pool(x):  # PyTorch's count_include_pad=True
+            return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding) / (k[0] * k[1])
+
+        for kind, fn in [("max", max_pool), ("avg", avg_pool)]:
+            y, vjp = jax.vjp(fn, x)
+            (dx,) = vjp(upstream)
+            cases.append(dict(kind=kind, batch=batch, channels=c, in_size=[h, w], kernel=list(k), stride=list(st),
+                              padding=list(pad), out_size=[oh, ow], x=flat(x), upstream=flat(upstream),
+                              y=flat(y), grad_x=flat(dx)))
+    return cases
+
+
+def batch_norm_cases():
+    """Training-mode batch norm (biased variance) and PyTorch's running-statistics update."""
+    cases = []
+    for batch, c, inner in [(4, 3, 1), (2, 2, 6)]:
+        x = draw(batch, c, inner, scale=2.0)
+        gamma, beta = 1.0 + draw(c, scale=0.5), draw(c)
+        upstream = draw(batch, c, inner)
+        eps, momentum = 1e-5, 0.1
+
+        def bn(x, gamma, beta):
+            mean = x.mean(axis=(0, 2), keepdims=True)
+            var = ((x - mean) ** 2).mean(axis=(0, 2), keepdims=True)
+            return gamma[None, :, None] * (x - mean) / jnp.sqrt(var + eps) + beta[None, :, None]
+
+        y, vjp = jax.vjp(bn, x, gamma, beta)
+        dx, dgamma, dbeta = vjp(upstream)
+        m = batch * inner
+        mean = x.mean(axis=(0, 2))
+        var_unbiased = x.var(axis=(0, 2)) * m / (m - 1)
+        running_mean = momentum * mean
+        running_var = (1 - momentum) * 1.0 + momentum * var_unbiased
+        cases.append(dict(batch=batch, channels=c, inner=inner, eps=eps, momentum=momentum, x=flat(x),
+                          gamma=flat(gamma), beta=flat(beta), upstream=flat(upstream), y=flat(y),
+                          grad_x=flat(dx), grad_gamma=flat(dgamma), grad_beta=flat(dbeta),
+                          running_mean=flat(running_mean), running_var=flat(running_var)))
+    return cases
+
+
+def cnn_model_case():
+    # kiln: input: [1, 8, 8], conv: Conv2d(3, kernel = 3, padding = 1), Relu, MaxPool2d(2),
+    #       bn: BatchNorm2d, Flatten, fc: Dense(4)
+    shapes = [("conv.weight", (3, 1, 3, 3)), ("conv.bias", (3,)), ("bn.weight", (3,)), ("bn.bias", (3,)),
+              ("fc.weight", (4, 48)), ("fc.bias", (4,))]
+    params = {
+        "conv.weight": draw(3, 1, 3, 3, scale=1 / 3), "conv.bias": draw(3, scale=1 / 3),
+        "bn.weight": 1.0 + draw(3, scale=0.3), "bn.bias": draw(3, scale=0.3),
+        "fc.weight": draw(4, 48, scale=1 / np.sqrt(48)), "fc.bias": draw(4, scale=1 / np.sqrt(48)),
+    }
+
+    def cnn(p, x):
+        h = jax.lax.conv_general_dilated(x, p["conv.weight"], (1, 1), [(1, 1), (1, 1)],
+                                         dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        h = jax.nn.relu(h + p["conv.bias"][None, :, None, None])
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+        mean = h.mean(axis=(0, 2, 3), keepdims=True)
+        var = ((h - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+        h = (h - mean) / jnp.sqrt(var + 1e-5) * p["bn.weight"][None, :, None, None] + p["bn.bias"][None, :, None, None]
+        return dense(p, "fc", h.reshape(h.shape[0], -1))
+
+    x = draw(3, 1, 8, 8)
+    labels = np.array([3, 0, 2])
+    value, grads = jax.value_and_grad(lambda p: ce(cnn(p, x), labels))(params)
+    return dict(model="cnn", x=flat(x), target=[int(v) for v in labels],
+                params=[v for n, _ in shapes for v in flat(params[n])], value=float(value),
+                grads=[v for n, _ in shapes for v in flat(grads[n])])
+
+
 fixture = {
     "generator": "scripts/reference/generate.py",
     "versions": {"jax": jax.__version__, "optax": optax.__version__, "numpy": np.__version__},
     "dense": dense_cases(),
     "softmax": softmax_cases(),
     "losses": loss_cases(),
-    "models": model_cases(),
+    "models": model_cases() + [cnn_model_case()],
+    "conv": conv_cases(),
+    "pool": pool_cases(),
+    "batch_norm": batch_norm_cases(),
     "optimizers": optimizer_cases(),
 }
 OUT.write_text(json.dumps(fixture, indent=1) + "\n")
