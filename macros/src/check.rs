@@ -584,7 +584,7 @@ fn check_item(
                     where_,
                     format!(
                         "{name}: {} expects {expected} but gets {}",
-                        spec.name.to_lowercase(),
+                        spec.name,
                         dims(&input)
                     ),
                 );
@@ -775,10 +775,15 @@ fn spatial(
         errors.push(
             at,
             format!(
-                "{name}: stride {} does not tile input {}: {} positions are left over; add `floor = true` to drop them as PyTorch does",
+                "{name}: stride {} does not tile input {}: the last {} would be left over; add `floor = true` to drop it as PyTorch does",
                 pair(w.stride),
                 dims(input),
-                if rest.0 != 0 { format!("{} row(s)", rest.0) } else { format!("{} column(s)", rest.1) }
+                match rest {
+                    (1, _) => "row".to_string(),
+                    (0, 1) => "column".to_string(),
+                    (0, n) => format!("{n} columns"),
+                    (n, _) => format!("{n} rows"),
+                }
             ),
         );
         return None;
