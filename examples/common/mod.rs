@@ -59,7 +59,7 @@ pub fn main_with(name: &str, run: impl FnOnce(&Args) -> Result<(), Error>) {
 }
 
 /// The 8x8 digits that ship with kiln, split 80/20 with a fixed seed.
-pub fn shipped_digits<S: Shape>() -> Result<(Dataset<f32, S>, Dataset<f32, S>), Error> {
+pub fn shipped_digits<S: Shape>() -> Result<kiln::data::TrainTest<f32, S>, Error> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
     println!(
         "no MNIST directory given (--data or KILN_MNIST_DIR): the 8x8 digits in {}",
