@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln::data::{read_csv, read_mnist};
+use kiln::data::{read_csv, read_mnist, Dataset};
 use kiln::prelude::*;
 
 kiln::model! {
@@ -42,7 +42,7 @@ kiln::model! {
     }
 }
 
-fn digits<S: Shape>() -> (kiln::data::Dataset<f32, S>, kiln::data::Dataset<f32, S>) {
+fn digits<S: Shape>() -> (Dataset<f32, S>, Dataset<f32, S>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
     let digits = read_csv::<f32, S>(&path, LabelColumn::Last, 1.0 / 16.0, 10).unwrap();
     assert_eq!(digits.len(), 1797);
@@ -76,99 +76,62 @@ fn config(epochs: usize, batch_size: usize, cosine: bool) -> FitConfig {
     }
 }
 
+/// Trains `model` as the examples do and returns `(epochs run, test accuracy)`.
+fn train_and_score<M: Model<f32> + Send>(
+    mut model: M,
+    (train, test): (Dataset<f32, M::Input>, Dataset<f32, M::Input>),
+    config: FitConfig,
+) -> (usize, f64) {
+    let history = model
+        .fit(
+            &train,
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-3),
+            &config,
+        )
+        .unwrap();
+    let accuracy = model
+        .evaluate(&test, &CrossEntropy::default(), 1000)
+        .unwrap()
+        .accuracy
+        .unwrap();
+    (history.epochs.len(), accuracy)
+}
+
 #[test]
 fn cnn_reaches_its_accuracy() {
-    match std::env::var_os("KILN_MNIST_DIR") {
-        Some(dir) => {
-            let (train, test) = mnist::<Shape3<1, 28, 28>>(&dir);
-            let mut net = MnistCnn::<f32>::new(0);
-            let history = net
-                .fit(
-                    &train,
-                    None,
-                    &CrossEntropy::default(),
-                    &mut Adam::new(1e-3),
-                    &config(8, 64, true),
-                )
-                .unwrap();
-            let accuracy = net
-                .evaluate(&test, &CrossEntropy::default(), 1000)
-                .unwrap()
-                .accuracy
-                .unwrap();
-            println!(
-                "MNIST CNN: {} epochs, test accuracy {accuracy:.4}",
-                history.epochs.len()
-            );
-            assert!(accuracy >= 0.99, "MNIST CNN test accuracy {accuracy}");
-        }
-        None => {
-            let (train, test) = digits::<Shape3<1, 8, 8>>();
-            let mut net = DigitsCnn::<f32>::new(0);
-            net.fit(
-                &train,
-                None,
-                &CrossEntropy::default(),
-                &mut Adam::new(1e-3),
-                &config(30, 32, true),
-            )
-            .unwrap();
-            let accuracy = net
-                .evaluate(&test, &CrossEntropy::default(), 1000)
-                .unwrap()
-                .accuracy
-                .unwrap();
-            println!("8x8 digits CNN (KILN_MNIST_DIR not set): test accuracy {accuracy:.4}");
-            assert!(accuracy >= 0.95, "digits CNN test accuracy {accuracy}");
-        }
-    }
+    let (what, (epochs, accuracy), required) = match std::env::var_os("KILN_MNIST_DIR") {
+        Some(dir) => (
+            "MNIST CNN",
+            train_and_score(MnistCnn::<f32>::new(0), mnist(&dir), config(8, 64, true)),
+            0.99,
+        ),
+        None => (
+            "8x8 digits CNN",
+            train_and_score(DigitsCnn::<f32>::new(0), digits(), config(30, 32, true)),
+            0.95,
+        ),
+    };
+    println!("{what}: {epochs} epochs, test accuracy {accuracy:.4}");
+    assert!(accuracy >= required, "{what} test accuracy {accuracy}");
 }
 
 #[test]
 fn mlp_reaches_its_accuracy() {
-    match std::env::var_os("KILN_MNIST_DIR") {
-        Some(dir) => {
-            let (train, test) = mnist::<Shape1<784>>(&dir);
-            let mut net = MnistMlp::<f32>::new(0);
-            let history = net
-                .fit(
-                    &train,
-                    None,
-                    &CrossEntropy::default(),
-                    &mut Adam::new(1e-3),
-                    &config(5, 32, false),
-                )
-                .unwrap();
-            let accuracy = net
-                .evaluate(&test, &CrossEntropy::default(), 1000)
-                .unwrap()
-                .accuracy
-                .unwrap();
-            println!(
-                "MNIST MLP: {} epochs, test accuracy {accuracy:.4}",
-                history.epochs.len()
-            );
-            assert!(history.epochs.len() <= 5);
-            assert!(accuracy >= 0.975, "MNIST MLP test accuracy {accuracy}");
-        }
-        None => {
-            let (train, test) = digits::<Shape1<64>>();
-            let mut net = DigitsMlp::<f32>::new(0);
-            net.fit(
-                &train,
-                None,
-                &CrossEntropy::default(),
-                &mut Adam::new(1e-3),
-                &config(40, 32, false),
-            )
-            .unwrap();
-            let accuracy = net
-                .evaluate(&test, &CrossEntropy::default(), 1000)
-                .unwrap()
-                .accuracy
-                .unwrap();
-            println!("8x8 digits MLP (KILN_MNIST_DIR not set): test accuracy {accuracy:.4}");
-            assert!(accuracy >= 0.95, "digits MLP test accuracy {accuracy}");
-        }
-    }
+    let (what, (epochs, accuracy), required) = match std::env::var_os("KILN_MNIST_DIR") {
+        Some(dir) => (
+            "MNIST MLP",
+            train_and_score(MnistMlp::<f32>::new(0), mnist(&dir), config(5, 32, false)),
+            0.975,
+        ),
+        None => (
+            "8x8 digits MLP",
+            train_and_score(DigitsMlp::<f32>::new(0), digits(), config(40, 32, false)),
+            0.95,
+        ),
+    };
+    println!("{what}: {epochs} epochs, test accuracy {accuracy:.4}");
+    assert!(epochs <= 40);
+    assert!(accuracy >= required, "{what} test accuracy {accuracy}");
 }

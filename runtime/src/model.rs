@@ -224,19 +224,7 @@ impl<T: Float> Workspace<T> {
     ) -> ForwardIo<'_, T> {
         let (r_in, r_out) = (self.range(input), self.range(output));
         let r_aux = aux.map(|node| self.range(node));
-        let [input, output, aux] = match r_aux {
-            None => {
-                let [i, o] = self
-                    .values
-                    .get_disjoint_mut([r_in, r_out])
-                    .expect("workspace nodes are disjoint");
-                [i, o, <&mut [T]>::default()]
-            }
-            Some(r_aux) => self
-                .values
-                .get_disjoint_mut([r_in, r_out, r_aux])
-                .expect("workspace nodes are disjoint"),
-        };
+        let [input, output, aux] = disjoint_values(&mut self.values, r_in, r_out, r_aux);
         ForwardIo {
             input,
             output,
@@ -280,19 +268,7 @@ impl<T: Float> Workspace<T> {
             .get_disjoint_mut([r_in.clone(), r_out.clone()])
             .expect("workspace nodes are disjoint");
 
-        let [input, output, aux] = match r_aux {
-            None => {
-                let [i, o] = self
-                    .values
-                    .get_disjoint_mut([r_in, r_out])
-                    .expect("workspace nodes are disjoint");
-                [i, o, <&mut [T]>::default()]
-            }
-            Some(r_aux) => self
-                .values
-                .get_disjoint_mut([r_in, r_out, r_aux])
-                .expect("workspace nodes are disjoint"),
-        };
+        let [input, output, aux] = disjoint_values(&mut self.values, r_in, r_out, r_aux);
         BackwardIo {
             input,
             output,
@@ -337,6 +313,26 @@ impl Mode<'_> {
     /// Whether this is a training pass.
     pub fn training(&self) -> bool {
         matches!(self, Mode::Train(_))
+    }
+}
+
+/// Input, output and (possibly empty) auxiliary slices of the value buffer.
+fn disjoint_values<T>(
+    values: &mut [T],
+    input: Range<usize>,
+    output: Range<usize>,
+    aux: Option<Range<usize>>,
+) -> [&mut [T]; 3] {
+    match aux {
+        None => {
+            let [i, o] = values
+                .get_disjoint_mut([input, output])
+                .expect("workspace nodes are disjoint");
+            [i, o, <&mut [T]>::default()]
+        }
+        Some(aux) => values
+            .get_disjoint_mut([input, output, aux])
+            .expect("workspace nodes are disjoint"),
     }
 }
 
