@@ -15,6 +15,7 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 pub mod pool;
+pub mod recurrent;
 pub mod residual;
 pub mod softmax;
 
@@ -26,6 +27,10 @@ pub use dropout::{dropout_backward, dropout_forward};
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,
     max_pool2d_backward, max_pool2d_forward,
+};
+pub use recurrent::{
+    last_step_backward, last_step_forward, recurrent_backward, recurrent_forward, Cell,
+    RecurrentShape,
 };
 pub use residual::{residual_backward, residual_forward};
 pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward};
