@@ -258,3 +258,39 @@ fn padded_max_and_average_pools() {
         1e-6,
     );
 }
+
+kiln::model! {
+    struct Recurrent {
+        input: [5, 3],
+        lstm: Lstm(4),
+        gru: Gru(3),
+        rnn: Rnn(4), Tanh,
+        LastStep,
+        out: Dense(2),
+    }
+}
+kiln::model! {
+    struct RecurrentSequenceOutput { input: [4, 2], lstm: Lstm(3), head: Dense(2) }
+}
+
+#[test]
+fn stacked_recurrent_layers_and_last_step() {
+    let x = values(3 * 15, 15);
+    check_model(
+        Recurrent::<f64>::new(11),
+        &x,
+        &[1, 0, 1][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    // One label per step: the sequence output feeds a per-step dense layer.
+    let x = values(2 * 8, 16);
+    let labels = [0, 1, 1, 0, 1, 0, 0, 1];
+    check_model(
+        RecurrentSequenceOutput::<f64>::new(12),
+        &x,
+        &labels[..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}

@@ -517,3 +517,61 @@ fn batch_norm_matches_jax_and_pytorchs_running_statistics() {
         );
     }
 }
+
+/// Recurrent layers against PyTorch's nn.RNN, nn.LSTM and nn.GRU, up to 64 steps.
+#[test]
+fn recurrent_layers_match_pytorch() {
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/torch_recurrent.json")).expect("valid JSON");
+    for case in fixture["cases"].as_array().unwrap() {
+        let name = case["cell"].as_str().unwrap();
+        let get = |k: &str| case[k].as_u64().unwrap() as usize;
+        let (batch, steps, features, hidden) =
+            (get("batch"), get("steps"), get("features"), get("hidden"));
+        let cell = match name {
+            "rnn" => layers::Cell::Rnn,
+            "lstm" => layers::Cell::Lstm,
+            _ => layers::Cell::Gru,
+        };
+        let s = layers::RecurrentShape {
+            cell,
+            steps,
+            features,
+            hidden,
+        };
+        let w = s.width();
+        let params = floats(&case["params"]);
+        let (w_ih, rest) = params.split_at(w * features);
+        let (w_hh, rest) = rest.split_at(w * hidden);
+        let (b_ih, b_hh) = rest.split_at(w);
+        let x = floats(&case["x"]);
+        let mut y = vec![0.0; batch * steps * hidden];
+        let mut aux = vec![0.0; batch * s.aux_len()];
+        layers::recurrent_forward(&s, &mut y, &mut aux, &x, w_ih, w_hh, b_ih, b_hh, batch);
+        let what = format!("{name} over {steps} steps");
+        assert_close(&format!("{what} y"), &y, &floats(&case["y"]));
+        let mut grads = vec![0.0; params.len()];
+        let (g_wi, rest) = grads.split_at_mut(w * features);
+        let (g_wh, rest) = rest.split_at_mut(w * hidden);
+        let (g_bi, g_bh) = rest.split_at_mut(w);
+        let mut gx = vec![0.0; x.len()];
+        let mut upstream = floats(&case["upstream"]);
+        layers::recurrent_backward(
+            &s,
+            Some((&mut gx, Accum::Replace)),
+            g_wi,
+            g_wh,
+            g_bi,
+            g_bh,
+            &mut aux,
+            &x,
+            &y,
+            w_ih,
+            w_hh,
+            &mut upstream,
+            batch,
+        );
+        assert_close(&format!("{what} grad_x"), &gx, &floats(&case["grad_x"]));
+        assert_close(&format!("{what} grads"), &grads, &floats(&case["grads"]));
+    }
+}

@@ -66,12 +66,25 @@ pub enum Op {
         eps: f64,
         momentum: f64,
     },
+    Recurrent {
+        cell: Cell,
+        hidden: usize,
+    },
+    LastStep,
     Activation(Act),
     Softmax,
     LogSoftmax,
     Flatten,
     Dropout(f64),
     Residual(Vec<Layer>),
+}
+
+/// Recurrent cells.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Cell {
+    Rnn,
+    Lstm,
+    Gru,
 }
 
 /// Elementwise activations.
@@ -198,6 +211,10 @@ const LAYERS: &[LayerSpec] = &[
         "`AvgPool2d(2)` or `AvgPool2d(3, stride = 2, padding = 1)`",
     ),
     layer("GlobalAvgPool", &[], "`GlobalAvgPool`"),
+    layer("Rnn", &[arg("hidden", ArgKind::Int, true)], "`Rnn(64)`"),
+    layer("Lstm", &[arg("hidden", ArgKind::Int, true)], "`Lstm(128)`"),
+    layer("Gru", &[arg("hidden", ArgKind::Int, true)], "`Gru(64)`"),
+    layer("LastStep", &[], "`LastStep`"),
     layer(
         "BatchNorm2d",
         &[
@@ -492,6 +509,23 @@ fn check_item(
             }
         }
         "GlobalAvgPool" => Op::GlobalAvgPool,
+        "Rnn" | "Lstm" | "Gru" => {
+            let hidden = values[0].as_ref().map_or(0, Value::int);
+            if hidden == 0 {
+                errors.push(
+                    values_span(item, 0),
+                    format!("{name}: a recurrent layer needs at least 1 hidden unit"),
+                );
+                return None;
+            }
+            let cell = match spec.name {
+                "Rnn" => Cell::Rnn,
+                "Lstm" => Cell::Lstm,
+                _ => Cell::Gru,
+            };
+            Op::Recurrent { cell, hidden }
+        }
+        "LastStep" => Op::LastStep,
         "BatchNorm2d" | "BatchNorm1d" => {
             let eps = values[1].as_ref().map_or(1e-5, Value::float);
             let momentum = values[2].as_ref().map_or(0.1, Value::float);
@@ -558,6 +592,35 @@ fn check_item(
                 return None;
             }
             vec![input[0], h, w]
+        }
+        Op::Recurrent { hidden, .. } => {
+            // Rule: a recurrent layer runs over [steps, features].
+            if input.len() != 2 {
+                errors.push(
+                    where_,
+                    format!(
+                        "{name}: {} expects [steps, features] but gets {}",
+                        spec.name,
+                        dims(&input)
+                    ),
+                );
+                return None;
+            }
+            vec![input[0], *hidden]
+        }
+        Op::LastStep => {
+            // Rule: LastStep keeps the last row of [steps, features].
+            if input.len() != 2 {
+                errors.push(
+                    where_,
+                    format!(
+                        "{name}: LastStep expects [steps, features] but gets {}",
+                        dims(&input)
+                    ),
+                );
+                return None;
+            }
+            vec![input[1]]
         }
         Op::GlobalAvgPool => {
             // Rule: global pooling averages the spatial axes of [channels, height, width].
@@ -1034,6 +1097,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("GlobalAveragePooling2D", "GlobalAvgPool"),
     ("AdaptiveAvgPool2d", "GlobalAvgPool"),
     ("BatchNormalization", "BatchNorm2d"),
+    ("LSTM", "Lstm"),
+    ("GRU", "Gru"),
+    ("RNN", "Rnn"),
+    ("SimpleRNN", "Rnn"),
     ("Residual", "Residual"),
 ];
 

@@ -16,7 +16,7 @@ use std::ops::Range;
 use proc_macro2::{Group, Literal, TokenStream, TokenTree};
 use quote::quote;
 
-use crate::check::{Act, Checked, Layer, Op, Window};
+use crate::check::{Act, Cell, Checked, Layer, Op, Window};
 use crate::parse::ModelDef;
 
 /// Emits the model for a definition that passed every check.
@@ -177,6 +177,25 @@ pub enum Step {
         running: Range<usize>,
         saved: Range<usize>,
     },
+    Recurrent {
+        input: usize,
+        output: usize,
+        aux: usize,
+        cell: Cell,
+        steps: usize,
+        features: usize,
+        hidden: usize,
+        weight_ih: Range<usize>,
+        weight_hh: Range<usize>,
+        bias_ih: Range<usize>,
+        bias_hh: Range<usize>,
+    },
+    LastStep {
+        input: usize,
+        output: usize,
+        steps: usize,
+        width: usize,
+    },
     Activation {
         act: Act,
         input: usize,
@@ -210,6 +229,8 @@ impl Step {
             | Step::Pool { input, .. }
             | Step::GlobalAvgPool { input, .. }
             | Step::BatchNorm { input, .. }
+            | Step::Recurrent { input, .. }
+            | Step::LastStep { input, .. }
             | Step::Activation { input, .. }
             | Step::Softmax { input, .. }
             | Step::Dropout { input, .. } => vec![input],
@@ -224,6 +245,8 @@ impl Step {
             | Step::Pool { output, .. }
             | Step::GlobalAvgPool { output, .. }
             | Step::BatchNorm { output, .. }
+            | Step::Recurrent { output, .. }
+            | Step::LastStep { output, .. }
             | Step::Activation { output, .. }
             | Step::Softmax { output, .. }
             | Step::Dropout { output, .. }
@@ -234,7 +257,10 @@ impl Step {
     pub fn has_params(&self) -> bool {
         matches!(
             self,
-            Step::Dense { .. } | Step::Conv { .. } | Step::BatchNorm { .. }
+            Step::Dense { .. }
+                | Step::Conv { .. }
+                | Step::BatchNorm { .. }
+                | Step::Recurrent { .. }
         )
     }
 
@@ -475,6 +501,53 @@ impl Plan {
                     });
                     current = output;
                 }
+                Op::Recurrent { cell, hidden } => {
+                    let (steps, features) = (layer.input[0], layer.input[1]);
+                    let width = gates(*cell) * hidden;
+                    let fan_in = InitPlan::FanIn(*hidden);
+                    let weight_ih = self.param(
+                        format!("{name}.weight_ih_l0"),
+                        vec![width, features],
+                        fan_in,
+                        true,
+                    );
+                    let weight_hh = self.param(
+                        format!("{name}.weight_hh_l0"),
+                        vec![width, *hidden],
+                        fan_in,
+                        true,
+                    );
+                    let bias_ih =
+                        self.param(format!("{name}.bias_ih_l0"), vec![width], fan_in, false);
+                    let bias_hh =
+                        self.param(format!("{name}.bias_hh_l0"), vec![width], fan_in, false);
+                    let output = self.node(size);
+                    let aux = self.node(recurrent_aux_len(*cell, steps, *hidden));
+                    self.steps.push(Step::Recurrent {
+                        input: current,
+                        output,
+                        aux,
+                        cell: *cell,
+                        steps,
+                        features,
+                        hidden: *hidden,
+                        weight_ih,
+                        weight_hh,
+                        bias_ih,
+                        bias_hh,
+                    });
+                    current = output;
+                }
+                Op::LastStep => {
+                    let output = self.node(size);
+                    self.steps.push(Step::LastStep {
+                        input: current,
+                        output,
+                        steps: layer.input[0],
+                        width: layer.input[1],
+                    });
+                    current = output;
+                }
                 Op::Activation(act) => {
                     let output = self.node(size);
                     self.steps.push(Step::Activation {
@@ -539,5 +612,25 @@ impl Plan {
 impl Plan {
     pub fn buffer_count(&self) -> usize {
         self.buffers.last().map_or(0, |p| p.range.end)
+    }
+}
+
+/// Gates per hidden unit (PyTorch's `G`): 1 for RNN, 4 for LSTM, 3 for GRU.
+pub fn gates(cell: Cell) -> usize {
+    match cell {
+        Cell::Rnn => 1,
+        Cell::Lstm => 4,
+        Cell::Gru => 3,
+    }
+}
+
+/// Per-sample auxiliary values of a recurrent layer (the runtime's
+/// `RecurrentShape::aux_len`).
+fn recurrent_aux_len(cell: Cell, steps: usize, hidden: usize) -> usize {
+    let all_gates = steps * gates(cell) * hidden;
+    match cell {
+        Cell::Rnn => all_gates,
+        Cell::Lstm => all_gates + (steps + 1) * hidden,
+        Cell::Gru => 2 * all_gates,
     }
 }

@@ -72,6 +72,10 @@ fn layer_params(layer: &Layer) -> usize {
                 + if bias { out_channels } else { 0 }
         }
         Op::BatchNorm { .. } => 2 * layer.input[0],
+        Op::Recurrent { cell, hidden } => {
+            let width = super::gates(cell) * hidden;
+            width * (layer.input[1] + hidden + 2)
+        }
         _ => 0,
     }
 }
@@ -93,6 +97,12 @@ fn layer_flops(layer: &Layer) -> u64 {
         Op::Pool { window, .. } => out * window.kernel.0 * window.kernel.1,
         Op::GlobalAvgPool => layer.input.iter().product(),
         Op::BatchNorm { .. } => 2 * out,
+        Op::Recurrent { cell, hidden } => {
+            let (steps, features) = (layer.input[0], layer.input[1]);
+            let width = super::gates(cell) * hidden;
+            steps * (2 * width * (features + hidden) + 4 * width)
+        }
+        Op::LastStep => 0,
         Op::Activation(_) | Op::Dropout(_) | Op::Residual(_) => out,
         Op::Softmax | Op::LogSoftmax => 3 * out,
         Op::Flatten => 0,

@@ -10,7 +10,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
 use super::{Geometry, Plan, Step};
-use crate::check::Act;
+use crate::check::{Act, Cell};
 
 fn activation(act: Option<Act>) -> TokenStream {
     let path = quote!(::kiln::__private::layers::Activation);
@@ -69,6 +69,22 @@ fn batch_norm_shape(channels: usize, inner: usize, eps: f64, momentum: f64) -> T
             inner: #inner,
             eps: #eps,
             momentum: #momentum,
+        }
+    }
+}
+
+fn recurrent_shape(cell: Cell, steps: usize, features: usize, hidden: usize) -> TokenStream {
+    let cell = match cell {
+        Cell::Rnn => quote!(Rnn),
+        Cell::Lstm => quote!(Lstm),
+        Cell::Gru => quote!(Gru),
+    };
+    quote! {
+        &::kiln::__private::layers::RecurrentShape {
+            cell: ::kiln::__private::layers::Cell::#cell,
+            steps: #steps,
+            features: #features,
+            hidden: #hidden,
         }
     }
 }
@@ -156,6 +172,25 @@ pub fn forward(plan: &Plan) -> TokenStream {
                 }
             }
         }
+        Step::Recurrent { input, output, aux, cell, steps, features, hidden, weight_ih, weight_hh, bias_ih, bias_hh } => {
+            let shape = recurrent_shape(*cell, *steps, *features, *hidden);
+            let (wi, wh, bi, bh) = (slice(weight_ih), slice(weight_hh), slice(bias_ih), slice(bias_hh));
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #some(#aux));
+                    #layers::recurrent_forward::<T>(
+                        #shape, io.output, io.aux, io.input, &params[#wi], &params[#wh],
+                        &params[#bi], &params[#bh], batch,
+                    );
+                }
+            }
+        }
+        Step::LastStep { input, output, steps, width } => quote! {
+            {
+                let io = ws.forward_io(#input, #output, #none);
+                #layers::last_step_forward::<T>(io.output, io.input, #steps, #width, batch);
+            }
+        },
         Step::Activation { act, input, output } => {
             let act = activation(Some(*act));
             quote! {
@@ -372,6 +407,59 @@ pub fn backward(plan: &Plan) -> TokenStream {
                             #shape, #grad_input, grad_gamma, grad_beta, &io.fixed[#saved], io.input,
                             &params[#gamma], io.grad_output, batch,
                         );
+                    }
+                }
+            }
+            Step::Recurrent {
+                input,
+                output,
+                aux,
+                cell,
+                steps,
+                features,
+                hidden,
+                weight_ih,
+                weight_hh,
+                bias_ih,
+                ..
+            } => {
+                let shape = recurrent_shape(*cell, *steps, *features, *hidden);
+                let grad_input = match accum_for(*input) {
+                    Some(accum) => quote!(#some((io.grad_input, #accum))),
+                    None => quote!(#none),
+                };
+                // The four tensors are contiguous: weight_ih, weight_hh, bias_ih, bias_hh.
+                let all = slice(
+                    &(weight_ih.start
+                        ..weight_ih.start + weight_ih.len() + weight_hh.len() + 2 * bias_ih.len()),
+                );
+                let (len_wi, len_wh, len_b) = (weight_ih.len(), weight_hh.len(), bias_ih.len());
+                let (wi, wh) = (slice(weight_ih), slice(weight_hh));
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #some(#aux));
+                        let (grad_weight_ih, rest) = grads[#all].split_at_mut(#len_wi);
+                        let (grad_weight_hh, rest) = rest.split_at_mut(#len_wh);
+                        let (grad_bias_ih, grad_bias_hh) = rest.split_at_mut(#len_b);
+                        #layers::recurrent_backward::<T>(
+                            #shape, #grad_input, grad_weight_ih, grad_weight_hh, grad_bias_ih,
+                            grad_bias_hh, io.aux, io.input, io.output, &params[#wi], &params[#wh],
+                            io.grad_output, batch,
+                        );
+                    }
+                }
+            }
+            Step::LastStep {
+                input,
+                output,
+                steps,
+                width,
+            } => {
+                let accum = accum_for(*input).unwrap_or_else(|| replace.clone());
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #none);
+                        #layers::last_step_backward::<T>(io.grad_input, #accum, io.grad_output, #steps, #width, batch);
                     }
                 }
             }
