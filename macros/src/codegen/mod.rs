@@ -190,7 +190,7 @@ pub enum Step {
         bias_ih: Range<usize>,
         bias_hh: Range<usize>,
     },
-    LastStep {
+    TakeLast {
         input: usize,
         output: usize,
         steps: usize,
@@ -230,7 +230,7 @@ impl Step {
             | Step::GlobalAvgPool { input, .. }
             | Step::BatchNorm { input, .. }
             | Step::Recurrent { input, .. }
-            | Step::LastStep { input, .. }
+            | Step::TakeLast { input, .. }
             | Step::Activation { input, .. }
             | Step::Softmax { input, .. }
             | Step::Dropout { input, .. } => vec![input],
@@ -246,7 +246,7 @@ impl Step {
             | Step::GlobalAvgPool { output, .. }
             | Step::BatchNorm { output, .. }
             | Step::Recurrent { output, .. }
-            | Step::LastStep { output, .. }
+            | Step::TakeLast { output, .. }
             | Step::Activation { output, .. }
             | Step::Softmax { output, .. }
             | Step::Dropout { output, .. }
@@ -540,7 +540,7 @@ impl Plan {
                 }
                 Op::LastStep => {
                     let output = self.node(size);
-                    self.steps.push(Step::LastStep {
+                    self.steps.push(Step::TakeLast {
                         input: current,
                         output,
                         steps: layer.input[0],

@@ -185,7 +185,7 @@ pub fn forward(plan: &Plan) -> TokenStream {
                 }
             }
         }
-        Step::LastStep { input, output, steps, width } => quote! {
+        Step::TakeLast { input, output, steps, width } => quote! {
             {
                 let io = ws.forward_io(#input, #output, #none);
                 #layers::last_step_forward::<T>(io.output, io.input, #steps, #width, batch);
@@ -449,7 +449,7 @@ pub fn backward(plan: &Plan) -> TokenStream {
                     }
                 }
             }
-            Step::LastStep {
+            Step::TakeLast {
                 input,
                 output,
                 steps,
