@@ -10,6 +10,7 @@
 //! kernel writes, dL/d`input`.
 
 pub mod activation;
+pub mod attention;
 pub mod batchnorm;
 pub mod conv;
 pub mod dense;
@@ -20,6 +21,11 @@ pub mod residual;
 pub mod softmax;
 
 pub use activation::{activation_backward, activation_forward, Activation};
+pub use attention::{
+    attention_backward, attention_forward, embedding_backward, embedding_forward,
+    layer_norm_backward, layer_norm_forward, positional_backward, positional_forward, token_index,
+    AttentionShape,
+};
 pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
 pub use conv::{conv2d_backward, conv2d_forward, Conv2dShape};
 pub use dense::{dense_backward, dense_forward};
