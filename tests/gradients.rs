@@ -294,3 +294,40 @@ fn stacked_recurrent_layers_and_last_step() {
         1e-6,
     );
 }
+
+kiln::model! {
+    /// A one-block causal transformer language model.
+    struct TinyTransformer {
+        input: [6],
+        tok: Embedding(vocab = 7, dim = 8),
+        pos: PositionalEmbedding,
+        attn_block: Residual { ln1: LayerNorm, attn: MultiHeadAttention(heads = 2, causal = true) },
+        mlp_block: Residual { ln2: LayerNorm, ff1: Dense(16), Gelu, ff2: Dense(8) },
+        ln_f: LayerNorm,
+        head: Dense(7),
+    }
+}
+kiln::model! {
+    struct BidirectionalAttention { input: [5, 4], attn: MultiHeadAttention(heads = 4), LastStep, Dense(3) }
+}
+
+#[test]
+fn transformer_block_with_embeddings_layer_norm_and_attention() {
+    let ids = [0.0, 3.0, 6.0, 1.0, 1.0, 2.0, 5.0, 4.0, 0.0, 2.0, 6.0, 3.0];
+    let next = [3, 6, 1, 1, 2, 0, 4, 0, 2, 6, 3, 5];
+    check_model(
+        TinyTransformer::<f64>::new(13),
+        &ids,
+        &next[..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    let x = values(2 * 20, 17);
+    check_model(
+        BidirectionalAttention::<f64>::new(14),
+        &x,
+        &[2, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}

@@ -575,3 +575,76 @@ fn recurrent_layers_match_pytorch() {
         assert_close(&format!("{what} grads"), &grads, &floats(&case["grads"]));
     }
 }
+
+/// Self-attention (with and without a causal mask) and layer norm against PyTorch's
+/// nn.MultiheadAttention and nn.LayerNorm.
+#[test]
+fn attention_and_layer_norm_match_pytorch() {
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/torch_attention.json")).expect("valid JSON");
+    for case in fixture["cases"].as_array().unwrap() {
+        let get = |k: &str| case[k].as_u64().unwrap() as usize;
+        let (x, params, upstream) = (
+            floats(&case["x"]),
+            floats(&case["params"]),
+            floats(&case["upstream"]),
+        );
+        let mut grads = vec![0.0; params.len()];
+        let mut gx = vec![0.0; x.len()];
+        let mut y = vec![0.0; x.len()];
+        let what;
+        if case["kind"] == "attention" {
+            let causal = case["causal"].as_bool().unwrap();
+            let s = layers::AttentionShape {
+                steps: get("steps"),
+                dim: get("dim"),
+                heads: get("heads"),
+                causal,
+            };
+            let (batch, d) = (get("batch"), s.dim);
+            let (wi, rest) = params.split_at(3 * d * d);
+            let (bi, rest) = rest.split_at(3 * d);
+            let (wo, bo) = rest.split_at(d * d);
+            let mut aux = vec![0.0; batch * s.aux_len()];
+            layers::attention_forward(&s, &mut y, &mut aux, &x, wi, bi, wo, bo, batch);
+            let (g_wi, rest) = grads.split_at_mut(3 * d * d);
+            let (g_bi, rest) = rest.split_at_mut(3 * d);
+            let (g_wo, g_bo) = rest.split_at_mut(d * d);
+            layers::attention_backward(
+                &s,
+                Some((&mut gx, Accum::Replace)),
+                g_wi,
+                g_bi,
+                g_wo,
+                g_bo,
+                &mut aux,
+                &x,
+                wi,
+                wo,
+                &upstream,
+                batch,
+            );
+            what = format!("attention (causal: {causal})");
+        } else {
+            let width = get("width");
+            let (gamma, beta) = params.split_at(width);
+            let mut saved = vec![0.0; 2 * x.len() / width];
+            layers::layer_norm_forward(&mut y, &mut saved, &x, gamma, beta, width, 1e-5);
+            let (gg, gb) = grads.split_at_mut(width);
+            layers::layer_norm_backward(
+                Some((&mut gx, Accum::Replace)),
+                gg,
+                gb,
+                &saved,
+                &x,
+                gamma,
+                &upstream,
+                width,
+            );
+            what = "layer norm".to_string();
+        }
+        assert_close(&format!("{what} y"), &y, &floats(&case["y"]));
+        assert_close(&format!("{what} grad_x"), &gx, &floats(&case["grad_x"]));
+        assert_close(&format!("{what} grads"), &grads, &floats(&case["grads"]));
+    }
+}

@@ -71,6 +71,18 @@ pub enum Op {
         hidden: usize,
     },
     LastStep,
+    Embedding {
+        vocab: usize,
+        dim: usize,
+    },
+    PositionalEmbedding,
+    LayerNorm {
+        eps: f64,
+    },
+    Attention {
+        heads: usize,
+        causal: bool,
+    },
     Activation(Act),
     Softmax,
     LogSoftmax,
@@ -216,6 +228,28 @@ const LAYERS: &[LayerSpec] = &[
     layer("Gru", &[arg("hidden", ArgKind::Int, true)], "`Gru(64)`"),
     layer("LastStep", &[], "`LastStep`"),
     layer(
+        "Embedding",
+        &[
+            arg("vocab", ArgKind::Int, true),
+            arg("dim", ArgKind::Int, true),
+        ],
+        "`Embedding(vocab = 65, dim = 64)`",
+    ),
+    layer("PositionalEmbedding", &[], "`PositionalEmbedding`"),
+    layer(
+        "LayerNorm",
+        &[arg("eps", ArgKind::Float, false)],
+        "`LayerNorm` or `LayerNorm(eps = 1e-5)`",
+    ),
+    layer(
+        "MultiHeadAttention",
+        &[
+            arg("heads", ArgKind::Int, true),
+            arg("causal", ArgKind::Bool, false),
+        ],
+        "`MultiHeadAttention(heads = 4)` or `MultiHeadAttention(heads = 4, causal = true)`",
+    ),
+    layer(
         "BatchNorm2d",
         &[
             arg("num_features", ArgKind::Int, false),
@@ -272,6 +306,7 @@ pub fn check(def: &ModelDef) -> syn::Result<Checked> {
             "the model has no layers; add at least one after `input`",
         );
     }
+    check_embedding_first(&def.items, true, &mut errors);
     let mut names = Names::default();
     names.collect_user_names(&def.items, &mut errors);
     let mut layers = Vec::new();
@@ -299,6 +334,21 @@ pub fn check(def: &ModelDef) -> syn::Result<Checked> {
     errors
         .finish(checked)
         .map(|c| c.expect("no errors means every shape is known"))
+}
+
+/// Rule: an embedding reads the model's token ids, so it can only be the first layer.
+fn check_embedding_first(items: &[Item], top: bool, errors: &mut Errors) {
+    for (index, item) in items.iter().enumerate() {
+        if item.kind == "Embedding" && !(top && index == 0) {
+            errors.push(
+                item.span(),
+                "an `Embedding` reads token ids and must be the model's first layer",
+            );
+        }
+        if let Some(block) = &item.block {
+            check_embedding_first(&block.items, false, errors);
+        }
+    }
 }
 
 /// Rule: the input is 1 to 4 dimensions, none of them zero.
@@ -526,6 +576,47 @@ fn check_item(
             Op::Recurrent { cell, hidden }
         }
         "LastStep" => Op::LastStep,
+        "Embedding" => {
+            let (vocab, dim) = (
+                values[0].as_ref().map_or(0, Value::int),
+                values[1].as_ref().map_or(0, Value::int),
+            );
+            // Rule: an embedding has at least one token and one dimension.
+            if vocab == 0 || dim == 0 {
+                errors.push(
+                    where_,
+                    format!("{name}: an embedding needs vocab and dim of at least 1"),
+                );
+                return None;
+            }
+            Op::Embedding { vocab, dim }
+        }
+        "PositionalEmbedding" => Op::PositionalEmbedding,
+        "LayerNorm" => {
+            let eps = values[0].as_ref().map_or(1e-5, Value::float);
+            if eps.is_nan() || eps <= 0.0 {
+                errors.push(
+                    values_span(item, 0),
+                    format!("{name}: eps must be positive, got {eps:?}"),
+                );
+                return None;
+            }
+            Op::LayerNorm { eps }
+        }
+        "MultiHeadAttention" => {
+            let heads = values[0].as_ref().map_or(0, Value::int);
+            if heads == 0 {
+                errors.push(
+                    values_span(item, 0),
+                    format!("{name}: attention needs at least 1 head"),
+                );
+                return None;
+            }
+            Op::Attention {
+                heads,
+                causal: values[1].as_ref().is_some_and(Value::bool),
+            }
+        }
         "BatchNorm2d" | "BatchNorm1d" => {
             let eps = values[1].as_ref().map_or(1e-5, Value::float);
             let momentum = values[2].as_ref().map_or(0.1, Value::float);
@@ -607,6 +698,44 @@ fn check_item(
                 return None;
             }
             vec![input[0], *hidden]
+        }
+        Op::Embedding { dim, .. } => {
+            // Rule: an embedding reads [steps] of token ids.
+            if input.len() != 1 {
+                errors.push(
+                    where_,
+                    format!(
+                        "{name}: Embedding expects [steps] of token ids but gets {}",
+                        dims(&input)
+                    ),
+                );
+                return None;
+            }
+            vec![input[0], *dim]
+        }
+        Op::PositionalEmbedding | Op::Attention { .. } => {
+            // Rule: attention and positions work on [steps, dim]; heads divide dim.
+            if input.len() != 2 {
+                errors.push(
+                    where_,
+                    format!(
+                        "{name}: {} expects [steps, dim] but gets {}",
+                        spec.name,
+                        dims(&input)
+                    ),
+                );
+                return None;
+            }
+            if let Op::Attention { heads, .. } = &op {
+                if input[1] % heads != 0 {
+                    errors.push(
+                        values_span(item, 0),
+                        format!("{name}: dim {} is not divisible by {heads} heads", input[1]),
+                    );
+                    return None;
+                }
+            }
+            input.clone()
         }
         Op::LastStep => {
             // Rule: LastStep keeps the last row of [steps, features].
@@ -1101,6 +1230,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("GRU", "Gru"),
     ("RNN", "Rnn"),
     ("SimpleRNN", "Rnn"),
+    ("MultiheadAttention", "MultiHeadAttention"),
+    ("Attention", "MultiHeadAttention"),
     ("Residual", "Residual"),
 ];
 

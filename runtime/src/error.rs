@@ -33,6 +33,17 @@ pub enum Error {
         /// Number of classes the model outputs.
         classes: usize,
     },
+    /// An input token id that is not an integer in `0..vocab` (for models that start
+    /// with an `Embedding`).
+    #[error("token id {id} at position {index} is not an integer in 0..{vocab}")]
+    TokenOutOfRange {
+        /// The offending value, as f64.
+        id: f64,
+        /// Its position in the input batch.
+        index: usize,
+        /// The embedding's vocabulary size.
+        vocab: usize,
+    },
     /// A target value outside what the loss accepts (a probability outside `[0, 1]`).
     #[error("target {value} at position {index} is invalid: {reason}")]
     InvalidTarget {

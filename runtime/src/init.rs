@@ -17,6 +17,19 @@ pub enum Init {
         /// Inputs feeding one output.
         fan_in: usize,
     },
+    /// `U(-b, b)` with `b = √(6 / (fan_in + fan_out))`: Xavier/Glorot, PyTorch's choice
+    /// for attention's input projection.
+    XavierUniform {
+        /// Inputs feeding one output.
+        fan_in: usize,
+        /// Outputs fed by one input.
+        fan_out: usize,
+    },
+    /// `N(0, std²)`: PyTorch's `Embedding` default (`std = 1`).
+    Normal {
+        /// Standard deviation.
+        std: f64,
+    },
     /// All zeros.
     Zeros,
     /// All ones.
@@ -31,6 +44,24 @@ impl Init {
                 let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
                 for v in values {
                     *v = T::from_f64(bound * (2.0 * uniform(rng) - 1.0));
+                }
+            }
+            Init::XavierUniform { fan_in, fan_out } => {
+                let bound = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt();
+                for v in values {
+                    *v = T::from_f64(bound * (2.0 * uniform(rng) - 1.0));
+                }
+            }
+            Init::Normal { std } => {
+                // Box-Muller: two uniforms give two independent normals.
+                for pair in values.chunks_mut(2) {
+                    let (u1, u2) = (1.0 - uniform(rng), uniform(rng));
+                    let r = (-2.0 * u1.ln()).sqrt() * std;
+                    let angle = core::f64::consts::TAU * u2;
+                    pair[0] = T::from_f64(r * angle.cos());
+                    if let Some(second) = pair.get_mut(1) {
+                        *second = T::from_f64(r * angle.sin());
+                    }
                 }
             }
             Init::Zeros => values.fill(T::ZERO),

@@ -102,12 +102,34 @@ pub struct ModelSpec {
     pub nodes: &'static [usize],
     /// The node that holds the model's output.
     pub output_node: usize,
+    /// For a model that starts with an `Embedding`: its vocabulary, which every input
+    /// id must be below.
+    pub token_vocab: Option<usize>,
 }
 
 impl ModelSpec {
     /// The parameter called `name`.
     pub fn param(&self, name: &str) -> Option<&ParamInfo> {
         self.params.iter().find(|p| p.name == name)
+    }
+
+    /// Checks that every input value is a valid token id, for models that start with an
+    /// `Embedding`; any input passes otherwise.
+    pub fn check_input<T: Float>(&self, input: &[T]) -> Result<()> {
+        let Some(vocab) = self.token_vocab else {
+            return Ok(());
+        };
+        match input
+            .iter()
+            .position(|&id| crate::layers::token_index(id, vocab).is_none())
+        {
+            None => Ok(()),
+            Some(index) => Err(Error::TokenOutOfRange {
+                id: input[index].to_f64(),
+                index,
+                vocab,
+            }),
+        }
     }
 
     /// The non-trained buffer called `name`.
@@ -543,6 +565,7 @@ pub trait Model<T: Float>: Sized {
     {
         let target = target.as_ref();
         let x = x.into();
+        Self::SPEC.check_input(x.as_slice())?;
         let batch = x.batch();
         self.forward_train(x);
         let spec = Self::SPEC;
@@ -586,6 +609,7 @@ pub trait Model<T: Float>: Sized {
     {
         let target = target.as_ref();
         let x = x.into();
+        Self::SPEC.check_input(x.as_slice())?;
         let output = self.forward(x);
         loss.evaluate(
             output.as_slice(),
@@ -838,6 +862,7 @@ mod tests {
             fixed: 4,
             nodes: &[0, 2, 5, 7],
             output_node: 2,
+            token_vocab: None,
         };
         let mut ws = Workspace::<f32>::new(&SPEC);
         ws.prepare(3);

@@ -84,6 +84,10 @@ pub enum InitPlan {
     FanIn(usize),
     Zeros,
     Ones,
+    /// Xavier/Glorot uniform with `(fan_in, fan_out)`.
+    Xavier(usize, usize),
+    /// `N(0, std²)`.
+    Normal(f64),
 }
 
 /// One parameter or buffer tensor.
@@ -190,6 +194,39 @@ pub enum Step {
         bias_ih: Range<usize>,
         bias_hh: Range<usize>,
     },
+    Embedding {
+        input: usize,
+        output: usize,
+        dim: usize,
+        table: Range<usize>,
+    },
+    Positional {
+        input: usize,
+        output: usize,
+        table: Range<usize>,
+    },
+    LayerNorm {
+        input: usize,
+        output: usize,
+        saved: usize,
+        width: usize,
+        eps: f64,
+        gamma: Range<usize>,
+        beta: Range<usize>,
+    },
+    Attention {
+        input: usize,
+        output: usize,
+        aux: usize,
+        steps: usize,
+        dim: usize,
+        heads: usize,
+        causal: bool,
+        in_weight: Range<usize>,
+        in_bias: Range<usize>,
+        out_weight: Range<usize>,
+        out_bias: Range<usize>,
+    },
     TakeLast {
         input: usize,
         output: usize,
@@ -231,6 +268,10 @@ impl Step {
             | Step::BatchNorm { input, .. }
             | Step::Recurrent { input, .. }
             | Step::TakeLast { input, .. }
+            | Step::Embedding { input, .. }
+            | Step::Positional { input, .. }
+            | Step::LayerNorm { input, .. }
+            | Step::Attention { input, .. }
             | Step::Activation { input, .. }
             | Step::Softmax { input, .. }
             | Step::Dropout { input, .. } => vec![input],
@@ -247,6 +288,10 @@ impl Step {
             | Step::BatchNorm { output, .. }
             | Step::Recurrent { output, .. }
             | Step::TakeLast { output, .. }
+            | Step::Embedding { output, .. }
+            | Step::Positional { output, .. }
+            | Step::LayerNorm { output, .. }
+            | Step::Attention { output, .. }
             | Step::Activation { output, .. }
             | Step::Softmax { output, .. }
             | Step::Dropout { output, .. }
@@ -261,6 +306,10 @@ impl Step {
                 | Step::Conv { .. }
                 | Step::BatchNorm { .. }
                 | Step::Recurrent { .. }
+                | Step::Embedding { .. }
+                | Step::Positional { .. }
+                | Step::LayerNorm { .. }
+                | Step::Attention { .. }
         )
     }
 
@@ -535,6 +584,104 @@ impl Plan {
                         weight_hh,
                         bias_ih,
                         bias_hh,
+                    });
+                    current = output;
+                }
+                Op::Embedding { vocab, dim } => {
+                    let table = self.param(
+                        format!("{name}.weight"),
+                        vec![*vocab, *dim],
+                        InitPlan::Normal(1.0),
+                        false,
+                    );
+                    let output = self.node(size);
+                    self.steps.push(Step::Embedding {
+                        input: current,
+                        output,
+                        dim: *dim,
+                        table,
+                    });
+                    current = output;
+                }
+                Op::PositionalEmbedding => {
+                    let table = self.param(
+                        format!("{name}.weight"),
+                        layer.input.clone(),
+                        InitPlan::Normal(0.02),
+                        false,
+                    );
+                    let output = self.node(size);
+                    self.steps.push(Step::Positional {
+                        input: current,
+                        output,
+                        table,
+                    });
+                    current = output;
+                }
+                Op::LayerNorm { eps } => {
+                    let width = *layer.input.last().expect("rank >= 1");
+                    let gamma =
+                        self.param(format!("{name}.weight"), vec![width], InitPlan::Ones, false);
+                    let beta =
+                        self.param(format!("{name}.bias"), vec![width], InitPlan::Zeros, false);
+                    let output = self.node(size);
+                    let saved = self.node(2 * size / width);
+                    self.steps.push(Step::LayerNorm {
+                        input: current,
+                        output,
+                        saved,
+                        width,
+                        eps: *eps,
+                        gamma,
+                        beta,
+                    });
+                    current = output;
+                }
+                Op::Attention { heads, causal } => {
+                    let (steps, dim) = (layer.input[0], layer.input[1]);
+                    let in_weight = self.param(
+                        format!("{name}.in_proj_weight"),
+                        vec![3 * dim, dim],
+                        InitPlan::Xavier(dim, 3 * dim),
+                        true,
+                    );
+                    let in_bias = self.param(
+                        format!("{name}.in_proj_bias"),
+                        vec![3 * dim],
+                        InitPlan::Zeros,
+                        false,
+                    );
+                    let out_weight = self.param(
+                        format!("{name}.out_proj.weight"),
+                        vec![dim, dim],
+                        InitPlan::FanIn(dim),
+                        true,
+                    );
+                    let out_bias = self.param(
+                        format!("{name}.out_proj.bias"),
+                        vec![dim],
+                        InitPlan::Zeros,
+                        false,
+                    );
+                    let output = self.node(size);
+                    let aux_len = 3 * steps * dim
+                        + heads * steps * steps
+                        + steps * dim
+                        + 3 * steps * dim
+                        + steps * steps;
+                    let aux = self.node(aux_len);
+                    self.steps.push(Step::Attention {
+                        input: current,
+                        output,
+                        aux,
+                        steps,
+                        dim,
+                        heads: *heads,
+                        causal: *causal,
+                        in_weight,
+                        in_bias,
+                        out_weight,
+                        out_bias,
                     });
                     current = output;
                 }

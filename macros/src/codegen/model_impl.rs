@@ -72,6 +72,13 @@ fn layer_params(layer: &Layer) -> usize {
                 + if bias { out_channels } else { 0 }
         }
         Op::BatchNorm { .. } => 2 * layer.input[0],
+        Op::Embedding { vocab, dim } => vocab * dim,
+        Op::PositionalEmbedding => layer.input.iter().product(),
+        Op::LayerNorm { .. } => 2 * layer.input.last().expect("rank >= 1"),
+        Op::Attention { .. } => {
+            let d = layer.input[1];
+            4 * d * d + 4 * d
+        }
         Op::Recurrent { cell, hidden } => {
             let width = super::gates(cell) * hidden;
             width * (layer.input[1] + hidden + 2)
@@ -102,7 +109,14 @@ fn layer_flops(layer: &Layer) -> u64 {
             let width = super::gates(cell) * hidden;
             steps * (2 * width * (features + hidden) + 4 * width)
         }
-        Op::LastStep => 0,
+        Op::LastStep | Op::Embedding { .. } => 0,
+        Op::PositionalEmbedding => out,
+        Op::LayerNorm { .. } => 5 * out,
+        Op::Attention { heads, .. } => {
+            let (s, d) = (layer.input[0], layer.input[1]);
+            // Projections, scores and weighted sums (2 per multiply-add), softmax.
+            2 * s * d * 3 * d + 2 * 2 * s * s * d + 3 * heads * s * s + 2 * s * d * d
+        }
         Op::Activation(_) | Op::Dropout(_) | Op::Residual(_) => out,
         Op::Softmax | Op::LogSoftmax => 3 * out,
         Op::Flatten => 0,
@@ -152,6 +166,13 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
                     }
                     InitPlan::Zeros => quote!(::kiln::__private::Init::Zeros),
                     InitPlan::Ones => quote!(::kiln::__private::Init::Ones),
+                    InitPlan::Xavier(fan_in, fan_out) => {
+                        quote!(::kiln::__private::Init::XavierUniform { fan_in: #fan_in, fan_out: #fan_out })
+                    }
+                    InitPlan::Normal(std) => {
+                        let std = proc_macro2::Literal::f64_suffixed(std);
+                        quote!(::kiln::__private::Init::Normal { std: #std })
+                    }
                 };
                 let kind = if p.count {
                     quote!(::kiln::__private::TensorKind::Count)
@@ -180,6 +201,10 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
     let flops = flops_per_sample(checked);
     let nodes = plan.node_offsets();
     let output_node = plan.output_node;
+    let token_vocab = match checked.layers.first().map(|l| &l.op) {
+        Some(Op::Embedding { vocab, .. }) => quote!(::core::option::Option::Some(#vocab)),
+        _ => quote!(::core::option::Option::None),
+    };
     quote! {
         ::kiln::__private::ModelSpec {
             name: #model_name,
@@ -194,6 +219,7 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             flops_per_sample: #flops,
             nodes: &[#(#nodes),*],
             output_node: #output_node,
+            token_vocab: #token_vocab,
         }
     }
 }

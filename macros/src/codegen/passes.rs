@@ -89,6 +89,17 @@ fn recurrent_shape(cell: Cell, steps: usize, features: usize, hidden: usize) -> 
     }
 }
 
+fn attention_shape(steps: usize, dim: usize, heads: usize, causal: bool) -> TokenStream {
+    quote! {
+        &::kiln::__private::layers::AttentionShape {
+            steps: #steps,
+            dim: #dim,
+            heads: #heads,
+            causal: #causal,
+        }
+    }
+}
+
 fn slice(range: &std::ops::Range<usize>) -> TokenStream {
     let (a, b) = (range.start, range.end);
     quote!(#a..#b)
@@ -181,6 +192,46 @@ pub fn forward(plan: &Plan) -> TokenStream {
                     #layers::recurrent_forward::<T>(
                         #shape, io.output, io.aux, io.input, &params[#wi], &params[#wh],
                         &params[#bi], &params[#bh], batch,
+                    );
+                }
+            }
+        }
+        Step::Embedding { input, output, dim, table } => {
+            let table = slice(table);
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #none);
+                    #layers::embedding_forward::<T>(io.output, io.input, &params[#table], #dim);
+                }
+            }
+        }
+        Step::Positional { input, output, table } => {
+            let table = slice(table);
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #none);
+                    #layers::positional_forward::<T>(io.output, io.input, &params[#table]);
+                }
+            }
+        }
+        Step::LayerNorm { input, output, saved, width, eps, gamma, beta } => {
+            let (gamma, beta, eps) = (slice(gamma), slice(beta), Literal::f64_suffixed(*eps));
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #some(#saved));
+                    #layers::layer_norm_forward::<T>(io.output, io.aux, io.input, &params[#gamma], &params[#beta], #width, #eps);
+                }
+            }
+        }
+        Step::Attention { input, output, aux, steps, dim, heads, causal, in_weight, in_bias, out_weight, out_bias } => {
+            let shape = attention_shape(*steps, *dim, *heads, *causal);
+            let (wi, bi, wo, bo) = (slice(in_weight), slice(in_bias), slice(out_weight), slice(out_bias));
+            quote! {
+                {
+                    let io = ws.forward_io(#input, #output, #some(#aux));
+                    #layers::attention_forward::<T>(
+                        #shape, io.output, io.aux, io.input, &params[#wi], &params[#bi],
+                        &params[#wo], &params[#bo], batch,
                     );
                 }
             }
@@ -444,6 +495,99 @@ pub fn backward(plan: &Plan) -> TokenStream {
                         #layers::recurrent_backward::<T>(
                             #shape, #grad_input, grad_weight_ih, grad_weight_hh, grad_bias_ih,
                             grad_bias_hh, io.aux, io.input, io.output, &params[#wi], &params[#wh],
+                            io.grad_output, batch,
+                        );
+                    }
+                }
+            }
+            Step::Embedding {
+                input,
+                output,
+                dim,
+                table,
+            } => {
+                let _ = accum_for(*input);
+                let table = slice(table);
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #none);
+                        #layers::embedding_backward::<T>(&mut grads[#table], io.input, io.grad_output, #dim);
+                    }
+                }
+            }
+            Step::Positional {
+                input,
+                output,
+                table,
+            } => {
+                let grad_input = match accum_for(*input) {
+                    Some(accum) => quote!(#some((io.grad_input, #accum))),
+                    None => quote!(#none),
+                };
+                let table = slice(table);
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #none);
+                        #layers::positional_backward::<T>(#grad_input, &mut grads[#table], io.grad_output);
+                    }
+                }
+            }
+            Step::LayerNorm {
+                input,
+                output,
+                saved,
+                width,
+                gamma,
+                beta,
+                ..
+            } => {
+                let grad_input = match accum_for(*input) {
+                    Some(accum) => quote!(#some((io.grad_input, #accum))),
+                    None => quote!(#none),
+                };
+                let both = slice(&(gamma.start..beta.end));
+                let gamma_range = slice(gamma);
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #some(#saved));
+                        let (grad_gamma, grad_beta) = grads[#both].split_at_mut(#width);
+                        #layers::layer_norm_backward::<T>(
+                            #grad_input, grad_gamma, grad_beta, io.aux, io.input, &params[#gamma_range],
+                            io.grad_output, #width,
+                        );
+                    }
+                }
+            }
+            Step::Attention {
+                input,
+                output,
+                aux,
+                steps,
+                dim,
+                heads,
+                causal,
+                in_weight,
+                in_bias,
+                out_weight,
+                out_bias,
+            } => {
+                let shape = attention_shape(*steps, *dim, *heads, *causal);
+                let grad_input = match accum_for(*input) {
+                    Some(accum) => quote!(#some((io.grad_input, #accum))),
+                    None => quote!(#none),
+                };
+                let all = slice(&(in_weight.start..out_bias.end));
+                let (len_wi, len_bi, len_wo) = (in_weight.len(), in_bias.len(), out_weight.len());
+                let (wi, wo) = (slice(in_weight), slice(out_weight));
+                quote! {
+                    {
+                        let io = ws.backward_io(#input, #output, #some(#aux));
+                        let (grad_in_weight, rest) = grads[#all].split_at_mut(#len_wi);
+                        let (grad_in_bias, rest) = rest.split_at_mut(#len_bi);
+                        let (grad_out_weight, grad_out_bias) = rest.split_at_mut(#len_wo);
+                        #layers::attention_backward::<T>(
+                            #shape, #grad_input, grad_in_weight, grad_in_bias, grad_out_weight,
+                            grad_out_bias, io.aux, io.input, &params[#wi], &params[#wo],
                             io.grad_output, batch,
                         );
                     }

@@ -115,6 +115,7 @@ const _: () = {
             flops_per_sample: 203658,
             nodes: &[0, 784, 912, 1040, 1168, 1178],
             output_node: 4,
+            token_vocab: ::core::option::Option::None,
         };
         fn state(&self) -> &::kiln::__private::ModelState<T> {
             &self.state

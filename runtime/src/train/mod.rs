@@ -242,6 +242,7 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
+    M::SPEC.check_input(data.features().as_slice())?;
     let mut batches = data.batches(batch_size, None);
     let (mut total, mut correct, mut counted, mut samples) = (0.0, 0, 0, 0);
     let width = layout::<T, M>(1).width;
