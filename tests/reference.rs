@@ -592,8 +592,7 @@ fn attention_and_layer_norm_match_pytorch() {
         let mut grads = vec![0.0; params.len()];
         let mut gx = vec![0.0; x.len()];
         let mut y = vec![0.0; x.len()];
-        let what;
-        if case["kind"] == "attention" {
+        let what = if case["kind"] == "attention" {
             let causal = case["causal"].as_bool().unwrap();
             let s = layers::AttentionShape {
                 steps: get("steps"),
@@ -624,7 +623,7 @@ fn attention_and_layer_norm_match_pytorch() {
                 &upstream,
                 batch,
             );
-            what = format!("attention (causal: {causal})");
+            format!("attention (causal: {causal})")
         } else {
             let width = get("width");
             let (gamma, beta) = params.split_at(width);
@@ -641,8 +640,8 @@ fn attention_and_layer_norm_match_pytorch() {
                 &upstream,
                 width,
             );
-            what = "layer norm".to_string();
-        }
+            "layer norm".to_string()
+        };
         assert_close(&format!("{what} y"), &y, &floats(&case["y"]));
         assert_close(&format!("{what} grad_x"), &gx, &floats(&case["grad_x"]));
         assert_close(&format!("{what} grads"), &grads, &floats(&case["grads"]));
