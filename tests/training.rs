@@ -333,3 +333,38 @@ fn one_models_output_feeds_another() {
     assert_eq!(out.batch(), 2);
     assert_eq!(out.sample(0).len(), 2);
 }
+
+#[test]
+fn token_ids_out_of_range_are_errors() {
+    kiln::model! { struct Tokens { input: [3], tok: Embedding(vocab = 5, dim = 4), LastStep, Dense(2) } }
+    let mut net = Tokens::<f32>::new(0);
+    let before = net.params().as_slice().to_vec();
+    let mut opt = Sgd::new(0.1);
+    for (ids, index, id) in [
+        ([0.0, 5.0, 1.0], 1, 5.0),
+        ([0.0, 1.0, -1.0], 2, -1.0),
+        ([0.5, 1.0, 2.0], 0, 0.5),
+    ] {
+        let x = TensorRef::<f32, Shape1<3>>::new(&ids).unwrap();
+        assert_eq!(
+            net.train_step(x, &[0usize][..], &CrossEntropy::default(), &mut opt),
+            Err(Error::TokenOutOfRange {
+                id,
+                index,
+                vocab: 5
+            })
+        );
+        assert!(net
+            .evaluate_loss(x, &[0usize][..], &CrossEntropy::default())
+            .is_err());
+    }
+    assert_eq!(net.params().as_slice(), &before[..]);
+    let ok = [0.0_f32, 4.0, 2.0];
+    net.train_step(
+        TensorRef::new(&ok).unwrap(),
+        &[1usize][..],
+        &CrossEntropy::default(),
+        &mut opt,
+    )
+    .unwrap();
+}
