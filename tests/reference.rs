@@ -576,14 +576,25 @@ fn recurrent_layers_match_pytorch() {
     }
 }
 
-/// Self-attention (with and without a causal mask) and layer norm against PyTorch's
-/// nn.MultiheadAttention and nn.LayerNorm.
+/// Self-attention (with and without a causal mask), layer norm and embedding against
+/// PyTorch's nn.MultiheadAttention, nn.LayerNorm and nn.Embedding.
 #[test]
 fn attention_and_layer_norm_match_pytorch() {
     let fixture: Value =
         serde_json::from_str(include_str!("fixtures/torch_attention.json")).expect("valid JSON");
     for case in fixture["cases"].as_array().unwrap() {
         let get = |k: &str| case[k].as_u64().unwrap() as usize;
+        if case["kind"] == "embedding" {
+            let (dim, table) = (get("dim"), floats(&case["params"]));
+            let ids: Vec<f64> = labels(&case["ids"]).into_iter().map(|i| i as f64).collect();
+            let mut y = vec![0.0; ids.len() * dim];
+            layers::embedding_forward(&mut y, &ids, &table, dim);
+            assert_close("embedding y", &y, &floats(&case["y"]));
+            let mut grad = vec![0.0; table.len()];
+            layers::embedding_backward(&mut grad, &ids, &floats(&case["upstream"]), dim);
+            assert_close("embedding grads", &grad, &floats(&case["grads"]));
+            continue;
+        }
         let (x, params, upstream) = (
             floats(&case["x"]),
             floats(&case["params"]),

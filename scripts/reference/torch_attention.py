@@ -1,6 +1,6 @@
-"""Reference values for kiln's attention and layer norm from PyTorch's own
-nn.MultiheadAttention (batch_first, self-attention, with and without a causal mask) and
-nn.LayerNorm, in float64: outputs and the gradients of every parameter and of the input.
+"""Reference values for kiln's attention, layer norm and embedding from PyTorch's own
+nn.MultiheadAttention (batch_first, self-attention, with and without a causal mask),
+nn.LayerNorm and nn.Embedding, in float64: outputs and the gradients of every parameter and of the input.
 Run from the repository root:
 
     python scripts/reference/torch_attention.py
@@ -55,6 +55,17 @@ cases.append({
     "kind": "layer_norm", "width": width, "x": flat(x), "params": flat(ln.weight) + flat(ln.bias),
     "upstream": flat(upstream), "y": flat(y), "grad_x": x.grad.reshape(-1).tolist(),
     "grads": ln.weight.grad.reshape(-1).tolist() + ln.bias.grad.reshape(-1).tolist(),
+})
+
+vocab, dim = 9, 4
+emb = torch.nn.Embedding(vocab, dim).double()
+ids = torch.tensor([[3, 0, 8, 3], [5, 5, 1, 2]])
+upstream = torch.rand(2, 4, dim, dtype=torch.float64) * 2 - 1
+y = emb(ids)
+(y * upstream).sum().backward()
+cases.append({
+    "kind": "embedding", "vocab": vocab, "dim": dim, "ids": ids.reshape(-1).tolist(), "params": flat(emb.weight),
+    "upstream": flat(upstream), "y": flat(y), "grads": emb.weight.grad.reshape(-1).tolist(),
 })
 
 (FIXTURES / "torch_attention.json").write_text(
