@@ -25,4 +25,31 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    pub struct ShadowedCnn {
+        input: [2, 8, 8],
+        conv: Conv2d(4, kernel = 3, padding = 1), Relu,
+        bn: BatchNorm2d,
+        MaxPool2d(2),
+        AvgPool2d(2),
+        GlobalAvgPool,
+        BatchNorm1d,
+        Dense(3),
+    }
+}
+
+kiln::model! {
+    pub struct ShadowedSequence {
+        input: [6],
+        tok: Embedding(vocab = 10, dim = 8),
+        pos: PositionalEmbedding,
+        Residual { LayerNorm, MultiHeadAttention(heads = 2, causal = true) },
+        lstm: Lstm(8),
+        gru: Gru(8),
+        rnn: Rnn(4),
+        LastStep,
+        Dense(2),
+    }
+}
+
 fn main() {}
