@@ -12,9 +12,6 @@
 
 mod common;
 
-use kiln::data::read_mnist;
-use kiln::prelude::*;
-
 kiln::model! {
     /// LeNet-5 for 28x28 digits.
     pub struct LeNet {
@@ -48,33 +45,22 @@ kiln::model! {
 }
 
 fn main() {
-    common::main_with("lenet5", |args| match &args.data {
-        Some(dir) => {
-            println!("MNIST from {}", dir.display());
-            let (train, test) = read_mnist::<f32, Shape3<1, 28, 28>>(dir)?;
-            let epochs = args.epochs.unwrap_or(5);
-            common::train_and_report(
-                LeNet::<f32>::new(0),
-                train,
-                test,
-                epochs,
-                64,
-                true,
-                &args.out,
-            )
-        }
-        None => {
-            let (train, test) = common::shipped_digits::<Shape3<1, 8, 8>>()?;
-            let epochs = args.epochs.unwrap_or(40);
-            common::train_and_report(
-                LeNetDigits::<f32>::new(0),
-                train,
-                test,
-                epochs,
-                32,
-                true,
-                &args.out,
-            )
-        }
-    });
+    common::run_digits(
+        "lenet5",
+        (
+            LeNet::<f32>::new(0),
+            common::Plan {
+                epochs: 5,
+                batch_size: 64,
+            },
+        ),
+        (
+            LeNetDigits::<f32>::new(0),
+            common::Plan {
+                epochs: 40,
+                batch_size: 32,
+            },
+        ),
+        true,
+    );
 }

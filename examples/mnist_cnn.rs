@@ -13,9 +13,6 @@
 
 mod common;
 
-use kiln::data::read_mnist;
-use kiln::prelude::*;
-
 kiln::model! {
     /// The seed's CNN for 28x28 MNIST digits.
     pub struct MnistCnn {
@@ -45,33 +42,22 @@ kiln::model! {
 }
 
 fn main() {
-    common::main_with("mnist_cnn", |args| match &args.data {
-        Some(dir) => {
-            println!("MNIST from {}", dir.display());
-            let (train, test) = read_mnist::<f32, Shape3<1, 28, 28>>(dir)?;
-            let epochs = args.epochs.unwrap_or(8);
-            common::train_and_report(
-                MnistCnn::<f32>::new(0),
-                train,
-                test,
-                epochs,
-                64,
-                true,
-                &args.out,
-            )
-        }
-        None => {
-            let (train, test) = common::shipped_digits::<Shape3<1, 8, 8>>()?;
-            let epochs = args.epochs.unwrap_or(30);
-            common::train_and_report(
-                DigitsCnn::<f32>::new(0),
-                train,
-                test,
-                epochs,
-                32,
-                true,
-                &args.out,
-            )
-        }
-    });
+    common::run_digits(
+        "mnist_cnn",
+        (
+            MnistCnn::<f32>::new(0),
+            common::Plan {
+                epochs: 8,
+                batch_size: 64,
+            },
+        ),
+        (
+            DigitsCnn::<f32>::new(0),
+            common::Plan {
+                epochs: 30,
+                batch_size: 32,
+            },
+        ),
+        true,
+    );
 }

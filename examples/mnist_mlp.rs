@@ -14,9 +14,6 @@
 
 mod common;
 
-use kiln::data::read_mnist;
-use kiln::prelude::*;
-
 kiln::model! {
     /// The seed's network for 28x28 MNIST digits.
     pub struct MnistMlp {
@@ -38,33 +35,22 @@ kiln::model! {
 }
 
 fn main() {
-    common::main_with("mnist_mlp", |args| match &args.data {
-        Some(dir) => {
-            println!("MNIST from {}", dir.display());
-            let (train, test) = read_mnist::<f32, Shape1<784>>(dir)?;
-            let epochs = args.epochs.unwrap_or(5);
-            common::train_and_report(
-                MnistMlp::<f32>::new(0),
-                train,
-                test,
-                epochs,
-                32,
-                false,
-                &args.out,
-            )
-        }
-        None => {
-            let (train, test) = common::shipped_digits::<Shape1<64>>()?;
-            let epochs = args.epochs.unwrap_or(40);
-            common::train_and_report(
-                DigitsMlp::<f32>::new(0),
-                train,
-                test,
-                epochs,
-                32,
-                false,
-                &args.out,
-            )
-        }
-    });
+    common::run_digits(
+        "mnist_mlp",
+        (
+            MnistMlp::<f32>::new(0),
+            common::Plan {
+                epochs: 5,
+                batch_size: 32,
+            },
+        ),
+        (
+            DigitsMlp::<f32>::new(0),
+            common::Plan {
+                epochs: 40,
+                batch_size: 32,
+            },
+        ),
+        false,
+    );
 }

@@ -125,3 +125,49 @@ pub fn train_and_report<M: Model<f32> + Send>(
     }
     Ok(())
 }
+
+/// How one network of a digit example trains: its epochs and batch size.
+pub struct Plan {
+    pub epochs: usize,
+    pub batch_size: usize,
+}
+
+/// The body of the digit examples: `mnist` trains on MNIST when a directory is given,
+/// `digits` on the shipped 8x8 digits otherwise (`--epochs` overrides either plan).
+pub fn run_digits<Big, Small>(name: &str, mnist: (Big, Plan), digits: (Small, Plan), cosine: bool)
+where
+    Big: Model<f32> + Send,
+    Small: Model<f32> + Send,
+{
+    main_with(name, |args| match &args.data {
+        Some(dir) => {
+            println!("MNIST from {}", dir.display());
+            let (train, test) = kiln::data::read_mnist::<f32, Big::Input>(dir)?;
+            let (model, plan) = mnist;
+            let epochs = args.epochs.unwrap_or(plan.epochs);
+            train_and_report(
+                model,
+                train,
+                test,
+                epochs,
+                plan.batch_size,
+                cosine,
+                &args.out,
+            )
+        }
+        None => {
+            let (train, test) = shipped_digits::<Small::Input>()?;
+            let (model, plan) = digits;
+            let epochs = args.epochs.unwrap_or(plan.epochs);
+            train_and_report(
+                model,
+                train,
+                test,
+                epochs,
+                plan.batch_size,
+                cosine,
+                &args.out,
+            )
+        }
+    });
+}

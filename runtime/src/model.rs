@@ -486,34 +486,14 @@ pub trait Model<T: Float>: Sized {
     /// Training forward: runs with dropout active, keeps every intermediate value for
     /// [`backward`](Self::backward) and returns the outputs.
     fn forward_train<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
-        let x = x.into();
-        let state = self.state_mut();
-        state.workspace.prepare(x.batch());
-        state.workspace.value_mut(0).copy_from_slice(x.as_slice());
-        Self::forward_pass(
-            &state.params,
-            &mut state.buffers,
-            &mut state.workspace,
-            Mode::Train(&mut state.dropout_rng),
-        );
-        state.workspace.value(Self::SPEC.output_node)
+        run_in_workspace::<T, Self>(self.state_mut(), x.into(), true)
     }
 
     /// Inference through the model's own workspace: like [`forward`](Self::forward)
     /// (dropout off) but without allocating after the first batch of this size.
     /// Returns the outputs; [`backward`](Self::backward) must not follow it.
     fn infer<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
-        let x = x.into();
-        let state = self.state_mut();
-        state.workspace.prepare(x.batch());
-        state.workspace.value_mut(0).copy_from_slice(x.as_slice());
-        Self::forward_pass(
-            &state.params,
-            &mut state.buffers,
-            &mut state.workspace,
-            Mode::Infer,
-        );
-        state.workspace.value(Self::SPEC.output_node)
+        run_in_workspace::<T, Self>(self.state_mut(), x.into(), false)
     }
 
     /// The outputs of the last forward pass through the workspace (a training step,
@@ -745,6 +725,29 @@ pub trait Model<T: Float>: Sized {
     fn summary() -> Summary {
         Summary(Self::SPEC)
     }
+}
+
+/// Copies `x` into the workspace and runs the forward pass there, training or not;
+/// returns the outputs.
+fn run_in_workspace<'s, T: Float, M: Model<T>>(
+    state: &'s mut ModelState<T>,
+    x: TensorRef<'_, T, M::Input>,
+    training: bool,
+) -> &'s [T] {
+    state.workspace.prepare(x.batch());
+    state.workspace.value_mut(0).copy_from_slice(x.as_slice());
+    let mode = if training {
+        Mode::Train(&mut state.dropout_rng)
+    } else {
+        Mode::Infer
+    };
+    M::forward_pass(
+        &state.params,
+        &mut state.buffers,
+        &mut state.workspace,
+        mode,
+    );
+    state.workspace.value(M::SPEC.output_node)
 }
 
 fn output_layout(spec: &ModelSpec, batch: usize) -> OutputLayout {
