@@ -1,6 +1,9 @@
 //! What the digit examples share: command-line arguments, and training with a report,
 //! curves, a confusion matrix and a checkpoint.
 
+// Each example compiles its own copy of this module and uses only part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
