@@ -30,7 +30,6 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::activation::sigmoid;
 use super::{check_len, store};
 use crate::Float;
 
@@ -188,48 +187,51 @@ pub fn recurrent_forward<T: Float>(
                 None
             };
             let h_t = &mut rest[..h];
+            // Nonlinearities run over whole gate blocks, so the f32 path vectorises.
             match s.cell {
                 Cell::Rnn => {
-                    for (hv, g) in h_t.iter_mut().zip(&mut sample_aux[t * w..][..w]) {
-                        *g = g.tanh();
-                        *hv = *g;
-                    }
+                    let g = &mut sample_aux[t * w..][..w];
+                    T::tanh_in_place(g);
+                    h_t.copy_from_slice(g);
                 }
                 Cell::Lstm => {
                     let (gates, cells) = sample_aux.split_at_mut(c_offset);
                     let g = &mut gates[t * w..][..w];
+                    let (input_forget, rest) = g.split_at_mut(2 * h);
+                    let (candidate, output_gate) = rest.split_at_mut(h);
+                    T::sigmoid_in_place(input_forget);
+                    T::tanh_in_place(candidate);
+                    T::sigmoid_in_place(output_gate);
+                    let (i, fg) = input_forget.split_at(h);
+                    let (before, current) = cells.split_at_mut(t * h);
                     for j in 0..h {
-                        let (i, fg, gg, o) = (
-                            sigmoid(g[j]),
-                            sigmoid(g[h + j]),
-                            g[2 * h + j].tanh(),
-                            sigmoid(g[3 * h + j]),
-                        );
-                        g[j] = i;
-                        g[h + j] = fg;
-                        g[2 * h + j] = gg;
-                        g[3 * h + j] = o;
                         let c_prev = if t > 0 {
-                            cells[(t - 1) * h + j]
+                            before[(t - 1) * h + j]
                         } else {
                             T::ZERO
                         };
-                        let c = fg * c_prev + i * gg;
-                        cells[t * h + j] = c;
-                        h_t[j] = o * c.tanh();
+                        current[j] = fg[j] * c_prev + i[j] * candidate[j];
+                        h_t[j] = current[j];
+                    }
+                    T::tanh_in_place(h_t);
+                    for (hv, &o) in h_t.iter_mut().zip(output_gate.iter()) {
+                        *hv *= o;
                     }
                 }
                 Cell::Gru => {
                     let (gates, hh) = sample_aux.split_at_mut(hh_offset);
                     let g = &mut gates[t * w..][..w];
                     let p = &hh[t * w..][..w];
+                    for (gv, &pv) in g[..2 * h].iter_mut().zip(&p[..2 * h]) {
+                        *gv += pv;
+                    }
+                    T::sigmoid_in_place(&mut g[..2 * h]);
                     for j in 0..h {
-                        let r = sigmoid(g[j] + p[j]);
-                        let z = sigmoid(g[h + j] + p[h + j]);
-                        let n = (g[2 * h + j] + r * p[2 * h + j]).tanh();
-                        g[j] = r;
-                        g[h + j] = z;
-                        g[2 * h + j] = n;
+                        g[2 * h + j] = g[2 * h + j] + g[j] * p[2 * h + j];
+                    }
+                    T::tanh_in_place(&mut g[2 * h..]);
+                    for j in 0..h {
+                        let (z, n) = (g[h + j], g[2 * h + j]);
                         let prev = h_prev.map_or(T::ZERO, |hp| hp[j]);
                         h_t[j] = (T::ONE - z) * n + z * prev;
                     }
