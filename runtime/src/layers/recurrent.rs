@@ -227,7 +227,7 @@ pub fn recurrent_forward<T: Float>(
                     }
                     T::sigmoid_in_place(&mut g[..2 * h]);
                     for j in 0..h {
-                        g[2 * h + j] = g[2 * h + j] + g[j] * p[2 * h + j];
+                        g[2 * h + j] += g[j] * p[2 * h + j];
                     }
                     T::tanh_in_place(&mut g[2 * h..]);
                     for j in 0..h {
