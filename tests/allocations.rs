@@ -63,6 +63,10 @@ kiln::model! {
 }
 
 kiln::model! {
+    struct WideMlp { input: [784], Dense(1024), Relu, Dense(1024), Relu, Dense(10) }
+}
+
+kiln::model! {
     struct Cnn {
         input: [1, 28, 28],
         conv1: Conv2d(16, kernel = 3), Relu,
@@ -168,4 +172,22 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("cnn with batch norm, batch 64: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps of the CNN");
+
+    // Weight gradients above 100 MFLOP take faer's own multi-threaded GEMM.
+    let batch = 128;
+    let x: Vec<f32> = (0..batch * 784)
+        .map(|i| ((i * 29) % 253) as f32 / 253.0)
+        .collect();
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let mut wide = WideMlp::<f32>::new(4);
+    let mut sgd = Sgd::new(0.05);
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    let n = rayon::scope(|_| {
+        count(2, 10, || {
+            wide.train_step(x, &labels, &CrossEntropy::default(), &mut sgd)
+                .unwrap();
+        })
+    });
+    println!("784-1024-1024-10 MLP, batch 128: {n} allocations in 10 steps");
+    assert_eq!(n, 0, "allocations in 10 training steps of the wide MLP");
 }

@@ -21,7 +21,7 @@
 use faer::linalg::matmul::matmul;
 use faer::{MatMut, MatRef, Par};
 
-use super::{check_len, for_row_blocks, Accum, Activation, PARALLEL_MIN_FLOPS};
+use super::{check_len, for_row_blocks, Accum, Activation};
 use crate::Float;
 
 /// `output = activation(input · weightᵀ + bias)`.
@@ -134,21 +134,25 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     }
     let g = MatRef::from_row_major_slice(grad_output, rows, OUT);
     let x = MatRef::from_row_major_slice(input, rows, IN);
-    let weight_flops = 2.0 * (rows * IN * OUT) as f64;
-    // The weight gradient reduces over the batch: it is one product, threaded inside
-    // faer only when it is large enough to pay for it.
-    let par = if weight_flops >= 25.0 * PARALLEL_MIN_FLOPS {
-        Par::rayon(0)
-    } else {
-        Par::Seq
-    };
-    matmul(
-        MatMut::from_row_major_slice_mut(grad_weight, OUT, IN),
-        Accum::Replace,
-        g.transpose(),
-        x,
-        T::ONE,
-        par,
+    // The weight gradient reduces over the batch, so it is split by its own rows (output
+    // units) instead: each block is an independent single-threaded product. faer's
+    // internal threading would allocate on every call.
+    for_row_blocks(
+        grad_weight,
+        IN,
+        (2 * rows * IN) as f64,
+        &|first_unit, gw_block: &mut [T]| {
+            let units = gw_block.len() / IN;
+            let dst = MatMut::from_row_major_slice_mut(gw_block, units, IN);
+            matmul(
+                dst,
+                Accum::Replace,
+                g.subcols(first_unit, units).transpose(),
+                x,
+                T::ONE,
+                Par::Seq,
+            );
+        },
     );
     if let Some((grad_input, accum)) = grad_input {
         check_len("dense grad_input", grad_input.len(), rows * IN);
@@ -271,6 +275,32 @@ mod tests {
         }
         for (p, s) in parallel.iter().zip(&serial) {
             assert!((p - s).abs() <= 1e-4 * (1.0 + s.abs()), "{p} vs {s}");
+        }
+        // The weight gradient is split by output units: compare with the definition.
+        let go: Vec<f32> = values(rows * OUT, 7).iter().map(|&v| v as f32).collect();
+        let mut gw = vec![0.0; OUT * IN];
+        dense_backward::<f32, IN, OUT>(
+            None,
+            &mut gw,
+            None,
+            &x,
+            &w,
+            &parallel,
+            &mut go.clone(),
+            Activation::Identity,
+            rows,
+        );
+        for o in (0..OUT).step_by(7) {
+            for i in (0..IN).step_by(5) {
+                let expected: f64 = (0..rows)
+                    .map(|r| f64::from(go[r * OUT + o]) * f64::from(x[r * IN + i]))
+                    .sum();
+                let got = f64::from(gw[o * IN + i]);
+                assert!(
+                    (got - expected).abs() <= 1e-3 * (1.0 + expected.abs()),
+                    "{got} vs {expected}"
+                );
+            }
         }
     }
 
