@@ -209,8 +209,7 @@ mod tests {
                 );
                 (y, saved, running)
             };
-            let (y, saved, _) = run(&x, &gamma, &beta);
-            let _ = y;
+            let (_, saved, _) = run(&x, &gamma, &beta);
             let mut gx = vec![0.0; x.len()];
             let mut gg = vec![0.0; c];
             let mut gb = vec![0.0; c];

@@ -1,4 +1,4 @@
-use super::{check_lengths, check_lr, check_range, state, Optimizer};
+use super::{check_lengths, check_lr, check_non_negative, check_range, state, Optimizer};
 use crate::{Float, Result};
 
 /// The moment estimates Adam and AdamW share.
@@ -44,13 +44,8 @@ impl<T: Float> Moments<T> {
             (0.0..1.0).contains(&self.beta2),
             "must be in [0, 1)",
         )?;
-        check_range("eps", self.eps, self.eps >= 0.0, "must be >= 0")?;
-        check_range(
-            "weight decay",
-            self.weight_decay,
-            self.weight_decay >= 0.0,
-            "must be >= 0",
-        )?;
+        check_non_negative("eps", self.eps)?;
+        check_non_negative("weight decay", self.weight_decay)?;
         state(&mut self.m, params.len());
         state(&mut self.v, params.len());
         self.t = self.t.saturating_add(1);

@@ -57,6 +57,10 @@ pub(crate) fn check_range(
     }
 }
 
+pub(crate) fn check_non_negative(name: &'static str, value: f64) -> Result<()> {
+    check_range(name, value, value >= 0.0, "must be >= 0")
+}
+
 pub(crate) fn check_lr(lr: f64) -> Result<()> {
     check_range(
         "learning rate",

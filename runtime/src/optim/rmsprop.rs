@@ -1,4 +1,4 @@
-use super::{check_lengths, check_lr, check_range, state, Optimizer};
+use super::{check_lengths, check_lr, check_non_negative, check_range, state, Optimizer};
 use crate::{Float, Result};
 
 /// RMSprop, as `torch.optim.RMSprop`:
@@ -75,19 +75,9 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
             (0.0..=1.0).contains(&self.alpha),
             "must be in [0, 1]",
         )?;
-        check_range("eps", self.eps, self.eps >= 0.0, "must be >= 0")?;
-        check_range(
-            "momentum",
-            self.momentum,
-            self.momentum >= 0.0,
-            "must be >= 0",
-        )?;
-        check_range(
-            "weight decay",
-            self.weight_decay,
-            self.weight_decay >= 0.0,
-            "must be >= 0",
-        )?;
+        check_non_negative("eps", self.eps)?;
+        check_non_negative("momentum", self.momentum)?;
+        check_non_negative("weight decay", self.weight_decay)?;
         let n = params.len();
         state(&mut self.square_avg, n);
         if self.centered {

@@ -1,4 +1,4 @@
-use super::{check_lengths, check_lr, check_range, state, Optimizer};
+use super::{check_lengths, check_lr, check_non_negative, check_range, state, Optimizer};
 use crate::{Float, Result};
 
 /// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight
@@ -68,18 +68,8 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
         check_lengths(params.len(), grads.len())?;
         check_lr(self.lr)?;
-        check_range(
-            "momentum",
-            self.momentum,
-            self.momentum >= 0.0,
-            "must be >= 0",
-        )?;
-        check_range(
-            "weight decay",
-            self.weight_decay,
-            self.weight_decay >= 0.0,
-            "must be >= 0",
-        )?;
+        check_non_negative("momentum", self.momentum)?;
+        check_non_negative("weight decay", self.weight_decay)?;
         check_range(
             "nesterov",
             self.momentum,
