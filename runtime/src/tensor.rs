@@ -44,7 +44,7 @@ shapes! {
 
 /// Checks that `len` values are a whole, non-zero number of samples of `S`.
 pub fn batch_of<S: Shape>(len: usize) -> Result<usize> {
-    if len % S::SIZE != 0 {
+    if !len.is_multiple_of(S::SIZE) {
         return Err(Error::BatchLength {
             len,
             sample_size: S::SIZE,

@@ -72,7 +72,7 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
     /// is the number of classes; every label must be below it.
     pub fn new(features: Vec<T>, targets: Vec<Y>, classes: Option<usize>) -> Result<Self> {
         let n = crate::tensor::batch_of::<S>(features.len())?;
-        if targets.is_empty() || targets.len() % n != 0 {
+        if targets.is_empty() || !targets.len().is_multiple_of(n) {
             return Err(Error::Mismatch(format!(
                 "{n} samples but {} targets: expected a whole number of targets per sample",
                 targets.len()

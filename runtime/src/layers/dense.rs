@@ -21,7 +21,12 @@
 use faer::linalg::matmul::matmul;
 use faer::{MatMut, MatRef, Par};
 
+use super::activation::scale_by_derivative;
+use super::matvec::matvec;
 use super::{check_len, for_row_blocks, Accum, Activation};
+
+/// Up to this many rows, [`dense_forward`] runs one matrix-vector product per row.
+const MATVEC_MAX_ROWS: usize = 1;
 use crate::Float;
 
 /// `output = activation(input · weightᵀ + bias)`.
@@ -47,6 +52,16 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
         activation.fusable(),
         "{activation:?} cannot be fused after a GEMM"
     );
+    if rows <= MATVEC_MAX_ROWS {
+        // A few samples (online inference): one matrix-vector product per row, which
+        // streams the weight at the memory system's speed, where a GEMM's packing and
+        // blocking would cost more than the arithmetic.
+        for (y, x) in output.chunks_exact_mut(OUT).zip(input.chunks_exact(IN)) {
+            matvec(y, weight, x);
+            epilogue(y, bias, activation);
+        }
+        return;
+    }
     let weight_t = MatRef::from_row_major_slice(weight, OUT, IN).transpose();
     // `output` is split into row blocks; `input` rows are addressed from each block's first row.
     for_row_blocks(
@@ -76,6 +91,14 @@ fn epilogue<T: Float>(output: &mut [T], bias: Option<&[T]>, activation: Activati
             for row in output.chunks_exact_mut(width) {
                 for (y, &b) in row.iter_mut().zip(bias) {
                     *y += b;
+                }
+            }
+        }
+        (Some(bias), Activation::Relu) => {
+            for row in output.chunks_exact_mut(width) {
+                for (y, &b) in row.iter_mut().zip(bias) {
+                    let t = *y + b;
+                    *y = if t > T::ZERO { t } else { T::ZERO };
                 }
             }
         }
@@ -118,11 +141,7 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     check_len("dense grad_output", grad_output.len(), rows * OUT);
     check_len("dense weight", weight.len(), OUT * IN);
     check_len("dense grad_weight", grad_weight.len(), OUT * IN);
-    if activation != Activation::Identity {
-        for (g, &y) in grad_output.iter_mut().zip(output) {
-            *g *= activation.derivative_from_output(y);
-        }
-    }
+    scale_by_derivative(grad_output, output, activation);
     if let Some(grad_bias) = grad_bias {
         check_len("dense grad_bias", grad_bias.len(), OUT);
         grad_bias.fill(T::ZERO);

@@ -15,6 +15,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+mod matvec;
 pub mod pool;
 pub mod recurrent;
 pub mod residual;

@@ -80,7 +80,7 @@ impl Reporter {
         self.steps += 1;
         if let Some(bar) = &self.bar {
             // Drawing and formatting cost more than a small step: refresh every 16 steps.
-            if self.steps % 16 == 0 || self.steps == self.batches {
+            if self.steps.is_multiple_of(16) || self.steps == self.batches {
                 bar.set_position(self.steps as u64);
                 match accuracy {
                     Some(a) => bar.set_message(format!("loss {loss:.4}  accuracy {a:.4}")),
