@@ -10,7 +10,7 @@
 //! `input`: `batch x [C, H, W]`; `output`: `batch x [C, out_h, out_w]` (or `[C]` for the
 //! global average); `argmax`: like `output`.
 
-use super::conv::Conv2dShape;
+use super::conv::{split_batch, Conv2dShape};
 use super::{check_len, Accum};
 use crate::Float;
 
@@ -29,31 +29,81 @@ pub fn max_pool2d_forward<T: Float>(
     check_len("max_pool2d input", input.len(), batch * s.input_len());
     check_len("max_pool2d output", output.len(), batch * s.output_len());
     check_len("max_pool2d argmax", argmax.len(), batch * s.output_len());
+    let taps = s.kernel.0 * s.kernel.1;
+    split_batch(
+        batch,
+        (s.output_len() * taps) as f64 * MEMORY_BOUND_WEIGHT,
+        (output, s.output_len()),
+        (argmax, s.output_len()),
+        &|first, out: &mut [T], arg: &mut [T]| {
+            for (n, (out, arg)) in out
+                .chunks_exact_mut(s.output_len())
+                .zip(arg.chunks_exact_mut(s.output_len()))
+                .enumerate()
+            {
+                let x = &input[(first + n) * s.input_len()..][..s.input_len()];
+                max_pool_sample(s, out, arg, x);
+            }
+        },
+    );
+}
+
+/// Pooling and the scatter of its gradient are loads, compares and stores, several
+/// times the cost of a GEMM's multiply-add each: they are weighed this much heavier
+/// against the threshold for splitting a batch across threads.
+const MEMORY_BOUND_WEIGHT: f64 = 8.0;
+
+/// Max pooling of one sample.
+fn max_pool_sample<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x: &[T]) {
     let (ih, iw) = s.in_size;
     let (oh, ow) = s.out_size;
-    for n in 0..batch {
-        let x = &input[n * s.input_len()..][..s.input_len()];
+    let (kh, kw) = s.kernel;
+    if s.padding == (0, 0) {
+        // No padding: every tap of every window is inside, so no bounds arithmetic.
+        let (sy, sx) = s.stride;
+        let (dy, dx) = s.dilation;
         for c in 0..s.in_channels {
+            let plane = c * ih * iw;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut best: Option<(usize, T)> = None;
-                    for i in 0..s.kernel.0 {
-                        for j in 0..s.kernel.1 {
-                            if let Some((y, xx)) = s.source(oy, ox, i, j) {
-                                let index = (c * ih + y) * iw + xx;
-                                let v = x[index];
-                                if best.is_none_or(|(_, b)| v > b) {
-                                    best = Some((index, v));
-                                }
+                    let corner = plane + oy * sy * iw + ox * sx;
+                    let (mut index, mut best) = (corner, x[corner]);
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let at = corner + i * dy * iw + j * dx;
+                            if x[at] > best {
+                                (index, best) = (at, x[at]);
                             }
                         }
                     }
-                    // The macro guarantees every window holds at least one input.
-                    let (index, value) = best.unwrap_or((0, T::ZERO));
-                    let o = n * s.output_len() + (c * oh + oy) * ow + ox;
-                    output[o] = value;
+                    let o = (c * oh + oy) * ow + ox;
+                    output[o] = best;
                     argmax[o] = T::from_f64(index as f64);
                 }
+            }
+        }
+        return;
+    }
+    for c in 0..s.in_channels {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best: Option<(usize, T)> = None;
+                for i in 0..kh {
+                    for j in 0..kw {
+                        if let Some((y, xx)) = s.source(oy, ox, i, j) {
+                            let index = (c * ih + y) * iw + xx;
+                            let v = x[index];
+                            if best.is_none_or(|(_, b)| v > b) {
+                                best = Some((index, v));
+                            }
+                        }
+                    }
+                }
+                // The macro guarantees every window holds at least one input.
+                let (index, value) = best.unwrap_or((0, T::ZERO));
+                let o = (c * oh + oy) * ow + ox;
+                output[o] = value;
+                argmax[o] = T::from_f64(index as f64);
             }
         }
     }
@@ -81,16 +131,25 @@ pub fn max_pool2d_backward<T: Float>(
         grad_output.len(),
         batch * s.output_len(),
     );
-    if accum == Accum::Replace {
-        grad_input.fill(T::ZERO);
-    }
-    for n in 0..batch {
-        let gi = &mut grad_input[n * s.input_len()..][..s.input_len()];
-        let range = n * s.output_len()..(n + 1) * s.output_len();
-        for (&index, &g) in argmax[range.clone()].iter().zip(&grad_output[range]) {
-            gi[index.to_f64() as usize] += g;
+    let scatter = |first: usize, gi: &mut [T]| {
+        if accum == Accum::Replace {
+            gi.fill(T::ZERO);
         }
-    }
+        for (n, gi) in gi.chunks_exact_mut(s.input_len()).enumerate() {
+            let range = (first + n) * s.output_len()..(first + n + 1) * s.output_len();
+            for (&index, &g) in argmax[range.clone()].iter().zip(&grad_output[range]) {
+                gi[index.to_f64() as usize] += g;
+            }
+        }
+    };
+    let work = (s.input_len() + s.output_len()) as f64 * MEMORY_BOUND_WEIGHT;
+    split_batch(
+        batch,
+        work,
+        (grad_input, s.input_len()),
+        (&mut [] as &mut [T], 0),
+        &|first, gi: &mut [T], _: &mut [T]| scatter(first, gi),
+    );
 }
 
 /// Average pooling, dividing every window by `kh · kw`.
@@ -261,11 +320,47 @@ mod tests {
     }
 
     #[test]
+    fn max_pool_split_across_threads_gives_the_per_sample_result() {
+        // Large enough that both passes split the batch across rayon's threads.
+        let s = shape(4, (20, 20), (2, 2), (2, 2), (0, 0));
+        let batch = 400;
+        assert!(
+            (s.output_len() * 4 * batch) as f64 * MEMORY_BOUND_WEIGHT
+                >= super::super::PARALLEL_MIN_FLOPS
+        );
+        let x = values(batch * s.input_len(), 21);
+        let g = values(batch * s.output_len(), 22);
+        let (mut y, mut arg) = (vec![0.0; g.len()], vec![0.0; g.len()]);
+        max_pool2d_forward(&s, &mut y, &mut arg, &x, batch);
+        let mut gx = vec![1.0; x.len()];
+        max_pool2d_backward(&s, &mut gx, Accum::Add, &arg, &g, batch);
+        for n in 0..batch {
+            let (xi, yi) = (n * s.input_len(), n * s.output_len());
+            let (mut y1, mut arg1) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
+            max_pool2d_forward(&s, &mut y1, &mut arg1, &x[xi..][..s.input_len()], 1);
+            assert_eq!(&y[yi..][..s.output_len()], &y1[..]);
+            assert_eq!(&arg[yi..][..s.output_len()], &arg1[..]);
+            let mut gx1 = vec![1.0; s.input_len()];
+            max_pool2d_backward(
+                &s,
+                &mut gx1,
+                Accum::Add,
+                &arg1,
+                &g[yi..][..s.output_len()],
+                1,
+            );
+            assert_eq!(&gx[xi..][..s.input_len()], &gx1[..]);
+        }
+    }
+
+    #[test]
     fn pools_match_finite_differences() {
         for s in [
             shape(2, (5, 5), (2, 2), (2, 2), (0, 0)),
             shape(3, (6, 7), (3, 2), (2, 1), (1, 1)),
             shape(1, (4, 4), (3, 3), (1, 1), (1, 1)),
+            // Unpadded but overlapping, with unequal strides: the direct-indexing path.
+            shape(2, (7, 6), (3, 2), (2, 1), (0, 0)),
         ] {
             let batch = 2;
             // Distinct values keep the max away from ties, where it is not differentiable.
