@@ -8,10 +8,13 @@
 //! - T4 `infer`: the T1 model's forward pass at batch 1 (latency) and 1024 (throughput).
 //! - T5 `lstm`: LSTM 64 → 128 over 32 steps, last hidden state → Dense 10, Adam, batch 32.
 //!
-//! Throughput is reported in samples. `scripts/bench/compare.py` runs these and the
+//! Throughput is reported in samples. Beside each workload, `gemm/<workload>` times
+//! faer's own GEMM on that workload's largest matrix product (throughput in FLOPs), the
+//! yardstick for kiln's GFLOP/s; the models' `FLOPS_PER_SAMPLE` constants are written to
+//! `target/criterion/flops_per_sample.json` for the comparison script. `scripts/bench/compare.py` runs these and the
 //! same workloads in other frameworks and prints the ratios; see BENCHMARKS.md.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use kiln::prelude::*;
 
 kiln::model! {
@@ -102,5 +105,72 @@ fn inference(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, training, inference);
+/// faer's GEMM alone at each workload's largest product, `[m, k] × [k, n]`: the forward
+/// GEMM of the first dense layer (T1, T2 batch 128; T4), the second convolution over the
+/// whole batch as one im2col product (T3), and one LSTM step's gates (T5).
+fn gemm(c: &mut Criterion) {
+    use faer::linalg::matmul::matmul;
+    use faer::{Accum, Mat, Par};
+    let shapes = [
+        ("mlp_small", 128, 784, 128),
+        ("mlp_wide", 128, 1024, 1024),
+        ("cnn", 64, 288, 64 * 121),
+        ("lstm", 32, 192, 512),
+        ("infer_1_us", 1, 784, 128),
+        ("infer_1024", 1024, 784, 128),
+    ];
+    let mut group = c.benchmark_group("gemm");
+    for (name, m, k, n) in shapes {
+        let a = Mat::<f32>::from_fn(m, k, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+        let b = Mat::<f32>::from_fn(k, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.1);
+        let mut out = Mat::<f32>::zeros(m, n);
+        let flops = 2 * m * k * n;
+        // Threads only where they pay, as kiln's kernels decide (4 MFLOP and up).
+        let par = if flops >= 4_000_000 {
+            Par::rayon(0)
+        } else {
+            Par::Seq
+        };
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                matmul(
+                    out.as_mut(),
+                    Accum::Replace,
+                    a.as_ref(),
+                    b.as_ref(),
+                    1.0,
+                    par,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Writes each model's compile-time `FLOPS_PER_SAMPLE` where `compare.py` reads it.
+fn write_flops() {
+    let flops = format!(
+        "{{\"mlp_small\": {}, \"mlp_wide\": {}, \"cnn\": {}, \"lstm\": {}}}\n",
+        MlpSmall::<f32>::FLOPS_PER_SAMPLE,
+        MlpWide::<f32>::FLOPS_PER_SAMPLE,
+        Cnn::<f32>::FLOPS_PER_SAMPLE,
+        LstmClassifier::<f32>::FLOPS_PER_SAMPLE,
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("criterion");
+    std::fs::create_dir_all(&dir).expect("criterion directory");
+    std::fs::write(dir.join("flops_per_sample.json"), flops).expect("flops_per_sample.json");
+}
+
+fn benches() {
+    write_flops();
+    let mut c = Criterion::default().configure_from_args();
+    training(&mut c);
+    inference(&mut c);
+    gemm(&mut c);
+}
+
 criterion_main!(benches);

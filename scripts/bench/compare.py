@@ -1,13 +1,22 @@
-"""Runs kiln's criterion benches and the peer frameworks back to back on this machine
-and prints one table: medians, the best peer, and kiln's ratio to it.
+"""Runs kiln's criterion benches and every peer framework back to back on this machine
+and prints two tables: throughput (medians, the best peer, kiln's ratio to it, GFLOP/s)
+and peak resident memory.
 
-    python3 scripts/bench/compare.py [--python PEER_PYTHON]
+    python3 scripts/bench/compare.py [--python PEER_PYTHON] [--only WORKLOAD ...]
 
-PEER_PYTHON is the interpreter that has the peers installed (scripts/bench/setup.sh
-makes one at ../bench-env/bin/python); peers it lacks are reported as missing. Training
-and batch-1024 inference are in samples/s (higher is better), batch-1 inference in µs
-(lower is better). GFLOP/s counts forward FLOPs × 3 for a training step (forward plus a
-backward of twice the forward's work), forward FLOPs for inference.
+PEER_PYTHON is the interpreter that has PyTorch, JAX and TensorFlow installed
+(scripts/bench/setup.sh makes one at ../bench-env/bin/python); the candle and burn
+versions are the Rust crate in scripts/bench/rust-peers, built here with cargo. A peer
+that is not available is reported as missing, with the reason.
+
+Every (framework, workload) pair runs in a process of its own, so its peak RSS is that
+workload's alone (read with wait4 when the process ends). Training and batch-1024
+inference are in samples/s (higher is better), batch-1 inference in µs (lower is
+better). GFLOP/s counts each model's FLOPS_PER_SAMPLE (its compile-time constant) × 3
+for a training step (forward plus a backward of twice the forward's work), × 1 for
+inference; "faer GEMM" is faer's own GFLOP/s on the workload's largest matrix product,
+measured by the same bench binary. The last line is the count of heap allocations per
+training step, from tests/allocations.rs.
 """
 
 import argparse
@@ -15,69 +24,156 @@ import json
 import os
 import pathlib
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+PEERS_CRATE = ROOT / "scripts" / "bench" / "rust-peers"
+CRITERION = ROOT / "target" / "criterion"
 
-# (workload, criterion id, batch, forward FLOPs per sample, unit)
+# (workload, criterion id, batch, unit)
 WORKLOADS = [
-    ("mlp_small", "train/mlp_small/128", 128, 2 * 784 * 128 + 2 * 128 * 10, "samples/s"),
-    ("mlp_wide", "train/mlp_wide/128", 128, 2 * (784 * 1024 + 1024 * 1024 + 1024 * 10), "samples/s"),
-    ("cnn", "train/cnn/64", 64, 2 * (26 * 26 * 32 * 9 + 11 * 11 * 64 * 32 * 9 + 1600 * 128 + 128 * 10), "samples/s"),
-    ("lstm", "train/lstm/32", 32, 32 * 2 * 512 * (64 + 128) + 2 * 128 * 10, "samples/s"),
-    ("infer_1_us", "infer/mlp_small/1", 1, 2 * 784 * 128 + 2 * 128 * 10, "µs"),
-    ("infer_1024", "infer/mlp_small/1024", 1024, 2 * 784 * 128 + 2 * 128 * 10, "samples/s"),
+    ("mlp_small", "train/mlp_small/128", 128, "samples/s"),
+    ("mlp_wide", "train/mlp_wide/128", 128, "samples/s"),
+    ("cnn", "train/cnn/64", 64, "samples/s"),
+    ("lstm", "train/lstm/32", 32, "samples/s"),
+    ("infer_1_us", "infer/mlp_small/1", 1, "µs"),
+    ("infer_1024", "infer/mlp_small/1024", 1024, "samples/s"),
 ]
+PYTHON_PEERS = ["pytorch", "jax", "tensorflow"]
+RUST_PEERS = ["candle", "burn"]
 
 
-def kiln_results():
-    subprocess.run(["cargo", "bench", "--bench", "training"], cwd=ROOT, check=True)
-    out = {}
-    for name, ident, batch, _, unit in WORKLOADS:
-        estimates = ROOT / "target" / "criterion" / ident / "new" / "estimates.json"
-        seconds = json.loads(estimates.read_text())["median"]["point_estimate"] * 1e-9
-        out[name] = seconds * 1e6 if unit == "µs" else batch / seconds
-    return out
+def run_measured(cmd, cwd=ROOT):
+    """Runs `cmd`, returning (stdout, stderr, exit code, peak RSS in MiB)."""
+    env = dict(os.environ, RAYON_NUM_THREADS="2", OMP_NUM_THREADS="2")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=err, env=env)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return out.decode(), err.read().decode(errors="replace"), proc.returncode, usage.ru_maxrss / 1024
+
+
+def cargo_executable(args, cwd):
+    """Builds with `cargo args` and returns the path of the executable it produced."""
+    out = subprocess.run(["cargo", *args, "--message-format=json"], cwd=cwd, check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    exes = [json.loads(line).get("executable") for line in out.splitlines() if line.startswith("{")]
+    return [e for e in exes if e][-1]
+
+
+def kiln_results(workloads):
+    bench = cargo_executable(["bench", "--bench", "training", "--no-run"], ROOT)
+    results, gemm = {}, {}
+    for name, ident, batch, unit in workloads:
+        # Each workload alone in its process (for its RSS), with its faer reference GEMM.
+        out, err, code, rss = run_measured([bench, "--bench", f"^({re.escape(ident)}|gemm/{name})$"])
+        if code != 0:
+            sys.exit(f"kiln bench {ident} failed:\n{err}")
+        seconds = json.loads((CRITERION / ident / "new" / "estimates.json").read_text())["median"]["point_estimate"] * 1e-9
+        results[name] = {"value": seconds * 1e6 if unit == "µs" else batch / seconds, "rss": rss}
+        gemm_dir = CRITERION / "gemm" / name / "new"
+        gemm_seconds = json.loads((gemm_dir / "estimates.json").read_text())["median"]["point_estimate"] * 1e-9
+        gemm_flops = json.loads((gemm_dir / "benchmark.json").read_text())["throughput"]["Elements"]
+        gemm[name] = gemm_flops / gemm_seconds / 1e9
+        print(f"kiln {name}: done", file=sys.stderr)
+    flops = json.loads((CRITERION / "flops_per_sample.json").read_text())
+    return results, gemm, flops
+
+
+def peer_results(python, workloads):
+    results = {p: {} for p in PYTHON_PEERS + RUST_PEERS}
+    try:
+        exe = cargo_executable(["build", "--release"], PEERS_CRATE)
+    except subprocess.CalledProcessError as e:
+        exe = None
+        for p in RUST_PEERS:
+            results[p]["missing"] = f"scripts/bench/rust-peers did not build ({e})"
+    for name in workloads:
+        for peer in PYTHON_PEERS + RUST_PEERS:
+            if "missing" in results[peer]:
+                continue
+            if peer in PYTHON_PEERS:
+                cmd = [python, str(ROOT / "scripts/bench/peers.py"), peer, name]
+            else:
+                cmd = [exe, peer, name]
+            out, err, code, rss = run_measured(cmd)
+            if code != 0:
+                results[peer][name] = {"failed": err.strip().splitlines()[-1:] or ["?"]}
+                continue
+            value = json.loads(out.strip().splitlines()[-1])
+            if "missing" in value:
+                results[peer]["missing"] = value["missing"]
+                continue
+            results[peer][name] = {"value": value["value"], "rss": rss}
+            results[peer]["version"] = value["version"]
+            print(f"{peer} {name}: done", file=sys.stderr)
+    return results
+
+
+def allocations_per_step():
+    out = subprocess.run(["cargo", "test", "--release", "--test", "allocations", "--", "--nocapture",
+                          "--test-threads=1"], cwd=ROOT, capture_output=True, text=True)
+    return [line.split(" ... ")[-1].strip() for line in out.stdout.splitlines() if "allocations in" in line]
+
+
+def table(header, rows):
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in [header] + rows]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--python", default=os.environ.get("KILN_BENCH_PYTHON", sys.executable))
+    parser.add_argument("--only", nargs="*", default=None, help="workloads to run (default: all)")
     args = parser.parse_args()
-    kiln = kiln_results()
-    peers_run = subprocess.run([args.python, str(ROOT / "scripts/bench/peers.py")], capture_output=True, text=True)
-    if peers_run.returncode != 0:
-        print(peers_run.stderr, file=sys.stderr)
-        sys.exit("peers.py failed")
-    peers = json.loads(peers_run.stdout)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
+    workloads = [w for w in WORKLOADS if args.only is None or w[0] in args.only]
+    kiln, gemm, flops = kiln_results(workloads)
+    peers = peer_results(args.python, [w[0] for w in workloads])
     names = list(peers)
-    header = ["workload", "kiln"] + names + ["best peer", "kiln / best", "kiln GFLOP/s"]
-    rows = []
-    for name, _, _, flops, unit in WORKLOADS:
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
+    rows, rss_rows = [], []
+    for name, _, _, unit in workloads:
         lower_better = unit == "µs"
-        values = {p: peers[p].get(name) for p in names if "missing" not in peers[p]}
         best = None
-        for p, v in values.items():
+        for p in names:
+            v = peers[p].get(name, {}).get("value")
             if v is not None and (best is None or (v < best[1] if lower_better else v > best[1])):
                 best = (p, v)
-        k = kiln[name]
+        k = kiln[name]["value"]
         ratio = (best[1] / k if lower_better else k / best[1]) if best else float("nan")
         samples_per_s = 1e6 / k if lower_better else k
-        gflops = samples_per_s * flops * (1 if name.startswith("infer") else 3) / 1e9
-        cells = [f"{name} ({unit})", f"{k:,.1f}"]
-        cells += [f"{peers[p][name]:,.1f}" if p in values and values[p] is not None else "missing" for p in names]
-        cells += [best[0] if best else "-", f"{ratio:.2f}x", f"{gflops:.1f}"]
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    for r in [header] + rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        model_flops = flops["mlp_small" if name.startswith("infer") else name]
+        gflops = samples_per_s * model_flops * (1 if name.startswith("infer") else 3) / 1e9
+
+        def cell(p, key, fmt):
+            if "missing" in peers[p]:
+                return "missing"
+            entry = peers[p].get(name, {})
+            return fmt.format(entry[key]) if key in entry else "failed"
+
+        rows.append([f"{name} ({unit})", f"{k:,.1f}"] + [cell(p, "value", "{:,.1f}") for p in names]
+                    + [best[0] if best else "-", f"{ratio:.2f}x", f"{gflops:.1f}", f"{gemm[name]:.1f}"])
+        rss_rows.append([name, f"{kiln[name]['rss']:,.0f}"] + [cell(p, "rss", "{:,.0f}") for p in names])
+    print(table(["workload", "kiln"] + names + ["best peer", "kiln / best", "kiln GFLOP/s", "faer GEMM GFLOP/s"], rows))
+    print("\npeak RSS (MiB), each workload in its own process:\n")
+    print(table(["workload", "kiln"] + names, rss_rows))
+    print()
     for p in names:
-        if "missing" in peers[p]:
-            print(f"{p}: missing — {peers[p]['missing']}")
-        else:
-            print(f"{p}: {peers[p].get('version', '?')}")
+        print(f"{p}: " + (f"missing — {peers[p]['missing']}" if "missing" in peers[p] else peers[p].get("version", "?")))
+        for name, _, _, _ in workloads:
+            if "failed" in peers[p].get(name, {}):
+                print(f"  {name} failed: {peers[p][name]['failed'][0]}")
+    print("\nheap allocations per training step (tests/allocations.rs):")
+    for line in allocations_per_step():
+        print("  " + line)
+
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+//! The benchmark workloads of `BENCHMARKS.md` in candle and burn (flex backend), each
+//! written the way that library's own examples write them. f32, synthetic data from a
+//! fixed seed, two threads (RAYON_NUM_THREADS, set by `compare.py`).
+//!
+//!     cargo run --release -- <candle|burn> <workload>
+//!
+//! Prints one JSON object: the median over timed runs (samples/s for training and
+//! batch-1024 inference, µs for batch-1 latency) and the library's version.
+
+use std::time::Instant;
+
+mod burn_peer;
+mod candle_peer;
+
+/// The workloads, by the names `compare.py` uses.
+pub const WORKLOADS: [&str; 6] = [
+    "mlp_small",
+    "mlp_wide",
+    "cnn",
+    "lstm",
+    "infer_1_us",
+    "infer_1024",
+];
+
+/// Median seconds per call of `step`, timed like `peers.py`: 5 warm-up calls, then 30
+/// samples of up to 50 calls each.
+pub fn median_seconds(mut step: impl FnMut()) -> f64 {
+    for _ in 0..5 {
+        step();
+    }
+    let mut times = Vec::with_capacity(30);
+    for _ in 0..30 {
+        let start = Instant::now();
+        let mut n = 0u32;
+        loop {
+            step();
+            n += 1;
+            if start.elapsed().as_secs_f64() >= 0.2 / 30.0 * 10.0 || n >= 50 {
+                break;
+            }
+        }
+        times.push(start.elapsed().as_secs_f64() / f64::from(n));
+    }
+    times.sort_by(f64::total_cmp);
+    (times[14] + times[15]) / 2.0
+}
+
+/// Turns seconds per call at `batch` into the reported number for `workload`.
+pub fn report(workload: &str, batch: usize, seconds: f64) -> f64 {
+    if workload == "infer_1_us" {
+        seconds * 1e6
+    } else {
+        batch as f64 / seconds
+    }
+}
+
+/// A fixed pseudo-random sequence (SplitMix64), so both libraries see the same data.
+pub struct Data(u64);
+
+impl Data {
+    pub fn new(seed: u64) -> Self {
+        Data(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// `n` values uniform in [0, 1).
+    pub fn uniform(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .collect()
+    }
+    /// `n` class labels below 10.
+    pub fn labels(&mut self, n: usize) -> Vec<u32> {
+        (0..n).map(|_| (self.next() % 10) as u32).collect()
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(library), Some(workload)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: kiln-bench-peers <candle|burn> <workload>; workloads: {WORKLOADS:?}");
+        std::process::exit(2);
+    };
+    if !WORKLOADS.contains(&workload.as_str()) {
+        eprintln!("unknown workload {workload}; workloads: {WORKLOADS:?}");
+        std::process::exit(2);
+    }
+    let (value, version) = match library.as_str() {
+        "candle" => (candle_peer::run(workload), candle_peer::VERSION),
+        "burn" => (burn_peer::run(workload), burn_peer::VERSION),
+        other => {
+            eprintln!("unknown library {other}; expected candle or burn");
+            std::process::exit(2);
+        }
+    };
+    println!("{{\"value\": {value}, \"version\": \"{version}\"}}");
+}
