@@ -166,6 +166,51 @@ pub fn activation_backward<T: Float>(
     }
 }
 
+/// `v = f(v + bias)` for every value of a slice, with the activation chosen once for the
+/// whole slice rather than per value, so that the common cases vectorise.
+///
+/// # Panics
+/// If the activation is not [fusable](Activation::fusable).
+pub(crate) fn bias_activation_in_place<T: Float>(
+    values: &mut [T],
+    bias: T,
+    activation: Activation,
+) {
+    match activation {
+        Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
+        Activation::Relu => values.iter_mut().for_each(|v| {
+            let t = *v + bias;
+            *v = if t > T::ZERO { t } else { T::ZERO };
+        }),
+        other => values.iter_mut().for_each(|v| *v = other.apply(*v + bias)),
+    }
+}
+
+/// `grad = grad ⊙ f'(y)` with `f'` read off the outputs `y`, the activation chosen once.
+///
+/// # Panics
+/// If the activation's derivative needs its input (GELU) or the lengths differ.
+pub(crate) fn scale_by_derivative<T: Float>(grad: &mut [T], output: &[T], activation: Activation) {
+    assert_eq!(
+        grad.len(),
+        output.len(),
+        "gradient and output lengths differ"
+    );
+    match activation {
+        Activation::Identity => {}
+        Activation::Relu => {
+            for (g, &y) in grad.iter_mut().zip(output) {
+                *g *= if y > T::ZERO { T::ONE } else { T::ZERO };
+            }
+        }
+        other => {
+            for (g, &y) in grad.iter_mut().zip(output) {
+                *g *= other.derivative_from_output(y);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -230,50 +275,5 @@ mod tests {
         assert_eq!(sigmoid(1000.0_f32), 1.0);
         assert_eq!(sigmoid(-1000.0_f32), 0.0);
         assert!(sigmoid(-1000.0_f64).is_finite());
-    }
-}
-
-/// `v = f(v + bias)` for every value of a slice, with the activation chosen once for the
-/// whole slice rather than per value, so that the common cases vectorise.
-///
-/// # Panics
-/// If the activation is not [fusable](Activation::fusable).
-pub(crate) fn bias_activation_in_place<T: Float>(
-    values: &mut [T],
-    bias: T,
-    activation: Activation,
-) {
-    match activation {
-        Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
-        Activation::Relu => values.iter_mut().for_each(|v| {
-            let t = *v + bias;
-            *v = if t > T::ZERO { t } else { T::ZERO };
-        }),
-        other => values.iter_mut().for_each(|v| *v = other.apply(*v + bias)),
-    }
-}
-
-/// `grad = grad ⊙ f'(y)` with `f'` read off the outputs `y`, the activation chosen once.
-///
-/// # Panics
-/// If the activation's derivative needs its input (GELU) or the lengths differ.
-pub(crate) fn scale_by_derivative<T: Float>(grad: &mut [T], output: &[T], activation: Activation) {
-    assert_eq!(
-        grad.len(),
-        output.len(),
-        "gradient and output lengths differ"
-    );
-    match activation {
-        Activation::Identity => {}
-        Activation::Relu => {
-            for (g, &y) in grad.iter_mut().zip(output) {
-                *g *= if y > T::ZERO { T::ONE } else { T::ZERO };
-            }
-        }
-        other => {
-            for (g, &y) in grad.iter_mut().zip(output) {
-                *g *= other.derivative_from_output(y);
-            }
-        }
     }
 }
