@@ -178,10 +178,10 @@ pub(crate) fn bias_activation_in_place<T: Float>(
 ) {
     match activation {
         Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
-        Activation::Relu => values.iter_mut().for_each(|v| {
-            let t = *v + bias;
-            *v = if t > T::ZERO { t } else { T::ZERO };
-        }),
+        // With the activation a constant, the loop vectorises.
+        Activation::Relu => values
+            .iter_mut()
+            .for_each(|v| *v = Activation::Relu.apply(*v + bias)),
         other => values.iter_mut().for_each(|v| *v = other.apply(*v + bias)),
     }
 }
@@ -199,8 +199,9 @@ pub(crate) fn scale_by_derivative<T: Float>(grad: &mut [T], output: &[T], activa
     match activation {
         Activation::Identity => {}
         Activation::Relu => {
+            // With the activation a constant, the loop vectorises.
             for (g, &y) in grad.iter_mut().zip(output) {
-                *g *= if y > T::ZERO { T::ONE } else { T::ZERO };
+                *g *= Activation::Relu.derivative_from_output(y);
             }
         }
         other => {

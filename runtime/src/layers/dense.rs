@@ -24,9 +24,6 @@ use faer::{MatMut, MatRef, Par};
 use super::activation::scale_by_derivative;
 use super::matvec::matvec;
 use super::{check_len, for_row_blocks, Accum, Activation};
-
-/// Up to this many rows, [`dense_forward`] runs one matrix-vector product per row.
-const MATVEC_MAX_ROWS: usize = 1;
 use crate::Float;
 
 /// `output = activation(input · weightᵀ + bias)`.
@@ -52,14 +49,11 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
         activation.fusable(),
         "{activation:?} cannot be fused after a GEMM"
     );
-    if rows <= MATVEC_MAX_ROWS {
-        // A few samples (online inference): one matrix-vector product per row, which
-        // streams the weight at the memory system's speed, where a GEMM's packing and
-        // blocking would cost more than the arithmetic.
-        for (y, x) in output.chunks_exact_mut(OUT).zip(input.chunks_exact(IN)) {
-            matvec(y, weight, x);
-            epilogue(y, bias, activation);
-        }
+    if rows == 1 {
+        // One sample (online inference): a matrix-vector product streams the weight once,
+        // where a GEMM's packing and blocking would cost more than the arithmetic.
+        matvec(output, weight, input);
+        epilogue(output, bias, activation);
         return;
     }
     let weight_t = MatRef::from_row_major_slice(weight, OUT, IN).transpose();
@@ -94,11 +88,11 @@ fn epilogue<T: Float>(output: &mut [T], bias: Option<&[T]>, activation: Activati
                 }
             }
         }
+        // ReLU, the common case, with the activation a constant so the loop vectorises.
         (Some(bias), Activation::Relu) => {
             for row in output.chunks_exact_mut(width) {
                 for (y, &b) in row.iter_mut().zip(bias) {
-                    let t = *y + b;
-                    *y = if t > T::ZERO { t } else { T::ZERO };
+                    *y = Activation::Relu.apply(*y + b);
                 }
             }
         }
