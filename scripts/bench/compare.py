@@ -31,7 +31,8 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PEERS_CRATE = ROOT / "scripts" / "bench" / "rust-peers"
-CRITERION = ROOT / "target" / "criterion"
+# Where criterion and the bench write (cargo's target directory, as cargo resolves it).
+CRITERION = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "criterion"
 
 # (workload, criterion id, batch, unit)
 WORKLOADS = [
