@@ -80,6 +80,10 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    struct Lstm { input: [32, 64], lstm: Lstm(128), LastStep, fc: Dense(10) }
+}
+
 /// Allocations made by `steps` calls of `step` after `warmup` calls.
 fn count(warmup: usize, steps: usize, mut step: impl FnMut()) -> usize {
     for _ in 0..warmup {
@@ -190,4 +194,22 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("784-1024-1024-10 MLP, batch 128: {n} allocations in 10 steps");
     assert_eq!(n, 0, "allocations in 10 training steps of the wide MLP");
+
+    // Recurrence with the batch's halves on two threads, weight gradients split by rows.
+    let batch = 32;
+    let x: Vec<f32> = (0..batch * 32 * 64)
+        .map(|i| ((i * 37) % 251) as f32 / 251.0 - 0.5)
+        .collect();
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let mut lstm = Lstm::<f32>::new(5);
+    let mut adam = Adam::new(1e-3);
+    let x = TensorRef::<f32, Shape2<32, 64>>::new(&x).unwrap();
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            lstm.train_step(x, &labels, &CrossEntropy::default(), &mut adam)
+                .unwrap();
+        })
+    });
+    println!("lstm 64 -> 128 over 32 steps, batch 32: {n} allocations in 20 steps");
+    assert_eq!(n, 0, "allocations in 20 training steps of the LSTM");
 }

@@ -777,7 +777,7 @@ fn recurrent_aux_len(cell: Cell, steps: usize, hidden: usize) -> usize {
     let all_gates = steps * gates(cell) * hidden;
     match cell {
         Cell::Rnn => all_gates,
-        Cell::Lstm => all_gates + (steps + 1) * hidden,
+        Cell::Lstm => all_gates + (steps + 2) * hidden,
         Cell::Gru => 2 * all_gates,
     }
 }
