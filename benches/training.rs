@@ -56,12 +56,12 @@ fn labels(batch: usize) -> Vec<usize> {
     (0..batch).map(|i| (i * 7) % 10).collect()
 }
 
-fn train<M: Model<f32>>(
+fn train<M: Model<f32> + Send>(
     c: &mut Criterion,
     name: &str,
     mut model: M,
     batch: usize,
-    mut opt: impl Optimizer<f32>,
+    mut opt: impl Optimizer<f32> + Send,
 ) {
     let x = synthetic(batch * <M::Input as Shape>::SIZE, 1);
     let y = labels(batch);
@@ -69,10 +69,13 @@ fn train<M: Model<f32>>(
     let mut group = c.benchmark_group("train");
     group.throughput(Throughput::Elements(batch as u64));
     group.bench_function(BenchmarkId::new(name, batch), |b| {
-        b.iter(|| {
-            model
-                .train_step(x, &y, &CrossEntropy::default(), &mut opt)
-                .expect("finite loss")
+        // On a rayon worker, as `fit` runs its loop.
+        rayon::scope(|_| {
+            b.iter(|| {
+                model
+                    .train_step(x, &y, &CrossEntropy::default(), &mut opt)
+                    .expect("finite loss")
+            })
         })
     });
     group.finish();
