@@ -67,6 +67,29 @@ where
     }
     model.set_params(&params).unwrap();
     println!("{}: worst relative error {worst:e}", M::SPEC.name);
+
+    // A training step reads the batch where it is instead of the workspace's copy;
+    // with plain SGD at rate 1 it must subtract exactly the gradients checked above.
+    // Another batch in the workspace first, so reading the copy would show.
+    let other: Vec<f64> = x.as_slice().iter().map(|v| 0.5 - v).collect();
+    model.forward_train(TensorRef::<f64, M::Input>::new(&other).unwrap());
+    model
+        .train_step(x, target, loss, &mut Sgd::new(1.0))
+        .unwrap();
+    for (i, ((&after, &before), &g)) in model
+        .params()
+        .as_slice()
+        .iter()
+        .zip(&params)
+        .zip(&analytic)
+        .enumerate()
+    {
+        assert_eq!(after, before - g, "{}: parameter {i}", M::SPEC.name);
+    }
+    // Backward reads the input forward_train copied; after a training step there is
+    // none.
+    let error = model.backward(&grad_output).unwrap_err();
+    assert!(error.to_string().contains("forward_train"), "{error}");
 }
 
 kiln::model! {

@@ -146,6 +146,105 @@ pub struct Workspace<T> {
     values: Vec<T>,
     grads: Vec<T>,
     fixed: Vec<T>,
+    /// Whether node 0 holds the input of the last forward pass, which
+    /// [`Model::backward`] reads: only [`Model::forward_train`] copies it there.
+    input_held: bool,
+}
+
+/// A pass over a [`Workspace`] whose input node may live outside it: a training step
+/// or an inference reads the caller's batch where it is instead of copying it into
+/// node 0 (for a 784-wide input at batch 1024, a 3 MB copy each call).
+#[derive(Debug)]
+pub struct Pass<'a, T> {
+    ws: &'a mut Workspace<T>,
+    input: Option<&'a [T]>,
+}
+
+impl<'a, T: Float> Pass<'a, T> {
+    /// A pass over `ws`; `input`, if given, stands for node 0.
+    pub fn new(ws: &'a mut Workspace<T>, input: Option<&'a [T]>) -> Self {
+        if let Some(x) = input {
+            assert_eq!(x.len(), ws.range(0).len(), "input of the prepared batch");
+        }
+        Self { ws, input }
+    }
+
+    /// The batch size of the pass.
+    pub fn batch(&self) -> usize {
+        self.ws.batch
+    }
+
+    /// The outside input, if `node` is the input node and the pass has one.
+    fn outside(&self, node: usize) -> Option<&'a [T]> {
+        self.input.filter(|_| node == 0)
+    }
+
+    /// [`Workspace::forward_io`], reading node 0 from the outside input.
+    pub fn forward_io(
+        &mut self,
+        input: usize,
+        output: usize,
+        aux: Option<usize>,
+    ) -> ForwardIo<'_, T> {
+        let Some(x) = self.outside(input) else {
+            return self.ws.forward_io(input, output, aux);
+        };
+        let ws = &mut *self.ws;
+        let (r_out, r_aux) = (ws.range(output), aux.map(|node| ws.range(node)));
+        let [output, aux] = disjoint_pair(&mut ws.values, r_out, r_aux);
+        ForwardIo {
+            input: x,
+            output,
+            aux,
+            fixed: &mut ws.fixed,
+        }
+    }
+
+    /// [`Workspace::forward_io2`], reading node 0 from the outside input.
+    pub fn forward_io2(
+        &mut self,
+        first: usize,
+        second: usize,
+        output: usize,
+    ) -> (&[T], &[T], &mut [T]) {
+        let (x_first, x_second) = (self.outside(first), self.outside(second));
+        let (a, b, out) = self.ws.forward_io2(first, second, output);
+        (x_first.unwrap_or(a), x_second.unwrap_or(b), out)
+    }
+
+    /// [`Workspace::backward_io`], reading node 0's values from the outside input.
+    pub fn backward_io(
+        &mut self,
+        input: usize,
+        output: usize,
+        aux: Option<usize>,
+    ) -> BackwardIo<'_, T> {
+        let outside = self.outside(input);
+        let mut io = self.ws.backward_io(input, output, aux);
+        if let Some(x) = outside {
+            io.input = x;
+        }
+        io
+    }
+
+    /// [`Workspace::grads3`].
+    pub fn grads3(&mut self, a: usize, b: usize, c: usize) -> [&mut [T]; 3] {
+        self.ws.grads3(a, b, c)
+    }
+}
+
+/// The output and (possibly empty) auxiliary slices of the value buffer.
+fn disjoint_pair<T>(
+    values: &mut [T],
+    output: Range<usize>,
+    aux: Option<Range<usize>>,
+) -> [&mut [T]; 2] {
+    match aux {
+        None => [&mut values[output], <&mut [T]>::default()],
+        Some(aux) => values
+            .get_disjoint_mut([output, aux])
+            .expect("workspace nodes are disjoint"),
+    }
 }
 
 /// The buffers one layer's forward pass reads and writes.
@@ -188,6 +287,7 @@ impl<T: Float> Workspace<T> {
             values: Vec::new(),
             grads: Vec::new(),
             fixed: vec![T::ZERO; spec.fixed],
+            input_held: false,
         }
     }
 
@@ -452,15 +552,16 @@ pub trait Model<T: Float>: Sized {
     fn state_mut(&mut self) -> &mut ModelState<T>;
     #[doc(hidden)]
     fn from_state(state: ModelState<T>) -> Self;
-    /// Generated: the forward pass over the workspace, whose node 0 holds the input.
+    /// Generated: the forward pass over the workspace; node 0, the input, is either in
+    /// the workspace or outside it ([`Pass`]).
     /// In [`Mode::Train`], dropout draws from the generator and batch norm normalises
     /// with batch statistics and updates its running ones in `buffers`.
     #[doc(hidden)]
-    fn forward_pass(params: &[T], buffers: &mut [T], ws: &mut Workspace<T>, mode: Mode<'_>);
+    fn forward_pass(params: &[T], buffers: &mut [T], ws: &mut Pass<'_, T>, mode: Mode<'_>);
     /// Generated: the backward pass, from the gradient of the output node (filled by
     /// the loss) to `grads`, which it replaces.
     #[doc(hidden)]
-    fn backward_pass(params: &[T], grads: &mut [T], ws: &mut Workspace<T>);
+    fn backward_pass(params: &[T], grads: &mut [T], ws: &mut Pass<'_, T>);
 
     /// A model with PyTorch's default initialisation drawn from `seed`.
     fn with_seed(seed: u64) -> Self {
@@ -475,10 +576,10 @@ pub trait Model<T: Float>: Sized {
         let x = x.into();
         let mut ws = Workspace::new(Self::SPEC);
         ws.prepare(x.batch());
-        ws.value_mut(0).copy_from_slice(x.as_slice());
         // Inference only reads the buffers; the copy keeps `&self`.
         let mut buffers = self.state().buffers.clone();
-        Self::forward_pass(&self.state().params, &mut buffers, &mut ws, Mode::Infer);
+        let mut pass = Pass::new(&mut ws, Some(x.as_slice()));
+        Self::forward_pass(&self.state().params, &mut buffers, &mut pass, Mode::Infer);
         Tensor::from_vec(ws.value(Self::SPEC.output_node).to_vec())
             .expect("a non-empty batch gives a non-empty output")
     }
@@ -486,14 +587,14 @@ pub trait Model<T: Float>: Sized {
     /// Training forward: runs with dropout active, keeps every intermediate value for
     /// [`backward`](Self::backward) and returns the outputs.
     fn forward_train<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
-        run_in_workspace::<T, Self>(self.state_mut(), x.into(), true)
+        run_in_workspace::<T, Self>(self.state_mut(), x.into(), Run::KeepInput)
     }
 
     /// Inference through the model's own workspace: like [`forward`](Self::forward)
     /// (dropout off) but without allocating after the first batch of this size.
     /// Returns the outputs; [`backward`](Self::backward) must not follow it.
     fn infer<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
-        run_in_workspace::<T, Self>(self.state_mut(), x.into(), false)
+        run_in_workspace::<T, Self>(self.state_mut(), x.into(), Run::Infer)
     }
 
     /// The outputs of the last forward pass through the workspace (a training step,
@@ -506,9 +607,17 @@ pub trait Model<T: Float>: Sized {
     /// Backward pass after [`forward_train`](Self::forward_train): fills
     /// [`grads`](Self::grads) from dL/d`output`.
     ///
-    /// Fails if `grad_output` does not have the length of the last forward's output.
+    /// Fails if `grad_output` does not have the length of the last forward's output, or
+    /// if the last pass was not [`forward_train`](Self::forward_train).
     fn backward(&mut self, grad_output: &[T]) -> Result<()> {
         let state = self.state_mut();
+        if !state.workspace.input_held {
+            return Err(Error::Mismatch(
+                "backward needs forward_train just before it: the last pass was a training \
+                 step or an inference, or there was none"
+                    .into(),
+            ));
+        }
         let node = Self::SPEC.output_node;
         let expected = state.workspace.value(node).len();
         if grad_output.len() != expected || expected == 0 {
@@ -518,7 +627,8 @@ pub trait Model<T: Float>: Sized {
             });
         }
         state.workspace.grad_mut(node).copy_from_slice(grad_output);
-        Self::backward_pass(&state.params, &mut state.grads, &mut state.workspace);
+        let mut pass = Pass::new(&mut state.workspace, None);
+        Self::backward_pass(&state.params, &mut state.grads, &mut pass);
         Ok(())
     }
 
@@ -553,9 +663,9 @@ pub trait Model<T: Float>: Sized {
         let x = x.into();
         Self::SPEC.check_input(x.as_slice())?;
         let batch = x.batch();
-        self.forward_train(x);
         let spec = Self::SPEC;
         let state = self.state_mut();
+        run_in_workspace::<T, Self>(state, x, Run::Train);
         let layout = output_layout(spec, batch);
         let (output, grad_output) = state.workspace.value_and_grad(spec.output_node);
         let mut value = loss.evaluate(output, target, layout, Some(grad_output))?;
@@ -566,7 +676,8 @@ pub trait Model<T: Float>: Sized {
         if !value.is_finite() {
             return Err(non_finite(value, state.steps));
         }
-        Self::backward_pass(&state.params, &mut state.grads, &mut state.workspace);
+        let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
+        Self::backward_pass(&state.params, &mut state.grads, &mut pass);
         if state.regularization.is_active() {
             for p in spec.params.iter().filter(|p| p.regularized) {
                 value += state
@@ -733,26 +844,39 @@ pub trait Model<T: Float>: Sized {
     }
 }
 
-/// Copies `x` into the workspace and runs the forward pass there, training or not;
-/// returns the outputs.
+/// How [`run_in_workspace`] runs a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// Inference, reading the input where it is.
+    Infer,
+    /// Training, reading the input where it is (the caller runs backward with it).
+    Train,
+    /// Training, with the input copied into node 0 for a later [`Model::backward`].
+    KeepInput,
+}
+
+/// Runs the forward pass in the model's workspace; returns the outputs.
 fn run_in_workspace<'s, T: Float, M: Model<T>>(
     state: &'s mut ModelState<T>,
     x: TensorRef<'_, T, M::Input>,
-    training: bool,
+    run: Run,
 ) -> &'s [T] {
-    state.workspace.prepare(x.batch());
-    state.workspace.value_mut(0).copy_from_slice(x.as_slice());
-    let mode = if training {
-        Mode::Train(&mut state.dropout_rng)
+    let ws = &mut state.workspace;
+    ws.prepare(x.batch());
+    ws.input_held = run == Run::KeepInput;
+    let outside = if ws.input_held {
+        ws.value_mut(0).copy_from_slice(x.as_slice());
+        None
     } else {
-        Mode::Infer
+        Some(x.as_slice())
     };
-    M::forward_pass(
-        &state.params,
-        &mut state.buffers,
-        &mut state.workspace,
-        mode,
-    );
+    let mode = if run == Run::Infer {
+        Mode::Infer
+    } else {
+        Mode::Train(&mut state.dropout_rng)
+    };
+    let mut pass = Pass::new(ws, outside);
+    M::forward_pass(&state.params, &mut state.buffers, &mut pass, mode);
     state.workspace.value(M::SPEC.output_node)
 }
 

@@ -293,7 +293,7 @@ pub fn forward(plan: &Plan) -> TokenStream {
         fn forward_pass(
             #params: &[T],
             #buffers: &mut [T],
-            ws: &mut ::kiln::__private::Workspace<T>,
+            ws: &mut ::kiln::__private::Pass<'_, T>,
             #mode: ::kiln::__private::Mode<'_>,
         ) {
             #batch
@@ -685,7 +685,7 @@ pub fn backward(plan: &Plan) -> TokenStream {
         fn backward_pass(
             #params: &[T],
             #grads: &mut [T],
-            #ws: &mut ::kiln::__private::Workspace<T>,
+            #ws: &mut ::kiln::__private::Pass<'_, T>,
         ) {
             #batch
             #(#blocks)*

@@ -129,7 +129,7 @@ const _: () = {
         fn forward_pass(
             params: &[T],
             _buffers: &mut [T],
-            ws: &mut ::kiln::__private::Workspace<T>,
+            ws: &mut ::kiln::__private::Pass<'_, T>,
             mut mode: ::kiln::__private::Mode<'_>,
         ) {
             let batch = ws.batch();
@@ -177,7 +177,7 @@ const _: () = {
         fn backward_pass(
             params: &[T],
             grads: &mut [T],
-            ws: &mut ::kiln::__private::Workspace<T>,
+            ws: &mut ::kiln::__private::Pass<'_, T>,
         ) {
             let batch = ws.batch();
             {
