@@ -23,7 +23,7 @@ use faer::{MatMut, MatRef, Par};
 
 use super::activation::scale_by_derivative;
 use super::matvec::matvec;
-use super::{check_len, for_row_blocks, Accum, Activation};
+use super::{check_len, for_col_blocks, for_row_blocks, Accum, Activation};
 use crate::Float;
 
 /// `output = activation(input · weightᵀ + bias)`.
@@ -57,21 +57,20 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
         return;
     }
     let weight_t = MatRef::from_row_major_slice(weight, OUT, IN).transpose();
-    // `output` is split into row blocks; `input` rows are addressed from each block's first row.
-    for_row_blocks(
-        output,
-        OUT,
-        (2 * IN * OUT) as f64,
-        &|first_row, out_block: &mut [T]| {
-            let block_rows = out_block.len() / OUT;
-            let x = MatRef::from_row_major_slice(
-                &input[first_row * IN..(first_row + block_rows) * IN],
-                block_rows,
-                IN,
-            );
-            let y = MatMut::from_row_major_slice_mut(out_block, block_rows, OUT);
-            matmul(y, Accum::Replace, x, weight_t, T::ONE, Par::Seq);
-            epilogue(out_block, bias, activation);
+    let x = MatRef::from_row_major_slice(input, rows, IN);
+    // Split by output units: each thread packs and streams its share of the weight.
+    for_col_blocks(
+        MatMut::from_row_major_slice_mut(output, rows, OUT),
+        (2 * IN * rows) as f64,
+        &|first, mut y: MatMut<'_, T>| {
+            let units = y.ncols();
+            let w = weight_t.subcols(first, units);
+            matmul(y.as_mut(), Accum::Replace, x, w, T::ONE, Par::Seq);
+            let bias = bias.map(|b| &b[first..first + units]);
+            let mut y = y.try_as_row_major_mut().expect("rows of the output");
+            for i in 0..rows {
+                epilogue(y.as_mut().row_mut(i).as_slice_mut(), bias, activation);
+            }
         },
     );
 }
@@ -170,19 +169,12 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     if let Some((grad_input, accum)) = grad_input {
         check_len("dense grad_input", grad_input.len(), rows * IN);
         let w = MatRef::from_row_major_slice(weight, OUT, IN);
-        let grad_output: &[T] = grad_output;
-        for_row_blocks(
-            grad_input,
-            IN,
-            (2 * IN * OUT) as f64,
-            &|first_row, gi_block: &mut [T]| {
-                let block_rows = gi_block.len() / IN;
-                let g = MatRef::from_row_major_slice(
-                    &grad_output[first_row * OUT..(first_row + block_rows) * OUT],
-                    block_rows,
-                    OUT,
-                );
-                let gi = MatMut::from_row_major_slice_mut(gi_block, block_rows, IN);
+        // Split by input units, so each thread streams its share of the weight.
+        for_col_blocks(
+            MatMut::from_row_major_slice_mut(grad_input, rows, IN),
+            (2 * OUT * rows) as f64,
+            &|first, gi: MatMut<'_, T>| {
+                let w = w.subcols(first, gi.ncols());
                 matmul(gi, accum, g, w, T::ONE, Par::Seq);
             },
         );
@@ -273,15 +265,16 @@ mod tests {
         let rows = 1024;
         let x: Vec<f32> = values(rows * IN, 5).iter().map(|&v| v as f32).collect();
         let w: Vec<f32> = values(OUT * IN, 6).iter().map(|&v| v as f32).collect();
+        let b: Vec<f32> = values(OUT, 8).iter().map(|&v| v as f32).collect();
         let mut parallel = vec![0.0; rows * OUT];
-        dense_forward::<f32, IN, OUT>(&mut parallel, &x, &w, None, Activation::Relu, rows);
+        dense_forward::<f32, IN, OUT>(&mut parallel, &x, &w, Some(&b), Activation::Relu, rows);
         let mut serial = vec![0.0; rows * OUT];
         for r in 0..rows {
             dense_forward::<f32, IN, OUT>(
                 &mut serial[r * OUT..(r + 1) * OUT],
                 &x[r * IN..(r + 1) * IN],
                 &w,
-                None,
+                Some(&b),
                 Activation::Relu,
                 1,
             );
@@ -289,11 +282,13 @@ mod tests {
         for (p, s) in parallel.iter().zip(&serial) {
             assert!((p - s).abs() <= 1e-4 * (1.0 + s.abs()), "{p} vs {s}");
         }
-        // The weight gradient is split by output units: compare with the definition.
+        // The weight gradient is split by output units, the input gradient by input
+        // units: compare both with the definition.
         let go: Vec<f32> = values(rows * OUT, 7).iter().map(|&v| v as f32).collect();
         let mut gw = vec![0.0; OUT * IN];
+        let mut gx = vec![f32::NAN; rows * IN];
         dense_backward::<f32, IN, OUT>(
-            None,
+            Some((&mut gx, Accum::Replace)),
             &mut gw,
             None,
             &x,
@@ -311,6 +306,18 @@ mod tests {
                 let got = f64::from(gw[o * IN + i]);
                 assert!(
                     (got - expected).abs() <= 1e-3 * (1.0 + expected.abs()),
+                    "{got} vs {expected}"
+                );
+            }
+        }
+        for r in (0..rows).step_by(13) {
+            for i in 0..IN {
+                let expected: f64 = (0..OUT)
+                    .map(|o| f64::from(go[r * OUT + o]) * f64::from(w[o * IN + i]))
+                    .sum();
+                let got = f64::from(gx[r * IN + i]);
+                assert!(
+                    (got - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
                     "{got} vs {expected}"
                 );
             }

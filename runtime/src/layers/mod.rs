@@ -98,6 +98,49 @@ pub(crate) fn for_row_blocks<T: Send>(
     split(0, out, width, pieces, body);
 }
 
+/// Runs `body(first_col, block)` over blocks of whole columns of `out`, splitting
+/// across rayon's threads when the work is large enough; block edges fall on multiples
+/// of 16 columns (an AVX-512 register of f32). Each column is computed exactly as it
+/// would be serially, so results do not depend on the split.
+///
+/// For a product whose right-hand side is a large weight, splitting the columns gives
+/// each thread half the weight to pack and stream, where splitting the rows would have
+/// both threads pack all of it.
+pub(crate) fn for_col_blocks<T: Send>(
+    out: faer::MatMut<'_, T>,
+    flops_per_col: f64,
+    body: &(impl Fn(usize, faer::MatMut<'_, T>) + Sync),
+) {
+    fn split<T: Send>(
+        first_col: usize,
+        out: faer::MatMut<'_, T>,
+        pieces: usize,
+        body: &(impl Fn(usize, faer::MatMut<'_, T>) + Sync),
+    ) {
+        let cols = out.ncols();
+        let left_cols = (cols / 2).next_multiple_of(16).min(cols);
+        if pieces <= 1 || left_cols == cols {
+            body(first_col, out);
+            return;
+        }
+        let (left, right) = out.split_at_col_mut(left_cols);
+        rayon::join(
+            || split(first_col, left, pieces / 2, body),
+            || split(first_col + left_cols, right, pieces - pieces / 2, body),
+        );
+    }
+    let cols = out.ncols();
+    if cols == 0 || out.nrows() == 0 {
+        return;
+    }
+    let pieces = if flops_per_col * cols as f64 >= PARALLEL_MIN_FLOPS {
+        rayon::current_num_threads().min(cols.div_ceil(16))
+    } else {
+        1
+    };
+    split(0, out, pieces, body);
+}
+
 /// `dst = value` or `dst += value`.
 #[inline(always)]
 pub(crate) fn store<T: Float>(dst: &mut T, value: T, accum: Accum) {

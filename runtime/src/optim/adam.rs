@@ -1,4 +1,6 @@
-use super::{check_lengths, check_lr, check_non_negative, check_range, state, Optimizer};
+use super::{
+    check_lengths, check_lr, check_non_negative, check_range, in_halves, state, Optimizer,
+};
 use crate::{Float, Result};
 
 /// The moment estimates Adam and AdamW share.
@@ -59,17 +61,19 @@ impl<T: Float> Moments<T> {
         } else {
             (T::from_f64(self.weight_decay), T::ONE)
         };
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            let g = g + coupled * *p;
-            *m = b1 * *m + one_m_b1 * g;
-            *v = b2 * *v + one_m_b2 * g * g;
-            *p = *p * shrink - step_size * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
-        }
+        in_halves(
+            params,
+            grads,
+            [&mut self.m, &mut self.v],
+            &|params, grads, [m, v]| {
+                for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
+                    let g = g + coupled * *p;
+                    *m = b1 * *m + one_m_b1 * g;
+                    *v = b2 * *v + one_m_b2 * g * g;
+                    *p = *p * shrink - step_size * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+                }
+            },
+        );
         Ok(())
     }
 }

@@ -78,6 +78,37 @@ pub(crate) fn state<T: Float>(buffer: &mut Vec<T>, len: usize) {
     }
 }
 
+/// Below this many parameters an update runs on the calling thread: the pass is a
+/// few loads and stores per value, and handing half of a small one to another thread
+/// costs more than it saves.
+const PARALLEL_MIN_PARAMS: usize = 1 << 16;
+
+/// Runs `body(params, grads, states)` over the buffers in two halves on rayon's threads
+/// for large models, whole otherwise. Updates are element-wise, so the split changes no
+/// value. (The 784-1024-1024-10 MLP's SGD pass streams 22 MB and was 3.5 % of its
+/// training step on one thread.)
+pub(crate) fn in_halves<T: Float, const N: usize>(
+    params: &mut [T],
+    grads: &[T],
+    states: [&mut [T]; N],
+    body: &(impl Fn(&mut [T], &[T], [&mut [T]; N]) + Sync),
+) {
+    if params.len() < PARALLEL_MIN_PARAMS {
+        body(params, grads, states);
+        return;
+    }
+    let mid = params.len() / 2;
+    let (p0, p1) = params.split_at_mut(mid);
+    let (g0, g1) = grads.split_at(mid);
+    let mut halves = states.map(|s| {
+        let (a, b) = s.split_at_mut(mid);
+        (Some(a), Some(b))
+    });
+    let s0 = std::array::from_fn(|i| halves[i].0.take().expect("each half once"));
+    let s1 = std::array::from_fn(|i| halves[i].1.take().expect("each half once"));
+    rayon::join(|| body(p0, g0, s0), || body(p1, g1, s1));
+}
+
 #[cfg(test)]
 mod tests {
     //! Each optimiser minimises a convex quadratic, and matches PyTorch's update rule
@@ -170,5 +201,41 @@ mod tests {
         assert!(RmsProp::new(0.1).alpha(-0.1).step(&mut p, &[1.0]).is_err());
         assert!(Sgd::new(0.1).step(&mut p, &[1.0, 2.0]).is_err());
         assert_eq!(p, [1.0]);
+    }
+
+    #[test]
+    fn a_large_model_updated_in_two_halves_matches_small_pieces() {
+        // 200,000 parameters take the two-thread path; pieces of 1,000 do not.
+        let n = 200_000;
+        let grads: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let start: Vec<f32> = (0..n)
+            .map(|i| ((i * 11) % 23) as f32 / 11.0 - 1.0)
+            .collect();
+        type Make = fn() -> Box<dyn Optimizer<f32>>;
+        let makes: [Make; 3] = [
+            || Box::new(Sgd::new(0.1).weight_decay(0.01)),
+            || Box::new(Sgd::new(0.1).momentum(0.9).nesterov(true)),
+            || Box::new(AdamW::new(0.01)),
+        ];
+        for make in makes {
+            let mut whole = start.clone();
+            let mut opt = make();
+            let mut pieces = start.clone();
+            let mut opts: Vec<_> = (0..n / 1000).map(|_| make()).collect();
+            for _ in 0..3 {
+                opt.step(&mut whole, &grads).unwrap();
+                for ((p, g), o) in pieces
+                    .chunks_mut(1000)
+                    .zip(grads.chunks(1000))
+                    .zip(&mut opts)
+                {
+                    o.step(p, g).unwrap();
+                }
+            }
+            assert_eq!(whole, pieces);
+            assert_ne!(whole, start);
+        }
     }
 }

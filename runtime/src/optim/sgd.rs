@@ -1,4 +1,6 @@
-use super::{check_lengths, check_lr, check_non_negative, check_range, state, Optimizer};
+use super::{
+    check_lengths, check_lr, check_non_negative, check_range, in_halves, state, Optimizer,
+};
 use crate::{Float, Result};
 
 /// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight
@@ -79,9 +81,11 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
         let lr = T::from_f64(self.lr);
         let decay = T::from_f64(self.weight_decay);
         if self.momentum == 0.0 {
-            for (p, &g) in params.iter_mut().zip(grads) {
-                *p -= lr * (g + decay * *p);
-            }
+            in_halves(params, grads, [], &|params, grads, []| {
+                for (p, &g) in params.iter_mut().zip(grads) {
+                    *p -= lr * (g + decay * *p);
+                }
+            });
             return Ok(());
         }
         let mu = T::from_f64(self.momentum);
@@ -89,12 +93,20 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
         state(&mut self.velocity, params.len());
         let first = !self.started;
         self.started = true;
-        for ((p, &g), b) in params.iter_mut().zip(grads).zip(self.velocity.iter_mut()) {
-            let g = g + decay * *p;
-            *b = if first { g } else { mu * *b + keep * g };
-            let step = if self.nesterov { g + mu * *b } else { *b };
-            *p -= lr * step;
-        }
+        let nesterov = self.nesterov;
+        in_halves(
+            params,
+            grads,
+            [&mut self.velocity],
+            &|params, grads, [velocity]| {
+                for ((p, &g), b) in params.iter_mut().zip(grads).zip(velocity.iter_mut()) {
+                    let g = g + decay * *p;
+                    *b = if first { g } else { mu * *b + keep * g };
+                    let step = if nesterov { g + mu * *b } else { *b };
+                    *p -= lr * step;
+                }
+            },
+        );
         Ok(())
     }
 
