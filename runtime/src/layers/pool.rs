@@ -56,38 +56,52 @@ const MEMORY_BOUND_WEIGHT: f64 = 8.0;
 
 /// Max pooling of one sample.
 fn max_pool_sample<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x: &[T]) {
+    if s.padding != (0, 0) {
+        max_pool_padded(s, output, argmax, x);
+    } else if s.kernel == (2, 2) && s.stride == (2, 2) && s.dilation == (1, 1) {
+        max_pool_2x2(s, output, argmax, x);
+    } else {
+        max_pool_unpadded(s, output, argmax, x);
+    }
+}
+
+/// Without padding every tap of every window is inside, so no bounds arithmetic.
+fn max_pool_unpadded<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x: &[T]) {
     let (ih, iw) = s.in_size;
     let (oh, ow) = s.out_size;
     let (kh, kw) = s.kernel;
-    if s.padding == (0, 0) {
-        // No padding: every tap of every window is inside, so no bounds arithmetic.
-        let (sy, sx) = s.stride;
-        let (dy, dx) = s.dilation;
-        for c in 0..s.in_channels {
-            let plane = c * ih * iw;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let corner = plane + oy * sy * iw + ox * sx;
-                    let (mut index, mut best) = (corner, x[corner]);
-                    for i in 0..kh {
-                        for j in 0..kw {
-                            // Selects, not a branch: on real activations the winner
-                            // is unpredictable, and a mispredicted branch per tap
-                            // made this loop an eighth of the benchmark CNN's step.
-                            let at = corner + i * dy * iw + j * dx;
-                            let better = x[at] > best;
-                            best = if better { x[at] } else { best };
-                            index = if better { at } else { index };
-                        }
+    let (sy, sx) = s.stride;
+    let (dy, dx) = s.dilation;
+    for c in 0..s.in_channels {
+        let plane = c * ih * iw;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let corner = plane + oy * sy * iw + ox * sx;
+                let (mut index, mut best) = (corner, x[corner]);
+                for i in 0..kh {
+                    for j in 0..kw {
+                        // Selects, not a branch: on real activations the winner is
+                        // unpredictable, and a mispredicted branch per tap made this
+                        // loop an eighth of the benchmark CNN's step.
+                        let at = corner + i * dy * iw + j * dx;
+                        let better = x[at] > best;
+                        best = if better { x[at] } else { best };
+                        index = if better { at } else { index };
                     }
-                    let o = (c * oh + oy) * ow + ox;
-                    output[o] = best;
-                    argmax[o] = T::from_f64(index as f64);
                 }
+                let o = (c * oh + oy) * ow + ox;
+                output[o] = best;
+                argmax[o] = T::from_f64(index as f64);
             }
         }
-        return;
     }
+}
+
+/// The general case: taps that fall on padding are skipped.
+fn max_pool_padded<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x: &[T]) {
+    let (ih, iw) = s.in_size;
+    let (oh, ow) = s.out_size;
+    let (kh, kw) = s.kernel;
     for c in 0..s.in_channels {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -109,6 +123,35 @@ fn max_pool_sample<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T]
                 output[o] = value;
                 argmax[o] = T::from_f64(index as f64);
             }
+        }
+    }
+}
+
+/// The common 2x2 window with stride 2 and no padding: two input rows give one output
+/// row, the four taps are compared with selects in a fixed order (ties go to the first
+/// in row-major order, as in the general path) and the loop over a row vectorises.
+fn max_pool_2x2<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x: &[T]) {
+    let (ih, iw) = s.in_size;
+    let (oh, ow) = s.out_size;
+    let (one, width) = (T::ONE, T::from_f64(iw as f64));
+    let (out_rows, arg_rows) = (output.chunks_exact_mut(ow), argmax.chunks_exact_mut(ow));
+    for (o, (out, arg)) in out_rows.zip(arg_rows).enumerate() {
+        let (c, oy) = (o / oh, o % oh);
+        let top = (c * ih + 2 * oy) * iw;
+        let (r0, r1) = (&x[top..][..2 * ow], &x[top + iw..][..2 * ow]);
+        let base = T::from_f64(top as f64);
+        for ox in 0..ow {
+            let (a, b, cc, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+            let (mut best, mut at) = (a, T::ZERO);
+            (best, at) = if b > best { (b, one) } else { (best, at) };
+            (best, at) = if cc > best { (cc, width) } else { (best, at) };
+            (best, at) = if d > best {
+                (d, width + one)
+            } else {
+                (best, at)
+            };
+            out[ox] = best;
+            arg[ox] = base + T::from_f64((2 * ox) as f64) + at;
         }
     }
 }
@@ -320,6 +363,36 @@ mod tests {
         assert_eq!(gx[5], 1.0);
         assert_eq!(gx[15], 4.0);
         assert_eq!(gx.iter().sum::<f64>(), 10.0);
+    }
+
+    #[test]
+    fn the_2x2_path_equals_the_general_ones_ties_included() {
+        // 11 x 11 with floor: the last row and column are dropped. Values on a coarse
+        // grid, so windows hold ties, which go to the first tap in row-major order.
+        let s = shape(3, (11, 11), (2, 2), (2, 2), (0, 0));
+        let x: Vec<f32> = values(3 * 121, 9)
+            .iter()
+            .map(|v| (v * 2.0).round() as f32)
+            .collect();
+        let n = s.output_len();
+        let run = |pool: fn(&Conv2dShape, &mut [f32], &mut [f32], &[f32])| {
+            let (mut y, mut arg) = (vec![0.0; n], vec![0.0; n]);
+            pool(&s, &mut y, &mut arg, &x);
+            (y, arg)
+        };
+        let fast = run(max_pool_2x2);
+        assert_eq!(fast, run(max_pool_unpadded));
+        assert_eq!(fast, run(max_pool_padded));
+        let (y, arg) = fast;
+        let mut tied = 0;
+        for (o, (&v, &a)) in y.iter().zip(&arg).enumerate() {
+            assert_eq!(x[a as usize], v);
+            let (c, oy, ox) = (o / 25, o / 5 % 5, o % 5);
+            let top = (c * 11 + 2 * oy) * 11 + 2 * ox;
+            let taps = [top, top + 1, top + 11, top + 12];
+            tied += usize::from(taps.iter().filter(|&&t| x[t] == v).count() > 1);
+        }
+        assert!(tied > 5, "only {tied} windows with a tied maximum");
     }
 
     #[test]
