@@ -29,7 +29,7 @@ use faer::linalg::matmul::matmul;
 use faer::{MatMut, MatRef, Par};
 
 use super::activation::{bias_activation_in_place, scale_by_derivative};
-use super::{check_len, Accum, Activation, PARALLEL_MIN_FLOPS};
+use super::{check_len, for_row_blocks, sum, Accum, Activation, PARALLEL_MIN_FLOPS};
 use crate::Float;
 
 /// The geometry of a 2-d convolution or pooling window, fixed at compile time.
@@ -278,47 +278,55 @@ pub fn conv2d_backward<T: Float>(
     check_len("conv2d cols", cols.len(), batch * s.cols_len());
     check_len("conv2d grad_weight", grad_weight.len(), co * k);
     check_len("conv2d partial", partial.len(), co * k);
-    scale_by_derivative(grad_output, output, activation);
-    if let Some(grad_bias) = grad_bias {
-        check_len("conv2d grad_bias", grad_bias.len(), co);
-        grad_bias.fill(T::ZERO);
-        for sample in grad_output.chunks_exact(s.output_len()) {
-            for (gb, plane) in grad_bias.iter_mut().zip(sample.chunks_exact(p)) {
-                *gb += plane.iter().copied().sum::<T>();
-            }
-        }
-    }
-    // Weight gradient: each half of the batch accumulates into its own buffer.
-    let grad_output: &[T] = grad_output;
-    let weight_half = |first: usize, count: usize, dst: &mut [T]| {
-        for n in first..first + count {
+    // Per half of the batch: the pre-activation gradient of its samples, then their
+    // weight gradient, accumulated into a buffer of its own.
+    let olen = s.output_len();
+    let weight_half = |first: usize, go: &mut [T], dst: &mut [T]| {
+        let count = go.len() / olen;
+        scale_by_derivative(go, &output[first * olen..][..count * olen], activation);
+        for (n, g) in go.chunks_exact(olen).enumerate() {
             let dst = MatMut::from_row_major_slice_mut(&mut *dst, co, k);
-            let g = MatRef::from_row_major_slice(
-                &grad_output[n * s.output_len()..][..s.output_len()],
-                co,
+            let g = MatRef::from_row_major_slice(g, co, p);
+            let col = MatRef::from_row_major_slice(
+                &cols[(first + n) * s.cols_len()..][..s.cols_len()],
+                k,
                 p,
             );
-            let col = MatRef::from_row_major_slice(&cols[n * s.cols_len()..][..s.cols_len()], k, p);
-            let accum = if n == first {
-                Accum::Replace
-            } else {
-                Accum::Add
-            };
+            let accum = if n == 0 { Accum::Replace } else { Accum::Add };
             matmul(dst, accum, g, col.transpose(), T::ONE, Par::Seq);
         }
     };
     let flops = 2.0 * (co * s.cols_len()) as f64;
     if batch >= 2 && flops * batch as f64 >= PARALLEL_MIN_FLOPS {
         let half = batch / 2;
+        let (go0, go1) = grad_output.split_at_mut(half * olen);
         rayon::join(
-            || weight_half(0, half, grad_weight),
-            || weight_half(half, batch - half, partial),
+            || weight_half(0, go0, grad_weight),
+            || weight_half(half, go1, partial),
         );
         for (w, &q) in grad_weight.iter_mut().zip(partial.iter()) {
             *w += q;
         }
     } else {
-        weight_half(0, batch, grad_weight);
+        weight_half(0, grad_output, grad_weight);
+    }
+    let grad_output: &[T] = grad_output;
+    if let Some(grad_bias) = grad_bias {
+        check_len("conv2d grad_bias", grad_bias.len(), co);
+        // Split by channel: each channel's sum runs in one fixed order on one thread.
+        for_row_blocks(
+            grad_bias,
+            1,
+            (batch * p) as f64,
+            &|first, block: &mut [T]| {
+                for (c, gb) in block.iter_mut().enumerate() {
+                    *gb = grad_output
+                        .chunks_exact(olen)
+                        .map(|sample| sum(&sample[(first + c) * p..][..p]))
+                        .sum();
+                }
+            },
+        );
     }
     let Some((grad_input, accum)) = grad_input else {
         return;
@@ -491,18 +499,29 @@ mod tests {
         let batch = 64;
         let x = values(batch * s.input_len(), 5);
         let w = values(s.out_channels * s.k(), 6);
+        let bias = values(s.out_channels, 8);
         let mut y = vec![0.0; batch * s.output_len()];
         let mut cols = vec![0.0; batch * s.cols_len()];
-        conv2d_forward(&s, &mut y, &mut cols, &x, &w, None, Activation::Relu, batch);
+        conv2d_forward(
+            &s,
+            &mut y,
+            &mut cols,
+            &x,
+            &w,
+            Some(&bias),
+            Activation::Relu,
+            batch,
+        );
         let go = values(y.len(), 7);
         let mut gw = vec![0.0; w.len()];
         let mut partial = vec![0.0; w.len()];
         let mut gx = vec![0.0; x.len()];
+        let mut gb = vec![0.0; s.out_channels];
         conv2d_backward(
             &s,
             Some((&mut gx, Accum::Replace)),
             &mut gw,
-            None,
+            Some(&mut gb),
             &mut partial,
             &mut cols,
             &w,
@@ -513,6 +532,7 @@ mod tests {
         );
         // One sample at a time is the serial path.
         let mut gw_serial = vec![0.0; w.len()];
+        let mut gb_serial = vec![0.0; s.out_channels];
         for n in 0..batch {
             let mut y1 = vec![0.0; s.output_len()];
             let mut c1 = vec![0.0; s.cols_len()];
@@ -522,18 +542,19 @@ mod tests {
                 &mut c1,
                 &x[n * s.input_len()..][..s.input_len()],
                 &w,
-                None,
+                Some(&bias),
                 Activation::Relu,
                 1,
             );
             assert_close(&y1, &y[n * s.output_len()..][..s.output_len()], 1e-12);
             let mut g1 = vec![0.0; w.len()];
             let mut gx1 = vec![0.0; s.input_len()];
+            let mut gb1 = vec![0.0; s.out_channels];
             conv2d_backward(
                 &s,
                 Some((&mut gx1, Accum::Replace)),
                 &mut g1,
-                None,
+                Some(&mut gb1),
                 &mut partial,
                 &mut c1,
                 &w,
@@ -546,7 +567,11 @@ mod tests {
             for (a, b) in gw_serial.iter_mut().zip(&g1) {
                 *a += b;
             }
+            for (a, b) in gb_serial.iter_mut().zip(&gb1) {
+                *a += b;
+            }
         }
+        assert_close(&gb, &gb_serial, 1e-10);
         assert_close(&gw, &gw_serial, 1e-10);
     }
 }

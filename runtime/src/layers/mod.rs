@@ -141,6 +141,25 @@ pub(crate) fn for_col_blocks<T: Send>(
     split(0, out, pieces, body);
 }
 
+/// The sum of `values` in 16 interleaved partial sums, so the adds vectorise instead of
+/// waiting on each other (a serial f32 sum is one add per four cycles).
+pub(crate) fn sum<T: Float>(values: &[T]) -> T {
+    const LANES: usize = 16;
+    let mut partial = [T::ZERO; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (p, &v) in partial.iter_mut().zip(chunk) {
+            *p += v;
+        }
+    }
+    let mut total = rest.iter().fold(T::ZERO, |a, &v| a + v);
+    for p in partial {
+        total += p;
+    }
+    total
+}
+
 /// `dst = value` or `dst += value`.
 #[inline(always)]
 pub(crate) fn store<T: Float>(dst: &mut T, value: T, accum: Accum) {
