@@ -233,6 +233,17 @@ impl<'a, T: Float> Pass<'a, T> {
     }
 }
 
+/// Makes `buffer` at least `len` long, as a fresh zeroed allocation when it grows: the
+/// allocator hands large zeroed blocks out as untouched pages, so the parts of the
+/// workspace a model never writes (the input node when the batch is read where it is,
+/// the gradients of auxiliary nodes) cost address space, not memory.
+fn grow<T: Float>(buffer: &mut Vec<T>, len: usize) {
+    if buffer.len() < len {
+        *buffer = Vec::new();
+        *buffer = vec![T::ZERO; len];
+    }
+}
+
 /// The output and (possibly empty) auxiliary slices of the value buffer.
 fn disjoint_pair<T>(
     values: &mut [T],
@@ -291,14 +302,20 @@ impl<T: Float> Workspace<T> {
         }
     }
 
-    /// Makes room for `batch` samples; allocates only if the batch is larger than any
-    /// before. Contents are unspecified afterwards.
+    /// Makes room for the values and gradients of `batch` samples; allocates only if
+    /// the batch is larger than any before. Contents are unspecified afterwards.
     pub fn prepare(&mut self, batch: usize) {
-        let total = self.nodes.last().copied().unwrap_or(0) * batch;
-        if self.values.len() < total {
-            self.values.resize(total, T::ZERO);
-            self.grads.resize(total, T::ZERO);
-        }
+        self.prepare_inference(batch);
+        grow(&mut self.grads, self.values.len());
+    }
+
+    /// Makes room for the values of `batch` samples only: inference never touches the
+    /// gradients.
+    pub fn prepare_inference(&mut self, batch: usize) {
+        grow(
+            &mut self.values,
+            self.nodes.last().copied().unwrap_or(0) * batch,
+        );
         self.batch = batch;
     }
 
@@ -575,7 +592,7 @@ pub trait Model<T: Float>: Sized {
     fn forward<'a>(&self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> Tensor<T, Self::Output> {
         let x = x.into();
         let mut ws = Workspace::new(Self::SPEC);
-        ws.prepare(x.batch());
+        ws.prepare_inference(x.batch());
         // Inference only reads the buffers; the copy keeps `&self`.
         let mut buffers = self.state().buffers.clone();
         let mut pass = Pass::new(&mut ws, Some(x.as_slice()));
@@ -862,7 +879,11 @@ fn run_in_workspace<'s, T: Float, M: Model<T>>(
     run: Run,
 ) -> &'s [T] {
     let ws = &mut state.workspace;
-    ws.prepare(x.batch());
+    if run == Run::Infer {
+        ws.prepare_inference(x.batch());
+    } else {
+        ws.prepare(x.batch());
+    }
     ws.input_held = run == Run::KeepInput;
     let outside = if ws.input_held {
         ws.value_mut(0).copy_from_slice(x.as_slice());

@@ -15,7 +15,9 @@ inference are in samples/s (higher is better), batch-1 inference in µs (lower i
 better). GFLOP/s counts each model's FLOPS_PER_SAMPLE (its compile-time constant) × 3
 for a training step (forward plus a backward of twice the forward's work), × 1 for
 inference; "faer GEMM" is faer's own GFLOP/s on the workload's largest matrix product,
-measured by the same bench binary. The last line is the count of heap allocations per
+measured by the same bench binary. "kiln loop" is kiln in the rust-peers crate's bare
+loop, timed like candle and burn: a second reading of its speed and its peak RSS
+without criterion in the process. The last line is the count of heap allocations per
 training step, from tests/allocations.rs.
 """
 
@@ -45,6 +47,9 @@ WORKLOADS = [
 ]
 PYTHON_PEERS = ["pytorch", "jax", "tensorflow"]
 RUST_PEERS = ["candle", "burn"]
+# kiln in the rust-peers crate's bare loop: the same timing as candle and burn, and a
+# peak RSS without criterion's statistics in the process. Never a "best peer".
+KILN_LOOP = "kiln loop"
 
 
 def run_measured(cmd, cwd=ROOT):
@@ -87,21 +92,22 @@ def kiln_results(workloads):
 
 
 def peer_results(python, workloads):
-    results = {p: {} for p in PYTHON_PEERS + RUST_PEERS}
+    rust = RUST_PEERS + [KILN_LOOP]
+    results = {p: {} for p in PYTHON_PEERS + rust}
     try:
         exe = cargo_executable(["build", "--release"], PEERS_CRATE)
     except subprocess.CalledProcessError as e:
         exe = None
-        for p in RUST_PEERS:
+        for p in rust:
             results[p]["missing"] = f"scripts/bench/rust-peers did not build ({e})"
     for name in workloads:
-        for peer in PYTHON_PEERS + RUST_PEERS:
+        for peer in PYTHON_PEERS + rust:
             if "missing" in results[peer]:
                 continue
             if peer in PYTHON_PEERS:
                 cmd = [python, str(ROOT / "scripts/bench/peers.py"), peer, name]
             else:
-                cmd = [exe, peer, name]
+                cmd = [exe, "kiln" if peer == KILN_LOOP else peer, name]
             out, err, code, rss = run_measured(cmd)
             if code != 0:
                 results[peer][name] = {"failed": err.strip().splitlines()[-1:] or ["?"]}
@@ -137,7 +143,7 @@ def main():
     workloads = [w for w in WORKLOADS if args.only is None or w[0] in args.only]
     kiln, gemm, flops = kiln_results(workloads)
     peers = peer_results(args.python, [w[0] for w in workloads])
-    names = list(peers)
+    names = [p for p in peers if p != KILN_LOOP]
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
     rows, rss_rows = [], []
     for name, _, _, unit in workloads:
@@ -159,14 +165,17 @@ def main():
             entry = peers[p].get(name, {})
             return fmt.format(entry[key]) if key in entry else "failed"
 
-        rows.append([f"{name} ({unit})", f"{k:,.1f}"] + [cell(p, "value", "{:,.1f}") for p in names]
+        rows.append([f"{name} ({unit})", f"{k:,.1f}", cell(KILN_LOOP, "value", "{:,.1f}")]
+                    + [cell(p, "value", "{:,.1f}") for p in names]
                     + [best[0] if best else "-", f"{ratio:.2f}x", f"{gflops:.1f}", f"{gemm[name]:.1f}"])
-        rss_rows.append([name, f"{kiln[name]['rss']:,.0f}"] + [cell(p, "rss", "{:,.0f}") for p in names])
-    print(table(["workload", "kiln"] + names + ["best peer", "kiln / best", "kiln GFLOP/s", "faer GEMM GFLOP/s"], rows))
-    print("\npeak RSS (MiB), each workload in its own process:\n")
-    print(table(["workload", "kiln"] + names, rss_rows))
+        rss_rows.append([name, f"{kiln[name]['rss']:,.0f}", cell(KILN_LOOP, "rss", "{:,.0f}")]
+                        + [cell(p, "rss", "{:,.0f}") for p in names])
+    print(table(["workload", "kiln", KILN_LOOP] + names
+                + ["best peer", "kiln / best", "kiln GFLOP/s", "faer GEMM GFLOP/s"], rows))
+    print("\npeak RSS (MiB), each workload in its own process (kiln: the criterion bench):\n")
+    print(table(["workload", "kiln", KILN_LOOP] + names, rss_rows))
     print()
-    for p in names:
+    for p in names + [KILN_LOOP]:
         print(f"{p}: " + (f"missing — {peers[p]['missing']}" if "missing" in peers[p] else peers[p].get("version", "?")))
         for name, _, _, _ in workloads:
             if "failed" in peers[p].get(name, {}):

@@ -1,8 +1,9 @@
 //! The benchmark workloads of `BENCHMARKS.md` in candle and burn (flex backend), each
-//! written the way that library's own examples write them. f32, synthetic data from a
-//! fixed seed, two threads (RAYON_NUM_THREADS, set by `compare.py`).
+//! written the way that library's own examples write them, and in kiln within the same
+//! bare loop (for a peak RSS without criterion in the process). f32, synthetic data
+//! from a fixed seed, two threads (RAYON_NUM_THREADS, set by `compare.py`).
 //!
-//!     cargo run --release -- <candle|burn> <workload>
+//!     cargo run --release -- <candle|burn|kiln> <workload>
 //!
 //! Prints one JSON object: the median over timed runs (samples/s for training and
 //! batch-1024 inference, µs for batch-1 latency) and the library's version.
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 mod burn_peer;
 mod candle_peer;
+mod kiln_peer;
 
 /// The workloads, by the names `compare.py` uses.
 pub const WORKLOADS: [&str; 6] = [
@@ -83,7 +85,9 @@ impl Data {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(library), Some(workload)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: kiln-bench-peers <candle|burn> <workload>; workloads: {WORKLOADS:?}");
+        eprintln!(
+            "usage: kiln-bench-peers <candle|burn|kiln> <workload>; workloads: {WORKLOADS:?}"
+        );
         std::process::exit(2);
     };
     if !WORKLOADS.contains(&workload.as_str()) {
@@ -93,8 +97,9 @@ fn main() {
     let (value, version) = match library.as_str() {
         "candle" => (candle_peer::run(workload), candle_peer::VERSION),
         "burn" => (burn_peer::run(workload), burn_peer::VERSION),
+        "kiln" => (kiln_peer::run(workload), kiln_peer::VERSION),
         other => {
-            eprintln!("unknown library {other}; expected candle or burn");
+            eprintln!("unknown library {other}; expected candle, burn or kiln");
             std::process::exit(2);
         }
     };
