@@ -57,8 +57,30 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
         return;
     }
     let weight_t = MatRef::from_row_major_slice(weight, OUT, IN).transpose();
+    if rows > OUT {
+        // More samples than units: the input is the larger operand, so each thread
+        // takes its own rows of it (and reads the whole, smaller, weight).
+        for_row_blocks(
+            output,
+            OUT,
+            (2 * IN * OUT) as f64,
+            &|first_row, out_block: &mut [T]| {
+                let block_rows = out_block.len() / OUT;
+                let x = MatRef::from_row_major_slice(
+                    &input[first_row * IN..(first_row + block_rows) * IN],
+                    block_rows,
+                    IN,
+                );
+                let y = MatMut::from_row_major_slice_mut(out_block, block_rows, OUT);
+                matmul(y, Accum::Replace, x, weight_t, T::ONE, Par::Seq);
+                epilogue(out_block, bias, activation);
+            },
+        );
+        return;
+    }
     let x = MatRef::from_row_major_slice(input, rows, IN);
-    // Split by output units: each thread packs and streams its share of the weight.
+    // Otherwise split by output units: each thread packs and streams its share of the
+    // weight, the larger operand.
     for_col_blocks(
         MatMut::from_row_major_slice_mut(output, rows, OUT),
         (2 * IN * rows) as f64,
@@ -169,7 +191,27 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     if let Some((grad_input, accum)) = grad_input {
         check_len("dense grad_input", grad_input.len(), rows * IN);
         let w = MatRef::from_row_major_slice(weight, OUT, IN);
-        // Split by input units, so each thread streams its share of the weight.
+        if rows > IN {
+            // The gradient is the larger operand: split it by rows, as the forward does.
+            let grad_output: &[T] = grad_output;
+            for_row_blocks(
+                grad_input,
+                IN,
+                (2 * IN * OUT) as f64,
+                &|first_row, gi_block: &mut [T]| {
+                    let block_rows = gi_block.len() / IN;
+                    let g = MatRef::from_row_major_slice(
+                        &grad_output[first_row * OUT..(first_row + block_rows) * OUT],
+                        block_rows,
+                        OUT,
+                    );
+                    let gi = MatMut::from_row_major_slice_mut(gi_block, block_rows, IN);
+                    matmul(gi, accum, g, w, T::ONE, Par::Seq);
+                },
+            );
+            return;
+        }
+        // Otherwise split by input units, so each thread streams its share of the weight.
         for_col_blocks(
             MatMut::from_row_major_slice_mut(grad_input, rows, IN),
             (2 * OUT * rows) as f64,
@@ -259,10 +301,13 @@ mod tests {
 
     #[test]
     fn large_batches_split_across_threads_give_the_serial_result() {
-        // 1024 rows of 256x128 is above the threading threshold.
-        const IN: usize = 256;
-        const OUT: usize = 128;
-        let rows = 1024;
+        // Both above the threading threshold: more rows than units (split by rows), and
+        // fewer (split by units).
+        threaded::<256, 128>(1024);
+        threaded::<256, 512>(128);
+    }
+
+    fn threaded<const IN: usize, const OUT: usize>(rows: usize) {
         let x: Vec<f32> = values(rows * IN, 5).iter().map(|&v| v as f32).collect();
         let w: Vec<f32> = values(OUT * IN, 6).iter().map(|&v| v as f32).collect();
         let b: Vec<f32> = values(OUT, 8).iter().map(|&v| v as f32).collect();
