@@ -26,9 +26,14 @@ BATCH = {"mlp_small": 128, "mlp_wide": 128, "cnn": 64, "lstm": 32, "infer_1_us":
 MLP_SIZES = {"mlp_small": [784, 128, 10], "mlp_wide": [784, 1024, 1024, 10]}
 
 
-def median_seconds(fn, warmup=5, repeats=30, min_time=0.2):
-    for _ in range(warmup):
+def median_seconds(fn, warmup=5, repeats=30, min_time=0.2, min_warmup_time=0.5):
+    # At least `warmup` calls and half a second, so thread pools, JIT caches and the
+    # processor's caches are in their steady state before timing starts.
+    start = time.perf_counter()
+    n = 0
+    while n < warmup or time.perf_counter() - start < min_warmup_time:
         fn()
+        n += 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

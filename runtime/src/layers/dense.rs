@@ -52,7 +52,7 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
     if rows == 1 {
         // One sample (online inference): a matrix-vector product streams the weight once,
         // where a GEMM's packing and blocking would cost more than the arithmetic.
-        matvec(output, weight, input);
+        matvec_pair(output, weight, input);
         epilogue(output, bias, activation);
         return;
     }
@@ -95,6 +95,23 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
             }
         },
     );
+}
+
+/// Weights from this many values up are streamed by two threads at batch 1.
+const PAIR_MIN_WEIGHTS: usize = 1 << 15;
+
+/// [`matvec`] with the weight's rows in two halves, the second offered to the helper
+/// thread of [`pair`](super::pair): one core streams a large weight at its L2's rate,
+/// two cores twice as fast.
+fn matvec_pair<T: Float>(y: &mut [T], w: &[T], x: &[T]) {
+    if w.len() < PAIR_MIN_WEIGHTS || y.len() < 8 {
+        matvec(y, w, x);
+        return;
+    }
+    let half = y.len() / 2 / 4 * 4;
+    let (y0, y1) = y.split_at_mut(half);
+    let (w0, w1) = w.split_at(half * x.len());
+    super::pair::pair(|| matvec(y0, w0, x), &mut || matvec(y1, w1, x));
 }
 
 /// Adds the bias and applies the activation, row by row.
@@ -305,6 +322,21 @@ mod tests {
         // fewer (split by units).
         threaded::<256, 128>(1024);
         threaded::<256, 512>(128);
+    }
+
+    #[test]
+    fn batch_1_on_two_threads_equals_one_thread() {
+        // 130 rows (not a multiple of 8) of 300: above the two-thread size.
+        let (rows, n) = (130, 300);
+        let w: Vec<f32> = values(rows * n, 13).iter().map(|&v| v as f32).collect();
+        let x: Vec<f32> = values(n, 14).iter().map(|&v| v as f32).collect();
+        let mut one = vec![0.0; rows];
+        matvec(&mut one, &w, &x);
+        for _ in 0..100 {
+            let mut two = vec![f32::NAN; rows];
+            matvec_pair(&mut two, &w, &x);
+            assert_eq!(one, two);
+        }
     }
 
     fn threaded<const IN: usize, const OUT: usize>(rows: usize) {

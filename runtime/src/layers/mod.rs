@@ -16,6 +16,7 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 mod matvec;
+mod pair;
 pub mod pool;
 pub mod recurrent;
 pub mod residual;

@@ -24,11 +24,15 @@ pub const WORKLOADS: [&str; 6] = [
     "infer_1024",
 ];
 
-/// Median seconds per call of `step`, timed like `peers.py`: 5 warm-up calls, then 30
-/// samples of up to 50 calls each.
+/// Median seconds per call of `step`, timed like `peers.py`: at least 5 warm-up calls
+/// and half a second (thread pools and caches in their steady state), then 30 samples
+/// of up to 50 calls each.
 pub fn median_seconds(mut step: impl FnMut()) -> f64 {
-    for _ in 0..5 {
+    let warmup = Instant::now();
+    let mut calls = 0;
+    while calls < 5 || warmup.elapsed().as_secs_f64() < 0.5 {
         step();
+        calls += 1;
     }
     let mut times = Vec::with_capacity(30);
     for _ in 0..30 {

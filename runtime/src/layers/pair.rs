@@ -1,0 +1,221 @@
+//! A second thread for kernels too short for rayon: `pair(a, b)` runs `a` on the
+//! calling thread and offers `b` to a helper thread that spins briefly between jobs.
+//!
+//! Batch-1 inference of the benchmark MLP streams a 400 KB weight, which one core
+//! reads from its L2 in about 3.7 µs; two cores reading half each take half as long,
+//! but only if handing over the second half costs well under a microsecond. rayon's
+//! join from a thread outside its pool queues the job, wakes a worker and sleeps on a
+//! latch (several µs); even on the pool, an idle worker polls with `sched_yield` and
+//! picks a job up about as late as the half would take. The helper here waits for
+//! work by spinning on one atomic for [`SPIN`] after its last job, so a loop of
+//! batch-1 calls finds it awake, and parks after that, so an idle program spends no
+//! CPU on it.
+//!
+//! The offer can always be taken back: if the helper has not claimed `b` by the time
+//! `a` is done, the caller runs `b` itself. A caller never waits on a sleeping helper,
+//! so the worst case is the single-threaded time plus two atomic operations.
+//!
+//! Safety: `b` lives on the caller's stack. The helper only touches it between a
+//! successful claim and its `DONE` store, and the caller does not return (or unwind)
+//! before it has either taken the offer back or seen `DONE`.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// How long the helper spins for the next job before it parks.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// The slot is free.
+const IDLE: u8 = 0;
+/// A caller owns the slot and is writing its job.
+const WRITING: u8 = 1;
+/// A job is offered.
+const POSTED: u8 = 2;
+/// The helper is running the job.
+const CLAIMED: u8 = 3;
+/// The helper has finished the job; the caller frees the slot.
+const DONE: u8 = 4;
+
+/// The job: a closure on the caller's stack, its lifetime erased (see the module docs).
+type Job = *mut (dyn FnMut() + Send + 'static);
+
+struct Helper {
+    state: AtomicU8,
+    job: UnsafeCell<Option<Job>>,
+    parked: AtomicBool,
+    thread: Thread,
+}
+
+// SAFETY: `job` is written only by the caller that moved `state` from IDLE to WRITING
+// and read only by the helper after it moved `state` from POSTED to CLAIMED; the
+// Release/Acquire pairs on `state` order those accesses.
+unsafe impl Sync for Helper {}
+// SAFETY: as above; the raw pointer is only dereferenced under that protocol.
+unsafe impl Send for Helper {}
+
+/// The helper, started on first use; `None` if rayon is limited to one thread (the
+/// user's budget of threads) or the thread could not be started.
+fn helper() -> Option<&'static Helper> {
+    static HELPER: OnceLock<Option<&'static Helper>> = OnceLock::new();
+    *HELPER.get_or_init(|| {
+        if rayon::current_num_threads() < 2 {
+            return None;
+        }
+        let (send, receive) = std::sync::mpsc::channel::<&'static Helper>();
+        let handle = std::thread::Builder::new()
+            .name("kiln-pair".into())
+            .spawn(move || {
+                if let Ok(helper) = receive.recv() {
+                    serve(helper);
+                }
+            })
+            .ok()?;
+        let helper: &'static Helper = Box::leak(Box::new(Helper {
+            state: AtomicU8::new(IDLE),
+            job: UnsafeCell::new(None),
+            parked: AtomicBool::new(false),
+            thread: handle.thread().clone(),
+        }));
+        send.send(helper).ok()?;
+        Some(helper)
+    })
+}
+
+/// The helper's loop: claim and run offered jobs; spin for [`SPIN`] after each, then
+/// park until a caller unparks it.
+fn serve(helper: &'static Helper) {
+    let mut last = Instant::now();
+    loop {
+        if helper.state.load(Ordering::Relaxed) == POSTED
+            && helper
+                .state
+                .compare_exchange(POSTED, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            // SAFETY: the claim gives this thread the job until it stores DONE, and the
+            // caller keeps the closure alive until it sees DONE.
+            unsafe {
+                if let Some(job) = *helper.job.get() {
+                    (*job)();
+                }
+            }
+            helper.state.store(DONE, Ordering::Release);
+            last = Instant::now();
+            continue;
+        }
+        if last.elapsed() < SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        helper.parked.store(true, Ordering::SeqCst);
+        if helper.state.load(Ordering::SeqCst) != POSTED {
+            std::thread::park();
+        }
+        helper.parked.store(false, Ordering::SeqCst);
+        last = Instant::now();
+    }
+}
+
+/// Runs `a` here and `b` on the helper if it takes it in time, else `b` here too.
+pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) {
+    let Some(helper) = helper() else {
+        a();
+        b();
+        return;
+    };
+    if helper
+        .state
+        .compare_exchange(IDLE, WRITING, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        // Another caller has the helper.
+        a();
+        b();
+        return;
+    }
+    // SAFETY: only the lifetime is erased; the guard below keeps `b` alive for as long
+    // as the helper may use it.
+    let job: Job = unsafe { std::mem::transmute::<*mut (dyn FnMut() + Send + '_), Job>(b) };
+    // SAFETY: this thread owns the slot (WRITING).
+    unsafe { *helper.job.get() = Some(job) };
+    helper.state.store(POSTED, Ordering::SeqCst);
+    if helper.parked.load(Ordering::SeqCst) {
+        helper.thread.unpark();
+    }
+    // Takes the offer back or waits for the helper, even if `a` panics.
+    struct Finish<'a> {
+        helper: &'a Helper,
+        b: Job,
+        _b: std::marker::PhantomData<&'a mut ()>,
+    }
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            let state = &self.helper.state;
+            if state
+                .compare_exchange(POSTED, WRITING, Ordering::Acquire, Ordering::Acquire)
+                .is_ok()
+            {
+                // SAFETY: the slot is ours again; clear the pointer before freeing it.
+                unsafe { *self.helper.job.get() = None };
+                state.store(IDLE, Ordering::Release);
+                if !std::thread::panicking() {
+                    // SAFETY: the offer was taken back, so only this thread has `b`.
+                    unsafe { (*self.b)() };
+                }
+                return;
+            }
+            while state.load(Ordering::Acquire) != DONE {
+                std::hint::spin_loop();
+            }
+            // SAFETY: the helper is done with the job; the slot is ours until IDLE.
+            unsafe { *self.helper.job.get() = None };
+            state.store(IDLE, Ordering::Release);
+        }
+    }
+    let finish = Finish {
+        helper,
+        b: job,
+        _b: std::marker::PhantomData,
+    };
+    a();
+    drop(finish);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn both_halves_run_exactly_once_hot_parked_and_contended() {
+        let run = |calls: usize, pause: Duration| {
+            for i in 0..calls {
+                let (left, right) = (AtomicUsize::new(0), AtomicUsize::new(0));
+                let mut right_half = || {
+                    right.fetch_add(i + 1, Ordering::Relaxed);
+                };
+                pair(
+                    || {
+                        left.fetch_add(i + 1, Ordering::Relaxed);
+                    },
+                    &mut right_half,
+                );
+                assert_eq!(left.load(Ordering::Relaxed), i + 1);
+                assert_eq!(right.load(Ordering::Relaxed), i + 1);
+                std::thread::sleep(pause);
+            }
+        };
+        // Back to back (the helper spins), with pauses longer than its spin (it
+        // parks and is woken), and from four threads at once (the slot is contended).
+        run(2000, Duration::ZERO);
+        run(20, Duration::from_millis(1));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| run(2000, Duration::ZERO));
+            }
+        });
+    }
+}
