@@ -314,10 +314,11 @@ pub fn conv2d_backward<T: Float>(
     if let Some(grad_bias) = grad_bias {
         check_len("conv2d grad_bias", grad_bias.len(), co);
         // Split by channel: each channel's sum runs in one fixed order on one thread.
+        // A sum is one load and one add a value, memory-bound: counted as 8 FLOPs.
         for_row_blocks(
             grad_bias,
             1,
-            (batch * p) as f64,
+            (8 * batch * p) as f64,
             &|first, block: &mut [T]| {
                 for (c, gb) in block.iter_mut().enumerate() {
                     *gb = grad_output

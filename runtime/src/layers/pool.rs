@@ -32,7 +32,7 @@ pub fn max_pool2d_forward<T: Float>(
     let taps = s.kernel.0 * s.kernel.1;
     split_batch(
         batch,
-        (s.output_len() * taps) as f64 * MEMORY_BOUND_WEIGHT,
+        (s.input_len() + s.output_len() * taps) as f64 * MEMORY_BOUND_WEIGHT,
         (output, s.output_len()),
         (argmax, s.output_len()),
         &|first, out: &mut [T], arg: &mut [T]| {
@@ -49,9 +49,10 @@ pub fn max_pool2d_forward<T: Float>(
 }
 
 /// Pooling and the scatter of its gradient are loads, compares and stores, not
-/// multiply-adds: each is counted as this many FLOPs against the threshold for
-/// splitting a batch across threads. Chosen so that the benchmark CNN's pools (about
-/// 1.4 million compares a batch) split; not tuned beyond that.
+/// multiply-adds: each value read and each compare is counted as this many FLOPs
+/// against the threshold for splitting a batch across threads. With it both of the
+/// benchmark CNN's pools split; the second (64 × 11 × 11 inputs a sample, 180 µs a
+/// batch of 64 on one thread) did not when only the compares counted.
 const MEMORY_BOUND_WEIGHT: f64 = 8.0;
 
 /// Max pooling of one sample.
@@ -133,26 +134,128 @@ fn max_pool_padded<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T]
 fn max_pool_2x2<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x: &[T]) {
     let (ih, iw) = s.in_size;
     let (oh, ow) = s.out_size;
-    let (one, width) = (T::ONE, T::from_f64(iw as f64));
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::arch::is_x86_feature_detected!("avx512f");
     let (out_rows, arg_rows) = (output.chunks_exact_mut(ow), argmax.chunks_exact_mut(ow));
     for (o, (out, arg)) in out_rows.zip(arg_rows).enumerate() {
         let (c, oy) = (o / oh, o % oh);
         let top = (c * ih + 2 * oy) * iw;
         let (r0, r1) = (&x[top..][..2 * ow], &x[top + iw..][..2 * ow]);
-        let base = T::from_f64(top as f64);
-        for ox in 0..ow {
-            let (a, b, cc, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
-            let (mut best, mut at) = (a, T::ZERO);
-            (best, at) = if b > best { (b, one) } else { (best, at) };
-            (best, at) = if cc > best { (cc, width) } else { (best, at) };
-            (best, at) = if d > best {
-                (d, width + one)
-            } else {
-                (best, at)
-            };
-            out[ox] = best;
-            arg[ox] = base + T::from_f64((2 * ox) as f64) + at;
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: `T` is `f32` (same type id) and the processor has AVX-512F.
+            unsafe {
+                let f = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
+                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), ow);
+                let arg = std::slice::from_raw_parts_mut(arg.as_mut_ptr().cast::<f32>(), ow);
+                x86::max_pool_row_2x2(out, arg, f(r0), f(r1), top, iw);
+            }
+            continue;
         }
+        max_pool_row_2x2(out, arg, r0, r1, top, iw);
+    }
+}
+
+/// One output row of [`max_pool_2x2`] from its two input rows, which start at input
+/// index `top` and are `iw` apart.
+fn max_pool_row_2x2<T: Float>(
+    out: &mut [T],
+    arg: &mut [T],
+    r0: &[T],
+    r1: &[T],
+    top: usize,
+    iw: usize,
+) {
+    let (one, width) = (T::ONE, T::from_f64(iw as f64));
+    let base = T::from_f64(top as f64);
+    for ox in 0..out.len() {
+        let (a, b, cc, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+        let (mut best, mut at) = (a, T::ZERO);
+        (best, at) = if b > best { (b, one) } else { (best, at) };
+        (best, at) = if cc > best { (cc, width) } else { (best, at) };
+        (best, at) = if d > best {
+            (d, width + one)
+        } else {
+            (best, at)
+        };
+        out[ox] = best;
+        arg[ox] = base + T::from_f64((2 * ox) as f64) + at;
+    }
+}
+
+/// The 2x2 row with AVX-512: output rows of pooled feature maps are short (13 values
+/// in the benchmark CNN), too short for the compiler's vector loop, so each block of
+/// 16 outputs is two masked loads per input row, an even/odd split by permutes and
+/// three compare-and-blend steps in the scalar path's order (ties and NaNs resolve the
+/// same way: a later tap wins only if strictly greater).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn max_pool_row_2x2(
+        out: &mut [f32],
+        arg: &mut [f32],
+        r0: &[f32],
+        r1: &[f32],
+        top: usize,
+        iw: usize,
+    ) {
+        let ow = out.len();
+        assert!(arg.len() == ow && r0.len() >= 2 * ow && r1.len() >= 2 * ow);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let lanes = _mm512_setr_ps(
+            0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0, 24.0, 26.0, 28.0,
+            30.0,
+        );
+        let (one, width) = (_mm512_set1_ps(1.0), _mm512_set1_ps(iw as f32));
+        let width_one = _mm512_add_ps(width, one);
+        let mut first = 0;
+        while first < ow {
+            let n = (ow - first).min(16);
+            let inputs = 2 * n;
+            let low = inputs.min(16);
+            let load = |row: &[f32]| {
+                let at = 2 * first;
+                // SAFETY: masked loads touch only the lanes whose mask bit is set, and
+                // those read `row[at..at + inputs]`, inside the row (`2·ow` values).
+                unsafe {
+                    let a = _mm512_maskz_loadu_ps(mask(low), row.as_ptr().add(at));
+                    let b = if inputs > 16 {
+                        _mm512_maskz_loadu_ps(mask(inputs - 16), row.as_ptr().add(at + 16))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    (
+                        _mm512_permutex2var_ps(a, even, b),
+                        _mm512_permutex2var_ps(a, odd, b),
+                    )
+                }
+            };
+            let ((a, b), (c, d)) = (load(r0), load(r1));
+            let (mut best, mut at) = (a, _mm512_setzero_ps());
+            for (tap, offset) in [(b, one), (c, width), (d, width_one)] {
+                let wins = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(tap, best);
+                best = _mm512_mask_blend_ps(wins, best, tap);
+                at = _mm512_mask_blend_ps(wins, at, offset);
+            }
+            let base = _mm512_set1_ps((top + 2 * first) as f32);
+            let index = _mm512_add_ps(_mm512_add_ps(base, lanes), at);
+            // SAFETY: the masked stores write `n` lanes at `first`, inside `out` and
+            // `arg` (`ow` values each).
+            unsafe {
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(first), mask(n), best);
+                _mm512_mask_storeu_ps(arg.as_mut_ptr().add(first), mask(n), index);
+            }
+            first += 16;
+        }
+    }
+
+    /// The lowest `n` of 16 lanes.
+    fn mask(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
     }
 }
 
@@ -367,10 +470,18 @@ mod tests {
 
     #[test]
     fn the_2x2_path_equals_the_general_ones_ties_included() {
-        // 11 x 11 with floor: the last row and column are dropped. Values on a coarse
-        // grid, so windows hold ties, which go to the first tap in row-major order.
-        let s = shape(3, (11, 11), (2, 2), (2, 2), (0, 0));
-        let x: Vec<f32> = values(3 * 121, 9)
+        // Odd sizes drop the last row and column (floor); 26 gives output rows of 13
+        // (one vector block, two loads per input row), 70 rows of 35 (three blocks).
+        for size in [11, 26, 40, 70] {
+            check_2x2(size);
+        }
+    }
+
+    fn check_2x2(size: usize) {
+        // Values on a coarse grid, so windows hold ties, which go to the first tap in
+        // row-major order.
+        let s = shape(3, (size, size), (2, 2), (2, 2), (0, 0));
+        let x: Vec<f32> = values(3 * size * size, 9)
             .iter()
             .map(|v| (v * 2.0).round() as f32)
             .collect();
@@ -381,15 +492,16 @@ mod tests {
             (y, arg)
         };
         let fast = run(max_pool_2x2);
-        assert_eq!(fast, run(max_pool_unpadded));
-        assert_eq!(fast, run(max_pool_padded));
+        assert_eq!(fast, run(max_pool_unpadded), "{size}");
+        assert_eq!(fast, run(max_pool_padded), "{size}");
         let (y, arg) = fast;
+        let (oh, ow) = s.out_size;
         let mut tied = 0;
         for (o, (&v, &a)) in y.iter().zip(&arg).enumerate() {
             assert_eq!(x[a as usize], v);
-            let (c, oy, ox) = (o / 25, o / 5 % 5, o % 5);
-            let top = (c * 11 + 2 * oy) * 11 + 2 * ox;
-            let taps = [top, top + 1, top + 11, top + 12];
+            let (c, oy, ox) = (o / (oh * ow), o / ow % oh, o % ow);
+            let top = (c * size + 2 * oy) * size + 2 * ox;
+            let taps = [top, top + 1, top + size, top + size + 1];
             tied += usize::from(taps.iter().filter(|&&t| x[t] == v).count() > 1);
         }
         assert!(tied > 5, "only {tied} windows with a tied maximum");
@@ -401,7 +513,7 @@ mod tests {
         let s = shape(4, (20, 20), (2, 2), (2, 2), (0, 0));
         let batch = 400;
         assert!(
-            (s.output_len() * 4 * batch) as f64 * MEMORY_BOUND_WEIGHT
+            (s.input_len() + s.output_len() * 4) as f64 * MEMORY_BOUND_WEIGHT * batch as f64
                 >= super::super::PARALLEL_MIN_FLOPS
         );
         let x = values(batch * s.input_len(), 21);
