@@ -59,11 +59,16 @@ const MEMORY_BOUND_WEIGHT: f64 = 8.0;
 fn max_pool_sample<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x: &[T]) {
     if s.padding != (0, 0) {
         max_pool_padded(s, output, argmax, x);
-    } else if s.kernel == (2, 2) && s.stride == (2, 2) && s.dilation == (1, 1) {
+    } else if is_2x2(s) {
         max_pool_2x2(s, output, argmax, x);
     } else {
         max_pool_unpadded(s, output, argmax, x);
     }
+}
+
+/// Whether the windows are the common 2x2 with stride 2, no padding, no dilation.
+fn is_2x2(s: &Conv2dShape) -> bool {
+    s.kernel == (2, 2) && s.stride == (2, 2) && s.padding == (0, 0) && s.dilation == (1, 1)
 }
 
 /// Without padding every tap of every window is inside, so no bounds arithmetic.
@@ -253,6 +258,78 @@ mod x86 {
         }
     }
 
+    /// Max-pool backward for one output row of 2x2 windows that tile the input: `pair`
+    /// is the two input rows (`iw` each, `top` the first one's index in its sample),
+    /// each input gets its window's gradient if it won and zero otherwise.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn route_row_2x2(
+        pair: &mut [f32],
+        accum: crate::layers::Accum,
+        g: &[f32],
+        arg: &[f32],
+        top: usize,
+        iw: usize,
+    ) {
+        let ow = g.len();
+        assert!(arg.len() == ow && pair.len() == 2 * iw && iw == 2 * ow);
+        let add = accum == crate::layers::Accum::Add;
+        let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        let lanes = _mm512_setr_ps(
+            0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0, 24.0, 26.0, 28.0,
+            30.0,
+        );
+        let width = iw as f32;
+        let mut first = 0;
+        while first < ow {
+            let n = (ow - first).min(16);
+            // SAFETY: masked loads of `n` lanes at `first`, inside `g` and `arg`.
+            let (gv, av) = unsafe {
+                (
+                    _mm512_maskz_loadu_ps(mask(n), g.as_ptr().add(first)),
+                    _mm512_maskz_loadu_ps(mask(n), arg.as_ptr().add(first)),
+                )
+            };
+            let base = _mm512_add_ps(_mm512_set1_ps((top + 2 * first) as f32), lanes);
+            let at = _mm512_sub_ps(av, base);
+            let pick = |offset: f32| {
+                let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(at, _mm512_set1_ps(offset));
+                _mm512_maskz_mov_ps(hit, gv)
+            };
+            let inputs = 2 * n;
+            for (row, left, right) in [
+                (0, pick(0.0), pick(1.0)),
+                (iw, pick(width), pick(width + 1.0)),
+            ] {
+                let halves = [
+                    (_mm512_permutex2var_ps(left, low, right), 0, inputs.min(16)),
+                    (
+                        _mm512_permutex2var_ps(left, high, right),
+                        16,
+                        inputs.saturating_sub(16),
+                    ),
+                ];
+                for (values, offset, count) in halves {
+                    if count == 0 {
+                        continue;
+                    }
+                    // SAFETY: `count` lanes at `row + 2·first + offset` lie inside the
+                    // row (`2·first + offset + count <= 2·ow = iw`).
+                    unsafe {
+                        let at = pair.as_mut_ptr().add(row + 2 * first + offset);
+                        let values = if add {
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask(count), at), values)
+                        } else {
+                            values
+                        };
+                        _mm512_mask_storeu_ps(at, mask(count), values);
+                    }
+                }
+            }
+            first += 16;
+        }
+    }
+
     /// The lowest `n` of 16 lanes.
     fn mask(n: usize) -> __mmask16 {
         ((1u32 << n) - 1) as __mmask16
@@ -281,7 +358,37 @@ pub fn max_pool2d_backward<T: Float>(
         grad_output.len(),
         batch * s.output_len(),
     );
+    #[cfg(target_arch = "x86_64")]
+    let (iw, ow) = (s.in_size.1, s.out_size.1);
+    // 2x2 windows that tile the input exactly, in f32 with AVX-512: every input is in
+    // one window, so each is written once, without the zero fill and the scatter.
+    #[cfg(target_arch = "x86_64")]
+    let tiled = is_2x2(s)
+        && s.in_size == (2 * s.out_size.0, 2 * ow)
+        && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::arch::is_x86_feature_detected!("avx512f");
     let scatter = |first: usize, gi: &mut [T]| {
+        #[cfg(target_arch = "x86_64")]
+        if tiled {
+            let rows = gi.chunks_exact_mut(2 * iw);
+            let range = first * s.output_len()..;
+            let outs = grad_output[range.clone()].chunks_exact(ow);
+            for (o, ((pair, g), arg)) in rows
+                .zip(outs)
+                .zip(argmax[range].chunks_exact(ow))
+                .enumerate()
+            {
+                // SAFETY: `T` is `f32` (same type id) and the processor has AVX-512F.
+                unsafe {
+                    let f = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
+                    let pair =
+                        std::slice::from_raw_parts_mut(pair.as_mut_ptr().cast::<f32>(), 2 * iw);
+                    let top = o % (s.input_len() / (2 * iw)) * 2 * iw;
+                    x86::route_row_2x2(pair, accum, f(g), f(arg), top, iw);
+                }
+            }
+            return;
+        }
         if accum == Accum::Replace {
             gi.fill(T::ZERO);
         }
@@ -505,6 +612,37 @@ mod tests {
             tied += usize::from(taps.iter().filter(|&&t| x[t] == v).count() > 1);
         }
         assert!(tied > 5, "only {tied} windows with a tied maximum");
+    }
+
+    #[test]
+    fn the_tiled_2x2_backward_routes_like_the_scatter() {
+        // Inputs tiled exactly by 2x2 windows: backward writes every input once.
+        // Rows of 13 outputs (one vector block) and of 20 (two).
+        for size in [26, 40] {
+            let s = shape(3, (size, size), (2, 2), (2, 2), (0, 0));
+            let batch = 2;
+            let x: Vec<f32> = values(batch * s.input_len(), 10)
+                .iter()
+                .map(|v| (v * 2.0).round() as f32)
+                .collect();
+            let n = batch * s.output_len();
+            let (mut y, mut arg) = (vec![0.0; n], vec![0.0; n]);
+            max_pool2d_forward(&s, &mut y, &mut arg, &x, batch);
+            let g: Vec<f32> = values(n, 11).iter().map(|&v| v as f32).collect();
+            let before: Vec<f32> = values(x.len(), 12).iter().map(|&v| v as f32).collect();
+            for accum in [Accum::Replace, Accum::Add] {
+                let mut expected = match accum {
+                    Accum::Replace => vec![0.0; x.len()],
+                    Accum::Add => before.clone(),
+                };
+                for (o, (&a, &gv)) in arg.iter().zip(&g).enumerate() {
+                    expected[o / s.output_len() * s.input_len() + a as usize] += gv;
+                }
+                let mut gi = before.clone();
+                max_pool2d_backward(&s, &mut gi, accum, &arg, &g, batch);
+                assert_eq!(gi, expected, "{size} {accum:?}");
+            }
+        }
     }
 
     #[test]
