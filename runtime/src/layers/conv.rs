@@ -29,7 +29,7 @@ use faer::linalg::matmul::matmul;
 use faer::{MatMut, MatRef, Par};
 
 use super::activation::{bias_activation_in_place, scale_by_derivative};
-use super::{check_len, for_row_blocks, sum, Accum, Activation, PARALLEL_MIN_FLOPS};
+use super::{check_len, for_row_blocks, sum, thin, Accum, Activation, PARALLEL_MIN_FLOPS};
 use crate::Float;
 
 /// The geometry of a 2-d convolution or pooling window, fixed at compile time.
@@ -233,9 +233,11 @@ pub fn conv2d_forward<T: Float>(
             {
                 let x = &input[(first + n) * s.input_len()..][..s.input_len()];
                 im2col(s, col, x);
-                let col = MatRef::from_row_major_slice(col, s.k(), s.p());
-                let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
-                matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
+                if !thin::forward(y, weight, col, s.k()) {
+                    let col = MatRef::from_row_major_slice(col, s.k(), s.p());
+                    let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
+                    matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
+                }
                 for (c, plane) in y.chunks_exact_mut(s.p()).enumerate() {
                     let b = bias.map_or(T::ZERO, |b| b[c]);
                     bias_activation_in_place(plane, b, activation);
@@ -285,13 +287,13 @@ pub fn conv2d_backward<T: Float>(
         let count = go.len() / olen;
         scale_by_derivative(go, &output[first * olen..][..count * olen], activation);
         for (n, g) in go.chunks_exact(olen).enumerate() {
+            let col = &cols[(first + n) * s.cols_len()..][..s.cols_len()];
+            if thin::weight_grad(dst, g, col, k, n > 0) {
+                continue;
+            }
             let dst = MatMut::from_row_major_slice_mut(&mut *dst, co, k);
             let g = MatRef::from_row_major_slice(g, co, p);
-            let col = MatRef::from_row_major_slice(
-                &cols[(first + n) * s.cols_len()..][..s.cols_len()],
-                k,
-                p,
-            );
+            let col = MatRef::from_row_major_slice(col, k, p);
             let accum = if n == 0 { Accum::Replace } else { Accum::Add };
             matmul(dst, accum, g, col.transpose(), T::ONE, Par::Seq);
         }
@@ -461,6 +463,88 @@ mod tests {
         assert_close(&gx, &numeric_grad(&x, 1e-6, |x| loss(x, &w, &b)), 1e-7);
         assert_close(&gw, &numeric_grad(&w, 1e-6, |w| loss(&x, w, &b)), 1e-7);
         assert_close(&gb, &numeric_grad(&b, 1e-6, |b| loss(&x, &w, b)), 1e-7);
+    }
+
+    #[test]
+    fn f32_thin_kernels_agree_with_f64() {
+        // One input channel, 3x3: K = 9 takes the thin kernels in f32 (where the
+        // processor has AVX-512), the GEMM in f64. 2 samples, 28 x 28 like MNIST.
+        let s = shape(1, (28, 28), 32, (3, 3), (1, 1), (0, 0), (1, 1));
+        let batch = 2;
+        let x = values(batch * s.input_len(), 31);
+        let w = values(s.out_channels * s.k(), 32);
+        let bias = values(s.out_channels, 33);
+        let go = values(batch * s.output_len(), 34);
+        let run64 = || {
+            let mut y = vec![0.0; batch * s.output_len()];
+            let mut cols = vec![0.0; batch * s.cols_len()];
+            conv2d_forward(
+                &s,
+                &mut y,
+                &mut cols,
+                &x,
+                &w,
+                Some(&bias),
+                Activation::Relu,
+                batch,
+            );
+            let (mut gw, mut gb, mut part) = (
+                vec![0.0; w.len()],
+                vec![0.0; bias.len()],
+                vec![0.0; w.len()],
+            );
+            conv2d_backward(
+                &s,
+                None,
+                &mut gw,
+                Some(&mut gb),
+                &mut part,
+                &mut cols,
+                &w,
+                &y,
+                &mut go.clone(),
+                Activation::Relu,
+                batch,
+            );
+            (y, gw, gb)
+        };
+        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let (x32, w32, b32, go32) = (f(&x), f(&w), f(&bias), f(&go));
+        let mut y = vec![0.0f32; batch * s.output_len()];
+        let mut cols = vec![0.0f32; batch * s.cols_len()];
+        conv2d_forward(
+            &s,
+            &mut y,
+            &mut cols,
+            &x32,
+            &w32,
+            Some(&b32),
+            Activation::Relu,
+            batch,
+        );
+        let (mut gw, mut gb, mut part) = (
+            vec![0.0f32; w.len()],
+            vec![0.0f32; bias.len()],
+            vec![0.0f32; w.len()],
+        );
+        conv2d_backward(
+            &s,
+            None,
+            &mut gw,
+            Some(&mut gb),
+            &mut part,
+            &mut cols,
+            &w32,
+            &y,
+            &mut go32.clone(),
+            Activation::Relu,
+            batch,
+        );
+        let (y64, gw64, gb64) = run64();
+        let wide = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
+        assert_close(&wide(&y), &y64, 1e-5);
+        assert_close(&wide(&gw), &gw64, 1e-4);
+        assert_close(&wide(&gb), &gb64, 1e-4);
     }
 
     #[test]
