@@ -174,6 +174,21 @@ fn benches() {
     training(&mut c);
     inference(&mut c);
     gemm(&mut c);
+    // For compare.py: this process's own peak resident set, which the parent's wait4
+    // cannot report below its own resident set at fork time.
+    if let Some(line) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+    {
+        eprintln!(
+            "peak_rss_kib {}",
+            line.split_whitespace().nth(1).unwrap_or("?")
+        );
+    }
 }
 
 criterion_main!(benches);

@@ -10,7 +10,8 @@ versions are the Rust crate in scripts/bench/rust-peers, built here with cargo. 
 that is not available is reported as missing, with the reason.
 
 Every (framework, workload) pair runs in a process of its own, so its peak RSS is that
-workload's alone (read with wait4 when the process ends). Training and batch-1024
+workload's alone: the process's own VmHWM, which each one reports (wait4's figure,
+the fallback, includes this script's resident set at fork). Training and batch-1024
 inference are in samples/s (higher is better), batch-1 inference in µs (lower is
 better). GFLOP/s counts each model's FLOPS_PER_SAMPLE (its compile-time constant) × 3
 for a training step (forward plus a backward of twice the forward's work), × 1 for
@@ -53,7 +54,12 @@ KILN_LOOP = "kiln loop"
 
 
 def run_measured(cmd, cwd=ROOT):
-    """Runs `cmd`, returning (stdout, stderr, exit code, peak RSS in MiB)."""
+    """Runs `cmd`, returning (stdout, stderr, exit code, peak RSS in MiB).
+
+    The RSS from wait4 is never below this Python process's own resident set when it
+    forked (about 14 MiB): Linux carries the parent's high-water mark into the child.
+    Every benchmark process therefore also reports its own VmHWM, which the callers
+    prefer."""
     env = dict(os.environ, RAYON_NUM_THREADS="2", OMP_NUM_THREADS="2")
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=err, env=env)
@@ -81,6 +87,8 @@ def kiln_results(workloads):
         if code != 0:
             sys.exit(f"kiln bench {ident} failed:\n{err}")
         seconds = json.loads((CRITERION / ident / "new" / "estimates.json").read_text())["median"]["point_estimate"] * 1e-9
+        reported = re.search(r"^peak_rss_kib (\d+)$", err, re.M)
+        rss = int(reported.group(1)) / 1024 if reported else rss
         results[name] = {"value": seconds * 1e6 if unit == "µs" else batch / seconds, "rss": rss}
         gemm_dir = CRITERION / "gemm" / name / "new"
         gemm_seconds = json.loads((gemm_dir / "estimates.json").read_text())["median"]["point_estimate"] * 1e-9
@@ -116,6 +124,8 @@ def peer_results(python, workloads):
             if "missing" in value:
                 results[peer]["missing"] = value["missing"]
                 continue
+            if value.get("peak_rss_kib") is not None:
+                rss = value["peak_rss_kib"] / 1024
             results[peer][name] = {"value": value["value"], "rss": rss}
             results[peer]["version"] = value["version"]
             print(f"{peer} {name}: done", file=sys.stderr)

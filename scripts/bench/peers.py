@@ -6,9 +6,9 @@ TensorFlow with the whole step under `tf.function`. f32, synthetic data, 2 threa
 
 FRAMEWORK is pytorch, jax or tensorflow; WORKLOAD one of WORKLOADS below. Prints one
 JSON object: the median over repeated timed runs ("value": samples/s for training and
-batch-1024 inference, µs for batch-1 latency) and the framework's version, or
-"missing" with the reason when the framework is not installed. One workload a process,
-so that `compare.py` can read each one's peak memory.
+batch-1024 inference, µs for batch-1 latency), the framework's version and the
+process's peak resident memory, or "missing" with the reason when the framework is not
+installed. One workload a process, so that each has its own peak memory.
 """
 
 import json
@@ -250,7 +250,20 @@ def main():
         print(json.dumps({"missing": f"not installed ({module})"}))
         return
     value, version = run(sys.argv[2])
-    print(json.dumps({"value": value, "version": version}))
+    print(json.dumps({"value": value, "version": version, "peak_rss_kib": peak_rss_kib()}))
+
+
+def peak_rss_kib():
+    """This process's own peak resident set (VmHWM), or None off Linux. The parent's
+    wait4 would report at least the parent's own resident set at fork time."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 //!     cargo run --release -- <candle|burn|kiln> <workload>
 //!
 //! Prints one JSON object: the median over timed runs (samples/s for training and
-//! batch-1024 inference, µs for batch-1 latency) and the library's version.
+//! batch-1024 inference, µs for batch-1 latency), the library's version and the
+//! process's peak resident memory.
 
 use std::time::Instant;
 
@@ -107,5 +108,15 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("{{\"value\": {value}, \"version\": \"{version}\"}}");
+    let rss = peak_rss_kib().map_or("null".to_string(), |kib| kib.to_string());
+    println!("{{\"value\": {value}, \"version\": \"{version}\", \"peak_rss_kib\": {rss}}}");
+}
+
+/// This process's own peak resident set (`VmHWM`), on Linux. The parent's `wait4`
+/// would report at least the parent's own resident set at fork time (about 14 MiB for
+/// the Python that runs `compare.py`), which hid the differences between small ones.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
