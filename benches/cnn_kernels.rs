@@ -5,11 +5,11 @@
 //! cargo bench --bench cnn_kernels
 //! ```
 //!
-//! Prints the minimum and the median of 200 timed calls per kernel (after 20 warm-up
-//! calls) and their sum. The inputs are synthetic; the kernels' costs do not depend on
-//! the values, except that pooling's gradient is sparse, as in training. Backward
-//! kernels overwrite some of their inputs, so each of their calls restores them first;
-//! that copy is timed on its own and left out of the sum.
+//! Prints the minimum and the median of 200 timed calls per kernel (after a warm-up)
+//! and their sums. The inputs are synthetic; the kernels' costs do not depend on
+//! the values, except that pooling's gradient is sparse, as in training. The
+//! convolutions' backward kernels overwrite some of their inputs, so each of their
+//! calls restores them first; that copy is timed on its own and subtracted.
 
 use std::time::Instant;
 
@@ -34,10 +34,14 @@ fn shape(c_in: usize, size: usize, c_out: usize, kernel: usize, stride: usize) -
     }
 }
 
-/// Minimum and median microseconds of 200 calls; prints them under `name`.
-fn time(name: &str, mut f: impl FnMut()) -> (f64, f64) {
-    for _ in 0..20 {
+/// Minimum and median microseconds of 200 calls, after at least 20 calls and 100 ms
+/// of warm-up (the pool's threads awake, the caches in their steady state).
+fn measure(mut f: impl FnMut()) -> (f64, f64) {
+    let start = Instant::now();
+    let mut calls = 0;
+    while calls < 20 || start.elapsed().as_secs_f64() < 0.1 {
         f();
+        calls += 1;
     }
     let mut us: Vec<f64> = (0..200)
         .map(|_| {
@@ -47,8 +51,26 @@ fn time(name: &str, mut f: impl FnMut()) -> (f64, f64) {
         })
         .collect();
     us.sort_by(f64::total_cmp);
-    println!("{name:<26} {:>9.1} {:>9.1}", us[0], us[100]);
     (us[0], us[100])
+}
+
+/// Prints a row of the table.
+fn row(name: &str, (min, median): (f64, f64)) -> (f64, f64) {
+    println!("{name:<26} {min:>9.1} {median:>9.1}");
+    (min, median)
+}
+
+/// Measures and prints `f`.
+fn time(name: &str, f: impl FnMut()) -> (f64, f64) {
+    row(name, measure(f))
+}
+
+/// Measures `f(true)`, which restores the kernel's inputs and runs it, and prints it
+/// less `f(false)`, which only restores them.
+fn time_restoring(name: &str, mut f: impl FnMut(bool)) -> (f64, f64) {
+    let restore = measure(|| f(false));
+    let total = measure(|| f(true));
+    row(name, (total.0 - restore.0, total.1 - restore.1))
 }
 
 /// `n` values in [-0.3, 0.7).
@@ -158,63 +180,55 @@ fn run(b: usize) {
     let (mut gw2, mut gb2, mut part2) = (vec![0.0; w2.len()], vec![0.0; 64], vec![0.0; w2.len()]);
     let (saved_cols2, saved_gy2) = (cols2.clone(), gy2.clone());
     let mut gp1 = vec![0.0; p1.len()];
-    let restore2 = time("  (restoring its inputs)", || {
+    add(time_restoring("conv2 backward", |run| {
         cols2.copy_from_slice(&saved_cols2);
         gy2.copy_from_slice(&saved_gy2);
-    });
-    let t = time("conv2 backward", || {
-        cols2.copy_from_slice(&saved_cols2);
-        gy2.copy_from_slice(&saved_gy2);
-        let gi = Some((gp1.as_mut_slice(), Accum::Replace));
-        conv2d_backward(
-            &conv2,
-            gi,
-            &mut gw2,
-            Some(&mut gb2),
-            &mut part2,
-            &mut cols2,
-            &w2,
-            &y2,
-            &mut gy2,
-            relu,
-            b,
-        )
-    });
-    add((t.0 - restore2.0, t.1 - restore2.1));
+        if run {
+            let gi = Some((gp1.as_mut_slice(), Accum::Replace));
+            conv2d_backward(
+                &conv2,
+                gi,
+                &mut gw2,
+                Some(&mut gb2),
+                &mut part2,
+                &mut cols2,
+                &w2,
+                &y2,
+                &mut gy2,
+                relu,
+                b,
+            )
+        }
+    }));
     let mut gy1 = vec![0.0; y1.len()];
     add(time("pool1 backward", || {
         max_pool2d_backward(&pool1, &mut gy1, Accum::Replace, &arg1, &gp1, b)
     }));
     let (mut gw1, mut gb1, mut part1) = (vec![0.0; w1.len()], vec![0.0; 32], vec![0.0; w1.len()]);
     let saved_gy1 = gy1.clone();
-    let restore1 = time("  (restoring its input)", || {
-        gy1.copy_from_slice(&saved_gy1)
-    });
-    let t = time("conv1 backward", || {
+    add(time_restoring("conv1 backward", |run| {
         gy1.copy_from_slice(&saved_gy1);
-        conv2d_backward(
-            &conv1,
-            None,
-            &mut gw1,
-            Some(&mut gb1),
-            &mut part1,
-            &mut cols1,
-            &w1,
-            &y1,
-            &mut gy1,
-            relu,
-            b,
-        )
-    });
-    add((t.0 - restore1.0, t.1 - restore1.1));
+        if run {
+            conv2d_backward(
+                &conv1,
+                None,
+                &mut gw1,
+                Some(&mut gb1),
+                &mut part1,
+                &mut cols1,
+                &w1,
+                &y1,
+                &mut gy1,
+                relu,
+                b,
+            )
+        }
+    }));
     let count = w1.len() + 32 + w2.len() + 64 + w3.len() + 128 + w4.len() + 10;
     let (mut params, grads) = (values(count), values(count));
     let mut adam = Adam::new(1e-3);
     add(time("adam", || {
         adam.step(&mut params, &grads).expect("valid adam")
     }));
-    println!(
-        "{:<26} {:>9.1} {:>9.1}",
-        "sum (without restoring)", sum.0, sum.1
-    );
+    println!("{:<26} {:>9.1} {:>9.1}", "sum", sum.0, sum.1);
 }
