@@ -135,7 +135,9 @@ fn max_pool_padded<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T]
 
 /// The common 2x2 window with stride 2 and no padding: two input rows give one output
 /// row, the four taps are compared with selects in a fixed order (ties go to the first
-/// in row-major order, as in the general path) and the loop over a row vectorises.
+/// in row-major order, as in the general path). Rows of f32 take the AVX-512 kernel:
+/// the compiler does not vectorise the portable loop (pooled rows are 5 to 13 values
+/// in the benchmark CNN, shorter than its vector loop wants).
 fn max_pool_2x2<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x: &[T]) {
     let (ih, iw) = s.in_size;
     let (oh, ow) = s.out_size;
