@@ -14,6 +14,8 @@
 
 use std::any::TypeId;
 
+#[cfg(target_arch = "x86_64")]
+use super::{as_f32, as_f32_mut};
 use crate::Float;
 
 /// `y[j] = Σᵢ w[j·n + i] · x[i]` with `n = x.len()`, for each of the `y.len()` rows.
@@ -25,7 +27,7 @@ pub(crate) fn matvec<T: Float>(y: &mut [T], w: &[T], x: &[T]) {
     #[cfg(target_arch = "x86_64")]
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         // SAFETY: `T` is `f32` (same type id), so the slices are `f32` slices.
-        let (y, w, x) = unsafe { (cast_mut(y), cast(w), cast(x)) };
+        let (y, w, x) = unsafe { (as_f32_mut(y), as_f32(w), as_f32(x)) };
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the processor supports AVX-512F, checked just above.
             return unsafe { x86::matvec_f32_avx512(y, w, x) };
@@ -37,22 +39,6 @@ pub(crate) fn matvec<T: Float>(y: &mut [T], w: &[T], x: &[T]) {
         }
     }
     matvec_body::<T, 16>(y, w, x);
-}
-
-/// # Safety
-/// `T` must be `f32`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast<T>(s: &[T]) -> &[f32] {
-    // SAFETY: the caller guarantees `T` is `f32`.
-    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
-}
-
-/// # Safety
-/// `T` must be `f32`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast_mut<T>(s: &mut [T]) -> &mut [f32] {
-    // SAFETY: the caller guarantees `T` is `f32`.
-    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
 }
 
 /// Hand-written f32 kernels: the compiler keeps a generic accumulator array in memory,

@@ -162,6 +162,26 @@ pub(crate) fn sum<T: Float>(values: &[T]) -> T {
     total
 }
 
+/// `values` as `f32`, for the hand-written kernels chosen when `T` is `f32`.
+///
+/// # Safety
+/// `T` must be `f32`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn as_f32<T>(values: &[T]) -> &[f32] {
+    // SAFETY: the caller guarantees `T` is `f32`.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) }
+}
+
+/// The mutable twin of [`as_f32`].
+///
+/// # Safety
+/// `T` must be `f32`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn as_f32_mut<T>(values: &mut [T]) -> &mut [f32] {
+    // SAFETY: the caller guarantees `T` is `f32`.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len()) }
+}
+
 /// `dst = value` or `dst += value`.
 #[inline(always)]
 pub(crate) fn store<T: Float>(dst: &mut T, value: T, accum: Accum) {

@@ -11,6 +11,8 @@
 //! global average); `argmax`: like `output`.
 
 use super::conv::{split_batch, Conv2dShape};
+#[cfg(target_arch = "x86_64")]
+use super::{as_f32, as_f32_mut};
 use super::{check_len, for_row_blocks, Accum};
 use crate::Float;
 
@@ -153,10 +155,14 @@ fn max_pool_2x2<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x
         if avx512 {
             // SAFETY: `T` is `f32` (same type id) and the processor has AVX-512F.
             unsafe {
-                let f = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
-                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), ow);
-                let arg = std::slice::from_raw_parts_mut(arg.as_mut_ptr().cast::<f32>(), ow);
-                x86::max_pool_row_2x2(out, arg, f(r0), f(r1), top, iw);
+                x86::max_pool_row_2x2(
+                    as_f32_mut(out),
+                    as_f32_mut(arg),
+                    as_f32(r0),
+                    as_f32(r1),
+                    top,
+                    iw,
+                );
             }
             continue;
         }
@@ -380,13 +386,10 @@ pub fn max_pool2d_backward<T: Float>(
                 .zip(argmax[range].chunks_exact(ow))
                 .enumerate()
             {
+                let top = o % (s.input_len() / (2 * iw)) * 2 * iw;
                 // SAFETY: `T` is `f32` (same type id) and the processor has AVX-512F.
                 unsafe {
-                    let f = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
-                    let pair =
-                        std::slice::from_raw_parts_mut(pair.as_mut_ptr().cast::<f32>(), 2 * iw);
-                    let top = o % (s.input_len() / (2 * iw)) * 2 * iw;
-                    x86::route_row_2x2(pair, accum, f(g), f(arg), top, iw);
+                    x86::route_row_2x2(as_f32_mut(pair), accum, as_f32(g), as_f32(arg), top, iw);
                 }
             }
             return;

@@ -13,6 +13,8 @@
 
 use std::any::TypeId;
 
+#[cfg(target_arch = "x86_64")]
+use super::{as_f32, as_f32_mut};
 use crate::Float;
 
 /// The `K` the kernels take: fixed, so that every loop over taps and channels unrolls
@@ -32,7 +34,7 @@ pub(crate) fn forward<T: Float>(y: &mut [T], w: &[T], col: &[T], k: usize) -> bo
         let p = col.len() / K;
         assert!(col.len() == K * p && y.len() == w.len() / K * p);
         // SAFETY: `T` is `f32` (same type id) and the processor has AVX-512F.
-        unsafe { x86::forward(cast_mut(y), cast(w), cast(col), p) };
+        unsafe { x86::forward(as_f32_mut(y), as_f32(w), as_f32(col), p) };
         return true;
     }
     let _ = (y, w, col, k);
@@ -51,27 +53,11 @@ pub(crate) fn weight_grad<T: Float>(gw: &mut [T], g: &[T], col: &[T], k: usize, 
         let p = col.len() / K;
         assert!(col.len() == K * p && g.len() == gw.len() / K * p);
         // SAFETY: `T` is `f32` (same type id) and the processor has AVX-512F.
-        unsafe { x86::weight_grad(cast_mut(gw), cast(g), cast(col), p, add) };
+        unsafe { x86::weight_grad(as_f32_mut(gw), as_f32(g), as_f32(col), p, add) };
         return true;
     }
     let _ = (gw, g, col, k, add);
     false
-}
-
-/// # Safety
-/// `T` must be `f32`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast<T>(s: &[T]) -> &[f32] {
-    // SAFETY: the caller guarantees `T` is `f32`.
-    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
-}
-
-/// # Safety
-/// `T` must be `f32`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast_mut<T>(s: &mut [T]) -> &mut [f32] {
-    // SAFETY: the caller guarantees `T` is `f32`.
-    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
 }
 
 #[cfg(target_arch = "x86_64")]
