@@ -3,8 +3,9 @@
 //!
 //! As a GEMM, `y = W · col` with `K = 9` does 9 multiply-adds per output value against
 //! a load and a store of it, and the weight gradient `g · colᵀ` is a `co × 9` result
-//! reduced over the long pixel dimension: faer reaches 76 and 64 GFLOP/s on the
-//! benchmark CNN's first convolution, against about 100 for its second. These kernels
+//! reduced over the long pixel dimension: faer reached 76 and 64 GFLOP/s on the
+//! benchmark CNN's first convolution, against about 100 for its second (one core, a
+//! scratch program timing faer alone on those shapes). These kernels
 //! keep the 9 column rows of a block of 16 pixels in registers for eight output
 //! channels at once (forward), or eighteen accumulators for two output channels
 //! (weight gradient), with AVX-512 for f32; anything else (another `K`, a channel
