@@ -56,45 +56,60 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
         epilogue(output, bias, activation);
         return;
     }
-    let weight_t = MatRef::from_row_major_slice(weight, OUT, IN).transpose();
-    if rows > OUT {
-        // More samples than units: the input is the larger operand, so each thread
-        // takes its own rows of it (and reads the whole, smaller, weight).
-        for_row_blocks(
-            output,
-            OUT,
-            (2 * IN * OUT) as f64,
-            &|first_row, out_block: &mut [T]| {
-                let block_rows = out_block.len() / OUT;
-                let x = MatRef::from_row_major_slice(
-                    &input[first_row * IN..(first_row + block_rows) * IN],
-                    block_rows,
-                    IN,
-                );
-                let y = MatMut::from_row_major_slice_mut(out_block, block_rows, OUT);
-                matmul(y, Accum::Replace, x, weight_t, T::ONE, Par::Seq);
-                epilogue(out_block, bias, activation);
-            },
-        );
-        return;
-    }
     let x = MatRef::from_row_major_slice(input, rows, IN);
-    // Otherwise split by output units: each thread packs and streams its share of the
-    // weight, the larger operand.
-    for_col_blocks(
+    let weight_t = MatRef::from_row_major_slice(weight, OUT, IN).transpose();
+    split_product(
         MatMut::from_row_major_slice_mut(output, rows, OUT),
-        (2 * IN * rows) as f64,
+        Accum::Replace,
+        x,
+        weight_t,
         &|first, mut y: MatMut<'_, T>| {
-            let units = y.ncols();
-            let w = weight_t.subcols(first, units);
-            matmul(y.as_mut(), Accum::Replace, x, w, T::ONE, Par::Seq);
-            let bias = bias.map(|b| &b[first..first + units]);
-            let mut y = y.try_as_row_major_mut().expect("rows of the output");
-            for i in 0..rows {
+            // Bias and activation while the block is in cache.
+            let bias = bias.map(|b| &b[first..first + y.ncols()]);
+            let mut y = y
+                .as_mut()
+                .try_as_row_major_mut()
+                .expect("rows of the output");
+            for i in 0..y.nrows() {
                 epilogue(y.as_mut().row_mut(i).as_slice_mut(), bias, activation);
             }
         },
     );
+}
+
+/// `dst (+)= a · b` on rayon's threads, split so that each thread streams its own share
+/// of the larger operand: by rows of `a` when `a` has more rows than `b` has columns
+/// (batch-1024 inference: each thread reads half the input and all of the weight), by
+/// columns of `b` otherwise (training at batch 128: half the weight each, where a split
+/// by rows had both threads pack and stream all of it). `then(first_col, block)` runs
+/// on each finished block of `dst`, on the thread that computed it.
+fn split_product<T: Float>(
+    dst: MatMut<'_, T>,
+    accum: Accum,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    then: &(impl Fn(usize, MatMut<'_, T>) + Sync),
+) {
+    let (rows, k, cols) = (a.nrows(), a.ncols(), b.ncols());
+    if rows > cols {
+        // Rows of `dst` are columns of its transpose.
+        for_col_blocks(
+            dst.transpose_mut(),
+            (2 * k * cols) as f64,
+            &|first_row, block: MatMut<'_, T>| {
+                let mut block = block.transpose_mut();
+                let a = a.subrows(first_row, block.nrows());
+                matmul(block.as_mut(), accum, a, b, T::ONE, Par::Seq);
+                then(0, block);
+            },
+        );
+    } else {
+        for_col_blocks(dst, (2 * k * rows) as f64, &|first_col, mut block| {
+            let b = b.subcols(first_col, block.ncols());
+            matmul(block.as_mut(), accum, a, b, T::ONE, Par::Seq);
+            then(first_col, block);
+        });
+    }
 }
 
 /// Weights from this many values up are streamed by two threads at batch 1.
@@ -208,34 +223,12 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     if let Some((grad_input, accum)) = grad_input {
         check_len("dense grad_input", grad_input.len(), rows * IN);
         let w = MatRef::from_row_major_slice(weight, OUT, IN);
-        if rows > IN {
-            // The gradient is the larger operand: split it by rows, as the forward does.
-            let grad_output: &[T] = grad_output;
-            for_row_blocks(
-                grad_input,
-                IN,
-                (2 * IN * OUT) as f64,
-                &|first_row, gi_block: &mut [T]| {
-                    let block_rows = gi_block.len() / IN;
-                    let g = MatRef::from_row_major_slice(
-                        &grad_output[first_row * OUT..(first_row + block_rows) * OUT],
-                        block_rows,
-                        OUT,
-                    );
-                    let gi = MatMut::from_row_major_slice_mut(gi_block, block_rows, IN);
-                    matmul(gi, accum, g, w, T::ONE, Par::Seq);
-                },
-            );
-            return;
-        }
-        // Otherwise split by input units, so each thread streams its share of the weight.
-        for_col_blocks(
+        split_product(
             MatMut::from_row_major_slice_mut(grad_input, rows, IN),
-            (2 * OUT * rows) as f64,
-            &|first, gi: MatMut<'_, T>| {
-                let w = w.subcols(first, gi.ncols());
-                matmul(gi, accum, g, w, T::ONE, Par::Seq);
-            },
+            accum,
+            g,
+            w,
+            &|_, _| {},
         );
     }
 }
