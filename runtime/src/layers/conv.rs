@@ -465,6 +465,46 @@ mod tests {
         assert_close(&gb, &numeric_grad(&b, 1e-6, |b| loss(&x, &w, b)), 1e-7);
     }
 
+    /// Forward (ReLU, bias) and backward without an input gradient: the output, the
+    /// weight gradient and the bias gradient.
+    fn passes<T: Float>(
+        s: &Conv2dShape,
+        batch: usize,
+        x: &[T],
+        w: &[T],
+        bias: &[T],
+        grad_output: &[T],
+    ) -> [Vec<T>; 3] {
+        let mut y = vec![T::ZERO; batch * s.output_len()];
+        let mut cols = vec![T::ZERO; batch * s.cols_len()];
+        conv2d_forward(
+            s,
+            &mut y,
+            &mut cols,
+            x,
+            w,
+            Some(bias),
+            Activation::Relu,
+            batch,
+        );
+        let (mut gw, mut gb) = (vec![T::ZERO; w.len()], vec![T::ZERO; bias.len()]);
+        let mut partial = vec![T::ZERO; w.len()];
+        conv2d_backward(
+            s,
+            None,
+            &mut gw,
+            Some(&mut gb),
+            &mut partial,
+            &mut cols,
+            w,
+            &y,
+            &mut grad_output.to_vec(),
+            Activation::Relu,
+            batch,
+        );
+        [y, gw, gb]
+    }
+
     #[test]
     fn f32_thin_kernels_agree_with_f64() {
         // One input channel, 3x3: K = 9 takes the thin kernels in f32 (where the
@@ -475,76 +515,21 @@ mod tests {
         let w = values(s.out_channels * s.k(), 32);
         let bias = values(s.out_channels, 33);
         let go = values(batch * s.output_len(), 34);
-        let run64 = || {
-            let mut y = vec![0.0; batch * s.output_len()];
-            let mut cols = vec![0.0; batch * s.cols_len()];
-            conv2d_forward(
-                &s,
-                &mut y,
-                &mut cols,
-                &x,
-                &w,
-                Some(&bias),
-                Activation::Relu,
-                batch,
-            );
-            let (mut gw, mut gb, mut part) = (
-                vec![0.0; w.len()],
-                vec![0.0; bias.len()],
-                vec![0.0; w.len()],
-            );
-            conv2d_backward(
-                &s,
-                None,
-                &mut gw,
-                Some(&mut gb),
-                &mut part,
-                &mut cols,
-                &w,
-                &y,
-                &mut go.clone(),
-                Activation::Relu,
-                batch,
-            );
-            (y, gw, gb)
-        };
-        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-        let (x32, w32, b32, go32) = (f(&x), f(&w), f(&bias), f(&go));
-        let mut y = vec![0.0f32; batch * s.output_len()];
-        let mut cols = vec![0.0f32; batch * s.cols_len()];
-        conv2d_forward(
+        let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let single = passes(
             &s,
-            &mut y,
-            &mut cols,
-            &x32,
-            &w32,
-            Some(&b32),
-            Activation::Relu,
             batch,
+            &narrow(&x),
+            &narrow(&w),
+            &narrow(&bias),
+            &narrow(&go),
         );
-        let (mut gw, mut gb, mut part) = (
-            vec![0.0f32; w.len()],
-            vec![0.0f32; bias.len()],
-            vec![0.0f32; w.len()],
-        );
-        conv2d_backward(
-            &s,
-            None,
-            &mut gw,
-            Some(&mut gb),
-            &mut part,
-            &mut cols,
-            &w32,
-            &y,
-            &mut go32.clone(),
-            Activation::Relu,
-            batch,
-        );
-        let (y64, gw64, gb64) = run64();
-        let wide = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
-        assert_close(&wide(&y), &y64, 1e-5);
-        assert_close(&wide(&gw), &gw64, 1e-4);
-        assert_close(&wide(&gb), &gb64, 1e-4);
+        let double = passes(&s, batch, &x, &w, &bias, &go);
+        // Output, weight gradient, bias gradient.
+        for (i, tol) in [(0, 1e-5), (1, 1e-4), (2, 1e-4)] {
+            let wide: Vec<f64> = single[i].iter().map(|&a| f64::from(a)).collect();
+            assert_close(&wide, &double[i], tol);
+        }
     }
 
     #[test]
