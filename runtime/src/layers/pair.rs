@@ -190,6 +190,25 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     #[test]
+    fn the_helper_takes_offers() {
+        if helper().is_none() {
+            // rayon limited to one thread: `pair` runs both halves here by design.
+            return;
+        }
+        // The helper spins after each job, so a run of back-to-back calls must see it
+        // claim some; allow a long time so a loaded machine cannot fail it.
+        let start = Instant::now();
+        let mut claimed = false;
+        while !claimed && start.elapsed() < Duration::from_secs(5) {
+            let mut on_helper = || {
+                claimed |= std::thread::current().name() == Some("kiln-pair");
+            };
+            pair(std::hint::spin_loop, &mut on_helper);
+        }
+        assert!(claimed, "the helper claimed no offer in 5 s");
+    }
+
+    #[test]
     fn both_halves_run_exactly_once_hot_parked_and_contended() {
         let run = |calls: usize, pause: Duration| {
             for i in 0..calls {
