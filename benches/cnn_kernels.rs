@@ -177,7 +177,8 @@ fn run(b: usize) {
     add(time("pool2 backward", || {
         max_pool2d_backward(&pool2, &mut gy2, Accum::Replace, &arg2, &gp2, b)
     }));
-    let (mut gw2, mut gb2, mut part2) = (vec![0.0; w2.len()], vec![0.0; 64], vec![0.0; w2.len()]);
+    let (mut gw2, mut gb2) = (vec![0.0; w2.len()], vec![0.0; 64]);
+    let mut part2 = vec![0.0; conv2.partial_len()];
     let (saved_cols2, saved_gy2) = (cols2.clone(), gy2.clone());
     let mut gp1 = vec![0.0; p1.len()];
     add(time_restoring("conv2 backward", |run| {
@@ -192,6 +193,7 @@ fn run(b: usize) {
                 Some(&mut gb2),
                 &mut part2,
                 &mut cols2,
+                &p1,
                 &w2,
                 &y2,
                 &mut gy2,
@@ -204,7 +206,8 @@ fn run(b: usize) {
     add(time("pool1 backward", || {
         max_pool2d_backward(&pool1, &mut gy1, Accum::Replace, &arg1, &gp1, b)
     }));
-    let (mut gw1, mut gb1, mut part1) = (vec![0.0; w1.len()], vec![0.0; 32], vec![0.0; w1.len()]);
+    let (mut gw1, mut gb1) = (vec![0.0; w1.len()], vec![0.0; 32]);
+    let mut part1 = vec![0.0; conv1.partial_len()];
     let saved_gy1 = gy1.clone();
     add(time_restoring("conv1 backward", |run| {
         gy1.copy_from_slice(&saved_gy1);
@@ -216,6 +219,7 @@ fn run(b: usize) {
                 Some(&mut gb1),
                 &mut part1,
                 &mut cols1,
+                &x,
                 &w1,
                 &y1,
                 &mut gy1,

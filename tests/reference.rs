@@ -381,7 +381,7 @@ fn convolutions_match_jax() {
         let mut gx = vec![0.0; x.len()];
         let mut gw = vec![0.0; w.len()];
         let mut gb = vec![0.0; b.len()];
-        let mut partial = vec![0.0; w.len()];
+        let mut partial = vec![0.0; s.partial_len()];
         let mut upstream = floats(&case["upstream"]);
         layers::conv2d_backward(
             &s,
@@ -390,6 +390,7 @@ fn convolutions_match_jax() {
             Some(&mut gb),
             &mut partial,
             &mut cols,
+            &x,
             &w,
             &y,
             &mut upstream,

@@ -456,7 +456,9 @@ impl Plan {
                     });
                     let output = self.node(size);
                     let cols = self.node(k * geometry.out_size.0 * geometry.out_size.1);
-                    let partial = self.fixed(out_channels * k);
+                    // `Conv2dShape::partial_len`: three weights' worth of scratch and
+                    // room to align one.
+                    let partial = self.fixed(3 * out_channels * k + 16);
                     self.steps.push(Step::Conv {
                         input: current,
                         output,

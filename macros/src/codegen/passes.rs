@@ -386,7 +386,8 @@ pub fn backward(plan: &Plan) -> TokenStream {
                         #split
                         #layers::conv2d_backward::<T>(
                             #shape, #grad_input, grad_weight, #grad_bias, &mut io.fixed[#partial],
-                            io.aux, &params[#weight], io.output, io.grad_output, #act, batch,
+                            io.aux, io.input, &params[#weight], io.output, io.grad_output, #act,
+                            batch,
                         );
                     }
                 }

@@ -21,6 +21,7 @@ pub mod pool;
 pub mod recurrent;
 pub mod residual;
 pub mod softmax;
+mod sparse;
 mod thin;
 
 pub use activation::{activation_backward, activation_forward, Activation};
