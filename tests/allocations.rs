@@ -81,6 +81,21 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// The benchmark CNN: its second convolution's backward pass takes the sparse
+    /// gradients a ReLU and a max pool leave (on processors with AVX-512).
+    struct PoolCnn {
+        input: [1, 28, 28],
+        conv1: Conv2d(32, kernel = 3), Relu,
+        MaxPool2d(2),
+        conv2: Conv2d(64, kernel = 3), Relu,
+        MaxPool2d(2, floor = true),
+        Flatten,
+        fc1: Dense(128), Relu,
+        fc2: Dense(10),
+    }
+}
+
+kiln::model! {
     struct Lstm { input: [32, 64], lstm: Lstm(128), LastStep, fc: Dense(10) }
 }
 
@@ -179,6 +194,16 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("cnn with batch norm, batch 64: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps of the CNN");
+    let mut cnn = PoolCnn::<f32>::new(5);
+    let mut adam = Adam::new(1e-3);
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            cnn.train_step(x, &labels, &CrossEntropy::default(), &mut adam)
+                .unwrap();
+        })
+    });
+    println!("cnn with max pools, batch 64: {n} allocations in 20 steps");
+    assert_eq!(n, 0, "allocations in 20 training steps of the max-pool CNN");
 
     // Weight gradients above 100 MFLOP take faer's own multi-threaded GEMM.
     let batch = 128;
