@@ -320,6 +320,9 @@ mod x86 {
         }
     }
 
+    /// [`super::backward`] for f32: per sample, the channels-last input and the lists
+    /// by channel, the weight gradient (added over the samples), then, if asked for,
+    /// the lists by position and the input gradient.
     #[target_feature(enable = "avx512f")]
     pub(super) fn backward(
         s: &Conv2dShape,
