@@ -795,8 +795,7 @@ mod tests {
                         relu,
                         batch,
                     );
-                    let wide =
-                        |v: &[T]| v.iter().map(|a| format!("{a}").parse().unwrap()).collect();
+                    let wide = |v: &[T]| v.iter().map(|a| a.to_f64()).collect();
                     [wide(&gx), wide(&gw), wide(&gb)]
                 }
                 let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
