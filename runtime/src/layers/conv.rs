@@ -563,33 +563,25 @@ mod tests {
         assert_close(&gb, &numeric_grad(&b, 1e-6, |b| loss(&x, &w, b)), 1e-7);
     }
 
-    /// Forward (ReLU, bias) and backward without an input gradient: the output, the
-    /// weight gradient and the bias gradient.
+    /// Forward (ReLU, bias) and backward: the output, the weight gradient, the bias
+    /// gradient and, when `grad_input` is given, the input gradient accumulated onto
+    /// it (empty otherwise).
     fn passes<T: Float>(
         s: &Conv2dShape,
         batch: usize,
-        x: &[T],
-        w: &[T],
-        bias: &[T],
-        grad_output: &[T],
-    ) -> [Vec<T>; 3] {
+        [x, w, bias, grad_output]: [&[T]; 4],
+        grad_input: Option<&[T]>,
+    ) -> [Vec<T>; 4] {
         let mut y = vec![T::ZERO; batch * s.output_len()];
         let mut cols = vec![T::ZERO; batch * s.cols_len()];
-        conv2d_forward(
-            s,
-            &mut y,
-            &mut cols,
-            x,
-            w,
-            Some(bias),
-            Activation::Relu,
-            batch,
-        );
+        let relu = Activation::Relu;
+        conv2d_forward(s, &mut y, &mut cols, x, w, Some(bias), relu, batch);
         let (mut gw, mut gb) = (vec![T::ZERO; w.len()], vec![T::ZERO; bias.len()]);
         let mut partial = vec![T::ZERO; s.partial_len()];
+        let mut gx = grad_input.map_or_else(Vec::new, <[T]>::to_vec);
         conv2d_backward(
             s,
-            None,
+            grad_input.map(|_| (gx.as_mut_slice(), Accum::Add)),
             &mut gw,
             Some(&mut gb),
             &mut partial,
@@ -598,10 +590,10 @@ mod tests {
             w,
             &y,
             &mut grad_output.to_vec(),
-            Activation::Relu,
+            relu,
             batch,
         );
-        [y, gw, gb]
+        [y, gw, gb, gx]
     }
 
     #[test]
@@ -618,12 +610,10 @@ mod tests {
         let single = passes(
             &s,
             batch,
-            &narrow(&x),
-            &narrow(&w),
-            &narrow(&bias),
-            &narrow(&go),
+            [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
+            None,
         );
-        let double = passes(&s, batch, &x, &w, &bias, &go);
+        let double = passes(&s, batch, [&x, &w, &bias, &go], None);
         // Output, weight gradient, bias gradient.
         for (i, tol) in [(0, 1e-5), (1, 1e-4), (2, 1e-4)] {
             let wide: Vec<f64> = single[i].iter().map(|&a| f64::from(a)).collect();
@@ -768,57 +758,25 @@ mod tests {
                 .map(|(i, &v)| if i % 5 == 0 { v } else { 0.0 })
                 .collect();
             let gx0 = values(x.len(), 45);
-            let run = |x: &[f64], w: &[f64], bias: &[f64], go: &[f64], gx0: &[f64]| {
-                fn typed<T: Float>(
-                    s: &Conv2dShape,
-                    batch: usize,
-                    [x, w, bias, go, gx0]: [Vec<T>; 5],
-                ) -> [Vec<f64>; 3] {
-                    let mut y = vec![T::ZERO; batch * s.output_len()];
-                    let mut cols = vec![T::ZERO; batch * s.cols_len()];
-                    let relu = Activation::Relu;
-                    conv2d_forward(s, &mut y, &mut cols, &x, &w, Some(&bias), relu, batch);
-                    let (mut gw, mut gb) = (vec![T::ZERO; w.len()], vec![T::ZERO; bias.len()]);
-                    let mut partial = vec![T::ZERO; s.partial_len()];
-                    let mut gx = gx0;
-                    conv2d_backward(
-                        s,
-                        Some((&mut gx, Accum::Add)),
-                        &mut gw,
-                        Some(&mut gb),
-                        &mut partial,
-                        &mut cols,
-                        &x,
-                        &w,
-                        &y,
-                        &mut go.clone(),
-                        relu,
-                        batch,
-                    );
-                    let wide = |v: &[T]| v.iter().map(|a| a.to_f64()).collect();
-                    [wide(&gx), wide(&gw), wide(&gb)]
-                }
-                let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-                let before = sparse::taken::count();
-                let single = typed::<f32>(
-                    &s,
-                    batch,
-                    [narrow(x), narrow(w), narrow(bias), narrow(go), narrow(gx0)],
-                );
-                let took = sparse::taken::count() > before;
-                let double = typed::<f64>(&s, batch, [x, w, bias, go, gx0].map(<[f64]>::to_vec));
-                (single, double, took)
-            };
-            let (single, double, took) = run(&x, &w, &bias, &go, &gx0);
+            let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+            let before = sparse::taken::count();
+            let single = passes(
+                &s,
+                batch,
+                [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
+                Some(&narrow(&gx0)),
+            );
             #[cfg(target_arch = "x86_64")]
             assert_eq!(
-                took,
+                sparse::taken::count() > before,
                 std::arch::is_x86_feature_detected!("avx512f"),
                 "sparse path taken for {s:?}"
             );
-            let _ = took;
-            for (got, want) in single.iter().zip(&double) {
-                assert_close(got, want, 1e-4);
+            let double = passes(&s, batch, [&x, &w, &bias, &go], Some(&gx0));
+            // Weight, bias and input gradients.
+            for (got, want) in single[1..].iter().zip(&double[1..]) {
+                let got: Vec<f64> = got.iter().map(|&a| f64::from(a)).collect();
+                assert_close(&got, want, 1e-4);
             }
         }
     }
