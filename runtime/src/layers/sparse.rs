@@ -230,6 +230,18 @@ mod x86 {
         left.div_ceil(left.div_ceil(MAX_BLOCK))
     }
 
+    /// The blocks of a field of `vectors` vectors, as ranges of its vectors.
+    fn blocks(vectors: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let mut first = 0;
+        std::iter::from_fn(move || {
+            (first < vectors).then(|| {
+                let n = block(vectors - first);
+                first += n;
+                first - n..first
+            })
+        })
+    }
+
     /// `kernel::<n>(args)` for a block of `n ≤ MAX_BLOCK` vectors.
     macro_rules! by_block {
         ($n:expr, $kernel:ident($($arg:expr),* $(,)?)) => {
@@ -547,15 +559,13 @@ mod x86 {
         field: &[u32],
         add: bool,
     ) {
-        let mut first = 0;
-        while first < field.len() {
-            let n = block(field.len() - first);
-            let field = &field[first..first + n];
+        for vectors in blocks(field.len()) {
+            let (first, n) = (vectors.start, vectors.len());
+            let field = &field[vectors];
             by_block!(
                 n,
                 weight_grad_block(s, grad_weight, xs, lists, field, first, add)
             );
-            first += n;
         }
     }
 
@@ -615,15 +625,13 @@ mod x86 {
             }
             let (oy, ox) = (q / ow, q % ow);
             let corner = (oy * s.stride.0 * s.in_size.1 + ox * s.stride.1) * ci;
-            let mut first = 0;
-            while first < field.len() {
-                let n = block(field.len() - first);
-                let block_field = &field[first..first + n];
+            for vectors in blocks(field.len()) {
+                let (first, n) = (vectors.start, vectors.len());
+                let field = &field[vectors];
                 by_block!(
                     n,
-                    input_grad_block(gxs, offsets, values, filters, block_field, corner, first)
+                    input_grad_block(gxs, offsets, values, filters, field, corner, first)
                 );
-                first += n;
             }
         }
     }
