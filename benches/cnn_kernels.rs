@@ -177,6 +177,18 @@ fn run(b: usize) {
     add(time("pool2 backward", || {
         max_pool2d_backward(&pool2, &mut gy2, Accum::Replace, &arg2, &gp2, b)
     }));
+    // What the second convolution's backward pass gets: the gradient after the ReLU
+    // is non-zero at one position per pooling window at most (its sparse path).
+    let nonzero = gy2
+        .iter()
+        .zip(&y2)
+        .filter(|&(&g, &y)| g != 0.0 && y > 0.0)
+        .count();
+    println!(
+        "(conv2's pre-activation gradient: {} of {} values non-zero per sample)",
+        nonzero / b,
+        conv2.output_len()
+    );
     let (mut gw2, mut gb2) = (vec![0.0; w2.len()], vec![0.0; 64]);
     let mut part2 = vec![0.0; conv2.partial_len()];
     let (saved_cols2, saved_gy2) = (cols2.clone(), gy2.clone());

@@ -33,10 +33,13 @@ use crate::Float;
 
 /// The largest fraction of non-zero output gradients taken this way. The kernels' cost
 /// grows with the non-zeros (`2 · K / 16` vector multiply-adds each, one load apiece),
-/// the GEMMs' does not: on the benchmark CNN's second convolution at 19 % non-zero
+/// the GEMMs' does not: on the benchmark CNN's second convolution at 21 % non-zero
 /// (batch 64) this path took 1.73 ms against 3.46 ms for the GEMMs (`cargo bench
 /// --bench cnn_kernels`, fastest of 200 calls, each after a 9 MB copy that leaves the
-/// caches cold), which puts the break-even near one half.
+/// caches cold). Scaled up linearly that is about 4.1 ms at one half, above the
+/// GEMMs, but part of the 1.73 ms (layout changes, the activation derivative, the bias
+/// sum) does not grow with the non-zeros; the threshold is an estimate between those,
+/// not measured at other densities.
 pub(crate) const MAX_DENSITY: f64 = 0.5;
 
 /// Vectors of 16 values in a receptive field, at most (`K ≤ 1024`).
