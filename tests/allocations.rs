@@ -205,7 +205,8 @@ fn training_steps_allocate_nothing_after_the_first() {
     println!("cnn with max pools, batch 64: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps of the max-pool CNN");
 
-    // Weight gradients above 100 MFLOP take faer's own multi-threaded GEMM.
+    // The benchmark's wide MLP with plain SGD: each dense layer's update is added into
+    // its weight by the weight-gradient product, inside the backward pass.
     let batch = 128;
     let x: Vec<f32> = (0..batch * 784)
         .map(|i| ((i * 29) % 253) as f32 / 253.0)

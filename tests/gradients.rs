@@ -354,3 +354,142 @@ fn transformer_block_with_embeddings_layer_norm_and_attention() {
         1e-6,
     );
 }
+
+/// Plain SGD behind a wrapper that does not report its linear step, so a training step
+/// stores every gradient and then calls `step`.
+struct StoredGradients(Sgd<f64>);
+
+impl Optimizer<f64> for StoredGradients {
+    fn step(&mut self, params: &mut [f64], grads: &[f64]) -> kiln::Result<()> {
+        self.0.step(params, grads)
+    }
+    fn learning_rate(&self) -> f64 {
+        Optimizer::<f64>::learning_rate(&self.0)
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        Optimizer::<f64>::set_learning_rate(&mut self.0, lr);
+    }
+}
+
+/// Three SGD steps with the update made inside the backward pass give the parameters
+/// (and losses) of three steps through stored gradients. The fused run must also have
+/// left some parameter's gradient unwritten (all zero, as on a new model), which shows
+/// that it took the in-pass path.
+fn update_in_backward_matches_stored_gradients<M, L>(
+    seed: u64,
+    x: &[f64],
+    target: &L::Target,
+    loss: &L,
+) where
+    M: Model<f64>,
+    L: Loss<f64>,
+{
+    let x = TensorRef::<f64, M::Input>::new(x).unwrap();
+    let (mut fused, mut stored) = (M::with_seed(seed), M::with_seed(seed));
+    let (mut sgd, mut wrapped) = (Sgd::new(0.05), StoredGradients(Sgd::new(0.05)));
+    for step in 0..3 {
+        let a = fused.train_step(x, target, loss, &mut sgd).unwrap();
+        let b = stored.train_step(x, target, loss, &mut wrapped).unwrap();
+        assert!(
+            (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+            "step {step}: loss {a} vs {b}"
+        );
+    }
+    for ((info, a), (_, b)) in fused.params().iter().zip(stored.params().iter()) {
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                "{}[{i}]: {a} vs {b}",
+                info.name
+            );
+        }
+    }
+    let unwritten = fused
+        .grads()
+        .iter()
+        .zip(stored.grads().iter())
+        .any(|((_, a), (_, b))| a.iter().all(|&g| g == 0.0) && b.iter().any(|&g| g != 0.0));
+    assert!(
+        unwritten,
+        "every gradient was stored: the update was not made in the pass"
+    );
+}
+
+#[test]
+fn sgd_inside_the_backward_pass_equals_sgd_on_stored_gradients() {
+    let x: Vec<f64> = values(3 * 5, 1);
+    update_in_backward_matches_stored_gradients::<ReluMlp<f64>, _>(
+        1,
+        &x,
+        &[0, 2, 1][..],
+        &CrossEntropy::default(),
+    );
+    let x = values(4 * 6, 3);
+    let y = values(4 * 3, 4);
+    update_in_backward_matches_stored_gradients::<SmoothMlp<f64>, _>(
+        2,
+        &x,
+        &y[..],
+        &Mse::default(),
+    );
+    let x = values(2 * 12, 5);
+    update_in_backward_matches_stored_gradients::<SequenceDense<f64>, _>(
+        3,
+        &x,
+        &[1, 2][..],
+        &CrossEntropy::default(),
+    );
+    let x = values(3 * 6, 7);
+    update_in_backward_matches_stored_gradients::<Residuals<f64>, _>(
+        4,
+        &x,
+        &[0, 1, 2][..],
+        &CrossEntropy::default(),
+    );
+    let x = values(3 * 64, 12);
+    update_in_backward_matches_stored_gradients::<NormalisedCnn<f64>, _>(
+        9,
+        &x,
+        &[2, 0, 1][..],
+        &CrossEntropy::default(),
+    );
+    let x = values(3 * 15, 15);
+    update_in_backward_matches_stored_gradients::<Recurrent<f64>, _>(
+        11,
+        &x,
+        &[1, 0, 1][..],
+        &CrossEntropy::default(),
+    );
+    let ids = [0.0, 3.0, 6.0, 1.0, 1.0, 2.0, 5.0, 4.0, 0.0, 2.0, 6.0, 3.0];
+    let next = [3, 6, 1, 1, 2, 0, 4, 0, 2, 6, 3, 5];
+    update_in_backward_matches_stored_gradients::<TinyTransformer<f64>, _>(
+        13,
+        &ids,
+        &next[..],
+        &CrossEntropy::default(),
+    );
+    let x = values(2 * 20, 17);
+    update_in_backward_matches_stored_gradients::<BidirectionalAttention<f64>, _>(
+        14,
+        &x,
+        &[2, 0][..],
+        &CrossEntropy::default(),
+    );
+}
+
+#[test]
+fn an_invalid_learning_rate_still_fails_before_any_update() {
+    let x = TensorRef::<f64, Shape1<5>>::new(&[0.1, 0.2, 0.3, 0.4, 0.5]).unwrap();
+    let mut model = ReluMlp::<f64>::new(1);
+    let before = model.params().as_slice().to_vec();
+    for lr in [-0.1, f64::NAN, f64::INFINITY] {
+        let error = model
+            .train_step(x, &[1][..], &CrossEntropy::default(), &mut Sgd::new(lr))
+            .unwrap_err();
+        assert!(
+            matches!(error, kiln::Error::InvalidHyperParameter { .. }),
+            "{error}"
+        );
+        assert_eq!(model.params().as_slice(), &before[..]);
+    }
+}

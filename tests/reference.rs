@@ -261,10 +261,16 @@ fn model_gradients<M: Model<f64>, L: Loss<f64>>(
     model.set_params(&floats(&case["params"])).unwrap();
     let x = floats(&case["x"]);
     let x = TensorRef::<f64, M::Input>::new(&x).unwrap();
-    // A zero learning rate keeps the parameters; the step still fills the gradients.
-    let value = model
-        .train_step(x, target, loss, &mut Sgd::new(0.0))
+    let output = model.forward_train(x).to_vec();
+    let mut grad_output = vec![0.0; output.len()];
+    let layout = OutputLayout {
+        batch: x.batch(),
+        width: *M::SPEC.output.last().unwrap(),
+    };
+    let value = loss
+        .evaluate(&output, target, layout, Some(&mut grad_output))
         .unwrap();
+    model.backward(&grad_output).unwrap();
     (value, model.grads().as_slice().to_vec())
 }
 

@@ -576,9 +576,13 @@ pub trait Model<T: Float>: Sized {
     #[doc(hidden)]
     fn forward_pass(params: &[T], buffers: &mut [T], ws: &mut Pass<'_, T>, mode: Mode<'_>);
     /// Generated: the backward pass, from the gradient of the output node (filled by
-    /// the loss) to `grads`, which it replaces.
+    /// the loss) to `grads`, which it replaces. With `update = Some(rate)` it also
+    /// makes the step `p ← p − rate·g` of each layer's parameters once that layer's
+    /// gradients are formed and nothing later in the pass reads its parameters; dense
+    /// layers then fold it into their weight-gradient product and leave their entries
+    /// of `grads` unwritten.
     #[doc(hidden)]
-    fn backward_pass(params: &[T], grads: &mut [T], ws: &mut Pass<'_, T>);
+    fn backward_pass(params: &mut [T], grads: &mut [T], ws: &mut Pass<'_, T>, update: Option<T>);
 
     /// A model with PyTorch's default initialisation drawn from `seed`.
     fn with_seed(seed: u64) -> Self {
@@ -645,7 +649,7 @@ pub trait Model<T: Float>: Sized {
         }
         state.workspace.grad_mut(node).copy_from_slice(grad_output);
         let mut pass = Pass::new(&mut state.workspace, None);
-        Self::backward_pass(&state.params, &mut state.grads, &mut pass);
+        Self::backward_pass(&mut state.params, &mut state.grads, &mut pass, None);
         Ok(())
     }
 
@@ -658,6 +662,13 @@ pub trait Model<T: Float>: Sized {
     ///
     /// Errors — a bad target, a non-finite loss, an invalid optimiser setting — leave
     /// the parameters as they were.
+    ///
+    /// With plain SGD ([`Optimizer::linear_step`]) and no regularisation, each layer's
+    /// update is made inside the backward pass as soon as its gradients are formed, and
+    /// dense layers add `−lr·gᵀx` straight into their weights: their gradients are never
+    /// stored, so [`grads`](Self::grads) does not hold this step's values for them. Call
+    /// [`backward`](Self::backward) after [`forward_train`](Self::forward_train) when
+    /// you need the gradients themselves.
     ///
     /// Large layers split the batch across rayon's threads. [`fit`](Self::fit) runs its
     /// whole loop on rayon's pool; a loop of your own should too, inside
@@ -694,7 +705,17 @@ pub trait Model<T: Float>: Sized {
             return Err(non_finite(value, state.steps));
         }
         let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
-        Self::backward_pass(&state.params, &mut state.grads, &mut pass);
+        // Plain SGD without a penalty: the update is made inside the backward pass.
+        let update = optimizer
+            .linear_step()
+            .filter(|_| !state.regularization.is_active());
+        if let Some(rate) = update {
+            let rate = T::from_f64(rate);
+            Self::backward_pass(&mut state.params, &mut state.grads, &mut pass, Some(rate));
+            state.steps += 1;
+            return Ok(value);
+        }
+        Self::backward_pass(&mut state.params, &mut state.grads, &mut pass, None);
         if state.regularization.is_active() {
             for p in spec.params.iter().filter(|p| p.regularized) {
                 value += state
@@ -832,7 +853,10 @@ pub trait Model<T: Float>: Sized {
         }
     }
 
-    /// The gradients of the last backward pass, laid out like the parameters.
+    /// The gradients of the last [`backward`](Self::backward) or
+    /// [`train_step`](Self::train_step), laid out like the parameters. A training step
+    /// with plain SGD applies dense layers' updates without storing their gradients
+    /// (see [`train_step`](Self::train_step)); their entries then keep older values.
     fn grads(&self) -> Grads<'_, T> {
         ParamSet {
             data: &self.state().grads,

@@ -313,6 +313,52 @@ impl Step {
         )
     }
 
+    /// The step's trainable parameters, as ranges of the parameter buffer.
+    pub fn param_ranges(&self) -> Vec<Range<usize>> {
+        match self {
+            Step::Dense { weight, bias, .. } | Step::Conv { weight, bias, .. } => {
+                std::iter::once(weight.clone())
+                    .chain(bias.clone())
+                    .collect()
+            }
+            Step::BatchNorm { gamma, beta, .. } | Step::LayerNorm { gamma, beta, .. } => {
+                vec![gamma.clone(), beta.clone()]
+            }
+            Step::Recurrent {
+                weight_ih,
+                weight_hh,
+                bias_ih,
+                bias_hh,
+                ..
+            } => vec![
+                weight_ih.clone(),
+                weight_hh.clone(),
+                bias_ih.clone(),
+                bias_hh.clone(),
+            ],
+            Step::Embedding { table, .. } | Step::Positional { table, .. } => vec![table.clone()],
+            Step::Attention {
+                in_weight,
+                in_bias,
+                out_weight,
+                out_bias,
+                ..
+            } => vec![
+                in_weight.clone(),
+                in_bias.clone(),
+                out_weight.clone(),
+                out_bias.clone(),
+            ],
+            Step::Pool { .. }
+            | Step::GlobalAvgPool { .. }
+            | Step::TakeLast { .. }
+            | Step::Activation { .. }
+            | Step::Softmax { .. }
+            | Step::Dropout { .. }
+            | Step::Residual { .. } => Vec::new(),
+        }
+    }
+
     /// Whether the step's kernel needs the batch size.
     pub fn uses_batch(&self) -> bool {
         !matches!(

@@ -351,15 +351,24 @@ pub fn backward(plan: &Plan) -> TokenStream {
                     None => quote!(#none),
                 };
                 let (split, grad_bias) = split_grads(weight, bias);
+                let (split_params, bias) = split_params(weight, bias);
                 let weight = slice(weight);
                 quote! {
                     {
                         let io = ws.backward_io(#input, #output, #none);
-                        #split
-                        #layers::dense_backward::<T, #in_features, #out_features>(
-                            #grad_input, grad_weight, #grad_bias, io.input, &params[#weight],
-                            io.output, io.grad_output, #act, #rows,
-                        );
+                        if let #some(rate) = update {
+                            #split_params
+                            #layers::dense_backward_update::<T, #in_features, #out_features>(
+                                #grad_input, weight, #bias, rate, io.input, io.output,
+                                io.grad_output, #act, #rows,
+                            );
+                        } else {
+                            #split
+                            #layers::dense_backward::<T, #in_features, #out_features>(
+                                #grad_input, grad_weight, #grad_bias, io.input, &params[#weight],
+                                io.output, io.grad_output, #act, #rows,
+                            );
+                        }
                     }
                 }
             }
@@ -670,6 +679,19 @@ pub fn backward(plan: &Plan) -> TokenStream {
             }
         };
         blocks.push(block);
+        // The step's parameters are read by nothing later in the pass: with an update
+        // in force, make it now, while the gradients are fresh. (Dense layers made it
+        // inside their kernel.)
+        if !matches!(step, Step::Dense { .. }) {
+            let ranges: Vec<TokenStream> = step.param_ranges().iter().map(slice).collect();
+            if !ranges.is_empty() {
+                blocks.push(quote! {
+                    if let #some(rate) = update {
+                        #(::kiln::__private::apply_linear_step(&mut params[#ranges], &grads[#ranges], rate);)*
+                    }
+                });
+            }
+        }
     }
     let uses_params = plan.steps.iter().any(Step::has_params);
     let batch = plan
@@ -677,19 +699,49 @@ pub fn backward(plan: &Plan) -> TokenStream {
         .iter()
         .any(|s| s.uses_batch() && needed[s.output()])
         .then(|| quote!(let batch = ws.batch();));
-    let (params, grads, ws) = if uses_params {
-        (quote!(params), quote!(grads), quote!(ws))
+    let (params, grads, ws, update) = if uses_params {
+        (quote!(params), quote!(grads), quote!(ws), quote!(update))
     } else {
-        (quote!(_params), quote!(_grads), quote!(_ws))
+        (
+            quote!(_params),
+            quote!(_grads),
+            quote!(_ws),
+            quote!(_update),
+        )
     };
     quote! {
         fn backward_pass(
-            #params: &[T],
+            #params: &mut [T],
             #grads: &mut [T],
             #ws: &mut ::kiln::__private::Pass<'_, T>,
+            #update: ::core::option::Option<T>,
         ) {
             #batch
             #(#blocks)*
+        }
+    }
+}
+
+/// `let (weight, bias) = ..` over the contiguous weight and bias parameters, and the
+/// `Option` of the bias to pass on.
+fn split_params(
+    weight: &std::ops::Range<usize>,
+    bias: &Option<std::ops::Range<usize>>,
+) -> (TokenStream, TokenStream) {
+    match bias {
+        Some(b) => {
+            let (split, all) = (weight.len(), slice(&(weight.start..b.end)));
+            (
+                quote!(let (weight, bias) = params[#all].split_at_mut(#split);),
+                quote!(::core::option::Option::Some(bias)),
+            )
+        }
+        None => {
+            let w = slice(weight);
+            (
+                quote!(let weight = &mut params[#w];),
+                quote!(::core::option::Option::None),
+            )
         }
     }
 }

@@ -32,7 +32,7 @@ pub use attention::{
 };
 pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
 pub use conv::{conv2d_backward, conv2d_forward, Conv2dShape};
-pub use dense::{dense_backward, dense_forward};
+pub use dense::{dense_backward, dense_backward_update, dense_forward};
 pub use dropout::{dropout_backward, dropout_forward};
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,

@@ -27,6 +27,30 @@ pub trait Optimizer<T: Float> {
     fn learning_rate(&self) -> f64;
     /// Changes the learning rate (what schedules call between epochs).
     fn set_learning_rate(&mut self, lr: f64);
+    /// `Some(rate)` if [`step`](Self::step) is exactly `p ← p − rate·g` for every
+    /// parameter and keeps no state: plain SGD. A training step then applies the update
+    /// inside the backward pass, as each layer's gradient is formed (a dense layer adds
+    /// `−rate·gᵀx` straight into its weight), instead of writing every gradient out and
+    /// reading it back. `None` (the default) when the rule is anything else or a setting
+    /// is invalid, so that [`step`](Self::step) reports it.
+    fn linear_step(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// `params ← params − rate·grads`, the update an optimiser with a
+/// [`linear_step`](Optimizer::linear_step) makes, for the layers that apply it inside
+/// the backward pass.
+///
+/// # Panics
+/// If the buffers differ in length.
+pub fn apply_linear_step<T: Float>(params: &mut [T], grads: &[T], rate: T) {
+    assert_eq!(params.len(), grads.len(), "parameters and gradients differ");
+    in_halves(params, grads, [], &|params, grads, []| {
+        for (p, &g) in params.iter_mut().zip(grads) {
+            *p -= rate * g;
+        }
+    });
 }
 
 pub(crate) fn check_lengths(params: usize, grads: usize) -> Result<()> {

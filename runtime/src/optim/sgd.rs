@@ -117,4 +117,9 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
     }
+
+    fn linear_step(&self) -> Option<f64> {
+        let plain = self.momentum == 0.0 && self.weight_decay == 0.0 && !self.nesterov;
+        (plain && check_lr(self.lr).is_ok()).then_some(self.lr)
+    }
 }
