@@ -151,6 +151,45 @@ fn gemm(c: &mut Criterion) {
     group.finish();
 }
 
+/// The floor under batch-1 latency: reading the T4 model's first weight (784 × 128 f32,
+/// 401 KB) once, on one core, from its L2 cache, with nothing else done. Two cores can at
+/// best halve it.
+fn stream(c: &mut Criterion) {
+    let weight = synthetic(784 * 128, 4);
+    let mut group = c.benchmark_group("stream");
+    group.throughput(Throughput::Bytes(std::mem::size_of_val(&weight[..]) as u64));
+    group.bench_function("infer_1_us", |b| {
+        b.iter(|| sum(std::hint::black_box(&weight)))
+    });
+    group.finish();
+}
+
+/// The sum of `values` as 128 lane-wise partial sums, which the compiler keeps in vector
+/// registers (eight of AVX-512) without reassociating anything; the tail is ignored.
+fn sum(values: &[f32]) -> f32 {
+    fn lanes(values: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 128];
+        for chunk in values.chunks_exact(128) {
+            for (a, &v) in acc.iter_mut().zip(chunk) {
+                *a += v;
+            }
+        }
+        acc.iter().sum()
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn wide(values: &[f32]) -> f32 {
+            lanes(values)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor supports AVX-512F, checked just above.
+            return unsafe { wide(values) };
+        }
+    }
+    lanes(values)
+}
+
 /// Writes each model's compile-time `FLOPS_PER_SAMPLE` where `compare.py` reads it.
 fn write_flops() {
     let flops = format!(
@@ -174,6 +213,7 @@ fn benches() {
     training(&mut c);
     inference(&mut c);
     gemm(&mut c);
+    stream(&mut c);
     // For compare.py: this process's own peak resident set, which the parent's wait4
     // cannot report below its own resident set at fork time.
     if let Some(line) = std::fs::read_to_string("/proc/self/status")

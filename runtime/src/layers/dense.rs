@@ -23,6 +23,7 @@ use faer::{MatMut, MatRef, Par};
 
 use super::activation::scale_by_derivative;
 use super::matvec::matvec;
+use super::pair::{pair, Balance};
 use super::{check_len, for_col_blocks, for_row_blocks, Accum, Activation};
 use crate::Float;
 
@@ -123,10 +124,13 @@ fn matvec_pair<T: Float>(y: &mut [T], w: &[T], x: &[T]) {
         matvec(y, w, x);
         return;
     }
-    let half = y.len() / 2 / 4 * 4;
-    let (y0, y1) = y.split_at_mut(half);
-    let (w0, w1) = w.split_at(half * x.len());
-    super::pair::pair(|| matvec(y0, w0, x), &mut || matvec(y1, w1, x));
+    static BALANCE: Balance = Balance::new();
+    // Whole groups of four rows, as the kernel reads them, so that every row is summed
+    // as it would be on one thread.
+    let mine = (y.len() - BALANCE.helper_share(y.len(), 4)) / 4 * 4;
+    let (y0, y1) = y.split_at_mut(mine);
+    let (w0, w1) = w.split_at(mine * x.len());
+    BALANCE.record(pair(|| matvec(y0, w0, x), &mut || matvec(y1, w1, x)));
 }
 
 /// Adds the bias and applies the activation, row by row.

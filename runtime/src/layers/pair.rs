@@ -2,7 +2,8 @@
 //! calling thread and offers `b` to a helper thread that spins briefly between jobs.
 //!
 //! Batch-1 inference of the benchmark MLP streams a 400 KB weight, which one core
-//! reads from its L2 in about 3.7 µs; two cores reading half each take half as long,
+//! reads from its L2 in about 3.5 µs (`cargo bench --bench training -- stream/`);
+//! two cores reading half each take half as long,
 //! but only if handing over the second half costs well under a microsecond. rayon's
 //! join from a thread outside its pool queues the job, wakes a worker and sleeps on a
 //! latch (several µs); even on the pool, an idle worker polls with `sched_yield` and
@@ -20,7 +21,7 @@
 //! before it has either taken the offer back or seen `DONE`.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -119,12 +120,24 @@ fn serve(helper: &'static Helper) {
     }
 }
 
+/// Who ran the second half of a [`pair`] call, and who finished first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The calling thread ran both halves: there is no helper, another caller had it,
+    /// or it had not claimed the offer by the time the first half was done.
+    Alone,
+    /// The helper ran `b` and was done before the caller finished `a`.
+    HelperFirst,
+    /// The helper ran `b` and the caller waited for it after finishing `a`.
+    CallerFirst,
+}
+
 /// Runs `a` here and `b` on the helper if it takes it in time, else `b` here too.
-pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) {
+pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) -> Outcome {
     let Some(helper) = helper() else {
         a();
         b();
-        return;
+        return Outcome::Alone;
     };
     if helper
         .state
@@ -134,7 +147,7 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) {
         // Another caller has the helper.
         a();
         b();
-        return;
+        return Outcome::Alone;
     }
     // SAFETY: only the lifetime is erased; the guard below keeps `b` alive for as long
     // as the helper may use it.
@@ -145,14 +158,15 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) {
     if helper.parked.load(Ordering::SeqCst) {
         helper.thread.unpark();
     }
-    // Takes the offer back or waits for the helper, even if `a` panics.
+    /// Takes the offer back or waits for the helper: through [`Finish::finish`] after
+    /// `a`, or on drop if `a` panics.
     struct Finish<'a> {
         helper: &'a Helper,
         b: Job,
         _b: std::marker::PhantomData<&'a mut ()>,
     }
-    impl Drop for Finish<'_> {
-        fn drop(&mut self) {
+    impl Finish<'_> {
+        fn settle(&self) -> Outcome {
             let state = &self.helper.state;
             if state
                 .compare_exchange(POSTED, WRITING, Ordering::Acquire, Ordering::Acquire)
@@ -165,14 +179,28 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) {
                     // SAFETY: the offer was taken back, so only this thread has `b`.
                     unsafe { (*self.b)() };
                 }
-                return;
+                return Outcome::Alone;
             }
+            let mut outcome = Outcome::HelperFirst;
             while state.load(Ordering::Acquire) != DONE {
+                outcome = Outcome::CallerFirst;
                 std::hint::spin_loop();
             }
             // SAFETY: the helper is done with the job; the slot is ours until IDLE.
             unsafe { *self.helper.job.get() = None };
             state.store(IDLE, Ordering::Release);
+            outcome
+        }
+
+        fn finish(self) -> Outcome {
+            let outcome = self.settle();
+            std::mem::forget(self);
+            outcome
+        }
+    }
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            self.settle();
         }
     }
     let finish = Finish {
@@ -181,7 +209,39 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) {
         _b: std::marker::PhantomData,
     };
     a();
-    drop(finish);
+    finish.finish()
+}
+
+/// How much of a pair of halves to offer the helper, in 1/256ths, kept where the two
+/// threads finish together: the helper starts a few hundred nanoseconds after the
+/// caller, and on a virtual machine one core may run slower than the other for a
+/// while, so an even split leaves one thread waiting. After each call the share moves
+/// one step towards the thread that finished first. Which rows go where never changes
+/// a result.
+pub(crate) struct Balance(AtomicU32);
+
+impl Balance {
+    /// Half of the work to each thread, to start.
+    pub(crate) const fn new() -> Self {
+        Self(AtomicU32::new(128))
+    }
+
+    /// The helper's share of `units`, rounded down to a multiple of `step`.
+    pub(crate) fn helper_share(&self, units: usize, step: usize) -> usize {
+        let share = self.0.load(Ordering::Relaxed) as usize;
+        units * share / 256 / step * step
+    }
+
+    /// Moves the share after a call that ended with `outcome`.
+    pub(crate) fn record(&self, outcome: Outcome) {
+        let share = self.0.load(Ordering::Relaxed);
+        let next = match outcome {
+            Outcome::HelperFirst => (share + 1).min(192),
+            Outcome::CallerFirst => share.saturating_sub(1).max(64),
+            Outcome::Alone => share,
+        };
+        self.0.store(next, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +266,53 @@ mod tests {
             pair(std::hint::spin_loop, &mut on_helper);
         }
         assert!(claimed, "the helper claimed no offer in 5 s");
+    }
+
+    #[test]
+    fn the_share_moves_towards_the_thread_that_finished_first_within_bounds() {
+        let balance = Balance::new();
+        assert_eq!(balance.helper_share(128, 4), 64);
+        for _ in 0..16 {
+            balance.record(Outcome::CallerFirst);
+        }
+        assert_eq!(balance.helper_share(128, 4), 56);
+        balance.record(Outcome::Alone);
+        assert_eq!(balance.helper_share(128, 4), 56);
+        for _ in 0..1000 {
+            balance.record(Outcome::HelperFirst);
+        }
+        assert_eq!(balance.helper_share(128, 4), 96, "at most three quarters");
+        for _ in 0..1000 {
+            balance.record(Outcome::CallerFirst);
+        }
+        assert_eq!(balance.helper_share(128, 4), 32, "at least a quarter");
+        assert_eq!(balance.helper_share(130, 4), 32);
+    }
+
+    #[test]
+    fn a_call_reports_who_ran_the_second_half() {
+        if helper().is_none() {
+            return;
+        }
+        // Halves far longer than the hand-over (the helper, spinning since the last
+        // call, claims an offer within microseconds): whichever half is shorter ends
+        // first.
+        let start = Instant::now();
+        let (mut helper_first, mut caller_first) = (false, false);
+        while !(helper_first && caller_first) && start.elapsed() < Duration::from_secs(5) {
+            let pause = |micros| {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(micros) {
+                    std::hint::spin_loop();
+                }
+            };
+            helper_first |= pair(|| pause(200), &mut || {}) == Outcome::HelperFirst;
+            caller_first |= pair(|| pause(20), &mut || pause(200)) == Outcome::CallerFirst;
+        }
+        assert!(
+            helper_first && caller_first,
+            "{helper_first} {caller_first}"
+        );
     }
 
     #[test]
