@@ -5,6 +5,7 @@
 //! the objectives and update rules, [`Model`] the API every generated network shares.
 //! Most users reach all of it through `kiln::prelude::*`.
 
+mod aligned;
 pub mod data;
 pub mod error;
 pub mod float;

@@ -17,6 +17,7 @@
 use core::fmt;
 use core::ops::Range;
 
+use crate::aligned::AlignedVec;
 use crate::init::{dropout_rng, init_rng, Init};
 use crate::loss::{Loss, OutputLayout, Regularization};
 use crate::optim::Optimizer;
@@ -478,9 +479,9 @@ fn disjoint_values<T>(
 /// The state a generated model holds: parameters, gradients, workspace, generators.
 #[derive(Debug, Clone)]
 pub struct ModelState<T> {
-    params: Vec<T>,
+    params: AlignedVec<T>,
     buffers: Vec<T>,
-    grads: Vec<T>,
+    grads: AlignedVec<T>,
     workspace: Workspace<T>,
     dropout_rng: Rng,
     regularization: Regularization,
@@ -490,7 +491,7 @@ pub struct ModelState<T> {
 impl<T: Float> ModelState<T> {
     /// Fresh state with parameters drawn from `seed`.
     pub fn new(spec: &'static ModelSpec, seed: u64) -> Self {
-        let mut params = vec![T::ZERO; spec.param_count];
+        let mut params = AlignedVec::new(spec.param_count, T::ZERO);
         let mut rng = init_rng(seed);
         for p in spec.params {
             p.init.fill(&mut params[p.range()], &mut rng);
@@ -501,7 +502,7 @@ impl<T: Float> ModelState<T> {
         }
         Self {
             buffers,
-            grads: vec![T::ZERO; spec.param_count],
+            grads: AlignedVec::new(spec.param_count, T::ZERO),
             params,
             workspace: Workspace::new(spec),
             dropout_rng: dropout_rng(seed),
