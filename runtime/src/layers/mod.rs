@@ -51,7 +51,11 @@ use crate::Float;
 
 /// Below this many floating-point operations a kernel runs on the calling thread: on
 /// two cores, handing work to rayon costs more than it saves for smaller products.
-pub(crate) const PARALLEL_MIN_FLOPS: f64 = 4.0e6;
+/// Narrow products run far below the GEMM's peak, so the line is in time more than in
+/// FLOPs: the T4 model's 128 → 10 layer at batch 1024 (2.6 MFLOP) took 46–59 µs on one
+/// thread and 30–34 µs split in two (a scratch timing of `dense_forward`, not in the
+/// repo), which moved this from 4 to 2 MFLOP.
+pub(crate) const PARALLEL_MIN_FLOPS: f64 = 2.0e6;
 
 /// Runs `body(first_row, block)` over blocks of whole rows of `out` (rows of `width`
 /// values), splitting across rayon's threads when the work is large enough. Each row is
