@@ -722,47 +722,51 @@ pub fn backward(plan: &Plan) -> TokenStream {
     }
 }
 
+/// `let (grad_weight, grad_bias) = ..` over the contiguous weight and bias gradients,
+/// and the `Option` of the bias gradient to pass on.
+fn split_grads(
+    weight: &std::ops::Range<usize>,
+    bias: &Option<std::ops::Range<usize>>,
+) -> (TokenStream, TokenStream) {
+    split_weight_bias(
+        quote!(grads),
+        quote!(grad_weight),
+        quote!(grad_bias),
+        weight,
+        bias,
+    )
+}
+
 /// `let (weight, bias) = ..` over the contiguous weight and bias parameters, and the
 /// `Option` of the bias to pass on.
 fn split_params(
     weight: &std::ops::Range<usize>,
     bias: &Option<std::ops::Range<usize>>,
 ) -> (TokenStream, TokenStream) {
-    match bias {
-        Some(b) => {
-            let (split, all) = (weight.len(), slice(&(weight.start..b.end)));
-            (
-                quote!(let (weight, bias) = params[#all].split_at_mut(#split);),
-                quote!(::core::option::Option::Some(bias)),
-            )
-        }
-        None => {
-            let w = slice(weight);
-            (
-                quote!(let weight = &mut params[#w];),
-                quote!(::core::option::Option::None),
-            )
-        }
-    }
+    split_weight_bias(quote!(params), quote!(weight), quote!(bias), weight, bias)
 }
 
-/// `let (grad_weight, grad_bias) = ..` over the contiguous weight and bias gradients.
-fn split_grads(
+/// `let (w, b) = buffer[..].split_at_mut(..)` (or `let w = &mut buffer[..]` without a
+/// bias) and `Some(b)` or `None`.
+fn split_weight_bias(
+    buffer: TokenStream,
+    w: TokenStream,
+    b: TokenStream,
     weight: &std::ops::Range<usize>,
     bias: &Option<std::ops::Range<usize>>,
 ) -> (TokenStream, TokenStream) {
     match bias {
-        Some(b) => {
-            let (split, all) = (weight.len(), slice(&(weight.start..b.end)));
+        Some(bias) => {
+            let (split, all) = (weight.len(), slice(&(weight.start..bias.end)));
             (
-                quote!(let (grad_weight, grad_bias) = grads[#all].split_at_mut(#split);),
-                quote!(::core::option::Option::Some(grad_bias)),
+                quote!(let (#w, #b) = #buffer[#all].split_at_mut(#split);),
+                quote!(::core::option::Option::Some(#b)),
             )
         }
         None => {
-            let w = slice(weight);
+            let range = slice(weight);
             (
-                quote!(let grad_weight = &mut grads[#w];),
+                quote!(let #w = &mut #buffer[#range];),
                 quote!(::core::option::Option::None),
             )
         }
