@@ -554,7 +554,19 @@ fn recurrent_layers_match_pytorch() {
         let x = floats(&case["x"]);
         let mut y = vec![0.0; batch * steps * hidden];
         let mut aux = vec![0.0; batch * s.aux_len()];
-        layers::recurrent_forward(&s, &mut y, &mut aux, &x, w_ih, w_hh, b_ih, b_hh, batch);
+        let mut scratch = vec![0.0; s.scratch_len()];
+        layers::recurrent_forward(
+            &s,
+            &mut y,
+            &mut aux,
+            &mut scratch,
+            &x,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            batch,
+        );
         let what = format!("{name} over {steps} steps");
         assert_close(&format!("{what} y"), &y, &floats(&case["y"]));
         let mut grads = vec![0.0; params.len()];

@@ -185,6 +185,7 @@ pub enum Step {
         input: usize,
         output: usize,
         aux: usize,
+        scratch: Range<usize>,
         cell: Cell,
         steps: usize,
         features: usize,
@@ -620,10 +621,13 @@ impl Plan {
                         self.param(format!("{name}.bias_hh_l0"), vec![width], fan_in, false);
                     let output = self.node(size);
                     let aux = self.node(recurrent_aux_len(*cell, steps, *hidden));
+                    // `RecurrentShape::scratch_len`: both weights, transposed.
+                    let scratch = self.fixed(width * (features + hidden));
                     self.steps.push(Step::Recurrent {
                         input: current,
                         output,
                         aux,
+                        scratch,
                         cell: *cell,
                         steps,
                         features,

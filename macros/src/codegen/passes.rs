@@ -183,15 +183,16 @@ pub fn forward(plan: &Plan) -> TokenStream {
                 }
             }
         }
-        Step::Recurrent { input, output, aux, cell, steps, features, hidden, weight_ih, weight_hh, bias_ih, bias_hh } => {
+        Step::Recurrent { input, output, aux, scratch, cell, steps, features, hidden, weight_ih, weight_hh, bias_ih, bias_hh } => {
             let shape = recurrent_shape(*cell, *steps, *features, *hidden);
             let (wi, wh, bi, bh) = (slice(weight_ih), slice(weight_hh), slice(bias_ih), slice(bias_hh));
+            let scratch = slice(scratch);
             quote! {
                 {
                     let io = ws.forward_io(#input, #output, #some(#aux));
                     #layers::recurrent_forward::<T>(
-                        #shape, io.output, io.aux, io.input, &params[#wi], &params[#wh],
-                        &params[#bi], &params[#bh], batch,
+                        #shape, io.output, io.aux, &mut io.fixed[#scratch], io.input,
+                        &params[#wi], &params[#wh], &params[#bi], &params[#bh], batch,
                     );
                 }
             }

@@ -144,6 +144,26 @@ pub(crate) fn backward<T: Float>(
     let _ = (grad_input, grad_weight, scratch, input, filters, g);
 }
 
+/// `dst = srcᵀ` for the row-major `rows x cols` matrix `src`: 16 x 16 register
+/// transposes for f32 on AVX-512 with `rows` a multiple of 16, faer's strided copy
+/// otherwise (which moves one value at a time).
+pub(crate) fn transpose<T: Float>(dst: &mut [T], src: &[T], rows: usize, cols: usize) {
+    assert_eq!(src.len(), rows * cols);
+    assert_eq!(dst.len(), rows * cols);
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && rows.is_multiple_of(16)
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        use super::{as_f32, as_f32_mut};
+        // SAFETY: `T` is `f32` (same type id) and the processor has AVX-512F.
+        unsafe { x86::transpose_into(as_f32_mut(dst), as_f32(src), rows, cols, false) };
+        return;
+    }
+    faer::MatMut::from_row_major_slice_mut(dst, cols, rows)
+        .copy_from(faer::MatRef::from_row_major_slice(src, rows, cols).transpose());
+}
+
 /// Calls of the sparse path on this thread, for tests that must know it ran.
 #[cfg(test)]
 pub(crate) mod taken {
@@ -691,6 +711,26 @@ mod tests {
                         let base = if add { before[c * rows + r] } else { 0.0 };
                         assert_eq!(dst[c * rows + r], base + src[r * cols + c], "{rows}x{cols}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_matches_the_definition_on_both_paths() {
+        // f32 with 16-row blocks (the register path on AVX-512), f32 with ragged rows
+        // and f64 (faer's copy).
+        for (rows, cols) in [(512, 64), (48, 5), (12, 7)] {
+            let src = values(rows * cols, 11);
+            let src32: Vec<f32> = src.iter().map(|&v| v as f32).collect();
+            let mut dst = vec![f64::NAN; src.len()];
+            let mut dst32 = vec![f32::NAN; src.len()];
+            super::transpose(&mut dst, &src, rows, cols);
+            super::transpose(&mut dst32, &src32, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols}");
+                    assert_eq!(dst32[c * rows + r], src32[r * cols + c], "{rows}x{cols}");
                 }
             }
         }
