@@ -128,8 +128,8 @@ fn gemm(c: &mut Criterion) {
         let b = Mat::<f32>::from_fn(k, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.1);
         let mut out = Mat::<f32>::zeros(m, n);
         let flops = 2 * m * k * n;
-        // Threads only where they pay, as kiln's kernels decide (4 MFLOP and up).
-        let par = if flops >= 4_000_000 {
+        // Threads only where they pay, as kiln's kernels decide (2 MFLOP and up).
+        let par = if flops >= 2_000_000 {
             Par::rayon(0)
         } else {
             Par::Seq
