@@ -634,22 +634,7 @@ mod tests {
         let b_hh = values(w, 35);
         let c = values(batch * steps * h, 36);
         let run = |x: &[f64], w_ih: &[f64], w_hh: &[f64], b_ih: &[f64], b_hh: &[f64]| {
-            let mut y = vec![0.0; batch * steps * h];
-            let mut aux = vec![0.0; batch * s.aux_len()];
-            let mut scratch = vec![f64::NAN; s.scratch_len()];
-            recurrent_forward(
-                &s,
-                &mut y,
-                &mut aux,
-                &mut scratch,
-                x,
-                w_ih,
-                w_hh,
-                b_ih,
-                b_hh,
-                batch,
-            );
-            (y, aux)
+            forward(&s, batch, x, [w_ih, w_hh, b_ih, b_hh])
         };
         let (y, mut aux) = run(&x, &w_ih, &w_hh, &b_ih, &b_hh);
         let mut gx = vec![0.0; x.len()];
@@ -716,16 +701,13 @@ mod tests {
         }
     }
 
-    /// Forward and backward over `batch` samples with output gradient `c`: the output,
-    /// then the gradients of the input, both weights and both biases.
-    #[allow(clippy::type_complexity)]
-    fn passes(
+    /// The forward pass over `batch` samples: the output and the auxiliary node.
+    fn forward(
         s: &RecurrentShape,
         batch: usize,
         x: &[f64],
         params: [&[f64]; 4],
-        c: &[f64],
-    ) -> (Vec<f64>, [Vec<f64>; 5]) {
+    ) -> (Vec<f64>, Vec<f64>) {
         let [w_ih, w_hh, b_ih, b_hh] = params;
         let mut y = vec![0.0; batch * s.steps * s.hidden];
         let mut aux = vec![0.0; batch * s.aux_len()];
@@ -742,6 +724,21 @@ mod tests {
             b_hh,
             batch,
         );
+        (y, aux)
+    }
+
+    /// Forward and backward over `batch` samples with output gradient `c`: the output,
+    /// then the gradients of the input, both weights and both biases.
+    #[allow(clippy::type_complexity)]
+    fn passes(
+        s: &RecurrentShape,
+        batch: usize,
+        x: &[f64],
+        params: [&[f64]; 4],
+        c: &[f64],
+    ) -> (Vec<f64>, [Vec<f64>; 5]) {
+        let [w_ih, w_hh, b_ih, b_hh] = params;
+        let (y, mut aux) = forward(s, batch, x, params);
         let mut grads = [x, w_ih, w_hh, b_ih, b_hh].map(|v| vec![f64::NAN; v.len()]);
         let [gx, gwi, gwh, gbi, gbh] = &mut grads;
         let mut go = c.to_vec();
