@@ -127,7 +127,7 @@ fn matvec_pair<T: Float>(y: &mut [T], w: &[T], x: &[T]) {
     static BALANCE: Balance = Balance::new();
     // Whole groups of four rows, as the kernel reads them, so that every row is summed
     // as it would be on one thread.
-    let mine = (y.len() - BALANCE.helper_share(y.len(), 4)) / 4 * 4;
+    let mine = (y.len() - BALANCE.helper_share(y.len())) / 4 * 4;
     let (y0, y1) = y.split_at_mut(mine);
     let (w0, w1) = w.split_at(mine * x.len());
     BALANCE.record(pair(|| matvec(y0, w0, x), &mut || matvec(y1, w1, x)));

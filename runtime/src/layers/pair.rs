@@ -226,10 +226,9 @@ impl Balance {
         Self(AtomicU32::new(128))
     }
 
-    /// The helper's share of `units`, rounded down to a multiple of `step`.
-    pub(crate) fn helper_share(&self, units: usize, step: usize) -> usize {
-        let share = self.0.load(Ordering::Relaxed) as usize;
-        units * share / 256 / step * step
+    /// The helper's share of `units`, rounded down.
+    pub(crate) fn helper_share(&self, units: usize) -> usize {
+        units * self.0.load(Ordering::Relaxed) as usize / 256
     }
 
     /// Moves the share after a call that ended with `outcome`.
@@ -271,22 +270,22 @@ mod tests {
     #[test]
     fn the_share_moves_towards_the_thread_that_finished_first_within_bounds() {
         let balance = Balance::new();
-        assert_eq!(balance.helper_share(128, 4), 64);
+        assert_eq!(balance.helper_share(128), 64);
         for _ in 0..16 {
             balance.record(Outcome::CallerFirst);
         }
-        assert_eq!(balance.helper_share(128, 4), 56);
+        assert_eq!(balance.helper_share(128), 56);
         balance.record(Outcome::Alone);
-        assert_eq!(balance.helper_share(128, 4), 56);
+        assert_eq!(balance.helper_share(128), 56);
         for _ in 0..1000 {
             balance.record(Outcome::HelperFirst);
         }
-        assert_eq!(balance.helper_share(128, 4), 96, "at most three quarters");
+        assert_eq!(balance.helper_share(128), 96, "at most three quarters");
         for _ in 0..1000 {
             balance.record(Outcome::CallerFirst);
         }
-        assert_eq!(balance.helper_share(128, 4), 32, "at least a quarter");
-        assert_eq!(balance.helper_share(130, 4), 32);
+        assert_eq!(balance.helper_share(128), 32, "at least a quarter");
+        assert_eq!(balance.helper_share(130), 32);
     }
 
     #[test]
