@@ -709,25 +709,22 @@ pub trait Model<T: Float>: Sized {
         // Plain SGD without a penalty: the update is made inside the backward pass.
         let update = optimizer
             .linear_step()
-            .filter(|_| !state.regularization.is_active());
-        if let Some(rate) = update {
-            let rate = T::from_f64(rate);
-            Self::backward_pass(&mut state.params, &mut state.grads, &mut pass, Some(rate));
-            state.steps += 1;
-            return Ok(value);
-        }
-        Self::backward_pass(&mut state.params, &mut state.grads, &mut pass, None);
-        if state.regularization.is_active() {
-            for p in spec.params.iter().filter(|p| p.regularized) {
-                value += state
-                    .regularization
-                    .apply(&state.params[p.range()], &mut state.grads[p.range()]);
+            .filter(|_| !state.regularization.is_active())
+            .map(T::from_f64);
+        Self::backward_pass(&mut state.params, &mut state.grads, &mut pass, update);
+        if update.is_none() {
+            if state.regularization.is_active() {
+                for p in spec.params.iter().filter(|p| p.regularized) {
+                    value += state
+                        .regularization
+                        .apply(&state.params[p.range()], &mut state.grads[p.range()]);
+                }
+                if !value.is_finite() {
+                    return Err(non_finite(value, state.steps));
+                }
             }
-            if !value.is_finite() {
-                return Err(non_finite(value, state.steps));
-            }
+            optimizer.step(&mut state.params, &state.grads)?;
         }
-        optimizer.step(&mut state.params, &state.grads)?;
         state.steps += 1;
         Ok(value)
     }
