@@ -167,6 +167,8 @@ fn stream(c: &mut Criterion) {
 /// The sum of `values` as 128 lane-wise partial sums, which the compiler keeps in vector
 /// registers (eight of AVX-512) without reassociating anything; the tail is ignored.
 fn sum(values: &[f32]) -> f32 {
+    // Inlined into `wide`, so that it is compiled with AVX-512 there.
+    #[inline(always)]
     fn lanes(values: &[f32]) -> f32 {
         let mut acc = [0.0f32; 128];
         for chunk in values.chunks_exact(128) {
