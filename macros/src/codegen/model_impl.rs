@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{passes, InitPlan, Plan};
-use crate::check::{Checked, Layer, Op};
+use crate::check::{Checked, Layer};
 use crate::parse::ModelDef;
 
 pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
@@ -49,79 +49,18 @@ fn shape_type(dims: &[usize]) -> TokenStream {
 fn flat_layers(layers: &[Layer]) -> Vec<&Layer> {
     let mut out = Vec::new();
     for layer in layers {
-        if let Op::Residual(inner) = &layer.op {
-            out.extend(flat_layers(inner));
-        }
+        out.extend(flat_layers(layer.op.children()));
         out.push(layer);
     }
     out
 }
 
 fn layer_params(layer: &Layer) -> usize {
-    match layer.op {
-        Op::Dense { units, bias } => {
-            let in_features = *layer.input.last().expect("rank >= 1");
-            units * in_features + if bias { units } else { 0 }
-        }
-        Op::Conv2d {
-            out_channels,
-            window,
-            bias,
-        } => {
-            out_channels * layer.input[0] * window.kernel.0 * window.kernel.1
-                + if bias { out_channels } else { 0 }
-        }
-        Op::BatchNorm { .. } => 2 * layer.input[0],
-        Op::Embedding { vocab, dim } => vocab * dim,
-        Op::PositionalEmbedding => layer.input.iter().product(),
-        Op::LayerNorm { .. } => 2 * layer.input.last().expect("rank >= 1"),
-        Op::Attention { .. } => {
-            let d = layer.input[1];
-            4 * d * d + 4 * d
-        }
-        Op::Recurrent { cell, hidden } => {
-            let width = super::gates(cell) * hidden;
-            width * (layer.input[1] + hidden + 2)
-        }
-        _ => 0,
-    }
+    layer.op.params(layer)
 }
 
-/// Forward FLOPs per sample of one layer: 2 per multiply-add in a product, one per
-/// bias addition and per element of an elementwise layer, three per softmax element.
 fn layer_flops(layer: &Layer) -> u64 {
-    let out: usize = layer.output.iter().product();
-    let flops = match layer.op {
-        Op::Dense { units, bias } => {
-            let in_features = *layer.input.last().expect("rank >= 1");
-            let rows = out / units;
-            rows * (2 * in_features * units + if bias { units } else { 0 })
-        }
-        Op::Conv2d { window, bias, .. } => {
-            let k = layer.input[0] * window.kernel.0 * window.kernel.1;
-            out * (2 * k + usize::from(bias))
-        }
-        Op::Pool { window, .. } => out * window.kernel.0 * window.kernel.1,
-        Op::GlobalAvgPool => layer.input.iter().product(),
-        Op::BatchNorm { .. } => 2 * out,
-        Op::Recurrent { cell, hidden } => {
-            let (steps, features) = (layer.input[0], layer.input[1]);
-            let width = super::gates(cell) * hidden;
-            steps * (2 * width * (features + hidden) + 4 * width)
-        }
-        Op::LastStep | Op::Embedding { .. } => 0,
-        Op::PositionalEmbedding => out,
-        Op::LayerNorm { .. } => 5 * out,
-        Op::Attention { heads, .. } => {
-            let (s, d) = (layer.input[0], layer.input[1]);
-            // Projections, scores and weighted sums (2 per multiply-add), softmax.
-            2 * s * d * 3 * d + 2 * 2 * s * s * d + 3 * heads * s * s + 2 * s * d * d
-        }
-        Op::Activation(_) | Op::Dropout(_) | Op::Residual(_) => out,
-        Op::Softmax | Op::LogSoftmax => 3 * out,
-        Op::Flatten => 0,
-    };
-    flops as u64
+    layer.op.flops(layer)
 }
 
 pub fn flops_per_sample(checked: &Checked) -> u64 {
@@ -201,9 +140,9 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
     let flops = flops_per_sample(checked);
     let nodes = plan.node_offsets();
     let output_node = plan.output_node;
-    let token_vocab = match checked.layers.first().map(|l| &l.op) {
-        Some(Op::Embedding { vocab, .. }) => quote!(::core::option::Option::Some(#vocab)),
-        _ => quote!(::core::option::Option::None),
+    let token_vocab = match checked.layers.first().and_then(|l| l.op.token_vocab()) {
+        Some(vocab) => quote!(::core::option::Option::Some(#vocab)),
+        None => quote!(::core::option::Option::None),
     };
     quote! {
         ::kiln::__private::ModelSpec {

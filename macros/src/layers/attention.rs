@@ -1,0 +1,557 @@
+//! The transformer's layers: `Embedding(vocab, dim)` (token ids `[steps]` to
+//! `[steps, dim]`), `PositionalEmbedding` (a learned `[steps, dim]` table added to its
+//! input), `LayerNorm(eps)` over the last axis and `MultiHeadAttention(heads, causal)`
+//! over `[steps, dim]` (PyTorch's `nn.MultiheadAttention` parameters).
+
+use std::ops::Range;
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use super::activation::Act;
+use super::{
+    arg, layer, size, slice, ArgKind, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Step,
+};
+use crate::check::{dims, Checker, Layer};
+use crate::codegen::{InitPlan, Plan};
+
+pub const SPECS: &[LayerSpec] = &[
+    LayerSpec {
+        name: "Embedding",
+        args: &[
+            arg("vocab", ArgKind::Int, true),
+            arg("dim", ArgKind::Int, true),
+        ],
+        block: false,
+        usage: "`Embedding(vocab = 65, dim = 64)`",
+        computes: true,
+        reads_tokens: true,
+        check: check_embedding as CheckFn,
+    },
+    layer(
+        "PositionalEmbedding",
+        &[],
+        "`PositionalEmbedding`",
+        check_positional,
+    ),
+    layer(
+        "LayerNorm",
+        &[arg("eps", ArgKind::Float, false)],
+        "`LayerNorm` or `LayerNorm(eps = 1e-5)`",
+        check_layer_norm,
+    ),
+    layer(
+        "MultiHeadAttention",
+        &[
+            arg("heads", ArgKind::Int, true),
+            arg("causal", ArgKind::Bool, false),
+        ],
+        "`MultiHeadAttention(heads = 4)` or `MultiHeadAttention(heads = 4, causal = true)`",
+        check_attention,
+    ),
+];
+
+/// Rule: attention and positions work on [steps, dim].
+fn steps_and_dim<'a>(checker: &mut Checker, call: &'a Call) -> Option<&'a Vec<usize>> {
+    let input = call.input.as_ref()?;
+    if input.len() != 2 {
+        checker.push(
+            call.span(),
+            format!(
+                "{}: {} expects [steps, dim] but gets {}",
+                call.name,
+                call.spec.name,
+                dims(input)
+            ),
+        );
+        return None;
+    }
+    Some(input)
+}
+
+struct Embedding {
+    vocab: usize,
+    dim: usize,
+}
+
+fn check_embedding(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let name = &call.name;
+    let (vocab, dim) = (call.int(0), call.int(1));
+    // Rule: an embedding has at least one token and one dimension.
+    if vocab == 0 || dim == 0 {
+        checker.push(
+            call.span(),
+            format!("{name}: an embedding needs vocab and dim of at least 1"),
+        );
+        return None;
+    }
+    let input = call.input.as_ref()?;
+    // Rule: an embedding reads [steps] of token ids.
+    if input.len() != 1 {
+        checker.push(
+            call.span(),
+            format!(
+                "{name}: Embedding expects [steps] of token ids but gets {}",
+                dims(input)
+            ),
+        );
+        return None;
+    }
+    Some((Box::new(Embedding { vocab, dim }), vec![input[0], dim]))
+}
+
+impl Op for Embedding {
+    fn params(&self, _: &Layer) -> usize {
+        self.vocab * self.dim
+    }
+
+    fn flops(&self, _: &Layer) -> u64 {
+        0
+    }
+
+    fn token_vocab(&self) -> Option<usize> {
+        Some(self.vocab)
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+        let table = plan.param(
+            format!("{}.weight", layer.name),
+            vec![self.vocab, self.dim],
+            InitPlan::Normal(1.0),
+            false,
+        );
+        let output = plan.node(size(&layer.output));
+        plan.push(EmbeddingStep {
+            input,
+            output,
+            dim: self.dim,
+            table,
+        });
+        output
+    }
+}
+
+struct EmbeddingStep {
+    input: usize,
+    output: usize,
+    dim: usize,
+    table: Range<usize>,
+}
+
+impl Step for EmbeddingStep {
+    fn inputs(&self) -> Vec<usize> {
+        vec![self.input]
+    }
+
+    fn output(&self) -> usize {
+        self.output
+    }
+
+    fn param_ranges(&self) -> Vec<Range<usize>> {
+        vec![self.table.clone()]
+    }
+
+    fn forward(&self) -> TokenStream {
+        let EmbeddingStep {
+            input, output, dim, ..
+        } = self;
+        let table = slice(&self.table);
+        quote! {
+            {
+                let io = ws.forward_io(#input, #output, ::core::option::Option::None);
+                ::kiln::__private::layers::embedding_forward::<T>(io.output, io.input, &params[#table], #dim);
+            }
+        }
+    }
+
+    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
+        let EmbeddingStep {
+            input, output, dim, ..
+        } = self;
+        // Token ids have no gradient; the write only marks the node as written.
+        let _ = flow.accum(*input);
+        let table = slice(&self.table);
+        quote! {
+            {
+                let io = ws.backward_io(#input, #output, ::core::option::Option::None);
+                ::kiln::__private::layers::embedding_backward::<T>(&mut grads[#table], io.input, io.grad_output, #dim);
+            }
+        }
+    }
+}
+
+struct Positional;
+
+fn check_positional(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let input = steps_and_dim(checker, call)?;
+    Some((Box::new(Positional), input.clone()))
+}
+
+impl Op for Positional {
+    fn params(&self, layer: &Layer) -> usize {
+        size(&layer.input)
+    }
+
+    fn flops(&self, layer: &Layer) -> u64 {
+        size(&layer.output) as u64
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+        let table = plan.param(
+            format!("{}.weight", layer.name),
+            layer.input.clone(),
+            InitPlan::Normal(0.02),
+            false,
+        );
+        let output = plan.node(size(&layer.output));
+        plan.push(PositionalStep {
+            input,
+            output,
+            table,
+        });
+        output
+    }
+}
+
+struct PositionalStep {
+    input: usize,
+    output: usize,
+    table: Range<usize>,
+}
+
+impl Step for PositionalStep {
+    fn inputs(&self) -> Vec<usize> {
+        vec![self.input]
+    }
+
+    fn output(&self) -> usize {
+        self.output
+    }
+
+    fn param_ranges(&self) -> Vec<Range<usize>> {
+        vec![self.table.clone()]
+    }
+
+    fn forward(&self) -> TokenStream {
+        let PositionalStep { input, output, .. } = self;
+        let table = slice(&self.table);
+        quote! {
+            {
+                let io = ws.forward_io(#input, #output, ::core::option::Option::None);
+                ::kiln::__private::layers::positional_forward::<T>(io.output, io.input, &params[#table]);
+            }
+        }
+    }
+
+    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
+        let PositionalStep { input, output, .. } = self;
+        let grad_input = flow.optional(*input, quote!(io.grad_input));
+        let table = slice(&self.table);
+        quote! {
+            {
+                let io = ws.backward_io(#input, #output, ::core::option::Option::None);
+                ::kiln::__private::layers::positional_backward::<T>(#grad_input, &mut grads[#table], io.grad_output);
+            }
+        }
+    }
+}
+
+struct LayerNorm {
+    eps: f64,
+}
+
+fn check_layer_norm(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let eps = call.float(0, 1e-5);
+    if eps.is_nan() || eps <= 0.0 {
+        checker.push(
+            call.arg_span(0),
+            format!("{}: eps must be positive, got {eps:?}", call.name),
+        );
+        return None;
+    }
+    let input = call.input.clone()?;
+    Some((Box::new(LayerNorm { eps }), input))
+}
+
+impl Op for LayerNorm {
+    fn params(&self, layer: &Layer) -> usize {
+        2 * layer.input.last().expect("rank >= 1")
+    }
+
+    fn flops(&self, layer: &Layer) -> u64 {
+        5 * size(&layer.output) as u64
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+        let name = &layer.name;
+        let width = *layer.input.last().expect("rank >= 1");
+        let gamma = plan.param(format!("{name}.weight"), vec![width], InitPlan::Ones, false);
+        let beta = plan.param(format!("{name}.bias"), vec![width], InitPlan::Zeros, false);
+        let output = plan.node(size(&layer.output));
+        let saved = plan.node(2 * size(&layer.output) / width);
+        plan.push(LayerNormStep {
+            input,
+            output,
+            saved,
+            width,
+            eps: self.eps,
+            gamma,
+            beta,
+        });
+        output
+    }
+}
+
+struct LayerNormStep {
+    input: usize,
+    output: usize,
+    saved: usize,
+    width: usize,
+    eps: f64,
+    gamma: Range<usize>,
+    beta: Range<usize>,
+}
+
+impl Step for LayerNormStep {
+    fn inputs(&self) -> Vec<usize> {
+        vec![self.input]
+    }
+
+    fn output(&self) -> usize {
+        self.output
+    }
+
+    fn param_ranges(&self) -> Vec<Range<usize>> {
+        vec![self.gamma.clone(), self.beta.clone()]
+    }
+
+    fn forward(&self) -> TokenStream {
+        let LayerNormStep {
+            input,
+            output,
+            saved,
+            width,
+            ..
+        } = self;
+        let (gamma, beta, eps) = (
+            slice(&self.gamma),
+            slice(&self.beta),
+            Literal::f64_suffixed(self.eps),
+        );
+        quote! {
+            {
+                let io = ws.forward_io(#input, #output, ::core::option::Option::Some(#saved));
+                ::kiln::__private::layers::layer_norm_forward::<T>(io.output, io.aux, io.input, &params[#gamma], &params[#beta], #width, #eps);
+            }
+        }
+    }
+
+    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
+        let LayerNormStep {
+            input,
+            output,
+            saved,
+            width,
+            ..
+        } = self;
+        let grad_input = flow.optional(*input, quote!(io.grad_input));
+        let both = slice(&(self.gamma.start..self.beta.end));
+        let gamma = slice(&self.gamma);
+        quote! {
+            {
+                let io = ws.backward_io(#input, #output, ::core::option::Option::Some(#saved));
+                let (grad_gamma, grad_beta) = grads[#both].split_at_mut(#width);
+                ::kiln::__private::layers::layer_norm_backward::<T>(
+                    #grad_input, grad_gamma, grad_beta, io.aux, io.input, &params[#gamma],
+                    io.grad_output, #width,
+                );
+            }
+        }
+    }
+}
+
+struct Attention {
+    heads: usize,
+    causal: bool,
+}
+
+fn check_attention(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let name = &call.name;
+    let heads = call.int(0);
+    if heads == 0 {
+        checker.push(
+            call.arg_span(0),
+            format!("{name}: attention needs at least 1 head"),
+        );
+        return None;
+    }
+    let causal = call.flag(1, false);
+    let input = steps_and_dim(checker, call)?;
+    // Rule: the heads divide the model dimension.
+    if input[1] % heads != 0 {
+        checker.push(
+            call.arg_span(0),
+            format!("{name}: dim {} is not divisible by {heads} heads", input[1]),
+        );
+        return None;
+    }
+    Some((Box::new(Attention { heads, causal }), input.clone()))
+}
+
+impl Op for Attention {
+    fn params(&self, layer: &Layer) -> usize {
+        let d = layer.input[1];
+        4 * d * d + 4 * d
+    }
+
+    fn flops(&self, layer: &Layer) -> u64 {
+        let (s, d, heads) = (layer.input[0], layer.input[1], self.heads);
+        // Projections, scores and weighted sums (2 per multiply-add), softmax.
+        (2 * s * d * 3 * d + 2 * 2 * s * s * d + 3 * heads * s * s + 2 * s * d * d) as u64
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+        let name = &layer.name;
+        let (steps, dim, heads) = (layer.input[0], layer.input[1], self.heads);
+        let in_weight = plan.param(
+            format!("{name}.in_proj_weight"),
+            vec![3 * dim, dim],
+            InitPlan::Xavier(dim, 3 * dim),
+            true,
+        );
+        let in_bias = plan.param(
+            format!("{name}.in_proj_bias"),
+            vec![3 * dim],
+            InitPlan::Zeros,
+            false,
+        );
+        let out_weight = plan.param(
+            format!("{name}.out_proj.weight"),
+            vec![dim, dim],
+            InitPlan::FanIn(dim),
+            true,
+        );
+        let out_bias = plan.param(
+            format!("{name}.out_proj.bias"),
+            vec![dim],
+            InitPlan::Zeros,
+            false,
+        );
+        let output = plan.node(size(&layer.output));
+        // `AttentionShape::aux_len`.
+        let aux_len =
+            3 * steps * dim + heads * steps * steps + steps * dim + 3 * steps * dim + steps * steps;
+        let aux = plan.node(aux_len);
+        plan.push(AttentionStep {
+            input,
+            output,
+            aux,
+            steps,
+            dim,
+            heads,
+            causal: self.causal,
+            in_weight,
+            in_bias,
+            out_weight,
+            out_bias,
+        });
+        output
+    }
+}
+
+struct AttentionStep {
+    input: usize,
+    output: usize,
+    aux: usize,
+    steps: usize,
+    dim: usize,
+    heads: usize,
+    causal: bool,
+    in_weight: Range<usize>,
+    in_bias: Range<usize>,
+    out_weight: Range<usize>,
+    out_bias: Range<usize>,
+}
+
+impl AttentionStep {
+    fn shape(&self) -> TokenStream {
+        let (steps, dim, heads, causal) = (self.steps, self.dim, self.heads, self.causal);
+        quote! {
+            &::kiln::__private::layers::AttentionShape {
+                steps: #steps,
+                dim: #dim,
+                heads: #heads,
+                causal: #causal,
+            }
+        }
+    }
+}
+
+impl Step for AttentionStep {
+    fn inputs(&self) -> Vec<usize> {
+        vec![self.input]
+    }
+
+    fn output(&self) -> usize {
+        self.output
+    }
+
+    fn param_ranges(&self) -> Vec<Range<usize>> {
+        vec![
+            self.in_weight.clone(),
+            self.in_bias.clone(),
+            self.out_weight.clone(),
+            self.out_bias.clone(),
+        ]
+    }
+
+    fn forward(&self) -> TokenStream {
+        let AttentionStep {
+            input, output, aux, ..
+        } = self;
+        let shape = self.shape();
+        let (wi, bi, wo, bo) = (
+            slice(&self.in_weight),
+            slice(&self.in_bias),
+            slice(&self.out_weight),
+            slice(&self.out_bias),
+        );
+        quote! {
+            {
+                let io = ws.forward_io(#input, #output, ::core::option::Option::Some(#aux));
+                ::kiln::__private::layers::attention_forward::<T>(
+                    #shape, io.output, io.aux, io.input, &params[#wi], &params[#bi],
+                    &params[#wo], &params[#bo], batch,
+                );
+            }
+        }
+    }
+
+    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
+        let AttentionStep {
+            input, output, aux, ..
+        } = self;
+        let shape = self.shape();
+        let grad_input = flow.optional(*input, quote!(io.grad_input));
+        let all = slice(&(self.in_weight.start..self.out_bias.end));
+        let (len_wi, len_bi, len_wo) = (
+            self.in_weight.len(),
+            self.in_bias.len(),
+            self.out_weight.len(),
+        );
+        let (wi, wo) = (slice(&self.in_weight), slice(&self.out_weight));
+        quote! {
+            {
+                let io = ws.backward_io(#input, #output, ::core::option::Option::Some(#aux));
+                let (grad_in_weight, rest) = grads[#all].split_at_mut(#len_wi);
+                let (grad_in_bias, rest) = rest.split_at_mut(#len_bi);
+                let (grad_out_weight, grad_out_bias) = rest.split_at_mut(#len_wo);
+                ::kiln::__private::layers::attention_backward::<T>(
+                    #shape, #grad_input, grad_in_weight, grad_in_bias, grad_out_weight,
+                    grad_out_bias, io.aux, io.input, &params[#wi], &params[#wo],
+                    io.grad_output, batch,
+                );
+            }
+        }
+    }
+}

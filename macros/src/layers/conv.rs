@@ -1,0 +1,383 @@
+//! `Conv2d(out_channels, kernel, stride, padding, dilation, bias, floor)` over
+//! `[channels, height, width]`, PyTorch's `nn.Conv2d` (`weight: [out, in, kh, kw]`),
+//! with a following fusable activation applied in its epilogue; and the window rules
+//! the pooling layers share.
+
+use std::ops::Range;
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+
+use super::activation::{activation, Act};
+use super::{
+    arg, layer, optional_params, size, slice, split_grads, ArgKind, Call, Checked, GradFlow,
+    LayerSpec, Op, Step,
+};
+use crate::check::{dims, Checker, Layer, Value};
+use crate::codegen::{InitPlan, Plan};
+
+pub const SPECS: &[LayerSpec] = &[layer(
+    "Conv2d",
+    &[
+        arg("out_channels", ArgKind::Int, true),
+        arg("kernel", ArgKind::Pair, true),
+        arg("stride", ArgKind::Pair, false),
+        arg("padding", ArgKind::Pair, false),
+        arg("dilation", ArgKind::Pair, false),
+        arg("bias", ArgKind::Bool, false),
+        arg("floor", ArgKind::Bool, false),
+    ],
+    "`Conv2d(32, kernel = 3)` or `Conv2d(16, kernel = (3, 5), stride = 2, padding = 1)`",
+    check,
+)];
+
+/// A convolution or pooling window as written (kernel, stride, padding, dilation as
+/// `(height, width)`), and whether a stride may leave a remainder.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Window {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub floor: bool,
+}
+
+struct Conv2d {
+    out_channels: usize,
+    window: Window,
+    bias: bool,
+}
+
+fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let name = &call.name;
+    let out_channels = call.int(0);
+    if out_channels == 0 {
+        checker.push(
+            call.arg_span(0),
+            format!("{name}: conv2d needs at least 1 output channel"),
+        );
+        return None;
+    }
+    let window = window(checker, call, 1, true, call.flag(6, false))?;
+    let bias = call.flag(5, true);
+    let input = call.input.as_ref()?;
+    let (h, w) = spatial(checker, name, "conv2d", input, &window, call.span())?;
+    Some((
+        Box::new(Conv2d {
+            out_channels,
+            window,
+            bias,
+        }),
+        vec![out_channels, h, w],
+    ))
+}
+
+/// Reads kernel, stride (defaulting to the kernel for pools, 1 for convolutions),
+/// padding and (for convolutions) dilation from the arguments starting at `kernel`.
+/// Rule: kernel, stride and dilation are at least 1.
+pub fn window(
+    checker: &mut Checker,
+    call: &Call,
+    kernel: usize,
+    is_conv: bool,
+    floor: bool,
+) -> Option<Window> {
+    let get = |i: usize| call.values.get(i).and_then(|v| v.as_ref().map(Value::pair));
+    let kernel_size = get(kernel).unwrap_or((0, 0));
+    let stride = get(kernel + 1).unwrap_or(if is_conv { (1, 1) } else { kernel_size });
+    let padding = get(kernel + 2).unwrap_or((0, 0));
+    let dilation = if is_conv { get(kernel + 3) } else { None }.unwrap_or((1, 1));
+    let mut ok = true;
+    for (what, value, index) in [
+        ("kernel", kernel_size, kernel),
+        ("stride", stride, kernel + 1),
+        ("dilation", dilation, kernel + 3),
+    ] {
+        if value.0 == 0 || value.1 == 0 {
+            checker.push(
+                call.arg_span(index),
+                format!(
+                    "{}: {what} must be at least 1, got {}",
+                    call.name,
+                    pair(value)
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(Window {
+        kernel: kernel_size,
+        stride,
+        padding,
+        dilation,
+        floor,
+    })
+}
+
+/// `3x3` for a square pair, `3x5` otherwise.
+pub fn pair(p: (usize, usize)) -> String {
+    format!("{}x{}", p.0, p.1)
+}
+
+/// Output height and width of a window over `[C, H, W]`. Rules: a 2-d layer needs a
+/// `[channels, height, width]` input; the (dilated) kernel fits the padded input; the
+/// stride tiles it exactly unless the layer sets `floor = true`.
+pub fn spatial(
+    checker: &mut Checker,
+    name: &str,
+    kind: &str,
+    input: &[usize],
+    w: &Window,
+    at: Span,
+) -> Option<(usize, usize)> {
+    if input.len() != 3 {
+        let hint = if input.len() == 1 {
+            "; declare the input as [channels, height, width], such as `input: [1, 28, 28]`"
+        } else {
+            ""
+        };
+        checker.push(
+            at,
+            format!(
+                "{name}: {kind} expects [channels, height, width] but gets {}{hint}",
+                dims(input)
+            ),
+        );
+        return None;
+    }
+    let span = |k: usize, d: usize| d * (k - 1) + 1;
+    let extent = (
+        span(w.kernel.0, w.dilation.0),
+        span(w.kernel.1, w.dilation.1),
+    );
+    let padded = (input[1] + 2 * w.padding.0, input[2] + 2 * w.padding.1);
+    if extent.0 > padded.0 || extent.1 > padded.1 {
+        let dilated = if w.dilation != (1, 1) {
+            format!(" (spanning {} with dilation)", pair(extent))
+        } else {
+            String::new()
+        };
+        let pad = if w.padding != (0, 0) {
+            format!(" padded to {}", pair(padded))
+        } else {
+            String::new()
+        };
+        checker.push(
+            at,
+            format!(
+                "{name}: kernel {}{dilated} does not fit input {}{pad}",
+                pair(w.kernel),
+                dims(input)
+            ),
+        );
+        return None;
+    }
+    let rest = (
+        (padded.0 - extent.0) % w.stride.0,
+        (padded.1 - extent.1) % w.stride.1,
+    );
+    if rest != (0, 0) && !w.floor {
+        checker.push(
+            at,
+            format!(
+                "{name}: stride {} does not tile input {}: the last {} would be left over; add `floor = true` to drop it as PyTorch does",
+                pair(w.stride),
+                dims(input),
+                match rest {
+                    (1, _) => "row".to_string(),
+                    (0, 1) => "column".to_string(),
+                    (0, n) => format!("{n} columns"),
+                    (n, _) => format!("{n} rows"),
+                }
+            ),
+        );
+        return None;
+    }
+    Some((
+        (padded.0 - extent.0) / w.stride.0 + 1,
+        (padded.1 - extent.1) / w.stride.1 + 1,
+    ))
+}
+
+/// The runtime's `Conv2dShape`, computed here.
+#[derive(Clone, Copy)]
+pub struct Geometry {
+    pub in_channels: usize,
+    pub in_size: (usize, usize),
+    pub out_channels: usize,
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub out_size: (usize, usize),
+}
+
+impl Geometry {
+    pub fn new(layer: &Layer, window: &Window) -> Self {
+        Geometry {
+            in_channels: layer.input[0],
+            in_size: (layer.input[1], layer.input[2]),
+            out_channels: layer.output[0],
+            kernel: window.kernel,
+            stride: window.stride,
+            padding: window.padding,
+            dilation: window.dilation,
+            out_size: (layer.output[1], layer.output[2]),
+        }
+    }
+
+    /// Rows of the column matrix.
+    pub fn k(&self) -> usize {
+        self.in_channels * self.kernel.0 * self.kernel.1
+    }
+
+    /// `&::kiln::__private::layers::Conv2dShape { .. }`, a promoted constant.
+    pub fn tokens(&self) -> TokenStream {
+        let Geometry {
+            in_channels,
+            in_size: (ih, iw),
+            out_channels,
+            kernel: (kh, kw),
+            stride: (sh, sw),
+            padding: (ph, pw),
+            dilation: (dh, dw),
+            out_size: (oh, ow),
+        } = *self;
+        quote! {
+            &::kiln::__private::layers::Conv2dShape {
+                in_channels: #in_channels,
+                in_size: (#ih, #iw),
+                out_channels: #out_channels,
+                kernel: (#kh, #kw),
+                stride: (#sh, #sw),
+                padding: (#ph, #pw),
+                dilation: (#dh, #dw),
+                out_size: (#oh, #ow),
+            }
+        }
+    }
+}
+
+impl Op for Conv2d {
+    fn params(&self, layer: &Layer) -> usize {
+        self.out_channels * layer.input[0] * self.window.kernel.0 * self.window.kernel.1
+            + if self.bias { self.out_channels } else { 0 }
+    }
+
+    fn flops(&self, layer: &Layer) -> u64 {
+        let k = layer.input[0] * self.window.kernel.0 * self.window.kernel.1;
+        (size(&layer.output) * (2 * k + usize::from(self.bias))) as u64
+    }
+
+    fn takes_activation(&self) -> bool {
+        true
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, fused: Option<Act>) -> usize {
+        let name = &layer.name;
+        let geometry = Geometry::new(layer, &self.window);
+        let k = geometry.k();
+        let fan_in = InitPlan::FanIn(k);
+        let shape = vec![
+            self.out_channels,
+            geometry.in_channels,
+            self.window.kernel.0,
+            self.window.kernel.1,
+        ];
+        let weight = plan.param(format!("{name}.weight"), shape, fan_in, true);
+        let bias = self.bias.then(|| {
+            plan.param(
+                format!("{name}.bias"),
+                vec![self.out_channels],
+                fan_in,
+                false,
+            )
+        });
+        let output = plan.node(size(&layer.output));
+        let cols = plan.node(k * geometry.out_size.0 * geometry.out_size.1);
+        // `Conv2dShape::partial_len`: three weights' worth of scratch and room to align
+        // one.
+        let partial = plan.fixed(3 * self.out_channels * k + 16);
+        plan.push(ConvStep {
+            input,
+            output,
+            cols,
+            geometry,
+            weight,
+            bias,
+            fused,
+            partial,
+        });
+        output
+    }
+}
+
+struct ConvStep {
+    input: usize,
+    output: usize,
+    cols: usize,
+    geometry: Geometry,
+    weight: Range<usize>,
+    bias: Option<Range<usize>>,
+    fused: Option<Act>,
+    partial: Range<usize>,
+}
+
+impl Step for ConvStep {
+    fn inputs(&self) -> Vec<usize> {
+        vec![self.input]
+    }
+
+    fn output(&self) -> usize {
+        self.output
+    }
+
+    fn param_ranges(&self) -> Vec<Range<usize>> {
+        std::iter::once(self.weight.clone())
+            .chain(self.bias.clone())
+            .collect()
+    }
+
+    fn forward(&self) -> TokenStream {
+        let ConvStep {
+            input,
+            output,
+            cols,
+            ..
+        } = self;
+        let (shape, act) = (self.geometry.tokens(), activation(self.fused));
+        let (weight, bias) = (slice(&self.weight), optional_params(&self.bias));
+        quote! {
+            {
+                let io = ws.forward_io(#input, #output, ::core::option::Option::Some(#cols));
+                ::kiln::__private::layers::conv2d_forward::<T>(
+                    #shape, io.output, io.aux, io.input, &params[#weight], #bias, #act, batch,
+                );
+            }
+        }
+    }
+
+    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
+        let ConvStep {
+            input,
+            output,
+            cols,
+            ..
+        } = self;
+        let (shape, act) = (self.geometry.tokens(), activation(self.fused));
+        let grad_input = flow.optional(*input, quote!(io.grad_input));
+        let (split, grad_bias) = split_grads(&self.weight, &self.bias);
+        let (weight, partial) = (slice(&self.weight), slice(&self.partial));
+        quote! {
+            {
+                let io = ws.backward_io(#input, #output, ::core::option::Option::Some(#cols));
+                #split
+                ::kiln::__private::layers::conv2d_backward::<T>(
+                    #shape, #grad_input, grad_weight, #grad_bias, &mut io.fixed[#partial],
+                    io.aux, io.input, &params[#weight], io.output, io.grad_output, #act,
+                    batch,
+                );
+            }
+        }
+    }
+}

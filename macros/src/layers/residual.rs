@@ -1,0 +1,137 @@
+//! `Residual { .. }`: `y = x + f(x)` for a block `f` that preserves its input's shape.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::activation::Act;
+use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Step};
+use crate::check::{dims, renames_only, Checker, Layer};
+use crate::codegen::Plan;
+
+pub const SPECS: &[LayerSpec] = &[LayerSpec {
+    name: "Residual",
+    args: &[],
+    block: true,
+    usage: "`Residual { Dense(64), Relu }`",
+    computes: true,
+    reads_tokens: false,
+    check: check as CheckFn,
+}];
+
+struct Residual(Vec<Layer>);
+
+/// Rule: a residual block is non-empty and preserves its input's shape.
+fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let name = &call.name;
+    let block = call.item.block.as_ref()?;
+    let mut inner = Vec::new();
+    let inner_out = checker.items(&block.items, call.input.clone(), &mut inner);
+    if block.items.is_empty() || renames_only(&block.items).is_some() {
+        checker.push(
+            block.span,
+            format!("{name}: a residual block needs at least one layer that computes something"),
+        );
+        return None;
+    }
+    let (input, output) = (call.input.as_ref()?, inner_out?);
+    if *input != output {
+        checker.push(
+            call.span(),
+            format!(
+                "{name}: a residual block must preserve its shape, but it turns {} into {}",
+                dims(input),
+                dims(&output)
+            ),
+        );
+        if let Some((culprit, layer)) = block
+            .items
+            .iter()
+            .zip(&inner)
+            .find(|(_, l)| l.output != *input)
+        {
+            checker.push(
+                culprit.span(),
+                format!(
+                    "{}: this layer changes {} into {}",
+                    layer.name,
+                    dims(&layer.input),
+                    dims(&layer.output)
+                ),
+            );
+        }
+        return None;
+    }
+    Some((Box::new(Residual(inner)), output))
+}
+
+impl Op for Residual {
+    fn flops(&self, layer: &Layer) -> u64 {
+        size(&layer.output) as u64
+    }
+
+    fn children(&self) -> &[Layer] {
+        &self.0
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+        let inner = plan.layers(&self.0, input);
+        let output = plan.node(size(&layer.output));
+        plan.push(ResidualStep {
+            input,
+            inner,
+            output,
+        });
+        output
+    }
+}
+
+struct ResidualStep {
+    input: usize,
+    inner: usize,
+    output: usize,
+}
+
+impl Step for ResidualStep {
+    fn inputs(&self) -> Vec<usize> {
+        vec![self.input, self.inner]
+    }
+
+    fn output(&self) -> usize {
+        self.output
+    }
+
+    fn uses_batch(&self) -> bool {
+        false
+    }
+
+    fn forward(&self) -> TokenStream {
+        let ResidualStep {
+            input,
+            inner,
+            output,
+        } = self;
+        quote! {
+            {
+                let (input, inner, output) = ws.forward_io2(#input, #inner, #output);
+                ::kiln::__private::layers::residual_forward(output, input, inner);
+            }
+        }
+    }
+
+    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
+        let ResidualStep {
+            input,
+            inner,
+            output,
+        } = self;
+        // The block's output gradient is the output's, copied; then the skip's.
+        let _ = flow.accum(*inner);
+        let grad_input = flow.optional(*input, quote!(grad_input));
+        quote! {
+            {
+                let [grad_input, grad_inner, grad_output] = ws.grads3(#input, #inner, #output);
+                ::kiln::__private::layers::residual_backward(#grad_input, grad_inner, grad_output);
+            }
+        }
+    }
+}
