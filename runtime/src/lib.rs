@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+mod simd;
 pub mod tensor;
 pub mod train;
 

@@ -16,6 +16,7 @@
 //! their pre-activation is never stored.
 
 use super::{check_len, store, Accum};
+use crate::simd::vectorized;
 use crate::Float;
 
 /// An elementwise activation function.
@@ -139,9 +140,22 @@ pub fn sigmoid<T: Float>(x: T) -> T {
 /// If the lengths differ.
 pub fn activation_forward<T: Float>(activation: Activation, output: &mut [T], input: &[T]) {
     check_len("activation output", output.len(), input.len());
-    for (y, &x) in output.iter_mut().zip(input) {
-        *y = activation.apply(x);
-    }
+    vectorized(
+        #[inline(always)]
+        || match activation {
+            // With the activation a constant, the loop vectorises.
+            Activation::Relu => {
+                for (y, &x) in output.iter_mut().zip(input) {
+                    *y = Activation::Relu.apply(x);
+                }
+            }
+            other => {
+                for (y, &x) in output.iter_mut().zip(input) {
+                    *y = other.apply(x);
+                }
+            }
+        },
+    );
 }
 
 /// `grad_input (=|+=) grad_output * f'(input)`, elementwise.
@@ -160,10 +174,15 @@ pub fn activation_backward<T: Float>(
     check_len("activation grad_input", grad_input.len(), n);
     check_len("activation input", input.len(), n);
     check_len("activation output", output.len(), n);
-    for i in 0..n {
-        let d = activation.derivative(input[i], output[i]);
-        store(&mut grad_input[i], grad_output[i] * d, accum);
-    }
+    vectorized(
+        #[inline(always)]
+        || {
+            for i in 0..n {
+                let d = activation.derivative(input[i], output[i]);
+                store(&mut grad_input[i], grad_output[i] * d, accum);
+            }
+        },
+    );
 }
 
 /// `v = f(v + bias)` for every value of a slice, with the activation chosen once for the
@@ -176,14 +195,17 @@ pub(crate) fn bias_activation_in_place<T: Float>(
     bias: T,
     activation: Activation,
 ) {
-    match activation {
-        Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
-        // With the activation a constant, the loop vectorises.
-        Activation::Relu => values
-            .iter_mut()
-            .for_each(|v| *v = Activation::Relu.apply(*v + bias)),
-        other => values.iter_mut().for_each(|v| *v = other.apply(*v + bias)),
-    }
+    vectorized(
+        #[inline(always)]
+        || match activation {
+            Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
+            // With the activation a constant, the loop vectorises.
+            Activation::Relu => values
+                .iter_mut()
+                .for_each(|v| *v = Activation::Relu.apply(*v + bias)),
+            other => values.iter_mut().for_each(|v| *v = other.apply(*v + bias)),
+        },
+    );
 }
 
 /// `grad = grad ⊙ f'(y)` with `f'` read off the outputs `y`, the activation chosen once.
@@ -196,20 +218,23 @@ pub(crate) fn scale_by_derivative<T: Float>(grad: &mut [T], output: &[T], activa
         output.len(),
         "gradient and output lengths differ"
     );
-    match activation {
-        Activation::Identity => {}
-        Activation::Relu => {
-            // With the activation a constant, the loop vectorises.
-            for (g, &y) in grad.iter_mut().zip(output) {
-                *g *= Activation::Relu.derivative_from_output(y);
+    vectorized(
+        #[inline(always)]
+        || match activation {
+            Activation::Identity => {}
+            Activation::Relu => {
+                // With the activation a constant, the loop vectorises.
+                for (g, &y) in grad.iter_mut().zip(output) {
+                    *g *= Activation::Relu.derivative_from_output(y);
+                }
             }
-        }
-        other => {
-            for (g, &y) in grad.iter_mut().zip(output) {
-                *g *= other.derivative_from_output(y);
+            other => {
+                for (g, &y) in grad.iter_mut().zip(output) {
+                    *g *= other.derivative_from_output(y);
+                }
             }
-        }
-    }
+        },
+    );
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@
 //! # Shapes
 //! Samples are `[steps, dim]`; the embedding's input is `[steps]` of ids.
 
-use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
+use super::matmul;
 use super::{check_len, store};
 use crate::Float;
 

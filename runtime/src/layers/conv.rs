@@ -30,10 +30,10 @@
 //! # Initialisation
 //! PyTorch's default for `Conv2d`: weight and bias ~ `U(-1/√K, 1/√K)`.
 
-use faer::linalg::matmul::matmul;
 use faer::{MatMut, MatRef, Par};
 
 use super::activation::{bias_activation_in_place, scale_by_derivative};
+use super::matmul;
 use super::{check_len, for_row_blocks, sparse, sum, thin, Accum, Activation, PARALLEL_MIN_FLOPS};
 use crate::Float;
 

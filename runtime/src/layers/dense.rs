@@ -18,13 +18,14 @@
 //! With `g = grad_output ⊙ f'(y)`:
 //! `grad_weight = gᵀ x`, `grad_bias = Σ_rows g`, `grad_input = g W`.
 
-use faer::linalg::matmul::matmul;
 use faer::{MatMut, MatRef, Par};
 
 use super::activation::scale_by_derivative;
+use super::matmul;
 use super::matvec::matvec;
 use super::pair::{pair, Balance};
 use super::{check_len, for_col_blocks, for_row_blocks, Accum, Activation};
+use crate::simd::vectorized;
 use crate::Float;
 
 /// `output = activation(input · weightᵀ + bias)`.
@@ -136,36 +137,41 @@ fn matvec_pair<T: Float>(y: &mut [T], w: &[T], x: &[T]) {
 /// Adds the bias and applies the activation, row by row.
 fn epilogue<T: Float>(output: &mut [T], bias: Option<&[T]>, activation: Activation) {
     let width = bias.map_or(0, <[T]>::len);
-    match (bias, activation) {
-        (None, Activation::Identity) => {}
-        (Some(bias), Activation::Identity) => {
-            for row in output.chunks_exact_mut(width) {
-                for (y, &b) in row.iter_mut().zip(bias) {
-                    *y += b;
+    vectorized(
+        #[inline(always)]
+        || {
+            match (bias, activation) {
+                (None, Activation::Identity) => {}
+                (Some(bias), Activation::Identity) => {
+                    for row in output.chunks_exact_mut(width) {
+                        for (y, &b) in row.iter_mut().zip(bias) {
+                            *y += b;
+                        }
+                    }
+                }
+                // ReLU, the common case, with the activation a constant so the loop vectorises.
+                (Some(bias), Activation::Relu) => {
+                    for row in output.chunks_exact_mut(width) {
+                        for (y, &b) in row.iter_mut().zip(bias) {
+                            *y = Activation::Relu.apply(*y + b);
+                        }
+                    }
+                }
+                (Some(bias), act) => {
+                    for row in output.chunks_exact_mut(width) {
+                        for (y, &b) in row.iter_mut().zip(bias) {
+                            *y = act.apply(*y + b);
+                        }
+                    }
+                }
+                (None, act) => {
+                    for y in output.iter_mut() {
+                        *y = act.apply(*y);
+                    }
                 }
             }
-        }
-        // ReLU, the common case, with the activation a constant so the loop vectorises.
-        (Some(bias), Activation::Relu) => {
-            for row in output.chunks_exact_mut(width) {
-                for (y, &b) in row.iter_mut().zip(bias) {
-                    *y = Activation::Relu.apply(*y + b);
-                }
-            }
-        }
-        (Some(bias), act) => {
-            for row in output.chunks_exact_mut(width) {
-                for (y, &b) in row.iter_mut().zip(bias) {
-                    *y = act.apply(*y + b);
-                }
-            }
-        }
-        (None, act) => {
-            for y in output.iter_mut() {
-                *y = act.apply(*y);
-            }
-        }
-    }
+        },
+    );
 }
 
 /// Gradients of [`dense_forward`].
@@ -248,19 +254,24 @@ fn pre_activation<'g, T: Float, const IN: usize, const OUT: usize>(
 fn column_sums<T: Float>(dst: &mut [T], g: &[T], apply: impl Fn(&mut T, T)) {
     const BLOCK: usize = 64;
     let width = dst.len();
-    for (first, block) in dst.chunks_mut(BLOCK).enumerate() {
-        let first = first * BLOCK;
-        let mut sums = [T::ZERO; BLOCK];
-        let sums = &mut sums[..block.len()];
-        for row in g.chunks_exact(width) {
-            for (sum, &v) in sums.iter_mut().zip(&row[first..]) {
-                *sum += v;
+    vectorized(
+        #[inline(always)]
+        || {
+            for (first, block) in dst.chunks_mut(BLOCK).enumerate() {
+                let first = first * BLOCK;
+                let mut sums = [T::ZERO; BLOCK];
+                let sums = &mut sums[..block.len()];
+                for row in g.chunks_exact(width) {
+                    for (sum, &v) in sums.iter_mut().zip(&row[first..]) {
+                        *sum += v;
+                    }
+                }
+                for (d, &total) in block.iter_mut().zip(sums.iter()) {
+                    apply(d, total);
+                }
             }
-        }
-        for (d, &total) in block.iter_mut().zip(sums.iter()) {
-            apply(d, total);
-        }
-    }
+        },
+    );
 }
 
 /// `grad_input (+)= g W`, split across rayon's threads.

@@ -47,7 +47,27 @@ pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, s
 
 pub use faer::Accum;
 
+use faer::{MatMut, MatRef, Par};
+
 use crate::Float;
+
+/// faer's `matmul`, then [`clear_upper_vector_state`](crate::simd::clear_upper_vector_state):
+/// the GEMM crate's AVX micro-kernels return with the upper halves of the vector
+/// registers in use, and the SSE code of a crate built for the x86-64 baseline that
+/// runs next on the thread (a loss, the libm calls it makes) then stalls on every
+/// instruction. In the 784-128-10 MLP's step built without `-C target-cpu` this was a
+/// quarter of the time: the cross-entropy's 1,280 `exp` calls ran eight times slower.
+pub(crate) fn matmul<T: Float>(
+    dst: MatMut<'_, T>,
+    accum: Accum,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    alpha: T,
+    par: Par,
+) {
+    faer::linalg::matmul::matmul(dst, accum, lhs, rhs, alpha, par);
+    crate::simd::clear_upper_vector_state();
+}
 
 /// Below this many floating-point operations a kernel runs on the calling thread: on
 /// two cores, handing work to rayon costs more than it saves for smaller products.

@@ -34,10 +34,10 @@
 //! # Initialisation
 //! PyTorch's: every weight and bias ~ `U(-1/√hidden, 1/√hidden)`.
 
-use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::conv::split_batch;
+use super::matmul;
 use super::sparse::transpose;
 use super::{check_len, for_row_blocks, store};
 use crate::Float;

@@ -65,7 +65,8 @@ impl<T: Float> Moments<T> {
             params,
             grads,
             [&mut self.m, &mut self.v],
-            &|params, grads, [m, v]| {
+            #[inline(always)]
+            |params, grads, [m, v]| {
                 for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
                     let g = g + coupled * *p;
                     *m = b1 * *m + one_m_b1 * g;

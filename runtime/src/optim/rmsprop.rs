@@ -1,4 +1,5 @@
 use super::{check_lengths, check_lr, check_non_negative, check_range, state, Optimizer};
+use crate::simd::vectorized;
 use crate::{Float, Result};
 
 /// RMSprop, as `torch.optim.RMSprop`:
@@ -93,25 +94,33 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
             T::from_f64(self.momentum),
             T::from_f64(self.weight_decay),
         );
-        for i in 0..n {
-            let g = grads[i] + decay * params[i];
-            let v = &mut self.square_avg[i];
-            *v = alpha * *v + one_m_alpha * g * g;
-            let mut variance = *v;
-            if self.centered {
-                let a = &mut self.grad_avg[i];
-                *a = alpha * *a + one_m_alpha * g;
-                variance -= *a * *a;
-            }
-            let scaled = g / (variance.sqrt() + eps);
-            if self.momentum > 0.0 {
-                let b = &mut self.velocity[i];
-                *b = mu * *b + scaled;
-                params[i] -= lr * *b;
-            } else {
-                params[i] -= lr * scaled;
-            }
-        }
+        let (centered, momentum) = (self.centered, self.momentum > 0.0);
+        let (square_avg, grad_avg, velocity) =
+            (&mut self.square_avg, &mut self.grad_avg, &mut self.velocity);
+        vectorized(
+            #[inline(always)]
+            || {
+                for i in 0..n {
+                    let g = grads[i] + decay * params[i];
+                    let v = &mut square_avg[i];
+                    *v = alpha * *v + one_m_alpha * g * g;
+                    let mut variance = *v;
+                    if centered {
+                        let a = &mut grad_avg[i];
+                        *a = alpha * *a + one_m_alpha * g;
+                        variance -= *a * *a;
+                    }
+                    let scaled = g / (variance.sqrt() + eps);
+                    if momentum {
+                        let b = &mut velocity[i];
+                        *b = mu * *b + scaled;
+                        params[i] -= lr * *b;
+                    } else {
+                        params[i] -= lr * scaled;
+                    }
+                }
+            },
+        );
         Ok(())
     }
 

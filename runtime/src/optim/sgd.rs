@@ -81,11 +81,17 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
         let lr = T::from_f64(self.lr);
         let decay = T::from_f64(self.weight_decay);
         if self.momentum == 0.0 {
-            in_halves(params, grads, [], &|params, grads, []| {
-                for (p, &g) in params.iter_mut().zip(grads) {
-                    *p -= lr * (g + decay * *p);
-                }
-            });
+            in_halves(
+                params,
+                grads,
+                [],
+                #[inline(always)]
+                |params, grads, []| {
+                    for (p, &g) in params.iter_mut().zip(grads) {
+                        *p -= lr * (g + decay * *p);
+                    }
+                },
+            );
             return Ok(());
         }
         let mu = T::from_f64(self.momentum);
@@ -98,7 +104,8 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
             params,
             grads,
             [&mut self.velocity],
-            &|params, grads, [velocity]| {
+            #[inline(always)]
+            |params, grads, [velocity]| {
                 for ((p, &g), b) in params.iter_mut().zip(grads).zip(velocity.iter_mut()) {
                     let g = g + decay * *p;
                     *b = if first { g } else { mu * *b + keep * g };

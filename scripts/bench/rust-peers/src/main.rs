@@ -11,7 +11,9 @@
 
 use std::time::Instant;
 
+#[cfg(feature = "peers")]
 mod burn_peer;
+#[cfg(feature = "peers")]
 mod candle_peer;
 mod kiln_peer;
 
@@ -100,11 +102,13 @@ fn main() {
         std::process::exit(2);
     }
     let (value, version) = match library.as_str() {
+        #[cfg(feature = "peers")]
         "candle" => (candle_peer::run(workload), candle_peer::VERSION),
+        #[cfg(feature = "peers")]
         "burn" => (burn_peer::run(workload), burn_peer::VERSION),
         "kiln" => (kiln_peer::run(workload), kiln_peer::VERSION),
         other => {
-            eprintln!("unknown library {other}; expected candle, burn or kiln");
+            eprintln!("unknown library {other}; expected candle, burn (both need the default `peers` feature) or kiln");
             std::process::exit(2);
         }
     };

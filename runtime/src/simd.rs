@@ -1,0 +1,152 @@
+//! Run-time choice of vector width for the element-wise loops.
+//!
+//! A crate that depends on kiln compiles it for the x86-64 baseline unless it sets
+//! `-C target-cpu` itself, and there the compiler vectorises a plain loop with SSE2
+//! (4 f32 lanes). faer's GEMMs and kiln's hand-written kernels choose their
+//! instructions at run time; [`vectorized`] gives the plain loops the same: it runs its
+//! body inside a function compiled for AVX-512 or AVX2 + FMA, whichever the processor
+//! reports, so the compiler inlines the body there and vectorises it with that width.
+//!
+//! The body must be a closure marked `#[inline(always)]` that holds the loop itself
+//! (or calls only `#[inline]` helpers): a function the body calls without inlining
+//! is compiled for the baseline, wherever it is called from. The wrappers enable no
+//! fast-math: a loop computes the same values whichever width runs it.
+
+/// Runs `body` compiled for the widest vector instructions the processor has.
+///
+/// ```ignore
+/// vectorized(
+///     #[inline(always)]
+///     || {
+///         for (y, &x) in output.iter_mut().zip(input) {
+///             *y = x.max(0.0);
+///         }
+///     },
+/// );
+/// ```
+#[inline(always)]
+pub(crate) fn vectorized<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match x86::level() {
+            x86::Level::Avx512 => {
+                // SAFETY: the processor reports every feature the wrapper enables.
+                return unsafe { x86::avx512(body) };
+            }
+            x86::Level::Avx2 => {
+                // SAFETY: as above.
+                return unsafe { x86::avx2(body) };
+            }
+            x86::Level::Baseline => {}
+        }
+    }
+    body()
+}
+
+/// Marks the upper halves of the AVX registers unused (`vzeroupper`), where the
+/// processor has AVX: code that leaves them in use makes every later non-VEX (SSE)
+/// instruction on the thread wait, which is most of what a crate compiled for the
+/// x86-64 baseline runs outside [`vectorized`] loops.
+#[inline(always)]
+pub(crate) fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if x86::level() != x86::Level::Baseline {
+        // SAFETY: AVX2 (and so AVX) is there, as the level says.
+        unsafe { x86::zero_upper() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(super) enum Level {
+        Baseline = 1,
+        Avx2 = 2,
+        Avx512 = 3,
+    }
+
+    /// 0 until the first call has asked the processor.
+    static LEVEL: AtomicU8 = AtomicU8::new(0);
+
+    /// The widest level the processor supports, asked once.
+    #[inline(always)]
+    pub(super) fn level() -> Level {
+        match LEVEL.load(Ordering::Relaxed) {
+            3 => Level::Avx512,
+            2 => Level::Avx2,
+            1 => Level::Baseline,
+            _ => detect(),
+        }
+    }
+
+    #[cold]
+    fn detect() -> Level {
+        use std::arch::is_x86_feature_detected as has;
+        let level = if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+            Level::Avx512
+        } else if has!("avx2") && has!("fma") {
+            Level::Avx2
+        } else {
+            Level::Baseline
+        };
+        LEVEL.store(level as u8, Ordering::Relaxed);
+        level
+    }
+
+    /// # Safety
+    /// The processor must support AVX.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn zero_upper() {
+        std::arch::x86_64::_mm256_zeroupper();
+    }
+
+    /// # Safety
+    /// The processor must support AVX-512F/VL, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    pub(super) unsafe fn avx512<R>(body: impl FnOnce() -> R) -> R {
+        body()
+    }
+
+    /// # Safety
+    /// The processor must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
+        body()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_runs_once_and_its_result_comes_back() {
+        let mut calls = 0;
+        let value = vectorized(
+            #[inline(always)]
+            || {
+                calls += 1;
+                41 + 1
+            },
+        );
+        assert_eq!((value, calls), (42, 1));
+    }
+
+    #[test]
+    fn a_loop_computes_the_same_values_at_any_width() {
+        let input: Vec<f32> = (0..1003).map(|i| (i as f32 * 0.37).sin()).collect();
+        let plain: Vec<f32> = input.iter().map(|&x| (x * 1.5 + 0.25).max(0.0)).collect();
+        let mut wide = vec![0.0_f32; input.len()];
+        vectorized(
+            #[inline(always)]
+            || {
+                for (y, &x) in wide.iter_mut().zip(&input) {
+                    *y = (x * 1.5 + 0.25).max(0.0);
+                }
+            },
+        );
+        assert_eq!(plain, wide);
+    }
+}
