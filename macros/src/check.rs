@@ -219,12 +219,30 @@ fn snake_case(kind: &str) -> String {
 pub struct Checker {
     names: Names,
     errors: Errors,
+    /// The latest layer checked so far that turned a `[C, H, W]` or `[steps, features]`
+    /// input into a vector, as the user knows it (`Flatten`, `pool: GlobalAvgPool`),
+    /// with its input and output shapes.
+    to_vector: Option<(String, Vec<usize>, Vec<usize>)>,
 }
 
 impl Checker {
     /// Reports a mistake.
     pub fn push(&mut self, span: Span, message: impl std::fmt::Display) {
         self.errors.push(span, message);
+    }
+
+    /// For a layer that needs more dimensions than the vector `input` has: when an
+    /// earlier layer made that vector, a hint that names it; `None` when the vector is
+    /// not the doing of a layer (the model's input).
+    pub fn vector_hint(&self, input: &[usize]) -> Option<String> {
+        let (layer, from, to) = self.to_vector.as_ref()?;
+        (input.len() == 1).then(|| {
+            format!(
+                "; `{layer}` turned {} into {} before it: move this layer before `{layer}`",
+                dims(from),
+                dims(to)
+            )
+        })
     }
 
     /// Checks a layer list fed `shape` (None if unknown after an earlier error),
@@ -263,11 +281,19 @@ impl Checker {
         };
         let (op, output) = (spec.check)(self, &call)?;
         let Call { name, input, .. } = call;
+        let input = input?;
+        if input.len() > 1 && output.len() == 1 {
+            let shown = match &item.name {
+                Some(_) => format!("{name}: {}", item.kind),
+                None => item.kind.to_string(),
+            };
+            self.to_vector = Some((shown, input.clone(), output.clone()));
+        }
         out.push(Layer {
             name,
             display: display(item),
             op,
-            input: input?,
+            input,
             output: output.clone(),
         });
         Some(output)

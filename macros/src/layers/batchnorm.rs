@@ -67,10 +67,11 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
         "[features] or [channels, length]"
     };
     if (two_d && input.len() != 3) || (!two_d && input.len() > 2) {
+        let hint = checker.vector_hint(input).unwrap_or_default();
         checker.push(
             call.span(),
             format!(
-                "{name}: {} expects {expected} but gets {}",
+                "{name}: {} expects {expected} but gets {}{hint}",
                 call.spec.name,
                 dims(input)
             ),

@@ -120,8 +120,10 @@ pub fn pair(p: (usize, usize)) -> String {
 }
 
 /// Output height and width of a window over `[C, H, W]`. Rules: a 2-d layer needs a
-/// `[channels, height, width]` input; the (dilated) kernel fits the padded input; the
-/// stride tiles it exactly unless the layer sets `floor = true`.
+/// `[channels, height, width]` input; the (dilated) kernel fits the padded input; every
+/// row and column of the real input is reached by a window unless the layer sets
+/// `floor = true` (padding left over, as in the usual `kernel = 3, stride = 2,
+/// padding = 1` on an even size, loses nothing).
 pub fn spatial(
     checker: &mut Checker,
     name: &str,
@@ -131,11 +133,14 @@ pub fn spatial(
     at: Span,
 ) -> Option<(usize, usize)> {
     if input.len() != 3 {
-        let hint = if input.len() == 1 {
-            "; declare the input as [channels, height, width], such as `input: [1, 28, 28]`"
-        } else {
-            ""
-        };
+        let hint = checker.vector_hint(input).unwrap_or_else(|| {
+            if input.len() == 1 {
+                "; declare the input as [channels, height, width], such as `input: [1, 28, 28]`"
+                    .to_string()
+            } else {
+                String::new()
+            }
+        });
         checker.push(
             at,
             format!(
@@ -172,9 +177,17 @@ pub fn spatial(
         );
         return None;
     }
+    let out = (
+        (padded.0 - extent.0) / w.stride.0 + 1,
+        (padded.1 - extent.1) / w.stride.1 + 1,
+    );
+    // Rows and columns of the real input (not of its padding) that no window reaches.
+    let unreached = |size: usize, pad: usize, out: usize, stride: usize, extent: usize| {
+        (pad + size).saturating_sub((out - 1) * stride + extent)
+    };
     let rest = (
-        (padded.0 - extent.0) % w.stride.0,
-        (padded.1 - extent.1) % w.stride.1,
+        unreached(input[1], w.padding.0, out.0, w.stride.0, extent.0),
+        unreached(input[2], w.padding.1, out.1, w.stride.1, extent.1),
     );
     if rest != (0, 0) && !w.floor {
         checker.push(
@@ -193,10 +206,7 @@ pub fn spatial(
         );
         return None;
     }
-    Some((
-        (padded.0 - extent.0) / w.stride.0 + 1,
-        (padded.1 - extent.1) / w.stride.1 + 1,
-    ))
+    Some(out)
 }
 
 /// The runtime's `Conv2dShape`, computed here.

@@ -158,10 +158,11 @@ fn check_global(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let input = call.input.as_ref()?;
     // Rule: global pooling averages the spatial axes of [channels, height, width].
     if input.len() != 3 {
+        let hint = checker.vector_hint(input).unwrap_or_default();
         checker.push(
             call.span(),
             format!(
-                "{}: global average pooling expects [channels, height, width] but gets {}",
+                "{}: global average pooling expects [channels, height, width] but gets {}{hint}",
                 call.name,
                 dims(input)
             ),

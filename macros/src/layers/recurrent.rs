@@ -88,10 +88,11 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let input = call.input.as_ref()?;
     // Rule: a recurrent layer runs over [steps, features].
     if input.len() != 2 {
+        let hint = checker.vector_hint(input).unwrap_or_default();
         checker.push(
             call.span(),
             format!(
-                "{name}: {} expects [steps, features] but gets {}",
+                "{name}: {} expects [steps, features] but gets {}{hint}",
                 call.spec.name,
                 dims(input)
             ),

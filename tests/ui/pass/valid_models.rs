@@ -24,6 +24,19 @@ kiln::model! {
 }
 
 kiln::model! { struct Tiny { input: [1], Dense(1) } }
+
+// Stride 2 with padding 1 on an even size leaves only a padding row over: allowed
+// without `floor`, 28 -> 14 and 14 -> 7, as in PyTorch.
+kiln::model! {
+    struct Downsample {
+        input: [1, 28, 28],
+        Conv2d(4, kernel = 3, stride = 2, padding = 1), Relu,
+        Conv2d(4, kernel = 3, stride = 2, padding = 1),
+        MaxPool2d(3, stride = 2, padding = 1),
+        Flatten,
+        Dense(2),
+    }
+}
 kiln::model! { struct NoParams { input: [3], Relu, Softmax } }
 
 fn main() {
@@ -32,6 +45,8 @@ fn main() {
     assert_eq!(out.batch(), 1);
     let _ = format!("{net:?}");
     let _ = Tiny::<f32>::new(1);
+    assert_eq!(Downsample::<f32>::summary().0.layers[2].output, &[4, 7, 7]);
+    assert_eq!(Downsample::<f32>::summary().0.layers[3].output, &[4, 4, 4]);
     let mut plain = NoParams::<f32>::new(2);
     let y = plain.forward_train(TensorRef::new(&[1.0, 2.0, 3.0]).unwrap()).to_vec();
     assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-6);
