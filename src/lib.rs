@@ -26,6 +26,22 @@
 //! assert_eq!(Logistic::<f32>::PARAM_COUNT, 3);
 //! ```
 //!
+//! A custom loop gets the gradient with respect to the batch itself, as a GAN's
+//! generator needs its discriminator's (see [`Model::backward_to_input`]):
+//!
+//! ```
+//! use kiln::prelude::*;
+//!
+//! kiln::model! { struct Critic { input: [3], fc: Dense(4), Relu, out: Dense(1) } }
+//!
+//! let mut critic = Critic::<f64>::new(0);
+//! let x = [0.5, -1.0, 2.0];
+//! critic.forward_train(TensorRef::new(&x)?);
+//! let grad_x = critic.backward_to_input(&[1.0])?; // d(output)/dx, laid out as x
+//! assert_eq!(grad_x.len(), 3);
+//! # Ok::<(), kiln::Error>(())
+//! ```
+//!
 //! The DSL is described in `docs/dsl.md`, every compile error in `docs/errors.md`.
 
 pub use kiln_macros::model;

@@ -1,7 +1,7 @@
 //! Whole generated models checked against central finite differences in f64: every
-//! parameter's gradient and the fused and unfused paths of each activation, dense
-//! layers on sequences, residual blocks (including nested ones sharing an input) and
-//! softmax layers inside a network.
+//! parameter's gradient and the input's (`backward_to_input`), the fused and unfused
+//! paths of each activation, dense layers on sequences, residual blocks (including
+//! nested ones sharing an input) and softmax layers inside a network.
 
 use kiln::prelude::*;
 
@@ -67,6 +67,15 @@ where
     }
     model.set_params(&params).unwrap();
     println!("{}: worst relative error {worst:e}", M::SPEC.name);
+    check_input_gradient(
+        &mut model,
+        x,
+        target,
+        loss,
+        &grad_output,
+        &analytic,
+        tolerance,
+    );
 
     // A training step reads the batch where it is instead of the workspace's copy;
     // with plain SGD at rate 1 it must subtract exactly the gradients checked above.
@@ -90,6 +99,62 @@ where
     // none.
     let error = model.backward(&grad_output).unwrap_err();
     assert!(error.to_string().contains("forward_train"), "{error}");
+}
+
+/// Checks d(loss)/d(input) from `backward_to_input` against central differences on
+/// the batch, and that the parameter gradients it leaves are `backward`'s.
+fn check_input_gradient<M, L>(
+    model: &mut M,
+    x: TensorRef<'_, f64, M::Input>,
+    target: &L::Target,
+    loss: &L,
+    grad_output: &[f64],
+    param_grads: &[f64],
+    tolerance: f64,
+) where
+    M: Model<f64>,
+    L: Loss<f64>,
+{
+    model.forward_train(x);
+    if M::SPEC.token_vocab.is_some() {
+        let error = model.backward_to_input(grad_output).unwrap_err();
+        assert!(error.to_string().contains("token ids"), "{error}");
+        return;
+    }
+    let analytic = model.backward_to_input(grad_output).unwrap().to_vec();
+    assert_eq!(analytic.len(), x.as_slice().len());
+    assert_eq!(model.grads().as_slice(), param_grads, "{}", M::SPEC.name);
+    let layout = kiln::loss::OutputLayout {
+        batch: x.batch(),
+        width: *M::SPEC.output.last().unwrap(),
+    };
+    let h = 1e-6;
+    let mut probe = x.as_slice().to_vec();
+    let mut worst: f64 = 0.0;
+    for i in 0..probe.len() {
+        let mut loss_at = |value: f64| {
+            probe[i] = value;
+            let output = model
+                .forward_train(TensorRef::<f64, M::Input>::new(&probe).unwrap())
+                .to_vec();
+            loss.evaluate(&output, target, layout, None).unwrap()
+        };
+        let centre = x.as_slice()[i];
+        let numeric = (loss_at(centre + h) - loss_at(centre - h)) / (2.0 * h);
+        probe[i] = centre;
+        let error = (analytic[i] - numeric).abs() / 1f64.max(numeric.abs());
+        worst = worst.max(error);
+        assert!(
+            error <= tolerance,
+            "{}: input {i}: analytic {} vs numeric {numeric} (error {error:e})",
+            M::SPEC.name,
+            analytic[i]
+        );
+    }
+    println!(
+        "{}: input gradient worst relative error {worst:e}",
+        M::SPEC.name
+    );
 }
 
 kiln::model! {

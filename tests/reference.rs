@@ -251,12 +251,13 @@ kiln::model! {
     struct RefSequence { input: [3, 4], seq: Dense(6), Sigmoid, Flatten, head: Dense(2) }
 }
 
-/// Loss and parameter gradients of a generated model at the fixture's parameters.
+/// Loss, parameter gradients and input gradient of a generated model at the fixture's
+/// parameters.
 fn model_gradients<M: Model<f64>, L: Loss<f64>>(
     case: &Value,
     loss: &L,
     target: &L::Target,
-) -> (f64, Vec<f64>) {
+) -> (f64, Vec<f64>, Vec<f64>) {
     let mut model = M::with_seed(0);
     model.set_params(&floats(&case["params"])).unwrap();
     let x = floats(&case["x"]);
@@ -271,14 +272,19 @@ fn model_gradients<M: Model<f64>, L: Loss<f64>>(
         .evaluate(&output, target, layout, Some(&mut grad_output))
         .unwrap();
     model.backward(&grad_output).unwrap();
-    (value, model.grads().as_slice().to_vec())
+    let grads = model.grads().as_slice().to_vec();
+    // The same pass with the input's gradient as well.
+    model.forward_train(x);
+    let grad_x = model.backward_to_input(&grad_output).unwrap().to_vec();
+    assert_eq!(model.grads().as_slice(), grads, "{}", M::SPEC.name);
+    (value, grads, grad_x)
 }
 
 #[test]
 fn generated_models_match_jax() {
     for case in fixture()["models"].as_array().unwrap() {
         let name = case["model"].as_str().unwrap();
-        let (value, grads) = match name {
+        let (value, grads, grad_x) = match name {
             "mlp" => model_gradients::<RefMlp<f64>, _>(
                 case,
                 &CrossEntropy::default(),
@@ -307,6 +313,11 @@ fn generated_models_match_jax() {
             &[case["value"].as_f64().unwrap()],
         );
         assert_close(&format!("{name} grads"), &grads, &floats(&case["grads"]));
+        assert_close(
+            &format!("{name} input gradient"),
+            &grad_x,
+            &floats(&case["grad_x"]),
+        );
     }
 }
 

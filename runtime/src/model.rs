@@ -340,6 +340,11 @@ impl<T: Float> Workspace<T> {
         &mut self.values[range]
     }
 
+    /// Gradient of `node`.
+    pub fn grad(&self, node: usize) -> &[T] {
+        &self.grads[self.range(node)]
+    }
+
     /// Gradient of `node`, mutably.
     pub fn grad_mut(&mut self, node: usize) -> &mut [T] {
         let range = self.range(node);
@@ -581,9 +586,17 @@ pub trait Model<T: Float>: Sized {
     /// makes the step `p ← p − rate·g` of each layer's parameters once that layer's
     /// gradients are formed and nothing later in the pass reads its parameters; dense
     /// layers then fold it into their weight-gradient product and leave their entries
-    /// of `grads` unwritten.
+    /// of `grads` unwritten. With `to_input` it also writes the gradient of node 0, the
+    /// input (and runs the backward of the parameter-free layers before the first layer
+    /// with parameters, which it skips otherwise).
     #[doc(hidden)]
-    fn backward_pass(params: &mut [T], grads: &mut [T], ws: &mut Pass<'_, T>, update: Option<T>);
+    fn backward_pass(
+        params: &mut [T],
+        grads: &mut [T],
+        ws: &mut Pass<'_, T>,
+        update: Option<T>,
+        to_input: bool,
+    );
 
     /// A model with PyTorch's default initialisation drawn from `seed`.
     fn with_seed(seed: u64) -> Self {
@@ -632,26 +645,28 @@ pub trait Model<T: Float>: Sized {
     /// Fails if `grad_output` does not have the length of the last forward's output, or
     /// if the last pass was not [`forward_train`](Self::forward_train).
     fn backward(&mut self, grad_output: &[T]) -> Result<()> {
-        let state = self.state_mut();
-        if !state.workspace.input_held {
+        backward_from::<T, Self>(self.state_mut(), grad_output, false)
+    }
+
+    /// Backward pass after [`forward_train`](Self::forward_train) that also returns
+    /// dL/d`input`, the gradient of the loss with respect to the batch itself, laid out
+    /// as the batch: what chains two models in a custom loop (a discriminator's input
+    /// gradient drives the generator's [`backward`](Self::backward) in a GAN), and what
+    /// saliency maps and adversarial examples read. [`grads`](Self::grads) is filled as
+    /// by `backward`; a plain `backward` does none of this extra work. (An example is
+    /// in the `kiln` crate's documentation.)
+    ///
+    /// Fails as [`backward`](Self::backward) does, and for a model whose input is token
+    /// ids (its first layer an `Embedding`), which have no gradient.
+    fn backward_to_input(&mut self, grad_output: &[T]) -> Result<&[T]> {
+        if Self::SPEC.token_vocab.is_some() {
             return Err(Error::Mismatch(
-                "backward needs forward_train just before it: the last pass was a training \
-                 step or an inference, or there was none"
-                    .into(),
+                "the model reads token ids, which have no gradient".into(),
             ));
         }
-        let node = Self::SPEC.output_node;
-        let expected = state.workspace.value(node).len();
-        if grad_output.len() != expected || expected == 0 {
-            return Err(Error::TargetLength {
-                expected,
-                actual: grad_output.len(),
-            });
-        }
-        state.workspace.grad_mut(node).copy_from_slice(grad_output);
-        let mut pass = Pass::new(&mut state.workspace, None);
-        Self::backward_pass(&mut state.params, &mut state.grads, &mut pass, None);
-        Ok(())
+        let state = self.state_mut();
+        backward_from::<T, Self>(state, grad_output, true)?;
+        Ok(state.workspace.grad(0))
     }
 
     /// One training step: forward, loss, backward, regularisation, optimiser update.
@@ -711,7 +726,13 @@ pub trait Model<T: Float>: Sized {
             .linear_step()
             .filter(|_| !state.regularization.is_active())
             .map(T::from_f64);
-        Self::backward_pass(&mut state.params, &mut state.grads, &mut pass, update);
+        Self::backward_pass(
+            &mut state.params,
+            &mut state.grads,
+            &mut pass,
+            update,
+            false,
+        );
         if update.is_none() {
             if state.regularization.is_active() {
                 for p in spec.params.iter().filter(|p| p.regularized) {
@@ -892,6 +913,40 @@ enum Run {
     Train,
     /// Training, with the input copied into node 0 for a later [`Model::backward`].
     KeepInput,
+}
+
+/// The backward pass from dL/d`output` after [`Model::forward_train`], with the
+/// input's gradient if `to_input`.
+fn backward_from<T: Float, M: Model<T>>(
+    state: &mut ModelState<T>,
+    grad_output: &[T],
+    to_input: bool,
+) -> Result<()> {
+    if !state.workspace.input_held {
+        return Err(Error::Mismatch(
+            "backward needs forward_train just before it: the last pass was a training \
+             step or an inference, or there was none"
+                .into(),
+        ));
+    }
+    let node = M::SPEC.output_node;
+    let expected = state.workspace.value(node).len();
+    if grad_output.len() != expected || expected == 0 {
+        return Err(Error::TargetLength {
+            expected,
+            actual: grad_output.len(),
+        });
+    }
+    state.workspace.grad_mut(node).copy_from_slice(grad_output);
+    let mut pass = Pass::new(&mut state.workspace, None);
+    M::backward_pass(
+        &mut state.params,
+        &mut state.grads,
+        &mut pass,
+        None,
+        to_input,
+    );
+    Ok(())
 }
 
 /// Runs the forward pass in the model's workspace; returns the outputs.

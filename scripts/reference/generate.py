@@ -123,11 +123,12 @@ def model_case(name, shapes, fwd, loss, x, target, target_json):
         if len(shape) == 2:
             shapes_fan_in[pname.replace(".weight", ".bias")] = shape[1]
     params = init(shapes)
-    value, grads = jax.value_and_grad(lambda p: loss(fwd(p, x), target))(params)
+    value, (grads, grad_x) = jax.value_and_grad(lambda p, x: loss(fwd(p, x), target), argnums=(0, 1))(params, x)
     return dict(model=name, x=flat(x), target=target_json,
                 params=[v for pname, _ in shapes for v in flat(params[pname])],
                 value=float(value),
-                grads=[v for pname, _ in shapes for v in flat(grads[pname])])
+                grads=[v for pname, _ in shapes for v in flat(grads[pname])],
+                grad_x=flat(grad_x))
 
 
 def ce(logits, labels):
@@ -313,10 +314,10 @@ def cnn_model_case():
 
     x = draw(3, 1, 8, 8)
     labels = np.array([3, 0, 2])
-    value, grads = jax.value_and_grad(lambda p: ce(cnn(p, x), labels))(params)
+    value, (grads, grad_x) = jax.value_and_grad(lambda p, x: ce(cnn(p, x), labels), argnums=(0, 1))(params, x)
     return dict(model="cnn", x=flat(x), target=[int(v) for v in labels],
                 params=[v for n, _ in shapes for v in flat(params[n])], value=float(value),
-                grads=[v for n, _ in shapes for v in flat(grads[n])])
+                grads=[v for n, _ in shapes for v in flat(grads[n])], grad_x=flat(grad_x))
 
 
 fixture = {

@@ -113,6 +113,8 @@ pub struct Plan {
     pub fixed: usize,
     pub steps: Vec<Box<dyn Step>>,
     pub output_node: usize,
+    /// Whether the first layer reads token ids (which have no gradient).
+    pub reads_tokens: bool,
 }
 
 fn push_tensor(
@@ -150,6 +152,10 @@ impl Plan {
             fixed: 0,
             steps: Vec::new(),
             output_node: 0,
+            reads_tokens: checked
+                .layers
+                .first()
+                .is_some_and(|l| l.op.token_vocab().is_some()),
         };
         plan.output_node = plan.layers(&checked.layers, 0);
         plan

@@ -45,22 +45,36 @@ pub fn forward(plan: &Plan) -> TokenStream {
     }
 }
 
-pub fn backward(plan: &Plan) -> TokenStream {
-    let some = quote!(::core::option::Option::Some);
-
-    // Which node gradients are needed at all.
+/// Which nodes' gradients a backward pass computes: those downstream of a layer with
+/// parameters, and with `input` everything downstream of the input node too.
+fn needed(plan: &Plan, input: bool) -> Vec<bool> {
     let mut needed = vec![false; plan.node_sizes.len()];
+    needed[0] = input;
     for step in &plan.steps {
         needed[step.output()] =
             has_params(step.as_ref()) || step.inputs().iter().any(|&n| needed[n]);
     }
-    let mut flow = GradFlow::new(needed);
+    needed
+}
+
+pub fn backward(plan: &Plan) -> TokenStream {
+    let some = quote!(::core::option::Option::Some);
+    // A model that reads token ids has no input gradient.
+    let reads_tokens = plan.reads_tokens;
+    let always = needed(plan, false);
+    let mut flow = GradFlow::new(needed(plan, !reads_tokens), always.clone());
     let mut blocks = Vec::new();
     for step in plan.steps.iter().rev() {
-        if !flow.needed[step.output()] {
+        let output = step.output();
+        if !flow.needed[output] {
             continue;
         }
-        blocks.push(step.backward(&mut flow));
+        let block = step.backward(&mut flow);
+        blocks.push(if always[output] {
+            block
+        } else {
+            quote!(if to_input { #block })
+        });
         // The step's parameters are read by nothing later in the pass: with an update
         // in force, make it now, while the gradients are fresh (unless the kernel made
         // it itself).
@@ -81,22 +95,25 @@ pub fn backward(plan: &Plan) -> TokenStream {
         .iter()
         .any(|s| s.uses_batch() && flow.needed[s.output()])
         .then(|| quote!(let batch = ws.batch();));
-    let (params, grads, ws, update) = if uses_params {
-        (quote!(params), quote!(grads), quote!(ws), quote!(update))
-    } else {
-        (
-            quote!(_params),
-            quote!(_grads),
-            quote!(_ws),
-            quote!(_update),
-        )
+    let conditional = flow.needed != always;
+    let name = |used: bool, name: &str| {
+        let ident = quote::format_ident!("{}{}", if used { "" } else { "_" }, name);
+        quote!(#ident)
     };
+    let (params, grads, update) = (
+        name(uses_params, "params"),
+        name(uses_params, "grads"),
+        name(uses_params, "update"),
+    );
+    let ws = name(!blocks.is_empty(), "ws");
+    let to_input = name(conditional, "to_input");
     quote! {
         fn backward_pass(
             #params: &mut [T],
             #grads: &mut [T],
             #ws: &mut ::kiln::__private::Pass<'_, T>,
             #update: ::core::option::Option<T>,
+            #to_input: bool,
         ) {
             #batch
             #(#blocks)*

@@ -236,23 +236,35 @@ pub trait Step {
     /// `batch`.
     fn forward(&self) -> TokenStream;
 
-    /// The backward kernel call, over `params`, `grads`, `ws`, `update` and `batch`;
-    /// `flow` says how each input's gradient is written.
+    /// The backward kernel call, over `params`, `grads`, `ws`, `update`, `to_input`
+    /// and `batch`; `flow` says how each input's gradient is written.
     fn backward(&self, flow: &mut GradFlow) -> TokenStream;
 }
 
 /// Which node gradients the backward pass needs, and whether each has been written
 /// yet: a node's gradient is written by each step that reads the node; the first of
 /// them (in reverse order) replaces it and the others accumulate.
+///
+/// Two sets of needs: without the input's gradient (a training step) and with it
+/// (`to_input`, asked for at run time). A gradient only the second needs is written
+/// under `if to_input`; no node is needed by one unconditional and one conditional
+/// write, so the replace-or-add order holds in both.
 pub struct GradFlow {
+    /// Needed when the input's gradient is asked for.
     pub needed: Vec<bool>,
+    /// Needed in any case.
+    pub always: Vec<bool>,
     written: Vec<bool>,
 }
 
 impl GradFlow {
-    pub fn new(needed: Vec<bool>) -> Self {
+    pub fn new(needed: Vec<bool>, always: Vec<bool>) -> Self {
         let written = vec![false; needed.len()];
-        Self { needed, written }
+        Self {
+            needed,
+            always,
+            written,
+        }
     }
 
     /// `Accum::Replace` or `Accum::Add` for a write to `node`'s gradient, or `None`
@@ -271,17 +283,22 @@ impl GradFlow {
         })
     }
 
-    /// [`accum`](Self::accum), with `Replace` for a kernel that always writes.
+    /// [`accum`](Self::accum), with `Replace` for a kernel that always writes (its
+    /// step runs only when its input's gradient is needed).
     pub fn accum_or_replace(&mut self, node: usize) -> TokenStream {
         self.accum(node)
             .unwrap_or_else(|| quote!(::kiln::__private::layers::Accum::Replace))
     }
 
-    /// `Some((grad, accum))` for a kernel's optional input gradient, else `None`.
+    /// `Some((grad, accum))` for a kernel's optional input gradient, `None` if nothing
+    /// needs it, and the choice made at run time if only the input's gradient does.
     pub fn optional(&mut self, node: usize, grad: TokenStream) -> TokenStream {
+        let some = quote!(::core::option::Option::Some);
+        let none = quote!(::core::option::Option::None);
         match self.accum(node) {
-            Some(accum) => quote!(::core::option::Option::Some((#grad, #accum))),
-            None => quote!(::core::option::Option::None),
+            Some(accum) if self.always[node] => quote!(#some((#grad, #accum))),
+            Some(accum) => quote!(if to_input { #some((#grad, #accum)) } else { #none }),
+            None => none,
         }
     }
 }

@@ -179,6 +179,7 @@ const _: () = {
             grads: &mut [T],
             ws: &mut ::kiln::__private::Pass<'_, T>,
             update: ::core::option::Option<T>,
+            to_input: bool,
         ) {
             let batch = ws.batch();
             {
@@ -244,7 +245,14 @@ const _: () = {
                         784,
                         128,
                     >(
-                        ::core::option::Option::None,
+                        if to_input {
+                            ::core::option::Option::Some((
+                                io.grad_input,
+                                ::kiln::__private::layers::Accum::Replace,
+                            ))
+                        } else {
+                            ::core::option::Option::None
+                        },
                         weight,
                         ::core::option::Option::Some(bias),
                         rate,
@@ -261,7 +269,14 @@ const _: () = {
                         784,
                         128,
                     >(
-                        ::core::option::Option::None,
+                        if to_input {
+                            ::core::option::Option::Some((
+                                io.grad_input,
+                                ::kiln::__private::layers::Accum::Replace,
+                            ))
+                        } else {
+                            ::core::option::Option::None
+                        },
                         grad_weight,
                         ::core::option::Option::Some(grad_bias),
                         io.input,
