@@ -99,6 +99,26 @@ kiln::model! {
     struct Lstm { input: [32, 64], lstm: Lstm(128), LastStep, fc: Dense(10) }
 }
 
+kiln::model! {
+    /// Branches concatenated and summed, with an identity branch and a projection.
+    struct Branched {
+        input: [1, 28, 28],
+        stem: Conv2d(8, kernel = 3, padding = 1), Relu,
+        mixed: Concat {
+            b1: { Conv2d(4, kernel = 1), Relu },
+            b3: { Conv2d(4, kernel = 3, padding = 1), Relu },
+            skip: {},
+        },
+        down: Add {
+            main: { Conv2d(16, kernel = 3, stride = 2, padding = 1), BatchNorm2d, Relu },
+            shortcut: { Conv2d(16, kernel = 1, stride = 2), BatchNorm2d },
+        },
+        Relu,
+        GlobalAvgPool,
+        fc: Dense(10),
+    }
+}
+
 /// Allocations made by `steps` calls of `step` after `warmup` calls.
 fn count(warmup: usize, steps: usize, mut step: impl FnMut()) -> usize {
     for _ in 0..warmup {
@@ -241,4 +261,32 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("lstm 64 -> 128 over 32 steps, batch 32: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps of the LSTM");
+
+    // Branch-and-merge blocks, and the input gradient of a custom loop.
+    let batch = 16;
+    let x: Vec<f32> = (0..batch * 784)
+        .map(|i| ((i * 41) % 257) as f32 / 257.0)
+        .collect();
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let mut branched = Branched::<f32>::new(6);
+    let mut adam = Adam::new(1e-3);
+    let x = TensorRef::<f32, Shape3<1, 28, 28>>::new(&x).unwrap();
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            branched
+                .train_step(x, &labels, &CrossEntropy::default(), &mut adam)
+                .unwrap();
+        })
+    });
+    println!("branched CNN, batch 16: {n} allocations in 20 steps");
+    assert_eq!(n, 0, "allocations in 20 training steps of the branched CNN");
+    let grad_output = vec![0.1_f32; batch * 10];
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            branched.forward_train(x);
+            branched.backward_to_input(&grad_output).unwrap();
+        })
+    });
+    println!("branched CNN, batch 16: {n} allocations in 20 input-gradient passes");
+    assert_eq!(n, 0, "allocations in 20 input-gradient passes");
 }

@@ -540,6 +540,20 @@ fn sgd_inside_the_backward_pass_equals_sgd_on_stored_gradients() {
         &[2, 0][..],
         &CrossEntropy::default(),
     );
+    let x = values(2 * 75, 21);
+    update_in_backward_matches_stored_gradients::<Inception<f64>, _>(
+        15,
+        &x,
+        &[2, 0][..],
+        &CrossEntropy::default(),
+    );
+    let x = values(3 * 6, 23);
+    update_in_backward_matches_stored_gradients::<Nested<f64>, _>(
+        16,
+        &x,
+        &[0, 2, 1][..],
+        &CrossEntropy::default(),
+    );
 }
 
 #[test]
@@ -557,4 +571,151 @@ fn an_invalid_learning_rate_still_fails_before_any_update() {
         );
         assert_eq!(model.params().as_slice(), &before[..]);
     }
+}
+
+kiln::model! {
+    /// An Inception-style block: four branches over one input, one of them the identity.
+    struct Inception {
+        input: [3, 5, 5],
+        mixed: Concat {
+            b1: { Conv2d(2, kernel = 1), Relu },
+            b3: { Conv2d(2, kernel = 1), Relu, Conv2d(3, kernel = 3, padding = 1), Tanh },
+            pool: { MaxPool2d(3, stride = 1, padding = 1), Conv2d(2, kernel = 1) },
+            skip: {},
+        },
+        GlobalAvgPool,
+        out: Dense(3),
+    }
+}
+kiln::model! {
+    /// A ResNet basic block whose shortcut projects, as the shape changes.
+    struct ResNetBlock {
+        input: [2, 6, 6],
+        down: Add {
+            main: {
+                Conv2d(4, kernel = 3, stride = 2, padding = 1), BatchNorm2d, Relu,
+                Conv2d(4, kernel = 3, padding = 1), BatchNorm2d,
+            },
+            shortcut: { Conv2d(4, kernel = 1, stride = 2), BatchNorm2d },
+        },
+        Relu,
+        GlobalAvgPool,
+        fc: Dense(3),
+    }
+}
+kiln::model! {
+    /// Blocks nested three deep (Add > Concat > Mul), the first reading the input twice.
+    struct Nested {
+        input: [6],
+        outer: Add {
+            skip: {},
+            deep: {
+                cat: Concat {
+                    p: Dense(3),
+                    q: Mul { r: Dense(3), s: { Dense(3), Sigmoid } },
+                },
+                Tanh,
+            },
+        },
+        head: Dense(3),
+    }
+}
+kiln::model! {
+    /// Concatenation of [steps, features] along features, and two identity branches.
+    struct SequenceBranches {
+        input: [3, 4],
+        Concat { a: Dense(2), b: { Dense(3), Tanh }, c: {} },
+        twice: Add { x: {}, y: {} },
+        Flatten,
+        Dense(2),
+    }
+}
+
+#[test]
+fn branches_concatenate_add_and_gate() {
+    let x = values(2 * 75, 21);
+    check_model(
+        Inception::<f64>::new(8),
+        &x,
+        &[2, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    let x = values(3 * 72, 22);
+    check_model(
+        ResNetBlock::<f64>::new(9),
+        &x,
+        &[1, 2, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    let x = values(3 * 6, 23);
+    check_model(
+        Nested::<f64>::new(10),
+        &x,
+        &[0, 2, 1][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    let x = values(2 * 12, 24);
+    check_model(
+        SequenceBranches::<f64>::new(11),
+        &x,
+        &[1, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}
+
+#[test]
+fn names_nest_as_pytorch_modules() {
+    let names = |spec: &kiln::ModelSpec| spec.params.iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(Inception::<f32>::SPEC),
+        [
+            "mixed.b1.0.weight",
+            "mixed.b1.0.bias",
+            "mixed.b3.0.weight",
+            "mixed.b3.0.bias",
+            "mixed.b3.2.weight",
+            "mixed.b3.2.bias",
+            "mixed.pool.1.weight",
+            "mixed.pool.1.bias",
+            "out.weight",
+            "out.bias",
+        ]
+    );
+    assert_eq!(
+        names(ResNetBlock::<f32>::SPEC),
+        [
+            "down.main.0.weight",
+            "down.main.0.bias",
+            "down.main.1.weight",
+            "down.main.1.bias",
+            "down.main.3.weight",
+            "down.main.3.bias",
+            "down.main.4.weight",
+            "down.main.4.bias",
+            "down.shortcut.0.weight",
+            "down.shortcut.0.bias",
+            "down.shortcut.1.weight",
+            "down.shortcut.1.bias",
+            "fc.weight",
+            "fc.bias",
+        ]
+    );
+    assert_eq!(
+        names(Nested::<f32>::SPEC),
+        [
+            "outer.deep.cat.p.weight",
+            "outer.deep.cat.p.bias",
+            "outer.deep.cat.q.r.weight",
+            "outer.deep.cat.q.r.bias",
+            "outer.deep.cat.q.s.0.weight",
+            "outer.deep.cat.q.s.0.bias",
+            "head.weight",
+            "head.bias",
+        ]
+    );
+    assert_eq!(Inception::<f32>::SPEC.output, [3]);
 }

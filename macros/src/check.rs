@@ -71,13 +71,18 @@ pub fn check(def: &ModelDef) -> syn::Result<Checked> {
     check_tokens_first(&def.items, true, &mut checker.errors);
     checker
         .names
-        .collect_user_names(&def.items, &mut checker.errors);
+        .collect_user_names(&def.items, "", &mut checker.errors);
     let mut layers = Vec::new();
     let output = checker.items(&def.items, input.clone(), &mut layers);
     if let Some(kind) = renames_only(&def.items) {
         checker.push(
             def.name.span(),
             format!("the model computes nothing: `{kind}` alone only renames the shape"),
+        );
+    } else if !layers.is_empty() && layers.iter().all(|layer| !layer.op.computes()) {
+        checker.push(
+            def.name.span(),
+            "the model computes nothing: its layers only pass the input on",
         );
     }
     let checked = match (input, output) {
@@ -160,35 +165,61 @@ struct Names {
 }
 
 impl Names {
-    /// Rule: a layer name is used once in a model.
-    fn collect_user_names(&mut self, items: &[Item], errors: &mut Errors) {
-        for item in items {
+    /// Rule: a layer name is used once in its scope: the model, or a block that nests
+    /// names (`mixed.b1.conv`); `Residual` blocks share their parent's.
+    fn collect_user_names(&mut self, items: &[Item], prefix: &str, errors: &mut Errors) {
+        for (position, item) in items.iter().enumerate() {
             if let Some(name) = &item.name {
                 let text = unraw(name);
-                if let Some(&first) = self.taken.get(&text) {
+                let full = format!("{prefix}{text}");
+                if let Some(&first) = self.taken.get(&full) {
                     errors.push(
                         name.span(),
                         format!("duplicate layer name `{text}`; each layer needs its own name"),
                     );
                     errors.push(first, format!("`{text}` is first used here"));
                 } else {
-                    self.taken.insert(text, name.span());
+                    self.taken.insert(full, name.span());
                 }
             }
             if let Some(block) = &item.block {
-                self.collect_user_names(&block.items, errors);
+                let kind = item.kind.to_string();
+                let inner = if layers::find(&kind).is_some_and(|spec| spec.scoped) {
+                    // An unnamed block's name is generated later; a placeholder unique to
+                    // its place keeps its inner names apart from everyone else's.
+                    let own = item
+                        .name
+                        .as_ref()
+                        .map_or_else(|| format!("{kind}#{prefix}{position}"), unraw);
+                    format!("{prefix}{own}.")
+                } else {
+                    prefix.to_string()
+                };
+                self.collect_user_names(&block.items, &inner, errors);
             }
         }
     }
 
-    fn name_for(&mut self, item: &Item, kind: &'static str) -> String {
+    /// The layer's full name: the user's, its position in a sequence that names by
+    /// position (as PyTorch's `nn.Sequential`), or a generated one, after the scope's
+    /// prefix.
+    fn name_for(
+        &mut self,
+        item: &Item,
+        kind: &'static str,
+        scope: &Scope,
+        position: usize,
+    ) -> String {
         if let Some(name) = &item.name {
-            return unraw(name);
+            return format!("{}{}", scope.prefix, unraw(name));
+        }
+        if scope.by_position {
+            return format!("{}{position}", scope.prefix);
         }
         let stem = snake_case(kind);
         loop {
             let counter = self.counters.entry(kind).or_insert(0);
-            let candidate = format!("{stem}_{counter}");
+            let candidate = format!("{}{stem}_{counter}", scope.prefix);
             *counter += 1;
             if !self.taken.contains_key(&candidate) {
                 self.taken.insert(candidate.clone(), Span::call_site());
@@ -213,12 +244,21 @@ fn snake_case(kind: &str) -> String {
     out
 }
 
+/// Where names are given: the prefix of the enclosing blocks (`mixed.b1.`) and
+/// whether unnamed layers are named by their position.
+#[derive(Default, Clone)]
+struct Scope {
+    prefix: String,
+    by_position: bool,
+}
+
 /// The state of one walk over a model: its names and the errors found so far. Block
 /// layers call back into [`items`](Self::items) for their inner lists.
 #[derive(Default)]
 pub struct Checker {
     names: Names,
     errors: Errors,
+    scope: Scope,
     /// The latest layer checked so far that turned a `[C, H, W]` or `[steps, features]`
     /// input into a vector, as the user knows it (`Flatten`, `pool: GlobalAvgPool`),
     /// with its input and output shapes.
@@ -253,15 +293,32 @@ impl Checker {
         mut shape: Option<Vec<usize>>,
         out: &mut Vec<Layer>,
     ) -> Option<Vec<usize>> {
-        for item in items {
-            shape = self.item(item, shape, out);
+        for (position, item) in items.iter().enumerate() {
+            shape = self.item(item, position, shape, out);
         }
         shape
     }
 
-    fn item(
+    /// Runs `check` with names nested under `name` (`name.conv`, `name.0`), unnamed
+    /// layers named by their position, as PyTorch names the modules of a block.
+    pub fn nested<R>(&mut self, name: &str, check: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = std::mem::replace(
+            &mut self.scope,
+            Scope {
+                prefix: format!("{name}."),
+                by_position: true,
+            },
+        );
+        let result = check(self);
+        self.scope = outer;
+        result
+    }
+
+    /// Checks one layer at `position` of its list, fed `input`; appends it to `out`.
+    pub fn item(
         &mut self,
         item: &Item,
+        position: usize,
         input: Option<Vec<usize>>,
         out: &mut Vec<Layer>,
     ) -> Option<Vec<usize>> {
@@ -271,7 +328,8 @@ impl Checker {
             return None;
         };
         let values = bind_args(item, spec, &mut self.errors)?;
-        let name = self.names.name_for(item, spec.name);
+        let scope = self.scope.clone();
+        let name = self.names.name_for(item, spec.name, &scope, position);
         let call = Call {
             item,
             spec,
@@ -547,6 +605,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("MultiheadAttention", "MultiHeadAttention"),
     ("Attention", "MultiHeadAttention"),
     ("Residual", "Residual"),
+    ("Concatenate", "Concat"),
+    ("Multiply", "Mul"),
 ];
 
 fn unknown_layer_message(kind: &str) -> String {

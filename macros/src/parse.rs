@@ -5,10 +5,13 @@
 //! body       := "input" ":" "[" dim ("," dim)* ","? "]" ("," item)* ","?
 //! dim        := INTEGER
 //! item       := (IDENT ":")? IDENT args? block?
+//!             | IDENT ":" block                       (a branch: `b1: { .. }`)
 //! args       := "(" (arg ("," arg)* ","?)? ")"
 //! arg        := (IDENT "=")? EXPR
-//! block      := "{" (item ("," item)* ","?)? "}"       (for `Residual`)
+//! block      := "{" (item ("," item)* ","?)? "}"       (for `Residual`, `Concat`, ..)
 //! ```
+//!
+//! A branch `name: { .. }` is shorthand for `name: Sequential { .. }`.
 //!
 //! Only the grammar is checked here; which layers exist, their arguments and the
 //! shapes they produce are [`check`](crate::check)'s business.
@@ -149,7 +152,12 @@ impl Parse for Item {
         let first: Ident = input.parse()?;
         let (name, kind) = if input.peek(Token![:]) && !input.peek(Token![::]) {
             input.parse::<Token![:]>()?;
-            (Some(first), input.parse::<Ident>()?)
+            if input.peek(syn::token::Brace) {
+                // `b1: { .. }`: a branch, spelled as the sequence it is.
+                (Some(first), Ident::new("Sequential", input.span()))
+            } else {
+                (Some(first), input.parse::<Ident>()?)
+            }
         } else {
             (None, first)
         };

@@ -27,8 +27,8 @@ pub use loss::{
     BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization,
 };
 pub use model::{
-    Grads, LayerInfo, Mode, Model, ModelSpec, ModelState, ParamInfo, ParamSet, Pass, Summary,
-    TensorKind, Workspace,
+    Grads, LayerInfo, MergeGradIo, Mode, Model, ModelSpec, ModelState, ParamInfo, ParamSet, Pass,
+    Summary, TensorKind, Workspace,
 };
 pub use optim::{Adam, AdamW, CosineAnnealing, LrSchedule, Optimizer, RmsProp, Sgd, StepLr};
 pub use tensor::{Shape, Shape1, Shape2, Shape3, Shape4, Tensor, TensorRef};

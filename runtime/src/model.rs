@@ -232,6 +232,51 @@ impl<'a, T: Float> Pass<'a, T> {
     pub fn grads3(&mut self, a: usize, b: usize, c: usize) -> [&mut [T]; 3] {
         self.ws.grads3(a, b, c)
     }
+
+    /// [`Workspace::merge_io`], reading node 0 from the outside input.
+    pub fn merge_io<const N: usize>(
+        &mut self,
+        inputs: [usize; N],
+        output: usize,
+    ) -> ([&[T]; N], &mut [T]) {
+        let outside = inputs.map(|node| self.outside(node));
+        let (mut values, out) = self.ws.merge_io(inputs, output);
+        for (value, x) in values.iter_mut().zip(outside) {
+            if let Some(x) = x {
+                *value = x;
+            }
+        }
+        (values, out)
+    }
+
+    /// [`Workspace::merge_grad_io`], reading node 0 from the outside input.
+    pub fn merge_grad_io<const N: usize>(
+        &mut self,
+        inputs: [usize; N],
+        output: usize,
+        which: usize,
+    ) -> MergeGradIo<'_, T, N> {
+        let outside = inputs.map(|node| self.outside(node));
+        let mut io = self.ws.merge_grad_io(inputs, output, which);
+        for (value, x) in io.inputs.iter_mut().zip(outside) {
+            if let Some(x) = x {
+                *value = x;
+            }
+        }
+        io
+    }
+}
+
+/// The buffers of the backward pass of one branch of a merge: every branch's values,
+/// the gradient of branch `which` to write and the merge's output gradient.
+#[derive(Debug)]
+pub struct MergeGradIo<'a, T, const N: usize> {
+    /// The values of every merged branch, in order.
+    pub inputs: [&'a [T]; N],
+    /// dL/d(branch `which`), to write.
+    pub grad_input: &'a mut [T],
+    /// dL/d(merge output).
+    pub grad_output: &'a [T],
 }
 
 /// Makes `buffer` at least `len` long, as a fresh zeroed allocation when it grows: the
@@ -421,6 +466,54 @@ impl<T: Float> Workspace<T> {
             grad_input,
             grad_output,
             fixed: &mut self.fixed,
+        }
+    }
+
+    /// The values of the branches a merge reads (a node may be named twice: two
+    /// identity branches) and its output to write.
+    ///
+    /// # Panics
+    /// If an input is not before `output`.
+    pub fn merge_io<const N: usize>(
+        &mut self,
+        inputs: [usize; N],
+        output: usize,
+    ) -> ([&[T]; N], &mut [T]) {
+        assert!(
+            inputs.iter().all(|&i| i < output),
+            "merge inputs come first"
+        );
+        let start = self.nodes[output] * self.batch;
+        let (head, tail) = self.values.split_at_mut(start);
+        let out_len = (self.nodes[output + 1] - self.nodes[output]) * self.batch;
+        let (nodes, batch) = (self.nodes, self.batch);
+        let head: &[T] = head;
+        let values = inputs.map(|i| &head[nodes[i] * batch..nodes[i + 1] * batch]);
+        (values, &mut tail[..out_len])
+    }
+
+    /// The backward buffers of branch `which` of a merge: every branch's values, that
+    /// branch's gradient and the output's.
+    ///
+    /// # Panics
+    /// If `which` is not an input or the nodes are not distinct from `output`.
+    pub fn merge_grad_io<const N: usize>(
+        &mut self,
+        inputs: [usize; N],
+        output: usize,
+        which: usize,
+    ) -> MergeGradIo<'_, T, N> {
+        let (r_in, r_out) = (self.range(inputs[which]), self.range(output));
+        let [grad_input, grad_output] = self
+            .grads
+            .get_disjoint_mut([r_in, r_out])
+            .expect("workspace nodes are disjoint");
+        let (nodes, batch) = (self.nodes, self.batch);
+        let values: &[T] = &self.values;
+        MergeGradIo {
+            inputs: inputs.map(|i| &values[nodes[i] * batch..nodes[i + 1] * batch]),
+            grad_input,
+            grad_output,
         }
     }
 

@@ -26,6 +26,7 @@ pub const SPECS: &[LayerSpec] = &[
         usage: "`Embedding(vocab = 65, dim = 64)`",
         computes: true,
         reads_tokens: true,
+        scoped: false,
         check: check_embedding as CheckFn,
     },
     layer(

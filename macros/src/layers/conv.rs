@@ -120,10 +120,11 @@ pub fn pair(p: (usize, usize)) -> String {
 }
 
 /// Output height and width of a window over `[C, H, W]`. Rules: a 2-d layer needs a
-/// `[channels, height, width]` input; the (dilated) kernel fits the padded input; every
-/// row and column of the real input is reached by a window unless the layer sets
-/// `floor = true` (padding left over, as in the usual `kernel = 3, stride = 2,
-/// padding = 1` on an even size, loses nothing).
+/// `[channels, height, width]` input; the (dilated) kernel fits the padded input; no
+/// row or column of the real input is left after the last window, beyond the gap the
+/// stride leaves between windows, unless the layer sets `floor = true` (padding left
+/// over, as in the usual `kernel = 3, stride = 2, padding = 1` on an even size, loses
+/// nothing, and a 1x1 stride-2 shortcut samples every other row by design).
 pub fn spatial(
     checker: &mut Checker,
     name: &str,
@@ -181,9 +182,16 @@ pub fn spatial(
         (padded.0 - extent.0) / w.stride.0 + 1,
         (padded.1 - extent.1) / w.stride.1 + 1,
     );
-    // Rows and columns of the real input (not of its padding) that no window reaches.
+    // Rows and columns of the real input (not of its padding) after the last window,
+    // counted only past the gap a stride wider than the window leaves between any two
+    // windows: a 1x1 convolution with stride 2 samples every other row by design.
     let unreached = |size: usize, pad: usize, out: usize, stride: usize, extent: usize| {
-        (pad + size).saturating_sub((out - 1) * stride + extent)
+        let after = (pad + size).saturating_sub((out - 1) * stride + extent);
+        if after > stride.saturating_sub(extent) {
+            after
+        } else {
+            0
+        }
     };
     let rest = (
         unreached(input[1], w.padding.0, out.0, w.stride.0, extent.0),

@@ -14,6 +14,7 @@ pub const SPECS: &[LayerSpec] = &[LayerSpec {
     usage: "`Flatten`",
     computes: false,
     reads_tokens: false,
+    scoped: false,
     check: check as CheckFn,
 }];
 
@@ -27,6 +28,10 @@ fn check(_: &mut Checker, call: &Call) -> Option<Checked> {
 impl Op for Flatten {
     fn flops(&self, _: &Layer) -> u64 {
         0
+    }
+
+    fn computes(&self) -> bool {
+        false
     }
 
     fn plan(&self, _: &Layer, _: &mut Plan, input: usize, _: Option<Act>) -> usize {

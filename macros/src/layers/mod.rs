@@ -15,9 +15,11 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
+pub mod merge;
 pub mod pool;
 pub mod recurrent;
 pub mod residual;
+pub mod sequential;
 pub mod softmax;
 
 use std::ops::Range;
@@ -43,6 +45,8 @@ const FAMILIES: &[&[LayerSpec]] = &[
     attention::SPECS,
     batchnorm::SPECS,
     residual::SPECS,
+    sequential::SPECS,
+    merge::SPECS,
 ];
 
 /// Every layer of the DSL.
@@ -101,6 +105,8 @@ pub struct LayerSpec {
     pub computes: bool,
     /// Whether the layer reads the model's token ids, so it must come first.
     pub reads_tokens: bool,
+    /// Whether the names of its block's layers nest under its own (`mixed.b1.conv`).
+    pub scoped: bool,
     pub check: CheckFn,
 }
 
@@ -118,6 +124,7 @@ pub const fn layer(
         usage,
         computes: true,
         reads_tokens: false,
+        scoped: false,
         check,
     }
 }
@@ -174,6 +181,11 @@ pub trait Op {
     /// Layers nested in a block, listed before the block in summaries.
     fn children(&self) -> &[Layer] {
         &[]
+    }
+
+    /// Whether the layer computes anything (`Flatten` and an empty sequence do not).
+    fn computes(&self) -> bool {
+        true
     }
 
     /// The activation, if this layer is one whose derivative can be read off its

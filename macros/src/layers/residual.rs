@@ -15,6 +15,7 @@ pub const SPECS: &[LayerSpec] = &[LayerSpec {
     usage: "`Residual { Dense(64), Relu }`",
     computes: true,
     reads_tokens: false,
+    scoped: false,
     check: check as CheckFn,
 }];
 

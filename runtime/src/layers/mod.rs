@@ -16,6 +16,7 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 mod matvec;
+pub mod merge;
 mod pair;
 pub mod pool;
 pub mod recurrent;
@@ -34,6 +35,9 @@ pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
 pub use conv::{conv2d_backward, conv2d_forward, Conv2dShape};
 pub use dense::{dense_backward, dense_backward_update, dense_forward};
 pub use dropout::{dropout_backward, dropout_forward};
+pub use merge::{
+    concat_backward, concat_forward, product_backward, product_forward, sum_backward, sum_forward,
+};
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,
     max_pool2d_backward, max_pool2d_forward,

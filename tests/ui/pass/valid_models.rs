@@ -39,12 +39,38 @@ kiln::model! {
 }
 kiln::model! { struct NoParams { input: [3], Relu, Softmax } }
 
+// Branches: the same layer name in two branches (names nest), an identity branch, a
+// single-layer branch, gating, and blocks inside blocks.
+kiln::model! {
+    struct Branches {
+        input: [2, 8, 8],
+        stem: Conv2d(4, kernel = 3, padding = 1), Relu,
+        mixed: Concat {
+            a: { conv: Conv2d(2, kernel = 1), Relu },
+            b: { conv: Conv2d(2, kernel = 3, padding = 1) },
+            skip: {},
+        },
+        down: Add {
+            main: { Conv2d(8, kernel = 3, stride = 2, padding = 1), BatchNorm2d },
+            shortcut: Conv2d(8, kernel = 1, stride = 2),
+        },
+        GlobalAvgPool,
+        Mul { value: Dense(4), gate: { Dense(4), Sigmoid } },
+        Sequential { Dense(2) },
+    }
+}
+
 fn main() {
     let net = Everything::<f64>::new(0);
     let out = net.forward(TensorRef::new(&[0.5; 24]).unwrap());
     assert_eq!(out.batch(), 1);
     let _ = format!("{net:?}");
     let _ = Tiny::<f32>::new(1);
+    let branches = Branches::<f32>::new(3);
+    assert!(branches.params().get("mixed.a.conv.weight").is_some());
+    assert!(branches.params().get("mixed.b.conv.weight").is_some());
+    assert!(branches.params().get("down.shortcut.weight").is_some());
+    assert_eq!(Branches::<f32>::SPEC.output, &[2]);
     assert_eq!(Downsample::<f32>::summary().0.layers[2].output, &[4, 7, 7]);
     assert_eq!(Downsample::<f32>::summary().0.layers[3].output, &[4, 4, 4]);
     let mut plain = NoParams::<f32>::new(2);

@@ -1,0 +1,278 @@
+//! Branch-and-merge blocks: `Concat { a: { .. }, b: { .. } }`, `Add { .. }` and
+//! `Mul { .. }`. Every branch reads the block's input; the block's output is the
+//! branches' outputs concatenated (along channels for `[C, H, W]`, along features for
+//! `[features]` and `[steps, features]`), summed or multiplied element-wise. A branch is
+//! one layer or a sequence `name: { .. }`; `{}` is the identity. Names nest as PyTorch
+//! nests modules: `mixed.b1.0.weight`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+
+use super::activation::Act;
+use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Step};
+use crate::check::{dims, Checker, Layer};
+use crate::codegen::Plan;
+
+const fn merge(name: &'static str, usage: &'static str) -> LayerSpec {
+    LayerSpec {
+        name,
+        args: &[],
+        block: true,
+        usage,
+        computes: true,
+        reads_tokens: false,
+        scoped: true,
+        check: check as CheckFn,
+    }
+}
+
+pub const SPECS: &[LayerSpec] = &[
+    merge(
+        "Concat",
+        "`Concat { a: { Conv2d(8, kernel = 1) }, b: { Conv2d(8, kernel = 3, padding = 1) } }`",
+    ),
+    merge(
+        "Add",
+        "`Add { main: { Dense(64), Relu, Dense(64) }, skip: {} }`",
+    ),
+    merge(
+        "Mul",
+        "`Mul { value: { Dense(64) }, gate: { Dense(64), Sigmoid } }`",
+    ),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Merge {
+    Concat,
+    Sum,
+    Product,
+}
+
+struct Block {
+    merge: Merge,
+    branches: Vec<Layer>,
+}
+
+/// A branch as the user calls it in messages: its name, or its position.
+fn branch_name(call: &Call, position: usize) -> String {
+    let items = &call.item.block.as_ref().expect("a merge has a block").items;
+    items[position]
+        .name
+        .as_ref()
+        .map_or_else(|| position.to_string(), |n| n.to_string())
+}
+
+/// Rules: a merge has at least two branches; a sum's or product's branches give one
+/// shape; a concatenation's give one rank and agree on every axis but the merged one.
+fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let name = &call.name;
+    let kind = call.spec.name;
+    let merge = match kind {
+        "Concat" => Merge::Concat,
+        "Add" => Merge::Sum,
+        _ => Merge::Product,
+    };
+    let block = call.item.block.as_ref()?;
+    let mut branches = Vec::new();
+    let mut outputs = Vec::new();
+    checker.nested(name, |checker| {
+        for (position, entry) in block.items.iter().enumerate() {
+            outputs.push(checker.item(entry, position, call.input.clone(), &mut branches));
+        }
+    });
+    if block.items.len() < 2 {
+        checker.push(
+            block.span,
+            format!(
+                "{name}: `{kind}` needs at least two branches: {}",
+                call.spec.usage
+            ),
+        );
+        return None;
+    }
+    let outputs: Vec<Vec<usize>> = outputs.into_iter().collect::<Option<_>>()?;
+    call.input.as_ref()?;
+    let first = &outputs[0];
+    let disagree = |checker: &mut Checker, at: Span, what: &str, other: usize| {
+        checker.push(
+            at,
+            format!(
+                "{name}: branches disagree on {what}: {} gives {} but {} gives {}",
+                branch_name(call, 0),
+                dims(first),
+                branch_name(call, other),
+                dims(&outputs[other])
+            ),
+        );
+    };
+    let span_of = |position: usize| block.items[position].span();
+    let output = if merge == Merge::Concat {
+        // Rank 2 is [steps, features], merged along features; others along the first
+        // axis (channels of [C, H, W], or the features of a vector).
+        let axis = if first.len() == 2 { 1 } else { 0 };
+        let what = match first.len() {
+            2 => "steps",
+            3 => "[H, W]",
+            _ => "the axes after the first",
+        };
+        for (position, out) in outputs.iter().enumerate().skip(1) {
+            if out.len() != first.len() {
+                disagree(checker, span_of(position), "rank", position);
+                return None;
+            }
+            let rest = |shape: &[usize]| -> Vec<usize> {
+                let mut shape = shape.to_vec();
+                shape.remove(axis);
+                shape
+            };
+            if rest(out) != rest(first) {
+                disagree(checker, span_of(position), what, position);
+                return None;
+            }
+        }
+        let mut output = first.clone();
+        output[axis] = outputs.iter().map(|o| o[axis]).sum();
+        output
+    } else {
+        if let Some(position) = outputs.iter().position(|o| o != first) {
+            disagree(checker, span_of(position), "their shape", position);
+            return None;
+        }
+        first.clone()
+    };
+    Some((Box::new(Block { merge, branches }), output))
+}
+
+impl Op for Block {
+    fn flops(&self, layer: &Layer) -> u64 {
+        match self.merge {
+            Merge::Concat => 0,
+            Merge::Sum | Merge::Product => ((self.branches.len() - 1) * size(&layer.output)) as u64,
+        }
+    }
+
+    fn children(&self) -> &[Layer] {
+        &self.branches
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+        let inputs: Vec<usize> = self
+            .branches
+            .iter()
+            .map(|branch| plan.layers(std::slice::from_ref(branch), input))
+            .collect();
+        let output = plan.node(size(&layer.output));
+        // Rows of the merged layout: a step of [steps, features], else a whole sample.
+        let steps = if layer.output.len() == 2 && self.merge == Merge::Concat {
+            layer.output[0]
+        } else {
+            1
+        };
+        let widths = self
+            .branches
+            .iter()
+            .map(|b| size(&b.output) / steps)
+            .collect();
+        plan.push(MergeStep {
+            merge: self.merge,
+            inputs,
+            output,
+            widths,
+            steps,
+        });
+        output
+    }
+}
+
+struct MergeStep {
+    merge: Merge,
+    inputs: Vec<usize>,
+    output: usize,
+    /// Values of each branch per row.
+    widths: Vec<usize>,
+    /// Rows per sample.
+    steps: usize,
+}
+
+impl MergeStep {
+    fn rows(&self) -> TokenStream {
+        let steps = self.steps;
+        if steps == 1 {
+            quote!(batch)
+        } else {
+            quote!(batch * #steps)
+        }
+    }
+}
+
+impl Step for MergeStep {
+    fn inputs(&self) -> Vec<usize> {
+        self.inputs.clone()
+    }
+
+    fn output(&self) -> usize {
+        self.output
+    }
+
+    fn uses_batch(&self) -> bool {
+        self.merge == Merge::Concat
+    }
+
+    fn forward(&self) -> TokenStream {
+        let (inputs, output, n) = (&self.inputs, self.output, self.inputs.len());
+        let layers = quote!(::kiln::__private::layers);
+        let call = match self.merge {
+            Merge::Concat => {
+                let (widths, rows) = (&self.widths, self.rows());
+                quote!(#layers::concat_forward::<T, #n>(output, inputs, [#(#widths),*], #rows);)
+            }
+            Merge::Sum => quote!(#layers::sum_forward::<T, #n>(output, inputs);),
+            Merge::Product => quote!(#layers::product_forward::<T, #n>(output, inputs);),
+        };
+        quote! {
+            {
+                let (inputs, output) = ws.merge_io([#(#inputs),*], #output);
+                #call
+            }
+        }
+    }
+
+    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
+        let (inputs, output, n) = (&self.inputs, self.output, self.inputs.len());
+        let layers = quote!(::kiln::__private::layers);
+        let total: usize = self.widths.iter().sum();
+        let mut offset = 0;
+        let mut blocks = Vec::new();
+        for (which, &node) in inputs.iter().enumerate() {
+            let width = self.widths[which];
+            let at = offset;
+            offset += width;
+            let Some(accum) = flow.accum(node) else {
+                continue;
+            };
+            let call = match self.merge {
+                Merge::Concat => quote! {
+                    #layers::concat_backward::<T>(io.grad_input, #accum, io.grad_output, #at, #total);
+                },
+                Merge::Sum => quote! {
+                    #layers::sum_backward::<T>(io.grad_input, #accum, io.grad_output);
+                },
+                Merge::Product => quote! {
+                    #layers::product_backward::<T, #n>(io.grad_input, #accum, io.inputs, #which, io.grad_output);
+                },
+            };
+            let block = quote! {
+                {
+                    let io = ws.merge_grad_io([#(#inputs),*], #output, #which);
+                    #call
+                }
+            };
+            blocks.push(if flow.always[node] {
+                block
+            } else {
+                quote!(if to_input { #block })
+            });
+        }
+        quote!(#(#blocks)*)
+    }
+}
