@@ -321,6 +321,89 @@ fn generated_models_match_jax() {
     }
 }
 
+kiln::model! {
+    struct RefInception {
+        input: [2, 5, 5],
+        mixed: Concat {
+            b1: { Conv2d(2, kernel = 1), Relu },
+            b3: { Conv2d(2, kernel = 1), Relu, Conv2d(3, kernel = 3, padding = 1) },
+            pool: { MaxPool2d(3, stride = 1, padding = 1), Conv2d(2, kernel = 1) },
+            skip: {},
+        },
+        GlobalAvgPool,
+        out: Dense(3),
+    }
+}
+kiln::model! {
+    struct RefResNetBlock {
+        input: [2, 6, 6],
+        down: Add {
+            main: {
+                Conv2d(4, kernel = 3, stride = 2, padding = 1), BatchNorm2d, Relu,
+                Conv2d(4, kernel = 3, padding = 1), BatchNorm2d,
+            },
+            shortcut: { Conv2d(4, kernel = 1, stride = 2), BatchNorm2d },
+        },
+        Relu,
+        GlobalAvgPool,
+        fc: Dense(3),
+    }
+}
+kiln::model! {
+    struct RefNested {
+        input: [6],
+        outer: Add {
+            skip: {},
+            deep: {
+                cat: Concat { p: Dense(3), q: Mul { r: Dense(3), s: { Dense(3), Sigmoid } } },
+                Tanh,
+            },
+        },
+        head: Dense(3),
+    }
+}
+
+/// An Inception block, a ResNet block with a projection shortcut and blocks nested
+/// three deep: parameter names as the script's module tree has them, loss, parameter
+/// and input gradients.
+#[test]
+fn branch_models_match_jax() {
+    fn check<M: Model<f64>>(case: &Value) {
+        let names: Vec<&str> = M::SPEC.params.iter().map(|p| p.name).collect();
+        let expected: Vec<&str> = case["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert_eq!(names, expected);
+        let (value, grads, grad_x) =
+            model_gradients::<M, _>(case, &CrossEntropy::default(), &labels(&case["target"]));
+        let name = M::SPEC.name;
+        assert_close(
+            &format!("{name} loss"),
+            &[value],
+            &[case["value"].as_f64().unwrap()],
+        );
+        assert_close(&format!("{name} grads"), &grads, &floats(&case["grads"]));
+        assert_close(
+            &format!("{name} input gradient"),
+            &grad_x,
+            &floats(&case["grad_x"]),
+        );
+    }
+    let cases = fixture()["branch_models"].as_array().unwrap().clone();
+    assert_eq!(cases.len(), 3);
+    for case in &cases {
+        match case["model"].as_str().unwrap() {
+            "inception" => check::<RefInception<f64>>(case),
+            "resnet_block" => check::<RefResNetBlock<f64>>(case),
+            "nested" => check::<RefNested<f64>>(case),
+            other => panic!("unknown model {other}"),
+        }
+    }
+}
+
 #[test]
 fn optimisers_follow_optax() {
     for case in fixture()["optimizers"].as_array().unwrap() {

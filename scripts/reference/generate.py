@@ -320,6 +320,97 @@ def cnn_model_case():
                 grads=[v for n, _ in shapes for v in flat(grads[n])], grad_x=flat(grad_x))
 
 
+def conv2d(p, name, x, stride=1, pad=0):
+    y = jax.lax.conv_general_dilated(x, p[name + ".weight"], (stride, stride), [(pad, pad), (pad, pad)],
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return y + p[name + ".bias"][None, :, None, None]
+
+
+def batch_norm2d(p, name, h):
+    mean = h.mean(axis=(0, 2, 3), keepdims=True)
+    var = ((h - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+    return (h - mean) / jnp.sqrt(var + 1e-5) * p[name + ".weight"][None, :, None, None] \
+        + p[name + ".bias"][None, :, None, None]
+
+
+def branch_case(name, shapes, fwd, x, labels):
+    """A model with branches: parameters named as PyTorch nests the modules."""
+    params = {}
+    for pname, shape in shapes:
+        if pname.endswith(".weight") and len(shape) == 1:  # batch norm's gamma
+            params[pname] = 1.0 + draw(*shape, scale=0.3)
+        elif len(shape) == 1:
+            params[pname] = draw(*shape, scale=0.3)
+        else:
+            params[pname] = draw(*shape, scale=1 / np.sqrt(np.prod(shape[1:])))
+    value, (grads, grad_x) = jax.value_and_grad(lambda p, x: ce(fwd(p, x), labels), argnums=(0, 1))(params, x)
+    return dict(model=name, names=[n for n, _ in shapes], x=flat(x), target=[int(v) for v in labels],
+                params=[v for n, _ in shapes for v in flat(params[n])], value=float(value),
+                grads=[v for n, _ in shapes for v in flat(grads[n])], grad_x=flat(grad_x))
+
+
+def branch_model_cases():
+    cases = []
+    # kiln: input: [2, 5, 5], mixed: Concat { b1: { Conv2d(2, kernel = 1), Relu },
+    #   b3: { Conv2d(2, kernel = 1), Relu, Conv2d(3, kernel = 3, padding = 1) },
+    #   pool: { MaxPool2d(3, stride = 1, padding = 1), Conv2d(2, kernel = 1) }, skip: {} },
+    #   GlobalAvgPool, out: Dense(3)
+    shapes = [("mixed.b1.0.weight", (2, 2, 1, 1)), ("mixed.b1.0.bias", (2,)),
+              ("mixed.b3.0.weight", (2, 2, 1, 1)), ("mixed.b3.0.bias", (2,)),
+              ("mixed.b3.2.weight", (3, 2, 3, 3)), ("mixed.b3.2.bias", (3,)),
+              ("mixed.pool.1.weight", (2, 2, 1, 1)), ("mixed.pool.1.bias", (2,)),
+              ("out.weight", (3, 9)), ("out.bias", (3,))]
+
+    def inception(p, x):
+        b1 = jax.nn.relu(conv2d(p, "mixed.b1.0", x))
+        b3 = conv2d(p, "mixed.b3.2", jax.nn.relu(conv2d(p, "mixed.b3.0", x)), pad=1)
+        pooled = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 3, 3), (1, 1, 1, 1),
+                                       [(0, 0), (0, 0), (1, 1), (1, 1)])
+        pool = conv2d(p, "mixed.pool.1", pooled)
+        h = jnp.concatenate([b1, b3, pool, x], axis=1)  # torch.cat(dim=1)
+        return dense(p, "out", h.mean(axis=(2, 3)))
+
+    cases.append(branch_case("inception", shapes, inception, draw(2, 2, 5, 5), np.array([2, 0])))
+
+    # kiln: input: [2, 6, 6], down: Add {
+    #   main: { Conv2d(4, kernel = 3, stride = 2, padding = 1), BatchNorm2d, Relu,
+    #           Conv2d(4, kernel = 3, padding = 1), BatchNorm2d },
+    #   shortcut: { Conv2d(4, kernel = 1, stride = 2), BatchNorm2d } },
+    #   Relu, GlobalAvgPool, fc: Dense(3)
+    shapes = [("down.main.0.weight", (4, 2, 3, 3)), ("down.main.0.bias", (4,)),
+              ("down.main.1.weight", (4,)), ("down.main.1.bias", (4,)),
+              ("down.main.3.weight", (4, 4, 3, 3)), ("down.main.3.bias", (4,)),
+              ("down.main.4.weight", (4,)), ("down.main.4.bias", (4,)),
+              ("down.shortcut.0.weight", (4, 2, 1, 1)), ("down.shortcut.0.bias", (4,)),
+              ("down.shortcut.1.weight", (4,)), ("down.shortcut.1.bias", (4,)),
+              ("fc.weight", (3, 4)), ("fc.bias", (3,))]
+
+    def resnet_block(p, x):
+        h = jax.nn.relu(batch_norm2d(p, "down.main.1", conv2d(p, "down.main.0", x, stride=2, pad=1)))
+        main = batch_norm2d(p, "down.main.4", conv2d(p, "down.main.3", h, pad=1))
+        shortcut = batch_norm2d(p, "down.shortcut.1", conv2d(p, "down.shortcut.0", x, stride=2))
+        h = jax.nn.relu(main + shortcut)
+        return dense(p, "fc", h.mean(axis=(2, 3)))
+
+    cases.append(branch_case("resnet_block", shapes, resnet_block, draw(3, 2, 6, 6), np.array([1, 2, 0])))
+
+    # kiln: input: [6], outer: Add { skip: {}, deep: {
+    #   cat: Concat { p: Dense(3), q: Mul { r: Dense(3), s: { Dense(3), Sigmoid } } }, Tanh } },
+    #   head: Dense(3)
+    shapes = [("outer.deep.cat.p.weight", (3, 6)), ("outer.deep.cat.p.bias", (3,)),
+              ("outer.deep.cat.q.r.weight", (3, 6)), ("outer.deep.cat.q.r.bias", (3,)),
+              ("outer.deep.cat.q.s.0.weight", (3, 6)), ("outer.deep.cat.q.s.0.bias", (3,)),
+              ("head.weight", (3, 6)), ("head.bias", (3,))]
+
+    def nested(p, x):
+        gate = dense(p, "outer.deep.cat.q.r", x) * jax.nn.sigmoid(dense(p, "outer.deep.cat.q.s.0", x))
+        deep = jnp.tanh(jnp.concatenate([dense(p, "outer.deep.cat.p", x), gate], axis=-1))
+        return dense(p, "head", x + deep)
+
+    cases.append(branch_case("nested", shapes, nested, draw(3, 6), np.array([0, 2, 1])))
+    return cases
+
+
 fixture = {
     "generator": "scripts/reference/generate.py",
     "versions": {"jax": jax.__version__, "optax": optax.__version__, "numpy": np.__version__},
@@ -331,6 +422,8 @@ fixture = {
     "pool": pool_cases(),
     "batch_norm": batch_norm_cases(),
     "optimizers": optimizer_cases(),
+    # Last, so that its draws leave every value above as it was.
+    "branch_models": branch_model_cases(),
 }
 OUT.write_text(json.dumps(fixture, indent=1) + "\n")
 print(f"wrote {OUT}")
