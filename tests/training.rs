@@ -297,6 +297,39 @@ fn schedules_drive_the_learning_rate() {
 }
 
 #[test]
+fn summary_indents_branches_under_their_block() {
+    kiln::model! {
+        struct Branchy {
+            input: [2, 6, 6],
+            mixed: Concat { a: { Conv2d(2, kernel = 1), Relu }, skip: {} },
+            GlobalAvgPool,
+            fc: Dense(3),
+        }
+    }
+    let text = Branchy::<f32>::summary().to_string();
+    println!("{text}");
+    let rows: Vec<&str> = text.lines().collect();
+    let at = |name: &str| {
+        rows.iter()
+            .position(|row| row.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}:\n{text}"))
+    };
+    // The block's row, then its branches one step in, their layers two steps in.
+    let (mixed, a, conv, skip) = (
+        at("mixed "),
+        at("mixed.a "),
+        at("mixed.a.0 "),
+        at("mixed.skip "),
+    );
+    assert!(mixed < a && a < conv && conv < skip && skip < at("fc "));
+    assert!(rows[mixed].starts_with("mixed "));
+    assert!(rows[a].starts_with("  mixed.a "));
+    assert!(rows[conv].starts_with("    mixed.a.0 "));
+    assert!(rows[mixed].contains("Concat") && rows[mixed].contains("[4, 6, 6]"));
+    assert!(rows[conv].contains("Conv2d(2, kernel = 1)") && rows[conv].ends_with(" 6"));
+}
+
+#[test]
 fn summary_reads_like_keras() {
     let text = Mlp::<f32>::summary().to_string();
     println!("{text}");

@@ -72,6 +72,9 @@ pub struct LayerInfo {
     pub params: usize,
     /// Floating-point operations per sample in the forward pass (a multiply-add is 2).
     pub flops: u64,
+    /// How many blocks the layer is nested in (0 at the top): a block's row comes
+    /// before its layers, which are one deeper.
+    pub depth: usize,
 }
 
 /// Everything about a model that is known at compile time.
@@ -1111,7 +1114,7 @@ impl fmt::Display for Summary {
         ])
         .chain(spec.layers.iter().map(|l| {
             [
-                l.name.to_string(),
+                format!("{}{}", "  ".repeat(l.depth), l.name),
                 l.kind.to_string(),
                 dims(l.output),
                 grouped(l.params as u64),

@@ -46,12 +46,16 @@ fn shape_type(dims: &[usize]) -> TokenStream {
     quote!(::kiln::__private::#ty<#(#dims),*>)
 }
 
-fn flat_layers(layers: &[Layer]) -> Vec<&Layer> {
-    let mut out = Vec::new();
-    for layer in layers {
-        out.extend(flat_layers(layer.op.children()));
-        out.push(layer);
+/// Every layer with its nesting depth, a block before the layers inside it.
+fn flat_layers(layers: &[Layer]) -> Vec<(&Layer, usize)> {
+    fn walk<'a>(layers: &'a [Layer], depth: usize, out: &mut Vec<(&'a Layer, usize)>) {
+        for layer in layers {
+            out.push((layer, depth));
+            walk(layer.op.children(), depth + 1, out);
+        }
     }
+    let mut out = Vec::new();
+    walk(layers, 0, &mut out);
     out
 }
 
@@ -66,7 +70,7 @@ fn layer_flops(layer: &Layer) -> u64 {
 pub fn flops_per_sample(checked: &Checked) -> u64 {
     flat_layers(&checked.layers)
         .into_iter()
-        .map(layer_flops)
+        .map(|(layer, _)| layer_flops(layer))
         .sum()
 }
 
@@ -74,22 +78,25 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
     let model_name = def.name.to_string();
     let input = &checked.input;
     let output = &checked.output;
-    let layers = flat_layers(&checked.layers).into_iter().map(|layer| {
-        let name = &layer.name;
-        let kind = &layer.display;
-        let shape = &layer.output;
-        let params = layer_params(layer);
-        let flops = layer_flops(layer);
-        quote! {
-            ::kiln::__private::LayerInfo {
-                name: #name,
-                kind: #kind,
-                output: &[#(#shape),*],
-                params: #params,
-                flops: #flops,
+    let layers = flat_layers(&checked.layers)
+        .into_iter()
+        .map(|(layer, depth)| {
+            let name = &layer.name;
+            let kind = &layer.display;
+            let shape = &layer.output;
+            let params = layer_params(layer);
+            let flops = layer_flops(layer);
+            quote! {
+                ::kiln::__private::LayerInfo {
+                    name: #name,
+                    kind: #kind,
+                    output: &[#(#shape),*],
+                    params: #params,
+                    flops: #flops,
+                    depth: #depth,
+                }
             }
-        }
-    });
+        });
     let table = |tensors: &[super::ParamPlan]| -> Vec<TokenStream> {
         tensors
             .iter()

@@ -39,6 +39,7 @@ const _: () = {
                     output: &[128],
                     params: 100480,
                     flops: 200832,
+                    depth: 0,
                 },
                 ::kiln::__private::LayerInfo {
                     name: "relu_0",
@@ -46,6 +47,7 @@ const _: () = {
                     output: &[128],
                     params: 0,
                     flops: 128,
+                    depth: 0,
                 },
                 ::kiln::__private::LayerInfo {
                     name: "dropout_0",
@@ -53,6 +55,7 @@ const _: () = {
                     output: &[128],
                     params: 0,
                     flops: 128,
+                    depth: 0,
                 },
                 ::kiln::__private::LayerInfo {
                     name: "fc2",
@@ -60,6 +63,7 @@ const _: () = {
                     output: &[10],
                     params: 1290,
                     flops: 2570,
+                    depth: 0,
                 },
             ],
             params: &[
