@@ -161,9 +161,14 @@ macro_rules! impl_float {
                 ($tanh_slice)(values);
             }
             fn sigmoid_in_place(values: &mut [Self]) {
-                values.iter_mut().for_each(|v| *v *= 0.5);
-                Self::tanh_in_place(values);
-                values.iter_mut().for_each(|v| *v = 0.5 + 0.5 * *v);
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        values.iter_mut().for_each(|v| *v *= 0.5);
+                        Self::tanh_in_place(values);
+                        values.iter_mut().for_each(|v| *v = 0.5 + 0.5 * *v);
+                    },
+                );
             }
             #[inline(always)]
             fn signum0(self) -> Self {
@@ -180,9 +185,14 @@ macro_rules! impl_float {
 }
 
 impl_float!(f32, "F32", libm::erff, |values: &mut [f32]| {
-    for v in values {
-        *v = fast_tanh_f32(*v);
-    }
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for v in values.iter_mut() {
+                *v = fast_tanh_f32(*v);
+            }
+        },
+    );
 });
 impl_float!(f64, "F64", libm::erf, |values: &mut [f64]| {
     for v in values {

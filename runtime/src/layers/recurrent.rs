@@ -40,6 +40,7 @@ use super::conv::split_batch;
 use super::matmul;
 use super::sparse::transpose;
 use super::{check_len, for_row_blocks, store};
+use crate::simd::vectorized;
 use crate::Float;
 
 /// Which recurrent cell.
@@ -248,68 +249,73 @@ fn forward_samples<T: Float>(
                 Par::Seq,
             );
         }
-        for b in 0..batch {
-            let sample_aux = &mut aux[b * a..][..a];
-            let out = &mut output[b * steps * h..][..steps * h];
-            let (before, rest) = out.split_at_mut(t * h);
-            let h_prev = if t > 0 {
-                Some(&before[(t - 1) * h..])
-            } else {
-                None
-            };
-            let h_t = &mut rest[..h];
-            // Nonlinearities run over whole gate blocks, so the f32 path vectorises.
-            match s.cell {
-                Cell::Rnn => {
-                    let g = &mut sample_aux[t * w..][..w];
-                    T::tanh_in_place(g);
-                    h_t.copy_from_slice(g);
-                }
-                Cell::Lstm => {
-                    let (gates, cells) = sample_aux.split_at_mut(c_offset);
-                    let g = &mut gates[t * w..][..w];
-                    let (input_forget, rest) = g.split_at_mut(2 * h);
-                    let (candidate, output_gate) = rest.split_at_mut(h);
-                    T::sigmoid_in_place(input_forget);
-                    T::tanh_in_place(candidate);
-                    T::sigmoid_in_place(output_gate);
-                    let (i, fg) = input_forget.split_at(h);
-                    let (before, current) = cells.split_at_mut(t * h);
-                    let current = &mut current[..h];
-                    if t > 0 {
-                        let c_prev = &before[(t - 1) * h..];
-                        for j in 0..h {
-                            current[j] = fg[j] * c_prev[j] + i[j] * candidate[j];
-                        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for b in 0..batch {
+                    let sample_aux = &mut aux[b * a..][..a];
+                    let out = &mut output[b * steps * h..][..steps * h];
+                    let (before, rest) = out.split_at_mut(t * h);
+                    let h_prev = if t > 0 {
+                        Some(&before[(t - 1) * h..])
                     } else {
-                        for j in 0..h {
-                            current[j] = i[j] * candidate[j];
+                        None
+                    };
+                    let h_t = &mut rest[..h];
+                    // Nonlinearities run over whole gate blocks, so the f32 path vectorises.
+                    match s.cell {
+                        Cell::Rnn => {
+                            let g = &mut sample_aux[t * w..][..w];
+                            T::tanh_in_place(g);
+                            h_t.copy_from_slice(g);
+                        }
+                        Cell::Lstm => {
+                            let (gates, cells) = sample_aux.split_at_mut(c_offset);
+                            let g = &mut gates[t * w..][..w];
+                            let (input_forget, rest) = g.split_at_mut(2 * h);
+                            let (candidate, output_gate) = rest.split_at_mut(h);
+                            T::sigmoid_in_place(input_forget);
+                            T::tanh_in_place(candidate);
+                            T::sigmoid_in_place(output_gate);
+                            let (i, fg) = input_forget.split_at(h);
+                            let (before, current) = cells.split_at_mut(t * h);
+                            let current = &mut current[..h];
+                            if t > 0 {
+                                let c_prev = &before[(t - 1) * h..];
+                                for j in 0..h {
+                                    current[j] = fg[j] * c_prev[j] + i[j] * candidate[j];
+                                }
+                            } else {
+                                for j in 0..h {
+                                    current[j] = i[j] * candidate[j];
+                                }
+                            }
+                            h_t.copy_from_slice(current);
+                            T::tanh_in_place(h_t);
+                            for (hv, &o) in h_t.iter_mut().zip(output_gate.iter()) {
+                                *hv *= o;
+                            }
+                        }
+                        Cell::Gru => {
+                            let (gates, hh) = sample_aux.split_at_mut(hh_offset);
+                            let g = &mut gates[t * w..][..w];
+                            let p = &hh[t * w..][..w];
+                            add_assign(&mut g[..2 * h], &p[..2 * h]);
+                            T::sigmoid_in_place(&mut g[..2 * h]);
+                            for j in 0..h {
+                                g[2 * h + j] += g[j] * p[2 * h + j];
+                            }
+                            T::tanh_in_place(&mut g[2 * h..]);
+                            for j in 0..h {
+                                let (z, n) = (g[h + j], g[2 * h + j]);
+                                let prev = h_prev.map_or(T::ZERO, |hp| hp[j]);
+                                h_t[j] = (T::ONE - z) * n + z * prev;
+                            }
                         }
                     }
-                    h_t.copy_from_slice(current);
-                    T::tanh_in_place(h_t);
-                    for (hv, &o) in h_t.iter_mut().zip(output_gate.iter()) {
-                        *hv *= o;
-                    }
                 }
-                Cell::Gru => {
-                    let (gates, hh) = sample_aux.split_at_mut(hh_offset);
-                    let g = &mut gates[t * w..][..w];
-                    let p = &hh[t * w..][..w];
-                    add_assign(&mut g[..2 * h], &p[..2 * h]);
-                    T::sigmoid_in_place(&mut g[..2 * h]);
-                    for j in 0..h {
-                        g[2 * h + j] += g[j] * p[2 * h + j];
-                    }
-                    T::tanh_in_place(&mut g[2 * h..]);
-                    for j in 0..h {
-                        let (z, n) = (g[h + j], g[2 * h + j]);
-                        let prev = h_prev.map_or(T::ZERO, |hp| hp[j]);
-                        h_t[j] = (T::ONE - z) * n + z * prev;
-                    }
-                }
-            }
-        }
+            },
+        );
     }
 }
 
@@ -475,72 +481,77 @@ fn through_time<T: Float>(
         }
     }
     for t in (0..steps).rev() {
-        for b in 0..batch {
-            let sample_aux = &mut aux[b * a..][..a];
-            let go = &mut grad_output[b * steps * h..][..steps * h];
-            let (go_before, go_rest) = go.split_at_mut(t * h);
-            let dh = &go_rest[..h];
-            let out = &output[b * steps * h..][..steps * h];
-            match s.cell {
-                Cell::Rnn => {
-                    for ((g, &d), &hv) in sample_aux[t * w..][..w]
-                        .iter_mut()
-                        .zip(dh)
-                        .zip(&out[t * h..][..h])
-                    {
-                        *g = d * (T::ONE - hv * hv);
-                    }
-                }
-                Cell::Lstm => {
-                    let (gates, cells) = sample_aux.split_at_mut(c_offset);
-                    let (cells, rest) = cells.split_at_mut(steps * h);
-                    let (carry, tanh_c) = rest.split_at_mut(h);
-                    // tanh(c_t) for the row at once, so the f32 path vectorises.
-                    tanh_c.copy_from_slice(&cells[t * h..][..h]);
-                    T::tanh_in_place(tanh_c);
-                    let g = &mut gates[t * w..][..w];
-                    for j in 0..h {
-                        let (i, fg, gg, o) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j]);
-                        let tc = tanh_c[j];
-                        let c_prev = if t > 0 {
-                            cells[(t - 1) * h + j]
-                        } else {
-                            T::ZERO
-                        };
-                        let d_o = dh[j] * tc;
-                        let dc = dh[j] * o * (T::ONE - tc * tc) + carry[j];
-                        carry[j] = dc * fg;
-                        g[j] = dc * gg * i * (T::ONE - i);
-                        g[h + j] = dc * c_prev * fg * (T::ONE - fg);
-                        g[2 * h + j] = dc * i * (T::ONE - gg * gg);
-                        g[3 * h + j] = d_o * o * (T::ONE - o);
-                    }
-                }
-                Cell::Gru => {
-                    let (gates, hh) = sample_aux.split_at_mut(hh_offset);
-                    let g = &mut gates[t * w..][..w];
-                    let p = &mut hh[t * w..][..w];
-                    for j in 0..h {
-                        let (r, z, n) = (g[j], g[h + j], g[2 * h + j]);
-                        let prev = if t > 0 { out[(t - 1) * h + j] } else { T::ZERO };
-                        let dn = dh[j] * (T::ONE - z);
-                        let dz = dh[j] * (prev - n);
-                        let dan = dn * (T::ONE - n * n);
-                        let dar = dan * p[2 * h + j] * r * (T::ONE - r);
-                        let daz = dz * z * (T::ONE - z);
-                        g[j] = dar;
-                        g[h + j] = daz;
-                        g[2 * h + j] = dan;
-                        p[j] = dar;
-                        p[h + j] = daz;
-                        p[2 * h + j] = dan * r;
-                        if t > 0 {
-                            go_before[(t - 1) * h + j] += dh[j] * z;
+        vectorized(
+            #[inline(always)]
+            || {
+                for b in 0..batch {
+                    let sample_aux = &mut aux[b * a..][..a];
+                    let go = &mut grad_output[b * steps * h..][..steps * h];
+                    let (go_before, go_rest) = go.split_at_mut(t * h);
+                    let dh = &go_rest[..h];
+                    let out = &output[b * steps * h..][..steps * h];
+                    match s.cell {
+                        Cell::Rnn => {
+                            for ((g, &d), &hv) in sample_aux[t * w..][..w]
+                                .iter_mut()
+                                .zip(dh)
+                                .zip(&out[t * h..][..h])
+                            {
+                                *g = d * (T::ONE - hv * hv);
+                            }
+                        }
+                        Cell::Lstm => {
+                            let (gates, cells) = sample_aux.split_at_mut(c_offset);
+                            let (cells, rest) = cells.split_at_mut(steps * h);
+                            let (carry, tanh_c) = rest.split_at_mut(h);
+                            // tanh(c_t) for the row at once, so the f32 path vectorises.
+                            tanh_c.copy_from_slice(&cells[t * h..][..h]);
+                            T::tanh_in_place(tanh_c);
+                            let g = &mut gates[t * w..][..w];
+                            for j in 0..h {
+                                let (i, fg, gg, o) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j]);
+                                let tc = tanh_c[j];
+                                let c_prev = if t > 0 {
+                                    cells[(t - 1) * h + j]
+                                } else {
+                                    T::ZERO
+                                };
+                                let d_o = dh[j] * tc;
+                                let dc = dh[j] * o * (T::ONE - tc * tc) + carry[j];
+                                carry[j] = dc * fg;
+                                g[j] = dc * gg * i * (T::ONE - i);
+                                g[h + j] = dc * c_prev * fg * (T::ONE - fg);
+                                g[2 * h + j] = dc * i * (T::ONE - gg * gg);
+                                g[3 * h + j] = d_o * o * (T::ONE - o);
+                            }
+                        }
+                        Cell::Gru => {
+                            let (gates, hh) = sample_aux.split_at_mut(hh_offset);
+                            let g = &mut gates[t * w..][..w];
+                            let p = &mut hh[t * w..][..w];
+                            for j in 0..h {
+                                let (r, z, n) = (g[j], g[h + j], g[2 * h + j]);
+                                let prev = if t > 0 { out[(t - 1) * h + j] } else { T::ZERO };
+                                let dn = dh[j] * (T::ONE - z);
+                                let dz = dh[j] * (prev - n);
+                                let dan = dn * (T::ONE - n * n);
+                                let dar = dan * p[2 * h + j] * r * (T::ONE - r);
+                                let daz = dz * z * (T::ONE - z);
+                                g[j] = dar;
+                                g[h + j] = daz;
+                                g[2 * h + j] = dan;
+                                p[j] = dar;
+                                p[h + j] = daz;
+                                p[2 * h + j] = dan * r;
+                                if t > 0 {
+                                    go_before[(t - 1) * h + j] += dh[j] * z;
+                                }
+                            }
                         }
                     }
                 }
-            }
-        }
+            },
+        );
         if t > 0 {
             // dL/dh_{t-1} += (hidden-side gate gradients) · W_hh, for the whole batch.
             let offset = if s.cell == Cell::Gru {
