@@ -34,72 +34,12 @@ use faer::{MatMut, MatRef, Par};
 
 use super::activation::{bias_activation_in_place, scale_by_derivative};
 use super::matmul;
-use super::{check_len, for_row_blocks, sparse, sum, thin, Accum, Activation, PARALLEL_MIN_FLOPS};
+use super::window::Conv2dShape;
+use super::{
+    check_len, for_row_blocks, sparse, split_batch, sum, thin, Accum, Activation,
+    PARALLEL_MIN_FLOPS,
+};
 use crate::Float;
-
-/// The geometry of a 2-d convolution or pooling window, fixed at compile time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2dShape {
-    /// Input channels.
-    pub in_channels: usize,
-    /// Input height and width.
-    pub in_size: (usize, usize),
-    /// Output channels (for pooling, equal to `in_channels`).
-    pub out_channels: usize,
-    /// Kernel height and width.
-    pub kernel: (usize, usize),
-    /// Stride along height and width.
-    pub stride: (usize, usize),
-    /// Zero padding along height and width.
-    pub padding: (usize, usize),
-    /// Dilation along height and width.
-    pub dilation: (usize, usize),
-    /// Output height and width.
-    pub out_size: (usize, usize),
-}
-
-impl Conv2dShape {
-    /// Values per input sample.
-    pub const fn input_len(&self) -> usize {
-        self.in_channels * self.in_size.0 * self.in_size.1
-    }
-    /// Values per output sample.
-    pub const fn output_len(&self) -> usize {
-        self.out_channels * self.out_size.0 * self.out_size.1
-    }
-    /// Rows of the column matrix: `in_channels · kh · kw`.
-    pub const fn k(&self) -> usize {
-        self.in_channels * self.kernel.0 * self.kernel.1
-    }
-    /// Output positions per channel.
-    pub const fn p(&self) -> usize {
-        self.out_size.0 * self.out_size.1
-    }
-    /// Values of the column matrix per sample.
-    pub const fn cols_len(&self) -> usize {
-        self.k() * self.p()
-    }
-    /// Values of the backward pass's fixed scratch (`partial` of [`conv2d_backward`]):
-    /// three weights' worth, and room to align one of them on a 64-byte line.
-    pub const fn partial_len(&self) -> usize {
-        3 * self.out_channels * self.k() + 16
-    }
-
-    /// The input position `(row, column)` that kernel tap `(i, j)` reads for output
-    /// `(oy, ox)`, or `None` in the padding.
-    #[inline(always)]
-    pub(crate) fn source(
-        &self,
-        oy: usize,
-        ox: usize,
-        i: usize,
-        j: usize,
-    ) -> Option<(usize, usize)> {
-        let y = (oy * self.stride.0 + i * self.dilation.0).checked_sub(self.padding.0)?;
-        let x = (ox * self.stride.1 + j * self.dilation.1).checked_sub(self.padding.1)?;
-        (y < self.in_size.0 && x < self.in_size.1).then_some((y, x))
-    }
-}
 
 /// Fills the `K x P` column matrix of one sample.
 fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
@@ -179,28 +119,6 @@ fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &[T]) {
             }
         }
     }
-}
-
-/// Runs `body(first_sample, samples)` over the batch, in two halves on rayon's threads
-/// when the work is large enough. The split does not depend on the number of threads,
-/// so results are the same on any machine.
-pub(crate) fn split_batch<A: Send, B: Send>(
-    batch: usize,
-    flops_per_sample: f64,
-    a: (&mut [A], usize),
-    b: (&mut [B], usize),
-    body: &(impl Fn(usize, &mut [A], &mut [B]) + Sync),
-) -> bool {
-    let parallel = batch >= 2 && flops_per_sample * batch as f64 >= PARALLEL_MIN_FLOPS;
-    if !parallel {
-        body(0, a.0, b.0);
-        return false;
-    }
-    let half = batch / 2;
-    let (a0, a1) = a.0.split_at_mut(half * a.1);
-    let (b0, b1) = b.0.split_at_mut(half * b.1);
-    rayon::join(|| body(0, a0, b0), || body(half, a1, b1));
-    true
 }
 
 /// `output = activation(conv(input, weight) + bias)`, keeping the columns in `cols`.

@@ -24,6 +24,7 @@ pub mod residual;
 pub mod softmax;
 mod sparse;
 mod thin;
+mod window;
 
 pub use activation::{activation_backward, activation_forward, Activation};
 pub use attention::{
@@ -32,7 +33,7 @@ pub use attention::{
     AttentionShape,
 };
 pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
-pub use conv::{conv2d_backward, conv2d_forward, Conv2dShape};
+pub use conv::{conv2d_backward, conv2d_forward};
 pub use dense::{dense_backward, dense_backward_update, dense_forward};
 pub use dropout::{dropout_backward, dropout_forward};
 pub use merge::{
@@ -48,6 +49,7 @@ pub use recurrent::{
 };
 pub use residual::{residual_backward, residual_forward};
 pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward};
+pub use window::Conv2dShape;
 
 pub use faer::Accum;
 
@@ -80,6 +82,28 @@ pub(crate) fn matmul<T: Float>(
 /// thread and 30–34 µs split in two (a scratch timing of `dense_forward`, not in the
 /// repo), which moved this from 4 to 2 MFLOP.
 pub(crate) const PARALLEL_MIN_FLOPS: f64 = 2.0e6;
+
+/// Runs `body(first_sample, samples)` over the batch, in two halves on rayon's threads
+/// when the work is large enough. The split does not depend on the number of threads,
+/// so results are the same on any machine.
+pub(crate) fn split_batch<A: Send, B: Send>(
+    batch: usize,
+    flops_per_sample: f64,
+    a: (&mut [A], usize),
+    b: (&mut [B], usize),
+    body: &(impl Fn(usize, &mut [A], &mut [B]) + Sync),
+) -> bool {
+    let parallel = batch >= 2 && flops_per_sample * batch as f64 >= PARALLEL_MIN_FLOPS;
+    if !parallel {
+        body(0, a.0, b.0);
+        return false;
+    }
+    let half = batch / 2;
+    let (a0, a1) = a.0.split_at_mut(half * a.1);
+    let (b0, b1) = b.0.split_at_mut(half * b.1);
+    rayon::join(|| body(0, a0, b0), || body(half, a1, b1));
+    true
+}
 
 /// Runs `body(first_row, block)` over blocks of whole rows of `out` (rows of `width`
 /// values), splitting across rayon's threads when the work is large enough. Each row is

@@ -10,7 +10,8 @@
 //! `input`: `batch x [C, H, W]`; `output`: `batch x [C, out_h, out_w]` (or `[C]` for the
 //! global average); `argmax`: like `output`.
 
-use super::conv::{split_batch, Conv2dShape};
+use super::split_batch;
+use super::window::Conv2dShape;
 #[cfg(target_arch = "x86_64")]
 use super::{as_f32, as_f32_mut};
 use super::{check_len, for_row_blocks, Accum};

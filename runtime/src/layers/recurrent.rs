@@ -36,9 +36,9 @@
 
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::conv::split_batch;
 use super::matmul;
 use super::sparse::transpose;
+use super::split_batch;
 use super::{check_len, for_row_blocks, store};
 use crate::simd::vectorized;
 use crate::Float;

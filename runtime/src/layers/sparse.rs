@@ -28,7 +28,7 @@
 
 use std::any::TypeId;
 
-use super::conv::Conv2dShape;
+use super::window::Conv2dShape;
 use crate::Float;
 
 /// The largest fraction of non-zero output gradients taken this way. The kernels' cost
