@@ -1,10 +1,10 @@
 //! The `model!` procedural macro of kiln.
 //!
-//! Three stages, three modules: [`parse`] turns tokens into a typed tree that keeps
-//! spans, [`check`] resolves layers and infers shapes (every mistake a spanned error),
-//! [`codegen`] emits the struct and its passes as calls into the runtime. The stages
+//! Three stages, three modules: `parse` turns tokens into a typed tree that keeps
+//! spans, `check` resolves layers and infers shapes (every mistake a spanned error),
+//! `codegen` emits the struct and its passes as calls into the runtime. The stages
 //! are generic: everything about one layer family (arguments, shape rule, parameters,
-//! FLOPs, kernel calls) lives in its module under [`layers`]. Nothing on the path of
+//! FLOPs, kernel calls) lives in its module under `layers`. Nothing on the path of
 //! user input panics. See the `kiln` crate for the DSL reference.
 
 mod check;

@@ -7,7 +7,7 @@
 //! epoch copies each sample once into a batch and never the whole set.
 //!
 //! Readers detect gzip by its magic bytes, so `.gz` and raw files both work. A malformed
-//! file is an [`Error::Format`](crate::Error::Format) naming the file and what is wrong.
+//! file is an [`Error::Format`] naming the file and what is wrong.
 
 mod csv;
 mod dataset;

@@ -148,7 +148,7 @@ const TRANSPOSE_MIN_ROWS: usize = 64;
 /// benchmark's batch 32) at about 80 GFLOP/s from that layout and about 100 from the
 /// weights stored `[in, gates]`, which it reads without packing them for every step
 /// (a scratch comparison of both layouts, not in the repo). So from
-/// [`TRANSPOSE_MIN_ROWS`] rows on, the weights are first copied transposed into
+/// `TRANSPOSE_MIN_ROWS` rows on, the weights are first copied transposed into
 /// `scratch` ([`RecurrentShape::scratch_len`] values), once per pass.
 ///
 /// # Panics

@@ -1,7 +1,7 @@
 //! Training like Keras' `fit`, evaluation and prediction in batches.
 //!
 //! [`fit`] runs epochs of shuffled minibatches through
-//! [`Model::train_step`](crate::Model::train_step), scores a validation set after each
+//! [`Model::train_step`], scores a validation set after each
 //! epoch, and applies what Keras calls callbacks: a learning-rate schedule, early
 //! stopping (with patience, a minimum improvement and restoring the best weights) and
 //! checkpointing the best model to a safetensors file. It returns a [`History`] of
