@@ -115,6 +115,19 @@ mod tests {
             "struct M { input: [6], MultiHeadAttention(heads = 2) }",
             "struct M { input: [4, 6], LayerNorm(eps = -1.0) }",
             "struct M { input: [4, 6], Residual { Embedding(vocab = 3, dim = 6) } }",
+            "struct M { input: [3], Concat }",
+            "struct M { input: [3], Concat {} }",
+            "struct M { input: [3], Add { a: Dense(2), b: {} } }",
+            "struct M { input: [3], x: {} }",
+            "struct M { input: [3], Sequential {} }",
+            "struct M { input: [3], Mul { a: Dense(3, foo = 1), b: {} } }",
+            "struct M { input: [2, 3, 3], Concat { a: {}, b: { Flatten } } }",
+            "struct M { input: [2, 3], Concat { a: Dense(2), b: LastStep } }",
+            "struct M { input: [3], Concat { a: Dense(2) } }",
+            "struct M { input: [3], Concat { a: Dense(2), a: Dense(2) } }",
+            "struct M { input: [3], Add { a: { Embedding(vocab = 3, dim = 2) }, b: {} } }",
+            "struct M { input: [3], Concat(2) { a: {}, b: {} } }",
+            "struct M { input: [3], Add { a: Dens(3), b: {} } }",
         ] {
             let def: syn::Result<parse::ModelDef> = syn::parse_str(source);
             if let Ok(def) = def {
