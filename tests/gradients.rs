@@ -631,6 +631,67 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// A stage of two identical residual blocks (torchvision's `layer1`), the first
+    /// repetition changing the shape of a dense stage before it.
+    struct Stages {
+        input: [1, 6, 6],
+        stem: Conv2d(3, kernel = 3, padding = 1), Relu,
+        layer1: Repeat(2) {
+            block: Add {
+                main: { Conv2d(3, kernel = 3, padding = 1), BatchNorm2d, Relu, Conv2d(3, kernel = 3, padding = 1) },
+                skip: {},
+            },
+            Relu,
+        },
+        GlobalAvgPool,
+        widen: Repeat(2) { fc: Dense(5), Tanh },
+        head: Dense(3),
+    }
+}
+
+#[test]
+fn repeated_blocks_have_parameters_of_their_own() {
+    let x = values(3 * 36, 25);
+    check_model(
+        Stages::<f64>::new(12),
+        &x,
+        &[0, 2, 1][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    let names: Vec<&str> = Stages::<f32>::SPEC.params.iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        [
+            "stem.weight",
+            "stem.bias",
+            "layer1.0.block.main.0.weight",
+            "layer1.0.block.main.0.bias",
+            "layer1.0.block.main.1.weight",
+            "layer1.0.block.main.1.bias",
+            "layer1.0.block.main.3.weight",
+            "layer1.0.block.main.3.bias",
+            "layer1.1.block.main.0.weight",
+            "layer1.1.block.main.0.bias",
+            "layer1.1.block.main.1.weight",
+            "layer1.1.block.main.1.bias",
+            "layer1.1.block.main.3.weight",
+            "layer1.1.block.main.3.bias",
+            "widen.0.fc.weight",
+            "widen.0.fc.bias",
+            "widen.1.fc.weight",
+            "widen.1.fc.bias",
+            "head.weight",
+            "head.bias",
+        ]
+    );
+    // The first repetition maps 3 features to 5, the second 5 to 5.
+    let shapes: Vec<&[usize]> = Stages::<f32>::SPEC.params.iter().map(|p| p.shape).collect();
+    assert_eq!(shapes[14], &[5, 3]);
+    assert_eq!(shapes[16], &[5, 5]);
+}
+
 #[test]
 fn branches_concatenate_add_and_gate() {
     let x = values(2 * 75, 21);

@@ -128,6 +128,13 @@ mod tests {
             "struct M { input: [3], Add { a: { Embedding(vocab = 3, dim = 2) }, b: {} } }",
             "struct M { input: [3], Concat(2) { a: {}, b: {} } }",
             "struct M { input: [3], Add { a: Dens(3), b: {} } }",
+            "struct M { input: [3], Repeat(0) { Dense(3) } }",
+            "struct M { input: [3], Repeat { Dense(3) } }",
+            "struct M { input: [3], Repeat(2) }",
+            "struct M { input: [3], Repeat(2) {} }",
+            "struct M { input: [3], Repeat(2) { Dens(3) } }",
+            "struct M { input: [3, 4, 5], Repeat(2) { Dense(3) } }",
+            "struct M { input: [3], Repeat(2) { Flatten } }",
         ] {
             let def: syn::Result<parse::ModelDef> = syn::parse_str(source);
             if let Ok(def) = def {

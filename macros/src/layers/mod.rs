@@ -18,6 +18,7 @@ pub mod flatten;
 pub mod merge;
 pub mod pool;
 pub mod recurrent;
+pub mod repeat;
 pub mod residual;
 pub mod sequential;
 pub mod softmax;
@@ -47,6 +48,7 @@ const FAMILIES: &[&[LayerSpec]] = &[
     residual::SPECS,
     sequential::SPECS,
     merge::SPECS,
+    repeat::SPECS,
 ];
 
 /// Every layer of the DSL.

@@ -21,6 +21,11 @@ pub const SPECS: &[LayerSpec] = &[LayerSpec {
 
 struct Sequential(Vec<Layer>);
 
+/// A checked sequence of layers, as a block that holds others builds it.
+pub fn sequence(layers: Vec<Layer>) -> Box<dyn Op> {
+    Box::new(Sequential(layers))
+}
+
 fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let block = call.item.block.as_ref()?;
     let mut inner = Vec::new();
