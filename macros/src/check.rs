@@ -272,8 +272,9 @@ impl Checker {
     }
 
     /// For a layer that needs more dimensions than the vector `input` has: when an
-    /// earlier layer made that vector, a hint that names it; `None` when the vector is
-    /// not the doing of a layer (the model's input).
+    /// earlier layer turned an image or a sequence into a vector, a hint that names the
+    /// latest such layer (layers after it may have kept the vector); `None` when no
+    /// layer did (the model's input is a vector).
     pub fn vector_hint(&self, input: &[usize]) -> Option<String> {
         let (layer, from, to) = self.to_vector.as_ref()?;
         (input.len() == 1).then(|| {
@@ -340,7 +341,9 @@ impl Checker {
         let (op, output) = (spec.check)(self, &call)?;
         let Call { name, input, .. } = call;
         let input = input?;
-        if input.len() > 1 && output.len() == 1 {
+        // A block that flattens does it through a layer inside it, which is recorded
+        // first and is the one to name.
+        if input.len() > 1 && output.len() == 1 && op.children().is_empty() {
             let shown = match &item.name {
                 Some(_) => format!("{name}: {}", item.kind),
                 None => item.kind.to_string(),
