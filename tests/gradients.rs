@@ -780,3 +780,51 @@ fn names_nest_as_pytorch_modules() {
     );
     assert_eq!(Inception::<f32>::SPEC.output, [3]);
 }
+
+kiln::model! {
+    /// A two-scale U-Net level: down by a strided convolution, up again by a transposed
+    /// convolution (stride 2, padding, output_padding) and by bilinear upsampling, the
+    /// skip concatenated with both; then a nearest upsampling and a transposed
+    /// convolution that keeps the size.
+    struct UNetLevel {
+        input: [2, 6, 6],
+        enc: Conv2d(3, kernel = 3, padding = 1), Tanh,
+        level: Concat {
+            skip: {},
+            down: {
+                Conv2d(4, kernel = 3, stride = 2, padding = 1), Tanh,
+                up: Concat {
+                    learnt: ConvTranspose2d(2, kernel = 3, stride = 2, padding = 1, output_padding = 1),
+                    smooth: { Upsample(2, mode = bilinear), Conv2d(2, kernel = 1) },
+                },
+            },
+        },
+        dec: ConvTranspose2d(2, kernel = (3, 2), padding = 1, dilation = (1, 2), bias = false),
+        Tanh,
+        MaxPool2d(2),
+        Upsample((1, 2)),
+        GlobalAvgPool,
+        head: Dense(3),
+    }
+}
+
+#[test]
+fn u_net_level_with_transposed_convolutions_and_upsampling() {
+    assert_eq!(UNetLevel::<f64>::SPEC.output, &[3]);
+    let x = values(2 * 72, 26);
+    check_model(
+        UNetLevel::<f64>::new(13),
+        &x,
+        &[2, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    let shapes: Vec<(&str, &[usize])> = UNetLevel::<f32>::SPEC
+        .params
+        .iter()
+        .map(|p| (p.name, p.shape))
+        .collect();
+    // PyTorch's [in, out, kh, kw].
+    assert!(shapes.contains(&("level.down.up.learnt.weight", &[4, 2, 3, 3][..])));
+    assert!(shapes.contains(&("dec.weight", &[7, 2, 3, 2][..])));
+}

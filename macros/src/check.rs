@@ -79,7 +79,11 @@ pub fn check(def: &ModelDef) -> syn::Result<Checked> {
             def.name.span(),
             format!("the model computes nothing: `{kind}` alone only renames the shape"),
         );
-    } else if !layers.is_empty() && layers.iter().all(|layer| !layer.op.computes()) {
+    } else if output.is_some()
+        && !layers.is_empty()
+        && layers.iter().all(|layer| !layer.op.computes())
+    {
+        // (Only when every layer checked: a layer in error is not in `layers`.)
         checker.push(
             def.name.span(),
             "the model computes nothing: its layers only pass the input on",
@@ -389,11 +393,21 @@ fn display(item: &Item) -> String {
     text
 }
 
-pub fn values_span(item: &Item, index: usize) -> Span {
-    item.args
-        .as_ref()
-        .and_then(|a| a.list.get(index))
-        .map_or(item.kind.span(), |a| a.value.span())
+/// The span of argument `index` (in the spec's order) as written, positionally or by
+/// keyword, or the layer's kind when it is not written.
+pub fn values_span(item: &Item, spec: &LayerSpec, index: usize) -> Span {
+    let name = spec.args.get(index).map(|a| a.name);
+    let mut position = 0;
+    let written = item.args.as_ref().and_then(|args| {
+        args.list.iter().find(|a| match &a.key {
+            Some(key) => name.is_some_and(|n| key == n),
+            None => {
+                position += 1;
+                position - 1 == index
+            }
+        })
+    });
+    written.map_or(item.kind.span(), |a| a.value.span())
 }
 
 /// A literal argument value.
@@ -403,6 +417,8 @@ pub enum Value {
     Float(f64),
     Bool(bool),
     Pair(usize, usize),
+    /// The position of a name among an argument's choices.
+    Choice(usize),
 }
 
 impl Value {
@@ -416,11 +432,17 @@ impl Value {
         match *self {
             Value::Float(v) => v,
             Value::Int(v) => v as f64,
-            Value::Bool(_) | Value::Pair(..) => f64::NAN,
+            Value::Bool(_) | Value::Pair(..) | Value::Choice(_) => f64::NAN,
         }
     }
     pub fn bool(&self) -> bool {
         matches!(self, Value::Bool(true))
+    }
+    pub fn choice(&self) -> usize {
+        match *self {
+            Value::Choice(v) => v,
+            _ => 0,
+        }
     }
     pub fn pair(&self) -> (usize, usize) {
         match *self {
@@ -520,10 +542,16 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
             Some(value) => values[slot] = Some(value),
             None => {
                 let expected = match arg_spec.kind {
-                    ArgKind::Int => "a positive integer literal",
-                    ArgKind::Float => "a number literal",
-                    ArgKind::Bool => "`true` or `false`",
-                    ArgKind::Pair => "an integer or a pair of integers such as `(3, 5)`",
+                    ArgKind::Int => "a positive integer literal".to_string(),
+                    ArgKind::Float => "a number literal".to_string(),
+                    ArgKind::Bool => "`true` or `false`".to_string(),
+                    ArgKind::Pair => {
+                        "an integer or a pair of integers such as `(3, 5)`".to_string()
+                    }
+                    ArgKind::Choice(names) => {
+                        let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                        format!("one of {}", names.join(", "))
+                    }
                 };
                 errors.push(
                     a.value.span(),
@@ -566,6 +594,16 @@ fn literal(expr: &Expr, kind: ArgKind) -> Option<Value> {
                 .filter(|v| v.is_finite())
                 .map(Value::Float),
             (Lit::Bool(b), ArgKind::Bool) => Some(Value::Bool(b.value)),
+            (Lit::Str(text), ArgKind::Choice(names)) => names
+                .iter()
+                .position(|&n| n == text.value())
+                .map(Value::Choice),
+            _ => None,
+        },
+        Expr::Path(path) => match (path.path.get_ident(), kind) {
+            (Some(ident), ArgKind::Choice(names)) => {
+                names.iter().position(|&n| ident == n).map(Value::Choice)
+            }
             _ => None,
         },
         Expr::Unary(ExprUnary {
@@ -596,6 +634,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("LeakyReLU", "LeakyRelu"),
     ("GELU", "Gelu"),
     ("Conv2D", "Conv2d"),
+    ("Conv2DTranspose", "ConvTranspose2d"),
+    ("UpSampling2D", "Upsample"),
     ("MaxPooling2D", "MaxPool2d"),
     ("AveragePooling2D", "AvgPool2d"),
     ("GlobalAveragePooling2D", "GlobalAvgPool"),

@@ -135,6 +135,19 @@ mod tests {
             "struct M { input: [3], Repeat(2) { Dens(3) } }",
             "struct M { input: [3, 4, 5], Repeat(2) { Dense(3) } }",
             "struct M { input: [3], Repeat(2) { Flatten } }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(0, kernel = 2) }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(2, kernel = 0) }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(2, kernel = 2, stride = 0) }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(2, kernel = 2, dilation = 0) }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(2, kernel = 2, output_padding = 1) }",
+            "struct M { input: [1, 1, 1], ConvTranspose2d(2, kernel = 1, padding = 1) }",
+            "struct M { input: [4], ConvTranspose2d(2, kernel = 2) }",
+            "struct M { input: [1, 4, 4], Upsample(0) }",
+            "struct M { input: [1, 4, 4], Upsample(2, mode = 3) }",
+            "struct M { input: [1, 4, 4], Upsample(2, mode = a::b) }",
+            "struct M { input: [1, 4, 4], Upsample(2, mode = \"\") }",
+            "struct M { input: [1, 4, 4], Upsample }",
+            "struct M { input: [4], Upsample(2) }",
         ] {
             let def: syn::Result<parse::ModelDef> = syn::parse_str(source);
             if let Ok(def) = def {

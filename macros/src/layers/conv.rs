@@ -133,22 +133,7 @@ pub fn spatial(
     w: &Window,
     at: Span,
 ) -> Option<(usize, usize)> {
-    if input.len() != 3 {
-        let hint = checker.vector_hint(input).unwrap_or_else(|| {
-            if input.len() == 1 {
-                "; declare the input as [channels, height, width], such as `input: [1, 28, 28]`"
-                    .to_string()
-            } else {
-                String::new()
-            }
-        });
-        checker.push(
-            at,
-            format!(
-                "{name}: {kind} expects [channels, height, width] but gets {}{hint}",
-                dims(input)
-            ),
-        );
+    if !image(checker, name, kind, input, at) {
         return None;
     }
     let span = |k: usize, d: usize| d * (k - 1) + 1;
@@ -215,6 +200,30 @@ pub fn spatial(
         return None;
     }
     Some(out)
+}
+
+/// Whether `input` is `[channels, height, width]`; if not, reports that the `kind` layer
+/// `name` expects one, with a hint to the layer that made a vector or to the input.
+pub fn image(checker: &mut Checker, name: &str, kind: &str, input: &[usize], at: Span) -> bool {
+    if input.len() == 3 {
+        return true;
+    }
+    let hint = checker.vector_hint(input).unwrap_or_else(|| {
+        if input.len() == 1 {
+            "; declare the input as [channels, height, width], such as `input: [1, 28, 28]`"
+                .to_string()
+        } else {
+            String::new()
+        }
+    });
+    checker.push(
+        at,
+        format!(
+            "{name}: {kind} expects [channels, height, width] but gets {}{hint}",
+            dims(input)
+        ),
+    );
+    false
 }
 
 /// The runtime's `Conv2dShape`, computed here.

@@ -12,6 +12,7 @@ pub mod activation;
 pub mod attention;
 pub mod batchnorm;
 pub mod conv;
+pub mod conv_transpose;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
@@ -22,6 +23,7 @@ pub mod repeat;
 pub mod residual;
 pub mod sequential;
 pub mod softmax;
+pub mod upsample;
 
 use std::ops::Range;
 
@@ -42,6 +44,8 @@ const FAMILIES: &[&[LayerSpec]] = &[
     dropout::SPECS,
     conv::SPECS,
     pool::SPECS,
+    conv_transpose::SPECS,
+    upsample::SPECS,
     recurrent::SPECS,
     attention::SPECS,
     batchnorm::SPECS,
@@ -69,6 +73,8 @@ pub enum ArgKind {
     Bool,
     /// An integer or a `(height, width)` pair of integers.
     Pair,
+    /// One of a few names, written bare or quoted (`mode = bilinear`).
+    Choice(&'static [&'static str]),
 }
 
 /// One argument of a layer.
@@ -158,9 +164,14 @@ impl Call<'_> {
         self.values[index].as_ref().map_or(default, Value::bool)
     }
 
+    /// The position of the choice argument `index` among its names, 0 if absent.
+    pub fn choice(&self, index: usize) -> usize {
+        self.values[index].as_ref().map_or(0, Value::choice)
+    }
+
     /// The span of argument `index` as written, or the layer's kind.
     pub fn arg_span(&self, index: usize) -> Span {
-        crate::check::values_span(self.item, index)
+        crate::check::values_span(self.item, self.spec, index)
     }
 
     /// The span that best points at the layer: its name, else its kind.

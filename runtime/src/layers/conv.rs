@@ -42,7 +42,7 @@ use super::{
 use crate::Float;
 
 /// Fills the `K x P` column matrix of one sample.
-fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
+pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
     let (kh, kw) = s.kernel;
     let (oh, ow) = s.out_size;
     let (ih, iw) = s.in_size;
@@ -82,7 +82,7 @@ fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
 }
 
 /// Adds the `K x P` column gradient of one sample onto its input gradient.
-fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &[T]) {
+pub(super) fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &[T]) {
     let (kh, kw) = s.kernel;
     let (oh, ow) = s.out_size;
     let (ih, iw) = s.in_size;

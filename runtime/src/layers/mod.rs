@@ -13,6 +13,7 @@ pub mod activation;
 pub mod attention;
 pub mod batchnorm;
 pub mod conv;
+pub mod conv_transpose;
 pub mod dense;
 pub mod dropout;
 mod matvec;
@@ -24,6 +25,7 @@ pub mod residual;
 pub mod softmax;
 mod sparse;
 mod thin;
+pub mod upsample;
 mod window;
 
 pub use activation::{activation_backward, activation_forward, Activation};
@@ -34,6 +36,7 @@ pub use attention::{
 };
 pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
 pub use conv::{conv2d_backward, conv2d_forward};
+pub use conv_transpose::{conv_transpose2d_backward, conv_transpose2d_forward};
 pub use dense::{dense_backward, dense_backward_update, dense_forward};
 pub use dropout::{dropout_backward, dropout_forward};
 pub use merge::{
@@ -49,6 +52,7 @@ pub use recurrent::{
 };
 pub use residual::{residual_backward, residual_forward};
 pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward};
+pub use upsample::{upsample_backward, upsample_forward, Interpolation, UpsampleShape};
 pub use window::Conv2dShape;
 
 pub use faer::Accum;

@@ -39,6 +39,20 @@ kiln::model! {
 }
 kiln::model! { struct NoParams { input: [3], Relu, Softmax } }
 
+// The decoder layers, their arguments written every way: positionally, by keyword,
+// as pairs, and the interpolation mode bare or quoted as in PyTorch.
+kiln::model! {
+    struct Decoder {
+        input: [8, 7, 7],
+        ConvTranspose2d(4, 2, 2),
+        ConvTranspose2d(out_channels = 4, kernel = (3, 2), stride = (2, 1), padding = 1, output_padding = (1, 0), dilation = 1, bias = false),
+        Upsample(2),
+        Upsample((1, 2), mode = bilinear),
+        Upsample(scale = 1, mode = "nearest"),
+        GlobalAvgPool,
+    }
+}
+
 // Branches: the same layer name in two branches (names nest), an identity branch, a
 // single-layer branch, gating, and blocks inside blocks.
 kiln::model! {
@@ -73,6 +87,10 @@ fn main() {
     assert_eq!(Branches::<f32>::SPEC.output, &[2]);
     assert_eq!(Downsample::<f32>::summary().0.layers[2].output, &[4, 7, 7]);
     assert_eq!(Downsample::<f32>::summary().0.layers[3].output, &[4, 4, 4]);
+    let decoder = Decoder::<f32>::summary().0;
+    assert_eq!(decoder.layers[1].output, &[4, 28, 13]);
+    assert_eq!(decoder.layers[3].output, &[4, 56, 52]);
+    assert_eq!(Decoder::<f32>::SPEC.params[0].shape, &[8, 4, 2, 2]);
     let mut plain = NoParams::<f32>::new(2);
     let y = plain.forward_train(TensorRef::new(&[1.0, 2.0, 3.0]).unwrap()).to_vec();
     assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-6);
