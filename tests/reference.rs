@@ -1,7 +1,9 @@
 //! kiln against values computed by JAX and optax (float64), from
 //! `tests/fixtures/reference.json`, which `scripts/reference/generate.py` writes: every
 //! layer's forward and backward, every loss and its gradient, whole generated models,
-//! and optimiser trajectories.
+//! and optimiser trajectories; and against PyTorch (`scripts/reference/torch_*.py`):
+//! recurrent and attention layers, and graph models whose PyTorch state dicts load
+//! unchanged.
 
 use kiln::layers::{self, Accum, Activation};
 use kiln::loss::OutputLayout;
@@ -769,5 +771,171 @@ fn attention_and_layer_norm_match_pytorch() {
         assert_close(&format!("{what} y"), &y, &floats(&case["y"]));
         assert_close(&format!("{what} grad_x"), &gx, &floats(&case["grad_x"]));
         assert_close(&format!("{what} grads"), &grads, &floats(&case["grads"]));
+    }
+}
+
+// The PyTorch twins of these models are in `scripts/reference/torch_graphs.py`.
+kiln::model! {
+    struct TorchCnn {
+        input: [1, 8, 8],
+        conv: Conv2d(3, kernel = 3, padding = 1), Relu, MaxPool2d(2),
+        bn: BatchNorm2d, Flatten, fc: Dense(4),
+    }
+}
+kiln::model! {
+    struct TorchInception {
+        input: [2, 5, 5],
+        mixed: Concat {
+            b1: { Conv2d(2, kernel = 1), Relu },
+            b3: { Conv2d(2, kernel = 1), Relu, Conv2d(3, kernel = 3, padding = 1) },
+            pool: { MaxPool2d(3, stride = 1, padding = 1), Conv2d(2, kernel = 1) },
+            skip: {},
+        },
+        GlobalAvgPool, out: Dense(3),
+    }
+}
+kiln::model! {
+    struct TorchResNetBlock {
+        input: [2, 6, 6],
+        down: Add {
+            main: {
+                Conv2d(4, kernel = 3, stride = 2, padding = 1), BatchNorm2d, Relu,
+                Conv2d(4, kernel = 3, padding = 1), BatchNorm2d,
+            },
+            shortcut: { Conv2d(4, kernel = 1, stride = 2), BatchNorm2d },
+        },
+        Relu, GlobalAvgPool, fc: Dense(3),
+    }
+}
+kiln::model! {
+    /// Two scales of a U-Net: the skip concatenated with the upsampled coarse path,
+    /// upsampled both by a transposed convolution and bilinearly.
+    struct TorchUNet {
+        input: [1, 8, 8],
+        enc: { Conv2d(4, kernel = 3, padding = 1), Relu },
+        level: Concat {
+            skip: {},
+            down: {
+                MaxPool2d(2), Conv2d(8, kernel = 3, padding = 1), Relu,
+                up: Concat {
+                    learnt: ConvTranspose2d(4, kernel = 3, stride = 2, padding = 1, output_padding = 1),
+                    smooth: { Upsample(2, mode = bilinear), Conv2d(2, kernel = 1) },
+                },
+            },
+        },
+        dec: Conv2d(1, kernel = 3, padding = 1),
+    }
+}
+kiln::model! {
+    struct TorchConvTranspose {
+        input: [3, 4, 5],
+        up: ConvTranspose2d(2, kernel = 3, stride = 2, padding = 1, output_padding = 1), Tanh,
+        up2: ConvTranspose2d(2, kernel = (2, 3), stride = (1, 2), padding = (0, 1),
+                             dilation = (2, 1), output_padding = (0, 1), bias = false),
+    }
+}
+kiln::model! {
+    struct TorchUpsample {
+        input: [2, 3, 4],
+        Upsample((2, 3)), Upsample(2, mode = bilinear), Upsample((3, 2), mode = bilinear),
+        mix: Conv2d(1, kernel = 1),
+    }
+}
+kiln::model! {
+    struct TorchNested {
+        input: [6],
+        outer: Add {
+            skip: {},
+            deep: { cat: Concat { p: Dense(3), q: Mul { r: Dense(3), s: { Dense(3), Sigmoid } } }, Tanh },
+        },
+        head: Dense(3),
+    }
+}
+kiln::model! {
+    struct TorchStages {
+        input: [1, 6, 6],
+        stem: Conv2d(3, kernel = 3, padding = 1), Relu,
+        layer1: Repeat(2) {
+            block: Add {
+                main: { Conv2d(3, kernel = 3, padding = 1), BatchNorm2d, Relu, Conv2d(3, kernel = 3, padding = 1) },
+                skip: {},
+            },
+            Relu,
+        },
+        GlobalAvgPool, head: Dense(3),
+    }
+}
+
+/// PyTorch's state dicts of graph models load unchanged, and the loaded models give
+/// PyTorch's inference output, training output, parameter and input gradients and
+/// running statistics: a CNN, an Inception block, a ResNet block with a projection
+/// shortcut, a two-scale U-Net, transposed convolutions, upsampling, blocks nested
+/// three deep and a repeated block.
+#[test]
+fn graph_models_load_pytorch_state_dicts_and_match_pytorch() {
+    fn check<M: Model<f64>>(mut model: M, case: &Value) {
+        let name = case["model"].as_str().unwrap();
+        let file = format!(
+            "{}/tests/fixtures/torch_{name}.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        model.load(&file).unwrap();
+        let x = floats(&case["x"]);
+        let x = TensorRef::<f64, M::Input>::new(&x).unwrap();
+        let y_eval = model.forward(x).as_slice().to_vec();
+        assert_close(
+            &format!("{name} inference"),
+            &y_eval,
+            &floats(&case["y_eval"]),
+        );
+        let y = model.forward_train(x).to_vec();
+        assert_close(&format!("{name} training output"), &y, &floats(&case["y"]));
+        let grad_x = model
+            .backward_to_input(&floats(&case["upstream"]))
+            .unwrap()
+            .to_vec();
+        assert_close(
+            &format!("{name} input gradient"),
+            &grad_x,
+            &floats(&case["grad_x"]),
+        );
+        let grads = model.grads();
+        for (param, expected) in case["grads"].as_object().unwrap() {
+            let got = grads
+                .get(param)
+                .unwrap_or_else(|| panic!("{name}: no {param}"));
+            assert_close(&format!("{name} {param} gradient"), got, &floats(expected));
+        }
+        assert_eq!(
+            case["grads"].as_object().unwrap().len(),
+            M::SPEC.params.len()
+        );
+        let buffers = model.buffers();
+        for (buffer, expected) in case["buffers_after"].as_object().unwrap() {
+            let got = buffers
+                .get(buffer)
+                .unwrap_or_else(|| panic!("{name}: no {buffer}"));
+            assert_close(
+                &format!("{name} {buffer} after a step"),
+                got,
+                &floats(expected),
+            );
+        }
+    }
+    let json: Value = serde_json::from_str(include_str!("fixtures/torch_graphs.json")).unwrap();
+    let cases = json["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 8);
+    for case in cases {
+        match case["model"].as_str().unwrap() {
+            "cnn" => check(TorchCnn::<f64>::new(0), case),
+            "inception" => check(TorchInception::<f64>::new(0), case),
+            "resnet_block" => check(TorchResNetBlock::<f64>::new(0), case),
+            "unet" => check(TorchUNet::<f64>::new(0), case),
+            "conv_transpose" => check(TorchConvTranspose::<f64>::new(0), case),
+            "upsample" => check(TorchUpsample::<f64>::new(0), case),
+            "nested" => check(TorchNested::<f64>::new(0), case),
+            "stages" => check(TorchStages::<f64>::new(0), case),
+            other => panic!("unknown model {other}"),
+        }
     }
 }
