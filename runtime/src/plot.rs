@@ -1,5 +1,6 @@
 //! Pictures of training: loss and accuracy curves, and a confusion-matrix heatmap,
-//! each written as PNG and SVG with `plotters`.
+//! each written as PNG and SVG with `plotters`; and grids of grayscale images (a
+//! generator's samples, a denoiser's inputs and outputs) as PNG.
 //!
 //! Text is drawn with DejaVu Sans, embedded in the binary, so PNGs render the same on a
 //! machine without fonts.
@@ -12,6 +13,7 @@ use plotters::prelude::*;
 
 use crate::metrics::ConfusionMatrix;
 use crate::train::History;
+use crate::Float;
 use crate::{Error, Result};
 
 fn register_fonts() {
@@ -173,6 +175,72 @@ pub fn confusion_heatmap(
     Ok(vec![png, svg])
 }
 
+/// Writes grayscale images as one PNG grid, `columns` images wide, each pixel drawn as a
+/// `scale` x `scale` square, images two pixels apart on a mid-grey background.
+/// `pixels` holds the images one after another, each `size = (height, width)` values
+/// row by row, 0 black and 1 white (values outside are clamped; NaN is drawn red, so
+/// it shows). Returns the path written.
+///
+/// # Errors
+/// [`Error::Mismatch`] if `pixels` is empty or not whole images, or `columns` or
+/// `scale` is 0; [`Error::Io`] if the file cannot be written.
+pub fn image_grid<T: Float>(
+    pixels: &[T],
+    size: (usize, usize),
+    columns: usize,
+    scale: u32,
+    path: impl AsRef<Path>,
+) -> Result<PathBuf> {
+    let path = path.as_ref().to_path_buf();
+    let (height, width) = size;
+    let area = height * width;
+    if area == 0
+        || pixels.is_empty()
+        || !pixels.len().is_multiple_of(area)
+        || columns == 0
+        || scale == 0
+    {
+        return Err(Error::Mismatch(format!(
+            "image grid: {} values are not whole {height}x{width} images, or columns ({columns}) or scale ({scale}) is 0",
+            pixels.len()
+        )));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+    }
+    let count = pixels.len() / area;
+    let columns = columns.min(count);
+    let rows = count.div_ceil(columns);
+    let gap = 2;
+    let cell = |n: usize, pixels: usize| (n * (pixels * scale as usize + gap) + gap) as u32;
+    let (total_w, total_h) = (cell(columns, width), cell(rows, height));
+    let draw = || -> DrawResult<BitMapBackend<'_>> {
+        let root = BitMapBackend::new(&path, (total_w, total_h)).into_drawing_area();
+        root.fill(&RGBColor(128, 128, 128))?;
+        for (n, image) in pixels.chunks_exact(area).enumerate() {
+            let (left, top) = (cell(n % columns, width), cell(n / columns, height));
+            for (i, &value) in image.iter().enumerate() {
+                let value = value.to_f64();
+                let colour = if value.is_nan() {
+                    RGBColor(255, 0, 0)
+                } else {
+                    let v = (value.clamp(0.0, 1.0) * 255.0).round() as u8;
+                    RGBColor(v, v, v)
+                };
+                let x = (left + (i % width) as u32 * scale) as i32;
+                let y = (top + (i / width) as u32 * scale) as i32;
+                let side = scale as i32;
+                // The far corner is exclusive.
+                let corners = [(x, y), (x + side, y + side)];
+                root.draw(&Rectangle::new(corners, colour.filled()))?;
+            }
+        }
+        root.present()
+    };
+    draw().map_err(|e| plot_error(&path, e))?;
+    Ok(path)
+}
+
 fn draw_heatmap<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     matrix: &ConfusionMatrix,
@@ -257,4 +325,37 @@ fn draw_heatmap<DB: DrawingBackend>(
         )
     }))?;
     root.present()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Width and height from a PNG's header.
+    fn png_size(path: &Path) -> (u32, u32) {
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let word = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        (word(16), word(20))
+    }
+
+    #[test]
+    fn image_grids_lay_images_out_in_rows() {
+        let dir = std::env::temp_dir().join(format!("kiln-grid-{}", std::process::id()));
+        // Five 3x2 images, three to a row: two rows; each pixel 4x4, gaps of 2.
+        let pixels: Vec<f32> = (0..30).map(|i| i as f32 / 29.0).collect();
+        let path = image_grid(&pixels, (3, 2), 3, 4, dir.join("grid.png")).unwrap();
+        assert_eq!(png_size(&path), (3 * (2 * 4 + 2) + 2, 2 * (3 * 4 + 2) + 2));
+        // Fewer images than columns: one row, as wide as the images.
+        let path = image_grid(&pixels[..6], (3, 2), 8, 1, dir.join("one.png")).unwrap();
+        assert_eq!(png_size(&path), (2 + 2 + 2, 3 + 2 + 2));
+        for (len, columns, scale) in [(7, 3, 1), (0, 3, 1), (6, 0, 1), (6, 3, 0)] {
+            let err = image_grid(&pixels[..len], (3, 2), columns, scale, dir.join("x.png"));
+            assert!(
+                matches!(err, Err(Error::Mismatch(_))),
+                "{len} {columns} {scale}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
