@@ -42,6 +42,25 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 //!
+//! and ends its step with [`Model::apply_gradients`], which updates the parameters
+//! from the last backward pass with any optimiser:
+//!
+//! ```
+//! use kiln::prelude::*;
+//!
+//! kiln::model! { struct Net { input: [2], fc: Dense(1) } }
+//!
+//! let mut net = Net::<f64>::new(0);
+//! let mut opt = Adam::new(1e-2);
+//! let x = [1.0, 2.0];
+//! let before = net.forward_train(TensorRef::new(&x)?)[0];
+//! net.backward(&[1.0])?; // minimise the output itself: dL/d(output) = 1
+//! net.apply_gradients(&mut opt)?;
+//! assert!(net.forward_train(TensorRef::new(&x)?)[0] < before);
+//! assert!(net.apply_gradients(&mut opt).is_err()); // no new backward pass
+//! # Ok::<(), kiln::Error>(())
+//! ```
+//!
 //! The DSL is described in `docs/dsl.md`, every compile error in `docs/errors.md`.
 
 pub use kiln_macros::model;

@@ -240,6 +240,46 @@ fn regularization_is_added_to_loss_and_gradient() {
 }
 
 #[test]
+fn a_custom_loop_step_equals_train_step() {
+    // forward_train, the loss's gradient, backward, apply_gradients: the same update
+    // and, with the returned penalty, the same loss as train_step, with Adam and an
+    // L1 + L2 penalty, over three steps.
+    let xs = [0.5_f64, -1.0, 2.0, 0.25];
+    let x = TensorRef::<f64, Shape1<2>>::new(&xs).unwrap();
+    let y = [1.0, 0.0];
+    let loss = BceWithLogits::default();
+    let penalty = Regularization { l1: 0.01, l2: 0.1 };
+    let mut reference = Logistic::<f64>::new(4);
+    reference.set_regularization(penalty);
+    let mut custom = Logistic::<f64>::new(4);
+    custom.set_regularization(penalty);
+    let (mut opt_a, mut opt_b) = (Adam::new(0.05), Adam::new(0.05));
+    let layout = kiln::loss::OutputLayout { batch: 2, width: 1 };
+    for _ in 0..3 {
+        let expected = reference.train_step(x, &y[..], &loss, &mut opt_a).unwrap();
+        let output = custom.forward_train(x).to_vec();
+        let mut grad = vec![0.0; 2];
+        let value = loss.evaluate(&output, &y, layout, Some(&mut grad)).unwrap();
+        custom.backward(&grad).unwrap();
+        let added = custom.apply_gradients(&mut opt_b).unwrap();
+        assert!(
+            (value + added - expected).abs() < 1e-12,
+            "{value} + {added} vs {expected}"
+        );
+        assert_eq!(custom.params().as_slice(), reference.params().as_slice());
+    }
+    assert_eq!(custom.steps(), 3);
+    // The same gradients are not applied twice, and a failed update changes nothing.
+    assert!(custom.apply_gradients(&mut opt_b).is_err());
+    let before = custom.params().as_slice().to_vec();
+    custom.forward_train(x);
+    custom.backward(&[1.0, 1.0]).unwrap();
+    assert!(custom.apply_gradients(&mut Adam::new(-1.0)).is_err());
+    assert_eq!(custom.params().as_slice(), &before[..]);
+    assert_eq!(custom.steps(), 3);
+}
+
+#[test]
 fn every_optimiser_trains_the_mlp() {
     let (x, y) = synthetic_batch(32);
     let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();

@@ -587,6 +587,8 @@ pub struct ModelState<T> {
     dropout_rng: Rng,
     regularization: Regularization,
     steps: u64,
+    /// Whether `grads` holds a backward pass's gradients not yet applied.
+    grads_pending: bool,
 }
 
 impl<T: Float> ModelState<T> {
@@ -609,6 +611,7 @@ impl<T: Float> ModelState<T> {
             dropout_rng: dropout_rng(seed),
             regularization: Regularization::NONE,
             steps: 0,
+            grads_pending: false,
         }
     }
 }
@@ -842,8 +845,54 @@ pub trait Model<T: Float>: Sized {
             }
             optimizer.step(&mut state.params, &state.grads)?;
         }
+        state.grads_pending = false;
         state.steps += 1;
         Ok(value)
+    }
+
+    /// Updates the parameters with `optimizer` from the gradients of the last
+    /// [`backward`](Self::backward) or [`backward_to_input`](Self::backward_to_input):
+    /// the last call of a custom loop's step (`forward_train`, a loss of your own,
+    /// `backward`, `apply_gradients`), counted in [`steps`](Self::steps). With a
+    /// [`Regularization`] set, its penalty's gradient is added first and the penalty
+    /// returned (0 without one), so that the loop can add it to its loss.
+    ///
+    /// Fails, leaving the parameters as they were, if no backward pass has run since
+    /// the last update (the same gradients would be applied twice), if the penalty is
+    /// not finite, or if the optimiser rejects a setting; run `backward` again before
+    /// retrying.
+    ///
+    /// (An example is in the `kiln` crate's documentation.)
+    fn apply_gradients<O: Optimizer<T>>(&mut self, optimizer: &mut O) -> Result<T> {
+        let spec = Self::SPEC;
+        let state = self.state_mut();
+        if !state.grads_pending {
+            return Err(Error::Mismatch(
+                "apply_gradients needs backward (or backward_to_input) since the last \
+                 update: these gradients were applied already, or none were computed"
+                    .into(),
+            ));
+        }
+        // The gradients are about to change (the penalty's gradient) or be used: a
+        // failure below needs a new backward pass before a retry.
+        state.grads_pending = false;
+        let mut penalty = T::ZERO;
+        if state.regularization.is_active() {
+            for p in spec.params.iter().filter(|p| p.regularized) {
+                penalty += state
+                    .regularization
+                    .apply(&state.params[p.range()], &mut state.grads[p.range()]);
+            }
+            if !penalty.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    loss: penalty.to_f64(),
+                    step: state.steps,
+                });
+            }
+        }
+        optimizer.step(&mut state.params, &state.grads)?;
+        state.steps += 1;
+        Ok(penalty)
     }
 
     /// The loss of a batch in inference mode (no dropout, no update, no penalty).
@@ -1042,6 +1091,7 @@ fn backward_from<T: Float, M: Model<T>>(
         None,
         to_input,
     );
+    state.grads_pending = true;
     Ok(())
 }
 
