@@ -111,8 +111,8 @@ fn early_stopping_stops_and_restores_the_best_weights() {
 #[test]
 fn checkpoint_keeps_the_best_model() {
     let dir = std::env::temp_dir().join(format!("kiln-fit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("best.safetensors");
+    // fit makes the checkpoint's directory.
+    let path = dir.join("run").join("best.safetensors");
     let data = blobs(150, 4);
     let mut net = Classifier::<f32>::new(2);
     let config = FitConfig::new(5, 16)
@@ -144,6 +144,24 @@ fn checkpoint_keeps_the_best_model() {
         .accuracy
         .unwrap();
     assert_eq!(accuracy, best_accuracy);
+
+    // A directory that cannot be made (a file is in the way) fails before training.
+    let blocked = dir.join("file");
+    std::fs::write(&blocked, b"").unwrap();
+    let before = net.params().as_slice().to_vec();
+    let config = config.checkpoint(blocked.join("best.safetensors"), Monitor::ValAccuracy);
+    let error = net
+        .fit(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+        )
+        .unwrap_err();
+    assert!(matches!(error, kiln::Error::Io { .. }), "{error}");
+    assert_eq!(net.params().as_slice(), &before[..]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -295,8 +295,8 @@ pub fn predict_classes<'a, T: Float, M: Model<T>>(
 /// Trains `model` on `train` for `config.epochs` epochs; see the module docs.
 ///
 /// `validation` is scored after each epoch; without it, `config.validation_split`
-/// holds out part of `train`. Errors — a non-finite loss, a checkpoint that cannot be
-/// written, a monitor that needs validation data when there is none — stop training
+/// holds out part of `train`. The checkpoint's directory is created if missing. Errors
+/// — a non-finite loss, a checkpoint that cannot be written, a monitor that needs validation data when there is none — stop training
 /// and are returned; the model keeps the parameters of its last successful step.
 pub fn fit<T, M, L, O, Y>(
     model: &mut M,
@@ -335,6 +335,17 @@ where
                 "fit monitors {} but has no validation data: pass a validation set or set validation_split",
                 monitor.name()
             )));
+        }
+    }
+    // The checkpoint's directory is made now, so that a path that cannot be written
+    // fails before the first epoch rather than after it.
+    if let Some(checkpoint) = &config.checkpoint {
+        if let Some(dir) = checkpoint
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
         }
     }
     rayon::scope(|_| run_epochs(model, train, validation, loss, optimizer, config))
