@@ -828,3 +828,118 @@ fn u_net_level_with_transposed_convolutions_and_upsampling() {
     assert!(shapes.contains(&("level.down.up.learnt.weight", &[4, 2, 3, 3][..])));
     assert!(shapes.contains(&("dec.weight", &[7, 2, 3, 2][..])));
 }
+
+kiln::model! {
+    /// Blocks defined once and used with different parameters, one inside another's
+    /// definition, and a defined block of residual form (torchvision's `BasicBlock`).
+    block Unit(width) { fc: Dense(width), Tanh }
+    block Pair(width) { first: Unit(width), second: Unit(width) }
+    block Basic(channels) {
+        Residual {
+            conv1: Conv2d(channels, kernel = 3, padding = 1, bias = false), bn1: BatchNorm2d, Relu,
+            conv2: Conv2d(channels, kernel = 3, padding = 1, bias = false), bn2: BatchNorm2d,
+        },
+        Relu,
+    }
+    struct Reused {
+        input: [2, 4, 4],
+        layer1: { Basic(2), Basic(2) },
+        GlobalAvgPool,
+        a: Unit(5),
+        stage: { Pair(3), Unit(width = 2) },
+        head: Dense(2),
+    }
+}
+
+#[test]
+fn defined_blocks_are_reused_with_parameters_of_their_own() {
+    let x = values(3 * 32, 27);
+    check_model(
+        Reused::<f64>::new(14),
+        &x,
+        &[1, 0, 1][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    let names: Vec<&str> = Reused::<f32>::SPEC.params.iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        [
+            "layer1.0.conv1.weight",
+            "layer1.0.bn1.weight",
+            "layer1.0.bn1.bias",
+            "layer1.0.conv2.weight",
+            "layer1.0.bn2.weight",
+            "layer1.0.bn2.bias",
+            "layer1.1.conv1.weight",
+            "layer1.1.bn1.weight",
+            "layer1.1.bn1.bias",
+            "layer1.1.conv2.weight",
+            "layer1.1.bn2.weight",
+            "layer1.1.bn2.bias",
+            "a.fc.weight",
+            "a.fc.bias",
+            "stage.0.first.fc.weight",
+            "stage.0.first.fc.bias",
+            "stage.0.second.fc.weight",
+            "stage.0.second.fc.bias",
+            "stage.1.fc.weight",
+            "stage.1.fc.bias",
+            "head.weight",
+            "head.bias",
+        ]
+    );
+    let summary = Reused::<f32>::summary().to_string();
+    assert!(summary.contains("Basic(2)"), "{summary}");
+    assert!(summary.contains("Unit(width = 2)"), "{summary}");
+}
+
+kiln::model! {
+    /// A named residual block is a module (its layers nest under its name); an unnamed
+    /// one is a connection (its layers take the enclosing sequence's next positions).
+    struct ResidualNames {
+        input: [4],
+        b: { Dense(4), Residual { Dense(4), Tanh, Dense(4) }, Dense(4) },
+        res: Residual { fc: Dense(4), Tanh, Dense(4) },
+        Residual { top: Dense(4) },
+        head: Dense(2),
+    }
+}
+
+#[test]
+fn residual_names_nest_when_named_and_number_on_when_not() {
+    let names: Vec<&str> = ResidualNames::<f32>::SPEC
+        .params
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "b.0.weight",
+            "b.0.bias",
+            "b.1.weight",
+            "b.1.bias",
+            "b.3.weight",
+            "b.3.bias",
+            "b.4.weight",
+            "b.4.bias",
+            "res.fc.weight",
+            "res.fc.bias",
+            "res.2.weight",
+            "res.2.bias",
+            "top.weight",
+            "top.bias",
+            "head.weight",
+            "head.bias",
+        ]
+    );
+    let x = values(2 * 4, 28);
+    check_model(
+        ResidualNames::<f64>::new(15),
+        &x,
+        &[1, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}

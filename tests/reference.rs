@@ -866,11 +866,29 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// torchvision's basic block, defined once and used three times.
+    block Basic(channels) {
+        Residual {
+            conv1: Conv2d(channels, kernel = 3, padding = 1, bias = false), bn1: BatchNorm2d, Relu,
+            conv2: Conv2d(channels, kernel = 3, padding = 1, bias = false), bn2: BatchNorm2d,
+        },
+        Relu,
+    }
+    struct TorchReused {
+        input: [2, 6, 6],
+        layer1: { Basic(2), Basic(2) },
+        widen: Conv2d(3, kernel = 1),
+        layer2: { Basic(3) },
+        GlobalAvgPool, fc: Dense(3),
+    }
+}
+
 /// PyTorch's state dicts of graph models load unchanged, and the loaded models give
 /// PyTorch's inference output, training output, parameter and input gradients and
 /// running statistics: a CNN, an Inception block, a ResNet block with a projection
 /// shortcut, a two-scale U-Net, transposed convolutions, upsampling, blocks nested
-/// three deep and a repeated block.
+/// three deep, a repeated block and a defined block used three times.
 #[test]
 fn graph_models_load_pytorch_state_dicts_and_match_pytorch() {
     fn check<M: Model<f64>>(mut model: M, case: &Value) {
@@ -924,7 +942,7 @@ fn graph_models_load_pytorch_state_dicts_and_match_pytorch() {
     }
     let json: Value = serde_json::from_str(include_str!("fixtures/torch_graphs.json")).unwrap();
     let cases = json["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 8);
+    assert_eq!(cases.len(), 9);
     for case in cases {
         match case["model"].as_str().unwrap() {
             "cnn" => check(TorchCnn::<f64>::new(0), case),
@@ -935,6 +953,7 @@ fn graph_models_load_pytorch_state_dicts_and_match_pytorch() {
             "upsample" => check(TorchUpsample::<f64>::new(0), case),
             "nested" => check(TorchNested::<f64>::new(0), case),
             "stages" => check(TorchStages::<f64>::new(0), case),
+            "reused" => check(TorchReused::<f64>::new(0), case),
             other => panic!("unknown model {other}"),
         }
     }

@@ -13,6 +13,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Lit, UnOp};
 
+use crate::blocks;
 use crate::layers::{self, ArgKind, Call, LayerSpec, Op};
 use crate::parse::{Args, Item, ModelDef};
 
@@ -68,13 +69,15 @@ pub fn check(def: &ModelDef) -> syn::Result<Checked> {
             "the model has no layers; add at least one after `input`",
         );
     }
-    check_tokens_first(&def.items, true, &mut checker.errors);
+    let items = blocks::expand(&def.blocks, &def.items, &mut checker.errors);
+    checker.block_names = blocks::names(&def.blocks);
+    check_tokens_first(&items, true, &mut checker.errors);
     checker
         .names
-        .collect_user_names(&def.items, "", &mut checker.errors);
+        .collect_user_names(&items, "", &mut checker.errors);
     let mut layers = Vec::new();
-    let output = checker.items(&def.items, input.clone(), &mut layers);
-    if let Some(kind) = renames_only(&def.items) {
+    let output = checker.items(&items, input.clone(), &mut layers);
+    if let Some(kind) = renames_only(&items) {
         checker.push(
             def.name.span(),
             format!("the model computes nothing: `{kind}` alone only renames the shape"),
@@ -165,7 +168,7 @@ fn check_input(def: &ModelDef, errors: &mut Errors) -> Option<Vec<usize>> {
 #[derive(Default)]
 struct Names {
     taken: HashMap<String, Span>,
-    counters: HashMap<&'static str, usize>,
+    counters: HashMap<String, usize>,
 }
 
 impl Names {
@@ -188,7 +191,7 @@ impl Names {
             }
             if let Some(block) = &item.block {
                 let kind = item.kind.to_string();
-                let inner = if layers::find(&kind).is_some_and(|spec| spec.scoped) {
+                let inner = if layers::find(&kind).is_some_and(|spec| spec.scoped.nests(item)) {
                     // An unnamed block's name is generated later; a placeholder unique to
                     // its place keeps its inner names apart from everyone else's.
                     let own = item
@@ -207,13 +210,7 @@ impl Names {
     /// The layer's full name: the user's, its position in a sequence that names by
     /// position (as PyTorch's `nn.Sequential`), or a generated one, after the scope's
     /// prefix.
-    fn name_for(
-        &mut self,
-        item: &Item,
-        kind: &'static str,
-        scope: &Scope,
-        position: usize,
-    ) -> String {
+    fn name_for(&mut self, item: &Item, kind: &str, scope: &Scope, position: usize) -> String {
         if let Some(name) = &item.name {
             return format!("{}{}", scope.prefix, unraw(name));
         }
@@ -222,7 +219,7 @@ impl Names {
         }
         let stem = snake_case(kind);
         loop {
-            let counter = self.counters.entry(kind).or_insert(0);
+            let counter = self.counters.entry(kind.to_string()).or_insert(0);
             let candidate = format!("{}{stem}_{counter}", scope.prefix);
             *counter += 1;
             if !self.taken.contains_key(&candidate) {
@@ -254,6 +251,13 @@ fn snake_case(kind: &str) -> String {
 struct Scope {
     prefix: String,
     by_position: bool,
+    /// The position of the sequence's next layer.
+    next: usize,
+}
+
+/// Whether `item` is a block transparent to names (an unnamed `Residual`).
+fn transparent(item: &Item) -> bool {
+    layers::find(&item.kind.to_string()).is_some_and(|spec| spec.scoped.transparent(item))
 }
 
 /// The state of one walk over a model: its names and the errors found so far. Block
@@ -267,6 +271,8 @@ pub struct Checker {
     /// input into a vector, as the user knows it (`Flatten`, `pool: GlobalAvgPool`),
     /// with its input and output shapes.
     to_vector: Option<(String, Vec<usize>, Vec<usize>)>,
+    /// The blocks the model defines, for suggestions.
+    block_names: Vec<String>,
 }
 
 impl Checker {
@@ -298,7 +304,12 @@ impl Checker {
         mut shape: Option<Vec<usize>>,
         out: &mut Vec<Layer>,
     ) -> Option<Vec<usize>> {
-        for (position, item) in items.iter().enumerate() {
+        for item in items {
+            // A block transparent to names takes no position: its layers take the next.
+            let position = self.scope.next;
+            if !transparent(item) {
+                self.scope.next += 1;
+            }
             shape = self.item(item, position, shape, out);
         }
         shape
@@ -312,6 +323,7 @@ impl Checker {
             Scope {
                 prefix: format!("{name}."),
                 by_position: true,
+                next: 0,
             },
         );
         let result = check(self);
@@ -329,12 +341,21 @@ impl Checker {
     ) -> Option<Vec<usize>> {
         let kind_text = item.kind.to_string();
         let Some(spec) = layers::find(&kind_text) else {
-            self.push(item.kind.span(), unknown_layer_message(&kind_text));
+            let message = unknown_layer_message(&kind_text, &self.block_names);
+            self.push(item.kind.span(), message);
             return None;
         };
         let values = bind_args(item, spec, &mut self.errors)?;
-        let scope = self.scope.clone();
-        let name = self.names.name_for(item, spec.name, &scope, position);
+        let mut scope = self.scope.clone();
+        // A transparent block's own name (in summaries only) is generated, not a
+        // position its layers will take.
+        scope.by_position &= !transparent(item);
+        // A use of a defined block is named after the block (`basic_0`).
+        let kind = match &item.expanded {
+            Some(shown) => shown.split('(').next().unwrap_or(spec.name),
+            None => spec.name,
+        };
+        let name = self.names.name_for(item, kind, &scope, position);
         let call = Call {
             item,
             spec,
@@ -371,8 +392,12 @@ pub fn dims(d: &[usize]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// The layer as the user wrote it, normalised: `Dense(128, bias = false)`.
-fn display(item: &Item) -> String {
+/// The layer as the user wrote it, normalised: `Dense(128, bias = false)`; a use of a
+/// defined block as it was written (`Basic(64)`).
+pub fn display(item: &Item) -> String {
+    if let Some(shown) = &item.expanded {
+        return shown.clone();
+    }
     let mut text = item.kind.to_string();
     if let Some(args) = &item.args {
         let parts: Vec<String> = args
@@ -652,8 +677,9 @@ const ALIASES: &[(&str, &str)] = &[
     ("Multiply", "Mul"),
 ];
 
-fn unknown_layer_message(kind: &str) -> String {
-    let names: Vec<&str> = layers::specs().map(|l| l.name).collect();
+fn unknown_layer_message(kind: &str, blocks: &[String]) -> String {
+    let mut names: Vec<&str> = layers::specs().map(|l| l.name).collect();
+    names.extend(blocks.iter().map(String::as_str));
     let suggestion = ALIASES
         .iter()
         .find(|(alias, _)| *alias == kind)
@@ -666,7 +692,7 @@ fn unknown_layer_message(kind: &str) -> String {
 }
 
 /// The candidate nearest to `word` by edit distance (ignoring case), if near enough.
-fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let word = word.to_lowercase();
     candidates
         .iter()
@@ -704,7 +730,9 @@ mod tests {
         assert_eq!(closest("Dens", &["Dense", "Relu"]), Some("Dense"));
         assert_eq!(closest("relu", &["Dense", "Relu"]), Some("Relu"));
         assert_eq!(closest("Transformer", &["Dense", "Relu"]), None);
-        assert!(unknown_layer_message("Linear").contains("`Dense`"));
+        assert!(unknown_layer_message("Linear", &[]).contains("`Dense`"));
+        let blocks = ["Basic".to_string()];
+        assert!(unknown_layer_message("Basci", &blocks).contains("`Basic`"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! FLOPs, kernel calls) lives in its module under `layers`. Nothing on the path of
 //! user input panics. See the `kiln` crate for the DSL reference.
 
+mod blocks;
 mod check;
 mod codegen;
 mod layers;
@@ -148,6 +149,21 @@ mod tests {
             "struct M { input: [1, 4, 4], Upsample(2, mode = \"\") }",
             "struct M { input: [1, 4, 4], Upsample }",
             "struct M { input: [4], Upsample(2) }",
+            "block B { B } struct M { input: [3], B }",
+            "block B { C } block C { B } struct M { input: [3], B, C }",
+            "block B(x) { Dense(x) } struct M { input: [3], B(y = 1) }",
+            "block B(x) { Dense(x) } struct M { input: [3], B(0) }",
+            "block B(x) { Dense(x) } struct M { input: [3], B }",
+            "block B(x) { Dense((x, x)) } struct M { input: [3], B(2) }",
+            "block B(x) { Dense(x) } struct M { input: [3], B(-x) }",
+            "block Dense { } struct M { input: [3], Dense(2) }",
+            "block B {} struct M { input: [3], B }",
+            "block B { Flatten } struct M { input: [3], B }",
+            "block B { Embedding(vocab = 3, dim = 2) } struct M { input: [3], Dense(3), B }",
+            "block B(x, x) { Dense(x) } struct M { input: [3], B(1, 2) }",
+            "block B { Dense(2) } struct M { input: [3], B { Relu } }",
+            "block B { Dense(2) } block B { Dense(3) } struct M { input: [3], B }",
+            "block B(x) { Dense(x) } struct M { input: [3], Residual { B(3) }, B(3, 4) }",
         ] {
             let def: syn::Result<parse::ModelDef> = syn::parse_str(source);
             if let Ok(def) = def {

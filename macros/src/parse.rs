@@ -1,7 +1,9 @@
 //! DSL tokens to a typed tree that keeps the user's spans.
 //!
 //! ```text
-//! model      := outer-attr* visibility "struct" IDENT "{" body "}"
+//! model      := block-def* outer-attr* visibility "struct" IDENT "{" body "}"
+//! block-def  := outer-attr* "block" IDENT params? block
+//! params     := "(" (IDENT ("=" EXPR)? ("," IDENT ("=" EXPR)?)* ","?)? ")"
 //! body       := "input" ":" "[" dim ("," dim)* ","? "]" ("," item)* ","?
 //! dim        := INTEGER
 //! item       := (IDENT ":")? IDENT args? block?
@@ -11,7 +13,9 @@
 //! block      := "{" (item ("," item)* ","?)? "}"       (for `Residual`, `Concat`, ..)
 //! ```
 //!
-//! A branch `name: { .. }` is shorthand for `name: Sequential { .. }`.
+//! A branch `name: { .. }` is shorthand for `name: Sequential { .. }`. A block
+//! definition (`block Basic(channels, stride = 1) { .. }`) is a layer list used by its
+//! name in the model (`layer1: Basic(64)`); [`blocks`](crate::blocks) expands each use.
 //!
 //! Only the grammar is checked here; which layers exist, their arguments and the
 //! shapes they produce are [`check`](crate::check)'s business.
@@ -24,6 +28,7 @@ use syn::{braced, bracketed, parenthesized, Attribute, Expr, Ident, LitInt, Toke
 /// Keywords of the DSL.
 pub mod kw {
     syn::custom_keyword!(input);
+    syn::custom_keyword!(block);
 }
 
 /// A whole `model!` invocation.
@@ -33,6 +38,21 @@ pub struct ModelDef {
     pub name: Ident,
     pub input: InputDecl,
     pub items: Vec<Item>,
+    /// The blocks defined before the struct.
+    pub blocks: Vec<BlockDef>,
+}
+
+/// `block Name(param, param = default) { .. }`: a layer list used by name.
+pub struct BlockDef {
+    pub name: Ident,
+    pub params: Vec<Param>,
+    pub body: Block,
+}
+
+/// A block's parameter, with its default if it has one.
+pub struct Param {
+    pub name: Ident,
+    pub default: Option<Expr>,
 }
 
 /// `input: [d0, d1, ...]`.
@@ -48,6 +68,7 @@ pub struct Dim {
 }
 
 /// One entry of a layer list.
+#[derive(Clone)]
 pub struct Item {
     /// `fc1` in `fc1: Dense(128)`.
     pub name: Option<Ident>,
@@ -57,6 +78,9 @@ pub struct Item {
     pub args: Option<Args>,
     /// The braced layer list of a block (`Residual { .. }`), if written.
     pub block: Option<Block>,
+    /// For a use of a defined block, expanded into a sequence of its layers: the use as
+    /// written (`Basic(64)`), which summaries show.
+    pub expanded: Option<String>,
 }
 
 impl Item {
@@ -67,18 +91,21 @@ impl Item {
 }
 
 /// `( ... )` after a layer.
+#[derive(Clone)]
 pub struct Args {
     pub span: Span,
     pub list: Vec<Arg>,
 }
 
 /// `value` or `key = value`.
+#[derive(Clone)]
 pub struct Arg {
     pub key: Option<Ident>,
     pub value: Expr,
 }
 
 /// `{ ... }` after a block layer.
+#[derive(Clone)]
 pub struct Block {
     pub span: Span,
     pub items: Vec<Item>,
@@ -86,7 +113,15 @@ pub struct Block {
 
 impl Parse for ModelDef {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
+        let mut blocks = Vec::new();
+        let attrs = loop {
+            // Attributes (doc comments) of a block definition document it only.
+            let attrs = input.call(Attribute::parse_outer)?;
+            if !input.peek(kw::block) {
+                break attrs;
+            }
+            blocks.push(input.parse()?);
+        };
         let vis: Visibility = input.parse()?;
         input.parse::<Token![struct]>()?;
         let name: Ident = input.parse()?;
@@ -116,6 +151,49 @@ impl Parse for ModelDef {
             name,
             input: input_decl,
             items,
+            blocks,
+        })
+    }
+}
+
+impl Parse for BlockDef {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        input.parse::<kw::block>()?;
+        let name: Ident = input.parse()?;
+        let mut params = Vec::new();
+        if input.peek(syn::token::Paren) {
+            let content;
+            parenthesized!(content in input);
+            while !content.is_empty() {
+                let name: Ident = content.parse()?;
+                let default = if content.peek(Token![=]) {
+                    content.parse::<Token![=]>()?;
+                    Some(content.parse()?)
+                } else {
+                    None
+                };
+                params.push(Param { name, default });
+                if content.is_empty() {
+                    break;
+                }
+                content.parse::<Token![,]>()?;
+            }
+        }
+        if !input.peek(syn::token::Brace) {
+            return Err(input.error(format!(
+                "a block definition lists its layers in braces: `block {name}(..) {{ Conv2d(..), Relu }}`"
+            )));
+        }
+        let content;
+        let brace = braced!(content in input);
+        let list: Punctuated<Item, Token![,]> = Punctuated::parse_terminated(&content)?;
+        Ok(BlockDef {
+            name,
+            params,
+            body: Block {
+                span: brace.span.join(),
+                items: list.into_iter().collect(),
+            },
         })
     }
 }
@@ -191,6 +269,7 @@ impl Parse for Item {
             kind,
             args,
             block,
+            expanded: None,
         })
     }
 }

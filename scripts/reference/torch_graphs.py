@@ -162,6 +162,30 @@ def stages():
                gap=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), head=nn.Linear(3, 3)), (3, 1, 6, 6)
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet basic block (identity shortcut), kiln's `block Basic`."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(x + self.bn2(self.conv2(h)))
+
+
+def reused():
+    # kiln: block Basic(channels) { Residual { conv1: Conv2d(channels, kernel = 3, padding = 1,
+    #   bias = false), bn1: BatchNorm2d, Relu, conv2: .., bn2: BatchNorm2d }, Relu }
+    #   input: [2, 6, 6], layer1: { Basic(2), Basic(2) }, widen: Conv2d(3, kernel = 1),
+    #   layer2: { Basic(3) }, GlobalAvgPool, fc: Dense(3)
+    return seq(layer1=seq(BasicBlock(2), BasicBlock(2)), widen=nn.Conv2d(2, 3, 1), layer2=seq(BasicBlock(3)),
+               gap=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(3, 3)), (3, 2, 6, 6)
+
+
 def flat(t):
     return [float(v) for v in t.detach().reshape(-1)]
 
@@ -201,6 +225,8 @@ def case(name, build):
 cases = [case(name, build) for name, build in [
     ("cnn", cnn), ("inception", inception), ("resnet_block", resnet_block), ("unet", unet),
     ("conv_transpose", conv_transpose), ("upsample", upsample), ("nested", nested), ("stages", stages),
+    # Last, so that the draws of the models above stay as they were.
+    ("reused", reused),
 ]]
 (FIXTURES / "torch_graphs.json").write_text(json.dumps(
     {"generator": "scripts/reference/torch_graphs.py", "torch": torch.__version__, "cases": cases},

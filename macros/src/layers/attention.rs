@@ -10,7 +10,8 @@ use quote::quote;
 
 use super::activation::Act;
 use super::{
-    arg, layer, size, slice, ArgKind, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Step,
+    arg, layer, size, slice, ArgKind, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping,
+    Step,
 };
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::{InitPlan, Plan};
@@ -26,7 +27,7 @@ pub const SPECS: &[LayerSpec] = &[
         usage: "`Embedding(vocab = 65, dim = 64)`",
         computes: true,
         reads_tokens: true,
-        scoped: false,
+        scoped: Scoping::Never,
         check: check_embedding as CheckFn,
     },
     layer(

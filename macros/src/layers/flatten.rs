@@ -3,7 +3,7 @@
 //! kernel.
 
 use super::activation::Act;
-use super::{size, Call, CheckFn, Checked, LayerSpec, Op};
+use super::{size, Call, CheckFn, Checked, LayerSpec, Op, Scoping};
 use crate::check::{Checker, Layer};
 use crate::codegen::Plan;
 
@@ -14,7 +14,7 @@ pub const SPECS: &[LayerSpec] = &[LayerSpec {
     usage: "`Flatten`",
     computes: false,
     reads_tokens: false,
-    scoped: false,
+    scoped: Scoping::Never,
     check: check as CheckFn,
 }];
 

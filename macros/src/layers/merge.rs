@@ -9,7 +9,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
 use super::activation::Act;
-use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Step};
+use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::Plan;
 
@@ -21,7 +21,7 @@ const fn merge(name: &'static str, usage: &'static str) -> LayerSpec {
         usage,
         computes: true,
         reads_tokens: false,
-        scoped: true,
+        scoped: Scoping::Always,
         check: check as CheckFn,
     }
 }

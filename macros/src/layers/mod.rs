@@ -114,8 +114,38 @@ pub struct LayerSpec {
     /// Whether the layer reads the model's token ids, so it must come first.
     pub reads_tokens: bool,
     /// Whether the names of its block's layers nest under its own (`mixed.b1.conv`).
-    pub scoped: bool,
+    pub scoped: Scoping,
     pub check: CheckFn,
+}
+
+/// Where a block's layers are named.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scoping {
+    /// In the enclosing scope: not a block, or a block transparent to names.
+    Never,
+    /// Under the block's name, unnamed layers by position (`mixed.b1.0.weight`).
+    Always,
+    /// Under the block's name if it has one; otherwise in the enclosing scope, unnamed
+    /// layers numbered on from the enclosing sequence's (a `Residual` connection
+    /// written in a module's forward pass, not a module of its own).
+    WhenNamed,
+}
+
+impl Scoping {
+    /// Whether this use of the block nests its layers' names.
+    pub fn nests(self, item: &Item) -> bool {
+        match self {
+            Scoping::Never => false,
+            Scoping::Always => true,
+            Scoping::WhenNamed => item.name.is_some(),
+        }
+    }
+
+    /// Whether this use is transparent to names: its layers take the enclosing
+    /// sequence's next positions, and it takes none of its own.
+    pub fn transparent(self, item: &Item) -> bool {
+        self == Scoping::WhenNamed && item.name.is_none()
+    }
 }
 
 /// A plain layer (no block, computes, reads values) in a family's table.
@@ -132,7 +162,7 @@ pub const fn layer(
         usage,
         computes: true,
         reads_tokens: false,
-        scoped: false,
+        scoped: Scoping::Never,
         check,
     }
 }

@@ -6,7 +6,7 @@
 
 use super::activation::Act;
 use super::sequential::sequence;
-use super::{arg, ArgKind, Call, CheckFn, Checked, LayerSpec, Op};
+use super::{arg, ArgKind, Call, CheckFn, Checked, LayerSpec, Op, Scoping};
 use crate::check::{Checker, Layer};
 use crate::codegen::Plan;
 
@@ -17,7 +17,7 @@ pub const SPECS: &[LayerSpec] = &[LayerSpec {
     usage: "`Repeat(3) { Dense(64), Relu }`",
     computes: true,
     reads_tokens: false,
-    scoped: true,
+    scoped: Scoping::Always,
     check: check as CheckFn,
 }];
 

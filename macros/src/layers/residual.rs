@@ -1,10 +1,16 @@
 //! `Residual { .. }`: `y = x + f(x)` for a block `f` that preserves its input's shape.
+//!
+//! Named (`res: Residual { fc: Dense(64) }`), it is a module: its layers' names nest
+//! under its own (`res.fc.weight`). Unnamed, it is a connection written in the forward
+//! pass of the module around it, as torchvision's `BasicBlock` adds its input: its
+//! layers are named in the enclosing scope, unnamed ones numbered on from the
+//! enclosing sequence's positions.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
-use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Step};
+use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, renames_only, Checker, Layer};
 use crate::codegen::Plan;
 
@@ -15,7 +21,7 @@ pub const SPECS: &[LayerSpec] = &[LayerSpec {
     usage: "`Residual { Dense(64), Relu }`",
     computes: true,
     reads_tokens: false,
-    scoped: false,
+    scoped: Scoping::WhenNamed,
     check: check as CheckFn,
 }];
 
@@ -26,7 +32,13 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let name = &call.name;
     let block = call.item.block.as_ref()?;
     let mut inner = Vec::new();
-    let inner_out = checker.items(&block.items, call.input.clone(), &mut inner);
+    let inner_out = if call.spec.scoped.nests(call.item) {
+        checker.nested(name, |checker| {
+            checker.items(&block.items, call.input.clone(), &mut inner)
+        })
+    } else {
+        checker.items(&block.items, call.input.clone(), &mut inner)
+    };
     if block.items.is_empty() || renames_only(&block.items).is_some() {
         checker.push(
             block.span,

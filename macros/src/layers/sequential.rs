@@ -4,7 +4,7 @@
 //! match. An empty sequence is the identity.
 
 use super::activation::Act;
-use super::{Call, CheckFn, Checked, LayerSpec, Op};
+use super::{Call, CheckFn, Checked, LayerSpec, Op, Scoping};
 use crate::check::{Checker, Layer};
 use crate::codegen::Plan;
 
@@ -15,7 +15,7 @@ pub const SPECS: &[LayerSpec] = &[LayerSpec {
     usage: "`Sequential { Conv2d(8, kernel = 1), Relu }`, or as a branch `b1: { .. }`",
     computes: true,
     reads_tokens: false,
-    scoped: true,
+    scoped: Scoping::Always,
     check: check as CheckFn,
 }];
 

@@ -39,6 +39,24 @@ kiln::model! {
 }
 kiln::model! { struct NoParams { input: [3], Relu, Softmax } }
 
+// Blocks defined once: parameters with defaults, by keyword, in a pair, and a block
+// used unnamed (named after the block).
+kiln::model! {
+    block Stage(channels, kernel = (3, 3), pad = 1) {
+        conv: Conv2d(channels, kernel = kernel, padding = pad), Relu,
+    }
+    /// Documentation of a block is allowed.
+    block Empty {}
+    struct WithBlocks {
+        input: [1, 8, 8],
+        s1: Stage(4),
+        s2: Stage(channels = 6, kernel = (1, 3), pad = (0, 1)),
+        Stage(2),
+        Empty,
+        GlobalAvgPool,
+    }
+}
+
 // The decoder layers, their arguments written every way: positionally, by keyword,
 // as pairs, and the interpolation mode bare or quoted as in PyTorch.
 kiln::model! {
@@ -87,6 +105,11 @@ fn main() {
     assert_eq!(Branches::<f32>::SPEC.output, &[2]);
     assert_eq!(Downsample::<f32>::summary().0.layers[2].output, &[4, 7, 7]);
     assert_eq!(Downsample::<f32>::summary().0.layers[3].output, &[4, 4, 4]);
+    let blocks = WithBlocks::<f32>::SPEC;
+    assert_eq!(blocks.params[2].name, "s2.conv.weight");
+    assert_eq!(blocks.params[2].shape, &[6, 4, 1, 3]);
+    assert_eq!(blocks.params[4].name, "stage_0.conv.weight");
+    assert_eq!(blocks.output, &[2]);
     let decoder = Decoder::<f32>::summary().0;
     assert_eq!(decoder.layers[1].output, &[4, 28, 13]);
     assert_eq!(decoder.layers[3].output, &[4, 56, 52]);
