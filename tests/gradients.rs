@@ -943,3 +943,61 @@ fn residual_names_nest_when_named_and_number_on_when_not() {
         1e-6,
     );
 }
+
+kiln::model! {
+    /// Dropout that draws a new mask on every pass: no finite difference can agree.
+    struct Noisy { input: [4], fc: Dense(6), Dropout(0.5), out: Dense(2) }
+}
+
+#[test]
+fn the_public_gradient_checker_reports_each_tensor_and_the_input() {
+    use kiln::gradcheck::{check_gradients, GradCheck};
+    let model = Inception::<f64>::new(8);
+    let before = model.params().as_slice().to_vec();
+    let x = values(2 * 75, 21);
+    let report = check_gradients(
+        &model,
+        &x,
+        &[2, 0][..],
+        &CrossEntropy::default(),
+        GradCheck::default(),
+    )
+    .unwrap();
+    println!("{report}");
+    let names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names.len(), Inception::<f64>::SPEC.params.len() + 1);
+    assert_eq!(names[0], "mixed.b1.0.weight");
+    assert_eq!(*names.last().unwrap(), "input");
+    assert_eq!(report.tensors.last().unwrap().probed, x.len());
+    assert!(report.worst() < 1e-6, "{report}");
+    // The model checked is a copy.
+    assert_eq!(model.params().as_slice(), &before[..]);
+    assert_eq!(model.steps(), 0);
+
+    // Probing a sample of each tensor.
+    let options = GradCheck {
+        per_tensor: Some(3),
+        ..GradCheck::default()
+    };
+    let sampled =
+        check_gradients(&model, &x, &[2, 0][..], &CrossEntropy::default(), options).unwrap();
+    assert!(sampled.tensors.iter().all(|t| t.probed <= 3));
+
+    // A backward pass that does not match its forward pass is caught.
+    let noisy = Noisy::<f64>::new(3);
+    let x = values(8 * 4, 29);
+    let report = check_gradients(
+        &noisy,
+        &x,
+        &[0, 1, 1, 0, 1, 0, 0, 1][..],
+        &CrossEntropy::default(),
+        GradCheck::default(),
+    )
+    .unwrap();
+    assert!(report.worst() > 1e-2, "{report}");
+    let bad = GradCheck {
+        step: 0.0,
+        ..GradCheck::default()
+    };
+    assert!(check_gradients(&noisy, &x, &[0; 8][..], &CrossEntropy::default(), bad).is_err());
+}

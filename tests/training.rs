@@ -253,10 +253,17 @@ fn a_custom_loop_step_equals_train_step() {
     reference.set_regularization(penalty);
     let mut custom = Logistic::<f64>::new(4);
     custom.set_regularization(penalty);
-    let (mut opt_a, mut opt_b) = (Adam::new(0.05), Adam::new(0.05));
+    let mut one_call = Logistic::<f64>::new(4);
+    one_call.set_regularization(penalty);
+    let (mut opt_a, mut opt_b, mut opt_c) = (Adam::new(0.05), Adam::new(0.05), Adam::new(0.05));
     let layout = kiln::loss::OutputLayout { batch: 2, width: 1 };
     for _ in 0..3 {
         let expected = reference.train_step(x, &y[..], &loss, &mut opt_a).unwrap();
+        // value_and_grad does the forward pass, the loss and the backward pass at once.
+        let value = one_call.value_and_grad(x, &y[..], &loss).unwrap();
+        let added = one_call.apply_gradients(&mut opt_c).unwrap();
+        assert!((value + added - expected).abs() < 1e-12);
+        assert_eq!(one_call.params().as_slice(), reference.params().as_slice());
         let output = custom.forward_train(x).to_vec();
         let mut grad = vec![0.0; 2];
         let value = loss.evaluate(&output, &y, layout, Some(&mut grad)).unwrap();
@@ -269,6 +276,20 @@ fn a_custom_loop_step_equals_train_step() {
         assert_eq!(custom.params().as_slice(), reference.params().as_slice());
     }
     assert_eq!(custom.steps(), 3);
+    // With the input's gradient: the same as forward_train, backward_to_input.
+    let (value, grad_x) = one_call.value_and_grad_to_input(x, &y[..], &loss).unwrap();
+    let grad_x = grad_x.to_vec();
+    let output = custom.forward_train(x).to_vec();
+    let mut grad = vec![0.0; 2];
+    assert_eq!(
+        loss.evaluate(&output, &y, layout, Some(&mut grad)).unwrap(),
+        value
+    );
+    assert_eq!(custom.backward_to_input(&grad).unwrap(), &grad_x[..]);
+    assert_eq!(custom.grads().as_slice(), one_call.grads().as_slice());
+    // A bad target is an error that computes no gradient.
+    assert!(one_call.value_and_grad(x, &[1.0][..], &loss).is_err());
+    custom.apply_gradients(&mut opt_b).unwrap();
     // The same gradients are not applied twice, and a failed update changes nothing.
     assert!(custom.apply_gradients(&mut opt_b).is_err());
     let before = custom.params().as_slice().to_vec();
@@ -276,7 +297,27 @@ fn a_custom_loop_step_equals_train_step() {
     custom.backward(&[1.0, 1.0]).unwrap();
     assert!(custom.apply_gradients(&mut Adam::new(-1.0)).is_err());
     assert_eq!(custom.params().as_slice(), &before[..]);
-    assert_eq!(custom.steps(), 3);
+    assert_eq!(custom.steps(), 4);
+}
+
+#[test]
+fn a_second_backward_needs_a_new_forward_pass() {
+    // A convolution's backward pass overwrites the columns its forward pass saved: a
+    // second backward would compute wrong gradients, so it is an error.
+    kiln::model! { struct SmallCnn { input: [1, 5, 5], conv: Conv2d(2, kernel = 3), Flatten, fc: Dense(2) } }
+    let mut net = SmallCnn::<f64>::new(1);
+    let x: Vec<f64> = (0..50).map(|i| (i as f64 * 0.37).sin()).collect();
+    let x = TensorRef::<f64, Shape3<1, 5, 5>>::new(&x).unwrap();
+    net.forward_train(x);
+    net.backward(&[1.0, -1.0, 0.5, 0.25]).unwrap();
+    let first = net.grads().as_slice().to_vec();
+    let error = net.backward(&[1.0, -1.0, 0.5, 0.25]).unwrap_err();
+    assert!(error.to_string().contains("forward_train"), "{error}");
+    assert!(net.backward_to_input(&[1.0, -1.0, 0.5, 0.25]).is_err());
+    assert_eq!(net.grads().as_slice(), &first[..]);
+    net.forward_train(x);
+    net.backward(&[1.0, -1.0, 0.5, 0.25]).unwrap();
+    assert_eq!(net.grads().as_slice(), &first[..]);
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod aligned;
 pub mod data;
 pub mod error;
 pub mod float;
+pub mod gradcheck;
 pub mod init;
 pub mod io;
 pub mod layers;

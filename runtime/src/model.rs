@@ -742,7 +742,8 @@ pub trait Model<T: Float>: Sized {
     /// [`grads`](Self::grads) from dL/d`output`.
     ///
     /// Fails if `grad_output` does not have the length of the last forward's output, or
-    /// if the last pass was not [`forward_train`](Self::forward_train).
+    /// if the last pass was not [`forward_train`](Self::forward_train): a backward pass
+    /// uses up what the forward pass saved, so a second one needs `forward_train` again.
     fn backward(&mut self, grad_output: &[T]) -> Result<()> {
         backward_from::<T, Self>(self.state_mut(), grad_output, false)
     }
@@ -848,6 +849,51 @@ pub trait Model<T: Float>: Sized {
         state.grads_pending = false;
         state.steps += 1;
         Ok(value)
+    }
+
+    /// The loss of a batch and its gradients, in one call, as JAX's `value_and_grad`
+    /// (PyTorch's forward, loss and `loss.backward()`): [`forward_train`](Self::forward_train),
+    /// `loss` and its gradient, [`backward`](Self::backward). The gradients are then in
+    /// [`grads`](Self::grads), for [`apply_gradients`](Self::apply_gradients) or your
+    /// own use. `target` is as for [`train_step`](Self::train_step). Returns the loss
+    /// (without any regularisation penalty, which `apply_gradients` returns).
+    ///
+    /// Fails on a bad batch or target, or a non-finite loss, with the parameters and
+    /// gradients as they were.
+    fn value_and_grad<'a, L, Y>(
+        &mut self,
+        x: impl Into<TensorRef<'a, T, Self::Input>>,
+        target: &Y,
+        loss: &L,
+    ) -> Result<T>
+    where
+        L: Loss<T>,
+        Y: AsRef<L::Target> + ?Sized,
+    {
+        value_and_grad::<T, Self, L>(self.state_mut(), x.into(), target.as_ref(), loss, false)
+    }
+
+    /// [`value_and_grad`](Self::value_and_grad) that also returns dL/d`input`, laid out
+    /// as the batch (see [`backward_to_input`](Self::backward_to_input)): a GAN's
+    /// generator loss through its discriminator in one call.
+    fn value_and_grad_to_input<'a, L, Y>(
+        &mut self,
+        x: impl Into<TensorRef<'a, T, Self::Input>>,
+        target: &Y,
+        loss: &L,
+    ) -> Result<(T, &[T])>
+    where
+        L: Loss<T>,
+        Y: AsRef<L::Target> + ?Sized,
+    {
+        if Self::SPEC.token_vocab.is_some() {
+            return Err(Error::Mismatch(
+                "the model reads token ids, which have no gradient".into(),
+            ));
+        }
+        let state = self.state_mut();
+        let value = value_and_grad::<T, Self, L>(state, x.into(), target.as_ref(), loss, true)?;
+        Ok((value, state.workspace.grad(0)))
     }
 
     /// Updates the parameters with `optimizer` from the gradients of the last
@@ -1070,7 +1116,8 @@ fn backward_from<T: Float, M: Model<T>>(
     if !state.workspace.input_held {
         return Err(Error::Mismatch(
             "backward needs forward_train just before it: the last pass was a training \
-             step or an inference, or there was none"
+             step, an inference or a backward pass (which uses up the forward pass's \
+             saved values), or there was none"
                 .into(),
         ));
     }
@@ -1091,8 +1138,43 @@ fn backward_from<T: Float, M: Model<T>>(
         None,
         to_input,
     );
+    // Convolutions and recurrent layers overwrite what they saved in the forward pass:
+    // a second backward pass would read scratch.
+    state.workspace.input_held = false;
     state.grads_pending = true;
     Ok(())
+}
+
+/// Forward in training mode, the loss and its gradient, then the backward pass.
+fn value_and_grad<T: Float, M: Model<T>, L: Loss<T>>(
+    state: &mut ModelState<T>,
+    x: TensorRef<'_, T, M::Input>,
+    target: &L::Target,
+    loss: &L,
+    to_input: bool,
+) -> Result<T> {
+    M::SPEC.check_input(x.as_slice())?;
+    let layout = output_layout(M::SPEC, x.batch());
+    run_in_workspace::<T, M>(state, x, Run::KeepInput);
+    let (output, grad_output) = state.workspace.value_and_grad(M::SPEC.output_node);
+    let value = loss.evaluate(output, target, layout, Some(grad_output))?;
+    if !value.is_finite() {
+        return Err(Error::NonFiniteLoss {
+            loss: value.to_f64(),
+            step: state.steps,
+        });
+    }
+    let mut pass = Pass::new(&mut state.workspace, None);
+    M::backward_pass(
+        &mut state.params,
+        &mut state.grads,
+        &mut pass,
+        None,
+        to_input,
+    );
+    state.workspace.input_held = false;
+    state.grads_pending = true;
+    Ok(value)
 }
 
 /// Runs the forward pass in the model's workspace; returns the outputs.
