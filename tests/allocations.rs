@@ -119,6 +119,17 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// A generator: noise to a 28x28 image by transposed convolutions and upsampling.
+    struct Decoder {
+        input: [32, 1, 1],
+        project: ConvTranspose2d(16, kernel = 7), BatchNorm2d, Relu,
+        up: ConvTranspose2d(8, kernel = 4, stride = 2, padding = 1), Relu,
+        Upsample(2, mode = bilinear),
+        out: Conv2d(1, kernel = 3, padding = 1), Sigmoid,
+    }
+}
+
 /// Allocations made by `steps` calls of `step` after `warmup` calls.
 fn count(warmup: usize, steps: usize, mut step: impl FnMut()) -> usize {
     for _ in 0..warmup {
@@ -289,4 +300,35 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("branched CNN, batch 16: {n} allocations in 20 input-gradient passes");
     assert_eq!(n, 0, "allocations in 20 input-gradient passes");
+    // A custom loop's step: value_and_grad_to_input, then apply_gradients.
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            let (_, grad_x) = branched
+                .value_and_grad_to_input(x, &labels, &CrossEntropy::default())
+                .unwrap();
+            assert_eq!(grad_x.len(), batch * 784);
+            branched.apply_gradients(&mut adam).unwrap();
+        })
+    });
+    println!("branched CNN, batch 16: {n} allocations in 20 custom-loop steps");
+    assert_eq!(n, 0, "allocations in 20 custom-loop steps");
+
+    // A decoder: transposed convolutions and bilinear upsampling.
+    let batch = 16;
+    let z: Vec<f32> = (0..batch * 32)
+        .map(|i| ((i * 43) % 97) as f32 / 97.0 - 0.5)
+        .collect();
+    let target: Vec<f32> = (0..batch * 784).map(|i| (i % 7) as f32 / 7.0).collect();
+    let mut decoder = Decoder::<f32>::new(7);
+    let mut adam = Adam::new(1e-3);
+    let z = TensorRef::<f32, Shape3<32, 1, 1>>::new(&z).unwrap();
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            decoder
+                .train_step(z, &target[..], &Mse::default(), &mut adam)
+                .unwrap();
+        })
+    });
+    println!("decoder, batch 16: {n} allocations in 20 steps");
+    assert_eq!(n, 0, "allocations in 20 training steps of the decoder");
 }
