@@ -803,23 +803,15 @@ pub trait Model<T: Float>: Sized {
         O: Optimizer<T>,
         Y: AsRef<L::Target> + ?Sized,
     {
-        let target = target.as_ref();
         let x = x.into();
-        Self::SPEC.check_input(x.as_slice())?;
-        let batch = x.batch();
         let spec = Self::SPEC;
         let state = self.state_mut();
-        run_in_workspace::<T, Self>(state, x, Run::Train);
-        let layout = output_layout(spec, batch);
-        let (output, grad_output) = state.workspace.value_and_grad(spec.output_node);
-        let mut value = loss.evaluate(output, target, layout, Some(grad_output))?;
+        let mut value =
+            forward_and_loss::<T, Self, L>(state, x, target.as_ref(), loss, Run::Train)?;
         let non_finite = |value: T, steps| Error::NonFiniteLoss {
             loss: value.to_f64(),
             step: steps,
         };
-        if !value.is_finite() {
-            return Err(non_finite(value, state.steps));
-        }
         let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
         // Plain SGD without a penalty: the update is made inside the backward pass.
         let update = optimizer
@@ -1145,17 +1137,18 @@ fn backward_from<T: Float, M: Model<T>>(
     Ok(())
 }
 
-/// Forward in training mode, the loss and its gradient, then the backward pass.
-fn value_and_grad<T: Float, M: Model<T>, L: Loss<T>>(
+/// The training-mode forward pass of a checked batch, then the loss, with its
+/// gradient left in the output node's gradient; a non-finite loss is an error.
+fn forward_and_loss<T: Float, M: Model<T>, L: Loss<T>>(
     state: &mut ModelState<T>,
     x: TensorRef<'_, T, M::Input>,
     target: &L::Target,
     loss: &L,
-    to_input: bool,
+    run: Run,
 ) -> Result<T> {
     M::SPEC.check_input(x.as_slice())?;
     let layout = output_layout(M::SPEC, x.batch());
-    run_in_workspace::<T, M>(state, x, Run::KeepInput);
+    run_in_workspace::<T, M>(state, x, run);
     let (output, grad_output) = state.workspace.value_and_grad(M::SPEC.output_node);
     let value = loss.evaluate(output, target, layout, Some(grad_output))?;
     if !value.is_finite() {
@@ -1164,6 +1157,18 @@ fn value_and_grad<T: Float, M: Model<T>, L: Loss<T>>(
             step: state.steps,
         });
     }
+    Ok(value)
+}
+
+/// Forward in training mode, the loss and its gradient, then the backward pass.
+fn value_and_grad<T: Float, M: Model<T>, L: Loss<T>>(
+    state: &mut ModelState<T>,
+    x: TensorRef<'_, T, M::Input>,
+    target: &L::Target,
+    loss: &L,
+    to_input: bool,
+) -> Result<T> {
+    let value = forward_and_loss::<T, M, L>(state, x, target, loss, Run::KeepInput)?;
     let mut pass = Pass::new(&mut state.workspace, None);
     M::backward_pass(
         &mut state.params,
