@@ -91,8 +91,8 @@ fn early_stopping_stops_and_restores_the_best_weights() {
     let best = history.best_epoch.unwrap();
     assert_eq!(
         history.epochs.len(),
-        best + 1 + 3,
-        "stops after patience + 1 epochs without improvement"
+        best + 1 + 2,
+        "stops after patience (2) epochs without improvement, as Keras"
     );
     let best_val = history.epochs[best].val_loss.unwrap();
     for log in &history.epochs {
@@ -106,6 +106,44 @@ fn early_stopping_stops_and_restores_the_best_weights() {
         (now - best_val).abs() < 1e-5,
         "restored weights give the best val_loss: {now} vs {best_val}"
     );
+}
+
+kiln::model! {
+    struct Normalised { input: [4], hidden: Dense(16), bn: BatchNorm1d, Tanh, out: Dense(3) }
+}
+
+#[test]
+fn restoring_the_best_weights_restores_their_running_statistics() {
+    // The checkpoint and early stopping watch the same quantity, so the checkpoint is
+    // the best epoch's model, running statistics included.
+    let train = blobs(300, 2);
+    let wrong = blobs(90, 3);
+    let rotated: Vec<usize> = wrong.targets().iter().map(|y| (y + 1) % 3).collect();
+    let valid = Dataset::new(wrong.features().as_slice().to_vec(), rotated, Some(3)).unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-fit-bn-{}", std::process::id()));
+    let path = dir.join("best.safetensors");
+    let mut net = Normalised::<f32>::new(1);
+    let config = FitConfig::new(50, 8)
+        .early_stopping(EarlyStopping::new(Monitor::ValLoss, 2))
+        .checkpoint(&path, Monitor::ValLoss)
+        .progress(Progress::Silent);
+    let history = net
+        .fit(
+            &train,
+            Some(&valid),
+            &CrossEntropy::default(),
+            &mut Adam::new(0.05),
+            &config,
+        )
+        .unwrap();
+    assert!(history.stopped_early);
+    let best = history.best_epoch.unwrap();
+    assert!(best + 1 < history.epochs.len());
+    let mut saved = Normalised::<f32>::new(9);
+    saved.load(&path).unwrap();
+    assert_eq!(net.params().as_slice(), saved.params().as_slice());
+    assert_eq!(net.buffers().as_slice(), saved.buffers().as_slice());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -186,6 +186,36 @@ fn bad_batches_and_targets_are_errors() {
     );
     assert_eq!(net.params().as_slice(), &before[..]);
     assert_eq!(net.steps(), 0);
+
+    // A NaN or infinite input value is refused before anything runs: a NaN would
+    // pass the ReLU as 0 and still write NaN into fc1.weight.
+    y[5] = 3;
+    let (mut bad, _) = synthetic_batch(8);
+    for (at, value) in [
+        (3 * 784 + 17, f32::NAN),
+        (100, f32::INFINITY),
+        (6271, f32::NEG_INFINITY),
+    ] {
+        let saved = bad[at];
+        bad[at] = value;
+        let x = TensorRef::<f32, Shape1<784>>::new(&bad).unwrap();
+        let error = net
+            .train_step(x, &y[..], &CrossEntropy::default(), &mut opt)
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::NonFiniteInput { index, .. } if index == at),
+            "{error}"
+        );
+        assert!(net
+            .value_and_grad(x, &y[..], &CrossEntropy::default())
+            .is_err());
+        assert!(net
+            .evaluate_loss(x, &y[..], &CrossEntropy::default())
+            .is_err());
+        bad[at] = saved;
+    }
+    assert_eq!(net.params().as_slice(), &before[..]);
+    assert_eq!(net.steps(), 0);
 }
 
 #[test]
@@ -210,7 +240,11 @@ fn a_non_finite_loss_is_reported_with_its_step_and_changes_nothing() {
             &mut opt,
         )
         .unwrap_err();
-    assert!(matches!(err, Error::NonFiniteLoss { step: 1, .. }), "{err}");
+    // An infinite input is refused before the forward pass.
+    assert!(
+        matches!(err, Error::NonFiniteInput { index: 0, .. }),
+        "{err}"
+    );
     assert_eq!(net.params().as_slice(), &before[..]);
 }
 

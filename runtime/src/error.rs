@@ -23,6 +23,15 @@ pub enum Error {
         /// Number of target values given.
         actual: usize,
     },
+    /// An input value that is NaN or infinite, in a batch given to training or
+    /// evaluation; the batch was not used.
+    #[error("input value {value} at position {index} is not finite; the batch was not used")]
+    NonFiniteInput {
+        /// The value.
+        value: f64,
+        /// Its position in the batch buffer.
+        index: usize,
+    },
     /// A class label outside `0..classes`.
     #[error("label {label} at position {index} is out of range for {classes} classes")]
     LabelOutOfRange {

@@ -117,9 +117,20 @@ impl ModelSpec {
         self.params.iter().find(|p| p.name == name)
     }
 
-    /// Checks that every input value is a valid token id, for models that start with an
-    /// `Embedding`; any input passes otherwise.
+    /// Checks that every input value is finite (a NaN would pass a ReLU as 0 and still
+    /// write NaN into the weight gradients) and, for models that start with an
+    /// `Embedding`, a valid token id.
     pub fn check_input<T: Float>(&self, input: &[T]) -> Result<()> {
+        if !all_finite(input) {
+            let index = input
+                .iter()
+                .position(|v| !v.is_finite())
+                .expect("a value is not finite");
+            return Err(Error::NonFiniteInput {
+                value: input[index].to_f64(),
+                index,
+            });
+        }
         let Some(vocab) = self.token_vocab else {
             return Ok(());
         };
@@ -140,6 +151,29 @@ impl ModelSpec {
     pub fn buffer(&self, name: &str) -> Option<&ParamInfo> {
         self.buffers.iter().find(|p| p.name == name)
     }
+}
+
+/// Whether every value is finite: `0 · v` is 0 for a finite value and NaN otherwise,
+/// summed in 16 lanes so that the pass vectorises.
+fn all_finite<T: Float>(values: &[T]) -> bool {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            let mut lanes = [T::ZERO; 16];
+            let chunks = values.chunks_exact(16);
+            let rest = chunks.remainder();
+            for chunk in chunks {
+                for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                    *lane += v * T::ZERO;
+                }
+            }
+            let mut total = rest.iter().fold(T::ZERO, |a, &v| a + v * T::ZERO);
+            for lane in lanes {
+                total += lane;
+            }
+            total == T::ZERO
+        },
+    )
 }
 
 /// A batch's intermediate values and their gradients, sized once for the largest batch.
@@ -979,6 +1013,21 @@ pub trait Model<T: Float>: Sized {
             });
         }
         params.copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Replaces every non-trainable buffer (batch norm's running statistics, in
+    /// [`ModelSpec::buffers`] order) from one buffer of [`ModelSpec::buffer_count`]
+    /// values, such as a copy of [`buffers`](Self::buffers) taken earlier.
+    fn set_buffers(&mut self, values: &[T]) -> Result<()> {
+        let buffers = &mut self.state_mut().buffers;
+        if values.len() != buffers.len() {
+            return Err(Error::ParameterLength {
+                expected: buffers.len(),
+                actual: values.len(),
+            });
+        }
+        buffers.copy_from_slice(values);
         Ok(())
     }
 

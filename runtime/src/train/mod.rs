@@ -74,11 +74,13 @@ impl Monitor {
 pub struct EarlyStopping {
     /// What to watch.
     pub monitor: Monitor,
-    /// Epochs without improvement before stopping.
+    /// Epochs in a row without improvement after which training stops, as Keras
+    /// counts them: with 2, the second such epoch is the last; with 0, the first.
     pub patience: usize,
     /// The smallest change that counts as an improvement.
     pub min_delta: f64,
-    /// Put back the weights of the best epoch when stopping (or at the end).
+    /// Put back the weights of the best epoch, and the running statistics that went
+    /// with them, when stopping (or at the end).
     pub restore_best_weights: bool,
 }
 
@@ -371,7 +373,7 @@ where
     let mut history = History::default();
     let mut batches = train.batches(config.batch_size, Some(config.seed));
     let mut stop_best: Option<f64> = None;
-    let mut best_params: Option<Vec<T>> = None;
+    let mut best_params: Option<(Vec<T>, Vec<T>)> = None;
     let mut waited = 0;
     let mut checkpoint_best: Option<f64> = None;
     let mut progress = config.progress.start(config.epochs, batches.len());
@@ -432,15 +434,21 @@ where
                     waited = 0;
                     history.best_epoch = Some(epoch);
                     if stopping.restore_best_weights {
-                        let params = model.params().as_slice();
+                        // The weights and the running statistics that go with them.
+                        let (params, buffers) =
+                            (model.params().as_slice(), model.buffers().as_slice());
                         match &mut best_params {
-                            Some(saved) => saved.copy_from_slice(params),
-                            None => best_params = Some(params.to_vec()),
+                            Some((p, b)) => {
+                                p.copy_from_slice(params);
+                                b.copy_from_slice(buffers);
+                            }
+                            None => best_params = Some((params.to_vec(), buffers.to_vec())),
                         }
                     }
                 } else {
+                    // As Keras: stop once `patience` epochs in a row have not improved.
                     waited += 1;
-                    if waited > stopping.patience {
+                    if waited >= stopping.patience {
                         history.stopped_early = true;
                         break;
                     }
@@ -448,8 +456,9 @@ where
             }
         }
     }
-    if let Some(best) = &best_params {
-        model.set_params(best)?;
+    if let Some((params, buffers)) = &best_params {
+        model.set_params(params)?;
+        model.set_buffers(buffers)?;
     }
     progress.finish(&history);
     Ok(history)
