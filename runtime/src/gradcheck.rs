@@ -193,14 +193,7 @@ where
     let mut probe = params.clone();
     for info in M::SPEC.params {
         let range = info.range();
-        let mut row = TensorError {
-            name: info.name.to_string(),
-            probed: 0,
-            worst: 0.0,
-            index: 0,
-            analytic: 0.0,
-            numeric: 0.0,
-        };
+        let mut row = TensorError::empty(info.name);
         for i in probes(range.len()) {
             let at = range.start + i;
             probe[at] = params[at] + h;
@@ -216,14 +209,7 @@ where
     }
     model.set_params(&params)?;
     if let Some(grad_input) = grad_input {
-        let mut row = TensorError {
-            name: "input".to_string(),
-            probed: 0,
-            worst: 0.0,
-            index: 0,
-            analytic: 0.0,
-            numeric: 0.0,
-        };
+        let mut row = TensorError::empty("input");
         let mut probe = x.to_vec();
         for i in probes(x.len()) {
             probe[i] = x[i] + h;
@@ -239,6 +225,20 @@ where
         model: M::SPEC.name,
         tensors,
     })
+}
+
+impl TensorError {
+    /// A tensor nothing has been probed of yet.
+    fn empty(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            probed: 0,
+            worst: 0.0,
+            index: 0,
+            analytic: 0.0,
+            numeric: 0.0,
+        }
+    }
 }
 
 /// Counts one probe of `row`, keeping it if it is the worst so far.

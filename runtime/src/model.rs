@@ -1010,30 +1010,14 @@ pub trait Model<T: Float>: Sized {
 
     /// Replaces every parameter from one buffer of [`ModelSpec::param_count`] values.
     fn set_params(&mut self, values: &[T]) -> Result<()> {
-        let params = &mut self.state_mut().params;
-        if values.len() != params.len() {
-            return Err(Error::ParameterLength {
-                expected: params.len(),
-                actual: values.len(),
-            });
-        }
-        params.copy_from_slice(values);
-        Ok(())
+        replace_all(&mut self.state_mut().params, values)
     }
 
     /// Replaces every non-trainable buffer (batch norm's running statistics, in
     /// [`ModelSpec::buffers`] order) from one buffer of [`ModelSpec::buffer_count`]
     /// values, such as a copy of [`buffers`](Self::buffers) taken earlier.
     fn set_buffers(&mut self, values: &[T]) -> Result<()> {
-        let buffers = &mut self.state_mut().buffers;
-        if values.len() != buffers.len() {
-            return Err(Error::ParameterLength {
-                expected: buffers.len(),
-                actual: values.len(),
-            });
-        }
-        buffers.copy_from_slice(values);
-        Ok(())
+        replace_all(&mut self.state_mut().buffers, values)
     }
 
     /// Trains on `train` as Keras' `fit` does; see [`train::fit`](crate::train::fit).
@@ -1188,6 +1172,18 @@ fn backward_from<T: Float, M: Model<T>>(
     // a second backward pass would read scratch.
     state.workspace.input_held = false;
     state.grads_pending = true;
+    Ok(())
+}
+
+/// `dst = values`, or an error (and `dst` untouched) if the lengths differ.
+fn replace_all<T: Copy>(dst: &mut [T], values: &[T]) -> Result<()> {
+    if values.len() != dst.len() {
+        return Err(Error::ParameterLength {
+            expected: dst.len(),
+            actual: values.len(),
+        });
+    }
+    dst.copy_from_slice(values);
     Ok(())
 }
 
