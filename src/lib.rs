@@ -85,6 +85,10 @@ pub mod prelude {
 /// Paths the generated code uses; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use kiln_runtime::custom::{
+        copy_rows, push_decls, same_shape, total_len, valid_names, Backward, Forward, Layer,
+        Params, ParamsMut, EMPTY_PARAM,
+    };
     pub use kiln_runtime::init::Init;
     pub use kiln_runtime::layers;
     pub use kiln_runtime::optim::apply_linear_step;

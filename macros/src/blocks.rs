@@ -151,6 +151,7 @@ impl Expander<'_> {
                 items,
             }),
             expanded: Some(display(&item)),
+            custom: None,
         })
     }
 

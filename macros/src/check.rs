@@ -341,7 +341,8 @@ impl Checker {
     ) -> Option<Vec<usize>> {
         let kind_text = item.kind.to_string();
         let Some(spec) = layers::find(&kind_text) else {
-            let message = unknown_layer_message(&kind_text, &self.block_names);
+            let bare = item.args.is_none() && item.block.is_none();
+            let message = unknown_layer_message(&kind_text, &self.block_names, bare);
             self.push(item.kind.span(), message);
             return None;
         };
@@ -351,9 +352,20 @@ impl Checker {
         // position its layers will take.
         scope.by_position &= !transparent(item);
         // A use of a defined block is named after the block (`basic_0`).
-        let kind = match &item.expanded {
-            Some(shown) => shown.split('(').next().unwrap_or(spec.name),
-            None => spec.name,
+        let custom_kind;
+        let kind = match (&item.expanded, &item.custom) {
+            (Some(shown), _) => shown.split('(').next().unwrap_or(spec.name),
+            // A user layer is named after its type (`gate_0` for `Gate<8>`).
+            (None, Some(custom)) => {
+                custom_kind = custom
+                    .ty
+                    .path
+                    .segments
+                    .last()
+                    .map_or_else(|| "custom".to_string(), |s| unraw(&s.ident));
+                &custom_kind
+            }
+            (None, None) => spec.name,
         };
         let name = self.names.name_for(item, kind, &scope, position);
         let call = Call {
@@ -397,6 +409,16 @@ pub fn dims(d: &[usize]) -> String {
 pub fn display(item: &Item) -> String {
     if let Some(shown) = &item.expanded {
         return shown.clone();
+    }
+    if let Some(custom) = &item.custom {
+        let ty = crate::layers::custom::type_text(&custom.ty);
+        return match &custom.output {
+            Some(dims) => {
+                let dims: Vec<usize> = dims.iter().map(|d| d.value).collect();
+                format!("use {ty} -> {}", self::dims(&dims))
+            }
+            None => format!("use {ty}"),
+        };
     }
     let mut text = item.kind.to_string();
     if let Some(args) = &item.args {
@@ -677,17 +699,32 @@ const ALIASES: &[(&str, &str)] = &[
     ("Multiply", "Mul"),
 ];
 
-fn unknown_layer_message(kind: &str, blocks: &[String]) -> String {
-    let mut names: Vec<&str> = layers::specs().map(|l| l.name).collect();
+/// `bare`: the layer is written without arguments or a block, as a use of a user
+/// layer would be (`gate: Gate`); unless it is near a known name, the message says
+/// how to write one.
+fn unknown_layer_message(kind: &str, blocks: &[String], bare: bool) -> String {
+    // `use` is the user-layer form, not a name to suggest.
+    let mut names: Vec<&str> = layers::specs()
+        .map(|l| l.name)
+        .filter(|name| *name != "use")
+        .collect();
     names.extend(blocks.iter().map(String::as_str));
     let suggestion = ALIASES
         .iter()
         .find(|(alias, _)| *alias == kind)
         .map(|(_, ours)| *ours)
         .or_else(|| closest(kind, &names));
+    let own = if bare {
+        format!(" (a type of your own that implements `kiln::Layer` is written `use {kind}`)")
+    } else {
+        String::new()
+    };
     match suggestion {
         Some(s) => format!("unknown layer `{kind}`; did you mean `{s}`?"),
-        None => format!("unknown layer `{kind}`; known layers: {}", names.join(", ")),
+        None => format!(
+            "unknown layer `{kind}`; known layers: {}{own}",
+            names.join(", ")
+        ),
     }
 }
 
@@ -730,9 +767,9 @@ mod tests {
         assert_eq!(closest("Dens", &["Dense", "Relu"]), Some("Dense"));
         assert_eq!(closest("relu", &["Dense", "Relu"]), Some("Relu"));
         assert_eq!(closest("Transformer", &["Dense", "Relu"]), None);
-        assert!(unknown_layer_message("Linear", &[]).contains("`Dense`"));
+        assert!(unknown_layer_message("Linear", &[], false).contains("`Dense`"));
         let blocks = ["Basic".to_string()];
-        assert!(unknown_layer_message("Basci", &blocks).contains("`Basic`"));
+        assert!(unknown_layer_message("Basci", &blocks, false).contains("`Basic`"));
     }
 
     #[test]

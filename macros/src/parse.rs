@@ -8,6 +8,8 @@
 //! dim        := INTEGER
 //! item       := (IDENT ":")? IDENT args? block?
 //!             | IDENT ":" block                       (a branch: `b1: { .. }`)
+//!             | (IDENT ":")? "use" TYPE-PATH ("->" "[" dim ("," dim)* ","? "]")?
+//!                                                     (a user layer: `gate: use Gate<8>`)
 //! args       := "(" (arg ("," arg)* ","?)? ")"
 //! arg        := (IDENT "=")? EXPR
 //! block      := "{" (item ("," item)* ","?)? "}"       (for `Residual`, `Concat`, ..)
@@ -61,7 +63,8 @@ pub struct InputDecl {
     pub dims: Vec<Dim>,
 }
 
-/// One input dimension as written.
+/// One dimension as written.
+#[derive(Clone)]
 pub struct Dim {
     pub value: usize,
     pub span: Span,
@@ -81,6 +84,16 @@ pub struct Item {
     /// For a use of a defined block, expanded into a sequence of its layers: the use as
     /// written (`Basic(64)`), which summaries show.
     pub expanded: Option<String>,
+    /// For a user layer (`use Gate<8> -> [8]`): its type and stated output shape.
+    pub custom: Option<Custom>,
+}
+
+/// `use Type -> [dims]`: a layer that implements `kiln::Layer`.
+#[derive(Clone)]
+pub struct Custom {
+    pub ty: syn::TypePath,
+    /// The output shape the use states, if it does (else the input's).
+    pub output: Option<Vec<Dim>>,
 }
 
 impl Item {
@@ -204,8 +217,20 @@ fn parse_input(body: ParseStream) -> syn::Result<InputDecl> {
     }
     let keyword: kw::input = body.parse()?;
     body.parse::<Token![:]>()?;
+    let (bracket, dims) = parse_dims(body)?;
+    Ok(InputDecl {
+        span: keyword
+            .span
+            .join(bracket.span.join())
+            .unwrap_or(keyword.span),
+        dims,
+    })
+}
+
+/// `[d0, d1, ..]` of integer literals.
+fn parse_dims(input: ParseStream) -> syn::Result<(syn::token::Bracket, Vec<Dim>)> {
     let content;
-    let bracket = bracketed!(content in body);
+    let bracket = bracketed!(content in input);
     let dims: Punctuated<LitInt, Token![,]> = Punctuated::parse_terminated(&content)?;
     let dims = dims
         .iter()
@@ -216,18 +241,58 @@ fn parse_input(body: ParseStream) -> syn::Result<InputDecl> {
             })
         })
         .collect::<syn::Result<Vec<_>>>()?;
-    Ok(InputDecl {
-        span: keyword
-            .span
-            .join(bracket.span.join())
-            .unwrap_or(keyword.span),
-        dims,
+    Ok((bracket, dims))
+}
+
+/// `use Type -> [dims]` after an optional name.
+fn parse_custom(input: ParseStream, name: Option<Ident>) -> syn::Result<Item> {
+    let keyword: Token![use] = input.parse()?;
+    if !input.peek(Ident) && !input.peek(Token![::]) && !input.peek(Token![<]) {
+        return Err(input.error(
+            "`use` takes the type of a layer that implements `kiln::Layer`: `use Gate<8>`",
+        ));
+    }
+    let ty: syn::TypePath = input.parse()?;
+    let output = if input.peek(Token![->]) {
+        input.parse::<Token![->]>()?;
+        if !input.peek(syn::token::Bracket) {
+            return Err(input
+                .error("`->` states the layer's per-sample output shape in brackets: `-> [32]`"));
+        }
+        let (bracket, dims) = parse_dims(input)?;
+        if dims.is_empty() {
+            return Err(syn::Error::new(
+                bracket.span.join(),
+                "an output shape has at least one dimension",
+            ));
+        }
+        Some(dims)
+    } else {
+        None
+    };
+    if !input.is_empty() && !input.peek(Token![,]) {
+        return Err(input.error("expected `,` between layers, or `-> [..]` for the output shape"));
+    }
+    Ok(Item {
+        name,
+        kind: Ident::new("use", keyword.span),
+        args: None,
+        block: None,
+        expanded: None,
+        custom: Some(Custom { ty, output }),
     })
 }
 
 impl Parse for Item {
     fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(Token![use]) {
+            return parse_custom(input, None);
+        }
         let first: Ident = input.parse()?;
+        if input.peek(Token![:]) && !input.peek(Token![::]) && input.peek2(Token![use]) {
+            input.parse::<Token![:]>()?;
+            return parse_custom(input, Some(first));
+        }
         let (name, kind) = if input.peek(Token![:]) && !input.peek(Token![::]) {
             input.parse::<Token![:]>()?;
             if input.peek(syn::token::Brace) {
@@ -270,6 +335,7 @@ impl Parse for Item {
             args,
             block,
             expanded: None,
+            custom: None,
         })
     }
 }

@@ -193,7 +193,7 @@ where
     let mut probe = params.clone();
     for info in M::SPEC.params {
         let range = info.range();
-        let mut row = TensorError::empty(info.name);
+        let mut row = TensorError::empty(&info.full_name());
         for i in probes(range.len()) {
             let at = range.start + i;
             probe[at] = params[at] + h;

@@ -69,8 +69,8 @@ pub fn save<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T], path: &Path
                 TensorKind::Count => (Dtype::I64, Vec::new()),
             };
             let view = TensorView::new(dtype, shape, data)
-                .map_err(|e| Error::format(path, format!("tensor {}: {e}", info.name)))?;
-            Ok((info.name, view))
+                .map_err(|e| Error::format(path, format!("tensor {}: {e}", info.full_name())))?;
+            Ok((info.full_name(), view))
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([
@@ -127,10 +127,11 @@ pub fn load<T: Float>(
     ];
     for (table, values) in tables {
         for info in table {
-            let Ok(tensor) = file.tensor(info.name) else {
+            let Ok(tensor) = file.tensor(&info.full_name()) else {
                 problems.push(format!(
                     "missing tensor `{}` of shape {:?}",
-                    info.name, info.shape
+                    info.full_name(),
+                    info.shape
                 ));
                 continue;
             };
@@ -173,7 +174,7 @@ fn read_tensor<T: Float>(
             (dtype, _) => {
                 return Err(format!(
                     "tensor `{}` should be one count, found {dtype:?} {:?}",
-                    info.name,
+                    info.full_name(),
                     tensor.shape()
                 ))
             }
@@ -184,7 +185,7 @@ fn read_tensor<T: Float>(
     if tensor.shape() != info.shape {
         return Err(format!(
             "tensor `{}` has shape {:?}, the model needs {:?}",
-            info.name,
+            info.full_name(),
             tensor.shape(),
             info.shape
         ));
@@ -204,7 +205,7 @@ fn read_tensor<T: Float>(
         other => {
             return Err(format!(
                 "tensor `{}` is {other:?}; only F32 and F64 load",
-                info.name
+                info.full_name()
             ))
         }
     }

@@ -6,6 +6,7 @@
 //! Most users reach all of it through `kiln::prelude::*`.
 
 mod aligned;
+pub mod custom;
 pub mod data;
 pub mod error;
 pub mod float;
@@ -22,6 +23,7 @@ mod simd;
 pub mod tensor;
 pub mod train;
 
+pub use custom::{Layer, ParamDecl};
 pub use error::{Error, Result};
 pub use float::Float;
 pub use loss::{

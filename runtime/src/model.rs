@@ -16,6 +16,7 @@
 
 use core::fmt;
 use core::ops::Range;
+use std::borrow::Cow;
 
 use crate::aligned::AlignedVec;
 use crate::init::{dropout_rng, init_rng, Init};
@@ -26,8 +27,12 @@ use crate::{Error, Float, Result, Rng, Shape, Tensor, TensorRef};
 /// One parameter tensor of a model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ParamInfo {
-    /// PyTorch's name, such as `fc1.weight`.
+    /// PyTorch's name, such as `fc1.weight`; for a tensor of a user layer (see
+    /// [`crate::custom`]), its name under the layer (`weight`), which
+    /// [`scope`](Self::scope) precedes. [`full_name`](Self::full_name) joins the two.
     pub name: &'static str,
+    /// The user layer the tensor belongs to (`gate`, `block.gate`), or empty.
+    pub scope: &'static str,
     /// PyTorch's shape, such as `[128, 784]`.
     pub shape: &'static [usize],
     /// First index in the parameter buffer.
@@ -56,6 +61,25 @@ impl ParamInfo {
     /// Its range in the parameter buffer.
     pub const fn range(&self) -> Range<usize> {
         self.offset..self.offset + self.len
+    }
+
+    /// Its name in a saved file, `scope.name`.
+    pub fn full_name(&self) -> Cow<'static, str> {
+        if self.scope.is_empty() {
+            Cow::Borrowed(self.name)
+        } else {
+            Cow::Owned(format!("{}.{}", self.scope, self.name))
+        }
+    }
+
+    /// Whether its full name is `name`, without building it.
+    pub fn is_named(&self, name: &str) -> bool {
+        if self.scope.is_empty() {
+            return self.name == name;
+        }
+        name.strip_prefix(self.scope)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| rest == self.name)
     }
 }
 
@@ -114,7 +138,7 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// The parameter called `name`.
     pub fn param(&self, name: &str) -> Option<&ParamInfo> {
-        self.params.iter().find(|p| p.name == name)
+        self.params.iter().find(|p| p.is_named(name))
     }
 
     /// Checks that every input value is finite (a NaN would pass a ReLU as 0 and still
@@ -149,7 +173,7 @@ impl ModelSpec {
 
     /// The non-trained buffer called `name`.
     pub fn buffer(&self, name: &str) -> Option<&ParamInfo> {
-        self.buffers.iter().find(|p| p.name == name)
+        self.buffers.iter().find(|p| p.is_named(name))
     }
 }
 
@@ -675,7 +699,7 @@ impl<'a, T> ParamSet<'a, T> {
     pub fn get(&self, name: &str) -> Option<&'a [T]> {
         self.table
             .iter()
-            .find(|p| p.name == name)
+            .find(|p| p.is_named(name))
             .map(|p| &self.data[p.range()])
     }
 
@@ -689,7 +713,7 @@ impl<T: fmt::Debug> fmt::Debug for ParamSet<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
         for p in self.table {
-            map.entry(&p.name, &&self.data[p.range()]);
+            map.entry(&p.full_name(), &&self.data[p.range()]);
         }
         map.finish()
     }

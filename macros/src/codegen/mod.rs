@@ -26,13 +26,46 @@ pub fn emit(def: &ModelDef, checked: &Checked) -> TokenStream {
     let plan = Plan::new(checked);
     let (structure, inherent) = model_struct::emit(def, checked, &plan);
     let model = model_impl::emit(def, checked, &plan);
+    let customs = custom_consts(&plan);
     unsuffixed(quote! {
         #structure
         const _: () = {
+            #customs
             #inherent
             #model
         };
     })
+}
+
+/// For a model with user layers: the checks of each, where each one's parameters
+/// start (`__KILN_PARAM_AT`, with the total at the end) and the number of counted
+/// nodes, after which their saved scratch lies.
+fn custom_consts(plan: &Plan) -> TokenStream {
+    if plan.customs.is_empty() {
+        return TokenStream::new();
+    }
+    let checks = plan.customs.iter().map(|c| &c.checks);
+    let count = plan.customs.len() + 1;
+    let counted = plan.param_count();
+    let lens = plan.customs.iter().map(|c| {
+        let layer = &c.layer;
+        quote!(::kiln::__private::total_len(#layer::PARAMS))
+    });
+    let nodes = plan.node_sizes.len();
+    quote! {
+        #(#checks)*
+        const __KILN_PARAM_AT: [::core::primitive::usize; #count] = {
+            let mut at = [#counted; #count];
+            let lens = [#(#lens),*];
+            let mut k = 0;
+            while k < lens.len() {
+                at[k + 1] = at[k] + lens[k];
+                k += 1;
+            }
+            at
+        };
+        const __KILN_NODES: ::core::primitive::usize = #nodes;
+    }
 }
 
 /// Drops the `usize`/`u64` suffixes `quote` gives integers, so the expansion reads
@@ -103,6 +136,19 @@ pub struct ParamPlan {
     pub count: bool,
 }
 
+/// A user layer in the plan. Its parameters come after every counted one, in the
+/// order of the layers (`__KILN_PARAM_AT[k]..__KILN_PARAM_AT[k + 1]`), and its saved
+/// scratch is a node after every counted one (`__KILN_NODES + k`), so that the
+/// constants the macro cannot evaluate only ever extend the tables.
+pub struct CustomPlan {
+    /// `<Type as ::kiln::__private::Layer>`.
+    pub layer: TokenStream,
+    /// The layer's full name, which its tensors' names follow.
+    pub scope: String,
+    /// Constants that check the type against the use.
+    pub checks: TokenStream,
+}
+
 /// Buffers and steps of a model.
 pub struct Plan {
     /// Per-sample size of each node.
@@ -115,6 +161,8 @@ pub struct Plan {
     pub output_node: usize,
     /// Whether the first layer reads token ids (which have no gradient).
     pub reads_tokens: bool,
+    /// The user layers, in order.
+    pub customs: Vec<CustomPlan>,
 }
 
 fn push_tensor(
@@ -156,6 +204,7 @@ impl Plan {
                 .layers
                 .first()
                 .is_some_and(|l| l.op.token_vocab().is_some()),
+            customs: Vec::new(),
         };
         plan.output_node = plan.layers(&checked.layers, 0);
         plan
@@ -194,6 +243,12 @@ impl Plan {
     pub fn fixed(&mut self, len: usize) -> Range<usize> {
         self.fixed += len;
         self.fixed - len..self.fixed
+    }
+
+    /// Registers a user layer; returns its index among them.
+    pub fn custom(&mut self, custom: CustomPlan) -> usize {
+        self.customs.push(custom);
+        self.customs.len() - 1
     }
 
     /// Appends a kernel call to the passes.

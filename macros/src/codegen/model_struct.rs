@@ -18,7 +18,7 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
         dims(&checked.input),
         dims(&checked.output)
     );
-    let params = plan.param_count();
+    let params = super::model_impl::param_count(plan);
     let flops = super::model_impl::flops_per_sample(checked);
     let structure = quote! {
         #(#attrs)*

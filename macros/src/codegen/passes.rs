@@ -14,7 +14,7 @@ use super::Plan;
 use crate::layers::{slice, GradFlow, Step};
 
 fn has_params(step: &dyn Step) -> bool {
-    !step.param_ranges().is_empty()
+    step.has_params()
 }
 
 pub fn forward(plan: &Plan) -> TokenStream {

@@ -13,6 +13,7 @@ pub mod attention;
 pub mod batchnorm;
 pub mod conv;
 pub mod conv_transpose;
+pub mod custom;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
@@ -53,6 +54,7 @@ const FAMILIES: &[&[LayerSpec]] = &[
     sequential::SPECS,
     merge::SPECS,
     repeat::SPECS,
+    custom::SPECS,
 ];
 
 /// Every layer of the DSL.
@@ -242,6 +244,12 @@ pub trait Op {
         false
     }
 
+    /// For a user layer, `<Type as Layer>`: its parameter count and FLOPs are that
+    /// trait's constants, which the generated code adds to the counted ones.
+    fn custom_layer(&self) -> Option<TokenStream> {
+        None
+    }
+
     /// The vocabulary, if the layer reads the model's token ids.
     fn token_vocab(&self) -> Option<usize> {
         None
@@ -263,6 +271,12 @@ pub trait Step {
     /// The step's trainable parameters, as ranges of the parameter buffer.
     fn param_ranges(&self) -> Vec<Range<usize>> {
         Vec::new()
+    }
+
+    /// Whether the step has trainable parameters (a user layer's, which the macro
+    /// cannot count, are not in [`param_ranges`](Self::param_ranges)).
+    fn has_params(&self) -> bool {
+        !self.param_ranges().is_empty()
     }
 
     /// Whether the step's kernels need the batch size.

@@ -69,6 +69,7 @@ const _: () = {
             params: &[
                 ::kiln::__private::ParamInfo {
                     name: "fc1.weight",
+                    scope: "",
                     shape: &[128, 784],
                     offset: 0,
                     len: 100352,
@@ -80,6 +81,7 @@ const _: () = {
                 },
                 ::kiln::__private::ParamInfo {
                     name: "fc1.bias",
+                    scope: "",
                     shape: &[128],
                     offset: 100352,
                     len: 128,
@@ -91,6 +93,7 @@ const _: () = {
                 },
                 ::kiln::__private::ParamInfo {
                     name: "fc2.weight",
+                    scope: "",
                     shape: &[10, 128],
                     offset: 100480,
                     len: 1280,
@@ -102,6 +105,7 @@ const _: () = {
                 },
                 ::kiln::__private::ParamInfo {
                     name: "fc2.bias",
+                    scope: "",
                     shape: &[10],
                     offset: 101760,
                     len: 10,
