@@ -74,7 +74,8 @@ pub mod prelude {
     };
     pub use kiln_runtime::metrics::ConfusionMatrix;
     pub use kiln_runtime::optim::{
-        Adam, AdamW, Constant, CosineAnnealing, LrSchedule, Optimizer, RmsProp, Sgd, StepLr,
+        Adam, AdamW, Constant, CosineAnnealing, GradClip, LrSchedule, Optimizer, RmsProp, Sgd,
+        StepLr,
     };
     pub use kiln_runtime::train::{EarlyStopping, FitConfig, History, Monitor, Progress};
     pub use kiln_runtime::{

@@ -399,4 +399,15 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("MLP with a user layer, batch 32: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps with a user layer");
+
+    // Gradient clipping by norm: one more pass over the gradient buffer, no buffer.
+    net.set_grad_clip(Some(GradClip::Norm(0.5))).unwrap();
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            net.train_step(x, &labels, &CrossEntropy::default(), &mut adam)
+                .unwrap();
+        })
+    });
+    println!("MLP with a user layer and clipping, batch 32: {n} allocations in 20 steps");
+    assert_eq!(n, 0, "allocations in 20 training steps with clipping");
 }

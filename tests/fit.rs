@@ -67,6 +67,56 @@ fn history_records_every_epoch_with_validation() {
 }
 
 #[test]
+fn fit_clips_and_logs_the_mean_gradient_norm_of_each_epoch() {
+    let data = blobs(120, 3);
+    let config = FitConfig::new(3, 16).progress(Progress::Silent);
+    let mut plain = Classifier::<f32>::new(0);
+    let history = plain
+        .fit(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Sgd::new(0.5),
+            &config,
+        )
+        .unwrap();
+    assert!(history.epochs.iter().all(|e| e.grad_norm.is_none()));
+
+    let mut clipped = Classifier::<f32>::new(0);
+    clipped.set_grad_clip(Some(GradClip::Norm(0.01))).unwrap();
+    let history = clipped
+        .fit(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Sgd::new(0.5),
+            &config,
+        )
+        .unwrap();
+    for epoch in &history.epochs {
+        let norm = epoch.grad_norm.expect("a norm with clipping in force");
+        assert!(norm > 0.01, "{epoch:?}");
+    }
+    // Steps of at most 0.5 · 0.01 in norm: the parameters moved far less.
+    let start = Classifier::<f32>::new(0);
+    let moved = |net: &Classifier<f32>| {
+        let (a, b) = (net.params().as_slice(), start.params().as_slice());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let batches = 3.0 * (120.0f32 / 16.0).ceil();
+    assert!(
+        moved(&clipped) <= 0.5 * 0.01 * batches * 1.001,
+        "{}",
+        moved(&clipped)
+    );
+    assert!(moved(&plain) > 10.0 * moved(&clipped));
+}
+
+#[test]
 fn early_stopping_stops_and_restores_the_best_weights() {
     // Validation labels that disagree with the training labels: the better the model
     // fits the training set, the worse the validation loss, so patience runs out.

@@ -71,6 +71,13 @@ pub enum Error {
         /// Index of the training step (0-based count of successful steps before it).
         step: u64,
     },
+    /// The gradients' global norm is NaN or infinite, so clipping cannot scale them;
+    /// parameters were left as they were.
+    #[error("gradient norm is not finite ({norm}); parameters were not updated")]
+    NonFiniteGradient {
+        /// The norm computed.
+        norm: f64,
+    },
     /// A hyper-parameter outside its domain.
     #[error("invalid {name}: {value} ({reason})")]
     InvalidHyperParameter {

@@ -33,7 +33,9 @@ pub use model::{
     Grads, LayerInfo, MergeGradIo, Mode, Model, ModelSpec, ModelState, ParamInfo, ParamSet, Pass,
     Summary, TensorKind, Workspace,
 };
-pub use optim::{Adam, AdamW, CosineAnnealing, LrSchedule, Optimizer, RmsProp, Sgd, StepLr};
+pub use optim::{
+    Adam, AdamW, CosineAnnealing, GradClip, LrSchedule, Optimizer, RmsProp, Sgd, StepLr,
+};
 pub use tensor::{Shape, Shape1, Shape2, Shape3, Shape4, Tensor, TensorRef};
 
 /// The random generator of initialisation and dropout: ChaCha8, whose output is fixed

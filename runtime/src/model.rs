@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use crate::aligned::AlignedVec;
 use crate::init::{dropout_rng, init_rng, Init};
 use crate::loss::{Loss, OutputLayout, Regularization};
-use crate::optim::Optimizer;
+use crate::optim::{GradClip, Optimizer};
 use crate::{Error, Float, Result, Rng, Shape, Tensor, TensorRef};
 
 /// One parameter tensor of a model.
@@ -175,6 +175,18 @@ impl ModelSpec {
     pub fn buffer(&self, name: &str) -> Option<&ParamInfo> {
         self.buffers.iter().find(|p| p.is_named(name))
     }
+}
+
+/// Clips the gradients of a backward pass not yet applied.
+fn clip_pending<T: Float>(state: &mut ModelState<T>, clip: GradClip) -> Result<f64> {
+    if !state.grads_pending {
+        return Err(Error::Mismatch(
+            "clipping needs the gradients of a backward pass not yet applied".into(),
+        ));
+    }
+    let norm = clip.apply(&mut state.grads)?;
+    state.grad_norm = Some(norm);
+    Ok(norm)
 }
 
 /// Whether every value is finite: `0 · v` is 0 for a finite value and NaN otherwise,
@@ -649,6 +661,10 @@ pub struct ModelState<T> {
     workspace: Workspace<T>,
     dropout_rng: Rng,
     regularization: Regularization,
+    /// The clipping a training step applies to the gradients, if any.
+    clip: Option<GradClip>,
+    /// The global L2 norm of the last clipped gradients, before clipping.
+    grad_norm: Option<f64>,
     steps: u64,
     /// Whether `grads` holds a backward pass's gradients not yet applied.
     grads_pending: bool,
@@ -673,6 +689,8 @@ impl<T: Float> ModelState<T> {
             workspace: Workspace::new(spec),
             dropout_rng: dropout_rng(seed),
             regularization: Regularization::NONE,
+            clip: None,
+            grad_norm: None,
             steps: 0,
             grads_pending: false,
         }
@@ -879,7 +897,7 @@ pub trait Model<T: Float>: Sized {
         // Plain SGD without a penalty: the update is made inside the backward pass.
         let update = optimizer
             .linear_step()
-            .filter(|_| !state.regularization.is_active())
+            .filter(|_| !state.regularization.is_active() && state.clip.is_none())
             .map(T::from_f64);
         Self::backward_pass(
             &mut state.params,
@@ -898,6 +916,9 @@ pub trait Model<T: Float>: Sized {
                 if !value.is_finite() {
                     return Err(non_finite(value, state.steps));
                 }
+            }
+            if let Some(clip) = state.clip {
+                state.grad_norm = Some(clip.apply(&mut state.grads)?);
             }
             optimizer.step(&mut state.params, &state.grads)?;
         }
@@ -990,6 +1011,9 @@ pub trait Model<T: Float>: Sized {
                     step: state.steps,
                 });
             }
+        }
+        if let Some(clip) = state.clip {
+            state.grad_norm = Some(clip.apply(&mut state.grads)?);
         }
         optimizer.step(&mut state.params, &state.grads)?;
         state.steps += 1;
@@ -1136,6 +1160,52 @@ pub trait Model<T: Float>: Sized {
     /// The L1/L2 penalty in force.
     fn regularization(&self) -> Regularization {
         self.state().regularization
+    }
+
+    /// Sets the gradient clipping that [`train_step`](Self::train_step),
+    /// [`apply_gradients`](Self::apply_gradients) and so `fit` apply before the
+    /// optimiser reads the gradients (after a regularisation penalty's gradient is
+    /// added, as if it were part of the loss), or `None` for none: Keras's
+    /// `global_clipnorm` and `clipvalue`, PyTorch's `clip_grad_norm_` and
+    /// `clip_grad_value_` called before every `optimizer.step()`. Fails on a bound
+    /// that is not a positive finite number, keeping the clipping in force.
+    ///
+    /// With clipping, plain SGD no longer updates inside the backward pass (the
+    /// gradients must all exist before their norm does): a step writes every gradient
+    /// out, as the other optimisers' steps do.
+    fn set_grad_clip(&mut self, clip: Option<GradClip>) -> Result<()> {
+        let clip = clip.map(GradClip::validate).transpose()?;
+        self.state_mut().clip = clip;
+        Ok(())
+    }
+
+    /// The gradient clipping in force.
+    fn grad_clip(&self) -> Option<GradClip> {
+        self.state().clip
+    }
+
+    /// The global L2 norm of the last clipped gradients, before clipping (what
+    /// PyTorch's `clip_grad_norm_` returns): recorded by every step while a
+    /// [`set_grad_clip`](Self::set_grad_clip) is in force and by
+    /// [`clip_grad_norm`](Self::clip_grad_norm); `None` before any.
+    fn grad_norm(&self) -> Option<f64> {
+        self.state().grad_norm
+    }
+
+    /// Scales the gradients of the last backward pass so that their global L2 norm is
+    /// at most `max_norm`, and returns the norm before (PyTorch's `clip_grad_norm_`),
+    /// for a custom loop between `backward` and
+    /// [`apply_gradients`](Self::apply_gradients). Fails, changing nothing, without
+    /// fresh gradients, on a bad bound, or if the norm is not finite.
+    fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        clip_pending(self.state_mut(), GradClip::Norm(max_norm))
+    }
+
+    /// Clamps the gradients of the last backward pass to `[-value, value]` (PyTorch's
+    /// `clip_grad_value_`) and returns their global L2 norm before; as
+    /// [`clip_grad_norm`](Self::clip_grad_norm) otherwise.
+    fn clip_grad_value(&mut self, value: f64) -> Result<f64> {
+        clip_pending(self.state_mut(), GradClip::Value(value))
     }
 
     /// Number of successful training steps so far.

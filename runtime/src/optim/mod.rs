@@ -5,11 +5,13 @@
 //! the same defaults, so hyper-parameters carry over.
 
 mod adam;
+mod clip;
 mod rmsprop;
 mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamW};
+pub use clip::{global_norm, GradClip};
 pub use rmsprop::RmsProp;
 pub use schedule::{Constant, CosineAnnealing, LrSchedule, StepLr};
 pub use sgd::Sgd;

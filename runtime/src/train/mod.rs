@@ -198,6 +198,9 @@ pub struct EpochLog {
     pub val_accuracy: Option<f64>,
     /// The learning rate used in the epoch.
     pub learning_rate: f64,
+    /// With gradient clipping in force ([`Model::set_grad_clip`]): the mean over the
+    /// epoch's steps of the gradients' global L2 norm before clipping.
+    pub grad_norm: Option<f64>,
     /// Wall time of the epoch, validation included.
     pub seconds: f64,
 }
@@ -385,9 +388,14 @@ where
         progress.begin_epoch(epoch);
         batches.start_epoch(epoch);
         let (mut total, mut samples, mut correct, mut counted) = (0.0, 0usize, 0usize, 0usize);
+        let (mut norms, mut steps) = (0.0, 0usize);
         while let Some((x, y)) = batches.next_batch() {
             let batch = x.batch();
             let value = model.train_step(x, y, loss, optimizer)?;
+            if model.grad_clip().is_some() {
+                norms += model.grad_norm().unwrap_or(f64::NAN);
+                steps += 1;
+            }
             total += value.to_f64() * batch as f64;
             samples += batch;
             if let Some((c, n)) = Y::correct(model.last_output(), y, width) {
@@ -407,6 +415,7 @@ where
             val_loss: scored.map(|s| s.loss),
             val_accuracy: scored.and_then(|s| s.accuracy),
             learning_rate: optimizer.learning_rate(),
+            grad_norm: (steps > 0).then(|| norms / steps as f64),
             seconds: started.elapsed().as_secs_f64(),
         };
         progress.end_epoch(&log);

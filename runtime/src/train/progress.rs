@@ -57,6 +57,9 @@ fn metrics(log: &EpochLog) -> String {
     if let Some(a) = log.val_accuracy {
         text.push_str(&format!("  val_accuracy {a:.4}"));
     }
+    if let Some(norm) = log.grad_norm {
+        text.push_str(&format!("  grad_norm {norm:.4}"));
+    }
     text
 }
 
