@@ -69,6 +69,7 @@ pub use kiln_runtime::*;
 /// What a program using kiln needs in scope.
 pub mod prelude {
     pub use kiln_runtime::data::{Dataset, LabelColumn};
+    pub use kiln_runtime::io::{LoadOptions, LoadReport};
     pub use kiln_runtime::loss::{
         BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization,
     };

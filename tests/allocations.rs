@@ -410,4 +410,28 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("MLP with a user layer and clipping, batch 32: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps with clipping");
+
+    // A frozen layer: its values are kept in a buffer sized when freezing.
+    net.freeze("fc1").unwrap();
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            net.train_step(x, &labels, &CrossEntropy::default(), &mut adam)
+                .unwrap();
+        })
+    });
+    println!("... and fc1 frozen: {n} allocations in 20 steps");
+    assert_eq!(n, 0, "allocations in 20 training steps with a frozen layer");
+
+    // Gradient accumulation over four micro-batches (its buffer is made on first use).
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            for _ in 0..4 {
+                net.accumulate_gradients(x, &labels, &CrossEntropy::default())
+                    .unwrap();
+            }
+            net.apply_accumulated(&mut adam).unwrap();
+        })
+    });
+    println!("... accumulating 4 micro-batches a step: {n} allocations in 20 steps");
+    assert_eq!(n, 0, "allocations in 20 accumulated steps");
 }

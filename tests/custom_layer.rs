@@ -4,6 +4,7 @@ use kiln::custom::{Backward, Forward, Layer, ParamDecl};
 use kiln::gradcheck::{check_gradients, GradCheck};
 use kiln::init::Init;
 use kiln::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `y = x · σ(w ⊙ x + b)`, one gate per feature.
 pub struct Gate<const N: usize>;
@@ -314,4 +315,77 @@ fn a_user_layer_is_told_whether_the_model_trains() {
     let x = TensorRef::<f32, Shape1<2>>::new(&x).unwrap();
     assert_eq!(net.forward(x).as_slice(), &[1.0, 2.0]);
     assert_eq!(net.forward_train(x), &[2.0, 3.0]);
+}
+
+static BACKWARD_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// `y = w ⊙ x`, counting its backward passes.
+pub struct Counted<const N: usize>;
+
+impl<const N: usize> Layer for Counted<N> {
+    const INPUT: &'static [usize] = &[N];
+    const OUTPUT: &'static [usize] = &[N];
+    const PARAMS: &'static [ParamDecl] = &[ParamDecl::new("weight", &[N], Init::Ones)];
+
+    fn forward<T: Float>(io: Forward<'_, T>) {
+        let w = io.params.get(0);
+        for (y, x) in io.output.chunks_mut(N).zip(io.input.chunks(N)) {
+            for i in 0..N {
+                y[i] = w[i] * x[i];
+            }
+        }
+    }
+
+    fn backward<T: Float>(mut io: Backward<'_, T>) {
+        BACKWARD_CALLS.fetch_add(1, Ordering::SeqCst);
+        let w = io.params.get(0);
+        let gw = io.grad_params.get_mut(0);
+        for n in 0..io.batch {
+            for i in 0..N {
+                let (x, dy) = (io.input[n * N + i], io.grad_output[n * N + i]);
+                gw[i] += dy * x;
+                if let Some(dx) = io.grad_input.as_deref_mut() {
+                    dx[n * N + i] += dy * w[i];
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_frozen_user_layer_before_every_trainable_one_does_no_gradient_work() {
+    kiln::model! {
+        struct Tail {
+            input: [3],
+            fc0: Dense(4),
+            scale: use Counted<4>,
+            head: Dense(2),
+        }
+    }
+    let mut net = Tail::<f32>::new(1);
+    let x = [0.5f32, -1.0, 2.0, 1.0, 0.0, -0.5];
+    let x = TensorRef::<f32, Shape1<3>>::new(&x).unwrap();
+    let mut opt = Adam::new(0.01);
+    let mut step = |net: &mut Tail<f32>| {
+        net.train_step(x, &[0, 1][..], &CrossEntropy::default(), &mut opt)
+            .unwrap();
+    };
+    let calls = || BACKWARD_CALLS.load(Ordering::SeqCst);
+    step(&mut net);
+    assert_eq!(calls(), 1);
+    net.freeze("fc0").unwrap();
+    net.freeze("scale").unwrap();
+    let frozen = net.params().get("scale.weight").unwrap().to_vec();
+    step(&mut net);
+    assert_eq!(calls(), 1, "skipped: nothing before it trains");
+    assert_eq!(net.params().get("scale.weight").unwrap(), &frozen[..]);
+    // Its input gradient is still there when asked for.
+    net.value_and_grad_to_input(x, &[0, 1][..], &CrossEntropy::default())
+        .unwrap();
+    assert_eq!(calls(), 2);
+    // With fc0 training again, the gradient has to pass through it.
+    net.unfreeze("fc0").unwrap();
+    step(&mut net);
+    assert_eq!(calls(), 3);
+    assert_eq!(net.params().get("scale.weight").unwrap(), &frozen[..]);
 }

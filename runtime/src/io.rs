@@ -105,6 +105,70 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// How [`load_with`] matches a file's tensors to a model's: PyTorch's
+/// `load_state_dict(strict=...)`, plus prefix renames for a state dict saved from a
+/// module that sits elsewhere in this model (or the other way round).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    strict: bool,
+    renames: Vec<(String, String)>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoadOptions {
+    /// Strict, no renames: every tensor of the model must be in the file and every
+    /// tensor of the file in the model ([`crate::Model::load`]).
+    pub fn new() -> Self {
+        Self {
+            strict: true,
+            renames: Vec::new(),
+        }
+    }
+
+    /// With `false`, tensors the model has and the file lacks keep their values and
+    /// tensors the file has and the model lacks are left out; both are reported in
+    /// the [`LoadReport`]. A tensor of the wrong shape or type is an error either way.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Reads a file tensor whose name starts with `from` as the model's tensor named
+    /// `to` followed by the rest: `rename("", "backbone.")` loads a backbone's own
+    /// state dict into the model's `backbone`, `rename("features.", "")` the other way.
+    /// The first rule that matches a name applies.
+    pub fn rename(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
+        self.renames.push((from.into(), to.into()));
+        self
+    }
+
+    /// The model's name for the file's tensor `name`.
+    fn model_name(&self, name: &str) -> String {
+        for (from, to) in &self.renames {
+            if let Some(rest) = name.strip_prefix(from.as_str()) {
+                return format!("{to}{rest}");
+            }
+        }
+        name.to_string()
+    }
+}
+
+/// What [`load_with`] did, by the model's tensor names, each list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Tensors read from the file.
+    pub loaded: Vec<String>,
+    /// The model's tensors the file lacks (they kept their values).
+    pub missing: Vec<String>,
+    /// The file's tensors the model lacks (left out), by their names in the file.
+    pub unexpected: Vec<String>,
+}
+
 /// Reads the parameters and buffers `spec` describes from a safetensors file.
 ///
 /// On any mismatch, returns [`Error::StateDict`] listing every problem and leaves
@@ -115,10 +179,37 @@ pub fn load<T: Float>(
     buffers: &mut [T],
     path: &Path,
 ) -> Result<()> {
+    load_with(spec, params, buffers, path, &LoadOptions::new()).map(drop)
+}
+
+/// [`load`] as `options` say: strict or not, with renames. Returns what was loaded,
+/// missing and unexpected; on any problem (in strict mode, a missing or unexpected
+/// tensor too) returns [`Error::StateDict`] listing all of them, leaving `params` and
+/// `buffers` unchanged.
+pub fn load_with<T: Float>(
+    spec: &ModelSpec,
+    params: &mut [T],
+    buffers: &mut [T],
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadReport> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
     let mut problems = Vec::new();
+    let mut report = LoadReport::default();
+    // The file's tensors by the model's names for them.
+    let mut by_model_name: HashMap<String, String> = HashMap::new();
+    let mut file_names = file.names();
+    file_names.sort();
+    for name in file_names {
+        let model_name = options.model_name(name);
+        if let Some(other) = by_model_name.insert(model_name.clone(), name.to_string()) {
+            problems.push(format!(
+                "tensors `{other}` and `{name}` of the file both rename to `{model_name}`"
+            ));
+        }
+    }
     let mut new_params = params.to_vec();
     let mut new_buffers = buffers.to_vec();
     let tables = [
@@ -127,27 +218,33 @@ pub fn load<T: Float>(
     ];
     for (table, values) in tables {
         for info in table {
-            let Ok(tensor) = file.tensor(&info.full_name()) else {
-                problems.push(format!(
-                    "missing tensor `{}` of shape {:?}",
-                    info.full_name(),
-                    info.shape
-                ));
+            let name = info.full_name();
+            let found = by_model_name
+                .remove(name.as_ref())
+                .and_then(|file_name| file.tensor(&file_name).ok());
+            let Some(tensor) = found else {
+                if options.strict {
+                    problems.push(format!("missing tensor `{name}` of shape {:?}", info.shape));
+                }
+                report.missing.push(name.into_owned());
                 continue;
             };
-            if let Err(problem) = read_tensor(info, &tensor, &mut values[info.range()]) {
-                problems.push(problem);
+            match read_tensor(info, &tensor, &mut values[info.range()]) {
+                Ok(()) => report.loaded.push(name.into_owned()),
+                Err(problem) => problems.push(problem),
             }
         }
     }
-    let mut extra: Vec<String> = file
-        .names()
-        .into_iter()
-        .filter(|name| spec.param(name).is_none() && spec.buffer(name).is_none())
-        .map(|name| format!("unexpected tensor `{name}` (the model has no such parameter)"))
-        .collect();
+    let mut extra: Vec<String> = by_model_name.into_values().collect();
     extra.sort();
-    problems.extend(extra);
+    if options.strict {
+        problems.extend(
+            extra.iter().map(|name| {
+                format!("unexpected tensor `{name}` (the model has no such parameter)")
+            }),
+        );
+    }
+    report.unexpected = extra;
     if !problems.is_empty() {
         return Err(Error::StateDict {
             path: path.display().to_string(),
@@ -156,7 +253,9 @@ pub fn load<T: Float>(
     }
     params.copy_from_slice(&new_params);
     buffers.copy_from_slice(&new_buffers);
-    Ok(())
+    report.loaded.sort();
+    report.missing.sort();
+    Ok(report)
 }
 
 /// Decodes one tensor into `target`, or says why it does not fit.
@@ -208,6 +307,13 @@ fn read_tensor<T: Float>(
                 info.full_name()
             ))
         }
+    }
+    if let Some(index) = target.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "tensor `{}` holds {} at index {index}; a model loads only finite values",
+            info.full_name(),
+            target[index].to_f64()
+        ));
     }
     Ok(())
 }

@@ -71,6 +71,12 @@ pub trait Loss<T: Float> {
         layout: OutputLayout,
         grad_output: Option<&mut [T]>,
     ) -> Result<T>;
+
+    /// How the loss combines its samples, which says how gradients accumulated over
+    /// micro-batches combine into the whole batch's ([`crate::Model::accumulate_gradients`]).
+    fn reduction(&self) -> Reduction {
+        Reduction::Mean
+    }
 }
 
 fn check_target_len(expected: usize, actual: usize) -> Result<()> {
@@ -108,6 +114,10 @@ pub struct Mse {
 
 impl<T: Float> Loss<T> for Mse {
     type Target = [T];
+
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
 
     fn evaluate(
         &self,
@@ -152,6 +162,10 @@ pub struct BinaryCrossEntropy {
 impl<T: Float> Loss<T> for BinaryCrossEntropy {
     type Target = [T];
 
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
     fn evaluate(
         &self,
         output: &[T],
@@ -187,6 +201,10 @@ pub struct BceWithLogits {
 
 impl<T: Float> Loss<T> for BceWithLogits {
     type Target = [T];
+
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
 
     fn evaluate(
         &self,
@@ -231,6 +249,10 @@ pub struct CrossEntropy {
 
 impl<T: Float> Loss<T> for CrossEntropy {
     type Target = [usize];
+
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
 
     fn evaluate(
         &self,

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 
 use crate::aligned::AlignedVec;
 use crate::init::{dropout_rng, init_rng, Init};
-use crate::loss::{Loss, OutputLayout, Regularization};
+use crate::loss::{Loss, OutputLayout, Reduction, Regularization};
 use crate::optim::{GradClip, Optimizer};
 use crate::{Error, Float, Result, Rng, Shape, Tensor, TensorRef};
 
@@ -228,6 +228,9 @@ pub struct Workspace<T> {
     /// Whether node 0 holds the input of the last forward pass, which
     /// [`Model::backward`] reads: only [`Model::forward_train`] copies it there.
     input_held: bool,
+    /// The smallest parameter offset the backward pass must reach (0: every step
+    /// runs); see [`Pass::reaches`].
+    trainable_from: usize,
 }
 
 /// A pass over a [`Workspace`] whose input node may live outside it: a training step
@@ -240,6 +243,14 @@ pub struct Pass<'a, T> {
 }
 
 impl<'a, T: Float> Pass<'a, T> {
+    /// Whether the backward pass must run a step whose parameters (and every earlier
+    /// step's) end at `end` in the parameter buffer: with layers frozen, a step before
+    /// every trainable one needs no gradient at all. `trainable_from` 0 runs every step.
+    pub fn reaches(&self, end: usize) -> bool {
+        let from = self.ws.trainable_from;
+        from == 0 || from < end
+    }
+
     /// A pass over `ws`; `input`, if given, stands for node 0.
     pub fn new(ws: &'a mut Workspace<T>, input: Option<&'a [T]>) -> Self {
         if let Some(x) = input {
@@ -423,6 +434,7 @@ impl<T: Float> Workspace<T> {
             grads: Vec::new(),
             fixed: vec![T::ZERO; spec.fixed],
             input_held: false,
+            trainable_from: 0,
         }
     }
 
@@ -665,6 +677,16 @@ pub struct ModelState<T> {
     clip: Option<GradClip>,
     /// The global L2 norm of the last clipped gradients, before clipping.
     grad_norm: Option<f64>,
+    /// Per tensor of the parameter table: whether it is frozen.
+    frozen: Vec<bool>,
+    /// The frozen tensors' values, kept across an optimiser step (sized when freezing).
+    frozen_values: Vec<T>,
+    /// Gradients accumulated over micro-batches, each weighted as its loss reduces
+    /// (sized on first use).
+    accumulated: Vec<T>,
+    /// What the accumulated gradients are divided by, and whether the losses reduce
+    /// by mean, once a micro-batch is in.
+    accumulated_over: Option<(usize, Reduction)>,
     steps: u64,
     /// Whether `grads` holds a backward pass's gradients not yet applied.
     grads_pending: bool,
@@ -691,10 +713,132 @@ impl<T: Float> ModelState<T> {
             regularization: Regularization::NONE,
             clip: None,
             grad_norm: None,
+            frozen: vec![false; spec.params.len()],
+            frozen_values: Vec::new(),
+            accumulated: Vec::new(),
+            accumulated_over: None,
             steps: 0,
             grads_pending: false,
         }
     }
+}
+
+impl<T: Float> ModelState<T> {
+    fn any_frozen(&self) -> bool {
+        self.frozen.iter().any(|&f| f)
+    }
+
+    /// Tells the next backward pass how far it must reach: everything for the input's
+    /// gradient, else down to the first trainable tensor.
+    fn prepare_backward(&mut self, spec: &ModelSpec, to_input: bool) {
+        self.workspace.trainable_from = if to_input {
+            0
+        } else {
+            trainable_from(spec, &self.frozen)
+        };
+    }
+
+    /// Zeros the frozen tensors' gradients, which a backward pass may have skipped or
+    /// computed on the way to a trainable tensor before them.
+    fn zero_frozen_grads(&mut self, spec: &ModelSpec) {
+        for (p, _) in spec.params.iter().zip(&self.frozen).filter(|(_, &f)| f) {
+            self.grads[p.range()].fill(T::ZERO);
+        }
+    }
+
+    /// `optimizer.step`, with the frozen tensors put back as they were afterwards, so
+    /// that no rule (weight decay, momentum from before freezing) moves them.
+    fn step_keeping_frozen<O: Optimizer<T>>(
+        &mut self,
+        spec: &ModelSpec,
+        optimizer: &mut O,
+    ) -> Result<()> {
+        if !self.any_frozen() {
+            return optimizer.step(&mut self.params, &self.grads);
+        }
+        let frozen = || spec.params.iter().zip(&self.frozen).filter(|(_, &f)| f);
+        let mut at = 0;
+        for (p, _) in frozen() {
+            self.frozen_values[at..at + p.len].copy_from_slice(&self.params[p.range()]);
+            at += p.len;
+        }
+        let result = optimizer.step(&mut self.params, &self.grads);
+        let mut at = 0;
+        for (p, _) in frozen() {
+            self.params[p.range()].copy_from_slice(&self.frozen_values[at..at + p.len]);
+            at += p.len;
+        }
+        result
+    }
+
+    /// Freezes (or unfreezes) the tensors `pattern` matches; returns how many.
+    fn set_frozen(&mut self, spec: &ModelSpec, pattern: &str, frozen: bool) -> Result<usize> {
+        let mut count = 0;
+        for (p, flag) in spec.params.iter().zip(self.frozen.iter_mut()) {
+            if name_matches(pattern, &p.full_name()) {
+                *flag = frozen;
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return Err(Error::Mismatch(format!(
+                "no parameter matches `{pattern}` (a name such as `fc1.weight`, a layer or \
+                 block such as `fc1`, or a pattern with `*` such as `conv*`)"
+            )));
+        }
+        let len: usize = spec
+            .params
+            .iter()
+            .zip(&self.frozen)
+            .filter(|(_, &f)| f)
+            .map(|(p, _)| p.len)
+            .sum();
+        self.frozen_values.resize(len, T::ZERO);
+        Ok(count)
+    }
+}
+
+/// The smallest parameter offset of a trainable tensor when some are frozen, so that
+/// a backward pass skips the steps before it; 0 (every step runs) when nothing is
+/// frozen, when that offset is 0, or when a user layer's tensor (laid out after the
+/// others, so not in step order) trains.
+fn trainable_from(spec: &ModelSpec, frozen: &[bool]) -> usize {
+    if !frozen.iter().any(|&f| f) {
+        return 0;
+    }
+    let mut from = usize::MAX;
+    for (p, _) in spec.params.iter().zip(frozen).filter(|(_, &f)| !f) {
+        if !p.scope.is_empty() {
+            return 0;
+        }
+        from = from.min(p.offset);
+    }
+    from
+}
+
+/// Whether the tensor `name` is what `pattern` names: the tensor itself, a layer or
+/// block it is in (`fc1`, `layer1.0`), or a glob where `*` stands for any characters
+/// (`conv*`, `*.bias`).
+fn name_matches(pattern: &str, name: &str) -> bool {
+    if !pattern.contains('*') {
+        return name == pattern
+            || name
+                .strip_prefix(pattern)
+                .is_some_and(|rest| rest.starts_with('.'));
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Named views into a parameter-shaped buffer (the parameters or their gradients).
@@ -893,11 +1037,16 @@ pub trait Model<T: Float>: Sized {
             loss: value.to_f64(),
             step: steps,
         };
+        state.prepare_backward(spec, false);
         let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
         // Plain SGD without a penalty: the update is made inside the backward pass.
         let update = optimizer
             .linear_step()
-            .filter(|_| !state.regularization.is_active() && state.clip.is_none())
+            .filter(|_| {
+                !state.regularization.is_active()
+                    && state.clip.is_none()
+                    && !state.frozen.iter().any(|&f| f)
+            })
             .map(T::from_f64);
         Self::backward_pass(
             &mut state.params,
@@ -917,10 +1066,11 @@ pub trait Model<T: Float>: Sized {
                     return Err(non_finite(value, state.steps));
                 }
             }
+            state.zero_frozen_grads(spec);
             if let Some(clip) = state.clip {
                 state.grad_norm = Some(clip.apply(&mut state.grads)?);
             }
-            optimizer.step(&mut state.params, &state.grads)?;
+            state.step_keeping_frozen(spec, optimizer)?;
         }
         state.grads_pending = false;
         state.steps += 1;
@@ -1012,12 +1162,86 @@ pub trait Model<T: Float>: Sized {
                 });
             }
         }
+        state.zero_frozen_grads(spec);
         if let Some(clip) = state.clip {
             state.grad_norm = Some(clip.apply(&mut state.grads)?);
         }
-        optimizer.step(&mut state.params, &state.grads)?;
+        state.step_keeping_frozen(spec, optimizer)?;
         state.steps += 1;
         Ok(penalty)
+    }
+
+    /// Gradient accumulation: the forward and backward passes of one micro-batch, its
+    /// gradients added to those accumulated since the last
+    /// [`apply_accumulated`](Self::apply_accumulated), which then steps as one batch of
+    /// all of them would: k micro-batches of b samples give the step of one batch of
+    /// k·b (for a mean-reduced loss, each micro-batch weighs by its sample count, so
+    /// sizes may differ; for a summed one, the sums add). Returns the micro-batch's
+    /// loss. Batch norm normalises each micro-batch by its own statistics, as in
+    /// PyTorch, so a model with batch norm is not exactly equivalent.
+    ///
+    /// Fails, adding nothing, on a bad batch or target, a non-finite loss, or a loss
+    /// that reduces otherwise than the micro-batches before it.
+    fn accumulate_gradients<'a, L, Y>(
+        &mut self,
+        x: impl Into<TensorRef<'a, T, Self::Input>>,
+        target: &Y,
+        loss: &L,
+    ) -> Result<T>
+    where
+        L: Loss<T>,
+        Y: AsRef<L::Target> + ?Sized,
+    {
+        let x = x.into();
+        let reduction = loss.reduction();
+        let state = self.state_mut();
+        if let Some((_, before)) = state.accumulated_over {
+            if before != reduction {
+                return Err(Error::Mismatch(
+                    "the micro-batches of one accumulated step must use losses of one reduction"
+                        .into(),
+                ));
+            }
+        }
+        let value = value_and_grad::<T, Self, L>(state, x, target.as_ref(), loss, false)?;
+        state.grads_pending = false;
+        if state.accumulated.len() != state.grads.len() {
+            state.accumulated = vec![T::ZERO; state.grads.len()];
+        }
+        let batch = x.batch();
+        let weight = match reduction {
+            Reduction::Mean => T::from_f64(batch as f64),
+            Reduction::Sum => T::ONE,
+        };
+        crate::optim::add_scaled(&mut state.accumulated, &state.grads, weight);
+        let (samples, _) = state.accumulated_over.unwrap_or((0, reduction));
+        state.accumulated_over = Some((samples + batch, reduction));
+        Ok(value)
+    }
+
+    /// Steps `optimizer` on the gradients accumulated by
+    /// [`accumulate_gradients`](Self::accumulate_gradients) since the last call, as
+    /// [`apply_gradients`](Self::apply_gradients) does (penalty, frozen tensors,
+    /// clipping, one counted step), and starts a new accumulation. Returns the
+    /// penalty. Fails if nothing was accumulated; a failing step leaves the
+    /// parameters as they were and the accumulation cleared.
+    fn apply_accumulated<O: Optimizer<T>>(&mut self, optimizer: &mut O) -> Result<T> {
+        let state = self.state_mut();
+        let Some((samples, reduction)) = state.accumulated_over.take() else {
+            return Err(Error::Mismatch(
+                "apply_accumulated needs accumulate_gradients since the last step".into(),
+            ));
+        };
+        let divisor = match reduction {
+            Reduction::Mean => T::from_f64(samples as f64),
+            Reduction::Sum => T::ONE,
+        };
+        for (g, a) in state.grads.iter_mut().zip(state.accumulated.iter_mut()) {
+            *g = *a / divisor;
+            *a = T::ZERO;
+        }
+        state.grads_pending = true;
+        self.apply_gradients(optimizer)
     }
 
     /// The loss of a batch in inference mode (no dropout, no update, no penalty).
@@ -1133,6 +1357,33 @@ pub trait Model<T: Float>: Sized {
         )
     }
 
+    /// [`load`](Self::load) with options: PyTorch's `strict=False` (tensors the file
+    /// lacks keep their values, tensors the model lacks are left out) and prefix
+    /// renames, for a checkpoint whose model differs (a new head, a backbone saved on
+    /// its own). Returns which tensors were loaded, missing and unexpected. A tensor of
+    /// the wrong shape, of a non-float type or holding a NaN or infinity is refused by
+    /// name, as is (in strict mode) a missing or unexpected one; the model is then left
+    /// unchanged.
+    ///
+    /// ```ignore
+    /// let report = model.load_with("mnist_cnn.safetensors", &LoadOptions::new().strict(false))?;
+    /// println!("loaded {:?}, new: {:?}", report.loaded, report.missing);
+    /// ```
+    fn load_with(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        options: &crate::io::LoadOptions,
+    ) -> Result<crate::io::LoadReport> {
+        let state = self.state_mut();
+        crate::io::load_with(
+            Self::SPEC,
+            &mut state.params,
+            &mut state.buffers,
+            path.as_ref(),
+            options,
+        )
+    }
+
     /// The non-trained state (batch norm's running statistics), by name.
     fn buffers(&self) -> ParamSet<'_, T> {
         ParamSet {
@@ -1182,6 +1433,36 @@ pub trait Model<T: Float>: Sized {
     /// The gradient clipping in force.
     fn grad_clip(&self) -> Option<GradClip> {
         self.state().clip
+    }
+
+    /// Freezes the parameter tensors `pattern` names, as PyTorch's
+    /// `requires_grad_(False)` and Keras's `trainable = False`: a tensor's name
+    /// (`fc1.weight`), a layer or block (`fc1`, `layer1.0`: every tensor under it) or a
+    /// glob with `*` (`conv*`, `*.bias`). Returns how many tensors it names, or fails
+    /// if none.
+    ///
+    /// Frozen tensors get no update from any optimiser (put back bit for bit after each
+    /// step, so weight decay and momentum do not move them) and a zero gradient, and
+    /// are left out of clipping's norm. A backward pass skips every step before the
+    /// first trainable tensor: those layers compute no gradient at all (unless the
+    /// input's gradient is asked for). Batch norm's running statistics of a frozen
+    /// layer still follow the batches in training mode, as in PyTorch.
+    fn freeze(&mut self, pattern: &str) -> Result<usize> {
+        self.state_mut().set_frozen(Self::SPEC, pattern, true)
+    }
+
+    /// Unfreezes the tensors `pattern` names (see [`freeze`](Self::freeze)).
+    fn unfreeze(&mut self, pattern: &str) -> Result<usize> {
+        self.state_mut().set_frozen(Self::SPEC, pattern, false)
+    }
+
+    /// Whether the tensor called `name` is frozen; `None` if the model has none.
+    fn is_frozen(&self, name: &str) -> Option<bool> {
+        Self::SPEC
+            .params
+            .iter()
+            .position(|p| p.is_named(name))
+            .map(|i| self.state().frozen[i])
     }
 
     /// The global L2 norm of the last clipped gradients, before clipping (what
@@ -1254,6 +1535,7 @@ fn backward_from<T: Float, M: Model<T>>(
         });
     }
     state.workspace.grad_mut(node).copy_from_slice(grad_output);
+    state.prepare_backward(M::SPEC, to_input);
     let mut pass = Pass::new(&mut state.workspace, None);
     M::backward_pass(
         &mut state.params,
@@ -1262,6 +1544,7 @@ fn backward_from<T: Float, M: Model<T>>(
         None,
         to_input,
     );
+    state.zero_frozen_grads(M::SPEC);
     // Convolutions and recurrent layers overwrite what they saved in the forward pass:
     // a second backward pass would read scratch.
     state.workspace.input_held = false;
@@ -1313,6 +1596,7 @@ fn value_and_grad<T: Float, M: Model<T>, L: Loss<T>>(
     to_input: bool,
 ) -> Result<T> {
     let value = forward_and_loss::<T, M, L>(state, x, target, loss, Run::KeepInput)?;
+    state.prepare_backward(M::SPEC, to_input);
     let mut pass = Pass::new(&mut state.workspace, None);
     M::backward_pass(
         &mut state.params,
@@ -1321,6 +1605,7 @@ fn value_and_grad<T: Float, M: Model<T>, L: Loss<T>>(
         None,
         to_input,
     );
+    state.zero_frozen_grads(M::SPEC);
     state.workspace.input_held = false;
     state.grads_pending = true;
     Ok(value)

@@ -158,6 +158,10 @@ pub struct Plan {
     /// Batch-independent scratch, in values.
     pub fixed: usize,
     pub steps: Vec<Box<dyn Step>>,
+    /// Per step: the end of the parameters laid out up to it (its own included), which
+    /// the backward pass compares with the first trainable offset to skip the steps
+    /// before every trainable layer.
+    pub step_param_ends: Vec<usize>,
     pub output_node: usize,
     /// Whether the first layer reads token ids (which have no gradient).
     pub reads_tokens: bool,
@@ -199,6 +203,7 @@ impl Plan {
             buffers: Vec::new(),
             fixed: 0,
             steps: Vec::new(),
+            step_param_ends: Vec::new(),
             output_node: 0,
             reads_tokens: checked
                 .layers
@@ -253,6 +258,7 @@ impl Plan {
 
     /// Appends a kernel call to the passes.
     pub fn push(&mut self, step: impl Step + 'static) {
+        self.step_param_ends.push(self.param_count());
         self.steps.push(Box::new(step));
     }
 

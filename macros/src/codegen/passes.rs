@@ -64,14 +64,16 @@ pub fn backward(plan: &Plan) -> TokenStream {
     let always = needed(plan, false);
     let mut flow = GradFlow::new(needed(plan, !reads_tokens), always.clone());
     let mut blocks = Vec::new();
-    for step in plan.steps.iter().rev() {
+    for (step, &end) in plan.steps.iter().zip(&plan.step_param_ends).rev() {
         let output = step.output();
         if !flow.needed[output] {
             continue;
         }
         let block = step.backward(&mut flow);
+        // With layers frozen, a step before every trainable one is skipped; without,
+        // or for the input's gradient, `reaches` is always true.
         blocks.push(if always[output] {
-            block
+            quote!(if ws.reaches(#end) { #block })
         } else {
             quote!(if to_input { #block })
         });

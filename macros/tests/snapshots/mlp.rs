@@ -190,110 +190,117 @@ const _: () = {
             to_input: bool,
         ) {
             let batch = ws.batch();
-            {
-                let io = ws.backward_io(2, 4, ::core::option::Option::None);
-                if let ::core::option::Option::Some(rate) = update {
-                    let (weight, bias) = params[100480..101770].split_at_mut(1280);
-                    ::kiln::__private::layers::dense_backward_update::<
-                        T,
-                        128,
-                        10,
-                    >(
-                        ::core::option::Option::Some((
-                            io.grad_input,
-                            ::kiln::__private::layers::Accum::Replace,
-                        )),
-                        weight,
-                        ::core::option::Option::Some(bias),
-                        rate,
-                        io.input,
-                        io.output,
+            if ws.reaches(101770) {
+                {
+                    let io = ws.backward_io(2, 4, ::core::option::Option::None);
+                    if let ::core::option::Option::Some(rate) = update {
+                        let (weight, bias) = params[100480..101770].split_at_mut(1280);
+                        ::kiln::__private::layers::dense_backward_update::<
+                            T,
+                            128,
+                            10,
+                        >(
+                            ::core::option::Option::Some((
+                                io.grad_input,
+                                ::kiln::__private::layers::Accum::Replace,
+                            )),
+                            weight,
+                            ::core::option::Option::Some(bias),
+                            rate,
+                            io.input,
+                            io.output,
+                            io.grad_output,
+                            ::kiln::__private::layers::Activation::Identity,
+                            batch,
+                        );
+                    } else {
+                        let (grad_weight, grad_bias) = grads[100480..101770]
+                            .split_at_mut(1280);
+                        ::kiln::__private::layers::dense_backward::<
+                            T,
+                            128,
+                            10,
+                        >(
+                            ::core::option::Option::Some((
+                                io.grad_input,
+                                ::kiln::__private::layers::Accum::Replace,
+                            )),
+                            grad_weight,
+                            ::core::option::Option::Some(grad_bias),
+                            io.input,
+                            &params[100480..101760],
+                            io.output,
+                            io.grad_output,
+                            ::kiln::__private::layers::Activation::Identity,
+                            batch,
+                        );
+                    }
+                }
+            }
+            if ws.reaches(100480) {
+                {
+                    let io = ws.backward_io(1, 2, ::core::option::Option::Some(3));
+                    ::kiln::__private::layers::dropout_backward(
+                        io.grad_input,
+                        ::kiln::__private::layers::Accum::Replace,
+                        io.aux,
                         io.grad_output,
-                        ::kiln::__private::layers::Activation::Identity,
-                        batch,
-                    );
-                } else {
-                    let (grad_weight, grad_bias) = grads[100480..101770]
-                        .split_at_mut(1280);
-                    ::kiln::__private::layers::dense_backward::<
-                        T,
-                        128,
-                        10,
-                    >(
-                        ::core::option::Option::Some((
-                            io.grad_input,
-                            ::kiln::__private::layers::Accum::Replace,
-                        )),
-                        grad_weight,
-                        ::core::option::Option::Some(grad_bias),
-                        io.input,
-                        &params[100480..101760],
-                        io.output,
-                        io.grad_output,
-                        ::kiln::__private::layers::Activation::Identity,
-                        batch,
                     );
                 }
             }
-            {
-                let io = ws.backward_io(1, 2, ::core::option::Option::Some(3));
-                ::kiln::__private::layers::dropout_backward(
-                    io.grad_input,
-                    ::kiln::__private::layers::Accum::Replace,
-                    io.aux,
-                    io.grad_output,
-                );
-            }
-            {
-                let io = ws.backward_io(0, 1, ::core::option::Option::None);
-                if let ::core::option::Option::Some(rate) = update {
-                    let (weight, bias) = params[0..100480].split_at_mut(100352);
-                    ::kiln::__private::layers::dense_backward_update::<
-                        T,
-                        784,
-                        128,
-                    >(
-                        if to_input {
-                            ::core::option::Option::Some((
-                                io.grad_input,
-                                ::kiln::__private::layers::Accum::Replace,
-                            ))
-                        } else {
-                            ::core::option::Option::None
-                        },
-                        weight,
-                        ::core::option::Option::Some(bias),
-                        rate,
-                        io.input,
-                        io.output,
-                        io.grad_output,
-                        ::kiln::__private::layers::Activation::Relu,
-                        batch,
-                    );
-                } else {
-                    let (grad_weight, grad_bias) = grads[0..100480].split_at_mut(100352);
-                    ::kiln::__private::layers::dense_backward::<
-                        T,
-                        784,
-                        128,
-                    >(
-                        if to_input {
-                            ::core::option::Option::Some((
-                                io.grad_input,
-                                ::kiln::__private::layers::Accum::Replace,
-                            ))
-                        } else {
-                            ::core::option::Option::None
-                        },
-                        grad_weight,
-                        ::core::option::Option::Some(grad_bias),
-                        io.input,
-                        &params[0..100352],
-                        io.output,
-                        io.grad_output,
-                        ::kiln::__private::layers::Activation::Relu,
-                        batch,
-                    );
+            if ws.reaches(100480) {
+                {
+                    let io = ws.backward_io(0, 1, ::core::option::Option::None);
+                    if let ::core::option::Option::Some(rate) = update {
+                        let (weight, bias) = params[0..100480].split_at_mut(100352);
+                        ::kiln::__private::layers::dense_backward_update::<
+                            T,
+                            784,
+                            128,
+                        >(
+                            if to_input {
+                                ::core::option::Option::Some((
+                                    io.grad_input,
+                                    ::kiln::__private::layers::Accum::Replace,
+                                ))
+                            } else {
+                                ::core::option::Option::None
+                            },
+                            weight,
+                            ::core::option::Option::Some(bias),
+                            rate,
+                            io.input,
+                            io.output,
+                            io.grad_output,
+                            ::kiln::__private::layers::Activation::Relu,
+                            batch,
+                        );
+                    } else {
+                        let (grad_weight, grad_bias) = grads[0..100480]
+                            .split_at_mut(100352);
+                        ::kiln::__private::layers::dense_backward::<
+                            T,
+                            784,
+                            128,
+                        >(
+                            if to_input {
+                                ::core::option::Option::Some((
+                                    io.grad_input,
+                                    ::kiln::__private::layers::Accum::Replace,
+                                ))
+                            } else {
+                                ::core::option::Option::None
+                            },
+                            grad_weight,
+                            ::core::option::Option::Some(grad_bias),
+                            io.input,
+                            &params[0..100352],
+                            io.output,
+                            io.grad_output,
+                            ::kiln::__private::layers::Activation::Relu,
+                            batch,
+                        );
+                    }
                 }
             }
         }

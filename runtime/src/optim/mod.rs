@@ -41,6 +41,25 @@ pub trait Optimizer<T: Float> {
     }
 }
 
+/// `acc ← acc + weight·values`.
+///
+/// # Panics
+/// If the buffers differ in length.
+pub(crate) fn add_scaled<T: Float>(acc: &mut [T], values: &[T], weight: T) {
+    assert_eq!(acc.len(), values.len(), "buffers differ");
+    in_halves(
+        acc,
+        values,
+        [],
+        #[inline(always)]
+        |acc, values, []| {
+            for (a, &v) in acc.iter_mut().zip(values) {
+                *a += weight * v;
+            }
+        },
+    );
+}
+
 /// `params ← params − rate·grads`, the update an optimiser with a
 /// [`linear_step`](Optimizer::linear_step) makes, for the layers that apply it inside
 /// the backward pass.

@@ -125,6 +125,9 @@ pub struct FitConfig {
     pub schedule: Option<Box<dyn LrSchedule + Send + Sync>>,
     /// How progress is shown.
     pub progress: Progress,
+    /// Batches whose gradients are accumulated into one optimiser step (1: a step per
+    /// batch); see [`Model::accumulate_gradients`].
+    pub accumulate: usize,
 }
 
 impl FitConfig {
@@ -139,7 +142,17 @@ impl FitConfig {
             checkpoint: None,
             schedule: None,
             progress: Progress::Auto,
+            accumulate: 1,
         }
+    }
+
+    /// Accumulates the gradients of `batches` batches before each optimiser step, so
+    /// that a step sees `batches × batch_size` samples in the memory of one batch
+    /// (the epoch's last step takes what is left). The learning rate and schedules
+    /// then count steps of the larger batch.
+    pub fn accumulate(mut self, batches: usize) -> Self {
+        self.accumulate = batches;
+        self
     }
 
     /// Sets the shuffling seed.
@@ -327,6 +340,13 @@ where
         }
         (None, None) => (train, None),
     };
+    if config.accumulate == 0 {
+        return Err(Error::InvalidHyperParameter {
+            name: "accumulate",
+            value: 0.0,
+            reason: "must be at least 1 batch per step",
+        });
+    }
     for monitor in [
         config.early_stopping.map(|e| e.monitor),
         config.checkpoint.as_ref().map(|c| c.monitor),
@@ -389,10 +409,22 @@ where
         batches.start_epoch(epoch);
         let (mut total, mut samples, mut correct, mut counted) = (0.0, 0usize, 0usize, 0usize);
         let (mut norms, mut steps) = (0.0, 0usize);
+        let (mut in_step, mut left) = (0, batches.len());
         while let Some((x, y)) = batches.next_batch() {
             let batch = x.batch();
-            let value = model.train_step(x, y, loss, optimizer)?;
-            if model.grad_clip().is_some() {
+            left -= 1;
+            let value = if config.accumulate == 1 {
+                model.train_step(x, y, loss, optimizer)?
+            } else {
+                let value = model.accumulate_gradients(x, y, loss)?;
+                in_step += 1;
+                if in_step == config.accumulate || left == 0 {
+                    model.apply_accumulated(optimizer)?;
+                    in_step = 0;
+                }
+                value
+            };
+            if model.grad_clip().is_some() && in_step == 0 {
                 norms += model.grad_norm().unwrap_or(f64::NAN);
                 steps += 1;
             }
