@@ -76,9 +76,12 @@ pub mod prelude {
     pub use kiln_runtime::metrics::ConfusionMatrix;
     pub use kiln_runtime::optim::{
         Adam, AdamW, Constant, CosineAnnealing, GradClip, LrSchedule, Optimizer, RmsProp, Sgd,
-        StepLr,
+        StepLr, WarmupCosine,
     };
-    pub use kiln_runtime::train::{EarlyStopping, FitConfig, History, Monitor, Progress};
+    pub use kiln_runtime::train::{
+        BatchLog, Callback, CsvLogger, EarlyStopping, FitConfig, FitState, History, Monitor,
+        Progress, ReduceLrOnPlateau,
+    };
     pub use kiln_runtime::{
         Error, Float, Model, Shape, Shape1, Shape2, Shape3, Shape4, Tensor, TensorRef,
     };

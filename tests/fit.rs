@@ -332,3 +332,214 @@ fn a_diverging_run_is_an_error_not_a_nan_model() {
         "the last good parameters remain"
     );
 }
+
+/// Counts what it sees and stops training after `stop_after` epochs.
+struct Counter {
+    stop_after: usize,
+    began: usize,
+    batches: usize,
+    epochs_seen: Vec<usize>,
+    ended: bool,
+}
+
+impl<M: Model<f32>> Callback<f32, M> for Counter {
+    fn on_train_begin(&mut self, fit: &mut FitState<'_, f32, M>) -> kiln::Result<()> {
+        self.began += 1;
+        assert!(fit.history.epochs.is_empty());
+        Ok(())
+    }
+
+    fn on_batch_end(&mut self, log: &BatchLog, _: &mut FitState<'_, f32, M>) -> kiln::Result<()> {
+        assert!(log.batch < log.batches && log.loss.is_finite());
+        self.batches += 1;
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, log: &EpochLog, fit: &mut FitState<'_, f32, M>) -> kiln::Result<()> {
+        // The history already holds the epoch; the model can be read.
+        assert_eq!(fit.history.epochs.last(), Some(log));
+        assert!(fit.model.params().as_slice().iter().all(|v| v.is_finite()));
+        self.epochs_seen.push(log.epoch);
+        if log.epoch + 1 == self.stop_after {
+            fit.stop = true;
+        }
+        Ok(())
+    }
+
+    fn on_train_end(&mut self, _: &mut FitState<'_, f32, M>) -> kiln::Result<()> {
+        self.ended = true;
+        Ok(())
+    }
+}
+
+use kiln::train::EpochLog;
+
+#[test]
+fn a_callback_sees_every_batch_and_epoch_and_can_stop_training() {
+    let data = blobs(96, 4);
+    let mut net = Classifier::<f32>::new(0);
+    let mut counter = Counter {
+        stop_after: 3,
+        began: 0,
+        batches: 0,
+        epochs_seen: Vec::new(),
+        ended: false,
+    };
+    let config = FitConfig::new(10, 16).progress(Progress::Silent);
+    let history = net
+        .fit_with_callbacks(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+            &mut [&mut counter],
+        )
+        .unwrap();
+    assert_eq!(history.epochs.len(), 3, "stopped after the third epoch");
+    assert_eq!(counter.epochs_seen, [0, 1, 2]);
+    assert_eq!(counter.batches, 3 * 6);
+    assert_eq!(net.steps(), 3 * 6);
+    assert!(counter.began == 1 && counter.ended);
+}
+
+#[test]
+fn reduce_lr_on_plateau_cuts_the_rate_after_patience_epochs() {
+    let data = blobs(64, 5);
+    let mut net = Classifier::<f32>::new(0);
+    // A rate too small to move the loss by min_delta: every epoch after the first is
+    // a plateau.
+    let mut plateau = ReduceLrOnPlateau::new(Monitor::Loss)
+        .factor(0.5)
+        .patience(2);
+    let config = FitConfig::new(6, 64).progress(Progress::Silent);
+    let history = net
+        .fit_with_callbacks(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Sgd::new(1e-9),
+            &config,
+            &mut [&mut plateau],
+        )
+        .unwrap();
+    let rates: Vec<f64> = history.epochs.iter().map(|e| e.learning_rate).collect();
+    let expected = [1e-9, 1e-9, 1e-9, 5e-10, 5e-10, 2.5e-10];
+    for (rate, expected) in rates.iter().zip(expected) {
+        assert!((rate - expected).abs() < 1e-20, "{rates:?}");
+    }
+    // Validation loss without validation data is an error, not a silent no-op.
+    let mut on_val = ReduceLrOnPlateau::new(Monitor::ValLoss);
+    assert!(net
+        .fit_with_callbacks(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Sgd::new(0.1),
+            &config,
+            &mut [&mut on_val],
+        )
+        .is_err());
+}
+
+#[test]
+fn the_csv_logger_writes_every_epoch_as_it_ends() {
+    let data = blobs(90, 6);
+    let dir = std::env::temp_dir().join(format!("kiln-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log.csv");
+    let mut net = Classifier::<f32>::new(0);
+    let mut logger = CsvLogger::new(&path);
+    let config = FitConfig::new(3, 16)
+        .validation_split(0.2)
+        .progress(Progress::Silent);
+    let history = net
+        .fit_with_callbacks(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+            &mut [&mut logger],
+        )
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,grad_norm,seconds"
+    );
+    assert_eq!(lines.len(), 4);
+    for (line, epoch) in lines[1..].iter().zip(&history.epochs) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells.len(), 8);
+        assert_eq!(cells[0], epoch.epoch.to_string());
+        assert_eq!(cells[1].parse::<f64>().unwrap(), epoch.loss);
+        assert_eq!(cells[3].parse::<f64>().unwrap(), epoch.val_loss.unwrap());
+        assert_eq!(
+            cells[4].parse::<f64>().unwrap(),
+            epoch.val_accuracy.unwrap()
+        );
+        assert_eq!(cells[6], "", "no clipping, no norm");
+    }
+    // A path that cannot be written stops fit before training.
+    let mut bad = CsvLogger::new(dir.join("missing").join("log.csv"));
+    assert!(net
+        .fit_with_callbacks(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+            &mut [&mut bad],
+        )
+        .is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn warmup_cosine_rises_then_falls_step_by_step() {
+    let data = blobs(64, 7);
+    let mut net = Classifier::<f32>::new(0);
+    let rates = std::sync::Mutex::new(Vec::new());
+    struct Record<'a>(&'a std::sync::Mutex<Vec<f64>>);
+    impl<M: Model<f32>> Callback<f32, M> for Record<'_> {
+        fn on_batch_end(
+            &mut self,
+            _: &BatchLog,
+            fit: &mut FitState<'_, f32, M>,
+        ) -> kiln::Result<()> {
+            self.0.lock().unwrap().push(fit.learning_rate);
+            Ok(())
+        }
+    }
+    let config = FitConfig::new(4, 16)
+        .schedule(WarmupCosine {
+            warmup: 1.0,
+            total: 4.0,
+            eta_min: 0.0,
+        })
+        .progress(Progress::Silent);
+    net.fit_with_callbacks(
+        &data,
+        None,
+        &CrossEntropy::default(),
+        &mut Adam::new(0.1),
+        &config,
+        &mut [&mut Record(&rates)],
+    )
+    .unwrap();
+    let rates = rates.into_inner().unwrap();
+    assert_eq!(rates.len(), 16);
+    // Four steps of warm-up to the base rate, then the cosine down to 0.
+    for (step, rate) in rates[..4].iter().enumerate() {
+        assert!(
+            (rate - 0.1 * (step + 1) as f64 / 4.0).abs() < 1e-12,
+            "{rates:?}"
+        );
+    }
+    assert!(rates[4..].windows(2).all(|w| w[1] < w[0]), "{rates:?}");
+    assert!(rates[15].abs() < 1e-12);
+    let middle = 0.1 * 0.5 * (1.0 + (std::f64::consts::PI * 0.5).cos());
+    assert!((rates[9] - middle).abs() < 1e-12, "{rates:?}");
+}

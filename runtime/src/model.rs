@@ -1310,6 +1310,28 @@ pub trait Model<T: Float>: Sized {
         crate::train::fit(self, train, validation, loss, optimizer, config)
     }
 
+    /// [`fit`](Self::fit) with callbacks of the caller's (see
+    /// [`train::Callback`](crate::train::Callback)), run after the built-ins.
+    fn fit_with_callbacks<L, O, Y>(
+        &mut self,
+        train: &crate::data::Dataset<T, Self::Input, Y>,
+        validation: Option<&crate::data::Dataset<T, Self::Input, Y>>,
+        loss: &L,
+        optimizer: &mut O,
+        config: &crate::train::FitConfig,
+        callbacks: &mut [&mut (dyn crate::train::Callback<T, Self> + Send)],
+    ) -> Result<crate::train::History>
+    where
+        Self: Send + Sized,
+        L: Loss<T, Target = [Y]> + Sync,
+        O: Optimizer<T> + Send,
+        Y: crate::data::Target,
+    {
+        crate::train::fit_with_callbacks(
+            self, train, validation, loss, optimizer, config, callbacks,
+        )
+    }
+
     /// Loss and accuracy on `data` in batches; see [`train::evaluate`](crate::train::evaluate).
     fn evaluate<L, Y>(
         &mut self,

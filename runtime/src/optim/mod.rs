@@ -13,7 +13,7 @@ mod sgd;
 pub use adam::{Adam, AdamW};
 pub use clip::{global_norm, GradClip};
 pub use rmsprop::RmsProp;
-pub use schedule::{Constant, CosineAnnealing, LrSchedule, StepLr};
+pub use schedule::{Constant, CosineAnnealing, LrSchedule, StepLr, WarmupCosine};
 pub use sgd::Sgd;
 
 use crate::simd::vectorized;

@@ -11,6 +11,49 @@
 pub trait LrSchedule {
     /// The learning rate for `epoch` (0-based) given the initial rate `base`.
     fn lr_at(&self, base: f64, epoch: usize) -> f64;
+
+    /// The rate for step `step` of the `steps` in `epoch`, which `fit` asks before
+    /// every step: [`lr_at`](Self::lr_at) of the epoch unless the schedule moves
+    /// within epochs ([`WarmupCosine`]).
+    fn lr_at_step(&self, base: f64, epoch: usize, _step: usize, _steps: usize) -> f64 {
+        self.lr_at(base, epoch)
+    }
+}
+
+/// A linear warm-up from 0 over `warmup` epochs, then a cosine decay to `eta_min` at
+/// `total` epochs, step by step, as transformers train (the shape of Hugging Face's
+/// `get_cosine_schedule_with_warmup`, with epochs of `fit`'s steps as its unit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmupCosine {
+    /// Epochs of linear warm-up (fractions allowed: 0.5 is half an epoch of steps).
+    pub warmup: f64,
+    /// Epochs until the rate reaches `eta_min`.
+    pub total: f64,
+    /// The final rate.
+    pub eta_min: f64,
+}
+
+impl WarmupCosine {
+    /// The rate at `progress` epochs (fractional) into training.
+    fn at(&self, base: f64, progress: f64) -> f64 {
+        if progress < self.warmup {
+            return base * progress / self.warmup;
+        }
+        let span = (self.total - self.warmup).max(f64::MIN_POSITIVE);
+        let t = ((progress - self.warmup) / span).clamp(0.0, 1.0);
+        self.eta_min + (base - self.eta_min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+    }
+}
+
+impl LrSchedule for WarmupCosine {
+    fn lr_at(&self, base: f64, epoch: usize) -> f64 {
+        self.at(base, epoch as f64)
+    }
+
+    fn lr_at_step(&self, base: f64, epoch: usize, step: usize, steps: usize) -> f64 {
+        // The rate of the step's end, so that the first step of training is not at 0.
+        self.at(base, epoch as f64 + (step + 1) as f64 / steps.max(1) as f64)
+    }
 }
 
 /// The initial rate, always.

@@ -11,11 +11,13 @@
 //! The whole loop runs on one of rayon's workers, so the kernels' parallel halves go
 //! through that worker's own queue and a step allocates nothing.
 
+mod callback;
 mod progress;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+pub use callback::{BatchLog, Callback, CsvLogger, FitState, ReduceLrOnPlateau};
 pub use progress::Progress;
 
 use crate::data::{Dataset, Target};
@@ -331,6 +333,28 @@ where
     O: Optimizer<T> + Send,
     Y: Target,
 {
+    fit_with_callbacks(model, train, validation, loss, optimizer, config, &mut [])
+}
+
+/// [`fit`], running `callbacks` after the built-ins at each point of training (see
+/// [`Callback`]): `fit_with_callbacks(.., &mut [&mut ReduceLrOnPlateau::new(Monitor::ValLoss),
+/// &mut CsvLogger::new("log.csv")])`.
+pub fn fit_with_callbacks<T, M, L, O, Y>(
+    model: &mut M,
+    train: &Dataset<T, M::Input, Y>,
+    validation: Option<&Dataset<T, M::Input, Y>>,
+    loss: &L,
+    optimizer: &mut O,
+    config: &FitConfig,
+    callbacks: &mut [&mut (dyn Callback<T, M> + Send)],
+) -> Result<History>
+where
+    T: Float,
+    M: Model<T> + Send,
+    L: Loss<T, Target = [Y]> + Sync,
+    O: Optimizer<T> + Send,
+    Y: Target,
+{
     let split;
     let (train, validation) = match (validation, config.validation_split) {
         (Some(v), _) => (train, Some(v)),
@@ -373,7 +397,7 @@ where
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
         }
     }
-    rayon::scope(|_| run_epochs(model, train, validation, loss, optimizer, config))
+    rayon::scope(|_| run_epochs(model, train, validation, loss, optimizer, config, callbacks))
 }
 
 fn run_epochs<T, M, L, O, Y>(
@@ -383,6 +407,7 @@ fn run_epochs<T, M, L, O, Y>(
     loss: &L,
     optimizer: &mut O,
     config: &FitConfig,
+    user: &mut [&mut (dyn Callback<T, M> + Send)],
 ) -> Result<History>
 where
     T: Float,
@@ -391,58 +416,133 @@ where
     O: Optimizer<T>,
     Y: Target,
 {
-    let base_lr = optimizer.learning_rate();
     let width = layout::<T, M>(1).width;
     let mut history = History::default();
     let mut batches = train.batches(config.batch_size, Some(config.seed));
-    let mut stop_best: Option<f64> = None;
-    let mut best_params: Option<(Vec<T>, Vec<T>)> = None;
-    let mut waited = 0;
-    let mut checkpoint_best: Option<f64> = None;
-    let mut progress = config.progress.start(config.epochs, batches.len());
+    let count = batches.len();
+    // The built-ins, then the caller's callbacks, in the order they run.
+    let mut schedule = config
+        .schedule
+        .as_deref()
+        .map(|schedule| callback::Schedule {
+            schedule,
+            base: 0.0,
+        });
+    let mut progress =
+        callback::ProgressCallback(config.progress.start(config.epochs, batches.len()));
+    let mut checkpoint = config
+        .checkpoint
+        .as_ref()
+        .map(|c| callback::CheckpointCallback {
+            path: &c.path,
+            monitor: c.monitor,
+            records_best: config.early_stopping.is_none(),
+            best: None,
+        });
+    let mut stopping = config
+        .early_stopping
+        .map(|stopping| callback::EarlyStoppingCallback::<T> {
+            stopping,
+            best: None,
+            waited: 0,
+            saved: None,
+        });
+    let mut callbacks: Vec<&mut dyn Callback<T, M>> = Vec::new();
+    if let Some(schedule) = &mut schedule {
+        callbacks.push(schedule);
+    }
+    callbacks.push(&mut progress);
+    if let Some(checkpoint) = &mut checkpoint {
+        callbacks.push(checkpoint);
+    }
+    if let Some(stopping) = &mut stopping {
+        callbacks.push(stopping);
+    }
+    for callback in user.iter_mut() {
+        callbacks.push(&mut **callback);
+    }
+    let mut fit = FitState {
+        model,
+        history: &mut history,
+        learning_rate: optimizer.learning_rate(),
+        stop: false,
+        epochs: config.epochs,
+        element: std::marker::PhantomData,
+    };
+    // A callback may have changed the rate: the optimiser takes it before the next step.
+    fn sync<T: Float, O: Optimizer<T>>(optimizer: &mut O, rate: f64) {
+        if optimizer.learning_rate() != rate {
+            optimizer.set_learning_rate(rate);
+        }
+    }
+    for callback in callbacks.iter_mut() {
+        callback.on_train_begin(&mut fit)?;
+    }
+    sync(optimizer, fit.learning_rate);
     for epoch in 0..config.epochs {
         let started = Instant::now();
-        if let Some(schedule) = &config.schedule {
-            optimizer.set_learning_rate(schedule.lr_at(base_lr, epoch));
+        for callback in callbacks.iter_mut() {
+            callback.on_epoch_begin(epoch, &mut fit)?;
         }
-        progress.begin_epoch(epoch);
+        sync(optimizer, fit.learning_rate);
         batches.start_epoch(epoch);
         let (mut total, mut samples, mut correct, mut counted) = (0.0, 0usize, 0usize, 0usize);
         let (mut norms, mut steps) = (0.0, 0usize);
-        let (mut in_step, mut left) = (0, batches.len());
+        let (mut in_step, mut index) = (0, 0);
         while let Some((x, y)) = batches.next_batch() {
+            for callback in callbacks.iter_mut() {
+                callback.on_batch_begin(epoch, index, count, &mut fit)?;
+            }
+            sync(optimizer, fit.learning_rate);
             let batch = x.batch();
-            left -= 1;
             let value = if config.accumulate == 1 {
-                model.train_step(x, y, loss, optimizer)?
+                fit.model.train_step(x, y, loss, optimizer)?
             } else {
-                let value = model.accumulate_gradients(x, y, loss)?;
+                let value = fit.model.accumulate_gradients(x, y, loss)?;
                 in_step += 1;
-                if in_step == config.accumulate || left == 0 {
-                    model.apply_accumulated(optimizer)?;
+                if in_step == config.accumulate || index + 1 == count {
+                    fit.model.apply_accumulated(optimizer)?;
                     in_step = 0;
                 }
                 value
             };
-            if model.grad_clip().is_some() && in_step == 0 {
-                norms += model.grad_norm().unwrap_or(f64::NAN);
+            if fit.model.grad_clip().is_some() && in_step == 0 {
+                norms += fit.model.grad_norm().unwrap_or(f64::NAN);
                 steps += 1;
             }
             total += value.to_f64() * batch as f64;
             samples += batch;
-            if let Some((c, n)) = Y::correct(model.last_output(), y, width) {
+            if let Some((c, n)) = Y::correct(fit.model.last_output(), y, width) {
                 correct += c;
                 counted += n;
             }
-            let accuracy = (counted > 0).then(|| correct as f64 / counted as f64);
-            progress.step(total / samples as f64, accuracy);
+            let log = BatchLog {
+                epoch,
+                batch: index,
+                batches: count,
+                loss: value.to_f64(),
+                mean_loss: total / samples as f64,
+                accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+            };
+            for callback in callbacks.iter_mut() {
+                callback.on_batch_end(&log, &mut fit)?;
+            }
+            sync(optimizer, fit.learning_rate);
+            index += 1;
+            if fit.stop {
+                break;
+            }
+        }
+        if in_step > 0 {
+            // Stopped inside a group of accumulated batches: step on what it has.
+            fit.model.apply_accumulated(optimizer)?;
         }
         let scored = validation
-            .map(|v| evaluate(model, v, loss, config.batch_size))
+            .map(|v| evaluate(fit.model, v, loss, config.batch_size))
             .transpose()?;
         let log = EpochLog {
             epoch,
-            loss: total / samples as f64,
+            loss: total / samples.max(1) as f64,
             accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
             val_loss: scored.map(|s| s.loss),
             val_accuracy: scored.and_then(|s| s.accuracy),
@@ -450,57 +550,18 @@ where
             grad_norm: (steps > 0).then(|| norms / steps as f64),
             seconds: started.elapsed().as_secs_f64(),
         };
-        progress.end_epoch(&log);
-        history.epochs.push(log);
-
-        if let Some(checkpoint) = &config.checkpoint {
-            if let Some(value) = checkpoint.monitor.read(&log) {
-                if checkpoint.monitor.improves(value, checkpoint_best, 0.0) {
-                    checkpoint_best = Some(value);
-                    model.save(&checkpoint.path)?;
-                    if config.early_stopping.is_none() {
-                        history.best_epoch = Some(epoch);
-                    }
-                }
-            }
+        fit.history.epochs.push(log);
+        for callback in callbacks.iter_mut() {
+            callback.on_epoch_end(&log, &mut fit)?;
         }
-        if let Some(stopping) = &config.early_stopping {
-            let value = stopping.monitor.read(&log);
-            if let Some(value) = value.filter(|v| v.is_finite()) {
-                if stopping
-                    .monitor
-                    .improves(value, stop_best, stopping.min_delta)
-                {
-                    stop_best = Some(value);
-                    waited = 0;
-                    history.best_epoch = Some(epoch);
-                    if stopping.restore_best_weights {
-                        // The weights and the running statistics that go with them.
-                        let (params, buffers) =
-                            (model.params().as_slice(), model.buffers().as_slice());
-                        match &mut best_params {
-                            Some((p, b)) => {
-                                p.copy_from_slice(params);
-                                b.copy_from_slice(buffers);
-                            }
-                            None => best_params = Some((params.to_vec(), buffers.to_vec())),
-                        }
-                    }
-                } else {
-                    // As Keras: stop once `patience` epochs in a row have not improved.
-                    waited += 1;
-                    if waited >= stopping.patience {
-                        history.stopped_early = true;
-                        break;
-                    }
-                }
-            }
+        sync(optimizer, fit.learning_rate);
+        if fit.stop {
+            break;
         }
     }
-    if let Some((params, buffers)) = &best_params {
-        model.set_params(params)?;
-        model.set_buffers(buffers)?;
+    for callback in callbacks.iter_mut() {
+        callback.on_train_end(&mut fit)?;
     }
-    progress.finish(&history);
+    drop(callbacks);
     Ok(history)
 }

@@ -1,0 +1,376 @@
+//! Callbacks: code that [`fit`](super::fit) runs at the start and end of training, of
+//! each epoch and of each batch, as Keras's callbacks do. The built-ins (the
+//! learning-rate schedule, the progress display, checkpoints, early stopping) are
+//! callbacks too, run before the caller's in that order; [`ReduceLrOnPlateau`] and
+//! [`CsvLogger`] are built-ins a caller passes.
+
+use std::io::Write;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use super::progress::Reporter;
+use super::{EarlyStopping, EpochLog, History, Monitor};
+use crate::optim::LrSchedule;
+use crate::{Error, Float, Model, Result};
+
+/// One batch of an epoch, as a callback sees it after the step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchLog {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// 0-based batch of the epoch.
+    pub batch: usize,
+    /// Batches in the epoch.
+    pub batches: usize,
+    /// The batch's loss.
+    pub loss: f64,
+    /// Mean training loss of the epoch so far.
+    pub mean_loss: f64,
+    /// Training accuracy of the epoch so far, for class labels.
+    pub accuracy: Option<f64>,
+}
+
+/// What a callback can read and change while [`fit`](super::fit) runs.
+pub struct FitState<'a, T, M> {
+    /// The model being trained.
+    pub model: &'a mut M,
+    /// The epochs so far (the current one is pushed before `on_epoch_end`).
+    pub history: &'a mut History,
+    /// The optimiser's learning rate: set it to change the rate for the next step.
+    pub learning_rate: f64,
+    /// Set to stop training after the current batch.
+    pub stop: bool,
+    /// Epochs `fit` was asked for.
+    pub epochs: usize,
+    pub(super) element: PhantomData<T>,
+}
+
+/// Code run by [`fit`](super::fit) around training, epochs and batches. Every method
+/// has an empty default; an error stops training and is returned by `fit` (the model
+/// keeps the parameters of its last step). `on_batch_begin` and `on_batch_end` run
+/// at every step: allocating there costs what it costs in any training loop.
+pub trait Callback<T: Float, M: Model<T>> {
+    /// Before the first epoch.
+    fn on_train_begin(&mut self, _fit: &mut FitState<'_, T, M>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Before each epoch.
+    fn on_epoch_begin(&mut self, _epoch: usize, _fit: &mut FitState<'_, T, M>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Before each batch's step (`batch` of `batches`).
+    fn on_batch_begin(
+        &mut self,
+        _epoch: usize,
+        _batch: usize,
+        _batches: usize,
+        _fit: &mut FitState<'_, T, M>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// After each batch's step.
+    fn on_batch_end(&mut self, _log: &BatchLog, _fit: &mut FitState<'_, T, M>) -> Result<()> {
+        Ok(())
+    }
+
+    /// After each epoch and its validation; `log` is also the last entry of
+    /// `fit.history.epochs`.
+    fn on_epoch_end(&mut self, _log: &EpochLog, _fit: &mut FitState<'_, T, M>) -> Result<()> {
+        Ok(())
+    }
+
+    /// After the last epoch, or after training stopped.
+    fn on_train_end(&mut self, _fit: &mut FitState<'_, T, M>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The configured learning-rate schedule, applied before each step.
+pub(super) struct Schedule<'a> {
+    pub schedule: &'a (dyn LrSchedule + Send + Sync),
+    pub base: f64,
+}
+
+impl<T: Float, M: Model<T>> Callback<T, M> for Schedule<'_> {
+    fn on_train_begin(&mut self, fit: &mut FitState<'_, T, M>) -> Result<()> {
+        self.base = fit.learning_rate;
+        Ok(())
+    }
+
+    fn on_batch_begin(
+        &mut self,
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        fit: &mut FitState<'_, T, M>,
+    ) -> Result<()> {
+        fit.learning_rate = self.schedule.lr_at_step(self.base, epoch, batch, batches);
+        Ok(())
+    }
+}
+
+/// The progress bar or lines.
+pub(super) struct ProgressCallback(pub Reporter);
+
+impl<T: Float, M: Model<T>> Callback<T, M> for ProgressCallback {
+    fn on_epoch_begin(&mut self, epoch: usize, _: &mut FitState<'_, T, M>) -> Result<()> {
+        self.0.begin_epoch(epoch);
+        Ok(())
+    }
+
+    fn on_batch_end(&mut self, log: &BatchLog, _: &mut FitState<'_, T, M>) -> Result<()> {
+        self.0.step(log.mean_loss, log.accuracy);
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, log: &EpochLog, _: &mut FitState<'_, T, M>) -> Result<()> {
+        self.0.end_epoch(log);
+        Ok(())
+    }
+
+    fn on_train_end(&mut self, fit: &mut FitState<'_, T, M>) -> Result<()> {
+        self.0.finish(fit.history);
+        Ok(())
+    }
+}
+
+/// Saves the model whenever its monitor improves.
+pub(super) struct CheckpointCallback<'a> {
+    pub path: &'a std::path::Path,
+    pub monitor: Monitor,
+    /// Whether it also records the best epoch (when no early stopping does).
+    pub records_best: bool,
+    pub best: Option<f64>,
+}
+
+impl<T: Float, M: Model<T>> Callback<T, M> for CheckpointCallback<'_> {
+    fn on_epoch_end(&mut self, log: &EpochLog, fit: &mut FitState<'_, T, M>) -> Result<()> {
+        if let Some(value) = self.monitor.read(log) {
+            if self.monitor.improves(value, self.best, 0.0) {
+                self.best = Some(value);
+                fit.model.save(self.path)?;
+                if self.records_best {
+                    fit.history.best_epoch = Some(log.epoch);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Early stopping, restoring the best weights and running statistics at the end.
+pub(super) struct EarlyStoppingCallback<T> {
+    pub stopping: EarlyStopping,
+    pub best: Option<f64>,
+    pub waited: usize,
+    pub saved: Option<(Vec<T>, Vec<T>)>,
+}
+
+impl<T: Float, M: Model<T>> Callback<T, M> for EarlyStoppingCallback<T> {
+    fn on_epoch_end(&mut self, log: &EpochLog, fit: &mut FitState<'_, T, M>) -> Result<()> {
+        let stopping = self.stopping;
+        let Some(value) = stopping.monitor.read(log).filter(|v| v.is_finite()) else {
+            return Ok(());
+        };
+        if stopping
+            .monitor
+            .improves(value, self.best, stopping.min_delta)
+        {
+            self.best = Some(value);
+            self.waited = 0;
+            fit.history.best_epoch = Some(log.epoch);
+            if stopping.restore_best_weights {
+                // The weights and the running statistics that go with them.
+                let (params, buffers) = (
+                    fit.model.params().as_slice(),
+                    fit.model.buffers().as_slice(),
+                );
+                match &mut self.saved {
+                    Some((p, b)) => {
+                        p.copy_from_slice(params);
+                        b.copy_from_slice(buffers);
+                    }
+                    None => self.saved = Some((params.to_vec(), buffers.to_vec())),
+                }
+            }
+        } else {
+            // As Keras: stop once `patience` epochs in a row have not improved.
+            self.waited += 1;
+            if self.waited >= stopping.patience {
+                fit.history.stopped_early = true;
+                fit.stop = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_train_end(&mut self, fit: &mut FitState<'_, T, M>) -> Result<()> {
+        if let Some((params, buffers)) = &self.saved {
+            fit.model.set_params(params)?;
+            fit.model.set_buffers(buffers)?;
+        }
+        Ok(())
+    }
+}
+
+/// Divides the learning rate by `1 / factor` when `monitor` has not improved for
+/// `patience` epochs, as Keras's `ReduceLROnPlateau` (and PyTorch's scheduler of the
+/// same name): after a reduction it waits `cooldown` epochs before counting again, and
+/// never goes below `min_lr`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReduceLrOnPlateau {
+    /// What to watch.
+    pub monitor: Monitor,
+    /// The rate is multiplied by this (between 0 and 1).
+    pub factor: f64,
+    /// Epochs without improvement before a reduction.
+    pub patience: usize,
+    /// The smallest change that counts as an improvement.
+    pub min_delta: f64,
+    /// Epochs after a reduction before epochs without improvement count again.
+    pub cooldown: usize,
+    /// The rate never goes below this.
+    pub min_lr: f64,
+    best: Option<f64>,
+    waited: usize,
+    cooling: usize,
+}
+
+impl ReduceLrOnPlateau {
+    /// Keras's defaults: factor 0.1, patience 10, min_delta 1e-4, no cooldown, min_lr 0.
+    pub fn new(monitor: Monitor) -> Self {
+        Self {
+            monitor,
+            factor: 0.1,
+            patience: 10,
+            min_delta: 1e-4,
+            cooldown: 0,
+            min_lr: 0.0,
+            best: None,
+            waited: 0,
+            cooling: 0,
+        }
+    }
+
+    /// Sets the factor.
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// Sets the patience.
+    pub fn patience(mut self, patience: usize) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// Sets the cooldown.
+    pub fn cooldown(mut self, cooldown: usize) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Sets the smallest rate.
+    pub fn min_lr(mut self, min_lr: f64) -> Self {
+        self.min_lr = min_lr;
+        self
+    }
+}
+
+impl<T: Float, M: Model<T>> Callback<T, M> for ReduceLrOnPlateau {
+    fn on_train_begin(&mut self, _: &mut FitState<'_, T, M>) -> Result<()> {
+        if !(self.factor > 0.0 && self.factor < 1.0) {
+            return Err(Error::InvalidHyperParameter {
+                name: "ReduceLrOnPlateau factor",
+                value: self.factor,
+                reason: "must be between 0 and 1",
+            });
+        }
+        (self.best, self.waited, self.cooling) = (None, 0, 0);
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, log: &EpochLog, fit: &mut FitState<'_, T, M>) -> Result<()> {
+        let value = self.monitor.read(log).ok_or_else(|| {
+            Error::Mismatch(format!(
+                "ReduceLrOnPlateau monitors {} but fit has no validation data",
+                self.monitor.name()
+            ))
+        })?;
+        if self.cooling > 0 {
+            self.cooling -= 1;
+            self.waited = 0;
+        }
+        if self.monitor.improves(value, self.best, self.min_delta) {
+            self.best = Some(value);
+            self.waited = 0;
+        } else if self.cooling == 0 {
+            self.waited += 1;
+            if self.waited >= self.patience && fit.learning_rate > self.min_lr {
+                fit.learning_rate = (fit.learning_rate * self.factor).max(self.min_lr);
+                self.cooling = self.cooldown;
+                self.waited = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes each epoch's metrics to a CSV file (Keras's `CSVLogger`): a header, then one
+/// row per epoch as it ends, flushed, so a crash loses at most the epoch running.
+/// Empty cells for what an epoch lacks (validation, accuracy of a regression, the
+/// gradient norm without clipping).
+#[derive(Debug)]
+pub struct CsvLogger {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl CsvLogger {
+    /// Writes to `path` (replaced if it exists) when training starts.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            file: None,
+        }
+    }
+}
+
+impl<T: Float, M: Model<T>> Callback<T, M> for CsvLogger {
+    fn on_train_begin(&mut self, _: &mut FitState<'_, T, M>) -> Result<()> {
+        let file = std::fs::File::create(&self.path).map_err(|e| Error::io(&self.path, &e))?;
+        let mut file = std::io::BufWriter::new(file);
+        writeln!(
+            file,
+            "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,grad_norm,seconds"
+        )
+        .and_then(|()| file.flush())
+        .map_err(|e| Error::io(&self.path, &e))?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, log: &EpochLog, _: &mut FitState<'_, T, M>) -> Result<()> {
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        let cell = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
+        writeln!(
+            file,
+            "{},{},{},{},{},{},{},{}",
+            log.epoch,
+            log.loss,
+            cell(log.accuracy),
+            cell(log.val_loss),
+            cell(log.val_accuracy),
+            log.learning_rate,
+            cell(log.grad_norm),
+            log.seconds
+        )
+        .and_then(|()| file.flush())
+        .map_err(|e| Error::io(&self.path, &e))
+    }
+}
