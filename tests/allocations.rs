@@ -411,15 +411,17 @@ fn training_steps_allocate_nothing_after_the_first() {
     println!("MLP with a user layer and clipping, batch 32: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps with clipping");
 
-    // A frozen layer: its values are kept in a buffer sized when freezing.
+    // A frozen layer and a scaled one: their values are kept in a buffer sized when
+    // freezing or scaling.
     net.freeze("fc1").unwrap();
+    net.set_lr_scale("fc2", 0.1).unwrap();
     let n = rayon::scope(|_| {
         count(2, 20, || {
             net.train_step(x, &labels, &CrossEntropy::default(), &mut adam)
                 .unwrap();
         })
     });
-    println!("... and fc1 frozen: {n} allocations in 20 steps");
+    println!("... and fc1 frozen, fc2 at a tenth of the rate: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps with a frozen layer");
 
     // Gradient accumulation over four micro-batches (its buffer is made on first use).

@@ -290,3 +290,97 @@ fn a_frozen_prefix_changes_no_trainable_gradient() {
         .unwrap();
     assert_eq!(a, b);
 }
+
+/// Parameters after `steps` steps of `optimiser` on a fixed batch, with `scale` on the
+/// backbone's rate.
+fn trained_f64<O: Optimizer<f64>>(
+    mut optimiser: O,
+    scale: Option<f64>,
+    steps: usize,
+) -> Finetuned<f64> {
+    let (x, y) = batch(8);
+    let xs: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let x = TensorRef::<f64, Shape3<1, 8, 8>>::new(&xs).unwrap();
+    let mut net = Finetuned::<f64>::new(11);
+    if let Some(scale) = scale {
+        assert_eq!(net.set_lr_scale("conv*", scale).unwrap(), 4);
+    }
+    for _ in 0..steps {
+        net.train_step(x, &y[..], &CrossEntropy::default(), &mut optimiser)
+            .unwrap();
+    }
+    net
+}
+
+#[test]
+fn a_learning_rate_scale_scales_the_updates_of_its_tensors() {
+    let start = Finetuned::<f64>::new(11);
+    for (name, scaled, plain) in [
+        (
+            "adam",
+            trained_f64(Adam::new(0.01), Some(0.1), 1),
+            trained_f64(Adam::new(0.01), None, 1),
+        ),
+        (
+            "adamw",
+            trained_f64(AdamW::new(0.01), Some(0.1), 1),
+            trained_f64(AdamW::new(0.01), None, 1),
+        ),
+        (
+            "sgd+momentum",
+            trained_f64(Sgd::new(0.1).momentum(0.9), Some(0.1), 1),
+            trained_f64(Sgd::new(0.1).momentum(0.9), None, 1),
+        ),
+    ] {
+        for tensor in ["conv1.weight", "conv2.bias"] {
+            let (s, p, o) = (
+                scaled.params().get(tensor).unwrap(),
+                plain.params().get(tensor).unwrap(),
+                start.params().get(tensor).unwrap(),
+            );
+            for ((s, p), o) in s.iter().zip(p).zip(o) {
+                assert!(((s - o) - 0.1 * (p - o)).abs() < 1e-15, "{name} {tensor}");
+            }
+            assert!(
+                s.iter().zip(o).any(|(s, o)| s != o),
+                "{name}: {tensor} moved"
+            );
+        }
+        assert_eq!(
+            scaled.params().get("head.weight"),
+            plain.params().get("head.weight")
+        );
+    }
+    // Plain SGD over five steps: every tensor at half of a rate of 0.2 trains as the
+    // whole model at a rate of 0.1.
+    let half_everywhere = {
+        let (x, y) = batch(8);
+        let xs: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        let x = TensorRef::<f64, Shape3<1, 8, 8>>::new(&xs).unwrap();
+        let mut net = Finetuned::<f64>::new(11);
+        net.set_lr_scale("conv*", 0.5).unwrap();
+        net.set_lr_scale("head", 0.5).unwrap();
+        let mut sgd = Sgd::new(0.2);
+        for _ in 0..5 {
+            net.train_step(x, &y[..], &CrossEntropy::default(), &mut sgd)
+                .unwrap();
+        }
+        net
+    };
+    let half_rate = trained_f64(Sgd::new(0.1), None, 5);
+    for (a, b) in half_everywhere
+        .params()
+        .as_slice()
+        .iter()
+        .zip(half_rate.params().as_slice())
+    {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+    let mut net = Finetuned::<f64>::new(0);
+    assert_eq!(net.lr_scale("conv1.weight"), Some(1.0));
+    assert!(net.set_lr_scale("conv1", -0.5).is_err());
+    assert!(net.set_lr_scale("conv1", f64::NAN).is_err());
+    assert!(net.set_lr_scale("nothing", 0.5).is_err());
+    net.set_lr_scale("conv1", 0.25).unwrap();
+    assert_eq!(net.lr_scale("conv1.bias"), Some(0.25));
+}

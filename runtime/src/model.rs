@@ -679,7 +679,10 @@ pub struct ModelState<T> {
     grad_norm: Option<f64>,
     /// Per tensor of the parameter table: whether it is frozen.
     frozen: Vec<bool>,
-    /// The frozen tensors' values, kept across an optimiser step (sized when freezing).
+    /// Per tensor: the factor its updates are scaled by (a per-group learning rate).
+    lr_scales: Vec<f64>,
+    /// The values of the frozen and scaled tensors, kept across an optimiser step
+    /// (sized when freezing or scaling).
     frozen_values: Vec<T>,
     /// Gradients accumulated over micro-batches, each weighted as its loss reduces
     /// (sized on first use).
@@ -714,6 +717,7 @@ impl<T: Float> ModelState<T> {
             clip: None,
             grad_norm: None,
             frozen: vec![false; spec.params.len()],
+            lr_scales: vec![1.0; spec.params.len()],
             frozen_values: Vec::new(),
             accumulated: Vec::new(),
             accumulated_over: None,
@@ -746,55 +750,107 @@ impl<T: Float> ModelState<T> {
         }
     }
 
+    /// Whether a step must keep some tensors' values: frozen or scaled ones.
+    fn holds_any(&self) -> bool {
+        self.any_frozen() || self.lr_scales.iter().any(|&s| s != 1.0)
+    }
+
     /// `optimizer.step`, with the frozen tensors put back as they were afterwards, so
-    /// that no rule (weight decay, momentum from before freezing) moves them.
+    /// that no rule (weight decay, momentum from before freezing) moves them, and the
+    /// update of a tensor with a learning-rate scale `s` made `s` times as large
+    /// (every optimiser's update is proportional to its rate, decoupled weight decay
+    /// included, and its state does not depend on the rate).
     fn step_keeping_frozen<O: Optimizer<T>>(
         &mut self,
         spec: &ModelSpec,
         optimizer: &mut O,
     ) -> Result<()> {
-        if !self.any_frozen() {
+        if !self.holds_any() {
             return optimizer.step(&mut self.params, &self.grads);
         }
-        let frozen = || spec.params.iter().zip(&self.frozen).filter(|(_, &f)| f);
         let mut at = 0;
-        for (p, _) in frozen() {
-            self.frozen_values[at..at + p.len].copy_from_slice(&self.params[p.range()]);
-            at += p.len;
+        for ((p, &f), &s) in spec.params.iter().zip(&self.frozen).zip(&self.lr_scales) {
+            if f || s != 1.0 {
+                self.frozen_values[at..at + p.len].copy_from_slice(&self.params[p.range()]);
+                at += p.len;
+            }
         }
         let result = optimizer.step(&mut self.params, &self.grads);
         let mut at = 0;
-        for (p, _) in frozen() {
-            self.params[p.range()].copy_from_slice(&self.frozen_values[at..at + p.len]);
+        for ((p, &f), &s) in spec.params.iter().zip(&self.frozen).zip(&self.lr_scales) {
+            if !(f || s != 1.0) {
+                continue;
+            }
+            let old = &self.frozen_values[at..at + p.len];
+            let new = &mut self.params[p.range()];
+            if f {
+                new.copy_from_slice(old);
+            } else {
+                let scale = T::from_f64(s);
+                for (v, &o) in new.iter_mut().zip(old) {
+                    *v = o + scale * (*v - o);
+                }
+            }
             at += p.len;
         }
         result
     }
 
-    /// Freezes (or unfreezes) the tensors `pattern` matches; returns how many.
-    fn set_frozen(&mut self, spec: &ModelSpec, pattern: &str, frozen: bool) -> Result<usize> {
-        let mut count = 0;
-        for (p, flag) in spec.params.iter().zip(self.frozen.iter_mut()) {
-            if name_matches(pattern, &p.full_name()) {
-                *flag = frozen;
-                count += 1;
-            }
-        }
-        if count == 0 {
+    /// Sizes the buffer that keeps frozen and scaled tensors across a step.
+    fn size_held(&mut self, spec: &ModelSpec) {
+        let len: usize = spec
+            .params
+            .iter()
+            .zip(self.frozen.iter().zip(&self.lr_scales))
+            .filter(|(_, (&f, &s))| f || s != 1.0)
+            .map(|(p, _)| p.len)
+            .sum();
+        self.frozen_values.resize(len, T::ZERO);
+    }
+
+    /// The rows of the tensors `pattern` names, or an error if none.
+    fn matching(spec: &ModelSpec, pattern: &str) -> Result<Vec<usize>> {
+        let rows: Vec<usize> = spec
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| name_matches(pattern, &p.full_name()))
+            .map(|(i, _)| i)
+            .collect();
+        if rows.is_empty() {
             return Err(Error::Mismatch(format!(
                 "no parameter matches `{pattern}` (a name such as `fc1.weight`, a layer or \
                  block such as `fc1`, or a pattern with `*` such as `conv*`)"
             )));
         }
-        let len: usize = spec
-            .params
-            .iter()
-            .zip(&self.frozen)
-            .filter(|(_, &f)| f)
-            .map(|(p, _)| p.len)
-            .sum();
-        self.frozen_values.resize(len, T::ZERO);
-        Ok(count)
+        Ok(rows)
+    }
+
+    /// Freezes (or unfreezes) the tensors `pattern` matches; returns how many.
+    fn set_frozen(&mut self, spec: &ModelSpec, pattern: &str, frozen: bool) -> Result<usize> {
+        let rows = Self::matching(spec, pattern)?;
+        for &row in &rows {
+            self.frozen[row] = frozen;
+        }
+        self.size_held(spec);
+        Ok(rows.len())
+    }
+
+    /// Scales the updates of the tensors `pattern` matches; returns how many.
+    fn set_lr_scale(&mut self, spec: &ModelSpec, pattern: &str, scale: f64) -> Result<usize> {
+        if !(scale.is_finite() && scale >= 0.0) {
+            return Err(Error::InvalidHyperParameter {
+                name: "learning-rate scale",
+                value: scale,
+                reason: "must be a finite number of at least 0",
+            });
+        }
+        let rows = Self::matching(spec, pattern)?;
+        for &row in &rows {
+            self.lr_scales[row] = scale;
+        }
+        self.size_held(spec);
+        Ok(rows.len())
     }
 }
 
@@ -1046,6 +1102,7 @@ pub trait Model<T: Float>: Sized {
                 !state.regularization.is_active()
                     && state.clip.is_none()
                     && !state.frozen.iter().any(|&f| f)
+                    && state.lr_scales.iter().all(|&s| s == 1.0)
             })
             .map(T::from_f64);
         Self::backward_pass(
@@ -1476,6 +1533,27 @@ pub trait Model<T: Float>: Sized {
     /// Unfreezes the tensors `pattern` names (see [`freeze`](Self::freeze)).
     fn unfreeze(&mut self, pattern: &str) -> Result<usize> {
         self.state_mut().set_frozen(Self::SPEC, pattern, false)
+    }
+
+    /// Scales the learning rate of the tensors `pattern` names (as for
+    /// [`freeze`](Self::freeze)) by `scale`, as PyTorch's parameter groups and Keras's
+    /// per-layer rates do: `set_lr_scale("backbone", 0.1)` trains a pre-trained
+    /// backbone at a tenth of the head's rate. Their updates, whatever the optimiser,
+    /// are `scale` times what the optimiser's rate gives (every update here is
+    /// proportional to the rate, decoupled weight decay included). Returns how many
+    /// tensors it names; fails if none, or on a scale that is negative or not finite.
+    fn set_lr_scale(&mut self, pattern: &str, scale: f64) -> Result<usize> {
+        self.state_mut().set_lr_scale(Self::SPEC, pattern, scale)
+    }
+
+    /// The learning-rate scale of the tensor called `name`; `None` if the model has
+    /// none.
+    fn lr_scale(&self, name: &str) -> Option<f64> {
+        Self::SPEC
+            .params
+            .iter()
+            .position(|p| p.is_named(name))
+            .map(|i| self.state().lr_scales[i])
     }
 
     /// Whether the tensor called `name` is frozen; `None` if the model has none.
