@@ -467,12 +467,12 @@ fn the_csv_logger_writes_every_epoch_as_it_ends() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,grad_norm,seconds"
+        "epoch,loss,accuracy,val_loss,val_accuracy,top_k,val_top_k,f1_macro,val_f1_macro,learning_rate,grad_norm,seconds"
     );
     assert_eq!(lines.len(), 4);
     for (line, epoch) in lines[1..].iter().zip(&history.epochs) {
         let cells: Vec<&str> = line.split(',').collect();
-        assert_eq!(cells.len(), 8);
+        assert_eq!(cells.len(), 12);
         assert_eq!(cells[0], epoch.epoch.to_string());
         assert_eq!(cells[1].parse::<f64>().unwrap(), epoch.loss);
         assert_eq!(cells[3].parse::<f64>().unwrap(), epoch.val_loss.unwrap());
@@ -480,7 +480,8 @@ fn the_csv_logger_writes_every_epoch_as_it_ends() {
             cells[4].parse::<f64>().unwrap(),
             epoch.val_accuracy.unwrap()
         );
-        assert_eq!(cells[6], "", "no clipping, no norm");
+        assert_eq!(cells[5..9], ["", "", "", ""], "no metrics asked for");
+        assert_eq!(cells[10], "", "no clipping, no norm");
     }
     // A path that cannot be written stops fit before training.
     let mut bad = CsvLogger::new(dir.join("missing").join("log.csv"));
@@ -542,4 +543,65 @@ fn warmup_cosine_rises_then_falls_step_by_step() {
     assert!(rates[15].abs() < 1e-12);
     let middle = 0.1 * 0.5 * (1.0 + (std::f64::consts::PI * 0.5).cos());
     assert!((rates[9] - middle).abs() < 1e-12, "{rates:?}");
+}
+
+#[test]
+fn fit_computes_top_k_and_macro_f1_each_epoch() {
+    use kiln::metrics::Metric;
+    let data = blobs(240, 8);
+    let (train, validation) = data.split(0.25, 3);
+    let mut net = Classifier::<f32>::new(0);
+    let config = FitConfig::new(4, 16)
+        .metrics(&[Metric::TopK(2), Metric::F1Macro])
+        .progress(Progress::Silent);
+    let history = net
+        .fit(
+            &train,
+            Some(&validation),
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+        )
+        .unwrap();
+    let last = history.epochs.last().unwrap();
+    let (top2, f1) = (last.val_top_k.unwrap(), last.val_f1_macro.unwrap());
+    assert!(last.top_k.unwrap() >= last.accuracy.unwrap());
+    assert!(top2 >= last.val_accuracy.unwrap() && top2 <= 1.0);
+    // The validation F1 is the confusion matrix's macro F1 of the same predictions.
+    let predictions = kiln::train::predict_classes(&mut net, validation.features(), 64);
+    let matrix = ConfusionMatrix::new(&predictions, validation.targets(), 3).unwrap();
+    assert!((matrix.report().macro_avg.f1 - f1).abs() < 1e-12, "{f1}");
+    let scored = kiln::train::evaluate_metrics(
+        &mut net,
+        &validation,
+        &CrossEntropy::default(),
+        64,
+        &[Metric::TopK(3)],
+    )
+    .unwrap();
+    assert_eq!(scored.top_k, Some(1.0), "every label is among all three");
+    assert_eq!(scored.f1_macro, None);
+    // Metrics that need labels, on a regression: an error before training.
+    let x: Vec<f32> = (0..20).map(|i| i as f32 / 10.0).collect();
+    let y: Vec<f32> = x.iter().step_by(2).copied().collect();
+    let regression = Dataset::<f32, Shape1<2>, f32>::new(x, y, None).unwrap();
+    let mut regressor = Regressor::<f32>::new(0);
+    let bad = FitConfig::new(1, 4)
+        .metrics(&[Metric::F1Macro])
+        .progress(Progress::Silent);
+    assert!(regressor
+        .fit(&regression, None, &Mse::default(), &mut Sgd::new(0.1), &bad)
+        .is_err());
+    let too_many = FitConfig::new(1, 4)
+        .metrics(&[Metric::TopK(4)])
+        .progress(Progress::Silent);
+    assert!(net
+        .fit(
+            &train,
+            None,
+            &CrossEntropy::default(),
+            &mut Sgd::new(0.1),
+            &too_many
+        )
+        .is_err());
 }

@@ -256,3 +256,139 @@ mod tests {
         assert!(ConfusionMatrix::new(&[0], &[0, 0], 3).is_err());
     }
 }
+
+/// A classification metric [`fit`](crate::train::fit) can compute each epoch, on the
+/// training batches as they are trained and on the validation data (accuracy is
+/// always computed for class labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Share of samples whose label is among the `k` highest outputs (a label tied
+    /// with the `k`-th counts).
+    TopK(usize),
+    /// The mean over classes of F1 (`2·TP / (2·TP + FP + FN)`), over the classes that
+    /// occur among the labels or the predictions (scikit-learn's
+    /// `f1_score(average="macro")`).
+    F1Macro,
+}
+
+/// Running counts for [`Metric`]s over batches of outputs and labels, made once and
+/// reused: no copy of the predictions, no allocation per batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricCounts {
+    top_k: Option<usize>,
+    hits: u64,
+    samples: u64,
+    /// Per class `[true positives, false positives, false negatives]`, if F1 is asked.
+    per_class: Option<Vec<[u64; 3]>>,
+}
+
+impl MetricCounts {
+    /// Counts for `metrics` over outputs of `classes` values per sample. Fails on a
+    /// `TopK` of 0 or above the number of classes.
+    pub fn new(metrics: &[Metric], classes: usize) -> Result<Self> {
+        let mut counts = Self {
+            top_k: None,
+            hits: 0,
+            samples: 0,
+            per_class: None,
+        };
+        for &metric in metrics {
+            match metric {
+                Metric::TopK(k) if k == 0 || k > classes => {
+                    return Err(Error::InvalidHyperParameter {
+                        name: "top-k",
+                        value: k as f64,
+                        reason: "must be between 1 and the number of classes",
+                    })
+                }
+                Metric::TopK(k) => counts.top_k = Some(k),
+                Metric::F1Macro => counts.per_class = Some(vec![[0; 3]; classes]),
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Starts over.
+    pub fn reset(&mut self) {
+        (self.hits, self.samples) = (0, 0);
+        if let Some(per_class) = &mut self.per_class {
+            per_class.fill([0; 3]);
+        }
+    }
+
+    /// Adds a batch: `outputs` in rows of `width` (one per label). Labels at or above
+    /// `width` are not counted (the loss reports them).
+    pub fn add<T: crate::Float>(&mut self, outputs: &[T], labels: &[usize], width: usize) {
+        for (row, &label) in outputs.chunks_exact(width).zip(labels) {
+            if label >= width {
+                continue;
+            }
+            self.samples += 1;
+            if let Some(k) = self.top_k {
+                let score = row[label];
+                let above = row.iter().filter(|&&v| v > score).count();
+                self.hits += u64::from(above < k);
+            }
+            if let Some(per_class) = &mut self.per_class {
+                let predicted = crate::data::argmax(row);
+                if predicted == label {
+                    per_class[label][0] += 1;
+                } else {
+                    per_class[predicted][1] += 1;
+                    per_class[label][2] += 1;
+                }
+            }
+        }
+    }
+
+    /// The top-k accuracy so far, if asked for and anything was counted.
+    pub fn top_k(&self) -> Option<f64> {
+        self.top_k
+            .filter(|_| self.samples > 0)
+            .map(|_| self.hits as f64 / self.samples as f64)
+    }
+
+    /// The macro F1 so far, if asked for and anything was counted.
+    pub fn f1_macro(&self) -> Option<f64> {
+        let per_class = self.per_class.as_ref().filter(|_| self.samples > 0)?;
+        let (mut sum, mut present) = (0.0, 0usize);
+        for &[tp, fp, fn_] in per_class {
+            if tp + fp + fn_ > 0 {
+                sum += 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64;
+                present += 1;
+            }
+        }
+        Some(sum / present.max(1) as f64)
+    }
+}
+
+#[cfg(test)]
+mod metric_tests {
+    use super::*;
+
+    #[test]
+    fn top_k_and_f1_macro_match_hand_counts() {
+        // Four samples of three classes.
+        let outputs = [
+            0.7f32, 0.2, 0.1, // label 0: predicted 0 (top-1 hit)
+            0.5, 0.4, 0.1, // label 1: predicted 0, second (top-2 hit)
+            0.1, 0.3, 0.6, // label 0: predicted 2, last (miss)
+            0.2, 0.2, 0.6, // label 1: tied second (top-2 hit)
+        ];
+        let labels = [0, 1, 0, 1];
+        let mut counts = MetricCounts::new(&[Metric::TopK(2), Metric::F1Macro], 3).unwrap();
+        counts.add(&outputs[..6], &labels[..2], 3);
+        counts.add(&outputs[6..], &labels[2..], 3);
+        assert_eq!(counts.top_k(), Some(0.75));
+        // Predictions 0, 0, 2, 2: class 0 TP 1 FP 1 FN 1 -> 0.5; class 1 TP 0 FN 2 -> 0;
+        // class 2 FP 2 -> 0. Mean over the three: 1/6. The confusion matrix's report
+        // agrees when every class occurs.
+        assert!((counts.f1_macro().unwrap() - 1.0 / 6.0).abs() < 1e-12);
+        let cm = ConfusionMatrix::new(&[0, 0, 2, 2], &labels, 3).unwrap();
+        assert!((cm.report().macro_avg.f1 - 1.0 / 6.0).abs() < 1e-12);
+        counts.reset();
+        assert_eq!(counts.top_k(), None);
+        assert!(MetricCounts::new(&[Metric::TopK(4)], 3).is_err());
+        assert!(MetricCounts::new(&[Metric::TopK(0)], 3).is_err());
+    }
+}

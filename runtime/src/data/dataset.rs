@@ -12,6 +12,11 @@ pub trait Target: Copy + Send + Sync + core::fmt::Debug + 'static {
     /// kind of target: for class labels, the row-wise argmax of the outputs (rows of
     /// `width`) against the labels.
     fn correct<T: Float>(outputs: &[T], targets: &[Self], width: usize) -> Option<(usize, usize)>;
+
+    /// The targets as class labels, if they are.
+    fn labels(_targets: &[Self]) -> Option<&[usize]> {
+        None
+    }
 }
 
 impl Target for usize {
@@ -22,6 +27,10 @@ impl Target for usize {
             .filter(|(row, &label)| argmax(row) == label)
             .count();
         Some((correct, targets.len()))
+    }
+
+    fn labels(targets: &[usize]) -> Option<&[usize]> {
+        Some(targets)
     }
 }
 

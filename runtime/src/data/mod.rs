@@ -14,6 +14,7 @@ mod dataset;
 mod idx;
 
 pub use csv::{read_csv, LabelColumn};
+pub(crate) use dataset::argmax;
 pub use dataset::{Batches, Dataset, Standardizer, Target};
 pub use idx::{read_idx, read_idx_dataset, read_mnist, IdxArray, TrainTest};
 

@@ -345,7 +345,7 @@ impl<T: Float, M: Model<T>> Callback<T, M> for CsvLogger {
         let mut file = std::io::BufWriter::new(file);
         writeln!(
             file,
-            "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,grad_norm,seconds"
+            "epoch,loss,accuracy,val_loss,val_accuracy,top_k,val_top_k,f1_macro,val_f1_macro,learning_rate,grad_norm,seconds"
         )
         .and_then(|()| file.flush())
         .map_err(|e| Error::io(&self.path, &e))?;
@@ -360,12 +360,16 @@ impl<T: Float, M: Model<T>> Callback<T, M> for CsvLogger {
         let cell = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
         writeln!(
             file,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
             log.epoch,
             log.loss,
             cell(log.accuracy),
             cell(log.val_loss),
             cell(log.val_accuracy),
+            cell(log.top_k),
+            cell(log.val_top_k),
+            cell(log.f1_macro),
+            cell(log.val_f1_macro),
             log.learning_rate,
             cell(log.grad_norm),
             log.seconds

@@ -22,6 +22,7 @@ pub use progress::Progress;
 
 use crate::data::{Dataset, Target};
 use crate::loss::{Loss, OutputLayout};
+use crate::metrics::{Metric, MetricCounts};
 use crate::optim::{LrSchedule, Optimizer};
 use crate::{Error, Float, Model, Result, Shape, Tensor, TensorRef};
 
@@ -130,6 +131,8 @@ pub struct FitConfig {
     /// Batches whose gradients are accumulated into one optimiser step (1: a step per
     /// batch); see [`Model::accumulate_gradients`].
     pub accumulate: usize,
+    /// Metrics beyond loss and accuracy, computed each epoch for class labels.
+    pub metrics: Vec<Metric>,
 }
 
 impl FitConfig {
@@ -145,7 +148,16 @@ impl FitConfig {
             schedule: None,
             progress: Progress::Auto,
             accumulate: 1,
+            metrics: Vec::new(),
         }
+    }
+
+    /// Computes `metrics` (top-k accuracy, macro F1) each epoch, on the training
+    /// batches as they are trained and on the validation data, into the
+    /// [`EpochLog`]; they need class labels.
+    pub fn metrics(mut self, metrics: &[Metric]) -> Self {
+        self.metrics = metrics.to_vec();
+        self
     }
 
     /// Accumulates the gradients of `batches` batches before each optimiser step, so
@@ -216,6 +228,14 @@ pub struct EpochLog {
     /// With gradient clipping in force ([`Model::set_grad_clip`]): the mean over the
     /// epoch's steps of the gradients' global L2 norm before clipping.
     pub grad_norm: Option<f64>,
+    /// Top-k accuracy on the training batches, if [`FitConfig::metrics`] asks for it.
+    pub top_k: Option<f64>,
+    /// Top-k accuracy on the validation data, if asked for.
+    pub val_top_k: Option<f64>,
+    /// Macro F1 on the training batches, if asked for.
+    pub f1_macro: Option<f64>,
+    /// Macro F1 on the validation data, if asked for.
+    pub val_f1_macro: Option<f64>,
     /// Wall time of the epoch, validation included.
     pub seconds: f64,
 }
@@ -240,6 +260,10 @@ pub struct Evaluation {
     pub accuracy: Option<f64>,
     /// Samples evaluated.
     pub samples: usize,
+    /// Top-k accuracy, if [`evaluate_metrics`] was asked for it.
+    pub top_k: Option<f64>,
+    /// Macro F1, if [`evaluate_metrics`] was asked for it.
+    pub f1_macro: Option<f64>,
 }
 
 fn layout<T: Float, M: Model<T>>(batch: usize) -> OutputLayout {
@@ -262,10 +286,65 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
+    evaluate_counting(model, data, loss, batch_size, None)
+}
+
+/// [`evaluate`] with `metrics` (top-k accuracy, macro F1) in the result; they need
+/// class labels.
+pub fn evaluate_metrics<T, M, L, Y>(
+    model: &mut M,
+    data: &Dataset<T, M::Input, Y>,
+    loss: &L,
+    batch_size: usize,
+    metrics: &[Metric],
+) -> Result<Evaluation>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T, Target = [Y]>,
+    Y: Target,
+{
+    let mut counts = metric_counts::<T, M, Y>(metrics, data.targets())?;
+    evaluate_counting(model, data, loss, batch_size, counts.as_mut())
+}
+
+/// Counts for `metrics`, `None` if there are none; an error for targets that are not
+/// class labels.
+fn metric_counts<T: Float, M: Model<T>, Y: Target>(
+    metrics: &[Metric],
+    targets: &[Y],
+) -> Result<Option<MetricCounts>> {
+    if metrics.is_empty() {
+        return Ok(None);
+    }
+    if Y::labels(targets).is_none() {
+        return Err(Error::Mismatch(
+            "top-k accuracy and F1 need class labels as targets".into(),
+        ));
+    }
+    MetricCounts::new(metrics, layout::<T, M>(1).width).map(Some)
+}
+
+fn evaluate_counting<T, M, L, Y>(
+    model: &mut M,
+    data: &Dataset<T, M::Input, Y>,
+    loss: &L,
+    batch_size: usize,
+    mut counts: Option<&mut MetricCounts>,
+) -> Result<Evaluation>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T, Target = [Y]>,
+    Y: Target,
+{
     M::SPEC.check_input(data.features().as_slice())?;
     let mut batches = data.batches(batch_size, None);
     let (mut total, mut correct, mut counted, mut samples) = (0.0, 0, 0, 0);
     let width = layout::<T, M>(1).width;
+    if let Some(counts) = counts.as_deref_mut() {
+        counts.reset();
+    }
     while let Some((x, y)) = batches.next_batch() {
         let batch = x.batch();
         let output = model.infer(x);
@@ -277,12 +356,17 @@ where
             correct += c;
             counted += n;
         }
+        if let (Some(counts), Some(labels)) = (counts.as_deref_mut(), Y::labels(y)) {
+            counts.add(output, labels, width);
+        }
         samples += batch;
     }
     Ok(Evaluation {
         loss: total / samples as f64,
         accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
         samples,
+        top_k: counts.as_deref().and_then(MetricCounts::top_k),
+        f1_macro: counts.as_deref().and_then(MetricCounts::f1_macro),
     })
 }
 
@@ -420,6 +504,8 @@ where
     let mut history = History::default();
     let mut batches = train.batches(config.batch_size, Some(config.seed));
     let count = batches.len();
+    let mut train_counts = metric_counts::<T, M, Y>(&config.metrics, train.targets())?;
+    let mut val_counts = train_counts.clone();
     // The built-ins, then the caller's callbacks, in the order they run.
     let mut schedule = config
         .schedule
@@ -489,6 +575,9 @@ where
         let (mut total, mut samples, mut correct, mut counted) = (0.0, 0usize, 0usize, 0usize);
         let (mut norms, mut steps) = (0.0, 0usize);
         let (mut in_step, mut index) = (0, 0);
+        if let Some(counts) = &mut train_counts {
+            counts.reset();
+        }
         while let Some((x, y)) = batches.next_batch() {
             for callback in callbacks.iter_mut() {
                 callback.on_batch_begin(epoch, index, count, &mut fit)?;
@@ -516,6 +605,9 @@ where
                 correct += c;
                 counted += n;
             }
+            if let (Some(counts), Some(labels)) = (&mut train_counts, Y::labels(y)) {
+                counts.add(fit.model.last_output(), labels, width);
+            }
             let log = BatchLog {
                 epoch,
                 batch: index,
@@ -538,7 +630,7 @@ where
             fit.model.apply_accumulated(optimizer)?;
         }
         let scored = validation
-            .map(|v| evaluate(fit.model, v, loss, config.batch_size))
+            .map(|v| evaluate_counting(fit.model, v, loss, config.batch_size, val_counts.as_mut()))
             .transpose()?;
         let log = EpochLog {
             epoch,
@@ -548,6 +640,10 @@ where
             val_accuracy: scored.and_then(|s| s.accuracy),
             learning_rate: optimizer.learning_rate(),
             grad_norm: (steps > 0).then(|| norms / steps as f64),
+            top_k: train_counts.as_ref().and_then(MetricCounts::top_k),
+            val_top_k: scored.and_then(|s| s.top_k),
+            f1_macro: train_counts.as_ref().and_then(MetricCounts::f1_macro),
+            val_f1_macro: scored.and_then(|s| s.f1_macro),
             seconds: started.elapsed().as_secs_f64(),
         };
         fit.history.epochs.push(log);

@@ -57,6 +57,16 @@ fn metrics(log: &EpochLog) -> String {
     if let Some(a) = log.val_accuracy {
         text.push_str(&format!("  val_accuracy {a:.4}"));
     }
+    for (name, value) in [
+        ("top_k", log.top_k),
+        ("val_top_k", log.val_top_k),
+        ("f1_macro", log.f1_macro),
+        ("val_f1_macro", log.val_f1_macro),
+    ] {
+        if let Some(v) = value {
+            text.push_str(&format!("  {name} {v:.4}"));
+        }
+    }
     if let Some(norm) = log.grad_norm {
         text.push_str(&format!("  grad_norm {norm:.4}"));
     }
