@@ -18,6 +18,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+#[cfg(feature = "plot")]
 pub mod plot;
 mod simd;
 pub mod tensor;

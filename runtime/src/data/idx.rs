@@ -221,11 +221,34 @@ mod tests {
         for gzip in [false, true] {
             let xi = write(&dir, "x", &images, gzip);
             let yi = write(&dir, "y", &labels, gzip);
-            let ds = read_idx_dataset::<f32, Shape1<4>>(&xi, &yi, 1.0 / 255.0, 10).unwrap();
+            let read = read_idx_dataset::<f32, Shape1<4>>(&xi, &yi, 1.0 / 255.0, 10);
+            if gzip && !cfg!(feature = "gzip") {
+                let err = read.unwrap_err().to_string();
+                assert!(err.contains("without its `gzip` feature"), "{err}");
+                continue;
+            }
+            let ds = read.unwrap();
             assert_eq!(ds.len(), 3);
             assert_eq!(ds.targets(), &[7, 0, 9]);
             assert_eq!(&ds.features().as_slice()[..2], &[0.0, 1.0]);
         }
+    }
+
+    #[cfg(feature = "gzip")]
+    #[test]
+    fn reads_gzip_of_several_members() {
+        // `cat a.gz b.gz`, as some tools write large files: one stream of both.
+        let dir = tempdir("members");
+        let bytes = idx(8, &[4], &[1, 2, 3, 4]);
+        let mut joined = Vec::new();
+        for part in [&bytes[..6], &bytes[6..]] {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(part).unwrap();
+            joined.extend(enc.finish().unwrap());
+        }
+        let path = write(&dir, "joined", &joined, false);
+        let array = read_idx(&path).unwrap();
+        assert_eq!(array.data, [1, 2, 3, 4]);
     }
 
     #[test]
@@ -260,9 +283,14 @@ mod tests {
         let err = read_idx(&dir.join("missing")).unwrap_err();
         assert!(matches!(err, Error::Io { .. }));
         let corrupt = write(&dir, "corrupt", &[0x1f, 0x8b, 8, 0, 1, 2, 3], false);
+        let expected = if cfg!(feature = "gzip") {
+            "corrupt gzip"
+        } else {
+            "without its `gzip` feature"
+        };
         assert!(read_idx(&corrupt)
             .unwrap_err()
             .to_string()
-            .contains("corrupt gzip"));
+            .contains(expected));
     }
 }

@@ -18,21 +18,36 @@ pub(crate) use dataset::argmax;
 pub use dataset::{Batches, Dataset, Standardizer, Target};
 pub use idx::{read_idx, read_idx_dataset, read_mnist, IdxArray, TrainTest};
 
-use std::io::Read;
 use std::path::Path;
 
 use crate::{Error, Result};
 
-/// Reads a whole file, decompressing it if it is gzip.
+/// Reads a whole file, decompressing it if it is gzip (with the `gzip` feature; without
+/// it, a gzip file is an error that says so).
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
+        gunzip(path, &raw)
     } else {
         Ok(raw)
     }
+}
+
+#[cfg(feature = "gzip")]
+fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::format(path, format!("corrupt gzip data: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(not(feature = "gzip"))]
+fn gunzip(path: &Path, _: &[u8]) -> Result<Vec<u8>> {
+    Err(Error::format(
+        path,
+        "gzip-compressed, and kiln was built without its `gzip` feature: enable it or \
+         decompress the file",
+    ))
 }

@@ -1,9 +1,12 @@
-//! Progress output of `fit`: an `indicatif` bar per epoch on a terminal, one plain line
-//! per epoch otherwise.
+//! Progress output of `fit`: an `indicatif` bar per epoch on a terminal (with the
+//! `progress` feature), one plain line per epoch otherwise.
 
-use std::io::IsTerminal;
-
+#[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Stands in for the bar without the `progress` feature.
+#[cfg(not(feature = "progress"))]
+struct ProgressBar;
 
 use super::{EpochLog, History};
 
@@ -13,7 +16,7 @@ pub enum Progress {
     /// A bar if standard error is a terminal, plain lines otherwise.
     #[default]
     Auto,
-    /// Always a bar.
+    /// Always a bar (lines without the `progress` feature).
     Bar,
     /// One line per epoch on standard error.
     Lines,
@@ -21,6 +24,7 @@ pub enum Progress {
     Silent,
 }
 
+#[cfg_attr(not(feature = "progress"), allow(dead_code))]
 pub(super) struct Reporter {
     mode: Progress,
     epochs: usize,
@@ -32,7 +36,8 @@ pub(super) struct Reporter {
 impl Progress {
     pub(super) fn start(self, epochs: usize, batches: usize) -> Reporter {
         let mode = match self {
-            Progress::Auto if std::io::stderr().is_terminal() => Progress::Bar,
+            Progress::Auto | Progress::Bar if !cfg!(feature = "progress") => Progress::Lines,
+            Progress::Auto if std::io::IsTerminal::is_terminal(&std::io::stderr()) => Progress::Bar,
             Progress::Auto => Progress::Lines,
             other => other,
         };
@@ -74,8 +79,10 @@ fn metrics(log: &EpochLog) -> String {
 }
 
 impl Reporter {
+    #[cfg_attr(not(feature = "progress"), allow(unused_variables))]
     pub(super) fn begin_epoch(&mut self, epoch: usize) {
         self.steps = 0;
+        #[cfg(feature = "progress")]
         if self.mode == Progress::Bar {
             let bar = ProgressBar::new(self.batches as u64);
             let style = ProgressStyle::with_template(
@@ -89,8 +96,10 @@ impl Reporter {
         }
     }
 
+    #[cfg_attr(not(feature = "progress"), allow(unused_variables))]
     pub(super) fn step(&mut self, loss: f64, accuracy: Option<f64>) {
         self.steps += 1;
+        #[cfg(feature = "progress")]
         if let Some(bar) = &self.bar {
             // Drawing and formatting cost more than a small step: refresh every 16 steps.
             if self.steps.is_multiple_of(16) || self.steps == self.batches {
@@ -114,6 +123,7 @@ impl Reporter {
         );
         match self.mode {
             Progress::Bar => {
+                #[cfg(feature = "progress")]
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
