@@ -605,3 +605,42 @@ fn fit_computes_top_k_and_macro_f1_each_epoch() {
         )
         .is_err());
 }
+
+#[test]
+fn bad_batch_sizes_and_splits_are_errors_not_silent_clamps() {
+    let data = blobs(30, 9);
+    let mut net = Classifier::<f32>::new(0);
+    let fit = |net: &mut Classifier<f32>, config: &FitConfig| {
+        net.fit(
+            &data,
+            None,
+            &CrossEntropy::default(),
+            &mut Sgd::new(0.1),
+            config,
+        )
+        .map(|_| ())
+    };
+    let silent = |c: FitConfig| c.progress(Progress::Silent);
+    for bad in [
+        silent(FitConfig::new(1, 0)),
+        silent(FitConfig::new(1, 8).validation_split(0.0)),
+        silent(FitConfig::new(1, 8).validation_split(1.0)),
+        silent(FitConfig::new(1, 8).validation_split(f64::NAN)),
+    ] {
+        let err = fit(&mut net, &bad).unwrap_err();
+        assert!(
+            matches!(err, kiln::Error::InvalidHyperParameter { .. }),
+            "{err}"
+        );
+    }
+    assert_eq!(net.steps(), 0);
+    assert!(net.evaluate(&data, &CrossEntropy::default(), 0).is_err());
+    // A batch larger than the data set is the whole set, without reserving for the size
+    // asked.
+    fit(&mut net, &silent(FitConfig::new(1, usize::MAX))).unwrap();
+    assert_eq!(net.steps(), 1);
+    let scored = net
+        .evaluate(&data, &CrossEntropy::default(), usize::MAX)
+        .unwrap();
+    assert_eq!(scored.samples, 30);
+}

@@ -207,8 +207,11 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
             seed,
             batch_size: batch_size.max(1),
             position: 0,
-            features: Vec::with_capacity(batch_size.max(1) * S::SIZE),
-            targets: Vec::with_capacity(batch_size.max(1) * self.targets_per_sample),
+            // No batch holds more than the data set, whatever size is asked for.
+            features: Vec::with_capacity(batch_size.clamp(1, self.len().max(1)) * S::SIZE),
+            targets: Vec::with_capacity(
+                batch_size.clamp(1, self.len().max(1)) * self.targets_per_sample,
+            ),
         };
         batches.start_epoch(0);
         batches

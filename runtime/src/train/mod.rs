@@ -338,6 +338,13 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
+    if batch_size == 0 {
+        return Err(Error::InvalidHyperParameter {
+            name: "batch_size",
+            value: 0.0,
+            reason: "must be at least 1",
+        });
+    }
     M::SPEC.check_input(data.features().as_slice())?;
     let mut batches = data.batches(batch_size, None);
     let (mut total, mut correct, mut counted, mut samples) = (0.0, 0, 0, 0);
@@ -380,7 +387,7 @@ pub fn predict<'a, T: Float, M: Model<T>>(
     let mut out = Vec::with_capacity(x.batch() * <M::Output as Shape>::SIZE);
     let mut start = 0;
     while start < x.batch() {
-        let end = (start + batch_size.max(1)).min(x.batch());
+        let end = start.saturating_add(batch_size.max(1)).min(x.batch());
         out.extend_from_slice(model.infer(x.slice(start, end)));
         start = end;
     }
@@ -439,6 +446,27 @@ where
     O: Optimizer<T> + Send,
     Y: Target,
 {
+    if config.batch_size == 0 {
+        return Err(Error::InvalidHyperParameter {
+            name: "batch_size",
+            value: 0.0,
+            reason: "must be at least 1",
+        });
+    }
+    if let Some(fraction) = config.validation_split {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(Error::InvalidHyperParameter {
+                name: "validation_split",
+                value: fraction,
+                reason: "must be between 0 and 1, both excluded",
+            });
+        }
+        if train.len() < 2 {
+            return Err(Error::Mismatch(
+                "validation_split needs at least two samples to split".into(),
+            ));
+        }
+    }
     let split;
     let (train, validation) = match (validation, config.validation_split) {
         (Some(v), _) => (train, Some(v)),
