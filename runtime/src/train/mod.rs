@@ -338,13 +338,7 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
-    if batch_size == 0 {
-        return Err(Error::InvalidHyperParameter {
-            name: "batch_size",
-            value: 0.0,
-            reason: "must be at least 1",
-        });
-    }
+    check_batch_size(batch_size)?;
     M::SPEC.check_input(data.features().as_slice())?;
     let mut batches = data.batches(batch_size, None);
     let (mut total, mut correct, mut counted, mut samples) = (0.0, 0, 0, 0);
@@ -375,6 +369,18 @@ where
         top_k: counts.as_deref().and_then(MetricCounts::top_k),
         f1_macro: counts.as_deref().and_then(MetricCounts::f1_macro),
     })
+}
+
+/// A batch size of 0 is an error, not a batch of 1.
+fn check_batch_size(batch_size: usize) -> Result<()> {
+    if batch_size == 0 {
+        return Err(Error::InvalidHyperParameter {
+            name: "batch_size",
+            value: 0.0,
+            reason: "must be at least 1",
+        });
+    }
+    Ok(())
 }
 
 /// Outputs of `model` for every sample of `x`, computed in batches of `batch_size`.
@@ -446,13 +452,7 @@ where
     O: Optimizer<T> + Send,
     Y: Target,
 {
-    if config.batch_size == 0 {
-        return Err(Error::InvalidHyperParameter {
-            name: "batch_size",
-            value: 0.0,
-            reason: "must be at least 1",
-        });
-    }
+    check_batch_size(config.batch_size)?;
     if let Some(fraction) = config.validation_split {
         if !(fraction > 0.0 && fraction < 1.0) {
             return Err(Error::InvalidHyperParameter {
