@@ -516,3 +516,36 @@ fn token_ids_out_of_range_are_errors() {
     )
     .unwrap();
 }
+
+#[test]
+fn settings_that_overflow_the_element_type_are_errors_that_change_nothing() {
+    let (x, y) = synthetic_batch(4);
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    let mut net = Mlp::<f32>::new(3);
+    let before = net.params().as_slice().to_vec();
+    // 1e39 is a finite f64 but infinity as an f32.
+    let mut step = |opt: &mut dyn FnMut(&mut Mlp<f32>) -> kiln::Result<f32>| {
+        let err = opt(&mut net).unwrap_err();
+        assert!(
+            matches!(err, kiln::Error::InvalidHyperParameter { .. }),
+            "{err}"
+        );
+    };
+    let loss = CrossEntropy::default();
+    step(&mut |m| m.train_step(x, &y[..], &loss, &mut Sgd::new(1e39)));
+    step(&mut |m| {
+        m.train_step(
+            x,
+            &y[..],
+            &loss,
+            &mut Sgd::new(0.1).momentum(0.9).dampening(f64::NAN),
+        )
+    });
+    step(&mut |m| m.train_step(x, &y[..], &loss, &mut Sgd::new(0.1).weight_decay(1e39)));
+    step(&mut |m| m.train_step(x, &y[..], &loss, &mut Adam::new(1e39)));
+    step(&mut |m| m.train_step(x, &y[..], &loss, &mut RmsProp::new(1e39)));
+    assert_eq!(net.params().as_slice(), &before[..]);
+    assert_eq!(net.steps(), 0);
+    // The same rate is a valid (if useless) f64 setting.
+    assert!(Optimizer::<f64>::step(&mut Sgd::new(1e39), &mut [0.0][..], &[0.0][..]).is_ok());
+}

@@ -33,7 +33,7 @@ impl<T: Float> Moments<T> {
     /// One step; `decoupled` selects AdamW's `p ← p(1 - lr·λ)` over Adam's `g ← g + λp`.
     fn step(&mut self, params: &mut [T], grads: &[T], decoupled: bool) -> Result<()> {
         check_lengths(params.len(), grads.len())?;
-        check_lr(self.lr)?;
+        check_lr::<T>(self.lr)?;
         check_range(
             "beta1",
             self.beta1,
@@ -46,8 +46,8 @@ impl<T: Float> Moments<T> {
             (0.0..1.0).contains(&self.beta2),
             "must be in [0, 1)",
         )?;
-        check_non_negative("eps", self.eps)?;
-        check_non_negative("weight decay", self.weight_decay)?;
+        check_non_negative::<T>("eps", self.eps)?;
+        check_non_negative::<T>("weight decay", self.weight_decay)?;
         state(&mut self.m, params.len());
         state(&mut self.v, params.len());
         self.t = self.t.saturating_add(1);

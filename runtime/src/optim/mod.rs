@@ -109,17 +109,20 @@ pub(crate) fn check_range(
     }
 }
 
-pub(crate) fn check_non_negative(name: &'static str, value: f64) -> Result<()> {
-    check_range(name, value, value >= 0.0, "must be >= 0")
+/// A setting of at least 0 that stays finite in the model's element type (1e39 is
+/// finite as an f64 but infinite as an f32, and would turn every parameter it touches
+/// into infinity or NaN).
+pub(crate) fn check_non_negative<T: Float>(name: &'static str, value: f64) -> Result<()> {
+    check_range(
+        name,
+        value,
+        value >= 0.0 && T::from_f64(value).is_finite(),
+        "must be >= 0 and finite in the model's element type",
+    )
 }
 
-pub(crate) fn check_lr(lr: f64) -> Result<()> {
-    check_range(
-        "learning rate",
-        lr,
-        lr >= 0.0 && lr.is_finite(),
-        "must be finite and >= 0",
-    )
+pub(crate) fn check_lr<T: Float>(lr: f64) -> Result<()> {
+    check_non_negative::<T>("learning rate", lr)
 }
 
 /// Sizes a state buffer on the first step (and again only if the model changes).

@@ -69,16 +69,16 @@ impl<T: Float> RmsProp<T> {
 impl<T: Float> Optimizer<T> for RmsProp<T> {
     fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
         check_lengths(params.len(), grads.len())?;
-        check_lr(self.lr)?;
+        check_lr::<T>(self.lr)?;
         check_range(
             "alpha",
             self.alpha,
             (0.0..=1.0).contains(&self.alpha),
             "must be in [0, 1]",
         )?;
-        check_non_negative("eps", self.eps)?;
-        check_non_negative("momentum", self.momentum)?;
-        check_non_negative("weight decay", self.weight_decay)?;
+        check_non_negative::<T>("eps", self.eps)?;
+        check_non_negative::<T>("momentum", self.momentum)?;
+        check_non_negative::<T>("weight decay", self.weight_decay)?;
         let n = params.len();
         state(&mut self.square_avg, n);
         if self.centered {

@@ -69,9 +69,15 @@ impl<T: Float> Sgd<T> {
 impl<T: Float> Optimizer<T> for Sgd<T> {
     fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
         check_lengths(params.len(), grads.len())?;
-        check_lr(self.lr)?;
-        check_non_negative("momentum", self.momentum)?;
-        check_non_negative("weight decay", self.weight_decay)?;
+        check_lr::<T>(self.lr)?;
+        check_non_negative::<T>("momentum", self.momentum)?;
+        check_non_negative::<T>("weight decay", self.weight_decay)?;
+        check_range(
+            "dampening",
+            self.dampening,
+            (0.0..=1.0).contains(&self.dampening),
+            "must be between 0 and 1",
+        )?;
         check_range(
             "nesterov",
             self.momentum,
@@ -127,6 +133,6 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
 
     fn linear_step(&self) -> Option<f64> {
         let plain = self.momentum == 0.0 && self.weight_decay == 0.0 && !self.nesterov;
-        (plain && check_lr(self.lr).is_ok()).then_some(self.lr)
+        (plain && check_lr::<T>(self.lr).is_ok()).then_some(self.lr)
     }
 }
