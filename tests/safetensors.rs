@@ -132,3 +132,32 @@ fn mismatched_files_list_every_problem_and_change_nothing() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn threads_saving_to_one_path_leave_one_whole_file() {
+    let dir = temp("concurrent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shared.safetensors");
+    let (a, b) = (TorchMlp::<f32>::new(1), TorchMlp::<f32>::new(2));
+    std::thread::scope(|scope| {
+        for net in [&a, &b] {
+            let path = &path;
+            scope.spawn(move || {
+                for _ in 0..50 {
+                    net.save(path).unwrap();
+                }
+            });
+        }
+    });
+    let mut loaded = TorchMlp::<f32>::new(3);
+    loaded.load(&path).unwrap();
+    let values = loaded.params().as_slice();
+    assert!(values == a.params().as_slice() || values == b.params().as_slice());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -33,7 +33,15 @@ impl ConfusionMatrix {
                 actual: labels.len(),
             });
         }
-        let mut counts = vec![0; classes * classes];
+        let cells = classes
+            .checked_mul(classes)
+            .filter(|&cells| cells <= isize::MAX as usize / 8)
+            .ok_or_else(|| {
+                Error::Mismatch(format!(
+                    "{classes} classes are too many for a confusion matrix"
+                ))
+            })?;
+        let mut counts = vec![0; cells];
         for (index, (&p, &t)) in predictions.iter().zip(labels).enumerate() {
             for label in [p, t] {
                 if label >= classes {
@@ -389,6 +397,8 @@ mod metric_tests {
         counts.reset();
         assert_eq!(counts.top_k(), None);
         assert!(MetricCounts::new(&[Metric::TopK(4)], 3).is_err());
+        // A class count whose matrix cannot exist is an error, not an abort.
+        assert!(ConfusionMatrix::new(&[0], &[0], usize::MAX / 2).is_err());
         assert!(MetricCounts::new(&[Metric::TopK(0)], 3).is_err());
     }
 }

@@ -28,6 +28,9 @@ pub fn read_csv<T: Float, S: Shape>(
     let bytes = read_maybe_gz(path)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
+    // A byte-order mark (as spreadsheet programs write) would make the first row's
+    // first cell unreadable, and the row would be taken for a header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let scale = T::from_f64(scale);
     let mut features = Vec::new();
     let mut targets = Vec::new();
@@ -102,6 +105,16 @@ mod tests {
         let path = file("first", "1,2,3\n0,4,5\n");
         let ds = read_csv::<f64, Shape1<2>>(&path, LabelColumn::First, 1.0, 2).unwrap();
         assert_eq!(ds.targets(), &[1, 0]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_does_not_hide_the_first_row() {
+        let path = file("bom", "\u{feff}1,2,0\n3,4,1\n");
+        let ds = read_csv::<f64, Shape1<2>>(&path, LabelColumn::Last, 1.0, 2).unwrap();
+        assert_eq!(ds.targets(), &[0, 1]);
+        let path = file("bom_header", "\u{feff}a,b,label\n3,4,1\n");
+        let ds = read_csv::<f64, Shape1<2>>(&path, LabelColumn::Last, 1.0, 2).unwrap();
+        assert_eq!(ds.targets(), &[1]);
     }
 
     #[test]
