@@ -683,7 +683,7 @@ pub struct ModelState<T> {
     lr_scales: Vec<f64>,
     /// The values of the frozen and scaled tensors, kept across an optimiser step
     /// (sized when freezing or scaling).
-    frozen_values: Vec<T>,
+    held_values: Vec<T>,
     /// Gradients accumulated over micro-batches, each weighted as its loss reduces
     /// (sized on first use).
     accumulated: Vec<T>,
@@ -718,7 +718,7 @@ impl<T: Float> ModelState<T> {
             grad_norm: None,
             frozen: vec![false; spec.params.len()],
             lr_scales: vec![1.0; spec.params.len()],
-            frozen_values: Vec::new(),
+            held_values: Vec::new(),
             accumulated: Vec::new(),
             accumulated_over: None,
             steps: 0,
@@ -771,7 +771,7 @@ impl<T: Float> ModelState<T> {
         let mut at = 0;
         for ((p, &f), &s) in spec.params.iter().zip(&self.frozen).zip(&self.lr_scales) {
             if f || s != 1.0 {
-                self.frozen_values[at..at + p.len].copy_from_slice(&self.params[p.range()]);
+                self.held_values[at..at + p.len].copy_from_slice(&self.params[p.range()]);
                 at += p.len;
             }
         }
@@ -781,7 +781,7 @@ impl<T: Float> ModelState<T> {
             if !(f || s != 1.0) {
                 continue;
             }
-            let old = &self.frozen_values[at..at + p.len];
+            let old = &self.held_values[at..at + p.len];
             let new = &mut self.params[p.range()];
             if f {
                 new.copy_from_slice(old);
@@ -805,7 +805,7 @@ impl<T: Float> ModelState<T> {
             .filter(|(_, (&f, &s))| f || s != 1.0)
             .map(|(p, _)| p.len)
             .sum();
-        self.frozen_values.resize(len, T::ZERO);
+        self.held_values.resize(len, T::ZERO);
     }
 
     /// The rows of the tensors `pattern` names, or an error if none.
@@ -1094,17 +1094,12 @@ pub trait Model<T: Float>: Sized {
             step: steps,
         };
         state.prepare_backward(spec, false);
+        // Plain SGD with nothing to do between the gradients and the update (a
+        // penalty, clipping, frozen or scaled tensors): the update is made inside the
+        // backward pass.
+        let plain = !state.regularization.is_active() && state.clip.is_none() && !state.holds_any();
+        let update = optimizer.linear_step().filter(|_| plain).map(T::from_f64);
         let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
-        // Plain SGD without a penalty: the update is made inside the backward pass.
-        let update = optimizer
-            .linear_step()
-            .filter(|_| {
-                !state.regularization.is_active()
-                    && state.clip.is_none()
-                    && !state.frozen.iter().any(|&f| f)
-                    && state.lr_scales.iter().all(|&s| s == 1.0)
-            })
-            .map(T::from_f64);
         Self::backward_pass(
             &mut state.params,
             &mut state.grads,
