@@ -233,12 +233,20 @@ pub struct Workspace<T> {
     trainable_from: usize,
 }
 
-/// A pass over a [`Workspace`] whose input node may live outside it: a training step
-/// or an inference reads the caller's batch where it is instead of copying it into
-/// node 0 (for a 784-wide input at batch 1024, a 3 MB copy each call).
+/// One forward or backward pass over a batch's nodes: the value, gradient and fixed
+/// scratch of a [`Workspace`], borrowed, or slices of another model's (a model used as
+/// a layer runs its passes over the outer model's scratch). The input node may live
+/// outside: a training step or an inference reads the caller's batch where it is
+/// instead of copying it into node 0 (for a 784-wide input at batch 1024, a 3 MB copy
+/// each call).
 #[derive(Debug)]
 pub struct Pass<'a, T> {
-    ws: &'a mut Workspace<T>,
+    nodes: &'static [usize],
+    batch: usize,
+    values: &'a mut [T],
+    grads: &'a mut [T],
+    fixed: &'a mut [T],
+    trainable_from: usize,
     input: Option<&'a [T]>,
 }
 
@@ -247,7 +255,7 @@ impl<'a, T: Float> Pass<'a, T> {
     /// step's) end at `end` in the parameter buffer: with layers frozen, a step before
     /// every trainable one needs no gradient at all. `trainable_from` 0 runs every step.
     pub fn reaches(&self, end: usize) -> bool {
-        let from = self.ws.trainable_from;
+        let from = self.trainable_from;
         from == 0 || from < end
     }
 
@@ -256,12 +264,58 @@ impl<'a, T: Float> Pass<'a, T> {
         if let Some(x) = input {
             assert_eq!(x.len(), ws.range(0).len(), "input of the prepared batch");
         }
-        Self { ws, input }
+        Self {
+            nodes: ws.nodes,
+            batch: ws.batch,
+            values: &mut ws.values,
+            grads: &mut ws.grads,
+            fixed: &mut ws.fixed,
+            trainable_from: ws.trainable_from,
+            input,
+        }
+    }
+
+    /// A pass over borrowed buffers laid out by the node table `nodes` for `batch`
+    /// samples: `values` (and `grads`, empty for a forward pass alone) hold at least
+    /// the last node's end times `batch`; `input`, if given, stands for node 0.
+    ///
+    /// # Panics
+    /// If a buffer is too short for the table.
+    pub fn over(
+        nodes: &'static [usize],
+        batch: usize,
+        values: &'a mut [T],
+        grads: &'a mut [T],
+        fixed: &'a mut [T],
+        input: Option<&'a [T]>,
+    ) -> Self {
+        let len = nodes.last().copied().unwrap_or(0) * batch;
+        assert!(values.len() >= len, "values of the pass");
+        assert!(
+            grads.is_empty() || grads.len() >= len,
+            "gradients of the pass"
+        );
+        if let Some(x) = input {
+            assert_eq!(x.len(), (nodes[1] - nodes[0]) * batch, "input of the pass");
+        }
+        Self {
+            nodes,
+            batch,
+            values,
+            grads,
+            fixed,
+            trainable_from: 0,
+            input,
+        }
     }
 
     /// The batch size of the pass.
     pub fn batch(&self) -> usize {
-        self.ws.batch
+        self.batch
+    }
+
+    fn range(&self, node: usize) -> Range<usize> {
+        self.nodes[node] * self.batch..self.nodes[node + 1] * self.batch
     }
 
     /// The outside input, if `node` is the input node and the pass has one.
@@ -269,40 +323,63 @@ impl<'a, T: Float> Pass<'a, T> {
         self.input.filter(|_| node == 0)
     }
 
-    /// [`Workspace::forward_io`], reading node 0 from the outside input.
+    /// The buffers of a layer's forward pass; `aux` is its auxiliary node, if any.
+    ///
+    /// # Panics
+    /// If the nodes are not distinct.
     pub fn forward_io(
         &mut self,
         input: usize,
         output: usize,
         aux: Option<usize>,
     ) -> ForwardIo<'_, T> {
-        let Some(x) = self.outside(input) else {
-            return self.ws.forward_io(input, output, aux);
-        };
-        let ws = &mut *self.ws;
-        let (r_out, r_aux) = (ws.range(output), aux.map(|node| ws.range(node)));
-        let [output, aux] = disjoint_pair(&mut ws.values, r_out, r_aux);
+        let (r_out, r_aux) = (self.range(output), aux.map(|node| self.range(node)));
+        if let Some(x) = self.outside(input) {
+            let [output, aux] = disjoint_pair(self.values, r_out, r_aux);
+            return ForwardIo {
+                input: x,
+                output,
+                aux,
+                fixed: self.fixed,
+            };
+        }
+        let r_in = self.range(input);
+        let [input, output, aux] = disjoint_values(self.values, r_in, r_out, r_aux);
         ForwardIo {
-            input: x,
+            input,
             output,
             aux,
-            fixed: &mut ws.fixed,
+            fixed: self.fixed,
         }
     }
 
-    /// [`Workspace::forward_io2`], reading node 0 from the outside input.
+    /// `(first, second, output)` values of a layer with two inputs.
+    ///
+    /// # Panics
+    /// If `output` is not after both inputs.
     pub fn forward_io2(
         &mut self,
         first: usize,
         second: usize,
         output: usize,
     ) -> (&[T], &[T], &mut [T]) {
+        assert!(first < output && second < output);
         let (x_first, x_second) = (self.outside(first), self.outside(second));
-        let (a, b, out) = self.ws.forward_io2(first, second, output);
-        (x_first.unwrap_or(a), x_second.unwrap_or(b), out)
+        let (r_first, r_second, r_out) =
+            (self.range(first), self.range(second), self.range(output));
+        let (head, tail) = self.values.split_at_mut(r_out.start);
+        let (a, b) = (&head[r_first], &head[r_second]);
+        (
+            x_first.unwrap_or(a),
+            x_second.unwrap_or(b),
+            &mut tail[..r_out.len()],
+        )
     }
 
-    /// [`Workspace::backward_io`], reading node 0's values from the outside input.
+    /// The buffers of a layer's backward pass; `aux` is the auxiliary node, if any.
+    ///
+    /// # Panics
+    /// If the nodes are not distinct.
     pub fn backward_io(
         &mut self,
         input: usize,
@@ -310,35 +387,68 @@ impl<'a, T: Float> Pass<'a, T> {
         aux: Option<usize>,
     ) -> BackwardIo<'_, T> {
         let outside = self.outside(input);
-        let mut io = self.ws.backward_io(input, output, aux);
-        if let Some(x) = outside {
-            io.input = x;
+        let (r_in, r_out) = (self.range(input), self.range(output));
+        let r_aux = aux.map(|node| self.range(node));
+        let [grad_input, grad_output] = self
+            .grads
+            .get_disjoint_mut([r_in.clone(), r_out.clone()])
+            .expect("workspace nodes are disjoint");
+        let [input, output, aux] = disjoint_values(self.values, r_in, r_out, r_aux);
+        BackwardIo {
+            input: outside.unwrap_or(input),
+            output,
+            aux,
+            grad_input,
+            grad_output,
+            fixed: self.fixed,
         }
-        io
     }
 
-    /// [`Workspace::grads3`].
+    /// Three distinct gradient buffers, such as a residual block's input, inner output
+    /// and output.
+    ///
+    /// # Panics
+    /// If the nodes are not distinct.
     pub fn grads3(&mut self, a: usize, b: usize, c: usize) -> [&mut [T]; 3] {
-        self.ws.grads3(a, b, c)
+        let ranges = [self.range(a), self.range(b), self.range(c)];
+        self.grads
+            .get_disjoint_mut(ranges)
+            .expect("workspace nodes are disjoint")
     }
 
-    /// [`Workspace::merge_io`], reading node 0 from the outside input.
+    /// The values of the branches a merge reads (a node may be named twice: two
+    /// identity branches) and its output to write.
+    ///
+    /// # Panics
+    /// If an input is not before `output`.
     pub fn merge_io<const N: usize>(
         &mut self,
         inputs: [usize; N],
         output: usize,
     ) -> ([&[T]; N], &mut [T]) {
+        assert!(
+            inputs.iter().all(|&i| i < output),
+            "merge inputs come first"
+        );
         let outside = inputs.map(|node| self.outside(node));
-        let (mut values, out) = self.ws.merge_io(inputs, output);
+        let ranges = inputs.map(|node| self.range(node));
+        let r_out = self.range(output);
+        let (head, tail) = self.values.split_at_mut(r_out.start);
+        let head: &[T] = head;
+        let mut values = ranges.map(|r| &head[r]);
         for (value, x) in values.iter_mut().zip(outside) {
             if let Some(x) = x {
                 *value = x;
             }
         }
-        (values, out)
+        (values, &mut tail[..r_out.len()])
     }
 
-    /// [`Workspace::merge_grad_io`], reading node 0 from the outside input.
+    /// The backward buffers of branch `which` of a merge: every branch's values, that
+    /// branch's gradient and the output's.
+    ///
+    /// # Panics
+    /// If `which` is not an input or the nodes are not distinct from `output`.
     pub fn merge_grad_io<const N: usize>(
         &mut self,
         inputs: [usize; N],
@@ -346,13 +456,24 @@ impl<'a, T: Float> Pass<'a, T> {
         which: usize,
     ) -> MergeGradIo<'_, T, N> {
         let outside = inputs.map(|node| self.outside(node));
-        let mut io = self.ws.merge_grad_io(inputs, output, which);
-        for (value, x) in io.inputs.iter_mut().zip(outside) {
+        let ranges = inputs.map(|node| self.range(node));
+        let (r_in, r_out) = (self.range(inputs[which]), self.range(output));
+        let [grad_input, grad_output] = self
+            .grads
+            .get_disjoint_mut([r_in, r_out])
+            .expect("workspace nodes are disjoint");
+        let values: &[T] = self.values;
+        let mut inputs = ranges.map(|r| &values[r]);
+        for (value, x) in inputs.iter_mut().zip(outside) {
             if let Some(x) = x {
                 *value = x;
             }
         }
-        io
+        MergeGradIo {
+            inputs,
+            grad_input,
+            grad_output,
+        }
     }
 }
 
@@ -490,133 +611,6 @@ impl<T: Float> Workspace<T> {
     pub fn value_and_grad(&mut self, node: usize) -> (&[T], &mut [T]) {
         let range = self.range(node);
         (&self.values[range.clone()], &mut self.grads[range])
-    }
-
-    /// The buffers of a layer's forward pass; `aux` is its auxiliary node, if any.
-    ///
-    /// # Panics
-    /// If the nodes are not distinct.
-    pub fn forward_io(
-        &mut self,
-        input: usize,
-        output: usize,
-        aux: Option<usize>,
-    ) -> ForwardIo<'_, T> {
-        let (r_in, r_out) = (self.range(input), self.range(output));
-        let r_aux = aux.map(|node| self.range(node));
-        let [input, output, aux] = disjoint_values(&mut self.values, r_in, r_out, r_aux);
-        ForwardIo {
-            input,
-            output,
-            aux,
-            fixed: &mut self.fixed,
-        }
-    }
-
-    /// `(first, second, output)` values of a layer with two inputs.
-    ///
-    /// # Panics
-    /// If `output` is not after both inputs.
-    pub fn forward_io2(
-        &mut self,
-        first: usize,
-        second: usize,
-        output: usize,
-    ) -> (&[T], &[T], &mut [T]) {
-        assert!(first < output && second < output);
-        let (head, tail) = self.values.split_at_mut(self.nodes[output] * self.batch);
-        let out_len = (self.nodes[output + 1] - self.nodes[output]) * self.batch;
-        let a = &head[self.nodes[first] * self.batch..self.nodes[first + 1] * self.batch];
-        let b = &head[self.nodes[second] * self.batch..self.nodes[second + 1] * self.batch];
-        (a, b, &mut tail[..out_len])
-    }
-
-    /// The buffers of a layer's backward pass; `aux` is the auxiliary node, if any.
-    ///
-    /// # Panics
-    /// If the nodes are not distinct.
-    pub fn backward_io(
-        &mut self,
-        input: usize,
-        output: usize,
-        aux: Option<usize>,
-    ) -> BackwardIo<'_, T> {
-        let (r_in, r_out) = (self.range(input), self.range(output));
-        let r_aux = aux.map(|node| self.range(node));
-        let [grad_input, grad_output] = self
-            .grads
-            .get_disjoint_mut([r_in.clone(), r_out.clone()])
-            .expect("workspace nodes are disjoint");
-
-        let [input, output, aux] = disjoint_values(&mut self.values, r_in, r_out, r_aux);
-        BackwardIo {
-            input,
-            output,
-            aux,
-            grad_input,
-            grad_output,
-            fixed: &mut self.fixed,
-        }
-    }
-
-    /// The values of the branches a merge reads (a node may be named twice: two
-    /// identity branches) and its output to write.
-    ///
-    /// # Panics
-    /// If an input is not before `output`.
-    pub fn merge_io<const N: usize>(
-        &mut self,
-        inputs: [usize; N],
-        output: usize,
-    ) -> ([&[T]; N], &mut [T]) {
-        assert!(
-            inputs.iter().all(|&i| i < output),
-            "merge inputs come first"
-        );
-        let start = self.nodes[output] * self.batch;
-        let (head, tail) = self.values.split_at_mut(start);
-        let out_len = (self.nodes[output + 1] - self.nodes[output]) * self.batch;
-        let (nodes, batch) = (self.nodes, self.batch);
-        let head: &[T] = head;
-        let values = inputs.map(|i| &head[nodes[i] * batch..nodes[i + 1] * batch]);
-        (values, &mut tail[..out_len])
-    }
-
-    /// The backward buffers of branch `which` of a merge: every branch's values, that
-    /// branch's gradient and the output's.
-    ///
-    /// # Panics
-    /// If `which` is not an input or the nodes are not distinct from `output`.
-    pub fn merge_grad_io<const N: usize>(
-        &mut self,
-        inputs: [usize; N],
-        output: usize,
-        which: usize,
-    ) -> MergeGradIo<'_, T, N> {
-        let (r_in, r_out) = (self.range(inputs[which]), self.range(output));
-        let [grad_input, grad_output] = self
-            .grads
-            .get_disjoint_mut([r_in, r_out])
-            .expect("workspace nodes are disjoint");
-        let (nodes, batch) = (self.nodes, self.batch);
-        let values: &[T] = &self.values;
-        MergeGradIo {
-            inputs: inputs.map(|i| &values[nodes[i] * batch..nodes[i + 1] * batch]),
-            grad_input,
-            grad_output,
-        }
-    }
-
-    /// Three distinct gradient buffers, such as a residual block's input, inner output
-    /// and output.
-    ///
-    /// # Panics
-    /// If the nodes are not distinct.
-    pub fn grads3(&mut self, a: usize, b: usize, c: usize) -> [&mut [T]; 3] {
-        let ranges = [self.range(a), self.range(b), self.range(c)];
-        self.grads
-            .get_disjoint_mut(ranges)
-            .expect("workspace nodes are disjoint")
     }
 }
 
@@ -1856,13 +1850,24 @@ mod tests {
         ws.prepare(3);
         assert_eq!(ws.value(1).len(), 9);
         ws.value_mut(1).fill(1.0);
-        let io = ws.forward_io(1, 2, None);
+        let mut pass = Pass::new(&mut ws, None);
+        let io = pass.forward_io(1, 2, None);
         assert_eq!((io.input.len(), io.output.len(), io.fixed.len()), (9, 6, 4));
         io.output.fill(2.0);
         let capacity = ws.values.capacity();
         ws.prepare(2);
         assert_eq!(ws.values.capacity(), capacity);
-        let io = ws.backward_io(0, 2, Some(1));
+        let mut pass = Pass::new(&mut ws, None);
+        let io = pass.backward_io(0, 2, Some(1));
         assert_eq!((io.input.len(), io.output.len(), io.aux.len()), (4, 4, 6));
+        // The same table over borrowed buffers, the input outside.
+        let (mut values, mut grads, mut fixed) = (vec![0.0f32; 14], vec![0.0; 14], vec![0.0; 4]);
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let mut pass = Pass::over(SPEC.nodes, 2, &mut values, &mut grads, &mut fixed, Some(&x));
+        let io = pass.forward_io(0, 1, None);
+        assert_eq!(io.input, &x);
+        io.output.fill(5.0);
+        let io = pass.backward_io(0, 1, None);
+        assert_eq!((io.input, io.output), (&x[..], &[5.0; 6][..]));
     }
 }
