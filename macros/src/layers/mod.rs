@@ -310,6 +310,15 @@ pub trait Step {
     fn backward(&self, flow: &mut GradFlow) -> TokenStream;
 }
 
+/// The write a step makes to a node's gradient.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum GradWrite {
+    /// The first writer: the gradient holds stale values until then.
+    Replace,
+    /// A later writer, adding to what the first wrote.
+    Add,
+}
+
 /// Which node gradients the backward pass needs, and whether each has been written
 /// yet: a node's gradient is written by each step that reads the node; the first of
 /// them (in reverse order) replaces it and the others accumulate.
@@ -336,19 +345,28 @@ impl GradFlow {
         }
     }
 
-    /// `Accum::Replace` or `Accum::Add` for a write to `node`'s gradient, or `None`
-    /// if nothing needs it.
-    pub fn accum(&mut self, node: usize) -> Option<TokenStream> {
+    /// How a write to `node`'s gradient must go (the first write replaces, later ones
+    /// add), or `None` if nothing needs it.
+    pub fn write(&mut self, node: usize) -> Option<GradWrite> {
         if !self.needed[node] {
             return None;
         }
         let first = !self.written[node];
         self.written[node] = true;
-        let path = quote!(::kiln::__private::layers::Accum);
         Some(if first {
-            quote!(#path::Replace)
+            GradWrite::Replace
         } else {
-            quote!(#path::Add)
+            GradWrite::Add
+        })
+    }
+
+    /// `Accum::Replace` or `Accum::Add` for a write to `node`'s gradient, or `None`
+    /// if nothing needs it.
+    pub fn accum(&mut self, node: usize) -> Option<TokenStream> {
+        let path = quote!(::kiln::__private::layers::Accum);
+        self.write(node).map(|write| match write {
+            GradWrite::Replace => quote!(#path::Replace),
+            GradWrite::Add => quote!(#path::Add),
         })
     }
 
