@@ -180,6 +180,24 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// A model used as a layer of the next: its nodes live in the outer workspace.
+    struct Stem {
+        input: [1, 28, 28],
+        conv: Conv2d(8, kernel = 3, stride = 2, padding = 1), BatchNorm2d, Relu,
+        drop: Dropout(0.1),
+        GlobalAvgPool,
+    }
+}
+
+kiln::model! {
+    struct WithInnerModel {
+        input: [1, 28, 28],
+        stem: use Stem -> [8],
+        fc: Dense(10),
+    }
+}
+
 /// Allocations made by `steps` calls of `step` after `warmup` calls.
 fn count(warmup: usize, steps: usize, mut step: impl FnMut()) -> usize {
     for _ in 0..warmup {
@@ -399,6 +417,27 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("MLP with a user layer, batch 32: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps with a user layer");
+
+    // A model used as a layer, with batch norm and dropout: its passes run over
+    // slices of the outer model's workspace.
+    let images: Vec<f32> = (0..batch * 784)
+        .map(|i| ((i * 43) % 251) as f32 / 251.0)
+        .collect();
+    let mut nested = WithInnerModel::<f32>::new(9);
+    let mut adam_nested = Adam::new(1e-3);
+    let x_image = TensorRef::<f32, Shape3<1, 28, 28>>::new(&images).unwrap();
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            nested
+                .train_step(x_image, &labels, &CrossEntropy::default(), &mut adam_nested)
+                .unwrap();
+        })
+    });
+    println!("CNN with a model as a layer, batch 32: {n} allocations in 20 steps");
+    assert_eq!(
+        n, 0,
+        "allocations in 20 training steps with a model as a layer"
+    );
 
     // Gradient clipping by norm: one more pass over the gradient buffer, no buffer.
     net.set_grad_clip(Some(GradClip::Norm(0.5))).unwrap();

@@ -389,3 +389,175 @@ fn a_frozen_user_layer_before_every_trainable_one_does_no_gradient_work() {
     assert_eq!(calls(), 3);
     assert_eq!(net.params().get("scale.weight").unwrap(), &frozen[..]);
 }
+
+/// Subtracts the batch mean in training and a running mean in inference, as batch norm
+/// centres: a buffer tracked in training (`running_mean`, and `seen`, a count saved as
+/// an integer), and the batch mean kept in fixed scratch.
+pub struct Center<const N: usize>;
+
+impl<const N: usize> Layer for Center<N> {
+    const INPUT: &'static [usize] = &[N];
+    const OUTPUT: &'static [usize] = &[N];
+    const BUFFERS: &'static [ParamDecl] = &[
+        ParamDecl::new("running_mean", &[N], Init::Zeros),
+        ParamDecl::new("seen", &[], Init::Zeros).count(),
+    ];
+    const FIXED: usize = N;
+
+    fn forward<T: Float>(io: Forward<'_, T>) {
+        let (running, seen) = io.buffers.split_at_mut(N);
+        let mean = io.fixed;
+        if io.training {
+            mean.fill(T::ZERO);
+            for x in io.input.chunks(N) {
+                for i in 0..N {
+                    mean[i] += x[i] / T::from_f64(io.batch as f64);
+                }
+            }
+            for i in 0..N {
+                running[i] = running[i] * T::from_f64(0.9) + mean[i] * T::from_f64(0.1);
+            }
+            seen[0] += T::ONE;
+        } else {
+            mean.copy_from_slice(running);
+        }
+        for (y, x) in io.output.chunks_mut(N).zip(io.input.chunks(N)) {
+            for i in 0..N {
+                y[i] = x[i] - mean[i];
+            }
+        }
+    }
+
+    fn backward<T: Float>(io: Backward<'_, T>) {
+        let Some(dx) = io.grad_input else { return };
+        let mut mean_dy = [T::ZERO; N];
+        for dy in io.grad_output.chunks(N) {
+            for i in 0..N {
+                mean_dy[i] += dy[i] / T::from_f64(io.batch as f64);
+            }
+        }
+        for (d, dy) in dx.chunks_mut(N).zip(io.grad_output.chunks(N)) {
+            for i in 0..N {
+                d[i] += dy[i] - mean_dy[i];
+            }
+        }
+    }
+}
+
+/// Adds noise of scale `1e-3` drawn from the model's generator, in training only.
+pub struct Jitter<const N: usize>;
+
+impl<const N: usize> Layer for Jitter<N> {
+    const INPUT: &'static [usize] = &[N];
+    const OUTPUT: &'static [usize] = &[N];
+
+    fn forward<T: Float>(mut io: Forward<'_, T>) {
+        for (y, &x) in io.output.iter_mut().zip(io.input) {
+            let noise = io
+                .rng
+                .as_deref_mut()
+                .map_or(0.0, |rng| 1e-3 * (kiln::init::uniform(rng) - 0.5));
+            *y = x + T::from_f64(noise);
+        }
+    }
+
+    fn backward<T: Float>(io: Backward<'_, T>) {
+        if let Some(dx) = io.grad_input {
+            for (d, &g) in dx.iter_mut().zip(io.grad_output) {
+                *d += g;
+            }
+        }
+    }
+}
+
+kiln::model! {
+    pub struct Centred {
+        input: [4],
+        fc: Dense(3),
+        center: use Center<3>,
+        jitter: use Jitter<3>,
+        head: Dense(2),
+    }
+}
+
+#[test]
+fn a_user_layer_keeps_buffers_and_fixed_scratch_and_draws_from_the_model_generator() {
+    let names: Vec<String> = Centred::<f32>::SPEC
+        .buffers
+        .iter()
+        .map(|b| b.full_name().into_owned())
+        .collect();
+    assert_eq!(names, ["center.running_mean", "center.seen"]);
+    let seen = Centred::<f32>::SPEC.buffer("center.seen").unwrap();
+    assert_eq!(seen.kind, kiln::TensorKind::Count);
+
+    let x: Vec<f32> = (0..8 * 4)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+        .collect();
+    let x = TensorRef::<f32, Shape1<4>>::new(&x).unwrap();
+    let labels = [0, 1, 1, 0, 1, 0, 0, 1];
+    let run = |seed: u64| {
+        let mut net = Centred::<f32>::new(3);
+        net.set_params(Centred::<f32>::new(seed).params().as_slice())
+            .unwrap();
+        let mut opt = Sgd::new(0.1);
+        for _ in 0..4 {
+            net.train_step(x, &labels[..], &CrossEntropy::default(), &mut opt)
+                .unwrap();
+        }
+        net
+    };
+    // One seed draws the same noise.
+    let (a, b) = (run(3), run(3));
+    assert_eq!(a.params().as_slice(), b.params().as_slice());
+    // Another seed's generator draws other noise, of the layer's small scale.
+    let mut p = Centred::<f32>::new(3);
+    let mut q = Centred::<f32>::new(4);
+    q.set_params(p.params().as_slice()).unwrap();
+    let (yp, yq) = (p.forward_train(x).to_vec(), q.forward_train(x).to_vec());
+    assert_ne!(yp, yq);
+    assert!(yp.iter().zip(&yq).all(|(a, b)| (a - b).abs() < 1e-2));
+    assert_eq!(a.buffers().get("center.seen"), Some(&[4.0f32][..]));
+    let running = a.buffers().get("center.running_mean").unwrap();
+    assert!(running.iter().all(|&m| m != 0.0));
+    // Inference reads the running mean and draws nothing: two calls agree.
+    assert_eq!(a.forward(x).as_slice(), a.forward(x).as_slice());
+
+    // Saved and loaded with the model; the count as an integer.
+    let dir = std::env::temp_dir().join(format!("kiln-center-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("centred.safetensors");
+    a.save(&path).unwrap();
+    let mut c = Centred::<f32>::new(9);
+    c.load(&path).unwrap();
+    assert_eq!(c.buffers().as_slice(), a.buffers().as_slice());
+    assert_eq!(c.forward(x).as_slice(), a.forward(x).as_slice());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+kiln::model! {
+    pub struct CentredSmooth {
+        input: [4],
+        fc: Dense(3), Tanh,
+        center: use Center<3>,
+        head: Dense(2),
+    }
+}
+
+#[test]
+fn a_user_layer_with_buffers_and_fixed_scratch_checks_against_finite_differences() {
+    let net = CentredSmooth::<f64>::new(2);
+    let x: Vec<f64> = (0..5 * 4)
+        .map(|i| ((i * 5 % 11) as f64 - 5.0) / 4.0)
+        .collect();
+    let report = check_gradients(
+        &net,
+        &x,
+        &[0, 1, 1, 0, 1][..],
+        &CrossEntropy::default(),
+        GradCheck::default(),
+    )
+    .expect("checks");
+    println!("{report}");
+    assert!(report.worst() < 1e-7, "{report}");
+}

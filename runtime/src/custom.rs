@@ -10,6 +10,12 @@
 //! like any other, and gives the layer's passes slices of its workspace: a step still
 //! allocates nothing.
 //!
+//! A layer may also keep non-trained buffers ([`Layer::BUFFERS`], such as running
+//! statistics), scratch that does not grow with the batch ([`Layer::FIXED`]) and draw
+//! from the model's generator in training ([`Forward::rng`]). Every model `model!`
+//! generates implements [`Layer`] too, so one model is used in another as
+//! `enc: use Encoder -> [32]`, its tensors named under `enc` (`enc.fc.weight`).
+//!
 //! `model!` cannot read the constants of a type, so a use states the output shape the
 //! model continues with (`use Gate<64> -> [32]`; without `->`, the layer keeps its
 //! input's shape), and the compiler checks both shapes against the constants, failing
@@ -79,8 +85,8 @@
 //! ```
 
 use crate::init::Init;
-use crate::model::{ParamInfo, TensorKind};
-use crate::Float;
+use crate::model::{Mode, Model, ModelSpec, ParamInfo, Pass, TensorKind};
+use crate::{Float, Rng};
 
 /// A layer written outside kiln, used in `model!` as `name: use Type` (see the
 /// [module documentation](self)).
@@ -96,9 +102,16 @@ pub trait Layer: 'static {
     const OUTPUT: &'static [usize];
     /// Its parameter tensors, in the order their values lie in its parameter slice.
     const PARAMS: &'static [ParamDecl] = &[];
+    /// Non-trained tensors the forward pass reads and may update (running statistics,
+    /// as batch norm keeps), in the order their values lie in [`Forward::buffers`].
+    /// Saved and loaded with the parameters, never touched by an optimiser.
+    const BUFFERS: &'static [ParamDecl] = &[];
     /// Values per sample the forward pass keeps for the backward pass (in
     /// [`Forward::saved`] and then [`Backward::saved`]).
     const SAVED: usize = 0;
+    /// Values of scratch that do not grow with the batch ([`Forward::fixed`] and
+    /// [`Backward::fixed`]); kept from the forward pass to the backward pass.
+    const FIXED: usize = 0;
     /// Floating-point operations per sample of the forward pass, for summaries.
     const FLOPS: u64 = 0;
 
@@ -124,6 +137,9 @@ pub struct ParamDecl {
     pub init: Init,
     /// Whether L1/L2 regularisation applies (as for weights; not for biases).
     pub regularized: bool,
+    /// How it is stored in a file: floats, or (for a buffer) one count saved as an
+    /// integer, as batch norm's `num_batches_tracked`.
+    pub kind: TensorKind,
 }
 
 impl ParamDecl {
@@ -134,6 +150,7 @@ impl ParamDecl {
             shape,
             init,
             regularized: true,
+            kind: TensorKind::Float,
         }
     }
 
@@ -141,6 +158,14 @@ impl ParamDecl {
     pub const fn unregularized(self) -> Self {
         Self {
             regularized: false,
+            ..self
+        }
+    }
+
+    /// The same tensor, a count of one value saved as an integer (for buffers).
+    pub const fn count(self) -> Self {
+        Self {
+            kind: TensorKind::Count,
             ..self
         }
     }
@@ -163,10 +188,19 @@ impl ParamDecl {
 }
 
 /// A layer's parameter values, one slice per [`ParamDecl`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Params<'a, T> {
-    values: &'a [T],
+    values: Values<'a, T>,
     decls: &'static [ParamDecl],
+}
+
+/// The values behind [`Params`]: borrowed shared in a forward pass, uniquely in a
+/// backward pass (where a model used as a layer runs its own backward, whose
+/// signature takes them mutably for a fused update it does not make here).
+#[derive(Debug)]
+enum Values<'a, T> {
+    Shared(&'a [T]),
+    Unique(&'a mut [T]),
 }
 
 impl<'a, T> Params<'a, T> {
@@ -180,21 +214,53 @@ impl<'a, T> Params<'a, T> {
             total_len(decls),
             "parameter slice of the layer"
         );
-        Self { values, decls }
+        Self {
+            values: Values::Shared(values),
+            decls,
+        }
+    }
+
+    /// `values`, borrowed uniquely, laid out as `decls`.
+    ///
+    /// # Panics
+    /// If the lengths disagree.
+    #[doc(hidden)]
+    pub fn new_unique(values: &'a mut [T], decls: &'static [ParamDecl]) -> Self {
+        assert_eq!(
+            values.len(),
+            total_len(decls),
+            "parameter slice of the layer"
+        );
+        Self {
+            values: Values::Unique(values),
+            decls,
+        }
     }
 
     /// The values of the tensor declared `index`-th.
     ///
     /// # Panics
     /// If the layer declares fewer tensors.
-    pub fn get(&self, index: usize) -> &'a [T] {
+    pub fn get(&self, index: usize) -> &[T] {
         let start = offset_of(self.decls, index);
-        &self.values[start..start + self.decls[index].len()]
+        &self.as_slice()[start..start + self.decls[index].len()]
     }
 
     /// All the layer's values, in declaration order.
-    pub fn as_slice(&self) -> &'a [T] {
-        self.values
+    pub fn as_slice(&self) -> &[T] {
+        match &self.values {
+            Values::Shared(values) => values,
+            Values::Unique(values) => values,
+        }
+    }
+
+    /// The values, if borrowed uniquely (in a backward pass).
+    #[doc(hidden)]
+    pub fn into_unique(self) -> Option<&'a mut [T]> {
+        match self.values {
+            Values::Shared(_) => None,
+            Values::Unique(values) => Some(values),
+        }
     }
 }
 
@@ -246,6 +312,11 @@ impl<'a, T> ParamsMut<'a, T> {
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         self.values
     }
+
+    /// All the layer's values, for as long as they are borrowed.
+    pub fn into_mut_slice(self) -> &'a mut [T] {
+        self.values
+    }
 }
 
 /// What a [`Layer`]'s forward pass reads and writes.
@@ -259,10 +330,18 @@ pub struct Forward<'a, T> {
     pub output: &'a mut [T],
     /// `batch × SAVED` values to keep for the backward pass.
     pub saved: &'a mut [T],
+    /// The layer's buffers, laid out as [`Layer::BUFFERS`]; update them in training
+    /// only.
+    pub buffers: &'a mut [T],
+    /// `FIXED` values of scratch, which the backward pass sees again.
+    pub fixed: &'a mut [T],
     /// Samples in the batch.
     pub batch: usize,
     /// Whether the model trains (`forward_train`, `fit`) or infers.
     pub training: bool,
+    /// In training, the model's generator for random draws (dropout's): seeded with
+    /// the model, so a run repeats.
+    pub rng: Option<&'a mut Rng>,
 }
 
 /// What a [`Layer`]'s backward pass reads and writes.
@@ -276,6 +355,8 @@ pub struct Backward<'a, T> {
     pub output: &'a [T],
     /// What the forward pass saved (the layer may reuse it as scratch).
     pub saved: &'a mut [T],
+    /// The `FIXED` values of scratch the forward pass left.
+    pub fixed: &'a mut [T],
     /// dL/d`output`.
     pub grad_output: &'a [T],
     /// dL/d(parameters), to add to.
@@ -411,9 +492,183 @@ pub const fn push_decls(
             len: decl.len(),
             init: decl.init,
             regularized: decl.regularized,
-            kind: TensorKind::Float,
+            kind: decl.kind,
         };
         i += 1;
     }
     at + decls.len()
+}
+
+// ---------------------------------------------------------------------------------
+// A model generated by `model!` used as a layer of another.
+//
+// Every generated model implements `Layer` through the functions below: its tensors
+// become the layer's (named by their full names, so that the outer model nests them
+// under the layer's name as PyTorch nests modules), its workspace nodes (values, then
+// gradients) the layer's saved scratch and its fixed scratch the layer's.
+
+/// The longest full tensor name a model used as a layer may have.
+const NAME_CAPACITY: usize = 256;
+
+/// A tensor's full name built in a constant (`scope.name`), for the table of a model
+/// used as a layer.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct NameBuf {
+    bytes: [u8; NAME_CAPACITY],
+    len: usize,
+}
+
+impl NameBuf {
+    const EMPTY: Self = Self {
+        bytes: [0; NAME_CAPACITY],
+        len: 0,
+    };
+
+    const fn push(mut self, part: &str) -> Self {
+        let part = part.as_bytes();
+        assert!(
+            self.len + part.len() <= NAME_CAPACITY,
+            "a tensor's full name is longer than 256 bytes"
+        );
+        let mut i = 0;
+        while i < part.len() {
+            self.bytes[self.len + i] = part[i];
+            i += 1;
+        }
+        self.len += part.len();
+        self
+    }
+
+    /// The name.
+    pub const fn as_str(&self) -> &str {
+        match core::str::from_utf8(self.bytes.split_at(self.len).0) {
+            Ok(name) => name,
+            Err(_) => panic!("a tensor name is not UTF-8"),
+        }
+    }
+}
+
+/// The full names (`scope.name`) of `rows`, which must number `N`.
+#[doc(hidden)]
+pub const fn full_names<const N: usize>(rows: &[ParamInfo]) -> [NameBuf; N] {
+    assert!(rows.len() == N);
+    let mut names = [NameBuf::EMPTY; N];
+    let mut i = 0;
+    while i < N {
+        let mut name = NameBuf::EMPTY;
+        if !rows[i].scope.is_empty() {
+            name = name.push(rows[i].scope).push(".");
+        }
+        names[i] = name.push(rows[i].name);
+        i += 1;
+    }
+    names
+}
+
+/// `rows` as a layer declares its tensors, named `names` (their [`full_names`]).
+#[doc(hidden)]
+pub const fn decls_of<const N: usize>(
+    rows: &[ParamInfo],
+    names: &'static [NameBuf; N],
+) -> [ParamDecl; N] {
+    assert!(rows.len() == N);
+    let mut decls = [ParamDecl::new("", &[], Init::Zeros); N];
+    let mut i = 0;
+    while i < N {
+        let row = &rows[i];
+        decls[i] = ParamDecl {
+            name: names[i].as_str(),
+            shape: row.shape,
+            init: row.init,
+            regularized: row.regularized,
+            kind: row.kind,
+        };
+        i += 1;
+    }
+    decls
+}
+
+/// Values per sample a model used as a layer keeps: its nodes' values and gradients.
+#[doc(hidden)]
+pub const fn model_saved(spec: &ModelSpec) -> usize {
+    2 * node_end(spec)
+}
+
+const fn node_end(spec: &ModelSpec) -> usize {
+    match spec.nodes.last() {
+        Some(&end) => end,
+        None => 0,
+    }
+}
+
+/// Whether a model can be used as a layer: it reads values, not token ids (the outer
+/// model would not check the ids).
+#[doc(hidden)]
+pub const fn usable_as_layer(spec: &ModelSpec) -> bool {
+    spec.token_vocab.is_none()
+}
+
+/// The range of `node` in a pass over `batch` samples.
+fn node_range(spec: &ModelSpec, node: usize, batch: usize) -> core::ops::Range<usize> {
+    spec.nodes[node] * batch..spec.nodes[node + 1] * batch
+}
+
+/// [`Layer::forward`] of the model `M`: its forward pass over the saved scratch,
+/// reading the input where it is, then its output copied out.
+#[doc(hidden)]
+pub fn model_forward<T: Float, M: Model<T>>(io: Forward<'_, T>) {
+    let spec = M::SPEC;
+    let batch = io.batch;
+    let (values, _) = io.saved.split_at_mut(node_end(spec) * batch);
+    let mode = match io.rng {
+        Some(rng) if io.training => Mode::Train(rng),
+        _ => Mode::Infer,
+    };
+    let mut pass = Pass::over(
+        spec.nodes,
+        batch,
+        &mut *values,
+        &mut [],
+        io.fixed,
+        Some(io.input),
+    );
+    M::forward_pass(io.params.as_slice(), io.buffers, &mut pass, mode);
+    io.output
+        .copy_from_slice(&values[node_range(spec, spec.output_node, batch)]);
+}
+
+/// [`Layer::backward`] of the model `M`: the output's gradient copied in, its backward
+/// pass over the saved scratch, and the input's gradient added out.
+#[doc(hidden)]
+pub fn model_backward<T: Float, M: Model<T>>(io: Backward<'_, T>) {
+    let spec = M::SPEC;
+    let batch = io.batch;
+    let (values, grads) = io.saved.split_at_mut(node_end(spec) * batch);
+    grads[node_range(spec, spec.output_node, batch)].copy_from_slice(io.grad_output);
+    let to_input = io.grad_input.is_some();
+    let params = io
+        .params
+        .into_unique()
+        .expect("a backward pass borrows the parameters uniquely");
+    let mut pass = Pass::over(
+        spec.nodes,
+        batch,
+        values,
+        &mut *grads,
+        io.fixed,
+        Some(io.input),
+    );
+    M::backward_pass(
+        params,
+        io.grad_params.into_mut_slice(),
+        &mut pass,
+        None,
+        to_input,
+    );
+    if let Some(dx) = io.grad_input {
+        for (d, &g) in dx.iter_mut().zip(&grads[node_range(spec, 0, batch)]) {
+            *d += g;
+        }
+    }
 }

@@ -37,33 +37,53 @@ pub fn emit(def: &ModelDef, checked: &Checked) -> TokenStream {
     })
 }
 
-/// For a model with user layers: the checks of each, where each one's parameters
-/// start (`__KILN_PARAM_AT`, with the total at the end) and the number of counted
-/// nodes, after which their saved scratch lies.
+/// For a model with user layers: the checks of each, where each one's parameters,
+/// buffers and fixed scratch start (`__KILN_PARAM_AT`, `__KILN_BUFFER_AT`,
+/// `__KILN_FIXED_AT`, each with the total at the end) and the number of counted nodes,
+/// after which their saved scratch lies.
 fn custom_consts(plan: &Plan) -> TokenStream {
     if plan.customs.is_empty() {
         return TokenStream::new();
     }
     let checks = plan.customs.iter().map(|c| &c.checks);
-    let count = plan.customs.len() + 1;
-    let counted = plan.param_count();
-    let lens = plan.customs.iter().map(|c| {
-        let layer = &c.layer;
-        quote!(::kiln::__private::total_len(#layer::PARAMS))
-    });
+    let starts = |name: &str, counted: usize, len: &dyn Fn(&TokenStream) -> TokenStream| {
+        let name = quote::format_ident!("{}", name);
+        let count = plan.customs.len() + 1;
+        let lens = plan.customs.iter().map(|c| len(&c.layer));
+        quote! {
+            const #name: [::core::primitive::usize; #count] = {
+                let mut at = [#counted; #count];
+                let lens = [#(#lens),*];
+                let mut k = 0;
+                while k < lens.len() {
+                    at[k + 1] = at[k] + lens[k];
+                    k += 1;
+                }
+                at
+            };
+        }
+    };
+    let params = starts(
+        "__KILN_PARAM_AT",
+        plan.param_count(),
+        &|layer| quote!(::kiln::__private::total_len(#layer::PARAMS)),
+    );
+    let buffers = starts(
+        "__KILN_BUFFER_AT",
+        plan.buffer_count(),
+        &|layer| quote!(::kiln::__private::total_len(#layer::BUFFERS)),
+    );
+    let fixed = starts(
+        "__KILN_FIXED_AT",
+        plan.fixed,
+        &|layer| quote!(#layer::FIXED),
+    );
     let nodes = plan.node_sizes.len();
     quote! {
         #(#checks)*
-        const __KILN_PARAM_AT: [::core::primitive::usize; #count] = {
-            let mut at = [#counted; #count];
-            let lens = [#(#lens),*];
-            let mut k = 0;
-            while k < lens.len() {
-                at[k + 1] = at[k] + lens[k];
-                k += 1;
-            }
-            at
-        };
+        #params
+        #buffers
+        #fixed
         const __KILN_NODES: ::core::primitive::usize = #nodes;
     }
 }

@@ -1,7 +1,7 @@
 //! The `Model` impl: associated shapes, the compile-time tables and the two passes.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{format_ident, quote};
 
 use super::{passes, InitPlan, Plan};
 use crate::check::{Checked, Layer};
@@ -14,7 +14,8 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
     let spec = spec(def, checked, plan);
     let forward = passes::forward(plan);
     let backward = passes::backward(plan);
-    let table = param_table(plan);
+    let table = custom_tables(plan);
+    let layer = as_layer(def);
     quote! {
         #table
 
@@ -40,12 +41,67 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
 
             #backward
         }
+
+        #layer
+    }
+}
+
+/// `impl Layer for the model`: another model uses this one as `name: use Model -> [..]`
+/// with the model's tensors nested under `name`, its nodes in the layer's saved scratch
+/// (see `kiln::custom`).
+fn as_layer(def: &ModelDef) -> TokenStream {
+    let name = &def.name;
+    let private = quote!(::kiln::__private);
+    let f32 = quote!(::core::primitive::f32);
+    let model_spec = quote!(<#name<#f32> as #private::Model<#f32>>::SPEC);
+    let spec = quote!(__KILN_LAYER_SPEC);
+    let message = format!(
+        "`{name}` reads token ids, which a model used as a layer cannot check: use it on its own"
+    );
+    // Spanned on the model's name, which the error then points at.
+    let usable = quote::quote_spanned! {name.span()=>
+        ::core::assert!(#private::usable_as_layer(#spec), #message);
+    };
+    quote! {
+        const __KILN_LAYER_SPEC: &::kiln::__private::ModelSpec = #model_spec;
+        const __KILN_LAYER_PARAM_ROWS: ::core::primitive::usize = #spec.params.len();
+        const __KILN_LAYER_PARAM_NAMES: [#private::NameBuf; __KILN_LAYER_PARAM_ROWS] =
+            #private::full_names(#spec.params);
+        const __KILN_LAYER_PARAMS: [#private::ParamDecl; __KILN_LAYER_PARAM_ROWS] =
+            #private::decls_of(#spec.params, &__KILN_LAYER_PARAM_NAMES);
+        const __KILN_LAYER_BUFFER_ROWS: ::core::primitive::usize = #spec.buffers.len();
+        const __KILN_LAYER_BUFFER_NAMES: [#private::NameBuf; __KILN_LAYER_BUFFER_ROWS] =
+            #private::full_names(#spec.buffers);
+        const __KILN_LAYER_BUFFERS: [#private::ParamDecl; __KILN_LAYER_BUFFER_ROWS] =
+            #private::decls_of(#spec.buffers, &__KILN_LAYER_BUFFER_NAMES);
+
+        #[automatically_derived]
+        impl<U: #private::Float> #private::Layer for #name<U> {
+            const INPUT: &'static [::core::primitive::usize] = {
+                #usable
+                #spec.input
+            };
+            const OUTPUT: &'static [::core::primitive::usize] = #spec.output;
+            const PARAMS: &'static [#private::ParamDecl] = &__KILN_LAYER_PARAMS;
+            const BUFFERS: &'static [#private::ParamDecl] = &__KILN_LAYER_BUFFERS;
+            const SAVED: ::core::primitive::usize = #private::model_saved(#spec);
+            const FIXED: ::core::primitive::usize = #spec.fixed;
+            const FLOPS: ::core::primitive::u64 = #spec.flops_per_sample;
+
+            fn forward<T: #private::Float>(io: #private::Forward<'_, T>) {
+                #private::model_forward::<T, #name<T>>(io)
+            }
+
+            fn backward<T: #private::Float>(io: #private::Backward<'_, T>) {
+                #private::model_backward::<T, #name<T>>(io)
+            }
+        }
     }
 }
 
 /// `::kiln::__private::Shape2<A, B>` for `[A, B]`.
 fn shape_type(dims: &[usize]) -> TokenStream {
-    let ty = quote::format_ident!("Shape{}", dims.len());
+    let ty = format_ident!("Shape{}", dims.len());
     quote!(::kiln::__private::#ty<#(#dims),*>)
 }
 
@@ -149,31 +205,57 @@ fn tensor_rows(tensors: &[super::ParamPlan]) -> Vec<TokenStream> {
         .collect()
 }
 
-/// For a model with user layers: its parameter table, the counted rows and then each
-/// user layer's declared tensors, named under the layer.
-fn param_table(plan: &Plan) -> TokenStream {
+/// For a model with user layers: its parameter and buffer tables, the counted rows
+/// and then each user layer's declared tensors, named under the layer.
+fn custom_tables(plan: &Plan) -> TokenStream {
     if plan.customs.is_empty() {
         return TokenStream::new();
     }
-    let counted = tensor_rows(&plan.params);
-    let rows = counted.len();
-    let layers: Vec<&TokenStream> = plan.customs.iter().map(|c| &c.layer).collect();
-    let pushes = plan.customs.iter().enumerate().map(|(k, c)| {
-        let (layer, scope) = (&c.layer, &c.scope);
+    let table = |rows_name: &str,
+                 table_name: &str,
+                 at: &str,
+                 counted: &[super::ParamPlan],
+                 decls: &str| {
+        let (rows_name, table_name) = (
+            format_ident!("{}", rows_name),
+            format_ident!("{}", table_name),
+        );
+        let (at, decls) = (format_ident!("{}", at), format_ident!("{}", decls));
+        let counted = tensor_rows(counted);
+        let rows = counted.len();
+        let layers: Vec<&TokenStream> = plan.customs.iter().map(|c| &c.layer).collect();
+        let pushes = plan.customs.iter().enumerate().map(|(k, c)| {
+            let (layer, scope) = (&c.layer, &c.scope);
+            quote! {
+                let at = ::kiln::__private::push_decls(&mut table, at, #at[#k], #scope, #layer::#decls);
+            }
+        });
         quote! {
-            let at = ::kiln::__private::push_decls(&mut table, at, __KILN_PARAM_AT[#k], #scope, #layer::PARAMS);
+            const #rows_name: ::core::primitive::usize = #rows #(+ #layers::#decls.len())*;
+            const #table_name: [::kiln::__private::ParamInfo; #rows_name] = {
+                let mut table = [::kiln::__private::EMPTY_PARAM; #rows_name];
+                let at = ::kiln::__private::copy_rows(&mut table, 0, &[#(#counted),*]);
+                #(#pushes)*
+                ::core::assert!(at == #rows_name);
+                table
+            };
         }
-    });
-    quote! {
-        const __KILN_PARAM_ROWS: ::core::primitive::usize = #rows #(+ #layers::PARAMS.len())*;
-        const __KILN_PARAM_TABLE: [::kiln::__private::ParamInfo; __KILN_PARAM_ROWS] = {
-            let mut table = [::kiln::__private::EMPTY_PARAM; __KILN_PARAM_ROWS];
-            let at = ::kiln::__private::copy_rows(&mut table, 0, &[#(#counted),*]);
-            #(#pushes)*
-            ::core::assert!(at == __KILN_PARAM_ROWS);
-            table
-        };
-    }
+    };
+    let params = table(
+        "__KILN_PARAM_ROWS",
+        "__KILN_PARAM_TABLE",
+        "__KILN_PARAM_AT",
+        &plan.params,
+        "PARAMS",
+    );
+    let buffers = table(
+        "__KILN_BUFFER_ROWS",
+        "__KILN_BUFFER_TABLE",
+        "__KILN_BUFFER_AT",
+        &plan.buffers,
+        "BUFFERS",
+    );
+    quote!(#params #buffers)
 }
 
 fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
@@ -207,9 +289,18 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
     } else {
         quote!(&__KILN_PARAM_TABLE)
     };
-    let buffers = table(&plan.buffers);
-    let buffer_count = plan.buffer_count();
-    let fixed = plan.fixed;
+    let (buffers, buffer_count, fixed) = if plan.customs.is_empty() {
+        let rows = table(&plan.buffers);
+        let (count, fixed) = (plan.buffer_count(), plan.fixed);
+        (quote!(&[#(#rows),*]), quote!(#count), quote!(#fixed))
+    } else {
+        let last = plan.customs.len();
+        (
+            quote!(&__KILN_BUFFER_TABLE),
+            quote!(__KILN_BUFFER_AT[#last]),
+            quote!(__KILN_FIXED_AT[#last]),
+        )
+    };
     let param_count = param_count(plan);
     let flops = flops_per_sample(checked);
     let mut nodes: Vec<TokenStream> = plan.node_offsets().iter().map(|n| quote!(#n)).collect();
@@ -232,7 +323,7 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             layers: &[#(#layers),*],
             params: #params,
             param_count: #param_count,
-            buffers: &[#(#buffers),*],
+            buffers: #buffers,
             buffer_count: #buffer_count,
             fixed: #fixed,
             flops_per_sample: #flops,

@@ -10,7 +10,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 
 use super::activation::Act;
-use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
+use super::{size, Call, CheckFn, Checked, GradFlow, GradWrite, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::{CustomPlan, Plan};
 
@@ -143,11 +143,22 @@ struct CustomStep {
 }
 
 impl CustomStep {
-    /// `let range = ..;` over the layer's parameters.
+    /// `let range = ..; let fixed = ..;` over the layer's parameters and its part of
+    /// the fixed scratch.
     fn range(&self) -> TokenStream {
         let index = self.index;
         let next = index + 1;
-        quote!(let range = __KILN_PARAM_AT[#index]..__KILN_PARAM_AT[#next];)
+        quote! {
+            let range = __KILN_PARAM_AT[#index]..__KILN_PARAM_AT[#next];
+            let fixed = __KILN_FIXED_AT[#index]..__KILN_FIXED_AT[#next];
+        }
+    }
+
+    /// The layer's buffers.
+    fn buffers(&self) -> TokenStream {
+        let index = self.index;
+        let next = index + 1;
+        quote!(&mut buffers[__KILN_BUFFER_AT[#index]..__KILN_BUFFER_AT[#next]])
     }
 
     fn saved(&self) -> TokenStream {
@@ -170,7 +181,11 @@ impl Step for CustomStep {
     }
 
     fn uses_mode(&self) -> Option<bool> {
-        Some(false)
+        Some(true)
+    }
+
+    fn uses_buffers(&self) -> bool {
+        true
     }
 
     fn updates_inside(&self) -> bool {
@@ -184,7 +199,7 @@ impl Step for CustomStep {
             output,
             ..
         } = self;
-        let (range, saved) = (self.range(), self.saved());
+        let (range, saved, buffers) = (self.range(), self.saved(), self.buffers());
         let private = quote!(::kiln::__private);
         quote! {
             {
@@ -195,8 +210,11 @@ impl Step for CustomStep {
                     input: io.input,
                     output: io.output,
                     saved: io.aux,
+                    buffers: #buffers,
+                    fixed: &mut io.fixed[fixed],
                     batch,
                     training: mode.training(),
+                    rng: mode.rng(),
                 });
             }
         }
@@ -214,10 +232,12 @@ impl Step for CustomStep {
         let some = quote!(::core::option::Option::Some);
         let none = quote!(::core::option::Option::None);
         let zero = quote!(<T as #private::Float>::ZERO);
-        let grad_input = match flow.accum(*input) {
+        // The layer adds into its input's gradient: as the first writer, it starts
+        // from zeros.
+        let grad_input = match flow.write(*input) {
             None => none.clone(),
-            Some(accum) => {
-                let write = if accum.to_string().ends_with("Replace") {
+            Some(first) => {
+                let write = if first == GradWrite::Replace {
                     quote!({
                         io.grad_input.fill(#zero);
                         #some(io.grad_input)
@@ -239,10 +259,11 @@ impl Step for CustomStep {
                 let grad = &mut grads[range.clone()];
                 grad.fill(#zero);
                 #layer::backward(#private::Backward {
-                    params: #private::Params::new(&params[range.clone()], #layer::PARAMS),
+                    params: #private::Params::new_unique(&mut params[range.clone()], #layer::PARAMS),
                     input: io.input,
                     output: io.output,
                     saved: io.aux,
+                    fixed: &mut io.fixed[fixed],
                     grad_output: io.grad_output,
                     grad_params: #private::ParamsMut::new(grad, #layer::PARAMS),
                     grad_input: #grad_input,

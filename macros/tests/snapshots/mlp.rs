@@ -305,4 +305,53 @@ const _: () = {
             }
         }
     }
+    const __KILN_LAYER_SPEC: &::kiln::__private::ModelSpec = <Mlp<
+        ::core::primitive::f32,
+    > as ::kiln::__private::Model<::core::primitive::f32>>::SPEC;
+    const __KILN_LAYER_PARAM_ROWS: ::core::primitive::usize = __KILN_LAYER_SPEC
+        .params
+        .len();
+    const __KILN_LAYER_PARAM_NAMES: [::kiln::__private::NameBuf; __KILN_LAYER_PARAM_ROWS] = ::kiln::__private::full_names(
+        __KILN_LAYER_SPEC.params,
+    );
+    const __KILN_LAYER_PARAMS: [::kiln::__private::ParamDecl; __KILN_LAYER_PARAM_ROWS] = ::kiln::__private::decls_of(
+        __KILN_LAYER_SPEC.params,
+        &__KILN_LAYER_PARAM_NAMES,
+    );
+    const __KILN_LAYER_BUFFER_ROWS: ::core::primitive::usize = __KILN_LAYER_SPEC
+        .buffers
+        .len();
+    const __KILN_LAYER_BUFFER_NAMES: [::kiln::__private::NameBuf; __KILN_LAYER_BUFFER_ROWS] = ::kiln::__private::full_names(
+        __KILN_LAYER_SPEC.buffers,
+    );
+    const __KILN_LAYER_BUFFERS: [::kiln::__private::ParamDecl; __KILN_LAYER_BUFFER_ROWS] = ::kiln::__private::decls_of(
+        __KILN_LAYER_SPEC.buffers,
+        &__KILN_LAYER_BUFFER_NAMES,
+    );
+    #[automatically_derived]
+    impl<U: ::kiln::__private::Float> ::kiln::__private::Layer for Mlp<U> {
+        const INPUT: &'static [::core::primitive::usize] = {
+            ::core::assert!(
+                ::kiln::__private::usable_as_layer(__KILN_LAYER_SPEC),
+                "`Mlp` reads token ids, which a model used as a layer cannot check: use it on its own"
+            );
+            __KILN_LAYER_SPEC.input
+        };
+        const OUTPUT: &'static [::core::primitive::usize] = __KILN_LAYER_SPEC.output;
+        const PARAMS: &'static [::kiln::__private::ParamDecl] = &__KILN_LAYER_PARAMS;
+        const BUFFERS: &'static [::kiln::__private::ParamDecl] = &__KILN_LAYER_BUFFERS;
+        const SAVED: ::core::primitive::usize = ::kiln::__private::model_saved(
+            __KILN_LAYER_SPEC,
+        );
+        const FIXED: ::core::primitive::usize = __KILN_LAYER_SPEC.fixed;
+        const FLOPS: ::core::primitive::u64 = __KILN_LAYER_SPEC.flops_per_sample;
+        fn forward<T: ::kiln::__private::Float>(io: ::kiln::__private::Forward<'_, T>) {
+            ::kiln::__private::model_forward::<T, Mlp<T>>(io)
+        }
+        fn backward<T: ::kiln::__private::Float>(
+            io: ::kiln::__private::Backward<'_, T>,
+        ) {
+            ::kiln::__private::model_backward::<T, Mlp<T>>(io)
+        }
+    }
 };
