@@ -440,10 +440,13 @@ impl Op for Attention {
             false,
         );
         let output = plan.node(size(&layer.output));
-        // `AttentionShape::aux_len`.
-        let aux_len =
-            3 * steps * dim + heads * steps * steps + steps * dim + 3 * steps * dim + steps * steps;
-        let aux = plan.node(aux_len);
+        let shape = kiln_shapes::AttentionShape {
+            steps,
+            dim,
+            heads,
+            causal: self.causal,
+        };
+        let aux = plan.node(shape.aux_len());
         plan.push(AttentionStep {
             input,
             output,

@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use kiln_shapes::Conv2dShape;
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
@@ -226,61 +227,47 @@ pub fn image(checker: &mut Checker, name: &str, kind: &str, input: &[usize], at:
     false
 }
 
-/// The runtime's `Conv2dShape`, computed here.
-#[derive(Clone, Copy)]
-pub struct Geometry {
-    pub in_channels: usize,
-    pub in_size: (usize, usize),
-    pub out_channels: usize,
-    pub kernel: (usize, usize),
-    pub stride: (usize, usize),
-    pub padding: (usize, usize),
-    pub dilation: (usize, usize),
-    pub out_size: (usize, usize),
+/// The layer's `Conv2dShape`, the geometry the runtime's kernels take: the macro
+/// sizes the column node and the scratch with its functions and emits it as a
+/// constant.
+pub type Geometry = Conv2dShape;
+
+/// A convolution's or a pool's geometry from its layer's shapes.
+pub fn geometry(layer: &Layer, window: &Window) -> Geometry {
+    Conv2dShape {
+        in_channels: layer.input[0],
+        in_size: (layer.input[1], layer.input[2]),
+        out_channels: layer.output[0],
+        kernel: window.kernel,
+        stride: window.stride,
+        padding: window.padding,
+        dilation: window.dilation,
+        out_size: (layer.output[1], layer.output[2]),
+    }
 }
 
-impl Geometry {
-    pub fn new(layer: &Layer, window: &Window) -> Self {
-        Geometry {
-            in_channels: layer.input[0],
-            in_size: (layer.input[1], layer.input[2]),
-            out_channels: layer.output[0],
-            kernel: window.kernel,
-            stride: window.stride,
-            padding: window.padding,
-            dilation: window.dilation,
-            out_size: (layer.output[1], layer.output[2]),
-        }
-    }
-
-    /// Rows of the column matrix.
-    pub fn k(&self) -> usize {
-        self.in_channels * self.kernel.0 * self.kernel.1
-    }
-
-    /// `&::kiln::__private::layers::Conv2dShape { .. }`, a promoted constant.
-    pub fn tokens(&self) -> TokenStream {
-        let Geometry {
-            in_channels,
-            in_size: (ih, iw),
-            out_channels,
-            kernel: (kh, kw),
-            stride: (sh, sw),
-            padding: (ph, pw),
-            dilation: (dh, dw),
-            out_size: (oh, ow),
-        } = *self;
-        quote! {
-            &::kiln::__private::layers::Conv2dShape {
-                in_channels: #in_channels,
-                in_size: (#ih, #iw),
-                out_channels: #out_channels,
-                kernel: (#kh, #kw),
-                stride: (#sh, #sw),
-                padding: (#ph, #pw),
-                dilation: (#dh, #dw),
-                out_size: (#oh, #ow),
-            }
+/// `&::kiln::__private::layers::Conv2dShape { .. }`, a promoted constant.
+pub fn shape_tokens(shape: &Geometry) -> TokenStream {
+    let Conv2dShape {
+        in_channels,
+        in_size: (ih, iw),
+        out_channels,
+        kernel: (kh, kw),
+        stride: (sh, sw),
+        padding: (ph, pw),
+        dilation: (dh, dw),
+        out_size: (oh, ow),
+    } = *shape;
+    quote! {
+        &::kiln::__private::layers::Conv2dShape {
+            in_channels: #in_channels,
+            in_size: (#ih, #iw),
+            out_channels: #out_channels,
+            kernel: (#kh, #kw),
+            stride: (#sh, #sw),
+            padding: (#ph, #pw),
+            dilation: (#dh, #dw),
+            out_size: (#oh, #ow),
         }
     }
 }
@@ -302,7 +289,7 @@ impl Op for Conv2d {
 
     fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, fused: Option<Act>) -> usize {
         let name = &layer.name;
-        let geometry = Geometry::new(layer, &self.window);
+        let geometry = geometry(layer, &self.window);
         let k = geometry.k();
         let fan_in = InitPlan::FanIn(k);
         let shape = vec![
@@ -321,10 +308,8 @@ impl Op for Conv2d {
             )
         });
         let output = plan.node(size(&layer.output));
-        let cols = plan.node(k * geometry.out_size.0 * geometry.out_size.1);
-        // `Conv2dShape::partial_len`: three weights' worth of scratch and room to align
-        // one.
-        let partial = plan.fixed(3 * self.out_channels * k + 16);
+        let cols = plan.node(geometry.cols_len());
+        let partial = plan.fixed(geometry.partial_len());
         plan.push(ConvStep {
             input,
             output,
@@ -372,7 +357,7 @@ impl Step for ConvStep {
             cols,
             ..
         } = self;
-        let (shape, act) = (self.geometry.tokens(), activation(self.fused));
+        let (shape, act) = (shape_tokens(&self.geometry), activation(self.fused));
         let (weight, bias) = (slice(&self.weight), optional_params(&self.bias));
         quote! {
             {
@@ -391,7 +376,7 @@ impl Step for ConvStep {
             cols,
             ..
         } = self;
-        let (shape, act) = (self.geometry.tokens(), activation(self.fused));
+        let (shape, act) = (shape_tokens(&self.geometry), activation(self.fused));
         let grad_input = flow.optional(*input, quote!(io.grad_input));
         let (split, grad_bias) = split_grads(&self.weight, &self.bias);
         let (weight, partial) = (slice(&self.weight), slice(&self.partial));

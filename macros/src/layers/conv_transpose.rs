@@ -8,7 +8,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
-use super::conv::{image, pair, window, Geometry, Window};
+use super::conv::{image, pair, shape_tokens, window, Geometry, Window};
 use super::{
     arg, layer, optional_params, size, slice, split_grads, ArgKind, Call, Checked, GradFlow,
     LayerSpec, Op, Step,
@@ -158,9 +158,8 @@ impl Op for ConvTranspose2d {
             )
         });
         let output = plan.node(size(&layer.output));
-        let cols = plan.node(k * geometry.out_size.0 * geometry.out_size.1);
-        // `Conv2dShape::transposed_partial_len`: one weight's worth.
-        let partial = plan.fixed(geometry.out_channels * k);
+        let cols = plan.node(geometry.cols_len());
+        let partial = plan.fixed(geometry.transposed_partial_len());
         plan.push(ConvTransposeStep {
             input,
             output,
@@ -206,7 +205,7 @@ impl Step for ConvTransposeStep {
             cols,
             ..
         } = self;
-        let shape = self.geometry.tokens();
+        let shape = shape_tokens(&self.geometry);
         let (weight, bias) = (slice(&self.weight), optional_params(&self.bias));
         quote! {
             {
@@ -225,7 +224,7 @@ impl Step for ConvTransposeStep {
             cols,
             ..
         } = self;
-        let shape = self.geometry.tokens();
+        let shape = shape_tokens(&self.geometry);
         let grad_input = flow.optional(*input, quote!(io.grad_input));
         let (split, grad_bias) = split_grads(&self.weight, &self.bias);
         let (weight, partial) = (slice(&self.weight), slice(&self.partial));

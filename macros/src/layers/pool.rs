@@ -6,7 +6,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
-use super::conv::{pair, spatial, window, Geometry, Window};
+use super::conv::{geometry, pair, shape_tokens, spatial, window, Geometry, Window};
 use super::{arg, layer, size, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::Plan;
@@ -80,7 +80,7 @@ impl Op for Pool {
     }
 
     fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
-        let geometry = Geometry::new(layer, &self.window);
+        let geometry = geometry(layer, &self.window);
         let output = plan.node(size(&layer.output));
         let argmax = self.max.then(|| plan.node(size(&layer.output)));
         plan.push(PoolStep {
@@ -112,7 +112,7 @@ impl Step for PoolStep {
 
     fn forward(&self) -> TokenStream {
         let PoolStep { input, output, .. } = self;
-        let shape = self.geometry.tokens();
+        let shape = shape_tokens(&self.geometry);
         let layers = quote!(::kiln::__private::layers);
         match self.argmax {
             Some(argmax) => quote! {
@@ -132,7 +132,7 @@ impl Step for PoolStep {
 
     fn backward(&self, flow: &mut GradFlow) -> TokenStream {
         let PoolStep { input, output, .. } = self;
-        let shape = self.geometry.tokens();
+        let shape = shape_tokens(&self.geometry);
         let layers = quote!(::kiln::__private::layers);
         let accum = flow.accum_or_replace(*input);
         match self.argmax {

@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use kiln_shapes::{Cell, RecurrentShape};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -34,36 +35,6 @@ pub const SPECS: &[LayerSpec] = &[
     ),
     layer("LastStep", &[], "`LastStep`", check_last_step),
 ];
-
-/// Recurrent cells.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Cell {
-    Rnn,
-    Lstm,
-    Gru,
-}
-
-impl Cell {
-    /// Gates per hidden unit (PyTorch's `G`): 1 for RNN, 4 for LSTM, 3 for GRU.
-    fn gates(self) -> usize {
-        match self {
-            Cell::Rnn => 1,
-            Cell::Lstm => 4,
-            Cell::Gru => 3,
-        }
-    }
-
-    /// Per-sample auxiliary values of a recurrent layer (the runtime's
-    /// `RecurrentShape::aux_len`).
-    fn aux_len(self, steps: usize, hidden: usize) -> usize {
-        let all_gates = steps * self.gates() * hidden;
-        match self {
-            Cell::Rnn => all_gates,
-            Cell::Lstm => all_gates + (steps + 2) * hidden,
-            Cell::Gru => 2 * all_gates,
-        }
-    }
-}
 
 struct Recurrent {
     cell: Cell,
@@ -102,22 +73,35 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
     Some((Box::new(Recurrent { cell, hidden }), vec![input[0], hidden]))
 }
 
+impl Recurrent {
+    /// The runtime's geometry of the layer, whose sizes the plan uses.
+    fn shape(&self, layer: &Layer) -> RecurrentShape {
+        RecurrentShape {
+            cell: self.cell,
+            steps: layer.input[0],
+            features: layer.input[1],
+            hidden: self.hidden,
+        }
+    }
+}
+
 impl Op for Recurrent {
     fn params(&self, layer: &Layer) -> usize {
-        let width = self.cell.gates() * self.hidden;
+        let width = self.shape(layer).width();
         width * (layer.input[1] + self.hidden + 2)
     }
 
     fn flops(&self, layer: &Layer) -> u64 {
         let (steps, features) = (layer.input[0], layer.input[1]);
-        let width = self.cell.gates() * self.hidden;
+        let width = self.shape(layer).width();
         (steps * (2 * width * (features + self.hidden) + 4 * width)) as u64
     }
 
     fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
         let name = &layer.name;
         let (steps, features, hidden) = (layer.input[0], layer.input[1], self.hidden);
-        let width = self.cell.gates() * hidden;
+        let shape = self.shape(layer);
+        let width = shape.width();
         let fan_in = InitPlan::FanIn(hidden);
         let weight_ih = plan.param(
             format!("{name}.weight_ih_l0"),
@@ -134,9 +118,8 @@ impl Op for Recurrent {
         let bias_ih = plan.param(format!("{name}.bias_ih_l0"), vec![width], fan_in, false);
         let bias_hh = plan.param(format!("{name}.bias_hh_l0"), vec![width], fan_in, false);
         let output = plan.node(size(&layer.output));
-        let aux = plan.node(self.cell.aux_len(steps, hidden));
-        // `RecurrentShape::scratch_len`: both weights, transposed.
-        let scratch = plan.fixed(width * (features + hidden));
+        let aux = plan.node(shape.aux_len());
+        let scratch = plan.fixed(shape.scratch_len());
         plan.push(RecurrentStep {
             input,
             output,

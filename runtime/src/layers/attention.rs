@@ -196,27 +196,7 @@ pub fn embedding_backward<T: Float>(
     }
 }
 
-/// The geometry of a self-attention layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttentionShape {
-    /// Steps per sample.
-    pub steps: usize,
-    /// Model width.
-    pub dim: usize,
-    /// Heads (dividing `dim`).
-    pub heads: usize,
-    /// Whether step `i` may only attend to steps `j ≤ i`.
-    pub causal: bool,
-}
-
-impl AttentionShape {
-    /// Per-sample auxiliary values: projections, attention weights, head outputs and
-    /// backward scratch.
-    pub const fn aux_len(&self) -> usize {
-        let (s, d) = (self.steps, self.dim);
-        3 * s * d + self.heads * s * s + s * d + 3 * s * d + s * s
-    }
-}
+pub use kiln_shapes::AttentionShape;
 
 struct AuxParts<'a, T> {
     qkv: &'a mut [T],

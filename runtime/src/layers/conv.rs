@@ -34,12 +34,12 @@ use faer::{MatMut, MatRef, Par};
 
 use super::activation::{bias_activation_in_place, scale_by_derivative};
 use super::matmul;
-use super::window::Conv2dShape;
 use super::{
     check_len, for_row_blocks, sparse, split_batch, sum, thin, Accum, Activation,
     PARALLEL_MIN_FLOPS,
 };
 use crate::Float;
+use kiln_shapes::Conv2dShape;
 
 /// Fills the `K x P` column matrix of one sample.
 pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {

@@ -29,17 +29,9 @@
 use faer::{MatMut, MatRef, Par};
 
 use super::conv::{col2im, im2col};
-use super::window::Conv2dShape;
 use super::{check_len, matmul, split_batch, sum, Accum, PARALLEL_MIN_FLOPS};
 use crate::Float;
-
-impl Conv2dShape {
-    /// Values of [`conv_transpose2d_backward`]'s fixed scratch: one weight's worth, the
-    /// second half of the batch's weight gradient.
-    pub const fn transposed_partial_len(&self) -> usize {
-        self.out_channels * self.k()
-    }
-}
+use kiln_shapes::Conv2dShape;
 
 /// `output = conv_transpose(input, weight) + bias`, with `s` the convolution it
 /// transposes (see the module's documentation). `cols` is scratch.

@@ -26,7 +26,6 @@ pub mod softmax;
 mod sparse;
 mod thin;
 pub mod upsample;
-mod window;
 
 pub use activation::{activation_backward, activation_forward, Activation};
 pub use attention::{
@@ -39,6 +38,7 @@ pub use conv::{conv2d_backward, conv2d_forward};
 pub use conv_transpose::{conv_transpose2d_backward, conv_transpose2d_forward};
 pub use dense::{dense_backward, dense_backward_update, dense_forward};
 pub use dropout::{dropout_backward, dropout_forward};
+pub use kiln_shapes::Conv2dShape;
 pub use merge::{
     concat_backward, concat_forward, product_backward, product_forward, sum_backward, sum_forward,
 };
@@ -53,7 +53,6 @@ pub use recurrent::{
 pub use residual::{residual_backward, residual_forward};
 pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward};
 pub use upsample::{upsample_backward, upsample_forward, Interpolation, UpsampleShape};
-pub use window::Conv2dShape;
 
 pub use faer::Accum;
 

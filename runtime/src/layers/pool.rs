@@ -11,11 +11,11 @@
 //! global average); `argmax`: like `output`.
 
 use super::split_batch;
-use super::window::Conv2dShape;
 #[cfg(target_arch = "x86_64")]
 use super::{as_f32, as_f32_mut};
 use super::{check_len, for_row_blocks, Accum};
 use crate::Float;
+use kiln_shapes::Conv2dShape;
 
 /// Max pooling; `argmax` receives, for each output, the index within its sample of the
 /// input that won (ties go to the first in row-major order).

@@ -43,67 +43,7 @@ use super::{check_len, for_row_blocks, store};
 use crate::simd::vectorized;
 use crate::Float;
 
-/// Which recurrent cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cell {
-    /// Elman RNN with tanh.
-    Rnn,
-    /// Long short-term memory.
-    Lstm,
-    /// Gated recurrent unit.
-    Gru,
-}
-
-/// The geometry of a recurrent layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecurrentShape {
-    /// The cell.
-    pub cell: Cell,
-    /// Time steps per sample.
-    pub steps: usize,
-    /// Input features per step.
-    pub features: usize,
-    /// Hidden units.
-    pub hidden: usize,
-}
-
-impl RecurrentShape {
-    /// Gates per hidden unit.
-    pub const fn gates(&self) -> usize {
-        match self.cell {
-            Cell::Rnn => 1,
-            Cell::Lstm => 4,
-            Cell::Gru => 3,
-        }
-    }
-
-    /// Width of the gate rows, `G · hidden`.
-    pub const fn width(&self) -> usize {
-        self.gates() * self.hidden
-    }
-
-    /// Multiply-adds ×2 of one sample's forward GEMMs, which decides whether a batch is
-    /// worth splitting across threads.
-    fn flops_per_sample(&self) -> f64 {
-        (2 * self.steps * self.width() * (self.features + self.hidden)) as f64
-    }
-
-    /// Batch-independent scratch for [`recurrent_forward`]: both weights, transposed.
-    pub const fn scratch_len(&self) -> usize {
-        self.width() * (self.features + self.hidden)
-    }
-
-    /// Per-sample auxiliary values: the gates of every step, then the cell states, a
-    /// carry and a row for `tanh(c_t)` (LSTM) or the hidden-side projections (GRU).
-    pub const fn aux_len(&self) -> usize {
-        let gates = self.steps * self.width();
-        match self.cell {
-            Cell::Rnn => gates,
-            Cell::Lstm => gates + (self.steps + 2) * self.hidden,
-            Cell::Gru => 2 * gates,
-        }
-    }
-}
+pub use kiln_shapes::{Cell, RecurrentShape};
 
 /// Rows `t` of every sample, `rows x cols` with row stride `stride`, starting at `offset`.
 fn rows_ref<T: Float>(

@@ -28,8 +28,8 @@
 
 use std::any::TypeId;
 
-use super::window::Conv2dShape;
 use crate::Float;
+use kiln_shapes::Conv2dShape;
 
 /// The largest fraction of non-zero output gradients taken this way. The kernels' cost
 /// grows with the non-zeros (`2 · K / 16` vector multiply-adds each, one load apiece),

@@ -1,0 +1,156 @@
+//! The geometry of kiln's layers, shared by the `model!` macro and the runtime: the
+//! macro lays out every workspace node and scratch range from these sizes, and the
+//! kernels check their buffers against the same functions, so a size is written once.
+//!
+//! This crate has no dependencies; `kiln` re-exports what a user may need.
+
+/// The geometry of a 2-d convolution or pooling window, fixed at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input height and width.
+    pub in_size: (usize, usize),
+    /// Output channels (for pooling, equal to `in_channels`).
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: (usize, usize),
+    /// Stride along height and width.
+    pub stride: (usize, usize),
+    /// Zero padding along height and width.
+    pub padding: (usize, usize),
+    /// Dilation along height and width.
+    pub dilation: (usize, usize),
+    /// Output height and width.
+    pub out_size: (usize, usize),
+}
+
+impl Conv2dShape {
+    /// Values per input sample.
+    pub const fn input_len(&self) -> usize {
+        self.in_channels * self.in_size.0 * self.in_size.1
+    }
+    /// Values per output sample.
+    pub const fn output_len(&self) -> usize {
+        self.out_channels * self.out_size.0 * self.out_size.1
+    }
+    /// Rows of the column matrix: `in_channels · kh · kw`.
+    pub const fn k(&self) -> usize {
+        self.in_channels * self.kernel.0 * self.kernel.1
+    }
+    /// Output positions per channel.
+    pub const fn p(&self) -> usize {
+        self.out_size.0 * self.out_size.1
+    }
+    /// Values of the column matrix per sample.
+    pub const fn cols_len(&self) -> usize {
+        self.k() * self.p()
+    }
+    /// Values of the convolution's backward fixed scratch (`partial` of the runtime's
+    /// `conv2d_backward`):
+    /// three weights' worth, and room to align one of them on a 64-byte line.
+    pub const fn partial_len(&self) -> usize {
+        3 * self.out_channels * self.k() + 16
+    }
+
+    /// Values of the transposed convolution's backward fixed scratch (the runtime's
+    /// `conv_transpose2d_backward`): one weight's worth, the second half of the
+    /// batch's weight gradient.
+    pub const fn transposed_partial_len(&self) -> usize {
+        self.out_channels * self.k()
+    }
+
+    /// The input position `(row, column)` that kernel tap `(i, j)` reads for output
+    /// `(oy, ox)`, or `None` in the padding.
+    #[inline(always)]
+    pub fn source(&self, oy: usize, ox: usize, i: usize, j: usize) -> Option<(usize, usize)> {
+        let y = (oy * self.stride.0 + i * self.dilation.0).checked_sub(self.padding.0)?;
+        let x = (ox * self.stride.1 + j * self.dilation.1).checked_sub(self.padding.1)?;
+        (y < self.in_size.0 && x < self.in_size.1).then_some((y, x))
+    }
+}
+
+/// Which recurrent cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    /// Elman RNN with tanh.
+    Rnn,
+    /// Long short-term memory.
+    Lstm,
+    /// Gated recurrent unit.
+    Gru,
+}
+
+/// The geometry of a recurrent layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentShape {
+    /// The cell.
+    pub cell: Cell,
+    /// Time steps per sample.
+    pub steps: usize,
+    /// Input features per step.
+    pub features: usize,
+    /// Hidden units.
+    pub hidden: usize,
+}
+
+impl RecurrentShape {
+    /// Gates per hidden unit.
+    pub const fn gates(&self) -> usize {
+        match self.cell {
+            Cell::Rnn => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+
+    /// Width of the gate rows, `G · hidden`.
+    pub const fn width(&self) -> usize {
+        self.gates() * self.hidden
+    }
+
+    /// Multiply-adds ×2 of one sample's forward GEMMs, which decides whether a batch is
+    /// worth splitting across threads.
+    pub fn flops_per_sample(&self) -> f64 {
+        (2 * self.steps * self.width() * (self.features + self.hidden)) as f64
+    }
+
+    /// Batch-independent scratch of the runtime's `recurrent_forward`: both weights,
+    /// transposed.
+    pub const fn scratch_len(&self) -> usize {
+        self.width() * (self.features + self.hidden)
+    }
+
+    /// Per-sample auxiliary values: the gates of every step, then the cell states, a
+    /// carry and a row for `tanh(c_t)` (LSTM) or the hidden-side projections (GRU).
+    pub const fn aux_len(&self) -> usize {
+        let gates = self.steps * self.width();
+        match self.cell {
+            Cell::Rnn => gates,
+            Cell::Lstm => gates + (self.steps + 2) * self.hidden,
+            Cell::Gru => 2 * gates,
+        }
+    }
+}
+
+/// The geometry of a self-attention layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Steps per sample.
+    pub steps: usize,
+    /// Model width.
+    pub dim: usize,
+    /// Heads (dividing `dim`).
+    pub heads: usize,
+    /// Whether step `i` may only attend to steps `j ≤ i`.
+    pub causal: bool,
+}
+
+impl AttentionShape {
+    /// Per-sample auxiliary values: projections, attention weights, head outputs and
+    /// backward scratch.
+    pub const fn aux_len(&self) -> usize {
+        let (s, d) = (self.steps, self.dim);
+        3 * s * d + self.heads * s * s + s * d + 3 * s * d + s * s
+    }
+}
