@@ -27,28 +27,34 @@ pub struct Conv2dShape {
 
 impl Conv2dShape {
     /// Values per input sample.
+    #[inline]
     pub const fn input_len(&self) -> usize {
         self.in_channels * self.in_size.0 * self.in_size.1
     }
     /// Values per output sample.
+    #[inline]
     pub const fn output_len(&self) -> usize {
         self.out_channels * self.out_size.0 * self.out_size.1
     }
     /// Rows of the column matrix: `in_channels · kh · kw`.
+    #[inline]
     pub const fn k(&self) -> usize {
         self.in_channels * self.kernel.0 * self.kernel.1
     }
     /// Output positions per channel.
+    #[inline]
     pub const fn p(&self) -> usize {
         self.out_size.0 * self.out_size.1
     }
     /// Values of the column matrix per sample.
+    #[inline]
     pub const fn cols_len(&self) -> usize {
         self.k() * self.p()
     }
     /// Values of the convolution's backward fixed scratch (`partial` of the runtime's
     /// `conv2d_backward`):
     /// three weights' worth, and room to align one of them on a 64-byte line.
+    #[inline]
     pub const fn partial_len(&self) -> usize {
         3 * self.out_channels * self.k() + 16
     }
@@ -56,6 +62,7 @@ impl Conv2dShape {
     /// Values of the transposed convolution's backward fixed scratch (the runtime's
     /// `conv_transpose2d_backward`): one weight's worth, the second half of the
     /// batch's weight gradient.
+    #[inline]
     pub const fn transposed_partial_len(&self) -> usize {
         self.out_channels * self.k()
     }
@@ -96,6 +103,7 @@ pub struct RecurrentShape {
 
 impl RecurrentShape {
     /// Gates per hidden unit.
+    #[inline]
     pub const fn gates(&self) -> usize {
         match self.cell {
             Cell::Rnn => 1,
@@ -105,24 +113,28 @@ impl RecurrentShape {
     }
 
     /// Width of the gate rows, `G · hidden`.
+    #[inline]
     pub const fn width(&self) -> usize {
         self.gates() * self.hidden
     }
 
     /// Multiply-adds ×2 of one sample's forward GEMMs, which decides whether a batch is
     /// worth splitting across threads.
+    #[inline]
     pub fn flops_per_sample(&self) -> f64 {
         (2 * self.steps * self.width() * (self.features + self.hidden)) as f64
     }
 
     /// Batch-independent scratch of the runtime's `recurrent_forward`: both weights,
     /// transposed.
+    #[inline]
     pub const fn scratch_len(&self) -> usize {
         self.width() * (self.features + self.hidden)
     }
 
     /// Per-sample auxiliary values: the gates of every step, then the cell states, a
     /// carry and a row for `tanh(c_t)` (LSTM) or the hidden-side projections (GRU).
+    #[inline]
     pub const fn aux_len(&self) -> usize {
         let gates = self.steps * self.width();
         match self.cell {
@@ -149,6 +161,7 @@ pub struct AttentionShape {
 impl AttentionShape {
     /// Per-sample auxiliary values: projections, attention weights, head outputs and
     /// backward scratch.
+    #[inline]
     pub const fn aux_len(&self) -> usize {
         let (s, d) = (self.steps, self.dim);
         3 * s * d + self.heads * s * s + s * d + 3 * s * d + s * s
