@@ -91,9 +91,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use kiln_runtime::custom::{
-        copy_rows, decls_of, full_names, model_backward, model_forward, model_saved, push_decls,
-        same_shape, total_len, usable_as_layer, valid_names, Backward, Forward, Layer, NameBuf,
-        ParamDecl, Params, ParamsMut, EMPTY_PARAM,
+        all_float, copy_rows, decls_of, full_names, model_backward, model_forward, model_saved,
+        push_decls, same_shape, total_len, usable_as_layer, valid_buffer_names, valid_names,
+        Backward, Forward, Layer, NameBuf, ParamDecl, Params, ParamsMut, EMPTY_PARAM,
     };
     pub use kiln_runtime::init::Init;
     pub use kiln_runtime::layers;

@@ -446,6 +446,41 @@ pub const fn valid_names(decls: &[ParamDecl]) -> bool {
     true
 }
 
+/// Whether the buffers' names are valid (as [`valid_names`]) and none is also a
+/// parameter's: both are saved in one file under the layer's name.
+#[doc(hidden)]
+pub const fn valid_buffer_names(params: &[ParamDecl], buffers: &[ParamDecl]) -> bool {
+    if !valid_names(buffers) {
+        return false;
+    }
+    let mut i = 0;
+    while i < buffers.len() {
+        let mut j = 0;
+        while j < params.len() {
+            if same_str(params[j].name, buffers[i].name) {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether every tensor holds floats: a count (`ParamDecl::count`) is a buffer, never
+/// trained.
+#[doc(hidden)]
+pub const fn all_float(decls: &[ParamDecl]) -> bool {
+    let mut i = 0;
+    while i < decls.len() {
+        if matches!(decls[i].kind, TensorKind::Count) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A placeholder row of a parameter table being filled in a constant.
 #[doc(hidden)]
 pub const EMPTY_PARAM: ParamInfo = ParamInfo {

@@ -123,6 +123,12 @@ fn checks(layer: &Layer, ty: &syn::TypePath, stated: bool, span: Span) -> TokenS
     let names_message = format!(
         "layer `{name}`: `{shown}` declares a parameter name that is empty, repeated, or not letters, digits, `_` and inner `.`"
     );
+    let buffers_message = format!(
+        "layer `{name}`: `{shown}` declares a buffer name that is empty, repeated, also a parameter's, or not letters, digits, `_` and inner `.`"
+    );
+    let count_message = format!(
+        "layer `{name}`: `{shown}` declares a parameter as a count (`ParamDecl::count` is for buffers)"
+    );
     let layer = layer_trait(ty);
     let private = quote!(::kiln::__private);
     quote_spanned! {span=>
@@ -132,6 +138,12 @@ fn checks(layer: &Layer, ty: &syn::TypePath, stated: bool, span: Span) -> TokenS
             ::core::panic!("{}", #output_message)
         };
         const _: () = ::core::assert!(#private::valid_names(#layer::PARAMS), "{}", #names_message);
+        const _: () = ::core::assert!(
+            #private::valid_buffer_names(#layer::PARAMS, #layer::BUFFERS),
+            "{}",
+            #buffers_message
+        );
+        const _: () = ::core::assert!(#private::all_float(#layer::PARAMS), "{}", #count_message);
     }
 }
 
