@@ -19,8 +19,16 @@
 //! Safety: `b` lives on the caller's stack. The helper only touches it between a
 //! successful claim and its `DONE` store, and the caller does not return (or unwind)
 //! before it has either taken the offer back or seen `DONE`.
+//!
+//! Panics: a panic in `b` on the helper is caught there, handed back with `DONE` and
+//! resumed on the caller, so `pair` panics as if both halves had run on the calling
+//! thread and the helper lives on. A panic in `a` (or in `b` run on the caller) settles
+//! the offer exactly once on the way out: the slot is freed for the next caller, and
+//! never taken from under another caller's offer.
 
+use std::any::Any;
 use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
@@ -43,16 +51,23 @@ const DONE: u8 = 4;
 /// The job: a closure on the caller's stack, its lifetime erased (see the module docs).
 type Job = *mut (dyn FnMut() + Send + 'static);
 
+/// A panic's payload, carried from the helper to the caller.
+type Payload = Box<dyn Any + Send + 'static>;
+
 struct Helper {
     state: AtomicU8,
     job: UnsafeCell<Option<Job>>,
+    /// The payload of a panic in the last job, written by the helper before `DONE`
+    /// and taken by the caller after it.
+    panic: UnsafeCell<Option<Payload>>,
     parked: AtomicBool,
     thread: Thread,
 }
 
 // SAFETY: `job` is written only by the caller that moved `state` from IDLE to WRITING
-// and read only by the helper after it moved `state` from POSTED to CLAIMED; the
-// Release/Acquire pairs on `state` order those accesses.
+// and read only by the helper after it moved `state` from POSTED to CLAIMED; `panic`
+// is written only by the helper between CLAIMED and DONE and taken only by the caller
+// after it saw DONE; the Release/Acquire pairs on `state` order those accesses.
 unsafe impl Sync for Helper {}
 // SAFETY: as above; the raw pointer is only dereferenced under that protocol.
 unsafe impl Send for Helper {}
@@ -77,6 +92,7 @@ fn helper() -> Option<&'static Helper> {
         let helper: &'static Helper = Box::leak(Box::new(Helper {
             state: AtomicU8::new(IDLE),
             job: UnsafeCell::new(None),
+            panic: UnsafeCell::new(None),
             parked: AtomicBool::new(false),
             thread: handle.thread().clone(),
         }));
@@ -96,11 +112,13 @@ fn serve(helper: &'static Helper) {
                 .compare_exchange(POSTED, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
-            // SAFETY: the claim gives this thread the job until it stores DONE, and the
-            // caller keeps the closure alive until it sees DONE.
+            // SAFETY: the claim gives this thread the job (and the panic slot) until it
+            // stores DONE, and the caller keeps the closure alive until it sees DONE.
             unsafe {
                 if let Some(job) = *helper.job.get() {
-                    (*job)();
+                    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (*job)())) {
+                        *helper.panic.get() = Some(payload);
+                    }
                 }
             }
             helper.state.store(DONE, Ordering::Release);
@@ -158,15 +176,23 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) -> Outcome {
     if helper.parked.load(Ordering::SeqCst) {
         helper.thread.unpark();
     }
-    /// Takes the offer back or waits for the helper: through [`Finish::finish`] after
-    /// `a`, or on drop if `a` panics.
+    /// Takes the offer back or waits for the helper, exactly once: through
+    /// [`Finish::finish`] after `a`, or on drop if `a` panics.
     struct Finish<'a> {
         helper: &'a Helper,
         b: Job,
         _b: std::marker::PhantomData<&'a mut ()>,
     }
+    /// How an offer ended.
+    enum Settled {
+        /// Taken back: `b` has not run.
+        TakenBack,
+        /// The helper ran `b` (and maybe panicked in it).
+        Ran(Outcome, Option<Payload>),
+    }
     impl Finish<'_> {
-        fn settle(&self) -> Outcome {
+        /// Frees the slot, either by taking the offer back or after the helper's DONE.
+        fn settle(&self) -> Settled {
             let state = &self.helper.state;
             if state
                 .compare_exchange(POSTED, WRITING, Ordering::Acquire, Ordering::Acquire)
@@ -175,11 +201,7 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) -> Outcome {
                 // SAFETY: the slot is ours again; clear the pointer before freeing it.
                 unsafe { *self.helper.job.get() = None };
                 state.store(IDLE, Ordering::Release);
-                if !std::thread::panicking() {
-                    // SAFETY: the offer was taken back, so only this thread has `b`.
-                    unsafe { (*self.b)() };
-                }
-                return Outcome::Alone;
+                return Settled::TakenBack;
             }
             let mut outcome = Outcome::HelperFirst;
             while state.load(Ordering::Acquire) != DONE {
@@ -187,19 +209,36 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) -> Outcome {
                 std::hint::spin_loop();
             }
             // SAFETY: the helper is done with the job; the slot is ours until IDLE.
-            unsafe { *self.helper.job.get() = None };
+            let panic = unsafe {
+                *self.helper.job.get() = None;
+                (*self.helper.panic.get()).take()
+            };
             state.store(IDLE, Ordering::Release);
-            outcome
+            Settled::Ran(outcome, panic)
         }
 
+        /// Settles, then runs `b` here if the offer was taken back, and resumes a panic
+        /// of `b` on the helper.
         fn finish(self) -> Outcome {
-            let outcome = self.settle();
+            let settled = self.settle();
+            let b = self.b;
+            // Settled: nothing is left for the drop to do, even if `b` panics below.
             std::mem::forget(self);
-            outcome
+            match settled {
+                Settled::TakenBack => {
+                    // SAFETY: the offer was taken back, so only this thread has `b`.
+                    unsafe { (*b)() };
+                    Outcome::Alone
+                }
+                Settled::Ran(outcome, None) => outcome,
+                Settled::Ran(_, Some(payload)) => resume_unwind(payload),
+            }
         }
     }
     impl Drop for Finish<'_> {
         fn drop(&mut self) {
+            // `a` panicked: settle the offer (a panic of `b` too is dropped with it;
+            // the first panic is the one that propagates).
             self.settle();
         }
     }
@@ -312,6 +351,97 @@ mod tests {
             helper_first && caller_first,
             "{helper_first} {caller_first}"
         );
+    }
+
+    /// Runs `f` on a thread of its own; fails if it does not return within 20 s (a
+    /// hang), and returns whether it panicked.
+    fn panics_within_time_limit(f: impl FnOnce() + Send + 'static) -> bool {
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let panicked = catch_unwind(AssertUnwindSafe(f)).is_err();
+            let _ = send.send(panicked);
+        });
+        receive
+            .recv_timeout(Duration::from_secs(20))
+            .expect("pair hung instead of returning or panicking")
+    }
+
+    #[test]
+    fn a_panic_in_either_half_surfaces_as_a_panic_and_the_helper_serves_on() {
+        if helper().is_none() {
+            return;
+        }
+        // `b` panics on the helper: the caller panics (not hangs), until the helper
+        // has taken one such offer.
+        assert!(panics_within_time_limit(|| {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                let mut b = || {
+                    if std::thread::current().name() == Some("kiln-pair") {
+                        panic!("second half on the helper");
+                    }
+                };
+                pair(|| std::thread::sleep(Duration::from_micros(300)), &mut b);
+            }
+        }));
+        // `b` panics on the caller (the offer taken back, `a` too short for the
+        // helper to claim it, or the helper busy).
+        assert!(panics_within_time_limit(|| {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                let mut b = || {
+                    if std::thread::current().name() != Some("kiln-pair") {
+                        panic!("second half on the caller");
+                    }
+                };
+                pair(|| {}, &mut b);
+            }
+        }));
+        // `a` panics, with `b` offered.
+        assert!(panics_within_time_limit(|| {
+            pair(|| panic!("first half"), &mut || {
+                std::thread::sleep(Duration::from_micros(100))
+            });
+        }));
+        // Afterwards the slot is free and both halves still run exactly once, from
+        // several threads at once, while others keep panicking.
+        assert!(!panics_within_time_limit(|| {
+            std::thread::scope(|s| {
+                for t in 0..4 {
+                    s.spawn(move || {
+                        for i in 0..3000usize {
+                            let (left, right) = (AtomicUsize::new(0), AtomicUsize::new(0));
+                            let fail = t % 2 == 1 && i % 7 == 0;
+                            let result = catch_unwind(AssertUnwindSafe(|| {
+                                pair(
+                                    || {
+                                        left.fetch_add(1, Ordering::Relaxed);
+                                        if fail && i % 2 == 0 {
+                                            panic!("a");
+                                        }
+                                    },
+                                    &mut || {
+                                        right.fetch_add(1, Ordering::Relaxed);
+                                        if fail && i % 2 == 1 {
+                                            panic!("b");
+                                        }
+                                    },
+                                );
+                            }));
+                            if result.is_ok() {
+                                assert_eq!(left.load(Ordering::Relaxed), 1);
+                                assert_eq!(right.load(Ordering::Relaxed), 1);
+                            } else {
+                                assert!(fail, "only a failing half panics");
+                            }
+                        }
+                    });
+                }
+            });
+        }));
+        let (mut left, mut right) = (0, 0);
+        pair(|| left += 1, &mut || right += 1);
+        assert_eq!((left, right), (1, 1));
     }
 
     #[test]
