@@ -310,7 +310,20 @@ impl MetricCounts {
                     })
                 }
                 Metric::TopK(k) => counts.top_k = Some(k),
-                Metric::F1Macro => counts.per_class = Some(vec![[0; 3]; classes]),
+                Metric::F1Macro => {
+                    // A class count from outside: an error, not an abort, if its
+                    // counts cannot be held.
+                    let mut per_class = Vec::new();
+                    per_class.try_reserve_exact(classes).map_err(|_| {
+                        Error::InvalidHyperParameter {
+                            name: "classes",
+                            value: classes as f64,
+                            reason: "too many to keep counts for each",
+                        }
+                    })?;
+                    per_class.resize(classes, [0; 3]);
+                    counts.per_class = Some(per_class);
+                }
             }
         }
         Ok(counts)
@@ -400,5 +413,8 @@ mod metric_tests {
         // A class count whose matrix cannot exist is an error, not an abort.
         assert!(ConfusionMatrix::new(&[0], &[0], usize::MAX / 2).is_err());
         assert!(MetricCounts::new(&[Metric::TopK(0)], 3).is_err());
+        // Per-class counts that cannot be held: an error too.
+        let err = MetricCounts::new(&[Metric::F1Macro], usize::MAX / 8).unwrap_err();
+        assert!(err.to_string().contains("classes"), "{err}");
     }
 }
