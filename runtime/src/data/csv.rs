@@ -1,8 +1,9 @@
-//! Numeric CSV files with a label column, such as the UCI optical digits.
+//! Numeric CSV files with a label column, such as the UCI optical digits, read with
+//! the `csv` crate (quoting, a byte-order mark, `\r\n` line ends).
 
 use std::path::Path;
 
-use super::{read_maybe_gz, Dataset};
+use super::{Dataset, MaybeGz};
 use crate::{Error, Float, Result, Shape};
 
 /// Where the class label is in each row.
@@ -14,50 +15,154 @@ pub enum LabelColumn {
     Last,
 }
 
+/// Whether a CSV's first row names its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    /// The first row is a header, skipped whatever it holds.
+    Present,
+    /// Every row is data: a first row that does not parse is an error.
+    Absent,
+    /// The first row is a header if none of its cells is a number, data if all are;
+    /// a mix (a data row with a malformed cell) is an error, as on any other row.
+    Detect,
+}
+
+/// How [`read_csv_with`] reads a file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CsvOptions {
+    /// Where the label is.
+    pub label: LabelColumn,
+    /// Classes: every label must be below this.
+    pub classes: usize,
+    /// Each feature is multiplied by this (`1.0 / 16.0` maps the UCI digits' 0..=16
+    /// to `[0, 1]`).
+    pub scale: f64,
+    /// Whether the first row is a header.
+    pub header: Header,
+    /// Whether NaN and infinite features are accepted (they are refused by default:
+    /// one would poison training).
+    pub allow_non_finite: bool,
+    /// The most bytes the file may hold, decompressed: a larger file (or a gzip that
+    /// inflates past it) is an error before the rest is read. 1 GiB by default.
+    pub max_bytes: u64,
+}
+
+impl CsvOptions {
+    /// Labels in `label`, below `classes`; features unscaled, the header detected,
+    /// non-finite features refused, at most 1 GiB.
+    pub fn new(label: LabelColumn, classes: usize) -> Self {
+        Self {
+            label,
+            classes,
+            scale: 1.0,
+            header: Header::Detect,
+            allow_non_finite: false,
+            max_bytes: 1 << 30,
+        }
+    }
+
+    /// Features multiplied by `scale`.
+    pub fn scale(self, scale: f64) -> Self {
+        Self { scale, ..self }
+    }
+
+    /// Whether the first row is a header.
+    pub fn header(self, header: Header) -> Self {
+        Self { header, ..self }
+    }
+
+    /// Accept NaN and infinite features.
+    pub fn allow_non_finite(self, allow: bool) -> Self {
+        Self {
+            allow_non_finite: allow,
+            ..self
+        }
+    }
+
+    /// At most `bytes` of (decompressed) file.
+    pub fn max_bytes(self, bytes: u64) -> Self {
+        Self {
+            max_bytes: bytes,
+            ..self
+        }
+    }
+}
+
 /// Reads a CSV of numbers (gzip or raw) whose rows are `S::SIZE` features and one
-/// integer label in `0..classes`, scaling features by `scale`. A first line that does
-/// not parse as numbers is taken as a header and skipped; blank lines are ignored.
-///
-/// Every malformed row is an error naming the file, the line and the problem.
+/// integer label in `0..classes`, scaling features by `scale`: [`read_csv_with`] and
+/// [`CsvOptions::new`], the header detected.
 pub fn read_csv<T: Float, S: Shape>(
     path: &Path,
     label: LabelColumn,
     scale: f64,
     classes: usize,
 ) -> Result<Dataset<T, S, usize>> {
-    let bytes = read_maybe_gz(path)?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
-    // A byte-order mark (as spreadsheet programs write) would make the first row's
-    // first cell unreadable, and the row would be taken for a header.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let scale = T::from_f64(scale);
-    let mut features = Vec::new();
-    let mut targets = Vec::new();
+    read_csv_with(path, &CsvOptions::new(label, classes).scale(scale))
+}
+
+/// Reads a CSV of numbers (gzip or raw) whose rows are `S::SIZE` features and one
+/// integer label, as `options` say. Blank lines are ignored; cells may be quoted and
+/// padded with spaces.
+///
+/// Every malformed row is an error naming the file, the line and the problem: a wrong
+/// number of columns, a cell that is not a number, a label that is not a class index
+/// below `classes`, a NaN or infinite feature (unless allowed), a file larger than
+/// `max_bytes`, or no data rows at all.
+pub fn read_csv_with<T: Float, S: Shape>(
+    path: &Path,
+    options: &CsvOptions,
+) -> Result<Dataset<T, S, usize>> {
+    let mut file = MaybeGz::open(path)?;
+    let bytes = file.read_up_to(options.max_bytes.saturating_add(1))?;
+    if bytes.len() as u64 > options.max_bytes {
+        return Err(Error::format(
+            path,
+            format!(
+                "holds more than {} bytes (decompressed), the limit set by `max_bytes`",
+                options.max_bytes
+            ),
+        ));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes.as_slice());
+    let scale = T::from_f64(options.scale);
     let columns = S::SIZE + 1;
-    for (index, line) in text.lines().enumerate() {
-        let line_no = index + 1;
-        let line = line.trim();
-        if line.is_empty() {
+    let (mut features, mut targets) = (Vec::new(), Vec::new());
+    let mut record = csv::StringRecord::new();
+    let mut first = true;
+    loop {
+        let more = reader.read_record(&mut record).map_err(|e| {
+            let line = e
+                .position()
+                .map_or(String::new(), |p| format!("line {}: ", p.line()));
+            Error::format(path, format!("{line}{e}"))
+        })?;
+        if !more {
+            break;
+        }
+        let line_no = record.position().map_or(0, |p| p.line());
+        if record.iter().all(str::is_empty) {
+            continue; // a blank line
+        }
+        if std::mem::take(&mut first) && is_header(&record, options.header) {
             continue;
         }
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        if index == 0 && cells.iter().any(|c| c.parse::<f64>().is_err()) {
-            continue; // a header
-        }
-        if cells.len() != columns {
+        if record.len() != columns {
             return Err(Error::format(
                 path,
                 format!(
                     "line {line_no}: {} columns, expected {columns} ({} features and a label)",
-                    cells.len(),
+                    record.len(),
                     S::SIZE
                 ),
             ));
         }
-        let (label_cell, feature_cells) = match label {
-            LabelColumn::First => (cells[0], &cells[1..]),
-            LabelColumn::Last => (cells[columns - 1], &cells[..columns - 1]),
+        let (label_cell, feature_cells) = match options.label {
+            LabelColumn::First => (&record[0], 1..columns),
+            LabelColumn::Last => (&record[columns - 1], 0..columns - 1),
         };
         let class: usize = label_cell.parse().map_err(|_| {
             Error::format(
@@ -65,16 +170,28 @@ pub fn read_csv<T: Float, S: Shape>(
                 format!("line {line_no}: label {label_cell:?} is not a class index"),
             )
         })?;
-        if class >= classes {
+        if class >= options.classes {
             return Err(Error::format(
                 path,
-                format!("line {line_no}: label {class} is not below {classes}"),
+                format!(
+                    "line {line_no}: label {class} is not below {}",
+                    options.classes
+                ),
             ));
         }
-        for cell in feature_cells {
+        for cell in feature_cells.map(|i| &record[i]) {
             let v: f64 = cell.parse().map_err(|_| {
                 Error::format(path, format!("line {line_no}: {cell:?} is not a number"))
             })?;
+            if !v.is_finite() && !options.allow_non_finite {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "line {line_no}: feature {cell:?} is not finite (allow it with \
+                         `CsvOptions::allow_non_finite`)"
+                    ),
+                ));
+            }
             features.push(T::from_f64(v) * scale);
         }
         targets.push(class);
@@ -82,7 +199,16 @@ pub fn read_csv<T: Float, S: Shape>(
     if targets.is_empty() {
         return Err(Error::format(path, "no data rows"));
     }
-    Dataset::new(features, targets, Some(classes))
+    Dataset::new(features, targets, Some(options.classes))
+}
+
+/// Whether a first row is a header under `rule`.
+fn is_header(record: &csv::StringRecord, rule: Header) -> bool {
+    match rule {
+        Header::Present => true,
+        Header::Absent => false,
+        Header::Detect => record.iter().all(|cell| cell.parse::<f64>().is_err()),
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +244,55 @@ mod tests {
     }
 
     #[test]
+    fn quoted_cells_crlf_and_explicit_headers() {
+        let path = file(
+            "quoted",
+            "\"a\",\"b\",\"label\"\r\n\" 1\", 2 ,0\r\n3,4,\"1\"\r\n",
+        );
+        let ds = read_csv::<f64, Shape1<2>>(&path, LabelColumn::Last, 1.0, 2).unwrap();
+        assert_eq!(ds.features().as_slice(), &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(ds.targets(), &[0, 1]);
+        // A numeric header row (column numbers) is only skipped when said so.
+        let path = file("numeric_header", "0,1,2\n5,6,1\n");
+        let options = CsvOptions::new(LabelColumn::Last, 2);
+        let ds: Dataset<f64, Shape1<2>, usize> =
+            read_csv_with(&path, &options.header(Header::Present)).unwrap();
+        assert_eq!(ds.targets(), &[1]);
+        let err =
+            read_csv_with::<f64, Shape1<2>>(&path, &options.header(Header::Absent)).unwrap_err();
+        assert!(err.to_string().contains("label 2 is not below 2"), "{err}");
+        let path = file("word_header", "a,b,label\n5,6,1\n");
+        let err =
+            read_csv_with::<f64, Shape1<2>>(&path, &options.header(Header::Absent)).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        // Non-finite features when allowed.
+        let path = file("nan_allowed", "NaN,2,0\n");
+        let ds: Dataset<f64, Shape1<2>, usize> =
+            read_csv_with(&path, &options.allow_non_finite(true)).unwrap();
+        assert!(ds.features().as_slice()[0].is_nan());
+    }
+
+    #[cfg(feature = "gzip")]
+    #[test]
+    fn a_file_over_the_limit_is_refused_before_it_is_inflated() {
+        use std::io::Write;
+        // 64 MiB of rows compresses to well under 1 MiB.
+        let path = std::env::temp_dir().join(format!("kiln-csv-bomb-{}.gz", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+        let row = b"1,2,0\n";
+        for _ in 0..(64 << 20) / row.len() {
+            gz.write_all(row).unwrap();
+        }
+        gz.finish().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+        let options = CsvOptions::new(LabelColumn::Last, 2).max_bytes(1 << 20);
+        let err = read_csv_with::<f32, Shape1<2>>(&path, &options).unwrap_err();
+        assert!(err.to_string().contains("more than 1048576 bytes"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn malformed_rows_name_the_line() {
         for (name, text, expected) in [
             ("columns", "1,2,0\n1,2\n", "line 2: 2 columns"),
@@ -125,6 +300,19 @@ mod tests {
             ("range", "1,2,7\n", "label 7 is not below 2"),
             ("number", "1,2,0\n1,y,0\n", "line 2: \"y\" is not a number"),
             ("empty", "\n", "no data rows"),
+            // One malformed cell in the first row is an error, as on row 2, not a
+            // header that silently drops the row.
+            (
+                "first_row",
+                "1,y,0\n1,2,0\n",
+                "line 1: \"y\" is not a number",
+            ),
+            (
+                "nan",
+                "1,2,0\nNaN,2,1\n",
+                "line 2: feature \"NaN\" is not finite",
+            ),
+            ("inf", "inf,2,0\n", "line 1: feature \"inf\" is not finite"),
         ] {
             let path = file(name, text);
             let err = read_csv::<f32, Shape1<2>>(&path, LabelColumn::Last, 1.0, 2).unwrap_err();

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{read_maybe_gz, Dataset};
+use super::{Dataset, MaybeGz};
 use crate::{Error, Float, Result, Shape};
 
 /// An IDX file of unsigned bytes.
@@ -18,47 +18,53 @@ pub struct IdxArray {
 }
 
 /// Reads an IDX file of unsigned bytes (gzip or raw).
+///
+/// The header bounds the read: the data the dimensions declare and one byte more are
+/// read (and, for gzip, inflated), so a file holding more is an error without
+/// inflating the rest.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let bytes = read_maybe_gz(path)?;
-    if bytes.len() < 4 {
+    let mut file = MaybeGz::open(path)?;
+    let head = file.read_up_to(4)?;
+    if head.len() < 4 {
         return Err(Error::format(
             path,
-            format!("{} bytes is too short for an IDX header", bytes.len()),
+            format!("{} bytes is too short for an IDX header", head.len()),
         ));
     }
-    if bytes[0] != 0 || bytes[1] != 0 {
+    if head[0] != 0 || head[1] != 0 {
         return Err(Error::format(
             path,
             format!(
                 "bad magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file",
-                bytes[0], bytes[1], bytes[2], bytes[3]
+                head[0], head[1], head[2], head[3]
             ),
         ));
     }
-    if bytes[2] != 0x08 {
+    if head[2] != 0x08 {
         return Err(Error::format(
             path,
             format!(
                 "element type 0x{:02x} is not supported; expected 0x08 (unsigned byte)",
-                bytes[2]
+                head[2]
             ),
         ));
     }
-    let rank = bytes[3] as usize;
+    let rank = head[3] as usize;
     if rank == 0 {
         return Err(Error::format(path, "the header declares zero dimensions"));
     }
     let header = 4 + 4 * rank;
-    if bytes.len() < header {
+    let dim_bytes = file.read_up_to(4 * rank as u64)?;
+    if dim_bytes.len() < 4 * rank {
         return Err(Error::format(
             path,
             format!(
                 "truncated header: {rank} dimensions need {header} bytes, the file has {}",
-                bytes.len()
+                4 + dim_bytes.len()
             ),
         ));
     }
-    let dims: Vec<usize> = bytes[4..header]
+    let dims: Vec<usize> = dim_bytes
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
@@ -66,24 +72,21 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let Some(expected) = expected else {
         return Err(Error::format(path, format!("dimensions {dims:?} overflow")));
     };
-    let actual = bytes.len() - header;
+    // One byte past the declared data tells trailing data from an exact fit.
+    let data = file.read_up_to((expected as u64).saturating_add(1))?;
+    let actual = data.len();
     if actual != expected {
-        let what = if actual < expected {
-            "truncated"
+        let (what, actual) = if actual < expected {
+            ("truncated", format!("the file has {actual}"))
         } else {
-            "trailing data"
+            ("trailing data", "the file has more".to_string())
         };
         return Err(Error::format(
             path,
-            format!(
-                "{what}: dimensions {dims:?} need {expected} bytes of data, the file has {actual}"
-            ),
+            format!("{what}: dimensions {dims:?} need {expected} bytes of data, {actual}"),
         ));
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    Ok(IdxArray { dims, data })
 }
 
 /// Reads an IDX image file and its label file into a dataset, scaling pixels by
@@ -249,6 +252,28 @@ mod tests {
         let path = write(&dir, "joined", &joined, false);
         let array = read_idx(&path).unwrap();
         assert_eq!(array.data, [1, 2, 3, 4]);
+    }
+
+    #[cfg(feature = "gzip")]
+    #[test]
+    fn a_gzip_holding_more_than_its_header_declares_stops_at_the_header_size() {
+        // 16 declared bytes followed by 64 MiB of zeros: about 64 KiB of gzip.
+        let dir = tempdir("bomb");
+        let path = dir.join("bomb.gz");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+        enc.write_all(&idx(8, &[16], &[1; 16])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            enc.write_all(&zeros).unwrap();
+        }
+        enc.finish().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+        // The reader inflates the header, the 16 bytes and one more.
+        let mut file = MaybeGz::open(&path).unwrap();
+        assert_eq!(file.read_up_to(4 + 4 + 16 + 1).unwrap().len(), 25);
+        let err = read_idx(&path).unwrap_err().to_string();
+        assert!(err.contains("trailing data"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod csv;
 mod dataset;
 mod idx;
 
-pub use csv::{read_csv, LabelColumn};
+pub use self::csv::{read_csv, read_csv_with, CsvOptions, Header, LabelColumn};
 pub(crate) use dataset::argmax;
 pub use dataset::{Batches, Dataset, Standardizer, Target};
 pub use idx::{read_idx, read_idx_dataset, read_mnist, IdxArray, TrainTest};
@@ -23,28 +23,70 @@ use std::path::Path;
 use crate::{Error, Result};
 
 /// Reads a whole file, decompressing it if it is gzip (with the `gzip` feature; without
-/// it, a gzip file is an error that says so).
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        gunzip(path, &raw)
-    } else {
-        Ok(raw)
+/// it, a gzip file is an error that says so). At most `limit` bytes are inflated: a
+/// file that decompresses to more is an error as soon as the limit is passed, before
+/// the rest is inflated (a small file can expand a thousandfold).
+pub fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let mut reader = MaybeGz::open(path)?;
+    let bytes = reader.read_up_to(limit.saturating_add(1))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::format(
+            path,
+            format!("holds more than {limit} bytes (decompressed), the limit for this read"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A file's bytes, inflated on the way if the file is gzip.
+pub(crate) struct MaybeGz<'p> {
+    path: &'p Path,
+    reader: Box<dyn std::io::Read>,
+    gzip: bool,
+}
+
+impl<'p> MaybeGz<'p> {
+    /// Opens `path`, detecting gzip by its magic bytes.
+    pub(crate) fn open(path: &'p Path) -> Result<Self> {
+        use std::io::{BufRead, BufReader};
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+        let mut file = BufReader::new(file);
+        let head = file.fill_buf().map_err(|e| Error::io(path, &e))?;
+        let gzip = head.starts_with(&[0x1f, 0x8b]);
+        let reader: Box<dyn std::io::Read> = if gzip {
+            gunzip(path, file)?
+        } else {
+            Box::new(file)
+        };
+        Ok(Self { path, reader, gzip })
+    }
+
+    /// The next bytes, up to `n` (fewer only at the end of the data); grows its buffer
+    /// with the data read, never to `n` up front.
+    pub(crate) fn read_up_to(&mut self, n: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        (&mut self.reader)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                if self.gzip {
+                    Error::format(self.path, format!("corrupt gzip data: {e}"))
+                } else {
+                    Error::io(self.path, &e)
+                }
+            })?;
+        Ok(out)
     }
 }
 
 #[cfg(feature = "gzip")]
-fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(raw)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::format(path, format!("corrupt gzip data: {e}")))?;
-    Ok(out)
+fn gunzip(_: &Path, file: impl std::io::BufRead + 'static) -> Result<Box<dyn std::io::Read>> {
+    Ok(Box::new(flate2::bufread::MultiGzDecoder::new(file)))
 }
 
 #[cfg(not(feature = "gzip"))]
-fn gunzip(path: &Path, _: &[u8]) -> Result<Vec<u8>> {
+fn gunzip(path: &Path, _: impl std::io::BufRead + 'static) -> Result<Box<dyn std::io::Read>> {
     Err(Error::format(
         path,
         "gzip-compressed, and kiln was built without its `gzip` feature: enable it or \
