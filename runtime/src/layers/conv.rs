@@ -655,6 +655,96 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kiln_host_avx512),
+        ignore = "no AVX-512F on this machine: the thin (K = 9) and sparse convolution kernels cannot run here"
+    )]
+    fn the_avx512_convolution_paths_match_the_generic_f64_path_on_random_shapes() {
+        #[cfg(target_arch = "x86_64")]
+        assert!(std::arch::is_x86_feature_detected!("avx512f"));
+        let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let widen = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
+        // Thin: one input channel, 3x3, output channels in blocks of eight, image
+        // sizes whose pixel counts straddle the 16-wide blocks, random ones too.
+        for (i, side) in sizes(&[4, 8, 16], 6, 30, 61)
+            .into_iter()
+            .filter(|&n| n >= 3)
+            .enumerate()
+        {
+            let s = shape(
+                1,
+                (side, side + i % 3),
+                8 * (1 + i % 4),
+                (3, 3),
+                (1, 1),
+                (0, 0),
+                (1, 1),
+            );
+            let batch = 1 + i % 3;
+            let x = values(batch * s.input_len(), 62 + i as u64);
+            let w = values(s.out_channels * s.k(), 63);
+            let bias = values(s.out_channels, 64);
+            let go = values(batch * s.output_len(), 65);
+            let single = passes(
+                &s,
+                batch,
+                [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
+                None,
+            );
+            let double = passes(&s, batch, [&x, &w, &bias, &go], None);
+            for (k, tol) in [(0, 1e-5), (1, 1e-4), (2, 1e-4)] {
+                assert_close(&widen(&single[k]), &double[k], tol);
+            }
+        }
+        // Sparse backward: its geometry (input channels in whole vectors of 16, no
+        // padding) with one to four vectors of channels, 3x3 and 2x2 taps and random
+        // spatial sizes, a gradient at one position in five; the sparse path must be
+        // the one taken.
+        for (i, side) in sizes(&[8], 6, 14, 71)
+            .into_iter()
+            .filter(|&n| n >= 4)
+            .enumerate()
+        {
+            let taps = if i % 2 == 0 { (3, 3) } else { (2, 2) };
+            let s = shape(
+                16 * (1 + i % 4),
+                (side, side + 1),
+                4 + i % 5,
+                taps,
+                (1, 1),
+                (0, 0),
+                (1, 1),
+            );
+            assert!(sparse::applies::<f32>(&s), "{s:?}");
+            let batch = 2;
+            let x = values(batch * s.input_len(), 72 + i as u64);
+            let w = values(s.out_channels * s.k(), 73);
+            let bias = values(s.out_channels, 74);
+            let go: Vec<f64> = values(batch * s.output_len(), 75)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if i % 5 == 0 { v } else { 0.0 })
+                .collect();
+            let gx0 = values(x.len(), 76);
+            let before = sparse::taken::count();
+            let single = passes(
+                &s,
+                batch,
+                [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
+                Some(&narrow(&gx0)),
+            );
+            assert!(
+                sparse::taken::count() > before,
+                "sparse path not taken for {s:?}"
+            );
+            let double = passes(&s, batch, [&x, &w, &bias, &go], Some(&gx0));
+            for (got, want) in single[1..].iter().zip(&double[1..]) {
+                assert_close(&widen(got), want, 1e-4);
+            }
+        }
+    }
+
+    #[test]
     fn sparse_gradients_agree_with_the_gemms() {
         // The benchmark CNN's second convolution (its batch split in halves), strides
         // and dilation with a ragged field (3 x 2 taps of 16 channels), and 2 x 2 taps

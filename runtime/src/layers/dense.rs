@@ -412,16 +412,25 @@ mod tests {
 
     #[test]
     fn batch_1_on_two_threads_equals_one_thread() {
-        // 130 rows (not a multiple of 8) of 300: above the two-thread size.
-        let (rows, n) = (130, 300);
-        let w: Vec<f32> = values(rows * n, 13).iter().map(|&v| v as f32).collect();
-        let x: Vec<f32> = values(n, 14).iter().map(|&v| v as f32).collect();
-        let mut one = vec![0.0; rows];
-        matvec(&mut one, &w, &x);
-        for _ in 0..100 {
-            let mut two = vec![f32::NAN; rows];
-            matvec_pair(&mut two, &w, &x);
-            assert_eq!(one, two);
+        // 130 rows (not a multiple of 8) of 300: above the two-thread size; then rows
+        // straddling the groups of four and eight and random ones, each with enough
+        // columns to be split (the single-thread kernel is checked against f64 in
+        // matvec.rs), so every split the balance can choose is met.
+        let mut shapes = vec![(130, 300)];
+        for (i, rows) in sizes(&[8, 16, 64], 8, 300, 17).into_iter().enumerate() {
+            let n = (PAIR_MIN_WEIGHTS / rows.max(8)).max(64) + i * 7;
+            shapes.push((rows, n));
+        }
+        for (rows, n) in shapes {
+            let w: Vec<f32> = values(rows * n, 13).iter().map(|&v| v as f32).collect();
+            let x: Vec<f32> = values(n, 14).iter().map(|&v| v as f32).collect();
+            let mut one = vec![0.0; rows];
+            matvec(&mut one, &w, &x);
+            for _ in 0..50 {
+                let mut two = vec![f32::NAN; rows];
+                matvec_pair(&mut two, &w, &x);
+                assert_eq!(one, two, "{rows} x {n}");
+            }
         }
     }
 

@@ -288,6 +288,70 @@ mod tests {
         }
     }
 
+    /// `matvec` in f32 (the vector kernel this processor takes) against the generic
+    /// f64 path, within f32's rounding of the products' magnitudes.
+    fn f32_matches_f64(rows: usize, n: usize, seed: u64, kernel: fn(&mut [f32], &[f32], &[f32])) {
+        use super::super::testing::values;
+        let w = values(rows * n, seed);
+        let x = values(n, seed + 1);
+        let mut wide = vec![0.0f64; rows];
+        matvec(&mut wide, &w, &x);
+        let (w32, x32): (Vec<f32>, Vec<f32>) = (
+            w.iter().map(|&v| v as f32).collect(),
+            x.iter().map(|&v| v as f32).collect(),
+        );
+        let mut narrow = vec![f32::NAN; rows];
+        kernel(&mut narrow, &w32, &x32);
+        for r in 0..rows {
+            let magnitude: f64 = (0..n).map(|j| (w[r * n + j] * x[j]).abs()).sum();
+            let err = (f64::from(narrow[r]) - wide[r]).abs();
+            assert!(
+                err <= 1e-6 * (1.0 + magnitude),
+                "{rows} x {n}, row {r}: {} vs {}",
+                narrow[r],
+                wide[r]
+            );
+        }
+    }
+
+    #[test]
+    fn the_f32_kernels_match_the_generic_f64_path_on_random_shapes() {
+        use super::super::testing::sizes;
+        // Columns straddling one, two and four vectors of 16 (and the 64-wide unrolled
+        // step), rows straddling the kernel's groups of four; random ones too.
+        let cols = sizes(&[16, 32, 64, 128], 12, 1000, 3);
+        let rows = sizes(&[4, 8, 16], 6, 40, 4);
+        for (i, &n) in cols.iter().enumerate() {
+            for (j, &r) in rows.iter().enumerate() {
+                f32_matches_f64(r, n, (i * 100 + j) as u64, matvec::<f32>);
+            }
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(kiln_host_avx512),
+        ignore = "no AVX-512F on this machine: the AVX-512 matrix-vector kernel cannot run here"
+    )]
+    fn the_avx512_kernel_matches_the_generic_f64_path_on_random_shapes() {
+        use super::super::testing::sizes;
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(std::arch::is_x86_feature_detected!("avx512f"));
+            let kernel: fn(&mut [f32], &[f32], &[f32]) =
+                // SAFETY: AVX-512F is present, asserted above.
+                |y, w, x| unsafe { x86::matvec_f32_avx512(y, w, x) };
+            for (i, n) in sizes(&[16, 32, 64, 128], 12, 1000, 5)
+                .into_iter()
+                .enumerate()
+            {
+                for (j, r) in sizes(&[4, 8, 16], 4, 40, 6).into_iter().enumerate() {
+                    f32_matches_f64(r, n, (i * 100 + j) as u64, kernel);
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_kernel_matches_the_portable_one() {
         // Columns: under one vector, paired vectors plus one more plus a tail, 784.

@@ -301,6 +301,22 @@ pub(crate) mod testing {
         }
     }
 
+    /// Sizes for the tests of fast paths: every size in `edges` (a block boundary, one
+    /// below and one above each) and `extra` drawn from `1..=max`, deterministically.
+    pub fn sizes(edges: &[usize], extra: usize, max: usize, seed: u64) -> Vec<usize> {
+        let mut out: Vec<usize> = edges
+            .iter()
+            .flat_map(|&e| [e.saturating_sub(1), e, e + 1])
+            .filter(|&n| n > 0)
+            .collect();
+        out.extend(
+            values(extra, seed)
+                .iter()
+                .map(|v| 1 + ((v + 1.0) / 2.0 * max as f64) as usize % max),
+        );
+        out
+    }
+
     /// Dot product, the scalar a backward pass is checked through: L = sum(w * y).
     pub fn dot(a: &[f64], b: &[f64]) -> f64 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -652,6 +652,49 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kiln_host_avx512),
+        ignore = "no AVX-512F on this machine: the 2x2 pooling rows in f32 are AVX-512 only and cannot run here"
+    )]
+    fn the_avx512_2x2_pool_matches_the_generic_f64_path_on_random_sizes() {
+        #[cfg(target_arch = "x86_64")]
+        assert!(std::arch::is_x86_feature_detected!("avx512f"));
+        // Widths straddling one, two and four 16-lane blocks of output, random ones,
+        // odd and even (odd drops the last row and column); values on a coarse grid,
+        // so windows hold ties, which both paths give to the first tap.
+        let widths = sizes(&[32, 64, 128], 10, 150, 21);
+        for (i, w) in widths.into_iter().filter(|&w| w >= 2).enumerate() {
+            let h = 2 + i % 9;
+            let s = shape(2, (h, w), (2, 2), (2, 2), (0, 0));
+            let batch = 2;
+            let x: Vec<f64> = values(batch * s.input_len(), 30 + i as u64)
+                .iter()
+                .map(|v| (v * 3.0).round())
+                .collect();
+            let n = batch * s.output_len();
+            let narrow: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let (mut y32, mut arg32) = (vec![0.0f32; n], vec![0.0f32; n]);
+            max_pool2d_forward(&s, &mut y32, &mut arg32, &narrow, batch);
+            let (mut y64, mut arg64) = (vec![0.0f64; n], vec![0.0f64; n]);
+            max_pool2d_forward(&s, &mut y64, &mut arg64, &x, batch);
+            let widen = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
+            assert_eq!(widen(&y32), y64, "{h} x {w}");
+            assert_eq!(widen(&arg32), arg64, "{h} x {w}");
+            // The backward pass, tiled (even sizes) or scattered, both accumulations.
+            let g: Vec<f64> = values(n, 40 + i as u64);
+            let before: Vec<f64> = values(x.len(), 50 + i as u64);
+            for accum in [Accum::Replace, Accum::Add] {
+                let mut gi64 = before.clone();
+                max_pool2d_backward(&s, &mut gi64, accum, &arg64, &g, batch);
+                let mut gi32: Vec<f32> = before.iter().map(|&v| v as f32).collect();
+                let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+                max_pool2d_backward(&s, &mut gi32, accum, &arg32, &g32, batch);
+                assert_close(&widen(&gi32), &gi64, 1e-6);
+            }
+        }
+    }
+
+    #[test]
     fn max_pool_split_across_threads_gives_the_per_sample_result() {
         // Large enough that both passes split the batch across rayon's threads.
         let s = shape(4, (20, 20), (2, 2), (2, 2), (0, 0));
