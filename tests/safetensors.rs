@@ -79,7 +79,7 @@ fn save_then_load_is_exact_and_leaves_no_temporary_file() {
     let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .filter(|e| e.file_name().to_string_lossy().contains(".kiln-tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -156,7 +156,7 @@ fn threads_saving_to_one_path_leave_one_whole_file() {
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .filter(|e| e.file_name().to_string_lossy().contains(".kiln-tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();

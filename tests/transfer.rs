@@ -384,3 +384,36 @@ fn a_learning_rate_scale_scales_the_updates_of_its_tensors() {
     net.set_lr_scale("conv1", 0.25).unwrap();
     assert_eq!(net.lr_scale("conv1.bias"), Some(0.25));
 }
+
+kiln::model! {
+    struct Normed {
+        input: [4],
+        fc: Dense(3),
+        bn: BatchNorm1d,
+        head: Dense(2),
+    }
+}
+
+#[test]
+fn a_checkpoint_with_a_negative_running_variance_is_refused() {
+    let dir = TempDir::new("variance");
+    let path = dir.0.join("variance.safetensors");
+    let mut net = Normed::<f32>::new(1);
+    let mut buffers = net.buffers().as_slice().to_vec();
+    let var = Normed::<f32>::SPEC.buffer("bn.running_var").unwrap();
+    buffers[var.offset + 1] = -0.5;
+    net.set_buffers(&buffers).unwrap();
+    net.save(&path).unwrap();
+    let mut other = Normed::<f32>::new(2);
+    let before = (
+        other.params().as_slice().to_vec(),
+        other.buffers().as_slice().to_vec(),
+    );
+    let err = other.load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("tensor `bn.running_var` holds -0.5 at index 1"),
+        "{err}"
+    );
+    assert_eq!(other.params().as_slice(), &before.0[..]);
+    assert_eq!(other.buffers().as_slice(), &before.1[..]);
+}

@@ -82,31 +82,101 @@ pub fn save<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T], path: &Path
     write_atomically(path, &serialized)
 }
 
-/// Writes `bytes` to a temporary file in `path`'s directory, syncs it and renames it
-/// over `path`.
+/// Writes `bytes` to a temporary file in `path`'s directory, syncs it, renames it over
+/// `path` and syncs the directory, so that after a crash `path` holds the old file or
+/// the new one, whole, and the rename itself is on disk.
+///
+/// A read-only `path` is refused (an error, the file untouched), as `open(path, "w")`
+/// would. Temporary files that saves to `path` left behind when their process died
+/// (killed during a save) are removed. The temporary name stays within the file
+/// system's 255 bytes whatever the length of `path`'s name.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().readonly() {
+            let error = std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the file is read-only; it is not replaced",
+            );
+            return Err(Error::io(path, &error));
+        }
+    }
+    let prefix = temp_prefix(path);
+    remove_stale_temps(dir, &prefix);
     // The process id and a per-process counter: two threads saving to one path write
     // two temporary files, and the last rename wins whole.
     static SAVES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let serial = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temp = dir.join(format!(".{name}.tmp-{}-{serial}", std::process::id()));
+    let temp = dir.join(format!("{prefix}{}-{serial}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)
+        std::fs::rename(&temp, path)?;
+        sync_dir(dir)
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&temp);
         Error::io(path, &e)
     })
+}
+
+/// The start of the temporary names of saves to `path`: `.`, the file name (cut to
+/// fit), a hash of the whole name (so that cut names of two files differ), then
+/// `.kiln-tmp-`; the process id and a counter follow.
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    // FNV-1a: the same in every build, so a later version still finds old temps.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // 255 bytes, less the dot, hash, marker and the longest pid and counter.
+    let mut cut = name.len().min(160);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(".{}.{hash:016x}.kiln-tmp-", &name[..cut])
+}
+
+/// Removes the temporary files of saves to the same path whose process is gone.
+fn remove_stale_temps(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` runs; where that cannot be told, it is taken to run (its
+/// temporary file is then left alone).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+/// Makes a rename in `dir` durable (on Unix; elsewhere a directory cannot be opened to
+/// sync it, and the rename is as durable as the platform makes it).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// How [`load_with`] matches a file's tensors to a model's: PyTorch's
@@ -319,5 +389,75 @@ fn read_tensor<T: Float>(
             target[index].to_f64()
         ));
     }
+    // Batch norm divides by the square root of its running variance.
+    if info.full_name().ends_with("running_var") {
+        if let Some(index) = target.iter().position(|&v| v < T::ZERO) {
+            return Err(format!(
+                "tensor `{}` holds {} at index {index}; a variance is never negative",
+                info.full_name(),
+                target[index].to_f64()
+            ));
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("kiln-io-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_read_only_file_is_refused_and_kept() {
+        let dir = dir("readonly");
+        let path = dir.join("model.safetensors");
+        std::fs::write(&path, b"old").unwrap();
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&path, permissions.clone()).unwrap();
+        let err = write_atomically(&path, b"new").unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        #[allow(clippy::permissions_set_readonly_false)]
+        permissions.set_readonly(false);
+        std::fs::set_permissions(&path, permissions).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_name_of_250_bytes_saves_and_its_temporary_name_fits() {
+        let dir = dir("long");
+        let path = dir.join(format!("{}.safetensors", "m".repeat(238)));
+        assert_eq!(path.file_name().unwrap().len(), 250);
+        write_atomically(&path, b"data").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"data");
+        assert!(temp_prefix(&path).len() + 21 <= 255);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporary_files_of_dead_saves_are_removed_and_live_ones_kept() {
+        let dir = dir("stale");
+        let path = dir.join("model.safetensors");
+        let prefix = temp_prefix(&path);
+        // No process has this id (above Linux's limit); process 1 always runs.
+        let dead = dir.join(format!("{prefix}4000000000-0"));
+        let live = dir.join(format!("{prefix}1-0"));
+        let other = dir.join(format!("{}4000000000-0", temp_prefix(&dir.join("other"))));
+        for file in [&dead, &live, &other] {
+            std::fs::write(file, b"partial").unwrap();
+        }
+        write_atomically(&path, b"data").unwrap();
+        if Path::new("/proc").is_dir() {
+            assert!(!dead.exists(), "the dead save's temporary file is removed");
+        }
+        assert!(live.exists(), "a running process's temporary file is kept");
+        assert!(other.exists(), "another path's temporary file is kept");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
