@@ -514,29 +514,67 @@ mod tests {
         [y, gw, gb, gx]
     }
 
+    fn narrow(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&a| a as f32).collect()
+    }
+
+    fn widen(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&a| f64::from(a)).collect()
+    }
+
+    /// Both passes of `s` in f32 (the fast path where one applies) and in f64 (always
+    /// the GEMMs): output, weight and bias gradients agree.
+    fn f32_agrees_with_f64(s: &Conv2dShape, batch: usize, seed: u64) {
+        let x = values(batch * s.input_len(), seed);
+        let w = values(s.out_channels * s.k(), seed + 1);
+        let bias = values(s.out_channels, seed + 2);
+        let go = values(batch * s.output_len(), seed + 3);
+        let single = passes(
+            s,
+            batch,
+            [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
+            None,
+        );
+        let double = passes(s, batch, [&x, &w, &bias, &go], None);
+        for (i, tol) in [(0, 1e-5), (1, 1e-4), (2, 1e-4)] {
+            assert_close(&widen(&single[i]), &double[i], tol);
+        }
+    }
+
+    /// The backward pass of `s` with a gradient at one position in five (as after a
+    /// pool) in f32 and f64: weight, bias and input gradients agree. Returns whether
+    /// the f32 pass took the sparse path.
+    fn sparse_f32_agrees_with_f64(s: &Conv2dShape, batch: usize, seed: u64) -> bool {
+        let x = values(batch * s.input_len(), seed);
+        let w = values(s.out_channels * s.k(), seed + 1);
+        let bias = values(s.out_channels, seed + 2);
+        let go: Vec<f64> = values(batch * s.output_len(), seed + 3)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 5 == 0 { v } else { 0.0 })
+            .collect();
+        let gx0 = values(x.len(), seed + 4);
+        let before = sparse::taken::count();
+        let single = passes(
+            s,
+            batch,
+            [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
+            Some(&narrow(&gx0)),
+        );
+        let taken = sparse::taken::count() > before;
+        let double = passes(s, batch, [&x, &w, &bias, &go], Some(&gx0));
+        for (got, want) in single[1..].iter().zip(&double[1..]) {
+            assert_close(&widen(got), want, 1e-4);
+        }
+        taken
+    }
+
     #[test]
     fn f32_thin_kernels_agree_with_f64() {
         // One input channel, 3x3: K = 9 takes the thin kernels in f32 (where the
         // processor has AVX-512), the GEMM in f64. 2 samples, 28 x 28 like MNIST.
         let s = shape(1, (28, 28), 32, (3, 3), (1, 1), (0, 0), (1, 1));
-        let batch = 2;
-        let x = values(batch * s.input_len(), 31);
-        let w = values(s.out_channels * s.k(), 32);
-        let bias = values(s.out_channels, 33);
-        let go = values(batch * s.output_len(), 34);
-        let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-        let single = passes(
-            &s,
-            batch,
-            [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
-            None,
-        );
-        let double = passes(&s, batch, [&x, &w, &bias, &go], None);
-        // Output, weight gradient, bias gradient.
-        for (i, tol) in [(0, 1e-5), (1, 1e-4), (2, 1e-4)] {
-            let wide: Vec<f64> = single[i].iter().map(|&a| f64::from(a)).collect();
-            assert_close(&wide, &double[i], tol);
-        }
+        f32_agrees_with_f64(&s, 2, 31);
     }
 
     #[test]
@@ -662,8 +700,6 @@ mod tests {
     fn the_avx512_convolution_paths_match_the_generic_f64_path_on_random_shapes() {
         #[cfg(target_arch = "x86_64")]
         assert!(std::arch::is_x86_feature_detected!("avx512f"));
-        let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-        let widen = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
         // Thin: one input channel, 3x3, output channels in blocks of eight, image
         // sizes whose pixel counts straddle the 16-wide blocks, random ones too.
         for (i, side) in sizes(&[4, 8, 16], 6, 30, 61)
@@ -680,21 +716,7 @@ mod tests {
                 (0, 0),
                 (1, 1),
             );
-            let batch = 1 + i % 3;
-            let x = values(batch * s.input_len(), 62 + i as u64);
-            let w = values(s.out_channels * s.k(), 63);
-            let bias = values(s.out_channels, 64);
-            let go = values(batch * s.output_len(), 65);
-            let single = passes(
-                &s,
-                batch,
-                [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
-                None,
-            );
-            let double = passes(&s, batch, [&x, &w, &bias, &go], None);
-            for (k, tol) in [(0, 1e-5), (1, 1e-4), (2, 1e-4)] {
-                assert_close(&widen(&single[k]), &double[k], tol);
-            }
+            f32_agrees_with_f64(&s, 1 + i % 3, 62 + i as u64);
         }
         // Sparse backward: its geometry (input channels in whole vectors of 16, no
         // padding) with one to four vectors of channels, 3x3 and 2x2 taps and random
@@ -716,31 +738,10 @@ mod tests {
                 (1, 1),
             );
             assert!(sparse::applies::<f32>(&s), "{s:?}");
-            let batch = 2;
-            let x = values(batch * s.input_len(), 72 + i as u64);
-            let w = values(s.out_channels * s.k(), 73);
-            let bias = values(s.out_channels, 74);
-            let go: Vec<f64> = values(batch * s.output_len(), 75)
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| if i % 5 == 0 { v } else { 0.0 })
-                .collect();
-            let gx0 = values(x.len(), 76);
-            let before = sparse::taken::count();
-            let single = passes(
-                &s,
-                batch,
-                [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
-                Some(&narrow(&gx0)),
-            );
             assert!(
-                sparse::taken::count() > before,
+                sparse_f32_agrees_with_f64(&s, 2, 72 + i as u64),
                 "sparse path not taken for {s:?}"
             );
-            let double = passes(&s, batch, [&x, &w, &bias, &go], Some(&gx0));
-            for (got, want) in single[1..].iter().zip(&double[1..]) {
-                assert_close(&widen(got), want, 1e-4);
-            }
         }
     }
 
@@ -757,35 +758,14 @@ mod tests {
             (shape(48, (6, 6), 8, (2, 2), (1, 1), (0, 0), (1, 1)), 2),
         ];
         for (s, batch) in cases {
-            let x = values(batch * s.input_len(), 41);
-            let w = values(s.out_channels * s.k(), 42);
-            let bias = values(s.out_channels, 43);
-            let go: Vec<f64> = values(batch * s.output_len(), 44)
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| if i % 5 == 0 { v } else { 0.0 })
-                .collect();
-            let gx0 = values(x.len(), 45);
-            let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-            let before = sparse::taken::count();
-            let single = passes(
-                &s,
-                batch,
-                [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
-                Some(&narrow(&gx0)),
-            );
+            let taken = sparse_f32_agrees_with_f64(&s, batch, 41);
             #[cfg(target_arch = "x86_64")]
             assert_eq!(
-                sparse::taken::count() > before,
+                taken,
                 std::arch::is_x86_feature_detected!("avx512f"),
                 "sparse path taken for {s:?}"
             );
-            let double = passes(&s, batch, [&x, &w, &bias, &go], Some(&gx0));
-            // Weight, bias and input gradients.
-            for (got, want) in single[1..].iter().zip(&double[1..]) {
-                let got: Vec<f64> = got.iter().map(|&a| f64::from(a)).collect();
-                assert_close(&got, want, 1e-4);
-            }
+            let _ = taken;
         }
     }
 }
