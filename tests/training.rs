@@ -212,10 +212,19 @@ fn bad_batches_and_targets_are_errors() {
         assert!(net
             .evaluate_loss(x, &y[..], &CrossEntropy::default())
             .is_err());
+        // Inference: `try_forward` refuses the batch; `forward` is the unchecked path.
+        assert!(
+            matches!(net.try_forward(x), Err(Error::NonFiniteInput { index, .. }) if index == at)
+        );
         bad[at] = saved;
     }
     assert_eq!(net.params().as_slice(), &before[..]);
     assert_eq!(net.steps(), 0);
+    let x = TensorRef::<f32, Shape1<784>>::new(&bad).unwrap();
+    assert_eq!(
+        net.try_forward(x).unwrap().as_slice(),
+        net.forward(x).as_slice()
+    );
 }
 
 #[test]

@@ -981,6 +981,10 @@ pub trait Model<T: Float>: Sized {
     ///
     /// Allocates its buffers per call; for a training loop use
     /// [`forward_train`](Self::forward_train), which reuses the workspace.
+    ///
+    /// Unchecked, for speed: a NaN or infinite input value gives NaN or meaningless
+    /// outputs, and an invalid token id a zero embedding. [`try_forward`](Self::try_forward)
+    /// refuses such a batch; training and evaluation always check.
     fn forward<'a>(&self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> Tensor<T, Self::Output> {
         let x = x.into();
         let mut ws = Workspace::new(Self::SPEC);
@@ -993,6 +997,18 @@ pub trait Model<T: Float>: Sized {
             .expect("a non-empty batch gives a non-empty output")
     }
 
+    /// [`forward`](Self::forward) after checking the batch: a NaN or infinite value is
+    /// [`Error::NonFiniteInput`] (naming its index), a token id outside the vocabulary
+    /// [`Error::TokenOutOfRange`]. The check is one vectorised pass over the batch.
+    fn try_forward<'a>(
+        &self,
+        x: impl Into<TensorRef<'a, T, Self::Input>>,
+    ) -> Result<Tensor<T, Self::Output>> {
+        let x = x.into();
+        Self::SPEC.check_input(x.as_slice())?;
+        Ok(self.forward(x))
+    }
+
     /// Training forward: runs with dropout active, keeps every intermediate value for
     /// [`backward`](Self::backward) and returns the outputs.
     fn forward_train<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
@@ -1000,8 +1016,8 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// Inference through the model's own workspace: like [`forward`](Self::forward)
-    /// (dropout off) but without allocating after the first batch of this size.
-    /// Returns the outputs; [`backward`](Self::backward) must not follow it.
+    /// (dropout off, input unchecked) but without allocating after the first batch of
+    /// this size. Returns the outputs; [`backward`](Self::backward) must not follow it.
     fn infer<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
         run_in_workspace::<T, Self>(self.state_mut(), x.into(), Run::Infer)
     }
