@@ -309,3 +309,74 @@ fn a_trained_model_loads_into_the_model_that_uses_it() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `y = w ⊙ x`, a layer of one's own inside a model used as a layer.
+pub struct Scale<const N: usize>;
+
+impl<const N: usize> kiln::Layer for Scale<N> {
+    const INPUT: &'static [usize] = &[N];
+    const OUTPUT: &'static [usize] = &[N];
+    const PARAMS: &'static [kiln::ParamDecl] =
+        &[kiln::ParamDecl::new("weight", &[N], kiln::init::Init::Ones)];
+
+    fn forward<T: Float>(io: kiln::custom::Forward<'_, T>) {
+        let w = io.params.get(0);
+        for (y, x) in io.output.chunks_mut(N).zip(io.input.chunks(N)) {
+            for i in 0..N {
+                y[i] = w[i] * x[i];
+            }
+        }
+    }
+
+    fn backward<T: Float>(mut io: kiln::custom::Backward<'_, T>) {
+        let w = io.params.get(0);
+        let [gw] = io.grad_params.split();
+        for n in 0..io.batch {
+            for i in 0..N {
+                let (x, dy) = (io.input[n * N + i], io.grad_output[n * N + i]);
+                gw[i] += dy * x;
+                if let Some(dx) = io.grad_input.as_deref_mut() {
+                    dx[n * N + i] += dy * w[i];
+                }
+            }
+        }
+    }
+}
+
+kiln::model! {
+    pub struct Scaled {
+        input: [6],
+        fc: Dense(5), Tanh,
+        scale: use Scale<5>,
+    }
+}
+
+kiln::model! {
+    pub struct UsesScaled {
+        input: [6],
+        enc: use Scaled -> [5],
+        head: Dense(3),
+    }
+}
+
+kiln::model! {
+    pub struct ScaledFlat {
+        input: [6],
+        enc: { fc: Dense(5), Tanh, scale: use Scale<5> },
+        head: Dense(3),
+    }
+}
+
+#[test]
+fn a_layer_of_ones_own_inside_a_model_used_as_a_layer_nests_twice() {
+    let params = names(UsesScaled::<f32>::SPEC.params);
+    assert!(
+        params.contains(&"enc.scale.weight".to_string()),
+        "{params:?}"
+    );
+    assert_eq!(params, names(ScaledFlat::<f32>::SPEC.params));
+    let mut flat = ScaledFlat::<f64>::new(4);
+    let mut nested = UsesScaled::<f64>::new(4);
+    copy_by_name(&flat, &mut nested);
+    trains_alike(&mut flat, &mut nested, || Adam::new(0.02));
+}
