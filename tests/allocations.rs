@@ -255,6 +255,14 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     assert_eq!(n, 0, "allocations in 50 steps at a smaller batch");
 
+    // Checked serving through the workspace: the input check allocates nothing either.
+    let n = rayon::scope(|_| {
+        count(1, 50, || {
+            net.try_infer(small).unwrap();
+        })
+    });
+    assert_eq!(n, 0, "allocations in 50 checked inferences");
+
     let batch = 64;
     let x: Vec<f64> = (0..batch * 256)
         .map(|i| ((i * 31) % 17) as f64 / 17.0 - 0.5)

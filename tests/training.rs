@@ -216,6 +216,9 @@ fn bad_batches_and_targets_are_errors() {
         assert!(
             matches!(net.try_forward(x), Err(Error::NonFiniteInput { index, .. }) if index == at)
         );
+        assert!(
+            matches!(net.try_infer(x), Err(Error::NonFiniteInput { index, .. }) if index == at)
+        );
         bad[at] = saved;
     }
     assert_eq!(net.params().as_slice(), &before[..]);
@@ -225,6 +228,8 @@ fn bad_batches_and_targets_are_errors() {
         net.try_forward(x).unwrap().as_slice(),
         net.forward(x).as_slice()
     );
+    let served = net.try_infer(x).unwrap().to_vec();
+    assert_eq!(served, net.forward(x).as_slice());
 }
 
 #[test]

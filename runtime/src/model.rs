@@ -1022,6 +1022,14 @@ pub trait Model<T: Float>: Sized {
         run_in_workspace::<T, Self>(self.state_mut(), x.into(), Run::Infer)
     }
 
+    /// [`infer`](Self::infer) after the checks of [`try_forward`](Self::try_forward): a
+    /// serving loop that refuses bad input and allocates nothing after its first batch.
+    fn try_infer<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> Result<&[T]> {
+        let x = x.into();
+        Self::SPEC.check_input(x.as_slice())?;
+        Ok(self.infer(x))
+    }
+
     /// The outputs of the last forward pass through the workspace (a training step,
     /// [`forward_train`](Self::forward_train) or [`infer`](Self::infer)): what a
     /// training loop reads to score a batch without running it again.
