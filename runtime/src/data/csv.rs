@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Dataset, MaybeGz};
+use super::{read_maybe_gz, Dataset};
 use crate::{Error, Float, Result, Shape};
 
 /// Where the class label is in each row.
@@ -112,17 +112,7 @@ pub fn read_csv_with<T: Float, S: Shape>(
     path: &Path,
     options: &CsvOptions,
 ) -> Result<Dataset<T, S, usize>> {
-    let mut file = MaybeGz::open(path)?;
-    let bytes = file.read_up_to(options.max_bytes.saturating_add(1))?;
-    if bytes.len() as u64 > options.max_bytes {
-        return Err(Error::format(
-            path,
-            format!(
-                "holds more than {} bytes (decompressed), the limit set by `max_bytes`",
-                options.max_bytes
-            ),
-        ));
-    }
+    let bytes = read_maybe_gz(path, options.max_bytes)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -276,16 +266,18 @@ mod tests {
     #[test]
     fn a_file_over_the_limit_is_refused_before_it_is_inflated() {
         use std::io::Write;
-        // 64 MiB of rows compresses to well under 1 MiB.
-        let path = std::env::temp_dir().join(format!("kiln-csv-bomb-{}.gz", std::process::id()));
-        let file = std::fs::File::create(&path).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+        // 64 MiB of rows compress to well under 1 MiB. The stream's end is cut off: a
+        // reader that inflated it all would fail there ("corrupt gzip data"); one that
+        // stops at the limit never reaches it.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         let row = b"1,2,0\n";
         for _ in 0..(64 << 20) / row.len() {
             gz.write_all(row).unwrap();
         }
-        gz.finish().unwrap();
-        assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+        let compressed = gz.finish().unwrap();
+        assert!(compressed.len() < 1 << 20);
+        let path = std::env::temp_dir().join(format!("kiln-csv-bomb-{}.gz", std::process::id()));
+        std::fs::write(&path, &compressed[..compressed.len() - 64]).unwrap();
         let options = CsvOptions::new(LabelColumn::Last, 2).max_bytes(1 << 20);
         let err = read_csv_with::<f32, Shape1<2>>(&path, &options).unwrap_err();
         assert!(err.to_string().contains("more than 1048576 bytes"), "{err}");

@@ -32,7 +32,7 @@ pub fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
     if bytes.len() as u64 > limit {
         return Err(Error::format(
             path,
-            format!("holds more than {limit} bytes (decompressed), the limit for this read"),
+            format!("holds more than {limit} bytes (decompressed), the limit of this read"),
         ));
     }
     Ok(bytes)
