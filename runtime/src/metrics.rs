@@ -33,15 +33,14 @@ impl ConfusionMatrix {
                 actual: labels.len(),
             });
         }
-        let cells = classes
+        let mut counts = classes
             .checked_mul(classes)
-            .filter(|&cells| cells <= isize::MAX as usize / 8)
+            .and_then(zeroed)
             .ok_or_else(|| {
                 Error::Mismatch(format!(
                     "{classes} classes are too many for a confusion matrix"
                 ))
             })?;
-        let mut counts = vec![0; cells];
         for (index, (&p, &t)) in predictions.iter().zip(labels).enumerate() {
             for label in [p, t] {
                 if label >= classes {
@@ -311,17 +310,11 @@ impl MetricCounts {
                 }
                 Metric::TopK(k) => counts.top_k = Some(k),
                 Metric::F1Macro => {
-                    // A class count from outside: an error, not an abort, if its
-                    // counts cannot be held.
-                    let mut per_class = Vec::new();
-                    per_class.try_reserve_exact(classes).map_err(|_| {
-                        Error::InvalidHyperParameter {
-                            name: "classes",
-                            value: classes as f64,
-                            reason: "too many to keep counts for each",
-                        }
+                    let per_class = zeroed(classes).ok_or(Error::InvalidHyperParameter {
+                        name: "classes",
+                        value: classes as f64,
+                        reason: "too many to keep counts for each",
                     })?;
-                    per_class.resize(classes, [0; 3]);
                     counts.per_class = Some(per_class);
                 }
             }
@@ -383,6 +376,15 @@ impl MetricCounts {
     }
 }
 
+/// `len` zeroed counts, or `None` if they cannot be held: class counts come from the
+/// caller, and an allocation that fails must be an error, not an abort.
+fn zeroed<C: Clone + Default>(len: usize) -> Option<Vec<C>> {
+    let mut counts = Vec::new();
+    counts.try_reserve_exact(len).ok()?;
+    counts.resize(len, C::default());
+    Some(counts)
+}
+
 #[cfg(test)]
 mod metric_tests {
     use super::*;
@@ -412,6 +414,8 @@ mod metric_tests {
         assert!(MetricCounts::new(&[Metric::TopK(4)], 3).is_err());
         // A class count whose matrix cannot exist is an error, not an abort.
         assert!(ConfusionMatrix::new(&[0], &[0], usize::MAX / 2).is_err());
+        // 2^40 cells (8 TiB): the product fits, the allocation cannot.
+        assert!(ConfusionMatrix::new(&[0], &[0], 1 << 20).is_err());
         assert!(MetricCounts::new(&[Metric::TopK(0)], 3).is_err());
         // Per-class counts that cannot be held: an error too.
         let err = MetricCounts::new(&[Metric::F1Macro], usize::MAX / 8).unwrap_err();
