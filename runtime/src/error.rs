@@ -125,6 +125,10 @@ pub enum Error {
         /// Each missing, extra or wrongly shaped tensor.
         problems: Vec<String>,
     },
+    /// Something asked of a part that cannot do it (an optimiser of one's own without
+    /// [`save_state`](crate::Optimizer::save_state), asked to back up training).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl Error {

@@ -18,7 +18,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::{Error, Float, ModelSpec, ParamInfo, Result, TensorKind};
 
-fn dtype<T: Float>() -> Dtype {
+pub(crate) fn dtype<T: Float>() -> Dtype {
     if T::DTYPE == "F32" {
         Dtype::F32
     } else {
@@ -27,7 +27,7 @@ fn dtype<T: Float>() -> Dtype {
 }
 
 /// Little-endian bytes of `values`.
-fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
+pub(crate) fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
     let mut out = Vec::with_capacity(core::mem::size_of_val(values));
     for &v in values {
         if T::DTYPE == "F32" {
@@ -52,27 +52,8 @@ fn tensors<'a, T>(
 
 /// Writes the parameters and buffers (laid out as `spec` says) to `path` atomically.
 pub fn save<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T], path: &Path) -> Result<()> {
-    let tensors = tensors(spec, params, buffers);
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(info, values)| match info.kind {
-            TensorKind::Float => to_bytes(values),
-            TensorKind::Count => (values[0].to_f64().round() as i64).to_le_bytes().to_vec(),
-        })
-        .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((info, _), data)| {
-            let (dtype, shape) = match info.kind {
-                TensorKind::Float => (dtype::<T>(), info.shape.to_vec()),
-                TensorKind::Count => (Dtype::I64, Vec::new()),
-            };
-            let view = TensorView::new(dtype, shape, data)
-                .map_err(|e| Error::format(path, format!("tensor {}: {e}", info.full_name())))?;
-            Ok((info.full_name(), view))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let owned = encoded(spec, params, buffers);
+    let views = views(&owned, path)?;
     let metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("model".to_string(), spec.name.to_string()),
@@ -80,6 +61,46 @@ pub fn save<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T], path: &Path
     let serialized = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::format(path, e.to_string()))?;
     write_atomically(path, &serialized)
+}
+
+/// A tensor ready to write: name, type, shape, little-endian bytes.
+pub(crate) type Encoded = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// The model's tensors as [`save`] writes them: floats in the element type with
+/// PyTorch's shapes, counts as one I64.
+pub(crate) fn encoded<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T]) -> Vec<Encoded> {
+    tensors(spec, params, buffers)
+        .into_iter()
+        .map(|(info, values)| match info.kind {
+            TensorKind::Float => (
+                info.full_name().into_owned(),
+                dtype::<T>(),
+                info.shape.to_vec(),
+                to_bytes(values),
+            ),
+            TensorKind::Count => (
+                info.full_name().into_owned(),
+                Dtype::I64,
+                Vec::new(),
+                (values[0].to_f64().round() as i64).to_le_bytes().to_vec(),
+            ),
+        })
+        .collect()
+}
+
+/// Views of encoded tensors for `safetensors::serialize`.
+pub(crate) fn views<'a>(
+    owned: &'a [Encoded],
+    path: &Path,
+) -> Result<Vec<(String, TensorView<'a>)>> {
+    owned
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| Error::format(path, format!("tensor {name}: {e}")))
+        })
+        .collect()
 }
 
 /// Writes `bytes` to a temporary file in `path`'s directory, syncs it, renames it over
@@ -270,6 +291,18 @@ pub fn load_with<T: Float>(
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+    load_from(spec, params, buffers, &file, path, options)
+}
+
+/// [`load_with`] from a file already parsed.
+pub(crate) fn load_from<T: Float>(
+    spec: &ModelSpec,
+    params: &mut [T],
+    buffers: &mut [T],
+    file: &SafeTensors<'_>,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadReport> {
     let mut problems = Vec::new();
     let mut report = LoadReport::default();
     // The file's tensors by the model's names for them.

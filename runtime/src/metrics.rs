@@ -355,6 +355,34 @@ impl MetricCounts {
         }
     }
 
+    /// The counts as one list (hits, samples, then each class's three), for a backup.
+    pub(crate) fn to_counts(&self) -> Vec<u64> {
+        let mut out = vec![self.hits, self.samples];
+        for class in self.per_class.iter().flatten() {
+            out.extend_from_slice(class);
+        }
+        out
+    }
+
+    /// Puts back what [`to_counts`](Self::to_counts) gave; `false` if `counts` is not of
+    /// this metric set's length (nothing is changed then).
+    pub(crate) fn restore_counts(&mut self, counts: &[u64]) -> bool {
+        let classes = self.per_class.as_ref().map_or(0, Vec::len);
+        if counts.len() != 2 + 3 * classes {
+            return false;
+        }
+        (self.hits, self.samples) = (counts[0], counts[1]);
+        for (class, values) in self
+            .per_class
+            .iter_mut()
+            .flatten()
+            .zip(counts[2..].chunks(3))
+        {
+            class.copy_from_slice(values);
+        }
+        true
+    }
+
     /// The top-k accuracy so far, if asked for and anything was counted.
     pub fn top_k(&self) -> Option<f64> {
         self.top_k

@@ -22,6 +22,7 @@ use crate::aligned::AlignedVec;
 use crate::init::{dropout_rng, init_rng, Init};
 use crate::loss::{Loss, OutputLayout, Reduction, Regularization};
 use crate::optim::{GradClip, Optimizer};
+use crate::train::ResumeState;
 use crate::{Error, Float, Result, Rng, Shape, Tensor, TensorRef};
 
 /// One parameter tensor of a model.
@@ -658,6 +659,14 @@ fn disjoint_values<T>(
     }
 }
 
+/// A model's state read from a backup, not yet put in place.
+pub(crate) struct BackedUp<T> {
+    params: Vec<T>,
+    buffers: Vec<T>,
+    rng: Rng,
+    steps: u64,
+}
+
 /// The state a generated model holds: parameters, gradients, workspace, generators.
 #[derive(Debug, Clone)]
 pub struct ModelState<T> {
@@ -722,6 +731,79 @@ impl<T: Float> ModelState<T> {
 }
 
 impl<T: Float> ModelState<T> {
+    /// Writes the model's tensors, its step count and its dropout generator's position
+    /// with `state` to a backup at `path`.
+    pub(crate) fn write_backup(
+        &self,
+        spec: &ModelSpec,
+        state: &mut ResumeState<T>,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        state.set_scope("model/");
+        state.put_count("steps", self.steps);
+        let seed = self.dropout_rng.get_seed();
+        let seed: Vec<u64> = seed
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        state.put_counts("dropout_seed", &seed);
+        state.put_count("dropout_stream", self.dropout_rng.get_stream());
+        let word = self.dropout_rng.get_word_pos();
+        state.put_counts("dropout_word", &[word as u64, (word >> 64) as u64]);
+        state.set_scope("");
+        crate::train::resume::write(spec, &self.params, &self.buffers, state, path)
+    }
+
+    /// Reads a backup written by [`write_backup`](Self::write_backup): the rest of its
+    /// state, and the model's part to [`commit_backup`](Self::commit_backup) once the
+    /// caller has checked everything else (nothing of the model changes before).
+    pub(crate) fn read_backup(
+        &self,
+        spec: &ModelSpec,
+        path: &std::path::Path,
+    ) -> Result<(ResumeState<T>, BackedUp<T>)> {
+        let mut params = self.params.to_vec();
+        let mut buffers = self.buffers.clone();
+        let mut state = crate::train::resume::read(spec, &mut params, &mut buffers, path)?;
+        state.set_scope("model/");
+        let steps = state.count("steps")?;
+        let seed = state.counts("dropout_seed")?;
+        let word = state.counts("dropout_word")?;
+        if seed.len() != 4 || word.len() != 2 {
+            return Err(Error::format(
+                path,
+                "the dropout generator's state is malformed",
+            ));
+        }
+        let mut bytes = [0u8; 32];
+        for (chunk, value) in bytes.chunks_exact_mut(8).zip(seed) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        let mut rng = <Rng as rand_core::SeedableRng>::from_seed(bytes);
+        rng.set_stream(state.count("dropout_stream")?);
+        rng.set_word_pos(u128::from(word[0]) | (u128::from(word[1]) << 64));
+        state.set_scope("");
+        Ok((
+            state,
+            BackedUp {
+                params,
+                buffers,
+                rng,
+                steps,
+            },
+        ))
+    }
+
+    /// Puts a read backup's model state in place.
+    pub(crate) fn commit_backup(&mut self, backed_up: BackedUp<T>) {
+        self.params.copy_from_slice(&backed_up.params);
+        self.buffers = backed_up.buffers;
+        self.dropout_rng = backed_up.rng;
+        self.steps = backed_up.steps;
+        self.grads_pending = false;
+        self.accumulated_over = None;
+    }
+
     fn any_frozen(&self) -> bool {
         self.frozen.iter().any(|&f| f)
     }

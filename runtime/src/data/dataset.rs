@@ -262,6 +262,15 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
         self.position = 0;
     }
 
+    /// Moves past the next `batches` batches of this epoch without copying them (to
+    /// resume an epoch where it stopped).
+    pub fn skip_batches(&mut self, batches: usize) {
+        self.position = batches
+            .saturating_mul(self.batch_size)
+            .saturating_add(self.position)
+            .min(self.order.len());
+    }
+
     /// Number of batches in an epoch.
     pub fn len(&self) -> usize {
         self.order.len().div_ceil(self.batch_size)

@@ -1,6 +1,8 @@
 use super::{
-    check_lengths, check_lr, check_non_negative, check_range, in_halves, state, Optimizer,
+    check_lengths, check_lr, check_non_negative, check_range, in_halves, restore_buffer, state,
+    Optimizer,
 };
+use crate::train::ResumeState;
 use crate::{Float, Result};
 
 /// The moment estimates Adam and AdamW share.
@@ -17,6 +19,25 @@ struct Moments<T> {
 }
 
 impl<T: Float> Moments<T> {
+    fn save_state(&self, state: &mut ResumeState<T>) -> Result<()> {
+        state.put_number("lr", self.lr);
+        state.put_count("t", u64::try_from(self.t).unwrap_or(0));
+        state.put_tensor("m", &self.m);
+        state.put_tensor("v", &self.v);
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &ResumeState<T>, params: usize) -> Result<()> {
+        let lr = state.number("lr")?;
+        let t = i32::try_from(state.count("t")?).unwrap_or(i32::MAX);
+        let mut restored = self.clone();
+        restore_buffer(&mut restored.m, state, "m", params)?;
+        restore_buffer(&mut restored.v, state, "v", params)?;
+        (restored.lr, restored.t) = (lr, t);
+        *self = restored;
+        Ok(())
+    }
+
     fn new(lr: f64, weight_decay: f64) -> Self {
         Self {
             lr,
@@ -134,6 +155,12 @@ impl<T: Float> Optimizer<T> for Adam<T> {
     fn set_learning_rate(&mut self, lr: f64) {
         self.0.lr = lr;
     }
+    fn save_state(&self, state: &mut ResumeState<T>) -> Result<()> {
+        self.0.save_state(state)
+    }
+    fn restore_state(&mut self, state: &ResumeState<T>, params: usize) -> Result<()> {
+        self.0.restore_state(state, params)
+    }
 }
 
 /// AdamW, as `torch.optim.AdamW`: Adam with decoupled weight decay
@@ -158,5 +185,11 @@ impl<T: Float> Optimizer<T> for AdamW<T> {
     }
     fn set_learning_rate(&mut self, lr: f64) {
         self.0.lr = lr;
+    }
+    fn save_state(&self, state: &mut ResumeState<T>) -> Result<()> {
+        self.0.save_state(state)
+    }
+    fn restore_state(&mut self, state: &ResumeState<T>, params: usize) -> Result<()> {
+        self.0.restore_state(state, params)
     }
 }

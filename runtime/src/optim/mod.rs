@@ -17,6 +17,7 @@ pub use schedule::{Constant, CosineAnnealing, LrSchedule, StepLr, WarmupCosine};
 pub use sgd::Sgd;
 
 use crate::simd::vectorized;
+use crate::train::ResumeState;
 use crate::{Error, Float, Result};
 
 /// Updates parameters from their gradients.
@@ -39,6 +40,42 @@ pub trait Optimizer<T: Float> {
     fn linear_step(&self) -> Option<f64> {
         None
     }
+    /// Writes what the optimiser has learnt — its learning rate, step count and moment
+    /// buffers — into `state`, for a backup that [`fit`](crate::train::fit) resumes from
+    /// bit for bit. The hyper-parameters are configuration and are not written. The
+    /// default refuses, so that an optimiser with state of its own is never resumed
+    /// without it.
+    fn save_state(&self, state: &mut ResumeState<T>) -> Result<()> {
+        let _ = state;
+        Err(Error::Unsupported(
+            "this optimiser does not implement save_state, so training with it cannot be backed up",
+        ))
+    }
+    /// Puts back what [`save_state`](Self::save_state) wrote, for a model of `params`
+    /// parameters.
+    fn restore_state(&mut self, state: &ResumeState<T>, params: usize) -> Result<()> {
+        let _ = (state, params);
+        Err(Error::Unsupported(
+            "this optimiser does not implement restore_state, so training with it cannot be resumed",
+        ))
+    }
+}
+
+/// Reads a state buffer saved by [`save_buffer`]: empty (the optimiser had not stepped)
+/// or one value per parameter.
+pub(crate) fn restore_buffer<T: Float>(
+    buffer: &mut Vec<T>,
+    state: &ResumeState<T>,
+    key: &str,
+    params: usize,
+) -> Result<()> {
+    let values = match state.optional_tensor(key) {
+        Some([]) | None => &[][..],
+        Some(_) => state.tensor(key, params)?,
+    };
+    buffer.clear();
+    buffer.extend_from_slice(values);
+    Ok(())
 }
 
 /// `acc ← acc + weight·values`.

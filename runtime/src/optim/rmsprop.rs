@@ -1,5 +1,8 @@
-use super::{check_lengths, check_lr, check_non_negative, check_range, state, Optimizer};
+use super::{
+    check_lengths, check_lr, check_non_negative, check_range, restore_buffer, state, Optimizer,
+};
 use crate::simd::vectorized;
+use crate::train::ResumeState;
 use crate::{Float, Result};
 
 /// RMSprop, as `torch.optim.RMSprop`:
@@ -130,5 +133,24 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
+    }
+
+    fn save_state(&self, state: &mut ResumeState<T>) -> Result<()> {
+        state.put_number("lr", self.lr);
+        state.put_tensor("square_avg", &self.square_avg);
+        state.put_tensor("grad_avg", &self.grad_avg);
+        state.put_tensor("velocity", &self.velocity);
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &ResumeState<T>, params: usize) -> Result<()> {
+        let lr = state.number("lr")?;
+        let mut restored = self.clone();
+        restore_buffer(&mut restored.square_avg, state, "square_avg", params)?;
+        restore_buffer(&mut restored.grad_avg, state, "grad_avg", params)?;
+        restore_buffer(&mut restored.velocity, state, "velocity", params)?;
+        restored.lr = lr;
+        *self = restored;
+        Ok(())
     }
 }

@@ -1,6 +1,8 @@
 use super::{
-    check_lengths, check_lr, check_non_negative, check_range, in_halves, state, Optimizer,
+    check_lengths, check_lr, check_non_negative, check_range, in_halves, restore_buffer, state,
+    Optimizer,
 };
+use crate::train::ResumeState;
 use crate::{Float, Result};
 
 /// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight
@@ -134,5 +136,20 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     fn linear_step(&self) -> Option<f64> {
         let plain = self.momentum == 0.0 && self.weight_decay == 0.0 && !self.nesterov;
         (plain && check_lr::<T>(self.lr).is_ok()).then_some(self.lr)
+    }
+
+    fn save_state(&self, state: &mut ResumeState<T>) -> Result<()> {
+        state.put_number("lr", self.lr);
+        state.put_count("started", u64::from(self.started));
+        state.put_tensor("velocity", &self.velocity);
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &ResumeState<T>, params: usize) -> Result<()> {
+        let lr = state.number("lr")?;
+        let started = state.count("started")? != 0;
+        restore_buffer(&mut self.velocity, state, "velocity", params)?;
+        (self.lr, self.started) = (lr, started);
+        Ok(())
     }
 }

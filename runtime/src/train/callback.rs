@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use super::progress::Reporter;
-use super::{EarlyStopping, EpochLog, History, Monitor};
+use super::{EarlyStopping, EpochLog, History, Monitor, ResumeState};
 use crate::optim::LrSchedule;
 use crate::{Error, Float, Model, Result};
 
@@ -86,6 +86,22 @@ pub trait Callback<T: Float, M: Model<T>> {
     fn on_train_end(&mut self, _fit: &mut FitState<'_, T, M>) -> Result<()> {
         Ok(())
     }
+
+    /// Writes what the callback has gathered while training (a best value, a count of
+    /// epochs waited) into a backup (see [`FitConfig::backup`](super::FitConfig::backup)).
+    /// The default writes nothing: right for a callback without such state.
+    fn save_state(&self, _state: &mut ResumeState<T>) {}
+
+    /// Puts back what [`save_state`](Self::save_state) wrote, when `fit` resumes from a
+    /// backup; runs after [`on_train_begin`](Self::on_train_begin), with `fit.history`
+    /// already the backed-up history.
+    fn restore_state(
+        &mut self,
+        _state: &ResumeState<T>,
+        _fit: &mut FitState<'_, T, M>,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The configured learning-rate schedule, applied before each step.
@@ -108,6 +124,15 @@ impl<T: Float, M: Model<T>> Callback<T, M> for Schedule<'_> {
         fit: &mut FitState<'_, T, M>,
     ) -> Result<()> {
         fit.learning_rate = self.schedule.lr_at_step(self.base, epoch, batch, batches);
+        Ok(())
+    }
+
+    fn save_state(&self, state: &mut ResumeState<T>) {
+        state.put_number("base", self.base);
+    }
+
+    fn restore_state(&mut self, state: &ResumeState<T>, _: &mut FitState<'_, T, M>) -> Result<()> {
+        self.base = state.number("base")?;
         Ok(())
     }
 }
@@ -157,6 +182,15 @@ impl<T: Float, M: Model<T>> Callback<T, M> for CheckpointCallback<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn save_state(&self, state: &mut ResumeState<T>) {
+        state.put_optional("best", self.best);
+    }
+
+    fn restore_state(&mut self, state: &ResumeState<T>, _: &mut FitState<'_, T, M>) -> Result<()> {
+        self.best = state.optional_number("best");
         Ok(())
     }
 }
@@ -212,6 +246,33 @@ impl<T: Float, M: Model<T>> Callback<T, M> for EarlyStoppingCallback<T> {
             fit.model.set_params(params)?;
             fit.model.set_buffers(buffers)?;
         }
+        Ok(())
+    }
+
+    fn save_state(&self, state: &mut ResumeState<T>) {
+        state.put_optional("best", self.best);
+        state.put_count("waited", self.waited as u64);
+        if let Some((params, buffers)) = &self.saved {
+            state.put_tensor("params", params);
+            state.put_tensor("buffers", buffers);
+        }
+    }
+
+    fn restore_state(
+        &mut self,
+        state: &ResumeState<T>,
+        fit: &mut FitState<'_, T, M>,
+    ) -> Result<()> {
+        let waited = state.size("waited")?;
+        let saved = match state.optional_tensor("params") {
+            None => None,
+            Some(_) => Some((
+                state.tensor("params", M::SPEC.param_count)?.to_vec(),
+                state.tensor("buffers", M::SPEC.buffer_count)?.to_vec(),
+            )),
+        };
+        let _ = fit;
+        (self.best, self.waited, self.saved) = (state.optional_number("best"), waited, saved);
         Ok(())
     }
 }
@@ -317,6 +378,18 @@ impl<T: Float, M: Model<T>> Callback<T, M> for ReduceLrOnPlateau {
         }
         Ok(())
     }
+
+    fn save_state(&self, state: &mut ResumeState<T>) {
+        state.put_optional("best", self.best);
+        state.put_count("waited", self.waited as u64);
+        state.put_count("cooling", self.cooling as u64);
+    }
+
+    fn restore_state(&mut self, state: &ResumeState<T>, _: &mut FitState<'_, T, M>) -> Result<()> {
+        let (waited, cooling) = (state.size("waited")?, state.size("cooling")?);
+        (self.best, self.waited, self.cooling) = (state.optional_number("best"), waited, cooling);
+        Ok(())
+    }
 }
 
 /// Writes each epoch's metrics to a CSV file (Keras's `CSVLogger`): a header, then one
@@ -339,21 +412,8 @@ impl CsvLogger {
     }
 }
 
-impl<T: Float, M: Model<T>> Callback<T, M> for CsvLogger {
-    fn on_train_begin(&mut self, _: &mut FitState<'_, T, M>) -> Result<()> {
-        let file = std::fs::File::create(&self.path).map_err(|e| Error::io(&self.path, &e))?;
-        let mut file = std::io::BufWriter::new(file);
-        writeln!(
-            file,
-            "epoch,loss,accuracy,val_loss,val_accuracy,top_k,val_top_k,f1_macro,val_f1_macro,learning_rate,grad_norm,seconds"
-        )
-        .and_then(|()| file.flush())
-        .map_err(|e| Error::io(&self.path, &e))?;
-        self.file = Some(file);
-        Ok(())
-    }
-
-    fn on_epoch_end(&mut self, log: &EpochLog, _: &mut FitState<'_, T, M>) -> Result<()> {
+impl CsvLogger {
+    fn write_row(&mut self, log: &EpochLog) -> Result<()> {
         let Some(file) = &mut self.file else {
             return Ok(());
         };
@@ -376,5 +436,34 @@ impl<T: Float, M: Model<T>> Callback<T, M> for CsvLogger {
         )
         .and_then(|()| file.flush())
         .map_err(|e| Error::io(&self.path, &e))
+    }
+}
+
+impl<T: Float, M: Model<T>> Callback<T, M> for CsvLogger {
+    fn on_train_begin(&mut self, _: &mut FitState<'_, T, M>) -> Result<()> {
+        let file = std::fs::File::create(&self.path).map_err(|e| Error::io(&self.path, &e))?;
+        let mut file = std::io::BufWriter::new(file);
+        writeln!(
+            file,
+            "epoch,loss,accuracy,val_loss,val_accuracy,top_k,val_top_k,f1_macro,val_f1_macro,learning_rate,grad_norm,seconds"
+        )
+        .and_then(|()| file.flush())
+        .map_err(|e| Error::io(&self.path, &e))?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, log: &EpochLog, _: &mut FitState<'_, T, M>) -> Result<()> {
+        self.write_row(log)
+    }
+
+    /// A resumed run writes the file again from the backed-up history, so that it
+    /// holds each epoch once, whatever the interrupted run had written after its
+    /// last backup.
+    fn restore_state(&mut self, _: &ResumeState<T>, fit: &mut FitState<'_, T, M>) -> Result<()> {
+        for log in &fit.history.epochs {
+            self.write_row(log)?;
+        }
+        Ok(())
     }
 }

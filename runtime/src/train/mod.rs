@@ -13,12 +13,14 @@
 
 mod callback;
 mod progress;
+pub mod resume;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 pub use callback::{BatchLog, Callback, CsvLogger, FitState, ReduceLrOnPlateau};
 pub use progress::Progress;
+pub use resume::{Backup, ResumeState};
 
 use crate::data::{Dataset, Target};
 use crate::loss::{Loss, OutputLayout};
@@ -133,6 +135,8 @@ pub struct FitConfig {
     pub accumulate: usize,
     /// Metrics beyond loss and accuracy, computed each epoch for class labels.
     pub metrics: Vec<Metric>,
+    /// Backups to resume from after an interruption, if any.
+    pub backup: Option<Backup>,
 }
 
 impl FitConfig {
@@ -149,7 +153,31 @@ impl FitConfig {
             progress: Progress::Auto,
             accumulate: 1,
             metrics: Vec::new(),
+            backup: None,
         }
+    }
+
+    /// Backs up the whole state of training to `path` at the end of every epoch, and
+    /// resumes from it: if `path` exists when `fit` starts, training carries on from
+    /// the backup, and ends with the parameters an uninterrupted run would have, bit
+    /// for bit. The file is removed when `fit` returns `Ok`, kept when it fails. See
+    /// [`resume`] for what a backup holds and what must stay the same.
+    pub fn backup(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backup = Some(Backup {
+            path: path.into(),
+            every_steps: None,
+        });
+        self
+    }
+
+    /// [`backup`](Self::backup), and also after every `steps` optimiser steps, so that
+    /// an interruption loses at most `steps` steps.
+    pub fn backup_every(mut self, path: impl Into<PathBuf>, steps: usize) -> Self {
+        self.backup = Some(Backup {
+            path: path.into(),
+            every_steps: Some(steps),
+        });
+        self
     }
 
     /// Computes `metrics` (top-k accuracy, macro F1) each epoch, on the training
@@ -498,6 +526,18 @@ where
             )));
         }
     }
+    if let Some(backup) = &config.backup {
+        if backup.every_steps == Some(0) {
+            return Err(Error::InvalidHyperParameter {
+                name: "backup steps",
+                value: 0.0,
+                reason: "must be at least 1 step between backups",
+            });
+        }
+        if let Some(dir) = backup.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+        }
+    }
     // The checkpoint's directory is made now, so that a path that cannot be written
     // fails before the first epoch rather than after it.
     if let Some(checkpoint) = &config.checkpoint {
@@ -592,21 +632,46 @@ where
     for callback in callbacks.iter_mut() {
         callback.on_train_begin(&mut fit)?;
     }
+    let fingerprint = Fingerprint {
+        batch_size: config.batch_size as u64,
+        seed: config.seed,
+        accumulate: config.accumulate as u64,
+        train: train.len() as u64,
+        validation: validation.map_or(0, |v| v.len() as u64),
+        callbacks: callbacks.len() as u64,
+    };
+    let mut at = Position::default();
+    if let Some(backup) = config.backup.as_ref().filter(|b| b.path.exists()) {
+        at = restore(
+            backup,
+            &fingerprint,
+            &mut fit,
+            optimizer,
+            &mut callbacks,
+            train_counts.as_mut(),
+        )?;
+    }
     sync(optimizer, fit.learning_rate);
-    for epoch in 0..config.epochs {
+    for epoch in at.epoch..config.epochs {
         let started = Instant::now();
         for callback in callbacks.iter_mut() {
             callback.on_epoch_begin(epoch, &mut fit)?;
         }
         sync(optimizer, fit.learning_rate);
         batches.start_epoch(epoch);
-        let (mut total, mut samples, mut correct, mut counted) = (0.0, 0usize, 0usize, 0usize);
-        let (mut norms, mut steps) = (0.0, 0usize);
-        let (mut in_step, mut index) = (0, 0);
-        if let Some(counts) = &mut train_counts {
-            counts.reset();
-        }
+        // A resumed epoch starts at the backed-up batch with the sums it had there.
+        let mut sums = if epoch == at.epoch {
+            at.sums
+        } else {
+            if let Some(counts) = &mut train_counts {
+                counts.reset();
+            }
+            Sums::default()
+        };
+        batches.skip_batches(sums.batch);
+        let mut in_step = 0;
         while let Some((x, y)) = batches.next_batch() {
+            let index = sums.batch;
             for callback in callbacks.iter_mut() {
                 callback.on_batch_begin(epoch, index, count, &mut fit)?;
             }
@@ -624,14 +689,14 @@ where
                 value
             };
             if fit.model.grad_clip().is_some() && in_step == 0 {
-                norms += fit.model.grad_norm().unwrap_or(f64::NAN);
-                steps += 1;
+                sums.norms += fit.model.grad_norm().unwrap_or(f64::NAN);
+                sums.steps += 1;
             }
-            total += value.to_f64() * batch as f64;
-            samples += batch;
+            sums.total += value.to_f64() * batch as f64;
+            sums.samples += batch;
             if let Some((c, n)) = Y::correct(fit.model.last_output(), y, width) {
-                correct += c;
-                counted += n;
+                sums.correct += c;
+                sums.counted += n;
             }
             if let (Some(counts), Some(labels)) = (&mut train_counts, Y::labels(y)) {
                 counts.add(fit.model.last_output(), labels, width);
@@ -641,16 +706,35 @@ where
                 batch: index,
                 batches: count,
                 loss: value.to_f64(),
-                mean_loss: total / samples as f64,
-                accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+                mean_loss: sums.total / sums.samples as f64,
+                accuracy: (sums.counted > 0).then(|| sums.correct as f64 / sums.counted as f64),
             };
             for callback in callbacks.iter_mut() {
                 callback.on_batch_end(&log, &mut fit)?;
             }
             sync(optimizer, fit.learning_rate);
-            index += 1;
+            sums.batch += 1;
             if fit.stop {
                 break;
+            }
+            // Between optimiser steps, not at the epoch's end (backed up below).
+            if let Some(backup) = &config.backup {
+                let due = backup
+                    .every_steps
+                    .is_some_and(|every| fit.model.steps() % every as u64 == 0);
+                if due && in_step == 0 && sums.batch < count {
+                    let at = Position { epoch, sums };
+                    let counts = train_counts.as_ref();
+                    back_up(
+                        backup,
+                        &fingerprint,
+                        &at,
+                        &fit,
+                        optimizer,
+                        &callbacks,
+                        counts,
+                    )?;
+                }
             }
         }
         if in_step > 0 {
@@ -662,12 +746,12 @@ where
             .transpose()?;
         let log = EpochLog {
             epoch,
-            loss: total / samples.max(1) as f64,
-            accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+            loss: sums.total / sums.samples.max(1) as f64,
+            accuracy: (sums.counted > 0).then(|| sums.correct as f64 / sums.counted as f64),
             val_loss: scored.map(|s| s.loss),
             val_accuracy: scored.and_then(|s| s.accuracy),
             learning_rate: optimizer.learning_rate(),
-            grad_norm: (steps > 0).then(|| norms / steps as f64),
+            grad_norm: (sums.steps > 0).then(|| sums.norms / sums.steps as f64),
             top_k: train_counts.as_ref().and_then(MetricCounts::top_k),
             val_top_k: scored.and_then(|s| s.top_k),
             f1_macro: train_counts.as_ref().and_then(MetricCounts::f1_macro),
@@ -682,10 +766,258 @@ where
         if fit.stop {
             break;
         }
+        if let Some(backup) = &config.backup {
+            let at = Position {
+                epoch: epoch + 1,
+                sums: Sums::default(),
+            };
+            back_up(backup, &fingerprint, &at, &fit, optimizer, &callbacks, None)?;
+        }
     }
     for callback in callbacks.iter_mut() {
         callback.on_train_end(&mut fit)?;
     }
     drop(callbacks);
+    if let Some(backup) = &config.backup {
+        // Done: a later run with this backup would have nothing to resume.
+        match std::fs::remove_file(&backup.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&backup.path, &e))
+            }
+            _ => {}
+        }
+    }
     Ok(history)
+}
+
+/// What a backup must have been written with for this run to resume from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    batch_size: u64,
+    seed: u64,
+    accumulate: u64,
+    train: u64,
+    validation: u64,
+    callbacks: u64,
+}
+
+impl Fingerprint {
+    const NAMES: [&'static str; 6] = [
+        "batch_size",
+        "seed",
+        "accumulate",
+        "training samples",
+        "validation samples",
+        "callbacks",
+    ];
+
+    fn values(&self) -> [u64; 6] {
+        [
+            self.batch_size,
+            self.seed,
+            self.accumulate,
+            self.train,
+            self.validation,
+            self.callbacks,
+        ]
+    }
+}
+
+/// The running sums of an epoch, up to the batch `batch` (the next to train).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Sums {
+    batch: usize,
+    total: f64,
+    samples: usize,
+    correct: usize,
+    counted: usize,
+    norms: f64,
+    steps: usize,
+}
+
+/// Where training stands: the epoch and the sums of its batches so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Position {
+    epoch: usize,
+    sums: Sums,
+}
+
+const EPOCH_FIELDS: [&str; 11] = [
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "grad_norm",
+    "top_k",
+    "val_top_k",
+    "f1_macro",
+    "val_f1_macro",
+    "seconds",
+];
+
+fn epoch_fields(log: &EpochLog) -> [Option<f64>; 11] {
+    [
+        Some(log.loss),
+        log.accuracy,
+        log.val_loss,
+        log.val_accuracy,
+        Some(log.learning_rate),
+        log.grad_norm,
+        log.top_k,
+        log.val_top_k,
+        log.f1_macro,
+        log.val_f1_macro,
+        Some(log.seconds),
+    ]
+}
+
+/// Writes everything `fit` would need to carry on from `at` to the backup file.
+fn back_up<T: Float, M: Model<T>, O: Optimizer<T>>(
+    backup: &Backup,
+    fingerprint: &Fingerprint,
+    at: &Position,
+    fit: &FitState<'_, T, M>,
+    optimizer: &O,
+    callbacks: &[&mut dyn Callback<T, M>],
+    train_counts: Option<&MetricCounts>,
+) -> Result<()> {
+    let mut state = ResumeState::new();
+    state.set_scope("fit/");
+    for (name, value) in Fingerprint::NAMES.iter().zip(fingerprint.values()) {
+        state.put_count(name, value);
+    }
+    let sums = &at.sums;
+    for (name, value) in [
+        ("epoch", at.epoch),
+        ("batch", sums.batch),
+        ("samples", sums.samples),
+        ("correct", sums.correct),
+        ("counted", sums.counted),
+        ("steps", sums.steps),
+    ] {
+        state.put_count(name, value as u64);
+    }
+    state.put_number("total", sums.total);
+    state.put_number("norms", sums.norms);
+    state.put_number("learning_rate", fit.learning_rate);
+    if let Some(counts) = train_counts {
+        state.put_counts("metric_counts", &counts.to_counts());
+    }
+    let history = &*fit.history;
+    state.put_count("history", history.epochs.len() as u64);
+    state.put_count("stopped_early", u64::from(history.stopped_early));
+    if let Some(best) = history.best_epoch {
+        state.put_count("best_epoch", best as u64);
+    }
+    for (i, log) in history.epochs.iter().enumerate() {
+        for (field, value) in EPOCH_FIELDS.iter().zip(epoch_fields(log)) {
+            state.put_optional(&format!("history/{i}/{field}"), value);
+        }
+    }
+    state.set_scope("optimizer/");
+    optimizer.save_state(&mut state)?;
+    for (i, callback) in callbacks.iter().enumerate() {
+        state.set_scope(&format!("callback/{i}/"));
+        callback.save_state(&mut state);
+    }
+    fit.model
+        .state()
+        .write_backup(M::SPEC, &mut state, &backup.path)
+}
+
+/// Reads the backup and puts everything back: callbacks, optimiser, history, model
+/// (last, so that a backup that fails a check leaves the model as it was). Returns
+/// where training carries on.
+fn restore<T: Float, M: Model<T>, O: Optimizer<T>>(
+    backup: &Backup,
+    fingerprint: &Fingerprint,
+    fit: &mut FitState<'_, T, M>,
+    optimizer: &mut O,
+    callbacks: &mut [&mut dyn Callback<T, M>],
+    train_counts: Option<&mut MetricCounts>,
+) -> Result<Position> {
+    let path = &backup.path;
+    let (mut state, model) = fit.model.state().read_backup(M::SPEC, path)?;
+    state.set_scope("fit/");
+    let mut differences = Vec::new();
+    for (name, value) in Fingerprint::NAMES.iter().zip(fingerprint.values()) {
+        let saved = state.count(name)?;
+        if saved != value {
+            differences.push(format!("{name} {saved} (this run: {value})"));
+        }
+    }
+    if !differences.is_empty() {
+        return Err(Error::Mismatch(format!(
+            "{} was written by a run with {}; resume with the same settings and data, or remove it to start afresh",
+            path.display(),
+            differences.join(", ")
+        )));
+    }
+    let at = Position {
+        epoch: state.size("epoch")?,
+        sums: Sums {
+            batch: state.size("batch")?,
+            total: state.number("total")?,
+            samples: state.size("samples")?,
+            correct: state.size("correct")?,
+            counted: state.size("counted")?,
+            norms: state.number("norms")?,
+            steps: state.size("steps")?,
+        },
+    };
+    let mut history = History {
+        epochs: Vec::new(),
+        stopped_early: state.count("stopped_early")? != 0,
+        best_epoch: match state.counts("best_epoch") {
+            Ok(_) => Some(state.size("best_epoch")?),
+            Err(_) => None,
+        },
+    };
+    let epochs = state.size("history")?;
+    if epochs != at.epoch && epochs != at.epoch + 1 {
+        return Err(Error::format(
+            path,
+            "the history does not match the epoch reached",
+        ));
+    }
+    for epoch in 0..epochs {
+        let field = |name: &str| state.optional_number(&format!("history/{epoch}/{name}"));
+        let required = |name: &str| state.number(&format!("history/{epoch}/{name}"));
+        history.epochs.push(EpochLog {
+            epoch,
+            loss: required("loss")?,
+            accuracy: field("accuracy"),
+            val_loss: field("val_loss"),
+            val_accuracy: field("val_accuracy"),
+            learning_rate: required("learning_rate")?,
+            grad_norm: field("grad_norm"),
+            top_k: field("top_k"),
+            val_top_k: field("val_top_k"),
+            f1_macro: field("f1_macro"),
+            val_f1_macro: field("val_f1_macro"),
+            seconds: required("seconds")?,
+        });
+    }
+    let learning_rate = state.number("learning_rate")?;
+    // Counts of a partly trained epoch; an epoch's start has none.
+    if let Some(counts) = train_counts.filter(|_| at.sums.batch > 0) {
+        let saved = state.counts("metric_counts")?;
+        if !counts.restore_counts(saved) {
+            return Err(Error::format(
+                path,
+                "the metric counts do not match the metrics asked for",
+            ));
+        }
+    }
+    *fit.history = history;
+    fit.learning_rate = learning_rate;
+    for (i, callback) in callbacks.iter_mut().enumerate() {
+        state.set_scope(&format!("callback/{i}/"));
+        callback.restore_state(&state, fit)?;
+    }
+    state.set_scope("optimizer/");
+    optimizer.restore_state(&state, M::SPEC.param_count)?;
+    fit.model.state_mut().commit_backup(model);
+    Ok(at)
 }
