@@ -148,6 +148,12 @@ fn an_interrupted_run_resumes_bit_for_bit() {
             assert!(err.to_string().contains("interrupted"), "{err}");
         }
         assert!(backup.exists(), "an interrupted run keeps its backup");
+        // The backup also loads as a checkpoint.
+        let mut net = Digits::<f32>::new(5);
+        let report = net
+            .load_with(&backup, &LoadOptions::new().strict(false))
+            .unwrap();
+        assert!(report.missing.is_empty(), "{:?}", report.missing);
         let resumed = train(&backup, 5, 99, None).unwrap();
         assert!(
             resumed.0 == reference.0,
