@@ -1,0 +1,183 @@
+//! The `model!` language of kiln as a library: the procedural macro in `kiln-macros`
+//! is a shell around [`expand`], and tests and fuzz targets call it directly on
+//! `proc_macro2` token streams, without a compiler.
+//!
+//! Three stages, three modules: `parse` turns tokens into a typed tree that keeps
+//! spans, `check` resolves layers and infers shapes (every mistake a spanned error),
+//! `codegen` emits the struct and its passes as calls into the runtime. The stages
+//! are generic: everything about one layer family (arguments, shape rule, parameters,
+//! FLOPs, kernel calls) lives in its module under `layers`. Nothing on the path of
+//! user input panics. See the `kiln` crate for the DSL reference.
+
+mod blocks;
+mod check;
+mod codegen;
+mod layers;
+mod parse;
+
+use proc_macro2::TokenStream;
+
+/// The expansion of `model!`'s input: the model's struct and passes, or, for input that
+/// does not parse or check, `compile_error!`s spanned on the culprit followed by the
+/// bare struct (so that code naming the model still resolves). Never panics.
+pub fn expand(input: TokenStream) -> TokenStream {
+    match syn::parse2::<parse::ModelDef>(input) {
+        Ok(def) => expand_def(&def).unwrap_or_else(|error| fallback(&def, error)),
+        Err(error) => error.into_compile_error(),
+    }
+}
+
+/// Whether `input` is a valid model: `Ok`, or the first error the macro would report.
+pub fn check(input: TokenStream) -> syn::Result<()> {
+    let def = syn::parse2::<parse::ModelDef>(input)?;
+    check::check(&def).map(drop)
+}
+
+fn expand_def(def: &parse::ModelDef) -> syn::Result<TokenStream> {
+    let checked = check::check(def)?;
+    Ok(codegen::emit(def, &checked))
+}
+
+/// The errors plus the bare struct, so code that names the model still resolves.
+fn fallback(def: &parse::ModelDef, error: syn::Error) -> TokenStream {
+    let mut tokens = error.into_compile_error();
+    tokens.extend(codegen::emit_fallback(def));
+    tokens
+}
+
+#[cfg(test)]
+mod tests {
+    //! The expansion of one model, pretty-printed and compared with a checked-in
+    //! snapshot, so that every change to the generated code shows up as a diff.
+    //! Re-bless with `KILN_BLESS=1 cargo test -p kiln-dsl`.
+
+    use super::*;
+
+    fn expand_str(source: &str) -> String {
+        let def: parse::ModelDef = syn::parse_str(source).expect("parses");
+        let tokens = expand_def(&def).expect("valid model");
+        let file: syn::File = syn::parse2(tokens).expect("expansion is valid Rust");
+        prettyplease::unparse(&file)
+    }
+
+    #[test]
+    fn mlp_expansion_matches_snapshot() {
+        let actual = expand_str(
+            "/// A small classifier.
+             pub struct Mlp {
+                 input: [784],
+                 fc1: Dense(128), Relu,
+                 Dropout(0.2),
+                 fc2: Dense(10),
+             }",
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/mlp.rs");
+        if std::env::var_os("KILN_BLESS").is_some() {
+            std::fs::write(path, &actual).expect("write snapshot");
+        }
+        let expected =
+            std::fs::read_to_string(path).expect("snapshot exists; bless it with KILN_BLESS=1");
+        assert_eq!(
+            actual, expected,
+            "expansion changed; review and re-bless with KILN_BLESS=1"
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        for source in [
+            "struct M {}",
+            "struct M { input: [] }",
+            "struct M { input: [3], }",
+            "struct M { input: [0], Dense(0) }",
+            "struct M { input: [2, 3, 4, 5, 6], Relu }",
+            "struct M { input: [3], Dense(-1) }",
+            "struct M { input: [3], Dense(1, 2, 3) }",
+            "struct M { input: [3], Dense(x) }",
+            "struct M { input: [3], Residual }",
+            "struct M { input: [3], Residual {} }",
+            "struct M { input: [3], Residual { Flatten } }",
+            "struct M { input: [3], Dense { Relu } }",
+            "struct M { input: [3], Dropout(1.0) }",
+            "struct M { input: [3], Dropout(p = 0.1, p = 0.2) }",
+            "struct M { input: [3], a: Relu, a: Relu }",
+            "struct M { input: [3, 4, 5], Dense(2), Dense(3) }",
+            "struct M { input: [3], Residual { Dense(2) } }",
+            "struct M { input: [3], Flatten }",
+            "struct M { input: [3], Lstm(4) }",
+            "struct M { input: [1, 4, 4], Conv2d(2, kernel = (3, 3, 3)) }",
+            "struct M { input: [1, 4, 4], Conv2d(2, kernel = 0) }",
+            "struct M { input: [1, 4, 4], Conv2d(0, kernel = 1) }",
+            "struct M { input: [1, 4, 4], Conv2d(2, kernel = 5) }",
+            "struct M { input: [1, 4, 4], MaxPool2d(3) }",
+            "struct M { input: [1, 4, 4], MaxPool2d(2, padding = 2) }",
+            "struct M { input: [1, 4, 4], AvgPool2d(kernel = -1) }",
+            "struct M { input: [1, 4, 4], BatchNorm2d(eps = 0) }",
+            "struct M { input: [1, 4, 4], BatchNorm2d(momentum = 2) }",
+            "struct M { input: [4], BatchNorm2d }",
+            "struct M { input: [4], GlobalAvgPool }",
+            "struct M { input: [4, 3], Lstm(0) }",
+            "struct M { input: [4, 3], LastStep(2) }",
+            "struct M { input: [4], Embedding(vocab = 0, dim = 2) }",
+            "struct M { input: [4], Dense(2), Embedding(vocab = 3, dim = 2) }",
+            "struct M { input: [4, 6], MultiHeadAttention(heads = 4) }",
+            "struct M { input: [4, 6], MultiHeadAttention(heads = 0) }",
+            "struct M { input: [6], MultiHeadAttention(heads = 2) }",
+            "struct M { input: [4, 6], LayerNorm(eps = -1.0) }",
+            "struct M { input: [4, 6], Residual { Embedding(vocab = 3, dim = 6) } }",
+            "struct M { input: [3], Concat }",
+            "struct M { input: [3], Concat {} }",
+            "struct M { input: [3], Add { a: Dense(2), b: {} } }",
+            "struct M { input: [3], x: {} }",
+            "struct M { input: [3], Sequential {} }",
+            "struct M { input: [3], Mul { a: Dense(3, foo = 1), b: {} } }",
+            "struct M { input: [2, 3, 3], Concat { a: {}, b: { Flatten } } }",
+            "struct M { input: [2, 3], Concat { a: Dense(2), b: LastStep } }",
+            "struct M { input: [3], Concat { a: Dense(2) } }",
+            "struct M { input: [3], Concat { a: Dense(2), a: Dense(2) } }",
+            "struct M { input: [3], Add { a: { Embedding(vocab = 3, dim = 2) }, b: {} } }",
+            "struct M { input: [3], Concat(2) { a: {}, b: {} } }",
+            "struct M { input: [3], Add { a: Dens(3), b: {} } }",
+            "struct M { input: [3], Repeat(0) { Dense(3) } }",
+            "struct M { input: [3], Repeat { Dense(3) } }",
+            "struct M { input: [3], Repeat(2) }",
+            "struct M { input: [3], Repeat(2) {} }",
+            "struct M { input: [3], Repeat(2) { Dens(3) } }",
+            "struct M { input: [3, 4, 5], Repeat(2) { Dense(3) } }",
+            "struct M { input: [3], Repeat(2) { Flatten } }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(0, kernel = 2) }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(2, kernel = 0) }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(2, kernel = 2, stride = 0) }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(2, kernel = 2, dilation = 0) }",
+            "struct M { input: [1, 4, 4], ConvTranspose2d(2, kernel = 2, output_padding = 1) }",
+            "struct M { input: [1, 1, 1], ConvTranspose2d(2, kernel = 1, padding = 1) }",
+            "struct M { input: [4], ConvTranspose2d(2, kernel = 2) }",
+            "struct M { input: [1, 4, 4], Upsample(0) }",
+            "struct M { input: [1, 4, 4], Upsample(2, mode = 3) }",
+            "struct M { input: [1, 4, 4], Upsample(2, mode = a::b) }",
+            "struct M { input: [1, 4, 4], Upsample(2, mode = \"\") }",
+            "struct M { input: [1, 4, 4], Upsample }",
+            "struct M { input: [4], Upsample(2) }",
+            "block B { B } struct M { input: [3], B }",
+            "block B { C } block C { B } struct M { input: [3], B, C }",
+            "block B(x) { Dense(x) } struct M { input: [3], B(y = 1) }",
+            "block B(x) { Dense(x) } struct M { input: [3], B(0) }",
+            "block B(x) { Dense(x) } struct M { input: [3], B }",
+            "block B(x) { Dense((x, x)) } struct M { input: [3], B(2) }",
+            "block B(x) { Dense(x) } struct M { input: [3], B(-x) }",
+            "block Dense { } struct M { input: [3], Dense(2) }",
+            "block B {} struct M { input: [3], B }",
+            "block B { Flatten } struct M { input: [3], B }",
+            "block B { Embedding(vocab = 3, dim = 2) } struct M { input: [3], Dense(3), B }",
+            "block B(x, x) { Dense(x) } struct M { input: [3], B(1, 2) }",
+            "block B { Dense(2) } struct M { input: [3], B { Relu } }",
+            "block B { Dense(2) } block B { Dense(3) } struct M { input: [3], B }",
+            "block B(x) { Dense(x) } struct M { input: [3], Residual { B(3) }, B(3, 4) }",
+        ] {
+            let def: syn::Result<parse::ModelDef> = syn::parse_str(source);
+            if let Ok(def) = def {
+                assert!(expand_def(&def).is_err(), "{source} should be rejected");
+            }
+        }
+    }
+}
