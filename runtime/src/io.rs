@@ -294,6 +294,20 @@ pub fn load_with<T: Float>(
     load_from(spec, params, buffers, &file, path, options)
 }
 
+/// [`load_with`] of a file's bytes already in memory; errors name it `<bytes in memory>`.
+pub fn load_bytes<T: Float>(
+    spec: &ModelSpec,
+    params: &mut [T],
+    buffers: &mut [T],
+    bytes: &[u8],
+    options: &LoadOptions,
+) -> Result<LoadReport> {
+    let path = Path::new("<bytes in memory>");
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+    load_from(spec, params, buffers, &file, path, options)
+}
+
 /// [`load_with`] from a file already parsed.
 pub(crate) fn load_from<T: Float>(
     spec: &ModelSpec,

@@ -1558,6 +1558,23 @@ pub trait Model<T: Float>: Sized {
         )
     }
 
+    /// [`load_with`](Self::load_with) of a safetensors file's bytes already in memory
+    /// (`include_bytes!`, a download), with the same checks.
+    fn load_bytes(
+        &mut self,
+        bytes: &[u8],
+        options: &crate::io::LoadOptions,
+    ) -> Result<crate::io::LoadReport> {
+        let state = self.state_mut();
+        crate::io::load_bytes(
+            Self::SPEC,
+            &mut state.params,
+            &mut state.buffers,
+            bytes,
+            options,
+        )
+    }
+
     /// The non-trained state (batch norm's running statistics), by name.
     fn buffers(&self) -> ParamSet<'_, T> {
         ParamSet {

@@ -23,7 +23,17 @@ pub struct IdxArray {
 /// read (and, for gzip, inflated), so a file holding more is an error without
 /// inflating the rest.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let mut file = MaybeGz::open(path)?;
+    read_idx_from(MaybeGz::open(path)?, path)
+}
+
+/// [`read_idx`] of a file's bytes already in memory (gzip or raw): `include_bytes!`,
+/// a download.
+pub fn read_idx_bytes(bytes: &[u8]) -> Result<IdxArray> {
+    let name = Path::new(super::IN_MEMORY);
+    read_idx_from(MaybeGz::new(name, bytes)?, name)
+}
+
+fn read_idx_from(mut file: MaybeGz<'_>, path: &Path) -> Result<IdxArray> {
     let head = file.read_up_to(4)?;
     if head.len() < 4 {
         return Err(Error::format(
@@ -100,6 +110,15 @@ pub fn read_idx_dataset<T: Float, S: Shape>(
     scale: f64,
     classes: usize,
 ) -> Result<Dataset<T, S, usize>> {
+    // Every byte times the scale must be finite in the element type, as the data set
+    // accepts nothing else.
+    if !(T::from_f64(255.0) * T::from_f64(scale)).is_finite() {
+        return Err(Error::InvalidHyperParameter {
+            name: "scale",
+            value: scale,
+            reason: "must keep 255 * scale finite in the element type",
+        });
+    }
     let x = read_idx(images)?;
     let y = read_idx(labels)?;
     if y.dims.len() != 1 {
@@ -235,6 +254,15 @@ mod tests {
             assert_eq!(ds.targets(), &[7, 0, 9]);
             assert_eq!(&ds.features().as_slice()[..2], &[0.0, 1.0]);
         }
+        // A scale that makes a byte infinite as an f32 is refused before reading.
+        let xi = write(&dir, "x", &images, false);
+        let yi = write(&dir, "y", &labels, false);
+        let err = read_idx_dataset::<f32, Shape1<4>>(&xi, &yi, 1e37, 10).unwrap_err();
+        assert!(err.to_string().contains("scale"), "{err}");
+        assert!(read_idx_dataset::<f64, Shape1<4>>(&xi, &yi, 1e37, 10).is_ok());
+        // The same bytes from memory.
+        let array = read_idx_bytes(&images).unwrap();
+        assert_eq!((array.dims, array.data.len()), (vec![3, 2, 2], 12));
     }
 
     #[cfg(feature = "gzip")]

@@ -13,10 +13,10 @@ mod csv;
 mod dataset;
 mod idx;
 
-pub use self::csv::{read_csv, read_csv_with, CsvOptions, Header, LabelColumn};
+pub use self::csv::{read_csv, read_csv_bytes, read_csv_with, CsvOptions, Header, LabelColumn};
 pub(crate) use dataset::argmax;
 pub use dataset::{Batches, Dataset, Standardizer, Target};
-pub use idx::{read_idx, read_idx_dataset, read_mnist, IdxArray, TrainTest};
+pub use idx::{read_idx, read_idx_bytes, read_idx_dataset, read_mnist, IdxArray, TrainTest};
 
 use std::path::Path;
 
@@ -27,38 +27,47 @@ use crate::{Error, Result};
 /// file that decompresses to more is an error as soon as the limit is passed, before
 /// the rest is inflated (a small file can expand a thousandfold).
 pub fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let mut reader = MaybeGz::open(path)?;
-    let bytes = reader.read_up_to(limit.saturating_add(1))?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::format(
-            path,
-            format!("holds more than {limit} bytes (decompressed), the limit of this read"),
-        ));
-    }
-    Ok(bytes)
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    MaybeGz::new(path, std::io::BufReader::new(file))?.read_all(limit)
 }
 
-/// A file's bytes, inflated on the way if the file is gzip.
+/// A file's bytes, inflated on the way if the file is gzip; `path` names it in errors.
 pub(crate) struct MaybeGz<'p> {
     path: &'p Path,
-    reader: Box<dyn std::io::Read>,
+    reader: Box<dyn std::io::Read + 'p>,
     gzip: bool,
 }
 
 impl<'p> MaybeGz<'p> {
     /// Opens `path`, detecting gzip by its magic bytes.
     pub(crate) fn open(path: &'p Path) -> Result<Self> {
-        use std::io::{BufRead, BufReader};
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
-        let mut file = BufReader::new(file);
-        let head = file.fill_buf().map_err(|e| Error::io(path, &e))?;
+        Self::new(path, std::io::BufReader::new(file))
+    }
+
+    /// Reads `source` (bytes in memory, a file), detecting gzip by its magic bytes;
+    /// errors name `path`.
+    pub(crate) fn new(path: &'p Path, mut source: impl std::io::BufRead + 'p) -> Result<Self> {
+        let head = source.fill_buf().map_err(|e| Error::io(path, &e))?;
         let gzip = head.starts_with(&[0x1f, 0x8b]);
-        let reader: Box<dyn std::io::Read> = if gzip {
-            gunzip(path, file)?
+        let reader: Box<dyn std::io::Read + 'p> = if gzip {
+            gunzip(path, source)?
         } else {
-            Box::new(file)
+            Box::new(source)
         };
         Ok(Self { path, reader, gzip })
+    }
+
+    /// Everything, up to `limit` bytes; more is an error as soon as the limit is passed.
+    pub(crate) fn read_all(&mut self, limit: u64) -> Result<Vec<u8>> {
+        let bytes = self.read_up_to(limit.saturating_add(1))?;
+        if bytes.len() as u64 > limit {
+            return Err(Error::format(
+                self.path,
+                format!("holds more than {limit} bytes (decompressed), the limit of this read"),
+            ));
+        }
+        Ok(bytes)
     }
 
     /// The next bytes, up to `n` (fewer only at the end of the data); grows its buffer
@@ -80,13 +89,16 @@ impl<'p> MaybeGz<'p> {
     }
 }
 
+/// The name errors give to data read from memory.
+pub(crate) const IN_MEMORY: &str = "<bytes in memory>";
+
 #[cfg(feature = "gzip")]
-fn gunzip(_: &Path, file: impl std::io::BufRead + 'static) -> Result<Box<dyn std::io::Read>> {
+fn gunzip<'a>(_: &Path, file: impl std::io::BufRead + 'a) -> Result<Box<dyn std::io::Read + 'a>> {
     Ok(Box::new(flate2::bufread::MultiGzDecoder::new(file)))
 }
 
 #[cfg(not(feature = "gzip"))]
-fn gunzip(path: &Path, _: impl std::io::BufRead + 'static) -> Result<Box<dyn std::io::Read>> {
+fn gunzip<'a>(path: &Path, _: impl std::io::BufRead + 'a) -> Result<Box<dyn std::io::Read + 'a>> {
     Err(Error::format(
         path,
         "gzip-compressed, and kiln was built without its `gzip` feature: enable it or \
