@@ -59,6 +59,17 @@ fn labels(batch: usize) -> Vec<usize> {
 fn train<M: Model<f32> + Send>(
     c: &mut Criterion,
     name: &str,
+    model: M,
+    batch: usize,
+    opt: impl Optimizer<f32> + Send,
+) {
+    train_in(c, "train", name, model, batch, opt);
+}
+
+fn train_in<M: Model<f32> + Send>(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
     mut model: M,
     batch: usize,
     mut opt: impl Optimizer<f32> + Send,
@@ -66,7 +77,7 @@ fn train<M: Model<f32> + Send>(
     let x = synthetic(batch * <M::Input as Shape>::SIZE, 1);
     let y = labels(batch);
     let x = TensorRef::<f32, M::Input>::new(&x).expect("whole batch");
-    let mut group = c.benchmark_group("train");
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(batch as u64));
     group.bench_function(BenchmarkId::new(name, batch), |b| {
         // On a rayon worker, as `fit` runs its loop.
@@ -90,6 +101,41 @@ fn training(c: &mut Criterion) {
         "lstm",
         LstmClassifier::<f32>::new(0),
         32,
+        Adam::new(1e-3),
+    );
+    // What the non-finite guard costs: the MLPs without it (plain SGD then updates
+    // inside the backward pass), and the small one with Adam (stored gradients either
+    // way, so the difference is the check alone).
+    let unguarded = |mut model: MlpSmall<f32>| {
+        model.set_nonfinite_guard(false);
+        model
+    };
+    let mut wide = MlpWide::<f32>::new(0);
+    wide.set_nonfinite_guard(false);
+    train_in(
+        c,
+        "unguarded",
+        "mlp_small",
+        unguarded(MlpSmall::new(0)),
+        128,
+        Sgd::new(0.05),
+    );
+    train_in(c, "unguarded", "mlp_wide", wide, 128, Sgd::new(0.05));
+    train_in(
+        c,
+        "adam",
+        "mlp_small",
+        MlpSmall::<f32>::new(0),
+        128,
+        Adam::new(1e-3),
+    );
+    let model = unguarded(MlpSmall::new(0));
+    train_in(
+        c,
+        "adam_unguarded",
+        "mlp_small",
+        model,
+        128,
         Adam::new(1e-3),
     );
 }

@@ -99,8 +99,8 @@ pub mod __private {
     pub use kiln_runtime::layers;
     pub use kiln_runtime::optim::apply_linear_step;
     pub use kiln_runtime::{
-        Float, LayerInfo, Mode, Model, ModelSpec, ModelState, ParamInfo, Pass, Rng, Shape1, Shape2,
-        Shape3, Shape4, TensorKind, Workspace,
+        DeferredWeight, Float, LayerInfo, Mode, Model, ModelSpec, ModelState, ParamInfo, Pass, Rng,
+        Shape1, Shape2, Shape3, Shape4, TensorKind, Workspace,
     };
 }
 

@@ -312,8 +312,9 @@ fn training_steps_allocate_nothing_after_the_first() {
     println!("cnn with max pools, batch 64: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps of the max-pool CNN");
 
-    // The benchmark's wide MLP with plain SGD: each dense layer's update is added into
-    // its weight by the weight-gradient product, inside the backward pass.
+    // The benchmark's wide MLP with plain SGD: without the non-finite guard, each dense
+    // layer's update is added into its weight by the weight-gradient product, inside
+    // the backward pass.
     let batch = 128;
     let x: Vec<f32> = (0..batch * 784)
         .map(|i| ((i * 29) % 253) as f32 / 253.0)
@@ -322,14 +323,19 @@ fn training_steps_allocate_nothing_after_the_first() {
     let mut wide = WideMlp::<f32>::new(4);
     let mut sgd = Sgd::new(0.05);
     let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
-    let n = rayon::scope(|_| {
-        count(2, 10, || {
-            wide.train_step(x, &labels, &CrossEntropy::default(), &mut sgd)
-                .unwrap();
-        })
-    });
-    println!("784-1024-1024-10 MLP, batch 128: {n} allocations in 10 steps");
-    assert_eq!(n, 0, "allocations in 10 training steps of the wide MLP");
+    // Guarded (gradients stored and checked before the step), then unguarded (the
+    // update inside the pass).
+    for guard in [true, false] {
+        wide.set_nonfinite_guard(guard);
+        let n = rayon::scope(|_| {
+            count(2, 10, || {
+                wide.train_step(x, &labels, &CrossEntropy::default(), &mut sgd)
+                    .unwrap();
+            })
+        });
+        println!("784-1024-1024-10 MLP, batch 128, guard {guard}: {n} allocations in 10 steps");
+        assert_eq!(n, 0, "allocations in 10 training steps of the wide MLP");
+    }
 
     // Recurrence with the batch's halves on two threads, weight gradients split by rows.
     let batch = 32;

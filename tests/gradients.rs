@@ -436,10 +436,11 @@ impl Optimizer<f64> for StoredGradients {
     }
 }
 
-/// Three SGD steps with the update made inside the backward pass give the parameters
-/// (and losses) of three steps through stored gradients. The fused run must also have
-/// left some parameter's gradient unwritten (all zero, as on a new model), which shows
-/// that it took the in-pass path.
+/// Three SGD steps with the update made inside the backward pass (the non-finite guard
+/// off), and three with the guard on (the dense weights' products deferred after the
+/// pass and added straight into the weights), give the parameters (and losses) of three
+/// steps through stored gradients. Each must also have left some parameter's gradient
+/// unwritten (all zero, as on a new model), which shows that it took its own path.
 fn update_in_backward_matches_stored_gradients<M, L>(
     seed: u64,
     x: &[f64],
@@ -449,35 +450,38 @@ fn update_in_backward_matches_stored_gradients<M, L>(
     M: Model<f64>,
     L: Loss<f64>,
 {
-    let x = TensorRef::<f64, M::Input>::new(x).unwrap();
-    let (mut fused, mut stored) = (M::with_seed(seed), M::with_seed(seed));
-    let (mut sgd, mut wrapped) = (Sgd::new(0.05), StoredGradients(Sgd::new(0.05)));
-    for step in 0..3 {
-        let a = fused.train_step(x, target, loss, &mut sgd).unwrap();
-        let b = stored.train_step(x, target, loss, &mut wrapped).unwrap();
-        assert!(
-            (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
-            "step {step}: loss {a} vs {b}"
-        );
-    }
-    for ((info, a), (_, b)) in fused.params().iter().zip(stored.params().iter()) {
-        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+    for guard in [false, true] {
+        let x = TensorRef::<f64, M::Input>::new(x).unwrap();
+        let (mut fused, mut stored) = (M::with_seed(seed), M::with_seed(seed));
+        fused.set_nonfinite_guard(guard);
+        let (mut sgd, mut wrapped) = (Sgd::new(0.05), StoredGradients(Sgd::new(0.05)));
+        for step in 0..3 {
+            let a = fused.train_step(x, target, loss, &mut sgd).unwrap();
+            let b = stored.train_step(x, target, loss, &mut wrapped).unwrap();
             assert!(
                 (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
-                "{}[{i}]: {a} vs {b}",
-                info.name
+                "guard {guard}, step {step}: loss {a} vs {b}"
             );
         }
+        for ((info, a), (_, b)) in fused.params().iter().zip(stored.params().iter()) {
+            for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                    "guard {guard}, {}[{i}]: {a} vs {b}",
+                    info.name
+                );
+            }
+        }
+        let unwritten = fused
+            .grads()
+            .iter()
+            .zip(stored.grads().iter())
+            .any(|((_, a), (_, b))| a.iter().all(|&g| g == 0.0) && b.iter().any(|&g| g != 0.0));
+        assert!(
+            unwritten,
+            "guard {guard}: every gradient was stored: the update was not made in or after the pass"
+        );
     }
-    let unwritten = fused
-        .grads()
-        .iter()
-        .zip(stored.grads().iter())
-        .any(|((_, a), (_, b))| a.iter().all(|&g| g == 0.0) && b.iter().any(|&g| g != 0.0));
-    assert!(
-        unwritten,
-        "every gradient was stored: the update was not made in the pass"
-    );
 }
 
 #[test]

@@ -262,6 +262,107 @@ fn a_non_finite_loss_is_reported_with_its_step_and_changes_nothing() {
     assert_eq!(net.params().as_slice(), &before[..]);
 }
 
+/// A model and a one-sample input for it where the forward pass and the MSE loss
+/// against 0 are finite (`(wx)² = 2.25e38`) but the weight's gradient
+/// `2(wx)x = 4.5e38 / |w|` overflows f32.
+fn overflowing() -> (Linear<f32>, [f32; 1]) {
+    let net = Linear::<f32>::new(0);
+    let w = net.params().get("out.weight").unwrap()[0];
+    let b = net.params().get("out.bias").unwrap()[0];
+    (net, [(1.5e19 - b) / w])
+}
+
+#[test]
+fn a_gradient_that_overflows_is_an_error_and_changes_nothing() {
+    let target = [0.0_f32; 1];
+    let loss = Mse::default();
+    for optimizer in ["sgd", "adam"] {
+        let (mut net, x) = overflowing();
+        let x = TensorRef::<f32, Shape1<1>>::new(&x).unwrap();
+        let before = net.params().as_slice().to_vec();
+        let mut sgd = Sgd::new(0.1);
+        let mut adam = Adam::new(0.1);
+        let err = match optimizer {
+            "sgd" => net.train_step(x, &target[..], &loss, &mut sgd),
+            _ => net.train_step(x, &target[..], &loss, &mut adam),
+        }
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::NonFiniteParameterGradient { tensor, step: 0, .. } if tensor == "out.weight"
+            ),
+            "{optimizer}: {err}"
+        );
+        assert_eq!(net.params().as_slice(), &before[..], "{optimizer}");
+        assert_eq!(net.steps(), 0);
+        // Nor did the optimiser step: Adam's next step is the one of a fresh Adam.
+        let ok = [0.5_f32; 1];
+        let ok = TensorRef::<f32, Shape1<1>>::new(&ok).unwrap();
+        if optimizer == "adam" {
+            let (mut fresh, _) = overflowing();
+            net.train_step(ok, &target[..], &loss, &mut adam).unwrap();
+            fresh
+                .train_step(ok, &target[..], &loss, &mut Adam::new(0.1))
+                .unwrap();
+            assert_eq!(net.params().as_slice(), fresh.params().as_slice());
+        }
+    }
+    // The same through fit.
+    let (mut net, x) = overflowing();
+    let data =
+        kiln::data::Dataset::<f32, Shape1<1>, f32>::new(x.to_vec(), target.to_vec(), None).unwrap();
+    let before = net.params().as_slice().to_vec();
+    let err = net
+        .fit(
+            &data,
+            None,
+            &loss,
+            &mut Sgd::new(0.1),
+            &FitConfig::new(1, 1).progress(Progress::Silent),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NonFiniteParameterGradient { .. }),
+        "{err}"
+    );
+    assert_eq!(net.params().as_slice(), &before[..]);
+    // Large but finite: the guard's bound (2^100 for f32) is passed, so the gradient is
+    // formed and checked exactly, and the step is the one stored gradients give.
+    struct Stored(Sgd<f32>);
+    impl Optimizer<f32> for Stored {
+        fn step(&mut self, params: &mut [f32], grads: &[f32]) -> kiln::Result<()> {
+            self.0.step(params, grads)
+        }
+        fn learning_rate(&self) -> f64 {
+            Optimizer::<f32>::learning_rate(&self.0)
+        }
+        fn set_learning_rate(&mut self, lr: f64) {
+            Optimizer::<f32>::set_learning_rate(&mut self.0, lr);
+        }
+    }
+    let big = [1e16_f32];
+    let big = TensorRef::<f32, Shape1<1>>::new(&big).unwrap();
+    let (mut guarded, _) = overflowing();
+    let (mut stored, _) = overflowing();
+    guarded
+        .train_step(big, &target[..], &loss, &mut Sgd::new(1e-33))
+        .unwrap();
+    stored
+        .train_step(big, &target[..], &loss, &mut Stored(Sgd::new(1e-33)))
+        .unwrap();
+    assert_eq!(guarded.params().as_slice(), stored.params().as_slice());
+    assert_ne!(guarded.params().as_slice(), &before[..]);
+    // With the guard off (for speed), the overflow reaches the weight: what the guard
+    // prevents.
+    let (mut net, x) = overflowing();
+    net.set_nonfinite_guard(false);
+    let x = TensorRef::<f32, Shape1<1>>::new(&x).unwrap();
+    net.train_step(x, &target[..], &loss, &mut Sgd::new(1.0))
+        .unwrap();
+    assert!(net.params().as_slice().iter().any(|v| !v.is_finite()));
+}
+
 #[test]
 fn regularization_is_added_to_loss_and_gradient() {
     let xs = [0.5_f64, -1.0];

@@ -78,6 +78,22 @@ pub enum Error {
         /// The norm computed.
         norm: f64,
     },
+    /// A gradient is NaN or infinite (an overflow in the backward pass, a layer of
+    /// one's own that returns NaN); the step was not made: parameters, buffers and the
+    /// optimiser's state are as they were.
+    #[error(
+        "gradient of {tensor}[{index}] is {value} at step {step}; parameters were not updated"
+    )]
+    NonFiniteParameterGradient {
+        /// The parameter tensor, by its full name.
+        tensor: String,
+        /// The value's position in the tensor (row-major).
+        index: usize,
+        /// The gradient.
+        value: f64,
+        /// Index of the training step (0-based count of successful steps before it).
+        step: u64,
+    },
     /// A hyper-parameter outside its domain.
     #[error("invalid {name}: {value} ({reason})")]
     InvalidHyperParameter {

@@ -134,6 +134,34 @@ pub struct ModelSpec {
     /// For a model that starts with an `Embedding`: its vocabulary, which every input
     /// id must be below.
     pub token_vocab: Option<usize>,
+    /// The dense weights whose gradient product a guarded SGD step forms after the
+    /// backward pass, straight into the weight (see [`Model::set_nonfinite_guard`]).
+    pub deferred: &'static [DeferredWeight],
+}
+
+/// A dense layer's weight in [`ModelSpec::deferred`]: where it is, the node holding the
+/// layer's input `x` (`in_features` wide) and the node whose gradient holds `g`, the
+/// gradient at the layer's pre-activation after the backward pass; its gradient is
+/// `gᵀx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferredWeight {
+    /// Start of the weight in the parameter buffer.
+    pub weight_offset: usize,
+    /// Its length, `out_features · in_features`.
+    pub weight_len: usize,
+    /// The node of the layer's input.
+    pub input: usize,
+    /// The node of the layer's output.
+    pub output: usize,
+    /// The width of the input rows.
+    pub in_features: usize,
+}
+
+impl DeferredWeight {
+    /// The weight's range in the parameter buffer.
+    pub const fn range(&self) -> Range<usize> {
+        self.weight_offset..self.weight_offset + self.weight_len
+    }
 }
 
 impl ModelSpec {
@@ -218,6 +246,66 @@ fn all_finite<T: Float>(values: &[T]) -> bool {
     finite
 }
 
+/// `max |v|` over `values`, or `None` if one is NaN or infinite; one vectorised pass.
+fn finite_max_abs<T: Float>(values: &[T]) -> Option<T> {
+    let (max, finite) = crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            let (mut max, mut zero) = ([T::ZERO; 16], [T::ZERO; 16]);
+            let chunks = values.chunks_exact(16);
+            let rest = chunks.remainder();
+            for chunk in chunks {
+                for ((m, z), &v) in max.iter_mut().zip(zero.iter_mut()).zip(chunk) {
+                    let a = v.abs();
+                    *m = if a > *m { a } else { *m };
+                    *z += v * T::ZERO;
+                }
+            }
+            let (mut m, mut z) = (T::ZERO, T::ZERO);
+            for &v in rest {
+                m = if v.abs() > m { v.abs() } else { m };
+                z += v * T::ZERO;
+            }
+            for (&lane, &lane_zero) in max.iter().zip(&zero) {
+                m = if lane > m { lane } else { m };
+                z += lane_zero;
+            }
+            (m, z == T::ZERO)
+        },
+    );
+    crate::simd::clear_upper_vector_state();
+    finite.then_some(max)
+}
+
+/// The parameter ranges between the deferred dense weights (biases, every other
+/// layer's parameters), in order.
+fn outside_deferred(
+    deferred: &'static [DeferredWeight],
+    len: usize,
+) -> impl Iterator<Item = Range<usize>> {
+    let mut start = 0;
+    deferred
+        .iter()
+        .map(DeferredWeight::range)
+        .chain(std::iter::once(len..len))
+        .filter_map(move |weight| {
+            let gap = start..weight.start;
+            start = weight.end;
+            (!gap.is_empty()).then_some(gap)
+        })
+}
+
+/// [`all_finite`] in two halves on rayon's threads for buffers as large as the
+/// optimisers split ([`crate::optim::PARALLEL_MIN_PARAMS`]).
+fn all_finite_split<T: Float>(values: &[T]) -> bool {
+    if values.len() < crate::optim::PARALLEL_MIN_PARAMS {
+        return all_finite(values);
+    }
+    let (a, b) = values.split_at(values.len() / 2);
+    let (a, b) = rayon::join(|| all_finite(a), || all_finite(b));
+    a && b
+}
+
 /// A batch's intermediate values and their gradients, sized once for the largest batch.
 #[derive(Debug, Clone)]
 pub struct Workspace<T> {
@@ -249,6 +337,8 @@ pub struct Pass<'a, T> {
     fixed: &'a mut [T],
     trainable_from: usize,
     input: Option<&'a [T]>,
+    /// Whether dense layers leave their weight gradients to [`ModelSpec::deferred`].
+    deferring: bool,
 }
 
 impl<'a, T: Float> Pass<'a, T> {
@@ -273,6 +363,7 @@ impl<'a, T: Float> Pass<'a, T> {
             fixed: &mut ws.fixed,
             trainable_from: ws.trainable_from,
             input,
+            deferring: false,
         }
     }
 
@@ -307,12 +398,31 @@ impl<'a, T: Float> Pass<'a, T> {
             fixed,
             trainable_from: 0,
             input,
+            deferring: false,
         }
     }
 
     /// The batch size of the pass.
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// Whether a backward pass without an update leaves the dense layers' weight
+    /// gradients unformed (a guarded SGD step forms them afterwards, into the
+    /// weights): their kernels then write the input and bias gradients and leave the
+    /// gradient at the pre-activation in the output node's gradient.
+    pub fn deferring(&self) -> bool {
+        self.deferring
+    }
+
+    /// The input value and output gradient of a deferred dense weight, after the
+    /// backward pass: `x` and `g` of its gradient `gᵀx`.
+    fn deferred_operands(&self, weight: &DeferredWeight) -> (&[T], &[T]) {
+        let x = match self.outside(weight.input) {
+            Some(x) => x,
+            None => &self.values[self.range(weight.input)],
+        };
+        (x, &self.grads[self.range(weight.output)])
     }
 
     fn range(&self, node: usize) -> Range<usize> {
@@ -696,6 +806,9 @@ pub struct ModelState<T> {
     steps: u64,
     /// Whether `grads` holds a backward pass's gradients not yet applied.
     grads_pending: bool,
+    /// Whether a step checks its gradients before the update (see
+    /// [`Model::set_nonfinite_guard`]).
+    guard: bool,
 }
 
 impl<T: Float> ModelState<T> {
@@ -726,6 +839,7 @@ impl<T: Float> ModelState<T> {
             accumulated_over: None,
             steps: 0,
             grads_pending: false,
+            guard: true,
         }
     }
 }
@@ -802,6 +916,98 @@ impl<T: Float> ModelState<T> {
         self.steps = backed_up.steps;
         self.grads_pending = false;
         self.accumulated_over = None;
+    }
+
+    /// The guarded plain-SGD step after a backward pass that deferred the dense weight
+    /// gradients (`input` is the batch the pass read as node 0). If every stored
+    /// gradient is finite, and every deferred product `gᵀx` has finite operands and a
+    /// bound `rows · max|g| · max|x| · max(1, rate)` far below what could overflow even
+    /// when added to the largest finite weight (2^100 for f32), the step is made: the
+    /// products go straight into the weights (`W ← W − rate·gᵀx`, never stored), the
+    /// rest takes `p ← p − rate·g`. Otherwise the products are formed as gradients and
+    /// the whole buffer checked exactly: an error naming the first non-finite one with
+    /// nothing changed, or, when the bound was only cautious, the same step.
+    fn guarded_linear_step(&mut self, spec: &ModelSpec, rate: T, input: &[T]) -> Result<()> {
+        let limit = if T::DTYPE == "F32" {
+            2f64.powi(100)
+        } else {
+            2f64.powi(960)
+        };
+        let deferred = spec.deferred;
+        let Self {
+            params,
+            grads,
+            workspace,
+            ..
+        } = self;
+        let pass = Pass::new(workspace, Some(input));
+        let safe = outside_deferred(deferred, spec.param_count).all(|r| all_finite(&grads[r]))
+            && deferred.iter().all(|weight| {
+                let (x, g) = pass.deferred_operands(weight);
+                let (Some(x_max), Some(g_max)) = (finite_max_abs(x), finite_max_abs(g)) else {
+                    return false;
+                };
+                let rows = (x.len() / weight.in_features) as f64;
+                rows * x_max.to_f64() * g_max.to_f64() * rate.to_f64().max(1.0) <= limit
+            });
+        if safe {
+            for weight in deferred {
+                let (x, g) = pass.deferred_operands(weight);
+                let w = &mut params[weight.range()];
+                crate::layers::dense_weight_update(
+                    w,
+                    crate::layers::Accum::Add,
+                    -rate,
+                    g,
+                    x,
+                    weight.in_features,
+                );
+            }
+            for range in outside_deferred(deferred, spec.param_count) {
+                crate::optim::apply_linear_step(&mut params[range.clone()], &grads[range], rate);
+            }
+            return Ok(());
+        }
+        for weight in deferred {
+            let (x, g) = pass.deferred_operands(weight);
+            let w = &mut grads[weight.range()];
+            crate::layers::dense_weight_update(
+                w,
+                crate::layers::Accum::Replace,
+                T::ONE,
+                g,
+                x,
+                weight.in_features,
+            );
+        }
+        self.check_gradients(spec)?;
+        crate::optim::apply_linear_step(&mut self.params, &self.grads, rate);
+        Ok(())
+    }
+
+    /// The non-finite guard before an optimiser step: an error naming the first NaN or
+    /// infinite gradient, with nothing changed. With clipping on, its norm (NaN or
+    /// infinite for such a gradient) already guards, and this pass is skipped.
+    fn check_gradients(&self, spec: &ModelSpec) -> Result<()> {
+        if !self.guard || self.clip.is_some() || all_finite_split(&self.grads) {
+            return Ok(());
+        }
+        let index = self
+            .grads
+            .iter()
+            .position(|g| !g.is_finite())
+            .expect("a gradient is not finite");
+        let info = spec
+            .params
+            .iter()
+            .find(|p| p.range().contains(&index))
+            .expect("every gradient belongs to a tensor");
+        Err(Error::NonFiniteParameterGradient {
+            tensor: info.full_name().into_owned(),
+            index: index - info.offset,
+            value: self.grads[index].to_f64(),
+            step: self.steps,
+        })
     }
 
     fn any_frozen(&self) -> bool {
@@ -1198,8 +1404,15 @@ pub trait Model<T: Float>: Sized {
         // penalty, clipping, frozen or scaled tensors): the update is made inside the
         // backward pass.
         let plain = !state.regularization.is_active() && state.clip.is_none() && !state.holds_any();
-        let update = optimizer.linear_step().filter(|_| plain).map(T::from_f64);
+        let linear = optimizer.linear_step().filter(|_| plain).map(T::from_f64);
+        // Guarded, the dense weights' products wait until everything else is checked.
+        let (update, deferred) = if state.guard {
+            (None, linear)
+        } else {
+            (linear, None)
+        };
         let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
+        pass.deferring = deferred.is_some();
         Self::backward_pass(
             &mut state.params,
             &mut state.grads,
@@ -1207,7 +1420,9 @@ pub trait Model<T: Float>: Sized {
             update,
             false,
         );
-        if update.is_none() {
+        if let Some(rate) = deferred {
+            state.guarded_linear_step(spec, rate, x.as_slice())?;
+        } else if update.is_none() {
             if state.regularization.is_active() {
                 for p in spec.params.iter().filter(|p| p.regularized) {
                     value += state
@@ -1219,6 +1434,7 @@ pub trait Model<T: Float>: Sized {
                 }
             }
             state.zero_frozen_grads(spec);
+            state.check_gradients(spec)?;
             if let Some(clip) = state.clip {
                 state.grad_norm = Some(clip.apply(&mut state.grads)?);
             }
@@ -1315,6 +1531,7 @@ pub trait Model<T: Float>: Sized {
             }
         }
         state.zero_frozen_grads(spec);
+        state.check_gradients(spec)?;
         if let Some(clip) = state.clip {
             state.grad_norm = Some(clip.apply(&mut state.grads)?);
         }
@@ -1701,6 +1918,22 @@ pub trait Model<T: Float>: Sized {
         clip_pending(self.state_mut(), GradClip::Value(value))
     }
 
+    /// Turns the non-finite guard on (the default) or off. With it on, a training step
+    /// checks every gradient before the optimiser runs and fails with
+    /// [`Error::NonFiniteParameterGradient`] — parameters, buffers and the optimiser's
+    /// state as they were — if one is NaN or infinite (a NaN input is refused before
+    /// that, a non-finite loss after the forward pass). Off, the check is skipped, and
+    /// plain SGD makes its update inside the backward pass (see the design notes):
+    /// faster, but a gradient that overflows then reaches the weights.
+    fn set_nonfinite_guard(&mut self, on: bool) {
+        self.state_mut().guard = on;
+    }
+
+    /// Whether the non-finite guard is on.
+    fn nonfinite_guard(&self) -> bool {
+        self.state().guard
+    }
+
     /// Number of successful training steps so far.
     fn steps(&self) -> u64 {
         self.state().steps
@@ -1968,6 +2201,7 @@ mod tests {
             nodes: &[0, 2, 5, 7],
             output_node: 2,
             token_vocab: None,
+            deferred: &[],
         };
         let mut ws = Workspace::<f32>::new(&SPEC);
         ws.prepare(3);

@@ -311,6 +311,23 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
         nodes.push(quote!(#last + #layer::SAVED));
     }
     let output_node = plan.output_node;
+    let deferred = plan
+        .steps
+        .iter()
+        .filter_map(|s| s.deferred_weight())
+        .map(|d| {
+            let (offset, len) = (d.weight.start, d.weight.len());
+            let (input, output, in_features) = (d.input, d.output, d.in_features);
+            quote! {
+                ::kiln::__private::DeferredWeight {
+                    weight_offset: #offset,
+                    weight_len: #len,
+                    input: #input,
+                    output: #output,
+                    in_features: #in_features,
+                }
+            }
+        });
     let token_vocab = match checked.layers.first().and_then(|l| l.op.token_vocab()) {
         Some(vocab) => quote!(::core::option::Option::Some(#vocab)),
         None => quote!(::core::option::Option::None),
@@ -330,6 +347,7 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             nodes: &[#(#nodes),*],
             output_node: #output_node,
             token_vocab: #token_vocab,
+            deferred: &[#(#deferred),*],
         }
     }
 }

@@ -10,7 +10,7 @@ use quote::quote;
 use super::activation::{activation, Act};
 use super::{
     arg, layer, optional_params, size, slice, split_grads, split_weight_bias, ArgKind, Call,
-    Checked, GradFlow, LayerSpec, Op, Step,
+    Checked, DeferredWeight, GradFlow, LayerSpec, Op, Step,
 };
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::{InitPlan, Plan};
@@ -146,6 +146,15 @@ impl Step for DenseStep {
         true
     }
 
+    fn deferred_weight(&self) -> Option<DeferredWeight> {
+        Some(DeferredWeight {
+            weight: self.weight.clone(),
+            input: self.input,
+            output: self.output,
+            in_features: self.in_features,
+        })
+    }
+
     fn forward(&self) -> TokenStream {
         let DenseStep {
             input,
@@ -192,14 +201,27 @@ impl Step for DenseStep {
             &self.bias,
         );
         let weight = slice(&self.weight);
+        let deferred_bias = match &self.bias {
+            Some(bias) => {
+                let bias = slice(bias);
+                quote!(#some(&mut grads[#bias]))
+            }
+            None => none.clone(),
+        };
         quote! {
             {
+                let deferring = ws.deferring();
                 let io = ws.backward_io(#input, #output, #none);
                 if let #some(rate) = update {
                     #split_params
                     #layers::dense_backward_update::<T, #in_features, #out_features>(
                         #grad_input, weight, #bias, rate, io.input, io.output,
                         io.grad_output, #act, #rows,
+                    );
+                } else if deferring {
+                    #layers::dense_backward_deferred::<T, #in_features, #out_features>(
+                        #grad_input, #deferred_bias, io.input, &params[#weight],
+                        io.output, io.grad_output, #act, #rows,
                     );
                 } else {
                     #split

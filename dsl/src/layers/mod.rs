@@ -261,6 +261,16 @@ pub trait Op {
     fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, fused: Option<Act>) -> usize;
 }
 
+/// A dense weight whose gradient product `gᵀx` a guarded step defers: its range, the
+/// nodes holding `x` (the layer's input) and `g` (the gradient at its pre-activation,
+/// which the backward kernel leaves in the output node's gradient), and `x`'s width.
+pub struct DeferredWeight {
+    pub weight: Range<usize>,
+    pub input: usize,
+    pub output: usize,
+    pub in_features: usize,
+}
+
 /// One kernel call of the forward pass, with its backward counterpart.
 pub trait Step {
     /// Nodes whose gradient this step's backward writes.
@@ -299,6 +309,13 @@ pub trait Step {
     /// generic pass applies it to [`param_ranges`](Self::param_ranges) afterwards).
     fn updates_inside(&self) -> bool {
         false
+    }
+
+    /// For a dense layer: its weight, whose gradient a guarded SGD step leaves to be
+    /// formed after the backward pass (straight into the weight, once every other
+    /// gradient and the product's operands are known to be finite).
+    fn deferred_weight(&self) -> Option<DeferredWeight> {
+        None
     }
 
     /// The forward kernel call, a block over `params`, `buffers`, `ws`, `mode` and

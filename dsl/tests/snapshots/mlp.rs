@@ -124,6 +124,22 @@ const _: () = {
             nodes: &[0, 784, 912, 1040, 1168, 1178],
             output_node: 4,
             token_vocab: ::core::option::Option::None,
+            deferred: &[
+                ::kiln::__private::DeferredWeight {
+                    weight_offset: 0,
+                    weight_len: 100352,
+                    input: 0,
+                    output: 1,
+                    in_features: 784,
+                },
+                ::kiln::__private::DeferredWeight {
+                    weight_offset: 100480,
+                    weight_len: 1280,
+                    input: 2,
+                    output: 4,
+                    in_features: 128,
+                },
+            ],
         };
         fn state(&self) -> &::kiln::__private::ModelState<T> {
             &self.state
@@ -192,6 +208,7 @@ const _: () = {
             let batch = ws.batch();
             if ws.reaches(101770) {
                 {
+                    let deferring = ws.deferring();
                     let io = ws.backward_io(2, 4, ::core::option::Option::None);
                     if let ::core::option::Option::Some(rate) = update {
                         let (weight, bias) = params[100480..101770].split_at_mut(1280);
@@ -208,6 +225,24 @@ const _: () = {
                             ::core::option::Option::Some(bias),
                             rate,
                             io.input,
+                            io.output,
+                            io.grad_output,
+                            ::kiln::__private::layers::Activation::Identity,
+                            batch,
+                        );
+                    } else if deferring {
+                        ::kiln::__private::layers::dense_backward_deferred::<
+                            T,
+                            128,
+                            10,
+                        >(
+                            ::core::option::Option::Some((
+                                io.grad_input,
+                                ::kiln::__private::layers::Accum::Replace,
+                            )),
+                            ::core::option::Option::Some(&mut grads[101760..101770]),
+                            io.input,
+                            &params[100480..101760],
                             io.output,
                             io.grad_output,
                             ::kiln::__private::layers::Activation::Identity,
@@ -250,6 +285,7 @@ const _: () = {
             }
             if ws.reaches(100480) {
                 {
+                    let deferring = ws.deferring();
                     let io = ws.backward_io(0, 1, ::core::option::Option::None);
                     if let ::core::option::Option::Some(rate) = update {
                         let (weight, bias) = params[0..100480].split_at_mut(100352);
@@ -270,6 +306,28 @@ const _: () = {
                             ::core::option::Option::Some(bias),
                             rate,
                             io.input,
+                            io.output,
+                            io.grad_output,
+                            ::kiln::__private::layers::Activation::Relu,
+                            batch,
+                        );
+                    } else if deferring {
+                        ::kiln::__private::layers::dense_backward_deferred::<
+                            T,
+                            784,
+                            128,
+                        >(
+                            if to_input {
+                                ::core::option::Option::Some((
+                                    io.grad_input,
+                                    ::kiln::__private::layers::Accum::Replace,
+                                ))
+                            } else {
+                                ::core::option::Option::None
+                            },
+                            ::core::option::Option::Some(&mut grads[100352..100480]),
+                            io.input,
+                            &params[0..100352],
                             io.output,
                             io.grad_output,
                             ::kiln::__private::layers::Activation::Relu,

@@ -204,6 +204,57 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     weight_product::<T, IN>(grad_weight, Accum::Replace, T::ONE, g, input, rows);
 }
 
+/// [`dense_backward`] without the weight gradient, for a guarded SGD step that forms
+/// it after the backward pass (with [`dense_weight_update`]): the input gradient and
+/// the bias gradient as [`dense_backward`] writes them, and `grad_output` left holding
+/// the gradient at the pre-activation.
+///
+/// # Panics
+/// On any length that does not match the dimensions, as in [`dense_forward`].
+pub fn dense_backward_deferred<T: Float, const IN: usize, const OUT: usize>(
+    grad_input: Option<(&mut [T], Accum)>,
+    grad_bias: Option<&mut [T]>,
+    input: &[T],
+    weight: &[T],
+    output: &[T],
+    grad_output: &mut [T],
+    activation: Activation,
+    rows: usize,
+) {
+    check_len("dense weight", weight.len(), OUT * IN);
+    let g = pre_activation::<T, IN, OUT>(grad_output, input, output, activation, rows);
+    if let Some(grad_bias) = grad_bias {
+        check_len("dense grad_bias", grad_bias.len(), OUT);
+        column_sums(grad_bias, g, |sum, total| *sum = total);
+    }
+    grad_input_product::<T, IN, OUT>(grad_input, g, weight, rows);
+}
+
+/// `dst = accum(dst, alpha · gᵀ x)` for a dense weight-shaped `dst` of rows `in_features`
+/// wide, where `g` holds `x.len() / in_features` rows: a deferred weight gradient
+/// (`Replace`, `alpha` 1) or its SGD step (`Add`, `alpha` `−rate`).
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn dense_weight_update<T: Float>(
+    dst: &mut [T],
+    accum: Accum,
+    alpha: T,
+    g: &[T],
+    x: &[T],
+    in_features: usize,
+) {
+    let rows = x.len() / in_features.max(1);
+    assert!(
+        in_features > 0
+            && dst.len().is_multiple_of(in_features)
+            && x.len() == rows * in_features
+            && g.len() == rows * (dst.len() / in_features),
+        "dense weight update of mismatched shapes"
+    );
+    weight_product_of(dst, accum, alpha, g, x, rows, in_features);
+}
+
 /// [`dense_backward`] with the update of an optimiser whose step is `p ← p − rate·g`
 /// ([`linear_step`](crate::optim::Optimizer::linear_step)) applied in place of the
 /// parameter gradients: the input gradient is formed first, from the weight as it was,
@@ -305,17 +356,30 @@ fn weight_product<T: Float, const IN: usize>(
     input: &[T],
     rows: usize,
 ) {
-    let units = dst.len() / IN;
+    weight_product_of(dst, accum, alpha, g, input, rows, IN);
+}
+
+/// [`weight_product`] with the input width a run-time value.
+fn weight_product_of<T: Float>(
+    dst: &mut [T],
+    accum: Accum,
+    alpha: T,
+    g: &[T],
+    input: &[T],
+    rows: usize,
+    in_features: usize,
+) {
+    let units = dst.len() / in_features;
     let g = MatRef::from_row_major_slice(g, rows, units);
-    let x = MatRef::from_row_major_slice(input, rows, IN);
+    let x = MatRef::from_row_major_slice(input, rows, in_features);
     for_row_blocks(
         dst,
-        IN,
-        (2 * rows * IN) as f64,
+        in_features,
+        (2 * rows * in_features) as f64,
         &|first_unit, block: &mut [T]| {
-            let units = block.len() / IN;
+            let units = block.len() / in_features;
             matmul(
-                MatMut::from_row_major_slice_mut(block, units, IN),
+                MatMut::from_row_major_slice_mut(block, units, in_features),
                 accum,
                 g.subcols(first_unit, units).transpose(),
                 x,
@@ -391,6 +455,29 @@ mod tests {
         assert_close(&gx, &numeric_grad(&x, h, |x| loss(x, &w, &b)), 1e-7);
         assert_close(&gw, &numeric_grad(&w, h, |w| loss(&x, w, &b)), 1e-7);
         assert_close(&gb, &numeric_grad(&b, h, |b| loss(&x, &w, b)), 1e-7);
+
+        // Deferred: the same input and bias gradients, `g` left in `grad_output`, and
+        // the weight gradient (or an SGD step) formed from it afterwards.
+        let (mut dx, mut db, mut g) = (vec![0.0; rows * IN], vec![0.0; OUT], c.clone());
+        dense_backward_deferred::<f64, IN, OUT>(
+            Some((&mut dx, Accum::Replace)),
+            Some(&mut db),
+            &x,
+            &w,
+            &y,
+            &mut g,
+            activation,
+            rows,
+        );
+        assert_eq!((&dx, &db), (&gx, &gb));
+        assert_eq!(g, go, "the gradient at the pre-activation");
+        let mut dw = vec![f64::NAN; OUT * IN];
+        dense_weight_update(&mut dw, Accum::Replace, 1.0, &g, &x, IN);
+        assert_eq!(dw, gw);
+        let mut stepped = w.clone();
+        dense_weight_update(&mut stepped, Accum::Add, -0.5, &g, &x, IN);
+        let expected: Vec<f64> = w.iter().zip(&gw).map(|(w, g)| w - 0.5 * g).collect();
+        assert_close(&stepped, &expected, 1e-12);
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub use attention::{
 pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
 pub use conv::{conv2d_backward, conv2d_forward};
 pub use conv_transpose::{conv_transpose2d_backward, conv_transpose2d_forward};
-pub use dense::{dense_backward, dense_backward_update, dense_forward};
+pub use dense::{
+    dense_backward, dense_backward_deferred, dense_backward_update, dense_forward,
+    dense_weight_update,
+};
 pub use dropout::{dropout_backward, dropout_forward};
 pub use kiln_shapes::Conv2dShape;
 pub use merge::{

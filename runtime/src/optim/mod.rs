@@ -173,7 +173,7 @@ pub(crate) fn state<T: Float>(buffer: &mut Vec<T>, len: usize) {
 /// Below this many parameters an update runs on the calling thread: the pass is a
 /// few loads and stores per value, and handing half of a small one to another thread
 /// costs more than it saves.
-const PARALLEL_MIN_PARAMS: usize = 1 << 16;
+pub(crate) const PARALLEL_MIN_PARAMS: usize = 1 << 16;
 
 /// Runs `body(params, grads, states)` over the buffers in two halves on rayon's threads
 /// for large models, whole otherwise. Updates are element-wise, so the split changes no
