@@ -193,15 +193,25 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     activation: Activation,
     rows: usize,
 ) {
-    check_len("dense weight", weight.len(), OUT * IN);
     check_len("dense grad_weight", grad_weight.len(), OUT * IN);
-    let g = pre_activation::<T, IN, OUT>(grad_output, input, output, activation, rows);
-    if let Some(grad_bias) = grad_bias {
-        check_len("dense grad_bias", grad_bias.len(), OUT);
-        column_sums(grad_bias, g, |sum, total| *sum = total);
-    }
-    grad_input_product::<T, IN, OUT>(grad_input, g, weight, rows);
-    weight_product::<T, IN>(grad_weight, Accum::Replace, T::ONE, g, input, rows);
+    dense_backward_deferred::<T, IN, OUT>(
+        grad_input,
+        grad_bias,
+        input,
+        weight,
+        output,
+        grad_output,
+        activation,
+        rows,
+    );
+    weight_product::<T, IN>(
+        grad_weight,
+        Accum::Replace,
+        T::ONE,
+        grad_output,
+        input,
+        rows,
+    );
 }
 
 /// [`dense_backward`] without the weight gradient, for a guarded SGD step that forms
