@@ -3,9 +3,9 @@
 //! with the parameters, buffers and history of a run that was never interrupted, bit
 //! for bit.
 //!
-//! The kill test runs this test binary as a child process (`child_trains` below, which
-//! does nothing unless the parent sets `KILN_RESUME_CHILD`), kills it at random
-//! moments and starts it again until it finishes.
+//! The kill test runs this test binary as a child process (`child_trains` below,
+//! ignored unless run by the kill test), kills it at random moments and starts it again
+//! until it finishes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -245,13 +245,11 @@ fn an_optimiser_without_saved_state_cannot_be_backed_up() {
 }
 
 /// The child process of the kill test: trains with the backup in `KILN_RESUME_CHILD`
-/// and writes the final parameters beside it. Without the variable it returns at once.
+/// and writes the final parameters beside it.
 #[test]
+#[ignore = "the child process of runs_killed_at_random_moments_resume_bit_for_bit, which runs it"]
 fn child_trains() {
-    let Some(dir) = std::env::var_os("KILN_RESUME_CHILD") else {
-        return;
-    };
-    let dir = PathBuf::from(dir);
+    let dir = PathBuf::from(std::env::var_os("KILN_RESUME_CHILD").expect("run by the kill test"));
     let (bytes, history) = train(&dir.join("run.backup"), 3, 0, None).unwrap();
     let mut out = bytes;
     out.extend(format!("{history:?}").as_bytes());
@@ -261,7 +259,14 @@ fn child_trains() {
 
 fn spawn_child(dir: &Path) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_trains", "--test-threads", "1", "--quiet"])
+        .args([
+            "--exact",
+            "child_trains",
+            "--ignored",
+            "--test-threads",
+            "1",
+            "--quiet",
+        ])
         .env("KILN_RESUME_CHILD", dir)
         .stdout(std::process::Stdio::piped())
         .spawn()
