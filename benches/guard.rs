@@ -1,11 +1,17 @@
-//! What the non-finite guard costs a training step: the same model trained with the
-//! guard on and off, in alternating blocks of steps in one process, so that the
-//! host's drift falls on both alike; prints each pair's ratio of total times and the
-//! median and quartiles of the per-block ratios. `cargo bench --bench guard`.
+//! What the non-finite guard costs a training step. `cargo bench --bench guard`.
+//!
+//! Two copies of a model train on the same batch in one process, in rounds: each
+//! round times a block of steps of each copy, one with the guard on and one with it
+//! off, and takes the ratio guarded / unguarded. The roles swap every round and the
+//! order every other round, so that neither the host's drift, nor which copy runs
+//! first, nor where each copy's buffers happen to sit in memory can lean on the
+//! ratio. Prints the geometric mean of the rounds' ratios with its 95 % confidence
+//! interval (from the spread of their logarithms), the median and the quartiles.
 //!
 //! T1 and T2 with plain SGD (guarded: the dense weights' products deferred after the
-//! checks; unguarded: made inside the backward pass) and T1 with Adam (stored
-//! gradients either way).
+//! checks; unguarded: made inside the backward pass) and with Adam (stored gradients
+//! either way: the guard adds its checks alone). `KILN_GUARD_ROUNDS` sets T1's rounds (default 600; T2 runs
+//! a tenth as many, of a quarter as many steps each).
 use kiln::prelude::*;
 use std::time::Instant;
 
@@ -15,7 +21,7 @@ kiln::model! { pub struct Wide { input: [784], fc1: Dense(1024), Relu, fc2: Dens
 fn ab<M: Model<f32, Input = Shape1<784>> + Send>(
     name: &str,
     adam: bool,
-    blocks: usize,
+    rounds: usize,
     per: usize,
 ) {
     let batch = 128;
@@ -24,48 +30,82 @@ fn ab<M: Model<f32, Input = Shape1<784>> + Send>(
         .collect();
     let y: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
     let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
-    let (mut a, mut b) = (M::with_seed(0), M::with_seed(0));
-    b.set_nonfinite_guard(false);
-    let (mut sa, mut sb) = (Sgd::new(0.05), Sgd::new(0.05));
-    let (mut aa, mut ab_) = (Adam::new(1e-3), Adam::new(1e-3));
     let loss = CrossEntropy::default();
-    let (mut ta, mut tb) = (0.0, 0.0);
-    let mut ratios = Vec::new();
-    rayon::scope(|_| {
-        for block in 0..blocks {
-            let t = Instant::now();
-            for _ in 0..per {
-                if adam {
-                    a.train_step(x, &y[..], &loss, &mut aa).unwrap();
-                } else {
-                    a.train_step(x, &y[..], &loss, &mut sa).unwrap();
-                }
-            }
-            let da = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            for _ in 0..per {
-                if adam {
-                    b.train_step(x, &y[..], &loss, &mut ab_).unwrap();
-                } else {
-                    b.train_step(x, &y[..], &loss, &mut sb).unwrap();
-                }
-            }
-            let db = t.elapsed().as_secs_f64();
-            if block >= 2 {
-                ta += da;
-                tb += db;
-                ratios.push(da / db);
+    let mut models = [M::with_seed(0), M::with_seed(0)];
+    let mut sgd = [Sgd::new(0.05), Sgd::new(0.05)];
+    let mut adams = [Adam::new(1e-3), Adam::new(1e-3)];
+    let mut time_block = |which: usize, guarded: bool| {
+        let model = &mut models[which];
+        model.set_nonfinite_guard(guarded);
+        let t = Instant::now();
+        for _ in 0..per {
+            if adam {
+                model
+                    .train_step(x, &y[..], &loss, &mut adams[which])
+                    .unwrap();
+            } else {
+                model.train_step(x, &y[..], &loss, &mut sgd[which]).unwrap();
             }
         }
-    });
-    ratios.sort_by(|p, q| p.partial_cmp(q).unwrap());
-    let n = ratios.len();
-    println!("{name}: guarded {:.1} µs, unguarded {:.1} µs per step; total ratio {:.4}; median block ratio {:.4} (quartiles {:.3}..{:.3}, {n} blocks)",
-        ta / ((n * per) as f64) * 1e6, tb / ((n * per) as f64) * 1e6, ta / tb, ratios[n / 2], ratios[n / 4], ratios[3 * n / 4]);
+        t.elapsed().as_secs_f64()
+    };
+    let warm_up = 4;
+    let (mut guarded_total, mut unguarded_total) = (0.0, 0.0);
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 0..rounds + warm_up {
+        // Copy `guarded` has the guard on; it runs first in rounds 0, 1 of every 4.
+        let guarded = round % 2;
+        let (first, second) = if round % 4 < 2 {
+            (guarded, 1 - guarded)
+        } else {
+            (1 - guarded, guarded)
+        };
+        let t_first = time_block(first, first == guarded);
+        let t_second = time_block(second, second == guarded);
+        let (on, off) = if first == guarded {
+            (t_first, t_second)
+        } else {
+            (t_second, t_first)
+        };
+        if round >= warm_up {
+            guarded_total += on;
+            unguarded_total += off;
+            ratios.push(on / off);
+        }
+    }
+    let n = ratios.len() as f64;
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / n;
+    let sd = (logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let half = 1.96 * sd / n.sqrt();
+    ratios.sort_by(f64::total_cmp);
+    let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p).round() as usize];
+    let steps = n * per as f64;
+    println!(
+        "{name}: guarded {:.1} µs, unguarded {:.1} µs per step; ratio {:.4} (95 % CI {:.4}..{:.4}); \
+         median {:.4}, quartiles {:.3}..{:.3}; {} rounds of {per} steps",
+        guarded_total / steps * 1e6,
+        unguarded_total / steps * 1e6,
+        mean.exp(),
+        (mean - half).exp(),
+        (mean + half).exp(),
+        q(0.5),
+        q(0.25),
+        q(0.75),
+        ratios.len(),
+    );
 }
 
 fn main() {
-    ab::<Small>("T1 mlp_small SGD", false, 202, 20);
-    ab::<Small>("T1 mlp_small Adam", true, 202, 20);
-    ab::<Wide>("T2 mlp_wide SGD", false, 62, 5);
+    let rounds = std::env::var("KILN_GUARD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600usize)
+        .max(8);
+    rayon::scope(|_| {
+        ab::<Small>("T1 mlp_small SGD", false, rounds, 20);
+        ab::<Small>("T1 mlp_small Adam", true, rounds, 20);
+        ab::<Wide>("T2 mlp_wide SGD", false, rounds / 10, 5);
+        ab::<Wide>("T2 mlp_wide Adam", true, rounds / 10, 5);
+    });
 }

@@ -262,6 +262,54 @@ fn a_non_finite_loss_is_reported_with_its_step_and_changes_nothing() {
     assert_eq!(net.params().as_slice(), &before[..]);
 }
 
+kiln::model! {
+    struct Normed { input: [2], bn: BatchNorm1d, out: Dense(1) }
+}
+
+#[test]
+fn running_statistics_that_overflow_are_an_error_and_change_nothing() {
+    // Feature 0 is ±2e19: its square (4e38) overflows f32, so the batch variance and
+    // the running variance become infinite, while the normalised values (x · 1/√∞ = 0)
+    // and so the loss stay finite.
+    let x = [2e19_f32, 1.0, -2e19, -1.0];
+    let x = TensorRef::<f32, Shape1<2>>::new(&x).unwrap();
+    let target = [0.5_f32, -0.5];
+    let loss = Mse::default();
+    let mut net = Normed::<f32>::new(0);
+    let params = net.params().as_slice().to_vec();
+    let buffers = net.buffers().as_slice().to_vec();
+    let err = net
+        .train_step(x, &target[..], &loss, &mut Sgd::new(0.1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::NonFiniteBuffer { tensor, index: 0, step: 0, value } if tensor == "bn.running_var" && value.is_infinite()
+        ),
+        "{err}"
+    );
+    assert_eq!(net.params().as_slice(), &params[..]);
+    assert_eq!(net.buffers().as_slice(), &buffers[..]);
+    assert_eq!(net.steps(), 0);
+    // A step that fails after its forward pass for another reason (a target of the
+    // wrong length) puts the running statistics back too.
+    let fine = [1.0_f32, 2.0, 3.0, 5.0];
+    let fine = TensorRef::<f32, Shape1<2>>::new(&fine).unwrap();
+    net.train_step(fine, &[0.5_f32][..], &loss, &mut Sgd::new(0.1))
+        .unwrap_err();
+    assert_eq!(net.buffers().as_slice(), &buffers[..]);
+    // A good step moves them.
+    net.train_step(fine, &target[..], &loss, &mut Sgd::new(0.1))
+        .unwrap();
+    assert_ne!(net.buffers().as_slice(), &buffers[..]);
+    // With the guard off, the infinity goes through: the guard is what stops it.
+    let mut open = Normed::<f32>::new(0);
+    open.set_nonfinite_guard(false);
+    open.train_step(x, &target[..], &loss, &mut Sgd::new(0.1))
+        .unwrap();
+    assert!(open.buffers().get("bn.running_var").unwrap()[0].is_infinite());
+}
+
 /// A model and a one-sample input for it where the forward pass and the MSE loss
 /// against 0 are finite (`(wx)² = 2.25e38`) but the weight's gradient
 /// `2(wx)x = 4.5e38 / |w|` overflows f32.

@@ -94,6 +94,22 @@ pub enum Error {
         /// Index of the training step (0-based count of successful steps before it).
         step: u64,
     },
+    /// A training step's forward pass left a buffer value (a batch norm's running mean
+    /// or variance) NaN or infinite, as activations near the type's range do; the step
+    /// was not made: parameters and buffers are as they were.
+    #[error(
+        "buffer {tensor}[{index}] became {value} at step {step}; parameters and buffers were not updated"
+    )]
+    NonFiniteBuffer {
+        /// The buffer tensor, by its full name.
+        tensor: String,
+        /// The value's position in the tensor.
+        index: usize,
+        /// The value the forward pass computed.
+        value: f64,
+        /// Index of the training step (0-based count of successful steps before it).
+        step: u64,
+    },
     /// A hyper-parameter outside its domain.
     #[error("invalid {name}: {value} ({reason})")]
     InvalidHyperParameter {

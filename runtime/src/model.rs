@@ -779,6 +779,9 @@ pub(crate) struct BackedUp<T> {
 pub struct ModelState<T> {
     params: AlignedVec<T>,
     buffers: Vec<T>,
+    /// The buffers as they were before the current training step's forward pass,
+    /// which updates running statistics: put back if the step fails.
+    buffers_before: Vec<T>,
     grads: AlignedVec<T>,
     workspace: Workspace<T>,
     dropout_rng: Rng,
@@ -823,6 +826,7 @@ impl<T: Float> ModelState<T> {
             b.init.fill(&mut buffers[b.range()], &mut rng);
         }
         Self {
+            buffers_before: buffers.clone(),
             buffers,
             grads: AlignedVec::new(spec.param_count, T::ZERO),
             params,
@@ -1023,6 +1027,35 @@ impl<T: Float> ModelState<T> {
             tensor: info.full_name().into_owned(),
             index: index - info.offset,
             value: self.grads[index].to_f64(),
+            step: self.steps,
+        })
+    }
+
+    /// Puts back the buffers a failed training step's forward pass changed.
+    fn restore_buffers(&mut self) {
+        self.buffers.copy_from_slice(&self.buffers_before);
+    }
+
+    /// The guard after a training forward pass: an error naming the first buffer
+    /// value (a running statistic) it left NaN or infinite.
+    fn check_buffers(&self, spec: &ModelSpec) -> Result<()> {
+        if !self.guard || all_finite(&self.buffers) {
+            return Ok(());
+        }
+        let index = self
+            .buffers
+            .iter()
+            .position(|b| !b.is_finite())
+            .expect("a buffer value is not finite");
+        let info = spec
+            .buffers
+            .iter()
+            .find(|b| b.range().contains(&index))
+            .expect("every buffer value belongs to a tensor");
+        Err(Error::NonFiniteBuffer {
+            tensor: info.full_name().into_owned(),
+            index: index - info.offset,
+            value: self.buffers[index].to_f64(),
             step: self.steps,
         })
     }
@@ -1380,8 +1413,9 @@ pub trait Model<T: Float>: Sized {
     /// `Vec<usize>` with [`CrossEntropy`](crate::loss::CrossEntropy), `&values` for a
     /// `Vec<T>` with [`Mse`](crate::loss::Mse).
     ///
-    /// Errors — a bad target, a non-finite loss, an invalid optimiser setting — leave
-    /// the parameters as they were.
+    /// Errors — a bad target, a non-finite loss, gradient or running statistic, an
+    /// invalid optimiser setting — leave the parameters and buffers (running
+    /// statistics) as they were.
     ///
     /// With plain SGD ([`Optimizer::linear_step`]) and no regularisation, each layer's
     /// update is made inside the backward pass as soon as its gradients are formed, and
@@ -1408,67 +1442,15 @@ pub trait Model<T: Float>: Sized {
         Y: AsRef<L::Target> + ?Sized,
     {
         let x = x.into();
-        let spec = Self::SPEC;
         let state = self.state_mut();
-        let mut value =
-            forward_and_loss::<T, Self, L>(state, x, target.as_ref(), loss, Run::Train)?;
-        let non_finite = |value: T, steps| Error::NonFiniteLoss {
-            loss: value.to_f64(),
-            step: steps,
-        };
-        state.prepare_backward(spec, false);
-        // Plain SGD with nothing to do between the gradients and the update (a
-        // penalty, clipping, frozen or scaled tensors): the update is made inside the
-        // backward pass.
-        let plain = !state.regularization.is_active() && state.clip.is_none() && !state.holds_any();
-        let linear = optimizer.linear_step().filter(|_| plain).map(T::from_f64);
-        // Guarded, the dense weights' products wait until everything else is checked.
-        let (update, deferred) = if state.guard {
-            (None, linear)
-        } else {
-            (linear, None)
-        };
-        let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
-        pass.deferring = deferred.is_some();
-        Self::backward_pass(
-            &mut state.params,
-            &mut state.grads,
-            &mut pass,
-            update,
-            false,
-        );
-        if let Some(rate) = deferred {
-            state.guarded_linear_step(spec, rate, x.as_slice())?;
-        } else if update.is_none() {
-            if state.regularization.is_active() {
-                for p in spec.params.iter().filter(|p| p.regularized) {
-                    value += state
-                        .regularization
-                        .apply(&state.params[p.range()], &mut state.grads[p.range()]);
-                }
-                if !value.is_finite() {
-                    return Err(non_finite(value, state.steps));
-                }
-            }
-            state.zero_frozen_grads(spec);
-            // Guarded and not clipping (whose norm guards): the dense weights' gradients
-            // are finite by their operands' bound, unless a penalty was added to them;
-            // the rest is checked exactly.
-            if state.guard && state.clip.is_none() {
-                let bounded = !state.regularization.is_active()
-                    && state.dense_bounded(spec, x.as_slice(), 1.0);
-                if !bounded {
-                    state.check_gradients(spec)?;
-                }
-            }
-            if let Some(clip) = state.clip {
-                state.grad_norm = Some(clip.apply(&mut state.grads)?);
-            }
-            state.step_keeping_frozen(spec, optimizer)?;
+        let value = forward_and_loss::<T, Self, L>(state, x, target.as_ref(), loss, Run::Train)?;
+        // A step that fails from here on leaves the running statistics the forward
+        // pass moved as they were, with the parameters.
+        let stepped = step_after_forward::<T, Self, O>(state, x.as_slice(), value, optimizer);
+        if stepped.is_err() {
+            state.restore_buffers();
         }
-        state.grads_pending = false;
-        state.steps += 1;
-        Ok(value)
+        stepped
     }
 
     /// The loss of a batch and its gradients, in one call, as JAX's `value_and_grad`
@@ -2046,15 +2028,90 @@ fn forward_and_loss<T: Float, M: Model<T>, L: Loss<T>>(
 ) -> Result<T> {
     state.input_max = M::SPEC.checked_input_max(x.as_slice())?.to_f64();
     let layout = output_layout(M::SPEC, x.batch());
+    state.buffers_before.copy_from_slice(&state.buffers);
     run_in_workspace::<T, M>(state, x, run);
-    let (output, grad_output) = state.workspace.value_and_grad(M::SPEC.output_node);
-    let value = loss.evaluate(output, target, layout, Some(grad_output))?;
-    if !value.is_finite() {
-        return Err(Error::NonFiniteLoss {
-            loss: value.to_f64(),
-            step: state.steps,
-        });
+    let evaluated = state.check_buffers(M::SPEC).and_then(|()| {
+        let (output, grad_output) = state.workspace.value_and_grad(M::SPEC.output_node);
+        let value = loss.evaluate(output, target, layout, Some(grad_output))?;
+        if !value.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                loss: value.to_f64(),
+                step: state.steps,
+            });
+        }
+        Ok(value)
+    });
+    if evaluated.is_err() {
+        state.restore_buffers();
     }
+    evaluated
+}
+
+/// The rest of a training step after its forward pass and loss (`value`): the
+/// backward pass and the update, guarded as [`Model::train_step`] says. `x` is the
+/// batch the forward pass read.
+fn step_after_forward<T: Float, M: Model<T>, O: Optimizer<T>>(
+    state: &mut ModelState<T>,
+    x: &[T],
+    mut value: T,
+    optimizer: &mut O,
+) -> Result<T> {
+    let spec = M::SPEC;
+    let non_finite = |value: T, steps| Error::NonFiniteLoss {
+        loss: value.to_f64(),
+        step: steps,
+    };
+    state.prepare_backward(spec, false);
+    // Plain SGD with nothing to do between the gradients and the update (a
+    // penalty, clipping, frozen or scaled tensors): the update is made inside the
+    // backward pass.
+    let plain = !state.regularization.is_active() && state.clip.is_none() && !state.holds_any();
+    let linear = optimizer.linear_step().filter(|_| plain).map(T::from_f64);
+    // Guarded, the dense weights' products wait until everything else is checked.
+    let (update, deferred) = if state.guard {
+        (None, linear)
+    } else {
+        (linear, None)
+    };
+    let mut pass = Pass::new(&mut state.workspace, Some(x));
+    pass.deferring = deferred.is_some();
+    M::backward_pass(
+        &mut state.params,
+        &mut state.grads,
+        &mut pass,
+        update,
+        false,
+    );
+    if let Some(rate) = deferred {
+        state.guarded_linear_step(spec, rate, x)?;
+    } else if update.is_none() {
+        if state.regularization.is_active() {
+            for p in spec.params.iter().filter(|p| p.regularized) {
+                value += state
+                    .regularization
+                    .apply(&state.params[p.range()], &mut state.grads[p.range()]);
+            }
+            if !value.is_finite() {
+                return Err(non_finite(value, state.steps));
+            }
+        }
+        state.zero_frozen_grads(spec);
+        // Guarded and not clipping (whose norm guards): the dense weights' gradients
+        // are finite by their operands' bound, unless a penalty was added to them;
+        // the rest is checked exactly.
+        if state.guard && state.clip.is_none() {
+            let bounded = !state.regularization.is_active() && state.dense_bounded(spec, x, 1.0);
+            if !bounded {
+                state.check_gradients(spec)?;
+            }
+        }
+        if let Some(clip) = state.clip {
+            state.grad_norm = Some(clip.apply(&mut state.grads)?);
+        }
+        state.step_keeping_frozen(spec, optimizer)?;
+    }
+    state.grads_pending = false;
+    state.steps += 1;
     Ok(value)
 }
 
