@@ -263,6 +263,45 @@ fn a_non_finite_loss_is_reported_with_its_step_and_changes_nothing() {
 }
 
 kiln::model! {
+    struct Deep { input: [1], h: Dense(1), out: Dense(1) }
+}
+
+#[test]
+fn a_hidden_gradient_that_overflows_is_an_error_on_both_guarded_paths() {
+    // h = 1e-30 x, y = 1e38 h: the forward pass and the loss are finite (y = 1e8), but
+    // the gradient reaching h, 2y · 1e38, overflows. The dense layers note it as not
+    // finite in the backward pass, so the guard forms and checks the gradients exactly.
+    let x = [1.0_f32];
+    let x = TensorRef::<f32, Shape1<1>>::new(&x).unwrap();
+    let target = [0.0_f32];
+    let loss = Mse::default();
+    for optimizer in ["sgd", "adam"] {
+        let mut net = Deep::<f32>::new(0);
+        let spec = Deep::<f32>::SPEC;
+        for (name, value) in [
+            ("h.weight", 1e-30),
+            ("h.bias", 0.0),
+            ("out.weight", 1e38),
+            ("out.bias", 0.0),
+        ] {
+            let at = spec.param(name).unwrap().offset;
+            net.params_mut()[at] = value;
+        }
+        let before = net.params().as_slice().to_vec();
+        let err = match optimizer {
+            "sgd" => net.train_step(x, &target[..], &loss, &mut Sgd::new(0.1)),
+            _ => net.train_step(x, &target[..], &loss, &mut Adam::new(0.1)),
+        }
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::NonFiniteParameterGradient { tensor, .. } if tensor.starts_with("h.")),
+            "{optimizer}: {err}"
+        );
+        assert_eq!(net.params().as_slice(), &before[..], "{optimizer}");
+    }
+}
+
+kiln::model! {
     struct Normed { input: [2], bn: BatchNorm1d, out: Dense(1) }
 }
 

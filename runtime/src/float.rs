@@ -56,6 +56,21 @@ pub trait Float:
     fn sqrt(self) -> Self;
     /// Absolute value.
     fn abs(self) -> Self;
+    /// The bits of `|self|` as an unsigned integer: for finite values their order is the
+    /// order of the magnitudes, and every infinity and NaN is at least
+    /// [`NON_FINITE_BITS`](Self::NON_FINITE_BITS). An integer maximum over them is a
+    /// reduction the compiler vectorises without reordering any float arithmetic.
+    #[doc(hidden)]
+    fn abs_bits(self) -> Self::AbsBits;
+    /// The value whose [`abs_bits`](Self::abs_bits) these are.
+    #[doc(hidden)]
+    fn from_abs_bits(bits: Self::AbsBits) -> Self;
+    /// The unsigned integer of [`abs_bits`](Self::abs_bits).
+    #[doc(hidden)]
+    type AbsBits: Copy + Ord + Default + Debug + Send + Sync + 'static;
+    /// The bits of infinity: magnitudes at or above are not finite.
+    #[doc(hidden)]
+    const NON_FINITE_BITS: Self::AbsBits;
     /// The error function.
     fn erf(self) -> Self;
     /// The larger of two values (NaN-ignoring, like `f32::max`).
@@ -104,8 +119,18 @@ fn fast_tanh_f32(x: f32) -> f32 {
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $erf:path, $tanh_slice:expr) => {
+    ($t:ty, $bits:ty, $name:literal, $erf:path, $tanh_slice:expr) => {
         impl Float for $t {
+            type AbsBits = $bits;
+            const NON_FINITE_BITS: $bits = <$t>::INFINITY.to_bits();
+            #[inline(always)]
+            fn abs_bits(self) -> $bits {
+                self.to_bits() & !(1 << (<$bits>::BITS - 1))
+            }
+            #[inline(always)]
+            fn from_abs_bits(bits: $bits) -> Self {
+                <$t>::from_bits(bits)
+            }
             const DTYPE: &'static str = $name;
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -184,7 +209,7 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, "F32", libm::erff, |values: &mut [f32]| {
+impl_float!(f32, u32, "F32", libm::erff, |values: &mut [f32]| {
     crate::simd::vectorized(
         #[inline(always)]
         || {
@@ -194,7 +219,7 @@ impl_float!(f32, "F32", libm::erff, |values: &mut [f32]| {
         },
     );
 });
-impl_float!(f64, "F64", libm::erf, |values: &mut [f64]| {
+impl_float!(f64, u64, "F64", libm::erf, |values: &mut [f64]| {
     for v in values {
         *v = v.tanh();
     }

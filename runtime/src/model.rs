@@ -20,6 +20,7 @@ use std::borrow::Cow;
 
 use crate::aligned::AlignedVec;
 use crate::init::{dropout_rng, init_rng, Init};
+use crate::layers::Maxima;
 use crate::loss::{Loss, OutputLayout, Reduction, Regularization};
 use crate::optim::{GradClip, Optimizer};
 use crate::train::ResumeState;
@@ -255,33 +256,16 @@ fn all_finite<T: Float>(values: &[T]) -> bool {
 
 /// `max |v|` over `values`, or `None` if one is NaN or infinite; one vectorised pass.
 fn finite_max_abs<T: Float>(values: &[T]) -> Option<T> {
-    let (max, finite) = crate::simd::vectorized(
+    let max = crate::simd::vectorized(
         #[inline(always)]
         || {
-            let (mut max, mut zero) = ([T::ZERO; 16], [T::ZERO; 16]);
-            let chunks = values.chunks_exact(16);
-            let rest = chunks.remainder();
-            for chunk in chunks {
-                for ((m, z), &v) in max.iter_mut().zip(zero.iter_mut()).zip(chunk) {
-                    let a = v.abs();
-                    *m = if a > *m { a } else { *m };
-                    *z += v * T::ZERO;
-                }
-            }
-            let (mut m, mut z) = (T::ZERO, T::ZERO);
-            for &v in rest {
-                m = if v.abs() > m { v.abs() } else { m };
-                z += v * T::ZERO;
-            }
-            for (&lane, &lane_zero) in max.iter().zip(&zero) {
-                m = if lane > m { lane } else { m };
-                z += lane_zero;
-            }
-            (m, z == T::ZERO)
+            values
+                .iter()
+                .fold(T::AbsBits::default(), |m, v| m.max(v.abs_bits()))
         },
     );
     crate::simd::clear_upper_vector_state();
-    finite.then_some(max)
+    (max < T::NON_FINITE_BITS).then(|| T::from_abs_bits(max))
 }
 
 /// The parameter ranges between the deferred dense weights (biases, every other
@@ -327,6 +311,19 @@ pub struct Workspace<T> {
     /// The smallest parameter offset the backward pass must reach (0: every step
     /// runs); see [`Pass::reaches`].
     trainable_from: usize,
+    /// What the last noting backward pass noted, by node (see [`Pass::note`]).
+    noted: Vec<Noted<T>>,
+}
+
+/// What a guarded backward pass noted of one node's value and gradient.
+#[derive(Debug, Clone, Copy)]
+enum Noted<T> {
+    /// Nothing: no dense layer's backward pass wrote this node.
+    Nothing,
+    /// A value or gradient of the node is NaN or infinite.
+    NonFinite,
+    /// The largest magnitudes.
+    Maxima(Maxima<T>),
 }
 
 /// One forward or backward pass over a batch's nodes: the value, gradient and fixed
@@ -346,6 +343,9 @@ pub struct Pass<'a, T> {
     input: Option<&'a [T]>,
     /// Whether dense layers leave their weight gradients to [`ModelSpec::deferred`].
     deferring: bool,
+    /// Whether dense layers note their [`Maxima`] (in `noted`, by node).
+    noting: bool,
+    noted: &'a mut [Noted<T>],
 }
 
 impl<'a, T: Float> Pass<'a, T> {
@@ -362,6 +362,7 @@ impl<'a, T: Float> Pass<'a, T> {
         if let Some(x) = input {
             assert_eq!(x.len(), ws.range(0).len(), "input of the prepared batch");
         }
+        ws.noted.fill(Noted::Nothing);
         Self {
             nodes: ws.nodes,
             batch: ws.batch,
@@ -371,6 +372,8 @@ impl<'a, T: Float> Pass<'a, T> {
             trainable_from: ws.trainable_from,
             input,
             deferring: false,
+            noting: false,
+            noted: &mut ws.noted,
         }
     }
 
@@ -406,6 +409,8 @@ impl<'a, T: Float> Pass<'a, T> {
             trainable_from: 0,
             input,
             deferring: false,
+            noting: false,
+            noted: &mut [],
         }
     }
 
@@ -420,6 +425,21 @@ impl<'a, T: Float> Pass<'a, T> {
     /// gradient at the pre-activation in the output node's gradient.
     pub fn deferring(&self) -> bool {
         self.deferring
+    }
+
+    /// Whether a backward pass should note, for the non-finite guard, the [`Maxima`]
+    /// its dense layers take (with [`note`](Self::note)).
+    pub fn noting(&self) -> bool {
+        self.noting
+    }
+
+    /// Notes the largest magnitudes of `node`'s value and of its gradient at the
+    /// pre-activation (`None`: one of them is not finite), for the guard to read
+    /// instead of passing over them again. Ignored by a pass that does not note.
+    pub fn note(&mut self, node: usize, maxima: Option<Maxima<T>>) {
+        if let Some(slot) = self.noted.get_mut(node) {
+            *slot = maxima.map_or(Noted::NonFinite, Noted::Maxima);
+        }
     }
 
     fn range(&self, node: usize) -> Range<usize> {
@@ -664,6 +684,7 @@ impl<T: Float> Workspace<T> {
             fixed: vec![T::ZERO; spec.fixed],
             input_held: false,
             trainable_from: 0,
+            noted: vec![Noted::Nothing; spec.nodes.len().saturating_sub(1)],
         }
     }
 
@@ -940,18 +961,30 @@ impl<T: Float> ModelState<T> {
         outside_deferred(deferred, spec.param_count).all(|r| all_finite(&self.grads[r]))
             && deferred.iter().all(|weight| {
                 let ws = &self.workspace;
-                let (x, x_max) = if weight.input == 0 {
-                    (input, Some(self.input_max))
+                let noted = |node: usize| ws.noted.get(node).copied().unwrap_or(Noted::Nothing);
+                let x = if weight.input == 0 {
+                    input
                 } else {
-                    let x = ws.value(weight.input);
-                    (x, finite_max_abs(x).map(|m| m.to_f64()))
+                    ws.value(weight.input)
                 };
-                let (Some(x_max), Some(g_max)) = (x_max, finite_max_abs(ws.grad(weight.output)))
-                else {
+                // The dense layer that wrote a node noted its largest magnitudes in the
+                // backward pass; anything else is read here.
+                let x_max = match (weight.input, noted(weight.input)) {
+                    (0, _) => Some(self.input_max),
+                    (_, Noted::Maxima(m)) => Some(m.output.to_f64()),
+                    (_, Noted::NonFinite) => None,
+                    (_, Noted::Nothing) => finite_max_abs(x).map(|m| m.to_f64()),
+                };
+                let g_max = match noted(weight.output) {
+                    Noted::Maxima(m) => Some(m.grad.to_f64()),
+                    Noted::NonFinite => None,
+                    Noted::Nothing => finite_max_abs(ws.grad(weight.output)).map(|m| m.to_f64()),
+                };
+                let (Some(x_max), Some(g_max)) = (x_max, g_max) else {
                     return false;
                 };
                 let rows = (x.len() / weight.in_features) as f64;
-                rows * x_max * g_max.to_f64() * rate.max(1.0) <= limit
+                rows * x_max * g_max * rate.max(1.0) <= limit
             })
     }
 
@@ -2075,6 +2108,12 @@ fn step_after_forward<T: Float, M: Model<T>, O: Optimizer<T>>(
     };
     let mut pass = Pass::new(&mut state.workspace, Some(x));
     pass.deferring = deferred.is_some();
+    // The guard bounds the dense weights' gradients by their operands: the dense
+    // layers take those operands' largest magnitudes as they pass.
+    pass.noting = state.guard
+        && update.is_none()
+        && state.clip.is_none()
+        && !state.regularization.is_active();
     M::backward_pass(
         &mut state.params,
         &mut state.grads,

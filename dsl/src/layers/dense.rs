@@ -211,6 +211,7 @@ impl Step for DenseStep {
         quote! {
             {
                 let deferring = ws.deferring();
+                let noting = ws.noting();
                 let io = ws.backward_io(#input, #output, #none);
                 if let #some(rate) = update {
                     #split_params
@@ -219,10 +220,18 @@ impl Step for DenseStep {
                         io.grad_output, #act, #rows,
                     );
                 } else if deferring {
-                    #layers::dense_backward_deferred::<T, #in_features, #out_features>(
+                    let maxima = #layers::dense_backward_deferred::<T, #in_features, #out_features>(
                         #grad_input, #deferred_bias, io.input, &params[#weight],
                         io.output, io.grad_output, #act, #rows,
                     );
+                    ws.note(#output, maxima);
+                } else if noting {
+                    #split
+                    let maxima = #layers::dense_backward_noting::<T, #in_features, #out_features>(
+                        #grad_input, grad_weight, #grad_bias, io.input, &params[#weight],
+                        io.output, io.grad_output, #act, #rows,
+                    );
+                    ws.note(#output, maxima);
                 } else {
                     #split
                     #layers::dense_backward::<T, #in_features, #out_features>(

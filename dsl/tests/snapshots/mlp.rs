@@ -209,6 +209,7 @@ const _: () = {
             if ws.reaches(101770) {
                 {
                     let deferring = ws.deferring();
+                    let noting = ws.noting();
                     let io = ws.backward_io(2, 4, ::core::option::Option::None);
                     if let ::core::option::Option::Some(rate) = update {
                         let (weight, bias) = params[100480..101770].split_at_mut(1280);
@@ -231,7 +232,7 @@ const _: () = {
                             batch,
                         );
                     } else if deferring {
-                        ::kiln::__private::layers::dense_backward_deferred::<
+                        let maxima = ::kiln::__private::layers::dense_backward_deferred::<
                             T,
                             128,
                             10,
@@ -248,6 +249,29 @@ const _: () = {
                             ::kiln::__private::layers::Activation::Identity,
                             batch,
                         );
+                        ws.note(4, maxima);
+                    } else if noting {
+                        let (grad_weight, grad_bias) = grads[100480..101770]
+                            .split_at_mut(1280);
+                        let maxima = ::kiln::__private::layers::dense_backward_noting::<
+                            T,
+                            128,
+                            10,
+                        >(
+                            ::core::option::Option::Some((
+                                io.grad_input,
+                                ::kiln::__private::layers::Accum::Replace,
+                            )),
+                            grad_weight,
+                            ::core::option::Option::Some(grad_bias),
+                            io.input,
+                            &params[100480..101760],
+                            io.output,
+                            io.grad_output,
+                            ::kiln::__private::layers::Activation::Identity,
+                            batch,
+                        );
+                        ws.note(4, maxima);
                     } else {
                         let (grad_weight, grad_bias) = grads[100480..101770]
                             .split_at_mut(1280);
@@ -286,6 +310,7 @@ const _: () = {
             if ws.reaches(100480) {
                 {
                     let deferring = ws.deferring();
+                    let noting = ws.noting();
                     let io = ws.backward_io(0, 1, ::core::option::Option::None);
                     if let ::core::option::Option::Some(rate) = update {
                         let (weight, bias) = params[0..100480].split_at_mut(100352);
@@ -312,7 +337,7 @@ const _: () = {
                             batch,
                         );
                     } else if deferring {
-                        ::kiln::__private::layers::dense_backward_deferred::<
+                        let maxima = ::kiln::__private::layers::dense_backward_deferred::<
                             T,
                             784,
                             128,
@@ -333,6 +358,33 @@ const _: () = {
                             ::kiln::__private::layers::Activation::Relu,
                             batch,
                         );
+                        ws.note(1, maxima);
+                    } else if noting {
+                        let (grad_weight, grad_bias) = grads[0..100480]
+                            .split_at_mut(100352);
+                        let maxima = ::kiln::__private::layers::dense_backward_noting::<
+                            T,
+                            784,
+                            128,
+                        >(
+                            if to_input {
+                                ::core::option::Option::Some((
+                                    io.grad_input,
+                                    ::kiln::__private::layers::Accum::Replace,
+                                ))
+                            } else {
+                                ::core::option::Option::None
+                            },
+                            grad_weight,
+                            ::core::option::Option::Some(grad_bias),
+                            io.input,
+                            &params[0..100352],
+                            io.output,
+                            io.grad_output,
+                            ::kiln::__private::layers::Activation::Relu,
+                            batch,
+                        );
+                        ws.note(1, maxima);
                     } else {
                         let (grad_weight, grad_bias) = grads[0..100480]
                             .split_at_mut(100352);

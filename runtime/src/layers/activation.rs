@@ -237,6 +237,65 @@ pub(crate) fn scale_by_derivative<T: Float>(grad: &mut [T], output: &[T], activa
     );
 }
 
+/// The largest magnitudes in a layer's output and in its gradient at the
+/// pre-activation, taken by a guarded backward pass while it has them in hand, so that
+/// the non-finite guard need not read them again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Maxima<T> {
+    /// `max |output|`.
+    pub output: T,
+    /// `max |grad|` after the activation's derivative.
+    pub grad: T,
+}
+
+/// [`scale_by_derivative`] that also takes the largest magnitudes of `output` and of the
+/// scaled `grad` in the same pass; `None` if either holds a NaN or an infinity.
+pub(crate) fn scale_by_derivative_noting<T: Float>(
+    grad: &mut [T],
+    output: &[T],
+    activation: Activation,
+) -> Option<Maxima<T>> {
+    assert_eq!(
+        grad.len(),
+        output.len(),
+        "gradient and output lengths differ"
+    );
+    // Integer maxima of the magnitudes' bits (`Float::abs_bits`): reductions the
+    // compiler vectorises beside the derivative's product.
+    let (grad_bits, output_bits) = vectorized(
+        #[inline(always)]
+        || match activation {
+            Activation::Identity => noting(grad, output, |_| T::ONE),
+            Activation::Relu => {
+                noting(grad, output, |y| Activation::Relu.derivative_from_output(y))
+            }
+            other => noting(grad, output, |y| other.derivative_from_output(y)),
+        },
+    );
+    crate::simd::clear_upper_vector_state();
+    let finite = |bits| (bits < T::NON_FINITE_BITS).then(|| T::from_abs_bits(bits));
+    Some(Maxima {
+        output: finite(output_bits)?,
+        grad: finite(grad_bits)?,
+    })
+}
+
+/// The loop of [`scale_by_derivative_noting`].
+#[inline(always)]
+fn noting<T: Float>(
+    grad: &mut [T],
+    output: &[T],
+    derivative: impl Fn(T) -> T,
+) -> (T::AbsBits, T::AbsBits) {
+    let (mut grad_bits, mut output_bits) = (T::AbsBits::default(), T::AbsBits::default());
+    for (g, &y) in grad.iter_mut().zip(output) {
+        *g *= derivative(y);
+        grad_bits = grad_bits.max(g.abs_bits());
+        output_bits = output_bits.max(y.abs_bits());
+    }
+    (grad_bits, output_bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -301,5 +360,47 @@ mod tests {
         assert_eq!(sigmoid(1000.0_f32), 1.0);
         assert_eq!(sigmoid(-1000.0_f32), 0.0);
         assert!(sigmoid(-1000.0_f64).is_finite());
+    }
+
+    #[test]
+    fn noting_scales_as_the_plain_pass_and_takes_exact_maxima() {
+        for act in ALL.into_iter().filter(|a| a.fusable()) {
+            for len in [0, 1, 15, 16, 17, 100, 1031] {
+                let y: Vec<f64> = values(len, 3).iter().map(|v| act.apply(v * 3.0)).collect();
+                let g = values(len, 4);
+                let (mut plain, mut noted) = (g.clone(), g.clone());
+                scale_by_derivative(&mut plain, &y, act);
+                let maxima = scale_by_derivative_noting(&mut noted, &y, act).unwrap();
+                assert_eq!(plain, noted, "{act:?} {len}");
+                let max = |v: &[f64]| v.iter().fold(0.0_f64, |m, x| m.max(x.abs()));
+                assert_eq!(maxima.grad, max(&plain), "{act:?} {len}");
+                assert_eq!(maxima.output, max(&y), "{act:?} {len}");
+                // A NaN or an infinity anywhere, in either, is reported.
+                for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                    for at in [0, len / 2, len.saturating_sub(1)]
+                        .into_iter()
+                        .filter(|_| len > 0)
+                    {
+                        let mut g2 = g.clone();
+                        g2[at] = bad;
+                        let mut y2 = y.clone();
+                        assert_eq!(scale_by_derivative_noting(&mut g2, &y, act), None);
+                        y2[at] = bad;
+                        let mut g3 = g.clone();
+                        assert_eq!(scale_by_derivative_noting(&mut g3, &y2, act), None);
+                    }
+                }
+            }
+        }
+        // f32 too, at the largest finite value.
+        let mut g = vec![1.0_f32, -f32::MAX, 2.0];
+        let m = scale_by_derivative_noting(&mut g, &[1.0, 1.0, -3.0], Activation::Identity);
+        assert_eq!(
+            m,
+            Some(Maxima {
+                output: 3.0,
+                grad: f32::MAX
+            })
+        );
     }
 }

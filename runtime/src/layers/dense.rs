@@ -20,7 +20,7 @@
 
 use faer::{MatMut, MatRef, Par};
 
-use super::activation::scale_by_derivative;
+use super::activation::{scale_by_derivative, scale_by_derivative_noting, Maxima};
 use super::matmul;
 use super::matvec::matvec;
 use super::pair::{pair, Balance};
@@ -194,7 +194,7 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     rows: usize,
 ) {
     check_len("dense grad_weight", grad_weight.len(), OUT * IN);
-    dense_backward_deferred::<T, IN, OUT>(
+    backward_parts::<T, IN, OUT>(
         grad_input,
         grad_bias,
         input,
@@ -203,6 +203,7 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
         grad_output,
         activation,
         rows,
+        false,
     );
     weight_product::<T, IN>(
         grad_weight,
@@ -217,10 +218,13 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
 /// [`dense_backward`] without the weight gradient, for a guarded SGD step that forms
 /// it after the backward pass (with [`dense_weight_update`]): the input gradient and
 /// the bias gradient as [`dense_backward`] writes them, and `grad_output` left holding
-/// the gradient at the pre-activation.
+/// the gradient at the pre-activation. Returns the largest magnitudes of `output` and
+/// of that gradient, taken in the pass that applies the activation's derivative (for
+/// the guard's bound on the weight gradient), or `None` if either is not finite.
 ///
 /// # Panics
 /// On any length that does not match the dimensions, as in [`dense_forward`].
+#[allow(clippy::too_many_arguments)]
 pub fn dense_backward_deferred<T: Float, const IN: usize, const OUT: usize>(
     grad_input: Option<(&mut [T], Accum)>,
     grad_bias: Option<&mut [T]>,
@@ -230,14 +234,58 @@ pub fn dense_backward_deferred<T: Float, const IN: usize, const OUT: usize>(
     grad_output: &mut [T],
     activation: Activation,
     rows: usize,
-) {
-    check_len("dense weight", weight.len(), OUT * IN);
-    let g = pre_activation::<T, IN, OUT>(grad_output, input, output, activation, rows);
-    if let Some(grad_bias) = grad_bias {
-        check_len("dense grad_bias", grad_bias.len(), OUT);
-        column_sums(grad_bias, g, |sum, total| *sum = total);
-    }
-    grad_input_product::<T, IN, OUT>(grad_input, g, weight, rows);
+) -> Option<Maxima<T>> {
+    backward_parts::<T, IN, OUT>(
+        grad_input,
+        grad_bias,
+        input,
+        weight,
+        output,
+        grad_output,
+        activation,
+        rows,
+        true,
+    )
+}
+
+/// [`dense_backward`] that also returns what [`dense_backward_deferred`] returns: for a
+/// guarded step of an optimiser that reads stored gradients.
+///
+/// # Panics
+/// On any length that does not match the dimensions, as in [`dense_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn dense_backward_noting<T: Float, const IN: usize, const OUT: usize>(
+    grad_input: Option<(&mut [T], Accum)>,
+    grad_weight: &mut [T],
+    grad_bias: Option<&mut [T]>,
+    input: &[T],
+    weight: &[T],
+    output: &[T],
+    grad_output: &mut [T],
+    activation: Activation,
+    rows: usize,
+) -> Option<Maxima<T>> {
+    check_len("dense grad_weight", grad_weight.len(), OUT * IN);
+    let maxima = backward_parts::<T, IN, OUT>(
+        grad_input,
+        grad_bias,
+        input,
+        weight,
+        output,
+        grad_output,
+        activation,
+        rows,
+        true,
+    );
+    weight_product::<T, IN>(
+        grad_weight,
+        Accum::Replace,
+        T::ONE,
+        grad_output,
+        input,
+        rows,
+    );
+    maxima
 }
 
 /// `dst = accum(dst, alpha · gᵀ x)` for a dense weight-shaped `dst` of rows `in_features`
@@ -295,6 +343,38 @@ pub fn dense_backward_update<T: Float, const IN: usize, const OUT: usize>(
     weight_product::<T, IN>(weight, Accum::Add, -rate, g, input, rows);
 }
 
+/// Everything of a dense backward pass but the weight gradient: `grad_output` turned
+/// into the gradient at the pre-activation (with its and the output's largest
+/// magnitudes taken on the way if `note`), then the bias and input gradients.
+#[allow(clippy::too_many_arguments)]
+fn backward_parts<T: Float, const IN: usize, const OUT: usize>(
+    grad_input: Option<(&mut [T], Accum)>,
+    grad_bias: Option<&mut [T]>,
+    input: &[T],
+    weight: &[T],
+    output: &[T],
+    grad_output: &mut [T],
+    activation: Activation,
+    rows: usize,
+    note: bool,
+) -> Option<Maxima<T>> {
+    check_len("dense weight", weight.len(), OUT * IN);
+    check_rows::<T, IN, OUT>(input, output, grad_output, rows);
+    let maxima = if note {
+        scale_by_derivative_noting(grad_output, output, activation)
+    } else {
+        scale_by_derivative(grad_output, output, activation);
+        None
+    };
+    let g = &*grad_output;
+    if let Some(grad_bias) = grad_bias {
+        check_len("dense grad_bias", grad_bias.len(), OUT);
+        column_sums(grad_bias, g, |sum, total| *sum = total);
+    }
+    grad_input_product::<T, IN, OUT>(grad_input, g, weight, rows);
+    maxima
+}
+
 /// Checks the lengths and turns `grad_output` into the gradient at the pre-activation.
 fn pre_activation<'g, T: Float, const IN: usize, const OUT: usize>(
     grad_output: &'g mut [T],
@@ -303,11 +383,21 @@ fn pre_activation<'g, T: Float, const IN: usize, const OUT: usize>(
     activation: Activation,
     rows: usize,
 ) -> &'g [T] {
+    check_rows::<T, IN, OUT>(input, output, grad_output, rows);
+    scale_by_derivative(grad_output, output, activation);
+    grad_output
+}
+
+/// The length checks of a dense backward pass's batch-sized buffers.
+fn check_rows<T, const IN: usize, const OUT: usize>(
+    input: &[T],
+    output: &[T],
+    grad_output: &[T],
+    rows: usize,
+) {
     check_len("dense input", input.len(), rows * IN);
     check_len("dense output", output.len(), rows * OUT);
     check_len("dense grad_output", grad_output.len(), rows * OUT);
-    scale_by_derivative(grad_output, output, activation);
-    grad_output
 }
 
 /// `apply(&mut dst[j], Σ_rows g[row, j])` for each column `j` of the row-major `g`

@@ -27,7 +27,7 @@ mod sparse;
 mod thin;
 pub mod upsample;
 
-pub use activation::{activation_backward, activation_forward, Activation};
+pub use activation::{activation_backward, activation_forward, Activation, Maxima};
 pub use attention::{
     attention_backward, attention_forward, embedding_backward, embedding_forward,
     layer_norm_backward, layer_norm_forward, positional_backward, positional_forward, token_index,
@@ -37,8 +37,8 @@ pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
 pub use conv::{conv2d_backward, conv2d_forward};
 pub use conv_transpose::{conv_transpose2d_backward, conv_transpose2d_forward};
 pub use dense::{
-    dense_backward, dense_backward_deferred, dense_backward_update, dense_forward,
-    dense_weight_update,
+    dense_backward, dense_backward_deferred, dense_backward_noting, dense_backward_update,
+    dense_forward, dense_weight_update,
 };
 pub use dropout::{dropout_backward, dropout_forward};
 pub use kiln_shapes::Conv2dShape;
