@@ -22,6 +22,7 @@ pub mod optim;
 pub mod plot;
 mod simd;
 pub mod tensor;
+pub mod threads;
 pub mod train;
 
 pub use custom::{Layer, ParamDecl};

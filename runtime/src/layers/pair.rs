@@ -8,7 +8,8 @@
 //! join from a thread outside its pool queues the job, wakes a worker and sleeps on a
 //! latch (several µs); even on the pool, an idle worker polls with `sched_yield` and
 //! picks a job up about as late as the half would take. The helper here waits for
-//! work by spinning on one atomic for [`SPIN`] after its last job, so a loop of
+//! work by spinning on one atomic for a while after its last job ([`spin`]; see
+//! [`crate::threads`] for the choice), so a loop of
 //! batch-1 calls finds it awake, and parks after that, so an idle program spends no
 //! CPU on it.
 //!
@@ -34,8 +35,16 @@ use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// How long the helper spins for the next job before it parks.
-const SPIN: Duration = Duration::from_micros(200);
+use crate::threads::{small_batch_helper, SmallBatchHelper};
+
+/// How long the helper spins for the next job before it parks: the choice of
+/// [`crate::threads::set_small_batch_helper`], none when it is off.
+fn spin() -> Duration {
+    match small_batch_helper() {
+        SmallBatchHelper::Off => Duration::ZERO,
+        SmallBatchHelper::Spin(spin) => spin,
+    }
+}
 
 /// The slot is free.
 const IDLE: u8 = 0;
@@ -73,17 +82,26 @@ unsafe impl Sync for Helper {}
 unsafe impl Send for Helper {}
 
 /// The helper, started on first use; `None` if rayon is limited to one thread (the
-/// user's budget of threads) or the thread could not be started.
+/// user's budget of threads), the process may run on one CPU only, or the thread could
+/// not be started.
 fn helper() -> Option<&'static Helper> {
     static HELPER: OnceLock<Option<&'static Helper>> = OnceLock::new();
     *HELPER.get_or_init(|| {
         if rayon::current_num_threads() < 2 {
             return None;
         }
+        let cpus = affinity::process_cpus();
+        if cpus.as_ref().is_some_and(|set| set.count() < 2) {
+            return None;
+        }
         let (send, receive) = std::sync::mpsc::channel::<&'static Helper>();
         let handle = std::thread::Builder::new()
             .name("kiln-pair".into())
             .spawn(move || {
+                // A new thread inherits its creator's CPUs: run on the process's.
+                if let Some(cpus) = cpus {
+                    cpus.apply_to_this_thread();
+                }
                 if let Ok(helper) = receive.recv() {
                     serve(helper);
                 }
@@ -101,7 +119,7 @@ fn helper() -> Option<&'static Helper> {
     })
 }
 
-/// The helper's loop: claim and run offered jobs; spin for [`SPIN`] after each, then
+/// The helper's loop: claim and run offered jobs; spin for [`spin`] after each, then
 /// park until a caller unparks it.
 fn serve(helper: &'static Helper) {
     let mut last = Instant::now();
@@ -125,7 +143,7 @@ fn serve(helper: &'static Helper) {
             last = Instant::now();
             continue;
         }
-        if last.elapsed() < SPIN {
+        if last.elapsed() < spin() {
             std::hint::spin_loop();
             continue;
         }
@@ -152,7 +170,11 @@ pub(crate) enum Outcome {
 
 /// Runs `a` here and `b` on the helper if it takes it in time, else `b` here too.
 pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) -> Outcome {
-    let Some(helper) = helper() else {
+    let helper = match small_batch_helper() {
+        SmallBatchHelper::Off => None,
+        SmallBatchHelper::Spin(_) => helper(),
+    };
+    let Some(helper) = helper else {
         a();
         b();
         return Outcome::Alone;
@@ -279,6 +301,61 @@ impl Balance {
             Outcome::Alone => share,
         };
         self.0.store(next, Ordering::Relaxed);
+    }
+}
+
+/// The CPUs the process may run on, and putting a thread on them.
+mod affinity {
+    /// A set of CPUs.
+    #[cfg(target_os = "linux")]
+    pub(super) struct Cpus(libc::cpu_set_t);
+
+    #[cfg(target_os = "linux")]
+    impl Cpus {
+        pub(super) fn count(&self) -> usize {
+            // SAFETY: `CPU_COUNT` only reads the set.
+            (unsafe { libc::CPU_COUNT(&self.0) }) as usize
+        }
+
+        /// Moves the calling thread onto these CPUs; a refusal leaves it where it is.
+        pub(super) fn apply_to_this_thread(&self) {
+            // SAFETY: the set is a valid `cpu_set_t` of the size passed; pid 0 is the
+            // calling thread.
+            unsafe {
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0);
+            }
+        }
+    }
+
+    /// The CPUs of the process's main thread (whose id is the process's), which
+    /// `taskset` and container limits set; `None` if the system does not say.
+    #[cfg(target_os = "linux")]
+    pub(super) fn process_cpus() -> Option<Cpus> {
+        // SAFETY: a zeroed `cpu_set_t` is the empty set; the call writes at most its
+        // size into it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            (libc::sched_getaffinity(libc::getpid(), size, &mut set) == 0).then_some(Cpus(set))
+        }
+    }
+
+    /// Elsewhere threads are not pinned by their creator's choice.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) struct Cpus;
+
+    #[cfg(not(target_os = "linux"))]
+    impl Cpus {
+        pub(super) fn count(&self) -> usize {
+            usize::MAX
+        }
+
+        pub(super) fn apply_to_this_thread(&self) {}
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn process_cpus() -> Option<Cpus> {
+        None
     }
 }
 
