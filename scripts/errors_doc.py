@@ -20,6 +20,8 @@ out = [
     "Every mistake the macro reports, with the message it prints. Each has a UI test,",
     "`tests/ui/<category>/<mistake>.rs`, whose `.stderr` shows the full diagnostic with",
     "the span; this page is generated from them (`python3 scripts/errors_doc.py`).",
+    "`tests/ui.rs::every_message_has_a_ui_test` fails when a message in the macro's",
+    "source appears in no `.stderr`.",
     "",
     "Messages are spanned on the token at fault, errors are collected (a model with three",
     "mistakes reports three), and a model that fails still declares its struct, so code",

@@ -91,7 +91,8 @@ pub(crate) const PARALLEL_MIN_FLOPS: f64 = 2.0e6;
 
 /// Runs `body(first_sample, samples)` over the batch, in two halves on rayon's threads
 /// when the work is large enough. The split does not depend on the number of threads,
-/// so results are the same on any machine.
+/// so results are the same with any number of threads (across processors they can
+/// differ in the last bits: the kernels choose their instructions at run time).
 pub(crate) fn split_batch<A: Send, B: Send>(
     batch: usize,
     flops_per_sample: f64,

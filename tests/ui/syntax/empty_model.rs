@@ -1,0 +1,6 @@
+// A model with nothing in its braces.
+kiln::model! {
+    pub struct Net {}
+}
+
+fn main() {}
