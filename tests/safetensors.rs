@@ -53,8 +53,10 @@ fn a_pytorch_state_dict_gives_pytorchs_logits() {
         .zip(&expected)
         .map(|(a, e)| (a - e).abs())
         .fold(0.0_f32, f32::max);
-    println!("largest difference from PyTorch's logits: {worst:e}");
-    assert!(worst <= 1e-5, "{worst}");
+    let largest = expected.iter().fold(0.0_f32, |m, e| m.max(e.abs()));
+    println!("largest difference from PyTorch's logits: {worst:e} (largest logit {largest})");
+    // A few f32 rounding steps of the largest logit: the sums run in another order.
+    assert!(worst <= 4.0 * largest * f32::EPSILON, "{worst}");
 
     // The same file loads into an f64 model too.
     let mut wide = TorchMlp::<f64>::new(0);
