@@ -64,7 +64,20 @@
 //! The DSL is described in `docs/dsl.md`, every compile error in `docs/errors.md`.
 
 pub use kiln_macros::model;
-pub use kiln_runtime::*;
+
+// The public API: the runtime's user-facing modules and types. The machinery generated
+// models run on (passes, workspaces, model state, layer kernels) is in `__private`.
+#[cfg(feature = "plot")]
+pub use kiln_runtime::plot;
+pub use kiln_runtime::{
+    custom, data, error, float, gradcheck, init, io, loss, metrics, optim, tensor, threads, train,
+};
+pub use kiln_runtime::{
+    Adam, AdamW, BceWithLogits, BinaryCrossEntropy, CosineAnnealing, CrossEntropy, Error, Float,
+    GradClip, Grads, Layer, LayerInfo, Loss, LrSchedule, Model, ModelSpec, Mse, Optimizer,
+    ParamDecl, ParamInfo, ParamSet, Reduction, Regularization, Result, RmsProp, Rng, Sgd, Shape,
+    Shape1, Shape2, Shape3, Shape4, StepLr, Summary, Tensor, TensorKind, TensorRef,
+};
 
 /// What a program using kiln needs in scope.
 pub mod prelude {
@@ -99,8 +112,8 @@ pub mod __private {
     pub use kiln_runtime::layers;
     pub use kiln_runtime::optim::apply_linear_step;
     pub use kiln_runtime::{
-        DeferredWeight, Float, LayerInfo, Mode, Model, ModelSpec, ModelState, ParamInfo, Pass, Rng,
-        Shape1, Shape2, Shape3, Shape4, TensorKind, Workspace,
+        DeferredWeight, Float, LayerInfo, MergeGradIo, Mode, Model, ModelSpec, ModelState,
+        ParamInfo, Pass, Rng, Shape1, Shape2, Shape3, Shape4, TensorKind, Workspace,
     };
 }
 

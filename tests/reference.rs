@@ -5,7 +5,7 @@
 //! recurrent and attention layers, and graph models whose PyTorch state dicts load
 //! unchanged.
 
-use kiln::layers::{self, Accum, Activation};
+use kiln::__private::layers::{self, Accum, Activation};
 use kiln::loss::OutputLayout;
 use kiln::prelude::*;
 use serde_json::Value;
