@@ -254,6 +254,27 @@ fn all_finite<T: Float>(values: &[T]) -> bool {
     finite
 }
 
+/// The first NaN or infinite value of a buffer laid out by `table`: its tensor's full
+/// name, its index in the tensor and the value.
+///
+/// # Panics
+/// If every value is finite, or the table does not cover the buffer.
+fn first_non_finite<T: Float>(values: &[T], table: &[ParamInfo]) -> (String, usize, f64) {
+    let index = values
+        .iter()
+        .position(|v| !v.is_finite())
+        .expect("a value is not finite");
+    let info = table
+        .iter()
+        .find(|p| p.range().contains(&index))
+        .expect("every value belongs to a tensor");
+    (
+        info.full_name().into_owned(),
+        index - info.offset,
+        values[index].to_f64(),
+    )
+}
+
 /// `max |v|` over `values`, or `None` if one is NaN or infinite; one vectorised pass.
 fn finite_max_abs<T: Float>(values: &[T]) -> Option<T> {
     let max = crate::simd::vectorized(
@@ -1046,20 +1067,11 @@ impl<T: Float> ModelState<T> {
         if !self.guard || self.clip.is_some() || all_finite_split(&self.grads) {
             return Ok(());
         }
-        let index = self
-            .grads
-            .iter()
-            .position(|g| !g.is_finite())
-            .expect("a gradient is not finite");
-        let info = spec
-            .params
-            .iter()
-            .find(|p| p.range().contains(&index))
-            .expect("every gradient belongs to a tensor");
+        let (tensor, index, value) = first_non_finite(&self.grads, spec.params);
         Err(Error::NonFiniteParameterGradient {
-            tensor: info.full_name().into_owned(),
-            index: index - info.offset,
-            value: self.grads[index].to_f64(),
+            tensor,
+            index,
+            value,
             step: self.steps,
         })
     }
@@ -1075,20 +1087,11 @@ impl<T: Float> ModelState<T> {
         if !self.guard || all_finite(&self.buffers) {
             return Ok(());
         }
-        let index = self
-            .buffers
-            .iter()
-            .position(|b| !b.is_finite())
-            .expect("a buffer value is not finite");
-        let info = spec
-            .buffers
-            .iter()
-            .find(|b| b.range().contains(&index))
-            .expect("every buffer value belongs to a tensor");
+        let (tensor, index, value) = first_non_finite(&self.buffers, spec.buffers);
         Err(Error::NonFiniteBuffer {
-            tensor: info.full_name().into_owned(),
-            index: index - info.offset,
-            value: self.buffers[index].to_f64(),
+            tensor,
+            index,
+            value,
             step: self.steps,
         })
     }
