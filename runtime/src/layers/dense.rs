@@ -193,9 +193,9 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
     activation: Activation,
     rows: usize,
 ) {
-    check_len("dense grad_weight", grad_weight.len(), OUT * IN);
-    backward_parts::<T, IN, OUT>(
+    with_weight_gradient::<T, IN, OUT>(
         grad_input,
+        grad_weight,
         grad_bias,
         input,
         weight,
@@ -204,14 +204,6 @@ pub fn dense_backward<T: Float, const IN: usize, const OUT: usize>(
         activation,
         rows,
         false,
-    );
-    weight_product::<T, IN>(
-        grad_weight,
-        Accum::Replace,
-        T::ONE,
-        grad_output,
-        input,
-        rows,
     );
 }
 
@@ -265,6 +257,35 @@ pub fn dense_backward_noting<T: Float, const IN: usize, const OUT: usize>(
     activation: Activation,
     rows: usize,
 ) -> Option<Maxima<T>> {
+    with_weight_gradient::<T, IN, OUT>(
+        grad_input,
+        grad_weight,
+        grad_bias,
+        input,
+        weight,
+        output,
+        grad_output,
+        activation,
+        rows,
+        true,
+    )
+}
+
+/// [`backward_parts`], then the weight gradient `gᵀx`: [`dense_backward`] and
+/// [`dense_backward_noting`].
+#[allow(clippy::too_many_arguments)]
+fn with_weight_gradient<T: Float, const IN: usize, const OUT: usize>(
+    grad_input: Option<(&mut [T], Accum)>,
+    grad_weight: &mut [T],
+    grad_bias: Option<&mut [T]>,
+    input: &[T],
+    weight: &[T],
+    output: &[T],
+    grad_output: &mut [T],
+    activation: Activation,
+    rows: usize,
+    note: bool,
+) -> Option<Maxima<T>> {
     check_len("dense grad_weight", grad_weight.len(), OUT * IN);
     let maxima = backward_parts::<T, IN, OUT>(
         grad_input,
@@ -275,7 +296,7 @@ pub fn dense_backward_noting<T: Float, const IN: usize, const OUT: usize>(
         grad_output,
         activation,
         rows,
-        true,
+        note,
     );
     weight_product::<T, IN>(
         grad_weight,
@@ -559,7 +580,7 @@ mod tests {
         // Deferred: the same input and bias gradients, `g` left in `grad_output`, and
         // the weight gradient (or an SGD step) formed from it afterwards.
         let (mut dx, mut db, mut g) = (vec![0.0; rows * IN], vec![0.0; OUT], c.clone());
-        dense_backward_deferred::<f64, IN, OUT>(
+        let maxima = dense_backward_deferred::<f64, IN, OUT>(
             Some((&mut dx, Accum::Replace)),
             Some(&mut db),
             &x,
@@ -571,6 +592,31 @@ mod tests {
         );
         assert_eq!((&dx, &db), (&gx, &gb));
         assert_eq!(g, go, "the gradient at the pre-activation");
+        // The maxima it notes are those of the output and of that gradient.
+        let max = |v: &[f64]| v.iter().fold(0.0_f64, |m, x| m.max(x.abs()));
+        let maxima = maxima.expect("finite operands");
+        assert_eq!((maxima.output, maxima.grad), (max(&y), max(&go)));
+        // The noting variant of the full backward pass: the same gradients, the same
+        // maxima.
+        let (mut nx, mut nw, mut nb, mut ng) = (
+            vec![0.0; rows * IN],
+            vec![0.0; OUT * IN],
+            vec![0.0; OUT],
+            c.clone(),
+        );
+        let noted = dense_backward_noting::<f64, IN, OUT>(
+            Some((&mut nx, Accum::Replace)),
+            &mut nw,
+            Some(&mut nb),
+            &x,
+            &w,
+            &y,
+            &mut ng,
+            activation,
+            rows,
+        );
+        assert_eq!((&nx, &nw, &nb, &ng), (&gx, &gw, &gb, &go));
+        assert_eq!(noted, Some(maxima));
         let mut dw = vec![f64::NAN; OUT * IN];
         dense_weight_update(&mut dw, Accum::Replace, 1.0, &g, &x, IN);
         assert_eq!(dw, gw);
