@@ -118,6 +118,12 @@ fn fast_tanh_f32(x: f32) -> f32 {
     x * p / q
 }
 
+/// The magnitude whose [`Float::abs_bits`] are `bits` (a maximum of them), or `None`
+/// if it is infinite or NaN.
+pub(crate) fn finite_magnitude<T: Float>(bits: T::AbsBits) -> Option<T> {
+    (bits < T::NON_FINITE_BITS).then(|| T::from_abs_bits(bits))
+}
+
 macro_rules! impl_float {
     ($t:ty, $bits:ty, $name:literal, $erf:path, $tanh_slice:expr) => {
         impl Float for $t {

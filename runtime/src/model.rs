@@ -286,7 +286,7 @@ fn finite_max_abs<T: Float>(values: &[T]) -> Option<T> {
         },
     );
     crate::simd::clear_upper_vector_state();
-    (max < T::NON_FINITE_BITS).then(|| T::from_abs_bits(max))
+    crate::float::finite_magnitude(max)
 }
 
 /// The parameter ranges between the deferred dense weights (biases, every other

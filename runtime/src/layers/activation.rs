@@ -273,10 +273,9 @@ pub(crate) fn scale_by_derivative_noting<T: Float>(
         },
     );
     crate::simd::clear_upper_vector_state();
-    let finite = |bits| (bits < T::NON_FINITE_BITS).then(|| T::from_abs_bits(bits));
     Some(Maxima {
-        output: finite(output_bits)?,
-        grad: finite(grad_bits)?,
+        output: crate::float::finite_magnitude(output_bits)?,
+        grad: crate::float::finite_magnitude(grad_bits)?,
     })
 }
 
