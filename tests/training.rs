@@ -302,6 +302,60 @@ fn a_hidden_gradient_that_overflows_is_an_error_on_both_guarded_paths() {
 }
 
 kiln::model! {
+    struct Chain { input: [6], a: Dense(16), Tanh, b: Dense(8), Relu, c: Dense(3), Sigmoid, out: Dense(4) }
+}
+kiln::model! {
+    struct NotChain { input: [6], a: Dense(16), Relu, Dropout(0.1), out: Dense(4) }
+}
+
+#[test]
+fn a_dense_chain_keeps_its_update_inside_the_backward_pass_with_the_guard_on() {
+    assert!(Chain::<f32>::SPEC.dense_chain && Deep::<f32>::SPEC.dense_chain);
+    assert!(!NotChain::<f32>::SPEC.dense_chain && !Normed::<f32>::SPEC.dense_chain);
+    // Guarded, a chain's gradients are bounded before the backward pass and the
+    // weights updated inside it: the same bits as an unguarded step, step after step.
+    let x: Vec<f64> = (0..5 * 6)
+        .map(|i| ((i * 7) % 11) as f64 / 5.0 - 1.0)
+        .collect();
+    let x = TensorRef::<f64, Shape1<6>>::new(&x).unwrap();
+    let target: Vec<usize> = (0..5).map(|i| i % 4).collect();
+    let loss = CrossEntropy::default();
+    let (mut on, mut off) = (Chain::<f64>::new(3), Chain::<f64>::new(3));
+    off.set_nonfinite_guard(false);
+    let (mut sgd_on, mut sgd_off) = (Sgd::new(0.3), Sgd::new(0.3));
+    for _ in 0..20 {
+        let a = on.train_step(x, &target[..], &loss, &mut sgd_on).unwrap();
+        let b = off.train_step(x, &target[..], &loss, &mut sgd_off).unwrap();
+        assert_eq!(a.to_bits(), b.to_bits());
+    }
+    assert_eq!(on.params().as_slice(), off.params().as_slice());
+    // A weight written between steps is measured again, not covered by the bound kept
+    // from the last step. `Deep` as in the test above: after good steps, 1e-30 and
+    // 1e38 make the gradient reaching `h` overflow while the loss stays finite.
+    let one = [1.0_f32];
+    let one = TensorRef::<f32, Shape1<1>>::new(&one).unwrap();
+    let mut net = Deep::<f32>::new(0);
+    let mut sgd = Sgd::new(0.1);
+    for _ in 0..3 {
+        net.train_step(one, &[0.5_f32][..], &Mse::default(), &mut sgd)
+            .unwrap();
+    }
+    for (name, value) in [("h.weight", 1e-30), ("h.bias", 0.0), ("out.weight", 1e38)] {
+        let at = Deep::<f32>::SPEC.param(name).unwrap().offset;
+        net.params_mut()[at] = value;
+    }
+    let before = net.params().as_slice().to_vec();
+    let err = net
+        .train_step(one, &[0.0_f32][..], &Mse::default(), &mut sgd)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFiniteParameterGradient { tensor, .. } if tensor.starts_with("h.")),
+        "{err}"
+    );
+    assert_eq!(net.params().as_slice(), &before[..]);
+}
+
+kiln::model! {
     struct Normed { input: [2], bn: BatchNorm1d, out: Dense(1) }
 }
 

@@ -138,13 +138,18 @@ pub struct ModelSpec {
     /// The dense weights whose gradient product a guarded SGD step forms after the
     /// backward pass, straight into the weight (see [`Model::set_nonfinite_guard`]).
     pub deferred: &'static [DeferredWeight],
+    /// Whether the model is a chain of dense layers and nothing else: each reads the
+    /// node the one before wrote (the first the input), the last writes the output,
+    /// and activations are fused. A guarded SGD step can then bound every gradient
+    /// before the backward pass and update inside it, as an unguarded step does.
+    pub dense_chain: bool,
 }
 
 /// A dense layer's weight in [`ModelSpec::deferred`]: where it is, the node holding the
 /// layer's input `x` (`in_features` wide) and the node whose gradient holds `g`, the
 /// gradient at the layer's pre-activation after the backward pass; its gradient is
 /// `gᵀx`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeferredWeight {
     /// Start of the weight in the parameter buffer.
     pub weight_offset: usize,
@@ -156,6 +161,8 @@ pub struct DeferredWeight {
     pub output: usize,
     /// The width of the input rows.
     pub in_features: usize,
+    /// The activation fused after the layer, whose derivative scales `g`.
+    pub activation: crate::layers::Activation,
 }
 
 impl DeferredWeight {
@@ -276,6 +283,18 @@ fn first_non_finite<T: Float>(values: &[T], table: &[ParamInfo]) -> (String, usi
 }
 
 /// `max |v|` over `values`, or `None` if one is NaN or infinite; one vectorised pass.
+/// How large a bound on a gradient or an updated weight may be for the guard to take
+/// it as finite: far below the largest finite value, so that the sums forming it and
+/// a weight plus the update cannot overflow (2^100 for f32, 2^960 for f64; half an ulp
+/// of the largest f32 is 2^103).
+fn overflow_margin<T: Float>() -> f64 {
+    if T::DTYPE == "F32" {
+        2f64.powi(100)
+    } else {
+        2f64.powi(960)
+    }
+}
+
 fn finite_max_abs<T: Float>(values: &[T]) -> Option<T> {
     let max = crate::simd::vectorized(
         #[inline(always)]
@@ -853,6 +872,13 @@ pub struct ModelState<T> {
     guard: bool,
     /// The largest magnitude of the last training batch's input.
     input_max: f64,
+    /// For a [dense chain](ModelSpec::dense_chain), per dense weight: a bound on its
+    /// largest magnitude, valid while `weight_bounds_at` is the step count (set by the
+    /// guarded step that updated inside its backward pass, cleared by anything else
+    /// that writes the parameters), and the next step's bounds.
+    weight_bounds: Vec<f64>,
+    weight_bounds_next: Vec<f64>,
+    weight_bounds_at: Option<u64>,
 }
 
 impl<T: Float> ModelState<T> {
@@ -886,6 +912,9 @@ impl<T: Float> ModelState<T> {
             grads_pending: false,
             guard: true,
             input_max: 0.0,
+            weight_bounds: vec![0.0; spec.deferred.len()],
+            weight_bounds_next: vec![0.0; spec.deferred.len()],
+            weight_bounds_at: None,
         }
     }
 }
@@ -957,11 +986,118 @@ impl<T: Float> ModelState<T> {
     /// Puts a read backup's model state in place.
     pub(crate) fn commit_backup(&mut self, backed_up: BackedUp<T>) {
         self.params.copy_from_slice(&backed_up.params);
+        self.params_replaced();
         self.buffers = backed_up.buffers;
         self.dropout_rng = backed_up.rng;
         self.steps = backed_up.steps;
         self.grads_pending = false;
         self.accumulated_over = None;
+    }
+
+    /// Forgets the weight bounds of a dense chain: the parameters were written by
+    /// something other than a guarded step that kept them.
+    pub(crate) fn params_replaced(&mut self) {
+        self.weight_bounds_at = None;
+    }
+
+    /// Whether a guarded plain-SGD step of a [dense chain](ModelSpec::dense_chain) can
+    /// update inside its backward pass, as an unguarded one does: after the forward
+    /// pass and the loss, bounds on every gradient it will form, taken from the
+    /// activations' and the loss gradient's largest magnitudes and bounds on the
+    /// weights', prove them finite and the updated weights too. From the top: with
+    /// `G` bounding the gradient at a layer's output, `G·d` (`d` bounding the fused
+    /// activation's derivative) bounds it at the pre-activation, `rows·G·d·max|x|` the
+    /// weight's gradient and `rows·G·d` the bias's, and `out·G·d·max|W|` the gradient
+    /// passed down. Each must stay below the margin [`dense_bounded`](Self::dense_bounded)
+    /// uses, the weights' after the update too. On `true` the weight bounds move on by
+    /// the update's bound (the step cannot fail after this); on `false` the step takes
+    /// the deferred path, which checks exactly. The weights' largest magnitudes are
+    /// measured (one pass over them) when no bound is kept or a kept one is too loose.
+    fn chain_bounded(&mut self, spec: &ModelSpec, input: &[T], rate: f64) -> bool {
+        if !spec.dense_chain || spec.deferred.is_empty() {
+            return false;
+        }
+        let kept = self.weight_bounds_at == Some(self.steps);
+        if !kept && !self.measure_weight_bounds(spec) {
+            return false;
+        }
+        let mut bounded = self.next_chain_bounds(spec, input, rate);
+        if !bounded && kept {
+            bounded = self.measure_weight_bounds(spec) && self.next_chain_bounds(spec, input, rate);
+        }
+        if bounded {
+            std::mem::swap(&mut self.weight_bounds, &mut self.weight_bounds_next);
+            self.weight_bounds_at = Some(self.steps + 1);
+        } else {
+            self.weight_bounds_at = None;
+        }
+        bounded
+    }
+
+    /// The dense weights' largest magnitudes, measured; `false` if one is not finite.
+    fn measure_weight_bounds(&mut self, spec: &ModelSpec) -> bool {
+        for (bound, weight) in self.weight_bounds.iter_mut().zip(spec.deferred) {
+            match finite_max_abs(&self.params[weight.range()]) {
+                Some(max) => *bound = max.to_f64(),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The bounds of [`chain_bounded`](Self::chain_bounded) from the kept weight
+    /// bounds, with the weights' bounds after the update in `weight_bounds_next`.
+    fn next_chain_bounds(&mut self, spec: &ModelSpec, input: &[T], rate: f64) -> bool {
+        let limit = overflow_margin::<T>();
+        let below = |v: f64| v <= limit;
+        let ws = &self.workspace;
+        let output = spec.output_node;
+        let (Some(_), Some(loss_grad)) = (
+            finite_max_abs(ws.value(output)),
+            finite_max_abs(ws.grad(output)),
+        ) else {
+            return false;
+        };
+        // The biases, and anything else outside the weights, are few: measured.
+        let mut outside_max = 0.0f64;
+        for range in outside_deferred(spec.deferred, spec.param_count) {
+            match finite_max_abs(&self.params[range]) {
+                Some(max) => outside_max = outside_max.max(max.to_f64()),
+                None => return false,
+            }
+        }
+        let mut grad = loss_grad.to_f64();
+        let rate = rate.abs();
+        for (l, weight) in spec.deferred.iter().enumerate().rev() {
+            let x_max = if weight.input == 0 {
+                self.input_max
+            } else {
+                match finite_max_abs(ws.value(weight.input)) {
+                    Some(max) => max.to_f64(),
+                    None => return false,
+                }
+            };
+            let x_len = if weight.input == 0 {
+                input.len()
+            } else {
+                ws.value(weight.input).len()
+            };
+            let rows = (x_len / weight.in_features.max(1)) as f64;
+            let out_features = (weight.weight_len / weight.in_features.max(1)) as f64;
+            let pre = grad * weight.activation.derivative_bound();
+            let weight_grad = rows * pre * x_max;
+            let updated = self.weight_bounds[l] + rate * weight_grad;
+            let bias_updated = outside_max + rate * rows * pre;
+            if !(below(weight_grad) && below(updated) && below(bias_updated)) {
+                return false;
+            }
+            self.weight_bounds_next[l] = updated;
+            grad = out_features * pre * self.weight_bounds[l];
+            if !below(grad) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Whether, after a training step's backward pass over `input`, every gradient
@@ -973,11 +1109,7 @@ impl<T: Float> ModelState<T> {
     /// their operands (activations and their gradients) are far fewer; the first
     /// layer's input was checked, and its largest magnitude taken, with the batch.
     fn dense_bounded(&self, spec: &ModelSpec, input: &[T], rate: f64) -> bool {
-        let limit = if T::DTYPE == "F32" {
-            2f64.powi(100)
-        } else {
-            2f64.powi(960)
-        };
+        let limit = overflow_margin::<T>();
         let deferred = spec.deferred;
         outside_deferred(deferred, spec.param_count).all(|r| all_finite(&self.grads[r]))
             && deferred.iter().all(|weight| {
@@ -1133,6 +1265,7 @@ impl<T: Float> ModelState<T> {
         spec: &ModelSpec,
         optimizer: &mut O,
     ) -> Result<()> {
+        self.params_replaced();
         if !self.holds_any() {
             return optimizer.step(&mut self.params, &self.grads);
         }
@@ -1690,12 +1823,16 @@ pub trait Model<T: Float>: Sized {
 
     /// The parameter buffer, mutably (PyTorch's layout, in [`ModelSpec::params`] order).
     fn params_mut(&mut self) -> &mut [T] {
-        &mut self.state_mut().params
+        let state = self.state_mut();
+        state.params_replaced();
+        &mut state.params
     }
 
     /// Replaces every parameter from one buffer of [`ModelSpec::param_count`] values.
     fn set_params(&mut self, values: &[T]) -> Result<()> {
-        replace_all(&mut self.state_mut().params, values)
+        let state = self.state_mut();
+        state.params_replaced();
+        replace_all(&mut state.params, values)
     }
 
     /// Replaces every non-trainable buffer (batch norm's running statistics, in
@@ -1784,6 +1921,7 @@ pub trait Model<T: Float>: Sized {
     /// or wrongly shaped tensor is listed in the error, and the model is left unchanged.
     fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let state = self.state_mut();
+        state.params_replaced();
         crate::io::load(
             Self::SPEC,
             &mut state.params,
@@ -1810,6 +1948,7 @@ pub trait Model<T: Float>: Sized {
         options: &crate::io::LoadOptions,
     ) -> Result<crate::io::LoadReport> {
         let state = self.state_mut();
+        state.params_replaced();
         crate::io::load_with(
             Self::SPEC,
             &mut state.params,
@@ -1827,6 +1966,7 @@ pub trait Model<T: Float>: Sized {
         options: &crate::io::LoadOptions,
     ) -> Result<crate::io::LoadReport> {
         let state = self.state_mut();
+        state.params_replaced();
         crate::io::load_bytes(
             Self::SPEC,
             &mut state.params,
@@ -2103,11 +2243,11 @@ fn step_after_forward<T: Float, M: Model<T>, O: Optimizer<T>>(
     // backward pass.
     let plain = !state.regularization.is_active() && state.clip.is_none() && !state.holds_any();
     let linear = optimizer.linear_step().filter(|_| plain).map(T::from_f64);
-    // Guarded, the dense weights' products wait until everything else is checked.
-    let (update, deferred) = if state.guard {
-        (None, linear)
-    } else {
-        (linear, None)
+    // Guarded, the dense weights' products wait until everything else is checked,
+    // unless the gradients of a dense chain are bounded before the backward pass.
+    let (update, deferred) = match linear {
+        Some(rate) if state.guard && !state.chain_bounded(spec, x, rate.to_f64()) => (None, linear),
+        _ => (linear, None),
     };
     let mut pass = Pass::new(&mut state.workspace, Some(x));
     pass.deferring = deferred.is_some();
@@ -2124,6 +2264,10 @@ fn step_after_forward<T: Float, M: Model<T>, O: Optimizer<T>>(
         update,
         false,
     );
+    if deferred.is_some() || update.is_none() || !state.guard {
+        // Written by something other than a step that keeps the weight bounds.
+        state.params_replaced();
+    }
     if let Some(rate) = deferred {
         state.guarded_linear_step(spec, rate, x)?;
     } else if update.is_none() {
@@ -2327,6 +2471,7 @@ mod tests {
             output_node: 2,
             token_vocab: None,
             deferred: &[],
+            dense_chain: false,
         };
         let mut ws = Workspace::<f32>::new(&SPEC);
         ws.prepare(3);

@@ -5,6 +5,8 @@ use quote::{format_ident, quote};
 
 use super::{passes, InitPlan, Plan};
 use crate::check::{Checked, Layer};
+use crate::layers::activation::activation;
+use crate::layers::DeferredWeight;
 use crate::parse::ModelDef;
 
 pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
@@ -311,23 +313,34 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
         nodes.push(quote!(#last + #layer::SAVED));
     }
     let output_node = plan.output_node;
-    let deferred = plan
+    let weights: Vec<DeferredWeight> = plan
         .steps
         .iter()
         .filter_map(|s| s.deferred_weight())
-        .map(|d| {
-            let (offset, len) = (d.weight.start, d.weight.len());
-            let (input, output, in_features) = (d.input, d.output, d.in_features);
-            quote! {
-                ::kiln::__private::DeferredWeight {
-                    weight_offset: #offset,
-                    weight_len: #len,
-                    input: #input,
-                    output: #output,
-                    in_features: #in_features,
-                }
+        .collect();
+    // Dense layers alone, each reading what the one before wrote: every gradient of a
+    // step can be bounded before its backward pass (`ModelSpec::dense_chain`).
+    let dense_chain = plan.customs.is_empty()
+        && !weights.is_empty()
+        && weights.len() == plan.steps.len()
+        && weights[0].input == 0
+        && weights.windows(2).all(|w| w[0].output == w[1].input)
+        && weights.last().is_some_and(|w| w.output == output_node);
+    let deferred = weights.iter().map(|d| {
+        let (offset, len) = (d.weight.start, d.weight.len());
+        let (input, output, in_features) = (d.input, d.output, d.in_features);
+        let activation = activation(d.activation);
+        quote! {
+            ::kiln::__private::DeferredWeight {
+                weight_offset: #offset,
+                weight_len: #len,
+                input: #input,
+                output: #output,
+                in_features: #in_features,
+                activation: #activation,
             }
-        });
+        }
+    });
     let token_vocab = match checked.layers.first().and_then(|l| l.op.token_vocab()) {
         Some(vocab) => quote!(::core::option::Option::Some(#vocab)),
         None => quote!(::core::option::Option::None),
@@ -348,6 +361,7 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             output_node: #output_node,
             token_vocab: #token_vocab,
             deferred: &[#(#deferred),*],
+            dense_chain: #dense_chain,
         }
     }
 }

@@ -152,6 +152,7 @@ impl Step for DenseStep {
             input: self.input,
             output: self.output,
             in_features: self.in_features,
+            activation: self.fused,
         })
     }
 

@@ -263,12 +263,15 @@ pub trait Op {
 
 /// A dense weight whose gradient product `gᵀx` a guarded step defers: its range, the
 /// nodes holding `x` (the layer's input) and `g` (the gradient at its pre-activation,
-/// which the backward kernel leaves in the output node's gradient), and `x`'s width.
+/// which the backward kernel leaves in the output node's gradient), `x`'s width and the
+/// fused activation.
 pub struct DeferredWeight {
     pub weight: Range<usize>,
     pub input: usize,
     pub output: usize,
     pub in_features: usize,
+    /// The activation fused after the layer.
+    pub activation: Option<activation::Act>,
 }
 
 /// One kernel call of the forward pass, with its backward counterpart.

@@ -131,6 +131,7 @@ const _: () = {
                     input: 0,
                     output: 1,
                     in_features: 784,
+                    activation: ::kiln::__private::layers::Activation::Relu,
                 },
                 ::kiln::__private::DeferredWeight {
                     weight_offset: 100480,
@@ -138,8 +139,10 @@ const _: () = {
                     input: 2,
                     output: 4,
                     in_features: 128,
+                    activation: ::kiln::__private::layers::Activation::Identity,
                 },
             ],
+            dense_chain: false,
         };
         fn state(&self) -> &::kiln::__private::ModelState<T> {
             &self.state

@@ -49,6 +49,18 @@ impl Activation {
         }
     }
 
+    /// A bound on `|f'(x)|` over every finite `x`: 1 for ReLU, tanh and the identity,
+    /// `max(1, |slope|)` for leaky ReLU, 1/4 for the logistic function, and 1.13 for
+    /// GELU (whose largest slope is 1.1289, near `x = 2.4`).
+    pub fn derivative_bound(self) -> f64 {
+        match self {
+            Activation::Identity | Activation::Relu | Activation::Tanh => 1.0,
+            Activation::LeakyRelu(slope) => slope.abs().max(1.0),
+            Activation::Sigmoid => 0.25,
+            Activation::Gelu => 1.13,
+        }
+    }
+
     /// `f(x)`.
     #[inline(always)]
     pub fn apply<T: Float>(self, x: T) -> T {
