@@ -61,6 +61,42 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 //!
+//! [`Model::grads`] shows the gradients a backward pass stored; a training step with
+//! plain SGD adds its dense layers' updates straight into the weights and stores none:
+//!
+//! ```
+//! use kiln::prelude::*;
+//!
+//! kiln::model! { struct Net { input: [3], out: Dense(2) } }
+//!
+//! let mut net = Net::<f64>::new(0);
+//! assert!(net.grads().is_err()); // no backward pass yet
+//! let x = TensorRef::<f64, Shape1<3>>::new(&[1.0, 2.0, 3.0])?;
+//! let loss = CrossEntropy::default();
+//! net.value_and_grad(x, &[1usize][..], &loss)?;
+//! assert_eq!(net.grads()?.get("out.weight").unwrap().len(), 6);
+//! net.train_step(x, &[1usize][..], &loss, &mut Sgd::new(0.1))?;
+//! assert!(net.grads().is_err()); // applied inside the backward pass, never stored
+//! net.train_step(x, &[1usize][..], &loss, &mut Adam::new(1e-3))?;
+//! assert!(net.grads().is_ok());
+//! # Ok::<(), kiln::Error>(())
+//! ```
+//!
+//! A model writes itself as ONNX for inference elsewhere ([`Model::save_onnx`]; the
+//! [`onnx`] module lists the layers it covers):
+//!
+//! ```
+//! use kiln::prelude::*;
+//!
+//! kiln::model! { struct Net { input: [4], fc: Dense(3), Relu, out: Dense(2) } }
+//!
+//! let bytes = Net::<f32>::new(0).to_onnx()?;
+//! assert!(bytes.len() > 4 * (4 * 3 + 3 + 3 * 2 + 2)); // the weights, and the graph
+//! kiln::model! { struct Seq { input: [5, 2], lstm: Lstm(3), LastStep, out: Dense(1) } }
+//! assert!(matches!(Seq::<f32>::new(0).to_onnx(), Err(kiln::Error::OnnxUnsupported { .. })));
+//! # Ok::<(), kiln::Error>(())
+//! ```
+//!
 //! The DSL is described in `docs/dsl.md`, every compile error in `docs/errors.md`.
 
 pub use kiln_macros::model;
@@ -70,7 +106,8 @@ pub use kiln_macros::model;
 #[cfg(feature = "plot")]
 pub use kiln_runtime::plot;
 pub use kiln_runtime::{
-    custom, data, error, float, gradcheck, init, io, loss, metrics, optim, tensor, threads, train,
+    custom, data, error, float, gradcheck, init, io, loss, metrics, onnx, optim, tensor, threads,
+    train,
 };
 pub use kiln_runtime::{
     Adam, AdamW, BceWithLogits, BinaryCrossEntropy, CosineAnnealing, CrossEntropy, Error, Float,
@@ -110,6 +147,7 @@ pub mod __private {
     };
     pub use kiln_runtime::init::Init;
     pub use kiln_runtime::layers;
+    pub use kiln_runtime::onnx;
     pub use kiln_runtime::optim::apply_linear_step;
     pub use kiln_runtime::{
         DeferredWeight, Float, LayerInfo, MergeGradIo, Mode, Model, ModelSpec, ModelState,

@@ -54,8 +54,8 @@ fn compare<O: Optimizer<f64>>(make: impl Fn() -> O, sizes: &[usize], loss: Cross
         // every gradient.
         if opt_whole.linear_step().is_none() {
             assert_close(
-                parts.grads().as_slice(),
-                whole.grads().as_slice(),
+                parts.grads().unwrap().as_slice(),
+                whole.grads().unwrap().as_slice(),
                 "gradients",
             );
         }

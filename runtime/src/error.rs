@@ -110,6 +110,30 @@ pub enum Error {
         /// Index of the training step (0-based count of successful steps before it).
         step: u64,
     },
+    /// [`Model::grads`](crate::Model::grads) with no gradients to show: no backward
+    /// pass has run (`step` is `None`), or the last training step (plain SGD, with
+    /// nothing between the gradients and the update) added its dense layers' updates
+    /// straight into the weights without storing their gradients.
+    #[error("{}", match .step {
+        None => "no gradients are stored: no backward pass has run".to_string(),
+        Some(step) => format!(
+            "the gradients of step {step} were applied without being stored (plain SGD \
+             updates inside the backward pass); run backward or value_and_grad for them"
+        ),
+    })]
+    GradientsNotStored {
+        /// The training step whose gradients were not stored, if one ran.
+        step: Option<u64>,
+    },
+    /// [`Model::to_onnx`](crate::Model::to_onnx) on a model with a layer the ONNX
+    /// exporter does not cover (see [`onnx`](crate::onnx)); nothing was written.
+    #[error("{model} cannot be exported to ONNX: its layer {layer} has no ONNX export yet")]
+    OnnxUnsupported {
+        /// The model's name.
+        model: &'static str,
+        /// The layer, as written in the model (`Lstm(64)`).
+        layer: &'static str,
+    },
     /// A hyper-parameter outside its domain.
     #[error("invalid {name}: {value} ({reason})")]
     InvalidHyperParameter {

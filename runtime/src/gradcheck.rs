@@ -176,7 +176,7 @@ where
         model.backward(&grad_output)?;
         None
     };
-    let grads = model.grads().as_slice().to_vec();
+    let grads = model.grads()?.as_slice().to_vec();
     let params = model.params().as_slice().to_vec();
 
     let loss_at = |model: &mut M, x: &[f64]| -> Result<f64> {

@@ -17,6 +17,7 @@ pub mod layers;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 pub mod optim;
 #[cfg(feature = "plot")]
 pub mod plot;

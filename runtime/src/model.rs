@@ -143,6 +143,8 @@ pub struct ModelSpec {
     /// and activations are fused. A guarded SGD step can then bound every gradient
     /// before the backward pass and update inside it, as an unguarded step does.
     pub dense_chain: bool,
+    /// The model's ONNX operators (see [`Model::to_onnx`]).
+    pub onnx: crate::onnx::OnnxPlan,
 }
 
 /// A dense layer's weight in [`ModelSpec::deferred`]: where it is, the node holding the
@@ -835,6 +837,18 @@ pub(crate) struct BackedUp<T> {
     steps: u64,
 }
 
+/// What the gradient buffer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoredGrads {
+    /// Nothing yet: no backward pass has run.
+    Never,
+    /// Every gradient of the last backward pass.
+    All,
+    /// Not the dense weights' of the training step with this index, whose products
+    /// went straight into the weights.
+    AppliedAt(u64),
+}
+
 /// The state a generated model holds: parameters, gradients, workspace, generators.
 #[derive(Debug, Clone)]
 pub struct ModelState<T> {
@@ -867,6 +881,8 @@ pub struct ModelState<T> {
     steps: u64,
     /// Whether `grads` holds a backward pass's gradients not yet applied.
     grads_pending: bool,
+    /// Whether `grads` holds every gradient of the last backward pass.
+    grads_stored: StoredGrads,
     /// Whether a step checks its gradients before the update (see
     /// [`Model::set_nonfinite_guard`]).
     guard: bool,
@@ -910,6 +926,7 @@ impl<T: Float> ModelState<T> {
             accumulated_over: None,
             steps: 0,
             grads_pending: false,
+            grads_stored: StoredGrads::Never,
             guard: true,
             input_max: 0.0,
             weight_bounds: vec![0.0; spec.deferred.len()],
@@ -1187,6 +1204,7 @@ impl<T: Float> ModelState<T> {
             let replace = crate::layers::Accum::Replace;
             crate::layers::dense_weight_update(w, replace, T::ONE, g, x, weight.in_features);
         }
+        self.grads_stored = StoredGrads::All;
         self.check_gradients(spec)?;
         crate::optim::apply_linear_step(&mut self.params, &self.grads, rate);
         Ok(())
@@ -1916,6 +1934,25 @@ pub trait Model<T: Float>: Sized {
         )
     }
 
+    /// The model as an ONNX model (IR 8, opset 18) with its current weights, for
+    /// inference in ONNX Runtime and other engines: one input `input` and one output
+    /// `output` of the model's shapes with a free batch dimension, the weights under
+    /// their safetensors names. Built from the graph the macro knows, not by tracing.
+    /// [`Error::OnnxUnsupported`] names the first layer the exporter does not cover;
+    /// the [`onnx`](crate::onnx) module lists what it does.
+    ///
+    /// (An example is in the `kiln` crate's documentation.)
+    fn to_onnx(&self) -> Result<Vec<u8>> {
+        crate::onnx::to_onnx(Self::SPEC, &self.state().params, &self.state().buffers)
+    }
+
+    /// Writes [`to_onnx`](Self::to_onnx) to `path`, atomically (a temporary file
+    /// renamed over it, as [`save`](Self::save) does); nothing is written on an error.
+    fn save_onnx(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let bytes = self.to_onnx()?;
+        crate::io::write_atomically(path.as_ref(), &bytes)
+    }
+
     /// Loads parameters saved by [`save`](Self::save) or by PyTorch
     /// (`safetensors.torch.save_file(module.state_dict(), path)`). Every missing, extra
     /// or wrongly shaped tensor is listed in the error, and the model is left unchanged.
@@ -1984,15 +2021,30 @@ pub trait Model<T: Float>: Sized {
         }
     }
 
-    /// The gradients of the last [`backward`](Self::backward) or
-    /// [`train_step`](Self::train_step), laid out like the parameters. A training step
-    /// with plain SGD applies dense layers' updates without storing their gradients
-    /// (see [`train_step`](Self::train_step)); their entries then keep older values.
-    fn grads(&self) -> Grads<'_, T> {
-        ParamSet {
-            data: &self.state().grads,
-            table: Self::SPEC.params,
+    /// The gradients of the last [`backward`](Self::backward),
+    /// [`value_and_grad`](Self::value_and_grad) or [`train_step`](Self::train_step),
+    /// laid out like the parameters (clipped, if the step clipped them; a failed step's
+    /// too, which shows where a NaN came from).
+    ///
+    /// [`Error::GradientsNotStored`] before any backward pass, and after a training
+    /// step with plain SGD and nothing between the gradients and the update, which
+    /// adds its dense layers' updates straight into the weights without storing their
+    /// gradients (see [`train_step`](Self::train_step)).
+    ///
+    /// (An example is in the `kiln` crate's documentation.)
+    fn grads(&self) -> Result<Grads<'_, T>> {
+        let state = self.state();
+        match state.grads_stored {
+            StoredGrads::All => {}
+            StoredGrads::Never => return Err(Error::GradientsNotStored { step: None }),
+            StoredGrads::AppliedAt(step) => {
+                return Err(Error::GradientsNotStored { step: Some(step) })
+            }
         }
+        Ok(ParamSet {
+            data: &state.grads,
+            table: Self::SPEC.params,
+        })
     }
 
     /// Sets the L1/L2 penalty that [`train_step`](Self::train_step) adds.
@@ -2178,6 +2230,7 @@ fn backward_from<T: Float, M: Model<T>>(
     // a second backward pass would read scratch.
     state.workspace.input_held = false;
     state.grads_pending = true;
+    state.grads_stored = StoredGrads::All;
     Ok(())
 }
 
@@ -2248,6 +2301,13 @@ fn step_after_forward<T: Float, M: Model<T>, O: Optimizer<T>>(
     let (update, deferred) = match linear {
         Some(rate) if state.guard && !state.chain_bounded(spec, x, rate.to_f64()) => (None, linear),
         _ => (linear, None),
+    };
+    // Only the stored path keeps every gradient (the deferred one when its products
+    // are formed as gradients, below).
+    state.grads_stored = if update.is_none() && deferred.is_none() {
+        StoredGrads::All
+    } else {
+        StoredGrads::AppliedAt(state.steps)
     };
     let mut pass = Pass::new(&mut state.workspace, Some(x));
     pass.deferring = deferred.is_some();
@@ -2322,6 +2382,7 @@ fn value_and_grad<T: Float, M: Model<T>, L: Loss<T>>(
     state.zero_frozen_grads(M::SPEC);
     state.workspace.input_held = false;
     state.grads_pending = true;
+    state.grads_stored = StoredGrads::All;
     Ok(value)
 }
 
@@ -2472,6 +2533,7 @@ mod tests {
             token_vocab: None,
             deferred: &[],
             dense_chain: false,
+            onnx: crate::onnx::OnnxPlan::Unsupported { kind: "test" },
         };
         let mut ws = Workspace::<f32>::new(&SPEC);
         ws.prepare(3);

@@ -187,6 +187,10 @@ pub struct Plan {
     pub reads_tokens: bool,
     /// The user layers, in order.
     pub customs: Vec<CustomPlan>,
+    /// Per step: how its layer reads (`Lstm(64)`) and its input and output shapes.
+    pub step_layers: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// The layer being planned.
+    current: (String, Vec<usize>, Vec<usize>),
 }
 
 fn push_tensor(
@@ -230,6 +234,8 @@ impl Plan {
                 .first()
                 .is_some_and(|l| l.op.token_vocab().is_some()),
             customs: Vec::new(),
+            step_layers: Vec::new(),
+            current: (String::new(), Vec::new(), Vec::new()),
         };
         plan.output_node = plan.layers(&checked.layers, 0);
         plan
@@ -280,10 +286,13 @@ impl Plan {
     pub fn push(&mut self, step: impl Step + 'static) {
         self.step_param_ends.push(self.param_count());
         self.steps.push(Box::new(step));
+        self.step_layers.push(self.current.clone());
     }
 
     /// Plans a layer list fed from node `current`; returns the node of its output.
     pub fn layers(&mut self, layers: &[Layer], mut current: usize) -> usize {
+        // A block plans its layers through here, then pushes its own step: as its own.
+        let block = self.current.clone();
         let mut i = 0;
         while i < layers.len() {
             let layer = &layers[i];
@@ -294,9 +303,15 @@ impl Plan {
             } else {
                 None
             };
+            self.current = (
+                layer.display.clone(),
+                layer.input.clone(),
+                layer.output.clone(),
+            );
             current = layer.op.plan(layer, self, current, fused);
             i += if fused.is_some() { 2 } else { 1 };
         }
+        self.current = block;
         current
     }
 

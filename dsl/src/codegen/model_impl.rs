@@ -6,6 +6,7 @@ use quote::{format_ident, quote};
 use super::{passes, InitPlan, Plan};
 use crate::check::{Checked, Layer};
 use crate::layers::activation::activation;
+use crate::layers::onnx::StepShapes;
 use crate::layers::DeferredWeight;
 use crate::parse::ModelDef;
 
@@ -341,6 +342,7 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             }
         }
     });
+    let onnx_plan = onnx_plan(plan);
     let token_vocab = match checked.layers.first().and_then(|l| l.op.token_vocab()) {
         Some(vocab) => quote!(::core::option::Option::Some(#vocab)),
         None => quote!(::core::option::Option::None),
@@ -362,6 +364,21 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             token_vocab: #token_vocab,
             deferred: &[#(#deferred),*],
             dense_chain: #dense_chain,
+            onnx: #onnx_plan,
         }
     }
+}
+
+/// The model's ONNX operators, step by step, or the first layer without them.
+fn onnx_plan(plan: &Plan) -> TokenStream {
+    let path = quote!(::kiln::__private::onnx::OnnxPlan);
+    let mut nodes = Vec::new();
+    for (step, (kind, input, output)) in plan.steps.iter().zip(&plan.step_layers) {
+        let shapes = StepShapes { input, output };
+        match step.onnx(&shapes) {
+            Some(step_nodes) if !plan.reads_tokens => nodes.extend(step_nodes),
+            _ => return quote!(#path::Unsupported { kind: #kind }),
+        }
+    }
+    quote!(#path::Graph(&[#(#nodes),*]))
 }

@@ -4,6 +4,7 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
+use super::onnx::{activation_nodes, reshape_input, temp, value_node, StepShapes};
 use super::{arg, layer, size, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{Checker, Layer};
 use crate::codegen::Plan;
@@ -110,6 +111,18 @@ impl Step for ActivationStep {
 
     fn uses_batch(&self) -> bool {
         false
+    }
+
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        let mut nodes = vec![reshape_input(self.input, self.output, shapes.input)];
+        nodes.extend(activation_nodes(
+            self.act,
+            temp(self.output, 0),
+            value_node(self.output),
+            self.output,
+            1,
+        ));
+        Some(nodes)
     }
 
     fn forward(&self) -> TokenStream {

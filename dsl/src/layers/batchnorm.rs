@@ -8,6 +8,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
 use super::activation::Act;
+use super::onnx::{attr_float, buffer, node, param, reshape_input, temp, value_node, StepShapes};
 use super::{arg, layer, size, slice, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::{InitPlan, Plan};
@@ -204,6 +205,27 @@ impl Step for BatchNormStep {
 
     fn uses_buffers(&self) -> bool {
         true
+    }
+
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        let (mean, var) = (self.running.start, self.running.start + self.channels);
+        let inputs = [
+            temp(out, 0),
+            param(self.gamma.start),
+            param(self.beta.start),
+            buffer(mean),
+            buffer(var),
+        ];
+        let attrs = [
+            attr_float("epsilon", self.eps),
+            attr_float("momentum", 1.0 - self.momentum),
+        ];
+        Some(vec![
+            reshape_input(self.input, out, &[self.channels, self.inner]),
+            node("BatchNormalization", &inputs, temp(out, 1), &attrs),
+            node("Identity", &[temp(out, 1)], value_node(out), &[]),
+        ])
     }
 
     fn forward(&self) -> TokenStream {

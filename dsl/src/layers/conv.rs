@@ -10,6 +10,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
 use super::activation::{activation, Act};
+use super::onnx::{attr_ints, node, param, reshape_input, temp, with_activation, StepShapes};
 use super::{
     arg, layer, optional_params, size, slice, split_grads, ArgKind, Call, Checked, GradFlow,
     LayerSpec, Op, Step,
@@ -246,6 +247,19 @@ pub fn geometry(layer: &Layer, window: &Window) -> Geometry {
     }
 }
 
+/// ONNX's `kernel_shape`, `strides`, `pads` (begin and end of each axis) and
+/// `dilations` of a window.
+pub fn window_attrs(g: &Geometry) -> Vec<TokenStream> {
+    let pair = |(a, b): (usize, usize)| [a as i64, b as i64];
+    let (ph, pw) = (g.padding.0 as i64, g.padding.1 as i64);
+    vec![
+        attr_ints("kernel_shape", &pair(g.kernel)),
+        attr_ints("strides", &pair(g.stride)),
+        attr_ints("pads", &[ph, pw, ph, pw]),
+        attr_ints("dilations", &pair(g.dilation)),
+    ]
+}
+
 /// `&::kiln::__private::layers::Conv2dShape { .. }`, a promoted constant.
 pub fn shape_tokens(shape: &Geometry) -> TokenStream {
     let Conv2dShape {
@@ -348,6 +362,21 @@ impl Step for ConvStep {
         std::iter::once(self.weight.clone())
             .chain(self.bias.clone())
             .collect()
+    }
+
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        let g = &self.geometry;
+        let out = self.output;
+        let mut inputs = vec![temp(out, 0), param(self.weight.start)];
+        inputs.extend(self.bias.as_ref().map(|b| param(b.start)));
+        let attrs = window_attrs(g);
+        let mut nodes = vec![reshape_input(self.input, out, shapes.input)];
+        nodes.extend(with_activation(
+            |to| node("Conv", &inputs, to, &attrs),
+            self.fused,
+            out,
+        ));
+        Some(nodes)
     }
 
     fn forward(&self) -> TokenStream {

@@ -8,7 +8,8 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
-use super::conv::{image, pair, shape_tokens, window, Geometry, Window};
+use super::conv::{image, pair, shape_tokens, window, window_attrs, Geometry, Window};
+use super::onnx::{attr_ints, node, param, reshape_input, temp, value_node, StepShapes};
 use super::{
     arg, layer, optional_params, size, slice, split_grads, ArgKind, Call, Checked, GradFlow,
     LayerSpec, Op, Step,
@@ -196,6 +197,41 @@ impl Step for ConvTransposeStep {
         std::iter::once(self.weight.clone())
             .chain(self.bias.clone())
             .collect()
+    }
+
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        // The geometry is the convolution this layer transposes (from its output).
+        let g = &self.geometry;
+        let out = self.output;
+        let extra = |out_size: usize, in_size: usize, k: usize, s: usize, p: usize, d: usize| {
+            (out_size + 2 * p) as i64 - ((in_size - 1) * s + d * (k - 1) + 1) as i64
+        };
+        let output_padding = [
+            extra(
+                g.in_size.0,
+                g.out_size.0,
+                g.kernel.0,
+                g.stride.0,
+                g.padding.0,
+                g.dilation.0,
+            ),
+            extra(
+                g.in_size.1,
+                g.out_size.1,
+                g.kernel.1,
+                g.stride.1,
+                g.padding.1,
+                g.dilation.1,
+            ),
+        ];
+        let mut attrs = window_attrs(g);
+        attrs.push(attr_ints("output_padding", &output_padding));
+        let mut inputs = vec![temp(out, 0), param(self.weight.start)];
+        inputs.extend(self.bias.as_ref().map(|b| param(b.start)));
+        Some(vec![
+            reshape_input(self.input, out, shapes.input),
+            node("ConvTranspose", &inputs, value_node(out), &attrs),
+        ])
     }
 
     fn forward(&self) -> TokenStream {

@@ -8,6 +8,9 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::{activation, Act};
+use super::onnx::{
+    attr_int, attr_ints, node, param, reshape_input, temp, with_activation, StepShapes,
+};
 use super::{
     arg, layer, optional_params, size, slice, split_grads, split_weight_bias, ArgKind, Call,
     Checked, DeferredWeight, GradFlow, LayerSpec, Op, Step,
@@ -154,6 +157,47 @@ impl Step for DenseStep {
             in_features: self.in_features,
             activation: self.fused,
         })
+    }
+
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let (input, output, out) = (self.input, self.output, self.output);
+        let weight = param(self.weight.start);
+        let bias = self.bias.as_ref().map(|b| param(b.start));
+        if self.rows_per_sample == 1 {
+            let mut nodes = vec![reshape_input(input, output, &[self.in_features])];
+            let mut inputs = vec![temp(out, 0), weight];
+            inputs.extend(bias);
+            let transposed = [attr_int("transB", 1)];
+            nodes.extend(with_activation(
+                |to| node("Gemm", &inputs, to, &transposed),
+                self.fused,
+                out,
+            ));
+            return Some(nodes);
+        }
+        // Rows of a sequence: `x · Wᵀ (+ b)` on `[batch, rows, in]`.
+        let mut nodes = vec![
+            reshape_input(input, output, &[self.rows_per_sample, self.in_features]),
+            node(
+                "Transpose",
+                &[weight],
+                temp(out, 10),
+                &[attr_ints("perm", &[1, 0])],
+            ),
+        ];
+        let product = |to| node("MatMul", &[temp(out, 0), temp(out, 10)], to, &[]);
+        match bias {
+            None => nodes.extend(with_activation(product, self.fused, out)),
+            Some(bias) => {
+                nodes.push(product(temp(out, 11)));
+                nodes.extend(with_activation(
+                    |to| node("Add", &[temp(out, 11), bias], to, &[]),
+                    self.fused,
+                    out,
+                ));
+            }
+        }
+        Some(nodes)
     }
 
     fn forward(&self) -> TokenStream {

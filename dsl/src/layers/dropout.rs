@@ -5,6 +5,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
 use super::activation::Act;
+use super::onnx::{node, value_node, StepShapes};
 use super::{arg, layer, size, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{Checker, Layer};
 use crate::codegen::Plan;
@@ -75,6 +76,16 @@ impl Step for DropoutStep {
 
     fn uses_mode(&self) -> Option<bool> {
         Some(true)
+    }
+
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let input = value_node(self.input);
+        Some(vec![node(
+            "Identity",
+            &[input],
+            value_node(self.output),
+            &[],
+        )])
     }
 
     fn forward(&self) -> TokenStream {

@@ -9,6 +9,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
 use super::activation::Act;
+use super::onnx::{attr_int, ints, node, temp, value_node, StepShapes};
 use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::Plan;
@@ -216,6 +217,55 @@ impl Step for MergeStep {
 
     fn uses_batch(&self) -> bool {
         self.merge == Merge::Concat
+    }
+
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        let mut nodes = Vec::new();
+        let mut parts = Vec::new();
+        for (k, (&input, &width)) in self.inputs.iter().zip(&self.widths).enumerate() {
+            // Concatenated per row of `width` values; summed or multiplied whole.
+            let shape: Vec<i64> = match self.merge {
+                Merge::Concat if self.steps == 1 => vec![-1, width as i64],
+                Merge::Concat => vec![-1, self.steps as i64, width as i64],
+                Merge::Sum | Merge::Product => std::iter::once(-1)
+                    .chain(shapes.output.iter().map(|&d| d as i64))
+                    .collect(),
+            };
+            let part = temp(out, u8::try_from(k).ok()?);
+            nodes.push(node(
+                "Reshape",
+                &[value_node(input), ints(&shape)],
+                part.clone(),
+                &[],
+            ));
+            parts.push(part);
+        }
+        match self.merge {
+            Merge::Concat => nodes.push(node(
+                "Concat",
+                &parts,
+                value_node(out),
+                &[attr_int("axis", -1)],
+            )),
+            Merge::Sum => nodes.push(node("Sum", &parts, value_node(out), &[])),
+            Merge::Product if parts.len() == 1 => {
+                nodes.push(node("Identity", &parts, value_node(out), &[]))
+            }
+            Merge::Product => {
+                let mut product = parts[0].clone();
+                for (k, part) in parts.iter().enumerate().skip(1) {
+                    let to = if k + 1 == parts.len() {
+                        value_node(out)
+                    } else {
+                        temp(out, u8::try_from(100 + k).ok()?)
+                    };
+                    nodes.push(node("Mul", &[product, part.clone()], to.clone(), &[]));
+                    product = to;
+                }
+            }
+        }
+        Some(nodes)
     }
 
     fn forward(&self) -> TokenStream {

@@ -18,6 +18,7 @@ pub mod dense;
 pub mod dropout;
 pub mod flatten;
 pub mod merge;
+pub mod onnx;
 pub mod pool;
 pub mod recurrent;
 pub mod repeat;
@@ -318,6 +319,12 @@ pub trait Step {
     /// formed after the backward pass (straight into the weight, once every other
     /// gradient and the product's operands are known to be finite).
     fn deferred_weight(&self) -> Option<DeferredWeight> {
+        None
+    }
+
+    /// The step's ONNX operators (`OnnxNode` expressions) for its layer's shapes, or
+    /// `None` if the exporter does not cover it.
+    fn onnx(&self, _shapes: &onnx::StepShapes) -> Option<Vec<TokenStream>> {
         None
     }
 

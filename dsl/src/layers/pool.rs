@@ -6,7 +6,8 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
-use super::conv::{geometry, pair, shape_tokens, spatial, window, Geometry, Window};
+use super::conv::{geometry, pair, shape_tokens, spatial, window, window_attrs, Geometry, Window};
+use super::onnx::{attr_int, node, reshape_input, temp, value_node, StepShapes};
 use super::{arg, layer, size, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::Plan;
@@ -110,6 +111,25 @@ impl Step for PoolStep {
         self.output
     }
 
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        // kiln's pools take no dilation: ONNX's `MaxPool` has one, `AveragePool` had
+        // none before opset 19.
+        let attrs: Vec<TokenStream> = window_attrs(&self.geometry).into_iter().take(3).collect();
+        let (op, attrs) = match self.argmax {
+            Some(_) => ("MaxPool", attrs),
+            None => {
+                let mut attrs = attrs;
+                attrs.push(attr_int("count_include_pad", 1));
+                ("AveragePool", attrs)
+            }
+        };
+        Some(vec![
+            reshape_input(self.input, out, shapes.input),
+            node(op, &[temp(out, 0)], value_node(out), &attrs),
+        ])
+    }
+
     fn forward(&self) -> TokenStream {
         let PoolStep { input, output, .. } = self;
         let shape = shape_tokens(&self.geometry);
@@ -204,6 +224,20 @@ impl Step for GlobalAvgPoolStep {
 
     fn output(&self) -> usize {
         self.output
+    }
+
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        Some(vec![
+            reshape_input(self.input, out, shapes.input),
+            node("GlobalAveragePool", &[temp(out, 0)], temp(out, 1), &[]),
+            node(
+                "Flatten",
+                &[temp(out, 1)],
+                value_node(out),
+                &[attr_int("axis", 1)],
+            ),
+        ])
     }
 
     fn forward(&self) -> TokenStream {

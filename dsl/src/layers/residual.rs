@@ -10,6 +10,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
+use super::onnx::{ints, node, temp, value_node, StepShapes};
 use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, renames_only, Checker, Layer};
 use crate::codegen::Plan;
@@ -115,6 +116,28 @@ impl Step for ResidualStep {
 
     fn uses_batch(&self) -> bool {
         false
+    }
+
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        let shape: Vec<i64> = std::iter::once(-1)
+            .chain(shapes.output.iter().map(|&d| d as i64))
+            .collect();
+        Some(vec![
+            node(
+                "Reshape",
+                &[value_node(self.input), ints(&shape)],
+                temp(out, 0),
+                &[],
+            ),
+            node(
+                "Reshape",
+                &[value_node(self.inner), ints(&shape)],
+                temp(out, 1),
+                &[],
+            ),
+            node("Add", &[temp(out, 0), temp(out, 1)], value_node(out), &[]),
+        ])
     }
 
     fn forward(&self) -> TokenStream {

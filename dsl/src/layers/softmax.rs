@@ -4,6 +4,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
+use super::onnx::{attr_int, node, reshape_input, temp, value_node, StepShapes};
 use super::{layer, size, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{Checker, Layer};
 use crate::codegen::Plan;
@@ -58,6 +59,19 @@ impl Step for SoftmaxStep {
 
     fn uses_batch(&self) -> bool {
         false
+    }
+
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let op = if self.log { "LogSoftmax" } else { "Softmax" };
+        Some(vec![
+            reshape_input(self.input, self.output, &[self.width]),
+            node(
+                op,
+                &[temp(self.output, 0)],
+                value_node(self.output),
+                &[attr_int("axis", -1)],
+            ),
+        ])
     }
 
     fn forward(&self) -> TokenStream {

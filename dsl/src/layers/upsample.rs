@@ -7,6 +7,7 @@ use quote::quote;
 
 use super::activation::Act;
 use super::conv::{image, pair};
+use super::onnx::{absent, attr_str, floats, node, reshape_input, temp, value_node, StepShapes};
 use super::{arg, layer, size, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{Checker, Layer};
 use crate::codegen::Plan;
@@ -76,6 +77,8 @@ impl Op for Upsample {
             input,
             output,
             shape,
+            scale: self.scale,
+            bilinear: self.bilinear,
         });
         output
     }
@@ -86,6 +89,8 @@ struct UpsampleStep {
     output: usize,
     /// `&UpsampleShape { .. }`, a promoted constant.
     shape: TokenStream,
+    scale: (usize, usize),
+    bilinear: bool,
 }
 
 impl Step for UpsampleStep {
@@ -97,11 +102,34 @@ impl Step for UpsampleStep {
         self.output
     }
 
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        let (sh, sw) = (self.scale.0 as f32, self.scale.1 as f32);
+        let attrs = if self.bilinear {
+            vec![
+                attr_str("mode", "linear"),
+                attr_str("coordinate_transformation_mode", "half_pixel"),
+            ]
+        } else {
+            vec![
+                attr_str("mode", "nearest"),
+                attr_str("coordinate_transformation_mode", "asymmetric"),
+                attr_str("nearest_mode", "floor"),
+            ]
+        };
+        let inputs = [temp(out, 0), absent(), floats(&[1.0, 1.0, sh, sw])];
+        Some(vec![
+            reshape_input(self.input, out, shapes.input),
+            node("Resize", &inputs, value_node(out), &attrs),
+        ])
+    }
+
     fn forward(&self) -> TokenStream {
         let UpsampleStep {
             input,
             output,
             shape,
+            ..
         } = self;
         quote! {
             {
@@ -116,6 +144,7 @@ impl Step for UpsampleStep {
             input,
             output,
             shape,
+            ..
         } = self;
         let accum = flow.accum_or_replace(*input);
         quote! {

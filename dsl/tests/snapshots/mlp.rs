@@ -143,6 +143,64 @@ const _: () = {
                 },
             ],
             dense_chain: false,
+            onnx: ::kiln::__private::onnx::OnnxPlan::Graph(
+                &[
+                    ::kiln::__private::onnx::OnnxNode {
+                        op: "Reshape",
+                        inputs: &[
+                            ::kiln::__private::onnx::OnnxValue::Node(0),
+                            ::kiln::__private::onnx::OnnxValue::Ints(&[-1i64, 784i64]),
+                        ],
+                        output: ::kiln::__private::onnx::OnnxValue::Temp(1, 0u8),
+                        attrs: &[],
+                    },
+                    ::kiln::__private::onnx::OnnxNode {
+                        op: "Gemm",
+                        inputs: &[
+                            ::kiln::__private::onnx::OnnxValue::Temp(1, 0u8),
+                            ::kiln::__private::onnx::OnnxValue::Param(0),
+                            ::kiln::__private::onnx::OnnxValue::Param(100352),
+                        ],
+                        output: ::kiln::__private::onnx::OnnxValue::Temp(1, 1u8),
+                        attrs: &[
+                            ("transB", ::kiln::__private::onnx::OnnxAttr::Int(1i64)),
+                        ],
+                    },
+                    ::kiln::__private::onnx::OnnxNode {
+                        op: "Relu",
+                        inputs: &[::kiln::__private::onnx::OnnxValue::Temp(1, 1u8)],
+                        output: ::kiln::__private::onnx::OnnxValue::Node(1),
+                        attrs: &[],
+                    },
+                    ::kiln::__private::onnx::OnnxNode {
+                        op: "Identity",
+                        inputs: &[::kiln::__private::onnx::OnnxValue::Node(1)],
+                        output: ::kiln::__private::onnx::OnnxValue::Node(2),
+                        attrs: &[],
+                    },
+                    ::kiln::__private::onnx::OnnxNode {
+                        op: "Reshape",
+                        inputs: &[
+                            ::kiln::__private::onnx::OnnxValue::Node(2),
+                            ::kiln::__private::onnx::OnnxValue::Ints(&[-1i64, 128i64]),
+                        ],
+                        output: ::kiln::__private::onnx::OnnxValue::Temp(4, 0u8),
+                        attrs: &[],
+                    },
+                    ::kiln::__private::onnx::OnnxNode {
+                        op: "Gemm",
+                        inputs: &[
+                            ::kiln::__private::onnx::OnnxValue::Temp(4, 0u8),
+                            ::kiln::__private::onnx::OnnxValue::Param(100480),
+                            ::kiln::__private::onnx::OnnxValue::Param(101760),
+                        ],
+                        output: ::kiln::__private::onnx::OnnxValue::Node(4),
+                        attrs: &[
+                            ("transB", ::kiln::__private::onnx::OnnxAttr::Int(1i64)),
+                        ],
+                    },
+                ],
+            ),
         };
         fn state(&self) -> &::kiln::__private::ModelState<T> {
             &self.state

@@ -1,0 +1,339 @@
+//! ONNX export without tracing: the `model!` macro knows the whole graph, so it writes
+//! each step's ONNX operators into the model's [`ModelSpec::onnx`] at compile time, and
+//! [`Model::to_onnx`](crate::Model::to_onnx) puts them together with the weights into
+//! an ONNX model (IR version 8, opset 18, the default domain) that ONNX Runtime and
+//! other engines run for inference.
+//!
+//! The graph has one input, `input` (`[batch, …]`, the batch dimension named `batch`),
+//! and one output, `output`, of the model's shapes; every parameter and buffer is an
+//! initializer under its safetensors name (`fc1.weight`, `bn.running_mean`), in the
+//! element type the model holds (f32 or f64). It is the inference graph: dropout is an
+//! identity, batch norm uses its running statistics (its `num_batches_tracked` count,
+//! which only training reads, is left out).
+//!
+//! | kiln | ONNX |
+//! | --- | --- |
+//! | `Dense` | `Flatten` (axis 1) then `Gemm` (`transB = 1`), or `MatMul` + `Add` on rows of a sequence |
+//! | `Conv2d` | `Conv` (`pads`, `strides`, `dilations`) |
+//! | `ConvTranspose2d` | `ConvTranspose` (`pads`, `strides`, `dilations`, `output_padding`) |
+//! | `Upsample` | `Resize`: nearest (`asymmetric`, `floor`) or linear (`half_pixel`), as PyTorch |
+//! | `Residual`, `Add`, `Mul`, `Concat` | `Add`, `Sum`, `Mul`, `Concat` (last axis of each sample's rows) |
+//! | `MaxPool2d`, `AvgPool2d` | `MaxPool`, `AveragePool` (`count_include_pad = 1`) |
+//! | `GlobalAvgPool` | `GlobalAveragePool` then `Flatten` |
+//! | `BatchNorm1d`, `BatchNorm2d` | `BatchNormalization` |
+//! | `Relu`, `LeakyRelu`, `Sigmoid`, `Tanh` | the operator of that name |
+//! | `Gelu` | `0.5·x·(1 + erf(x/√2))` in `Div`, `Erf`, `Add`, `Mul` |
+//! | `Softmax` | `Softmax` (last axis) |
+//! | `Dropout` | `Identity` |
+//! | `Flatten` | nothing (the next `Gemm` flattens); a final `Reshape` gives the output its shape |
+//!
+//! Any other layer (recurrent layers, `LastStep`, attention, layer norm, embeddings,
+//! `Repeat`, user layers) makes `to_onnx` return
+//! [`Error::OnnxUnsupported`] naming it; nothing is written.
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::model::ModelSpec;
+
+/// The ONNX operators of a model, or the first layer that has none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OnnxPlan {
+    /// The nodes, in the order of the forward pass.
+    Graph(&'static [OnnxNode]),
+    /// A layer the exporter does not cover.
+    Unsupported {
+        /// What it is, as written in the model (`Lstm(64)`).
+        kind: &'static str,
+    },
+}
+
+/// One ONNX operator of a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OnnxNode {
+    /// The operator (`Gemm`).
+    pub op: &'static str,
+    /// Its inputs, in the operator's order.
+    pub inputs: &'static [OnnxValue],
+    /// What it writes.
+    pub output: OnnxValue,
+    /// Its attributes.
+    pub attrs: &'static [(&'static str, OnnxAttr)],
+}
+
+/// A value an [`OnnxNode`] reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OnnxValue {
+    /// A workspace node (0 is the model's input).
+    Node(usize),
+    /// A value inside one step's operators: the step's output node and a number.
+    Temp(usize, u8),
+    /// The parameter that starts at this offset of the parameter buffer.
+    Param(usize),
+    /// The buffer that starts at this offset of the buffer list.
+    Buffer(usize),
+    /// A scalar constant of the model's element type.
+    Scalar(f64),
+    /// A constant int64 tensor of one axis (a shape, a permutation).
+    Ints(&'static [i64]),
+    /// A constant float32 tensor of one axis (`Resize`'s scales).
+    Floats(&'static [f32]),
+    /// An optional input left out (the empty name).
+    Absent,
+}
+
+/// An attribute's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OnnxAttr {
+    /// `INT`.
+    Int(i64),
+    /// `INTS`.
+    Ints(&'static [i64]),
+    /// `FLOAT`.
+    Float(f32),
+    /// `STRING`.
+    Str(&'static str),
+}
+
+/// The IR version and opset the exporter writes.
+pub const IR_VERSION: i64 = 8;
+/// The default domain's opset the exporter writes.
+pub const OPSET: i64 = 18;
+
+/// ONNX's element types (`TensorProto.DataType`).
+const FLOAT: u64 = 1;
+const INT64: u64 = 7;
+const DOUBLE: u64 = 11;
+
+/// The ONNX model of `spec` with these weights, as bytes.
+pub fn to_onnx<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T]) -> Result<Vec<u8>> {
+    let nodes = match spec.onnx {
+        OnnxPlan::Graph(nodes) => nodes,
+        OnnxPlan::Unsupported { kind } => {
+            return Err(Error::OnnxUnsupported {
+                model: spec.name,
+                layer: kind,
+            })
+        }
+    };
+    let elem = if T::DTYPE == "F32" { FLOAT } else { DOUBLE };
+    // Constant tensors (scalars, shapes, scales), written as initializers after the
+    // weights.
+    let mut constants: Vec<Vec<u8>> = Vec::new();
+    let mut constant = |dims: &[usize], data_type: u64, raw: &[u8]| {
+        let name = format!("const{}", constants.len());
+        constants.push(tensor_proto(&name, dims, data_type, raw));
+        name
+    };
+    let ints =
+        |values: &[i64]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let tensor_name = |table: &[crate::model::ParamInfo], offset: usize| {
+        table
+            .iter()
+            .find(|p| p.offset == offset)
+            .map(|p| p.full_name().into_owned())
+            .ok_or_else(|| Error::Mismatch(format!("no tensor at offset {offset}")))
+    };
+    let mut name_of = |value: &OnnxValue| -> Result<String> {
+        Ok(match *value {
+            OnnxValue::Node(0) => "input".to_string(),
+            OnnxValue::Node(n) => format!("node{n}"),
+            OnnxValue::Temp(n, k) => format!("node{n}_{k}"),
+            OnnxValue::Param(offset) => tensor_name(spec.params, offset)?,
+            OnnxValue::Buffer(offset) => tensor_name(spec.buffers, offset)?,
+            OnnxValue::Absent => String::new(),
+            OnnxValue::Scalar(v) => constant(&[], elem, &crate::io::to_bytes(&[T::from_f64(v)])),
+            OnnxValue::Floats(values) => {
+                let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                constant(&[values.len()], FLOAT, &raw)
+            }
+            OnnxValue::Ints(values) => constant(&[values.len()], INT64, &ints(values)),
+        })
+    };
+    let mut graph = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let inputs = node
+            .inputs
+            .iter()
+            .map(&mut name_of)
+            .collect::<Result<Vec<_>>>()?;
+        let output = name_of(&node.output)?;
+        let name = format!("{}_{index}", node.op);
+        field_bytes(
+            &mut graph,
+            1,
+            &node_proto(&inputs, &output, &name, node.op, node.attrs),
+        );
+    }
+    // The output in the model's shape, whatever rank the last operator left.
+    let shape: Vec<i64> = std::iter::once(-1)
+        .chain(spec.output.iter().map(|&d| d as i64))
+        .collect();
+    let last = name_of(&OnnxValue::Node(spec.output_node))?;
+    let shape = constant(&[shape.len()], INT64, &ints(&shape));
+    let reshape = node_proto(&[last, shape], "output", "Reshape_output", "Reshape", &[]);
+    field_bytes(&mut graph, 1, &reshape);
+    field_bytes(&mut graph, 2, spec.name.as_bytes());
+    for (tensors, data) in [(spec.params, params), (spec.buffers, buffers)] {
+        // Counts (batch norm's `num_batches_tracked`) only matter to training.
+        for p in tensors
+            .iter()
+            .filter(|p| p.kind == crate::model::TensorKind::Float)
+        {
+            let raw = crate::io::to_bytes(&data[p.range()]);
+            field_bytes(
+                &mut graph,
+                5,
+                &tensor_proto(&p.full_name(), p.shape, elem, &raw),
+            );
+        }
+    }
+    for t in &constants {
+        field_bytes(&mut graph, 5, t);
+    }
+    field_bytes(&mut graph, 11, &value_info("input", elem, spec.input));
+    field_bytes(&mut graph, 12, &value_info("output", elem, spec.output));
+
+    let mut model = Vec::new();
+    field_varint(&mut model, 1, IR_VERSION as u64);
+    field_bytes(&mut model, 2, b"kiln");
+    field_bytes(&mut model, 3, env!("CARGO_PKG_VERSION").as_bytes());
+    field_bytes(&mut model, 7, &graph);
+    let mut opset = Vec::new();
+    field_bytes(&mut opset, 1, b"");
+    field_varint(&mut opset, 2, OPSET as u64);
+    field_bytes(&mut model, 8, &opset);
+    Ok(model)
+}
+
+/// `TensorProto` with its values as raw little-endian bytes.
+fn tensor_proto(name: &str, dims: &[usize], data_type: u64, raw: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for &d in dims {
+        field_varint(&mut t, 1, d as u64);
+    }
+    field_varint(&mut t, 2, data_type);
+    field_bytes(&mut t, 8, name.as_bytes());
+    field_bytes(&mut t, 9, raw);
+    t
+}
+
+/// `NodeProto`.
+fn node_proto(
+    inputs: &[String],
+    output: &str,
+    name: &str,
+    op: &str,
+    attrs: &[(&str, OnnxAttr)],
+) -> Vec<u8> {
+    let mut n = Vec::new();
+    for input in inputs {
+        field_bytes(&mut n, 1, input.as_bytes());
+    }
+    field_bytes(&mut n, 2, output.as_bytes());
+    field_bytes(&mut n, 3, name.as_bytes());
+    field_bytes(&mut n, 4, op.as_bytes());
+    for (name, attr) in attrs {
+        field_bytes(&mut n, 5, &attribute(name, attr));
+    }
+    n
+}
+
+/// `ValueInfoProto` of a tensor `[batch, dims…]`.
+fn value_info(name: &str, elem: u64, dims: &[usize]) -> Vec<u8> {
+    let mut shape = Vec::new();
+    let mut batch = Vec::new();
+    field_bytes(&mut batch, 2, b"batch");
+    field_bytes(&mut shape, 1, &batch);
+    for &d in dims {
+        let mut dim = Vec::new();
+        field_varint(&mut dim, 1, d as u64);
+        field_bytes(&mut shape, 1, &dim);
+    }
+    let mut tensor = Vec::new();
+    field_varint(&mut tensor, 1, elem);
+    field_bytes(&mut tensor, 2, &shape);
+    let mut ty = Vec::new();
+    field_bytes(&mut ty, 1, &tensor);
+    let mut info = Vec::new();
+    field_bytes(&mut info, 1, name.as_bytes());
+    field_bytes(&mut info, 2, &ty);
+    info
+}
+
+/// `AttributeProto`.
+fn attribute(name: &str, attr: &OnnxAttr) -> Vec<u8> {
+    let mut a = Vec::new();
+    field_bytes(&mut a, 1, name.as_bytes());
+    match *attr {
+        OnnxAttr::Float(f) => {
+            key(&mut a, 2, 5);
+            a.extend_from_slice(&f.to_le_bytes());
+            field_varint(&mut a, 20, 1);
+        }
+        OnnxAttr::Int(i) => {
+            field_varint(&mut a, 3, i as u64);
+            field_varint(&mut a, 20, 2);
+        }
+        OnnxAttr::Str(text) => {
+            field_bytes(&mut a, 4, text.as_bytes());
+            field_varint(&mut a, 20, 3);
+        }
+        OnnxAttr::Ints(values) => {
+            for &i in values {
+                field_varint(&mut a, 8, i as u64);
+            }
+            field_varint(&mut a, 20, 7);
+        }
+    }
+    a
+}
+
+// Protocol buffers' wire format, as much of it as the ONNX schema above needs: varints
+// (wire type 0), length-delimited bytes and messages (2) and 32-bit floats (5).
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn key(out: &mut Vec<u8>, field: u32, wire: u32) {
+    varint(out, u64::from(field << 3 | wire));
+}
+
+fn field_varint(out: &mut Vec<u8>, field: u32, v: u64) {
+    key(out, field, 0);
+    varint(out, v);
+}
+
+fn field_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    key(out, field, 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_are_little_endian_groups_of_seven_bits() {
+        let mut out = Vec::new();
+        for v in [0, 1, 127, 128, 300, u64::MAX] {
+            varint(&mut out, v);
+        }
+        assert_eq!(
+            out,
+            [
+                0, 1, 127, 0x80, 1, 0xac, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                1
+            ]
+        );
+        // A negative int64 is its two's complement, ten bytes.
+        let mut out = Vec::new();
+        field_varint(&mut out, 3, -1i64 as u64);
+        assert_eq!(out.len(), 11);
+    }
+}

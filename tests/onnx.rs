@@ -1,0 +1,364 @@
+//! ONNX export checked against ONNX Runtime, without Python in the test run.
+//!
+//! Each model here is an example's model (the examples train them; here they keep
+//! their seeded initial weights, which exercise the export as well). For each, the test
+//! exports the model, hashes the bytes (FNV-1a, 64 bits) and compares kiln's inference
+//! output on a fixed batch with ONNX Runtime's output for the same file, both from
+//! `tests/fixtures/onnx_runtime.json`. That file is written by
+//! `scripts/onnx/check.py`, which runs ONNX Runtime on what this test writes when
+//! `KILN_ONNX_WRITE=<dir>` is set:
+//!
+//! ```text
+//! KILN_ONNX_WRITE=target/onnx cargo test --release --test onnx
+//! python3 scripts/onnx/check.py target/onnx
+//! ```
+//!
+//! A changed exporter changes the hash: the test then fails until the fixture is
+//! written again, so the outputs compared are always those of the bytes exported now.
+use kiln::prelude::*;
+use std::collections::BTreeMap;
+
+kiln::model! {
+    /// mnist_mlp.
+    pub struct MnistMlp {
+        input: [784],
+        fc1: Dense(128), Relu,
+        Dropout(0.2),
+        fc2: Dense(10),
+    }
+}
+kiln::model! {
+    /// xor.
+    pub struct Xor { input: [2], hidden: Dense(8), Tanh, out: Dense(1) }
+}
+kiln::model! {
+    /// resnet_mnist.
+    block Basic(channels) {
+        Residual {
+            conv1: Conv2d(channels, kernel = 3, padding = 1, bias = false), bn1: BatchNorm2d, Relu,
+            conv2: Conv2d(channels, kernel = 3, padding = 1, bias = false), bn2: BatchNorm2d,
+        },
+        Relu,
+    }
+    block Down(channels) {
+        Add {
+            main: {
+                Conv2d(channels, kernel = 3, stride = 2, padding = 1, bias = false), BatchNorm2d, Relu,
+                Conv2d(channels, kernel = 3, padding = 1, bias = false), BatchNorm2d,
+            },
+            shortcut: { Conv2d(channels, kernel = 1, stride = 2, bias = false), BatchNorm2d },
+        },
+        Relu,
+    }
+    pub struct ResNet {
+        input: [1, 28, 28],
+        stem: Conv2d(16, kernel = 3, padding = 1, bias = false), bn: BatchNorm2d, Relu,
+        MaxPool2d(2),
+        layer1: { Basic(16), Basic(16) },
+        layer2: { Down(32), Basic(32) },
+        GlobalAvgPool,
+        fc: Dense(10),
+    }
+}
+kiln::model! {
+    /// unet_denoise.
+    pub struct UNet {
+        input: [1, 28, 28],
+        enc: { Conv2d(16, kernel = 3, padding = 1), Relu, Conv2d(16, kernel = 3, padding = 1), Relu },
+        level1: Concat {
+            skip: {},
+            down: {
+                MaxPool2d(2),
+                Conv2d(32, kernel = 3, padding = 1), Relu, Conv2d(32, kernel = 3, padding = 1), Relu,
+                level2: Concat {
+                    skip: {},
+                    down: {
+                        MaxPool2d(2),
+                        Conv2d(64, kernel = 3, padding = 1), Relu,
+                        up: ConvTranspose2d(32, kernel = 2, stride = 2), Relu,
+                    },
+                },
+                Conv2d(32, kernel = 3, padding = 1), Relu,
+                up: ConvTranspose2d(16, kernel = 2, stride = 2), Relu,
+            },
+        },
+        dec: Conv2d(16, kernel = 3, padding = 1), Relu,
+        out: Conv2d(1, kernel = 1), Sigmoid,
+    }
+}
+kiln::model! {
+    /// gan_mnist's generator.
+    pub struct Generator {
+        input: [32, 1, 1],
+        project: ConvTranspose2d(64, kernel = 7), bn0: BatchNorm2d, Relu,
+        up1: ConvTranspose2d(32, kernel = 4, stride = 2, padding = 1), bn1: BatchNorm2d, Relu,
+        up2: ConvTranspose2d(1, kernel = 4, stride = 2, padding = 1), Sigmoid,
+    }
+}
+kiln::model! {
+    /// mnist_cnn.
+    pub struct MnistCnn {
+        input: [1, 28, 28],
+        conv1: Conv2d(32, kernel = 3), Relu,
+        MaxPool2d(2),
+        conv2: Conv2d(64, kernel = 3), Relu,
+        MaxPool2d(2, floor = true),
+        Flatten,
+        fc1: Dense(128), Relu,
+        fc2: Dense(10),
+    }
+}
+kiln::model! {
+    /// lenet5.
+    pub struct LeNet {
+        input: [1, 28, 28],
+        conv1: Conv2d(6, kernel = 5, padding = 2), Relu,
+        MaxPool2d(2),
+        conv2: Conv2d(16, kernel = 5), Relu,
+        MaxPool2d(2),
+        Flatten,
+        fc1: Dense(120), Relu,
+        Dropout(0.1),
+        fc2: Dense(84), Relu,
+        fc3: Dense(10),
+    }
+}
+kiln::model! {
+    /// cifar_shaped.
+    pub struct CifarNet {
+        input: [3, 32, 32],
+        conv1: Conv2d(32, kernel = 3, padding = 1, bias = false), bn1: BatchNorm2d, Relu,
+        conv2: Conv2d(32, kernel = 3, padding = 1), Relu,
+        MaxPool2d(2),
+        conv3: Conv2d(64, kernel = 3, padding = 1, bias = false), bn2: BatchNorm2d, Relu,
+        MaxPool2d(2),
+        conv4: Conv2d(64, kernel = 3, padding = 1), Relu,
+        GlobalAvgPool,
+        Dropout(0.2),
+        fc: Dense(10),
+    }
+}
+kiln::model! {
+    /// gan_mnist's discriminator.
+    pub struct Discriminator {
+        input: [1, 28, 28],
+        conv1: Conv2d(32, kernel = 4, stride = 2, padding = 1), LeakyRelu(0.2),
+        conv2: Conv2d(64, kernel = 4, stride = 2, padding = 1), LeakyRelu(0.2),
+        Flatten,
+        fc: Dense(1),
+    }
+}
+kiln::model! {
+    /// inception_fashion.
+    pub struct InceptionNet {
+        input: [1, 28, 28],
+        stem: Conv2d(32, kernel = 3, padding = 1), bn0: BatchNorm2d, Relu,
+        MaxPool2d(2),
+        mixed: Concat {
+            b1: { Conv2d(16, kernel = 1), Relu },
+            b3: { Conv2d(16, kernel = 1), Relu, Conv2d(32, kernel = 3, padding = 1), Relu },
+            b5: { Conv2d(8, kernel = 1), Relu, Conv2d(16, kernel = 5, padding = 2), Relu },
+            pool: { MaxPool2d(3, stride = 1, padding = 1), Conv2d(16, kernel = 1), Relu },
+        },
+        bn1: BatchNorm2d,
+        MaxPool2d(2),
+        Flatten,
+        Dropout(0.3),
+        fc1: Dense(128), Relu,
+        Dropout(0.3),
+        fc2: Dense(10),
+    }
+}
+kiln::model! {
+    /// Layers the examples above leave out: GELU, sigmoid, tanh, average pooling,
+    /// batch norm over features, a residual block, a sum and a product of branches,
+    /// log-softmax.
+    pub struct Mixed {
+        input: [2, 12, 12],
+        conv: Conv2d(4, kernel = 3, stride = 2, padding = 1, dilation = 1), Tanh,
+        AvgPool2d(2, padding = 1),
+        Flatten,
+        fc1: Dense(24), Gelu,
+        bn: BatchNorm1d,
+        block: Residual { a: Dense(24), Sigmoid, b: Dense(24) },
+        both: Add { s1: { Dense(16), Relu }, s2: { Dense(16), Tanh } },
+        prod: Mul { p1: { Dense(8) }, p2: { Dense(8), Sigmoid } },
+        out: Dense(5),
+        LogSoftmax,
+    }
+}
+kiln::model! {
+    /// Upsampling both ways, a transposed convolution with output padding and
+    /// dilation, and softmax over a sample's rows.
+    pub struct Resampling {
+        input: [2, 5, 5],
+        near: Upsample(2),
+        conv: Conv2d(3, kernel = 3, dilation = 2),
+        lin: Upsample((2, 3), mode = bilinear),
+        Relu,
+        up: ConvTranspose2d(2, kernel = 3, stride = 2, padding = 1, output_padding = 1, dilation = 2),
+        Flatten,
+        Softmax,
+    }
+}
+kiln::model! {
+    /// Something the exporter does not cover.
+    pub struct Recurrent { input: [6, 3], lstm: Lstm(4), out: Dense(2) }
+}
+
+/// FNV-1a, 64 bits.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+const BATCH: usize = 3;
+
+/// A fixed batch in [-1, 1].
+fn batch(sample: usize) -> Vec<f32> {
+    (0..BATCH * sample)
+        .map(|i| ((i * 7919 + 13) % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
+/// A model's export: its name, the ONNX bytes, the input batch and kiln's output.
+struct Export {
+    name: String,
+    bytes: Vec<u8>,
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
+/// Exports `M` (seed 7, batch norm statistics moved off their defaults by `steps`
+/// training steps).
+fn export<M: Model<f32>>(steps: usize) -> Export {
+    let mut model = M::with_seed(7);
+    let sample: usize = M::SPEC.input.iter().product();
+    let x = batch(sample);
+    let input = TensorRef::<f32, M::Input>::new(&x).unwrap();
+    let outputs: usize = M::SPEC.output.iter().product();
+    // A few steps give batch norm running statistics that are not 0 and 1.
+    let target: Vec<f32> = (0..BATCH * outputs).map(|i| (i % 3) as f32 - 1.0).collect();
+    for _ in 0..steps {
+        model
+            .train_step(input, &target[..], &Mse::default(), &mut Sgd::new(0.01))
+            .unwrap();
+    }
+    let output = model.forward(input).as_slice().to_vec();
+    Export {
+        name: M::SPEC.name.to_string(),
+        bytes: model.to_onnx().unwrap(),
+        input: x,
+        output,
+    }
+}
+
+fn exports() -> Vec<Export> {
+    vec![
+        export::<MnistMlp>(0),
+        export::<Xor>(0),
+        export::<ResNet>(3),
+        export::<UNet>(0),
+        export::<Generator>(3),
+        export::<Resampling>(0),
+        export::<MnistCnn>(0),
+        export::<LeNet>(0),
+        export::<CifarNet>(3),
+        export::<Discriminator>(0),
+        export::<InceptionNet>(3),
+        export::<Mixed>(3),
+    ]
+}
+
+#[test]
+fn exported_models_give_onnx_runtimes_outputs() {
+    let exports = exports();
+    if let Some(dir) = std::env::var_os("KILN_ONNX_WRITE") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut index = BTreeMap::new();
+        for Export {
+            name,
+            bytes,
+            input,
+            output,
+        } in &exports
+        {
+            std::fs::write(dir.join(format!("{name}.onnx")), bytes).unwrap();
+            index.insert(
+                name.clone(),
+                serde_json::json!({ "batch": BATCH, "input": input, "kiln": output }),
+            );
+        }
+        let index = serde_json::to_string(&index).unwrap();
+        std::fs::write(dir.join("kiln.json"), index).unwrap();
+    }
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/onnx_runtime.json")).expect("valid JSON");
+    for Export {
+        name,
+        bytes,
+        output,
+        ..
+    } in &exports
+    {
+        let entry = &fixture["models"][name.as_str()];
+        assert_eq!(
+            entry["fnv"].as_str(),
+            Some(format!("{:016x}", fnv(bytes)).as_str()),
+            "{name}: the exported bytes changed since ONNX Runtime ran them; write the \
+             fixture again (see this file's header)"
+        );
+        let expected: Vec<f32> = entry["output"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(expected.len(), output.len(), "{name}");
+        let worst = output
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{name}: kiln and ONNX Runtime differ by {worst}"
+        );
+    }
+}
+
+#[test]
+fn a_layer_without_an_export_is_an_error_and_nothing_is_written() {
+    let model = Recurrent::<f32>::new(0);
+    let err = model.to_onnx().unwrap_err();
+    assert_eq!(
+        err,
+        Error::OnnxUnsupported {
+            model: "Recurrent",
+            layer: "Lstm(4)"
+        }
+    );
+    let path = std::env::temp_dir().join(format!("kiln-onnx-{}.onnx", std::process::id()));
+    assert!(model.save_onnx(&path).is_err());
+    assert!(!path.exists());
+}
+
+#[test]
+fn the_export_is_deterministic_and_carries_the_weights_by_name() {
+    let model = MnistMlp::<f32>::new(3);
+    let bytes = model.to_onnx().unwrap();
+    assert_eq!(bytes, MnistMlp::<f32>::new(3).to_onnx().unwrap());
+    assert_ne!(bytes, MnistMlp::<f32>::new(4).to_onnx().unwrap());
+    // The weights are stored raw, little-endian, under their safetensors names.
+    let weight = model.params().get("fc2.weight").unwrap();
+    let raw: Vec<u8> = weight.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert!(bytes.windows(raw.len()).any(|w| w == raw.as_slice()));
+    for name in ["fc1.weight", "fc1.bias", "fc2.bias", "input", "output"] {
+        assert!(
+            bytes.windows(name.len()).any(|w| w == name.as_bytes()),
+            "{name}"
+        );
+    }
+}
