@@ -330,6 +330,18 @@ fn exported_models_give_onnx_runtimes_outputs() {
 }
 
 #[test]
+fn an_f64_model_exports_in_either_precision() {
+    let wide = LeNet::<f64>::new(5);
+    let narrow = LeNet::<f32>::new(5);
+    // Same seed, same draws: the f32 export of the f64 model is the f32 model's.
+    assert_eq!(wide.to_onnx_f32().unwrap(), narrow.to_onnx().unwrap());
+    let doubles = wide.to_onnx().unwrap();
+    let weight = wide.params().get("fc3.weight").unwrap();
+    let raw: Vec<u8> = weight.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert!(doubles.windows(raw.len()).any(|w| w == raw.as_slice()));
+}
+
+#[test]
 fn a_layer_without_an_export_is_an_error_and_nothing_is_written() {
     let model = Recurrent::<f32>::new(0);
     let err = model.to_onnx().unwrap_err();

@@ -1946,6 +1946,16 @@ pub trait Model<T: Float>: Sized {
         crate::onnx::to_onnx(Self::SPEC, &self.state().params, &self.state().buffers)
     }
 
+    /// [`to_onnx`](Self::to_onnx) with float32 weights whatever the model trains in:
+    /// ONNX Runtime's CPU kernels cover float64 for few operators (no `Conv`), so a
+    /// model trained in f64 deploys through this.
+    fn to_onnx_f32(&self) -> Result<Vec<u8>> {
+        let state = self.state();
+        let narrow =
+            |values: &[T]| -> Vec<f32> { values.iter().map(|v| v.to_f64() as f32).collect() };
+        crate::onnx::to_onnx::<f32>(Self::SPEC, &narrow(&state.params), &narrow(&state.buffers))
+    }
+
     /// Writes [`to_onnx`](Self::to_onnx) to `path`, atomically (a temporary file
     /// renamed over it, as [`save`](Self::save) does); nothing is written on an error.
     fn save_onnx(&self, path: impl AsRef<std::path::Path>) -> Result<()> {

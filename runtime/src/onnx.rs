@@ -7,7 +7,9 @@
 //! The graph has one input, `input` (`[batch, …]`, the batch dimension named `batch`),
 //! and one output, `output`, of the model's shapes; every parameter and buffer is an
 //! initializer under its safetensors name (`fc1.weight`, `bn.running_mean`), in the
-//! element type the model holds (f32 or f64). It is the inference graph: dropout is an
+//! element type the model holds (f32 or f64; ONNX Runtime's CPU kernels have no f64
+//! convolution, so [`Model::to_onnx_f32`](crate::Model::to_onnx_f32) narrows an f64
+//! model's weights for it). It is the inference graph: dropout is an
 //! identity, batch norm uses its running statistics (its `num_batches_tracked` count,
 //! which only training reads, is left out).
 //!
