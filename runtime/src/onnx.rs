@@ -28,9 +28,15 @@
 //! | `Softmax` | `Softmax` (last axis) |
 //! | `Dropout` | `Identity` |
 //! | `Flatten` | nothing (the next `Gemm` flattens); a final `Reshape` gives the output its shape |
+//! | `Rnn`, `Lstm`, `Gru` | `RNN`, `LSTM`, `GRU` (sequence-major, between `Transpose`s; PyTorch's gate blocks reordered by `Slice` and `Concat`; GRU with `linear_before_reset = 1`) |
+//! | `LastStep` | `Slice` of the last step |
+//! | `Embedding` | `Cast` of the ids to int64, then `Gather` |
+//! | `PositionalEmbedding` | `Add` of the table |
+//! | `LayerNorm` | `LayerNormalization` (last axis) |
+//! | `MultiHeadAttention` | the packed projection (`MatMul`, `Add`), `Slice`s into heads, scaled `MatMul` scores (plus `Trilu`'s −1e9 above the diagonal when causal), `Softmax`, `MatMul`, the output projection |
 //!
-//! Any other layer (recurrent layers, `LastStep`, attention, layer norm, embeddings,
-//! `Repeat`, user layers) makes `to_onnx` return
+//! A model used as a layer of another (`use Encoder -> [4]`) or a user layer makes
+//! `to_onnx` return
 //! [`Error::OnnxUnsupported`] naming it; nothing is written.
 
 use crate::error::{Error, Result};

@@ -376,7 +376,7 @@ fn onnx_plan(plan: &Plan) -> TokenStream {
     for (step, (kind, input, output)) in plan.steps.iter().zip(&plan.step_layers) {
         let shapes = StepShapes { input, output };
         match step.onnx(&shapes) {
-            Some(step_nodes) if !plan.reads_tokens => nodes.extend(step_nodes),
+            Some(step_nodes) => nodes.extend(step_nodes),
             _ => return quote!(#path::Unsupported { kind: #kind }),
         }
     }

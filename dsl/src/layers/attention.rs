@@ -9,6 +9,10 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
 use super::activation::Act;
+use super::onnx::{
+    attr_float, attr_int, attr_ints, ints, node, param, reshape_input, scalar, temp, value_node,
+    StepShapes,
+};
 use super::{
     arg, layer, size, slice, ArgKind, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping,
     Step,
@@ -153,6 +157,21 @@ impl Step for EmbeddingStep {
         vec![self.table.clone()]
     }
 
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        // The ids arrive as floats, as kiln takes them.
+        let out = self.output;
+        Some(vec![
+            reshape_input(self.input, out, shapes.input),
+            node("Cast", &[temp(out, 0)], temp(out, 1), &[attr_int("to", 7)]),
+            node(
+                "Gather",
+                &[param(self.table.start), temp(out, 1)],
+                value_node(out),
+                &[attr_int("axis", 0)],
+            ),
+        ])
+    }
+
     fn forward(&self) -> TokenStream {
         let EmbeddingStep {
             input, output, dim, ..
@@ -232,6 +251,19 @@ impl Step for PositionalStep {
 
     fn param_ranges(&self) -> Vec<Range<usize>> {
         vec![self.table.clone()]
+    }
+
+    fn onnx(&self, shapes: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        Some(vec![
+            reshape_input(self.input, out, shapes.input),
+            node(
+                "Add",
+                &[temp(out, 0), param(self.table.start)],
+                value_node(out),
+                &[],
+            ),
+        ])
     }
 
     fn forward(&self) -> TokenStream {
@@ -325,6 +357,20 @@ impl Step for LayerNormStep {
 
     fn param_ranges(&self) -> Vec<Range<usize>> {
         vec![self.gamma.clone(), self.beta.clone()]
+    }
+
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        let inputs = [
+            temp(out, 0),
+            param(self.gamma.start),
+            param(self.beta.start),
+        ];
+        let attrs = [attr_int("axis", -1), attr_float("epsilon", self.eps)];
+        Some(vec![
+            reshape_input(self.input, out, &[self.width]),
+            node("LayerNormalization", &inputs, value_node(out), &attrs),
+        ])
     }
 
     fn forward(&self) -> TokenStream {
@@ -508,6 +554,100 @@ impl Step for AttentionStep {
             self.out_weight.clone(),
             self.out_bias.clone(),
         ]
+    }
+
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let (out, t, d, h) = (
+            self.output,
+            self.steps as i64,
+            self.dim as i64,
+            self.heads as i64,
+        );
+        let dh = d / h;
+        let mut nodes = vec![reshape_input(self.input, out, &[self.steps, self.dim])];
+        let mut next = 0u8;
+        let mut fresh = || {
+            next += 1;
+            temp(out, next)
+        };
+        let mut op = |nodes: &mut Vec<TokenStream>,
+                      op: &str,
+                      inputs: &[TokenStream],
+                      attrs: &[TokenStream]| {
+            let to = fresh();
+            nodes.push(node(op, inputs, to.clone(), attrs));
+            to
+        };
+        // `x Wᵀ + b`, PyTorch's packed projections.
+        let w_in = op(
+            &mut nodes,
+            "Transpose",
+            &[param(self.in_weight.start)],
+            &[attr_ints("perm", &[1, 0])],
+        );
+        let qkv = op(&mut nodes, "MatMul", &[temp(out, 0), w_in], &[]);
+        let qkv = op(&mut nodes, "Add", &[qkv, param(self.in_bias.start)], &[]);
+        // q, k, v: [batch, heads, steps, head_dim] (k transposed to [.., head_dim, steps]).
+        let mut heads = Vec::new();
+        for (which, perm) in [(0, [0, 2, 1, 3]), (1, [0, 2, 3, 1]), (2, [0, 2, 1, 3])] {
+            let slice = [
+                qkv.clone(),
+                ints(&[which * d]),
+                ints(&[(which + 1) * d]),
+                ints(&[2]),
+            ];
+            let part = op(&mut nodes, "Slice", &slice, &[]);
+            let split = op(&mut nodes, "Reshape", &[part, ints(&[-1, t, h, dh])], &[]);
+            heads.push(op(
+                &mut nodes,
+                "Transpose",
+                &[split],
+                &[attr_ints("perm", &perm)],
+            ));
+        }
+        let (q, k, v) = (heads[0].clone(), heads[1].clone(), heads[2].clone());
+        let scores = op(&mut nodes, "MatMul", &[q, k], &[]);
+        let mut scores = op(
+            &mut nodes,
+            "Mul",
+            &[scores, scalar(1.0 / (dh as f64).sqrt())],
+            &[],
+        );
+        if self.causal {
+            // −1e9 above the diagonal: a later step's weight is exp(−1e9) = 0.
+            let ones = op(&mut nodes, "Expand", &[scalar(1.0), ints(&[t, t])], &[]);
+            let future = op(
+                &mut nodes,
+                "Trilu",
+                &[ones, ints(&[1])],
+                &[attr_int("upper", 1)],
+            );
+            let mask = op(&mut nodes, "Mul", &[future, scalar(-1e9)], &[]);
+            scores = op(&mut nodes, "Add", &[scores, mask], &[]);
+        }
+        let weights = op(&mut nodes, "Softmax", &[scores], &[attr_int("axis", -1)]);
+        let mixed = op(&mut nodes, "MatMul", &[weights, v], &[]);
+        let mixed = op(
+            &mut nodes,
+            "Transpose",
+            &[mixed],
+            &[attr_ints("perm", &[0, 2, 1, 3])],
+        );
+        let mixed = op(&mut nodes, "Reshape", &[mixed, ints(&[-1, t, d])], &[]);
+        let w_out = op(
+            &mut nodes,
+            "Transpose",
+            &[param(self.out_weight.start)],
+            &[attr_ints("perm", &[1, 0])],
+        );
+        let projected = op(&mut nodes, "MatMul", &[mixed, w_out], &[]);
+        nodes.push(node(
+            "Add",
+            &[projected, param(self.out_bias.start)],
+            value_node(out),
+            &[],
+        ));
+        Some(nodes)
     }
 
     fn forward(&self) -> TokenStream {

@@ -10,6 +10,9 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
+use super::onnx::{
+    attr_int, attr_ints, ints, node, param, reshape_input, temp, value_node, StepShapes,
+};
 use super::{arg, layer, size, slice, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::{InitPlan, Plan};
@@ -190,6 +193,79 @@ impl Step for RecurrentStep {
         ]
     }
 
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let (out, hidden) = (self.output, self.hidden);
+        // PyTorch's gate blocks in ONNX's order: LSTM i f g o → i o f c, GRU r z n →
+        // z r h; a plain RNN has one block.
+        let (op, order): (&str, &[usize]) = match self.cell {
+            Cell::Rnn => ("RNN", &[0]),
+            Cell::Lstm => ("LSTM", &[0, 3, 1, 2]),
+            Cell::Gru => ("GRU", &[1, 0, 2]),
+        };
+        let mut nodes = vec![reshape_input(self.input, out, &[self.steps, self.features])];
+        let mut next = 1u8;
+        let mut fresh = || {
+            next += 1;
+            temp(out, next)
+        };
+        // `[gates · hidden, …]` with its blocks reordered, then a leading axis of 1.
+        let mut reorder = |start: usize, nodes: &mut Vec<TokenStream>| {
+            let blocks: Vec<TokenStream> = order
+                .iter()
+                .map(|&g| {
+                    let block = fresh();
+                    let (from, to) = ((g * hidden) as i64, ((g + 1) * hidden) as i64);
+                    let inputs = [param(start), ints(&[from]), ints(&[to]), ints(&[0])];
+                    nodes.push(node("Slice", &inputs, block.clone(), &[]));
+                    block
+                })
+                .collect();
+            let joined = fresh();
+            nodes.push(node(
+                "Concat",
+                &blocks,
+                joined.clone(),
+                &[attr_int("axis", 0)],
+            ));
+            joined
+        };
+        let w = reorder(self.weight_ih.start, &mut nodes);
+        let r = reorder(self.weight_hh.start, &mut nodes);
+        let (bw, br) = (
+            reorder(self.bias_ih.start, &mut nodes),
+            reorder(self.bias_hh.start, &mut nodes),
+        );
+        let b = fresh();
+        nodes.push(node("Concat", &[bw, br], b.clone(), &[attr_int("axis", 0)]));
+        // Sequence-major, as ONNX Runtime runs only `layout = 0`: X [steps, batch, in].
+        let x = fresh();
+        let perm = [attr_ints("perm", &[1, 0, 2])];
+        nodes.push(node("Transpose", &[temp(out, 0)], x.clone(), &perm));
+        let mut inputs = vec![x];
+        for value in [w, r, b] {
+            let lifted = fresh();
+            nodes.push(node("Unsqueeze", &[value, ints(&[0])], lifted.clone(), &[]));
+            inputs.push(lifted);
+        }
+        let mut attrs = vec![attr_int("hidden_size", hidden as i64)];
+        if self.cell == Cell::Gru {
+            attrs.push(attr_int("linear_before_reset", 1));
+        }
+        // Y: [steps, directions, batch, hidden], to [batch, steps, hidden].
+        let (y, batch_major) = (fresh(), fresh());
+        nodes.push(node(op, &inputs, y.clone(), &attrs));
+        let perm = [attr_ints("perm", &[2, 0, 1, 3])];
+        nodes.push(node("Transpose", &[y], batch_major.clone(), &perm));
+        let shape = [-1, self.steps as i64, hidden as i64];
+        nodes.push(node(
+            "Reshape",
+            &[batch_major, ints(&shape)],
+            value_node(out),
+            &[],
+        ));
+        Some(nodes)
+    }
+
     fn forward(&self) -> TokenStream {
         let RecurrentStep {
             input, output, aux, ..
@@ -298,6 +374,21 @@ impl Step for LastStepStep {
 
     fn output(&self) -> usize {
         self.output
+    }
+
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let (out, last) = (self.output, self.steps as i64 - 1);
+        let inputs = [temp(out, 0), ints(&[last]), ints(&[last + 1]), ints(&[1])];
+        Some(vec![
+            reshape_input(self.input, out, &[self.steps, self.width]),
+            node("Slice", &inputs, temp(out, 1), &[]),
+            node(
+                "Reshape",
+                &[temp(out, 1), ints(&[-1, self.width as i64])],
+                value_node(out),
+                &[],
+            ),
+        ])
     }
 
     fn forward(&self) -> TokenStream {
