@@ -394,6 +394,57 @@ fn exported_models_give_onnx_runtimes_outputs() {
     }
 }
 
+/// The text of `struct name { … }` or `block name(…) { … }` in `source`, whitespace
+/// collapsed.
+fn definition(source: &str, name: &str) -> Option<String> {
+    let start = [format!("struct {name} {{"), format!("block {name}(")]
+        .iter()
+        .find_map(|head| source.find(head.as_str()))?;
+    let open = start + source[start..].find('{')?;
+    let mut depth = 0;
+    for (i, c) in source[open..].char_indices() {
+        depth += match c {
+            '{' => 1,
+            '}' => -1,
+            _ => 0,
+        };
+        if depth == 0 {
+            let text = &source[start..=open + i];
+            return Some(text.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    None
+}
+
+/// The models above are copies of the examples' (an example is a program, not a
+/// library to import from): each must read as its example declares it.
+#[test]
+fn the_models_here_are_the_examples_models() {
+    let here = include_str!("onnx.rs");
+    let examples = [
+        ("mnist_mlp", vec!["MnistMlp"]),
+        ("xor", vec!["Xor"]),
+        ("resnet_mnist", vec!["Basic", "Down", "ResNet"]),
+        ("unet_denoise", vec!["UNet"]),
+        ("gan_mnist", vec!["Generator", "Discriminator"]),
+        ("mnist_cnn", vec!["MnistCnn"]),
+        ("lenet5", vec!["LeNet"]),
+        ("cifar_shaped", vec!["CifarNet"]),
+        ("inception_fashion", vec!["InceptionNet"]),
+        ("sequence_sum", vec!["BitCounter"]),
+        ("char_lm", vec!["CharLstm", "CharTransformer"]),
+    ];
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    for (example, models) in examples {
+        let source = std::fs::read_to_string(format!("{dir}/{example}.rs")).unwrap();
+        for model in models {
+            let theirs = definition(&source, model);
+            assert!(theirs.is_some(), "{example}: no {model}");
+            assert_eq!(definition(here, model), theirs, "{example}: {model}");
+        }
+    }
+}
+
 #[test]
 fn an_f64_model_exports_in_either_precision() {
     let wide = LeNet::<f64>::new(5);
