@@ -1,7 +1,8 @@
 //! ONNX export checked against ONNX Runtime, without Python in the test run.
 //!
-//! Each model here is an example's model (the examples train them; here they keep
-//! their seeded initial weights, which exercise the export as well). For each, the test
+//! The models here are every example's models (the examples train them; here they keep
+//! their seeded initial weights, which exercise the export as well) and four that
+//! cover the layers the examples leave out. For each, the test
 //! exports the model, hashes the bytes (FNV-1a, 64 bits) and compares kiln's inference
 //! output on a fixed batch with ONNX Runtime's output for the same file, both from
 //! `tests/fixtures/onnx_runtime.json`. That file is written by
@@ -202,6 +203,83 @@ kiln::model! {
     }
 }
 kiln::model! {
+    /// linear_regression.
+    pub struct Line { input: [1], fit: Dense(1) }
+}
+kiln::model! {
+    /// logistic_regression.
+    pub struct Logistic { input: [2], out: Dense(1) }
+}
+kiln::model! {
+    /// transfer_fashion's digit classifier.
+    pub struct DigitNet {
+        input: [1, 28, 28],
+        conv1: Conv2d(16, kernel = 3, padding = 1), Relu, MaxPool2d(2),
+        conv2: Conv2d(32, kernel = 3, padding = 1), Relu, MaxPool2d(2),
+        Flatten,
+        fc: Dense(10),
+    }
+}
+kiln::model! {
+    /// transfer_fashion's clothes classifier.
+    pub struct ClothesNet {
+        input: [1, 28, 28],
+        conv1: Conv2d(16, kernel = 3, padding = 1), Relu, MaxPool2d(2),
+        conv2: Conv2d(32, kernel = 3, padding = 1), Relu, MaxPool2d(2),
+        Flatten,
+        Dropout(0.3),
+        head: Dense(10),
+    }
+}
+kiln::model! {
+    /// gan_mnist's judge.
+    pub struct Classifier {
+        input: [1, 28, 28],
+        conv1: Conv2d(16, kernel = 5, padding = 2), Relu, MaxPool2d(2),
+        conv2: Conv2d(32, kernel = 5, padding = 2), Relu, MaxPool2d(2),
+        Flatten,
+        fc1: Dense(128), Relu,
+        fc2: Dense(10),
+    }
+}
+kiln::model! {
+    /// mnist_mlp's 8x8 twin.
+    pub struct DigitsMlp {
+        input: [64],
+        fc1: Dense(128), Relu,
+        Dropout(0.2),
+        fc2: Dense(10),
+    }
+}
+kiln::model! {
+    /// mnist_cnn's 8x8 twin.
+    pub struct DigitsCnn {
+        input: [1, 8, 8],
+        conv1: Conv2d(32, kernel = 3, padding = 1), Relu,
+        MaxPool2d(2),
+        conv2: Conv2d(64, kernel = 3, padding = 1), Relu,
+        MaxPool2d(2),
+        Flatten,
+        fc1: Dense(128), Relu,
+        fc2: Dense(10),
+    }
+}
+kiln::model! {
+    /// lenet5's 8x8 twin.
+    pub struct LeNetDigits {
+        input: [1, 8, 8],
+        conv1: Conv2d(6, kernel = 3, padding = 1), Relu,
+        MaxPool2d(2),
+        conv2: Conv2d(16, kernel = 3, padding = 1), Relu,
+        MaxPool2d(2),
+        Flatten,
+        fc1: Dense(120), Relu,
+        Dropout(0.1),
+        fc2: Dense(84), Relu,
+        fc3: Dense(10),
+    }
+}
+kiln::model! {
     /// sequence_sum.
     pub struct BitCounter {
         input: [20, 1],
@@ -327,6 +405,14 @@ fn exports() -> Vec<Export> {
         export::<Cells>(3),
         export::<CharTransformer>(0),
         export::<Attending>(0),
+        export::<Line>(0),
+        export::<Logistic>(0),
+        export::<DigitNet>(0),
+        export::<ClothesNet>(0),
+        export::<Classifier>(0),
+        export::<DigitsMlp>(0),
+        export::<DigitsCnn>(0),
+        export::<LeNetDigits>(0),
         export::<MnistCnn>(0),
         export::<LeNet>(0),
         export::<CifarNet>(3),
@@ -422,13 +508,19 @@ fn definition(source: &str, name: &str) -> Option<String> {
 fn the_models_here_are_the_examples_models() {
     let here = include_str!("onnx.rs");
     let examples = [
-        ("mnist_mlp", vec!["MnistMlp"]),
+        ("mnist_mlp", vec!["MnistMlp", "DigitsMlp"]),
         ("xor", vec!["Xor"]),
+        ("linear_regression", vec!["Line"]),
+        ("logistic_regression", vec!["Logistic"]),
+        ("transfer_fashion", vec!["DigitNet", "ClothesNet"]),
         ("resnet_mnist", vec!["Basic", "Down", "ResNet"]),
         ("unet_denoise", vec!["UNet"]),
-        ("gan_mnist", vec!["Generator", "Discriminator"]),
-        ("mnist_cnn", vec!["MnistCnn"]),
-        ("lenet5", vec!["LeNet"]),
+        (
+            "gan_mnist",
+            vec!["Generator", "Discriminator", "Classifier"],
+        ),
+        ("mnist_cnn", vec!["MnistCnn", "DigitsCnn"]),
+        ("lenet5", vec!["LeNet", "LeNetDigits"]),
         ("cifar_shaped", vec!["CifarNet"]),
         ("inception_fashion", vec!["InceptionNet"]),
         ("sequence_sum", vec!["BitCounter"]),
