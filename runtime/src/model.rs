@@ -1086,20 +1086,17 @@ impl<T: Float> ModelState<T> {
         let mut grad = loss_grad.to_f64();
         let rate = rate.abs();
         for (l, weight) in spec.deferred.iter().enumerate().rev() {
-            let x_max = if weight.input == 0 {
-                self.input_max
+            // The batch's largest magnitude was taken when it was checked.
+            let (x, x_max) = if weight.input == 0 {
+                (input, Some(self.input_max))
             } else {
-                match finite_max_abs(ws.value(weight.input)) {
-                    Some(max) => max.to_f64(),
-                    None => return false,
-                }
+                let x = ws.value(weight.input);
+                (x, finite_max_abs(x).map(|m| m.to_f64()))
             };
-            let x_len = if weight.input == 0 {
-                input.len()
-            } else {
-                ws.value(weight.input).len()
+            let Some(x_max) = x_max else {
+                return false;
             };
-            let rows = (x_len / weight.in_features.max(1)) as f64;
+            let rows = (x.len() / weight.in_features.max(1)) as f64;
             let out_features = (weight.weight_len / weight.in_features.max(1)) as f64;
             let pre = grad * weight.activation.derivative_bound();
             let weight_grad = rows * pre * x_max;
@@ -2308,9 +2305,12 @@ fn step_after_forward<T: Float, M: Model<T>, O: Optimizer<T>>(
     let linear = optimizer.linear_step().filter(|_| plain).map(T::from_f64);
     // Guarded, the dense weights' products wait until everything else is checked,
     // unless the gradients of a dense chain are bounded before the backward pass.
-    let (update, deferred) = match linear {
-        Some(rate) if state.guard && !state.chain_bounded(spec, x, rate.to_f64()) => (None, linear),
-        _ => (linear, None),
+    let chained =
+        state.guard && linear.is_some_and(|rate| state.chain_bounded(spec, x, rate.to_f64()));
+    let (update, deferred) = if state.guard && !chained {
+        (None, linear)
+    } else {
+        (linear, None)
     };
     // Only the stored path keeps every gradient (the deferred one when its products
     // are formed as gradients, below).
@@ -2334,7 +2334,7 @@ fn step_after_forward<T: Float, M: Model<T>, O: Optimizer<T>>(
         update,
         false,
     );
-    if deferred.is_some() || update.is_none() || !state.guard {
+    if !chained {
         // Written by something other than a step that keeps the weight bounds.
         state.params_replaced();
     }

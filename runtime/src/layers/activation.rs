@@ -51,7 +51,7 @@ impl Activation {
 
     /// A bound on `|f'(x)|` over every finite `x`: 1 for ReLU, tanh and the identity,
     /// `max(1, |slope|)` for leaky ReLU, 1/4 for the logistic function, and 1.13 for
-    /// GELU (whose largest slope is 1.1289, near `x = 2.4`).
+    /// GELU (whose largest slope is 1.1289, at `x = √2`).
     pub fn derivative_bound(self) -> f64 {
         match self {
             Activation::Identity | Activation::Relu | Activation::Tanh => 1.0,
