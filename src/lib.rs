@@ -108,8 +108,8 @@ pub use kiln_macros::model;
 #[cfg(feature = "plot")]
 pub use kiln_runtime::plot;
 pub use kiln_runtime::{
-    custom, data, error, float, gradcheck, init, io, loss, metrics, onnx, optim, tensor, threads,
-    train,
+    custom, data, distributed, error, float, gradcheck, init, io, loss, metrics, onnx, optim,
+    tensor, threads, train,
 };
 pub use kiln_runtime::{
     Adam, AdamW, BceWithLogits, BinaryCrossEntropy, CosineAnnealing, CrossEntropy, Error, Float,

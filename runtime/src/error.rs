@@ -181,6 +181,10 @@ pub enum Error {
         /// Each missing, extra or wrongly shaped tensor.
         problems: Vec<String>,
     },
+    /// Data-parallel training cannot go on: the ranks disagree on the model, the data
+    /// or the settings, or a collective failed (see [`crate::distributed`]).
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
     /// Something asked of a part that cannot do it (an optimiser of one's own without
     /// [`save_state`](crate::Optimizer::save_state), asked to back up training).
     #[error("{0}")]

@@ -88,6 +88,13 @@ pub trait Float:
     /// The logistic function of every value, in place, as `(1 + tanh(x/2)) / 2` with
     /// [`tanh_in_place`](Self::tanh_in_place)'s accuracy.
     fn sigmoid_in_place(values: &mut [Self]);
+    /// `recv = Σ over ranks of send`, through the communicator's method for this type.
+    #[doc(hidden)]
+    fn all_reduce_sum(
+        comm: &dyn crate::distributed::Communicator,
+        send: &[Self],
+        recv: &mut [Self],
+    ) -> crate::Result<()>;
 }
 
 /// Eigen's rational approximation of tanh on `[-7.9053, 7.9053]` (odd degree 13 over
@@ -125,7 +132,7 @@ pub(crate) fn finite_magnitude<T: Float>(bits: T::AbsBits) -> Option<T> {
 }
 
 macro_rules! impl_float {
-    ($t:ty, $bits:ty, $name:literal, $erf:path, $tanh_slice:expr) => {
+    ($t:ty, $bits:ty, $name:literal, $erf:path, $reduce:ident, $tanh_slice:expr) => {
         impl Float for $t {
             type AbsBits = $bits;
             const NON_FINITE_BITS: $bits = <$t>::INFINITY.to_bits();
@@ -188,6 +195,13 @@ macro_rules! impl_float {
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
             }
+            fn all_reduce_sum(
+                comm: &dyn crate::distributed::Communicator,
+                send: &[Self],
+                recv: &mut [Self],
+            ) -> crate::Result<()> {
+                comm.$reduce(send, recv)
+            }
             fn tanh_in_place(values: &mut [Self]) {
                 ($tanh_slice)(values);
             }
@@ -215,21 +229,35 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, u32, "F32", libm::erff, |values: &mut [f32]| {
-    crate::simd::vectorized(
-        #[inline(always)]
-        || {
-            for v in values.iter_mut() {
-                *v = fast_tanh_f32(*v);
-            }
-        },
-    );
-});
-impl_float!(f64, u64, "F64", libm::erf, |values: &mut [f64]| {
-    for v in values {
-        *v = v.tanh();
+impl_float!(
+    f32,
+    u32,
+    "F32",
+    libm::erff,
+    all_reduce_sum_f32,
+    |values: &mut [f32]| {
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for v in values.iter_mut() {
+                    *v = fast_tanh_f32(*v);
+                }
+            },
+        );
     }
-});
+);
+impl_float!(
+    f64,
+    u64,
+    "F64",
+    libm::erf,
+    all_reduce_sum_f64,
+    |values: &mut [f64]| {
+        for v in values {
+            *v = v.tanh();
+        }
+    }
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 mod aligned;
 pub mod custom;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod float;
 pub mod gradcheck;

@@ -355,6 +355,9 @@ pub struct Workspace<T> {
     trainable_from: usize,
     /// What the last noting backward pass noted, by node (see [`Pass::note`]).
     noted: Vec<Noted<T>>,
+    /// In data-parallel training, where this rank's batch starts in the global batch
+    /// and how many rows that holds (see [`Pass::shard`]).
+    shard: Option<(usize, usize)>,
 }
 
 /// What a guarded backward pass noted of one node's value and gradient.
@@ -388,6 +391,7 @@ pub struct Pass<'a, T> {
     /// Whether dense layers note their [`Maxima`] (in `noted`, by node).
     noting: bool,
     noted: &'a mut [Noted<T>],
+    shard: Option<(usize, usize)>,
 }
 
 impl<'a, T: Float> Pass<'a, T> {
@@ -416,6 +420,7 @@ impl<'a, T: Float> Pass<'a, T> {
             deferring: false,
             noting: false,
             noted: &mut ws.noted,
+            shard: ws.shard,
         }
     }
 
@@ -453,12 +458,21 @@ impl<'a, T: Float> Pass<'a, T> {
             deferring: false,
             noting: false,
             noted: &mut [],
+            shard: None,
         }
     }
 
     /// The batch size of the pass.
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// In a data-parallel step, this rank's rows within the global batch: `(first
+    /// row, rows of this pass, rows of the global batch)`, for layers that draw random
+    /// values per row (dropout) to draw the global batch's values for their rows.
+    /// `None` outside data-parallel training.
+    pub fn shard(&self) -> Option<(usize, usize, usize)> {
+        self.shard.map(|(first, total)| (first, self.batch, total))
     }
 
     /// Whether a backward pass without an update leaves the dense layers' weight
@@ -727,6 +741,7 @@ impl<T: Float> Workspace<T> {
             input_held: false,
             trainable_from: 0,
             noted: vec![Noted::Nothing; spec.nodes.len().saturating_sub(1)],
+            shard: None,
         }
     }
 
@@ -895,6 +910,9 @@ pub struct ModelState<T> {
     weight_bounds: Vec<f64>,
     weight_bounds_next: Vec<f64>,
     weight_bounds_at: Option<u64>,
+    /// The gradients summed across ranks in data-parallel training, swapped with
+    /// `grads` after each all-reduce (sized on first use).
+    reduced: AlignedVec<T>,
 }
 
 impl<T: Float> ModelState<T> {
@@ -932,6 +950,7 @@ impl<T: Float> ModelState<T> {
             weight_bounds: vec![0.0; spec.deferred.len()],
             weight_bounds_next: vec![0.0; spec.deferred.len()],
             weight_bounds_at: None,
+            reduced: AlignedVec::new(0, T::ZERO),
         }
     }
 }
@@ -2394,6 +2413,87 @@ fn value_and_grad<T: Float, M: Model<T>, L: Loss<T>>(
     state.grads_pending = true;
     state.grads_stored = StoredGrads::All;
     Ok(value)
+}
+
+/// One data-parallel training step on this rank's part of a global batch (see
+/// [`crate::distributed`]): the forward pass and the loss, the loss gradient weighted
+/// by the part's share, the backward pass, one all-reduce of the gradients, then the
+/// update as [`Model::apply_gradients`] makes it. Returns the loss of the part plus
+/// the regularisation penalty, as [`Model::train_step`] does.
+pub(crate) fn data_parallel_step<T, M, L, O>(
+    model: &mut M,
+    x: TensorRef<'_, T, M::Input>,
+    target: &L::Target,
+    loss: &L,
+    optimizer: &mut O,
+    part: crate::data::BatchPart,
+    comm: &dyn crate::distributed::Communicator,
+) -> Result<T>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T>,
+    O: Optimizer<T>,
+{
+    let spec = M::SPEC;
+    let state = model.state_mut();
+    state.workspace.shard = Some((part.first, part.total));
+    let value = forward_and_loss::<T, M, L>(state, x, target, loss, Run::Train);
+    state.workspace.shard = None;
+    let value = value?;
+    // The all-reduce sums the parts: each weighs as its rows count in the whole.
+    let weight = match loss.reduction() {
+        Reduction::Mean => part.rows as f64 / part.total as f64,
+        Reduction::Sum => f64::from(u8::from(part.rows > 0)),
+    };
+    if weight != 1.0 {
+        let weight = T::from_f64(weight);
+        for g in state.workspace.grad_mut(spec.output_node) {
+            *g *= weight;
+        }
+    }
+    state.prepare_backward(spec, false);
+    let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
+    M::backward_pass(&mut state.params, &mut state.grads, &mut pass, None, false);
+    if state.reduced.len() != state.grads.len() {
+        state.reduced = AlignedVec::new(state.grads.len(), T::ZERO);
+    }
+    crate::distributed::all_reduce_sum(comm, &state.grads, &mut state.reduced)?;
+    core::mem::swap(&mut state.grads, &mut state.reduced);
+    state.grads_pending = true;
+    state.grads_stored = StoredGrads::All;
+    let penalty = model.apply_gradients(optimizer)?;
+    Ok(value + penalty)
+}
+
+impl<T: Float> ModelState<T> {
+    /// Makes every rank's parameters, buffers and dropout generator rank 0's.
+    pub(crate) fn broadcast_from_root(
+        &mut self,
+        comm: &dyn crate::distributed::Communicator,
+    ) -> Result<()> {
+        use crate::distributed::broadcast_values;
+        broadcast_values(comm, &mut self.params)?;
+        broadcast_values(comm, &mut self.buffers)?;
+        let mut rng = [0_u8; 56];
+        rng[..32].copy_from_slice(&self.dropout_rng.get_seed());
+        rng[32..40].copy_from_slice(&self.dropout_rng.get_stream().to_le_bytes());
+        rng[40..].copy_from_slice(&self.dropout_rng.get_word_pos().to_le_bytes());
+        comm.broadcast(&mut rng, 0)?;
+        let seed: [u8; 32] = rng[..32].try_into().expect("32 bytes");
+        let mut generator = <Rng as rand_core::SeedableRng>::from_seed(seed);
+        generator.set_stream(u64::from_le_bytes(rng[32..40].try_into().expect("8 bytes")));
+        generator.set_word_pos(u128::from_le_bytes(rng[40..].try_into().expect("16 bytes")));
+        self.dropout_rng = generator;
+        self.params_replaced();
+        Ok(())
+    }
+
+    /// A hash of the parameters' bits, equal on ranks that agree (batch norm's
+    /// running statistics are per rank).
+    pub(crate) fn params_hash(&self) -> u64 {
+        crate::distributed::hash_values(&self.params)
+    }
 }
 
 /// Runs the forward pass in the model's workspace; returns the outputs.

@@ -98,8 +98,9 @@ impl Step for DropoutStep {
         let p = Literal::f64_suffixed(self.p);
         quote! {
             {
+                let shard = ws.shard();
                 let io = ws.forward_io(#input, #output, ::core::option::Option::Some(#mask));
-                ::kiln::__private::layers::dropout_forward(io.output, io.aux, io.input, #p, mode.rng());
+                ::kiln::__private::layers::dropout_forward_shard(io.output, io.aux, io.input, #p, mode.rng(), shard);
             }
         }
     }

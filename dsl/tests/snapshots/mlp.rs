@@ -234,13 +234,15 @@ const _: () = {
                 );
             }
             {
+                let shard = ws.shard();
                 let io = ws.forward_io(1, 2, ::core::option::Option::Some(3));
-                ::kiln::__private::layers::dropout_forward(
+                ::kiln::__private::layers::dropout_forward_shard(
                     io.output,
                     io.aux,
                     io.input,
                     0.2f64,
                     mode.rng(),
+                    shard,
                 );
             }
             {

@@ -17,6 +17,12 @@ pub trait Target: Copy + Send + Sync + core::fmt::Debug + 'static {
     fn labels(_targets: &[Self]) -> Option<&[usize]> {
         None
     }
+
+    /// A hash of the targets, which data-parallel training compares across ranks (the
+    /// default hashes only their number).
+    fn fingerprint(targets: &[Self]) -> u64 {
+        targets.len() as u64
+    }
 }
 
 impl Target for usize {
@@ -32,17 +38,29 @@ impl Target for usize {
     fn labels(targets: &[usize]) -> Option<&[usize]> {
         Some(targets)
     }
+
+    fn fingerprint(targets: &[usize]) -> u64 {
+        crate::distributed::hash_words(targets.iter().map(|&t| t as u64))
+    }
 }
 
 impl Target for f32 {
     fn correct<T: Float>(_: &[T], _: &[f32], _: usize) -> Option<(usize, usize)> {
         None
     }
+
+    fn fingerprint(targets: &[f32]) -> u64 {
+        crate::distributed::hash_values(targets)
+    }
 }
 
 impl Target for f64 {
     fn correct<T: Float>(_: &[T], _: &[f64], _: usize) -> Option<(usize, usize)> {
         None
+    }
+
+    fn fingerprint(targets: &[f64]) -> u64 {
+        crate::distributed::hash_values(targets)
     }
 }
 
@@ -207,6 +225,9 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
             seed,
             batch_size: batch_size.max(1),
             position: 0,
+            rank: 0,
+            ranks: 1,
+            part: BatchPart::default(),
             // No batch holds more than the data set, whatever size is asked for.
             features: Vec::with_capacity(batch_size.clamp(1, self.len().max(1)) * S::SIZE),
             targets: Vec::with_capacity(
@@ -243,8 +264,24 @@ pub struct Batches<'a, T, S: Shape, Y> {
     seed: Option<u64>,
     batch_size: usize,
     position: usize,
+    rank: usize,
+    ranks: usize,
+    part: BatchPart,
     features: Vec<T>,
     targets: Vec<Y>,
+}
+
+/// Where the rows of a [sharded](Batches::sharded) batch sit in their global batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchPart {
+    /// The global batch's row this rank's part starts at.
+    pub first: usize,
+    /// Rows of the global batch that are this rank's (0 when a short last batch has
+    /// fewer samples than there are ranks: the batch handed out is then the global
+    /// batch's last sample, to be given weight zero).
+    pub rows: usize,
+    /// Samples in the global batch.
+    pub total: usize,
 }
 
 impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
@@ -262,18 +299,54 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
         self.position = 0;
     }
 
+    /// The batches of rank `rank` of `ranks` in data-parallel training: each batch
+    /// becomes a *global* batch of `batch_size × ranks` samples from the same shuffle
+    /// (the same on every rank for the same seed), of which this rank gets the
+    /// contiguous part `[rank·n/ranks, (rank+1)·n/ranks)` (`n` the global batch's
+    /// size). Every rank sees the same number of batches; together they cover each
+    /// sample of an epoch once. [`part`](Self::part) tells where the last batch sits.
+    ///
+    /// # Panics
+    /// If `rank >= ranks`.
+    pub fn sharded(mut self, rank: usize, ranks: usize) -> Self {
+        assert!(rank < ranks, "rank {rank} of {ranks}");
+        self.rank = rank;
+        self.ranks = ranks;
+        // A part is at most `batch_size` rows: the buffers need no more room.
+        self
+    }
+
+    /// Where the rows of the batch [`next_batch`](Self::next_batch) returned last sit
+    /// in their global batch (the whole batch, unsharded).
+    pub fn part(&self) -> BatchPart {
+        self.part
+    }
+
+    /// Walks only the samples in `range`, in order (a rank's part of an evaluation).
+    pub(crate) fn restrict(&mut self, range: std::ops::Range<usize>) {
+        self.order.clear();
+        self.order.extend(range);
+        self.seed = None;
+        self.position = 0;
+    }
+
+    /// Samples per step across all ranks.
+    fn global_batch(&self) -> usize {
+        self.batch_size.saturating_mul(self.ranks)
+    }
+
     /// Moves past the next `batches` batches of this epoch without copying them (to
     /// resume an epoch where it stopped).
     pub fn skip_batches(&mut self, batches: usize) {
         self.position = batches
-            .saturating_mul(self.batch_size)
+            .saturating_mul(self.global_batch())
             .saturating_add(self.position)
             .min(self.order.len());
     }
 
     /// Number of batches in an epoch.
     pub fn len(&self) -> usize {
-        self.order.len().div_ceil(self.batch_size)
+        self.order.len().div_ceil(self.global_batch())
     }
 
     /// Whether an epoch has no batches (never, for a constructed dataset).
@@ -283,14 +356,34 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
 
     /// The next minibatch of this epoch, or `None` at its end.
     pub fn next_batch(&mut self) -> Option<(TensorRef<'_, T, S>, &[Y])> {
+        self.next_batch_part().map(|(x, y, _)| (x, y))
+    }
+
+    /// [`next_batch`](Self::next_batch) with [`part`](Self::part).
+    pub fn next_batch_part(&mut self) -> Option<(TensorRef<'_, T, S>, &[Y], BatchPart)> {
         if self.position >= self.order.len() {
             return None;
         }
-        let end = (self.position + self.batch_size).min(self.order.len());
+        let end = (self.position + self.global_batch()).min(self.order.len());
+        let total = end - self.position;
+        let first = self.rank * total / self.ranks;
+        let last = (self.rank + 1) * total / self.ranks;
+        self.part = BatchPart {
+            first,
+            rows: last - first,
+            total,
+        };
+        // An empty part runs the global batch's last sample, weighted zero.
+        let rows = if first == last {
+            self.part.first = total - 1;
+            end - 1..end
+        } else {
+            self.position + first..self.position + last
+        };
         let tps = self.dataset.targets_per_sample;
         self.features.clear();
         self.targets.clear();
-        for &i in &self.order[self.position..end] {
+        for &i in &self.order[rows] {
             self.features
                 .extend_from_slice(&self.dataset.features[i * S::SIZE..(i + 1) * S::SIZE]);
             self.targets
@@ -298,7 +391,7 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
         }
         self.position = end;
         let x = TensorRef::new(&self.features).expect("a batch holds at least one sample");
-        Some((x, &self.targets))
+        Some((x, &self.targets, self.part))
     }
 }
 
@@ -337,6 +430,48 @@ mod tests {
             epochs.push(seen);
         }
         assert_ne!(epochs[0], epochs[1]);
+    }
+
+    #[test]
+    fn sharded_batches_split_the_global_batches_and_cover_every_sample_once() {
+        // 10 samples, 3 ranks of batch 2: global batches of 6 and 4; the 4 split 1/1/2.
+        let ds = toy(10);
+        let whole: Vec<Vec<usize>> = {
+            let mut batches = ds.batches(6, Some(4));
+            let mut all = Vec::new();
+            while let Some((x, _)) = batches.next_batch() {
+                all.push(x.as_slice().chunks(2).map(|s| s[0] as usize / 2).collect());
+            }
+            all
+        };
+        let mut parts = vec![Vec::new(); whole.len()];
+        for rank in 0..3 {
+            let mut batches = ds.batches(2, Some(4)).sharded(rank, 3);
+            assert_eq!(batches.len(), 2);
+            let mut step = 0;
+            while let Some((x, _, part)) = batches.next_batch_part() {
+                let rows: Vec<usize> = x.as_slice().chunks(2).map(|s| s[0] as usize / 2).collect();
+                assert_eq!(part.total, whole[step].len());
+                assert_eq!(rows, whole[step][part.first..part.first + part.rows]);
+                parts[step].push((part.first, rows));
+                step += 1;
+            }
+        }
+        for (step, mut got) in parts.into_iter().enumerate() {
+            got.sort();
+            let joined: Vec<usize> = got.into_iter().flat_map(|(_, rows)| rows).collect();
+            assert_eq!(
+                joined, whole[step],
+                "step {step}: each sample once, in order"
+            );
+        }
+        // 7 samples on 4 ranks of batch 1: the last global batch has 3, so rank 0's part
+        // is empty and it runs the batch's last sample with no rows of its own.
+        let ds = toy(7);
+        let mut batches = ds.batches(1, Some(4)).sharded(0, 4);
+        batches.next_batch();
+        let (x, _, part) = batches.next_batch_part().unwrap();
+        assert_eq!((part.first, part.rows, part.total, x.batch()), (2, 0, 3, 1));
     }
 
     #[test]

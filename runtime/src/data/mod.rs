@@ -15,7 +15,7 @@ mod idx;
 
 pub use self::csv::{read_csv, read_csv_bytes, read_csv_with, CsvOptions, Header, LabelColumn};
 pub(crate) use dataset::argmax;
-pub use dataset::{Batches, Dataset, Standardizer, Target};
+pub use dataset::{BatchPart, Batches, Dataset, Standardizer, Target};
 pub use idx::{read_idx, read_idx_bytes, read_idx_dataset, read_mnist, IdxArray, TrainTest};
 
 use std::path::Path;

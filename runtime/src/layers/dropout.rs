@@ -44,6 +44,39 @@ pub fn dropout_forward<T: Float>(
     }
 }
 
+/// [`dropout_forward`] for one rank's rows of a data-parallel step: `shard` is
+/// `(first, rows, total)` ([`Pass::shard`](crate::Pass::shard)), and the mask is the
+/// part for rows `first..first + rows` of the mask a pass over all `total` rows would
+/// draw, the generator left where that pass would leave it. The values of a row are
+/// contiguous (`input.len() / rows` of them), and one draw is made per value.
+///
+/// # Panics
+/// As [`dropout_forward`], or if the input is not `rows` rows.
+pub fn dropout_forward_shard<T: Float>(
+    output: &mut [T],
+    mask: &mut [T],
+    input: &[T],
+    p: f64,
+    rng: Option<&mut Rng>,
+    shard: Option<(usize, usize, usize)>,
+) {
+    let (rng, (first, rows, total)) = match (rng, shard) {
+        (Some(rng), Some(shard)) => (rng, shard),
+        // Inference, or a pass over a whole batch.
+        (rng, _) => return dropout_forward(output, mask, input, p, rng),
+    };
+    assert!(
+        rows > 0 && input.len().is_multiple_of(rows) && first + rows <= total,
+        "dropout over rows {first}..{} of {total}",
+        first + rows
+    );
+    let per_row = (input.len() / rows) as u128;
+    let start = rng.get_word_pos();
+    rng.set_word_pos(start + first as u128 * per_row);
+    dropout_forward(output, mask, input, p, Some(&mut *rng));
+    rng.set_word_pos(start + total as u128 * per_row);
+}
+
 /// `grad_input (=|+=) grad_output ⊙ mask`.
 ///
 /// # Panics
@@ -66,6 +99,37 @@ mod tests {
     use rand_core::SeedableRng;
 
     use super::*;
+
+    #[test]
+    fn shards_draw_their_rows_of_the_whole_batch_mask() {
+        // 5 rows of 3 values: the whole pass, then rows 0..2 and 2..5 from the same start.
+        let x = vec![1.0_f64; 15];
+        let (mut y, mut whole) = (vec![0.0; 15], vec![0.0; 15]);
+        let mut rng = Rng::seed_from_u64(9);
+        dropout_forward(&mut y, &mut whole, &x, 0.5, Some(&mut rng));
+        let after = rng.get_word_pos();
+        let mut parts = Vec::new();
+        for (first, rows) in [(0, 2), (2, 3)] {
+            let mut rng = Rng::seed_from_u64(9);
+            let (mut y, mut mask) = (vec![0.0; 3 * rows], vec![0.0; 3 * rows]);
+            let shard = Some((first, rows, 5));
+            dropout_forward_shard(
+                &mut y,
+                &mut mask,
+                &x[..3 * rows],
+                0.5,
+                Some(&mut rng),
+                shard,
+            );
+            assert_eq!(
+                rng.get_word_pos(),
+                after,
+                "the generator ends where the whole pass's does"
+            );
+            parts.extend(mask);
+        }
+        assert_eq!(parts, whole);
+    }
 
     #[test]
     fn keeps_about_one_minus_p_and_preserves_the_mean() {

@@ -40,7 +40,7 @@ pub use dense::{
     dense_backward, dense_backward_deferred, dense_backward_noting, dense_backward_update,
     dense_forward, dense_weight_update,
 };
-pub use dropout::{dropout_backward, dropout_forward};
+pub use dropout::{dropout_backward, dropout_forward, dropout_forward_shard};
 pub use kiln_shapes::Conv2dShape;
 pub use merge::{
     concat_backward, concat_forward, product_backward, product_forward, sum_backward, sum_forward,

@@ -169,6 +169,8 @@ pub(super) struct CheckpointCallback<'a> {
     /// Whether it also records the best epoch (when no early stopping does).
     pub records_best: bool,
     pub best: Option<f64>,
+    /// Whether this process writes the file (rank 0 of data-parallel training).
+    pub write: bool,
 }
 
 impl<T: Float, M: Model<T>> Callback<T, M> for CheckpointCallback<'_> {
@@ -176,7 +178,9 @@ impl<T: Float, M: Model<T>> Callback<T, M> for CheckpointCallback<'_> {
         if let Some(value) = self.monitor.read(log) {
             if self.monitor.improves(value, self.best, 0.0) {
                 self.best = Some(value);
-                fit.model.save(self.path)?;
+                if self.write {
+                    fit.model.save(self.path)?;
+                }
                 if self.records_best {
                     fit.history.best_epoch = Some(log.epoch);
                 }

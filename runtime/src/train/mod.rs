@@ -8,6 +8,10 @@
 //! per-epoch metrics. Progress is an `indicatif` bar on a terminal and one plain line
 //! per epoch otherwise.
 //!
+//! With a [`Communicator`] of several ranks
+//! ([`FitConfig::communicator`]), `fit` trains data-parallel: see
+//! [`crate::distributed`].
+//!
 //! The whole loop runs on one of rayon's workers, so the kernels' parallel halves go
 //! through that worker's own queue and a step allocates nothing.
 
@@ -16,6 +20,7 @@ mod progress;
 pub mod resume;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use callback::{BatchLog, Callback, CsvLogger, FitState, ReduceLrOnPlateau};
@@ -23,6 +28,7 @@ pub use progress::Progress;
 pub use resume::{Backup, ResumeState};
 
 use crate::data::{Dataset, Target};
+use crate::distributed::{agree, hash_words, sum_in_place, Communicator};
 use crate::loss::{Loss, OutputLayout};
 use crate::metrics::{Metric, MetricCounts};
 use crate::optim::{LrSchedule, Optimizer};
@@ -137,6 +143,9 @@ pub struct FitConfig {
     pub metrics: Vec<Metric>,
     /// Backups to resume from after an interruption, if any.
     pub backup: Option<Backup>,
+    /// The ranks training together, if any (data-parallel training; see
+    /// [`crate::distributed`]).
+    pub communicator: Option<Arc<dyn Communicator>>,
 }
 
 impl FitConfig {
@@ -154,7 +163,16 @@ impl FitConfig {
             accumulate: 1,
             metrics: Vec::new(),
             backup: None,
+            communicator: None,
         }
+    }
+
+    /// Trains data-parallel with the ranks of `communicator` (every rank calls `fit`
+    /// with the same model, data and settings; `batch_size` is per rank): see
+    /// [`crate::distributed`]. A communicator of one rank trains as without one.
+    pub fn communicator(mut self, communicator: impl Communicator + 'static) -> Self {
+        self.communicator = Some(Arc::new(communicator));
+        self
     }
 
     /// Backs up the whole state of training to `path` at the end of every epoch, and
@@ -366,9 +384,48 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
+    let sums = evaluation_sums(model, data, loss, batch_size, counts.as_deref_mut(), None)?;
+    Ok(sums.evaluation(counts.as_deref()))
+}
+
+/// The sums an evaluation is made of: loss × samples, correct, counted, samples.
+#[derive(Debug, Clone, Copy)]
+struct EvaluationSums([f64; 4]);
+
+impl EvaluationSums {
+    fn evaluation(self, counts: Option<&MetricCounts>) -> Evaluation {
+        let [total, correct, counted, samples] = self.0;
+        Evaluation {
+            loss: total / samples,
+            accuracy: (counted > 0.0).then(|| correct / counted),
+            samples: samples as usize,
+            top_k: counts.and_then(MetricCounts::top_k),
+            f1_macro: counts.and_then(MetricCounts::f1_macro),
+        }
+    }
+}
+
+/// Scores `data` (or only the samples in `range`), in order.
+fn evaluation_sums<T, M, L, Y>(
+    model: &mut M,
+    data: &Dataset<T, M::Input, Y>,
+    loss: &L,
+    batch_size: usize,
+    mut counts: Option<&mut MetricCounts>,
+    range: Option<std::ops::Range<usize>>,
+) -> Result<EvaluationSums>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T, Target = [Y]>,
+    Y: Target,
+{
     check_batch_size(batch_size)?;
     M::SPEC.check_input(data.features().as_slice())?;
     let mut batches = data.batches(batch_size, None);
+    if let Some(range) = range {
+        batches.restrict(range);
+    }
     let (mut total, mut correct, mut counted, mut samples) = (0.0, 0, 0, 0);
     let width = layout::<T, M>(1).width;
     if let Some(counts) = counts.as_deref_mut() {
@@ -390,13 +447,59 @@ where
         }
         samples += batch;
     }
-    Ok(Evaluation {
-        loss: total / samples as f64,
-        accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
-        samples,
-        top_k: counts.as_deref().and_then(MetricCounts::top_k),
-        f1_macro: counts.as_deref().and_then(MetricCounts::f1_macro),
-    })
+    Ok(EvaluationSums([
+        total,
+        correct as f64,
+        counted as f64,
+        samples as f64,
+    ]))
+}
+
+/// Scores `data` with every rank taking its contiguous part, the sums and metric
+/// counts then summed across ranks: each sample is scored once.
+fn evaluate_shared<T, M, L, Y>(
+    model: &mut M,
+    data: &Dataset<T, M::Input, Y>,
+    loss: &L,
+    batch_size: usize,
+    mut counts: Option<&mut MetricCounts>,
+    comm: &dyn Communicator,
+) -> Result<Evaluation>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T, Target = [Y]>,
+    Y: Target,
+{
+    let (rank, size, n) = (comm.rank(), comm.size(), data.len());
+    let range = rank * n / size..(rank + 1) * n / size;
+    let mut sums = evaluation_sums(
+        model,
+        data,
+        loss,
+        batch_size,
+        counts.as_deref_mut(),
+        Some(range),
+    )?;
+    sum_in_place(comm, &mut sums.0)?;
+    if let Some(counts) = counts.as_deref_mut() {
+        sum_counts(comm, counts)?;
+    }
+    Ok(sums.evaluation(counts.as_deref()))
+}
+
+/// Sums metric counts across ranks.
+fn sum_counts(comm: &dyn Communicator, counts: &mut MetricCounts) -> Result<()> {
+    let mut values: Vec<f64> = counts.to_counts().iter().map(|&c| c as f64).collect();
+    sum_in_place(comm, &mut values)?;
+    let summed: Vec<u64> = values.iter().map(|&c| c as u64).collect();
+    if counts.restore_counts(&summed) {
+        Ok(())
+    } else {
+        Err(Error::Distributed(
+            "the ranks' metric counts have different layouts".into(),
+        ))
+    }
 }
 
 /// A batch size of 0 is an error, not a batch of 1.
@@ -480,6 +583,17 @@ where
     O: Optimizer<T> + Send,
     Y: Target,
 {
+    // With several ranks, everything below must fail on all of them or on none: they
+    // first agree on what decides it.
+    let comm = config.communicator.as_deref().filter(|c| c.size() > 1);
+    if let Some(comm) = comm {
+        agree_to_fit::<T, M, Y>(comm, train, validation, config)?;
+        if config.backup.is_some() || config.accumulate != 1 {
+            return Err(Error::Distributed(
+                "backups and gradient accumulation are not yet available with several ranks".into(),
+            ));
+        }
+    }
     check_batch_size(config.batch_size)?;
     if let Some(fraction) = config.validation_split {
         if !(fraction > 0.0 && fraction < 1.0) {
@@ -549,7 +663,94 @@ where
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
         }
     }
-    rayon::scope(|_| run_epochs(model, train, validation, loss, optimizer, config, callbacks))
+    let Some(comm) = comm else {
+        return rayon::scope(|_| {
+            run_epochs(
+                model, train, validation, loss, optimizer, config, callbacks, None,
+            )
+        });
+    };
+    // From here a rank that fails would leave the others waiting: it ends the job.
+    let trained = model.state_mut().broadcast_from_root(comm).and_then(|()| {
+        rayon::scope(|_| {
+            run_epochs(
+                model,
+                train,
+                validation,
+                loss,
+                optimizer,
+                config,
+                callbacks,
+                Some(comm),
+            )
+        })
+    });
+    match trained {
+        Err(e) => comm.abort(&e.to_string()),
+        history => history,
+    }
+}
+
+/// Checks that every rank is about to run the same training (see
+/// [`crate::distributed`]).
+fn agree_to_fit<T, M, Y>(
+    comm: &dyn Communicator,
+    train: &Dataset<T, M::Input, Y>,
+    validation: Option<&Dataset<T, M::Input, Y>>,
+    config: &FitConfig,
+) -> Result<()>
+where
+    T: Float,
+    M: Model<T>,
+    Y: Target,
+{
+    let spec = M::SPEC;
+    let table = hash_words(spec.params.iter().flat_map(|p| {
+        let name = p.full_name();
+        let bytes: Vec<u64> = name.bytes().map(u64::from).collect();
+        bytes
+            .into_iter()
+            .chain([p.offset as u64, p.range().len() as u64])
+    }));
+    let data = |d: Option<&Dataset<T, M::Input, Y>>| {
+        d.map_or((0, 0, 0), |d| {
+            (
+                d.len() as u64,
+                crate::distributed::hash_values(d.features().as_slice()),
+                Y::fingerprint(d.targets()),
+            )
+        })
+    };
+    let (train_len, train_features, train_targets) = data(Some(train));
+    let (val_len, val_features, val_targets) = data(validation);
+    agree(
+        comm,
+        &[
+            ("the parameter table", table),
+            ("the buffer count", spec.buffer_count as u64),
+            (
+                "the element type",
+                hash_words(T::DTYPE.bytes().map(u64::from)),
+            ),
+            ("the number of training samples", train_len),
+            ("the training features", train_features),
+            ("the training targets", train_targets),
+            ("the number of validation samples", val_len),
+            ("the validation features", val_features),
+            ("the validation targets", val_targets),
+            ("batch_size", config.batch_size as u64),
+            ("epochs", config.epochs as u64),
+            ("seed", config.seed),
+            ("accumulate", config.accumulate as u64),
+            (
+                "validation_split",
+                config.validation_split.map_or(u64::MAX, f64::to_bits),
+            ),
+            ("early stopping", u64::from(config.early_stopping.is_some())),
+            ("the metrics", config.metrics.len() as u64),
+            ("backup", u64::from(config.backup.is_some())),
+        ],
+    )
 }
 
 fn run_epochs<T, M, L, O, Y>(
@@ -560,6 +761,7 @@ fn run_epochs<T, M, L, O, Y>(
     optimizer: &mut O,
     config: &FitConfig,
     user: &mut [&mut (dyn Callback<T, M> + Send)],
+    comm: Option<&dyn Communicator>,
 ) -> Result<History>
 where
     T: Float,
@@ -571,6 +773,10 @@ where
     let width = layout::<T, M>(1).width;
     let mut history = History::default();
     let mut batches = train.batches(config.batch_size, Some(config.seed));
+    let root = comm.is_none_or(|c| c.rank() == 0);
+    if let Some(comm) = comm {
+        batches = batches.sharded(comm.rank(), comm.size());
+    }
     let count = batches.len();
     let mut train_counts = metric_counts::<T, M, Y>(&config.metrics, train.targets())?;
     let mut val_counts = train_counts.clone();
@@ -582,8 +788,12 @@ where
             schedule,
             base: 0.0,
         });
-    let mut progress =
-        callback::ProgressCallback(config.progress.start(config.epochs, batches.len()));
+    let shown = if root {
+        config.progress
+    } else {
+        Progress::Silent
+    };
+    let mut progress = callback::ProgressCallback(shown.start(config.epochs, batches.len()));
     let mut checkpoint = config
         .checkpoint
         .as_ref()
@@ -592,6 +802,7 @@ where
             monitor: c.monitor,
             records_best: config.early_stopping.is_none(),
             best: None,
+            write: root,
         });
     let mut stopping = config
         .early_stopping
@@ -670,14 +881,17 @@ where
         };
         batches.skip_batches(sums.batch);
         let mut in_step = 0;
-        while let Some((x, y)) = batches.next_batch() {
+        while let Some((x, y, part)) = batches.next_batch_part() {
             let index = sums.batch;
             for callback in callbacks.iter_mut() {
                 callback.on_batch_begin(epoch, index, count, &mut fit)?;
             }
             sync(optimizer, fit.learning_rate);
-            let batch = x.batch();
-            let value = if config.accumulate == 1 {
+            let batch = part.rows;
+            let value = if let Some(comm) = comm {
+                let model = &mut *fit.model;
+                crate::model::data_parallel_step(model, x, y, loss, optimizer, part, comm)?
+            } else if config.accumulate == 1 {
                 fit.model.train_step(x, y, loss, optimizer)?
             } else {
                 let value = fit.model.accumulate_gradients(x, y, loss)?;
@@ -694,11 +908,14 @@ where
             }
             sums.total += value.to_f64() * batch as f64;
             sums.samples += batch;
-            if let Some((c, n)) = Y::correct(fit.model.last_output(), y, width) {
+            // (A part with no rows of its own ran a stand-in sample, counted nowhere.)
+            let counted = batch > 0;
+            if let Some((c, n)) = Y::correct(fit.model.last_output(), y, width).filter(|_| counted)
+            {
                 sums.correct += c;
                 sums.counted += n;
             }
-            if let (Some(counts), Some(labels)) = (&mut train_counts, Y::labels(y)) {
+            if let (Some(counts), Some(labels), true) = (&mut train_counts, Y::labels(y), counted) {
                 counts.add(fit.model.last_output(), labels, width);
             }
             let log = BatchLog {
@@ -741,8 +958,35 @@ where
             // Stopped inside a group of accumulated batches: step on what it has.
             fit.model.apply_accumulated(optimizer)?;
         }
+        if let Some(comm) = comm {
+            let mut totals = [
+                sums.total,
+                sums.samples as f64,
+                sums.correct as f64,
+                sums.counted as f64,
+            ];
+            sum_in_place(comm, &mut totals)?;
+            let [total, samples, correct, counted] = totals;
+            sums.total = total;
+            sums.samples = samples as usize;
+            sums.correct = correct as usize;
+            sums.counted = counted as usize;
+            if let Some(counts) = &mut train_counts {
+                sum_counts(comm, counts)?;
+            }
+            agree(comm, &[("the parameters", fit.model.state().params_hash())]).map_err(|_| {
+                Error::Distributed(format!(
+                    "the ranks' parameters differ after epoch {epoch}: the communicator's \
+                         all-reduce did not give every rank the same sums"
+                ))
+            })?;
+        }
+        let bs = config.batch_size;
         let scored = validation
-            .map(|v| evaluate_counting(fit.model, v, loss, config.batch_size, val_counts.as_mut()))
+            .map(|v| match comm {
+                Some(comm) => evaluate_shared(fit.model, v, loss, bs, val_counts.as_mut(), comm),
+                None => evaluate_counting(fit.model, v, loss, bs, val_counts.as_mut()),
+            })
             .transpose()?;
         let log = EpochLog {
             epoch,
