@@ -368,20 +368,30 @@ struct Export {
     output: Vec<f32>,
 }
 
-/// Exports `M` (seed 7, batch norm statistics moved off their defaults by `steps`
-/// training steps).
-fn export<M: Model<f32>>(steps: usize) -> Export {
+/// Exports `M` (seed 7; with `statistics`, batch norm's running statistics set off
+/// their defaults).
+fn export<M: Model<f32>>(statistics: bool) -> Export {
     let mut model = M::with_seed(7);
     let sample: usize = M::SPEC.input.iter().product();
     let x = batch(sample, M::SPEC.token_vocab);
     let input = TensorRef::<f32, M::Input>::new(&x).unwrap();
-    let outputs: usize = M::SPEC.output.iter().product();
-    // A few steps give batch norm running statistics that are not 0 and 1.
-    let target: Vec<f32> = (0..BATCH * outputs).map(|i| (i % 3) as f32 - 1.0).collect();
-    for _ in 0..steps {
-        model
-            .train_step(input, &target[..], &Mse::default(), &mut Sgd::new(0.01))
-            .unwrap();
+    // Batch norm running statistics that are not 0 and 1, from a formula rather than
+    // from training steps, whose last bits depend on the processor's kernels: the
+    // exported bytes are the same on every machine.
+    if statistics {
+        let mut buffers = model.buffers().as_slice().to_vec();
+        for info in M::SPEC.buffers {
+            let name = info.full_name();
+            for (i, v) in buffers[info.range()].iter_mut().enumerate() {
+                let t = i as f32;
+                if name.ends_with("running_var") {
+                    *v = 1.0 + 0.5 * (0.7 * t).sin();
+                } else if name.ends_with("running_mean") {
+                    *v = 0.2 * (1.3 * t).cos();
+                }
+            }
+        }
+        model.set_buffers(&buffers).unwrap();
     }
     let output = model.forward(input).as_slice().to_vec();
     Export {
@@ -394,31 +404,31 @@ fn export<M: Model<f32>>(steps: usize) -> Export {
 
 fn exports() -> Vec<Export> {
     vec![
-        export::<MnistMlp>(0),
-        export::<Xor>(0),
-        export::<ResNet>(3),
-        export::<UNet>(0),
-        export::<Generator>(3),
-        export::<Resampling>(0),
-        export::<BitCounter>(0),
-        export::<CharLstm>(0),
-        export::<Cells>(3),
-        export::<CharTransformer>(0),
-        export::<Attending>(0),
-        export::<Line>(0),
-        export::<Logistic>(0),
-        export::<DigitNet>(0),
-        export::<ClothesNet>(0),
-        export::<Classifier>(0),
-        export::<DigitsMlp>(0),
-        export::<DigitsCnn>(0),
-        export::<LeNetDigits>(0),
-        export::<MnistCnn>(0),
-        export::<LeNet>(0),
-        export::<CifarNet>(3),
-        export::<Discriminator>(0),
-        export::<InceptionNet>(3),
-        export::<Mixed>(3),
+        export::<MnistMlp>(false),
+        export::<Xor>(false),
+        export::<ResNet>(true),
+        export::<UNet>(false),
+        export::<Generator>(true),
+        export::<Resampling>(false),
+        export::<BitCounter>(false),
+        export::<CharLstm>(false),
+        export::<Cells>(true),
+        export::<CharTransformer>(false),
+        export::<Attending>(false),
+        export::<Line>(false),
+        export::<Logistic>(false),
+        export::<DigitNet>(false),
+        export::<ClothesNet>(false),
+        export::<Classifier>(false),
+        export::<DigitsMlp>(false),
+        export::<DigitsCnn>(false),
+        export::<LeNetDigits>(false),
+        export::<MnistCnn>(false),
+        export::<LeNet>(false),
+        export::<CifarNet>(true),
+        export::<Discriminator>(false),
+        export::<InceptionNet>(true),
+        export::<Mixed>(true),
     ]
 }
 
