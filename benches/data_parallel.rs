@@ -51,7 +51,11 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn measure<M: Model<f32, Input = Shape1<784>> + Send>(name: &str, steps: usize, comm: Option<&Mpi>) {
+fn measure<M: Model<f32, Input = Shape1<784>> + Send>(
+    name: &str,
+    steps: usize,
+    comm: Option<&Mpi>,
+) {
     let ranks = comm.map_or(1, Communicator::size);
     let data = synthetic(GLOBAL_BATCH * steps);
     let mut model = M::with_seed(0);

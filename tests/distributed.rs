@@ -174,6 +174,17 @@ fn run_case(case: &str, comm: Option<&Mpi>, how: How<'_>, checkpoint: &Path) -> 
             train::<f64, Mlp<f64>, _>(3 + rank as u64, Adam::new(0.01), &config, how)
         }
         "mlp_f32" | "fail" | "panic" => train::<f32, Mlp<f32>, _>(3, Adam::new(0.01), &config, how),
+        // Two micro-batches a step (the last step of an epoch takes one).
+        "mlp_f64_accumulate" => {
+            let config = config.accumulate(2);
+            train::<f64, Mlp<f64>, _>(3, Adam::new(0.01), &config, how)
+        }
+        // Backed up every 2 steps: a run that fails and one that resumes.
+        "resume_fail" | "resume" => {
+            let backup = checkpoint.with_file_name("backup.safetensors");
+            let config = config.backup_every(backup, 2);
+            train::<f64, Cnn<f64>, _>(4, Sgd::new(0.05).momentum(0.9), &config, how)
+        }
         "cnn_f64" => train::<f64, Cnn<f64>, _>(4, Sgd::new(0.05).momentum(0.9), &config, how),
         "lstm_f64" => train::<f64, Seq<f64>, _>(6, Adam::new(0.01), &config, how),
         "disagree" => {
@@ -222,6 +233,7 @@ fn rank() {
     let fail = match case.as_str() {
         "fail" if comm.rank() == 1 => Some(Fail::Error),
         "panic" if comm.rank() == 1 => Some(Fail::Panic),
+        "resume_fail" if comm.rank() == 1 => Some(Fail::Error),
         _ => None,
     };
     let start = std::env::var_os("KILN_DP_START").map(PathBuf::from);
@@ -260,6 +272,11 @@ fn job(case: &str, extra: &[&str], start: Option<&Path>) -> Job {
     let out = std::env::temp_dir().join(format!("kiln-dp-{case}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
+    job_in(case, extra, start, out)
+}
+
+/// [`job`], writing to `out` as it is.
+fn job_in(case: &str, extra: &[&str], start: Option<&Path>, out: PathBuf) -> Job {
     let exe = std::env::current_exe().unwrap();
     let mut command = Command::new(mpirun());
     // Root runs mpirun only when asked to (CI runs as root).
@@ -359,7 +376,7 @@ fn equivalent(case: &str, extra: &[&str], tolerance: f64, start: Option<&Path>) 
     let params = max_difference(&rank0.params, &single.params);
     let history = max_difference(&rank0.history, &single.history);
     println!(
-        "{case}: {} parameters after {} steps, largest difference from one process {params:e}, \
+        "{case}: {} parameters after {} global batches, largest difference from one process {params:e}, \
          history {history:e}; job {:.1} s",
         single.params.len(),
         EPOCHS * TRAIN.div_ceil(2 * BATCH),
@@ -402,6 +419,47 @@ fn a_cnn_with_dropout_draws_the_one_process_masks() {
 #[test]
 fn an_lstm_with_dropout_on_two_ranks_steps_as_one_process() {
     equivalent("lstm_f64", &[], 1e-12, None);
+}
+
+#[test]
+fn accumulated_micro_batches_on_two_ranks_step_as_one_process() {
+    equivalent("mlp_f64_accumulate", &[], 1e-12, None);
+}
+
+/// A two-rank run whose rank 1 fails after rank 0 backed it up in the middle of an
+/// epoch, started again, ends with the parameters of an uninterrupted two-rank run, bit
+/// for bit, and its history (whose sums add in another order) to rounding.
+#[test]
+fn a_failed_data_parallel_run_resumes_from_rank_0s_backup() {
+    let failed = job("resume_fail", &[], None);
+    assert!(!failed.status.success(), "{}", failed.output);
+    assert!(
+        failed.out.join("backup.safetensors").exists(),
+        "{}",
+        failed.output
+    );
+    let resumed = job_in("resume", &[], None, failed.out.clone());
+    assert!(resumed.status.success(), "{}", resumed.output);
+    assert!(
+        !resumed.out.join("backup.safetensors").exists(),
+        "a finished run removes it"
+    );
+    let whole = job("resume", &[], None);
+    assert!(whole.status.success(), "{}", whole.output);
+    for rank in 0..2 {
+        let (resumed, whole) = (read_rank(&resumed, rank), read_rank(&whole, rank));
+        assert!(
+            resumed.params == whole.params,
+            "rank {rank}: the parameters differ"
+        );
+        let history = max_difference(&resumed.history, &whole.history);
+        assert!(
+            history <= 1e-12,
+            "rank {rank}: the history differs by {history:e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&resumed.out);
+    let _ = std::fs::remove_dir_all(&whole.out);
 }
 
 #[test]

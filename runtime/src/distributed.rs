@@ -55,9 +55,12 @@
 //!   `kiln: rank r of p failed: …` and aborts the whole job
 //!   ([`Communicator::abort`]), which ends every rank at once with a non-zero status.
 //!
-//! Backups ([`FitConfig::backup`](crate::train::FitConfig::backup)) and gradient
-//! accumulation are not yet available with more than one rank: `fit` says so with an
-//! error before the first step.
+//! - **Accumulation and backups.** With [`FitConfig::accumulate`](crate::train::FitConfig::accumulate),
+//!   each rank sums its micro-batches' gradients and one all-reduce per step sums the
+//!   ranks'. Only rank 0 writes backups ([`FitConfig::backup`](crate::train::FitConfig::backup)),
+//!   holding the epoch's sums so far over all ranks; on a restart rank 0 reads its
+//!   backup and sends the bytes to every rank, so the other ranks need no copy of the
+//!   file. Every rank resumes with rank 0's batch norm statistics.
 
 use crate::{Error, Float, Result};
 

@@ -986,10 +986,16 @@ impl<T: Float> ModelState<T> {
         &self,
         spec: &ModelSpec,
         path: &std::path::Path,
+        bytes: Option<&[u8]>,
     ) -> Result<(ResumeState<T>, BackedUp<T>)> {
         let mut params = self.params.to_vec();
         let mut buffers = self.buffers.clone();
-        let mut state = crate::train::resume::read(spec, &mut params, &mut buffers, path)?;
+        let mut state = match bytes {
+            Some(bytes) => {
+                crate::train::resume::read_bytes(spec, &mut params, &mut buffers, bytes, path)?
+            }
+            None => crate::train::resume::read(spec, &mut params, &mut buffers, path)?,
+        };
         state.set_scope("model/");
         let steps = state.count("steps")?;
         let seed = state.counts("dropout_seed")?;
@@ -2435,26 +2441,13 @@ where
     L: Loss<T>,
     O: Optimizer<T>,
 {
-    let spec = M::SPEC;
-    let state = model.state_mut();
-    state.workspace.shard = Some((part.first, part.total));
-    let value = forward_and_loss::<T, M, L>(state, x, target, loss, Run::Train);
-    state.workspace.shard = None;
-    let value = value?;
     // The all-reduce sums the parts: each weighs as its rows count in the whole.
     let weight = match loss.reduction() {
         Reduction::Mean => part.rows as f64 / part.total as f64,
         Reduction::Sum => f64::from(u8::from(part.rows > 0)),
     };
-    if weight != 1.0 {
-        let weight = T::from_f64(weight);
-        for g in state.workspace.grad_mut(spec.output_node) {
-            *g *= weight;
-        }
-    }
-    state.prepare_backward(spec, false);
-    let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
-    M::backward_pass(&mut state.params, &mut state.grads, &mut pass, None, false);
+    let value = part_gradients::<T, M, L>(model.state_mut(), x, target, loss, part, weight)?;
+    let state = model.state_mut();
     if state.reduced.len() != state.grads.len() {
         state.reduced = AlignedVec::new(state.grads.len(), T::ZERO);
     }
@@ -2464,6 +2457,106 @@ where
     state.grads_stored = StoredGrads::All;
     let penalty = model.apply_gradients(optimizer)?;
     Ok(value + penalty)
+}
+
+/// The forward and backward passes of this rank's part of a global batch, the loss
+/// gradient scaled by `weight` first. Returns the part's loss.
+fn part_gradients<T: Float, M: Model<T>, L: Loss<T>>(
+    state: &mut ModelState<T>,
+    x: TensorRef<'_, T, M::Input>,
+    target: &L::Target,
+    loss: &L,
+    part: crate::data::BatchPart,
+    weight: f64,
+) -> Result<T> {
+    let spec = M::SPEC;
+    state.workspace.shard = Some((part.first, part.total));
+    let value = forward_and_loss::<T, M, L>(state, x, target, loss, Run::Train);
+    state.workspace.shard = None;
+    let value = value?;
+    if weight != 1.0 {
+        let weight = T::from_f64(weight);
+        for g in state.workspace.grad_mut(spec.output_node) {
+            *g *= weight;
+        }
+    }
+    state.prepare_backward(spec, false);
+    let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
+    M::backward_pass(&mut state.params, &mut state.grads, &mut pass, None, false);
+    state.grads_pending = false;
+    Ok(value)
+}
+
+/// Gradient accumulation in data-parallel training: this rank's part of a global
+/// micro-batch adds its summed gradients (mean-reduced losses weighted by their
+/// rows) to those accumulated; [`data_parallel_apply`] then sums them across ranks.
+/// Returns the part's loss.
+pub(crate) fn data_parallel_accumulate<T, M, L>(
+    model: &mut M,
+    x: TensorRef<'_, T, M::Input>,
+    target: &L::Target,
+    loss: &L,
+    part: crate::data::BatchPart,
+) -> Result<T>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T>,
+{
+    let reduction = loss.reduction();
+    let state = model.state_mut();
+    if let Some((_, before)) = state.accumulated_over {
+        if before != reduction {
+            return Err(Error::Mismatch(
+                "the micro-batches of one accumulated step must use losses of one reduction".into(),
+            ));
+        }
+    }
+    let weight = match reduction {
+        Reduction::Mean => part.rows as f64,
+        Reduction::Sum => f64::from(u8::from(part.rows > 0)),
+    };
+    let value = part_gradients::<T, M, L>(state, x, target, loss, part, weight)?;
+    if state.accumulated.len() != state.grads.len() {
+        state.accumulated = vec![T::ZERO; state.grads.len()];
+    }
+    crate::optim::add_scaled(&mut state.accumulated, &state.grads, T::ONE);
+    let (samples, _) = state.accumulated_over.unwrap_or((0, reduction));
+    state.accumulated_over = Some((samples + part.total, reduction));
+    Ok(value)
+}
+
+/// Sums the gradients accumulated on every rank, divides them by the global
+/// micro-batches' samples (for mean-reduced losses) and steps as
+/// [`Model::apply_gradients`] does. Returns the penalty.
+pub(crate) fn data_parallel_apply<T, M, O>(
+    model: &mut M,
+    optimizer: &mut O,
+    comm: &dyn crate::distributed::Communicator,
+) -> Result<T>
+where
+    T: Float,
+    M: Model<T>,
+    O: Optimizer<T>,
+{
+    let state = model.state_mut();
+    let Some((samples, reduction)) = state.accumulated_over.take() else {
+        return Err(Error::Mismatch(
+            "a data-parallel step needs accumulated gradients".into(),
+        ));
+    };
+    crate::distributed::all_reduce_sum(comm, &state.accumulated, &mut state.grads)?;
+    let divisor = match reduction {
+        Reduction::Mean => T::from_f64(samples as f64),
+        Reduction::Sum => T::ONE,
+    };
+    for g in state.grads.iter_mut() {
+        *g /= divisor;
+    }
+    state.accumulated.fill(T::ZERO);
+    state.grads_pending = true;
+    state.grads_stored = StoredGrads::All;
+    model.apply_gradients(optimizer)
 }
 
 impl<T: Float> ModelState<T> {

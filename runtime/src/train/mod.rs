@@ -588,11 +588,6 @@ where
     let comm = config.communicator.as_deref().filter(|c| c.size() > 1);
     if let Some(comm) = comm {
         agree_to_fit::<T, M, Y>(comm, train, validation, config)?;
-        if config.backup.is_some() || config.accumulate != 1 {
-            return Err(Error::Distributed(
-                "backups and gradient accumulation are not yet available with several ranks".into(),
-            ));
-        }
     }
     check_batch_size(config.batch_size)?;
     if let Some(fraction) = config.validation_split {
@@ -852,15 +847,35 @@ where
         callbacks: callbacks.len() as u64,
     };
     let mut at = Position::default();
-    if let Some(backup) = config.backup.as_ref().filter(|b| b.path.exists()) {
-        at = restore(
-            backup,
-            &fingerprint,
-            &mut fit,
-            optimizer,
-            &mut callbacks,
-            train_counts.as_mut(),
-        )?;
+    // With several ranks, rank 0's backup, if it has one, is every rank's.
+    let shared = match (comm, &config.backup) {
+        (Some(comm), Some(backup)) => backup_from_root(comm, &backup.path)?,
+        _ => None,
+    };
+    if let Some(backup) = config.backup.as_ref() {
+        if shared.is_some() || (comm.is_none() && backup.path.exists()) {
+            at = restore(
+                backup,
+                &fingerprint,
+                &mut fit,
+                optimizer,
+                &mut callbacks,
+                train_counts.as_mut(),
+                shared.as_deref(),
+            )?;
+            // The backup holds every rank's sums so far: rank 0 carries them.
+            if !root {
+                at.sums = Sums {
+                    batch: at.sums.batch,
+                    norms: at.sums.norms,
+                    steps: at.sums.steps,
+                    ..Sums::default()
+                };
+                if let Some(counts) = &mut train_counts {
+                    counts.reset();
+                }
+            }
+        }
     }
     sync(optimizer, fit.learning_rate);
     for epoch in at.epoch..config.epochs {
@@ -890,7 +905,17 @@ where
             let batch = part.rows;
             let value = if let Some(comm) = comm {
                 let model = &mut *fit.model;
-                crate::model::data_parallel_step(model, x, y, loss, optimizer, part, comm)?
+                if config.accumulate == 1 {
+                    crate::model::data_parallel_step(model, x, y, loss, optimizer, part, comm)?
+                } else {
+                    let value = crate::model::data_parallel_accumulate(model, x, y, loss, part)?;
+                    in_step += 1;
+                    if in_step == config.accumulate || index + 1 == count {
+                        crate::model::data_parallel_apply(model, optimizer, comm)?;
+                        in_step = 0;
+                    }
+                    value
+                }
             } else if config.accumulate == 1 {
                 fit.model.train_step(x, y, loss, optimizer)?
             } else {
@@ -940,40 +965,36 @@ where
                     .every_steps
                     .is_some_and(|every| fit.model.steps() % every as u64 == 0);
                 if due && in_step == 0 && sums.batch < count {
-                    let at = Position { epoch, sums };
-                    let counts = train_counts.as_ref();
-                    back_up(
-                        backup,
-                        &fingerprint,
-                        &at,
-                        &fit,
-                        optimizer,
-                        &callbacks,
-                        counts,
-                    )?;
+                    // With several ranks, the backup holds the epoch's sums so far over
+                    // all of them (a resumed rank 0 carries them, the others start at 0).
+                    let mut at = Position { epoch, sums };
+                    let mut counts = train_counts.clone();
+                    if let Some(comm) = comm {
+                        sum_epoch(comm, &mut at.sums, counts.as_mut())?;
+                    }
+                    if root {
+                        back_up(
+                            backup,
+                            &fingerprint,
+                            &at,
+                            &fit,
+                            optimizer,
+                            &callbacks,
+                            counts.as_ref(),
+                        )?;
+                    }
                 }
             }
         }
         if in_step > 0 {
             // Stopped inside a group of accumulated batches: step on what it has.
-            fit.model.apply_accumulated(optimizer)?;
+            match comm {
+                Some(comm) => crate::model::data_parallel_apply(&mut *fit.model, optimizer, comm)?,
+                None => fit.model.apply_accumulated(optimizer)?,
+            };
         }
         if let Some(comm) = comm {
-            let mut totals = [
-                sums.total,
-                sums.samples as f64,
-                sums.correct as f64,
-                sums.counted as f64,
-            ];
-            sum_in_place(comm, &mut totals)?;
-            let [total, samples, correct, counted] = totals;
-            sums.total = total;
-            sums.samples = samples as usize;
-            sums.correct = correct as usize;
-            sums.counted = counted as usize;
-            if let Some(counts) = &mut train_counts {
-                sum_counts(comm, counts)?;
-            }
+            sum_epoch(comm, &mut sums, train_counts.as_mut())?;
             agree(comm, &[("the parameters", fit.model.state().params_hash())]).map_err(|_| {
                 Error::Distributed(format!(
                     "the ranks' parameters differ after epoch {epoch}: the communicator's \
@@ -1010,7 +1031,7 @@ where
         if fit.stop {
             break;
         }
-        if let Some(backup) = &config.backup {
+        if let Some(backup) = config.backup.as_ref().filter(|_| root) {
             let at = Position {
                 epoch: epoch + 1,
                 sums: Sums::default(),
@@ -1022,7 +1043,7 @@ where
         callback.on_train_end(&mut fit)?;
     }
     drop(callbacks);
-    if let Some(backup) = &config.backup {
+    if let Some(backup) = config.backup.as_ref().filter(|_| root) {
         // Done: a later run with this backup would have nothing to resume.
         match std::fs::remove_file(&backup.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -1032,6 +1053,49 @@ where
         }
     }
     Ok(history)
+}
+
+/// Sums the additive parts of an epoch's sums and its metric counts across ranks (the
+/// gradient norms are the same on every rank).
+fn sum_epoch(
+    comm: &dyn Communicator,
+    sums: &mut Sums,
+    counts: Option<&mut MetricCounts>,
+) -> Result<()> {
+    let mut totals = [
+        sums.total,
+        sums.samples as f64,
+        sums.correct as f64,
+        sums.counted as f64,
+    ];
+    sum_in_place(comm, &mut totals)?;
+    let [total, samples, correct, counted] = totals;
+    sums.total = total;
+    sums.samples = samples as usize;
+    sums.correct = correct as usize;
+    sums.counted = counted as usize;
+    if let Some(counts) = counts {
+        sum_counts(comm, counts)?;
+    }
+    Ok(())
+}
+
+/// Rank 0's backup file, sent to every rank (`None` if rank 0 has none).
+fn backup_from_root(comm: &dyn Communicator, path: &std::path::Path) -> Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    let mut len = [u8::MAX; 8];
+    if comm.rank() == 0 && path.exists() {
+        bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+        len = (bytes.len() as u64).to_le_bytes();
+    }
+    comm.broadcast(&mut len, 0)?;
+    let len = u64::from_le_bytes(len);
+    if len == u64::MAX {
+        return Ok(None);
+    }
+    bytes.resize(len as usize, 0);
+    comm.broadcast(&mut bytes, 0)?;
+    Ok(Some(bytes))
 }
 
 /// What a backup must have been written with for this run to resume from it.
@@ -1180,9 +1244,10 @@ fn restore<T: Float, M: Model<T>, O: Optimizer<T>>(
     optimizer: &mut O,
     callbacks: &mut [&mut dyn Callback<T, M>],
     train_counts: Option<&mut MetricCounts>,
+    bytes: Option<&[u8]>,
 ) -> Result<Position> {
     let path = &backup.path;
-    let (mut state, model) = fit.model.state().read_backup(M::SPEC, path)?;
+    let (mut state, model) = fit.model.state().read_backup(M::SPEC, path, bytes)?;
     state.set_scope("fit/");
     let mut differences = Vec::new();
     for (name, value) in Fingerprint::NAMES.iter().zip(fingerprint.values()) {

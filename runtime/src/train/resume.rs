@@ -220,9 +220,20 @@ pub(crate) fn read<T: Float>(
     path: &Path,
 ) -> Result<ResumeState<T>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    let file = SafeTensors::deserialize(&bytes)
+    read_bytes(spec, params, buffers, &bytes, path)
+}
+
+/// [`read`] from the file's bytes, read already (`path` names it in errors).
+pub(crate) fn read_bytes<T: Float>(
+    spec: &ModelSpec,
+    params: &mut [T],
+    buffers: &mut [T],
+    bytes: &[u8],
+    path: &Path,
+) -> Result<ResumeState<T>> {
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::format(path, format!("not a backup: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::format(path, format!("not a backup: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let get = |key: &str| metadata.get(key).map(String::as_str);
