@@ -234,7 +234,7 @@ mod mpi_impl {
     use mpi::collective::SystemOperation;
     use mpi::environment::Universe;
     use mpi::topology::{Communicator as _, SimpleCommunicator};
-    use mpi::traits::{CommunicatorCollectives, Root};
+    use mpi::traits::{CommunicatorCollectives, Equivalence, Root};
     use mpi::Threading;
 
     use super::{check_root, Communicator};
@@ -320,12 +320,19 @@ mod mpi_impl {
             self.inner.lock.lock().unwrap_or_else(|e| e.into_inner())
         }
 
-        fn check_lengths(&self, send: usize, recv: usize) -> Result<()> {
-            if send != recv {
+        /// `MPI_Allreduce` with `MPI_SUM`.
+        fn sum<T: Equivalence>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+            if send.len() != recv.len() {
                 return Err(Error::Distributed(format!(
-                    "all-reduce of {send} values into a buffer of {recv}"
+                    "all-reduce of {} values into a buffer of {}",
+                    send.len(),
+                    recv.len()
                 )));
             }
+            let _held = self.locked();
+            self.inner
+                .world
+                .all_reduce_into(send, recv, SystemOperation::sum());
             Ok(())
         }
     }
@@ -356,21 +363,11 @@ mod mpi_impl {
         }
 
         fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
-            self.check_lengths(send.len(), recv.len())?;
-            let _held = self.locked();
-            self.inner
-                .world
-                .all_reduce_into(send, recv, SystemOperation::sum());
-            Ok(())
+            self.sum(send, recv)
         }
 
         fn all_reduce_sum_f64(&self, send: &[f64], recv: &mut [f64]) -> Result<()> {
-            self.check_lengths(send.len(), recv.len())?;
-            let _held = self.locked();
-            self.inner
-                .world
-                .all_reduce_into(send, recv, SystemOperation::sum());
-            Ok(())
+            self.sum(send, recv)
         }
 
         fn broadcast(&self, bytes: &mut [u8], root: usize) -> Result<()> {
