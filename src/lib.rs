@@ -99,6 +99,33 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 //!
+//! Data-parallel training ([`distributed`]) runs the same loop on every rank of a
+//! [`distributed::Communicator`] (MPI with the `mpi` feature; here one process): each
+//! rank trains on its part of every global batch, and
+//! [`Model::all_reduce_gradients`] sums the ranks' gradients before the update:
+//!
+//! ```
+//! use kiln::distributed::{Communicator, SingleProcess};
+//! use kiln::prelude::*;
+//!
+//! kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, Dropout(0.1), out: Dense(2) } }
+//!
+//! let comm = SingleProcess; // or kiln::distributed::Mpi::init()?
+//! let data = Dataset::<f32, Shape1<4>>::new(vec![0.5; 4 * 40], vec![1; 40], Some(2))?;
+//! let mut net = Net::<f32>::new(0);
+//! net.broadcast_parameters(&comm)?; // every rank starts from rank 0's parameters
+//! let mut sgd = Sgd::new(0.1);
+//! let mut batches = data.batches(8, Some(0)).sharded(comm.rank(), comm.size());
+//! while let Some((x, y, part)) = batches.next_batch_part() {
+//!     net.set_batch_part(Some(part)); // dropout draws the global batch's masks
+//!     net.value_and_grad(x, y, &CrossEntropy::default())?;
+//!     net.all_reduce_gradients(&comm, part.rows as f64 / part.total as f64)?;
+//!     net.apply_gradients(&mut sgd)?;
+//! }
+//! assert_eq!(net.steps(), 5);
+//! # Ok::<(), kiln::Error>(())
+//! ```
+//!
 //! The DSL is described in `docs/dsl.md`, every compile error in `docs/errors.md`.
 
 pub use kiln_macros::model;

@@ -110,7 +110,7 @@ where
     M: Model<T> + Send,
     O: Optimizer<T> + Send,
 {
-    let train = data::<T, M::Input>(TRAIN, 1);
+    let train = data::<T, M::Input>(TRAIN - how.fewer, 1);
     let validation = data::<T, M::Input>(VALIDATION, 2);
     let mut model = M::with_seed(seed);
     if let Some(start) = how.start {
@@ -191,6 +191,11 @@ fn run_case(case: &str, comm: Option<&Mpi>, how: How<'_>, checkpoint: &Path) -> 
             let config = if rank == 1 { config.seed(6) } else { config };
             train::<f32, Mlp<f32>, _>(3, Adam::new(0.01), &config, how)
         }
+        // Rank 1 holds one training sample fewer: it would take other steps.
+        "uneven" => {
+            let fewer = usize::from(rank == 1);
+            train::<f32, Mlp<f32>, _>(3, Adam::new(0.01), &config, How { fewer, ..how })
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -200,6 +205,8 @@ fn run_case(case: &str, comm: Option<&Mpi>, how: How<'_>, checkpoint: &Path) -> 
 struct How<'a> {
     start: Option<&'a Path>,
     fail: Option<Fail>,
+    /// Training samples left out of the data set's end.
+    fewer: usize,
 }
 
 /// How a case's rank 1 fails in the middle of the first epoch.
@@ -223,6 +230,32 @@ impl<T: Float, M: Model<T>> Callback<T, M> for FailAt {
     }
 }
 
+/// `cnn_f64`'s training in a loop of one's own: each rank's part of every global batch,
+/// its gradients summed across ranks, the update.
+fn custom_loop(comm: &Mpi) -> Result<Run> {
+    let (rank, size) = (comm.rank(), comm.size());
+    let train = data::<f64, Shape3<1, 8, 8>>(TRAIN, 1);
+    // Built from another seed on each rank: rank 0's parameters win.
+    let mut model = Cnn::<f64>::new(if rank == 0 { 4 } else { 40 });
+    model.broadcast_parameters(comm)?;
+    model.set_grad_clip(Some(GradClip::Norm(2.0)))?;
+    let mut sgd = Sgd::new(0.05).momentum(0.9);
+    let mut batches = train.batches(BATCH, Some(5)).sharded(rank, size);
+    for epoch in 0..EPOCHS {
+        batches.start_epoch(epoch);
+        while let Some((x, y, part)) = batches.next_batch_part() {
+            model.set_batch_part(Some(part));
+            model.value_and_grad(x, y, &CrossEntropy::default())?;
+            model.all_reduce_gradients(comm, part.rows as f64 / part.total as f64)?;
+            model.apply_gradients(&mut sgd)?;
+        }
+    }
+    Ok(Run {
+        params: model.params().as_slice().to_vec(),
+        history: Vec::new(),
+    })
+}
+
 /// One rank of an `mpirun` job started by a test below.
 #[test]
 #[ignore = "a rank of an mpirun job that the tests below start"]
@@ -240,8 +273,14 @@ fn rank() {
     let how = How {
         start: start.as_deref(),
         fail,
+        fewer: 0,
     };
-    match run_case(&case, Some(&comm), how, &out.join("best.safetensors")) {
+    let run = if case == "cnn_custom" {
+        custom_loop(&comm)
+    } else {
+        run_case(&case, Some(&comm), how, &out.join("best.safetensors"))
+    };
+    match run {
         Ok(run) => {
             let path = out.join(format!("rank{}.bin", comm.rank()));
             std::fs::write(path, run.to_bytes()).unwrap();
@@ -371,7 +410,10 @@ fn equivalent(case: &str, extra: &[&str], tolerance: f64, start: Option<&Path>) 
         "{case}: the ranks' parameters or histories differ"
     );
     let checkpoint = job.out.join("single.safetensors");
-    let how = How { start, fail: None };
+    let how = How {
+        start,
+        ..How::default()
+    };
     let single = run_case(case, None, how, &checkpoint).unwrap();
     let params = max_difference(&rank0.params, &single.params);
     let history = max_difference(&rank0.history, &single.history);
@@ -462,6 +504,22 @@ fn a_failed_data_parallel_run_resumes_from_rank_0s_backup() {
     let _ = std::fs::remove_dir_all(&whole.out);
 }
 
+/// A loop of one's own on two ranks (`set_batch_part`, `value_and_grad`,
+/// `all_reduce_gradients`, `apply_gradients`) takes `fit`'s one-process steps.
+#[test]
+fn a_custom_loop_on_two_ranks_steps_as_one_process() {
+    let job = job("cnn_custom", &[], None);
+    assert!(job.status.success(), "{}", job.output);
+    let (rank0, rank1) = (read_rank(&job, 0), read_rank(&job, 1));
+    assert!(rank0 == rank1, "the ranks' parameters differ");
+    let checkpoint = job.out.join("single.safetensors");
+    let single = run_case("cnn_f64", None, How::default(), &checkpoint).unwrap();
+    let params = max_difference(&rank0.params, &single.params);
+    println!("cnn_custom: largest difference from one process {params:e}");
+    assert!(params <= 1e-12, "parameters differ by {params:e}");
+    let _ = std::fs::remove_dir_all(&job.out);
+}
+
 #[test]
 fn over_tcp_as_between_machines() {
     equivalent("mlp_f64_tcp", &["--mca", "btl", "tcp,self"], 1e-12, None);
@@ -484,15 +542,24 @@ fn a_rank_that_fails_ends_the_job_with_its_message() {
 
 #[test]
 fn ranks_that_disagree_all_return_the_error_before_training() {
-    let job = job("disagree", &[], None);
-    assert!(job.status.success(), "{}", job.output);
-    for rank in 0..2 {
-        let said =
-            format!("rank {rank} returned: data-parallel training: the 2 ranks disagree on seed");
-        assert!(job.output.contains(&said), "{}", job.output);
+    for (case, on) in [
+        ("disagree", "seed (1 rank(s) differ from rank 0)"),
+        (
+            "uneven",
+            "the number of training samples (1 rank(s) differ from rank 0), the training features",
+        ),
+    ] {
+        let job = job(case, &[], None);
+        assert!(job.status.success(), "{}", job.output);
+        for rank in 0..2 {
+            let said = format!(
+                "rank {rank} returned: data-parallel training: the 2 ranks disagree on {on}"
+            );
+            assert!(job.output.contains(&said), "{case}: {}", job.output);
+        }
+        assert!(!job.out.join("rank0.bin").exists());
+        let _ = std::fs::remove_dir_all(&job.out);
     }
-    assert!(!job.out.join("rank0.bin").exists());
-    let _ = std::fs::remove_dir_all(&job.out);
 }
 
 /// A model saved by one process starts training on every rank, as in one process.

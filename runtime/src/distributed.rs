@@ -244,10 +244,10 @@ mod mpi_impl {
     /// is finalised when the last clone is dropped.
     ///
     /// ```no_run
-    /// let comm = kiln::distributed::Mpi::init()?;
-    /// println!("rank {} of {}", kiln::distributed::Communicator::rank(&comm),
-    ///     kiln::distributed::Communicator::size(&comm));
-    /// # Ok::<(), kiln::Error>(())
+    /// use kiln_runtime::distributed::{Communicator, Mpi};
+    /// let comm = Mpi::init()?;
+    /// println!("rank {} of {}", comm.rank(), comm.size());
+    /// # Ok::<(), kiln_runtime::Error>(())
     /// ```
     #[derive(Clone)]
     pub struct Mpi {

@@ -470,9 +470,12 @@ impl<'a, T: Float> Pass<'a, T> {
     /// In a data-parallel step, this rank's rows within the global batch: `(first
     /// row, rows of this pass, rows of the global batch)`, for layers that draw random
     /// values per row (dropout) to draw the global batch's values for their rows.
-    /// `None` outside data-parallel training.
+    /// `None` outside data-parallel training. A batch that does not fit inside its
+    /// stated global batch draws as a batch of its own.
     pub fn shard(&self) -> Option<(usize, usize, usize)> {
-        self.shard.map(|(first, total)| (first, self.batch, total))
+        self.shard
+            .filter(|&(first, total)| first + self.batch <= total)
+            .map(|(first, total)| (first, self.batch, total))
     }
 
     /// Whether a backward pass without an update leaves the dense layers' weight
@@ -1757,6 +1760,68 @@ pub trait Model<T: Float>: Sized {
         Ok(penalty)
     }
 
+    /// Data-parallel custom loops (see [`crate::distributed`]): sums the gradients of
+    /// the last backward pass across the ranks of `comm`, each rank's first scaled by
+    /// `weight`, its share of the global batch (`rows / total` for a mean-reduced loss,
+    /// so that the sum is the whole global batch's gradient; `1.0` for a summed loss).
+    /// Every rank calls it with its own weight; [`apply_gradients`](Self::apply_gradients)
+    /// then takes the same step on every rank. With
+    /// [`set_batch_part`](Self::set_batch_part), dropout draws the masks one process
+    /// would draw for the global batch.
+    ///
+    /// (An example is in the `kiln` crate's documentation.)
+    ///
+    /// Fails, changing nothing, if no backward pass has run since the last update, or
+    /// if the communicator fails.
+    fn all_reduce_gradients(
+        &mut self,
+        comm: &dyn crate::distributed::Communicator,
+        weight: f64,
+    ) -> Result<()> {
+        let state = self.state_mut();
+        if !state.grads_pending {
+            return Err(Error::Mismatch(
+                "all_reduce_gradients needs backward (or value_and_grad) since the last update"
+                    .into(),
+            ));
+        }
+        if state.reduced.len() != state.grads.len() {
+            state.reduced = AlignedVec::new(state.grads.len(), T::ZERO);
+        }
+        if weight != 1.0 {
+            // Scaled into the buffer the sum lands in, then sent from there.
+            let w = T::from_f64(weight);
+            for (r, &g) in state.reduced.iter_mut().zip(state.grads.iter()) {
+                *r = g * w;
+            }
+            core::mem::swap(&mut state.grads, &mut state.reduced);
+        }
+        let reduced = crate::distributed::all_reduce_sum(comm, &state.grads, &mut state.reduced);
+        if let Err(e) = reduced {
+            if weight != 1.0 {
+                core::mem::swap(&mut state.grads, &mut state.reduced);
+            }
+            return Err(e);
+        }
+        core::mem::swap(&mut state.grads, &mut state.reduced);
+        Ok(())
+    }
+
+    /// Makes every rank's parameters, batch norm statistics and dropout generator
+    /// rank 0's (a collective: every rank of `comm` calls it), so that ranks whose
+    /// models were built or loaded differently start alike.
+    fn broadcast_parameters(&mut self, comm: &dyn crate::distributed::Communicator) -> Result<()> {
+        self.state_mut().broadcast_from_root(comm)
+    }
+
+    /// Where the next training passes' rows sit in their global batch (see
+    /// [`Batches::sharded`](crate::data::Batches::sharded)), so that dropout draws the
+    /// masks one process would draw for the global batch; `None` (the default) for a
+    /// batch of its own. [`fit`](Self::fit) sets this itself.
+    fn set_batch_part(&mut self, part: Option<crate::data::BatchPart>) {
+        self.state_mut().workspace.shard = part.map(|p| (p.first, p.total));
+    }
+
     /// Gradient accumulation: the forward and backward passes of one micro-batch, its
     /// gradients added to those accumulated since the last
     /// [`apply_accumulated`](Self::apply_accumulated), which then steps as one batch of
@@ -2470,9 +2535,9 @@ fn part_gradients<T: Float, M: Model<T>, L: Loss<T>>(
     weight: f64,
 ) -> Result<T> {
     let spec = M::SPEC;
-    state.workspace.shard = Some((part.first, part.total));
+    let before = state.workspace.shard.replace((part.first, part.total));
     let value = forward_and_loss::<T, M, L>(state, x, target, loss, Run::Train);
-    state.workspace.shard = None;
+    state.workspace.shard = before;
     let value = value?;
     if weight != 1.0 {
         let weight = T::from_f64(weight);
