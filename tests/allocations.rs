@@ -394,6 +394,26 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("branched CNN, batch 16: {n} allocations in 20 custom-loop steps");
     assert_eq!(n, 0, "allocations in 20 custom-loop steps");
+    // The same as one rank's part of a data-parallel step (the all-reduce a copy).
+    let comm = kiln::distributed::SingleProcess;
+    let part = kiln::data::BatchPart {
+        first: batch,
+        rows: batch,
+        total: 2 * batch,
+    };
+    branched.set_batch_part(Some(part));
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            branched
+                .value_and_grad(x, &labels, &CrossEntropy::default())
+                .unwrap();
+            branched.all_reduce_gradients(&comm, 0.5).unwrap();
+            branched.apply_gradients(&mut adam).unwrap();
+        })
+    });
+    branched.set_batch_part(None);
+    println!("branched CNN, batch 16: {n} allocations in 20 data-parallel custom-loop steps");
+    assert_eq!(n, 0, "allocations in 20 data-parallel custom-loop steps");
 
     // A decoder: transposed convolutions and bilinear upsampling.
     let batch = 16;
