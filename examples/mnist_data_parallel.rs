@@ -23,7 +23,7 @@ use kiln::distributed::{Communicator, Mpi};
 use kiln::prelude::*;
 
 kiln::model! {
-    /// `mnist_mlp`'s network for 28x28 MNIST digits.
+    /// The network for 28x28 MNIST digits.
     pub struct MnistMlp {
         input: [784],
         fc1: Dense(128), Relu,

@@ -519,6 +519,7 @@ fn the_models_here_are_the_examples_models() {
     let here = include_str!("onnx.rs");
     let examples = [
         ("mnist_mlp", vec!["MnistMlp", "DigitsMlp"]),
+        ("mnist_data_parallel", vec!["MnistMlp", "DigitsMlp"]),
         ("xor", vec!["Xor"]),
         ("linear_regression", vec!["Line"]),
         ("logistic_regression", vec!["Logistic"]),
