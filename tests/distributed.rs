@@ -191,6 +191,10 @@ fn run_case(case: &str, comm: Option<&Mpi>, how: How<'_>, checkpoint: &Path) -> 
             let config = if rank == 1 { config.seed(6) } else { config };
             train::<f32, Mlp<f32>, _>(3, Adam::new(0.01), &config, how)
         }
+        "disagree_settings" => {
+            let rate = if rank == 1 { 0.02 } else { 0.01 };
+            train::<f32, Mlp<f32>, _>(3, Adam::new(rate), &config, how)
+        }
         // Rank 1 holds one training sample fewer: it would take other steps.
         "uneven" => {
             let fewer = usize::from(rank == 1);
@@ -544,6 +548,10 @@ fn a_rank_that_fails_ends_the_job_with_its_message() {
 fn ranks_that_disagree_all_return_the_error_before_training() {
     for (case, on) in [
         ("disagree", "seed (1 rank(s) differ from rank 0)"),
+        (
+            "disagree_settings",
+            "the optimiser's learning rate (1 rank(s) differ from rank 0)",
+        ),
         (
             "uneven",
             "the number of training samples (1 rank(s) differ from rank 0), the training features",

@@ -12,9 +12,9 @@
 //! # What a data-parallel `fit` does
 //!
 //! - **Start.** The ranks check that they agree on everything that decides the number
-//!   and content of the steps (the model's parameter table, the element type, the
-//!   batch size, epochs, seed, accumulation, and the length and a hash of the training
-//!   and validation data); any difference is an [`Error::Distributed`] on every rank,
+//!   and content of the steps (the model's parameter table and training settings, the
+//!   optimiser's learning rate, the element type, the batch size, epochs, seed,
+//!   accumulation, and the length and a hash of the training and validation data); any difference is an [`Error::Distributed`] on every rank,
 //!   naming what differs, before any step. Then rank 0's parameters, buffers and
 //!   dropout generator are broadcast, so ranks built with different seeds still start
 //!   alike.

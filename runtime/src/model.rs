@@ -2647,6 +2647,27 @@ impl<T: Float> ModelState<T> {
         Ok(())
     }
 
+    /// A hash of what shapes a step besides the parameters and the optimiser: the
+    /// regulariser, clipping, frozen tensors, per-tensor rate scales and the guard.
+    pub(crate) fn settings_hash(&self) -> u64 {
+        let clip = match self.clip {
+            None => [0, 0],
+            Some(GradClip::Norm(v)) => [1, v.to_bits()],
+            Some(GradClip::Value(v)) => [2, v.to_bits()],
+        };
+        let regularization = [
+            self.regularization.l1.to_bits(),
+            self.regularization.l2.to_bits(),
+        ];
+        crate::distributed::hash_words(
+            clip.into_iter()
+                .chain(regularization)
+                .chain(self.frozen.iter().map(|&f| u64::from(f)))
+                .chain(self.lr_scales.iter().map(|s| s.to_bits()))
+                .chain([u64::from(self.guard)]),
+        )
+    }
+
     /// A hash of the parameters' bits, equal on ranks that agree (batch norm's
     /// running statistics are per rank).
     pub(crate) fn params_hash(&self) -> u64 {

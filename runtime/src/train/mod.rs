@@ -587,7 +587,8 @@ where
     // first agree on what decides it.
     let comm = config.communicator.as_deref().filter(|c| c.size() > 1);
     if let Some(comm) = comm {
-        agree_to_fit::<T, M, Y>(comm, train, validation, config)?;
+        let learning_rate = optimizer.learning_rate();
+        agree_to_fit::<T, M, Y>(comm, model, learning_rate, train, validation, config)?;
     }
     check_batch_size(config.batch_size)?;
     if let Some(fraction) = config.validation_split {
@@ -690,6 +691,8 @@ where
 /// [`crate::distributed`]).
 fn agree_to_fit<T, M, Y>(
     comm: &dyn Communicator,
+    model: &M,
+    learning_rate: f64,
     train: &Dataset<T, M::Input, Y>,
     validation: Option<&Dataset<T, M::Input, Y>>,
     config: &FitConfig,
@@ -722,6 +725,11 @@ where
         comm,
         &[
             ("the parameter table", table),
+            (
+                "the model's regulariser, clipping, frozen tensors, rate scales or guard",
+                model.state().settings_hash(),
+            ),
+            ("the optimiser's learning rate", learning_rate.to_bits()),
             ("the buffer count", spec.buffer_count as u64),
             (
                 "the element type",
