@@ -1788,22 +1788,17 @@ pub trait Model<T: Float>: Sized {
         if state.reduced.len() != state.grads.len() {
             state.reduced = AlignedVec::new(state.grads.len(), T::ZERO);
         }
-        if weight != 1.0 {
-            // Scaled into the buffer the sum lands in, then sent from there.
+        if weight == 1.0 {
+            crate::distributed::all_reduce_sum(comm, &state.grads, &mut state.reduced)?;
+            core::mem::swap(&mut state.grads, &mut state.reduced);
+        } else {
+            // Scaled into the spare buffer and summed from there back into `grads`.
             let w = T::from_f64(weight);
             for (r, &g) in state.reduced.iter_mut().zip(state.grads.iter()) {
                 *r = g * w;
             }
-            core::mem::swap(&mut state.grads, &mut state.reduced);
+            crate::distributed::all_reduce_sum(comm, &state.reduced, &mut state.grads)?;
         }
-        let reduced = crate::distributed::all_reduce_sum(comm, &state.grads, &mut state.reduced);
-        if let Err(e) = reduced {
-            if weight != 1.0 {
-                core::mem::swap(&mut state.grads, &mut state.reduced);
-            }
-            return Err(e);
-        }
-        core::mem::swap(&mut state.grads, &mut state.reduced);
         Ok(())
     }
 
@@ -1846,27 +1841,10 @@ pub trait Model<T: Float>: Sized {
         let x = x.into();
         let reduction = loss.reduction();
         let state = self.state_mut();
-        if let Some((_, before)) = state.accumulated_over {
-            if before != reduction {
-                return Err(Error::Mismatch(
-                    "the micro-batches of one accumulated step must use losses of one reduction"
-                        .into(),
-                ));
-            }
-        }
+        state.check_accumulating(reduction)?;
         let value = value_and_grad::<T, Self, L>(state, x, target.as_ref(), loss, false)?;
-        state.grads_pending = false;
-        if state.accumulated.len() != state.grads.len() {
-            state.accumulated = vec![T::ZERO; state.grads.len()];
-        }
         let batch = x.batch();
-        let weight = match reduction {
-            Reduction::Mean => T::from_f64(batch as f64),
-            Reduction::Sum => T::ONE,
-        };
-        crate::optim::add_scaled(&mut state.accumulated, &state.grads, weight);
-        let (samples, _) = state.accumulated_over.unwrap_or((0, reduction));
-        state.accumulated_over = Some((samples + batch, reduction));
+        state.accumulate(reduction, batch, batch);
         Ok(value)
     }
 
@@ -1877,22 +1855,7 @@ pub trait Model<T: Float>: Sized {
     /// penalty. Fails if nothing was accumulated; a failing step leaves the
     /// parameters as they were and the accumulation cleared.
     fn apply_accumulated<O: Optimizer<T>>(&mut self, optimizer: &mut O) -> Result<T> {
-        let state = self.state_mut();
-        let Some((samples, reduction)) = state.accumulated_over.take() else {
-            return Err(Error::Mismatch(
-                "apply_accumulated needs accumulate_gradients since the last step".into(),
-            ));
-        };
-        let divisor = match reduction {
-            Reduction::Mean => T::from_f64(samples as f64),
-            Reduction::Sum => T::ONE,
-        };
-        for (g, a) in state.grads.iter_mut().zip(state.accumulated.iter_mut()) {
-            *g = *a / divisor;
-            *a = T::ZERO;
-        }
-        state.grads_pending = true;
-        self.apply_gradients(optimizer)
+        data_parallel_apply(self, optimizer, &crate::distributed::SingleProcess)
     }
 
     /// The loss of a batch in inference mode (no dropout, no update, no penalty).
@@ -2512,14 +2475,7 @@ where
         Reduction::Sum => f64::from(u8::from(part.rows > 0)),
     };
     let value = part_gradients::<T, M, L>(model.state_mut(), x, target, loss, part, weight)?;
-    let state = model.state_mut();
-    if state.reduced.len() != state.grads.len() {
-        state.reduced = AlignedVec::new(state.grads.len(), T::ZERO);
-    }
-    crate::distributed::all_reduce_sum(comm, &state.grads, &mut state.reduced)?;
-    core::mem::swap(&mut state.grads, &mut state.reduced);
-    state.grads_pending = true;
-    state.grads_stored = StoredGrads::All;
+    model.all_reduce_gradients(comm, 1.0)?;
     let penalty = model.apply_gradients(optimizer)?;
     Ok(value + penalty)
 }
@@ -2548,14 +2504,16 @@ fn part_gradients<T: Float, M: Model<T>, L: Loss<T>>(
     state.prepare_backward(spec, false);
     let mut pass = Pass::new(&mut state.workspace, Some(x.as_slice()));
     M::backward_pass(&mut state.params, &mut state.grads, &mut pass, None, false);
-    state.grads_pending = false;
+    // (Frozen tensors' gradients are zeroed by the update, after the sum.)
+    state.grads_pending = true;
+    state.grads_stored = StoredGrads::All;
     Ok(value)
 }
 
 /// Gradient accumulation in data-parallel training: this rank's part of a global
-/// micro-batch adds its summed gradients (mean-reduced losses weighted by their
-/// rows) to those accumulated; [`data_parallel_apply`] then sums them across ranks.
-/// Returns the part's loss.
+/// micro-batch adds its gradients to those accumulated as
+/// [`Model::accumulate_gradients`] does, counting the global micro-batch's samples;
+/// [`data_parallel_apply`] then sums them across ranks. Returns the part's loss.
 pub(crate) fn data_parallel_accumulate<T, M, L>(
     model: &mut M,
     x: TensorRef<'_, T, M::Input>,
@@ -2570,30 +2528,16 @@ where
 {
     let reduction = loss.reduction();
     let state = model.state_mut();
-    if let Some((_, before)) = state.accumulated_over {
-        if before != reduction {
-            return Err(Error::Mismatch(
-                "the micro-batches of one accumulated step must use losses of one reduction".into(),
-            ));
-        }
-    }
-    let weight = match reduction {
-        Reduction::Mean => part.rows as f64,
-        Reduction::Sum => f64::from(u8::from(part.rows > 0)),
-    };
-    let value = part_gradients::<T, M, L>(state, x, target, loss, part, weight)?;
-    if state.accumulated.len() != state.grads.len() {
-        state.accumulated = vec![T::ZERO; state.grads.len()];
-    }
-    crate::optim::add_scaled(&mut state.accumulated, &state.grads, T::ONE);
-    let (samples, _) = state.accumulated_over.unwrap_or((0, reduction));
-    state.accumulated_over = Some((samples + part.total, reduction));
+    state.check_accumulating(reduction)?;
+    let value = part_gradients::<T, M, L>(state, x, target, loss, part, 1.0)?;
+    state.accumulate(reduction, part.rows, part.total);
     Ok(value)
 }
 
-/// Sums the gradients accumulated on every rank, divides them by the global
-/// micro-batches' samples (for mean-reduced losses) and steps as
-/// [`Model::apply_gradients`] does. Returns the penalty.
+/// Sums the gradients accumulated on every rank (one process: takes them), divides
+/// them by the micro-batches' samples (for mean-reduced losses) and steps as
+/// [`Model::apply_gradients`] does ([`Model::apply_accumulated`]). Returns the
+/// penalty.
 pub(crate) fn data_parallel_apply<T, M, O>(
     model: &mut M,
     optimizer: &mut O,
@@ -2607,7 +2551,7 @@ where
     let state = model.state_mut();
     let Some((samples, reduction)) = state.accumulated_over.take() else {
         return Err(Error::Mismatch(
-            "a data-parallel step needs accumulated gradients".into(),
+            "apply_accumulated needs accumulate_gradients since the last step".into(),
         ));
     };
     crate::distributed::all_reduce_sum(comm, &state.accumulated, &mut state.grads)?;
@@ -2645,6 +2589,33 @@ impl<T: Float> ModelState<T> {
         self.dropout_rng = generator;
         self.params_replaced();
         Ok(())
+    }
+
+    /// An error if the micro-batches accumulated so far reduce otherwise than `reduction`.
+    fn check_accumulating(&self, reduction: Reduction) -> Result<()> {
+        match self.accumulated_over {
+            Some((_, before)) if before != reduction => Err(Error::Mismatch(
+                "the micro-batches of one accumulated step must use losses of one reduction".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds the gradients of a backward pass over `rows` samples to the accumulation
+    /// (weighted by `rows` for a mean-reduced loss, so that the sum is over samples)
+    /// and counts `samples` towards the divisor.
+    fn accumulate(&mut self, reduction: Reduction, rows: usize, samples: usize) {
+        self.grads_pending = false;
+        if self.accumulated.len() != self.grads.len() {
+            self.accumulated = vec![T::ZERO; self.grads.len()];
+        }
+        let weight = match reduction {
+            Reduction::Mean => T::from_f64(rows as f64),
+            Reduction::Sum => T::from_f64(f64::from(u8::from(rows > 0))),
+        };
+        crate::optim::add_scaled(&mut self.accumulated, &self.grads, weight);
+        let (before, _) = self.accumulated_over.unwrap_or((0, reduction));
+        self.accumulated_over = Some((before + samples, reduction));
     }
 
     /// A hash of what shapes a step besides the parameters and the optimiser: the
