@@ -227,7 +227,6 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
             position: 0,
             rank: 0,
             ranks: 1,
-            part: BatchPart::default(),
             // No batch holds more than the data set, whatever size is asked for.
             features: Vec::with_capacity(batch_size.clamp(1, self.len().max(1)) * S::SIZE),
             targets: Vec::with_capacity(
@@ -266,7 +265,6 @@ pub struct Batches<'a, T, S: Shape, Y> {
     position: usize,
     rank: usize,
     ranks: usize,
-    part: BatchPart,
     features: Vec<T>,
     targets: Vec<Y>,
 }
@@ -304,7 +302,8 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
     /// (the same on every rank for the same seed), of which this rank gets the
     /// contiguous part `[rank·n/ranks, (rank+1)·n/ranks)` (`n` the global batch's
     /// size). Every rank sees the same number of batches; together they cover each
-    /// sample of an epoch once. [`part`](Self::part) tells where the last batch sits.
+    /// sample of an epoch once. [`next_batch_part`](Self::next_batch_part) tells where
+    /// each batch sits.
     ///
     /// # Panics
     /// If `rank >= ranks`.
@@ -314,12 +313,6 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
         self.ranks = ranks;
         // A part is at most `batch_size` rows: the buffers need no more room.
         self
-    }
-
-    /// Where the rows of the batch [`next_batch`](Self::next_batch) returned last sit
-    /// in their global batch (the whole batch, unsharded).
-    pub fn part(&self) -> BatchPart {
-        self.part
     }
 
     /// Walks only the samples in `range`, in order (a rank's part of an evaluation).
@@ -359,7 +352,8 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
         self.next_batch_part().map(|(x, y, _)| (x, y))
     }
 
-    /// [`next_batch`](Self::next_batch) with [`part`](Self::part).
+    /// [`next_batch`](Self::next_batch), with where its rows sit in their global batch
+    /// (unsharded: all of it).
     pub fn next_batch_part(&mut self) -> Option<(TensorRef<'_, T, S>, &[Y], BatchPart)> {
         if self.position >= self.order.len() {
             return None;
@@ -368,17 +362,21 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
         let total = end - self.position;
         let first = self.rank * total / self.ranks;
         let last = (self.rank + 1) * total / self.ranks;
-        self.part = BatchPart {
-            first,
-            rows: last - first,
-            total,
-        };
         // An empty part runs the global batch's last sample, weighted zero.
-        let rows = if first == last {
-            self.part.first = total - 1;
-            end - 1..end
+        let (part, rows) = if first == last {
+            let part = BatchPart {
+                first: total - 1,
+                rows: 0,
+                total,
+            };
+            (part, end - 1..end)
         } else {
-            self.position + first..self.position + last
+            let part = BatchPart {
+                first,
+                rows: last - first,
+                total,
+            };
+            (part, self.position + first..self.position + last)
         };
         let tps = self.dataset.targets_per_sample;
         self.features.clear();
@@ -391,7 +389,7 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
         }
         self.position = end;
         let x = TensorRef::new(&self.features).expect("a batch holds at least one sample");
-        Some((x, &self.targets, self.part))
+        Some((x, &self.targets, part))
     }
 }
 
