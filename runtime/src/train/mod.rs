@@ -332,7 +332,7 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
-    evaluate_counting(model, data, loss, batch_size, None)
+    evaluate_counting(model, data, loss, batch_size, None, None)
 }
 
 /// [`evaluate`] with `metrics` (top-k accuracy, macro F1) in the result; they need
@@ -351,7 +351,7 @@ where
     Y: Target,
 {
     let mut counts = metric_counts::<T, M, Y>(metrics, data.targets())?;
-    evaluate_counting(model, data, loss, batch_size, counts.as_mut())
+    evaluate_counting(model, data, loss, batch_size, counts.as_mut(), None)
 }
 
 /// Counts for `metrics`, `None` if there are none; an error for targets that are not
@@ -371,12 +371,15 @@ fn metric_counts<T: Float, M: Model<T>, Y: Target>(
     MetricCounts::new(metrics, layout::<T, M>(1).width).map(Some)
 }
 
+/// Scores `data`. With several ranks, each takes its contiguous part and the sums and
+/// metric counts are summed across ranks: each sample is scored once.
 fn evaluate_counting<T, M, L, Y>(
     model: &mut M,
     data: &Dataset<T, M::Input, Y>,
     loss: &L,
     batch_size: usize,
     mut counts: Option<&mut MetricCounts>,
+    comm: Option<&dyn Communicator>,
 ) -> Result<Evaluation>
 where
     T: Float,
@@ -384,7 +387,17 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
-    let sums = evaluation_sums(model, data, loss, batch_size, counts.as_deref_mut(), None)?;
+    let range = comm.map(|c| {
+        let (rank, size, n) = (c.rank(), c.size(), data.len());
+        rank * n / size..(rank + 1) * n / size
+    });
+    let mut sums = evaluation_sums(model, data, loss, batch_size, counts.as_deref_mut(), range)?;
+    if let Some(comm) = comm {
+        sum_in_place(comm, &mut sums.0)?;
+        if let Some(counts) = counts.as_deref_mut() {
+            sum_counts(comm, counts)?;
+        }
+    }
     Ok(sums.evaluation(counts.as_deref()))
 }
 
@@ -453,39 +466,6 @@ where
         counted as f64,
         samples as f64,
     ]))
-}
-
-/// Scores `data` with every rank taking its contiguous part, the sums and metric
-/// counts then summed across ranks: each sample is scored once.
-fn evaluate_shared<T, M, L, Y>(
-    model: &mut M,
-    data: &Dataset<T, M::Input, Y>,
-    loss: &L,
-    batch_size: usize,
-    mut counts: Option<&mut MetricCounts>,
-    comm: &dyn Communicator,
-) -> Result<Evaluation>
-where
-    T: Float,
-    M: Model<T>,
-    L: Loss<T, Target = [Y]>,
-    Y: Target,
-{
-    let (rank, size, n) = (comm.rank(), comm.size(), data.len());
-    let range = rank * n / size..(rank + 1) * n / size;
-    let mut sums = evaluation_sums(
-        model,
-        data,
-        loss,
-        batch_size,
-        counts.as_deref_mut(),
-        Some(range),
-    )?;
-    sum_in_place(comm, &mut sums.0)?;
-    if let Some(counts) = counts.as_deref_mut() {
-        sum_counts(comm, counts)?;
-    }
-    Ok(sums.evaluation(counts.as_deref()))
 }
 
 /// Sums metric counts across ranks.
@@ -1012,10 +992,7 @@ where
         }
         let bs = config.batch_size;
         let scored = validation
-            .map(|v| match comm {
-                Some(comm) => evaluate_shared(fit.model, v, loss, bs, val_counts.as_mut(), comm),
-                None => evaluate_counting(fit.model, v, loss, bs, val_counts.as_mut()),
-            })
+            .map(|v| evaluate_counting(fit.model, v, loss, bs, val_counts.as_mut(), comm))
             .transpose()?;
         let log = EpochLog {
             epoch,
