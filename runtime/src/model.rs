@@ -969,15 +969,10 @@ impl<T: Float> ModelState<T> {
     ) -> Result<()> {
         state.set_scope("model/");
         state.put_count("steps", self.steps);
-        let seed = self.dropout_rng.get_seed();
-        let seed: Vec<u64> = seed
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        state.put_counts("dropout_seed", &seed);
-        state.put_count("dropout_stream", self.dropout_rng.get_stream());
-        let word = self.dropout_rng.get_word_pos();
-        state.put_counts("dropout_word", &[word as u64, (word >> 64) as u64]);
+        let rng = rng_words(&self.dropout_rng);
+        state.put_counts("dropout_seed", &rng[..4]);
+        state.put_count("dropout_stream", rng[4]);
+        state.put_counts("dropout_word", &rng[5..]);
         state.set_scope("");
         crate::train::resume::write(spec, &self.params, &self.buffers, state, path)
     }
@@ -1009,13 +1004,8 @@ impl<T: Float> ModelState<T> {
                 "the dropout generator's state is malformed",
             ));
         }
-        let mut bytes = [0u8; 32];
-        for (chunk, value) in bytes.chunks_exact_mut(8).zip(seed) {
-            chunk.copy_from_slice(&value.to_le_bytes());
-        }
-        let mut rng = <Rng as rand_core::SeedableRng>::from_seed(bytes);
-        rng.set_stream(state.count("dropout_stream")?);
-        rng.set_word_pos(u128::from(word[0]) | (u128::from(word[1]) << 64));
+        let stream = state.count("dropout_stream")?;
+        let rng = rng_from_words([seed[0], seed[1], seed[2], seed[3], stream, word[0], word[1]]);
         state.set_scope("");
         Ok((
             state,
@@ -2294,6 +2284,35 @@ fn backward_from<T: Float, M: Model<T>>(
     Ok(())
 }
 
+/// A generator's whole state as words: its seed (4), stream and word position (2).
+fn rng_words(rng: &Rng) -> [u64; 7] {
+    let seed = rng.get_seed();
+    let seed = |i: usize| u64::from_le_bytes(seed[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    let word = rng.get_word_pos();
+    let stream = rng.get_stream();
+    [
+        seed(0),
+        seed(1),
+        seed(2),
+        seed(3),
+        stream,
+        word as u64,
+        (word >> 64) as u64,
+    ]
+}
+
+/// The generator [`rng_words`] describes.
+fn rng_from_words(words: [u64; 7]) -> Rng {
+    let mut seed = [0_u8; 32];
+    for (chunk, value) in seed.chunks_exact_mut(8).zip(&words[..4]) {
+        chunk.copy_from_slice(&value.to_le_bytes());
+    }
+    let mut rng = <Rng as rand_core::SeedableRng>::from_seed(seed);
+    rng.set_stream(words[4]);
+    rng.set_word_pos(u128::from(words[5]) | (u128::from(words[6]) << 64));
+    rng
+}
+
 /// `dst = values`, or an error (and `dst` untouched) if the lengths differ.
 fn replace_all<T: Copy>(dst: &mut [T], values: &[T]) -> Result<()> {
     if values.len() != dst.len() {
@@ -2577,16 +2596,16 @@ impl<T: Float> ModelState<T> {
         use crate::distributed::broadcast_values;
         broadcast_values(comm, &mut self.params)?;
         broadcast_values(comm, &mut self.buffers)?;
-        let mut rng = [0_u8; 56];
-        rng[..32].copy_from_slice(&self.dropout_rng.get_seed());
-        rng[32..40].copy_from_slice(&self.dropout_rng.get_stream().to_le_bytes());
-        rng[40..].copy_from_slice(&self.dropout_rng.get_word_pos().to_le_bytes());
-        comm.broadcast(&mut rng, 0)?;
-        let seed: [u8; 32] = rng[..32].try_into().expect("32 bytes");
-        let mut generator = <Rng as rand_core::SeedableRng>::from_seed(seed);
-        generator.set_stream(u64::from_le_bytes(rng[32..40].try_into().expect("8 bytes")));
-        generator.set_word_pos(u128::from_le_bytes(rng[40..].try_into().expect("16 bytes")));
-        self.dropout_rng = generator;
+        let mut bytes: Vec<u8> = rng_words(&self.dropout_rng)
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        comm.broadcast(&mut bytes, 0)?;
+        let mut words = [0_u64; 7];
+        for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+        self.dropout_rng = rng_from_words(words);
         self.params_replaced();
         Ok(())
     }
