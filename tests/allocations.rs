@@ -98,6 +98,15 @@ kiln::model! {
 kiln::model! {
     struct Lstm { input: [32, 64], lstm: Lstm(128), LastStep, fc: Dense(10) }
 }
+kiln::model! {
+    /// A 1-d convolution over the steps, then a bidirectional GRU.
+    struct ConvBiGru {
+        input: [32, 64],
+        Transpose, conv: Conv1d(32, kernel = 3, padding = 1), Relu, Transpose,
+        gru: Gru(48, bidirectional = true),
+        LastStep, fc: Dense(10),
+    }
+}
 
 kiln::model! {
     /// Branches concatenated and summed, with an identity branch and a projection.
@@ -354,6 +363,20 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("lstm 64 -> 128 over 32 steps, batch 32: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps of the LSTM");
+    let mut conv_gru = ConvBiGru::<f32>::new(5);
+    let mut adam = Adam::new(1e-3);
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            conv_gru
+                .train_step(x, &labels, &CrossEntropy::default(), &mut adam)
+                .unwrap();
+        })
+    });
+    println!("conv1d and a bidirectional GRU over 32 steps, batch 32: {n} allocations in 20 steps");
+    assert_eq!(
+        n, 0,
+        "allocations in 20 training steps of the 1-d convolution and bidirectional GRU"
+    );
 
     // Branch-and-merge blocks, and the input gradient of a custom loop.
     let batch = 16;

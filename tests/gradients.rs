@@ -389,6 +389,55 @@ fn stacked_recurrent_layers_and_last_step() {
 }
 
 kiln::model! {
+    struct Bidirectional {
+        input: [5, 3],
+        lstm: Lstm(4, bidirectional = true),
+        gru: Gru(3, bidirectional = true),
+        rnn: Rnn(2, bidirectional = true),
+        LastStep,
+        out: Dense(2),
+    }
+}
+kiln::model! {
+    /// A sequence read by 1-d convolutions over its steps: `Transpose` turns
+    /// `[steps, features]` into `[channels, length]` and back.
+    struct Convolutions1d {
+        input: [9, 3],
+        Transpose,
+        conv1: Conv1d(4, kernel = 3, padding = 1), Relu,
+        conv2: Conv1d(5, kernel = 2, stride = 2, padding = 1, dilation = 2, bias = false), Tanh,
+        Transpose,
+        gru: Gru(3, bidirectional = true),
+        Flatten,
+        out: Dense(2),
+    }
+}
+
+#[test]
+fn bidirectional_recurrent_layers() {
+    let x = values(3 * 15, 17);
+    check_model(
+        Bidirectional::<f64>::new(13),
+        &x,
+        &[1, 0, 1][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}
+
+#[test]
+fn one_dimensional_convolutions_over_a_transposed_sequence() {
+    let x = values(3 * 27, 18);
+    check_model(
+        Convolutions1d::<f64>::new(15),
+        &x,
+        &[1, 0, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}
+
+kiln::model! {
     /// A one-block causal transformer language model.
     struct TinyTransformer {
         input: [6],

@@ -333,6 +333,22 @@ kiln::model! {
     }
 }
 kiln::model! {
+    /// 1-d convolutions over a sequence's steps, between transposes, and every cell
+    /// bidirectional.
+    pub struct Bidirectional {
+        input: [12, 3],
+        Transpose,
+        conv1: Conv1d(6, kernel = 3, padding = 1), Relu,
+        conv2: Conv1d(5, kernel = 3, stride = 2, padding = 2, dilation = 2, bias = false),
+        Transpose,
+        lstm: Lstm(4, bidirectional = true),
+        gru: Gru(3, bidirectional = true),
+        rnn: Rnn(2, bidirectional = true),
+        LastStep,
+        out: Dense(2),
+    }
+}
+kiln::model! {
     /// Something the exporter does not cover: a model used as a layer.
     pub struct Nested {
         input: [8, 4],
@@ -415,6 +431,7 @@ fn exports() -> Vec<Export> {
         export::<Cells>(true),
         export::<CharTransformer>(false),
         export::<Attending>(false),
+        export::<Bidirectional>(false),
         export::<Line>(false),
         export::<Logistic>(false),
         export::<DigitNet>(false),

@@ -889,71 +889,124 @@ kiln::model! {
 /// running statistics: a CNN, an Inception block, a ResNet block with a projection
 /// shortcut, a two-scale U-Net, transposed convolutions, upsampling, blocks nested
 /// three deep, a repeated block and a defined block used three times.
+/// Loads a PyTorch state dict into `model` and compares inference, training output,
+/// parameter and input gradients and running statistics with PyTorch's, as recorded in
+/// `case` by one of the scripts in `scripts/reference`.
+fn check_torch_model<M: Model<f64>>(mut model: M, case: &Value) {
+    let name = case["model"].as_str().unwrap();
+    let file = format!(
+        "{}/tests/fixtures/torch_{name}.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    model.load(&file).unwrap();
+    let x = floats(&case["x"]);
+    let x = TensorRef::<f64, M::Input>::new(&x).unwrap();
+    let y_eval = model.forward(x).as_slice().to_vec();
+    assert_close(
+        &format!("{name} inference"),
+        &y_eval,
+        &floats(&case["y_eval"]),
+    );
+    let y = model.forward_train(x).to_vec();
+    assert_close(&format!("{name} training output"), &y, &floats(&case["y"]));
+    let grad_x = model
+        .backward_to_input(&floats(&case["upstream"]))
+        .unwrap()
+        .to_vec();
+    assert_close(
+        &format!("{name} input gradient"),
+        &grad_x,
+        &floats(&case["grad_x"]),
+    );
+    let grads = model.grads().unwrap();
+    for (param, expected) in case["grads"].as_object().unwrap() {
+        let got = grads
+            .get(param)
+            .unwrap_or_else(|| panic!("{name}: no {param}"));
+        assert_close(&format!("{name} {param} gradient"), got, &floats(expected));
+    }
+    assert_eq!(
+        case["grads"].as_object().unwrap().len(),
+        M::SPEC.params.len()
+    );
+    let buffers = model.buffers();
+    for (buffer, expected) in case["buffers_after"].as_object().unwrap() {
+        let got = buffers
+            .get(buffer)
+            .unwrap_or_else(|| panic!("{name}: no {buffer}"));
+        assert_close(
+            &format!("{name} {buffer} after a step"),
+            got,
+            &floats(expected),
+        );
+    }
+}
+
 #[test]
 fn graph_models_load_pytorch_state_dicts_and_match_pytorch() {
-    fn check<M: Model<f64>>(mut model: M, case: &Value) {
-        let name = case["model"].as_str().unwrap();
-        let file = format!(
-            "{}/tests/fixtures/torch_{name}.safetensors",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        model.load(&file).unwrap();
-        let x = floats(&case["x"]);
-        let x = TensorRef::<f64, M::Input>::new(&x).unwrap();
-        let y_eval = model.forward(x).as_slice().to_vec();
-        assert_close(
-            &format!("{name} inference"),
-            &y_eval,
-            &floats(&case["y_eval"]),
-        );
-        let y = model.forward_train(x).to_vec();
-        assert_close(&format!("{name} training output"), &y, &floats(&case["y"]));
-        let grad_x = model
-            .backward_to_input(&floats(&case["upstream"]))
-            .unwrap()
-            .to_vec();
-        assert_close(
-            &format!("{name} input gradient"),
-            &grad_x,
-            &floats(&case["grad_x"]),
-        );
-        let grads = model.grads().unwrap();
-        for (param, expected) in case["grads"].as_object().unwrap() {
-            let got = grads
-                .get(param)
-                .unwrap_or_else(|| panic!("{name}: no {param}"));
-            assert_close(&format!("{name} {param} gradient"), got, &floats(expected));
-        }
-        assert_eq!(
-            case["grads"].as_object().unwrap().len(),
-            M::SPEC.params.len()
-        );
-        let buffers = model.buffers();
-        for (buffer, expected) in case["buffers_after"].as_object().unwrap() {
-            let got = buffers
-                .get(buffer)
-                .unwrap_or_else(|| panic!("{name}: no {buffer}"));
-            assert_close(
-                &format!("{name} {buffer} after a step"),
-                got,
-                &floats(expected),
-            );
-        }
-    }
     let json: Value = serde_json::from_str(include_str!("fixtures/torch_graphs.json")).unwrap();
     let cases = json["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 9);
     for case in cases {
         match case["model"].as_str().unwrap() {
-            "cnn" => check(TorchCnn::<f64>::new(0), case),
-            "inception" => check(TorchInception::<f64>::new(0), case),
-            "resnet_block" => check(TorchResNetBlock::<f64>::new(0), case),
-            "unet" => check(TorchUNet::<f64>::new(0), case),
-            "conv_transpose" => check(TorchConvTranspose::<f64>::new(0), case),
-            "upsample" => check(TorchUpsample::<f64>::new(0), case),
-            "nested" => check(TorchNested::<f64>::new(0), case),
-            "stages" => check(TorchStages::<f64>::new(0), case),
-            "reused" => check(TorchReused::<f64>::new(0), case),
+            "cnn" => check_torch_model(TorchCnn::<f64>::new(0), case),
+            "inception" => check_torch_model(TorchInception::<f64>::new(0), case),
+            "resnet_block" => check_torch_model(TorchResNetBlock::<f64>::new(0), case),
+            "unet" => check_torch_model(TorchUNet::<f64>::new(0), case),
+            "conv_transpose" => check_torch_model(TorchConvTranspose::<f64>::new(0), case),
+            "upsample" => check_torch_model(TorchUpsample::<f64>::new(0), case),
+            "nested" => check_torch_model(TorchNested::<f64>::new(0), case),
+            "stages" => check_torch_model(TorchStages::<f64>::new(0), case),
+            "reused" => check_torch_model(TorchReused::<f64>::new(0), case),
+            other => panic!("unknown model {other}"),
+        }
+    }
+}
+
+kiln::model! {
+    struct TorchBiLstm { input: [6, 3], lstm: Lstm(4, bidirectional = true), head: Dense(2) }
+}
+kiln::model! {
+    struct TorchBiGruRnn {
+        input: [5, 4],
+        gru: Gru(3, bidirectional = true),
+        rnn: Rnn(2, bidirectional = true),
+    }
+}
+kiln::model! {
+    struct TorchConv1d {
+        input: [4, 10],
+        conv1: Conv1d(5, kernel = 3, stride = 2, padding = 1), Relu,
+        conv2: Conv1d(3, kernel = 3, padding = 2, dilation = 2, bias = false), Tanh,
+        Flatten,
+        fc: Dense(2),
+    }
+}
+kiln::model! {
+    struct TorchSequenceConv {
+        input: [8, 3],
+        Transpose, conv: Conv1d(4, kernel = 3, padding = 1), Transpose,
+        lstm: Lstm(3, bidirectional = true),
+        LastStep,
+        fc: Dense(2),
+    }
+}
+
+/// PyTorch's state dicts of sequence models load unchanged and give PyTorch's output
+/// and gradients: bidirectional LSTM, GRU and RNN (`_reverse` parameters), 1-d
+/// convolutions with stride, padding, dilation and no bias, and a convolution over a
+/// sequence's steps between two transposes.
+#[test]
+fn sequence_models_load_pytorch_state_dicts_and_match_pytorch() {
+    let json: Value = serde_json::from_str(include_str!("fixtures/torch_sequences.json")).unwrap();
+    let cases = json["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        match case["model"].as_str().unwrap() {
+            "bilstm" => check_torch_model(TorchBiLstm::<f64>::new(0), case),
+            "bigru_rnn" => check_torch_model(TorchBiGruRnn::<f64>::new(0), case),
+            "conv1d" => check_torch_model(TorchConv1d::<f64>::new(0), case),
+            "sequence_conv" => check_torch_model(TorchSequenceConv::<f64>::new(0), case),
             other => panic!("unknown model {other}"),
         }
     }

@@ -16,7 +16,7 @@
 //! | kiln | ONNX |
 //! | --- | --- |
 //! | `Dense` | `Flatten` (axis 1) then `Gemm` (`transB = 1`), or `MatMul` + `Add` on rows of a sequence |
-//! | `Conv2d` | `Conv` (`pads`, `strides`, `dilations`) |
+//! | `Conv2d`, `Conv1d` | `Conv` (`pads`, `strides`, `dilations`; one axis for `Conv1d`) |
 //! | `ConvTranspose2d` | `ConvTranspose` (`pads`, `strides`, `dilations`, `output_padding`) |
 //! | `Upsample` | `Resize`: nearest (`asymmetric`, `floor`) or linear (`half_pixel`), as PyTorch |
 //! | `Residual`, `Add`, `Mul`, `Concat` | `Add`, `Sum`, `Mul`, `Concat` (last axis of each sample's rows) |
@@ -28,8 +28,9 @@
 //! | `Softmax` | `Softmax` (last axis) |
 //! | `Dropout` | `Identity` |
 //! | `Flatten` | nothing (the next `Gemm` flattens); a final `Reshape` gives the output its shape |
-//! | `Rnn`, `Lstm`, `Gru` | `RNN`, `LSTM`, `GRU` (sequence-major, between `Transpose`s; PyTorch's gate blocks reordered by `Slice` and `Concat`; GRU with `linear_before_reset = 1`) |
+//! | `Rnn`, `Lstm`, `Gru` | `RNN`, `LSTM`, `GRU` (sequence-major, between `Transpose`s; PyTorch's gate blocks reordered by `Slice` and `Concat`; GRU with `linear_before_reset = 1`); bidirectional: `direction = "bidirectional"`, both directions' weights stacked |
 //! | `LastStep` | `Slice` of the last step |
+//! | `Transpose` | `Transpose` (`perm = [0, 2, 1]`) |
 //! | `Embedding` | `Cast` of the ids to int64, then `Gather` |
 //! | `PositionalEmbedding` | `Add` of the table |
 //! | `LayerNorm` | `LayerNormalization` (last axis) |

@@ -143,6 +143,22 @@ impl RecurrentShape {
             Cell::Gru => 2 * gates,
         }
     }
+
+    /// Values of every parameter of one direction: `weight_ih`, `weight_hh` and both
+    /// biases.
+    #[inline]
+    pub const fn params_len(&self) -> usize {
+        self.width() * (self.features + self.hidden + 2)
+    }
+
+    /// Per-sample auxiliary values of a bidirectional layer (`bidirectional = true`):
+    /// each direction's [`aux_len`](Self::aux_len), each direction's hidden states,
+    /// the input with its steps reversed, and backward's scratch (each direction's
+    /// hidden-state gradient and the reverse direction's input gradient).
+    #[inline]
+    pub const fn bidirectional_aux_len(&self) -> usize {
+        2 * self.aux_len() + 4 * self.steps * self.hidden + 2 * self.steps * self.features
+    }
 }
 
 /// The geometry of a self-attention layer.

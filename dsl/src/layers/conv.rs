@@ -1,7 +1,9 @@
 //! `Conv2d(out_channels, kernel, stride, padding, dilation, bias, floor)` over
 //! `[channels, height, width]`, PyTorch's `nn.Conv2d` (`weight: [out, in, kh, kw]`),
-//! with a following fusable activation applied in its epilogue; and the window rules
-//! the pooling layers share.
+//! with a following fusable activation applied in its epilogue; `Conv1d` with the same
+//! arguments over `[channels, length]` (`nn.Conv1d`, `weight: [out, in, k]`), which
+//! runs as a convolution over a `[channels, 1, length]` image with a `1 x k` kernel;
+//! and the window rules the pooling layers share.
 
 use std::ops::Range;
 
@@ -18,20 +20,36 @@ use super::{
 use crate::check::{dims, Checker, Layer, Value};
 use crate::codegen::{InitPlan, Plan};
 
-pub const SPECS: &[LayerSpec] = &[layer(
-    "Conv2d",
-    &[
-        arg("out_channels", ArgKind::Int, true),
-        arg("kernel", ArgKind::Pair, true),
-        arg("stride", ArgKind::Pair, false),
-        arg("padding", ArgKind::Pair, false),
-        arg("dilation", ArgKind::Pair, false),
-        arg("bias", ArgKind::Bool, false),
-        arg("floor", ArgKind::Bool, false),
-    ],
-    "`Conv2d(32, kernel = 3)` or `Conv2d(16, kernel = (3, 5), stride = 2, padding = 1)`",
-    check,
-)];
+pub const SPECS: &[LayerSpec] = &[
+    layer(
+        "Conv2d",
+        &[
+            arg("out_channels", ArgKind::Int, true),
+            arg("kernel", ArgKind::Pair, true),
+            arg("stride", ArgKind::Pair, false),
+            arg("padding", ArgKind::Pair, false),
+            arg("dilation", ArgKind::Pair, false),
+            arg("bias", ArgKind::Bool, false),
+            arg("floor", ArgKind::Bool, false),
+        ],
+        "`Conv2d(32, kernel = 3)` or `Conv2d(16, kernel = (3, 5), stride = 2, padding = 1)`",
+        check,
+    ),
+    layer(
+        "Conv1d",
+        &[
+            arg("out_channels", ArgKind::Int, true),
+            arg("kernel", ArgKind::Int, true),
+            arg("stride", ArgKind::Int, false),
+            arg("padding", ArgKind::Int, false),
+            arg("dilation", ArgKind::Int, false),
+            arg("bias", ArgKind::Bool, false),
+            arg("floor", ArgKind::Bool, false),
+        ],
+        "`Conv1d(32, kernel = 3)` or `Conv1d(16, kernel = 5, stride = 2, padding = 2)`",
+        check_1d,
+    ),
+];
 
 /// A convolution or pooling window as written (kernel, stride, padding, dilation as
 /// `(height, width)`), and whether a stride may leave a remainder.
@@ -48,6 +66,8 @@ struct Conv2d {
     out_channels: usize,
     window: Window,
     bias: bool,
+    /// `Conv1d`: a `[channels, length]` input, a `[out, in, k]` weight.
+    one_d: bool,
 }
 
 fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
@@ -69,8 +89,62 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
             out_channels,
             window,
             bias,
+            one_d: false,
         }),
         vec![out_channels, h, w],
+    ))
+}
+
+/// `Conv1d`: the window of `Conv2d` with a height of 1 on every axis, checked on the
+/// `[channels, 1, length]` image the runtime sees, with messages in 1-d terms.
+fn check_1d(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let name = &call.name;
+    let out_channels = call.int(0);
+    if out_channels == 0 {
+        checker.push(
+            call.arg_span(0),
+            format!("{name}: conv1d needs at least 1 output channel"),
+        );
+        return None;
+    }
+    let w = window(checker, call, 1, true, call.flag(6, false))?;
+    let window = Window {
+        kernel: (1, w.kernel.1),
+        stride: (1, w.stride.1),
+        padding: (0, w.padding.1),
+        dilation: (1, w.dilation.1),
+        floor: w.floor,
+    };
+    let bias = call.flag(5, true);
+    let input = call.input.as_ref()?;
+    // Rule: a 1-d layer needs a [channels, length] input.
+    if input.len() != 2 {
+        let hint = checker.vector_hint(input).unwrap_or_else(|| {
+            if input.len() == 1 {
+                "; declare the input as [channels, length], such as `input: [1, 16000]`".to_string()
+            } else {
+                String::new()
+            }
+        });
+        checker.push(
+            call.span(),
+            format!(
+                "{name}: conv1d expects [channels, length] but gets {}{hint}",
+                dims(input)
+            ),
+        );
+        return None;
+    }
+    let image = [input[0], 1, input[1]];
+    let (_, length) = spatial(checker, name, "conv1d", &image, &window, call.span())?;
+    Some((
+        Box::new(Conv2d {
+            out_channels,
+            window,
+            bias,
+            one_d: true,
+        }),
+        vec![out_channels, length],
     ))
 }
 
@@ -96,13 +170,14 @@ pub fn window(
         ("dilation", dilation, kernel + 3),
     ] {
         if value.0 == 0 || value.1 == 0 {
+            let got = if call.spec.args[index].kind == ArgKind::Int {
+                value.1.to_string()
+            } else {
+                pair(value)
+            };
             checker.push(
                 call.arg_span(index),
-                format!(
-                    "{}: {what} must be at least 1, got {}",
-                    call.name,
-                    pair(value)
-                ),
+                format!("{}: {what} must be at least 1, got {got}", call.name),
             );
             ok = false;
         }
@@ -126,7 +201,8 @@ pub fn pair(p: (usize, usize)) -> String {
 /// row or column of the real input is left after the last window, beyond the gap the
 /// stride leaves between windows, unless the layer sets `floor = true` (padding left
 /// over, as in the usual `kernel = 3, stride = 2, padding = 1` on an even size, loses
-/// nothing, and a 1x1 stride-2 shortcut samples every other row by design).
+/// nothing, and a 1x1 stride-2 shortcut samples every other row by design). A `kind`
+/// ending in `1d` has an image of height 1 and is reported in 1-d terms.
 pub fn spatial(
     checker: &mut Checker,
     name: &str,
@@ -138,6 +214,13 @@ pub fn spatial(
     if !image(checker, name, kind, input, at) {
         return None;
     }
+    let one_d = kind.ends_with("1d");
+    let show = |p: (usize, usize)| if one_d { p.1.to_string() } else { pair(p) };
+    let shown = if one_d {
+        dims(&[input[0], input[2]])
+    } else {
+        dims(input)
+    };
     let span = |k: usize, d: usize| d * (k - 1) + 1;
     let extent = (
         span(w.kernel.0, w.dilation.0),
@@ -146,21 +229,20 @@ pub fn spatial(
     let padded = (input[1] + 2 * w.padding.0, input[2] + 2 * w.padding.1);
     if extent.0 > padded.0 || extent.1 > padded.1 {
         let dilated = if w.dilation != (1, 1) {
-            format!(" (spanning {} with dilation)", pair(extent))
+            format!(" (spanning {} with dilation)", show(extent))
         } else {
             String::new()
         };
         let pad = if w.padding != (0, 0) {
-            format!(" padded to {}", pair(padded))
+            format!(" padded to {}", show(padded))
         } else {
             String::new()
         };
         checker.push(
             at,
             format!(
-                "{name}: kernel {}{dilated} does not fit input {}{pad}",
-                pair(w.kernel),
-                dims(input)
+                "{name}: kernel {}{dilated} does not fit input {shown}{pad}",
+                show(w.kernel),
             ),
         );
         return None;
@@ -188,10 +270,11 @@ pub fn spatial(
         checker.push(
             at,
             format!(
-                "{name}: stride {} does not tile input {}: the last {} would be left over; add `floor = true` to drop it as PyTorch does",
-                pair(w.stride),
-                dims(input),
+                "{name}: stride {} does not tile input {shown}: the last {} would be left over; add `floor = true` to drop it as PyTorch does",
+                show(w.stride),
                 match rest {
+                    (0, 1) if one_d => "position".to_string(),
+                    (0, n) if one_d => format!("{n} positions"),
                     (1, _) => "row".to_string(),
                     (0, 1) => "column".to_string(),
                     (0, n) => format!("{n} columns"),
@@ -234,17 +317,34 @@ pub fn image(checker: &mut Checker, name: &str, kind: &str, input: &[usize], at:
 pub type Geometry = Conv2dShape;
 
 /// A convolution's or a pool's geometry from its layer's shapes.
+/// A 1-d layer's `[channels, length]` is an image of height 1.
 pub fn geometry(layer: &Layer, window: &Window) -> Geometry {
+    let size = |dims: &[usize]| match *dims {
+        [_, length] => (1, length),
+        _ => (dims[1], dims[2]),
+    };
     Conv2dShape {
         in_channels: layer.input[0],
-        in_size: (layer.input[1], layer.input[2]),
+        in_size: size(&layer.input),
         out_channels: layer.output[0],
         kernel: window.kernel,
         stride: window.stride,
         padding: window.padding,
         dilation: window.dilation,
-        out_size: (layer.output[1], layer.output[2]),
+        out_size: size(&layer.output),
     }
+}
+
+/// ONNX's attributes of a 1-d layer's window: those of [`window_attrs`] for the
+/// width alone.
+pub fn window_attrs_1d(g: &Geometry) -> Vec<TokenStream> {
+    let (p, one) = (g.padding.1 as i64, |v: usize| [v as i64]);
+    vec![
+        attr_ints("kernel_shape", &one(g.kernel.1)),
+        attr_ints("strides", &one(g.stride.1)),
+        attr_ints("pads", &[p, p]),
+        attr_ints("dilations", &one(g.dilation.1)),
+    ]
 }
 
 /// ONNX's `kernel_shape`, `strides`, `pads` (begin and end of each axis) and
@@ -306,12 +406,20 @@ impl Op for Conv2d {
         let geometry = geometry(layer, &self.window);
         let k = geometry.k();
         let fan_in = InitPlan::FanIn(k);
-        let shape = vec![
-            self.out_channels,
-            geometry.in_channels,
-            self.window.kernel.0,
-            self.window.kernel.1,
-        ];
+        let shape = if self.one_d {
+            vec![
+                self.out_channels,
+                geometry.in_channels,
+                self.window.kernel.1,
+            ]
+        } else {
+            vec![
+                self.out_channels,
+                geometry.in_channels,
+                self.window.kernel.0,
+                self.window.kernel.1,
+            ]
+        };
         let weight = plan.param(format!("{name}.weight"), shape, fan_in, true);
         let bias = self.bias.then(|| {
             plan.param(
@@ -333,6 +441,7 @@ impl Op for Conv2d {
             bias,
             fused,
             partial,
+            one_d: self.one_d,
         });
         output
     }
@@ -347,6 +456,7 @@ struct ConvStep {
     bias: Option<Range<usize>>,
     fused: Option<Act>,
     partial: Range<usize>,
+    one_d: bool,
 }
 
 impl Step for ConvStep {
@@ -369,7 +479,11 @@ impl Step for ConvStep {
         let out = self.output;
         let mut inputs = vec![temp(out, 0), param(self.weight.start)];
         inputs.extend(self.bias.as_ref().map(|b| param(b.start)));
-        let attrs = window_attrs(g);
+        let attrs = if self.one_d {
+            window_attrs_1d(g)
+        } else {
+            window_attrs(g)
+        };
         let mut nodes = vec![reshape_input(self.input, out, shapes.input)];
         nodes.extend(with_activation(
             |to| node("Conv", &inputs, to, &attrs),

@@ -1,7 +1,9 @@
 //! `Rnn(hidden)`, `Lstm(hidden)` and `Gru(hidden)` over `[steps, features]` (PyTorch's
 //! single-layer `nn.RNN`/`nn.LSTM`/`nn.GRU` with `batch_first`, parameters
-//! `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`), and `LastStep`, which
-//! keeps the last row of `[steps, features]`.
+//! `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`), with
+//! `bidirectional = true` a second direction over the reversed steps (parameters
+//! suffixed `_reverse`, output `[steps, 2 · hidden]`); `LastStep`, which keeps the last
+//! row of `[steps, features]`; and `Transpose`, which swaps the two axes of a sample.
 
 use std::ops::Range;
 
@@ -11,7 +13,7 @@ use quote::quote;
 
 use super::activation::Act;
 use super::onnx::{
-    attr_int, attr_ints, ints, node, param, reshape_input, temp, value_node, StepShapes,
+    attr_int, attr_ints, attr_str, ints, node, param, reshape_input, temp, value_node, StepShapes,
 };
 use super::{arg, layer, size, slice, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{dims, Checker, Layer};
@@ -20,28 +22,39 @@ use crate::codegen::{InitPlan, Plan};
 pub const SPECS: &[LayerSpec] = &[
     layer(
         "Rnn",
-        &[arg("hidden", ArgKind::Int, true)],
+        &[
+            arg("hidden", ArgKind::Int, true),
+            arg("bidirectional", ArgKind::Bool, false),
+        ],
         "`Rnn(64)`",
         check,
     ),
     layer(
         "Lstm",
-        &[arg("hidden", ArgKind::Int, true)],
-        "`Lstm(128)`",
+        &[
+            arg("hidden", ArgKind::Int, true),
+            arg("bidirectional", ArgKind::Bool, false),
+        ],
+        "`Lstm(128)` or `Lstm(64, bidirectional = true)`",
         check,
     ),
     layer(
         "Gru",
-        &[arg("hidden", ArgKind::Int, true)],
+        &[
+            arg("hidden", ArgKind::Int, true),
+            arg("bidirectional", ArgKind::Bool, false),
+        ],
         "`Gru(64)`",
         check,
     ),
     layer("LastStep", &[], "`LastStep`", check_last_step),
+    layer("Transpose", &[], "`Transpose`", check_transpose),
 ];
 
 struct Recurrent {
     cell: Cell,
     hidden: usize,
+    bidirectional: bool,
 }
 
 fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
@@ -73,11 +86,29 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
         );
         return None;
     }
-    Some((Box::new(Recurrent { cell, hidden }), vec![input[0], hidden]))
+    let bidirectional = call.flag(1, false);
+    let width = if bidirectional { 2 * hidden } else { hidden };
+    Some((
+        Box::new(Recurrent {
+            cell,
+            hidden,
+            bidirectional,
+        }),
+        vec![input[0], width],
+    ))
 }
 
 impl Recurrent {
-    /// The runtime's geometry of the layer, whose sizes the plan uses.
+    fn directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The runtime's geometry of the layer (of each direction), whose sizes the plan
+    /// uses.
     fn shape(&self, layer: &Layer) -> RecurrentShape {
         RecurrentShape {
             cell: self.cell,
@@ -90,14 +121,13 @@ impl Recurrent {
 
 impl Op for Recurrent {
     fn params(&self, layer: &Layer) -> usize {
-        let width = self.shape(layer).width();
-        width * (layer.input[1] + self.hidden + 2)
+        self.directions() * self.shape(layer).params_len()
     }
 
     fn flops(&self, layer: &Layer) -> u64 {
         let (steps, features) = (layer.input[0], layer.input[1]);
         let width = self.shape(layer).width();
-        (steps * (2 * width * (features + self.hidden) + 4 * width)) as u64
+        (self.directions() * steps * (2 * width * (features + self.hidden) + 4 * width)) as u64
     }
 
     fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
@@ -106,22 +136,42 @@ impl Op for Recurrent {
         let shape = self.shape(layer);
         let width = shape.width();
         let fan_in = InitPlan::FanIn(hidden);
-        let weight_ih = plan.param(
-            format!("{name}.weight_ih_l0"),
-            vec![width, features],
-            fan_in,
-            true,
-        );
-        let weight_hh = plan.param(
-            format!("{name}.weight_hh_l0"),
-            vec![width, hidden],
-            fan_in,
-            true,
-        );
-        let bias_ih = plan.param(format!("{name}.bias_ih_l0"), vec![width], fan_in, false);
-        let bias_hh = plan.param(format!("{name}.bias_hh_l0"), vec![width], fan_in, false);
+        // PyTorch's order: the forward direction's four tensors, then the reverse's.
+        let mut direction = |suffix: &str| {
+            let weight_ih = plan.param(
+                format!("{name}.weight_ih_l0{suffix}"),
+                vec![width, features],
+                fan_in,
+                true,
+            );
+            let weight_hh = plan.param(
+                format!("{name}.weight_hh_l0{suffix}"),
+                vec![width, hidden],
+                fan_in,
+                true,
+            );
+            let bias_ih = plan.param(
+                format!("{name}.bias_ih_l0{suffix}"),
+                vec![width],
+                fan_in,
+                false,
+            );
+            let bias_hh = plan.param(
+                format!("{name}.bias_hh_l0{suffix}"),
+                vec![width],
+                fan_in,
+                false,
+            );
+            [weight_ih, weight_hh, bias_ih, bias_hh]
+        };
+        let forward = direction("");
+        let reverse = self.bidirectional.then(|| direction("_reverse"));
         let output = plan.node(size(&layer.output));
-        let aux = plan.node(shape.aux_len());
+        let aux = plan.node(if self.bidirectional {
+            shape.bidirectional_aux_len()
+        } else {
+            shape.aux_len()
+        });
         let scratch = plan.fixed(shape.scratch_len());
         plan.push(RecurrentStep {
             input,
@@ -132,10 +182,8 @@ impl Op for Recurrent {
             steps,
             features,
             hidden,
-            weight_ih,
-            weight_hh,
-            bias_ih,
-            bias_hh,
+            forward,
+            reverse,
         });
         output
     }
@@ -150,13 +198,19 @@ struct RecurrentStep {
     steps: usize,
     features: usize,
     hidden: usize,
-    weight_ih: Range<usize>,
-    weight_hh: Range<usize>,
-    bias_ih: Range<usize>,
-    bias_hh: Range<usize>,
+    /// `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`, contiguous.
+    forward: [Range<usize>; 4],
+    /// The same for the reverse direction of a bidirectional layer, right after.
+    reverse: Option<[Range<usize>; 4]>,
 }
 
 impl RecurrentStep {
+    /// Every parameter of the layer, one contiguous range.
+    fn all(&self) -> Range<usize> {
+        let last = self.reverse.as_ref().unwrap_or(&self.forward);
+        self.forward[0].start..last[3].end
+    }
+
     fn shape(&self) -> TokenStream {
         let (steps, features, hidden) = (self.steps, self.features, self.hidden);
         let cell = match self.cell {
@@ -185,12 +239,11 @@ impl Step for RecurrentStep {
     }
 
     fn param_ranges(&self) -> Vec<Range<usize>> {
-        vec![
-            self.weight_ih.clone(),
-            self.weight_hh.clone(),
-            self.bias_ih.clone(),
-            self.bias_hh.clone(),
-        ]
+        self.forward
+            .iter()
+            .chain(self.reverse.iter().flatten())
+            .cloned()
+            .collect()
     }
 
     fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
@@ -203,13 +256,13 @@ impl Step for RecurrentStep {
             Cell::Gru => ("GRU", &[1, 0, 2]),
         };
         let mut nodes = vec![reshape_input(self.input, out, &[self.steps, self.features])];
-        let mut next = 1u8;
-        let mut fresh = || {
-            next += 1;
-            temp(out, next)
+        let next = std::cell::Cell::new(1u8);
+        let fresh = || {
+            next.set(next.get() + 1);
+            temp(out, next.get())
         };
-        // `[gates · hidden, …]` with its blocks reordered, then a leading axis of 1.
-        let mut reorder = |start: usize, nodes: &mut Vec<TokenStream>| {
+        // `[gates · hidden, …]` with its blocks reordered.
+        let reorder = |start: usize, nodes: &mut Vec<TokenStream>| {
             let blocks: Vec<TokenStream> = order
                 .iter()
                 .map(|&g| {
@@ -229,34 +282,54 @@ impl Step for RecurrentStep {
             ));
             joined
         };
-        let w = reorder(self.weight_ih.start, &mut nodes);
-        let r = reorder(self.weight_hh.start, &mut nodes);
-        let (bw, br) = (
-            reorder(self.bias_ih.start, &mut nodes),
-            reorder(self.bias_hh.start, &mut nodes),
-        );
-        let b = fresh();
-        nodes.push(node("Concat", &[bw, br], b.clone(), &[attr_int("axis", 0)]));
+        // Each direction's W, R and B (both biases), with a leading axis of 1.
+        let direction = |[wi, wh, bi, bh]: &[Range<usize>; 4], nodes: &mut Vec<TokenStream>| {
+            let w = reorder(wi.start, nodes);
+            let r = reorder(wh.start, nodes);
+            let (bw, br) = (reorder(bi.start, nodes), reorder(bh.start, nodes));
+            let b = fresh();
+            nodes.push(node("Concat", &[bw, br], b.clone(), &[attr_int("axis", 0)]));
+            [w, r, b].map(|value| {
+                let lifted = fresh();
+                nodes.push(node("Unsqueeze", &[value, ints(&[0])], lifted.clone(), &[]));
+                lifted
+            })
+        };
+        let mut wrb = direction(&self.forward, &mut nodes);
+        if let Some(reverse) = &self.reverse {
+            // Stacked along the directions axis: forward, then reverse.
+            for (both, r) in wrb.iter_mut().zip(direction(reverse, &mut nodes)) {
+                let stacked = fresh();
+                let inputs = [both.clone(), r];
+                nodes.push(node(
+                    "Concat",
+                    &inputs,
+                    stacked.clone(),
+                    &[attr_int("axis", 0)],
+                ));
+                *both = stacked;
+            }
+        }
         // Sequence-major, as ONNX Runtime runs only `layout = 0`: X [steps, batch, in].
         let x = fresh();
         let perm = [attr_ints("perm", &[1, 0, 2])];
         nodes.push(node("Transpose", &[temp(out, 0)], x.clone(), &perm));
         let mut inputs = vec![x];
-        for value in [w, r, b] {
-            let lifted = fresh();
-            nodes.push(node("Unsqueeze", &[value, ints(&[0])], lifted.clone(), &[]));
-            inputs.push(lifted);
-        }
+        inputs.extend(wrb);
         let mut attrs = vec![attr_int("hidden_size", hidden as i64)];
         if self.cell == Cell::Gru {
             attrs.push(attr_int("linear_before_reset", 1));
         }
-        // Y: [steps, directions, batch, hidden], to [batch, steps, hidden].
+        if self.reverse.is_some() {
+            attrs.push(attr_str("direction", "bidirectional"));
+        }
+        // Y: [steps, directions, batch, hidden], to [batch, steps, directions · hidden].
         let (y, batch_major) = (fresh(), fresh());
         nodes.push(node(op, &inputs, y.clone(), &attrs));
         let perm = [attr_ints("perm", &[2, 0, 1, 3])];
         nodes.push(node("Transpose", &[y], batch_major.clone(), &perm));
-        let shape = [-1, self.steps as i64, hidden as i64];
+        let directions = 1 + usize::from(self.reverse.is_some());
+        let shape = [-1, self.steps as i64, (directions * hidden) as i64];
         nodes.push(node(
             "Reshape",
             &[batch_major, ints(&shape)],
@@ -271,13 +344,20 @@ impl Step for RecurrentStep {
             input, output, aux, ..
         } = self;
         let shape = self.shape();
-        let (wi, wh, bi, bh) = (
-            slice(&self.weight_ih),
-            slice(&self.weight_hh),
-            slice(&self.bias_ih),
-            slice(&self.bias_hh),
-        );
         let scratch = slice(&self.scratch);
+        if self.reverse.is_some() {
+            let all = slice(&self.all());
+            return quote! {
+                {
+                    let io = ws.forward_io(#input, #output, ::core::option::Option::Some(#aux));
+                    ::kiln::__private::layers::bidirectional_forward::<T>(
+                        #shape, io.output, io.aux, &mut io.fixed[#scratch], io.input,
+                        &params[#all], batch,
+                    );
+                }
+            };
+        }
+        let [wi, wh, bi, bh] = self.forward.each_ref().map(slice);
         quote! {
             {
                 let io = ws.forward_io(#input, #output, ::core::option::Option::Some(#aux));
@@ -294,18 +374,25 @@ impl Step for RecurrentStep {
             input,
             output,
             aux,
-            weight_ih,
-            weight_hh,
-            bias_ih,
+            forward: [weight_ih, weight_hh, bias_ih, _],
             ..
         } = self;
         let shape = self.shape();
         let grad_input = flow.optional(*input, quote!(io.grad_input));
-        // The four tensors are contiguous: weight_ih, weight_hh, bias_ih, bias_hh.
-        let all = slice(
-            &(weight_ih.start
-                ..weight_ih.start + weight_ih.len() + weight_hh.len() + 2 * bias_ih.len()),
-        );
+        // The tensors are contiguous: weight_ih, weight_hh, bias_ih, bias_hh (and the
+        // reverse direction's four after them).
+        let all = slice(&self.all());
+        if self.reverse.is_some() {
+            return quote! {
+                {
+                    let io = ws.backward_io(#input, #output, ::core::option::Option::Some(#aux));
+                    ::kiln::__private::layers::bidirectional_backward::<T>(
+                        #shape, #grad_input, &mut grads[#all], io.aux, io.input,
+                        &params[#all], io.grad_output, batch,
+                    );
+                }
+            };
+        }
         let (len_wi, len_wh, len_b) = (weight_ih.len(), weight_hh.len(), bias_ih.len());
         let (wi, wh) = (slice(weight_ih), slice(weight_hh));
         quote! {
@@ -418,6 +505,99 @@ impl Step for LastStepStep {
             {
                 let io = ws.backward_io(#input, #output, ::core::option::Option::None);
                 ::kiln::__private::layers::last_step_backward::<T>(io.grad_input, #accum, io.grad_output, #steps, #width, batch);
+            }
+        }
+    }
+}
+
+struct Transpose;
+
+fn check_transpose(checker: &mut Checker, call: &Call) -> Option<Checked> {
+    let input = call.input.as_ref()?;
+    // Rule: Transpose swaps the two axes of a [rows, cols] sample.
+    if input.len() != 2 {
+        checker.push(
+            call.span(),
+            format!(
+                "{}: Transpose swaps the two axes of [steps, features] or [channels, length] but gets {}",
+                call.name,
+                dims(input)
+            ),
+        );
+        return None;
+    }
+    Some((Box::new(Transpose), vec![input[1], input[0]]))
+}
+
+impl Op for Transpose {
+    fn flops(&self, _: &Layer) -> u64 {
+        0
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+        let output = plan.node(size(&layer.output));
+        plan.push(TransposeStep {
+            input,
+            output,
+            rows: layer.input[0],
+            cols: layer.input[1],
+        });
+        output
+    }
+}
+
+struct TransposeStep {
+    input: usize,
+    output: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl Step for TransposeStep {
+    fn inputs(&self) -> Vec<usize> {
+        vec![self.input]
+    }
+
+    fn output(&self) -> usize {
+        self.output
+    }
+
+    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        let out = self.output;
+        let perm = [attr_ints("perm", &[0, 2, 1])];
+        Some(vec![
+            reshape_input(self.input, out, &[self.rows, self.cols]),
+            node("Transpose", &[temp(out, 0)], value_node(out), &perm),
+        ])
+    }
+
+    fn forward(&self) -> TokenStream {
+        let TransposeStep {
+            input,
+            output,
+            rows,
+            cols,
+        } = self;
+        quote! {
+            {
+                let io = ws.forward_io(#input, #output, ::core::option::Option::None);
+                ::kiln::__private::layers::transpose_forward::<T>(io.output, io.input, #rows, #cols, batch);
+            }
+        }
+    }
+
+    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
+        let TransposeStep {
+            input,
+            output,
+            rows,
+            cols,
+        } = self;
+        let accum = flow.accum_or_replace(*input);
+        quote! {
+            {
+                let io = ws.backward_io(#input, #output, ::core::option::Option::None);
+                ::kiln::__private::layers::transpose_backward::<T>(io.grad_input, #accum, io.grad_output, #rows, #cols, batch);
             }
         }
     }

@@ -50,7 +50,8 @@ pub use pool::{
     max_pool2d_backward, max_pool2d_forward,
 };
 pub use recurrent::{
-    last_step_backward, last_step_forward, recurrent_backward, recurrent_forward, Cell,
+    bidirectional_backward, bidirectional_forward, last_step_backward, last_step_forward,
+    recurrent_backward, recurrent_forward, transpose_backward, transpose_forward, Cell,
     RecurrentShape,
 };
 pub use residual::{residual_backward, residual_forward};

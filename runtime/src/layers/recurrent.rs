@@ -401,6 +401,219 @@ pub fn recurrent_backward<T: Float>(
     }
 }
 
+/// `dst[b, t] = src[b, steps − 1 − t]` for every sample `b` of rows of `width` values.
+fn reverse_steps<T: Float>(dst: &mut [T], src: &[T], steps: usize, width: usize) {
+    for (d, s) in dst
+        .chunks_exact_mut(steps * width)
+        .zip(src.chunks_exact(steps * width))
+    {
+        for (row, from) in d.chunks_exact_mut(width).zip(s.chunks_exact(width).rev()) {
+            row.copy_from_slice(from);
+        }
+    }
+}
+
+/// The regions of a bidirectional layer's `aux` (`batch` samples of
+/// [`RecurrentShape::bidirectional_aux_len`]), each batch-major on its own.
+struct Directions<'a, T> {
+    aux_forward: &'a mut [T],
+    aux_reverse: &'a mut [T],
+    out_forward: &'a mut [T],
+    /// The reverse direction's hidden states, in its own (reversed) step order.
+    out_reverse: &'a mut [T],
+    /// The input with its steps reversed: what the reverse direction reads.
+    input_reverse: &'a mut [T],
+    grad_forward: &'a mut [T],
+    grad_reverse: &'a mut [T],
+    grad_input_reverse: &'a mut [T],
+}
+
+impl<'a, T> Directions<'a, T> {
+    fn split(s: &RecurrentShape, aux: &'a mut [T], batch: usize) -> Self {
+        let (a, hs, fs) = (
+            batch * s.aux_len(),
+            batch * s.steps * s.hidden,
+            batch * s.steps * s.features,
+        );
+        let (aux_forward, rest) = aux.split_at_mut(a);
+        let (aux_reverse, rest) = rest.split_at_mut(a);
+        let (out_forward, rest) = rest.split_at_mut(hs);
+        let (out_reverse, rest) = rest.split_at_mut(hs);
+        let (input_reverse, rest) = rest.split_at_mut(fs);
+        let (grad_forward, rest) = rest.split_at_mut(hs);
+        let (grad_reverse, grad_input_reverse) = rest.split_at_mut(hs);
+        Directions {
+            aux_forward,
+            aux_reverse,
+            out_forward,
+            out_reverse,
+            input_reverse,
+            grad_forward,
+            grad_reverse,
+            grad_input_reverse,
+        }
+    }
+}
+
+/// One direction's `[weight_ih, weight_hh, bias_ih, bias_hh]` from its
+/// [`RecurrentShape::params_len`] values.
+fn direction_params<'a, T>(s: &RecurrentShape, params: &'a [T]) -> [&'a [T]; 4] {
+    let (w, f, h) = (s.width(), s.features, s.hidden);
+    let (weight_ih, rest) = params.split_at(w * f);
+    let (weight_hh, rest) = rest.split_at(w * h);
+    let (bias_ih, bias_hh) = rest.split_at(w);
+    [weight_ih, weight_hh, bias_ih, bias_hh]
+}
+
+/// A bidirectional recurrent layer (PyTorch's `bidirectional=True`): the forward
+/// direction reads the steps in order, the reverse direction from the last step to the
+/// first, and step `t` of the output is `[h_t forward, h_t reverse]`, `2 · hidden`
+/// values. `params` holds both directions' tensors in PyTorch's order (`weight_ih_l0`,
+/// `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, then the same with `_reverse`), `2 ·`
+/// [`RecurrentShape::params_len`] values. Each direction runs
+/// [`recurrent_forward`] on the steps it reads in its order; `aux` holds what both
+/// directions' backward passes need.
+///
+/// # Panics
+/// If a length does not match the geometry.
+pub fn bidirectional_forward<T: Float>(
+    s: &RecurrentShape,
+    output: &mut [T],
+    aux: &mut [T],
+    scratch: &mut [T],
+    input: &[T],
+    params: &[T],
+    batch: usize,
+) {
+    let (steps, f, h) = (s.steps, s.features, s.hidden);
+    check_len("bidirectional input", input.len(), batch * steps * f);
+    check_len("bidirectional output", output.len(), batch * steps * 2 * h);
+    check_len(
+        "bidirectional aux",
+        aux.len(),
+        batch * s.bidirectional_aux_len(),
+    );
+    check_len("bidirectional params", params.len(), 2 * s.params_len());
+    let d = Directions::split(s, aux, batch);
+    let (forward, reverse) = params.split_at(s.params_len());
+    let [wi, wh, bi, bh] = direction_params(s, forward);
+    recurrent_forward(
+        s,
+        d.out_forward,
+        d.aux_forward,
+        scratch,
+        input,
+        wi,
+        wh,
+        bi,
+        bh,
+        batch,
+    );
+    reverse_steps(d.input_reverse, input, steps, f);
+    let [wi, wh, bi, bh] = direction_params(s, reverse);
+    let (x, out) = (&*d.input_reverse, &mut *d.out_reverse);
+    recurrent_forward(s, out, d.aux_reverse, scratch, x, wi, wh, bi, bh, batch);
+    for ((y, of), or) in output
+        .chunks_exact_mut(steps * 2 * h)
+        .zip(d.out_forward.chunks_exact(steps * h))
+        .zip(d.out_reverse.chunks_exact(steps * h))
+    {
+        for ((row, hf), hr) in y
+            .chunks_exact_mut(2 * h)
+            .zip(of.chunks_exact(h))
+            .zip(or.chunks_exact(h).rev())
+        {
+            row[..h].copy_from_slice(hf);
+            row[h..].copy_from_slice(hr);
+        }
+    }
+}
+
+/// Backward of [`bidirectional_forward`]: each direction's backpropagation through
+/// time ([`recurrent_backward`]) on its half of `grad_output`, in its step order. The
+/// `2 ·` [`RecurrentShape::params_len`] gradients in `grads` are replaced;
+/// `grad_input`, if asked for, is replaced or accumulated with the sum of both
+/// directions' input gradients.
+///
+/// # Panics
+/// If a length does not match the geometry.
+pub fn bidirectional_backward<T: Float>(
+    s: &RecurrentShape,
+    grad_input: Option<(&mut [T], Accum)>,
+    grads: &mut [T],
+    aux: &mut [T],
+    input: &[T],
+    params: &[T],
+    grad_output: &[T],
+    batch: usize,
+) {
+    let (steps, f, h, w) = (s.steps, s.features, s.hidden, s.width());
+    check_len(
+        "bidirectional grad_output",
+        grad_output.len(),
+        batch * steps * 2 * h,
+    );
+    check_len("bidirectional input", input.len(), batch * steps * f);
+    check_len(
+        "bidirectional aux",
+        aux.len(),
+        batch * s.bidirectional_aux_len(),
+    );
+    check_len("bidirectional params", params.len(), 2 * s.params_len());
+    check_len("bidirectional grads", grads.len(), 2 * s.params_len());
+    let d = Directions::split(s, aux, batch);
+    for ((g, gf), gr) in grad_output
+        .chunks_exact(steps * 2 * h)
+        .zip(d.grad_forward.chunks_exact_mut(steps * h))
+        .zip(d.grad_reverse.chunks_exact_mut(steps * h))
+    {
+        for ((row, gf), gr) in g
+            .chunks_exact(2 * h)
+            .zip(gf.chunks_exact_mut(h))
+            .zip(gr.chunks_exact_mut(h).rev())
+        {
+            gf.copy_from_slice(&row[..h]);
+            gr.copy_from_slice(&row[h..]);
+        }
+    }
+    let (forward, reverse) = params.split_at(s.params_len());
+    let (grads_forward, grads_reverse) = grads.split_at_mut(s.params_len());
+    fn split<T>(grads: &mut [T], ih: usize, hh: usize) -> [&mut [T]; 4] {
+        let (weight_ih, rest) = grads.split_at_mut(ih);
+        let (weight_hh, rest) = rest.split_at_mut(hh);
+        let (bias_ih, bias_hh) = rest.split_at_mut(rest.len() / 2);
+        [weight_ih, weight_hh, bias_ih, bias_hh]
+    }
+    let mut grad_input = grad_input;
+    let [wi, wh, _, _] = direction_params(s, forward);
+    let [gwi, gwh, gbi, gbh] = split(grads_forward, w * f, w * h);
+    let (out, aux) = (&*d.out_forward, &mut *d.aux_forward);
+    let dx = grad_input.as_mut().map(|(g, accum)| (&mut **g, *accum));
+    let dy = &mut *d.grad_forward;
+    recurrent_backward(
+        s, dx, gwi, gwh, gbi, gbh, aux, input, out, wi, wh, dy, batch,
+    );
+    let [wi, wh, _, _] = direction_params(s, reverse);
+    let [gwi, gwh, gbi, gbh] = split(grads_reverse, w * f, w * h);
+    let (out, aux, x) = (&*d.out_reverse, &mut *d.aux_reverse, &*d.input_reverse);
+    let dx = grad_input
+        .is_some()
+        .then_some((&mut *d.grad_input_reverse, Accum::Replace));
+    let dy = &mut *d.grad_reverse;
+    recurrent_backward(s, dx, gwi, gwh, gbi, gbh, aux, x, out, wi, wh, dy, batch);
+    if let Some((grad_input, _)) = grad_input {
+        // The reverse direction's input gradient, back in the input's step order.
+        for (g, r) in grad_input
+            .chunks_exact_mut(steps * f)
+            .zip(d.grad_input_reverse.chunks_exact(steps * f))
+        {
+            for (row, from) in g.chunks_exact_mut(f).zip(r.chunks_exact(f).rev()) {
+                add_assign(row, from);
+            }
+        }
+    }
+}
+
 /// The walk back through the steps for `batch` consecutive samples: turns `aux`'s
 /// gate activations into gate gradients and carries the hidden-state gradient back.
 fn through_time<T: Float>(
@@ -560,6 +773,66 @@ pub fn last_step_backward<T: Float>(
         }
         for (d, &v) in gi[(steps - 1) * width..].iter_mut().zip(g) {
             store(d, v, accum);
+        }
+    }
+}
+
+/// `[rows, cols]` to `[cols, rows]` for every sample (PyTorch's `x.transpose(1, 2)` on
+/// a batch-first tensor): between a sequence's `[steps, features]` and a 1-d
+/// convolution's `[channels, length]`.
+///
+/// # Panics
+/// If the lengths do not match.
+pub fn transpose_forward<T: Float>(
+    output: &mut [T],
+    input: &[T],
+    rows: usize,
+    cols: usize,
+    batch: usize,
+) {
+    check_len("transpose input", input.len(), batch * rows * cols);
+    check_len("transpose output", output.len(), batch * rows * cols);
+    for (y, x) in output
+        .chunks_exact_mut(rows * cols)
+        .zip(input.chunks_exact(rows * cols))
+    {
+        transpose(y, x, rows, cols);
+    }
+}
+
+/// Backward of [`transpose_forward`] over `[rows, cols]` samples: `grad_output`
+/// (`[cols, rows]`) transposed back, replacing or accumulating into `grad_input`.
+///
+/// # Panics
+/// If the lengths do not match.
+pub fn transpose_backward<T: Float>(
+    grad_input: &mut [T],
+    accum: Accum,
+    grad_output: &[T],
+    rows: usize,
+    cols: usize,
+    batch: usize,
+) {
+    check_len(
+        "transpose grad_input",
+        grad_input.len(),
+        batch * rows * cols,
+    );
+    check_len(
+        "transpose grad_output",
+        grad_output.len(),
+        batch * rows * cols,
+    );
+    for (gi, g) in grad_input
+        .chunks_exact_mut(rows * cols)
+        .zip(grad_output.chunks_exact(rows * cols))
+    {
+        if accum == Accum::Replace {
+            transpose(gi, g, cols, rows);
+        } else {
+            let mut gi = MatMut::from_row_major_slice_mut(gi, rows, cols);
+            let g = MatRef::from_row_major_slice(g, cols, rows).transpose();
+            gi += g;
         }
     }
 }
@@ -770,5 +1043,67 @@ mod tests {
         let mut gx = [9.0; 6];
         last_step_backward(&mut gx, Accum::Replace, &[1.0, 2.0], 3, 2, 1);
         assert_eq!(gx, [0.0, 0.0, 0.0, 0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn transpose_swaps_each_samples_axes_and_routes_gradients_back() {
+        // Two samples of [2, 3].
+        let x = [
+            1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0,
+        ];
+        let mut y = [0.0; 12];
+        transpose_forward(&mut y, &x, 2, 3, 2);
+        let expected = [
+            1.0, 4.0, 2.0, 5.0, 3.0, 6.0, 7.0, 10.0, 8.0, 11.0, 9.0, 12.0,
+        ];
+        assert_eq!(y, expected);
+        let mut gx = [0.5; 12];
+        transpose_backward(&mut gx, Accum::Replace, &expected, 2, 3, 2);
+        assert_eq!(gx, x);
+        transpose_backward(&mut gx, Accum::Add, &expected, 2, 3, 2);
+        assert_eq!(gx, x.map(|v| 2.0 * v));
+    }
+
+    #[test]
+    fn bidirectional_equals_a_forward_and_a_reversed_pass() {
+        let s = RecurrentShape {
+            cell: Cell::Lstm,
+            steps: 4,
+            features: 3,
+            hidden: 2,
+        };
+        let batch = 3;
+        let (steps, f, h) = (s.steps, s.features, s.hidden);
+        let values = |n: usize, seed: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f64 / 500.0 - 1.0) * 0.7)
+                .collect()
+        };
+        let params = values(2 * s.params_len(), 1);
+        let x = values(batch * steps * f, 2);
+        let mut y = vec![0.0; batch * steps * 2 * h];
+        let mut aux = vec![0.0; batch * s.bidirectional_aux_len()];
+        let mut scratch = vec![0.0; s.scratch_len()];
+        bidirectional_forward(&s, &mut y, &mut aux, &mut scratch, &x, &params, batch);
+        // Each direction on its own: the reverse one on the reversed steps.
+        let one = |params: &[f64], x: &[f64]| {
+            let [wi, wh, bi, bh] = direction_params(&s, params);
+            let mut y = vec![0.0; batch * steps * h];
+            let mut aux = vec![0.0; batch * s.aux_len()];
+            let mut scratch = vec![0.0; s.scratch_len()];
+            recurrent_forward(&s, &mut y, &mut aux, &mut scratch, x, wi, wh, bi, bh, batch);
+            y
+        };
+        let mut reversed = vec![0.0; x.len()];
+        reverse_steps(&mut reversed, &x, steps, f);
+        let forward = one(&params[..s.params_len()], &x);
+        let reverse = one(&params[s.params_len()..], &reversed);
+        for b in 0..batch {
+            for t in 0..steps {
+                let row = &y[(b * steps + t) * 2 * h..][..2 * h];
+                assert_eq!(&row[..h], &forward[(b * steps + t) * h..][..h]);
+                assert_eq!(&row[h..], &reverse[(b * steps + steps - 1 - t) * h..][..h]);
+            }
+        }
     }
 }

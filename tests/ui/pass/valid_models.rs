@@ -92,6 +92,19 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// Audio-like input: strided, dilated and floored 1-d convolutions, then a
+    /// bidirectional GRU over the convolution's steps.
+    pub struct Audio {
+        input: [1, 400],
+        conv1: Conv1d(8, kernel = 10, stride = 5, bias = false), Relu,
+        conv2: Conv1d(8, 3, 2, 1, 2, true, true), Gelu,
+        Transpose,
+        gru: Gru(6, bidirectional = true),
+        LastStep, out: Dense(2),
+    }
+}
+
 fn main() {
     let net = Everything::<f64>::new(0);
     let out = net.forward(TensorRef::new(&[0.5; 24]).unwrap());
@@ -118,4 +131,11 @@ fn main() {
     let y = plain.forward_train(TensorRef::new(&[1.0, 2.0, 3.0]).unwrap()).to_vec();
     assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     plain.backward(&[1.0, 0.0, 0.0]).unwrap();
+    let audio = Audio::<f32>::summary().0;
+    assert_eq!(audio.layers[0].output, &[8, 79]);
+    assert_eq!(audio.layers[2].output, &[8, 39]);
+    assert_eq!(audio.layers[4].output, &[39, 8]);
+    assert_eq!(audio.layers[5].output, &[39, 12]);
+    assert_eq!(Audio::<f32>::SPEC.params[0].shape, &[8, 1, 10]);
+    assert_eq!(Audio::<f32>::SPEC.params[7].name, "gru.weight_ih_l0_reverse");
 }
