@@ -136,7 +136,7 @@ pub use kiln_macros::model;
 pub use kiln_runtime::plot;
 pub use kiln_runtime::{
     custom, data, distributed, error, float, gradcheck, init, io, loss, metrics, onnx, optim,
-    tensor, threads, train,
+    outputs, tensor, threads, train,
 };
 pub use kiln_runtime::{
     Adam, AdamW, BceWithLogits, BinaryCrossEntropy, CosineAnnealing, CrossEntropy, Error, Float,

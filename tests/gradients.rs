@@ -438,6 +438,53 @@ fn one_dimensional_convolutions_over_a_transposed_sequence() {
 }
 
 kiln::model! {
+    /// Two inputs, a convolutional branch merged with the second input, two heads.
+    struct TwoHeads {
+        inputs: { image: [2, 6, 6], meta: [3] },
+        trunk: image >> { Conv2d(3, kernel = 3), Relu, Flatten },
+        joined: Concat(trunk, meta) >> { Dense(8), Tanh },
+        outputs: { digit: joined >> Dense(4), value: joined >> Dense(2) },
+    }
+}
+kiln::model! {
+    /// A graph whose nodes are read several times: an input read by two nodes, sums
+    /// and products of nodes, a skip over two nodes, and an output another output
+    /// reads.
+    struct Diamond {
+        inputs: { a: [4], b: [5, 3] },
+        left: a >> { Dense(6), Tanh },
+        right: a >> Dense(6),
+        gate: b >> { Lstm(3), LastStep, Dense(6), Sigmoid },
+        mixed: Mul(left, gate),
+        both: Add(mixed, right, left) >> Gelu,
+        outputs: { first: both >> Dense(3), second: Concat(first, right) >> Dense(2), mixed },
+    }
+}
+
+#[test]
+fn graph_models_with_several_inputs_and_outputs() {
+    let (digit, value) = (CrossEntropy::default(), CrossEntropy::default().weight(0.3));
+    let loss = TwoHeadsOutputs { digit, value };
+    // Three samples of [72 image values, 3 meta values]; targets [digit, value] each.
+    let x = values(3 * 75, 19);
+    check_model(
+        TwoHeads::<f64>::new(17),
+        &x,
+        &[3, 1, 0, 0, 2, 1][..],
+        &loss,
+        1e-6,
+    );
+    let loss = DiamondOutputs {
+        first: Mse::default(),
+        second: Mse::default().weight(2.0),
+        mixed: Mse::default().weight(0.5),
+    };
+    let x = values(2 * 19, 20);
+    let targets = values(2 * 11, 21);
+    check_model(Diamond::<f64>::new(18), &x, &targets[..], &loss, 1e-6);
+}
+
+kiln::model! {
     /// A one-block causal transformer language model.
     struct TinyTransformer {
         input: [6],

@@ -25,6 +25,14 @@ pub struct Checked {
     pub input: Vec<usize>,
     pub output: Vec<usize>,
     pub layers: Vec<Layer>,
+    /// For a model written as a graph: its named inputs and outputs with their shapes.
+    pub ports: Option<Ports>,
+}
+
+/// The named inputs and outputs of a graph model, in declaration order.
+pub struct Ports {
+    pub inputs: Vec<(String, Vec<usize>)>,
+    pub outputs: Vec<(String, Vec<usize>)>,
 }
 
 /// One resolved layer.
@@ -62,6 +70,14 @@ impl Errors {
 /// Resolves, binds and shape-checks the whole model.
 pub fn check(def: &ModelDef) -> syn::Result<Checked> {
     let mut checker = Checker::default();
+    if let Some(graph) = &def.graph {
+        checker.block_names = blocks::names(&def.blocks);
+        let checked = crate::graph::check(def, graph, &mut checker);
+        return checker
+            .errors
+            .finish(checked)
+            .map(|c| c.expect("no errors means every shape is known"));
+    }
     let input = check_input(def, &mut checker.errors);
     if def.items.is_empty() {
         checker.push(
@@ -97,6 +113,7 @@ pub fn check(def: &ModelDef) -> syn::Result<Checked> {
             input,
             output,
             layers,
+            ports: None,
         }),
         _ => None,
     };
@@ -118,7 +135,7 @@ pub fn renames_only(items: &[Item]) -> Option<String> {
 
 /// Rule: a layer that reads the model's token ids (an embedding) can only be the
 /// first layer.
-fn check_tokens_first(items: &[Item], top: bool, errors: &mut Errors) {
+pub(crate) fn check_tokens_first(items: &[Item], top: bool, errors: &mut Errors) {
     for (index, item) in items.iter().enumerate() {
         let kind = item.kind.to_string();
         if layers::find(&kind).is_some_and(|spec| spec.reads_tokens) && !(top && index == 0) {
@@ -135,18 +152,23 @@ fn check_tokens_first(items: &[Item], top: bool, errors: &mut Errors) {
 
 /// Rule: the input is 1 to 4 dimensions, none of them zero.
 fn check_input(def: &ModelDef, errors: &mut Errors) -> Option<Vec<usize>> {
-    let dims = &def.input.dims;
+    check_dims(&def.input, errors)
+}
+
+/// [`check_input`]'s rule for one input.
+pub fn check_dims(input: &crate::parse::InputDecl, errors: &mut Errors) -> Option<Vec<usize>> {
+    let dims = &input.dims;
     let mut ok = true;
     if dims.is_empty() {
         errors.push(
-            def.input.span,
+            input.span,
             "the input needs at least one dimension, such as `input: [784]`",
         );
         ok = false;
     }
     if dims.len() > MAX_RANK {
         errors.push(
-            def.input.span,
+            input.span,
             format!(
                 "an input of {} dimensions is not supported; at most {MAX_RANK}",
                 dims.len()
@@ -166,7 +188,7 @@ fn check_input(def: &ModelDef, errors: &mut Errors) -> Option<Vec<usize>> {
 
 /// Layer names: the user's (unique) and generated ones that avoid them.
 #[derive(Default)]
-struct Names {
+pub(crate) struct Names {
     taken: HashMap<String, Span>,
     counters: HashMap<String, usize>,
 }
@@ -174,7 +196,7 @@ struct Names {
 impl Names {
     /// Rule: a layer name is used once in its scope: the model, or a block that nests
     /// names (`mixed.b1.conv`); `Residual` blocks share their parent's.
-    fn collect_user_names(&mut self, items: &[Item], prefix: &str, errors: &mut Errors) {
+    pub(crate) fn collect_user_names(&mut self, items: &[Item], prefix: &str, errors: &mut Errors) {
         for (position, item) in items.iter().enumerate() {
             if let Some(name) = &item.name {
                 let text = unraw(name);
@@ -264,15 +286,15 @@ fn transparent(item: &Item) -> bool {
 /// layers call back into [`items`](Self::items) for their inner lists.
 #[derive(Default)]
 pub struct Checker {
-    names: Names,
-    errors: Errors,
+    pub(crate) names: Names,
+    pub(crate) errors: Errors,
     scope: Scope,
     /// The latest layer checked so far that turned a `[C, H, W]` or `[steps, features]`
     /// input into a vector, as the user knows it (`Flatten`, `pool: GlobalAvgPool`),
     /// with its input and output shapes.
     to_vector: Option<(String, Vec<usize>, Vec<usize>)>,
     /// The blocks the model defines, for suggestions.
-    block_names: Vec<String>,
+    pub(crate) block_names: Vec<String>,
 }
 
 impl Checker {

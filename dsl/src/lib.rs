@@ -12,6 +12,7 @@
 mod blocks;
 mod check;
 mod codegen;
+mod graph;
 mod layers;
 mod parse;
 

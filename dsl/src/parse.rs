@@ -5,6 +5,13 @@
 //! block-def  := outer-attr* "block" IDENT params? block
 //! params     := "(" (IDENT ("=" EXPR)? ("," IDENT ("=" EXPR)?)* ","?)? ")"
 //! body       := "input" ":" "[" dim ("," dim)* ","? "]" ("," item)* ","?
+//!             | graph
+//! graph      := "inputs" ":" "{" IDENT ":" dims ("," IDENT ":" dims)* ","? "}"
+//!               ("," node)* "," "outputs" ":" "{" output ("," output)* ","? "}" ","?
+//! node       := IDENT ":" source (">>" layers)?
+//! output     := IDENT (":" source (">>" layers)?)?   (bare: the node of that name)
+//! source     := IDENT | IDENT "(" IDENT ("," IDENT)* ","? ")"   (`Concat(a, b)`)
+//! layers     := item | block                      (one layer, or a sequence in braces)
 //! dim        := INTEGER
 //! item       := (IDENT ":")? IDENT args? block?
 //!             | IDENT ":" block                       (a branch: `b1: { .. }`)
@@ -31,6 +38,8 @@ use syn::{braced, bracketed, parenthesized, Attribute, Expr, Ident, LitInt, Toke
 pub mod kw {
     syn::custom_keyword!(input);
     syn::custom_keyword!(block);
+    syn::custom_keyword!(inputs);
+    syn::custom_keyword!(outputs);
 }
 
 /// A whole `model!` invocation.
@@ -42,6 +51,37 @@ pub struct ModelDef {
     pub items: Vec<Item>,
     /// The blocks defined before the struct.
     pub blocks: Vec<BlockDef>,
+    /// For a model written as a graph (`inputs: { .. }`, nodes, `outputs: { .. }`):
+    /// the graph; `input` is then its packed input (the one input's shape, or the sum
+    /// of the inputs' sizes) and `items` is empty.
+    pub graph: Option<Graph>,
+}
+
+/// A model with named inputs, nodes and outputs.
+pub struct Graph {
+    /// The `inputs` keyword.
+    pub inputs_span: Span,
+    pub inputs: Vec<(Ident, InputDecl)>,
+    pub nodes: Vec<GraphNode>,
+    pub outputs: Vec<GraphNode>,
+}
+
+/// `name: source >> layers`; an output written bare (`digit`) is the node of that name,
+/// with no layers.
+pub struct GraphNode {
+    pub name: Ident,
+    pub source: Source,
+    /// The node's layers as one item named after the node: its layer, or a
+    /// `Sequential` of the layers in braces.
+    pub item: Option<Item>,
+}
+
+/// What a node reads.
+pub enum Source {
+    /// An input or an earlier node.
+    Node(Ident),
+    /// `Concat(a, b, ..)`, `Add(..)` or `Mul(..)` of inputs and earlier nodes.
+    Merge { kind: Ident, nodes: Vec<Ident> },
 }
 
 /// `block Name(param, param = default) { .. }`: a layer list used by name.
@@ -58,6 +98,7 @@ pub struct Param {
 }
 
 /// `input: [d0, d1, ...]`.
+#[derive(Clone)]
 pub struct InputDecl {
     pub span: Span,
     pub dims: Vec<Dim>,
@@ -146,6 +187,22 @@ impl Parse for ModelDef {
                 "a model needs `input: [..]` and at least one layer",
             ));
         }
+        if body.peek(kw::inputs) {
+            let graph = parse_graph(&body)?;
+            if !input.is_empty() {
+                return Err(input.error("unexpected tokens after the model's struct"));
+            }
+            let input_decl = packed_input(&graph);
+            return Ok(ModelDef {
+                attrs,
+                vis,
+                name,
+                input: input_decl,
+                items: Vec::new(),
+                blocks,
+                graph: Some(graph),
+            });
+        }
         let input_decl = parse_input(&body)?;
         let mut items = Vec::new();
         while !body.is_empty() {
@@ -165,8 +222,186 @@ impl Parse for ModelDef {
             input: input_decl,
             items,
             blocks,
+            graph: None,
         })
     }
+}
+
+/// The packed input of a graph: its one input's shape, or one dimension of the sum of
+/// every input's size.
+fn packed_input(graph: &Graph) -> InputDecl {
+    if let [(_, only)] = &graph.inputs[..] {
+        return only.clone();
+    }
+    let value = graph
+        .inputs
+        .iter()
+        .map(|(_, d)| d.dims.iter().map(|d| d.value).product::<usize>())
+        .sum();
+    InputDecl {
+        span: graph.inputs_span,
+        dims: vec![Dim {
+            value,
+            span: graph.inputs_span,
+        }],
+    }
+}
+
+/// `inputs: { .. }`, the nodes, `outputs: { .. }`.
+fn parse_graph(body: ParseStream) -> syn::Result<Graph> {
+    let keyword: kw::inputs = body.parse()?;
+    body.parse::<Token![:]>()?;
+    if !body.peek(syn::token::Brace) {
+        return Err(body.error(
+            "`inputs` names each input with its shape in braces: `inputs: { image: [1, 28, 28], meta: [4] }`",
+        ));
+    }
+    let content;
+    let brace = braced!(content in body);
+    let mut inputs = Vec::new();
+    while !content.is_empty() {
+        let name: Ident = content.parse()?;
+        content.parse::<Token![:]>()?;
+        if !content.peek(syn::token::Bracket) {
+            return Err(content.error(format!(
+                "input `{name}` needs its per-sample shape in brackets: `{name}: [784]`"
+            )));
+        }
+        let (bracket, dims) = parse_dims(&content)?;
+        let span = name.span().join(bracket.span.join()).unwrap_or(name.span());
+        inputs.push((name, InputDecl { span, dims }));
+        if content.is_empty() {
+            break;
+        }
+        content.parse::<Token![,]>()?;
+    }
+    if inputs.is_empty() {
+        return Err(syn::Error::new(
+            brace.span.join(),
+            "`inputs` names at least one input: `inputs: { image: [1, 28, 28] }`",
+        ));
+    }
+    let mut nodes = Vec::new();
+    loop {
+        if body.is_empty() {
+            return Err(body.error(
+                "a model with `inputs` ends with its outputs: `outputs: { digit: trunk >> Dense(10) }`",
+            ));
+        }
+        body.parse::<Token![,]>()?;
+        if body.is_empty() {
+            return Err(body.error(
+                "a model with `inputs` ends with its outputs: `outputs: { digit: trunk >> Dense(10) }`",
+            ));
+        }
+        if body.peek(kw::outputs) {
+            break;
+        }
+        nodes.push(parse_node(body, false)?);
+    }
+    body.parse::<kw::outputs>()?;
+    body.parse::<Token![:]>()?;
+    if !body.peek(syn::token::Brace) {
+        return Err(body.error(
+            "`outputs` lists the model's outputs in braces: `outputs: { digit: trunk >> Dense(10) }`",
+        ));
+    }
+    let content;
+    let brace = braced!(content in body);
+    let mut outputs = Vec::new();
+    while !content.is_empty() {
+        outputs.push(parse_node(&content, true)?);
+        if content.is_empty() {
+            break;
+        }
+        content.parse::<Token![,]>()?;
+    }
+    if outputs.is_empty() {
+        return Err(syn::Error::new(
+            brace.span.join(),
+            "`outputs` names at least one output: `outputs: { digit: trunk >> Dense(10) }`",
+        ));
+    }
+    if body.peek(Token![,]) {
+        body.parse::<Token![,]>()?;
+    }
+    if !body.is_empty() {
+        return Err(body.error("`outputs` comes last in a model with `inputs`"));
+    }
+    Ok(Graph {
+        inputs_span: keyword.span,
+        inputs,
+        nodes,
+        outputs,
+    })
+}
+
+/// `name: source >> layers`, or for an output also a bare `name`.
+fn parse_node(input: ParseStream, output: bool) -> syn::Result<GraphNode> {
+    let name: Ident = input.parse()?;
+    if output && (input.is_empty() || input.peek(Token![,])) {
+        return Ok(GraphNode {
+            source: Source::Node(name.clone()),
+            name,
+            item: None,
+        });
+    }
+    if !input.peek(Token![:]) || input.peek(Token![::]) {
+        return Err(input.error(format!(
+            "expected `:` after `{name}`: a node reads an input or a node, as in `{name}: image >> Dense(64)`"
+        )));
+    }
+    input.parse::<Token![:]>()?;
+    let first: Ident = input.parse()?;
+    let source = if input.peek(syn::token::Paren) {
+        let content;
+        parenthesized!(content in input);
+        let list: Punctuated<Ident, Token![,]> = Punctuated::parse_terminated(&content)?;
+        Source::Merge {
+            kind: first,
+            nodes: list.into_iter().collect(),
+        }
+    } else {
+        Source::Node(first)
+    };
+    let item = if input.peek(Token![>>]) {
+        input.parse::<Token![>>]>()?;
+        if input.peek(syn::token::Brace) {
+            let content;
+            let brace = braced!(content in input);
+            let list: Punctuated<Item, Token![,]> = Punctuated::parse_terminated(&content)?;
+            Some(Item {
+                name: Some(name.clone()),
+                kind: Ident::new("Sequential", brace.span.join()),
+                args: None,
+                block: Some(Block {
+                    span: brace.span.join(),
+                    items: list.into_iter().collect(),
+                }),
+                expanded: None,
+                custom: None,
+            })
+        } else {
+            let mut item: Item = input.parse()?;
+            if let Some(own) = &item.name {
+                return Err(syn::Error::new(
+                    own.span(),
+                    format!(
+                        "a node's layer takes the node's name: write `{name}: .. >> {}(..)`",
+                        item.kind
+                    ),
+                ));
+            }
+            item.name = Some(name.clone());
+            Some(item)
+        }
+    } else {
+        None
+    };
+    if !input.is_empty() && !input.peek(Token![,]) {
+        return Err(input.error("expected `>>` and the node's layers, or `,` before the next node"));
+    }
+    Ok(GraphNode { name, source, item })
 }
 
 impl Parse for BlockDef {

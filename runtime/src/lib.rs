@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod optim;
+pub mod outputs;
 #[cfg(feature = "plot")]
 pub mod plot;
 mod simd;

@@ -77,7 +77,96 @@ pub trait Loss<T: Float> {
     fn reduction(&self) -> Reduction {
         Reduction::Mean
     }
+
+    /// Targets per row of `width` outputs: one per output value for an element-wise
+    /// loss (the default), one class label per row for [`CrossEntropy`]. A model with
+    /// several outputs lays out each sample's targets with it.
+    fn targets_per_row(&self, width: usize) -> usize {
+        width
+    }
+
+    /// The number of model outputs the loss scores: 1, or for the loss of a model with
+    /// several outputs (its `…Outputs` of losses) their number. Accuracy and the label
+    /// metrics of [`fit`](crate::Model::fit) and [`evaluate`](crate::Model::evaluate)
+    /// read one output's rows against one label each, so they are left out for more
+    /// than one; `evaluate_outputs` reports them output by output.
+    fn outputs(&self) -> usize {
+        1
+    }
 }
+
+/// A loss scaled by a weight, for one output of a model with several:
+/// `Mse::default().weight(0.2)`. Its value and gradient are the loss's times the weight.
+///
+/// ```
+/// use kiln_runtime::loss::{Loss, Mse, OutputLayout};
+/// let layout = OutputLayout { batch: 2, width: 1 };
+/// let l = Mse::default().weight(0.5).evaluate(&[1.0_f64, 3.0], &[0.0, 1.0], layout, None);
+/// assert_eq!(l.unwrap(), 1.25);
+/// assert!(Mse::default().weight(-1.0).evaluate(&[1.0_f64], &[0.0], layout, None).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Weighted<L> {
+    /// The loss.
+    pub loss: L,
+    /// Its weight, finite and not negative.
+    pub weight: f64,
+}
+
+impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
+    type Target = L::Target;
+
+    fn evaluate(
+        &self,
+        output: &[T],
+        target: &Self::Target,
+        layout: OutputLayout,
+        mut grad_output: Option<&mut [T]>,
+    ) -> Result<T> {
+        if !(self.weight.is_finite() && self.weight >= 0.0) {
+            return Err(Error::InvalidHyperParameter {
+                name: "loss weight",
+                value: self.weight,
+                reason: "must be finite and not negative",
+            });
+        }
+        let weight = T::from_f64(self.weight);
+        let value = self
+            .loss
+            .evaluate(output, target, layout, grad_output.as_deref_mut())?;
+        if let Some(grad) = grad_output {
+            for g in grad {
+                *g *= weight;
+            }
+        }
+        Ok(value * weight)
+    }
+
+    fn reduction(&self) -> Reduction {
+        self.loss.reduction()
+    }
+
+    fn targets_per_row(&self, width: usize) -> usize {
+        self.loss.targets_per_row(width)
+    }
+
+    fn outputs(&self) -> usize {
+        self.loss.outputs()
+    }
+}
+
+/// `.weight(w)` on each built-in loss.
+macro_rules! weighting {
+    ($($loss:ident),*) => {$(
+        impl $loss {
+            /// This loss scaled by `weight`, for one output of a model with several.
+            pub const fn weight(self, weight: f64) -> Weighted<Self> {
+                Weighted { loss: self, weight }
+            }
+        }
+    )*};
+}
+weighting!(Mse, BinaryCrossEntropy, BceWithLogits, CrossEntropy);
 
 fn check_target_len(expected: usize, actual: usize) -> Result<()> {
     if expected == actual {
@@ -252,6 +341,10 @@ impl<T: Float> Loss<T> for CrossEntropy {
 
     fn reduction(&self) -> Reduction {
         self.reduction
+    }
+
+    fn targets_per_row(&self, _width: usize) -> usize {
+        1
     }
 
     fn evaluate(

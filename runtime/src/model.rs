@@ -135,6 +135,10 @@ pub struct ModelSpec {
     /// For a model that starts with an `Embedding`: its vocabulary, which every input
     /// id must be below.
     pub token_vocab: Option<usize>,
+    /// For a model with several inputs, those that an `Embedding` reads: `(offset,
+    /// len, vocab)` of their values within each sample of the packed input, where
+    /// every id must be below `vocab`.
+    pub token_columns: &'static [(usize, usize, usize)],
     /// The dense weights whose gradient product a guarded SGD step forms after the
     /// backward pass, straight into the weight (see [`Model::set_nonfinite_guard`]).
     pub deferred: &'static [DeferredWeight],
@@ -201,6 +205,22 @@ impl ModelSpec {
                 index,
             });
         };
+        let per_sample = self.input.iter().product::<usize>().max(1);
+        for &(offset, len, vocab) in self.token_columns {
+            for (sample, row) in input.chunks_exact(per_sample).enumerate() {
+                let ids = &row[offset..offset + len];
+                if let Some(i) = ids
+                    .iter()
+                    .position(|&id| crate::layers::token_index(id, vocab).is_none())
+                {
+                    return Err(Error::TokenOutOfRange {
+                        id: ids[i].to_f64(),
+                        index: sample * per_sample + offset + i,
+                        vocab,
+                    });
+                }
+            }
+        }
         let Some(vocab) = self.token_vocab else {
             return Ok(max);
         };
@@ -919,6 +939,11 @@ pub struct ModelState<T> {
 }
 
 impl<T: Float> ModelState<T> {
+    /// The values of workspace node `node` from the last pass through the workspace.
+    pub fn node_values(&self, node: usize) -> &[T] {
+        self.workspace.value(node)
+    }
+
     /// Fresh state with parameters drawn from `seed`.
     pub fn new(spec: &'static ModelSpec, seed: u64) -> Self {
         let mut params = AlignedVec::new(spec.param_count, T::ZERO);
@@ -2810,6 +2835,7 @@ mod tests {
             nodes: &[0, 2, 5, 7],
             output_node: 2,
             token_vocab: None,
+            token_columns: &[],
             deferred: &[],
             dense_chain: false,
             onnx: crate::onnx::OnnxPlan::Unsupported { kind: "test" },

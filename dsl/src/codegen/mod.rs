@@ -11,6 +11,7 @@
 mod model_impl;
 mod model_struct;
 mod passes;
+mod ports;
 
 use std::ops::Range;
 
@@ -27,12 +28,15 @@ pub fn emit(def: &ModelDef, checked: &Checked) -> TokenStream {
     let (structure, inherent) = model_struct::emit(def, checked, &plan);
     let model = model_impl::emit(def, checked, &plan);
     let customs = custom_consts(&plan);
+    let (port_types, port_items) = ports::emit(def, checked, &plan);
     unsuffixed(quote! {
         #structure
+        #port_types
         const _: () = {
             #customs
             #inherent
             #model
+            #port_items
         };
     })
 }
@@ -183,8 +187,15 @@ pub struct Plan {
     /// before every trainable layer.
     pub step_param_ends: Vec<usize>,
     pub output_node: usize,
+    /// For a model with named outputs: the node of each, in order.
+    pub output_nodes: Vec<usize>,
+    /// For a model with named inputs: the node of each, in order.
+    pub input_nodes: Vec<usize>,
     /// Whether the first layer reads token ids (which have no gradient).
     pub reads_tokens: bool,
+    /// The named inputs that an `Embedding` reads: `(offset, len, vocab)` within a
+    /// sample of the packed input.
+    pub token_columns: Vec<(usize, usize, usize)>,
     /// The user layers, in order.
     pub customs: Vec<CustomPlan>,
     /// Per step: how its layer reads (`Lstm(64)`) and its input and output shapes.
@@ -229,10 +240,13 @@ impl Plan {
             steps: Vec::new(),
             step_param_ends: Vec::new(),
             output_node: 0,
+            output_nodes: Vec::new(),
+            input_nodes: Vec::new(),
             reads_tokens: checked
                 .layers
                 .first()
                 .is_some_and(|l| l.op.token_vocab().is_some()),
+            token_columns: Vec::new(),
             customs: Vec::new(),
             step_layers: Vec::new(),
             current: (String::new(), Vec::new(), Vec::new()),

@@ -347,6 +347,10 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
         Some(vocab) => quote!(::core::option::Option::Some(#vocab)),
         None => quote!(::core::option::Option::None),
     };
+    let token_columns = plan
+        .token_columns
+        .iter()
+        .map(|&(offset, len, vocab)| quote!((#offset, #len, #vocab)));
     quote! {
         ::kiln::__private::ModelSpec {
             name: #model_name,
@@ -362,6 +366,7 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             nodes: &[#(#nodes),*],
             output_node: #output_node,
             token_vocab: #token_vocab,
+            token_columns: &[#(#token_columns),*],
             deferred: &[#(#deferred),*],
             dense_chain: #dense_chain,
             onnx: #onnx_plan,

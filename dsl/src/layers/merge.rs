@@ -5,7 +5,7 @@
 //! one layer or a sequence `name: { .. }`; `{}` is the identity. Names nest as PyTorch
 //! nests modules: `mixed.b1.0.weight`.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::Act;
@@ -42,11 +42,92 @@ pub const SPECS: &[LayerSpec] = &[
     ),
 ];
 
+/// How branches (or a graph's nodes) merge.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Merge {
+pub enum Merge {
     Concat,
     Sum,
     Product,
+}
+
+impl Merge {
+    /// The merge the DSL calls `kind` (`Concat`, `Add`, `Mul`).
+    pub fn from_kind(kind: &str) -> Option<Merge> {
+        match kind {
+            "Concat" => Some(Merge::Concat),
+            "Add" => Some(Merge::Sum),
+            "Mul" => Some(Merge::Product),
+            _ => None,
+        }
+    }
+}
+
+/// The shape of `shapes` merged. Rules: summed or multiplied shapes are one shape;
+/// concatenated ones have one rank and agree on every axis but the merged one (the
+/// features of `[steps, features]`, else the first axis). Otherwise the position of
+/// the first shape that breaks the rule and what it disagrees on.
+pub fn merged_shape(
+    merge: Merge,
+    shapes: &[Vec<usize>],
+) -> Result<Vec<usize>, (usize, &'static str)> {
+    let first = &shapes[0];
+    if merge != Merge::Concat {
+        return match shapes.iter().position(|o| o != first) {
+            Some(position) => Err((position, "their shape")),
+            None => Ok(first.clone()),
+        };
+    }
+    // Rank 2 is [steps, features], merged along features; others along the first
+    // axis (channels of [C, H, W], or the features of a vector).
+    let axis = if first.len() == 2 { 1 } else { 0 };
+    let what = match first.len() {
+        2 => "steps",
+        3 => "[H, W]",
+        _ => "the axes after the first",
+    };
+    for (position, out) in shapes.iter().enumerate().skip(1) {
+        if out.len() != first.len() {
+            return Err((position, "rank"));
+        }
+        let rest = |shape: &[usize]| -> Vec<usize> {
+            let mut shape = shape.to_vec();
+            shape.remove(axis);
+            shape
+        };
+        if rest(out) != rest(first) {
+            return Err((position, what));
+        }
+    }
+    let mut output = first.clone();
+    output[axis] = shapes.iter().map(|o| o[axis]).sum();
+    Ok(output)
+}
+
+/// Pushes the step that merges nodes `inputs` (of `shapes`) into a new node of
+/// `output`'s shape; returns that node.
+pub fn push_merge(
+    plan: &mut Plan,
+    merge: Merge,
+    inputs: Vec<usize>,
+    shapes: &[Vec<usize>],
+    output: &[usize],
+) -> usize {
+    let node = plan.node(size(output));
+    // Rows of the merged layout: a step of [steps, features], else a whole sample.
+    let steps = if output.len() == 2 && merge == Merge::Concat {
+        output[0]
+    } else {
+        1
+    };
+    let widths = shapes.iter().map(|shape| size(shape) / steps).collect();
+    plan.push(MergeStep {
+        merge,
+        inputs,
+        output: node,
+        widths,
+        steps,
+    });
+    node
 }
 
 struct Block {
@@ -68,11 +149,7 @@ fn branch_name(call: &Call, position: usize) -> String {
 fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let name = &call.name;
     let kind = call.spec.name;
-    let merge = match kind {
-        "Concat" => Merge::Concat,
-        "Add" => Merge::Sum,
-        _ => Merge::Product,
-    };
+    let merge = Merge::from_kind(kind).unwrap_or(Merge::Product);
     let block = call.item.block.as_ref()?;
     let mut branches = Vec::new();
     let mut outputs = Vec::new();
@@ -93,53 +170,21 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
     }
     let outputs: Vec<Vec<usize>> = outputs.into_iter().collect::<Option<_>>()?;
     call.input.as_ref()?;
-    let first = &outputs[0];
-    let disagree = |checker: &mut Checker, at: Span, what: &str, other: usize| {
-        checker.push(
-            at,
-            format!(
-                "{name}: branches disagree on {what}: {} gives {} but {} gives {}",
-                branch_name(call, 0),
-                dims(first),
-                branch_name(call, other),
-                dims(&outputs[other])
-            ),
-        );
-    };
-    let span_of = |position: usize| block.items[position].span();
-    let output = if merge == Merge::Concat {
-        // Rank 2 is [steps, features], merged along features; others along the first
-        // axis (channels of [C, H, W], or the features of a vector).
-        let axis = if first.len() == 2 { 1 } else { 0 };
-        let what = match first.len() {
-            2 => "steps",
-            3 => "[H, W]",
-            _ => "the axes after the first",
-        };
-        for (position, out) in outputs.iter().enumerate().skip(1) {
-            if out.len() != first.len() {
-                disagree(checker, span_of(position), "rank", position);
-                return None;
-            }
-            let rest = |shape: &[usize]| -> Vec<usize> {
-                let mut shape = shape.to_vec();
-                shape.remove(axis);
-                shape
-            };
-            if rest(out) != rest(first) {
-                disagree(checker, span_of(position), what, position);
-                return None;
-            }
-        }
-        let mut output = first.clone();
-        output[axis] = outputs.iter().map(|o| o[axis]).sum();
-        output
-    } else {
-        if let Some(position) = outputs.iter().position(|o| o != first) {
-            disagree(checker, span_of(position), "their shape", position);
+    let output = match merged_shape(merge, &outputs) {
+        Ok(output) => output,
+        Err((other, what)) => {
+            checker.push(
+                block.items[other].span(),
+                format!(
+                    "{name}: branches disagree on {what}: {} gives {} but {} gives {}",
+                    branch_name(call, 0),
+                    dims(&outputs[0]),
+                    branch_name(call, other),
+                    dims(&outputs[other])
+                ),
+            );
             return None;
         }
-        first.clone()
     };
     Some((Box::new(Block { merge, branches }), output))
 }
@@ -162,26 +207,8 @@ impl Op for Block {
             .iter()
             .map(|branch| plan.layers(std::slice::from_ref(branch), input))
             .collect();
-        let output = plan.node(size(&layer.output));
-        // Rows of the merged layout: a step of [steps, features], else a whole sample.
-        let steps = if layer.output.len() == 2 && self.merge == Merge::Concat {
-            layer.output[0]
-        } else {
-            1
-        };
-        let widths = self
-            .branches
-            .iter()
-            .map(|b| size(&b.output) / steps)
-            .collect();
-        plan.push(MergeStep {
-            merge: self.merge,
-            inputs,
-            output,
-            widths,
-            steps,
-        });
-        output
+        let shapes: Vec<Vec<usize>> = self.branches.iter().map(|b| b.output.clone()).collect();
+        push_merge(plan, self.merge, inputs, &shapes, &layer.output)
     }
 }
 

@@ -124,6 +124,7 @@ const _: () = {
             nodes: &[0, 784, 912, 1040, 1168, 1178],
             output_node: 4,
             token_vocab: ::core::option::Option::None,
+            token_columns: &[],
             deferred: &[
                 ::kiln::__private::DeferredWeight {
                     weight_offset: 0,

@@ -76,6 +76,32 @@ pub fn concat_backward<T: Float>(
     }
 }
 
+/// Backward of copying columns `offset..offset + width` of each row of `input` (rows of
+/// `total` values) into `output`: writes `grad_output` into those columns of
+/// `grad_input`, replacing them (a model's inputs take disjoint columns of its packed
+/// input, each written once).
+///
+/// # Panics
+/// If the lengths do not match `rows`, `width` and `total`.
+pub fn slice_backward<T: Float>(
+    grad_input: &mut [T],
+    grad_output: &[T],
+    offset: usize,
+    total: usize,
+) {
+    let rows = grad_input.len() / total.max(1);
+    check_len("slice grad_input", grad_input.len(), rows * total);
+    let width = grad_output.len() / rows.max(1);
+    check_len("slice grad_output", grad_output.len(), rows * width);
+    assert!(offset + width <= total, "slice: columns past the row");
+    for (gi, go) in grad_input
+        .chunks_exact_mut(total)
+        .zip(grad_output.chunks_exact(width.max(1)))
+    {
+        gi[offset..offset + width].copy_from_slice(go);
+    }
+}
+
 /// `output = Σ inputs`, element-wise.
 ///
 /// # Panics

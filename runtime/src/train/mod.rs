@@ -350,7 +350,7 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
-    let mut counts = metric_counts::<T, M, Y>(metrics, data.targets())?;
+    let mut counts = metric_counts::<T, M, Y>(metrics, data.targets(), loss.outputs())?;
     evaluate_counting(model, data, loss, batch_size, counts.as_mut(), None)
 }
 
@@ -359,9 +359,17 @@ where
 fn metric_counts<T: Float, M: Model<T>, Y: Target>(
     metrics: &[Metric],
     targets: &[Y],
+    outputs: usize,
 ) -> Result<Option<MetricCounts>> {
     if metrics.is_empty() {
         return Ok(None);
+    }
+    if outputs > 1 {
+        return Err(Error::Mismatch(
+            "top-k accuracy and F1 score one output: a model with several reports each \
+             output's loss and accuracy with `evaluate_outputs`"
+                .into(),
+        ));
     }
     if Y::labels(targets).is_none() {
         return Err(Error::Mismatch(
@@ -441,6 +449,8 @@ where
     }
     let (mut total, mut correct, mut counted, mut samples) = (0.0, 0, 0, 0);
     let width = layout::<T, M>(1).width;
+    // Accuracy reads one output's rows; a loss of several outputs has none overall.
+    let single = loss.outputs() == 1;
     if let Some(counts) = counts.as_deref_mut() {
         counts.reset();
     }
@@ -451,7 +461,7 @@ where
             .evaluate(output, y, layout::<T, M>(batch), None)?
             .to_f64()
             * batch as f64;
-        if let Some((c, n)) = Y::correct(output, y, width) {
+        if let Some((c, n)) = Y::correct(output, y, width).filter(|_| single) {
             correct += c;
             counted += n;
         }
@@ -761,7 +771,8 @@ where
         batches = batches.sharded(comm.rank(), comm.size());
     }
     let count = batches.len();
-    let mut train_counts = metric_counts::<T, M, Y>(&config.metrics, train.targets())?;
+    let mut train_counts =
+        metric_counts::<T, M, Y>(&config.metrics, train.targets(), loss.outputs())?;
     let mut val_counts = train_counts.clone();
     // The built-ins, then the caller's callbacks, in the order they run.
     let mut schedule = config
@@ -922,7 +933,8 @@ where
             sums.total += value.to_f64() * batch as f64;
             sums.samples += batch;
             // (A part with no rows of its own ran a stand-in sample, counted nowhere.)
-            let counted = batch > 0;
+            // Accuracy reads one output's rows; a loss of several outputs has none overall.
+            let counted = batch > 0 && loss.outputs() == 1;
             if let Some((c, n)) = Y::correct(fit.model.last_output(), y, width).filter(|_| counted)
             {
                 sums.correct += c;

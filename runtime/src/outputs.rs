@@ -1,0 +1,487 @@
+//! Models with several named inputs and outputs (`inputs: { .. }` and
+//! `outputs: { .. }` in `model!`).
+//!
+//! Such a model packs its inputs into one input vector per sample and its outputs into
+//! one output vector per sample, each in the order it declares them, so that
+//! everything that trains, evaluates, checkpoints and shards a model with one input
+//! works for it unchanged: its `Model::Input` is `Shape1<sum of the inputs' sizes>`,
+//! its `Model::Output` `Shape1<sum of the outputs' sizes>`. The macro generates the
+//! typed side around that:
+//!
+//! - `<Model>Inputs { a, b, .. }` and `<Model>Outputs { x, y, .. }`, structs with a
+//!   field per input and output, generic over what each holds;
+//! - `Model::pack_inputs`, `Model::pack_targets` and `Model::dataset` build the packed
+//!   data from one buffer per input and per output, checking that they agree on the
+//!   number of samples (a typed [`Error::Mismatch`] naming the culprit otherwise);
+//! - `<Model>Outputs` of losses is itself a [`Loss`]: the sum of each output's loss
+//!   on its part of the output and targets ([`outputs_loss`]), weighted with
+//!   [`Weighted`](crate::loss::Weighted) (`Mse::default().weight(0.2)`);
+//! - `Model::evaluate_outputs` scores each output on a dataset ([`evaluate_outputs`]),
+//!   as Keras reports a loss and an accuracy per output;
+//! - `Model::infer_outputs` runs a batch given as named inputs and returns named
+//!   slices of the model's workspace, allocating nothing after the first batch of a
+//!   size.
+//!
+//! A sample's targets are the outputs' targets one after the other, each as many as
+//! its loss takes ([`Loss::targets_per_row`] per row: one label for
+//! [`CrossEntropy`](crate::CrossEntropy), one value per output value otherwise).
+//! Every output's loss takes targets of one type (`usize` labels, or `f32`/`f64`
+//! values).
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::data::{Dataset, Target};
+use crate::loss::{Loss, OutputLayout};
+use crate::train::Evaluation;
+use crate::{Error, Float, Model, Result, TensorRef};
+
+/// One named input or output of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    /// Its name in the model (`click`).
+    pub name: &'static str,
+    /// Values per sample.
+    pub size: usize,
+    /// The last axis of its shape (the classes of a classifier's output).
+    pub width: usize,
+    /// The workspace node that holds it.
+    pub node: usize,
+}
+
+/// The loss of a model with several outputs: `losses[k]` on output `k`'s values (each
+/// sample's `ports[k].size` values at its offset in the packed `output`) against its
+/// targets (each sample's share of `target`, in output order), summed. `grad_output`
+/// receives each output's gradient at its place.
+///
+/// The outputs' values and targets are gathered into per-thread buffers, which grow
+/// once and are reused: no allocation after the first batch of a size.
+///
+/// # Errors
+/// [`Error::TargetLength`] if the targets are not the outputs' targets for
+/// `layout.batch` samples; [`Error::Mismatch`] if the losses mix reductions (mean and
+/// sum, which gradient accumulation could not combine); any output's loss error.
+pub fn outputs_loss<T: Float, Y: Copy + 'static>(
+    ports: &[Port],
+    losses: &[&dyn Loss<T, Target = [Y]>],
+    output: &[T],
+    target: &[Y],
+    layout: OutputLayout,
+    mut grad_output: Option<&mut [T]>,
+) -> Result<T> {
+    let reduction = losses[0].reduction();
+    if losses.iter().any(|l| l.reduction() != reduction) {
+        return Err(Error::Mismatch(
+            "the losses of a model's outputs must share one reduction (all mean or all sum)".into(),
+        ));
+    }
+    let batch = layout.batch;
+    let (stride, targets) = strides(ports, losses);
+    if output.len() != batch * stride {
+        return Err(Error::Mismatch(format!(
+            "{} output values for {batch} samples of {stride} (the outputs together)",
+            output.len()
+        )));
+    }
+    if target.len() != batch * targets {
+        return Err(Error::TargetLength {
+            expected: batch * targets,
+            actual: target.len(),
+        });
+    }
+    let (mut values, mut grads, mut part_targets) = (take::<T>(0), take::<T>(1), take::<Y>(2));
+    let mut total = T::ZERO;
+    let (mut offset, mut target_offset) = (0, 0);
+    for (port, loss) in ports.iter().zip(losses) {
+        let count = loss.targets_per_row(port.width) * (port.size / port.width);
+        gather(&mut values, output, batch, stride, offset, port.size);
+        gather(
+            &mut part_targets,
+            target,
+            batch,
+            targets,
+            target_offset,
+            count,
+        );
+        let part_layout = OutputLayout {
+            batch,
+            width: port.width,
+        };
+        let grad = grad_output.is_some().then(|| {
+            grads.clear();
+            grads.resize(values.len(), T::ZERO);
+            &mut grads[..]
+        });
+        total += loss.evaluate(&values, &part_targets, part_layout, grad)?;
+        if let Some(grad_output) = grad_output.as_deref_mut() {
+            for (row, g) in grad_output
+                .chunks_exact_mut(stride)
+                .zip(grads.chunks_exact(port.size))
+            {
+                row[offset..offset + port.size].copy_from_slice(g);
+            }
+        }
+        offset += port.size;
+        target_offset += count;
+    }
+    keep(0, values);
+    keep(1, grads);
+    keep(2, part_targets);
+    Ok(total)
+}
+
+/// Each output of a model scored on `data` (in batches of `batch_size`, dropout off):
+/// its loss (`losses[k]`, weight included) and, for class labels, its accuracy.
+///
+/// # Errors
+/// As [`Model::evaluate`](crate::Model::evaluate): a batch size of 0, a non-finite
+/// input or an invalid token id, targets that do not fit the outputs, an invalid label.
+pub fn evaluate_outputs<T, M, Y>(
+    model: &mut M,
+    ports: &[Port],
+    losses: &[&dyn Loss<T, Target = [Y]>],
+    data: &Dataset<T, M::Input, Y>,
+    batch_size: usize,
+) -> Result<Vec<Evaluation>>
+where
+    T: Float,
+    M: Model<T>,
+    Y: Target,
+{
+    if batch_size == 0 {
+        return Err(Error::InvalidHyperParameter {
+            name: "batch size",
+            value: 0.0,
+            reason: "must be at least 1",
+        });
+    }
+    M::SPEC.check_input(data.features().as_slice())?;
+    let (stride, targets) = strides(ports, losses);
+    if data.targets_per_sample() != targets {
+        return Err(Error::TargetLength {
+            expected: data.len() * targets,
+            actual: data.targets().len(),
+        });
+    }
+    // Per output: loss × samples, correct, counted.
+    let mut sums = vec![(0.0, 0, 0); ports.len()];
+    let (mut values, mut part_targets) = (Vec::new(), Vec::new());
+    let mut batches = data.batches(batch_size, None);
+    while let Some((x, y)) = batches.next_batch() {
+        let batch = x.batch();
+        let output = model.infer(x);
+        let (mut offset, mut target_offset) = (0, 0);
+        for ((port, loss), sum) in ports.iter().zip(losses).zip(&mut sums) {
+            let count = loss.targets_per_row(port.width) * (port.size / port.width);
+            gather(&mut values, output, batch, stride, offset, port.size);
+            gather(&mut part_targets, y, batch, targets, target_offset, count);
+            let layout = OutputLayout {
+                batch,
+                width: port.width,
+            };
+            sum.0 += loss
+                .evaluate(&values, &part_targets, layout, None)?
+                .to_f64()
+                * batch as f64;
+            if let Some((c, n)) = Y::correct(&values, &part_targets, port.width)
+                .filter(|_| loss.targets_per_row(port.width) == 1)
+            {
+                sum.1 += c;
+                sum.2 += n;
+            }
+            offset += port.size;
+            target_offset += count;
+        }
+    }
+    let samples = data.len();
+    Ok(sums
+        .into_iter()
+        .map(|(total, correct, counted)| Evaluation {
+            loss: total / samples.max(1) as f64,
+            accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+            samples,
+            top_k: None,
+            f1_macro: None,
+        })
+        .collect())
+}
+
+/// Packs one buffer per input (each `n · size` values, sample after sample) into the
+/// model's input: each sample's inputs one after the other, in `ports` order. Returns
+/// the number of samples.
+///
+/// # Errors
+/// [`Error::Mismatch`] naming an input whose length is not a whole, non-zero number of
+/// its samples, or two inputs with different numbers of samples.
+pub fn pack_inputs<T: Copy>(ports: &[Port], parts: &[&[T]], packed: &mut Vec<T>) -> Result<usize> {
+    let mut n = None;
+    for (port, part) in ports.iter().zip(parts) {
+        if part.is_empty() || part.len() % port.size != 0 {
+            return Err(Error::Mismatch(format!(
+                "input `{}` has {} values: not a whole number of samples of {} values",
+                port.name,
+                part.len(),
+                port.size
+            )));
+        }
+        let samples = part.len() / port.size;
+        match n {
+            None => n = Some((port.name, samples)),
+            Some((first, m)) if m != samples => {
+                return Err(Error::Mismatch(format!(
+                    "inputs disagree on the number of samples: `{first}` has {m} but `{}` has {samples}",
+                    port.name
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let (_, n) = n.expect("a model has at least one input");
+    let sizes: Vec<usize> = ports.iter().map(|p| p.size).collect();
+    interleave(parts, &sizes, n, packed);
+    Ok(n)
+}
+
+/// Packs one buffer of targets per output into a dataset's targets: each sample's
+/// targets of every output, in `names` order, for `n` samples.
+///
+/// # Errors
+/// [`Error::Mismatch`] naming an output whose targets are not a whole, non-zero number
+/// per sample.
+pub fn pack_targets<Y: Copy>(
+    names: &[&str],
+    parts: &[&[Y]],
+    n: usize,
+    packed: &mut Vec<Y>,
+) -> Result<()> {
+    let mut sizes = Vec::with_capacity(parts.len());
+    for (name, part) in names.iter().zip(parts) {
+        if n == 0 || part.is_empty() || part.len() % n != 0 {
+            return Err(Error::Mismatch(format!(
+                "output `{name}` has {} targets for {n} samples: expected a whole number per sample",
+                part.len()
+            )));
+        }
+        sizes.push(part.len() / n);
+    }
+    interleave(parts, &sizes, n, packed);
+    Ok(())
+}
+
+/// The values of workspace node `node` after the last pass through `model`'s
+/// workspace (the generated `infer_outputs` returns each output's this way).
+pub fn node_values<T: Float, M: Model<T>>(model: &M, node: usize) -> &[T] {
+    model.state().node_values(node)
+}
+
+/// Runs `f` on a per-thread buffer that packs a batch's inputs, kept for the next
+/// call so that serving allocates nothing after its first batch of a size.
+pub fn with_packed<T: Copy + 'static, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    let mut packed = take::<T>(3);
+    let result = f(&mut packed);
+    keep(3, packed);
+    result
+}
+
+/// Checks a packed batch against the model and wraps it.
+///
+/// # Errors
+/// [`Error::BatchLength`] if it is not a whole number of samples.
+pub fn packed_batch<T: Float, M: Model<T>>(packed: &[T]) -> Result<TensorRef<'_, T, M::Input>> {
+    TensorRef::new(packed)
+}
+
+/// Values per sample of the packed output and of the packed targets.
+fn strides<T: Float, Y>(ports: &[Port], losses: &[&dyn Loss<T, Target = [Y]>]) -> (usize, usize) {
+    ports
+        .iter()
+        .zip(losses)
+        .fold((0, 0), |(values, targets), (port, loss)| {
+            let rows = port.size / port.width;
+            (
+                values + port.size,
+                targets + loss.targets_per_row(port.width) * rows,
+            )
+        })
+}
+
+/// `dst` = values `offset..offset + len` of each of `batch` rows of `stride` in `src`.
+fn gather<V: Copy>(
+    dst: &mut Vec<V>,
+    src: &[V],
+    batch: usize,
+    stride: usize,
+    offset: usize,
+    len: usize,
+) {
+    dst.clear();
+    for row in src.chunks_exact(stride).take(batch) {
+        dst.extend_from_slice(&row[offset..offset + len]);
+    }
+}
+
+/// Sample `s` of the result is sample `s` of each part (`sizes[k]` values) in turn.
+fn interleave<V: Copy>(parts: &[&[V]], sizes: &[usize], n: usize, out: &mut Vec<V>) {
+    out.clear();
+    out.reserve(n * sizes.iter().sum::<usize>());
+    for s in 0..n {
+        for (part, &size) in parts.iter().zip(sizes) {
+            out.extend_from_slice(&part[s * size..(s + 1) * size]);
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread buffers by element type and slot, which grow once.
+    static SCRATCH: RefCell<HashMap<(TypeId, u8), Box<dyn Any>>> = RefCell::new(HashMap::new());
+}
+
+/// The buffer of `slot` for `V`, taken out (empty the first time).
+fn take<V: 'static>(slot: u8) -> Vec<V> {
+    SCRATCH.with(|scratch| {
+        scratch
+            .borrow_mut()
+            .get_mut(&(TypeId::of::<V>(), slot))
+            .and_then(|held| held.downcast_mut::<Vec<V>>())
+            .map(std::mem::take)
+            .unwrap_or_default()
+    })
+}
+
+/// Puts a buffer taken with [`take`] back.
+fn keep<V: 'static>(slot: u8, buffer: Vec<V>) {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        match scratch
+            .get_mut(&(TypeId::of::<V>(), slot))
+            .and_then(|held| held.downcast_mut::<Vec<V>>())
+        {
+            Some(held) => *held = buffer,
+            None => {
+                scratch.insert((TypeId::of::<V>(), slot), Box::new(buffer));
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::{CrossEntropy, Mse};
+
+    const PORTS: [Port; 2] = [
+        Port {
+            name: "digit",
+            size: 3,
+            width: 3,
+            node: 0,
+        },
+        Port {
+            name: "value",
+            size: 2,
+            width: 2,
+            node: 0,
+        },
+    ];
+
+    #[test]
+    fn the_loss_of_outputs_is_the_sum_of_each_outputs_loss_on_its_part() {
+        // Two samples of [3 logits, 2 logits]; targets [label, label] per sample.
+        let output = [0.1, 0.5, -0.2, 1.0, 2.0, 0.3, -0.4, 0.9, -1.0, 0.5];
+        let (first, second) = ([0.1, 0.5, -0.2, 0.3, -0.4, 0.9], [1.0, 2.0, -1.0, 0.5]);
+        let layout = |width| OutputLayout { batch: 2, width };
+        let (ce, half) = (CrossEntropy::default(), CrossEntropy::default().weight(0.5));
+        let (mut g1, mut g2) = ([0.0; 6], [0.0; 4]);
+        let a = ce
+            .evaluate(&first, &[2, 0], layout(3), Some(&mut g1))
+            .unwrap();
+        let b = half
+            .evaluate(&second, &[1, 0], layout(2), Some(&mut g2))
+            .unwrap();
+        let losses: [&dyn Loss<f64, Target = [usize]>; 2] = [&ce, &half];
+        let mut grad = [0.0; 10];
+        let targets = [2, 1, 0, 0];
+        let total = outputs_loss(
+            &PORTS,
+            &losses,
+            &output,
+            &targets,
+            layout(5),
+            Some(&mut grad),
+        )
+        .unwrap();
+        assert!((total - (a + b)).abs() < 1e-15);
+        assert_eq!(&grad[..3], &g1[..3]);
+        assert_eq!(&grad[3..5], &g2[..2]);
+        assert_eq!(&grad[5..8], &g1[3..]);
+        assert_eq!(&grad[8..], &g2[2..]);
+        // Element-wise losses take a value per output value.
+        let mse = Mse::default();
+        let losses: [&dyn Loss<f64, Target = [f64]>; 2] = [&mse, &mse.weight(2.0)];
+        let targets = [0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.0];
+        let all = outputs_loss(&PORTS, &losses, &output, &targets, layout(5), None).unwrap();
+        let t1 = [0.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+        let t2 = [0.0, 1.0, 2.0, 0.0];
+        let c = mse.evaluate(&first, &t1, layout(3), None).unwrap();
+        let d = mse.evaluate(&second, &t2, layout(2), None).unwrap();
+        assert!((all - (c + 2.0 * d)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn misfitting_targets_and_mixed_reductions_are_errors() {
+        let output = [0.0; 10];
+        let layout = OutputLayout { batch: 2, width: 5 };
+        let losses: [&dyn Loss<f64, Target = [f64]>; 2] = [&Mse::default(), &Mse::default()];
+        let short = outputs_loss(&PORTS, &losses, &output, &[0.0; 9], layout, None);
+        assert!(matches!(
+            short,
+            Err(Error::TargetLength {
+                expected: 10,
+                actual: 9
+            })
+        ));
+        let sum = Mse {
+            reduction: crate::Reduction::Sum,
+        };
+        let mixed: [&dyn Loss<f64, Target = [f64]>; 2] = [&Mse::default(), &sum];
+        let err = outputs_loss(&PORTS, &mixed, &output, &[0.0; 10], layout, None);
+        assert!(matches!(err, Err(Error::Mismatch(_))));
+    }
+
+    #[test]
+    fn packing_interleaves_samples_and_names_the_input_that_disagrees() {
+        let mut packed = Vec::new();
+        let n = pack_inputs(&PORTS, &[&[1, 2, 3, 4, 5, 6], &[7, 8, 9, 10]], &mut packed).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(packed, [1, 2, 3, 7, 8, 4, 5, 6, 9, 10]);
+        let err = pack_inputs(&PORTS, &[&[1, 2, 3, 4, 5, 6], &[7, 8]], &mut packed).unwrap_err();
+        assert!(
+            err.to_string().contains("`digit` has 2 but `value` has 1"),
+            "{err}"
+        );
+        let err = pack_inputs(&PORTS, &[&[1, 2, 3, 4], &[7, 8]], &mut packed).unwrap_err();
+        assert!(
+            err.to_string().contains("input `digit` has 4 values"),
+            "{err}"
+        );
+        pack_targets(&["a", "b"], &[&[1, 2], &[3, 4, 5, 6]], 2, &mut packed).unwrap();
+        assert_eq!(packed, [1, 3, 4, 2, 5, 6]);
+        let err = pack_targets(&["a", "b"], &[&[1, 2], &[3, 4, 5]], 2, &mut packed).unwrap_err();
+        assert!(
+            err.to_string().contains("output `b` has 3 targets"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn scratch_buffers_are_reused() {
+        let mut first = take::<f32>(9);
+        first.reserve(64);
+        let ptr = first.as_ptr();
+        keep(9, first);
+        let again = take::<f32>(9);
+        assert_eq!(again.as_ptr(), ptr);
+        keep(9, again);
+    }
+}
