@@ -10,7 +10,8 @@
 fn ui() {
     let t = trybuild::TestCases::new();
     for category in [
-        "args", "blocks", "custom", "input", "layers", "model", "names", "shape", "syntax", "types",
+        "args", "blocks", "custom", "graph", "input", "layers", "model", "names", "shape",
+        "syntax", "types",
     ] {
         t.compile_fail(format!("tests/ui/{category}/*.rs"));
     }

@@ -59,6 +59,11 @@ impl Errors {
         }
     }
 
+    /// Whether any mistake was reported.
+    pub fn any(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub fn finish<T>(self, value: T) -> syn::Result<T> {
         match self.0 {
             Some(error) => Err(error),

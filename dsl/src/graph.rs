@@ -184,7 +184,11 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
             nodes.push(NodeOp { from, layer });
         }
     }
-    // Rule: every input is read, and every node is read or is an output.
+    // Rule: every input is read, and every node is read or is an output. (Not after
+    // another mistake, which may be why something is not read.)
+    if checker.errors.any() {
+        return None;
+    }
     for (k, (name, _)) in graph.inputs.iter().enumerate() {
         if !walk.inputs_read[k] {
             checker.push(name.span(), format!("input `{name}` is read by no node"));
