@@ -99,6 +99,15 @@ kiln::model! {
     struct Lstm { input: [32, 64], lstm: Lstm(128), LastStep, fc: Dense(10) }
 }
 kiln::model! {
+    /// Two inputs (token ids and features), two outputs.
+    struct TwoTower {
+        inputs: { user: [1], context: [12] },
+        u: user >> { Embedding(100, 16), Flatten },
+        joined: Concat(u, context) >> { Dense(64), Relu },
+        outputs: { click: joined >> Dense(1), kind: joined >> Dense(5) },
+    }
+}
+kiln::model! {
     /// A 1-d convolution over the steps, then a bidirectional GRU.
     struct ConvBiGru {
         input: [32, 64],
@@ -377,6 +386,50 @@ fn training_steps_allocate_nothing_after_the_first() {
         n, 0,
         "allocations in 20 training steps of the 1-d convolution and bidirectional GRU"
     );
+
+    // Two inputs and two outputs: the loss of both gathers each output's part into
+    // per-thread buffers that grow once; named inference packs into another.
+    let batch = 32;
+    let users: Vec<f32> = (0..batch).map(|i| (i % 100) as f32).collect();
+    let context: Vec<f32> = (0..batch * 12).map(|i| (i % 7) as f32 / 7.0).collect();
+    let clicks: Vec<f32> = (0..batch).map(|i| (i % 2) as f32).collect();
+    let kinds: Vec<f32> = (0..batch * 5).map(|i| (i % 5 == 0) as u8 as f32).collect();
+    let inputs = TwoTowerInputs {
+        user: &users[..],
+        context: &context[..],
+    };
+    let data = TwoTower::<f32>::dataset(
+        inputs,
+        TwoTowerOutputs {
+            click: &clicks[..],
+            kind: &kinds[..],
+        },
+    )
+    .unwrap();
+    let loss = TwoTowerOutputs {
+        click: BceWithLogits::default(),
+        kind: BceWithLogits::default().weight(0.5),
+    };
+    let mut towers = TwoTower::<f32>::new(7);
+    let mut adam = Adam::new(1e-3);
+    let x = data.features();
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            towers
+                .train_step(x, data.targets(), &loss, &mut adam)
+                .unwrap();
+        })
+    });
+    println!("two inputs, two outputs, batch 32: {n} allocations in 20 training steps");
+    assert_eq!(
+        n, 0,
+        "allocations in 20 training steps of a two-input, two-output model"
+    );
+    let n = count(2, 20, || {
+        towers.infer_outputs(inputs).unwrap();
+    });
+    println!("named inference of two inputs and two outputs: {n} allocations in 20 calls");
+    assert_eq!(n, 0, "allocations in 20 calls of infer_outputs");
 
     // Branch-and-merge blocks, and the input gradient of a custom loop.
     let batch = 16;

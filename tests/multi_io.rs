@@ -1,18 +1,278 @@
-//! Models with several named inputs and outputs.
+//! Models with several named inputs and outputs: datasets built from named buffers,
+//! training on a weighted loss per output, each output scored, named inference, token
+//! inputs, and a typed error for every misfit.
 
 use kiln::prelude::*;
 
 kiln::model! {
-    /// Two inputs, one merged trunk, two heads.
+    /// Two inputs, two heads: which of `a`'s values is largest, and which of `b`'s.
     struct TwoHeads {
-        inputs: { image: [2, 6, 6], meta: [3] },
-        trunk: image >> { Conv2d(3, kernel = 3), Relu, Flatten },
-        joined: Concat(trunk, meta) >> { Dense(8), Tanh },
-        outputs: { digit: joined >> Dense(4), value: joined >> Dense(2) },
+        inputs: { a: [4], b: [3] },
+        joined: Concat(a, b) >> { Dense(32), Relu },
+        outputs: { first: joined >> Dense(4), second: joined >> Dense(3) },
     }
 }
 
+kiln::model! {
+    /// Two towers of embeddings, joined with dense context features.
+    struct Towers {
+        inputs: { user: [1], item: [1], context: [2] },
+        u: user >> { Embedding(5, 4), Flatten },
+        i: item >> { Embedding(7, 4), Flatten },
+        joined: Concat(u, i, context) >> { Dense(8), Relu },
+        outputs: { click: joined >> Dense(1), rating: joined >> Dense(1) },
+    }
+}
+
+/// `n` samples: `a` and `b` uniform in [-1, 1), their argmaxes as labels.
+fn argmax_data(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<usize>, Vec<usize>) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let (mut a, mut b, mut la, mut lb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let xa: Vec<f32> = (0..4).map(|_| next()).collect();
+        let xb: Vec<f32> = (0..3).map(|_| next()).collect();
+        let arg = |x: &[f32]| (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best });
+        la.push(arg(&xa));
+        lb.push(arg(&xb));
+        a.extend(xa);
+        b.extend(xb);
+    }
+    (a, b, la, lb)
+}
+
 #[test]
-fn compiles() {
-    println!("{}", TwoHeads::<f64>::summary());
+fn each_head_learns_its_task_and_is_scored_on_its_own() {
+    let (a, b, la, lb) = argmax_data(4000, 1);
+    let train = TwoHeads::<f32>::dataset(
+        TwoHeadsInputs { a: &a, b: &b },
+        TwoHeadsOutputs {
+            first: &la,
+            second: &lb,
+        },
+    )
+    .unwrap();
+    let (a, b, la, lb) = argmax_data(1000, 2);
+    let test = TwoHeads::<f32>::dataset(
+        TwoHeadsInputs { a: &a, b: &b },
+        TwoHeadsOutputs {
+            first: &la,
+            second: &lb,
+        },
+    )
+    .unwrap();
+    let loss = TwoHeadsOutputs {
+        first: CrossEntropy::default(),
+        second: CrossEntropy::default().weight(0.5),
+    };
+    let mut model = TwoHeads::<f32>::new(3);
+    let config = FitConfig::new(12, 32).progress(Progress::Silent);
+    let history = model
+        .fit(&train, Some(&test), &loss, &mut Adam::new(3e-3), &config)
+        .unwrap();
+    let last = history.epochs.last().unwrap();
+    // A loss of several outputs has no single accuracy; each output has its own.
+    assert_eq!(last.accuracy, None);
+    let scores = model.evaluate_outputs(&test, &loss, 256).unwrap();
+    let (first, second) = (
+        scores.first.accuracy.unwrap(),
+        scores.second.accuracy.unwrap(),
+    );
+    println!(
+        "argmax of 4: {first:.4} (loss {:.4}); argmax of 3: {second:.4} (loss {:.4})",
+        scores.first.loss, scores.second.loss
+    );
+    assert!(first > 0.9 && second > 0.9, "{first} {second}");
+    // The total is the weighted sum of the outputs' losses.
+    let total = model.evaluate(&test, &loss, 256).unwrap().loss;
+    assert!((total - (scores.first.loss + scores.second.loss)).abs() < 1e-5);
+    assert!((last.val_loss.unwrap() - total).abs() < 1e-5);
+}
+
+#[test]
+fn named_inference_reads_each_output_from_the_workspace() {
+    let (a, b, _, _) = argmax_data(5, 3);
+    let mut model = TwoHeads::<f64>::new(4);
+    let (a, b): (Vec<f64>, Vec<f64>) = (
+        a.iter().map(|&v| v as f64).collect(),
+        b.iter().map(|&v| v as f64).collect(),
+    );
+    let packed = TwoHeads::<f64>::pack_inputs(TwoHeadsInputs { a: &a, b: &b }).unwrap();
+    assert_eq!(packed.len(), 5 * 7);
+    assert_eq!(&packed[..7], &[&a[..4], &b[..3]].concat()[..]);
+    let whole = model.forward(TensorRef::new(&packed).unwrap());
+    let outputs = model
+        .infer_outputs(TwoHeadsInputs { a: &a, b: &b })
+        .unwrap();
+    for s in 0..5 {
+        let row = &whole.as_slice()[s * 7..(s + 1) * 7];
+        assert_eq!(&outputs.first[s * 4..(s + 1) * 4], &row[..4]);
+        assert_eq!(&outputs.second[s * 3..(s + 1) * 3], &row[4..]);
+    }
+    assert_eq!(TwoHeads::<f64>::OUTPUTS[1].name, "second");
+    assert_eq!(TwoHeads::<f64>::INPUTS[0].size, 4);
+}
+
+#[test]
+fn misfitting_named_data_is_a_typed_error_naming_the_culprit() {
+    let (a, b) = (vec![0.0f32; 8], vec![0.0f32; 9]);
+    let err = TwoHeads::<f32>::pack_inputs(TwoHeadsInputs { a: &a, b: &b }).unwrap_err();
+    assert!(err.to_string().contains("`a` has 2 but `b` has 3"), "{err}");
+    let err = TwoHeads::<f32>::pack_inputs(TwoHeadsInputs { a: &a[..7], b: &b }).unwrap_err();
+    assert!(err.to_string().contains("input `a` has 7 values"), "{err}");
+    let err = TwoHeads::<f32>::dataset(
+        TwoHeadsInputs { a: &a, b: &b[..6] },
+        TwoHeadsOutputs {
+            first: &[0usize, 1][..],
+            second: &[0usize, 1, 2][..],
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("output `second` has 3 targets"),
+        "{err}"
+    );
+    let mut model = TwoHeads::<f32>::new(0);
+    let err = model
+        .infer_outputs(TwoHeadsInputs { a: &a, b: &b })
+        .unwrap_err();
+    assert!(matches!(err, kiln::Error::Mismatch(_)), "{err}");
+    let (mut bad_a, b) = (vec![0.0f32; 8], vec![0.0f32; 6]);
+    bad_a[5] = f32::NAN;
+    let err = model
+        .infer_outputs(TwoHeadsInputs { a: &bad_a, b: &b })
+        .unwrap_err();
+    // Sample 1's `a` starts at 7 in the packed input.
+    assert!(
+        matches!(err, kiln::Error::NonFiniteInput { index: 8, .. }),
+        "{err}"
+    );
+    // A label out of one output's range, and metrics that read one output.
+    let data = TwoHeads::<f32>::dataset(
+        TwoHeadsInputs { a: &a, b: &b },
+        TwoHeadsOutputs {
+            first: &[0usize, 1][..],
+            second: &[0usize, 3][..],
+        },
+    )
+    .unwrap();
+    let loss = TwoHeadsOutputs {
+        first: CrossEntropy::default(),
+        second: CrossEntropy::default(),
+    };
+    let err = model.evaluate(&data, &loss, 2).unwrap_err();
+    assert!(
+        matches!(err, kiln::Error::LabelOutOfRange { label: 3, .. }),
+        "{err}"
+    );
+    let config = FitConfig::new(1, 2)
+        .metrics(&[kiln::metrics::Metric::TopK(2)])
+        .progress(Progress::Silent);
+    let err = model
+        .fit(&data, None, &loss, &mut Sgd::new(0.1), &config)
+        .unwrap_err();
+    assert!(err.to_string().contains("evaluate_outputs"), "{err}");
+    // Losses that mix reductions cannot be accumulated together.
+    let mixed = TwoHeadsOutputs {
+        first: CrossEntropy::default(),
+        second: CrossEntropy {
+            reduction: Reduction::Sum,
+        },
+    };
+    assert!(matches!(
+        model.evaluate(&data, &mixed, 2),
+        Err(kiln::Error::Mismatch(_))
+    ));
+    // A negative weight.
+    let negative = TwoHeadsOutputs {
+        first: CrossEntropy::default(),
+        second: CrossEntropy::default().weight(-1.0),
+    };
+    assert!(matches!(
+        model.evaluate(&data, &negative, 2),
+        Err(kiln::Error::InvalidHyperParameter { .. })
+    ));
+}
+
+#[test]
+fn token_inputs_are_checked_against_their_own_vocabulary() {
+    let mut model = Towers::<f32>::new(1);
+    assert_eq!(
+        Towers::<f32>::summary().0.params[0].name,
+        "u.0.weight",
+        "a node's sequence is named as a branch is"
+    );
+    // Users 0..5, items 0..7: item 6 is valid, user 6 is not.
+    let (users, items, context) = ([4.0f32, 1.0], [6.0f32, 0.0], [0.5f32, -0.5, 1.0, 0.0]);
+    model
+        .infer_outputs(TowersInputs {
+            user: &users,
+            item: &items,
+            context: &context,
+        })
+        .unwrap();
+    let err = model
+        .infer_outputs(TowersInputs {
+            user: &[0.0, 6.0],
+            item: &items,
+            context: &context,
+        })
+        .unwrap_err();
+    // Sample 1's user id sits at 4 of the packed input (4 values a sample).
+    assert!(
+        matches!(
+            err,
+            kiln::Error::TokenOutOfRange {
+                index: 4,
+                vocab: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Regression targets for both outputs; the token inputs have no gradient.
+    let data = Towers::<f32>::dataset(
+        TowersInputs {
+            user: &users,
+            item: &items,
+            context: &context,
+        },
+        TowersOutputs {
+            click: &[1.0f32, 0.0][..],
+            rating: &[4.0f32, 2.0][..],
+        },
+    )
+    .unwrap();
+    let loss = TowersOutputs {
+        click: BceWithLogits::default(),
+        rating: Mse::default().weight(0.2),
+    };
+    let before = model.evaluate(&data, &loss, 2).unwrap().loss;
+    let config = FitConfig::new(30, 2).progress(Progress::Silent);
+    model
+        .fit(&data, None, &loss, &mut Adam::new(1e-2), &config)
+        .unwrap();
+    let after = model.evaluate(&data, &loss, 2).unwrap().loss;
+    assert!(after < before / 2.0, "{before} -> {after}");
+    let x = TensorRef::new(&[0.0f32, 0.0, 0.0, 0.0]).unwrap();
+    model.forward_train(x);
+    assert!(model.backward_to_input(&[0.0, 0.0]).is_err());
+}
+
+#[test]
+fn a_graph_model_saves_and_loads_by_name() {
+    let dir = std::env::temp_dir().join(format!("kiln-multi-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("towers.safetensors");
+    let model = Towers::<f32>::new(7);
+    model.save(&path).unwrap();
+    let mut loaded = Towers::<f32>::new(8);
+    loaded.load(&path).unwrap();
+    assert_eq!(model.params().as_slice(), loaded.params().as_slice());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

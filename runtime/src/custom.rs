@@ -641,7 +641,7 @@ const fn node_end(spec: &ModelSpec) -> usize {
 /// model would not check the ids).
 #[doc(hidden)]
 pub const fn usable_as_layer(spec: &ModelSpec) -> bool {
-    spec.token_vocab.is_none()
+    !spec.reads_tokens()
 }
 
 /// The range of `node` in a pass over `batch` samples.

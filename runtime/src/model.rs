@@ -237,6 +237,12 @@ impl ModelSpec {
         }
     }
 
+    /// Whether any input value is a token id (which has no gradient): the model starts
+    /// with an `Embedding`, or an `Embedding` reads one of its named inputs.
+    pub const fn reads_tokens(&self) -> bool {
+        self.token_vocab.is_some() || !self.token_columns.is_empty()
+    }
+
     /// The non-trained buffer called `name`.
     pub fn buffer(&self, name: &str) -> Option<&ParamInfo> {
         self.buffers.iter().find(|p| p.is_named(name))
@@ -1623,7 +1629,7 @@ pub trait Model<T: Float>: Sized {
     /// Fails as [`backward`](Self::backward) does, and for a model whose input is token
     /// ids (its first layer an `Embedding`), which have no gradient.
     fn backward_to_input(&mut self, grad_output: &[T]) -> Result<&[T]> {
-        if Self::SPEC.token_vocab.is_some() {
+        if Self::SPEC.reads_tokens() {
             return Err(Error::Mismatch(
                 "the model reads token ids, which have no gradient".into(),
             ));
@@ -1715,7 +1721,7 @@ pub trait Model<T: Float>: Sized {
         L: Loss<T>,
         Y: AsRef<L::Target> + ?Sized,
     {
-        if Self::SPEC.token_vocab.is_some() {
+        if Self::SPEC.reads_tokens() {
             return Err(Error::Mismatch(
                 "the model reads token ids, which have no gradient".into(),
             ));

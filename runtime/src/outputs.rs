@@ -238,8 +238,7 @@ pub fn pack_inputs<T: Copy>(ports: &[Port], parts: &[&[T]], packed: &mut Vec<T>)
         }
     }
     let (_, n) = n.expect("a model has at least one input");
-    let sizes: Vec<usize> = ports.iter().map(|p| p.size).collect();
-    interleave(parts, &sizes, n, packed);
+    interleave(parts, |k| ports[k].size, n, packed);
     Ok(n)
 }
 
@@ -265,7 +264,7 @@ pub fn pack_targets<Y: Copy>(
         }
         sizes.push(part.len() / n);
     }
-    interleave(parts, &sizes, n, packed);
+    interleave(parts, |k| sizes[k], n, packed);
     Ok(())
 }
 
@@ -321,12 +320,14 @@ fn gather<V: Copy>(
     }
 }
 
-/// Sample `s` of the result is sample `s` of each part (`sizes[k]` values) in turn.
-fn interleave<V: Copy>(parts: &[&[V]], sizes: &[usize], n: usize, out: &mut Vec<V>) {
+/// Sample `s` of the result is sample `s` of each part (`size(k)` values for part
+/// `k`) in turn.
+fn interleave<V: Copy>(parts: &[&[V]], size: impl Fn(usize) -> usize, n: usize, out: &mut Vec<V>) {
     out.clear();
-    out.reserve(n * sizes.iter().sum::<usize>());
+    out.reserve(n * (0..parts.len()).map(&size).sum::<usize>());
     for s in 0..n {
-        for (part, &size) in parts.iter().zip(sizes) {
+        for (k, part) in parts.iter().enumerate() {
+            let size = size(k);
             out.extend_from_slice(&part[s * size..(s + 1) * size]);
         }
     }
