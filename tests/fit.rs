@@ -56,8 +56,8 @@ fn history_records_every_epoch_with_validation() {
         .unwrap();
     assert_eq!(history.epochs.len(), 6);
     assert!(!history.stopped_early);
-    let first = history.epochs[0];
-    let last = history.epochs[5];
+    let first = &history.epochs[0];
+    let last = &history.epochs[5];
     assert!(last.loss < first.loss);
     assert!(last.val_loss.unwrap() < first.val_loss.unwrap());
     assert!(last.val_accuracy.unwrap() > 0.95, "{last:?}");

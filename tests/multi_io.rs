@@ -276,3 +276,123 @@ fn a_graph_model_saves_and_loads_by_name() {
     assert_eq!(model.params().as_slice(), loaded.params().as_slice());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Stops training with an error after `n` batches, as a crash would.
+struct FailAfter(usize);
+
+impl<M: Model<f32>> Callback<f32, M> for FailAfter {
+    fn on_batch_end(&mut self, _: &BatchLog, _: &mut FitState<'_, f32, M>) -> kiln::Result<()> {
+        if self.0 == 0 {
+            return Err(kiln::Error::Mismatch("interrupted".into()));
+        }
+        self.0 -= 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn history_reports_each_output_and_callbacks_watch_any_of_them() {
+    let (a, b, la, lb) = argmax_data(600, 5);
+    let data = TwoHeads::<f32>::dataset(
+        TwoHeadsInputs { a: &a, b: &b },
+        TwoHeadsOutputs {
+            first: &la,
+            second: &lb,
+        },
+    )
+    .unwrap();
+    let (train, validation) = data.split(0.2, 1);
+    let loss = TwoHeadsOutputs {
+        first: CrossEntropy::default(),
+        second: CrossEntropy::default().weight(0.5),
+    };
+    let dir = std::env::temp_dir().join(format!("kiln-multi-io-history-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = |backup: Option<&str>| {
+        let mut config = FitConfig::new(4, 16)
+            .seed(2)
+            .checkpoint(
+                dir.join("best.safetensors"),
+                Monitor::OutputValAccuracy("second"),
+            )
+            .early_stopping(EarlyStopping::new(Monitor::OutputValLoss("first"), 5))
+            .progress(Progress::Silent);
+        if let Some(name) = backup {
+            config = config.backup_every(dir.join(name), 7);
+        }
+        config
+    };
+    let mut csv = CsvLogger::new(dir.join("log.csv"));
+    let mut model = TwoHeads::<f32>::new(9);
+    let history = model
+        .fit_with_callbacks(
+            &train,
+            Some(&validation),
+            &loss,
+            &mut Adam::new(3e-3),
+            &config(None),
+            &mut [&mut csv],
+        )
+        .unwrap();
+    for log in &history.epochs {
+        let (first, second) = (log.output("first").unwrap(), log.output("second").unwrap());
+        // The total is the sum of the outputs' (weighted) losses, in training and
+        // validation alike.
+        assert!(
+            (log.loss - (first.loss + second.loss)).abs() < 1e-4,
+            "{log:?}"
+        );
+        let val = first.val_loss.unwrap() + second.val_loss.unwrap();
+        assert!((log.val_loss.unwrap() - val).abs() < 1e-4, "{log:?}");
+        assert!(first.accuracy.is_some() && second.val_accuracy.is_some());
+    }
+    let header = std::fs::read_to_string(dir.join("log.csv")).unwrap();
+    let header = header.lines().next().unwrap();
+    assert!(
+        header.ends_with(",first_loss,first_accuracy,val_first_loss,val_first_accuracy,second_loss,second_accuracy,val_second_loss,val_second_accuracy"),
+        "{header}"
+    );
+    // An interrupted run resumes from its backup to the same history, outputs included.
+    let mut interrupted = TwoHeads::<f32>::new(9);
+    let err = interrupted
+        .fit_with_callbacks(
+            &train,
+            Some(&validation),
+            &loss,
+            &mut Adam::new(3e-3),
+            &config(Some("backup.kiln")),
+            &mut [&mut FailAfter(50)],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("interrupted"));
+    let mut resumed = TwoHeads::<f32>::new(9);
+    let again = resumed
+        .fit_with_callbacks(
+            &train,
+            Some(&validation),
+            &loss,
+            &mut Adam::new(3e-3),
+            &config(Some("backup.kiln")),
+            &mut [&mut FailAfter(usize::MAX)],
+        )
+        .unwrap();
+    assert_eq!(again.epochs.len(), history.epochs.len());
+    for (x, y) in again.epochs.iter().zip(&history.epochs) {
+        assert_eq!(x.outputs, y.outputs);
+        assert_eq!(x.loss, y.loss);
+    }
+    assert_eq!(resumed.params().as_slice(), model.params().as_slice());
+    // A monitor of an output the loss does not have.
+    let wrong = FitConfig::new(1, 16)
+        .early_stopping(EarlyStopping::new(Monitor::OutputLoss("third"), 1))
+        .progress(Progress::Silent);
+    let err = model
+        .fit(&train, None, &loss, &mut Adam::new(3e-3), &wrong)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no output `third` (its outputs: first, second)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

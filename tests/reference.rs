@@ -1058,13 +1058,29 @@ fn multi_input_and_output_models_match_pytorch() {
         .value_and_grad_to_input(x, &targets[..], &loss)
         .unwrap();
     let grad_x = grad_x.to_vec();
-    assert_close("two outputs: outputs", model.last_output(), &floats(&case["outputs"]));
-    assert_close("two outputs: loss", &[value], &[case["loss"].as_f64().unwrap()]);
-    assert_close("two outputs: input gradient", &grad_x, &floats(&case["grad_x"]));
+    assert_close(
+        "two outputs: outputs",
+        model.last_output(),
+        &floats(&case["outputs"]),
+    );
+    assert_close(
+        "two outputs: loss",
+        &[value],
+        &[case["loss"].as_f64().unwrap()],
+    );
+    assert_close(
+        "two outputs: input gradient",
+        &grad_x,
+        &floats(&case["grad_x"]),
+    );
     let grads = model.grads().unwrap();
     for (param, expected) in case["grads"].as_object().unwrap() {
         let got = grads.get(param).unwrap_or_else(|| panic!("no {param}"));
-        assert_close(&format!("two outputs: {param} gradient"), got, &floats(expected));
+        assert_close(
+            &format!("two outputs: {param} gradient"),
+            got,
+            &floats(expected),
+        );
     }
     assert_eq!(case["grads"].as_object().unwrap().len(), 6);
 }

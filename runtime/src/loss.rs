@@ -93,6 +93,38 @@ pub trait Loss<T: Float> {
     fn outputs(&self) -> usize {
         1
     }
+
+    /// For the loss of a model with several outputs: their names, in order, which
+    /// [`fit`](crate::Model::fit) reports each output's loss and accuracy under
+    /// ([`EpochLog::outputs`](crate::train::EpochLog::outputs)). Empty for one output.
+    fn output_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// For the loss of a model with several outputs: adds each output's loss (times
+    /// the batch) and, for class labels, its correct and counted predictions on this
+    /// batch to `scores`, one per output. Nothing for one output.
+    fn score_outputs(
+        &self,
+        _output: &[T],
+        _target: &Self::Target,
+        _layout: OutputLayout,
+        _scores: &mut [OutputScore],
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One output's running score over batches: its loss times the samples, and its
+/// correct and counted predictions for class labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutputScore {
+    /// Σ loss × batch.
+    pub loss: f64,
+    /// Predictions that were right.
+    pub correct: f64,
+    /// Predictions counted (0 for targets that are not class labels).
+    pub counted: f64,
 }
 
 /// A loss scaled by a weight, for one output of a model with several:
@@ -152,6 +184,10 @@ impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
 
     fn outputs(&self) -> usize {
         self.loss.outputs()
+    }
+
+    fn output_names(&self) -> &'static [&'static str] {
+        self.loss.output_names()
     }
 }
 

@@ -33,7 +33,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::data::{Dataset, Target};
-use crate::loss::{Loss, OutputLayout};
+use crate::loss::{Loss, OutputLayout, OutputScore};
 use crate::train::Evaluation;
 use crate::{Error, Float, Model, Result, TensorRef};
 
@@ -131,6 +131,62 @@ pub fn outputs_loss<T: Float, Y: Copy + 'static>(
     Ok(total)
 }
 
+/// Adds each output's loss (`losses[k]` on its part, times the batch) and, for class
+/// labels, its correct and counted predictions to `scores[k]`: what `fit` reports per
+/// output. The parts are gathered as [`outputs_loss`] gathers them.
+///
+/// # Errors
+/// As [`outputs_loss`].
+pub fn score_outputs<T: Float, Y: Target>(
+    ports: &[Port],
+    losses: &[&dyn Loss<T, Target = [Y]>],
+    output: &[T],
+    target: &[Y],
+    layout: OutputLayout,
+    scores: &mut [OutputScore],
+) -> Result<()> {
+    let batch = layout.batch;
+    let (stride, targets) = strides(ports, losses);
+    if output.len() != batch * stride || target.len() != batch * targets {
+        return Err(Error::TargetLength {
+            expected: batch * targets,
+            actual: target.len(),
+        });
+    }
+    let (mut values, mut part_targets) = (take::<T>(0), take::<Y>(2));
+    let (mut offset, mut target_offset) = (0, 0);
+    for ((port, loss), score) in ports.iter().zip(losses).zip(scores.iter_mut()) {
+        let per_row = loss.targets_per_row(port.width);
+        let count = per_row * (port.size / port.width);
+        gather(&mut values, output, batch, stride, offset, port.size);
+        gather(
+            &mut part_targets,
+            target,
+            batch,
+            targets,
+            target_offset,
+            count,
+        );
+        let part_layout = OutputLayout {
+            batch,
+            width: port.width,
+        };
+        let value = loss.evaluate(&values, &part_targets, part_layout, None)?;
+        score.loss += value.to_f64() * batch as f64;
+        if let Some((c, n)) =
+            Y::correct(&values, &part_targets, port.width).filter(|_| per_row == 1)
+        {
+            score.correct += c as f64;
+            score.counted += n as f64;
+        }
+        offset += port.size;
+        target_offset += count;
+    }
+    keep(0, values);
+    keep(2, part_targets);
+    Ok(())
+}
+
 /// Each output of a model scored on `data` (in batches of `batch_size`, dropout off):
 /// its loss (`losses[k]`, weight included) and, for class labels, its accuracy.
 ///
@@ -157,49 +213,27 @@ where
         });
     }
     M::SPEC.check_input(data.features().as_slice())?;
-    let (stride, targets) = strides(ports, losses);
+    let (_, targets) = strides(ports, losses);
     if data.targets_per_sample() != targets {
         return Err(Error::TargetLength {
             expected: data.len() * targets,
             actual: data.targets().len(),
         });
     }
-    // Per output: loss × samples, correct, counted.
-    let mut sums = vec![(0.0, 0, 0); ports.len()];
-    let (mut values, mut part_targets) = (Vec::new(), Vec::new());
+    let mut scores = vec![OutputScore::default(); ports.len()];
     let mut batches = data.batches(batch_size, None);
     while let Some((x, y)) = batches.next_batch() {
         let batch = x.batch();
         let output = model.infer(x);
-        let (mut offset, mut target_offset) = (0, 0);
-        for ((port, loss), sum) in ports.iter().zip(losses).zip(&mut sums) {
-            let count = loss.targets_per_row(port.width) * (port.size / port.width);
-            gather(&mut values, output, batch, stride, offset, port.size);
-            gather(&mut part_targets, y, batch, targets, target_offset, count);
-            let layout = OutputLayout {
-                batch,
-                width: port.width,
-            };
-            sum.0 += loss
-                .evaluate(&values, &part_targets, layout, None)?
-                .to_f64()
-                * batch as f64;
-            if let Some((c, n)) = Y::correct(&values, &part_targets, port.width)
-                .filter(|_| loss.targets_per_row(port.width) == 1)
-            {
-                sum.1 += c;
-                sum.2 += n;
-            }
-            offset += port.size;
-            target_offset += count;
-        }
+        let layout = OutputLayout { batch, width: 1 };
+        score_outputs(ports, losses, output, y, layout, &mut scores)?;
     }
     let samples = data.len();
-    Ok(sums
+    Ok(scores
         .into_iter()
-        .map(|(total, correct, counted)| Evaluation {
-            loss: total / samples.max(1) as f64,
-            accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+        .map(|s| Evaluation {
+            loss: s.loss / samples.max(1) as f64,
+            accuracy: (s.counted > 0.0).then(|| s.correct / s.counted),
             samples,
             top_k: None,
             f1_macro: None,

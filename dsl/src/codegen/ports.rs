@@ -95,7 +95,7 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
         impl<T, Y, #(#out_params),*> #kiln::Loss<T> for #outputs_name<#(#out_params),*>
         where
             T: #private::Float,
-            Y: ::core::marker::Copy + 'static,
+            Y: #kiln::data::Target,
             #(#out_params: #kiln::Loss<T, Target = [Y]>,)*
         {
             type Target = [Y];
@@ -124,6 +124,27 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
 
             fn outputs(&self) -> usize {
                 #n_out
+            }
+
+            fn output_names(&self) -> &'static [&'static str] {
+                &[#(#out_names),*]
+            }
+
+            fn score_outputs(
+                &self,
+                output: &[T],
+                target: &[Y],
+                layout: #kiln::loss::OutputLayout,
+                scores: &mut [#kiln::loss::OutputScore],
+            ) -> #kiln::Result<()> {
+                #kiln::outputs::score_outputs(
+                    __KILN_OUTPUTS,
+                    &[#(&self.#out_fields),*],
+                    output,
+                    target,
+                    layout,
+                    scores,
+                )
             }
         }
 

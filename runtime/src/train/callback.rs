@@ -399,11 +399,15 @@ impl<T: Float, M: Model<T>> Callback<T, M> for ReduceLrOnPlateau {
 /// Writes each epoch's metrics to a CSV file (Keras's `CSVLogger`): a header, then one
 /// row per epoch as it ends, flushed, so a crash loses at most the epoch running.
 /// Empty cells for what an epoch lacks (validation, accuracy of a regression, the
-/// gradient norm without clipping).
+/// gradient norm without clipping). A model with several outputs adds each one's
+/// columns after the others (`digit_loss`, `digit_accuracy`, `val_digit_loss`,
+/// `val_digit_accuracy`).
 #[derive(Debug)]
 pub struct CsvLogger {
     path: PathBuf,
     file: Option<std::io::BufWriter<std::fs::File>>,
+    /// Whether the header is written: with the first row, which names the outputs.
+    header: bool,
 }
 
 impl CsvLogger {
@@ -412,6 +416,7 @@ impl CsvLogger {
         Self {
             path: path.into(),
             file: None,
+            header: false,
         }
     }
 }
@@ -422,9 +427,32 @@ impl CsvLogger {
             return Ok(());
         };
         let cell = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
+        if !self.header {
+            let mut header = String::from(
+                "epoch,loss,accuracy,val_loss,val_accuracy,top_k,val_top_k,f1_macro,val_f1_macro,learning_rate,grad_norm,seconds",
+            );
+            for o in &log.outputs {
+                let n = o.name;
+                header.push_str(&format!(
+                    ",{n}_loss,{n}_accuracy,val_{n}_loss,val_{n}_accuracy"
+                ));
+            }
+            writeln!(file, "{header}").map_err(|e| Error::io(&self.path, &e))?;
+            self.header = true;
+        }
+        let mut outputs = String::new();
+        for o in &log.outputs {
+            outputs.push_str(&format!(
+                ",{},{},{},{}",
+                o.loss,
+                cell(o.accuracy),
+                cell(o.val_loss),
+                cell(o.val_accuracy)
+            ));
+        }
         writeln!(
             file,
-            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{}{outputs}",
             log.epoch,
             log.loss,
             cell(log.accuracy),
@@ -446,14 +474,8 @@ impl CsvLogger {
 impl<T: Float, M: Model<T>> Callback<T, M> for CsvLogger {
     fn on_train_begin(&mut self, _: &mut FitState<'_, T, M>) -> Result<()> {
         let file = std::fs::File::create(&self.path).map_err(|e| Error::io(&self.path, &e))?;
-        let mut file = std::io::BufWriter::new(file);
-        writeln!(
-            file,
-            "epoch,loss,accuracy,val_loss,val_accuracy,top_k,val_top_k,f1_macro,val_f1_macro,learning_rate,grad_norm,seconds"
-        )
-        .and_then(|()| file.flush())
-        .map_err(|e| Error::io(&self.path, &e))?;
-        self.file = Some(file);
+        self.file = Some(std::io::BufWriter::new(file));
+        self.header = false;
         Ok(())
     }
 

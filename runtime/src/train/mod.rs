@@ -29,7 +29,7 @@ pub use resume::{Backup, ResumeState};
 
 use crate::data::{Dataset, Target};
 use crate::distributed::{agree, hash_words, sum_in_place, Communicator};
-use crate::loss::{Loss, OutputLayout};
+use crate::loss::{Loss, OutputLayout, OutputScore};
 use crate::metrics::{Metric, MetricCounts};
 use crate::optim::{LrSchedule, Optimizer};
 use crate::{Error, Float, Model, Result, Shape, Tensor, TensorRef};
@@ -45,20 +45,62 @@ pub enum Monitor {
     Accuracy,
     /// Validation accuracy (higher is better).
     ValAccuracy,
+    /// The training loss of one output of a model with several, by name (lower is
+    /// better).
+    OutputLoss(&'static str),
+    /// One output's validation loss (lower is better).
+    OutputValLoss(&'static str),
+    /// One output's training accuracy (higher is better).
+    OutputAccuracy(&'static str),
+    /// One output's validation accuracy (higher is better).
+    OutputValAccuracy(&'static str),
 }
 
 impl Monitor {
     fn read(self, log: &EpochLog) -> Option<f64> {
+        let output = |name: &str| log.outputs.iter().find(|o| o.name == name);
         match self {
             Monitor::Loss => Some(log.loss),
             Monitor::ValLoss => log.val_loss,
             Monitor::Accuracy => log.accuracy,
             Monitor::ValAccuracy => log.val_accuracy,
+            Monitor::OutputLoss(name) => output(name).map(|o| o.loss),
+            Monitor::OutputValLoss(name) => output(name).and_then(|o| o.val_loss),
+            Monitor::OutputAccuracy(name) => output(name).and_then(|o| o.accuracy),
+            Monitor::OutputValAccuracy(name) => output(name).and_then(|o| o.val_accuracy),
         }
     }
 
     fn higher_is_better(self) -> bool {
-        matches!(self, Monitor::Accuracy | Monitor::ValAccuracy)
+        matches!(
+            self,
+            Monitor::Accuracy
+                | Monitor::ValAccuracy
+                | Monitor::OutputAccuracy(_)
+                | Monitor::OutputValAccuracy(_)
+        )
+    }
+
+    /// Whether it reads the validation data.
+    fn needs_validation(self) -> bool {
+        matches!(
+            self,
+            Monitor::ValLoss
+                | Monitor::ValAccuracy
+                | Monitor::OutputValLoss(_)
+                | Monitor::OutputValAccuracy(_)
+        )
+    }
+
+    /// The output it watches, if it watches one.
+    fn output(self) -> Option<&'static str> {
+        match self {
+            Monitor::OutputLoss(name)
+            | Monitor::OutputValLoss(name)
+            | Monitor::OutputAccuracy(name)
+            | Monitor::OutputValAccuracy(name) => Some(name),
+            _ => None,
+        }
     }
 
     /// Whether `value` beats `best` by more than `min_delta`.
@@ -70,12 +112,17 @@ impl Monitor {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// Its name as Keras writes it: `val_loss`, `digit_accuracy`, `val_digit_loss`.
+    fn name(self) -> String {
         match self {
-            Monitor::Loss => "loss",
-            Monitor::ValLoss => "val_loss",
-            Monitor::Accuracy => "accuracy",
-            Monitor::ValAccuracy => "val_accuracy",
+            Monitor::Loss => "loss".into(),
+            Monitor::ValLoss => "val_loss".into(),
+            Monitor::Accuracy => "accuracy".into(),
+            Monitor::ValAccuracy => "val_accuracy".into(),
+            Monitor::OutputLoss(name) => format!("{name}_loss"),
+            Monitor::OutputValLoss(name) => format!("val_{name}_loss"),
+            Monitor::OutputAccuracy(name) => format!("{name}_accuracy"),
+            Monitor::OutputValAccuracy(name) => format!("val_{name}_accuracy"),
         }
     }
 }
@@ -256,7 +303,7 @@ impl FitConfig {
 }
 
 /// The metrics of one epoch.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EpochLog {
     /// 0-based epoch.
     pub epoch: usize,
@@ -284,6 +331,32 @@ pub struct EpochLog {
     pub val_f1_macro: Option<f64>,
     /// Wall time of the epoch, validation included.
     pub seconds: f64,
+    /// For a model with several outputs, trained on their losses together: each
+    /// output's own figures, in the model's order (empty otherwise).
+    pub outputs: Vec<OutputLog>,
+}
+
+impl EpochLog {
+    /// The figures of the output called `name`, if the model has one.
+    pub fn output(&self, name: &str) -> Option<&OutputLog> {
+        self.outputs.iter().find(|o| o.name == name)
+    }
+}
+
+/// One output's figures in an epoch of a model with several, as Keras reports
+/// `digit_loss` and `val_digit_accuracy`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputLog {
+    /// The output's name.
+    pub name: &'static str,
+    /// Its mean training loss over the epoch's batches (its weight included).
+    pub loss: f64,
+    /// Its training accuracy, for class labels.
+    pub accuracy: Option<f64>,
+    /// Its validation loss after the epoch.
+    pub val_loss: Option<f64>,
+    /// Its validation accuracy after the epoch, for class labels.
+    pub val_accuracy: Option<f64>,
 }
 
 /// What [`fit`] did, epoch by epoch.
@@ -332,7 +405,7 @@ where
     L: Loss<T, Target = [Y]>,
     Y: Target,
 {
-    evaluate_counting(model, data, loss, batch_size, None, None)
+    evaluate_counting(model, data, loss, batch_size, None, None, &mut [])
 }
 
 /// [`evaluate`] with `metrics` (top-k accuracy, macro F1) in the result; they need
@@ -351,7 +424,15 @@ where
     Y: Target,
 {
     let mut counts = metric_counts::<T, M, Y>(metrics, data.targets(), loss.outputs())?;
-    evaluate_counting(model, data, loss, batch_size, counts.as_mut(), None)
+    evaluate_counting(
+        model,
+        data,
+        loss,
+        batch_size,
+        counts.as_mut(),
+        None,
+        &mut [],
+    )
 }
 
 /// Counts for `metrics`, `None` if there are none; an error for targets that are not
@@ -388,6 +469,7 @@ fn evaluate_counting<T, M, L, Y>(
     batch_size: usize,
     mut counts: Option<&mut MetricCounts>,
     comm: Option<&dyn Communicator>,
+    outputs: &mut [OutputScore],
 ) -> Result<Evaluation>
 where
     T: Float,
@@ -399,9 +481,12 @@ where
         let (rank, size, n) = (c.rank(), c.size(), data.len());
         rank * n / size..(rank + 1) * n / size
     });
-    let mut sums = evaluation_sums(model, data, loss, batch_size, counts.as_deref_mut(), range)?;
+    outputs.fill(OutputScore::default());
+    let part = counts.as_deref_mut();
+    let mut sums = evaluation_sums(model, data, loss, batch_size, part, range, outputs)?;
     if let Some(comm) = comm {
         sum_in_place(comm, &mut sums.0)?;
+        sum_scores(comm, outputs)?;
         if let Some(counts) = counts.as_deref_mut() {
             sum_counts(comm, counts)?;
         }
@@ -434,6 +519,7 @@ fn evaluation_sums<T, M, L, Y>(
     batch_size: usize,
     mut counts: Option<&mut MetricCounts>,
     range: Option<std::ops::Range<usize>>,
+    outputs: &mut [OutputScore],
 ) -> Result<EvaluationSums>
 where
     T: Float,
@@ -468,6 +554,7 @@ where
         if let (Some(counts), Some(labels)) = (counts.as_deref_mut(), Y::labels(y)) {
             counts.add(output, labels, width);
         }
+        loss.score_outputs(output, y, layout::<T, M>(batch), outputs)?;
         samples += batch;
     }
     Ok(EvaluationSums([
@@ -618,7 +705,21 @@ where
     .into_iter()
     .flatten()
     {
-        let needs_validation = matches!(monitor, Monitor::ValLoss | Monitor::ValAccuracy);
+        if let Some(output) = monitor.output() {
+            let names = loss.output_names();
+            if !names.contains(&output) {
+                return Err(Error::Mismatch(format!(
+                    "fit monitors {} but the loss has no output `{output}` (its outputs: {})",
+                    monitor.name(),
+                    if names.is_empty() {
+                        "none named".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+        }
+        let needs_validation = monitor.needs_validation();
         if needs_validation && validation.is_none() {
             return Err(Error::Mismatch(format!(
                 "fit monitors {} but has no validation data: pass a validation set or set validation_split",
@@ -774,6 +875,10 @@ where
     let mut train_counts =
         metric_counts::<T, M, Y>(&config.metrics, train.targets(), loss.outputs())?;
     let mut val_counts = train_counts.clone();
+    // Each output's figures, for a loss of several.
+    let names = loss.output_names();
+    let mut train_outputs = vec![OutputScore::default(); names.len()];
+    let mut val_outputs = train_outputs.clone();
     // The built-ins, then the caller's callbacks, in the order they run.
     let mut schedule = config
         .schedule
@@ -861,9 +966,11 @@ where
                 &mut callbacks,
                 train_counts.as_mut(),
                 shared.as_deref(),
+                (names, &mut train_outputs),
             )?;
             // The backup holds every rank's sums so far: rank 0 carries them.
             if !root {
+                train_outputs.fill(OutputScore::default());
                 at.sums = Sums {
                     batch: at.sums.batch,
                     norms: at.sums.norms,
@@ -891,6 +998,7 @@ where
             if let Some(counts) = &mut train_counts {
                 counts.reset();
             }
+            train_outputs.fill(OutputScore::default());
             Sums::default()
         };
         batches.skip_batches(sums.batch);
@@ -943,6 +1051,10 @@ where
             if let (Some(counts), Some(labels), true) = (&mut train_counts, Y::labels(y), counted) {
                 counts.add(fit.model.last_output(), labels, width);
             }
+            if batch > 0 && !names.is_empty() {
+                let output = fit.model.last_output();
+                loss.score_outputs(output, y, layout::<T, M>(batch), &mut train_outputs)?;
+            }
             let log = BatchLog {
                 epoch,
                 batch: index,
@@ -969,8 +1081,9 @@ where
                     // all of them (a resumed rank 0 carries them, the others start at 0).
                     let mut at = Position { epoch, sums };
                     let mut counts = train_counts.clone();
+                    let mut outputs = train_outputs.clone();
                     if let Some(comm) = comm {
-                        sum_epoch(comm, &mut at.sums, counts.as_mut())?;
+                        sum_epoch(comm, &mut at.sums, counts.as_mut(), &mut outputs)?;
                     }
                     if root {
                         back_up(
@@ -981,6 +1094,7 @@ where
                             optimizer,
                             &callbacks,
                             counts.as_ref(),
+                            &outputs,
                         )?;
                     }
                 }
@@ -994,7 +1108,7 @@ where
             };
         }
         if let Some(comm) = comm {
-            sum_epoch(comm, &mut sums, train_counts.as_mut())?;
+            sum_epoch(comm, &mut sums, train_counts.as_mut(), &mut train_outputs)?;
             agree(comm, &[("the parameters", fit.model.state().params_hash())]).map_err(|_| {
                 Error::Distributed(format!(
                     "the ranks' parameters differ after epoch {epoch}: the communicator's \
@@ -1004,8 +1118,26 @@ where
         }
         let bs = config.batch_size;
         let scored = validation
-            .map(|v| evaluate_counting(fit.model, v, loss, bs, val_counts.as_mut(), comm))
+            .map(|v| {
+                let counts = val_counts.as_mut();
+                evaluate_counting(fit.model, v, loss, bs, counts, comm, &mut val_outputs)
+            })
             .transpose()?;
+        let samples = sums.samples.max(1) as f64;
+        let outputs = names
+            .iter()
+            .zip(&train_outputs)
+            .zip(&val_outputs)
+            .map(|((&name, train), val)| OutputLog {
+                name,
+                loss: train.loss / samples,
+                accuracy: (train.counted > 0.0).then(|| train.correct / train.counted),
+                val_loss: scored.map(|s| val.loss / s.samples.max(1) as f64),
+                val_accuracy: scored
+                    .filter(|_| val.counted > 0.0)
+                    .map(|_| val.correct / val.counted),
+            })
+            .collect();
         let log = EpochLog {
             epoch,
             loss: sums.total / sums.samples.max(1) as f64,
@@ -1019,8 +1151,9 @@ where
             f1_macro: train_counts.as_ref().and_then(MetricCounts::f1_macro),
             val_f1_macro: scored.and_then(|s| s.f1_macro),
             seconds: started.elapsed().as_secs_f64(),
+            outputs,
         };
-        fit.history.epochs.push(log);
+        fit.history.epochs.push(log.clone());
         for callback in callbacks.iter_mut() {
             callback.on_epoch_end(&log, &mut fit)?;
         }
@@ -1033,7 +1166,17 @@ where
                 epoch: epoch + 1,
                 sums: Sums::default(),
             };
-            back_up(backup, &fingerprint, &at, &fit, optimizer, &callbacks, None)?;
+            let cleared = vec![OutputScore::default(); names.len()];
+            back_up(
+                backup,
+                &fingerprint,
+                &at,
+                &fit,
+                optimizer,
+                &callbacks,
+                None,
+                &cleared,
+            )?;
         }
     }
     for callback in callbacks.iter_mut() {
@@ -1058,7 +1201,9 @@ fn sum_epoch(
     comm: &dyn Communicator,
     sums: &mut Sums,
     counts: Option<&mut MetricCounts>,
+    outputs: &mut [OutputScore],
 ) -> Result<()> {
+    sum_scores(comm, outputs)?;
     let mut totals = [
         sums.total,
         sums.samples as f64,
@@ -1073,6 +1218,26 @@ fn sum_epoch(
     sums.counted = counted as usize;
     if let Some(counts) = counts {
         sum_counts(comm, counts)?;
+    }
+    Ok(())
+}
+
+/// Sums each output's scores across ranks.
+fn sum_scores(comm: &dyn Communicator, outputs: &mut [OutputScore]) -> Result<()> {
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let mut flat: Vec<f64> = outputs
+        .iter()
+        .flat_map(|o| [o.loss, o.correct, o.counted])
+        .collect();
+    sum_in_place(comm, &mut flat)?;
+    for (o, v) in outputs.iter_mut().zip(flat.chunks_exact(3)) {
+        *o = OutputScore {
+            loss: v[0],
+            correct: v[1],
+            counted: v[2],
+        };
     }
     Ok(())
 }
@@ -1186,6 +1351,7 @@ fn back_up<T: Float, M: Model<T>, O: Optimizer<T>>(
     optimizer: &O,
     callbacks: &[&mut dyn Callback<T, M>],
     train_counts: Option<&MetricCounts>,
+    outputs: &[OutputScore],
 ) -> Result<()> {
     let mut state = ResumeState::new();
     state.set_scope("fit/");
@@ -1209,6 +1375,12 @@ fn back_up<T: Float, M: Model<T>, O: Optimizer<T>>(
     if let Some(counts) = train_counts {
         state.put_counts("metric_counts", &counts.to_counts());
     }
+    state.put_count("outputs", outputs.len() as u64);
+    for (k, score) in outputs.iter().enumerate() {
+        state.put_number(&format!("outputs/{k}/loss"), score.loss);
+        state.put_number(&format!("outputs/{k}/correct"), score.correct);
+        state.put_number(&format!("outputs/{k}/counted"), score.counted);
+    }
     let history = &*fit.history;
     state.put_count("history", history.epochs.len() as u64);
     state.put_count("stopped_early", u64::from(history.stopped_early));
@@ -1218,6 +1390,13 @@ fn back_up<T: Float, M: Model<T>, O: Optimizer<T>>(
     for (i, log) in history.epochs.iter().enumerate() {
         for (field, value) in EPOCH_FIELDS.iter().zip(epoch_fields(log)) {
             state.put_optional(&format!("history/{i}/{field}"), value);
+        }
+        for (k, output) in log.outputs.iter().enumerate() {
+            let key = |field: &str| format!("history/{i}/outputs/{k}/{field}");
+            state.put_number(&key("loss"), output.loss);
+            state.put_optional(&key("accuracy"), output.accuracy);
+            state.put_optional(&key("val_loss"), output.val_loss);
+            state.put_optional(&key("val_accuracy"), output.val_accuracy);
         }
     }
     state.set_scope("optimizer/");
@@ -1242,6 +1421,7 @@ fn restore<T: Float, M: Model<T>, O: Optimizer<T>>(
     callbacks: &mut [&mut dyn Callback<T, M>],
     train_counts: Option<&mut MetricCounts>,
     bytes: Option<&[u8]>,
+    (names, outputs): (&[&'static str], &mut [OutputScore]),
 ) -> Result<Position> {
     let path = &backup.path;
     let (mut state, model) = fit.model.state().read_backup(M::SPEC, path, bytes)?;
@@ -1287,9 +1467,34 @@ fn restore<T: Float, M: Model<T>, O: Optimizer<T>>(
             "the history does not match the epoch reached",
         ));
     }
+    // A backup of a model with several outputs holds each one's figures.
+    if state.size("outputs")? != names.len() {
+        return Err(Error::format(
+            path,
+            "the backup's outputs do not match the loss's",
+        ));
+    }
+    for (k, score) in outputs.iter_mut().enumerate() {
+        *score = OutputScore {
+            loss: state.number(&format!("outputs/{k}/loss"))?,
+            correct: state.number(&format!("outputs/{k}/correct"))?,
+            counted: state.number(&format!("outputs/{k}/counted"))?,
+        };
+    }
     for epoch in 0..epochs {
         let field = |name: &str| state.optional_number(&format!("history/{epoch}/{name}"));
         let required = |name: &str| state.number(&format!("history/{epoch}/{name}"));
+        let mut logs = Vec::with_capacity(names.len());
+        for (k, &name) in names.iter().enumerate() {
+            let key = |field: &str| format!("history/{epoch}/outputs/{k}/{field}");
+            logs.push(OutputLog {
+                name,
+                loss: state.number(&key("loss"))?,
+                accuracy: state.optional_number(&key("accuracy")),
+                val_loss: state.optional_number(&key("val_loss")),
+                val_accuracy: state.optional_number(&key("val_accuracy")),
+            });
+        }
         history.epochs.push(EpochLog {
             epoch,
             loss: required("loss")?,
@@ -1303,6 +1508,7 @@ fn restore<T: Float, M: Model<T>, O: Optimizer<T>>(
             f1_macro: field("f1_macro"),
             val_f1_macro: field("val_f1_macro"),
             seconds: required("seconds")?,
+            outputs: logs,
         });
     }
     let learning_rate = state.number("learning_rate")?;

@@ -75,6 +75,19 @@ fn metrics(log: &EpochLog) -> String {
     if let Some(norm) = log.grad_norm {
         text.push_str(&format!("  grad_norm {norm:.4}"));
     }
+    // Each output of a model with several, as Keras writes them.
+    for o in &log.outputs {
+        text.push_str(&format!("  {}_loss {:.4}", o.name, o.loss));
+        if let Some(a) = o.accuracy {
+            text.push_str(&format!("  {}_accuracy {a:.4}", o.name));
+        }
+        if let Some(v) = o.val_loss {
+            text.push_str(&format!("  val_{}_loss {v:.4}", o.name));
+        }
+        if let Some(a) = o.val_accuracy {
+            text.push_str(&format!("  val_{}_accuracy {a:.4}", o.name));
+        }
+    }
     text
 }
 
