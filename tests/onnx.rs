@@ -349,6 +349,26 @@ kiln::model! {
     }
 }
 kiln::model! {
+    /// The two-headed network for 28x28 MNIST digits.
+    pub struct MnistTasks {
+        inputs: { image: [784] },
+        trunk: image >> { Dense(256), Relu, Dropout(0.2), Dense(128), Relu },
+        outputs: { digit: trunk >> Dense(10), big: trunk >> Dense(2) },
+    }
+}
+kiln::model! {
+    /// Two inputs taken out of the packed one, merged three ways, two outputs.
+    pub struct Graph {
+        inputs: { image: [2, 6, 6], meta: [3] },
+        trunk: image >> { Conv2d(3, kernel = 3), Relu, GlobalAvgPool },
+        joined: Concat(trunk, meta) >> { Dense(8), Tanh },
+        gate: meta >> { Dense(8), Sigmoid },
+        mixed: Mul(joined, gate),
+        both: Add(mixed, joined),
+        outputs: { first: both >> Dense(4), second: Concat(first, meta) >> Dense(2) },
+    }
+}
+kiln::model! {
     /// Something the exporter does not cover: a model used as a layer.
     pub struct Nested {
         input: [8, 4],
@@ -432,6 +452,8 @@ fn exports() -> Vec<Export> {
         export::<CharTransformer>(false),
         export::<Attending>(false),
         export::<Bidirectional>(false),
+        export::<MnistTasks>(false),
+        export::<Graph>(false),
         export::<Line>(false),
         export::<Logistic>(false),
         export::<DigitNet>(false),
@@ -553,6 +575,7 @@ fn the_models_here_are_the_examples_models() {
         ("inception_fashion", vec!["InceptionNet"]),
         ("sequence_sum", vec!["BitCounter"]),
         ("char_lm", vec!["CharLstm", "CharTransformer"]),
+        ("multitask_mnist", vec!["MnistTasks"]),
     ];
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     for (example, models) in examples {

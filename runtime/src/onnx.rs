@@ -31,6 +31,7 @@
 //! | `Rnn`, `Lstm`, `Gru` | `RNN`, `LSTM`, `GRU` (sequence-major, between `Transpose`s; PyTorch's gate blocks reordered by `Slice` and `Concat`; GRU with `linear_before_reset = 1`); bidirectional: `direction = "bidirectional"`, both directions' weights stacked |
 //! | `LastStep` | `Slice` of the last step |
 //! | `Transpose` | `Transpose` (`perm = [0, 2, 1]`) |
+//! | a graph's inputs and outputs | `Slice` of each input's columns from the packed input; `Concat` of the outputs into the packed output (one `input` and one `output`, packed as the model packs them) |
 //! | `Embedding` | `Cast` of the ids to int64, then `Gather` |
 //! | `PositionalEmbedding` | `Add` of the table |
 //! | `LayerNorm` | `LayerNormalization` (last axis) |
