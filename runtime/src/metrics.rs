@@ -3,11 +3,64 @@
 //! scikit-learn's `classification_report` prints it.
 //!
 //! A class with no predictions has precision 0, one with no samples recall 0, and F1 is
-//! 0 when both are 0 (scikit-learn's `zero_division=0`).
+//! 0 when both are 0 (scikit-learn's `zero_division=0`). For scores of a binary
+//! outcome (a click), [`roc_auc`] ranks them.
 
 use core::fmt;
 
-use crate::{Error, Result};
+use crate::{Error, Float, Result};
+
+/// The area under the ROC curve of `scores` for binary `labels` (`true` for a positive):
+/// the probability that a positive drawn at random scores above a negative drawn at
+/// random, a tie counting one half (scikit-learn's `roc_auc_score`). Scores may be
+/// logits or probabilities: only their order counts.
+///
+/// ```
+/// use kiln_runtime::metrics::roc_auc;
+/// let auc = roc_auc(&[0.1_f32, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
+/// assert_eq!(auc, 0.75);
+/// assert!(roc_auc(&[0.5_f32], &[true]).is_err()); // no negative
+/// ```
+///
+/// # Errors
+/// [`Error::Mismatch`] if the lengths differ, if there is no positive or no negative,
+/// or if a score is NaN.
+pub fn roc_auc<T: Float>(scores: &[T], labels: &[bool]) -> Result<f64> {
+    if scores.len() != labels.len() {
+        return Err(Error::Mismatch(format!(
+            "{} scores for {} labels",
+            scores.len(),
+            labels.len()
+        )));
+    }
+    if let Some(i) = scores.iter().position(|s| s.to_f64().is_nan()) {
+        return Err(Error::Mismatch(format!("score {i} is NaN")));
+    }
+    let positives = labels.iter().filter(|&&l| l).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return Err(Error::Mismatch(
+            "the area under the ROC curve needs positives and negatives".into(),
+        ));
+    }
+    // Mann-Whitney: the ranks of the positives among all scores, ties at their mean.
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].to_f64().total_cmp(&scores[b].to_f64()));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        // Ranks i + 1 ..= j + 1, each worth their mean.
+        let rank = (i + j + 2) as f64 / 2.0;
+        rank_sum += rank * order[i..=j].iter().filter(|&&k| labels[k]).count() as f64;
+        i = j + 1;
+    }
+    let (p, n) = (positives as f64, negatives as f64);
+    Ok((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
 
 /// Counts of (true class, predicted class) pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,6 +464,45 @@ fn zeroed<C: Clone + Default>(len: usize) -> Option<Vec<C>> {
     counts.try_reserve_exact(len).ok()?;
     counts.resize(len, C::default());
     Some(counts)
+}
+
+#[cfg(test)]
+mod auc_tests {
+    use super::roc_auc;
+
+    /// Against the definition: the share of (positive, negative) pairs ordered right,
+    /// ties one half, over every pair.
+    #[test]
+    fn auc_counts_ordered_pairs_and_halves_ties() {
+        let scores = [0.3f64, 0.3, 0.9, 0.1, 0.5, 0.5, 0.7, 0.2, 0.3];
+        let labels = [true, false, true, false, true, false, false, true, true];
+        let mut pairs = 0.0;
+        let mut count = 0.0;
+        let of = |positive: bool| {
+            scores
+                .iter()
+                .zip(labels)
+                .filter(move |pair| pair.1 == positive)
+                .map(|(&s, _)| s)
+        };
+        for si in of(true) {
+            for sj in of(false) {
+                count += 1.0;
+                pairs += if si > sj {
+                    1.0
+                } else if si == sj {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        assert!((roc_auc(&scores, &labels).unwrap() - pairs / count).abs() < 1e-15);
+        assert_eq!(roc_auc(&[1.0f64, 2.0], &[false, true]).unwrap(), 1.0);
+        assert_eq!(roc_auc(&[1.0f64, 1.0], &[false, true]).unwrap(), 0.5);
+        assert!(roc_auc(&[f64::NAN, 1.0], &[false, true]).is_err());
+        assert!(roc_auc(&[1.0f64], &[false, true]).is_err());
+    }
 }
 
 #[cfg(test)]
