@@ -155,6 +155,12 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
             None => (None, None),
         };
         let reads_input = matches!(from, Some(From::One(Ref::Input(_))));
+        if is_output && item.is_none() && reads_input {
+            checker.push(
+                span,
+                format!("output `{name}` is an input: an output is computed by at least one layer"),
+            );
+        }
         let (layer, shape) = match &item {
             Some(item) => {
                 check_tokens(item, reads_input, checker);
@@ -208,6 +214,15 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
     }
     // With any error, `nodes` may lack a node whose source failed: stop here.
     if nodes.len() != walk.node_shapes.len() {
+        return None;
+    }
+    // Rule: the model computes something.
+    let merges = nodes.iter().any(|n| matches!(n.from, From::Merge { .. }));
+    if !merges && layers.iter().all(|layer| !layer.op.computes()) {
+        checker.push(
+            def.name.span(),
+            "the model computes nothing: its layers only pass the inputs on",
+        );
         return None;
     }
     let inputs: Vec<Vec<usize>> = walk.input_shapes.into_iter().collect::<Option<_>>()?;
