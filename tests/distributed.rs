@@ -36,6 +36,58 @@ kiln::model! {
     struct Seq { input: [5, 3], lstm: Lstm(6), LastStep, drop: Dropout(0.2), out: Dense(3) }
 }
 
+kiln::model! {
+    /// Two inputs out of the six features, two heads.
+    struct Heads {
+        inputs: { a: [4], b: [2] },
+        joined: Concat(a, b) >> { Dense(12), Tanh, Dropout(0.2) },
+        outputs: { class: joined >> Dense(3), parity: joined >> Dense(2) },
+    }
+}
+
+/// The six-feature data with both heads' labels: the class, and its parity.
+fn heads_data(n: usize, salt: u64) -> Dataset<f64, Shape1<6>> {
+    let plain = data::<f64, Shape1<6>>(n, salt);
+    let targets: Vec<usize> = plain.targets().iter().flat_map(|&c| [c, c % 2]).collect();
+    Dataset::new(plain.features().as_slice().to_vec(), targets, Some(3)).unwrap()
+}
+
+/// A two-input, two-output model: its history holds each output's figures, which the
+/// ranks sum as they sum the total.
+fn train_heads(config: FitConfig) -> Result<Run> {
+    let (train, validation) = (heads_data(TRAIN, 1), heads_data(VALIDATION, 2));
+    let mut model = Heads::<f64>::new(8);
+    let loss = HeadsOutputs {
+        class: CrossEntropy::default(),
+        parity: CrossEntropy::default().weight(0.5),
+    };
+    let config = config.metrics(&[]);
+    let history = model.fit(
+        &train,
+        Some(&validation),
+        &loss,
+        &mut Adam::new(0.01),
+        &config,
+    )?;
+    let mut logs = Vec::new();
+    for e in &history.epochs {
+        logs.extend([e.loss, e.val_loss.unwrap()]);
+        for o in &e.outputs {
+            logs.extend([
+                o.loss,
+                o.accuracy.unwrap(),
+                o.val_loss.unwrap(),
+                o.val_accuracy.unwrap(),
+            ]);
+        }
+    }
+    assert_eq!(logs.len(), EPOCHS * 10);
+    Ok(Run {
+        params: model.params().as_slice().to_vec(),
+        history: logs,
+    })
+}
+
 /// Per-rank batch; one process trains at twice this.
 const BATCH: usize = 8;
 /// 97 = 6 global batches of 16 and one of a single sample, which leaves rank 0 with
@@ -187,6 +239,7 @@ fn run_case(case: &str, comm: Option<&Mpi>, how: How<'_>, checkpoint: &Path) -> 
         }
         "cnn_f64" => train::<f64, Cnn<f64>, _>(4, Sgd::new(0.05).momentum(0.9), &config, how),
         "lstm_f64" => train::<f64, Seq<f64>, _>(6, Adam::new(0.01), &config, how),
+        "heads_f64" => train_heads(config),
         "disagree" => {
             let config = if rank == 1 { config.seed(6) } else { config };
             train::<f32, Mlp<f32>, _>(3, Adam::new(0.01), &config, how)
@@ -465,6 +518,11 @@ fn a_cnn_with_dropout_draws_the_one_process_masks() {
 #[test]
 fn an_lstm_with_dropout_on_two_ranks_steps_as_one_process() {
     equivalent("lstm_f64", &[], 1e-12, None);
+}
+
+#[test]
+fn a_two_output_model_on_two_ranks_reports_each_output_as_one_process() {
+    equivalent("heads_f64", &[], 1e-12, None);
 }
 
 #[test]
