@@ -130,10 +130,37 @@ pub fn emit_fallback(def: &ModelDef) -> TokenStream {
     let ModelDef {
         attrs, vis, name, ..
     } = def;
-    quote! {
+    let mut tokens = quote! {
         #(#attrs)*
         #vis struct #name<T = ::core::primitive::f32>(::core::marker::PhantomData<T>);
+    };
+    // A graph's structs of inputs and outputs too, with the fields as written, so that
+    // code building them reports nothing more.
+    if let Some(graph) = &def.graph {
+        let inputs = quote::format_ident!("{}Inputs", name);
+        let outputs = quote::format_ident!("{}Outputs", name);
+        let fields = |names: Vec<&syn::Ident>| -> (Vec<syn::Ident>, Vec<syn::Ident>) {
+            let mut seen: Vec<String> = Vec::new();
+            let mut kept = Vec::new();
+            for n in names {
+                if !seen.contains(&n.to_string()) {
+                    seen.push(n.to_string());
+                    kept.push(n.clone());
+                }
+            }
+            let params = (0..kept.len())
+                .map(|k| quote::format_ident!("P{k}"))
+                .collect();
+            (kept, params)
+        };
+        let (in_fields, in_params) = fields(graph.inputs.iter().map(|(n, _)| n).collect());
+        let (out_fields, out_params) = fields(graph.outputs.iter().map(|n| &n.name).collect());
+        tokens.extend(quote! {
+            #vis struct #inputs<#(#in_params),*> { #(pub #in_fields: #in_params,)* }
+            #vis struct #outputs<#(#out_params),*> { #(pub #out_fields: #out_params,)* }
+        });
     }
+    tokens
 }
 
 /// How a parameter or buffer starts.
