@@ -76,6 +76,99 @@ pub fn outputs_loss<T: Float, Y: Copy + 'static>(
             "the losses of a model's outputs must share one reduction (all mean or all sum)".into(),
         ));
     }
+    let mut grads = take::<T>(1);
+    let mut total = T::ZERO;
+    let (stride, _) = strides(ports, losses);
+    let result = each_part(ports, losses, output, target, layout, |part| {
+        let grad = grad_output.is_some().then(|| {
+            grads.clear();
+            grads.resize(part.values.len(), T::ZERO);
+            &mut grads[..]
+        });
+        total += part
+            .loss
+            .evaluate(part.values, part.targets, part.layout, grad)?;
+        if let Some(grad_output) = grad_output.as_deref_mut() {
+            let (offset, size) = (part.offset, part.port.size);
+            for (row, g) in grad_output
+                .chunks_exact_mut(stride)
+                .zip(grads.chunks_exact(size))
+            {
+                row[offset..offset + size].copy_from_slice(g);
+            }
+        }
+        Ok(())
+    });
+    keep(1, grads);
+    result.map(|()| total)
+}
+
+/// Adds each output's loss (`losses[k]` on its part, times the batch) and, for class
+/// labels, its correct and counted predictions to `scores[k]`: what `fit` reports per
+/// output. The parts are gathered as [`outputs_loss`] gathers them.
+///
+/// # Errors
+/// As [`outputs_loss`], and [`Error::Mismatch`] if `scores` is not one per output.
+pub fn score_outputs<T: Float, Y: Target>(
+    ports: &[Port],
+    losses: &[&dyn Loss<T, Target = [Y]>],
+    output: &[T],
+    target: &[Y],
+    layout: OutputLayout,
+    scores: &mut [OutputScore],
+) -> Result<()> {
+    if scores.len() != ports.len() {
+        return Err(Error::Mismatch(format!(
+            "{} scores for {} outputs",
+            scores.len(),
+            ports.len()
+        )));
+    }
+    let batch = layout.batch;
+    each_part(ports, losses, output, target, layout, |part| {
+        let value = part
+            .loss
+            .evaluate(part.values, part.targets, part.layout, None)?;
+        let score = &mut scores[part.index];
+        score.loss += value.to_f64() * batch as f64;
+        let width = part.port.width;
+        if let Some((c, n)) = Y::correct(part.values, part.targets, width)
+            .filter(|_| part.loss.targets_per_row(width) == 1)
+        {
+            score.correct += c as f64;
+            score.counted += n as f64;
+        }
+        Ok(())
+    })
+}
+
+/// One output's part of a batch, as [`each_part`] gives it.
+struct Part<'a, T, Y> {
+    index: usize,
+    port: &'a Port,
+    loss: &'a dyn Loss<T, Target = [Y]>,
+    /// Where the output starts in each sample of the packed output.
+    offset: usize,
+    values: &'a [T],
+    targets: &'a [Y],
+    layout: OutputLayout,
+}
+
+/// Calls `f` on each output's part of a batch of packed outputs and targets: its
+/// values and targets gathered into per-thread buffers (which grow once), and its
+/// layout.
+///
+/// # Errors
+/// [`Error::Mismatch`] if `output` is not `layout.batch` samples of the outputs,
+/// [`Error::TargetLength`] if `target` is not their targets; what `f` returns.
+fn each_part<T: Float, Y: Copy + 'static>(
+    ports: &[Port],
+    losses: &[&dyn Loss<T, Target = [Y]>],
+    output: &[T],
+    target: &[Y],
+    layout: OutputLayout,
+    mut f: impl FnMut(Part<'_, T, Y>) -> Result<()>,
+) -> Result<()> {
     let batch = layout.batch;
     let (stride, targets) = strides(ports, losses);
     if output.len() != batch * stride {
@@ -90,10 +183,10 @@ pub fn outputs_loss<T: Float, Y: Copy + 'static>(
             actual: target.len(),
         });
     }
-    let (mut values, mut grads, mut part_targets) = (take::<T>(0), take::<T>(1), take::<Y>(2));
-    let mut total = T::ZERO;
+    let (mut values, mut part_targets) = (take::<T>(0), take::<Y>(2));
     let (mut offset, mut target_offset) = (0, 0);
-    for (port, loss) in ports.iter().zip(losses) {
+    let mut result = Ok(());
+    for (index, (port, &loss)) in ports.iter().zip(losses).enumerate() {
         let count = loss.targets_per_row(port.width) * (port.size / port.width);
         gather(&mut values, output, batch, stride, offset, port.size);
         gather(
@@ -104,87 +197,27 @@ pub fn outputs_loss<T: Float, Y: Copy + 'static>(
             target_offset,
             count,
         );
-        let part_layout = OutputLayout {
-            batch,
-            width: port.width,
-        };
-        let grad = grad_output.is_some().then(|| {
-            grads.clear();
-            grads.resize(values.len(), T::ZERO);
-            &mut grads[..]
+        result = f(Part {
+            index,
+            port,
+            loss,
+            offset,
+            values: &values,
+            targets: &part_targets,
+            layout: OutputLayout {
+                batch,
+                width: port.width,
+            },
         });
-        total += loss.evaluate(&values, &part_targets, part_layout, grad)?;
-        if let Some(grad_output) = grad_output.as_deref_mut() {
-            for (row, g) in grad_output
-                .chunks_exact_mut(stride)
-                .zip(grads.chunks_exact(port.size))
-            {
-                row[offset..offset + port.size].copy_from_slice(g);
-            }
-        }
-        offset += port.size;
-        target_offset += count;
-    }
-    keep(0, values);
-    keep(1, grads);
-    keep(2, part_targets);
-    Ok(total)
-}
-
-/// Adds each output's loss (`losses[k]` on its part, times the batch) and, for class
-/// labels, its correct and counted predictions to `scores[k]`: what `fit` reports per
-/// output. The parts are gathered as [`outputs_loss`] gathers them.
-///
-/// # Errors
-/// As [`outputs_loss`].
-pub fn score_outputs<T: Float, Y: Target>(
-    ports: &[Port],
-    losses: &[&dyn Loss<T, Target = [Y]>],
-    output: &[T],
-    target: &[Y],
-    layout: OutputLayout,
-    scores: &mut [OutputScore],
-) -> Result<()> {
-    let batch = layout.batch;
-    let (stride, targets) = strides(ports, losses);
-    if output.len() != batch * stride || target.len() != batch * targets {
-        return Err(Error::TargetLength {
-            expected: batch * targets,
-            actual: target.len(),
-        });
-    }
-    let (mut values, mut part_targets) = (take::<T>(0), take::<Y>(2));
-    let (mut offset, mut target_offset) = (0, 0);
-    for ((port, loss), score) in ports.iter().zip(losses).zip(scores.iter_mut()) {
-        let per_row = loss.targets_per_row(port.width);
-        let count = per_row * (port.size / port.width);
-        gather(&mut values, output, batch, stride, offset, port.size);
-        gather(
-            &mut part_targets,
-            target,
-            batch,
-            targets,
-            target_offset,
-            count,
-        );
-        let part_layout = OutputLayout {
-            batch,
-            width: port.width,
-        };
-        let value = loss.evaluate(&values, &part_targets, part_layout, None)?;
-        score.loss += value.to_f64() * batch as f64;
-        if let Some((c, n)) =
-            Y::correct(&values, &part_targets, port.width).filter(|_| per_row == 1)
-        {
-            score.correct += c as f64;
-            score.counted += n as f64;
+        if result.is_err() {
+            break;
         }
         offset += port.size;
         target_offset += count;
     }
     keep(0, values);
     keep(2, part_targets);
-    Ok(())
+    result
 }
 
 /// Each output of a model scored on `data` (in batches of `batch_size`, dropout off):

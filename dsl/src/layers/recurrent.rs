@@ -411,7 +411,14 @@ impl Step for RecurrentStep {
     }
 }
 
-struct LastStep;
+/// `LastStep` and `Transpose`: layers that move the rows of a `[rows, cols]` sample.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// `[steps, width]` to `[width]`: the last step.
+    LastStep,
+    /// `[rows, cols]` to `[cols, rows]`.
+    Transpose,
+}
 
 fn check_last_step(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let input = call.input.as_ref()?;
@@ -427,90 +434,8 @@ fn check_last_step(checker: &mut Checker, call: &Call) -> Option<Checked> {
         );
         return None;
     }
-    Some((Box::new(LastStep), vec![input[1]]))
+    Some((Box::new(Rows::LastStep), vec![input[1]]))
 }
-
-impl Op for LastStep {
-    fn flops(&self, _: &Layer) -> u64 {
-        0
-    }
-
-    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
-        let output = plan.node(size(&layer.output));
-        plan.push(LastStepStep {
-            input,
-            output,
-            steps: layer.input[0],
-            width: layer.input[1],
-        });
-        output
-    }
-}
-
-struct LastStepStep {
-    input: usize,
-    output: usize,
-    steps: usize,
-    width: usize,
-}
-
-impl Step for LastStepStep {
-    fn inputs(&self) -> Vec<usize> {
-        vec![self.input]
-    }
-
-    fn output(&self) -> usize {
-        self.output
-    }
-
-    fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
-        let (out, last) = (self.output, self.steps as i64 - 1);
-        let inputs = [temp(out, 0), ints(&[last]), ints(&[last + 1]), ints(&[1])];
-        Some(vec![
-            reshape_input(self.input, out, &[self.steps, self.width]),
-            node("Slice", &inputs, temp(out, 1), &[]),
-            node(
-                "Reshape",
-                &[temp(out, 1), ints(&[-1, self.width as i64])],
-                value_node(out),
-                &[],
-            ),
-        ])
-    }
-
-    fn forward(&self) -> TokenStream {
-        let LastStepStep {
-            input,
-            output,
-            steps,
-            width,
-        } = self;
-        quote! {
-            {
-                let io = ws.forward_io(#input, #output, ::core::option::Option::None);
-                ::kiln::__private::layers::last_step_forward::<T>(io.output, io.input, #steps, #width, batch);
-            }
-        }
-    }
-
-    fn backward(&self, flow: &mut GradFlow) -> TokenStream {
-        let LastStepStep {
-            input,
-            output,
-            steps,
-            width,
-        } = self;
-        let accum = flow.accum_or_replace(*input);
-        quote! {
-            {
-                let io = ws.backward_io(#input, #output, ::core::option::Option::None);
-                ::kiln::__private::layers::last_step_backward::<T>(io.grad_input, #accum, io.grad_output, #steps, #width, batch);
-            }
-        }
-    }
-}
-
-struct Transpose;
 
 fn check_transpose(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let input = call.input.as_ref()?;
@@ -526,17 +451,18 @@ fn check_transpose(checker: &mut Checker, call: &Call) -> Option<Checked> {
         );
         return None;
     }
-    Some((Box::new(Transpose), vec![input[1], input[0]]))
+    Some((Box::new(Rows::Transpose), vec![input[1], input[0]]))
 }
 
-impl Op for Transpose {
+impl Op for Rows {
     fn flops(&self, _: &Layer) -> u64 {
         0
     }
 
     fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
         let output = plan.node(size(&layer.output));
-        plan.push(TransposeStep {
+        plan.push(RowsStep {
+            kind: *self,
             input,
             output,
             rows: layer.input[0],
@@ -546,14 +472,15 @@ impl Op for Transpose {
     }
 }
 
-struct TransposeStep {
+struct RowsStep {
+    kind: Rows,
     input: usize,
     output: usize,
     rows: usize,
     cols: usize,
 }
 
-impl Step for TransposeStep {
+impl Step for RowsStep {
     fn inputs(&self) -> Vec<usize> {
         vec![self.input]
     }
@@ -564,40 +491,65 @@ impl Step for TransposeStep {
 
     fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
         let out = self.output;
-        let perm = [attr_ints("perm", &[0, 2, 1])];
-        Some(vec![
-            reshape_input(self.input, out, &[self.rows, self.cols]),
-            node("Transpose", &[temp(out, 0)], value_node(out), &perm),
-        ])
+        let mut nodes = vec![reshape_input(self.input, out, &[self.rows, self.cols])];
+        match self.kind {
+            Rows::LastStep => {
+                let last = self.rows as i64 - 1;
+                let inputs = [temp(out, 0), ints(&[last]), ints(&[last + 1]), ints(&[1])];
+                nodes.push(node("Slice", &inputs, temp(out, 1), &[]));
+                let shape = ints(&[-1, self.cols as i64]);
+                nodes.push(node(
+                    "Reshape",
+                    &[temp(out, 1), shape],
+                    value_node(out),
+                    &[],
+                ));
+            }
+            Rows::Transpose => {
+                let perm = [attr_ints("perm", &[0, 2, 1])];
+                nodes.push(node("Transpose", &[temp(out, 0)], value_node(out), &perm));
+            }
+        }
+        Some(nodes)
     }
 
     fn forward(&self) -> TokenStream {
-        let TransposeStep {
+        let RowsStep {
             input,
             output,
             rows,
             cols,
+            ..
         } = self;
+        let kernel = match self.kind {
+            Rows::LastStep => quote!(last_step_forward),
+            Rows::Transpose => quote!(transpose_forward),
+        };
         quote! {
             {
                 let io = ws.forward_io(#input, #output, ::core::option::Option::None);
-                ::kiln::__private::layers::transpose_forward::<T>(io.output, io.input, #rows, #cols, batch);
+                ::kiln::__private::layers::#kernel::<T>(io.output, io.input, #rows, #cols, batch);
             }
         }
     }
 
     fn backward(&self, flow: &mut GradFlow) -> TokenStream {
-        let TransposeStep {
+        let RowsStep {
             input,
             output,
             rows,
             cols,
+            ..
         } = self;
         let accum = flow.accum_or_replace(*input);
+        let kernel = match self.kind {
+            Rows::LastStep => quote!(last_step_backward),
+            Rows::Transpose => quote!(transpose_backward),
+        };
         quote! {
             {
                 let io = ws.backward_io(#input, #output, ::core::option::Option::None);
-                ::kiln::__private::layers::transpose_backward::<T>(io.grad_input, #accum, io.grad_output, #rows, #cols, batch);
+                ::kiln::__private::layers::#kernel::<T>(io.grad_input, #accum, io.grad_output, #rows, #cols, batch);
             }
         }
     }

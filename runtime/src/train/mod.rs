@@ -554,7 +554,9 @@ where
         if let (Some(counts), Some(labels)) = (counts.as_deref_mut(), Y::labels(y)) {
             counts.add(output, labels, width);
         }
-        loss.score_outputs(output, y, layout::<T, M>(batch), outputs)?;
+        if !outputs.is_empty() {
+            loss.score_outputs(output, y, layout::<T, M>(batch), outputs)?;
+        }
         samples += batch;
     }
     Ok(EvaluationSums([
