@@ -71,8 +71,40 @@ struct Interactions {
 }
 
 impl Interactions {
+    fn with_capacity(n: usize) -> Self {
+        Interactions {
+            users: Vec::with_capacity(n),
+            items: Vec::with_capacity(n),
+            context: Vec::with_capacity(n * CONTEXT),
+            clicks: Vec::with_capacity(n),
+            ratings: Vec::with_capacity(n),
+        }
+    }
+
     fn len(&self) -> usize {
         self.users.len()
+    }
+
+    fn context(&self, s: usize) -> &[f32] {
+        &self.context[s * CONTEXT..(s + 1) * CONTEXT]
+    }
+
+    fn push(&mut self, user: f32, item: f32, context: &[f32], click: f32, rating: f32) {
+        self.users.push(user);
+        self.items.push(item);
+        self.context.extend_from_slice(context);
+        self.clicks.push(click);
+        self.ratings.push(rating);
+    }
+
+    /// The interactions `samples`, in that order.
+    fn select(&self, samples: impl Iterator<Item = usize>) -> Self {
+        let mut out = Interactions::with_capacity(0);
+        for s in samples {
+            let (user, item) = (self.users[s], self.items[s]);
+            out.push(user, item, self.context(s), self.clicks[s], self.ratings[s]);
+        }
+        out
     }
 }
 
@@ -117,13 +149,7 @@ impl World {
     fn interactions(&self, n: usize, draws: &mut Draws) -> Interactions {
         let weights: Vec<f64> = self.popularity.iter().map(|p| (0.6 * p).exp()).collect();
         let total: f64 = weights.iter().sum();
-        let mut out = Interactions {
-            users: Vec::with_capacity(n),
-            items: Vec::with_capacity(n),
-            context: Vec::with_capacity(n * CONTEXT),
-            clicks: Vec::with_capacity(n),
-            ratings: Vec::with_capacity(n),
-        };
+        let mut out = Interactions::with_capacity(n);
         for _ in 0..n {
             let u = ((draws.uniform() * USERS as f64) as usize).min(USERS - 1);
             let mut pick = draws.uniform() * total;
@@ -141,11 +167,8 @@ impl World {
             let logit = self.click_logit(u, i, &context);
             let click = draws.uniform() < 1.0 / (1.0 + (-logit).exp());
             let rating = (3.0 + affinity + 0.3 * draws.normal()).clamp(1.0, 5.0);
-            out.users.push(u as f32);
-            out.items.push(i as f32);
-            out.context.extend(&context);
-            out.clicks.push(f32::from(u8::from(click)));
-            out.ratings.push(rating as f32);
+            let clicked = f32::from(u8::from(click));
+            out.push(u as f32, i as f32, &context, clicked, rating as f32);
         }
         out
     }
@@ -179,29 +202,15 @@ fn parse_epochs() -> Result<usize, String> {
 /// click a positive (`like` if its rating is 4 or more), and `negatives` items drawn at
 /// random for the same user and context as negatives (no click, no like).
 fn samples(clicks: &Interactions, negatives: usize, draws: &mut Draws) -> Interactions {
-    let n = clicks.len() * (1 + negatives);
-    let mut out = Interactions {
-        users: Vec::with_capacity(n),
-        items: Vec::with_capacity(n),
-        context: Vec::with_capacity(n * CONTEXT),
-        clicks: Vec::with_capacity(n),
-        ratings: Vec::with_capacity(n),
-    };
+    let mut out = Interactions::with_capacity(clicks.len() * (1 + negatives));
     for s in 0..clicks.len() {
-        let context = &clicks.context[s * CONTEXT..(s + 1) * CONTEXT];
-        for k in 0..=negatives {
-            let item = if k == 0 {
-                clicks.items[s]
-            } else {
-                random_item_except(clicks.items[s], draws)
-            };
-            out.users.push(clicks.users[s]);
-            out.items.push(item);
-            out.context.extend_from_slice(context);
-            out.clicks.push(if k == 0 { 1.0 } else { 0.0 });
-            // The like head's target: a rating of 4 or more on a click.
-            let like = k == 0 && clicks.ratings[s] >= 4.0;
-            out.ratings.push(if like { 1.0 } else { 0.0 });
+        // The like head's target: a rating of 4 or more on a click.
+        let like = f32::from(u8::from(clicks.ratings[s] >= 4.0));
+        let (user, context) = (clicks.users[s], clicks.context(s));
+        out.push(user, clicks.items[s], context, 1.0, like);
+        for _ in 0..negatives {
+            let item = random_item_except(clicks.items[s], draws);
+            out.push(user, item, context, 0.0, 0.0);
         }
     }
     out
@@ -217,39 +226,15 @@ fn random_item_except(item: f32, draws: &mut Draws) -> f32 {
     }
 }
 
-/// The clicked interactions of `all`.
-fn clicked(all: &Interactions) -> Interactions {
-    let keep: Vec<usize> = (0..all.len()).filter(|&s| all.clicks[s] > 0.5).collect();
-    Interactions {
-        users: keep.iter().map(|&s| all.users[s]).collect(),
-        items: keep.iter().map(|&s| all.items[s]).collect(),
-        context: keep
-            .iter()
-            .flat_map(|&s| all.context[s * CONTEXT..(s + 1) * CONTEXT].iter().copied())
-            .collect(),
-        clicks: keep.iter().map(|&s| all.clicks[s]).collect(),
-        ratings: keep.iter().map(|&s| all.ratings[s]).collect(),
-    }
-}
-
 fn run(epochs: usize) -> Result<(), Error> {
     // 1. The world and what users did, from a fixed seed: 300 000 items shown, of
     //    which a fifth are held out; the clicks are what a recommender learns from.
     let mut draws = Draws(0x5EED_2026_1205);
     let world = World::new(&mut draws);
     let shown = world.interactions(300_000, &mut draws);
-    let (train_clicks, test_clicks) = {
-        let all = clicked(&shown);
-        let cut = all.len() * 4 / 5;
-        let part = |range: std::ops::Range<usize>| Interactions {
-            users: all.users[range.clone()].to_vec(),
-            items: all.items[range.clone()].to_vec(),
-            context: all.context[range.start * CONTEXT..range.end * CONTEXT].to_vec(),
-            clicks: all.clicks[range.clone()].to_vec(),
-            ratings: all.ratings[range].to_vec(),
-        };
-        (part(0..cut), part(cut..all.len()))
-    };
+    let clicks = shown.select((0..shown.len()).filter(|&s| shown.clicks[s] > 0.5));
+    let cut = clicks.len() * 4 / 5;
+    let (train_clicks, test_clicks) = (clicks.select(0..cut), clicks.select(cut..clicks.len()));
     let train = samples(&train_clicks, 3, &mut draws);
     let test = samples(&test_clicks, 3, &mut draws);
     println!(
@@ -325,9 +310,8 @@ fn run(epochs: usize) -> Result<(), Error> {
     // item (exposure times the click's probability), which no model can beat.
     let oracle: Vec<f64> = (0..test.len())
         .map(|s| {
-            let context = &test.context[s * CONTEXT..(s + 1) * CONTEXT];
             let (u, i) = (test.users[s] as usize, test.items[s] as usize);
-            let logit = world.click_logit(u, i, context);
+            let logit = world.click_logit(u, i, test.context(s));
             0.6 * world.popularity[i] - (-logit).exp().ln_1p()
         })
         .collect();
@@ -344,7 +328,7 @@ fn run(epochs: usize) -> Result<(), Error> {
             *c = random_item_except(test_clicks.items[s], &mut rank_draws);
         }
         let users = [test_clicks.users[s]; 100];
-        let context: Vec<f32> = test_clicks.context[s * CONTEXT..(s + 1) * CONTEXT].repeat(100);
+        let context: Vec<f32> = test_clicks.context(s).repeat(100);
         let scores = model.infer_outputs(TwoTowerInputs {
             user: &users,
             item: &candidates,

@@ -46,26 +46,22 @@ fn argmax_data(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<usize>, Vec<usiz
     (a, b, la, lb)
 }
 
+/// [`argmax_data`] as a dataset of both heads' labels.
+fn argmax_dataset(n: usize, seed: u64) -> kiln::data::Dataset<f32, Shape1<7>> {
+    let (a, b, la, lb) = argmax_data(n, seed);
+    TwoHeads::<f32>::dataset(
+        TwoHeadsInputs { a: &a, b: &b },
+        TwoHeadsOutputs {
+            first: &la,
+            second: &lb,
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn each_head_learns_its_task_and_is_scored_on_its_own() {
-    let (a, b, la, lb) = argmax_data(4000, 1);
-    let train = TwoHeads::<f32>::dataset(
-        TwoHeadsInputs { a: &a, b: &b },
-        TwoHeadsOutputs {
-            first: &la,
-            second: &lb,
-        },
-    )
-    .unwrap();
-    let (a, b, la, lb) = argmax_data(1000, 2);
-    let test = TwoHeads::<f32>::dataset(
-        TwoHeadsInputs { a: &a, b: &b },
-        TwoHeadsOutputs {
-            first: &la,
-            second: &lb,
-        },
-    )
-    .unwrap();
+    let (train, test) = (argmax_dataset(4000, 1), argmax_dataset(1000, 2));
     let loss = TwoHeadsOutputs {
         first: CrossEntropy::default(),
         second: CrossEntropy::default().weight(0.5),
@@ -292,15 +288,7 @@ impl<M: Model<f32>> Callback<f32, M> for FailAfter {
 
 #[test]
 fn history_reports_each_output_and_callbacks_watch_any_of_them() {
-    let (a, b, la, lb) = argmax_data(600, 5);
-    let data = TwoHeads::<f32>::dataset(
-        TwoHeadsInputs { a: &a, b: &b },
-        TwoHeadsOutputs {
-            first: &la,
-            second: &lb,
-        },
-    )
-    .unwrap();
+    let data = argmax_dataset(600, 5);
     let (train, validation) = data.split(0.2, 1);
     let loss = TwoHeadsOutputs {
         first: CrossEntropy::default(),
