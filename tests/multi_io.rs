@@ -370,6 +370,29 @@ fn history_reports_each_output_and_callbacks_watch_any_of_them() {
         assert_eq!(x.loss, y.loss);
     }
     assert_eq!(resumed.params().as_slice(), model.params().as_slice());
+    // The loss of all outputs, weighted as a whole: each output's figures scale with it.
+    let doubled = kiln::loss::Weighted {
+        loss: TwoHeadsOutputs {
+            first: CrossEntropy::default(),
+            second: CrossEntropy::default().weight(0.5),
+        },
+        weight: 2.0,
+    };
+    let config = FitConfig::new(1, 16).seed(2).progress(Progress::Silent);
+    let history = TwoHeads::<f32>::new(9)
+        .fit(
+            &train,
+            Some(&validation),
+            &doubled,
+            &mut Adam::new(3e-3),
+            &config,
+        )
+        .unwrap();
+    let log = &history.epochs[0];
+    let sum: f64 = log.outputs.iter().map(|o| o.loss).sum();
+    assert!((log.loss - sum).abs() < 1e-4, "{log:?}");
+    let val: f64 = log.outputs.iter().map(|o| o.val_loss.unwrap()).sum();
+    assert!((log.val_loss.unwrap() - val).abs() < 1e-4, "{log:?}");
     // A monitor of an output the loss does not have.
     let wrong = FitConfig::new(1, 16)
         .early_stopping(EarlyStopping::new(Monitor::OutputLoss("third"), 1))

@@ -246,12 +246,12 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
             .inputs
             .iter()
             .zip(&inputs)
-            .map(|((name, _), shape)| (name.to_string(), shape.clone()))
+            .map(|((name, _), shape)| (unraw(name), shape.clone()))
             .collect(),
         outputs: outputs
             .iter()
             .zip(&output_shapes)
-            .map(|((name, _, _), shape)| (name.clone(), shape.clone()))
+            .map(|((name, _, _), shape)| (name.trim_start_matches("r#").to_string(), shape.clone()))
             .collect(),
     };
     let op = GraphOp {
@@ -289,6 +289,11 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
         }],
         ports: Some(ports),
     })
+}
+
+/// A name as written, without `r#`.
+fn unraw(ident: &syn::Ident) -> String {
+    ident.to_string().trim_start_matches("r#").to_string()
 }
 
 /// The names and shapes known so far, and which have been read.

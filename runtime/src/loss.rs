@@ -189,6 +189,22 @@ impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
     fn output_names(&self) -> &'static [&'static str] {
         self.loss.output_names()
     }
+
+    /// The inner loss's scores, each output's loss times the weight.
+    fn score_outputs(
+        &self,
+        output: &[T],
+        target: &Self::Target,
+        layout: OutputLayout,
+        scores: &mut [OutputScore],
+    ) -> Result<()> {
+        let before: Vec<f64> = scores.iter().map(|s| s.loss).collect();
+        self.loss.score_outputs(output, target, layout, scores)?;
+        for (score, before) in scores.iter_mut().zip(before) {
+            score.loss = before + (score.loss - before) * self.weight;
+        }
+        Ok(())
+    }
 }
 
 /// `.weight(w)` on each built-in loss.

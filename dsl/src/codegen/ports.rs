@@ -36,9 +36,13 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
     };
     let input_table = table(&ports.inputs, &plan.input_nodes);
     let output_table = table(&ports.outputs, &plan.output_nodes);
+    // A keyword written raw (`r#type`) is a raw field again.
     let field = |list: &[(String, Vec<usize>)]| -> Vec<syn::Ident> {
+        let span = proc_macro2::Span::call_site();
         list.iter()
-            .map(|(n, _)| syn::Ident::new(n, proc_macro2::Span::call_site()))
+            .map(|(n, _)| {
+                syn::parse_str::<syn::Ident>(n).unwrap_or_else(|_| syn::Ident::new_raw(n, span))
+            })
             .collect()
     };
     let (in_fields, out_fields) = (field(&ports.inputs), field(&ports.outputs));

@@ -105,6 +105,15 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// A graph whose input and output are named with raw keywords.
+    pub struct Keywords {
+        inputs: { r#type: [3], r#match: [2] },
+        joined: Concat(r#type, r#match) >> { Dense(4), Relu },
+        outputs: { r#loop: joined >> Dense(2), plain: joined >> Dense(1) },
+    }
+}
+
 fn main() {
     let net = Everything::<f64>::new(0);
     let out = net.forward(TensorRef::new(&[0.5; 24]).unwrap());
@@ -138,4 +147,8 @@ fn main() {
     assert_eq!(audio.layers[5].output, &[39, 12]);
     assert_eq!(Audio::<f32>::SPEC.params[0].shape, &[8, 1, 10]);
     assert_eq!(Audio::<f32>::SPEC.params[7].name, "gru.weight_ih_l0_reverse");
+    let keywords = Keywords::<f32>::new(0);
+    drop(keywords);
+    let _ = KeywordsInputs { r#type: 1, r#match: 2 };
+    assert_eq!(Keywords::<f32>::OUTPUTS[0].name, "loop");
 }
