@@ -278,6 +278,18 @@ where
 /// model's input: each sample's inputs one after the other, in `ports` order. Returns
 /// the number of samples.
 ///
+/// ```
+/// use kiln_runtime::outputs::{pack_inputs, Port};
+/// let ports = [
+///     Port { name: "image", size: 3, width: 3, node: 1 },
+///     Port { name: "meta", size: 1, width: 1, node: 2 },
+/// ];
+/// let mut packed = Vec::new();
+/// let n = pack_inputs(&ports, &[&[1, 2, 3, 4, 5, 6], &[7, 8]], &mut packed).unwrap();
+/// assert_eq!((n, packed), (2, vec![1, 2, 3, 7, 4, 5, 6, 8]));
+/// assert!(pack_inputs(&ports, &[&[1, 2, 3], &[7, 8]], &mut Vec::new()).is_err());
+/// ```
+///
 /// # Errors
 /// [`Error::Mismatch`] naming an input whose length is not a whole, non-zero number of
 /// its samples, or two inputs with different numbers of samples.
@@ -311,6 +323,14 @@ pub fn pack_inputs<T: Copy>(ports: &[Port], parts: &[&[T]], packed: &mut Vec<T>)
 
 /// Packs one buffer of targets per output into a dataset's targets: each sample's
 /// targets of every output, in `names` order, for `n` samples.
+///
+/// ```
+/// use kiln_runtime::outputs::pack_targets;
+/// let mut packed = Vec::new();
+/// // Two samples: one label each for `digit`, two values each for `box`.
+/// pack_targets(&["digit", "box"], &[&[3.0, 7.0], &[0.1, 0.2, 0.3, 0.4]], 2, &mut packed).unwrap();
+/// assert_eq!(packed, [3.0, 0.1, 0.2, 7.0, 0.3, 0.4]);
+/// ```
 ///
 /// # Errors
 /// [`Error::Mismatch`] naming an output whose targets are not a whole, non-zero number
