@@ -102,13 +102,15 @@ pub trait Loss<T: Float> {
     }
 
     /// For the loss of a model with several outputs: adds each output's loss (times
-    /// the batch) and, for class labels, its correct and counted predictions on this
-    /// batch to `scores`, one per output. Nothing for one output.
+    /// the batch and `weight`, the weight of this loss within an enclosing one) and, for
+    /// class labels, its correct and counted predictions on this batch to `scores`, one
+    /// per output. Nothing for one output.
     fn score_outputs(
         &self,
         _output: &[T],
         _target: &Self::Target,
         _layout: OutputLayout,
+        _weight: f64,
         _scores: &mut [OutputScore],
     ) -> Result<()> {
         Ok(())
@@ -196,14 +198,12 @@ impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
         output: &[T],
         target: &Self::Target,
         layout: OutputLayout,
+        weight: f64,
         scores: &mut [OutputScore],
     ) -> Result<()> {
-        let before: Vec<f64> = scores.iter().map(|s| s.loss).collect();
-        self.loss.score_outputs(output, target, layout, scores)?;
-        for (score, before) in scores.iter_mut().zip(before) {
-            score.loss = before + (score.loss - before) * self.weight;
-        }
-        Ok(())
+        let weight = weight * self.weight;
+        self.loss
+            .score_outputs(output, target, layout, weight, scores)
     }
 }
 

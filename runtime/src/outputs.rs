@@ -10,14 +10,16 @@
 //!
 //! - `<Model>Inputs { a, b, .. }` and `<Model>Outputs { x, y, .. }`, structs with a
 //!   field per input and output, generic over what each holds;
-//! - `Model::pack_inputs`, `Model::pack_targets` and `Model::dataset` build the packed
-//!   data from one buffer per input and per output, checking that they agree on the
-//!   number of samples (a typed [`Error::Mismatch`] naming the culprit otherwise);
+//! - `Model::pack_inputs` and `Model::dataset` build the packed data from one buffer
+//!   per input and per output ([`pack_inputs`], [`pack_targets`]), checking that they
+//!   agree on the number of samples (a typed [`Error::Mismatch`] naming the culprit
+//!   otherwise);
 //! - `<Model>Outputs` of losses is itself a [`Loss`]: the sum of each output's loss
 //!   on its part of the output and targets ([`outputs_loss`]), weighted with
 //!   [`Weighted`](crate::loss::Weighted) (`Mse::default().weight(0.2)`);
-//! - `Model::evaluate_outputs` scores each output on a dataset ([`evaluate_outputs`]),
-//!   as Keras reports a loss and an accuracy per output;
+//! - `Model::evaluate_outputs` scores each output on a dataset
+//!   ([`train::evaluate_outputs`](crate::train::evaluate_outputs)), as Keras reports a
+//!   loss and an accuracy per output;
 //! - `Model::infer_outputs` runs a batch given as named inputs and returns named
 //!   slices of the model's workspace, allocating nothing after the first batch of a
 //!   size.
@@ -32,10 +34,9 @@ use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::data::{Dataset, Target};
+use crate::data::Target;
 use crate::loss::{Loss, OutputLayout, OutputScore};
-use crate::train::Evaluation;
-use crate::{Error, Float, Model, Result, TensorRef};
+use crate::{Error, Float, Result};
 
 /// One named input or output of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +77,7 @@ pub fn outputs_loss<T: Float, Y: Copy + 'static>(
             "the losses of a model's outputs must share one reduction (all mean or all sum)".into(),
         ));
     }
-    let mut grads = take::<T>(1);
+    let mut grads = take::<T>(GRADS);
     let mut total = T::ZERO;
     let (stride, _) = strides(ports, losses);
     let result = each_part(ports, losses, output, target, layout, |part| {
@@ -99,11 +100,11 @@ pub fn outputs_loss<T: Float, Y: Copy + 'static>(
         }
         Ok(())
     });
-    keep(1, grads);
+    keep(GRADS, grads);
     result.map(|()| total)
 }
 
-/// Adds each output's loss (`losses[k]` on its part, times the batch) and, for class
+/// Adds each output's loss (`losses[k]` on its part, times the batch and `weight`) and, for class
 /// labels, its correct and counted predictions to `scores[k]`: what `fit` reports per
 /// output. The parts are gathered as [`outputs_loss`] gathers them.
 ///
@@ -115,6 +116,7 @@ pub fn score_outputs<T: Float, Y: Target>(
     output: &[T],
     target: &[Y],
     layout: OutputLayout,
+    weight: f64,
     scores: &mut [OutputScore],
 ) -> Result<()> {
     if scores.len() != ports.len() {
@@ -130,7 +132,7 @@ pub fn score_outputs<T: Float, Y: Target>(
             .loss
             .evaluate(part.values, part.targets, part.layout, None)?;
         let score = &mut scores[part.index];
-        score.loss += value.to_f64() * batch as f64;
+        score.loss += value.to_f64() * batch as f64 * weight;
         let width = part.port.width;
         if let Some((c, n)) = Y::correct(part.values, part.targets, width)
             .filter(|_| part.loss.targets_per_row(width) == 1)
@@ -183,7 +185,7 @@ fn each_part<T: Float, Y: Copy + 'static>(
             actual: target.len(),
         });
     }
-    let (mut values, mut part_targets) = (take::<T>(0), take::<Y>(2));
+    let (mut values, mut part_targets) = (take::<T>(VALUES), take::<Y>(TARGETS));
     let (mut offset, mut target_offset) = (0, 0);
     let mut result = Ok(());
     for (index, (port, &loss)) in ports.iter().zip(losses).enumerate() {
@@ -215,63 +217,9 @@ fn each_part<T: Float, Y: Copy + 'static>(
         offset += port.size;
         target_offset += count;
     }
-    keep(0, values);
-    keep(2, part_targets);
+    keep(VALUES, values);
+    keep(TARGETS, part_targets);
     result
-}
-
-/// Each output of a model scored on `data` (in batches of `batch_size`, dropout off):
-/// its loss (`losses[k]`, weight included) and, for class labels, its accuracy.
-///
-/// # Errors
-/// As [`Model::evaluate`](crate::Model::evaluate): a batch size of 0, a non-finite
-/// input or an invalid token id, targets that do not fit the outputs, an invalid label.
-pub fn evaluate_outputs<T, M, Y>(
-    model: &mut M,
-    ports: &[Port],
-    losses: &[&dyn Loss<T, Target = [Y]>],
-    data: &Dataset<T, M::Input, Y>,
-    batch_size: usize,
-) -> Result<Vec<Evaluation>>
-where
-    T: Float,
-    M: Model<T>,
-    Y: Target,
-{
-    if batch_size == 0 {
-        return Err(Error::InvalidHyperParameter {
-            name: "batch size",
-            value: 0.0,
-            reason: "must be at least 1",
-        });
-    }
-    M::SPEC.check_input(data.features().as_slice())?;
-    let (_, targets) = strides(ports, losses);
-    if data.targets_per_sample() != targets {
-        return Err(Error::TargetLength {
-            expected: data.len() * targets,
-            actual: data.targets().len(),
-        });
-    }
-    let mut scores = vec![OutputScore::default(); ports.len()];
-    let mut batches = data.batches(batch_size, None);
-    while let Some((x, y)) = batches.next_batch() {
-        let batch = x.batch();
-        let output = model.infer(x);
-        let layout = OutputLayout { batch, width: 1 };
-        score_outputs(ports, losses, output, y, layout, &mut scores)?;
-    }
-    let samples = data.len();
-    Ok(scores
-        .into_iter()
-        .map(|s| Evaluation {
-            loss: s.loss / samples.max(1) as f64,
-            accuracy: (s.counted > 0.0).then(|| s.correct / s.counted),
-            samples,
-            top_k: None,
-            f1_macro: None,
-        })
-        .collect())
 }
 
 /// Packs one buffer per input (each `n · size` values, sample after sample) into the
@@ -355,27 +303,13 @@ pub fn pack_targets<Y: Copy>(
     Ok(())
 }
 
-/// The values of workspace node `node` after the last pass through `model`'s
-/// workspace (the generated `infer_outputs` returns each output's this way).
-pub fn node_values<T: Float, M: Model<T>>(model: &M, node: usize) -> &[T] {
-    model.state().node_values(node)
-}
-
 /// Runs `f` on a per-thread buffer that packs a batch's inputs, kept for the next
 /// call so that serving allocates nothing after its first batch of a size.
 pub fn with_packed<T: Copy + 'static, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R {
-    let mut packed = take::<T>(3);
+    let mut packed = take::<T>(PACKED);
     let result = f(&mut packed);
-    keep(3, packed);
+    keep(PACKED, packed);
     result
-}
-
-/// Checks a packed batch against the model and wraps it.
-///
-/// # Errors
-/// [`Error::BatchLength`] if it is not a whole number of samples.
-pub fn packed_batch<T: Float, M: Model<T>>(packed: &[T]) -> Result<TensorRef<'_, T, M::Input>> {
-    TensorRef::new(packed)
 }
 
 /// Values per sample of the packed output and of the packed targets.
@@ -419,6 +353,13 @@ fn interleave<V: Copy>(parts: &[&[V]], size: impl Fn(usize) -> usize, n: usize, 
         }
     }
 }
+
+/// The per-thread buffers: an output's values, its gradient, its targets, and a batch
+/// of packed inputs.
+const VALUES: u8 = 0;
+const GRADS: u8 = 1;
+const TARGETS: u8 = 2;
+const PACKED: u8 = 3;
 
 thread_local! {
     /// Per-thread buffers by element type and slot, which grow once.

@@ -82,6 +82,7 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
         }
     };
     let n_out = out_fields.len();
+    let first_out = &out_fields[0];
     let out_names: Vec<&String> = ports.outputs.iter().map(|(n, _)| n).collect();
     let slices_in = in_params.iter().map(|_| quote!(&[T]));
     let slices_in2 = slices_in.clone();
@@ -122,8 +123,7 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
             }
 
             fn reduction(&self) -> #kiln::Reduction {
-                let first: &dyn #kiln::Loss<T, Target = [Y]> = [#(&self.#out_fields as &dyn #kiln::Loss<T, Target = [Y]>),*][0];
-                first.reduction()
+                #kiln::Loss::<T>::reduction(&self.#first_out)
             }
 
             fn outputs(&self) -> usize {
@@ -139,6 +139,7 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
                 output: &[T],
                 target: &[Y],
                 layout: #kiln::loss::OutputLayout,
+                weight: f64,
                 scores: &mut [#kiln::loss::OutputScore],
             ) -> #kiln::Result<()> {
                 #kiln::outputs::score_outputs(
@@ -147,6 +148,7 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
                     output,
                     target,
                     layout,
+                    weight,
                     scores,
                 )
             }
@@ -216,13 +218,7 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
                 losses: &#outputs_name<#(#out_params),*>,
                 batch_size: usize,
             ) -> #kiln::Result<#outputs_name<#(#evaluations),*>> {
-                let all = #kiln::outputs::evaluate_outputs(
-                    self,
-                    __KILN_OUTPUTS,
-                    &[#(&losses.#out_fields as &dyn #kiln::Loss<T, Target = [Y]>),*],
-                    data,
-                    batch_size,
-                )?;
+                let all = #kiln::train::evaluate_outputs(self, data, losses, batch_size)?;
                 let [#(#out_fields),*]: [#kiln::train::Evaluation; #n_out] = all
                     .try_into()
                     .map_err(|_| #kiln::Error::Mismatch("one evaluation per output".into()))?;

@@ -460,6 +460,43 @@ fn metric_counts<T: Float, M: Model<T>, Y: Target>(
     MetricCounts::new(metrics, layout::<T, M>(1).width).map(Some)
 }
 
+/// Each output's loss (its weight included) and, for class labels, accuracy on `data`,
+/// in batches of `batch_size` with dropout off, for the loss of a model with several
+/// outputs ([`Loss::output_names`], in that order); [`evaluate`] gives their total.
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn evaluate_outputs<T, M, L, Y>(
+    model: &mut M,
+    data: &Dataset<T, M::Input, Y>,
+    loss: &L,
+    batch_size: usize,
+) -> Result<Vec<Evaluation>>
+where
+    T: Float,
+    M: Model<T>,
+    L: Loss<T, Target = [Y]>,
+    Y: Target,
+{
+    let mut scores = vec![OutputScore::default(); loss.output_names().len()];
+    let total = evaluate_counting(model, data, loss, batch_size, None, None, &mut scores)?;
+    Ok(scores
+        .iter()
+        .map(|score| output_evaluation(score, total.samples))
+        .collect())
+}
+
+/// One output's mean loss and accuracy over `samples` from its sums.
+fn output_evaluation(score: &OutputScore, samples: usize) -> Evaluation {
+    Evaluation {
+        loss: score.loss / samples.max(1) as f64,
+        accuracy: (score.counted > 0.0).then(|| score.correct / score.counted),
+        samples,
+        top_k: None,
+        f1_macro: None,
+    }
+}
+
 /// Scores `data`. With several ranks, each takes its contiguous part and the sums and
 /// metric counts are summed across ranks: each sample is scored once.
 fn evaluate_counting<T, M, L, Y>(
@@ -555,7 +592,7 @@ where
             counts.add(output, labels, width);
         }
         if !outputs.is_empty() {
-            loss.score_outputs(output, y, layout::<T, M>(batch), outputs)?;
+            loss.score_outputs(output, y, layout::<T, M>(batch), 1.0, outputs)?;
         }
         samples += batch;
     }
@@ -1055,7 +1092,8 @@ where
             }
             if batch > 0 && !names.is_empty() {
                 let output = fit.model.last_output();
-                loss.score_outputs(output, y, layout::<T, M>(batch), &mut train_outputs)?;
+                let layout = layout::<T, M>(batch);
+                loss.score_outputs(output, y, layout, 1.0, &mut train_outputs)?;
             }
             let log = BatchLog {
                 epoch,
@@ -1125,19 +1163,20 @@ where
                 evaluate_counting(fit.model, v, loss, bs, counts, comm, &mut val_outputs)
             })
             .transpose()?;
-        let samples = sums.samples.max(1) as f64;
         let outputs = names
             .iter()
             .zip(&train_outputs)
             .zip(&val_outputs)
-            .map(|((&name, train), val)| OutputLog {
-                name,
-                loss: train.loss / samples,
-                accuracy: (train.counted > 0.0).then(|| train.correct / train.counted),
-                val_loss: scored.map(|s| val.loss / s.samples.max(1) as f64),
-                val_accuracy: scored
-                    .filter(|_| val.counted > 0.0)
-                    .map(|_| val.correct / val.counted),
+            .map(|((&name, train), val)| {
+                let train = output_evaluation(train, sums.samples);
+                let val = scored.map(|s| output_evaluation(val, s.samples));
+                OutputLog {
+                    name,
+                    loss: train.loss,
+                    accuracy: train.accuracy,
+                    val_loss: val.map(|v| v.loss),
+                    val_accuracy: val.and_then(|v| v.accuracy),
+                }
             })
             .collect();
         let log = EpochLog {
