@@ -257,7 +257,7 @@ impl Names {
     }
 }
 
-fn unraw(ident: &syn::Ident) -> String {
+pub(crate) fn unraw(ident: &syn::Ident) -> String {
     ident.to_string().trim_start_matches("r#").to_string()
 }
 

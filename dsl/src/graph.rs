@@ -23,7 +23,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
 use crate::blocks;
-use crate::check::{check_dims, dims, Checked, Checker, Layer, Ports};
+use crate::check::{check_dims, dims, unraw, Checked, Checker, Layer, Ports};
 use crate::codegen::Plan;
 use crate::layers::activation::Act;
 use crate::layers::merge::{merged_shape, push_merge, Merge};
@@ -59,7 +59,8 @@ struct NodeOp {
 pub struct GraphOp {
     inputs: Vec<Vec<usize>>,
     nodes: Vec<NodeOp>,
-    outputs: Vec<Ref>,
+    /// The node of each output.
+    outputs: Vec<usize>,
     output_shapes: Vec<Vec<usize>>,
     layers: Vec<Layer>,
     /// `(input, vocabulary)` of each input an `Embedding` reads.
@@ -104,7 +105,8 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
     let mut nodes = Vec::new();
     let mut layers = Vec::new();
     let mut tokens = Vec::new();
-    let mut outputs: Vec<(String, Ref, Span)> = Vec::new();
+    // Each output's name, node and span.
+    let mut outputs: Vec<(String, usize, Span)> = Vec::new();
     for (index, graph_node) in all.iter().enumerate() {
         let is_output = index >= graph.nodes.len();
         let name = graph_node.name.to_string();
@@ -122,13 +124,8 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
             if let Source::Node(id) = &graph_node.source {
                 if *id == graph_node.name {
                     match walk.lookup(checker, id) {
-                        Some(Ref::Input(_)) => checker.push(
-                            span,
-                            format!(
-                                "output `{name}` is an input: an output is computed by at least one layer"
-                            ),
-                        ),
-                        Some(node) => outputs.push((name, node, span)),
+                        Some(Ref::Input(_)) => output_is_input(checker, span, &name),
+                        Some(Ref::Node(node)) => outputs.push((name, node, span)),
                         None => {}
                     }
                     continue;
@@ -156,10 +153,7 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
         };
         let reads_input = matches!(from, Some(From::One(Ref::Input(_))));
         if is_output && item.is_none() && reads_input {
-            checker.push(
-                span,
-                format!("output `{name}` is an input: an output is computed by at least one layer"),
-            );
+            output_is_input(checker, span, &name);
         }
         let (layer, shape) = match &item {
             Some(item) => {
@@ -184,7 +178,7 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
             walk.known.insert(name.clone(), (Ref::Node(node), span));
         }
         if is_output {
-            outputs.push((name, Ref::Node(node), span));
+            outputs.push((name, node, span));
         }
         if let Some(from) = from {
             nodes.push(NodeOp { from, layer });
@@ -201,7 +195,7 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
         }
     }
     for (node, (name, span)) in walk.node_names.iter().enumerate() {
-        let output = outputs.iter().any(|(_, r, _)| *r == Ref::Node(node));
+        let output = outputs.iter().any(|&(_, n, _)| n == node);
         if !walk.nodes_read[node] && !output {
             checker.push(
                 *span,
@@ -229,10 +223,7 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
     let node_shapes: Vec<Vec<usize>> = walk.node_shapes.into_iter().collect::<Option<_>>()?;
     let output_shapes: Vec<Vec<usize>> = outputs
         .iter()
-        .map(|(_, r, _)| match *r {
-            Ref::Node(n) => node_shapes[n].clone(),
-            Ref::Input(k) => inputs[k].clone(),
-        })
+        .map(|&(_, n, _)| node_shapes[n].clone())
         .collect();
     let packed = |shapes: &[Vec<usize>]| -> Vec<usize> {
         match shapes {
@@ -251,32 +242,25 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
         outputs: outputs
             .iter()
             .zip(&output_shapes)
-            .map(|((name, _, _), shape)| (name.trim_start_matches("r#").to_string(), shape.clone()))
+            .map(|((name, _, _), shape)| (name.trim_start_matches("r#").into(), shape.clone()))
             .collect(),
     };
     let op = GraphOp {
         inputs,
         nodes,
-        outputs: outputs.iter().map(|&(_, r, _)| r).collect(),
+        outputs: outputs.iter().map(|&(_, n, _)| n).collect(),
         output_shapes,
         layers,
         tokens,
     };
-    let display = format!(
-        "Graph({} -> {})",
-        ports
-            .inputs
+    let list = |named: &[(String, Vec<usize>)]| -> String {
+        let shown: Vec<String> = named
             .iter()
             .map(|(n, s)| format!("{n}: {}", dims(s)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        ports
-            .outputs
-            .iter()
-            .map(|(n, s)| format!("{n}: {}", dims(s)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+            .collect();
+        shown.join(", ")
+    };
+    let display = format!("Graph({} -> {})", list(&ports.inputs), list(&ports.outputs));
     Some(Checked {
         input: input.clone(),
         output: output.clone(),
@@ -291,9 +275,12 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
     })
 }
 
-/// A name as written, without `r#`.
-fn unraw(ident: &syn::Ident) -> String {
-    ident.to_string().trim_start_matches("r#").to_string()
+/// Rule: an output is computed by at least one layer, not an input passed on.
+fn output_is_input(checker: &mut Checker, at: Span, name: &str) {
+    checker.push(
+        at,
+        format!("output `{name}` is an input: an output is computed by at least one layer"),
+    );
 }
 
 /// The names and shapes known so far, and which have been read.
@@ -531,11 +518,7 @@ impl Op for GraphOp {
             };
             node_ids.push(out);
         }
-        let ids: Vec<usize> = self
-            .outputs
-            .iter()
-            .map(|&r| resolve(r, &node_ids))
-            .collect();
+        let ids: Vec<usize> = self.outputs.iter().map(|&n| node_ids[n]).collect();
         plan.output_nodes = ids.clone();
         if let [only] = ids[..] {
             return only;
