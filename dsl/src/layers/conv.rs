@@ -335,28 +335,22 @@ pub fn geometry(layer: &Layer, window: &Window) -> Geometry {
     }
 }
 
-/// ONNX's attributes of a 1-d layer's window: those of [`window_attrs`] for the
-/// width alone.
-pub fn window_attrs_1d(g: &Geometry) -> Vec<TokenStream> {
-    let (p, one) = (g.padding.1 as i64, |v: usize| [v as i64]);
-    vec![
-        attr_ints("kernel_shape", &one(g.kernel.1)),
-        attr_ints("strides", &one(g.stride.1)),
-        attr_ints("pads", &[p, p]),
-        attr_ints("dilations", &one(g.dilation.1)),
-    ]
-}
-
 /// ONNX's `kernel_shape`, `strides`, `pads` (begin and end of each axis) and
-/// `dilations` of a window.
-pub fn window_attrs(g: &Geometry) -> Vec<TokenStream> {
-    let pair = |(a, b): (usize, usize)| [a as i64, b as i64];
-    let (ph, pw) = (g.padding.0 as i64, g.padding.1 as i64);
+/// `dilations` of a window; of its width alone for a 1-d layer (`one_d`).
+pub fn window_attrs(g: &Geometry, one_d: bool) -> Vec<TokenStream> {
+    let axes = |(h, w): (usize, usize)| -> Vec<i64> {
+        if one_d {
+            vec![w as i64]
+        } else {
+            vec![h as i64, w as i64]
+        }
+    };
+    let pads = axes(g.padding);
     vec![
-        attr_ints("kernel_shape", &pair(g.kernel)),
-        attr_ints("strides", &pair(g.stride)),
-        attr_ints("pads", &[ph, pw, ph, pw]),
-        attr_ints("dilations", &pair(g.dilation)),
+        attr_ints("kernel_shape", &axes(g.kernel)),
+        attr_ints("strides", &axes(g.stride)),
+        attr_ints("pads", &[pads.clone(), pads].concat()),
+        attr_ints("dilations", &axes(g.dilation)),
     ]
 }
 
@@ -479,11 +473,7 @@ impl Step for ConvStep {
         let out = self.output;
         let mut inputs = vec![temp(out, 0), param(self.weight.start)];
         inputs.extend(self.bias.as_ref().map(|b| param(b.start)));
-        let attrs = if self.one_d {
-            window_attrs_1d(g)
-        } else {
-            window_attrs(g)
-        };
+        let attrs = window_attrs(g, self.one_d);
         let mut nodes = vec![reshape_input(self.input, out, shapes.input)];
         nodes.extend(with_activation(
             |to| node("Conv", &inputs, to, &attrs),

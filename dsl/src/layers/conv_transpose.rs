@@ -224,7 +224,7 @@ impl Step for ConvTransposeStep {
                 g.dilation.1,
             ),
         ];
-        let mut attrs = window_attrs(g);
+        let mut attrs = window_attrs(g, false);
         attrs.push(attr_ints("output_padding", &output_padding));
         let mut inputs = vec![temp(out, 0), param(self.weight.start)];
         inputs.extend(self.bias.as_ref().map(|b| param(b.start)));

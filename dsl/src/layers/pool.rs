@@ -115,7 +115,10 @@ impl Step for PoolStep {
         let out = self.output;
         // kiln's pools take no dilation: ONNX's `MaxPool` has one, `AveragePool` had
         // none before opset 19.
-        let attrs: Vec<TokenStream> = window_attrs(&self.geometry).into_iter().take(3).collect();
+        let attrs: Vec<TokenStream> = window_attrs(&self.geometry, false)
+            .into_iter()
+            .take(3)
+            .collect();
         let (op, attrs) = match self.argmax {
             Some(_) => ("MaxPool", attrs),
             None => {
