@@ -101,19 +101,21 @@ pub trait Loss<T: Float> {
         &[]
     }
 
-    /// For the loss of a model with several outputs: adds each output's loss (times
-    /// the batch and `weight`, the weight of this loss within an enclosing one) and, for
-    /// class labels, its correct and counted predictions on this batch to `scores`, one
-    /// per output. Nothing for one output.
-    fn score_outputs(
+    /// [`evaluate`](Self::evaluate) that, for the loss of a model with several outputs,
+    /// also adds to `scores` (one per output; none to skip) each output's loss, times
+    /// the batch and `weight` (the weight of this loss within an enclosing one), and for
+    /// class labels its correct and counted predictions: how `fit` reports each output
+    /// without evaluating the loss twice. For one output it is `evaluate`.
+    fn evaluate_scored(
         &self,
-        _output: &[T],
-        _target: &Self::Target,
-        _layout: OutputLayout,
+        output: &[T],
+        target: &Self::Target,
+        layout: OutputLayout,
+        grad_output: Option<&mut [T]>,
         _weight: f64,
         _scores: &mut [OutputScore],
-    ) -> Result<()> {
-        Ok(())
+    ) -> Result<T> {
+        self.evaluate(output, target, layout, grad_output)
     }
 }
 
@@ -155,7 +157,20 @@ impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
         output: &[T],
         target: &Self::Target,
         layout: OutputLayout,
+        grad_output: Option<&mut [T]>,
+    ) -> Result<T> {
+        self.evaluate_scored(output, target, layout, grad_output, 1.0, &mut [])
+    }
+
+    /// The inner loss's value and gradient times the weight, its scores scaled alike.
+    fn evaluate_scored(
+        &self,
+        output: &[T],
+        target: &Self::Target,
+        layout: OutputLayout,
         mut grad_output: Option<&mut [T]>,
+        weight: f64,
+        scores: &mut [OutputScore],
     ) -> Result<T> {
         if !(self.weight.is_finite() && self.weight >= 0.0) {
             return Err(Error::InvalidHyperParameter {
@@ -164,10 +179,16 @@ impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
                 reason: "must be finite and not negative",
             });
         }
+        let grad = grad_output.as_deref_mut();
+        let value = (self.loss).evaluate_scored(
+            output,
+            target,
+            layout,
+            grad,
+            weight * self.weight,
+            scores,
+        )?;
         let weight = T::from_f64(self.weight);
-        let value = self
-            .loss
-            .evaluate(output, target, layout, grad_output.as_deref_mut())?;
         if let Some(grad) = grad_output {
             for g in grad {
                 *g *= weight;
@@ -190,20 +211,6 @@ impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
 
     fn output_names(&self) -> &'static [&'static str] {
         self.loss.output_names()
-    }
-
-    /// The inner loss's scores, each output's loss times the weight.
-    fn score_outputs(
-        &self,
-        output: &[T],
-        target: &Self::Target,
-        layout: OutputLayout,
-        weight: f64,
-        scores: &mut [OutputScore],
-    ) -> Result<()> {
-        let weight = weight * self.weight;
-        self.loss
-            .score_outputs(output, target, layout, weight, scores)
     }
 }
 

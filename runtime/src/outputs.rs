@@ -54,7 +54,9 @@ pub struct Port {
 /// The loss of a model with several outputs: `losses[k]` on output `k`'s values (each
 /// sample's `ports[k].size` values at its offset in the packed `output`) against its
 /// targets (each sample's share of `target`, in output order), summed. `grad_output`
-/// receives each output's gradient at its place.
+/// receives each output's gradient at its place. Unless `scores` is empty, output `k`'s
+/// loss (times the batch and `weight`) and, for class labels, its correct and counted
+/// predictions are added to `scores[k]`: what `fit` reports per output.
 ///
 /// The outputs' values and targets are gathered into per-thread buffers, which grow
 /// once and are reused: no allocation after the first batch of a size.
@@ -62,14 +64,17 @@ pub struct Port {
 /// # Errors
 /// [`Error::TargetLength`] if the targets are not the outputs' targets for
 /// `layout.batch` samples; [`Error::Mismatch`] if the losses mix reductions (mean and
-/// sum, which gradient accumulation could not combine); any output's loss error.
-pub fn outputs_loss<T: Float, Y: Copy + 'static>(
+/// sum, which gradient accumulation could not combine) or `scores` is neither empty
+/// nor one per output; any output's loss error.
+pub fn outputs_loss<T: Float, Y: Target>(
     ports: &[Port],
     losses: &[&dyn Loss<T, Target = [Y]>],
     output: &[T],
     target: &[Y],
     layout: OutputLayout,
     mut grad_output: Option<&mut [T]>,
+    weight: f64,
+    scores: &mut [OutputScore],
 ) -> Result<T> {
     let reduction = losses[0].reduction();
     if losses.iter().any(|l| l.reduction() != reduction) {
@@ -77,18 +82,27 @@ pub fn outputs_loss<T: Float, Y: Copy + 'static>(
             "the losses of a model's outputs must share one reduction (all mean or all sum)".into(),
         ));
     }
+    if !scores.is_empty() && scores.len() != ports.len() {
+        return Err(Error::Mismatch(format!(
+            "{} scores for {} outputs",
+            scores.len(),
+            ports.len()
+        )));
+    }
     let mut grads = take::<T>(GRADS);
     let mut total = T::ZERO;
     let (stride, _) = strides(ports, losses);
+    let batch = layout.batch;
     let result = each_part(ports, losses, output, target, layout, |part| {
         let grad = grad_output.is_some().then(|| {
             grads.clear();
             grads.resize(part.values.len(), T::ZERO);
             &mut grads[..]
         });
-        total += part
+        let value = part
             .loss
             .evaluate(part.values, part.targets, part.layout, grad)?;
+        total += value;
         if let Some(grad_output) = grad_output.as_deref_mut() {
             let (offset, size) = (part.offset, part.port.size);
             for (row, g) in grad_output
@@ -98,50 +112,20 @@ pub fn outputs_loss<T: Float, Y: Copy + 'static>(
                 row[offset..offset + size].copy_from_slice(g);
             }
         }
+        if let Some(score) = scores.get_mut(part.index) {
+            score.loss += value.to_f64() * batch as f64 * weight;
+            let width = part.port.width;
+            if let Some((c, n)) = Y::correct(part.values, part.targets, width)
+                .filter(|_| part.loss.targets_per_row(width) == 1)
+            {
+                score.correct += c as f64;
+                score.counted += n as f64;
+            }
+        }
         Ok(())
     });
     keep(GRADS, grads);
     result.map(|()| total)
-}
-
-/// Adds each output's loss (`losses[k]` on its part, times the batch and `weight`) and, for class
-/// labels, its correct and counted predictions to `scores[k]`: what `fit` reports per
-/// output. The parts are gathered as [`outputs_loss`] gathers them.
-///
-/// # Errors
-/// As [`outputs_loss`], and [`Error::Mismatch`] if `scores` is not one per output.
-pub fn score_outputs<T: Float, Y: Target>(
-    ports: &[Port],
-    losses: &[&dyn Loss<T, Target = [Y]>],
-    output: &[T],
-    target: &[Y],
-    layout: OutputLayout,
-    weight: f64,
-    scores: &mut [OutputScore],
-) -> Result<()> {
-    if scores.len() != ports.len() {
-        return Err(Error::Mismatch(format!(
-            "{} scores for {} outputs",
-            scores.len(),
-            ports.len()
-        )));
-    }
-    let batch = layout.batch;
-    each_part(ports, losses, output, target, layout, |part| {
-        let value = part
-            .loss
-            .evaluate(part.values, part.targets, part.layout, None)?;
-        let score = &mut scores[part.index];
-        score.loss += value.to_f64() * batch as f64 * weight;
-        let width = part.port.width;
-        if let Some((c, n)) = Y::correct(part.values, part.targets, width)
-            .filter(|_| part.loss.targets_per_row(width) == 1)
-        {
-            score.correct += c as f64;
-            score.counted += n as f64;
-        }
-        Ok(())
-    })
 }
 
 /// One output's part of a batch, as [`each_part`] gives it.
@@ -431,6 +415,7 @@ mod tests {
         let losses: [&dyn Loss<f64, Target = [usize]>; 2] = [&ce, &half];
         let mut grad = [0.0; 10];
         let targets = [2, 1, 0, 0];
+        let mut scores = [OutputScore::default(); 2];
         let total = outputs_loss(
             &PORTS,
             &losses,
@@ -438,9 +423,29 @@ mod tests {
             &targets,
             layout(5),
             Some(&mut grad),
+            2.0,
+            &mut scores,
         )
         .unwrap();
         assert!((total - (a + b)).abs() < 1e-15);
+        // Each output's loss times the batch and the weight, and its right labels:
+        // sample 0's digit logits peak at 1 (label 2), sample 1's at 2 (label 0).
+        assert!((scores[0].loss - a * 2.0 * 2.0).abs() < 1e-12);
+        assert!((scores[1].loss - b * 2.0 * 2.0).abs() < 1e-12);
+        assert_eq!((scores[0].correct, scores[0].counted), (0.0, 2.0));
+        assert_eq!((scores[1].correct, scores[1].counted), (1.0, 2.0));
+        // Scores of the wrong length are an error.
+        let wrong = outputs_loss(
+            &PORTS,
+            &losses,
+            &output,
+            &targets,
+            layout(5),
+            None,
+            1.0,
+            &mut [OutputScore::default()],
+        );
+        assert!(matches!(wrong, Err(Error::Mismatch(_))));
         assert_eq!(&grad[..3], &g1[..3]);
         assert_eq!(&grad[3..5], &g2[..2]);
         assert_eq!(&grad[5..8], &g1[3..]);
@@ -449,7 +454,17 @@ mod tests {
         let mse = Mse::default();
         let losses: [&dyn Loss<f64, Target = [f64]>; 2] = [&mse, &mse.weight(2.0)];
         let targets = [0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.0];
-        let all = outputs_loss(&PORTS, &losses, &output, &targets, layout(5), None).unwrap();
+        let all = outputs_loss(
+            &PORTS,
+            &losses,
+            &output,
+            &targets,
+            layout(5),
+            None,
+            1.0,
+            &mut [],
+        )
+        .unwrap();
         let t1 = [0.0, 0.0, 1.0, 0.0, 0.0, 1.0];
         let t2 = [0.0, 1.0, 2.0, 0.0];
         let c = mse.evaluate(&first, &t1, layout(3), None).unwrap();
@@ -462,7 +477,16 @@ mod tests {
         let output = [0.0; 10];
         let layout = OutputLayout { batch: 2, width: 5 };
         let losses: [&dyn Loss<f64, Target = [f64]>; 2] = [&Mse::default(), &Mse::default()];
-        let short = outputs_loss(&PORTS, &losses, &output, &[0.0; 9], layout, None);
+        let short = outputs_loss(
+            &PORTS,
+            &losses,
+            &output,
+            &[0.0; 9],
+            layout,
+            None,
+            1.0,
+            &mut [],
+        );
         assert!(matches!(
             short,
             Err(Error::TargetLength {
@@ -474,7 +498,16 @@ mod tests {
             reduction: crate::Reduction::Sum,
         };
         let mixed: [&dyn Loss<f64, Target = [f64]>; 2] = [&Mse::default(), &sum];
-        let err = outputs_loss(&PORTS, &mixed, &output, &[0.0; 10], layout, None);
+        let err = outputs_loss(
+            &PORTS,
+            &mixed,
+            &output,
+            &[0.0; 10],
+            layout,
+            None,
+            1.0,
+            &mut [],
+        );
         assert!(matches!(err, Err(Error::Mismatch(_))));
     }
 

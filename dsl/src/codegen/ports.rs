@@ -119,6 +119,8 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
                     target,
                     layout,
                     grad_output,
+                    1.0,
+                    &mut [],
                 )
             }
 
@@ -134,20 +136,22 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
                 &[#(#out_names),*]
             }
 
-            fn score_outputs(
+            fn evaluate_scored(
                 &self,
                 output: &[T],
                 target: &[Y],
                 layout: #kiln::loss::OutputLayout,
+                grad_output: ::core::option::Option<&mut [T]>,
                 weight: f64,
                 scores: &mut [#kiln::loss::OutputScore],
-            ) -> #kiln::Result<()> {
-                #kiln::outputs::score_outputs(
+            ) -> #kiln::Result<T> {
+                #kiln::outputs::outputs_loss(
                     __KILN_OUTPUTS,
                     &[#(&self.#out_fields),*],
                     output,
                     target,
                     layout,
+                    grad_output,
                     weight,
                     scores,
                 )

@@ -580,8 +580,9 @@ where
     while let Some((x, y)) = batches.next_batch() {
         let batch = x.batch();
         let output = model.infer(x);
+        let layout = layout::<T, M>(batch);
         total += loss
-            .evaluate(output, y, layout::<T, M>(batch), None)?
+            .evaluate_scored(output, y, layout, None, 1.0, outputs)?
             .to_f64()
             * batch as f64;
         if let Some((c, n)) = Y::correct(output, y, width).filter(|_| single) {
@@ -590,9 +591,6 @@ where
         }
         if let (Some(counts), Some(labels)) = (counts.as_deref_mut(), Y::labels(y)) {
             counts.add(output, labels, width);
-        }
-        if !outputs.is_empty() {
-            loss.score_outputs(output, y, layout::<T, M>(batch), 1.0, outputs)?;
         }
         samples += batch;
     }
@@ -1049,12 +1047,23 @@ where
             }
             sync(optimizer, fit.learning_rate);
             let batch = part.rows;
+            // The step's own evaluation of the loss scores each output (a part with no
+            // rows of its own, which runs a stand-in sample, is scored nowhere).
+            let scoring = Scoring {
+                loss,
+                scores: std::sync::Mutex::new(if batch > 0 {
+                    std::mem::take(&mut train_outputs)
+                } else {
+                    Vec::new()
+                }),
+            };
             let value = if let Some(comm) = comm {
                 let model = &mut *fit.model;
                 if config.accumulate == 1 {
-                    crate::model::data_parallel_step(model, x, y, loss, optimizer, part, comm)?
+                    crate::model::data_parallel_step(model, x, y, &scoring, optimizer, part, comm)?
                 } else {
-                    let value = crate::model::data_parallel_accumulate(model, x, y, loss, part)?;
+                    let value =
+                        crate::model::data_parallel_accumulate(model, x, y, &scoring, part)?;
                     in_step += 1;
                     if in_step == config.accumulate || index + 1 == count {
                         crate::model::data_parallel_apply(model, optimizer, comm)?;
@@ -1063,9 +1072,9 @@ where
                     value
                 }
             } else if config.accumulate == 1 {
-                fit.model.train_step(x, y, loss, optimizer)?
+                fit.model.train_step(x, y, &scoring, optimizer)?
             } else {
-                let value = fit.model.accumulate_gradients(x, y, loss)?;
+                let value = fit.model.accumulate_gradients(x, y, &scoring)?;
                 in_step += 1;
                 if in_step == config.accumulate || index + 1 == count {
                     fit.model.apply_accumulated(optimizer)?;
@@ -1073,6 +1082,9 @@ where
                 }
                 value
             };
+            if batch > 0 {
+                train_outputs = scoring.into_scores();
+            }
             if fit.model.grad_clip().is_some() && in_step == 0 {
                 sums.norms += fit.model.grad_norm().unwrap_or(f64::NAN);
                 sums.steps += 1;
@@ -1089,11 +1101,6 @@ where
             }
             if let (Some(counts), Some(labels), true) = (&mut train_counts, Y::labels(y), counted) {
                 counts.add(fit.model.last_output(), labels, width);
-            }
-            if batch > 0 && !names.is_empty() {
-                let output = fit.model.last_output();
-                let layout = layout::<T, M>(batch);
-                loss.score_outputs(output, y, layout, 1.0, &mut train_outputs)?;
             }
             let log = BatchLog {
                 epoch,
@@ -1261,6 +1268,51 @@ fn sum_epoch(
         sum_counts(comm, counts)?;
     }
     Ok(())
+}
+
+/// `loss` in a training step of `fit`: its evaluation also adds each output's scores
+/// to `scores` ([`Loss::evaluate_scored`]), so that the step's own evaluation scores the
+/// outputs. (A lock, as a `Loss` evaluates through `&self`; taken once a step.)
+struct Scoring<'a, L> {
+    loss: &'a L,
+    scores: std::sync::Mutex<Vec<OutputScore>>,
+}
+
+impl<L> Scoring<'_, L> {
+    fn into_scores(self) -> Vec<OutputScore> {
+        self.scores.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T: Float, L: Loss<T>> Loss<T> for Scoring<'_, L> {
+    type Target = L::Target;
+
+    fn evaluate(
+        &self,
+        output: &[T],
+        target: &Self::Target,
+        layout: OutputLayout,
+        grad_output: Option<&mut [T]>,
+    ) -> Result<T> {
+        let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
+        (self.loss).evaluate_scored(output, target, layout, grad_output, 1.0, &mut scores)
+    }
+
+    fn reduction(&self) -> crate::loss::Reduction {
+        self.loss.reduction()
+    }
+
+    fn targets_per_row(&self, width: usize) -> usize {
+        self.loss.targets_per_row(width)
+    }
+
+    fn outputs(&self) -> usize {
+        self.loss.outputs()
+    }
+
+    fn output_names(&self) -> &'static [&'static str] {
+        self.loss.output_names()
+    }
 }
 
 /// Sums each output's scores across ranks.
