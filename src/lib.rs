@@ -179,8 +179,8 @@ pub mod __private {
     pub use kiln_runtime::onnx;
     pub use kiln_runtime::optim::apply_linear_step;
     pub use kiln_runtime::{
-        DeferredWeight, Float, LayerInfo, MergeGradIo, Mode, Model, ModelSpec, ModelState,
-        ParamInfo, Pass, Rng, Shape1, Shape2, Shape3, Shape4, TensorKind, Workspace,
+        AttentionNodes, DeferredWeight, Float, LayerInfo, MergeGradIo, Mode, Model, ModelSpec,
+        ModelState, ParamInfo, Pass, Rng, Shape1, Shape2, Shape3, Shape4, TensorKind, Workspace,
     };
 }
 

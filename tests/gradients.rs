@@ -520,6 +520,48 @@ fn graph_models_with_several_inputs_and_outputs() {
 }
 
 kiln::model! {
+    /// An encoder–decoder: padded self-attention over the source, then causal
+    /// self-attention over the target and cross-attention from it to the source.
+    struct EncoderDecoder {
+        inputs: { source: [5, 4], padding: [5], target: [3, 4] },
+        memory: source >> { Dense(4), MultiHeadAttention(heads = 2, key_padding = padding) },
+        decoded: target >> {
+            MultiHeadAttention(heads = 2, causal = true),
+            MultiHeadAttention(heads = 2, memory = memory, key_padding = padding),
+            Flatten,
+        },
+        outputs: { y: decoded >> Dense(3) },
+    }
+}
+
+#[test]
+fn cross_attention_with_and_without_key_padding() {
+    // Two samples of [source 20, padding 5, target 12]: the first with its last two
+    // source steps padded, the second with none.
+    let mut x = values(2 * 37, 23);
+    x[20..25].copy_from_slice(&[0.0, 0.0, 0.0, 1.0, 1.0]);
+    x[37 + 20..37 + 25].fill(0.0);
+    check_model(
+        EncoderDecoder::<f64>::new(21),
+        &x,
+        &[2, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+    // What the padded source steps hold reaches no output.
+    let model = EncoderDecoder::<f64>::new(21);
+    let before = model.forward(TensorRef::new(&x).unwrap()).into_vec();
+    x[12..20].iter_mut().for_each(|v| *v += 5.0);
+    let after = model.forward(TensorRef::new(&x).unwrap()).into_vec();
+    assert_eq!(before, after);
+    x[8] += 1.0;
+    assert_ne!(
+        model.forward(TensorRef::new(&x).unwrap()).into_vec(),
+        before
+    );
+}
+
+kiln::model! {
     /// A one-block causal transformer language model.
     struct TinyTransformer {
         input: [6],

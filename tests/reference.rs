@@ -691,8 +691,9 @@ fn recurrent_layers_match_pytorch() {
     }
 }
 
-/// Self-attention (with and without a causal mask), layer norm and embedding against
-/// PyTorch's nn.MultiheadAttention, nn.LayerNorm and nn.Embedding.
+/// Self-attention (with and without a causal mask or key padding), cross-attention
+/// (with and without key padding), layer norm and embedding against PyTorch's
+/// nn.MultiheadAttention, nn.LayerNorm and nn.Embedding.
 #[test]
 fn attention_and_layer_norm_match_pytorch() {
     let fixture: Value =
@@ -722,34 +723,61 @@ fn attention_and_layer_norm_match_pytorch() {
             let causal = case["causal"].as_bool().unwrap();
             let s = layers::AttentionShape {
                 steps: get("steps"),
+                keys: get("keys"),
                 dim: get("dim"),
                 heads: get("heads"),
                 causal,
             };
             let (batch, d) = (get("batch"), s.dim);
+            let memory = case.get("memory").map(floats);
+            let padding = case.get("padding").map(floats);
+            let inputs = layers::AttentionInputs {
+                query: &x,
+                memory: memory.as_deref(),
+                key_padding: padding.as_deref(),
+            };
             let (wi, rest) = params.split_at(3 * d * d);
             let (bi, rest) = rest.split_at(3 * d);
             let (wo, bo) = rest.split_at(d * d);
             let mut aux = vec![0.0; batch * s.aux_len()];
-            layers::attention_forward(&s, &mut y, &mut aux, &x, wi, bi, wo, bo, batch);
+            layers::attention_forward(&s, &mut y, &mut aux, inputs, wi, bi, wo, bo, batch);
             let (g_wi, rest) = grads.split_at_mut(3 * d * d);
             let (g_bi, rest) = rest.split_at_mut(3 * d);
             let (g_wo, g_bo) = rest.split_at_mut(d * d);
+            let mut g_memory = vec![0.0; memory.as_ref().map_or(0, Vec::len)];
+            let attention_grads = layers::AttentionGrads {
+                input: Some((&mut gx, Accum::Replace)),
+                memory: memory
+                    .is_some()
+                    .then_some((&mut g_memory[..], Accum::Replace)),
+                in_weight: g_wi,
+                in_bias: g_bi,
+                out_weight: g_wo,
+                out_bias: g_bo,
+            };
             layers::attention_backward(
                 &s,
-                Some((&mut gx, Accum::Replace)),
-                g_wi,
-                g_bi,
-                g_wo,
-                g_bo,
+                attention_grads,
                 &mut aux,
-                &x,
+                inputs,
                 wi,
                 wo,
                 &upstream,
                 batch,
             );
-            format!("attention (causal: {causal})")
+            let what = format!(
+                "attention (causal: {causal}, memory: {}, padding: {})",
+                memory.is_some(),
+                padding.is_some()
+            );
+            if memory.is_some() {
+                assert_close(
+                    &format!("{what} grad_memory"),
+                    &g_memory,
+                    &floats(&case["grad_memory"]),
+                );
+            }
+            what
         } else {
             let width = get("width");
             let (gamma, beta) = params.split_at(width);

@@ -10,8 +10,18 @@
 fn ui() {
     let t = trybuild::TestCases::new();
     for category in [
-        "args", "blocks", "custom", "graph", "input", "layers", "model", "names", "shape",
-        "syntax", "types",
+        "args",
+        "attention",
+        "blocks",
+        "custom",
+        "graph",
+        "input",
+        "layers",
+        "model",
+        "names",
+        "shape",
+        "syntax",
+        "types",
     ] {
         t.compile_fail(format!("tests/ui/{category}/*.rs"));
     }

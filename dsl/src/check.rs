@@ -300,12 +300,56 @@ pub struct Checker {
     to_vector: Option<(String, Vec<usize>, Vec<usize>)>,
     /// The blocks the model defines, for suggestions.
     pub(crate) block_names: Vec<String>,
+    /// In a graph model, while a node's layers are checked: the inputs and earlier
+    /// nodes a layer argument may name, with their shapes (`None` if unknown after an
+    /// earlier mistake).
+    pub(crate) visible: Option<Vec<(String, Option<Vec<usize>>)>>,
+    /// The names layer arguments read, to mark as read.
+    pub(crate) read: Vec<syn::Ident>,
 }
 
 impl Checker {
     /// Reports a mistake.
     pub fn push(&mut self, span: Span, message: impl std::fmt::Display) {
         self.errors.push(span, message);
+    }
+
+    /// The shape of the input or earlier node that the node argument `index` of `call`
+    /// names: `Ok(None)` if the argument is not written or the shape is unknown after
+    /// an earlier mistake, `Err` once reported (a name that is not an input or an
+    /// earlier node, or a model that is not a graph).
+    pub fn node_shape(&mut self, call: &Call, index: usize) -> Result<Option<Vec<usize>>, ()> {
+        let Some(ident) = call.node(index) else {
+            return Ok(None);
+        };
+        let what = call.spec.args[index].name;
+        let Some(visible) = &self.visible else {
+            self.push(
+                ident.span(),
+                format!(
+                    "{}: `{what} = {ident}` reads another input or node, which only a model with `inputs: {{ .. }}` has",
+                    call.name
+                ),
+            );
+            return Err(());
+        };
+        let text = ident.to_string();
+        let Some((_, shape)) = visible.iter().find(|(name, _)| *name == text) else {
+            let mut names: Vec<&str> = visible.iter().map(|(n, _)| n.as_str()).collect();
+            names.sort_unstable();
+            self.push(
+                ident.span(),
+                format!(
+                    "{}: unknown input or node `{text}`: `{what}` reads an input or a node defined before this one ({})",
+                    call.name,
+                    names.join(", ")
+                ),
+            );
+            return Err(());
+        };
+        let shape = shape.clone();
+        self.read.push(ident);
+        Ok(shape)
     }
 
     /// For a layer that needs more dimensions than the vector `input` has: when an
@@ -467,6 +511,15 @@ pub fn display(item: &Item) -> String {
     text
 }
 
+/// The identifier an expression is, if it is one (through invisible groups).
+pub fn path_ident(expr: &Expr) -> Option<syn::Ident> {
+    match expr {
+        Expr::Path(path) => path.path.get_ident().cloned(),
+        Expr::Group(group) => path_ident(&group.expr),
+        _ => None,
+    }
+}
+
 /// The span of argument `index` (in the spec's order) as written, positionally or by
 /// keyword, or the layer's kind when it is not written.
 pub fn values_span(item: &Item, spec: &LayerSpec, index: usize) -> Span {
@@ -493,6 +546,8 @@ pub enum Value {
     Pair(usize, usize),
     /// The position of a name among an argument's choices.
     Choice(usize),
+    /// The name of an input or a node (read with [`Call::node`](crate::layers::Call::node)).
+    Node,
 }
 
 impl Value {
@@ -506,7 +561,7 @@ impl Value {
         match *self {
             Value::Float(v) => v,
             Value::Int(v) => v as f64,
-            Value::Bool(_) | Value::Pair(..) | Value::Choice(_) => f64::NAN,
+            Value::Bool(_) | Value::Pair(..) | Value::Choice(_) | Value::Node => f64::NAN,
         }
     }
     pub fn bool(&self) -> bool {
@@ -626,6 +681,7 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
                         let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
                         format!("one of {}", names.join(", "))
                     }
+                    ArgKind::Node => "the name of an input or a node of the graph".to_string(),
                 };
                 errors.push(
                     a.value.span(),
@@ -678,6 +734,7 @@ fn literal(expr: &Expr, kind: ArgKind) -> Option<Value> {
             (Some(ident), ArgKind::Choice(names)) => {
                 names.iter().position(|&n| ident == n).map(Value::Choice)
             }
+            (Some(_), ArgKind::Node) => Some(Value::Node),
             _ => None,
         },
         Expr::Unary(ExprUnary {
@@ -689,6 +746,7 @@ fn literal(expr: &Expr, kind: ArgKind) -> Option<Value> {
             _ => None,
         },
         Expr::Group(group) => literal(&group.expr, kind),
+        Expr::Paren(_) if kind == ArgKind::Node => None,
         Expr::Paren(paren) => literal(&paren.expr, kind),
         Expr::Tuple(tuple) if kind == ArgKind::Pair && tuple.elems.len() == 2 => {
             let mut it = tuple.elems.iter().map(|e| literal(e, ArgKind::Int));

@@ -65,6 +65,9 @@ pub struct GraphOp {
     layers: Vec<Layer>,
     /// `(input, vocabulary)` of each input an `Embedding` reads.
     tokens: Vec<(usize, usize)>,
+    /// The names of the inputs and of the nodes, which layer arguments may read.
+    input_names: Vec<String>,
+    node_names: Vec<String>,
 }
 
 /// Checks the graph: its inputs, each node's source and layers, its outputs, and that
@@ -159,7 +162,12 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
             Some(item) => {
                 check_tokens(item, reads_input, checker);
                 let before = layers.len();
+                checker.visible = Some(walk.visible());
                 let shape = checker.item(item, 0, source_shape, &mut layers);
+                checker.visible = None;
+                for id in std::mem::take(&mut checker.read) {
+                    walk.lookup(checker, &id);
+                }
                 let layer = (layers.len() > before).then(|| layers.len() - 1);
                 if let (Some(From::One(Ref::Input(k))), Some(at)) = (&from, layer) {
                     if let Some(vocab) = first_vocab(&layers[at]) {
@@ -252,6 +260,16 @@ pub fn check(def: &ModelDef, graph: &Graph, checker: &mut Checker) -> Option<Che
         output_shapes,
         layers,
         tokens,
+        input_names: graph
+            .inputs
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .collect(),
+        node_names: walk
+            .node_names
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect(),
     };
     let list = |named: &[(String, Vec<usize>)]| -> String {
         let shown: Vec<String> = named
@@ -294,6 +312,14 @@ struct Walk {
 }
 
 impl Walk {
+    /// The inputs and nodes defined so far, with their shapes.
+    fn visible(&self) -> Vec<(String, Option<Vec<usize>>)> {
+        self.known
+            .iter()
+            .map(|(name, &(r, _))| (name.clone(), self.shape(r)))
+            .collect()
+    }
+
     /// The input or earlier node called `id`, marked as read. Rule: a node reads
     /// inputs and nodes defined before it.
     fn lookup(&mut self, checker: &mut Checker, id: &syn::Ident) -> Option<Ref> {
@@ -494,6 +520,9 @@ impl Op for GraphOp {
                 .push((offsets[k], size(&self.inputs[k]), vocab));
         }
         plan.input_nodes = input_nodes.clone();
+        for (name, &id) in self.input_names.iter().zip(&input_nodes) {
+            plan.named_nodes.insert(name.clone(), id);
+        }
         let mut node_ids: Vec<usize> = Vec::new();
         let resolve = |r: Ref, node_ids: &[usize]| match r {
             Ref::Input(k) => input_nodes[k],
@@ -516,6 +545,8 @@ impl Op for GraphOp {
                 Some(at) => plan.layers(std::slice::from_ref(&self.layers[at]), source),
                 None => source,
             };
+            plan.named_nodes
+                .insert(self.node_names[node_ids.len()].clone(), out);
             node_ids.push(out);
         }
         let ids: Vec<usize> = self.outputs.iter().map(|&n| node_ids[n]).collect();

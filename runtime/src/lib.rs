@@ -35,8 +35,8 @@ pub use loss::{
     BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization,
 };
 pub use model::{
-    DeferredWeight, Grads, LayerInfo, MergeGradIo, Mode, Model, ModelSpec, ModelState, ParamInfo,
-    ParamSet, Pass, Summary, TensorKind, Workspace,
+    AttentionGradIo, AttentionIo, AttentionNodes, DeferredWeight, Grads, LayerInfo, MergeGradIo,
+    Mode, Model, ModelSpec, ModelState, ParamInfo, ParamSet, Pass, Summary, TensorKind, Workspace,
 };
 pub use optim::{
     Adam, AdamW, CosineAnnealing, GradClip, LrSchedule, Optimizer, RmsProp, Sgd, StepLr,

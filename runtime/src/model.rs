@@ -690,6 +690,155 @@ impl<'a, T: Float> Pass<'a, T> {
     }
 }
 
+/// The nodes an attention layer reads: its queries' sequence and, for cross-attention
+/// or a padded self-attention, the memory and the key padding.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionNodes {
+    /// The queries' sequence (the layer's input).
+    pub query: usize,
+    /// The memory the keys and values come from, if not the queries' own sequence.
+    pub memory: Option<usize>,
+    /// The key padding, if any.
+    pub key_padding: Option<usize>,
+}
+
+/// The buffers of an attention layer's forward pass.
+#[derive(Debug)]
+pub struct AttentionIo<'a, T> {
+    /// What the layer reads, for the kernel.
+    pub inputs: crate::layers::AttentionInputs<'a, T>,
+    /// The output values, to write.
+    pub output: &'a mut [T],
+    /// The layer's auxiliary node.
+    pub aux: &'a mut [T],
+}
+
+/// The buffers of an attention layer's backward pass.
+#[derive(Debug)]
+pub struct AttentionGradIo<'a, T> {
+    /// What the layer read.
+    pub inputs: crate::layers::AttentionInputs<'a, T>,
+    /// The layer's auxiliary node.
+    pub aux: &'a mut [T],
+    /// dL/d(queries' sequence), to write.
+    pub grad_query: &'a mut [T],
+    /// dL/d(memory), to write (empty without a memory).
+    pub grad_memory: &'a mut [T],
+    /// dL/d(key padding), to zero (empty without one): the padding is data.
+    pub grad_key_padding: &'a mut [T],
+    /// dL/d(output).
+    pub grad_output: &'a [T],
+}
+
+impl<'a, T: Float> Pass<'a, T> {
+    /// Where the values of what an attention layer reads are: the outside input, or a
+    /// range of the value buffer.
+    #[allow(clippy::type_complexity)]
+    fn attention_sources(
+        &self,
+        nodes: AttentionNodes,
+    ) -> [Option<(Option<&'a [T]>, Range<usize>)>; 3] {
+        [Some(nodes.query), nodes.memory, nodes.key_padding]
+            .map(|node| node.map(|n| (self.outside(n), self.range(n))))
+    }
+
+    /// The buffers of an attention layer's forward pass.
+    ///
+    /// # Panics
+    /// If a node it reads is not before `output`, or `aux` is not after it.
+    pub fn attention_io(
+        &mut self,
+        nodes: AttentionNodes,
+        output: usize,
+        aux: usize,
+    ) -> AttentionIo<'_, T> {
+        let read = [Some(nodes.query), nodes.memory, nodes.key_padding];
+        let sources = self.attention_sources(nodes);
+        assert!(
+            read.iter().flatten().all(|&n| n < output) && aux > output,
+            "attention nodes in order"
+        );
+        let (r_out, r_aux) = (self.range(output), self.range(aux));
+        let (head, tail) = self.values.split_at_mut(r_out.start);
+        let (out_tail, aux_tail) = tail.split_at_mut(r_aux.start - r_out.start);
+        let head: &[T] = head;
+        let [query, memory, key_padding] =
+            sources.map(|source| source.map(|(outside, r)| outside.unwrap_or(&head[r])));
+        AttentionIo {
+            inputs: crate::layers::AttentionInputs {
+                query: query.expect("a query"),
+                memory,
+                key_padding,
+            },
+            output: &mut out_tail[..r_out.len()],
+            aux: &mut aux_tail[..r_aux.len()],
+        }
+    }
+
+    /// The buffers of an attention layer's backward pass.
+    ///
+    /// # Panics
+    /// If the nodes are not distinct.
+    pub fn attention_grad_io(
+        &mut self,
+        nodes: AttentionNodes,
+        output: usize,
+        aux: usize,
+    ) -> AttentionGradIo<'_, T> {
+        let ranges = [
+            Some(self.range(nodes.query)),
+            nodes.memory.map(|n| self.range(n)),
+            nodes.key_padding.map(|n| self.range(n)),
+            Some(self.range(output)),
+        ];
+        let sources = self.attention_sources(nodes);
+        let r_aux = self.range(aux);
+        let [grad_query, grad_memory, grad_key_padding, grad_output] =
+            disjoint_many(self.grads, ranges);
+        let (head, tail) = self.values.split_at_mut(r_aux.start);
+        let head: &[T] = head;
+        let [query, memory, key_padding] =
+            sources.map(|source| source.map(|(outside, r)| outside.unwrap_or(&head[r])));
+        AttentionGradIo {
+            inputs: crate::layers::AttentionInputs {
+                query: query.expect("a query"),
+                memory,
+                key_padding,
+            },
+            aux: &mut tail[..r_aux.len()],
+            grad_query,
+            grad_memory,
+            grad_key_padding,
+            grad_output,
+        }
+    }
+}
+
+/// Disjoint mutable slices of `buffer` for the given ranges (empty for `None`).
+///
+/// # Panics
+/// If two ranges overlap.
+fn disjoint_many<T, const N: usize>(
+    buffer: &mut [T],
+    ranges: [Option<Range<usize>>; N],
+) -> [&mut [T]; N] {
+    let mut order: Vec<usize> = (0..N).filter(|&i| ranges[i].is_some()).collect();
+    order.sort_by_key(|&i| ranges[i].as_ref().map_or(0, |r| r.start));
+    let mut out: [&mut [T]; N] = std::array::from_fn(|_| <&mut [T]>::default());
+    let mut rest = buffer;
+    let mut at = 0;
+    for i in order {
+        let r = ranges[i].clone().expect("filtered");
+        assert!(r.start >= at, "workspace nodes are disjoint");
+        let (_, tail) = rest.split_at_mut(r.start - at);
+        let (piece, tail) = tail.split_at_mut(r.len());
+        out[i] = piece;
+        rest = tail;
+        at = r.end;
+    }
+    out
+}
+
 /// The buffers of the backward pass of one branch of a merge: every branch's values,
 /// the gradient of branch `which` to write and the merge's output gradient.
 #[derive(Debug)]

@@ -161,11 +161,15 @@ impl RecurrentShape {
     }
 }
 
-/// The geometry of a self-attention layer.
+/// The geometry of an attention layer: self-attention (`keys == steps`, keys and
+/// values from the queries' own sequence) or cross-attention (keys and values from a
+/// memory sequence of `keys` steps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionShape {
-    /// Steps per sample.
+    /// Query steps per sample.
     pub steps: usize,
+    /// Key (and value) steps per sample: `steps` for self-attention.
+    pub keys: usize,
     /// Model width.
     pub dim: usize,
     /// Heads (dividing `dim`).
@@ -175,11 +179,12 @@ pub struct AttentionShape {
 }
 
 impl AttentionShape {
-    /// Per-sample auxiliary values: projections, attention weights, head outputs and
-    /// backward scratch.
+    /// Per-sample auxiliary values: queries, keys and values, attention weights, head
+    /// outputs and backward scratch (the projections' gradients and one weight
+    /// matrix).
     #[inline]
     pub const fn aux_len(&self) -> usize {
-        let (s, d) = (self.steps, self.dim);
-        3 * s * d + self.heads * s * s + s * d + 3 * s * d + s * s
+        let (s, k, d) = (self.steps, self.keys, self.dim);
+        s * d + 2 * k * d + self.heads * s * k + s * d + s * d + 2 * k * d + s * k
     }
 }

@@ -227,6 +227,9 @@ pub struct Plan {
     pub customs: Vec<CustomPlan>,
     /// Per step: how its layer reads (`Lstm(64)`) and its input and output shapes.
     pub step_layers: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// In a graph model: the node of each input and of each node planned so far, by
+    /// name, for the layers whose arguments read them.
+    pub named_nodes: std::collections::HashMap<String, usize>,
     /// The layer being planned.
     current: (String, Vec<usize>, Vec<usize>),
 }
@@ -276,6 +279,7 @@ impl Plan {
             token_columns: Vec::new(),
             customs: Vec::new(),
             step_layers: Vec::new(),
+            named_nodes: std::collections::HashMap::new(),
             current: (String::new(), Vec::new(), Vec::new()),
         };
         plan.output_node = plan.layers(&checked.layers, 0);

@@ -51,8 +51,10 @@ pub const SPECS: &[LayerSpec] = &[
         &[
             arg("heads", ArgKind::Int, true),
             arg("causal", ArgKind::Bool, false),
+            arg("memory", ArgKind::Node, false),
+            arg("key_padding", ArgKind::Node, false),
         ],
-        "`MultiHeadAttention(heads = 4)` or `MultiHeadAttention(heads = 4, causal = true)`",
+        "`MultiHeadAttention(heads = 4)`, `MultiHeadAttention(heads = 4, causal = true)` or `MultiHeadAttention(heads = 4, memory = encoded, key_padding = padding)`",
         check_attention,
     ),
 ];
@@ -421,11 +423,19 @@ impl Step for LayerNormStep {
 struct Attention {
     heads: usize,
     causal: bool,
+    /// The node the keys and values come from (its name), and its steps.
+    memory: Option<String>,
+    keys: usize,
+    key_padding: Option<String>,
 }
 
 fn check_attention(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let name = &call.name;
     let heads = call.int(0);
+    let causal = call.flag(1, false);
+    // Read (and so mark) the named nodes whatever else is wrong.
+    let memory = checker.node_shape(call, 2);
+    let padding = checker.node_shape(call, 3);
     if heads == 0 {
         checker.push(
             call.arg_span(0),
@@ -433,7 +443,18 @@ fn check_attention(checker: &mut Checker, call: &Call) -> Option<Checked> {
         );
         return None;
     }
-    let causal = call.flag(1, false);
+    let memory_name = call.node(2);
+    // Rule: the causal mask orders a sequence against itself.
+    if let (true, Some(memory)) = (causal, &memory_name) {
+        checker.push(
+            call.arg_span(1),
+            format!(
+                "{name}: `causal = true` hides a sequence's later steps from itself; cross-attention to `{memory}` takes no causal mask"
+            ),
+        );
+        return None;
+    }
+    let (memory, padding) = (memory.ok()?, padding.ok()?);
     let input = steps_and_dim(checker, call)?;
     // Rule: the heads divide the model dimension.
     if input[1] % heads != 0 {
@@ -443,7 +464,52 @@ fn check_attention(checker: &mut Checker, call: &Call) -> Option<Checked> {
         );
         return None;
     }
-    Some((Box::new(Attention { heads, causal }), input.clone()))
+    let keys = match (&memory_name, memory) {
+        (None, _) => input[0],
+        (Some(_), None) => return None,
+        (Some(m), Some(shape)) => {
+            // Rule: the memory is a sequence as wide as the queries.
+            if shape.len() != 2 || shape[1] != input[1] {
+                checker.push(
+                    call.arg_span(2),
+                    format!(
+                        "{name}: the memory `{m}` is {} but the queries are {}: cross-attention's keys and queries need the same width, [keys, {}]",
+                        dims(&shape),
+                        dims(input),
+                        input[1]
+                    ),
+                );
+                return None;
+            }
+            shape[0]
+        }
+    };
+    let padding_name = call.node(3);
+    if let (Some(p), Some(shape)) = (&padding_name, padding) {
+        // Rule: the key padding has one value per key.
+        if shape != [keys] {
+            let whose = match &memory_name {
+                Some(m) => format!("the memory `{m}`"),
+                None => "the input".to_string(),
+            };
+            checker.push(
+                call.arg_span(3),
+                format!(
+                    "{name}: the key padding `{p}` is {} but {whose} has {keys} steps: it needs [{keys}], one value per key (1: padded, 0: seen)",
+                    dims(&shape)
+                ),
+            );
+            return None;
+        }
+    }
+    let op = Attention {
+        heads,
+        causal,
+        memory: memory_name.map(|m| m.to_string()),
+        keys,
+        key_padding: padding_name.map(|p| p.to_string()),
+    };
+    Some((Box::new(op), input.clone()))
 }
 
 impl Op for Attention {
@@ -453,9 +519,10 @@ impl Op for Attention {
     }
 
     fn flops(&self, layer: &Layer) -> u64 {
-        let (s, d, heads) = (layer.input[0], layer.input[1], self.heads);
+        let (s, k, d, heads) = (layer.input[0], self.keys, layer.input[1], self.heads);
         // Projections, scores and weighted sums (2 per multiply-add), softmax.
-        (2 * s * d * 3 * d + 2 * 2 * s * s * d + 3 * heads * s * s + 2 * s * d * d) as u64
+        (2 * s * d * d + 2 * k * d * 2 * d + 2 * 2 * s * k * d + 3 * heads * s * k + 2 * s * d * d)
+            as u64
     }
 
     fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
@@ -486,8 +553,20 @@ impl Op for Attention {
             false,
         );
         let output = plan.node(size(&layer.output));
+        let node = |name: &Option<String>| {
+            name.as_ref().map(|n| {
+                *plan
+                    .named_nodes
+                    .get(n)
+                    .expect("checked: a node defined before")
+            })
+        };
+        // Attending to its own input is self-attention.
+        let memory = node(&self.memory).filter(|&m| m != input);
+        let key_padding = node(&self.key_padding);
         let shape = kiln_shapes::AttentionShape {
             steps,
+            keys: self.keys,
             dim,
             heads,
             causal: self.causal,
@@ -495,9 +574,12 @@ impl Op for Attention {
         let aux = plan.node(shape.aux_len());
         plan.push(AttentionStep {
             input,
+            memory,
+            key_padding,
             output,
             aux,
             steps,
+            keys: self.keys,
             dim,
             heads,
             causal: self.causal,
@@ -512,9 +594,12 @@ impl Op for Attention {
 
 struct AttentionStep {
     input: usize,
+    memory: Option<usize>,
+    key_padding: Option<usize>,
     output: usize,
     aux: usize,
     steps: usize,
+    keys: usize,
     dim: usize,
     heads: usize,
     causal: bool,
@@ -526,21 +611,38 @@ struct AttentionStep {
 
 impl AttentionStep {
     fn shape(&self) -> TokenStream {
-        let (steps, dim, heads, causal) = (self.steps, self.dim, self.heads, self.causal);
+        let (steps, keys, dim, heads, causal) =
+            (self.steps, self.keys, self.dim, self.heads, self.causal);
         quote! {
             &::kiln::__private::layers::AttentionShape {
                 steps: #steps,
+                keys: #keys,
                 dim: #dim,
                 heads: #heads,
                 causal: #causal,
             }
         }
     }
+
+    /// The `AttentionNodes` the step reads.
+    fn nodes(&self) -> TokenStream {
+        let option = |node: Option<usize>| match node {
+            Some(n) => quote!(::core::option::Option::Some(#n)),
+            None => quote!(::core::option::Option::None),
+        };
+        let (input, memory, padding) = (self.input, option(self.memory), option(self.key_padding));
+        quote! {
+            ::kiln::__private::AttentionNodes { query: #input, memory: #memory, key_padding: #padding }
+        }
+    }
 }
 
 impl Step for AttentionStep {
     fn inputs(&self) -> Vec<usize> {
-        vec![self.input]
+        let mut inputs = vec![self.input];
+        inputs.extend(self.memory);
+        inputs.extend(self.key_padding);
+        inputs
     }
 
     fn output(&self) -> usize {
@@ -557,6 +659,9 @@ impl Step for AttentionStep {
     }
 
     fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
+        if self.memory.is_some() || self.key_padding.is_some() {
+            return None;
+        }
         let (out, t, d, h) = (
             self.output,
             self.steps as i64,
@@ -651,10 +756,8 @@ impl Step for AttentionStep {
     }
 
     fn forward(&self) -> TokenStream {
-        let AttentionStep {
-            input, output, aux, ..
-        } = self;
-        let shape = self.shape();
+        let AttentionStep { output, aux, .. } = self;
+        let (shape, nodes) = (self.shape(), self.nodes());
         let (wi, bi, wo, bo) = (
             slice(&self.in_weight),
             slice(&self.in_bias),
@@ -663,9 +766,9 @@ impl Step for AttentionStep {
         );
         quote! {
             {
-                let io = ws.forward_io(#input, #output, ::core::option::Option::Some(#aux));
+                let io = ws.attention_io(#nodes, #output, #aux);
                 ::kiln::__private::layers::attention_forward::<T>(
-                    #shape, io.output, io.aux, io.input, &params[#wi], &params[#bi],
+                    #shape, io.output, io.aux, io.inputs, &params[#wi], &params[#bi],
                     &params[#wo], &params[#bo], batch,
                 );
             }
@@ -673,11 +776,28 @@ impl Step for AttentionStep {
     }
 
     fn backward(&self, flow: &mut GradFlow) -> TokenStream {
-        let AttentionStep {
-            input, output, aux, ..
-        } = self;
-        let shape = self.shape();
-        let grad_input = flow.optional(*input, quote!(io.grad_input));
+        let AttentionStep { output, aux, .. } = self;
+        let (shape, nodes) = (self.shape(), self.nodes());
+        let none = quote!(::core::option::Option::None);
+        let grad_input = flow.optional(self.input, quote!(io.grad_query));
+        let grad_memory = match self.memory {
+            Some(m) => flow.optional(m, quote!(io.grad_memory)),
+            None => none.clone(),
+        };
+        // The padding is data: its gradient is zero.
+        let zero_padding = match self.key_padding {
+            Some(p) => {
+                let grad = flow.optional(p, quote!(io.grad_key_padding));
+                quote! {
+                    if let ::core::option::Option::Some((grad, accum)) = #grad {
+                        if ::core::matches!(accum, ::kiln::__private::layers::Accum::Replace) {
+                            grad.fill(T::ZERO);
+                        }
+                    }
+                }
+            }
+            None => quote!(),
+        };
         let all = slice(&(self.in_weight.start..self.out_bias.end));
         let (len_wi, len_bi, len_wo) = (
             self.in_weight.len(),
@@ -687,13 +807,21 @@ impl Step for AttentionStep {
         let (wi, wo) = (slice(&self.in_weight), slice(&self.out_weight));
         quote! {
             {
-                let io = ws.backward_io(#input, #output, ::core::option::Option::Some(#aux));
+                let io = ws.attention_grad_io(#nodes, #output, #aux);
+                #zero_padding
                 let (grad_in_weight, rest) = grads[#all].split_at_mut(#len_wi);
                 let (grad_in_bias, rest) = rest.split_at_mut(#len_bi);
                 let (grad_out_weight, grad_out_bias) = rest.split_at_mut(#len_wo);
+                let attention_grads = ::kiln::__private::layers::AttentionGrads {
+                    input: #grad_input,
+                    memory: #grad_memory,
+                    in_weight: grad_in_weight,
+                    in_bias: grad_in_bias,
+                    out_weight: grad_out_weight,
+                    out_bias: grad_out_bias,
+                };
                 ::kiln::__private::layers::attention_backward::<T>(
-                    #shape, #grad_input, grad_in_weight, grad_in_bias, grad_out_weight,
-                    grad_out_bias, io.aux, io.input, &params[#wi], &params[#wo],
+                    #shape, attention_grads, io.aux, io.inputs, &params[#wi], &params[#wo],
                     io.grad_output, batch,
                 );
             }

@@ -78,6 +78,8 @@ pub enum ArgKind {
     Pair,
     /// One of a few names, written bare or quoted (`mode = bilinear`).
     Choice(&'static [&'static str]),
+    /// The name of an input or an earlier node of a graph model (`memory = enc`).
+    Node,
 }
 
 /// One argument of a layer.
@@ -195,6 +197,27 @@ impl Call<'_> {
     /// The boolean argument `index`, or `default`.
     pub fn flag(&self, index: usize, default: bool) -> bool {
         self.values[index].as_ref().map_or(default, Value::bool)
+    }
+
+    /// The name the node argument `index` gives, if written.
+    pub fn node(&self, index: usize) -> Option<syn::Ident> {
+        self.values[index].as_ref()?;
+        let name = self.spec.args[index].name;
+        let mut position = 0;
+        let written = self
+            .item
+            .args
+            .as_ref()?
+            .list
+            .iter()
+            .find(|a| match &a.key {
+                Some(key) => key == name,
+                None => {
+                    position += 1;
+                    position - 1 == index
+                }
+            })?;
+        crate::check::path_ident(&written.value)
     }
 
     /// The position of the choice argument `index` among its names, 0 if absent.

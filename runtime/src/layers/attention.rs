@@ -8,13 +8,18 @@
 //! - Embedding: token ids (stored as floats in the input) select rows of `W: [vocab,
 //!   dim]`; an id that is not an integer in `0..vocab` gives a zero row here, and the
 //!   model's input check reports it as an error before training or evaluation.
-//! - Multi-head self-attention, as `nn.MultiheadAttention(dim, heads, batch_first=True)`
-//!   called with `(x, x, x)`: `[q k v] = x W_inᵀ + b_in`; per head
-//!   `softmax(q kᵀ / √d_head + mask) v`; heads concatenated; `y = o W_outᵀ + b_out`. The
-//!   causal mask hides later steps.
+//! - Multi-head attention, as `nn.MultiheadAttention(dim, heads, batch_first=True)`:
+//!   called with `(x, x, x)` (self-attention) or `(x, m, m)` (cross-attention from `x`
+//!   to a memory `m`): `q = x W_qᵀ + b_q`, `[k v] = m W_kvᵀ + b_kv` (the rows of the
+//!   packed `W_in`, `b_in`); per head `softmax(q kᵀ / √d_head + mask) v`; heads
+//!   concatenated; `y = o W_outᵀ + b_out`. The causal mask hides later steps; the key
+//!   padding (PyTorch's boolean `key_padding_mask`, 1 = padded) hides keys per sample. A
+//!   query that sees no key at all gets zero weights (PyTorch gives NaN), so its output
+//!   is `b_out`.
 //!
 //! # Shapes
-//! Samples are `[steps, dim]`; the embedding's input is `[steps]` of ids.
+//! Samples are `[steps, dim]` (the memory `[keys, dim]`, its padding `[keys]`); the
+//! embedding's input is `[steps]` of ids.
 
 use faer::{Accum, MatMut, MatRef, Par};
 
@@ -198,48 +203,123 @@ pub fn embedding_backward<T: Float>(
 
 pub use kiln_shapes::AttentionShape;
 
+/// What an attention layer reads, for the whole batch: the sequence its queries come
+/// from and, for cross-attention, the memory its keys and values come from (`None`:
+/// the queries' own sequence) and the key padding (`[keys]` per sample, PyTorch's
+/// boolean `key_padding_mask` as numbers: a key marked 1 is hidden from every query, a
+/// key marked 0 is seen; values above ½ count as 1).
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionInputs<'a, T> {
+    /// `[steps, dim]` per sample.
+    pub query: &'a [T],
+    /// `[keys, dim]` per sample, or `None` for self-attention.
+    pub memory: Option<&'a [T]>,
+    /// `[keys]` per sample, or `None`.
+    pub key_padding: Option<&'a [T]>,
+}
+
 struct AuxParts<'a, T> {
-    qkv: &'a mut [T],
+    q: &'a mut [T],
+    kv: &'a mut [T],
     probs: &'a mut [T],
     heads_out: &'a mut [T],
-    grad_qkv: &'a mut [T],
+    grad_q: &'a mut [T],
+    grad_kv: &'a mut [T],
     scratch: &'a mut [T],
 }
 
 fn aux_parts<'a, T>(s: &AttentionShape, aux: &'a mut [T]) -> AuxParts<'a, T> {
-    let (st, d) = (s.steps, s.dim);
-    let (qkv, rest) = aux.split_at_mut(3 * st * d);
-    let (probs, rest) = rest.split_at_mut(s.heads * st * st);
+    let (st, k, d) = (s.steps, s.keys, s.dim);
+    let (q, rest) = aux.split_at_mut(st * d);
+    let (kv, rest) = rest.split_at_mut(2 * k * d);
+    let (probs, rest) = rest.split_at_mut(s.heads * st * k);
     let (heads_out, rest) = rest.split_at_mut(st * d);
-    let (grad_qkv, scratch) = rest.split_at_mut(3 * st * d);
+    let (grad_q, rest) = rest.split_at_mut(st * d);
+    let (grad_kv, scratch) = rest.split_at_mut(2 * k * d);
     AuxParts {
-        qkv,
+        q,
+        kv,
         probs,
         heads_out,
-        grad_qkv,
+        grad_q,
+        grad_kv,
         scratch,
     }
 }
 
-/// Multi-head self-attention forward.
+/// Adds `bias` to every row of `rows`.
+fn add_bias<T: Float>(rows: &mut [T], bias: &[T]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// Adds every row of `rows` to `sum`.
+fn sum_rows<T: Float>(sum: &mut [T], rows: &[T]) {
+    for row in rows.chunks_exact(sum.len()) {
+        for (s, &v) in sum.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+}
+
+/// Softmax of one row of scores over the keys it may see (`j < visible` and not
+/// padded); hidden keys get weight 0, and a row that sees no key is all zeros.
+fn masked_softmax<T: Float>(row: &mut [T], visible: usize, padding: Option<&[T]>) {
+    let half = T::from_f64(0.5);
+    let seen = |j: usize| j < visible && padding.is_none_or(|m| m[j] <= half);
+    let mut max: Option<T> = None;
+    for (j, &p) in row.iter().enumerate() {
+        if seen(j) {
+            max = Some(max.map_or(p, |m: T| m.max(p)));
+        }
+    }
+    let Some(max) = max else {
+        row.fill(T::ZERO);
+        return;
+    };
+    let mut sum = T::ZERO;
+    for (j, p) in row.iter_mut().enumerate() {
+        *p = if seen(j) { (*p - max).exp() } else { T::ZERO };
+        sum += *p;
+    }
+    let inv = T::ONE / sum;
+    row.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// Multi-head attention forward: self-attention over `inputs.query`, or
+/// cross-attention from it to `inputs.memory`.
 ///
 /// # Panics
 /// If a length does not match the geometry or `heads` does not divide `dim`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_forward<T: Float>(
     s: &AttentionShape,
     output: &mut [T],
     aux: &mut [T],
-    input: &[T],
+    inputs: AttentionInputs<'_, T>,
     in_weight: &[T],
     in_bias: &[T],
     out_weight: &[T],
     out_bias: &[T],
     batch: usize,
 ) {
-    let (st, d, h) = (s.steps, s.dim, s.heads);
+    let (st, keys, d, h) = (s.steps, s.keys, s.dim, s.heads);
     assert_eq!(d % h, 0, "heads must divide dim");
+    assert!(
+        inputs.memory.is_some() || keys == st,
+        "self-attention has as many keys as steps"
+    );
     let dh = d / h;
-    check_len("attention input", input.len(), batch * st * d);
+    check_len("attention input", inputs.query.len(), batch * st * d);
+    if let Some(memory) = inputs.memory {
+        check_len("attention memory", memory.len(), batch * keys * d);
+    }
+    if let Some(padding) = inputs.key_padding {
+        check_len("attention key padding", padding.len(), batch * keys);
+    }
     check_len("attention output", output.len(), batch * st * d);
     check_len("attention aux", aux.len(), batch * s.aux_len());
     let scale = T::from_f64(1.0 / (dh as f64).sqrt());
@@ -247,48 +327,55 @@ pub fn attention_forward<T: Float>(
     let w_out = MatRef::from_row_major_slice(out_weight, d, d);
     for b in 0..batch {
         let parts = aux_parts(s, &mut aux[b * s.aux_len()..][..s.aux_len()]);
-        let x = MatRef::from_row_major_slice(&input[b * st * d..][..st * d], st, d);
+        let x = MatRef::from_row_major_slice(&inputs.query[b * st * d..][..st * d], st, d);
+        let m = match inputs.memory {
+            Some(memory) => {
+                MatRef::from_row_major_slice(&memory[b * keys * d..][..keys * d], keys, d)
+            }
+            None => x,
+        };
+        let padding = inputs.key_padding.map(|p| &p[b * keys..][..keys]);
+        // PyTorch's packed projections: rows 0..d of `W_in` give the queries, the rest
+        // the keys and values.
         matmul(
-            MatMut::from_row_major_slice_mut(&mut *parts.qkv, st, 3 * d),
+            MatMut::from_row_major_slice_mut(&mut *parts.q, st, d),
             Accum::Replace,
             x,
-            w_in.transpose(),
+            w_in.subrows(0, d).transpose(),
             T::ONE,
             Par::Seq,
         );
-        for row in parts.qkv.chunks_exact_mut(3 * d) {
-            for (v, &bias) in row.iter_mut().zip(in_bias) {
-                *v += bias;
-            }
-        }
-        let qkv = MatRef::from_row_major_slice(&*parts.qkv, st, 3 * d);
+        add_bias(parts.q, &in_bias[..d]);
+        matmul(
+            MatMut::from_row_major_slice_mut(&mut *parts.kv, keys, 2 * d),
+            Accum::Replace,
+            m,
+            w_in.subrows(d, 2 * d).transpose(),
+            T::ONE,
+            Par::Seq,
+        );
+        add_bias(parts.kv, &in_bias[d..]);
+        let q_all = MatRef::from_row_major_slice(&*parts.q, st, d);
+        let kv = MatRef::from_row_major_slice(&*parts.kv, keys, 2 * d);
         let mut heads_out = MatMut::from_row_major_slice_mut(&mut *parts.heads_out, st, d);
         for head in 0..h {
-            let q = qkv.subcols(head * dh, dh);
-            let k = qkv.subcols(d + head * dh, dh);
-            let v = qkv.subcols(2 * d + head * dh, dh);
-            let p_slice = &mut parts.probs[head * st * st..][..st * st];
+            let q = q_all.subcols(head * dh, dh);
+            let k = kv.subcols(head * dh, dh);
+            let v = kv.subcols(d + head * dh, dh);
+            let p_slice = &mut parts.probs[head * st * keys..][..st * keys];
             matmul(
-                MatMut::from_row_major_slice_mut(&mut *p_slice, st, st),
+                MatMut::from_row_major_slice_mut(&mut *p_slice, st, keys),
                 Accum::Replace,
                 q,
                 k.transpose(),
                 scale,
                 Par::Seq,
             );
-            for (i, row) in p_slice.chunks_exact_mut(st).enumerate() {
-                let visible = if s.causal { i + 1 } else { st };
-                let max = row[..visible].iter().copied().fold(row[0], T::max);
-                let mut sum = T::ZERO;
-                for p in &mut row[..visible] {
-                    *p = (*p - max).exp();
-                    sum += *p;
-                }
-                let inv = T::ONE / sum;
-                row[..visible].iter_mut().for_each(|p| *p *= inv);
-                row[visible..].fill(T::ZERO);
+            for (i, row) in p_slice.chunks_exact_mut(keys).enumerate() {
+                let visible = if s.causal { i + 1 } else { keys };
+                masked_softmax(row, visible, padding);
             }
-            let p = MatRef::from_row_major_slice(&*p_slice, st, st);
+            let p = MatRef::from_row_major_slice(&*p_slice, st, keys);
             matmul(
                 heads_out.as_mut().subcols_mut(head * dh, dh),
                 Accum::Replace,
@@ -308,52 +395,67 @@ pub fn attention_forward<T: Float>(
             T::ONE,
             Par::Seq,
         );
-        for row in y.chunks_exact_mut(d) {
-            for (v, &bias) in row.iter_mut().zip(out_bias) {
-                *v += bias;
-            }
-        }
+        add_bias(y, out_bias);
     }
 }
 
-/// Gradient of [`attention_forward`]. The four parameter gradients are replaced;
-/// `grad_input`, if asked for, is replaced or accumulated.
+/// The gradients [`attention_backward`] writes: the four parameters' (replaced), and
+/// those of the queries' sequence and the memory, if asked for (replaced or
+/// accumulated, as each says).
+#[derive(Debug)]
+pub struct AttentionGrads<'a, T> {
+    /// dL/d(the queries' sequence), if asked for.
+    pub input: Option<(&'a mut [T], Accum)>,
+    /// dL/d(memory), if asked for (cross-attention only).
+    pub memory: Option<(&'a mut [T], Accum)>,
+    /// dL/d`in_proj_weight`.
+    pub in_weight: &'a mut [T],
+    /// dL/d`in_proj_bias`.
+    pub in_bias: &'a mut [T],
+    /// dL/d`out_proj.weight`.
+    pub out_weight: &'a mut [T],
+    /// dL/d`out_proj.bias`.
+    pub out_bias: &'a mut [T],
+}
+
+/// Gradient of [`attention_forward`] (`inputs.key_padding` is not read: the saved
+/// weights of hidden keys are 0).
 ///
 /// # Panics
 /// If a length does not match the geometry.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward<T: Float>(
     s: &AttentionShape,
-    grad_input: Option<(&mut [T], Accum)>,
-    grad_in_weight: &mut [T],
-    grad_in_bias: &mut [T],
-    grad_out_weight: &mut [T],
-    grad_out_bias: &mut [T],
+    grads: AttentionGrads<'_, T>,
     aux: &mut [T],
-    input: &[T],
+    inputs: AttentionInputs<'_, T>,
     in_weight: &[T],
     out_weight: &[T],
     grad_output: &[T],
     batch: usize,
 ) {
-    let (st, d, h) = (s.steps, s.dim, s.heads);
+    let (st, keys, d, h) = (s.steps, s.keys, s.dim, s.heads);
     let dh = d / h;
     check_len("attention grad_output", grad_output.len(), batch * st * d);
     let scale = T::from_f64(1.0 / (dh as f64).sqrt());
     let w_in = MatRef::from_row_major_slice(in_weight, 3 * d, d);
     let w_out = MatRef::from_row_major_slice(out_weight, d, d);
+    let AttentionGrads {
+        input: mut grad_input,
+        memory: mut grad_memory,
+        in_weight: grad_in_weight,
+        in_bias: grad_in_bias,
+        out_weight: grad_out_weight,
+        out_bias: grad_out_bias,
+    } = grads;
     grad_in_bias.fill(T::ZERO);
     grad_out_bias.fill(T::ZERO);
-    let mut grad_input = grad_input;
     for b in 0..batch {
         let first = if b == 0 { Accum::Replace } else { Accum::Add };
         let parts = aux_parts(s, &mut aux[b * s.aux_len()..][..s.aux_len()]);
         let gy_slice = &grad_output[b * st * d..][..st * d];
         let gy = MatRef::from_row_major_slice(gy_slice, st, d);
-        for row in gy_slice.chunks_exact(d) {
-            for (gb, &g) in grad_out_bias.iter_mut().zip(row) {
-                *gb += g;
-            }
-        }
+        sum_rows(grad_out_bias, gy_slice);
         // grad W_out = gyᵀ o, then the head outputs' gradient replaces o.
         let o = MatRef::from_row_major_slice(&*parts.heads_out, st, d);
         matmul(
@@ -373,19 +475,22 @@ pub fn attention_backward<T: Float>(
             Par::Seq,
         );
         let g_o = MatRef::from_row_major_slice(&*parts.heads_out, st, d);
-        let qkv = MatRef::from_row_major_slice(&*parts.qkv, st, 3 * d);
-        let mut g_qkv = MatMut::from_row_major_slice_mut(&mut *parts.grad_qkv, st, 3 * d);
+        let q_all = MatRef::from_row_major_slice(&*parts.q, st, d);
+        let kv = MatRef::from_row_major_slice(&*parts.kv, keys, 2 * d);
+        let mut g_q = MatMut::from_row_major_slice_mut(&mut *parts.grad_q, st, d);
+        let mut g_kv = MatMut::from_row_major_slice_mut(&mut *parts.grad_kv, keys, 2 * d);
         for head in 0..h {
             let (q, k, v) = (
-                qkv.subcols(head * dh, dh),
-                qkv.subcols(d + head * dh, dh),
-                qkv.subcols(2 * d + head * dh, dh),
+                q_all.subcols(head * dh, dh),
+                kv.subcols(head * dh, dh),
+                kv.subcols(d + head * dh, dh),
             );
             let g_oh = g_o.subcols(head * dh, dh);
-            let p = MatRef::from_row_major_slice(&parts.probs[head * st * st..][..st * st], st, st);
+            let p_rows = &parts.probs[head * st * keys..][..st * keys];
+            let p = MatRef::from_row_major_slice(p_rows, st, keys);
             // dV = Pᵀ dO_h; dP = dO_h Vᵀ; dA = P ⊙ (dP − rowsum(dP ⊙ P)).
             matmul(
-                g_qkv.as_mut().subcols_mut(2 * d + head * dh, dh),
+                g_kv.as_mut().subcols_mut(d + head * dh, dh),
                 Accum::Replace,
                 p.transpose(),
                 g_oh,
@@ -393,27 +498,26 @@ pub fn attention_backward<T: Float>(
                 Par::Seq,
             );
             matmul(
-                MatMut::from_row_major_slice_mut(&mut *parts.scratch, st, st),
+                MatMut::from_row_major_slice_mut(&mut *parts.scratch, st, keys),
                 Accum::Replace,
                 g_oh,
                 v.transpose(),
                 T::ONE,
                 Par::Seq,
             );
-            let p_rows = &parts.probs[head * st * st..][..st * st];
             for (da, pr) in parts
                 .scratch
-                .chunks_exact_mut(st)
-                .zip(p_rows.chunks_exact(st))
+                .chunks_exact_mut(keys)
+                .zip(p_rows.chunks_exact(keys))
             {
                 let dot: T = da.iter().zip(pr).map(|(&a, &b)| a * b).sum();
                 for (x, &pv) in da.iter_mut().zip(pr) {
                     *x = pv * (*x - dot) * scale;
                 }
             }
-            let da = MatRef::from_row_major_slice(&*parts.scratch, st, st);
+            let da = MatRef::from_row_major_slice(&*parts.scratch, st, keys);
             matmul(
-                g_qkv.as_mut().subcols_mut(head * dh, dh),
+                g_q.as_mut().subcols_mut(head * dh, dh),
                 Accum::Replace,
                 da,
                 k,
@@ -421,7 +525,7 @@ pub fn attention_backward<T: Float>(
                 Par::Seq,
             );
             matmul(
-                g_qkv.as_mut().subcols_mut(d + head * dh, dh),
+                g_kv.as_mut().subcols_mut(head * dh, dh),
                 Accum::Replace,
                 da.transpose(),
                 q,
@@ -429,24 +533,48 @@ pub fn attention_backward<T: Float>(
                 Par::Seq,
             );
         }
-        for row in parts.grad_qkv.chunks_exact(3 * d) {
-            for (gb, &g) in grad_in_bias.iter_mut().zip(row) {
-                *gb += g;
+        sum_rows(&mut grad_in_bias[..d], parts.grad_q);
+        sum_rows(&mut grad_in_bias[d..], parts.grad_kv);
+        let g_q = MatRef::from_row_major_slice(&*parts.grad_q, st, d);
+        let g_kv = MatRef::from_row_major_slice(&*parts.grad_kv, keys, 2 * d);
+        let x = MatRef::from_row_major_slice(&inputs.query[b * st * d..][..st * d], st, d);
+        let m = match inputs.memory {
+            Some(memory) => {
+                MatRef::from_row_major_slice(&memory[b * keys * d..][..keys * d], keys, d)
             }
-        }
-        let g_qkv = MatRef::from_row_major_slice(&*parts.grad_qkv, st, 3 * d);
-        let x = MatRef::from_row_major_slice(&input[b * st * d..][..st * d], st, d);
+            None => x,
+        };
+        let mut g_w = MatMut::from_row_major_slice_mut(&mut *grad_in_weight, 3 * d, d);
         matmul(
-            MatMut::from_row_major_slice_mut(&mut *grad_in_weight, 3 * d, d),
+            g_w.as_mut().subrows_mut(0, d),
             first,
-            g_qkv.transpose(),
+            g_q.transpose(),
             x,
             T::ONE,
             Par::Seq,
         );
+        matmul(
+            g_w.as_mut().subrows_mut(d, 2 * d),
+            first,
+            g_kv.transpose(),
+            m,
+            T::ONE,
+            Par::Seq,
+        );
+        let (w_q, w_kv) = (w_in.subrows(0, d), w_in.subrows(d, 2 * d));
         if let Some((gi, accum)) = grad_input.as_mut() {
-            let dst = MatMut::from_row_major_slice_mut(&mut gi[b * st * d..][..st * d], st, d);
-            matmul(dst, *accum, g_qkv, w_in, T::ONE, Par::Seq);
+            let mut dst = MatMut::from_row_major_slice_mut(&mut gi[b * st * d..][..st * d], st, d);
+            matmul(dst.as_mut(), *accum, g_q, w_q, T::ONE, Par::Seq);
+            if inputs.memory.is_none() {
+                matmul(dst, Accum::Add, g_kv, w_kv, T::ONE, Par::Seq);
+            }
+        }
+        if inputs.memory.is_some() {
+            if let Some((gm, accum)) = grad_memory.as_mut() {
+                let dst =
+                    MatMut::from_row_major_slice_mut(&mut gm[b * keys * d..][..keys * d], keys, d);
+                matmul(dst, *accum, g_kv, w_kv, T::ONE, Par::Seq);
+            }
         }
     }
 }
@@ -499,80 +627,129 @@ mod tests {
         );
     }
 
+    /// Self-attention (with and without the causal mask) and cross-attention (with and
+    /// without key padding, one sample's keys all padded for one query row's worth of
+    /// keys) against finite differences, every input and parameter.
     #[test]
     fn attention_matches_finite_differences() {
-        for causal in [false, true] {
-            let s = AttentionShape {
-                steps: 4,
-                dim: 6,
-                heads: 2,
-                causal,
+        let cases = [
+            (4, None, false),
+            (4, None, true),
+            (3, Some(5), false),
+            (3, Some(5), true),
+        ];
+        for (steps, memory, padded) in cases {
+            for causal in [false, true] {
+                if memory.is_some() && causal {
+                    continue;
+                }
+                check_attention(steps, memory, padded, causal);
+            }
+        }
+    }
+
+    fn check_attention(steps: usize, memory: Option<usize>, padded: bool, causal: bool) {
+        let keys = memory.unwrap_or(steps);
+        let s = AttentionShape {
+            steps,
+            keys,
+            dim: 6,
+            heads: 2,
+            causal,
+        };
+        let batch = 2;
+        let d = s.dim;
+        let x = values(batch * steps * d, 51);
+        let m = memory.map(|k| values(batch * k * d, 57));
+        // Sample 0 hides keys 1 and 3; sample 1 every key but 0 (self-attention) or
+        // every key (cross-attention: its queries see nothing).
+        let padding: Option<Vec<f64>> = padded.then(|| {
+            (0..batch * keys)
+                .map(|i| {
+                    let (b, j) = (i / keys, i % keys);
+                    let hidden =
+                        b == 0 && (j == 1 || j == 3) || b == 1 && (memory.is_some() || j != 0);
+                    if hidden {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        });
+        let params = values(4 * d * d + 4 * d, 52);
+        let c = values(x.len(), 56);
+        let split = |p: &[f64]| -> [Vec<f64>; 4] {
+            let (wi, rest) = p.split_at(3 * d * d);
+            let (bi, rest) = rest.split_at(3 * d);
+            let (wo, bo) = rest.split_at(d * d);
+            [wi.to_vec(), bi.to_vec(), wo.to_vec(), bo.to_vec()]
+        };
+        let run = |x: &[f64], m: Option<&[f64]>, p: &[f64]| {
+            let [wi, bi, wo, bo] = split(p);
+            let mut y = vec![0.0; x.len()];
+            let mut aux = vec![0.0; batch * s.aux_len()];
+            let inputs = AttentionInputs {
+                query: x,
+                memory: m,
+                key_padding: padding.as_deref(),
             };
-            let batch = 2;
-            let d = s.dim;
-            let x = values(batch * s.steps * d, 51);
-            let w_in = values(3 * d * d, 52);
-            let b_in = values(3 * d, 53);
-            let w_out = values(d * d, 54);
-            let b_out = values(d, 55);
-            let c = values(x.len(), 56);
-            let run = |x: &[f64], wi: &[f64], bi: &[f64], wo: &[f64], bo: &[f64]| {
-                let mut y = vec![0.0; x.len()];
-                let mut aux = vec![0.0; batch * s.aux_len()];
-                attention_forward(&s, &mut y, &mut aux, x, wi, bi, wo, bo, batch);
-                (y, aux)
+            attention_forward(&s, &mut y, &mut aux, inputs, &wi, &bi, &wo, &bo, batch);
+            (y, aux)
+        };
+        let (_, mut aux) = run(&x, m.as_deref(), &params);
+        let mut gx = vec![0.0; x.len()];
+        let mut gm = vec![0.0; m.as_ref().map_or(0, Vec::len)];
+        let mut gp = vec![0.0; params.len()];
+        {
+            let (gwi, rest) = gp.split_at_mut(3 * d * d);
+            let (gbi, rest) = rest.split_at_mut(3 * d);
+            let (gwo, gbo) = rest.split_at_mut(d * d);
+            let [wi, _, wo, _] = split(&params);
+            let grads = AttentionGrads {
+                input: Some((&mut gx, Accum::Replace)),
+                memory: m.is_some().then_some((&mut gm[..], Accum::Replace)),
+                in_weight: gwi,
+                in_bias: gbi,
+                out_weight: gwo,
+                out_bias: gbo,
             };
-            let (_, mut aux) = run(&x, &w_in, &b_in, &w_out, &b_out);
-            let (mut gx, mut gwi, mut gbi, mut gwo, mut gbo) = (
-                vec![0.0; x.len()],
-                vec![0.0; w_in.len()],
-                vec![0.0; 3 * d],
-                vec![0.0; d * d],
-                vec![0.0; d],
-            );
-            attention_backward(
-                &s,
-                Some((&mut gx, Accum::Replace)),
-                &mut gwi,
-                &mut gbi,
-                &mut gwo,
-                &mut gbo,
-                &mut aux,
-                &x,
-                &w_in,
-                &w_out,
-                &c,
-                batch,
-            );
-            let loss = |x: &[f64], wi: &[f64], bi: &[f64], wo: &[f64], bo: &[f64]| {
-                dot(&c, &run(x, wi, bi, wo, bo).0)
+            let inputs = AttentionInputs {
+                query: &x,
+                memory: m.as_deref(),
+                key_padding: padding.as_deref(),
             };
-            let tol = 1e-7;
+            attention_backward(&s, grads, &mut aux, inputs, &wi, &wo, &c, batch);
+        }
+        let loss = |x: &[f64], m: Option<&[f64]>, p: &[f64]| dot(&c, &run(x, m, p).0);
+        let tol = 1e-7;
+        assert_close(
+            &gx,
+            &numeric_grad(&x, 1e-6, |v| loss(v, m.as_deref(), &params)),
+            tol,
+        );
+        assert_close(
+            &gp,
+            &numeric_grad(&params, 1e-6, |v| loss(&x, m.as_deref(), v)),
+            tol,
+        );
+        if let Some(m) = &m {
             assert_close(
-                &gx,
-                &numeric_grad(&x, 1e-6, |v| loss(v, &w_in, &b_in, &w_out, &b_out)),
+                &gm,
+                &numeric_grad(m, 1e-6, |v| loss(&x, Some(v), &params)),
                 tol,
             );
-            assert_close(
-                &gwi,
-                &numeric_grad(&w_in, 1e-6, |v| loss(&x, v, &b_in, &w_out, &b_out)),
-                tol,
-            );
-            assert_close(
-                &gbi,
-                &numeric_grad(&b_in, 1e-6, |v| loss(&x, &w_in, v, &w_out, &b_out)),
-                tol,
-            );
-            assert_close(
-                &gwo,
-                &numeric_grad(&w_out, 1e-6, |v| loss(&x, &w_in, &b_in, v, &b_out)),
-                tol,
-            );
-            assert_close(
-                &gbo,
-                &numeric_grad(&b_out, 1e-6, |v| loss(&x, &w_in, &b_in, &w_out, v)),
-                tol,
-            );
+        }
+        if let Some(padding) = &padding {
+            // A hidden key changes nothing: perturb its memory row, the output stays.
+            let y = run(&x, m.as_deref(), &params).0;
+            let mut m2 = m.clone().unwrap_or_else(|| x.clone());
+            let hidden = padding.iter().position(|&p| p != 0.0).unwrap();
+            let row = &mut m2[hidden * d..][..d];
+            row.iter_mut().for_each(|v| *v += 3.0);
+            if m.is_some() {
+                assert_eq!(run(&x, Some(&m2), &params).0, y);
+            }
         }
     }
 

@@ -31,7 +31,7 @@ pub use activation::{activation_backward, activation_forward, Activation, Maxima
 pub use attention::{
     attention_backward, attention_forward, embedding_backward, embedding_forward,
     layer_norm_backward, layer_norm_forward, positional_backward, positional_forward, token_index,
-    AttentionShape,
+    AttentionGrads, AttentionInputs, AttentionShape,
 };
 pub use batchnorm::{batch_norm_backward, batch_norm_forward, BatchNormShape};
 pub use conv::{conv2d_backward, conv2d_forward};
