@@ -534,6 +534,40 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// PyTorch's transformer layers with the options the reference test leaves out:
+    /// a post-norm ReLU encoder, a pre-norm GELU decoder with padded targets too.
+    struct TransformerLayers {
+        inputs: { source: [4, 4], padding: [4], target: [3, 4], target_padding: [3] },
+        encoded: source >> TransformerEncoderLayer(heads = 2, ff = 6, dropout = 0.0),
+        decoded: target >> {
+            TransformerDecoderLayer(
+                heads = 1, ff = 5, memory = encoded, dropout = 0.0, activation = gelu,
+                norm_first = true, key_padding = target_padding, memory_padding = padding,
+            ),
+            Flatten,
+        },
+        outputs: { y: decoded >> Dense(2) },
+    }
+}
+
+#[test]
+fn transformer_encoder_and_decoder_layers() {
+    // Two samples of [source 16, padding 4, target 12, target padding 3].
+    let mut x = values(2 * 35, 24);
+    x[16..20].copy_from_slice(&[0.0, 0.0, 1.0, 0.0]);
+    x[32..35].copy_from_slice(&[0.0, 0.0, 1.0]);
+    x[35 + 16..35 + 20].fill(0.0);
+    x[35 + 32..35 + 35].fill(0.0);
+    check_model(
+        TransformerLayers::<f64>::new(22),
+        &x,
+        &[1, 0][..],
+        &CrossEntropy::default(),
+        1e-6,
+    );
+}
+
 #[test]
 fn cross_attention_with_and_without_key_padding() {
     // Two samples of [source 20, padding 5, target 12]: the first with its last two

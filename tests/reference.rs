@@ -1056,16 +1056,35 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    struct TorchEncoderDecoder {
+        inputs: { source: [6, 8], padding: [6], target: [4, 8] },
+        encoded: source >> TransformerEncoderLayer(
+            heads = 2, ff = 16, dropout = 0.0, activation = gelu, norm_first = true,
+            key_padding = padding,
+        ),
+        decoded: target >> TransformerDecoderLayer(
+            heads = 2, ff = 16, memory = encoded, dropout = 0.0, memory_padding = padding,
+        ),
+        outputs: { y: decoded >> { Flatten, Dense(3) } },
+    }
+}
+
 /// Models with several inputs and outputs against PyTorch: a two-input model (image
 /// and features, packed as kiln takes them) loads its state dict and gives PyTorch's
 /// output and gradients; a two-output model's weighted loss (cross-entropy plus 0.3
-/// times cross-entropy) gives PyTorch's loss, parameter gradients and input gradient.
+/// times cross-entropy) gives PyTorch's loss, parameter gradients and input gradient;
+/// an encoder–decoder of PyTorch's own transformer layers (a padded source, a causal
+/// target attending to it) loads its state dict unchanged and gives PyTorch's output
+/// and every gradient.
 #[test]
 fn multi_input_and_output_models_match_pytorch() {
     let json: Value = serde_json::from_str(include_str!("fixtures/torch_multi_io.json")).unwrap();
     let cases = json["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 2);
+    assert_eq!(cases.len(), 3);
     check_torch_model(TorchTwoInputs::<f64>::new(0), &cases[0]);
+    assert_eq!(cases[2]["model"], "encoder_decoder");
+    check_torch_model(TorchEncoderDecoder::<f64>::new(0), &cases[2]);
     let case = &cases[1];
     assert_eq!(case["model"], "two_outputs");
     let mut model = TorchTwoOutputs::<f64>::new(0);

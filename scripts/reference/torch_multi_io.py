@@ -8,6 +8,12 @@
   times cross-entropy of the second (mean over the batch each, as PyTorch's default).
   The fixture holds the loss, every parameter's gradient and the input's.
 
+- `encoder_decoder`: PyTorch's own `nn.TransformerEncoderLayer` (pre-norm, GELU) over a
+  source with a key padding mask, and `nn.TransformerDecoderLayer` (post-norm, ReLU)
+  over a target, causal, attending to the encoded source under the same mask; a
+  linear head on the flattened result. kiln packs `[source, padding, target]` per
+  sample (the padding as 0/1; its gradient is zero).
+
 Each model is built from PyTorch's own modules with kiln's parameter names, its state
 dict saved with safetensors (`tests/fixtures/torch_<model>.safetensors`), in float64.
 Run from the repository root, in an environment with torch and safetensors (see
@@ -57,6 +63,26 @@ class TwoOutputs(nn.Module):
     def forward(self, x):
         h = self.trunk(x)
         return self.a(h), self.b(h)
+
+
+class EncoderDecoder(nn.Module):
+    """`encoded: source >> TransformerEncoderLayer(heads = 2, ff = 16, dropout = 0.0,
+    activation = gelu, norm_first = true, key_padding = padding)`, `decoded: target >>
+    TransformerDecoderLayer(heads = 2, ff = 16, memory = encoded, dropout = 0.0,
+    memory_padding = padding)`, `outputs: { y: decoded >> { Flatten, Dense(3) } }`."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoded = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu",
+                                                  norm_first=True, batch_first=True)
+        self.decoded = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.y = nn.Sequential(nn.Flatten(), nn.Linear(32, 3))
+
+    def forward(self, source, padding, target):
+        memory = self.encoded(source, src_key_padding_mask=padding)
+        causal = torch.triu(torch.ones(4, 4, dtype=torch.bool), 1)
+        decoded = self.decoded(target, memory, tgt_mask=causal, memory_key_padding_mask=padding)
+        return self.y(decoded)
 
 
 def flat(t):
@@ -115,7 +141,38 @@ def two_outputs():
     )
 
 
-cases = [two_inputs(), two_outputs()]
+def encoder_decoder():
+    net = EncoderDecoder()
+    with torch.no_grad():  # non-zero biases and norms away from 1 and 0
+        for name, p in net.named_parameters():
+            if "bias" in name or "norm" in name:
+                p.uniform_(0.5, 1.5) if "norm" in name and "weight" in name else p.uniform_(-0.3, 0.3)
+    save("encoder_decoder", net)
+    batch = 3
+    source = (torch.rand(batch, 6, 8) * 2 - 1).requires_grad_(True)
+    target = (torch.rand(batch, 4, 8) * 2 - 1).requires_grad_(True)
+    # The first sample's last two source steps padded, the second's last one, the third's none.
+    padding = torch.zeros(batch, 6, dtype=torch.bool)
+    padding[0, 4:] = True
+    padding[1, 5:] = True
+    y = net(source, padding, target)
+    upstream = torch.rand(*y.shape) * 2 - 1
+    (y * upstream).sum().backward()
+    packed = lambda *parts: torch.cat([p.reshape(batch, -1) for p in parts], dim=1)
+    params = dict(net.named_parameters())
+    return dict(
+        model="encoder_decoder",
+        x=flat(packed(source, padding.double(), target)),
+        y_eval=flat(y),
+        y=flat(y),
+        upstream=flat(upstream),
+        grads={k: flat(p.grad) for k, p in params.items()},
+        grad_x=flat(packed(source.grad, torch.zeros(batch, 6), target.grad)),
+        buffers_after={},
+    )
+
+
+cases = [two_inputs(), two_outputs(), encoder_decoder()]
 (FIXTURES / "torch_multi_io.json").write_text(json.dumps(
     {"generator": "scripts/reference/torch_multi_io.py", "torch": torch.__version__, "cases": cases},
     indent=1) + "\n")

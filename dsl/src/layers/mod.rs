@@ -25,6 +25,7 @@ pub mod repeat;
 pub mod residual;
 pub mod sequential;
 pub mod softmax;
+pub mod transformer;
 pub mod upsample;
 
 use std::ops::Range;
@@ -50,6 +51,7 @@ const FAMILIES: &[&[LayerSpec]] = &[
     upsample::SPECS,
     recurrent::SPECS,
     attention::SPECS,
+    transformer::SPECS,
     batchnorm::SPECS,
     residual::SPECS,
     sequential::SPECS,
