@@ -789,7 +789,8 @@ impl Step for AttentionStep {
             Some(p) => {
                 let grad = flow.optional(p, quote!(io.grad_key_padding));
                 quote! {
-                    if let ::core::option::Option::Some((grad, accum)) = #grad {
+                    let padding_grad: ::core::option::Option<(&mut [T], ::kiln::__private::layers::Accum)> = #grad;
+                    if let ::core::option::Option::Some((grad, accum)) = padding_grad {
                         if ::core::matches!(accum, ::kiln::__private::layers::Accum::Replace) {
                             grad.fill(T::ZERO);
                         }

@@ -154,6 +154,7 @@ fn sublayer(
 /// The feed-forward sublayer's body: `linear1, act, dropout, linear2`.
 fn feed_forward(c: &Common, dim: usize, span: proc_macro2::Span) -> TokenStream {
     let (ff, act) = (&c.ff, &c.activation);
+    let dim = Literal::usize_unsuffixed(dim);
     let drop = c
         .dropout
         .as_ref()
