@@ -369,6 +369,22 @@ kiln::model! {
     }
 }
 kiln::model! {
+    /// seq2seq_dates, smaller: transformer encoder and decoder layers, cross-attention
+    /// and key padding.
+    pub struct Translator {
+        inputs: { source: [6], padding: [6], target: [4] },
+        encoded: source >> {
+            Embedding(vocab = 9, dim = 8), PositionalEmbedding,
+            TransformerEncoderLayer(heads = 2, ff = 16, key_padding = padding),
+        },
+        decoded: target >> {
+            Embedding(vocab = 9, dim = 8), PositionalEmbedding,
+            TransformerDecoderLayer(heads = 2, ff = 16, memory = encoded, memory_padding = padding),
+        },
+        outputs: { next: decoded >> Dense(9) },
+    }
+}
+kiln::model! {
     /// Something the exporter does not cover: a model used as a layer.
     pub struct Nested {
         input: [8, 4],
@@ -407,9 +423,13 @@ struct Export {
 /// Exports `M` (seed 7; with `statistics`, batch norm's running statistics set off
 /// their defaults).
 fn export<M: Model<f32>>(statistics: bool) -> Export {
-    let mut model = M::with_seed(7);
     let sample: usize = M::SPEC.input.iter().product();
-    let x = batch(sample, M::SPEC.token_vocab);
+    export_batch::<M>(statistics, batch(sample, M::SPEC.token_vocab))
+}
+
+/// [`export`] on the batch `x`.
+fn export_batch<M: Model<f32>>(statistics: bool, x: Vec<f32>) -> Export {
+    let mut model = M::with_seed(7);
     let input = TensorRef::<f32, M::Input>::new(&x).unwrap();
     // Batch norm running statistics that are not 0 and 1, from a formula rather than
     // from training steps, whose last bits depend on the processor's kernels: the
@@ -454,6 +474,23 @@ fn exports() -> Vec<Export> {
         export::<Bidirectional>(false),
         export::<MnistTasks>(false),
         export::<Graph>(false),
+        // Source ids, key padding (the first sample's last two steps, the second's
+        // last one), target ids.
+        export_batch::<Translator>(
+            false,
+            [
+                [
+                    3., 1., 4., 1., 5., 2., 0., 0., 0., 0., 1., 1., 2., 6., 5., 3.,
+                ],
+                [
+                    5., 8., 0., 7., 6., 3., 0., 0., 0., 0., 0., 1., 2., 3., 8., 4.,
+                ],
+                [
+                    6., 2., 6., 4., 3., 3., 0., 0., 0., 0., 0., 0., 8., 3., 2., 7.,
+                ],
+            ]
+            .concat(),
+        ),
         export::<Line>(false),
         export::<Logistic>(false),
         export::<DigitNet>(false),

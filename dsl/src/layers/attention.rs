@@ -659,12 +659,10 @@ impl Step for AttentionStep {
     }
 
     fn onnx(&self, _: &StepShapes) -> Option<Vec<TokenStream>> {
-        if self.memory.is_some() || self.key_padding.is_some() {
-            return None;
-        }
-        let (out, t, d, h) = (
+        let (out, t, kk, d, h) = (
             self.output,
             self.steps as i64,
+            self.keys as i64,
             self.dim as i64,
             self.heads as i64,
         );
@@ -683,26 +681,41 @@ impl Step for AttentionStep {
             nodes.push(node(op, inputs, to.clone(), attrs));
             to
         };
-        // `x Wᵀ + b`, PyTorch's packed projections.
+        // `x Wᵀ + b`, PyTorch's packed projections: the queries from the input, the
+        // keys and values from the memory (the input itself in self-attention).
         let w_in = op(
             &mut nodes,
             "Transpose",
             &[param(self.in_weight.start)],
             &[attr_ints("perm", &[1, 0])],
         );
-        let qkv = op(&mut nodes, "MatMul", &[temp(out, 0), w_in], &[]);
+        let qkv = op(&mut nodes, "MatMul", &[temp(out, 0), w_in.clone()], &[]);
         let qkv = op(&mut nodes, "Add", &[qkv, param(self.in_bias.start)], &[]);
-        // q, k, v: [batch, heads, steps, head_dim] (k transposed to [.., head_dim, steps]).
+        let kv = match self.memory {
+            Some(memory) => {
+                let m = op(
+                    &mut nodes,
+                    "Reshape",
+                    &[value_node(memory), ints(&[-1, kk, d])],
+                    &[],
+                );
+                let kv = op(&mut nodes, "MatMul", &[m, w_in], &[]);
+                op(&mut nodes, "Add", &[kv, param(self.in_bias.start)], &[])
+            }
+            None => qkv.clone(),
+        };
+        // q, k, v: [batch, heads, steps, head_dim] (k transposed to [.., head_dim, keys]).
         let mut heads = Vec::new();
         for (which, perm) in [(0, [0, 2, 1, 3]), (1, [0, 2, 3, 1]), (2, [0, 2, 1, 3])] {
+            let (from, len) = if which == 0 { (&qkv, t) } else { (&kv, kk) };
             let slice = [
-                qkv.clone(),
+                from.clone(),
                 ints(&[which * d]),
                 ints(&[(which + 1) * d]),
                 ints(&[2]),
             ];
             let part = op(&mut nodes, "Slice", &slice, &[]);
-            let split = op(&mut nodes, "Reshape", &[part, ints(&[-1, t, h, dh])], &[]);
+            let split = op(&mut nodes, "Reshape", &[part, ints(&[-1, len, h, dh])], &[]);
             heads.push(op(
                 &mut nodes,
                 "Transpose",
@@ -728,6 +741,21 @@ impl Step for AttentionStep {
                 &[attr_int("upper", 1)],
             );
             let mask = op(&mut nodes, "Mul", &[future, scalar(-1e9)], &[]);
+            scores = op(&mut nodes, "Add", &[scores, mask], &[]);
+        }
+        if let Some(padding) = self.key_padding {
+            // −1e9 on each padded key (marked 1, or above ½ as kiln reads it), for every
+            // head and query. A query that sees no key gets uniform weights here, where
+            // kiln gives zero ones.
+            let marked = op(
+                &mut nodes,
+                "Greater",
+                &[value_node(padding), scalar(0.5)],
+                &[],
+            );
+            let marked = op(&mut nodes, "Cast", &[marked], &[attr_int("to", 1)]);
+            let marked = op(&mut nodes, "Reshape", &[marked, ints(&[-1, 1, 1, kk])], &[]);
+            let mask = op(&mut nodes, "Mul", &[marked, scalar(-1e9)], &[]);
             scores = op(&mut nodes, "Add", &[scores, mask], &[]);
         }
         let weights = op(&mut nodes, "Softmax", &[scores], &[attr_int("axis", -1)]);
