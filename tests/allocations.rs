@@ -108,6 +108,21 @@ kiln::model! {
     }
 }
 kiln::model! {
+    /// An encoder–decoder transformer over padded sources (seq2seq_dates, smaller).
+    struct Translator {
+        inputs: { source: [24], padding: [24], target: [10] },
+        encoded: source >> {
+            Embedding(vocab = 40, dim = 32), PositionalEmbedding,
+            TransformerEncoderLayer(heads = 4, ff = 64, key_padding = padding),
+        },
+        decoded: target >> {
+            Embedding(vocab = 40, dim = 32), PositionalEmbedding,
+            TransformerDecoderLayer(heads = 4, ff = 64, memory = encoded, memory_padding = padding),
+        },
+        outputs: { next: decoded >> Dense(40) },
+    }
+}
+kiln::model! {
     /// A 1-d convolution over the steps, then a bidirectional GRU.
     struct ConvBiGru {
         input: [32, 64],
@@ -430,6 +445,50 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("named inference of two inputs and two outputs: {n} allocations in 20 calls");
     assert_eq!(n, 0, "allocations in 20 calls of infer_outputs");
+
+    // Cross-attention and key padding: an encoder–decoder's training steps (dropout
+    // on) and greedy decoding's calls of named inference.
+    let sources: Vec<f32> = (0..batch * 24).map(|i| (i * 7 % 40) as f32).collect();
+    let padding: Vec<f32> = (0..batch * 24)
+        .map(|i| f32::from(u8::from(i % 24 >= 12 + i / 24 % 12)))
+        .collect();
+    let targets: Vec<f32> = (0..batch * 10).map(|i| (i * 3 % 40) as f32).collect();
+    let next: Vec<usize> = (0..batch * 10).map(|i| i * 11 % 40).collect();
+    let inputs = TranslatorInputs {
+        source: &sources[..],
+        padding: &padding[..],
+        target: &targets[..],
+    };
+    let data = Translator::<f32>::dataset(inputs, TranslatorOutputs { next: &next[..] }).unwrap();
+    let loss = TranslatorOutputs {
+        next: CrossEntropy::default(),
+    };
+    let mut translator = Translator::<f32>::new(8);
+    let mut adam = Adam::new(1e-3);
+    let x = data.features();
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            translator
+                .train_step(x, data.targets(), &loss, &mut adam)
+                .unwrap();
+        })
+    });
+    println!("encoder-decoder transformer, batch 32: {n} allocations in 20 training steps");
+    assert_eq!(
+        n, 0,
+        "allocations in 20 training steps of an encoder-decoder"
+    );
+    // On a worker too: its dense layers are wide enough to split across threads.
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            translator.infer_outputs(inputs).unwrap();
+        })
+    });
+    println!("encoder-decoder named inference: {n} allocations in 20 calls");
+    assert_eq!(
+        n, 0,
+        "allocations in 20 calls of the encoder-decoder's infer_outputs"
+    );
 
     // Branch-and-merge blocks, and the input gradient of a custom loop.
     let batch = 16;

@@ -822,13 +822,16 @@ fn disjoint_many<T, const N: usize>(
     buffer: &mut [T],
     ranges: [Option<Range<usize>>; N],
 ) -> [&mut [T]; N] {
-    let mut order: Vec<usize> = (0..N).filter(|&i| ranges[i].is_some()).collect();
-    order.sort_by_key(|&i| ranges[i].as_ref().map_or(0, |r| r.start));
+    // In order of position (an array: this runs in every backward pass).
+    let mut order: [usize; N] = std::array::from_fn(|i| i);
+    order.sort_unstable_by_key(|&i| ranges[i].as_ref().map_or(0, |r| r.start));
     let mut out: [&mut [T]; N] = std::array::from_fn(|_| <&mut [T]>::default());
     let mut rest = buffer;
     let mut at = 0;
     for i in order {
-        let r = ranges[i].clone().expect("filtered");
+        let Some(r) = ranges[i].clone() else {
+            continue;
+        };
         assert!(r.start >= at, "workspace nodes are disjoint");
         let (_, tail) = rest.split_at_mut(r.start - at);
         let (piece, tail) = tail.split_at_mut(r.len());
