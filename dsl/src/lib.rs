@@ -188,6 +188,23 @@ mod tests {
             "block B { Dense(2) } struct M { input: [3], B { Relu } }",
             "block B { Dense(2) } block B { Dense(3) } struct M { input: [3], B }",
             "block B(x) { Dense(x) } struct M { input: [3], Residual { B(3) }, B(3, 4) }",
+            "struct M { input: [4, 6], MultiHeadAttention(heads = 2, memory = m) }",
+            "struct M { inputs: { a: [4, 6] }, outputs: { y: a >> MultiHeadAttention(heads = 2, memory = y) } }",
+            "struct M { inputs: { a: [4, 6], b: [5, 4] }, outputs: { y: a >> MultiHeadAttention(heads = 2, memory = b) } }",
+            "struct M { inputs: { a: [4, 6], b: [5] }, outputs: { y: a >> MultiHeadAttention(heads = 2, memory = b) } }",
+            "struct M { inputs: { a: [4, 6], p: [4, 1] }, outputs: { y: a >> MultiHeadAttention(heads = 2, key_padding = p) } }",
+            "struct M { inputs: { a: [4, 6] }, outputs: { y: a >> MultiHeadAttention(heads = 2, memory = a::b) } }",
+            "struct M { inputs: { a: [4, 6] }, outputs: { y: a >> MultiHeadAttention(heads = 2, memory = (a)) } }",
+            "struct M { inputs: { a: [4, 6], b: [5, 6] }, outputs: { y: a >> MultiHeadAttention(heads = 2, causal = true, memory = b) } }",
+            "struct M { input: [4, 6], TransformerEncoderLayer(heads = 0, ff = 8) }",
+            "struct M { input: [4, 6], TransformerEncoderLayer(heads = 2, ff = 0) }",
+            "struct M { input: [4, 6], TransformerEncoderLayer(heads = 2, ff = 8, dropout = -0.5) }",
+            "struct M { input: [4, 6], TransformerEncoderLayer(heads = 2, ff = 8, eps = 0) }",
+            "struct M { input: [4, 6], TransformerEncoderLayer(heads = 2, ff = 8, activation = tanh) }",
+            "struct M { input: [4, 6], TransformerDecoderLayer(heads = 2, ff = 8, memory = m) }",
+            "struct M { input: [6], TransformerEncoderLayer(heads = 2, ff = 8) }",
+            "struct M { inputs: { a: [4, 6], b: [5, 6] }, outputs: { y: a >> TransformerDecoderLayer(heads = 4, ff = 8, memory = b) } }",
+            "struct M { inputs: { a: [4, 6], b: [5, 6], p: [4] }, outputs: { y: a >> TransformerDecoderLayer(heads = 2, ff = 8, memory = b, memory_padding = p) } }",
         ] {
             let def: syn::Result<parse::ModelDef> = syn::parse_str(source);
             if let Ok(def) = def {
