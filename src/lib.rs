@@ -139,10 +139,11 @@ pub use kiln_runtime::{
     outputs, tensor, threads, train,
 };
 pub use kiln_runtime::{
-    Adam, AdamW, BceWithLogits, BinaryCrossEntropy, CosineAnnealing, CrossEntropy, Error, Float,
-    GradClip, Grads, Layer, LayerInfo, Loss, LrSchedule, Model, ModelSpec, Mse, Optimizer,
-    ParamDecl, ParamInfo, ParamSet, Reduction, Regularization, Result, RmsProp, Rng, Sgd, Shape,
-    Shape1, Shape2, Shape3, Shape4, StepLr, Summary, Tensor, TensorKind, TensorRef,
+    Adam, AdamW, BceWithLogits, BinaryCrossEntropy, CategoricalCrossEntropy, CosineAnnealing,
+    CrossEntropy, Error, Float, GradClip, Grads, Layer, LayerInfo, Loss, LrSchedule, Model,
+    ModelSpec, Mse, Optimizer, ParamDecl, ParamInfo, ParamSet, Reduction, Regularization, Result,
+    RmsProp, Rng, Sgd, Shape, Shape1, Shape2, Shape3, Shape4, StepLr, Summary, Tensor, TensorKind,
+    TensorRef,
 };
 
 /// What a program using kiln needs in scope.
@@ -150,7 +151,8 @@ pub mod prelude {
     pub use kiln_runtime::data::{Dataset, LabelColumn};
     pub use kiln_runtime::io::{LoadOptions, LoadReport};
     pub use kiln_runtime::loss::{
-        BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization,
+        BceWithLogits, BinaryCrossEntropy, CategoricalCrossEntropy, CrossEntropy, Loss, Mse,
+        Reduction, Regularization,
     };
     pub use kiln_runtime::metrics::ConfusionMatrix;
     pub use kiln_runtime::optim::{

@@ -90,6 +90,108 @@ fn each_head_learns_its_task_and_is_scored_on_its_own() {
     assert!((last.val_loss.unwrap() - total).abs() < 1e-5);
 }
 
+kiln::model! {
+    /// Keras's functional-API example in small: two texts and tag features in, a
+    /// priority score and a department out.
+    struct Triage {
+        inputs: { title: [6], body: [10], tags: [4] },
+        t: title >> { Embedding(12, 8), Gru(8), LastStep },
+        b: body >> { Embedding(12, 8), Gru(8), LastStep },
+        joined: Concat(t, b, tags) >> { Dense(32), Relu },
+        outputs: { priority: joined >> Dense(1), department: joined >> Dense(4) },
+    }
+}
+
+/// `n` tickets: the department is the token most frequent in the title (among 0..4,
+/// one-hot), the priority whether the first tag is positive (1 or 0) and the body is
+/// noise.
+fn tickets(n: usize, seed: u64) -> kiln::data::Dataset<f32, Shape1<20>, f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state >> 40
+    };
+    let (mut title, mut body, mut tags) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut priority, mut department) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let dept = (next() % 4) as usize;
+        for i in 0..6 {
+            // Three of six title tokens are the department's; the rest are 4..12.
+            let token = if i % 2 == 0 {
+                dept as u64
+            } else {
+                4 + next() % 8
+            };
+            title.push(token as f32);
+        }
+        body.extend((0..10).map(|_| (next() % 12) as f32));
+        let t: Vec<f32> = (0..4)
+            .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        priority.push(if t[0] > 0.0 { 1.0 } else { 0.0 });
+        tags.extend(t);
+        department.extend((0..4).map(|d| if d == dept { 1.0 } else { 0.0 }));
+    }
+    Triage::<f32>::dataset(
+        TriageInputs {
+            title: &title,
+            body: &body,
+            tags: &tags,
+        },
+        TriageOutputs {
+            priority: &priority,
+            department: &department,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn outputs_of_different_kinds_share_one_dataset_of_values() {
+    let (train, test) = (tickets(2000, 11), tickets(500, 12));
+    let loss = TriageOutputs {
+        priority: BceWithLogits::default(),
+        department: CategoricalCrossEntropy::default().weight(0.2),
+    };
+    let mut model = Triage::<f32>::new(4);
+    let config = FitConfig::new(8, 32).seed(1).progress(Progress::Silent);
+    let history = model
+        .fit(&train, Some(&test), &loss, &mut Adam::new(3e-3), &config)
+        .unwrap();
+    // The department's one-hot rows are scored as a classifier's; the priority's
+    // values are not.
+    let last = history.epochs.last().unwrap();
+    let department = last.output("department").unwrap();
+    let priority = last.output("priority").unwrap();
+    assert_eq!(priority.accuracy, None);
+    let (train_acc, val_acc) = (
+        department.accuracy.unwrap(),
+        department.val_accuracy.unwrap(),
+    );
+    let scores = model.evaluate_outputs(&test, &loss, 128).unwrap();
+    println!(
+        "department accuracy {train_acc:.4} (validation {val_acc:.4}); priority loss {:.4}",
+        scores.priority.loss
+    );
+    assert_eq!(scores.department.accuracy, Some(val_acc));
+    assert!(val_acc > 0.95, "{val_acc}");
+    // A priority guessed at 1/2 costs ln 2 = 0.693; the tag gives it away.
+    assert!(scores.priority.loss < 0.2, "{}", scores.priority.loss);
+    // A department row that is not a distribution is a typed error naming its place.
+    let mut bad = test.targets().to_vec();
+    bad[1] = 2.0;
+    let error = model
+        .value_and_grad(
+            TensorRef::<f32, Shape1<20>>::new(&test.features().as_slice()[..20 * 5]).unwrap(),
+            &bad[..25],
+            &loss,
+        )
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidTarget { .. }), "{error}");
+}
+
 #[test]
 fn named_inference_reads_each_output_from_the_workspace() {
     let (a, b, _, _) = argmax_data(5, 3);

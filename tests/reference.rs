@@ -1070,6 +1070,57 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    struct TorchTriage {
+        inputs: { title: [6], body: [8], tags: [5] },
+        t: title >> { Embedding(20, 4), Lstm(5), LastStep },
+        b: body >> { Embedding(20, 4), Gru(3), LastStep },
+        joined: Concat(t, b, tags),
+        outputs: { priority: joined >> Dense(1), department: joined >> Dense(4) },
+    }
+}
+
+/// Three inputs and two outputs of different kinds, as Keras's functional-API example
+/// has them: a binary cross-entropy on one and a weighted cross-entropy against class
+/// probabilities on the other, both on value targets in one dataset, give PyTorch's
+/// outputs, loss and parameter gradients.
+#[test]
+fn outputs_of_different_kinds_match_pytorch() {
+    let json: Value = serde_json::from_str(include_str!("fixtures/torch_multi_io.json")).unwrap();
+    let case = &json["cases"][3];
+    assert_eq!(case["model"], "triage");
+    let mut model = TorchTriage::<f64>::new(0);
+    let file = format!(
+        "{}/tests/fixtures/torch_triage.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    model.load(&file).unwrap();
+    let x = floats(&case["x"]);
+    let targets = floats(&case["targets"]);
+    let loss = TorchTriageOutputs {
+        priority: BceWithLogits::default(),
+        department: CategoricalCrossEntropy::default()
+            .weight(case["weight_department"].as_f64().unwrap()),
+    };
+    let x = TensorRef::<f64, Shape1<19>>::new(&x).unwrap();
+    let value = model.value_and_grad(x, &targets[..], &loss).unwrap();
+    assert_close(
+        "triage: outputs",
+        model.last_output(),
+        &floats(&case["outputs"]),
+    );
+    assert_close("triage: loss", &[value], &[case["loss"].as_f64().unwrap()]);
+    let grads = model.grads().unwrap();
+    for (param, expected) in case["grads"].as_object().unwrap() {
+        let got = grads.get(param).unwrap_or_else(|| panic!("no {param}"));
+        assert_close(&format!("triage: {param} gradient"), got, &floats(expected));
+    }
+    assert_eq!(
+        case["grads"].as_object().unwrap().len(),
+        TorchTriage::<f64>::SPEC.params.len()
+    );
+}
+
 /// Models with several inputs and outputs against PyTorch: a two-input model (image
 /// and features, packed as kiln takes them) loads its state dict and gives PyTorch's
 /// output and gradients; a two-output model's weighted loss (cross-entropy plus 0.3
@@ -1081,7 +1132,7 @@ kiln::model! {
 fn multi_input_and_output_models_match_pytorch() {
     let json: Value = serde_json::from_str(include_str!("fixtures/torch_multi_io.json")).unwrap();
     let cases = json["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 3);
+    assert_eq!(cases.len(), 4);
     check_torch_model(TorchTwoInputs::<f64>::new(0), &cases[0]);
     assert_eq!(cases[2]["model"], "encoder_decoder");
     check_torch_model(TorchEncoderDecoder::<f64>::new(0), &cases[2]);

@@ -32,7 +32,8 @@ pub use custom::{Layer, ParamDecl};
 pub use error::{Error, Result};
 pub use float::Float;
 pub use loss::{
-    BceWithLogits, BinaryCrossEntropy, CrossEntropy, Loss, Mse, Reduction, Regularization,
+    BceWithLogits, BinaryCrossEntropy, CategoricalCrossEntropy, CrossEntropy, Loss, Mse, Reduction,
+    Regularization,
 };
 pub use model::{
     AttentionGradIo, AttentionIo, AttentionNodes, DeferredWeight, Grads, LayerInfo, MergeGradIo,

@@ -101,6 +101,20 @@ pub trait Loss<T: Float> {
         &[]
     }
 
+    /// Correct and counted predictions of `output` against targets that are not class
+    /// labels but name a class per row all the same (one-hot rows, or probabilities:
+    /// [`CategoricalCrossEntropy`]), as Keras' categorical accuracy counts them: the
+    /// output's largest value where the target's is. `None` for other losses (class
+    /// labels are counted by the label type itself).
+    fn correct(
+        &self,
+        _output: &[T],
+        _target: &Self::Target,
+        _layout: OutputLayout,
+    ) -> Option<(usize, usize)> {
+        None
+    }
+
     /// [`evaluate`](Self::evaluate) that, for the loss of a model with several outputs,
     /// also adds to `scores` (one per output; none to skip) each output's loss, times
     /// the batch and `weight` (the weight of this loss within an enclosing one), and for
@@ -205,6 +219,15 @@ impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
         self.loss.targets_per_row(width)
     }
 
+    fn correct(
+        &self,
+        output: &[T],
+        target: &Self::Target,
+        layout: OutputLayout,
+    ) -> Option<(usize, usize)> {
+        self.loss.correct(output, target, layout)
+    }
+
     fn outputs(&self) -> usize {
         self.loss.outputs()
     }
@@ -225,7 +248,13 @@ macro_rules! weighting {
         }
     )*};
 }
-weighting!(Mse, BinaryCrossEntropy, BceWithLogits, CrossEntropy);
+weighting!(
+    Mse,
+    BinaryCrossEntropy,
+    BceWithLogits,
+    CrossEntropy,
+    CategoricalCrossEntropy
+);
 
 fn check_target_len(expected: usize, actual: usize) -> Result<()> {
     if expected == actual {
@@ -450,6 +479,95 @@ impl<T: Float> Loss<T> for CrossEntropy {
     }
 }
 
+/// Softmax cross-entropy against a distribution over the classes per row, one-hot or
+/// soft: `−Σ_i p_i log softmax(x)_i`, as PyTorch's `CrossEntropyLoss` with class
+/// probabilities as targets and Keras' `CategoricalCrossentropy(from_logits=True)`.
+/// The gradient is `softmax(x) Σ_i p_i − p`.
+///
+/// Its targets are values (`[T]`, as many per row as there are classes), so one output
+/// that classifies and another that regresses fit in one dataset: the loss of a model
+/// with several outputs takes one type of target. Accuracy counts a row right when the
+/// output's largest value is where the target's is.
+///
+/// ```
+/// use kiln_runtime::loss::{CategoricalCrossEntropy, CrossEntropy, Loss, OutputLayout};
+/// let layout = OutputLayout { batch: 1, width: 3 };
+/// let logits = [0.5_f64, -1.0, 2.0];
+/// let soft = CategoricalCrossEntropy::default();
+/// let one_hot = soft.evaluate(&logits, &[0.0, 0.0, 1.0], layout, None).unwrap();
+/// let label = CrossEntropy::default().evaluate(&logits, &[2], layout, None).unwrap();
+/// assert!((one_hot - label).abs() < 1e-15);
+/// assert_eq!(soft.correct(&logits, &[0.0, 0.0, 1.0], layout), Some((1, 1)));
+/// assert!(soft.evaluate(&logits, &[0.0, 1.5, 0.0], layout, None).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CategoricalCrossEntropy {
+    /// Mean or sum over rows.
+    pub reduction: Reduction,
+}
+
+impl<T: Float> Loss<T> for CategoricalCrossEntropy {
+    type Target = [T];
+
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    fn evaluate(
+        &self,
+        output: &[T],
+        target: &[T],
+        layout: OutputLayout,
+        grad_output: Option<&mut [T]>,
+    ) -> Result<T> {
+        let classes = layout.width;
+        check_target_len(output.len(), target.len())?;
+        if let Some(index) = target.iter().position(|&t| !(t >= T::ZERO && t <= T::ONE)) {
+            return Err(Error::InvalidTarget {
+                value: target[index].to_f64(),
+                index,
+                reason: "categorical cross-entropy needs probabilities in [0, 1]",
+            });
+        }
+        let scale: T = self.reduction.scale(layout.rows(output.len()));
+        let mut total = T::ZERO;
+        let rows = output
+            .chunks_exact(classes)
+            .zip(target.chunks_exact(classes));
+        match grad_output {
+            Some(grad) => {
+                for ((logits, p), g) in rows.zip(grad.chunks_exact_mut(classes)) {
+                    let lse = log_sum_exp(logits);
+                    let mass: T = p.iter().copied().sum();
+                    for ((gi, &x), &pi) in g.iter_mut().zip(logits).zip(p) {
+                        total += pi * (lse - x);
+                        *gi = scale * ((x - lse).exp() * mass - pi);
+                    }
+                }
+            }
+            None => {
+                for (logits, p) in rows {
+                    let lse = log_sum_exp(logits);
+                    for (&x, &pi) in logits.iter().zip(p) {
+                        total += pi * (lse - x);
+                    }
+                }
+            }
+        }
+        Ok(total * scale)
+    }
+
+    fn correct(&self, output: &[T], target: &[T], layout: OutputLayout) -> Option<(usize, usize)> {
+        let classes = layout.width;
+        let right = output
+            .chunks_exact(classes)
+            .zip(target.chunks_exact(classes))
+            .filter(|(row, p)| crate::data::argmax(row) == crate::data::argmax(p))
+            .count();
+        Some((right, output.len() / classes))
+    }
+}
+
 /// L1 and L2 penalties on a model's weights (not its biases), added to the loss:
 /// `l1 Σ|w| + l2 Σw²`, as Keras' `l1_l2` regulariser defines them.
 ///
@@ -536,7 +654,67 @@ mod tests {
             // Sequence outputs: one label per step.
             let steps = OutputLayout { batch: 1, width: 4 };
             check_gradient(&CrossEntropy { reduction }, &logits, &[1, 1, 3][..], steps);
+            // Soft targets, and rows whose mass is not 1 (the general gradient).
+            check_gradient(
+                &CategoricalCrossEntropy { reduction },
+                &logits,
+                &targets,
+                layout,
+            );
+            let mut soft = targets.clone();
+            for row in soft.chunks_exact_mut(4) {
+                let mass: f64 = row.iter().sum();
+                row.iter_mut().for_each(|p| *p /= mass);
+            }
+            check_gradient(
+                &CategoricalCrossEntropy { reduction },
+                &logits,
+                &soft,
+                layout,
+            );
         }
+    }
+
+    #[test]
+    fn categorical_cross_entropy_on_one_hot_rows_is_cross_entropy() {
+        let layout = OutputLayout { batch: 3, width: 4 };
+        let logits: Vec<f64> = values(12, 4).iter().map(|v| v * 3.0).collect();
+        let labels = [2, 0, 3];
+        let mut one_hot = vec![0.0; 12];
+        for (row, &l) in one_hot.chunks_exact_mut(4).zip(&labels) {
+            row[l] = 1.0;
+        }
+        for reduction in [Reduction::Mean, Reduction::Sum] {
+            let (mut g1, mut g2) = (vec![0.0; 12], vec![0.0; 12]);
+            let a = CrossEntropy { reduction }
+                .evaluate(&logits, &labels[..], layout, Some(&mut g1))
+                .unwrap();
+            let b = CategoricalCrossEntropy { reduction }
+                .evaluate(&logits, &one_hot, layout, Some(&mut g2))
+                .unwrap();
+            assert!((a - b).abs() < 1e-14, "{a} vs {b}");
+            assert_close(&g1, &g2, 1e-15);
+        }
+        // Accuracy: the output's argmax against the target's.
+        let right = labels
+            .iter()
+            .zip(logits.chunks_exact(4))
+            .filter(|(&l, row)| crate::data::argmax(row) == l)
+            .count();
+        assert_eq!(
+            CategoricalCrossEntropy::default().correct(&logits, &one_hot, layout),
+            Some((right, 3))
+        );
+        assert!(matches!(
+            CategoricalCrossEntropy::default().evaluate(&logits, &one_hot[..11], layout, None),
+            Err(Error::TargetLength { .. })
+        ));
+        let mut bad = one_hot.clone();
+        bad[5] = f64::NAN;
+        assert!(matches!(
+            CategoricalCrossEntropy::default().evaluate(&logits, &bad, layout, None),
+            Err(Error::InvalidTarget { index: 5, .. })
+        ));
     }
 
     #[test]

@@ -28,7 +28,8 @@
 //! its loss takes ([`Loss::targets_per_row`] per row: one label for
 //! [`CrossEntropy`](crate::CrossEntropy), one value per output value otherwise).
 //! Every output's loss takes targets of one type (`usize` labels, or `f32`/`f64`
-//! values).
+//! values; a classifier among outputs of values takes one-hot rows or probabilities,
+//! [`CategoricalCrossEntropy`](crate::loss::CategoricalCrossEntropy)).
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
@@ -115,9 +116,15 @@ pub fn outputs_loss<T: Float, Y: Target>(
         if let Some(score) = scores.get_mut(part.index) {
             score.loss += value.to_f64() * batch as f64 * weight;
             let width = part.port.width;
-            if let Some((c, n)) = Y::correct(part.values, part.targets, width)
-                .filter(|_| part.loss.targets_per_row(width) == 1)
-            {
+            let labels = Y::correct(part.values, part.targets, width)
+                .filter(|_| part.loss.targets_per_row(width) == 1);
+            if let Some((c, n)) = labels.or_else(|| {
+                let layout = OutputLayout {
+                    batch: part.layout.batch,
+                    width,
+                };
+                part.loss.correct(part.values, part.targets, layout)
+            }) {
                 score.correct += c as f64;
                 score.counted += n as f64;
             }

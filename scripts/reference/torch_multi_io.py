@@ -14,6 +14,13 @@
   linear head on the flattened result. kiln packs `[source, padding, target]` per
   sample (the padding as 0/1; its gradient is zero).
 
+- `triage`: Keras's functional-API example in small, three inputs and two outputs of
+  different kinds: a title and a body of token ids (an embedding and an LSTM or a GRU
+  each, the last step kept) and tag features, concatenated; a priority logit trained
+  on binary cross-entropy and a department trained on cross-entropy against class
+  probabilities (one-hot and soft rows) weighted 0.2. The fixture holds both outputs,
+  the loss and every parameter's gradient (token inputs have no input gradient).
+
 Each model is built from PyTorch's own modules with kiln's parameter names, its state
 dict saved with safetensors (`tests/fixtures/torch_<model>.safetensors`), in float64.
 Run from the repository root, in an environment with torch and safetensors (see
@@ -83,6 +90,25 @@ class EncoderDecoder(nn.Module):
         causal = torch.triu(torch.ones(4, 4, dtype=torch.bool), 1)
         decoded = self.decoded(target, memory, tgt_mask=causal, memory_key_padding_mask=padding)
         return self.y(decoded)
+
+
+class Triage(nn.Module):
+    """`t: title >> { Embedding(20, 4), Lstm(5), LastStep }`, `b: body >> { Embedding(20,
+    4), Gru(3), LastStep }`, `joined: Concat(t, b, tags)`, `outputs: { priority: joined >>
+    Dense(1), department: joined >> Dense(4) }`."""
+
+    def __init__(self):
+        super().__init__()
+        self.t = nn.ModuleList([nn.Embedding(20, 4), nn.LSTM(4, 5, batch_first=True)])
+        self.b = nn.ModuleList([nn.Embedding(20, 4), nn.GRU(4, 3, batch_first=True)])
+        self.priority = nn.Linear(13, 1)
+        self.department = nn.Linear(13, 4)
+
+    def forward(self, title, body, tags):
+        t = self.t[1](self.t[0](title))[0][:, -1]
+        b = self.b[1](self.b[0](body))[0][:, -1]
+        joined = torch.cat([t, b, tags], dim=1)
+        return self.priority(joined), self.department(joined)
 
 
 def flat(t):
@@ -172,7 +198,35 @@ def encoder_decoder():
     )
 
 
-cases = [two_inputs(), two_outputs(), encoder_decoder()]
+def triage():
+    net = Triage()
+    save("triage", net)
+    batch = 4
+    title = torch.randint(0, 20, (batch, 6))
+    body = torch.randint(0, 20, (batch, 8))
+    tags = torch.rand(batch, 5) * 2 - 1
+    priority_target = torch.tensor([[1.0], [0.0], [0.7], [1.0]])
+    department_target = torch.tensor([
+        [0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.1, 0.6, 0.2, 0.1], [0.0, 0.5, 0.0, 0.5],
+    ])
+    priority, department = net(title, body, tags)
+    loss = (nn.functional.binary_cross_entropy_with_logits(priority, priority_target)
+            + 0.2 * nn.functional.cross_entropy(department, department_target))
+    loss.backward()
+    params = dict(net.named_parameters())
+    packed = torch.cat([title.double(), body.double(), tags], dim=1)
+    return dict(
+        model="triage",
+        x=flat(packed),
+        outputs=flat(torch.cat([priority, department], dim=1)),
+        targets=flat(torch.cat([priority_target, department_target], dim=1)),
+        weight_department=0.2,
+        loss=float(loss.detach()),
+        grads={k: flat(p.grad) for k, p in params.items()},
+    )
+
+
+cases = [two_inputs(), two_outputs(), encoder_decoder(), triage()]
 (FIXTURES / "torch_multi_io.json").write_text(json.dumps(
     {"generator": "scripts/reference/torch_multi_io.py", "torch": torch.__version__, "cases": cases},
     indent=1) + "\n")

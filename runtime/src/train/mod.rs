@@ -585,7 +585,8 @@ where
             .evaluate_scored(output, y, layout, None, 1.0, outputs)?
             .to_f64()
             * batch as f64;
-        if let Some((c, n)) = Y::correct(output, y, width).filter(|_| single) {
+        let right = Y::correct(output, y, width).or_else(|| loss.correct(output, y, layout));
+        if let Some((c, n)) = right.filter(|_| single) {
             correct += c;
             counted += n;
         }
@@ -1094,8 +1095,10 @@ where
             // (A part with no rows of its own ran a stand-in sample, counted nowhere.)
             // Accuracy reads one output's rows; a loss of several outputs has none overall.
             let counted = batch > 0 && loss.outputs() == 1;
-            if let Some((c, n)) = Y::correct(fit.model.last_output(), y, width).filter(|_| counted)
-            {
+            let output = fit.model.last_output();
+            let correct = Y::correct(output, y, width)
+                .or_else(|| loss.correct(output, y, layout::<T, M>(batch)));
+            if let Some((c, n)) = correct.filter(|_| counted) {
                 sums.correct += c;
                 sums.counted += n;
             }
