@@ -147,6 +147,11 @@ pub struct ModelSpec {
     /// and activations are fused. A guarded SGD step can then bound every gradient
     /// before the backward pass and update inside it, as an unguarded step does.
     pub dense_chain: bool,
+    /// For a model with named inputs and outputs (`inputs: { .. }`): each input, in the
+    /// order they are packed into [`input`](Self::input); empty otherwise.
+    pub input_ports: &'static [crate::outputs::Port],
+    /// Each named output, in the order they are packed into [`output`](Self::output).
+    pub output_ports: &'static [crate::outputs::Port],
     /// The model's ONNX operators (see [`Model::to_onnx`]).
     pub onnx: crate::onnx::OnnxPlan,
 }
@@ -2996,6 +3001,8 @@ mod tests {
             token_columns: &[],
             deferred: &[],
             dense_chain: false,
+            input_ports: &[],
+            output_ports: &[],
             onnx: crate::onnx::OnnxPlan::Unsupported { kind: "test" },
         };
         let mut ws = Workspace::<f32>::new(&SPEC);

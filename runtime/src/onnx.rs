@@ -5,7 +5,10 @@
 //! other engines run for inference.
 //!
 //! The graph has one input, `input` (`[batch, …]`, the batch dimension named `batch`),
-//! and one output, `output`, of the model's shapes; every parameter and buffer is an
+//! and one output, `output`, of the model's shapes; a model with named inputs and
+//! outputs (`inputs: { .. }`) has those instead, each under its name in its own shape
+//! (token ids as floats, as kiln takes them), and the values inside are prefixed
+//! `kiln/` so that no name the model chose collides with them. Every parameter and buffer is an
 //! initializer under its safetensors name (`fc1.weight`, `bn.running_mean`), in the
 //! element type the model holds (f32 or f64; ONNX Runtime's CPU kernels have no f64
 //! convolution, so [`Model::to_onnx_f32`](crate::Model::to_onnx_f32) narrows an f64
@@ -31,7 +34,7 @@
 //! | `Rnn`, `Lstm`, `Gru` | `RNN`, `LSTM`, `GRU` (sequence-major, between `Transpose`s; PyTorch's gate blocks reordered by `Slice` and `Concat`; GRU with `linear_before_reset = 1`); bidirectional: `direction = "bidirectional"`, both directions' weights stacked |
 //! | `LastStep` | `Slice` of the last step |
 //! | `Transpose` | `Transpose` (`perm = [0, 2, 1]`) |
-//! | a graph's inputs and outputs | `Slice` of each input's columns from the packed input; `Concat` of the outputs into the packed output (one `input` and one `output`, packed as the model packs them) |
+//! | a graph's inputs and outputs | graph inputs and outputs of their names; inside, each input `Reshape`d to a row and `Concat`enated into the packed input, then `Slice`d out of it as the model does, each output `Reshape`d to its shape |
 //! | `Embedding` | `Cast` of the ids to int64, then `Gather` |
 //! | `PositionalEmbedding` | `Add` of the table |
 //! | `LayerNorm` | `LayerNormalization` (last axis) |
@@ -143,11 +146,45 @@ pub fn to_onnx<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T]) -> Resul
             .map(|p| p.full_name().into_owned())
             .ok_or_else(|| Error::Mismatch(format!("no tensor at offset {offset}")))
     };
+    // A model with named inputs and outputs is fed and read by those names; the packed
+    // input and every value inside get a prefix no Rust name has, so none collides
+    // with a name the model chose.
+    let named = !spec.input_ports.is_empty();
+    let inner = if named { "kiln/" } else { "" };
+    let node_name = |n: usize| match n {
+        0 => format!("{inner}input"),
+        n => format!("{inner}node{n}"),
+    };
+    let mut graph = Vec::new();
+    // Named inputs, flattened per sample and concatenated into the packed input.
+    if named {
+        let mut parts = Vec::new();
+        for (k, port) in spec.input_ports.iter().enumerate() {
+            let shape = constant(&[2], INT64, &ints(&[-1, port.size as i64]));
+            let flat = format!("{inner}in{k}");
+            let reshape = node_proto(
+                &[port.name.to_string(), shape],
+                &flat,
+                &format!("Reshape_in{k}"),
+                "Reshape",
+                &[],
+            );
+            field_bytes(&mut graph, 1, &reshape);
+            parts.push(flat);
+        }
+        let concat = node_proto(
+            &parts,
+            &format!("{inner}input"),
+            "Concat_inputs",
+            "Concat",
+            &[("axis", OnnxAttr::Int(1))],
+        );
+        field_bytes(&mut graph, 1, &concat);
+    }
     let mut name_of = |value: &OnnxValue| -> Result<String> {
         Ok(match *value {
-            OnnxValue::Node(0) => "input".to_string(),
-            OnnxValue::Node(n) => format!("node{n}"),
-            OnnxValue::Temp(n, k) => format!("node{n}_{k}"),
+            OnnxValue::Node(n) => node_name(n),
+            OnnxValue::Temp(n, k) => format!("{inner}node{n}_{k}"),
             OnnxValue::Param(offset) => tensor_name(spec.params, offset)?,
             OnnxValue::Buffer(offset) => tensor_name(spec.buffers, offset)?,
             OnnxValue::Absent => String::new(),
@@ -159,7 +196,6 @@ pub fn to_onnx<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T]) -> Resul
             OnnxValue::Ints(values) => constant(&[values.len()], INT64, &ints(values)),
         })
     };
-    let mut graph = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         let inputs = node
             .inputs
@@ -174,14 +210,35 @@ pub fn to_onnx<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T]) -> Resul
             &node_proto(&inputs, &output, &name, node.op, node.attrs),
         );
     }
-    // The output in the model's shape, whatever rank the last operator left.
-    let shape: Vec<i64> = std::iter::once(-1)
-        .chain(spec.output.iter().map(|&d| d as i64))
-        .collect();
-    let last = name_of(&OnnxValue::Node(spec.output_node))?;
-    let shape = constant(&[shape.len()], INT64, &ints(&shape));
-    let reshape = node_proto(&[last, shape], "output", "Reshape_output", "Reshape", &[]);
-    field_bytes(&mut graph, 1, &reshape);
+    // The output in the model's shape, whatever rank the last operator left; or each
+    // named output in its own.
+    let unnamed = [crate::outputs::Port {
+        name: "output",
+        size: 0,
+        width: 0,
+        shape: spec.output,
+        node: spec.output_node,
+    }];
+    let outputs = if named {
+        spec.output_ports
+    } else {
+        &unnamed[..]
+    };
+    for port in outputs {
+        let shape: Vec<i64> = std::iter::once(-1)
+            .chain(port.shape.iter().map(|&d| d as i64))
+            .collect();
+        let last = node_name(port.node);
+        let shape = constant(&[shape.len()], INT64, &ints(&shape));
+        let reshape = node_proto(
+            &[last, shape],
+            port.name,
+            &format!("Reshape_{}", port.name),
+            "Reshape",
+            &[],
+        );
+        field_bytes(&mut graph, 1, &reshape);
+    }
     field_bytes(&mut graph, 2, spec.name.as_bytes());
     for (tensors, data) in [(spec.params, params), (spec.buffers, buffers)] {
         // Counts (batch norm's `num_batches_tracked`) only matter to training.
@@ -200,8 +257,16 @@ pub fn to_onnx<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T]) -> Resul
     for t in &constants {
         field_bytes(&mut graph, 5, t);
     }
-    field_bytes(&mut graph, 11, &value_info("input", elem, spec.input));
-    field_bytes(&mut graph, 12, &value_info("output", elem, spec.output));
+    if named {
+        for port in spec.input_ports {
+            field_bytes(&mut graph, 11, &value_info(port.name, elem, port.shape));
+        }
+    } else {
+        field_bytes(&mut graph, 11, &value_info("input", elem, spec.input));
+    }
+    for port in outputs {
+        field_bytes(&mut graph, 12, &value_info(port.name, elem, port.shape));
+    }
 
     let mut model = Vec::new();
     field_varint(&mut model, 1, IR_VERSION as u64);

@@ -48,6 +48,8 @@ pub struct Port {
     pub size: usize,
     /// The last axis of its shape (the classes of a classifier's output).
     pub width: usize,
+    /// Its shape per sample.
+    pub shape: &'static [usize],
     /// The workspace node that holds it.
     pub node: usize,
 }
@@ -220,8 +222,8 @@ fn each_part<T: Float, Y: Copy + 'static>(
 /// ```
 /// use kiln_runtime::outputs::{pack_inputs, Port};
 /// let ports = [
-///     Port { name: "image", size: 3, width: 3, node: 1 },
-///     Port { name: "meta", size: 1, width: 1, node: 2 },
+///     Port { name: "image", size: 3, width: 3, shape: &[3], node: 1 },
+///     Port { name: "meta", size: 1, width: 1, shape: &[1], node: 2 },
 /// ];
 /// let mut packed = Vec::new();
 /// let n = pack_inputs(&ports, &[&[1, 2, 3, 4, 5, 6], &[7, 8]], &mut packed).unwrap();
@@ -395,12 +397,14 @@ mod tests {
             name: "digit",
             size: 3,
             width: 3,
+            shape: &[3],
             node: 0,
         },
         Port {
             name: "value",
             size: 2,
             width: 2,
+            shape: &[2],
             node: 0,
         },
     ];

@@ -6,7 +6,8 @@
 
 Reads `<dir>/kiln.json` (per model: the batch, its input and kiln's output) and
 `<dir>/<model>.onnx`; checks each file with `onnx.checker` (full check, shapes
-inferred), runs it in ONNX Runtime on the CPU, prints the largest difference from
+inferred), runs it in ONNX Runtime on the CPU (a model with named inputs and outputs
+fed and read by name), prints the largest difference from
 kiln's output, and writes tests/fixtures/onnx_runtime.json: per model the FNV-1a hash
 of the bytes and ONNX Runtime's output. Needs `pip install onnx onnxruntime numpy`.
 Exits non-zero if any model differs from kiln by more than 1e-5.
@@ -39,10 +40,18 @@ def main() -> int:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model, full_check=True)
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
-        x = np.asarray(entry["input"], dtype=np.float32).reshape([entry["batch"], *shape])
-        (y,) = session.run(["output"], {"input": x})
-        y = y.reshape(-1)
+        # kiln packs each sample's inputs one after the other and its outputs likewise;
+        # a model with named inputs and outputs takes and gives them one by one.
+        packed = np.asarray(entry["input"], dtype=np.float32).reshape(entry["batch"], -1)
+        feed, at = {}, 0
+        for value in model.graph.input:
+            shape = [d.dim_value for d in value.type.tensor_type.shape.dim[1:]]
+            size = int(np.prod(shape))
+            feed[value.name] = packed[:, at:at + size].reshape([entry["batch"], *shape])
+            at += size
+        assert at == packed.shape[1], f"{name}: inputs take {at} of {packed.shape[1]} values"
+        outputs = session.run([o.name for o in model.graph.output], feed)
+        y = np.concatenate([o.reshape(entry["batch"], -1) for o in outputs], axis=1).reshape(-1)
         worst = float(np.max(np.abs(y - np.asarray(entry["kiln"], dtype=np.float32))))
         worst_overall = max(worst_overall, worst)
         print(f"{name}: {len(model.graph.node)} nodes, outputs {y.size}, max |kiln - ORT| = {worst:.3g}")

@@ -343,6 +343,13 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
         }
     });
     let onnx_plan = onnx_plan(plan);
+    let (input_ports, output_ports) = match &checked.ports {
+        Some(ports) => (
+            super::ports::port_table(&ports.inputs, &plan.input_nodes),
+            super::ports::port_table(&ports.outputs, &plan.output_nodes),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let token_vocab = match checked.layers.first().and_then(|l| l.op.token_vocab()) {
         Some(vocab) => quote!(::core::option::Option::Some(#vocab)),
         None => quote!(::core::option::Option::None),
@@ -369,6 +376,8 @@ fn spec(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             token_columns: &[#(#token_columns),*],
             deferred: &[#(#deferred),*],
             dense_chain: #dense_chain,
+            input_ports: &[#(#input_ports),*],
+            output_ports: &[#(#output_ports),*],
             onnx: #onnx_plan,
         }
     }

@@ -11,6 +11,22 @@ use super::Plan;
 use crate::check::{dims, Checked};
 use crate::parse::ModelDef;
 
+/// The `Port` of each named input or output.
+pub fn port_table(list: &[(String, Vec<usize>)], nodes: &[usize]) -> Vec<TokenStream> {
+    list.iter()
+        .zip(nodes)
+        .map(|((port, shape), &node)| {
+            let size: usize = shape.iter().product();
+            let width = shape.last().copied().unwrap_or(1);
+            quote! {
+                ::kiln::outputs::Port {
+                    name: #port, size: #size, width: #width, shape: &[#(#shape),*], node: #node,
+                }
+            }
+        })
+        .collect()
+}
+
 /// `(the two structs, at the call site; their impls and the model's methods, inside
 /// the anonymous const)`, or nothing for a model without named inputs and outputs.
 pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, TokenStream) {
@@ -22,20 +38,8 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
     let outputs_name = format_ident!("{}Outputs", name);
     let kiln = quote!(::kiln);
     let private = quote!(::kiln::__private);
-    let table = |list: &[(String, Vec<usize>)], nodes: &[usize]| -> Vec<TokenStream> {
-        list.iter()
-            .zip(nodes)
-            .map(|((port, shape), &node)| {
-                let size: usize = shape.iter().product();
-                let width = shape.last().copied().unwrap_or(1);
-                quote! {
-                    #kiln::outputs::Port { name: #port, size: #size, width: #width, node: #node }
-                }
-            })
-            .collect()
-    };
-    let input_table = table(&ports.inputs, &plan.input_nodes);
-    let output_table = table(&ports.outputs, &plan.output_nodes);
+    let input_table = port_table(&ports.inputs, &plan.input_nodes);
+    let output_table = port_table(&ports.outputs, &plan.output_nodes);
     // A keyword written raw (`r#type`) is a raw field again.
     let field = |list: &[(String, Vec<usize>)]| -> Vec<syn::Ident> {
         let span = proc_macro2::Span::call_site();
