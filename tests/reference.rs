@@ -745,6 +745,7 @@ fn attention_and_layer_norm_match_pytorch() {
             let (g_bi, rest) = rest.split_at_mut(3 * d);
             let (g_wo, g_bo) = rest.split_at_mut(d * d);
             let mut g_memory = vec![0.0; memory.as_ref().map_or(0, Vec::len)];
+            let mut partial = vec![0.0; s.params_len()];
             let attention_grads = layers::AttentionGrads {
                 input: Some((&mut gx, Accum::Replace)),
                 memory: memory
@@ -754,6 +755,7 @@ fn attention_and_layer_norm_match_pytorch() {
                 in_bias: g_bi,
                 out_weight: g_wo,
                 out_bias: g_bo,
+                partial: &mut partial,
             };
             layers::attention_backward(
                 &s,

@@ -733,6 +733,8 @@ pub struct AttentionGradIo<'a, T> {
     pub grad_key_padding: &'a mut [T],
     /// dL/d(output).
     pub grad_output: &'a [T],
+    /// The whole batch-independent scratch.
+    pub fixed: &'a mut [T],
 }
 
 impl<'a, T: Float> Pass<'a, T> {
@@ -815,6 +817,7 @@ impl<'a, T: Float> Pass<'a, T> {
             grad_memory,
             grad_key_padding,
             grad_output,
+            fixed: self.fixed,
         }
     }
 }

@@ -187,4 +187,19 @@ impl AttentionShape {
         let (s, k, d) = (self.steps, self.keys, self.dim);
         s * d + 2 * k * d + self.heads * s * k + s * d + s * d + 2 * k * d + s * k
     }
+
+    /// Forward floating-point operations per sample (two per multiply-add): the
+    /// projections, the scores and the weighted sums.
+    #[inline]
+    pub fn flops(&self) -> f64 {
+        let (s, k, d) = (self.steps, self.keys, self.dim);
+        (2 * s * d * d + 4 * k * d * d + 4 * s * k * d + 2 * s * d * d) as f64
+    }
+
+    /// Parameters: the packed input projection, the output projection and their biases
+    /// (`4·dim² + 4·dim`).
+    #[inline]
+    pub const fn params_len(&self) -> usize {
+        4 * self.dim * self.dim + 4 * self.dim
+    }
 }

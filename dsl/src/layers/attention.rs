@@ -572,6 +572,7 @@ impl Op for Attention {
             causal: self.causal,
         };
         let aux = plan.node(shape.aux_len());
+        let partial = plan.fixed(shape.params_len());
         plan.push(AttentionStep {
             input,
             memory,
@@ -583,6 +584,7 @@ impl Op for Attention {
             dim,
             heads,
             causal: self.causal,
+            partial,
             in_weight,
             in_bias,
             out_weight,
@@ -603,6 +605,8 @@ struct AttentionStep {
     dim: usize,
     heads: usize,
     causal: bool,
+    /// Fixed scratch for the parameter gradients of half a split batch.
+    partial: Range<usize>,
     in_weight: Range<usize>,
     in_bias: Range<usize>,
     out_weight: Range<usize>,
@@ -834,6 +838,7 @@ impl Step for AttentionStep {
             self.out_weight.len(),
         );
         let (wi, wo) = (slice(&self.in_weight), slice(&self.out_weight));
+        let partial = slice(&self.partial);
         quote! {
             {
                 let io = ws.attention_grad_io(#nodes, #output, #aux);
@@ -848,6 +853,7 @@ impl Step for AttentionStep {
                     in_bias: grad_in_bias,
                     out_weight: grad_out_weight,
                     out_bias: grad_out_bias,
+                    partial: &mut io.fixed[#partial],
                 };
                 ::kiln::__private::layers::attention_backward::<T>(
                     #shape, attention_grads, io.aux, io.inputs, &params[#wi], &params[#wo],

@@ -23,8 +23,7 @@
 
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::matmul;
-use super::{check_len, store};
+use super::{check_len, matmul, split_batch, store, PARALLEL_MIN_FLOPS};
 use crate::Float;
 
 /// Layer normalisation forward over rows of `width`; `saved` (2 values per row) keeps
@@ -325,78 +324,92 @@ pub fn attention_forward<T: Float>(
     let scale = T::from_f64(1.0 / (dh as f64).sqrt());
     let w_in = MatRef::from_row_major_slice(in_weight, 3 * d, d);
     let w_out = MatRef::from_row_major_slice(out_weight, d, d);
-    for b in 0..batch {
-        let parts = aux_parts(s, &mut aux[b * s.aux_len()..][..s.aux_len()]);
-        let x = MatRef::from_row_major_slice(&inputs.query[b * st * d..][..st * d], st, d);
-        let m = match inputs.memory {
-            Some(memory) => {
-                MatRef::from_row_major_slice(&memory[b * keys * d..][..keys * d], keys, d)
-            }
-            None => x,
-        };
-        let padding = inputs.key_padding.map(|p| &p[b * keys..][..keys]);
-        // PyTorch's packed projections: rows 0..d of `W_in` give the queries, the rest
-        // the keys and values.
-        matmul(
-            MatMut::from_row_major_slice_mut(&mut *parts.q, st, d),
-            Accum::Replace,
-            x,
-            w_in.subrows(0, d).transpose(),
-            T::ONE,
-            Par::Seq,
-        );
-        add_bias(parts.q, &in_bias[..d]);
-        matmul(
-            MatMut::from_row_major_slice_mut(&mut *parts.kv, keys, 2 * d),
-            Accum::Replace,
-            m,
-            w_in.subrows(d, 2 * d).transpose(),
-            T::ONE,
-            Par::Seq,
-        );
-        add_bias(parts.kv, &in_bias[d..]);
-        let q_all = MatRef::from_row_major_slice(&*parts.q, st, d);
-        let kv = MatRef::from_row_major_slice(&*parts.kv, keys, 2 * d);
-        let mut heads_out = MatMut::from_row_major_slice_mut(&mut *parts.heads_out, st, d);
-        for head in 0..h {
-            let q = q_all.subcols(head * dh, dh);
-            let k = kv.subcols(head * dh, dh);
-            let v = kv.subcols(d + head * dh, dh);
-            let p_slice = &mut parts.probs[head * st * keys..][..st * keys];
+    // Samples `first..` of the batch, into their rows of `output` and `aux`.
+    let samples = |first: usize, output: &mut [T], aux: &mut [T]| {
+        for (n, (y, aux)) in output
+            .chunks_exact_mut(st * d)
+            .zip(aux.chunks_exact_mut(s.aux_len()))
+            .enumerate()
+        {
+            let b = first + n;
+            let parts = aux_parts(s, aux);
+            let x = MatRef::from_row_major_slice(&inputs.query[b * st * d..][..st * d], st, d);
+            let m = match inputs.memory {
+                Some(memory) => {
+                    MatRef::from_row_major_slice(&memory[b * keys * d..][..keys * d], keys, d)
+                }
+                None => x,
+            };
+            let padding = inputs.key_padding.map(|p| &p[b * keys..][..keys]);
+            // PyTorch's packed projections: rows 0..d of `W_in` give the queries, the
+            // rest the keys and values.
             matmul(
-                MatMut::from_row_major_slice_mut(&mut *p_slice, st, keys),
+                MatMut::from_row_major_slice_mut(&mut *parts.q, st, d),
                 Accum::Replace,
-                q,
-                k.transpose(),
-                scale,
-                Par::Seq,
-            );
-            for (i, row) in p_slice.chunks_exact_mut(keys).enumerate() {
-                let visible = if s.causal { i + 1 } else { keys };
-                masked_softmax(row, visible, padding);
-            }
-            let p = MatRef::from_row_major_slice(&*p_slice, st, keys);
-            matmul(
-                heads_out.as_mut().subcols_mut(head * dh, dh),
-                Accum::Replace,
-                p,
-                v,
+                x,
+                w_in.subrows(0, d).transpose(),
                 T::ONE,
                 Par::Seq,
             );
+            add_bias(parts.q, &in_bias[..d]);
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut *parts.kv, keys, 2 * d),
+                Accum::Replace,
+                m,
+                w_in.subrows(d, 2 * d).transpose(),
+                T::ONE,
+                Par::Seq,
+            );
+            add_bias(parts.kv, &in_bias[d..]);
+            let q_all = MatRef::from_row_major_slice(&*parts.q, st, d);
+            let kv = MatRef::from_row_major_slice(&*parts.kv, keys, 2 * d);
+            let mut heads_out = MatMut::from_row_major_slice_mut(&mut *parts.heads_out, st, d);
+            for head in 0..h {
+                let q = q_all.subcols(head * dh, dh);
+                let k = kv.subcols(head * dh, dh);
+                let v = kv.subcols(d + head * dh, dh);
+                let p_slice = &mut parts.probs[head * st * keys..][..st * keys];
+                matmul(
+                    MatMut::from_row_major_slice_mut(&mut *p_slice, st, keys),
+                    Accum::Replace,
+                    q,
+                    k.transpose(),
+                    scale,
+                    Par::Seq,
+                );
+                for (i, row) in p_slice.chunks_exact_mut(keys).enumerate() {
+                    let visible = if s.causal { i + 1 } else { keys };
+                    masked_softmax(row, visible, padding);
+                }
+                let p = MatRef::from_row_major_slice(&*p_slice, st, keys);
+                matmul(
+                    heads_out.as_mut().subcols_mut(head * dh, dh),
+                    Accum::Replace,
+                    p,
+                    v,
+                    T::ONE,
+                    Par::Seq,
+                );
+            }
+            let o = MatRef::from_row_major_slice(&*parts.heads_out, st, d);
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut *y, st, d),
+                Accum::Replace,
+                o,
+                w_out.transpose(),
+                T::ONE,
+                Par::Seq,
+            );
+            add_bias(y, out_bias);
         }
-        let o = MatRef::from_row_major_slice(&*parts.heads_out, st, d);
-        let y = &mut output[b * st * d..][..st * d];
-        matmul(
-            MatMut::from_row_major_slice_mut(&mut *y, st, d),
-            Accum::Replace,
-            o,
-            w_out.transpose(),
-            T::ONE,
-            Par::Seq,
-        );
-        add_bias(y, out_bias);
-    }
+    };
+    split_batch(
+        batch,
+        s.flops(),
+        (output, st * d),
+        (aux, s.aux_len()),
+        &samples,
+    );
 }
 
 /// The gradients [`attention_backward`] writes: the four parameters' (replaced), and
@@ -416,10 +429,39 @@ pub struct AttentionGrads<'a, T> {
     pub out_weight: &'a mut [T],
     /// dL/d`out_proj.bias`.
     pub out_bias: &'a mut [T],
+    /// Scratch of [`AttentionShape::params_len`] values: the parameter gradients of the
+    /// second half of a batch split across threads, added to the first's.
+    pub partial: &'a mut [T],
+}
+
+/// The four parameter gradients of one run over samples.
+struct ParamGrads<'a, T> {
+    in_weight: &'a mut [T],
+    in_bias: &'a mut [T],
+    out_weight: &'a mut [T],
+    out_bias: &'a mut [T],
+}
+
+/// Splits `buffer` after `samples` samples of `len` values, if there is a buffer.
+#[allow(clippy::type_complexity)]
+fn split_grad<T>(
+    grad: Option<(&mut [T], Accum)>,
+    samples: usize,
+    len: usize,
+) -> (Option<(&mut [T], Accum)>, Option<(&mut [T], Accum)>) {
+    match grad {
+        Some((g, accum)) => {
+            let (a, b) = g.split_at_mut(samples * len);
+            (Some((a, accum)), Some((b, accum)))
+        }
+        None => (None, None),
+    }
 }
 
 /// Gradient of [`attention_forward`] (`inputs.key_padding` is not read: the saved
-/// weights of hidden keys are 0).
+/// weights of hidden keys are 0). A large batch is split in two halves on rayon's
+/// threads, the second half's parameter gradients formed in `grads.partial` and added:
+/// the split depends on the batch only, so the result does on nothing else.
 ///
 /// # Panics
 /// If a length does not match the geometry.
@@ -434,15 +476,111 @@ pub fn attention_backward<T: Float>(
     grad_output: &[T],
     batch: usize,
 ) {
+    let (st, keys, d) = (s.steps, s.keys, s.dim);
+    check_len("attention grad_output", grad_output.len(), batch * st * d);
+    check_len("attention aux", aux.len(), batch * s.aux_len());
+    check_len("attention partial", grads.partial.len(), s.params_len());
+    let AttentionGrads {
+        input,
+        memory,
+        in_weight: g_wi,
+        in_bias: g_bi,
+        out_weight: g_wo,
+        out_bias: g_bo,
+        partial,
+    } = grads;
+    let whole = ParamGrads {
+        in_weight: g_wi,
+        in_bias: g_bi,
+        out_weight: g_wo,
+        out_bias: g_bo,
+    };
+    let run = |first: usize,
+               grads: ParamGrads<'_, T>,
+               input: Option<(&mut [T], Accum)>,
+               memory: Option<(&mut [T], Accum)>,
+               aux: &mut [T]| {
+        backward_samples(
+            s,
+            first,
+            grads,
+            input,
+            memory,
+            aux,
+            inputs,
+            in_weight,
+            out_weight,
+            grad_output,
+        );
+    };
+    // Backward is about twice forward's work.
+    if batch < 2 || 2.0 * s.flops() * (batch as f64) < PARALLEL_MIN_FLOPS {
+        run(0, whole, input, memory, aux);
+        return;
+    }
+    let half = batch / 2;
+    let (aux0, aux1) = aux.split_at_mut(half * s.aux_len());
+    let (input0, input1) = split_grad(input, half, st * d);
+    let (memory0, memory1) = split_grad(memory, half, keys * d);
+    let (p_wi, rest) = partial.split_at_mut(3 * d * d);
+    let (p_bi, rest) = rest.split_at_mut(3 * d);
+    let (p_wo, p_bo) = rest.split_at_mut(d * d);
+    let second = ParamGrads {
+        in_weight: p_wi,
+        in_bias: p_bi,
+        out_weight: p_wo,
+        out_bias: p_bo,
+    };
+    let ParamGrads {
+        in_weight: g_wi,
+        in_bias: g_bi,
+        out_weight: g_wo,
+        out_bias: g_bo,
+    } = whole;
+    let first = ParamGrads {
+        in_weight: &mut *g_wi,
+        in_bias: &mut *g_bi,
+        out_weight: &mut *g_wo,
+        out_bias: &mut *g_bo,
+    };
+    rayon::join(
+        || run(0, first, input0, memory0, aux0),
+        || run(half, second, input1, memory1, aux1),
+    );
+    for (g, p) in [
+        (g_wi, &*p_wi),
+        (g_bi, &*p_bi),
+        (g_wo, &*p_wo),
+        (g_bo, &*p_bo),
+    ] {
+        for (g, &p) in g.iter_mut().zip(p) {
+            *g += p;
+        }
+    }
+}
+
+/// [`attention_backward`] over the samples `first..` whose auxiliary values are `aux`
+/// (and whose input and memory gradients are the given slices, if any); the parameter
+/// gradients are replaced.
+#[allow(clippy::too_many_arguments)]
+fn backward_samples<T: Float>(
+    s: &AttentionShape,
+    first: usize,
+    grads: ParamGrads<'_, T>,
+    mut grad_input: Option<(&mut [T], Accum)>,
+    mut grad_memory: Option<(&mut [T], Accum)>,
+    aux: &mut [T],
+    inputs: AttentionInputs<'_, T>,
+    in_weight: &[T],
+    out_weight: &[T],
+    grad_output: &[T],
+) {
     let (st, keys, d, h) = (s.steps, s.keys, s.dim, s.heads);
     let dh = d / h;
-    check_len("attention grad_output", grad_output.len(), batch * st * d);
     let scale = T::from_f64(1.0 / (dh as f64).sqrt());
     let w_in = MatRef::from_row_major_slice(in_weight, 3 * d, d);
     let w_out = MatRef::from_row_major_slice(out_weight, d, d);
-    let AttentionGrads {
-        input: mut grad_input,
-        memory: mut grad_memory,
+    let ParamGrads {
         in_weight: grad_in_weight,
         in_bias: grad_in_bias,
         out_weight: grad_out_weight,
@@ -450,9 +588,10 @@ pub fn attention_backward<T: Float>(
     } = grads;
     grad_in_bias.fill(T::ZERO);
     grad_out_bias.fill(T::ZERO);
-    for b in 0..batch {
-        let first = if b == 0 { Accum::Replace } else { Accum::Add };
-        let parts = aux_parts(s, &mut aux[b * s.aux_len()..][..s.aux_len()]);
+    for (n, aux) in aux.chunks_exact_mut(s.aux_len()).enumerate() {
+        let b = first + n;
+        let start = if n == 0 { Accum::Replace } else { Accum::Add };
+        let parts = aux_parts(s, aux);
         let gy_slice = &grad_output[b * st * d..][..st * d];
         let gy = MatRef::from_row_major_slice(gy_slice, st, d);
         sum_rows(grad_out_bias, gy_slice);
@@ -460,7 +599,7 @@ pub fn attention_backward<T: Float>(
         let o = MatRef::from_row_major_slice(&*parts.heads_out, st, d);
         matmul(
             MatMut::from_row_major_slice_mut(&mut *grad_out_weight, d, d),
-            first,
+            start,
             gy.transpose(),
             o,
             T::ONE,
@@ -547,7 +686,7 @@ pub fn attention_backward<T: Float>(
         let mut g_w = MatMut::from_row_major_slice_mut(&mut *grad_in_weight, 3 * d, d);
         matmul(
             g_w.as_mut().subrows_mut(0, d),
-            first,
+            start,
             g_q.transpose(),
             x,
             T::ONE,
@@ -555,7 +694,7 @@ pub fn attention_backward<T: Float>(
         );
         matmul(
             g_w.as_mut().subrows_mut(d, 2 * d),
-            first,
+            start,
             g_kv.transpose(),
             m,
             T::ONE,
@@ -563,7 +702,7 @@ pub fn attention_backward<T: Float>(
         );
         let (w_q, w_kv) = (w_in.subrows(0, d), w_in.subrows(d, 2 * d));
         if let Some((gi, accum)) = grad_input.as_mut() {
-            let mut dst = MatMut::from_row_major_slice_mut(&mut gi[b * st * d..][..st * d], st, d);
+            let mut dst = MatMut::from_row_major_slice_mut(&mut gi[n * st * d..][..st * d], st, d);
             matmul(dst.as_mut(), *accum, g_q, w_q, T::ONE, Par::Seq);
             if inputs.memory.is_none() {
                 matmul(dst, Accum::Add, g_kv, w_kv, T::ONE, Par::Seq);
@@ -572,7 +711,7 @@ pub fn attention_backward<T: Float>(
         if inputs.memory.is_some() {
             if let Some((gm, accum)) = grad_memory.as_mut() {
                 let dst =
-                    MatMut::from_row_major_slice_mut(&mut gm[b * keys * d..][..keys * d], keys, d);
+                    MatMut::from_row_major_slice_mut(&mut gm[n * keys * d..][..keys * d], keys, d);
                 matmul(dst, *accum, g_kv, w_kv, T::ONE, Par::Seq);
             }
         }
@@ -706,6 +845,7 @@ mod tests {
             let (gbi, rest) = rest.split_at_mut(3 * d);
             let (gwo, gbo) = rest.split_at_mut(d * d);
             let [wi, _, wo, _] = split(&params);
+            let mut partial = vec![0.0; s.params_len()];
             let grads = AttentionGrads {
                 input: Some((&mut gx, Accum::Replace)),
                 memory: m.is_some().then_some((&mut gm[..], Accum::Replace)),
@@ -713,6 +853,7 @@ mod tests {
                 in_bias: gbi,
                 out_weight: gwo,
                 out_bias: gbo,
+                partial: &mut partial,
             };
             let inputs = AttentionInputs {
                 query: &x,
@@ -751,6 +892,76 @@ mod tests {
                 assert_eq!(run(&x, Some(&m2), &params).0, y);
             }
         }
+    }
+
+    /// A batch large enough to split across threads gives what its samples give one
+    /// at a time: outputs bit for bit, gradients summed in another order.
+    #[test]
+    fn split_batches_give_the_serial_result() {
+        let s = AttentionShape {
+            steps: 16,
+            keys: 12,
+            dim: 32,
+            heads: 4,
+            causal: false,
+        };
+        let batch = 8;
+        assert!(2.0 * s.flops() * batch as f64 >= PARALLEL_MIN_FLOPS);
+        let (sq, sk) = (s.steps * s.dim, s.keys * s.dim);
+        let x = values(batch * sq, 61);
+        let m = values(batch * sk, 62);
+        let padding: Vec<f64> = (0..batch * s.keys)
+            .map(|i| f64::from(u8::from(i % s.keys >= 9 + i / s.keys % 3)))
+            .collect();
+        let params = values(s.params_len(), 63);
+        let c = values(batch * sq, 64);
+        let d = s.dim;
+        let (wi, rest) = params.split_at(3 * d * d);
+        let (bi, rest) = rest.split_at(3 * d);
+        let (wo, bo) = rest.split_at(d * d);
+        // (output, input gradient, memory gradient, parameter gradients) of samples
+        // `range`.
+        let run = |range: std::ops::Range<usize>| {
+            let n = range.len();
+            let inputs = AttentionInputs {
+                query: &x[range.start * sq..range.end * sq],
+                memory: Some(&m[range.start * sk..range.end * sk]),
+                key_padding: Some(&padding[range.start * s.keys..range.end * s.keys]),
+            };
+            let mut y = vec![0.0; n * sq];
+            let mut aux = vec![0.0; n * s.aux_len()];
+            attention_forward(&s, &mut y, &mut aux, inputs, wi, bi, wo, bo, n);
+            let (mut gx, mut gm) = (vec![0.0; n * sq], vec![0.0; n * sk]);
+            let mut g = vec![0.0; params.len()];
+            let mut partial = vec![0.0; s.params_len()];
+            let (gwi, rest) = g.split_at_mut(3 * d * d);
+            let (gbi, rest) = rest.split_at_mut(3 * d);
+            let (gwo, gbo) = rest.split_at_mut(d * d);
+            let grads = AttentionGrads {
+                input: Some((&mut gx, Accum::Replace)),
+                memory: Some((&mut gm, Accum::Replace)),
+                in_weight: gwi,
+                in_bias: gbi,
+                out_weight: gwo,
+                out_bias: gbo,
+                partial: &mut partial,
+            };
+            let upstream = &c[range.start * sq..range.end * sq];
+            attention_backward(&s, grads, &mut aux, inputs, wi, wo, upstream, n);
+            (y, gx, gm, g)
+        };
+        let (y, gx, gm, g) = run(0..batch);
+        let mut g_serial = vec![0.0; params.len()];
+        for b in 0..batch {
+            let (y1, gx1, gm1, g1) = run(b..b + 1);
+            assert_eq!(y[b * sq..][..sq], y1[..]);
+            assert_eq!(gx[b * sq..][..sq], gx1[..]);
+            assert_eq!(gm[b * sk..][..sk], gm1[..]);
+            for (a, v) in g_serial.iter_mut().zip(&g1) {
+                *a += v;
+            }
+        }
+        assert_close(&g, &g_serial, 1e-12);
     }
 
     #[test]
