@@ -144,6 +144,8 @@ const _: () = {
                 },
             ],
             dense_chain: false,
+            input_ports: &[],
+            output_ports: &[],
             onnx: ::kiln::__private::onnx::OnnxPlan::Graph(
                 &[
                     ::kiln::__private::onnx::OnnxNode {
