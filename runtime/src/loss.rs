@@ -264,13 +264,14 @@ fn check_target_len(expected: usize, actual: usize) -> Result<()> {
     }
 }
 
-fn check_probabilities<T: Float>(target: &[T]) -> Result<()> {
+/// Every target in `[0, 1]` (not NaN), else an error with `reason`.
+fn check_probabilities<T: Float>(target: &[T], reason: &'static str) -> Result<()> {
     match target.iter().position(|&t| !(t >= T::ZERO && t <= T::ONE)) {
         None => Ok(()),
         Some(index) => Err(Error::InvalidTarget {
             value: target[index].to_f64(),
             index,
-            reason: "binary cross-entropy needs targets in [0, 1]",
+            reason,
         }),
     }
 }
@@ -351,7 +352,7 @@ impl<T: Float> Loss<T> for BinaryCrossEntropy {
         mut grad_output: Option<&mut [T]>,
     ) -> Result<T> {
         check_target_len(output.len(), target.len())?;
-        check_probabilities(target)?;
+        check_probabilities(target, "binary cross-entropy needs targets in [0, 1]")?;
         let scale: T = self.reduction.scale(output.len());
         let floor = T::from_f64(-100.0);
         let eps = T::from_f64(1e-12);
@@ -391,7 +392,7 @@ impl<T: Float> Loss<T> for BceWithLogits {
         mut grad_output: Option<&mut [T]>,
     ) -> Result<T> {
         check_target_len(output.len(), target.len())?;
-        check_probabilities(target)?;
+        check_probabilities(target, "binary cross-entropy needs targets in [0, 1]")?;
         let scale: T = self.reduction.scale(output.len());
         let mut total = T::ZERO;
         for i in 0..output.len() {
@@ -522,13 +523,10 @@ impl<T: Float> Loss<T> for CategoricalCrossEntropy {
     ) -> Result<T> {
         let classes = layout.width;
         check_target_len(output.len(), target.len())?;
-        if let Some(index) = target.iter().position(|&t| !(t >= T::ZERO && t <= T::ONE)) {
-            return Err(Error::InvalidTarget {
-                value: target[index].to_f64(),
-                index,
-                reason: "categorical cross-entropy needs probabilities in [0, 1]",
-            });
-        }
+        check_probabilities(
+            target,
+            "categorical cross-entropy needs probabilities in [0, 1]",
+        )?;
         let scale: T = self.reduction.scale(layout.rows(output.len()));
         let mut total = T::ZERO;
         let rows = output

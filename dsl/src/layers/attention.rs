@@ -60,7 +60,7 @@ pub const SPECS: &[LayerSpec] = &[
 ];
 
 /// Rule: attention and positions work on [steps, dim].
-fn steps_and_dim<'a>(checker: &mut Checker, call: &'a Call) -> Option<&'a Vec<usize>> {
+pub(super) fn steps_and_dim<'a>(checker: &mut Checker, call: &'a Call) -> Option<&'a Vec<usize>> {
     let input = call.input.as_ref()?;
     if input.len() != 2 {
         checker.push(

@@ -23,8 +23,9 @@ use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::Token;
 
+use super::attention::steps_and_dim;
 use super::{arg, layer, sequential, ArgKind, Call, Checked};
-use crate::check::{dims, Checker};
+use crate::check::Checker;
 use crate::parse::Item;
 
 const ACTIVATIONS: &[&str] = &["relu", "gelu"];
@@ -179,27 +180,9 @@ fn check_built(checker: &mut Checker, call: &Call, tokens: TokenStream) -> Optio
     Some((sequential::sequence(inner), output))
 }
 
-/// The model width of a `[steps, dim]` input, or `None` after reporting another shape.
-fn width(checker: &mut Checker, call: &Call) -> Option<usize> {
-    let input = call.input.as_ref()?;
-    if input.len() != 2 {
-        checker.push(
-            call.span(),
-            format!(
-                "{}: {} expects [steps, dim] but gets {}",
-                call.name,
-                call.spec.name,
-                dims(input)
-            ),
-        );
-        return None;
-    }
-    Some(input[1])
-}
-
 fn check_encoder(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let c = common(checker, call, 2);
-    let dim = width(checker, call)?;
+    let dim = steps_and_dim(checker, call)?[1];
     let c = c?;
     let span = call.span();
     let heads = &c.heads;
@@ -212,7 +195,7 @@ fn check_encoder(checker: &mut Checker, call: &Call) -> Option<Checked> {
 
 fn check_decoder(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let c = common(checker, call, 3);
-    let dim = width(checker, call)?;
+    let dim = steps_and_dim(checker, call)?[1];
     let c = c?;
     let span = call.span();
     let heads = &c.heads;
