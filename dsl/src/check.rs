@@ -20,6 +20,39 @@ use crate::parse::{Args, Item, ModelDef};
 /// The largest input rank the runtime has shape types for (`Shape1` .. `Shape4`).
 pub const MAX_RANK: usize = 4;
 
+/// The most values a sample may hold anywhere in a model (2^32, 16 GiB of f32): far
+/// beyond any model that fits in memory, and low enough that no size, offset or count
+/// the macro or the runtime computes from a shape can overflow.
+pub const MAX_VALUES: usize = 1 << 32;
+
+/// The largest integer argument (2^24, 16,777,216: units, channels, kernels, steps),
+/// but for a vocabulary, which may be as large as [`MAX_VALUES`] (the ids of a
+/// recommender's users). Products of a few such numbers and of a sample's values fit
+/// in 64 bits, so no size, parameter count or FLOP count the macro computes overflows.
+pub const MAX_ARG: usize = 1 << 24;
+
+/// The largest value argument `name` may take.
+fn max_arg(name: &str) -> usize {
+    if name == "vocab" {
+        MAX_VALUES
+    } else {
+        MAX_ARG
+    }
+}
+
+/// The values of a shape, if at most [`MAX_VALUES`].
+pub fn bounded_size(shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_VALUES)
+}
+
+/// The most values one window of a convolution or a pool may cover (its input channels
+/// times its kernel's area): 2^28, so that a layer's weights and FLOPs stay within 64
+/// bits.
+pub const MAX_WINDOW: usize = 1 << 28;
+
 /// A model whose every layer and shape is known to be valid.
 pub struct Checked {
     pub input: Vec<usize>,
@@ -188,7 +221,19 @@ pub fn check_dims(input: &crate::parse::InputDecl, errors: &mut Errors) -> Optio
         );
         ok = false;
     }
-    ok.then(|| dims.iter().map(|d| d.value).collect())
+    let shape: Vec<usize> = dims.iter().map(|d| d.value).collect();
+    // Rule: a sample holds at most MAX_VALUES values.
+    if ok && bounded_size(&shape).is_none() {
+        errors.push(
+            input.span,
+            format!(
+                "the input {} holds more values than kiln takes (at most {MAX_VALUES} per sample)",
+                self::dims(&shape)
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some(shape)
 }
 
 /// Layer names: the user's (unique) and generated ones that avoid them.
@@ -447,6 +492,18 @@ impl Checker {
             input,
         };
         let (op, output) = (spec.check)(self, &call)?;
+        // Rule: a sample holds at most MAX_VALUES values, after every layer too.
+        if bounded_size(&output).is_none() {
+            self.push(
+                item.span(),
+                format!(
+                    "{}: its output {} holds more values than kiln takes (at most {MAX_VALUES} per sample)",
+                    call.name,
+                    dims(&output)
+                ),
+            );
+            return None;
+        }
         let Call { name, input, .. } = call;
         let input = input?;
         // A block that flattens does it through a layer inside it, which is recorded
@@ -667,7 +724,20 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
             ok = false;
             continue;
         }
+        let limit = max_arg(arg_spec.name);
+        let int_arg = matches!(arg_spec.kind, ArgKind::Int | ArgKind::Pair);
         match literal(&a.value, arg_spec.kind) {
+            // Rule: an integer argument is at most MAX_ARG (a vocabulary MAX_VALUES).
+            Some(_) | None if int_arg && too_large(&a.value, limit).is_some() => {
+                errors.push(
+                    too_large(&a.value, limit).unwrap_or(a.value.span()),
+                    format!(
+                        "argument `{}` of `{kind}` is larger than kiln takes (at most {limit})",
+                        arg_spec.name
+                    ),
+                );
+                ok = false;
+            }
             Some(value) => values[slot] = Some(value),
             None => {
                 let expected = match arg_spec.kind {
@@ -707,6 +777,22 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
         }
     }
     ok.then_some(values)
+}
+
+/// The span of an integer literal in `expr` (or a pair of them) above `limit`.
+fn too_large(expr: &Expr, limit: usize) -> Option<Span> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i
+            .base10_parse::<u128>()
+            .map_or(true, |v| v > limit as u128)
+            .then(|| i.span()),
+        Expr::Group(group) => too_large(&group.expr, limit),
+        Expr::Paren(paren) => too_large(&paren.expr, limit),
+        Expr::Tuple(tuple) => tuple.elems.iter().find_map(|e| too_large(e, limit)),
+        _ => None,
+    }
 }
 
 /// Reads a literal of the expected kind (a float may be written as an integer, and

@@ -188,6 +188,30 @@ mod tests {
             "block B { Dense(2) } struct M { input: [3], B { Relu } }",
             "block B { Dense(2) } block B { Dense(3) } struct M { input: [3], B }",
             "block B(x) { Dense(x) } struct M { input: [3], Residual { B(3) }, B(3, 4) }",
+            "struct M { input: [1, 28, 28], Conv2d(16, kernel = 3, padding = 42949672961), MaxPool2d(2) }",
+            "struct M { input: [1, 28, 28], Conv2d(16, kernel = 3, padding = 18446744073709551615) }",
+            "struct M { input: [1, 28, 28], Conv2d(16, kernel = 18446744073709551615) }",
+            "struct M { input: [1, 28, 28], Conv2d(16, kernel = 3, dilation = 18446744073709551615) }",
+            "struct M { input: [1, 28, 28], Conv2d(16, kernel = 3, stride = 18446744073709551615) }",
+            "struct M { input: [1, 28, 28], ConvTranspose2d(16, kernel = 3, stride = 18446744073709551615) }",
+            "struct M { input: [1, 28, 28], ConvTranspose2d(16, kernel = 18446744073709551615) }",
+            "struct M { input: [1, 28, 28], ConvTranspose2d(16, kernel = 3, dilation = 9223372036854775807) }",
+            "struct M { input: [1, 28, 28], MaxPool2d(18446744073709551615) }",
+            "struct M { input: [1, 28, 28], AvgPool2d(2, stride = 18446744073709551615) }",
+            "struct M { input: [1, 28, 28], Upsample(18446744073709551615) }",
+            "struct M { input: [1, 28, 28], Upsample((4294967296, 4294967296)) }",
+            "struct M { input: [4294967296, 4294967296, 2] }",
+            "struct M { input: [65536, 65536, 2], Flatten, Dense(2) }",
+            "struct M { input: [784], Dense(18446744073709551615) }",
+            "struct M { input: [784], Dense(4294967296), Dense(4294967296) }",
+            "struct M { input: [4, 6], Lstm(18446744073709551615) }",
+            "struct M { input: [4, 6], Gru(9223372036854775807, bidirectional = true) }",
+            "struct M { input: [4], Embedding(18446744073709551615, 18446744073709551615) }",
+            "struct M { input: [4], Embedding(3, 4294967296) }",
+            "struct M { input: [4, 6], Repeat(18446744073709551615) { Dense(6) } }",
+            "struct M { input: [4, 6], TransformerEncoderLayer(heads = 2, ff = 18446744073709551615) }",
+            "struct M { input: [2, 8, 8], Conv1d(4, kernel = 3) }",
+            "struct M { input: [8, 8], Conv1d(4, kernel = 18446744073709551615, padding = 9223372036854775807) }",
             "struct M { input: [4, 6], MultiHeadAttention(heads = 2, memory = m) }",
             "struct M { inputs: { a: [4, 6] }, outputs: { y: a >> MultiHeadAttention(heads = 2, memory = y) } }",
             "struct M { inputs: { a: [4, 6], b: [5, 4] }, outputs: { y: a >> MultiHeadAttention(heads = 2, memory = b) } }",
@@ -210,6 +234,36 @@ mod tests {
             if let Ok(def) = def {
                 assert!(expand_def(&def).is_err(), "{source} should be rejected");
             }
+        }
+    }
+
+    /// Models at the edges of what kiln takes expand without an overflow (the tests
+    /// build with overflow checks), whether they are accepted or not.
+    #[test]
+    fn the_largest_models_expand_without_overflow() {
+        for source in [
+            "struct M { input: [16777216, 256], Dense(16777216) }",
+            "struct M { input: [256, 16777216], Dense(16777216) }",
+            "struct M { input: [4294967296], Dense(16777216) }",
+            "struct M { input: [16777216], Dense(16777216), Dense(16777216) }",
+            "struct M { input: [256, 16777216], MultiHeadAttention(heads = 16777216) }",
+            "struct M { input: [16777216, 256], MultiHeadAttention(heads = 256, causal = true) }",
+            "struct M { inputs: { a: [16777216, 256], m: [16777216, 256], p: [16777216] }, outputs: { y: a >> MultiHeadAttention(heads = 1, memory = m, key_padding = p) } }",
+            "struct M { input: [16777216, 256], Lstm(16777216, bidirectional = true) }",
+            "struct M { input: [256, 16777216], Gru(16777216) }",
+            "struct M { input: [16777216], Embedding(4294967296, 16777216) }",
+            "struct M { input: [16777216, 1, 256], Conv2d(16777216, kernel = (1, 16), floor = true) }",
+            "struct M { input: [16, 4096, 4096], Conv2d(16777216, kernel = 4096, stride = 16777216, floor = true) }",
+            "struct M { input: [16, 4096, 4096], MaxPool2d(4096, padding = 2048, floor = true) }",
+            "struct M { input: [16, 4096, 4096], ConvTranspose2d(16777216, kernel = 4096, padding = 16777216) }",
+            "struct M { input: [1, 16777216, 256], Upsample(16777216) }",
+            "struct M { input: [256, 16777216], TransformerEncoderLayer(heads = 16777216, ff = 16777216) }",
+            "struct M { input: [16777216, 16], LayerNorm, Dense(16777216), Gelu }",
+            "struct M { input: [16777216], BatchNorm1d, Dropout(0.5), Dense(16777216) }",
+        ] {
+            let def: parse::ModelDef = syn::parse_str(source).expect(source);
+            let result = expand_def(&def);
+            println!("{source}: {}", if result.is_ok() { "accepted" } else { "rejected" });
         }
     }
 }

@@ -456,6 +456,24 @@ fn check_attention(checker: &mut Checker, call: &Call) -> Option<Checked> {
     }
     let (memory, padding) = (memory.ok()?, padding.ok()?);
     let input = steps_and_dim(checker, call)?;
+    // Rule: steps, keys and width are at most MAX_ARG (their products size the
+    // attention weights and count its FLOPs).
+    let keys_of = memory.as_ref().map_or(input[0], |m| m[0]);
+    if input
+        .iter()
+        .chain([&keys_of])
+        .any(|&n| n > crate::check::MAX_ARG)
+    {
+        checker.push(
+            call.span(),
+            format!(
+                "{name}: attention over {} is larger than kiln takes (at most {} steps, keys or dims)",
+                dims(input),
+                crate::check::MAX_ARG
+            ),
+        );
+        return None;
+    }
     // Rule: the heads divide the model dimension.
     if input[1] % heads != 0 {
         checker.push(

@@ -214,6 +214,7 @@ pub fn spatial(
     if !image(checker, name, kind, input, at) {
         return None;
     }
+    window_fits(checker, name, input[0], w.kernel, at)?;
     let one_d = kind.ends_with("1d");
     let show = |p: (usize, usize)| if one_d { p.1.to_string() } else { pair(p) };
     let shown = if one_d {
@@ -309,6 +310,32 @@ pub fn image(checker: &mut Checker, name: &str, kind: &str, input: &[usize], at:
         ),
     );
     false
+}
+
+/// Rule: a window covers at most MAX_WINDOW values (input channels times kernel
+/// area).
+pub fn window_fits(
+    checker: &mut Checker,
+    name: &str,
+    channels: usize,
+    kernel: (usize, usize),
+    at: Span,
+) -> Option<()> {
+    let covered = channels
+        .checked_mul(kernel.0)
+        .and_then(|n| n.checked_mul(kernel.1));
+    if covered.is_some_and(|n| n <= crate::check::MAX_WINDOW) {
+        return Some(());
+    }
+    checker.push(
+        at,
+        format!(
+            "{name}: a window of {channels} channels by {} is larger than kiln takes (at most {} values)",
+            pair(kernel),
+            crate::check::MAX_WINDOW
+        ),
+    );
+    None
 }
 
 /// The layer's `Conv2dShape`, the geometry the runtime's kernels take: the macro

@@ -68,6 +68,7 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
     if !image(checker, name, "transposed convolution", input, call.span()) {
         return None;
     }
+    super::conv::window_fits(checker, name, input[0], window.kernel, call.span())?;
     // out = (in − 1)·stride + dilation·(kernel − 1) + output_padding + 1 − 2·padding.
     let full =
         |i: usize, k: usize, s: usize, d: usize, op: usize| (i - 1) * s + d * (k - 1) + op + 1;

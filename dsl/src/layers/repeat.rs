@@ -23,6 +23,10 @@ pub const SPECS: &[LayerSpec] = &[LayerSpec {
 
 struct Repeat(Vec<Layer>);
 
+/// The most repetitions a `Repeat` takes: each is checked and generated in full, so a
+/// larger count is a typo that would only make the compiler crawl.
+const MAX_REPEAT: usize = 4096;
+
 /// Rule: a block is repeated at least once.
 fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
     let name = &call.name;
@@ -31,6 +35,14 @@ fn check(checker: &mut Checker, call: &Call) -> Option<Checked> {
         checker.push(
             call.arg_span(0),
             format!("{name}: `Repeat` needs a count of at least 1"),
+        );
+        return None;
+    }
+    // Rule: at most MAX_REPEAT repetitions (each is checked and generated in full).
+    if count > MAX_REPEAT {
+        checker.push(
+            call.arg_span(0),
+            format!("{name}: `Repeat` takes at most {MAX_REPEAT} repetitions, got {count}"),
         );
         return None;
     }
