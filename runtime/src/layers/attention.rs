@@ -246,22 +246,14 @@ fn aux_parts<'a, T>(s: &AttentionShape, aux: &'a mut [T]) -> AuxParts<'a, T> {
     }
 }
 
-/// Adds `bias` to every row of `rows`.
+/// Adds `bias` to every row of `rows` (dense layers' epilogue).
 fn add_bias<T: Float>(rows: &mut [T], bias: &[T]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        for (v, &b) in row.iter_mut().zip(bias) {
-            *v += b;
-        }
-    }
+    super::dense::epilogue(rows, Some(bias), super::Activation::Identity);
 }
 
-/// Adds every row of `rows` to `sum`.
+/// Adds every row of `rows` to `sum` (dense layers' column sums).
 fn sum_rows<T: Float>(sum: &mut [T], rows: &[T]) {
-    for row in rows.chunks_exact(sum.len()) {
-        for (s, &v) in sum.iter_mut().zip(row) {
-            *s += v;
-        }
-    }
+    super::dense::column_sums(sum, rows, |d, total| *d += total);
 }
 
 /// Softmax of one row of scores over the keys it may see (`j < visible` and not

@@ -135,7 +135,7 @@ fn matvec_pair<T: Float>(y: &mut [T], w: &[T], x: &[T]) {
 }
 
 /// Adds the bias and applies the activation, row by row.
-fn epilogue<T: Float>(output: &mut [T], bias: Option<&[T]>, activation: Activation) {
+pub(super) fn epilogue<T: Float>(output: &mut [T], bias: Option<&[T]>, activation: Activation) {
     let width = bias.map_or(0, <[T]>::len);
     vectorized(
         #[inline(always)]
@@ -423,7 +423,7 @@ fn check_rows<T, const IN: usize, const OUT: usize>(
 
 /// `apply(&mut dst[j], Σ_rows g[row, j])` for each column `j` of the row-major `g`
 /// (`dst.len()` columns), summing a block of columns at a time in a buffer on the stack.
-fn column_sums<T: Float>(dst: &mut [T], g: &[T], apply: impl Fn(&mut T, T)) {
+pub(super) fn column_sums<T: Float>(dst: &mut [T], g: &[T], apply: impl Fn(&mut T, T)) {
     const BLOCK: usize = 64;
     let width = dst.len();
     vectorized(
