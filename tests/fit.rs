@@ -66,6 +66,70 @@ fn history_records_every_epoch_with_validation() {
     assert!(eval.accuracy.unwrap() > 0.95);
 }
 
+/// One-hot targets train as labels do: the same losses and accuracies, epoch by epoch,
+/// with `CategoricalCrossEntropy` as with `CrossEntropy` (one output: accuracy comes
+/// from the loss's own count, not the target type's).
+#[test]
+fn one_hot_targets_train_and_score_as_labels_do() {
+    let labels = blobs(300, 1);
+    let one_hot: Vec<f32> = labels
+        .targets()
+        .iter()
+        .flat_map(|&c| (0..3).map(move |k| if k == c { 1.0 } else { 0.0 }))
+        .collect();
+    let values = Dataset::new(labels.features().as_slice().to_vec(), one_hot, None).unwrap();
+    let config = FitConfig::new(4, 16)
+        .validation_split(0.2)
+        .seed(3)
+        .progress(Progress::Silent);
+    let by_label = Classifier::<f64>::new(0)
+        .fit(
+            &blobs_f64(&labels),
+            None,
+            &CrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+        )
+        .unwrap();
+    let by_value = Classifier::<f64>::new(0)
+        .fit(
+            &values_f64(&values),
+            None,
+            &CategoricalCrossEntropy::default(),
+            &mut Adam::new(1e-2),
+            &config,
+        )
+        .unwrap();
+    for (a, b) in by_label.epochs.iter().zip(&by_value.epochs) {
+        assert!((a.loss - b.loss).abs() < 1e-12, "{a:?} {b:?}");
+        assert!((a.val_loss.unwrap() - b.val_loss.unwrap()).abs() < 1e-12);
+        assert_eq!(a.accuracy, b.accuracy);
+        assert_eq!(a.val_accuracy, b.val_accuracy);
+        assert!(b.accuracy.is_some());
+    }
+}
+
+fn blobs_f64(data: &Dataset<f32, Shape1<4>>) -> Dataset<f64, Shape1<4>> {
+    let x = data
+        .features()
+        .as_slice()
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    Dataset::new(x, data.targets().to_vec(), Some(3)).unwrap()
+}
+
+fn values_f64(data: &Dataset<f32, Shape1<4>, f32>) -> Dataset<f64, Shape1<4>, f64> {
+    let x = data
+        .features()
+        .as_slice()
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let y = data.targets().iter().map(|&v| f64::from(v)).collect();
+    Dataset::new(x, y, None).unwrap()
+}
+
 #[test]
 fn fit_clips_and_logs_the_mean_gradient_norm_of_each_epoch() {
     let data = blobs(120, 3);

@@ -1309,6 +1309,15 @@ impl<T: Float, L: Loss<T>> Loss<T> for Scoring<'_, L> {
         self.loss.targets_per_row(width)
     }
 
+    fn correct(
+        &self,
+        output: &[T],
+        target: &Self::Target,
+        layout: OutputLayout,
+    ) -> Option<(usize, usize)> {
+        self.loss.correct(output, target, layout)
+    }
+
     fn outputs(&self) -> usize {
         self.loss.outputs()
     }
