@@ -26,19 +26,11 @@ pub const MAX_RANK: usize = 4;
 pub const MAX_VALUES: usize = 1 << 32;
 
 /// The largest integer argument (2^24, 16,777,216: units, channels, kernels, steps),
-/// but for a vocabulary, which may be as large as [`MAX_VALUES`] (the ids of a
-/// recommender's users). Products of a few such numbers and of a sample's values fit
-/// in 64 bits, so no size, parameter count or FLOP count the macro computes overflows.
+/// unless its [`ArgSpec`](crate::layers::ArgSpec) allows more (a vocabulary, up to
+/// [`MAX_VALUES`]: the ids of a recommender's users). Products of a few such numbers
+/// and of a sample's values fit in 64 bits, so no size, parameter count or FLOP count
+/// the macro computes overflows.
 pub const MAX_ARG: usize = 1 << 24;
-
-/// The largest value argument `name` may take.
-fn max_arg(name: &str) -> usize {
-    if name == "vocab" {
-        MAX_VALUES
-    } else {
-        MAX_ARG
-    }
-}
 
 /// The values of a shape, if at most [`MAX_VALUES`].
 pub fn bounded_size(shape: &[usize]) -> Option<usize> {
@@ -724,10 +716,11 @@ fn bind_args(item: &Item, spec: &LayerSpec, errors: &mut Errors) -> Option<Vec<O
             ok = false;
             continue;
         }
-        let limit = max_arg(arg_spec.name);
+        let limit = arg_spec.max;
         let int_arg = matches!(arg_spec.kind, ArgKind::Int | ArgKind::Pair);
         match literal(&a.value, arg_spec.kind) {
-            // Rule: an integer argument is at most MAX_ARG (a vocabulary MAX_VALUES).
+            // Rule: an integer argument is at most its spec's maximum (MAX_ARG unless it
+            // says otherwise).
             Some(_) | None if int_arg && too_large(&a.value, limit).is_some() => {
                 errors.push(
                     too_large(&a.value, limit).unwrap_or(a.value.span()),

@@ -24,7 +24,7 @@ pub const SPECS: &[LayerSpec] = &[
     LayerSpec {
         name: "Embedding",
         args: &[
-            arg("vocab", ArgKind::Int, true),
+            arg("vocab", ArgKind::Int, true).up_to(crate::check::MAX_VALUES),
             arg("dim", ArgKind::Int, true),
         ],
         block: false,

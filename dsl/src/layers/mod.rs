@@ -89,6 +89,8 @@ pub struct ArgSpec {
     pub name: &'static str,
     pub kind: ArgKind,
     pub required: bool,
+    /// The largest integer it takes ([`MAX_ARG`](crate::check::MAX_ARG) unless set).
+    pub max: usize,
 }
 
 /// `ArgSpec` in a table.
@@ -97,6 +99,14 @@ pub const fn arg(name: &'static str, kind: ArgKind, required: bool) -> ArgSpec {
         name,
         kind,
         required,
+        max: crate::check::MAX_ARG,
+    }
+}
+
+impl ArgSpec {
+    /// This argument, taking integers up to `max`.
+    pub const fn up_to(self, max: usize) -> Self {
+        Self { max, ..self }
     }
 }
 
