@@ -15,7 +15,7 @@ use syn::{Expr, ExprLit, ExprUnary, Lit, UnOp};
 
 use crate::blocks;
 use crate::layers::{self, ArgKind, Call, LayerSpec, Op};
-use crate::parse::{Args, Item, ModelDef};
+use crate::parse::{Arg, Args, Item, ModelDef};
 
 /// The largest input rank the runtime has shape types for (`Shape1` .. `Shape4`).
 pub const MAX_RANK: usize = 4;
@@ -569,12 +569,11 @@ pub fn path_ident(expr: &Expr) -> Option<syn::Ident> {
     }
 }
 
-/// The span of argument `index` (in the spec's order) as written, positionally or by
-/// keyword, or the layer's kind when it is not written.
-pub fn values_span(item: &Item, spec: &LayerSpec, index: usize) -> Span {
+/// Argument `index` (in the spec's order) as written, positionally or by keyword.
+pub fn written_arg<'a>(item: &'a Item, spec: &LayerSpec, index: usize) -> Option<&'a Arg> {
     let name = spec.args.get(index).map(|a| a.name);
     let mut position = 0;
-    let written = item.args.as_ref().and_then(|args| {
+    item.args.as_ref().and_then(|args| {
         args.list.iter().find(|a| match &a.key {
             Some(key) => name.is_some_and(|n| key == n),
             None => {
@@ -582,8 +581,13 @@ pub fn values_span(item: &Item, spec: &LayerSpec, index: usize) -> Span {
                 position - 1 == index
             }
         })
-    });
-    written.map_or(item.kind.span(), |a| a.value.span())
+    })
+}
+
+/// The span of argument `index` (in the spec's order) as written, or the layer's kind
+/// when it is not written.
+pub fn values_span(item: &Item, spec: &LayerSpec, index: usize) -> Span {
+    written_arg(item, spec, index).map_or(item.kind.span(), |a| a.value.span())
 }
 
 /// A literal argument value.

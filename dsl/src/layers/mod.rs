@@ -214,21 +214,7 @@ impl Call<'_> {
     /// The name the node argument `index` gives, if written.
     pub fn node(&self, index: usize) -> Option<syn::Ident> {
         self.values[index].as_ref()?;
-        let name = self.spec.args[index].name;
-        let mut position = 0;
-        let written = self
-            .item
-            .args
-            .as_ref()?
-            .list
-            .iter()
-            .find(|a| match &a.key {
-                Some(key) => key == name,
-                None => {
-                    position += 1;
-                    position - 1 == index
-                }
-            })?;
+        let written = crate::check::written_arg(self.item, self.spec, index)?;
         crate::check::path_ident(&written.value)
     }
 
