@@ -530,17 +530,28 @@ fn check_attention(checker: &mut Checker, call: &Call) -> Option<Checked> {
     Some((Box::new(op), input.clone()))
 }
 
+impl Attention {
+    /// The geometry the runtime's kernels take.
+    fn shape(&self, layer: &Layer) -> kiln_shapes::AttentionShape {
+        kiln_shapes::AttentionShape {
+            steps: layer.input[0],
+            keys: self.keys,
+            dim: layer.input[1],
+            heads: self.heads,
+            causal: self.causal,
+        }
+    }
+}
+
 impl Op for Attention {
     fn params(&self, layer: &Layer) -> usize {
-        let d = layer.input[1];
-        4 * d * d + 4 * d
+        self.shape(layer).params_len()
     }
 
     fn flops(&self, layer: &Layer) -> u64 {
-        let (s, k, d, heads) = (layer.input[0], self.keys, layer.input[1], self.heads);
-        // Projections, scores and weighted sums (2 per multiply-add), softmax.
-        (2 * s * d * d + 2 * k * d * 2 * d + 2 * 2 * s * k * d + 3 * heads * s * k + 2 * s * d * d)
-            as u64
+        // Projections, scores and weighted sums, then three per softmax weight.
+        let shape = self.shape(layer);
+        shape.flops() as u64 + (3 * shape.heads * shape.steps * shape.keys) as u64
     }
 
     fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
@@ -582,13 +593,7 @@ impl Op for Attention {
         // Attending to its own input is self-attention.
         let memory = node(&self.memory).filter(|&m| m != input);
         let key_padding = node(&self.key_padding);
-        let shape = kiln_shapes::AttentionShape {
-            steps,
-            keys: self.keys,
-            dim,
-            heads,
-            causal: self.causal,
-        };
+        let shape = self.shape(layer);
         let aux = plan.node(shape.aux_len());
         let partial = plan.fixed(shape.params_len());
         plan.push(AttentionStep {
