@@ -44,6 +44,29 @@ fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
 type DrawResult<DB> =
     std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
+/// Lets `draw` paint a `size` RGB picture and writes it to `path` as an 8-bit PNG, whole
+/// or not at all ([`crate::io::write_atomically`]). plotters draws into the buffer; the
+/// `png` crate encodes it.
+fn write_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl for<'a> FnOnce(DrawingArea<BitMapBackend<'a>, Shift>) -> DrawResult<BitMapBackend<'a>>,
+) -> Result<()> {
+    let (width, height) = size;
+    let mut pixels = vec![0u8; 3 * width as usize * height as usize];
+    draw(BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area())
+        .map_err(|e| plot_error(path, e))?;
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut writer| writer.write_image_data(&pixels))
+        .map_err(|e| plot_error(path, e))?;
+    crate::io::write_atomically(path, &bytes)
+}
+
 /// Draws `history` to `stem.png` and `stem.svg`: training and validation loss on the
 /// left, accuracy on the right (when there is accuracy). Returns the two paths.
 pub fn training_curves(history: &History, stem: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
@@ -53,8 +76,7 @@ pub fn training_curves(history: &History, stem: impl AsRef<Path>) -> Result<Vec<
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
     }
     let size = (1200, 480);
-    draw_curves(BitMapBackend::new(&png, size).into_drawing_area(), history)
-        .map_err(|e| plot_error(&png, e))?;
+    write_png(&png, size, |root| draw_curves(root, history))?;
     draw_curves(SVGBackend::new(&svg, size).into_drawing_area(), history)
         .map_err(|e| plot_error(&svg, e))?;
     Ok(vec![png, svg])
@@ -160,12 +182,7 @@ pub fn confusion_heatmap(
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
     }
     let size = (760, 700);
-    draw_heatmap(
-        BitMapBackend::new(&png, size).into_drawing_area(),
-        matrix,
-        names,
-    )
-    .map_err(|e| plot_error(&png, e))?;
+    write_png(&png, size, |root| draw_heatmap(root, matrix, names))?;
     draw_heatmap(
         SVGBackend::new(&svg, size).into_drawing_area(),
         matrix,
@@ -214,8 +231,7 @@ pub fn image_grid<T: Float>(
     let gap = 2;
     let cell = |n: usize, pixels: usize| (n * (pixels * scale as usize + gap) + gap) as u32;
     let (total_w, total_h) = (cell(columns, width), cell(rows, height));
-    let draw = || -> DrawResult<BitMapBackend<'_>> {
-        let root = BitMapBackend::new(&path, (total_w, total_h)).into_drawing_area();
+    write_png(&path, (total_w, total_h), |root| {
         root.fill(&RGBColor(128, 128, 128))?;
         for (n, image) in pixels.chunks_exact(area).enumerate() {
             let (left, top) = (cell(n % columns, width), cell(n / columns, height));
@@ -236,8 +252,7 @@ pub fn image_grid<T: Float>(
             }
         }
         root.present()
-    };
-    draw().map_err(|e| plot_error(&path, e))?;
+    })?;
     Ok(path)
 }
 
