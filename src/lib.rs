@@ -182,7 +182,8 @@ pub mod __private {
     pub use kiln_runtime::optim::apply_linear_step;
     pub use kiln_runtime::{
         AttentionNodes, DeferredWeight, Float, LayerInfo, MergeGradIo, Mode, Model, ModelSpec,
-        ModelState, ParamInfo, Pass, Rng, Shape1, Shape2, Shape3, Shape4, TensorKind, Workspace,
+        ModelState, ParamInfo, Pass, Rng, Sealed, Shape1, Shape2, Shape3, Shape4, TensorKind,
+        Workspace,
     };
 }
 

@@ -19,6 +19,7 @@ fn ui() {
         "layers",
         "model",
         "names",
+        "sealed",
         "shape",
         "syntax",
         "types",

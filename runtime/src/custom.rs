@@ -85,7 +85,7 @@
 //! ```
 
 use crate::init::Init;
-use crate::model::{Mode, Model, ModelSpec, ParamInfo, Pass, TensorKind};
+use crate::model::{Mode, Model, ModelSpec, ParamInfo, Pass, TensorKind, SEALED};
 use crate::{Float, Rng};
 
 /// A layer written outside kiln, used in `model!` as `name: use Type` (see the
@@ -668,7 +668,7 @@ pub fn model_forward<T: Float, M: Model<T>>(io: Forward<'_, T>) {
         io.fixed,
         Some(io.input),
     );
-    M::forward_pass(io.params.as_slice(), io.buffers, &mut pass, mode);
+    M::forward_pass(io.params.as_slice(), io.buffers, &mut pass, mode, SEALED);
     io.output
         .copy_from_slice(&values[node_range(spec, spec.output_node, batch)]);
 }
@@ -700,6 +700,7 @@ pub fn model_backward<T: Float, M: Model<T>>(io: Backward<'_, T>) {
         &mut pass,
         None,
         to_input,
+        SEALED,
     );
     if let Some(dx) = io.grad_input {
         for (d, &g) in dx.iter_mut().zip(&grads[node_range(spec, 0, batch)]) {

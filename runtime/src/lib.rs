@@ -37,7 +37,8 @@ pub use loss::{
 };
 pub use model::{
     AttentionGradIo, AttentionIo, AttentionNodes, DeferredWeight, Grads, LayerInfo, MergeGradIo,
-    Mode, Model, ModelSpec, ModelState, ParamInfo, ParamSet, Pass, Summary, TensorKind, Workspace,
+    Mode, Model, ModelSpec, ModelState, ParamInfo, ParamSet, Pass, Sealed, Summary, TensorKind,
+    Workspace,
 };
 pub use optim::{
     Adam, AdamW, CosineAnnealing, GradClip, LrSchedule, Optimizer, RmsProp, Sgd, StepLr,

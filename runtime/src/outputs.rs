@@ -37,7 +37,8 @@ use std::collections::HashMap;
 
 use crate::data::Target;
 use crate::loss::{Loss, OutputLayout, OutputScore};
-use crate::{Error, Float, Result};
+use crate::model::SEALED;
+use crate::{Error, Float, Model, Result};
 
 /// One named input or output of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,6 +304,13 @@ pub fn with_packed<T: Copy + 'static, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R 
     let result = f(&mut packed);
     keep(PACKED, packed);
     result
+}
+
+/// The values of node `node` (an output's, from the model's `SPEC`) that `model`'s last
+/// forward pass left in its workspace, for the whole batch: how a graph model's
+/// `infer_outputs` reads each output without copying it.
+pub fn node_values<T: Float, M: Model<T>>(model: &M, node: usize) -> &[T] {
+    model.state(SEALED).node_values(node)
 }
 
 /// Values per sample of the packed output and of the packed targets.

@@ -28,15 +28,21 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> TokenStream {
             type Output = #output_shape;
             const SPEC: &'static ::kiln::__private::ModelSpec = &#spec;
 
-            fn state(&self) -> &::kiln::__private::ModelState<T> {
+            fn state(&self, _: ::kiln::__private::Sealed) -> &::kiln::__private::ModelState<T> {
                 &self.state
             }
 
-            fn state_mut(&mut self) -> &mut ::kiln::__private::ModelState<T> {
+            fn state_mut(
+                &mut self,
+                _: ::kiln::__private::Sealed,
+            ) -> &mut ::kiln::__private::ModelState<T> {
                 &mut self.state
             }
 
-            fn from_state(state: ::kiln::__private::ModelState<T>) -> Self {
+            fn from_state(
+                state: ::kiln::__private::ModelState<T>,
+                _: ::kiln::__private::Sealed,
+            ) -> Self {
                 Self { state }
             }
 

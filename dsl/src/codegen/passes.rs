@@ -38,6 +38,7 @@ pub fn forward(plan: &Plan) -> TokenStream {
             #buffers: &mut [T],
             ws: &mut ::kiln::__private::Pass<'_, T>,
             #mode: ::kiln::__private::Mode<'_>,
+            _: ::kiln::__private::Sealed,
         ) {
             #batch
             #(#steps)*
@@ -116,6 +117,7 @@ pub fn backward(plan: &Plan) -> TokenStream {
             #ws: &mut ::kiln::__private::Pass<'_, T>,
             #update: ::core::option::Option<T>,
             #to_input: bool,
+            _: ::kiln::__private::Sealed,
         ) {
             #batch
             #(#blocks)*

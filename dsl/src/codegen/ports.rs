@@ -212,9 +212,8 @@ pub fn emit(def: &ModelDef, checked: &Checked, plan: &Plan) -> (TokenStream, Tok
                     #private::Model::try_infer(self, x)?;
                     ::core::result::Result::Ok(())
                 })?;
-                let state = #private::Model::state(self);
                 ::core::result::Result::Ok(#outputs_name {
-                    #(#out_fields: state.node_values(#output_nodes),)*
+                    #(#out_fields: #kiln::outputs::node_values(self, #output_nodes),)*
                 })
             }
 

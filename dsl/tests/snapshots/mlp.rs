@@ -205,13 +205,22 @@ const _: () = {
                 ],
             ),
         };
-        fn state(&self) -> &::kiln::__private::ModelState<T> {
+        fn state(
+            &self,
+            _: ::kiln::__private::Sealed,
+        ) -> &::kiln::__private::ModelState<T> {
             &self.state
         }
-        fn state_mut(&mut self) -> &mut ::kiln::__private::ModelState<T> {
+        fn state_mut(
+            &mut self,
+            _: ::kiln::__private::Sealed,
+        ) -> &mut ::kiln::__private::ModelState<T> {
             &mut self.state
         }
-        fn from_state(state: ::kiln::__private::ModelState<T>) -> Self {
+        fn from_state(
+            state: ::kiln::__private::ModelState<T>,
+            _: ::kiln::__private::Sealed,
+        ) -> Self {
             Self { state }
         }
         fn forward_pass(
@@ -219,6 +228,7 @@ const _: () = {
             _buffers: &mut [T],
             ws: &mut ::kiln::__private::Pass<'_, T>,
             mut mode: ::kiln::__private::Mode<'_>,
+            _: ::kiln::__private::Sealed,
         ) {
             let batch = ws.batch();
             {
@@ -270,6 +280,7 @@ const _: () = {
             ws: &mut ::kiln::__private::Pass<'_, T>,
             update: ::core::option::Option<T>,
             to_input: bool,
+            _: ::kiln::__private::Sealed,
         ) {
             let batch = ws.batch();
             if ws.reaches(101770) {

@@ -31,6 +31,7 @@ use crate::data::{Dataset, Target};
 use crate::distributed::{agree, hash_words, sum_in_place, Communicator};
 use crate::loss::{Loss, OutputLayout, OutputScore};
 use crate::metrics::{Metric, MetricCounts};
+use crate::model::SEALED;
 use crate::optim::{LrSchedule, Optimizer};
 use crate::{Error, Float, Model, Result, Shape, Tensor, TensorRef};
 
@@ -796,20 +797,23 @@ where
         });
     };
     // From here a rank that fails would leave the others waiting: it ends the job.
-    let trained = model.state_mut().broadcast_from_root(comm).and_then(|()| {
-        rayon::scope(|_| {
-            run_epochs(
-                model,
-                train,
-                validation,
-                loss,
-                optimizer,
-                config,
-                callbacks,
-                Some(comm),
-            )
-        })
-    });
+    let trained = model
+        .state_mut(SEALED)
+        .broadcast_from_root(comm)
+        .and_then(|()| {
+            rayon::scope(|_| {
+                run_epochs(
+                    model,
+                    train,
+                    validation,
+                    loss,
+                    optimizer,
+                    config,
+                    callbacks,
+                    Some(comm),
+                )
+            })
+        });
     match trained {
         Err(e) => comm.abort(&e.to_string()),
         history => history,
@@ -856,7 +860,7 @@ where
             ("the parameter table", table),
             (
                 "the model's regulariser, clipping, frozen tensors, rate scales or guard",
-                model.state().settings_hash(),
+                model.state(SEALED).settings_hash(),
             ),
             ("the optimiser's learning rate", learning_rate.to_bits()),
             ("the buffer count", spec.buffer_count as u64),
@@ -1159,7 +1163,11 @@ where
         }
         if let Some(comm) = comm {
             sum_epoch(comm, &mut sums, train_counts.as_mut(), &mut train_outputs)?;
-            agree(comm, &[("the parameters", fit.model.state().params_hash())]).map_err(|_| {
+            agree(
+                comm,
+                &[("the parameters", fit.model.state(SEALED).params_hash())],
+            )
+            .map_err(|_| {
                 Error::Distributed(format!(
                     "the ranks' parameters differ after epoch {epoch}: the communicator's \
                          all-reduce did not give every rank the same sums"
@@ -1511,7 +1519,7 @@ fn back_up<T: Float, M: Model<T>, O: Optimizer<T>>(
         callback.save_state(&mut state);
     }
     fit.model
-        .state()
+        .state(SEALED)
         .write_backup(M::SPEC, &mut state, &backup.path)
 }
 
@@ -1529,7 +1537,7 @@ fn restore<T: Float, M: Model<T>, O: Optimizer<T>>(
     (names, outputs): (&[&'static str], &mut [OutputScore]),
 ) -> Result<Position> {
     let path = &backup.path;
-    let (mut state, model) = fit.model.state().read_backup(M::SPEC, path, bytes)?;
+    let (mut state, model) = fit.model.state(SEALED).read_backup(M::SPEC, path, bytes)?;
     state.set_scope("fit/");
     let mut differences = Vec::new();
     for (name, value) in Fingerprint::NAMES.iter().zip(fingerprint.values()) {
@@ -1635,6 +1643,6 @@ fn restore<T: Float, M: Model<T>, O: Optimizer<T>>(
     }
     state.set_scope("optimizer/");
     optimizer.restore_state(&state, M::SPEC.param_count)?;
-    fit.model.state_mut().commit_backup(model);
+    fit.model.state_mut(SEALED).commit_backup(model);
     Ok(at)
 }
