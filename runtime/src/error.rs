@@ -1,6 +1,18 @@
 //! The one error type of the runtime.
 
 /// Everything that can go wrong at run time, as a value rather than a panic.
+///
+/// Each variant carries what a caller needs to act on it, and its message says it:
+///
+/// ```
+/// use kiln_runtime::{Error, Tensor, Shape1};
+/// let err = Tensor::<f32, Shape1<3>>::from_vec(vec![1.0; 7]).unwrap_err();
+/// assert_eq!(err, Error::BatchLength { len: 7, sample_size: 3 });
+/// assert_eq!(
+///     err.to_string(),
+///     "batch of 7 values is not a whole number of samples of 3 values"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -193,6 +205,13 @@ pub enum Error {
 
 impl Error {
     /// An I/O error on `path`.
+    ///
+    /// ```
+    /// use kiln_runtime::Error;
+    /// let path = std::path::Path::new("/no/such/dir/model.safetensors");
+    /// let err = Error::io(path, &std::fs::read(path).unwrap_err());
+    /// assert!(matches!(&err, Error::Io { path, .. } if path.ends_with("model.safetensors")));
+    /// ```
     pub fn io(path: &std::path::Path, error: &std::io::Error) -> Self {
         Error::Io {
             path: path.display().to_string(),
@@ -201,6 +220,12 @@ impl Error {
     }
 
     /// A malformed file.
+    ///
+    /// ```
+    /// use kiln_runtime::Error;
+    /// let err = Error::format(std::path::Path::new("digits.csv"), "row 3 has 63 values");
+    /// assert!(err.to_string().contains("row 3 has 63 values"));
+    /// ```
     pub fn format(path: &std::path::Path, reason: impl Into<String>) -> Self {
         Error::Format {
             path: path.display().to_string(),
@@ -210,4 +235,12 @@ impl Error {
 }
 
 /// `Result` with the runtime's [`Error`].
+///
+/// ```
+/// use kiln_runtime::{Result, Tensor, Shape1};
+/// fn ones(n: usize) -> Result<Tensor<f32, Shape1<2>>> {
+///     Tensor::from_vec(vec![1.0; 2 * n])
+/// }
+/// assert!(ones(3).is_ok());
+/// ```
 pub type Result<T, E = Error> = core::result::Result<T, E>;

@@ -9,6 +9,16 @@ use rand_core::{Rng as _, SeedableRng};
 use crate::{Float, Rng};
 
 /// How a parameter tensor starts.
+///
+/// ```
+/// use kiln_runtime::init::{init_rng, Init};
+/// let mut weights = [0.0_f64; 256];
+/// Init::FanInUniform { fan_in: 16 }.fill(&mut weights, &mut init_rng(7));
+/// assert!(weights.iter().all(|w| w.abs() <= 0.25)); // 1/√16
+/// let mut again = [0.0_f64; 256];
+/// Init::FanInUniform { fan_in: 16 }.fill(&mut again, &mut init_rng(7));
+/// assert_eq!(weights, again); // the same seed, the same weights
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
     /// `U(-bound, bound)`, `bound = 1/√fan_in`: PyTorch's `Linear` and `Conv` default
@@ -38,6 +48,13 @@ pub enum Init {
 
 impl Init {
     /// Fills `values` from `rng`.
+    ///
+    /// ```
+    /// use kiln_runtime::init::{init_rng, Init};
+    /// let mut gains = [0.0_f32; 4];
+    /// Init::Ones.fill(&mut gains, &mut init_rng(0));
+    /// assert_eq!(gains, [1.0; 4]);
+    /// ```
     pub fn fill<T: Float>(self, values: &mut [T], rng: &mut Rng) {
         match self {
             Init::FanInUniform { fan_in } => {
@@ -71,17 +88,33 @@ impl Init {
 }
 
 /// A uniform draw from `[0, 1)` with 53 random bits.
+///
+/// ```
+/// use kiln_runtime::init::{init_rng, uniform};
+/// let mut rng = init_rng(1);
+/// assert!((0..1000).map(|_| uniform(&mut rng)).all(|u| (0.0..1.0).contains(&u)));
+/// ```
 pub fn uniform(rng: &mut Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// The generator parameters are drawn from.
+///
+/// ```
+/// use kiln_runtime::init::{init_rng, uniform};
+/// assert_eq!(uniform(&mut init_rng(3)), uniform(&mut init_rng(3)));
+/// ```
 pub fn init_rng(seed: u64) -> Rng {
     Rng::seed_from_u64(seed)
 }
 
 /// The generator dropout masks are drawn from: the same seed, another stream, so
 /// adding dropout does not change the initial weights.
+///
+/// ```
+/// use kiln_runtime::init::{dropout_rng, init_rng, uniform};
+/// assert_ne!(uniform(&mut dropout_rng(3)), uniform(&mut init_rng(3)));
+/// ```
 pub fn dropout_rng(seed: u64) -> Rng {
     let mut rng = Rng::seed_from_u64(seed);
     rng.set_stream(1);

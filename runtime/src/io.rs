@@ -203,6 +203,13 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// How [`load_with`] matches a file's tensors to a model's: PyTorch's
 /// `load_state_dict(strict=...)`, plus prefix renames for a state dict saved from a
 /// module that sits elsewhere in this model (or the other way round).
+///
+/// ```
+/// use kiln_runtime::io::LoadOptions;
+/// // A backbone's own state dict, loaded into the model's `backbone`, the rest kept.
+/// let options = LoadOptions::new().strict(false).rename("", "backbone.");
+/// assert_ne!(options, LoadOptions::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     strict: bool,
@@ -254,6 +261,12 @@ impl LoadOptions {
 }
 
 /// What [`load_with`] did, by the model's tensor names, each list sorted.
+///
+/// ```
+/// use kiln_runtime::io::LoadReport;
+/// let report = LoadReport { loaded: vec!["fc.weight".into()], ..LoadReport::default() };
+/// assert!(report.missing.is_empty() && report.unexpected.is_empty());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadReport {
     /// Tensors read from the file.

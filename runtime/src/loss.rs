@@ -18,6 +18,16 @@ use crate::layers::softmax::log_sum_exp;
 use crate::{Error, Float, Result};
 
 /// How per-element losses are combined.
+///
+/// ```
+/// use kiln_runtime::loss::{Loss, OutputLayout};
+/// use kiln_runtime::{BceWithLogits, Reduction};
+/// let layout = OutputLayout { batch: 2, width: 1 };
+/// let (logits, targets) = ([0.0_f64, 0.0], [1.0, 0.0]);
+/// let mean = BceWithLogits::default().evaluate(&logits, &targets, layout, None).unwrap();
+/// let sum = BceWithLogits { reduction: Reduction::Sum }.evaluate(&logits, &targets, layout, None).unwrap();
+/// assert!((mean - 2f64.ln()).abs() < 1e-15 && (sum - 2.0 * 2f64.ln()).abs() < 1e-15);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reduction {
     /// Average (PyTorch's default).
@@ -37,6 +47,13 @@ impl Reduction {
 }
 
 /// How a model's output batch is laid out, as a loss needs to know it.
+///
+/// ```
+/// use kiln_runtime::loss::OutputLayout;
+/// // A batch of 4 sequences of 8 steps, 10 classes a step: 32 rows of 10.
+/// let layout = OutputLayout { batch: 4, width: 10 };
+/// assert_eq!(layout.rows(4 * 8 * 10), 32);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputLayout {
     /// Samples in the batch.
@@ -47,6 +64,11 @@ pub struct OutputLayout {
 
 impl OutputLayout {
     /// Rows of `width` values: `batch` times the product of the leading sample dims.
+    ///
+    /// ```
+    /// use kiln_runtime::loss::OutputLayout;
+    /// assert_eq!(OutputLayout { batch: 2, width: 3 }.rows(6), 2);
+    /// ```
     pub fn rows(&self, len: usize) -> usize {
         len / self.width
     }
@@ -331,6 +353,17 @@ impl<T: Float> Loss<T> for Mse {
 /// As in PyTorch, each log is clamped at -100 so a saturated output gives a large but
 /// finite loss, and the gradient's denominator `y (1 - y)` is clamped at 1e-12.
 /// [`BceWithLogits`] is the numerically better choice.
+///
+/// ```
+/// use kiln_runtime::loss::{Loss, OutputLayout};
+/// use kiln_runtime::BinaryCrossEntropy;
+/// let layout = OutputLayout { batch: 1, width: 2 };
+/// let mut grad = [0.0_f64; 2];
+/// let loss = BinaryCrossEntropy::default().evaluate(&[0.5, 1.0], &[1.0, 1.0], layout, Some(&mut grad)).unwrap();
+/// assert!((loss - 2f64.ln() / 2.0).abs() < 1e-15); // −ln ½ and −ln 1, averaged
+/// assert_eq!(grad[0], -1.0); // (y − t) / (y(1 − y)) / 2
+/// assert!(BinaryCrossEntropy::default().evaluate(&[0.5], &[2.0], layout, None).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BinaryCrossEntropy {
     /// Mean or sum over all elements.
@@ -371,6 +404,17 @@ impl<T: Float> Loss<T> for BinaryCrossEntropy {
 }
 
 /// Binary cross-entropy on logits: a sigmoid fused into the loss, stable for any input.
+///
+/// ```
+/// use kiln_runtime::loss::{Loss, OutputLayout};
+/// use kiln_runtime::BceWithLogits;
+/// let layout = OutputLayout { batch: 2, width: 1 };
+/// let mut grad = [0.0_f64; 2];
+/// // A logit of 1000 for a positive costs nothing; for a negative, 1000 (no overflow).
+/// let loss = BceWithLogits::default().evaluate(&[1000.0, 1000.0], &[1.0, 0.0], layout, Some(&mut grad)).unwrap();
+/// assert!((loss - 500.0).abs() < 1e-9);
+/// assert_eq!(grad, [0.0, 0.5]); // (σ(x) − t) / 2
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BceWithLogits {
     /// Mean or sum over all elements.
@@ -571,6 +615,12 @@ impl<T: Float> Loss<T> for CategoricalCrossEntropy {
 ///
 /// This is a term of the objective, reported in the loss value; decoupled weight decay
 /// is an optimiser setting instead ([`AdamW`](crate::optim::AdamW)).
+///
+/// ```
+/// use kiln_runtime::Regularization;
+/// let both = Regularization { l1: 1e-4, l2: 1e-3 };
+/// assert!(both.is_active() && !Regularization::NONE.is_active());
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Regularization {
     /// Coefficient of `Σ|w|`.
@@ -584,16 +634,35 @@ impl Regularization {
     pub const NONE: Self = Self { l1: 0.0, l2: 0.0 };
 
     /// `l1 Σ|w|`.
+    ///
+    /// ```
+    /// use kiln_runtime::Regularization;
+    /// let mut grads = [0.0_f64; 2];
+    /// assert_eq!(Regularization::l1(0.5).apply(&[2.0, -4.0], &mut grads), 3.0);
+    /// assert_eq!(grads, [0.5, -0.5]);
+    /// ```
     pub fn l1(l1: f64) -> Self {
         Self { l1, l2: 0.0 }
     }
 
     /// `l2 Σw²`.
+    ///
+    /// ```
+    /// use kiln_runtime::Regularization;
+    /// let mut grads = [0.0_f64; 2];
+    /// assert_eq!(Regularization::l2(0.5).apply(&[2.0, -4.0], &mut grads), 10.0);
+    /// assert_eq!(grads, [2.0, -4.0]); // 2·0.5·w
+    /// ```
     pub fn l2(l2: f64) -> Self {
         Self { l1: 0.0, l2 }
     }
 
     /// Whether any penalty is set.
+    ///
+    /// ```
+    /// use kiln_runtime::Regularization;
+    /// assert!(!Regularization::default().is_active() && Regularization::l2(1e-4).is_active());
+    /// ```
     pub fn is_active(&self) -> bool {
         self.l1 != 0.0 || self.l2 != 0.0
     }
@@ -603,6 +672,14 @@ impl Regularization {
     ///
     /// # Panics
     /// If the lengths differ.
+    ///
+    /// ```
+    /// use kiln_runtime::Regularization;
+    /// let mut grads = [1.0_f64, 1.0]; // the loss's own gradient, added to
+    /// let penalty = Regularization { l1: 0.1, l2: 0.1 }.apply(&[1.0, -1.0], &mut grads);
+    /// assert!((penalty - 0.4).abs() < 1e-15);
+    /// assert!((grads[0] - 1.3).abs() < 1e-15 && (grads[1] - 0.7).abs() < 1e-15);
+    /// ```
     pub fn apply<T: Float>(&self, weights: &[T], grads: &mut [T]) -> T {
         assert_eq!(weights.len(), grads.len());
         let (l1, l2) = (T::from_f64(self.l1), T::from_f64(self.l2));

@@ -63,6 +63,15 @@ pub fn roc_auc<T: Float>(scores: &[T], labels: &[bool]) -> Result<f64> {
 }
 
 /// Counts of (true class, predicted class) pairs.
+///
+/// ```
+/// use kiln_runtime::metrics::ConfusionMatrix;
+/// let (predicted, labels) = ([0, 2, 1, 2], [0, 2, 2, 2]);
+/// let cm = ConfusionMatrix::new(&predicted, &labels, 3).unwrap();
+/// assert_eq!((cm.classes(), cm.total()), (3, 4));
+/// assert_eq!(cm.count(2, 1), 1); // one 2 taken for a 1
+/// assert!(ConfusionMatrix::new(&[3], &[0], 3).is_err()); // no class 3
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfusionMatrix {
     classes: usize,
@@ -110,38 +119,83 @@ impl ConfusionMatrix {
     }
 
     /// Number of classes.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::ConfusionMatrix;
+    /// assert_eq!(ConfusionMatrix::new(&[], &[], 10).unwrap().classes(), 10);
+    /// ```
     pub fn classes(&self) -> usize {
         self.classes
     }
 
     /// Samples of class `actual` predicted as `predicted`.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::ConfusionMatrix;
+    /// let cm = ConfusionMatrix::new(&[1, 1, 0], &[0, 1, 0], 2).unwrap();
+    /// assert_eq!((cm.count(0, 0), cm.count(0, 1), cm.count(1, 1)), (1, 1, 1));
+    /// ```
     pub fn count(&self, actual: usize, predicted: usize) -> u64 {
         self.counts[actual * self.classes + predicted]
     }
 
     /// Samples in all.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::ConfusionMatrix;
+    /// assert_eq!(ConfusionMatrix::new(&[1, 1, 0], &[0, 1, 0], 2).unwrap().total(), 3);
+    /// ```
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
 
     /// Fraction predicted correctly.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::ConfusionMatrix;
+    /// let cm = ConfusionMatrix::new(&[1, 1, 0, 0], &[0, 1, 0, 0], 2).unwrap();
+    /// assert_eq!(cm.accuracy(), 0.75);
+    /// ```
     pub fn accuracy(&self) -> f64 {
         let correct: u64 = (0..self.classes).map(|c| self.count(c, c)).sum();
         correct as f64 / self.total().max(1) as f64
     }
 
     /// The per-class report.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::ConfusionMatrix;
+    /// let report = ConfusionMatrix::new(&[1, 1, 0, 0], &[0, 1, 0, 0], 2).unwrap().report();
+    /// assert_eq!(report.names, ["0", "1"]);
+    /// assert_eq!(report.classes[1].precision, 0.5); // one of the two 1s was right
+    /// assert_eq!(report.classes[1].recall, 1.0);
+    /// assert_eq!(report.classes[0].support, 3);
+    /// ```
     pub fn report(&self) -> ClassificationReport {
         ClassificationReport::new(self, None)
     }
 
     /// The per-class report, rows labelled with `names`.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::ConfusionMatrix;
+    /// let cm = ConfusionMatrix::new(&[1, 1, 0, 0], &[0, 1, 0, 0], 2).unwrap();
+    /// let report = cm.report_with_names(&["cat", "dog"]);
+    /// assert!(report.to_string().contains("dog"));
+    /// ```
     pub fn report_with_names(&self, names: &[&str]) -> ClassificationReport {
         ClassificationReport::new(self, Some(names))
     }
 }
 
 /// Precision, recall, F1 and support of one class (or an average).
+///
+/// ```
+/// use kiln_runtime::metrics::ConfusionMatrix;
+/// let report = ConfusionMatrix::new(&[1, 1, 0, 0], &[0, 1, 0, 0], 2).unwrap().report();
+/// let dog = report.classes[1];
+/// assert!((dog.f1 - 2.0 * 0.5 * 1.0 / 1.5).abs() < 1e-12);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClassScores {
     /// Correct among those predicted as the class.
@@ -154,7 +208,17 @@ pub struct ClassScores {
     pub support: u64,
 }
 
-/// Per-class scores with accuracy and macro and weighted averages.
+/// Per-class scores with accuracy and macro and weighted averages, printed as
+/// scikit-learn's `classification_report` prints them.
+///
+/// ```
+/// use kiln_runtime::metrics::ConfusionMatrix;
+/// let report = ConfusionMatrix::new(&[1, 1, 0, 0], &[0, 1, 0, 0], 2).unwrap().report();
+/// assert_eq!(report.accuracy, 0.75);
+/// assert_eq!(report.macro_avg.recall, (2.0 / 3.0 + 1.0) / 2.0);
+/// assert_eq!(report.weighted_avg.support, 4);
+/// println!("{report}");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassificationReport {
     /// Row labels.

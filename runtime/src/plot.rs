@@ -171,6 +171,15 @@ fn draw_curves<DB: DrawingBackend>(
 
 /// Draws the confusion matrix as a heatmap with counts to `stem.png` and `stem.svg`:
 /// rows are true classes, columns predictions, colour the fraction of the row.
+///
+/// ```
+/// use kiln_runtime::metrics::ConfusionMatrix;
+/// use kiln_runtime::plot::confusion_heatmap;
+/// let cm = ConfusionMatrix::new(&[0, 1, 1, 0], &[0, 1, 0, 0], 2).unwrap();
+/// let stem = std::env::temp_dir().join("kiln-doc-confusion");
+/// let written = confusion_heatmap(&cm, Some(&["cat", "dog"]), &stem).unwrap();
+/// assert_eq!(written, [stem.with_extension("png"), stem.with_extension("svg")]);
+/// ```
 pub fn confusion_heatmap(
     matrix: &ConfusionMatrix,
     names: Option<&[&str]>,
@@ -201,6 +210,15 @@ pub fn confusion_heatmap(
 /// # Errors
 /// [`Error::Mismatch`] if `pixels` is empty or not whole images, or `columns` or
 /// `scale` is 0; [`Error::Io`] if the file cannot be written.
+///
+/// ```
+/// use kiln_runtime::plot::image_grid;
+/// // Two 2x2 images, side by side, each pixel a 4x4 square.
+/// let pixels = [0.0_f32, 1.0, 1.0, 0.0, 0.5, 0.5, 0.5, 0.5];
+/// let path = std::env::temp_dir().join("kiln-doc-grid.png");
+/// image_grid(&pixels, (2, 2), 2, 4, &path).unwrap();
+/// assert!(image_grid(&pixels[..3], (2, 2), 2, 4, &path).is_err()); // not whole images
+/// ```
 pub fn image_grid<T: Float>(
     pixels: &[T],
     size: (usize, usize),

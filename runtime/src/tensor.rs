@@ -12,6 +12,12 @@ use core::marker::PhantomData;
 use crate::{Error, Float, Result};
 
 /// A per-sample shape known at compile time.
+///
+/// ```
+/// use kiln_runtime::{Shape, Shape3};
+/// type Image = Shape3<1, 28, 28>;
+/// assert_eq!((Image::DIMS, Image::SIZE), (&[1, 28, 28][..], 784));
+/// ```
 pub trait Shape: 'static + Copy + Default + Send + Sync + fmt::Debug {
     /// The dimensions, outermost first.
     const DIMS: &'static [usize];
@@ -43,6 +49,13 @@ shapes! {
 }
 
 /// Checks that `len` values are a whole, non-zero number of samples of `S`.
+///
+/// ```
+/// use kiln_runtime::{tensor::batch_of, Error, Shape2};
+/// assert_eq!(batch_of::<Shape2<2, 3>>(12), Ok(2));
+/// assert_eq!(batch_of::<Shape2<2, 3>>(0), Err(Error::EmptyBatch));
+/// assert!(batch_of::<Shape2<2, 3>>(7).is_err());
+/// ```
 pub fn batch_of<S: Shape>(len: usize) -> Result<usize> {
     if !len.is_multiple_of(S::SIZE) {
         return Err(Error::BatchLength {
@@ -73,6 +86,14 @@ pub struct Tensor<T, S: Shape> {
 
 impl<T: Float, S: Shape> Tensor<T, S> {
     /// Wraps a buffer holding a whole, non-zero number of samples.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let mut x = Tensor::<f32, Shape1<3>>::from_vec(vec![0.0, 2.0, 1.0, 5.0, 4.0, 3.0])?;
+    /// assert_eq!(x.batch(), 2);
+    /// assert!(Tensor::<f32, Shape1<3>>::from_vec(vec![]).is_err());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn from_vec(data: Vec<T>) -> Result<Self> {
         batch_of::<S>(data.len())?;
         Ok(Self {
@@ -82,6 +103,15 @@ impl<T: Float, S: Shape> Tensor<T, S> {
     }
 
     /// A batch of `batch` samples filled with zeros (`batch` must be at least 1).
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let mut x = Tensor::<f32, Shape1<3>>::from_vec(vec![0.0, 2.0, 1.0, 5.0, 4.0, 3.0])?;
+    /// let zeros = Tensor::<f32, Shape1<3>>::zeros(4)?;
+    /// assert_eq!(zeros.as_slice(), [0.0; 12]);
+    /// assert!(Tensor::<f32, Shape1<3>>::zeros(0).is_err());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn zeros(batch: usize) -> Result<Self> {
         Self::from_vec(vec![T::ZERO; batch * S::SIZE])
     }
@@ -97,6 +127,14 @@ impl<T: Float, S: Shape> Tensor<T, S> {
     }
 
     /// All values, mutably (the length cannot change, so the batch stays whole).
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let mut x = Tensor::<f32, Shape1<3>>::from_vec(vec![0.0, 2.0, 1.0, 5.0, 4.0, 3.0])?;
+    /// x.as_mut_slice()[0] = 9.0;
+    /// assert_eq!(x.as_slice()[..3], [9.0, 2.0, 1.0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         &mut self.data
     }
@@ -105,21 +143,50 @@ impl<T: Float, S: Shape> Tensor<T, S> {
     ///
     /// # Panics
     /// If `index >= self.batch()`.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let mut x = Tensor::<f32, Shape1<3>>::from_vec(vec![0.0, 2.0, 1.0, 5.0, 4.0, 3.0])?;
+    /// assert_eq!(x.sample(1), [5.0, 4.0, 3.0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn sample(&self, index: usize) -> &[T] {
         &self.data[index * S::SIZE..(index + 1) * S::SIZE]
     }
 
     /// Iterates over the samples.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let mut x = Tensor::<f32, Shape1<3>>::from_vec(vec![0.0, 2.0, 1.0, 5.0, 4.0, 3.0])?;
+    /// let sums: Vec<f32> = x.samples().map(|s| s.iter().sum()).collect();
+    /// assert_eq!(sums, [3.0, 12.0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn samples(&self) -> core::slice::ChunksExact<'_, T> {
         self.data.chunks_exact(S::SIZE)
     }
 
     /// Gives the buffer back.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let mut x = Tensor::<f32, Shape1<3>>::from_vec(vec![0.0, 2.0, 1.0, 5.0, 4.0, 3.0])?;
+    /// assert_eq!(x.into_vec().len(), 6);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn into_vec(self) -> Vec<T> {
         self.data
     }
 
     /// A borrowed view of this batch.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let mut x = Tensor::<f32, Shape1<3>>::from_vec(vec![0.0, 2.0, 1.0, 5.0, 4.0, 3.0])?;
+    /// assert_eq!(x.view().slice(1, 2).as_slice(), [5.0, 4.0, 3.0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn view(&self) -> TensorRef<'_, T, S> {
         TensorRef {
             data: &self.data,
@@ -128,6 +195,13 @@ impl<T: Float, S: Shape> Tensor<T, S> {
     }
 
     /// Index of the largest value of each sample (row-wise argmax for classifiers).
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let mut x = Tensor::<f32, Shape1<3>>::from_vec(vec![0.0, 2.0, 1.0, 5.0, 4.0, 3.0])?;
+    /// assert_eq!(x.argmax(), [1, 0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn argmax(&self) -> Vec<usize> {
         self.view().argmax()
     }
@@ -159,6 +233,14 @@ pub struct TensorRef<'a, T, S: Shape> {
 
 impl<'a, T: Float, S: Shape> TensorRef<'a, T, S> {
     /// Views a buffer holding a whole, non-zero number of samples.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, TensorRef};
+    /// let raw = [0.0_f32, 2.0, 1.0, 5.0, 4.0, 3.0];
+    /// let x = TensorRef::<f32, Shape1<3>>::new(&raw)?;
+    /// assert!(TensorRef::<f32, Shape1<4>>::new(&raw).is_err()); // 6 values, 4 a sample
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn new(data: &'a [T]) -> Result<Self> {
         batch_of::<S>(data.len())?;
         Ok(Self {
@@ -173,6 +255,14 @@ impl<'a, T: Float, S: Shape> TensorRef<'a, T, S> {
     }
 
     /// All values, sample after sample.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, TensorRef};
+    /// let raw = [0.0_f32, 2.0, 1.0, 5.0, 4.0, 3.0];
+    /// let x = TensorRef::<f32, Shape1<3>>::new(&raw)?;
+    /// assert_eq!(x.as_slice(), raw);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn as_slice(&self) -> &'a [T] {
         self.data
     }
@@ -181,6 +271,14 @@ impl<'a, T: Float, S: Shape> TensorRef<'a, T, S> {
     ///
     /// # Panics
     /// If the range is empty or reaches past the batch.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, TensorRef};
+    /// let raw = [0.0_f32, 2.0, 1.0, 5.0, 4.0, 3.0];
+    /// let x = TensorRef::<f32, Shape1<3>>::new(&raw)?;
+    /// assert_eq!(x.slice(1, 2).batch(), 1);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn slice(&self, start: usize, end: usize) -> TensorRef<'a, T, S> {
         assert!(start < end && end <= self.batch(), "bad sample range");
         TensorRef {
@@ -190,6 +288,14 @@ impl<'a, T: Float, S: Shape> TensorRef<'a, T, S> {
     }
 
     /// Copies the batch into an owned tensor.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, TensorRef};
+    /// let raw = [0.0_f32, 2.0, 1.0, 5.0, 4.0, 3.0];
+    /// let x = TensorRef::<f32, Shape1<3>>::new(&raw)?;
+    /// assert_eq!(x.to_tensor().into_vec(), raw);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn to_tensor(&self) -> Tensor<T, S> {
         Tensor {
             data: self.data.to_vec(),
@@ -198,6 +304,14 @@ impl<'a, T: Float, S: Shape> TensorRef<'a, T, S> {
     }
 
     /// Index of the largest value of each sample.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, TensorRef};
+    /// let raw = [0.0_f32, 2.0, 1.0, 5.0, 4.0, 3.0];
+    /// let x = TensorRef::<f32, Shape1<3>>::new(&raw)?;
+    /// assert_eq!(x.argmax(), [1, 0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn argmax(&self) -> Vec<usize> {
         self.data
             .chunks_exact(S::SIZE)

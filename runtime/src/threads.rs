@@ -60,6 +60,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How batch-1 kernels use a second core; see the [module docs](self).
+///
+/// ```
+/// use kiln_runtime::threads::{set_small_batch_helper, small_batch_helper, SmallBatchHelper};
+/// use std::time::Duration;
+/// // A server with sparse requests: no spinning core between them.
+/// set_small_batch_helper(SmallBatchHelper::Off);
+/// assert_eq!(small_batch_helper(), SmallBatchHelper::Off);
+/// // A stream of requests: the helper stays awake 50 µs after each.
+/// set_small_batch_helper(SmallBatchHelper::Spin(Duration::from_micros(50)));
+/// assert_eq!(small_batch_helper(), SmallBatchHelper::Spin(Duration::from_micros(50)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmallBatchHelper {
     /// No helper: batch-1 kernels run on the calling thread alone, and a helper already
@@ -71,6 +82,13 @@ pub enum SmallBatchHelper {
 }
 
 /// The longest spin [`SmallBatchHelper::Spin`] keeps.
+///
+/// ```
+/// use kiln_runtime::threads::{set_small_batch_helper, small_batch_helper, SmallBatchHelper, MAX_SPIN};
+/// use std::time::Duration;
+/// set_small_batch_helper(SmallBatchHelper::Spin(Duration::from_secs(60)));
+/// assert_eq!(small_batch_helper(), SmallBatchHelper::Spin(MAX_SPIN));
+/// ```
 pub const MAX_SPIN: Duration = Duration::from_secs(1);
 
 impl Default for SmallBatchHelper {
@@ -92,12 +110,25 @@ fn encode(mode: SmallBatchHelper) -> u64 {
 }
 
 /// Chooses how batch-1 kernels use a second core, from the next call on.
+///
+/// ```
+/// use kiln_runtime::threads::{set_small_batch_helper, SmallBatchHelper};
+/// set_small_batch_helper(SmallBatchHelper::default()); // Spin(200 µs)
+/// ```
 pub fn set_small_batch_helper(mode: SmallBatchHelper) {
     SETTING.store(encode(mode), Ordering::Relaxed);
 }
 
 /// The current choice: the last [`set_small_batch_helper`], else what
 /// `KILN_SMALL_BATCH_HELPER` says, else the default.
+///
+/// ```
+/// use kiln_runtime::threads::{small_batch_helper, SmallBatchHelper};
+/// // With no choice made and KILN_SMALL_BATCH_HELPER unset, the default.
+/// if std::env::var_os("KILN_SMALL_BATCH_HELPER").is_none() {
+///     assert_eq!(small_batch_helper(), SmallBatchHelper::default());
+/// }
+/// ```
 pub fn small_batch_helper() -> SmallBatchHelper {
     let mut setting = SETTING.load(Ordering::Relaxed);
     if setting == 0 {

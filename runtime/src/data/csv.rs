@@ -7,6 +7,15 @@ use super::{read_maybe_gz, Dataset};
 use crate::{Error, Float, Result, Shape};
 
 /// Where the class label is in each row.
+///
+/// ```
+/// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+/// use kiln_runtime::Shape1;
+/// let first = CsvOptions::new(LabelColumn::First, 3);
+/// let ds = read_csv_bytes::<f32, Shape1<2>>(b"2,0.5,1.5\n0,1,2\n", &first)?;
+/// assert_eq!((ds.targets(), ds.features().as_slice()), (&[2, 0][..], &[0.5, 1.5, 1.0, 2.0][..]));
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabelColumn {
     /// The first column.
@@ -16,6 +25,19 @@ pub enum LabelColumn {
 }
 
 /// Whether a CSV's first row names its columns.
+///
+/// ```
+/// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+/// use kiln_runtime::Shape1;
+/// let options = CsvOptions::new(LabelColumn::Last, 2);
+/// // Detected: a row of names is a header, a row of numbers is data.
+/// assert_eq!(read_csv_bytes::<f32, Shape1<1>>(b"x,label\n3,1\n", &options)?.len(), 1);
+/// assert_eq!(read_csv_bytes::<f32, Shape1<1>>(b"4,0\n3,1\n", &options)?.len(), 2);
+/// // Present: the first row is skipped, whatever it holds.
+/// let present = options.header(Header::Present);
+/// assert_eq!(read_csv_bytes::<f32, Shape1<1>>(b"4,0\n3,1\n", &present)?.len(), 1);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
     /// The first row is a header, skipped whatever it holds.
@@ -28,6 +50,22 @@ pub enum Header {
 }
 
 /// How [`read_csv_with`] reads a file.
+///
+/// ```
+/// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+/// use kiln_runtime::Shape1;
+/// // The UCI digits: 64 pixels in 0..=16, then the digit.
+/// let options = CsvOptions::new(LabelColumn::Last, 10)
+///     .scale(1.0 / 16.0)
+///     .header(Header::Absent)
+///     .allow_non_finite(false)
+///     .max_bytes(1 << 20);
+/// let row = [vec!["16"; 64], vec!["7"]].concat().join(",");
+/// let ds = read_csv_bytes::<f32, Shape1<64>>(row.as_bytes(), &options)?;
+/// assert_eq!((ds.features().as_slice()[0], ds.targets()[0]), (1.0, 7));
+/// assert!(read_csv_bytes::<f32, Shape1<64>>(row.as_bytes(), &options.max_bytes(10)).is_err());
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CsvOptions {
     /// Where the label is.
@@ -72,6 +110,16 @@ impl CsvOptions {
     }
 
     /// Accept NaN and infinite features.
+    ///
+    /// ```
+    /// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+    /// use kiln_runtime::Shape1;
+    /// let options = CsvOptions::new(LabelColumn::Last, 2).header(Header::Absent);
+    /// assert!(read_csv_bytes::<f64, Shape1<1>>(b"NaN,1\n", &options).is_err());
+    /// let ds = read_csv_bytes::<f64, Shape1<1>>(b"NaN,1\n", &options.allow_non_finite(true))?;
+    /// assert!(ds.features().as_slice()[0].is_nan());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn allow_non_finite(self, allow: bool) -> Self {
         Self {
             allow_non_finite: allow,
@@ -91,6 +139,16 @@ impl CsvOptions {
 /// Reads a CSV of numbers (gzip or raw) whose rows are `S::SIZE` features and one
 /// integer label in `0..classes`, scaling features by `scale`: [`read_csv_with`] and
 /// [`CsvOptions::new`], the header detected.
+///
+/// ```
+/// use kiln_runtime::data::{read_csv, LabelColumn};
+/// use kiln_runtime::Shape1;
+/// let path = std::env::temp_dir().join("kiln-doc-read-csv.csv");
+/// std::fs::write(&path, "a,b,label\n1,2,0\n3,4,1\n").unwrap();
+/// let ds = read_csv::<f32, Shape1<2>>(&path, LabelColumn::Last, 0.5, 2)?;
+/// assert_eq!(ds.features().as_slice(), [0.5, 1.0, 1.5, 2.0]);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn read_csv<T: Float, S: Shape>(
     path: &Path,
     label: LabelColumn,
@@ -108,6 +166,15 @@ pub fn read_csv<T: Float, S: Shape>(
 /// number of columns, a cell that is not a number, a label that is not a class index
 /// below `classes`, a NaN or infinite feature (unless allowed), a file larger than
 /// `max_bytes`, or no data rows at all.
+///
+/// ```
+/// use kiln_runtime::data::{read_csv_with, CsvOptions, LabelColumn};
+/// use kiln_runtime::{Error, Shape1};
+/// let path = std::env::temp_dir().join("kiln-doc-read-csv-with.csv");
+/// std::fs::write(&path, "1,2,0\n3,x,1\n").unwrap();
+/// let err = read_csv_with::<f32, Shape1<2>>(&path, &CsvOptions::new(LabelColumn::Last, 2));
+/// assert!(matches!(err, Err(Error::Format { .. }))); // names line 2 and the cell "x"
+/// ```
 pub fn read_csv_with<T: Float, S: Shape>(
     path: &Path,
     options: &CsvOptions,
@@ -117,6 +184,14 @@ pub fn read_csv_with<T: Float, S: Shape>(
 }
 
 /// [`read_csv_with`] of a file's bytes already in memory (gzip or raw).
+///
+/// ```
+/// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+/// use kiln_runtime::Shape1;
+/// let ds = read_csv_bytes::<f32, Shape1<2>>(b"1,2,1\n", &CsvOptions::new(LabelColumn::Last, 2))?;
+/// assert_eq!(ds.classes(), Some(2));
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn read_csv_bytes<T: Float, S: Shape>(
     bytes: &[u8],
     options: &CsvOptions,

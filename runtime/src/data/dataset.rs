@@ -97,6 +97,13 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
     /// A dataset from its features (`n * S::SIZE` values) and targets (a whole number
     /// per sample: one label, or one value per output). `classes`, for class labels,
     /// is the number of classes; every label must be below it.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// assert!(Dataset::<f32, Shape1<2>>::new(vec![0.0; 5], vec![0, 1], Some(2)).is_err());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn new(features: Vec<T>, targets: Vec<Y>, classes: Option<usize>) -> Result<Self> {
         let n = crate::tensor::batch_of::<S>(features.len())?;
         if targets.is_empty() || !targets.len().is_multiple_of(n) {
@@ -115,36 +122,87 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
     }
 
     /// Number of samples.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// assert_eq!(ds.len(), 3);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.features.len() / S::SIZE
     }
 
     /// Whether there are no samples (never true for a constructed dataset).
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// assert!(!ds.is_empty());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.features.is_empty()
     }
 
     /// Every sample's features, as one batch.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// assert_eq!(ds.features().batch(), 3);
+    /// assert_eq!(ds.features().as_slice()[2..4], [2.0, 3.0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn features(&self) -> TensorRef<'_, T, S> {
         TensorRef::new(&self.features).expect("a dataset is never empty")
     }
 
     /// Every target.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// assert_eq!(ds.targets(), [1, 0, 1]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn targets(&self) -> &[Y] {
         &self.targets
     }
 
     /// Targets per sample.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// assert_eq!(ds.targets_per_sample(), 1);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn targets_per_sample(&self) -> usize {
         self.targets_per_sample
     }
 
     /// Number of classes, for class labels.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// assert_eq!(ds.classes(), Some(2));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn classes(&self) -> Option<usize> {
         self.classes
     }
 
     /// The samples at `indices`, in that order (a copy).
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// let last_first = ds.subset(&[2, 0]);
+    /// assert_eq!(last_first.features().as_slice(), [4.0, 5.0, 0.0, 1.0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn subset(&self, indices: &[usize]) -> Self {
         let tps = self.targets_per_sample;
         let mut features = Vec::with_capacity(indices.len() * S::SIZE);
@@ -164,6 +222,14 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
 
     /// A seeded shuffle of the samples split into `(1 - fraction, fraction)`: training
     /// and validation. Each part keeps at least one sample.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// let (train, valid) = ds.split(0.3, 7);
+    /// assert_eq!((train.len(), valid.len()), (2, 1));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn split(&self, fraction: f64, seed: u64) -> (Self, Self) {
         let n = self.len();
         let mut order: Vec<usize> = (0..n).collect();
@@ -175,6 +241,15 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
     }
 
     /// Applies `f` to every feature value (for example a fixed scale).
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// let mut ds = ds;
+    /// ds.map_features(|v| v / 5.0);
+    /// assert_eq!(ds.features().as_slice()[5], 1.0);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn map_features(&mut self, f: impl Fn(T) -> T) {
         for v in &mut self.features {
             *v = f(*v);
@@ -183,6 +258,16 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
 
     /// Per-feature mean and standard deviation of this dataset, to standardise it and
     /// any other dataset (validation, test) the same way.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// let (mut train, mut valid) = ds.split(0.3, 7);
+    /// let standardizer = train.standardizer();
+    /// train.standardize(&standardizer);
+    /// valid.standardize(&standardizer); // with the training set's statistics
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn standardizer(&self) -> Standardizer<T> {
         let n = T::from_f64(self.len() as f64);
         let mut mean = vec![T::ZERO; S::SIZE];
@@ -204,6 +289,16 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
 
     /// Standardises every feature with `standardizer`: `(x - mean) / std`, leaving
     /// constant features (std 0) centred but unscaled.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// let mut ds = ds;
+    /// ds.standardize(&ds.standardizer());
+    /// let first = ds.features().as_slice()[0];
+    /// assert!((first + 1.2247449).abs() < 1e-6); // (0 − 2) / √(8/3)
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn standardize(&mut self, standardizer: &Standardizer<T>) {
         for sample in self.features.chunks_exact_mut(S::SIZE) {
             for ((v, &m), &s) in sample
@@ -218,6 +313,17 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
 
     /// Minibatches of `batch_size` samples (the last may be smaller), in an order
     /// shuffled per epoch from `seed`, or in order if `seed` is `None`.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let ds = Dataset::<f32, Shape1<2>>::new(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 0, 1], Some(2))?;
+    /// let mut batches = ds.batches(2, None);
+    /// let (x, y) = batches.next_batch().unwrap();
+    /// assert_eq!((x.batch(), y), (2, &[1, 0][..]));
+    /// assert_eq!(batches.next_batch().unwrap().0.batch(), 1); // the rest
+    /// assert!(batches.next_batch().is_none());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn batches(&self, batch_size: usize, seed: Option<u64>) -> Batches<'_, T, S, Y> {
         let mut batches = Batches {
             dataset: self,

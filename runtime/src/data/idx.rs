@@ -9,6 +9,15 @@ use super::{Dataset, MaybeGz};
 use crate::{Error, Float, Result, Shape};
 
 /// An IDX file of unsigned bytes.
+///
+/// ```
+/// use kiln_runtime::data::read_idx_bytes;
+/// // Two 2x2 images: the header (type 0x08, three dimensions, 2, 2, 2), then the pixels.
+/// let images = [0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 255, 255, 0, 51, 51, 51, 51];
+/// let array = read_idx_bytes(&images)?;
+/// assert_eq!((array.dims, &array.data[..4]), (vec![2, 2, 2], &[0, 255, 255, 0][..]));
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxArray {
     /// Dimensions, outermost (the sample count) first.
@@ -22,12 +31,29 @@ pub struct IdxArray {
 /// The header bounds the read: the data the dimensions declare and one byte more are
 /// read (and, for gzip, inflated), so a file holding more is an error without
 /// inflating the rest.
+///
+/// ```
+/// use kiln_runtime::data::read_idx;
+/// let path = std::env::temp_dir().join("kiln-doc-labels-idx1-ubyte");
+/// std::fs::write(&path, [0u8, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]).unwrap(); // three labels
+/// assert_eq!(read_idx(&path)?.data, [7, 2, 1]);
+/// std::fs::write(&path, [0u8, 0, 8, 1, 0, 0, 0, 3, 7, 2]).unwrap(); // one label short
+/// assert!(read_idx(&path).is_err());
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
     read_idx_from(MaybeGz::open(path)?, path)
 }
 
 /// [`read_idx`] of a file's bytes already in memory (gzip or raw): `include_bytes!`,
 /// a download.
+///
+/// ```
+/// use kiln_runtime::data::read_idx_bytes;
+/// assert_eq!(read_idx_bytes(&[0u8, 0, 8, 1, 0, 0, 0, 1, 9])?.dims, [1]);
+/// assert!(read_idx_bytes(b"not an idx file").is_err());
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn read_idx_bytes(bytes: &[u8]) -> Result<IdxArray> {
     let name = Path::new(super::IN_MEMORY);
     read_idx_from(MaybeGz::new(name, bytes)?, name)
@@ -104,6 +130,23 @@ fn read_idx_from(mut file: MaybeGz<'_>, path: &Path) -> Result<IdxArray> {
 ///
 /// Fails if either file is malformed, if the counts disagree, if a sample does not
 /// have the `S::SIZE` values the model expects, or if a label is not below `classes`.
+///
+/// ```
+/// use kiln_runtime::data::read_idx_dataset;
+/// use kiln_runtime::Shape2;
+/// let dir = std::env::temp_dir();
+/// let (image_path, label_path) = (dir.join("kiln-doc-images"), dir.join("kiln-doc-labels"));
+/// // Two 2x2 images (header: type 0x08, three dimensions, 2, 2, 2) and their labels.
+/// let images = [0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 255, 255, 0, 51, 51, 51, 51];
+/// std::fs::write(&image_path, images).unwrap();
+/// std::fs::write(&label_path, [0u8, 0, 8, 1, 0, 0, 0, 2, 1, 0]).unwrap();
+/// let ds = read_idx_dataset::<f32, Shape2<2, 2>>(&image_path, &label_path, 1.0 / 255.0, 2)?;
+/// assert_eq!((ds.targets(), ds.features().as_slice()[1]), (&[1, 0][..], 1.0));
+/// assert!((ds.features().as_slice()[4] - 0.2).abs() < 1e-7);
+/// // A label of 1 is not below one class.
+/// assert!(read_idx_dataset::<f32, Shape2<2, 2>>(&image_path, &label_path, 1.0 / 255.0, 1).is_err());
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn read_idx_dataset<T: Float, S: Shape>(
     images: &Path,
     labels: &Path,

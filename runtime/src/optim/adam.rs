@@ -165,6 +165,14 @@ impl<T: Float> Optimizer<T> for Adam<T> {
 
 /// AdamW, as `torch.optim.AdamW`: Adam with decoupled weight decay
 /// `p ← p(1 - lr·λ)` (default λ = 0.01).
+///
+/// ```
+/// use kiln_runtime::optim::{AdamW, Optimizer};
+/// let mut opt = AdamW::new(0.1).betas(0.9, 0.99).eps(1e-8).weight_decay(0.5);
+/// let mut p = [2.0_f32];
+/// opt.step(&mut p, &[0.0]).unwrap(); // no gradient: only the decay, p·(1 − 0.1·0.5)
+/// assert_eq!(p[0], 1.9);
+/// ```
 #[derive(Debug, Clone)]
 pub struct AdamW<T = f32>(Moments<T>);
 

@@ -5,6 +5,20 @@ use crate::simd::vectorized;
 use crate::{Error, Float, Result};
 
 /// How a training step clips the gradients before the optimiser reads them.
+///
+/// ```
+/// use kiln_runtime::optim::GradClip;
+/// let mut grads = [3.0_f64, 4.0];
+/// let norm = GradClip::Norm(1.0).apply(&mut grads).unwrap();
+/// assert_eq!(norm, 5.0); // the norm before clipping
+/// assert!((grads[0] - 0.6).abs() < 1e-6 && (grads[1] - 0.8).abs() < 1e-6);
+///
+/// let mut grads = [3.0_f64, -4.0];
+/// GradClip::Value(1.0).apply(&mut grads).unwrap();
+/// assert_eq!(grads, [1.0, -1.0]);
+/// assert!(GradClip::Norm(0.0).validate().is_err());
+/// assert!(GradClip::Value(1.0).apply(&mut [f64::NAN]).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GradClip {
     /// Scales every gradient by `max_norm / (norm + 1e-6)` when the global L2 norm over
@@ -56,6 +70,12 @@ impl GradClip {
 
 /// The L2 norm of `values`, summed in f64 (16 lanes, so that the pass vectorises): no
 /// f32 sum of squares overflows or loses the small gradients.
+///
+/// ```
+/// use kiln_runtime::optim::global_norm;
+/// let norm = global_norm(&[3.0e30_f32, 4.0e30]); // squares far beyond f32's range
+/// assert!((norm / 5.0e30 - 1.0).abs() < 1e-6);
+/// ```
 pub fn global_norm<T: Float>(values: &[T]) -> f64 {
     let squares = vectorized(
         #[inline(always)]

@@ -9,6 +9,16 @@ use crate::{Float, Result};
 ///
 /// `v ← αv + (1-α)g²`; centered: `a ← αa + (1-α)g` and `v̂ = v - a²`;
 /// `d = √v̂ + ε`; with momentum `b ← μb + g/d`, `p ← p - lr·b`, else `p ← p - lr·g/d`.
+///
+/// ```
+/// use kiln_runtime::optim::{Optimizer, RmsProp};
+/// let mut opt = RmsProp::new(0.01).alpha(0.9).momentum(0.5).centered(true);
+/// let mut p = [1.0_f64];
+/// // First step: v = 0.1·g², a = 0.1·g, v̂ = 0.09·g², so the step is lr·g/√v̂ = lr/0.3.
+/// opt.step(&mut p, &[0.5]).unwrap();
+/// assert!((p[0] - (1.0 - 0.01 / 0.3)).abs() < 1e-6);
+/// assert!(RmsProp::<f64>::new(0.01).alpha(1.5).step(&mut p, &[0.5]).is_err());
+/// ```
 #[derive(Debug, Clone)]
 pub struct RmsProp<T = f32> {
     lr: f64,

@@ -23,6 +23,16 @@ pub trait LrSchedule {
 /// A linear warm-up from 0 over `warmup` epochs, then a cosine decay to `eta_min` at
 /// `total` epochs, step by step, as transformers train (the shape of Hugging Face's
 /// `get_cosine_schedule_with_warmup`, with epochs of `fit`'s steps as its unit).
+///
+/// ```
+/// use kiln_runtime::optim::{LrSchedule, WarmupCosine};
+/// let schedule = WarmupCosine { warmup: 1.0, total: 3.0, eta_min: 0.0 };
+/// // Epoch 0 of 10 steps: the third step ends 0.3 epochs in, 30 % of the way up.
+/// assert!((schedule.lr_at_step(1e-3, 0, 2, 10) - 3e-4).abs() < 1e-15);
+/// // Half-way through the decay, half the rate; zero at the end.
+/// assert!((schedule.lr_at(1e-3, 2) - 5e-4).abs() < 1e-15);
+/// assert!(schedule.lr_at(1e-3, 3).abs() < 1e-15);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WarmupCosine {
     /// Epochs of linear warm-up (fractions allowed: 0.5 is half an epoch of steps).
@@ -57,6 +67,11 @@ impl LrSchedule for WarmupCosine {
 }
 
 /// The initial rate, always.
+///
+/// ```
+/// use kiln_runtime::optim::{Constant, LrSchedule};
+/// assert_eq!(Constant.lr_at(0.1, 99), 0.1);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Constant;
 
@@ -67,6 +82,13 @@ impl LrSchedule for Constant {
 }
 
 /// `base · gamma^⌊epoch / step_size⌋`, as `torch.optim.lr_scheduler.StepLR`.
+///
+/// ```
+/// use kiln_runtime::optim::{LrSchedule, StepLr};
+/// let schedule = StepLr { step_size: 2, gamma: 0.5 };
+/// let rates: Vec<f64> = (0..5).map(|epoch| schedule.lr_at(1.0, epoch)).collect();
+/// assert_eq!(rates, [1.0, 1.0, 0.5, 0.5, 0.25]);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct StepLr {
     /// Epochs between decays (at least 1).
@@ -84,6 +106,15 @@ impl LrSchedule for StepLr {
 
 /// `eta_min + (base - eta_min)(1 + cos(π·epoch/t_max))/2`, the closed form of
 /// `torch.optim.lr_scheduler.CosineAnnealingLR`; constant at `eta_min` after `t_max`.
+///
+/// ```
+/// use kiln_runtime::optim::{CosineAnnealing, LrSchedule};
+/// let schedule = CosineAnnealing { t_max: 4, eta_min: 0.1 };
+/// assert_eq!(schedule.lr_at(1.0, 0), 1.0);
+/// assert!((schedule.lr_at(1.0, 2) - 0.55).abs() < 1e-12); // half-way
+/// assert_eq!(schedule.lr_at(1.0, 4), 0.1);
+/// assert_eq!(schedule.lr_at(1.0, 40), 0.1);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct CosineAnnealing {
     /// Epochs from the initial rate to `eta_min` (at least 1).
