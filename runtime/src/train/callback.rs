@@ -14,6 +14,27 @@ use crate::optim::LrSchedule;
 use crate::{Error, Float, Model, Result};
 
 /// One batch of an epoch, as a callback sees it after the step.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// struct Losses(Vec<f64>);
+/// impl Callback<f32, Net<f32>> for Losses {
+///     fn on_batch_end(&mut self, log: &BatchLog, _fit: &mut FitState<'_, f32, Net<f32>>) -> kiln::Result<()> {
+///         self.0.push(log.loss);
+///         Ok(())
+///     }
+/// }
+/// let mut losses = Losses(Vec::new());
+/// net.fit_with_callbacks(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.1), &quiet, &mut [&mut losses])?;
+/// assert_eq!(losses.0.len(), 3 * 4); // three epochs of four batches (16, 16, 16, 12)
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchLog {
     /// 0-based epoch.
@@ -31,6 +52,29 @@ pub struct BatchLog {
 }
 
 /// What a callback can read and change while [`fit`](super::fit) runs.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// use kiln::train::EpochLog;
+/// /// Stops after `epochs` epochs, whatever the configuration asks.
+/// struct StopAfter(usize);
+/// impl Callback<f32, Net<f32>> for StopAfter {
+///     fn on_epoch_end(&mut self, log: &EpochLog, fit: &mut FitState<'_, f32, Net<f32>>) -> kiln::Result<()> {
+///         fit.stop = log.epoch + 1 >= self.0;
+///         Ok(())
+///     }
+/// }
+/// let config = FitConfig::new(10, 16).progress(Progress::Silent);
+/// let history = net.fit_with_callbacks(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.1), &config, &mut [&mut StopAfter(2)])?;
+/// assert_eq!(history.epochs.len(), 2);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct FitState<'a, T, M> {
     /// The model being trained.
     pub model: &'a mut M,
@@ -49,6 +93,28 @@ pub struct FitState<'a, T, M> {
 /// has an empty default; an error stops training and is returned by `fit` (the model
 /// keeps the parameters of its last step). `on_batch_begin` and `on_batch_end` run
 /// at every step: allocating there costs what it costs in any training loop.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// /// Halves the learning rate at every epoch's start.
+/// struct Halve;
+/// impl Callback<f32, Net<f32>> for Halve {
+///     fn on_epoch_begin(&mut self, _epoch: usize, fit: &mut FitState<'_, f32, Net<f32>>) -> kiln::Result<()> {
+///         fit.learning_rate /= 2.0;
+///         Ok(())
+///     }
+/// }
+/// let history = net.fit_with_callbacks(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.4), &quiet, &mut [&mut Halve])?;
+/// let rates: Vec<f64> = history.epochs.iter().map(|e| e.learning_rate).collect();
+/// assert_eq!(rates, [0.2, 0.1, 0.05]);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub trait Callback<T: Float, M: Model<T>> {
     /// Before the first epoch.
     fn on_train_begin(&mut self, _fit: &mut FitState<'_, T, M>) -> Result<()> {
@@ -285,6 +351,22 @@ impl<T: Float, M: Model<T>> Callback<T, M> for EarlyStoppingCallback<T> {
 /// `patience` epochs, as Keras's `ReduceLROnPlateau` (and PyTorch's scheduler of the
 /// same name): after a reduction it waits `cooldown` epochs before counting again, and
 /// never goes below `min_lr`.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let mut plateau = ReduceLrOnPlateau::new(Monitor::Loss).factor(0.5).patience(0).cooldown(0).min_lr(1e-3);
+/// // A rate so high that the loss does not improve: halved at each epoch, down to min_lr.
+/// let config = FitConfig::new(8, 16).progress(Progress::Silent);
+/// let history = net.fit_with_callbacks(&data, None, &CrossEntropy::default(), &mut Sgd::new(50.0), &config, &mut [&mut plateau])?;
+/// assert!(history.epochs.iter().all(|e| e.learning_rate >= 1e-3));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReduceLrOnPlateau {
     /// What to watch.
@@ -412,6 +494,21 @@ pub struct CsvLogger {
 
 impl CsvLogger {
     /// Writes to `path` (replaced if it exists) when training starts.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// let path = std::env::temp_dir().join("kiln-doc-csv-logger.csv");
+    /// net.fit_with_callbacks(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.1), &quiet, &mut [&mut CsvLogger::new(&path)])?;
+    /// let log = std::fs::read_to_string(&path).unwrap();
+    /// assert!(log.starts_with("epoch,"));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),

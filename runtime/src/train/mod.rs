@@ -36,6 +36,23 @@ use crate::optim::{LrSchedule, Optimizer};
 use crate::{Error, Float, Model, Result, Shape, Tensor, TensorRef};
 
 /// A quantity that early stopping and checkpointing watch.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let config = quiet.validation_split(0.25).early_stopping(EarlyStopping::new(Monitor::ValAccuracy, 1));
+/// let history = net.fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+/// assert!(history.best_epoch.is_some()); // by validation accuracy
+/// // A monitor that needs validation data, with none, is an error.
+/// let config = FitConfig::new(3, 16).progress(Progress::Silent).early_stopping(EarlyStopping::new(Monitor::ValLoss, 1));
+/// assert!(net.fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config).is_err());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Monitor {
     /// Training loss (lower is better).
@@ -129,6 +146,22 @@ impl Monitor {
 }
 
 /// Stops training when the monitored quantity has not improved for `patience` epochs.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// // A learning rate far too high: the loss gets worse and training stops early.
+/// let stopping = EarlyStopping { min_delta: 1e-3, ..EarlyStopping::new(Monitor::Loss, 0) };
+/// let config = FitConfig::new(50, 16).progress(Progress::Silent).early_stopping(stopping);
+/// let history = net.fit(&data, None, &CrossEntropy::default(), &mut Sgd::new(50.0), &config)?;
+/// assert!(history.stopped_early && history.epochs.len() < 50);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EarlyStopping {
     /// What to watch.
@@ -146,6 +179,19 @@ pub struct EarlyStopping {
 impl EarlyStopping {
     /// Watches `monitor` with the given patience, no minimum delta, restoring the best
     /// weights.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// let stopping = EarlyStopping::new(Monitor::ValLoss, 3);
+    /// assert!(stopping.restore_best_weights && stopping.min_delta == 0.0);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn new(monitor: Monitor, patience: usize) -> Self {
         Self {
             monitor,
@@ -157,6 +203,23 @@ impl EarlyStopping {
 }
 
 /// Saves the model to `path` (safetensors, atomically) whenever `monitor` improves.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let path = std::env::temp_dir().join("kiln-doc-checkpoint.safetensors");
+/// let config = quiet.checkpoint(&path, Monitor::Loss);
+/// assert_eq!(config.checkpoint.as_ref().map(|c| c.monitor), Some(Monitor::Loss));
+/// net.fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+/// let mut best = Net::<f32>::new(1);
+/// best.load(&path)?; // the weights of the epoch with the lowest training loss
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
     /// The file to write.
@@ -166,6 +229,27 @@ pub struct Checkpoint {
 }
 
 /// How [`fit`] trains.
+///
+/// ```
+/// use kiln::prelude::*;
+///
+/// kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+///
+/// let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// let config = FitConfig::new(5, 16)
+///     .seed(1)
+///     .validation_split(0.2)
+///     .early_stopping(EarlyStopping::new(Monitor::ValLoss, 2))
+///     .schedule(StepLr { step_size: 2, gamma: 0.5 })
+///     .progress(Progress::Silent);
+/// let mut net = Net::<f32>::new(0);
+/// let history = net.fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+/// assert!(history.epochs.len() <= 5);
+/// assert_eq!(history.epochs[2].learning_rate, 5e-3); // halved after two epochs
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct FitConfig {
     /// Passes over the training data.
     pub epochs: usize,
@@ -361,6 +445,21 @@ pub struct OutputLog {
 }
 
 /// What [`fit`] did, epoch by epoch.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let history = net.fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &quiet.validation_split(0.2))?;
+/// let last = history.epochs.last().unwrap();
+/// assert!(last.val_loss.is_some() && last.accuracy.is_some());
+/// assert!(!history.stopped_early);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     /// One entry per epoch run.
@@ -372,6 +471,20 @@ pub struct History {
 }
 
 /// Loss and accuracy over a dataset.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let scores = net.evaluate(&data, &CrossEntropy::default(), 16)?;
+/// assert_eq!(scores.samples, 60);
+/// assert!((0.0..=1.0).contains(&scores.accuracy.unwrap()));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
     /// Mean loss (sample-weighted mean of the batch losses).
@@ -394,6 +507,20 @@ fn layout<T: Float, M: Model<T>>(batch: usize) -> OutputLayout {
 }
 
 /// Loss and accuracy of `model` on `data`, in batches of `batch_size`, dropout off.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let scores = kiln::train::evaluate(&mut net, &data, &CrossEntropy::default(), 32)?;
+/// assert_eq!(scores.samples, 60);
+/// assert!(scores.accuracy.is_some() && scores.loss > 0.0);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn evaluate<T, M, L, Y>(
     model: &mut M,
     data: &Dataset<T, M::Input, Y>,
@@ -411,6 +538,22 @@ where
 
 /// [`evaluate`] with `metrics` (top-k accuracy, macro F1) in the result; they need
 /// class labels.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// use kiln::metrics::Metric;
+/// use kiln::train::evaluate_metrics;
+/// let scores = evaluate_metrics(&mut net, &data, &CrossEntropy::default(), 32, &[Metric::TopK(2), Metric::F1Macro])?;
+/// assert!(scores.top_k.unwrap() >= scores.accuracy.unwrap());
+/// assert!(scores.f1_macro.is_some());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn evaluate_metrics<T, M, L, Y>(
     model: &mut M,
     data: &Dataset<T, M::Input, Y>,
@@ -631,6 +774,19 @@ fn check_batch_size(batch_size: usize) -> Result<()> {
 }
 
 /// Outputs of `model` for every sample of `x`, computed in batches of `batch_size`.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let outputs = kiln::train::predict(&mut net, data.features(), 7);
+/// assert_eq!(outputs.batch(), 60); // nine batches of 7 and one of 4, joined
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn predict<'a, T: Float, M: Model<T>>(
     model: &mut M,
     x: impl Into<TensorRef<'a, T, M::Input>>,
@@ -648,6 +804,20 @@ pub fn predict<'a, T: Float, M: Model<T>>(
 }
 
 /// The class (row-wise argmax) `model` predicts for each sample of `x`.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let classes = kiln::train::predict_classes(&mut net, data.features(), 32);
+/// assert_eq!(classes.len(), 60);
+/// assert!(classes.iter().all(|&c| c < 3));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn predict_classes<'a, T: Float, M: Model<T>>(
     model: &mut M,
     x: impl Into<TensorRef<'a, T, M::Input>>,
@@ -662,6 +832,21 @@ pub fn predict_classes<'a, T: Float, M: Model<T>>(
 /// holds out part of `train`. The checkpoint's directory is created if missing. Errors
 /// — a non-finite loss, a checkpoint that cannot be written, a monitor that needs validation data when there is none — stop training
 /// and are returned; the model keeps the parameters of its last successful step.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let before = kiln::train::evaluate(&mut net, &data, &CrossEntropy::default(), 60)?.loss;
+/// let history = kiln::train::fit(&mut net, &data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &quiet)?;
+/// assert_eq!(history.epochs.len(), 3);
+/// assert!(history.epochs[2].loss < before);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn fit<T, M, L, O, Y>(
     model: &mut M,
     train: &Dataset<T, M::Input, Y>,
@@ -683,6 +868,23 @@ where
 /// [`fit`], running `callbacks` after the built-ins at each point of training (see
 /// [`Callback`]): `fit_with_callbacks(.., &mut [&mut ReduceLrOnPlateau::new(Monitor::ValLoss),
 /// &mut CsvLogger::new("log.csv")])`.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// let log = std::env::temp_dir().join("kiln-doc-fit-log.csv");
+/// let mut plateau = ReduceLrOnPlateau::new(Monitor::Loss).patience(0).factor(0.5);
+/// let mut logger = CsvLogger::new(&log);
+/// kiln::train::fit_with_callbacks(&mut net, &data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &quiet,
+///     &mut [&mut plateau, &mut logger])?;
+/// assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 4); // header + 3 epochs
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn fit_with_callbacks<T, M, L, O, Y>(
     model: &mut M,
     train: &Dataset<T, M::Input, Y>,

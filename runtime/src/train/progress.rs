@@ -11,6 +11,20 @@ struct ProgressBar;
 use super::{EpochLog, History};
 
 /// How [`fit`](super::fit) shows progress.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// # let mut net = Net::<f32>::new(0);
+/// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+/// // Progress::Auto draws a bar on a terminal and prints a line per epoch elsewhere.
+/// let config = FitConfig::new(1, 16).progress(Progress::Silent);
+/// net.fit(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.1), &config)?; // prints nothing
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Progress {
     /// A bar if standard error is a terminal, plain lines otherwise.
