@@ -1722,6 +1722,20 @@ pub trait Model<T: Float>: Sized {
     );
 
     /// A model with PyTorch's default initialisation drawn from `seed`.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let a = Net::<f64>::with_seed(3); // what Net::new(3) calls
+    /// assert_eq!(a.params().as_slice(), Net::<f64>::new(3).params().as_slice());
+    /// assert_ne!(a.params().as_slice(), Net::<f64>::new(4).params().as_slice());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn with_seed(seed: u64) -> Self {
         Self::from_state(ModelState::new(Self::SPEC, seed), SEALED)
     }
@@ -1734,6 +1748,19 @@ pub trait Model<T: Float>: Sized {
     /// Unchecked, for speed: a NaN or infinite input value gives NaN or meaningless
     /// outputs, and an invalid token id a zero embedding. [`try_forward`](Self::try_forward)
     /// refuses such a batch; training and evaluation always check.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let y = net.forward(x);
+    /// assert_eq!((y.batch(), y.sample(0).len()), (2, 2));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn forward<'a>(&self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> Tensor<T, Self::Output> {
         let x = x.into();
         let mut ws = Workspace::new(Self::SPEC);
@@ -1755,6 +1782,20 @@ pub trait Model<T: Float>: Sized {
     /// [`forward`](Self::forward) after checking the batch: a NaN or infinite value is
     /// [`Error::NonFiniteInput`] (naming its index), a token id outside the vocabulary
     /// [`Error::TokenOutOfRange`]. The check is one vectorised pass over the batch.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.try_forward(x)?, net.forward(x));
+    /// let bad = [0.5, f64::NAN, 2.0];
+    /// assert!(matches!(net.try_forward(TensorRef::new(&bad)?), Err(Error::NonFiniteInput { index: 1, .. })));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn try_forward<'a>(
         &self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
@@ -1766,6 +1807,20 @@ pub trait Model<T: Float>: Sized {
 
     /// Training forward: runs with dropout active, keeps every intermediate value for
     /// [`backward`](Self::backward) and returns the outputs.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let outputs = net.forward_train(x).to_vec(); // kept for the backward pass
+    /// assert_eq!(outputs.len(), 4);
+    /// net.backward(&[0.1, -0.1, 0.2, -0.2])?;
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn forward_train<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
         run_in_workspace::<T, Self>(self.state_mut(SEALED), x.into(), Run::KeepInput)
     }
@@ -1773,12 +1828,39 @@ pub trait Model<T: Float>: Sized {
     /// Inference through the model's own workspace: like [`forward`](Self::forward)
     /// (dropout off, input unchecked) but without allocating after the first batch of
     /// this size. Returns the outputs; [`backward`](Self::backward) must not follow it.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let served = net.infer(x).to_vec(); // no allocation after the first batch of 2
+    /// assert_eq!(served, net.forward(x).into_vec());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn infer<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> &[T] {
         run_in_workspace::<T, Self>(self.state_mut(SEALED), x.into(), Run::Infer)
     }
 
     /// [`infer`](Self::infer) after the checks of [`try_forward`](Self::try_forward): a
     /// serving loop that refuses bad input and allocates nothing after its first batch.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.try_infer(x)?.len(), 4);
+    /// let bad = [f64::INFINITY, 0.0, 0.0];
+    /// assert!(net.try_infer(TensorRef::new(&bad)?).is_err());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn try_infer<'a>(&mut self, x: impl Into<TensorRef<'a, T, Self::Input>>) -> Result<&[T]> {
         let x = x.into();
         Self::SPEC.check_input(x.as_slice())?;
@@ -1788,6 +1870,20 @@ pub trait Model<T: Float>: Sized {
     /// The outputs of the last forward pass through the workspace (a training step,
     /// [`forward_train`](Self::forward_train) or [`infer`](Self::infer)): what a
     /// training loop reads to score a batch without running it again.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.train_step(x, &labels[..], &loss, &mut Sgd::new(0.1))?;
+    /// let scored = net.last_output(); // the step's outputs, before its update
+    /// assert_eq!(scored.len(), 4);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn last_output(&self) -> &[T] {
         self.state(SEALED).workspace.value(Self::SPEC.output_node)
     }
@@ -1798,6 +1894,22 @@ pub trait Model<T: Float>: Sized {
     /// Fails if `grad_output` does not have the length of the last forward's output, or
     /// if the last pass was not [`forward_train`](Self::forward_train): a backward pass
     /// uses up what the forward pass saved, so a second one needs `forward_train` again.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.forward_train(x);
+    /// net.backward(&[1.0, 0.0, 0.0, 1.0])?;
+    /// assert_eq!(net.grads()?.get("out.bias").unwrap(), [1.0, 1.0]); // summed over the batch
+    /// assert!(net.backward(&[1.0, 0.0, 0.0, 1.0]).is_err()); // needs forward_train again
+    /// assert!(net.backward(&[1.0]).is_err()); // not the output's length
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn backward(&mut self, grad_output: &[T]) -> Result<()> {
         backward_from::<T, Self>(self.state_mut(SEALED), grad_output, false)
     }
@@ -1812,6 +1924,20 @@ pub trait Model<T: Float>: Sized {
     ///
     /// Fails as [`backward`](Self::backward) does, and for a model whose input is token
     /// ids (its first layer an `Embedding`), which have no gradient.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.forward_train(x);
+    /// let dx = net.backward_to_input(&[1.0, 0.0, 0.0, 1.0])?;
+    /// assert_eq!(dx.len(), 6); // laid out as x
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn backward_to_input(&mut self, grad_output: &[T]) -> Result<&[T]> {
         if Self::SPEC.reads_tokens() {
             return Err(Error::Mismatch(
@@ -1846,6 +1972,26 @@ pub trait Model<T: Float>: Sized {
     /// `rayon::scope(|_| ...)`: called from a thread outside the pool, every split hands
     /// its work over and sleeps until it is done: the 784-128-10 MLP's step at batch
     /// 128 took 511 µs that way against 435 µs on the pool (`benches/training.rs`).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let mut adam = Adam::new(1e-2);
+    /// let first = net.train_step(x, &labels[..], &loss, &mut adam)?;
+    /// for _ in 0..50 {
+    ///     net.train_step(x, &labels[..], &loss, &mut adam)?;
+    /// }
+    /// assert!(net.evaluate_loss(x, &labels[..], &loss)? < first);
+    /// let before = net.params().as_slice().to_vec();
+    /// assert!(net.train_step(x, &[1usize, 7][..], &loss, &mut adam).is_err()); // no class 7
+    /// assert_eq!(net.params().as_slice(), before); // nothing changed
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn train_step<'a, L, O, Y>(
         &mut self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
@@ -1879,6 +2025,20 @@ pub trait Model<T: Float>: Sized {
     ///
     /// Fails on a bad batch or target, or a non-finite loss, with the parameters and
     /// gradients as they were.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let value = net.value_and_grad(x, &labels[..], &loss)?;
+    /// assert_eq!(value, net.evaluate_loss(x, &labels[..], &loss)?);
+    /// assert_eq!(net.grads()?.get("fc.weight").unwrap().len(), 12);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn value_and_grad<'a, L, Y>(
         &mut self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
@@ -1901,6 +2061,19 @@ pub trait Model<T: Float>: Sized {
     /// [`value_and_grad`](Self::value_and_grad) that also returns dL/d`input`, laid out
     /// as the batch (see [`backward_to_input`](Self::backward_to_input)): a GAN's
     /// generator loss through its discriminator in one call.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let (value, dx) = net.value_and_grad_to_input(x, &labels[..], &loss)?;
+    /// assert!(value > 0.0 && dx.len() == 6);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn value_and_grad_to_input<'a, L, Y>(
         &mut self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
@@ -1934,6 +2107,21 @@ pub trait Model<T: Float>: Sized {
     /// retrying.
     ///
     /// (An example is in the `kiln` crate's documentation.)
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.set_regularization(Regularization::l2(1e-3));
+    /// net.value_and_grad(x, &labels[..], &loss)?;
+    /// let penalty = net.apply_gradients(&mut Sgd::new(0.1))?;
+    /// assert!(penalty > 0.0 && net.steps() == 1);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn apply_gradients<O: Optimizer<T>>(&mut self, optimizer: &mut O) -> Result<T> {
         let spec = Self::SPEC;
         let state = self.state_mut(SEALED);
@@ -1984,6 +2172,23 @@ pub trait Model<T: Float>: Sized {
     ///
     /// Fails, changing nothing, if no backward pass has run since the last update, or
     /// if the communicator fails.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// use kiln::distributed::SingleProcess;
+    /// net.value_and_grad(x, &labels[..], &loss)?;
+    /// let before = net.grads()?.as_slice().to_vec();
+    /// net.all_reduce_gradients(&SingleProcess, 1.0)?; // one rank: the sum is its own
+    /// assert_eq!(net.grads()?.as_slice(), before);
+    /// net.apply_gradients(&mut Sgd::new(0.1))?;
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn all_reduce_gradients(
         &mut self,
         comm: &dyn crate::distributed::Communicator,
@@ -2016,6 +2221,21 @@ pub trait Model<T: Float>: Sized {
     /// Makes every rank's parameters, batch norm statistics and dropout generator
     /// rank 0's (a collective: every rank of `comm` calls it), so that ranks whose
     /// models were built or loaded differently start alike.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// use kiln::distributed::SingleProcess;
+    /// let before = net.params().as_slice().to_vec();
+    /// net.broadcast_parameters(&SingleProcess)?; // one rank is rank 0
+    /// assert_eq!(net.params().as_slice(), before);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn broadcast_parameters(&mut self, comm: &dyn crate::distributed::Communicator) -> Result<()> {
         self.state_mut(SEALED).broadcast_from_root(comm)
     }
@@ -2024,6 +2244,22 @@ pub trait Model<T: Float>: Sized {
     /// [`Batches::sharded`](crate::data::Batches::sharded)), so that dropout draws the
     /// masks one process would draw for the global batch; `None` (the default) for a
     /// batch of its own. [`fit`](Self::fit) sets this itself.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// use kiln::data::BatchPart;
+    /// // This process trains rows 2..4 of a global batch of 4 (the other rank has 0..2).
+    /// net.set_batch_part(Some(BatchPart { first: 2, rows: 2, total: 4 }));
+    /// net.value_and_grad(x, &labels[..], &loss)?;
+    /// net.set_batch_part(None);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn set_batch_part(&mut self, part: Option<crate::data::BatchPart>) {
         self.state_mut(SEALED).workspace.shard = part.map(|p| (p.first, p.total));
     }
@@ -2039,6 +2275,26 @@ pub trait Model<T: Float>: Sized {
     ///
     /// Fails, adding nothing, on a bad batch or target, a non-finite loss, or a loss
     /// that reduces otherwise than the micro-batches before it.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// // Two micro-batches of one sample step as one batch of two.
+    /// let mut whole = net.clone();
+    /// whole.value_and_grad(x, &labels[..], &loss)?;
+    /// whole.apply_gradients(&mut Sgd::new(0.1))?;
+    /// net.accumulate_gradients(x.slice(0, 1), &labels[..1], &loss)?;
+    /// net.accumulate_gradients(x.slice(1, 2), &labels[1..], &loss)?;
+    /// net.apply_accumulated(&mut Sgd::new(0.1))?;
+    /// let gap = net.params().as_slice().iter().zip(whole.params().as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    /// assert!(gap < 1e-15);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn accumulate_gradients<'a, L, Y>(
         &mut self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
@@ -2065,11 +2321,40 @@ pub trait Model<T: Float>: Sized {
     /// clipping, one counted step), and starts a new accumulation. Returns the
     /// penalty. Fails if nothing was accumulated; a failing step leaves the
     /// parameters as they were and the accumulation cleared.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert!(net.apply_accumulated(&mut Sgd::new(0.1)).is_err()); // nothing accumulated
+    /// net.accumulate_gradients(x, &labels[..], &loss)?;
+    /// assert_eq!(net.apply_accumulated(&mut Sgd::new(0.1))?, 0.0); // no penalty set
+    /// assert_eq!(net.steps(), 1);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn apply_accumulated<O: Optimizer<T>>(&mut self, optimizer: &mut O) -> Result<T> {
         data_parallel_apply(self, optimizer, &crate::distributed::SingleProcess)
     }
 
     /// The loss of a batch in inference mode (no dropout, no update, no penalty).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let value = net.evaluate_loss(x, &labels[..], &loss)?;
+    /// assert_eq!(value, net.evaluate_loss(x, &labels[..], &loss)?); // no update, no dropout
+    /// assert!(net.evaluate_loss(x, &[0usize][..], &loss).is_err()); // one label for two samples
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn evaluate_loss<'a, L, Y>(
         &self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
@@ -2093,6 +2378,20 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// The parameters, by name or as one buffer.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let params = net.params();
+    /// assert_eq!(params.as_slice().len(), Net::<f64>::PARAM_COUNT); // 4·3 + 4 + 2·4 + 2
+    /// assert_eq!(params.get("fc.weight").unwrap().len(), 12); // [out, in], as PyTorch
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn params(&self) -> ParamSet<'_, T> {
         ParamSet {
             data: &self.state(SEALED).params,
@@ -2101,6 +2400,19 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// The parameter buffer, mutably (PyTorch's layout, in [`ModelSpec::params`] order).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.params_mut().fill(0.0);
+    /// assert_eq!(net.forward(x).as_slice(), [0.0; 4]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn params_mut(&mut self) -> &mut [T] {
         let state = self.state_mut(SEALED);
         state.params_replaced();
@@ -2108,6 +2420,21 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// Replaces every parameter from one buffer of [`ModelSpec::param_count`] values.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let trained = Net::<f64>::new(9).params().as_slice().to_vec();
+    /// net.set_params(&trained)?;
+    /// assert_eq!(net.params().as_slice(), trained);
+    /// assert!(net.set_params(&trained[1..]).is_err());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn set_params(&mut self, values: &[T]) -> Result<()> {
         let state = self.state_mut(SEALED);
         state.params_replaced();
@@ -2117,11 +2444,43 @@ pub trait Model<T: Float>: Sized {
     /// Replaces every non-trainable buffer (batch norm's running statistics, in
     /// [`ModelSpec::buffers`] order) from one buffer of [`ModelSpec::buffer_count`]
     /// values, such as a copy of [`buffers`](Self::buffers) taken earlier.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// kiln::model! { struct Normed { input: [3], bn: BatchNorm1d, out: Dense(2) } }
+    /// let mut normed = Normed::<f64>::new(0);
+    /// let saved = normed.buffers().as_slice().to_vec(); // running mean, variance, count
+    /// normed.train_step(x, &labels[..], &loss, &mut Sgd::new(0.1))?; // moves them
+    /// normed.set_buffers(&saved)?;
+    /// assert_eq!(normed.buffers().as_slice(), saved);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn set_buffers(&mut self, values: &[T]) -> Result<()> {
         replace_all(&mut self.state_mut(SEALED).buffers, values)
     }
 
     /// Trains on `train` as Keras' `fit` does; see [`train::fit`](crate::train::fit).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let data = kiln::data::Dataset::<f64, Shape1<3>>::new(x.as_slice().to_vec(), labels.to_vec(), Some(2))?;
+    /// let config = FitConfig::new(20, 2).progress(Progress::Silent);
+    /// let history = net.fit(&data, None, &loss, &mut Adam::new(1e-2), &config)?;
+    /// assert!(history.epochs[19].loss < history.epochs[0].loss);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn fit<L, O, Y>(
         &mut self,
         train: &crate::data::Dataset<T, Self::Input, Y>,
@@ -2141,6 +2500,22 @@ pub trait Model<T: Float>: Sized {
 
     /// [`fit`](Self::fit) with callbacks of the caller's (see
     /// [`train::Callback`](crate::train::Callback)), run after the built-ins.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let data = kiln::data::Dataset::<f64, Shape1<3>>::new(x.as_slice().to_vec(), labels.to_vec(), Some(2))?;
+    /// let config = FitConfig::new(20, 2).progress(Progress::Silent);
+    /// let log = dir.join("kiln-doc-model-fit.csv");
+    /// net.fit_with_callbacks(&data, None, &loss, &mut Adam::new(1e-2), &config, &mut [&mut CsvLogger::new(&log)])?;
+    /// assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 21);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn fit_with_callbacks<L, O, Y>(
         &mut self,
         train: &crate::data::Dataset<T, Self::Input, Y>,
@@ -2162,6 +2537,21 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// Loss and accuracy on `data` in batches; see [`train::evaluate`](crate::train::evaluate).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let data = kiln::data::Dataset::<f64, Shape1<3>>::new(x.as_slice().to_vec(), labels.to_vec(), Some(2))?;
+    /// let scores = net.evaluate(&data, &loss, 1)?;
+    /// assert_eq!(scores.samples, 2);
+    /// assert!((scores.loss - net.evaluate_loss(x, &labels[..], &loss)?).abs() < 1e-12);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn evaluate<L, Y>(
         &mut self,
         data: &crate::data::Dataset<T, Self::Input, Y>,
@@ -2176,6 +2566,19 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// Outputs for every sample of `x`, in batches; see [`train::predict`](crate::train::predict).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let outputs = net.predict(x, 1); // one sample at a time, joined
+    /// assert_eq!(outputs, net.forward(x));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn predict<'a>(
         &mut self,
         x: impl Into<TensorRef<'a, T, Self::Input>>,
@@ -2186,6 +2589,22 @@ pub trait Model<T: Float>: Sized {
 
     /// Saves the parameters as safetensors with PyTorch's names and layouts, atomically
     /// (a temporary file renamed over `path`).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let path = dir.join("kiln-doc-net.safetensors");
+    /// net.save(&path)?;
+    /// let mut copy = Net::<f64>::new(1);
+    /// copy.load(&path)?;
+    /// assert_eq!(copy.params().as_slice(), net.params().as_slice());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         crate::io::save(
             Self::SPEC,
@@ -2203,6 +2622,19 @@ pub trait Model<T: Float>: Sized {
     /// the [`onnx`](crate::onnx) module lists what it does.
     ///
     /// (An example is in the `kiln` crate's documentation.)
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let bytes = net.to_onnx()?; // f64 weights, as the model trains
+    /// assert!(bytes.len() > 8 * Net::<f64>::PARAM_COUNT);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn to_onnx(&self) -> Result<Vec<u8>> {
         crate::onnx::to_onnx(
             Self::SPEC,
@@ -2214,6 +2646,18 @@ pub trait Model<T: Float>: Sized {
     /// [`to_onnx`](Self::to_onnx) with float32 weights whatever the model trains in:
     /// ONNX Runtime's CPU kernels cover float64 for few operators (no `Conv`), so a
     /// model trained in f64 deploys through this.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert!(net.to_onnx_f32()?.len() < net.to_onnx()?.len()); // 4-byte weights
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn to_onnx_f32(&self) -> Result<Vec<u8>> {
         let state = self.state(SEALED);
         let narrow =
@@ -2223,6 +2667,20 @@ pub trait Model<T: Float>: Sized {
 
     /// Writes [`to_onnx`](Self::to_onnx) to `path`, atomically (a temporary file
     /// renamed over it, as [`save`](Self::save) does); nothing is written on an error.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let path = dir.join("kiln-doc-net.onnx");
+    /// net.save_onnx(&path)?;
+    /// assert_eq!(std::fs::read(&path).unwrap(), net.to_onnx()?);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn save_onnx(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let bytes = self.to_onnx()?;
         crate::io::write_atomically(path.as_ref(), &bytes)
@@ -2231,6 +2689,26 @@ pub trait Model<T: Float>: Sized {
     /// Loads parameters saved by [`save`](Self::save) or by PyTorch
     /// (`safetensors.torch.save_file(module.state_dict(), path)`). Every missing, extra
     /// or wrongly shaped tensor is listed in the error, and the model is left unchanged.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let path = dir.join("kiln-doc-load.safetensors");
+    /// Net::<f64>::new(5).save(&path)?;
+    /// net.load(&path)?;
+    /// assert_eq!(net.params().as_slice(), Net::<f64>::new(5).params().as_slice());
+    /// kiln::model! { struct Wider { input: [3], fc: Dense(5), Relu, out: Dense(2) } }
+    /// let before = Wider::<f64>::new(0);
+    /// let mut wider = before.clone();
+    /// assert!(wider.load(&path).is_err()); // fc.weight is [4, 3] in the file
+    /// assert_eq!(wider.params().as_slice(), before.params().as_slice()); // unchanged
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let state = self.state_mut(SEALED);
         state.params_replaced();
@@ -2250,9 +2728,19 @@ pub trait Model<T: Float>: Sized {
     /// name, as is (in strict mode) a missing or unexpected one; the model is then left
     /// unchanged.
     ///
-    /// ```ignore
-    /// let report = model.load_with("mnist_cnn.safetensors", &LoadOptions::new().strict(false))?;
-    /// println!("loaded {:?}, new: {:?}", report.loaded, report.missing);
+    /// ```
+    /// # use kiln::prelude::*;
+    /// use kiln::io::LoadOptions;
+    /// kiln::model! { struct Backbone { input: [3], fc: Dense(4), Relu } }
+    /// kiln::model! { struct Classifier { input: [3], fc: Dense(4), Relu, head: Dense(2) } }
+    /// let path = std::env::temp_dir().join("kiln-doc-backbone.safetensors");
+    /// Backbone::<f32>::new(7).save(&path)?;
+    /// let mut classifier = Classifier::<f32>::new(0);
+    /// assert!(classifier.load(&path).is_err()); // strict: the file has no head
+    /// let report = classifier.load_with(&path, &LoadOptions::new().strict(false))?;
+    /// assert_eq!(report.loaded, ["fc.bias", "fc.weight"]);
+    /// assert_eq!(report.missing, ["head.bias", "head.weight"]); // kept their values
+    /// # Ok::<(), kiln::Error>(())
     /// ```
     fn load_with(
         &mut self,
@@ -2272,6 +2760,23 @@ pub trait Model<T: Float>: Sized {
 
     /// [`load_with`](Self::load_with) of a safetensors file's bytes already in memory
     /// (`include_bytes!`, a download), with the same checks.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// use kiln::io::LoadOptions;
+    /// let path = dir.join("kiln-doc-load-bytes.safetensors");
+    /// Net::<f64>::new(5).save(&path)?;
+    /// let bytes = std::fs::read(&path).unwrap();
+    /// let report = net.load_bytes(&bytes, &LoadOptions::new())?;
+    /// assert_eq!(report.loaded, ["fc.bias", "fc.weight", "out.bias", "out.weight"]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn load_bytes(
         &mut self,
         bytes: &[u8],
@@ -2289,6 +2794,20 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// The non-trained state (batch norm's running statistics), by name.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert!(net.buffers().as_slice().is_empty()); // no batch norm, no buffers
+    /// kiln::model! { struct Normed { input: [3], bn: BatchNorm1d, out: Dense(2) } }
+    /// assert_eq!(Normed::<f64>::new(0).buffers().get("bn.running_var").unwrap(), [1.0; 3]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn buffers(&self) -> ParamSet<'_, T> {
         ParamSet {
             data: &self.state(SEALED).buffers,
@@ -2307,6 +2826,20 @@ pub trait Model<T: Float>: Sized {
     /// gradients (see [`train_step`](Self::train_step)).
     ///
     /// (An example is in the `kiln` crate's documentation.)
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert!(net.grads().is_err()); // no backward pass yet
+    /// net.value_and_grad(x, &labels[..], &loss)?;
+    /// assert_eq!(net.grads()?.as_slice().len(), Net::<f64>::PARAM_COUNT);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn grads(&self) -> Result<Grads<'_, T>> {
         let state = self.state(SEALED);
         match state.grads_stored {
@@ -2323,11 +2856,40 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// Sets the L1/L2 penalty that [`train_step`](Self::train_step) adds.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let plain = net.evaluate_loss(x, &labels[..], &loss)?;
+    /// net.set_regularization(Regularization { l1: 0.0, l2: 1e-2 });
+    /// let step = net.clone().train_step(x, &labels[..], &loss, &mut Sgd::new(0.0))?;
+    /// assert!(step > plain); // the penalty is part of the step's loss
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn set_regularization(&mut self, regularization: Regularization) {
         self.state_mut(SEALED).regularization = regularization;
     }
 
     /// The L1/L2 penalty in force.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.regularization(), Regularization::NONE);
+    /// net.set_regularization(Regularization::l1(1e-4));
+    /// assert_eq!(net.regularization().l1, 1e-4);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn regularization(&self) -> Regularization {
         self.state(SEALED).regularization
     }
@@ -2343,6 +2905,22 @@ pub trait Model<T: Float>: Sized {
     /// With clipping, plain SGD no longer updates inside the backward pass (the
     /// gradients must all exist before their norm does): a step writes every gradient
     /// out, as the other optimisers' steps do.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.set_grad_clip(Some(GradClip::Norm(1e-3)))?;
+    /// net.train_step(x, &labels[..], &loss, &mut Sgd::new(0.1))?;
+    /// assert!(net.grads()?.as_slice().iter().map(|g| g * g).sum::<f64>().sqrt() <= 1e-3 + 1e-12);
+    /// assert!(net.set_grad_clip(Some(GradClip::Value(-1.0))).is_err());
+    /// assert_eq!(net.grad_clip(), Some(GradClip::Norm(1e-3))); // kept
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn set_grad_clip(&mut self, clip: Option<GradClip>) -> Result<()> {
         let clip = clip.map(GradClip::validate).transpose()?;
         self.state_mut(SEALED).clip = clip;
@@ -2350,6 +2928,20 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// The gradient clipping in force.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.grad_clip(), None);
+    /// net.set_grad_clip(Some(GradClip::Value(0.5)))?;
+    /// assert_eq!(net.grad_clip(), Some(GradClip::Value(0.5)));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn grad_clip(&self) -> Option<GradClip> {
         self.state(SEALED).clip
     }
@@ -2366,11 +2958,41 @@ pub trait Model<T: Float>: Sized {
     /// first trainable tensor: those layers compute no gradient at all (unless the
     /// input's gradient is asked for). Batch norm's running statistics of a frozen
     /// layer still follow the batches in training mode, as in PyTorch.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.freeze("fc")?, 2); // fc.weight and fc.bias
+    /// let frozen = net.params().get("fc.weight").unwrap().to_vec();
+    /// net.train_step(x, &labels[..], &loss, &mut Adam::new(1e-2))?;
+    /// assert_eq!(net.params().get("fc.weight").unwrap(), frozen);
+    /// assert!(net.freeze("conv*").is_err()); // names nothing
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn freeze(&mut self, pattern: &str) -> Result<usize> {
         self.state_mut(SEALED).set_frozen(Self::SPEC, pattern, true)
     }
 
     /// Unfreezes the tensors `pattern` names (see [`freeze`](Self::freeze)).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.freeze("*")?;
+    /// assert_eq!(net.unfreeze("*.bias")?, 2);
+    /// assert_eq!((net.is_frozen("out.bias"), net.is_frozen("out.weight")), (Some(false), Some(true)));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn unfreeze(&mut self, pattern: &str) -> Result<usize> {
         self.state_mut(SEALED)
             .set_frozen(Self::SPEC, pattern, false)
@@ -2383,6 +3005,20 @@ pub trait Model<T: Float>: Sized {
     /// are `scale` times what the optimiser's rate gives (every update here is
     /// proportional to the rate, decoupled weight decay included). Returns how many
     /// tensors it names; fails if none, or on a scale that is negative or not finite.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.set_lr_scale("fc", 0.1)?, 2);
+    /// assert_eq!(net.lr_scale("fc.bias"), Some(0.1));
+    /// assert!(net.set_lr_scale("out", -1.0).is_err());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn set_lr_scale(&mut self, pattern: &str, scale: f64) -> Result<usize> {
         self.state_mut(SEALED)
             .set_lr_scale(Self::SPEC, pattern, scale)
@@ -2390,6 +3026,19 @@ pub trait Model<T: Float>: Sized {
 
     /// The learning-rate scale of the tensor called `name`; `None` if the model has
     /// none.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.lr_scale("out.weight"), Some(1.0));
+    /// assert_eq!(net.lr_scale("nothing.weight"), None);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn lr_scale(&self, name: &str) -> Option<f64> {
         Self::SPEC
             .params
@@ -2399,6 +3048,21 @@ pub trait Model<T: Float>: Sized {
     }
 
     /// Whether the tensor called `name` is frozen; `None` if the model has none.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.is_frozen("fc.weight"), Some(false));
+    /// net.freeze("fc.weight")?;
+    /// assert_eq!(net.is_frozen("fc.weight"), Some(true));
+    /// assert_eq!(net.is_frozen("fc.kernel"), None);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn is_frozen(&self, name: &str) -> Option<bool> {
         Self::SPEC
             .params
@@ -2411,6 +3075,21 @@ pub trait Model<T: Float>: Sized {
     /// PyTorch's `clip_grad_norm_` returns): recorded by every step while a
     /// [`set_grad_clip`](Self::set_grad_clip) is in force and by
     /// [`clip_grad_norm`](Self::clip_grad_norm); `None` before any.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.grad_norm(), None);
+    /// net.value_and_grad(x, &labels[..], &loss)?;
+    /// let norm = net.clip_grad_norm(1e6)?; // a bound that clips nothing
+    /// assert_eq!(net.grad_norm(), Some(norm));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn grad_norm(&self) -> Option<f64> {
         self.state(SEALED).grad_norm
     }
@@ -2420,6 +3099,23 @@ pub trait Model<T: Float>: Sized {
     /// for a custom loop between `backward` and
     /// [`apply_gradients`](Self::apply_gradients). Fails, changing nothing, without
     /// fresh gradients, on a bad bound, or if the norm is not finite.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.value_and_grad(x, &labels[..], &loss)?;
+    /// let before = net.clip_grad_norm(1e-2)?;
+    /// let after = net.grads()?.as_slice().iter().map(|g| g * g).sum::<f64>().sqrt();
+    /// // PyTorch's coefficient, max_norm / (norm + 1e-6), leaves the norm just below 1e-2.
+    /// assert!(before > 1e-2 && after <= 1e-2 && after > 1e-2 * (1.0 - 1e-5));
+    /// net.apply_gradients(&mut Sgd::new(0.1))?;
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
         clip_pending(self.state_mut(SEALED), GradClip::Norm(max_norm))
     }
@@ -2427,6 +3123,20 @@ pub trait Model<T: Float>: Sized {
     /// Clamps the gradients of the last backward pass to `[-value, value]` (PyTorch's
     /// `clip_grad_value_`) and returns their global L2 norm before; as
     /// [`clip_grad_norm`](Self::clip_grad_norm) otherwise.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.value_and_grad(x, &labels[..], &loss)?;
+    /// net.clip_grad_value(1e-3)?;
+    /// assert!(net.grads()?.as_slice().iter().all(|g| g.abs() <= 1e-3));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn clip_grad_value(&mut self, value: f64) -> Result<f64> {
         clip_pending(self.state_mut(SEALED), GradClip::Value(value))
     }
@@ -2438,21 +3148,76 @@ pub trait Model<T: Float>: Sized {
     /// that, a non-finite loss after the forward pass). Off, the check is skipped, and
     /// plain SGD makes its update inside the backward pass (see the design notes):
     /// faster, but a gradient that overflows then reaches the weights.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// net.set_nonfinite_guard(false); // a faster plain-SGD step, unchecked gradients
+    /// net.train_step(x, &labels[..], &loss, &mut Sgd::new(0.1))?;
+    /// net.set_nonfinite_guard(true);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn set_nonfinite_guard(&mut self, on: bool) {
         self.state_mut(SEALED).guard = on;
     }
 
     /// Whether the non-finite guard is on.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert!(net.nonfinite_guard()); // on by default
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn nonfinite_guard(&self) -> bool {
         self.state(SEALED).guard
     }
 
     /// Number of successful training steps so far.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(net.steps(), 0);
+    /// net.train_step(x, &labels[..], &loss, &mut Sgd::new(0.1))?;
+    /// let _ = net.train_step(x, &[9usize, 9][..], &loss, &mut Sgd::new(0.1)); // fails: not counted
+    /// assert_eq!(net.steps(), 1);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn steps(&self) -> u64 {
         self.state(SEALED).steps
     }
 
     /// A Keras-style table of the layers, their output shapes and parameter counts.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// # let mut net = Net::<f64>::new(0);
+    /// # let x = TensorRef::<f64, Shape1<3>>::new(&[0.5, -1.0, 2.0, 1.0, 0.0, -0.5])?;
+    /// # let labels = [1usize, 0];
+    /// # let loss = CrossEntropy::default();
+    /// # let dir = std::env::temp_dir();
+    /// let summary = Net::<f64>::summary();
+    /// println!("{summary}"); // layers, output shapes, parameter counts
+    /// assert!(summary.to_string().contains("26"));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     fn summary() -> Summary {
         Summary(Self::SPEC)
     }
