@@ -21,12 +21,12 @@
 //! input's shape), and the compiler checks both shapes against the constants, failing
 //! the build with a message that names the layer.
 //!
-//! Through the `kiln` crate (this example is compiled and checked against finite
-//! differences in the repository's `tests/custom_layer.rs`):
+//! Through the `kiln` crate (this example runs as a doc test; the repository's
+//! `tests/custom_layer.rs` checks the same layer against finite differences):
 //!
-//! ```ignore
+//! ```
 //! use kiln::custom::{Backward, Forward, Layer, ParamDecl};
-//! use kiln::{init::Init, Float};
+//! use kiln::{init::Init, Float, Model};
 //!
 //! /// `y = x · σ(w ⊙ x + b)`, one gate per feature.
 //! pub struct Gate<const N: usize>;
@@ -95,6 +95,43 @@ use crate::{Float, Rng};
 /// batch-major, as every kiln node). Everything they write is theirs alone: the
 /// output, the saved scratch, the parameter gradients and the input gradient. Check a
 /// layer with [`crate::gradcheck::check_gradients`] on a model that uses it, in `f64`.
+///
+/// ```
+/// use kiln::custom::{Backward, Forward, Layer};
+/// use kiln::Float;
+///
+/// /// `y = x²`, value by value: no parameters, nothing saved (the input is at hand).
+/// struct Square<const N: usize>;
+///
+/// impl<const N: usize> Layer for Square<N> {
+///     const INPUT: &'static [usize] = &[N];
+///     const OUTPUT: &'static [usize] = &[N];
+///     const FLOPS: u64 = N as u64;
+///
+///     fn forward<T: Float>(io: Forward<'_, T>) {
+///         for (y, &x) in io.output.iter_mut().zip(io.input) {
+///             *y = x * x;
+///         }
+///     }
+///
+///     fn backward<T: Float>(io: Backward<'_, T>) {
+///         if let Some(dx) = io.grad_input {
+///             for ((d, &x), &g) in dx.iter_mut().zip(io.input).zip(io.grad_output) {
+///                 *d += (x + x) * g;
+///             }
+///         }
+///     }
+/// }
+///
+/// kiln::model! { struct Net { input: [3], fc: Dense(4), sq: use Square<4>, out: Dense(2) } }
+///
+/// use kiln::gradcheck::{check_gradients, GradCheck};
+/// use kiln::prelude::*;
+/// let x = [0.5, -1.0, 2.0];
+/// let report = check_gradients(&Net::<f64>::new(0), &x, &[1usize][..], &CrossEntropy::default(), GradCheck::default())?;
+/// assert!(report.worst() < 1e-6);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub trait Layer: 'static {
     /// The per-sample input shape the layer takes.
     const INPUT: &'static [usize];
@@ -127,6 +164,15 @@ pub trait Layer: 'static {
 }
 
 /// One parameter tensor of a [`Layer`].
+///
+/// ```
+/// use kiln_runtime::custom::ParamDecl;
+/// use kiln_runtime::init::Init;
+/// // A scale per channel, left out of weight decay, and a running count saved as an integer.
+/// const PARAMS: &[ParamDecl] = &[ParamDecl::new("scale", &[8], Init::Ones).unregularized()];
+/// const BUFFERS: &[ParamDecl] = &[ParamDecl::new("seen", &[], Init::Zeros).count()];
+/// assert!(!PARAMS[0].regularized && BUFFERS[0].len() == 1);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ParamDecl {
     /// Its name under the layer's (`weight` of the layer `gate` is `gate.weight`).
@@ -144,6 +190,13 @@ pub struct ParamDecl {
 
 impl ParamDecl {
     /// A regularised tensor (a weight).
+    ///
+    /// ```
+    /// use kiln_runtime::custom::ParamDecl;
+    /// use kiln_runtime::init::Init;
+    /// let weight = ParamDecl::new("weight", &[16, 8], Init::FanInUniform { fan_in: 8 });
+    /// assert!(weight.regularized && weight.len() == 128);
+    /// ```
     pub const fn new(name: &'static str, shape: &'static [usize], init: Init) -> Self {
         Self {
             name,
@@ -155,6 +208,12 @@ impl ParamDecl {
     }
 
     /// The same tensor, left out of L1/L2 regularisation (a bias, a scale).
+    ///
+    /// ```
+    /// use kiln_runtime::custom::ParamDecl;
+    /// use kiln_runtime::init::Init;
+    /// assert!(!ParamDecl::new("bias", &[16], Init::Zeros).unregularized().regularized);
+    /// ```
     pub const fn unregularized(self) -> Self {
         Self {
             regularized: false,
@@ -163,6 +222,14 @@ impl ParamDecl {
     }
 
     /// The same tensor, a count of one value saved as an integer (for buffers).
+    ///
+    /// ```
+    /// use kiln_runtime::custom::ParamDecl;
+    /// use kiln_runtime::init::Init;
+    /// use kiln_runtime::TensorKind;
+    /// let tracked = ParamDecl::new("num_batches_tracked", &[], Init::Zeros).count();
+    /// assert_eq!(tracked.kind, TensorKind::Count);
+    /// ```
     pub const fn count(self) -> Self {
         Self {
             kind: TensorKind::Count,
@@ -171,6 +238,13 @@ impl ParamDecl {
     }
 
     /// Number of values.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::ParamDecl;
+    /// use kiln_runtime::init::Init;
+    /// assert_eq!(ParamDecl::new("kernel", &[4, 3, 3], Init::Ones).len(), 36);
+    /// assert_eq!(ParamDecl::new("step", &[], Init::Zeros).len(), 1); // a scalar
+    /// ```
     pub const fn len(&self) -> usize {
         let mut len = 1;
         let mut i = 0;
@@ -182,12 +256,30 @@ impl ParamDecl {
     }
 
     /// Whether it holds no values.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::ParamDecl;
+    /// use kiln_runtime::init::Init;
+    /// assert!(ParamDecl::new("nothing", &[0], Init::Zeros).is_empty());
+    /// ```
     pub const fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// A layer's parameter values, one slice per [`ParamDecl`].
+///
+/// ```
+/// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+/// use kiln_runtime::init::Init;
+/// const DECLS: &[ParamDecl] = &[
+///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+/// ];
+/// let values = [1.0_f32, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, -0.5];
+/// let params = Params::new(&values, DECLS);
+/// assert_eq!((params.get(0).len(), params.get(1)), (6, &[0.5, -0.5][..]));
+/// ```
 #[derive(Debug)]
 pub struct Params<'a, T> {
     values: Values<'a, T>,
@@ -208,6 +300,17 @@ impl<'a, T> Params<'a, T> {
     ///
     /// # Panics
     /// If the lengths disagree.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+    /// use kiln_runtime::init::Init;
+    /// const DECLS: &[ParamDecl] = &[
+    ///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+    ///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+    /// ];
+    /// let values = [0.0_f64; 8];
+    /// assert_eq!(Params::new(&values, DECLS).as_slice().len(), 8);
+    /// ```
     pub fn new(values: &'a [T], decls: &'static [ParamDecl]) -> Self {
         assert_eq!(
             values.len(),
@@ -241,12 +344,34 @@ impl<'a, T> Params<'a, T> {
     ///
     /// # Panics
     /// If the layer declares fewer tensors.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+    /// use kiln_runtime::init::Init;
+    /// const DECLS: &[ParamDecl] = &[
+    ///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+    ///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+    /// ];
+    /// let values = [1.0_f64, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+    /// assert_eq!(Params::new(&values, DECLS).get(1), [7.0, 8.0]);
+    /// ```
     pub fn get(&self, index: usize) -> &[T] {
         let start = offset_of(self.decls, index);
         &self.as_slice()[start..start + self.decls[index].len()]
     }
 
     /// All the layer's values, in declaration order.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+    /// use kiln_runtime::init::Init;
+    /// const DECLS: &[ParamDecl] = &[
+    ///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+    ///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+    /// ];
+    /// let values = [1.0_f64; 8];
+    /// assert_eq!(Params::new(&values, DECLS).as_slice(), values);
+    /// ```
     pub fn as_slice(&self) -> &[T] {
         match &self.values {
             Values::Shared(values) => values,
@@ -265,6 +390,21 @@ impl<'a, T> Params<'a, T> {
 }
 
 /// The gradients of a layer's parameters, one slice per [`ParamDecl`].
+///
+/// ```
+/// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+/// use kiln_runtime::init::Init;
+/// const DECLS: &[ParamDecl] = &[
+///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+/// ];
+/// let mut grads = [0.0_f32; 8];
+/// let mut params = ParamsMut::new(&mut grads, DECLS);
+/// let [gw, gb] = params.split();
+/// gw[0] += 1.0;
+/// gb[1] += 2.0;
+/// assert_eq!(grads, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]);
+/// ```
 #[derive(Debug)]
 pub struct ParamsMut<'a, T> {
     values: &'a mut [T],
@@ -276,6 +416,17 @@ impl<'a, T> ParamsMut<'a, T> {
     ///
     /// # Panics
     /// If the lengths disagree.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+    /// use kiln_runtime::init::Init;
+    /// const DECLS: &[ParamDecl] = &[
+    ///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+    ///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+    /// ];
+    /// let mut grads = [0.0_f64; 8];
+    /// assert_eq!(ParamsMut::new(&mut grads, DECLS).as_mut_slice().len(), 8);
+    /// ```
     pub fn new(values: &'a mut [T], decls: &'static [ParamDecl]) -> Self {
         assert_eq!(
             values.len(),
@@ -289,6 +440,18 @@ impl<'a, T> ParamsMut<'a, T> {
     ///
     /// # Panics
     /// If the layer declares fewer tensors.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+    /// use kiln_runtime::init::Init;
+    /// const DECLS: &[ParamDecl] = &[
+    ///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+    ///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+    /// ];
+    /// let mut grads = [0.0_f64; 8];
+    /// ParamsMut::new(&mut grads, DECLS).get_mut(1)[0] = 3.0;
+    /// assert_eq!(grads[6], 3.0);
+    /// ```
     pub fn get_mut(&mut self, index: usize) -> &mut [T] {
         let start = offset_of(self.decls, index);
         &mut self.values[start..start + self.decls[index].len()]
@@ -298,6 +461,19 @@ impl<'a, T> ParamsMut<'a, T> {
     ///
     /// # Panics
     /// If `N` is not the number of tensors the layer declares.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+    /// use kiln_runtime::init::Init;
+    /// const DECLS: &[ParamDecl] = &[
+    ///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+    ///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+    /// ];
+    /// let mut grads = [0.0_f64; 8];
+    /// let mut params = ParamsMut::new(&mut grads, DECLS);
+    /// let [weight, bias] = params.split();
+    /// assert_eq!((weight.len(), bias.len()), (6, 2));
+    /// ```
     pub fn split<const N: usize>(&mut self) -> [&mut [T]; N] {
         assert_eq!(N, self.decls.len(), "tensors the layer declares");
         let mut rest: &mut [T] = self.values;
@@ -309,17 +485,71 @@ impl<'a, T> ParamsMut<'a, T> {
     }
 
     /// All the layer's values, in declaration order.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+    /// use kiln_runtime::init::Init;
+    /// const DECLS: &[ParamDecl] = &[
+    ///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+    ///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+    /// ];
+    /// let mut grads = [1.0_f64; 8];
+    /// ParamsMut::new(&mut grads, DECLS).as_mut_slice().fill(0.0);
+    /// assert_eq!(grads, [0.0; 8]);
+    /// ```
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         self.values
     }
 
     /// All the layer's values, for as long as they are borrowed.
+    ///
+    /// ```
+    /// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+    /// use kiln_runtime::init::Init;
+    /// const DECLS: &[ParamDecl] = &[
+    ///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+    ///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+    /// ];
+    /// let mut grads = [1.0_f64; 8];
+    /// let all: &mut [f64] = ParamsMut::new(&mut grads, DECLS).into_mut_slice();
+    /// all[7] = 0.0;
+    /// assert_eq!(grads[7], 0.0);
+    /// ```
     pub fn into_mut_slice(self) -> &'a mut [T] {
         self.values
     }
 }
 
 /// What a [`Layer`]'s forward pass reads and writes.
+///
+/// ```
+/// use kiln::custom::{Forward, Layer, Params};
+/// # use kiln::custom::Backward;
+/// # use kiln::Float;
+/// # struct Square<const N: usize>;
+/// # impl<const N: usize> Layer for Square<N> {
+/// #     const INPUT: &'static [usize] = &[N];
+/// #     const OUTPUT: &'static [usize] = &[N];
+/// #     fn forward<T: Float>(io: Forward<'_, T>) {
+/// #         for (y, &x) in io.output.iter_mut().zip(io.input) { *y = x * x; }
+/// #     }
+/// #     fn backward<T: Float>(_: Backward<'_, T>) {}
+/// # }
+/// // What a model gives a layer's forward pass, built by hand to run one directly.
+/// let (input, mut output) = ([1.0_f64, -2.0, 3.0, 0.5], [0.0; 4]);
+/// Square::<2>::forward(Forward {
+///     params: Params::new(&[], &[]),
+///     input: &input,
+///     output: &mut output,
+///     saved: &mut [],
+///     buffers: &mut [],
+///     fixed: &mut [],
+///     batch: 2,
+///     training: false,
+///     rng: None,
+/// });
+/// assert_eq!(output, [1.0, 4.0, 9.0, 0.25]);
+/// ```
 #[derive(Debug)]
 pub struct Forward<'a, T> {
     /// The layer's parameters.
@@ -345,6 +575,38 @@ pub struct Forward<'a, T> {
 }
 
 /// What a [`Layer`]'s backward pass reads and writes.
+///
+/// ```
+/// use kiln::custom::{Backward, Layer, Params, ParamsMut};
+/// # use kiln::custom::Forward;
+/// # use kiln::Float;
+/// # struct Square<const N: usize>;
+/// # impl<const N: usize> Layer for Square<N> {
+/// #     const INPUT: &'static [usize] = &[N];
+/// #     const OUTPUT: &'static [usize] = &[N];
+/// #     fn forward<T: Float>(_: Forward<'_, T>) {}
+/// #     fn backward<T: Float>(io: Backward<'_, T>) {
+/// #         if let Some(dx) = io.grad_input {
+/// #             for ((d, &x), &g) in dx.iter_mut().zip(io.input).zip(io.grad_output) { *d += (x + x) * g; }
+/// #         }
+/// #     }
+/// # }
+/// // The gradient arrives holding another branch's contribution (0.5): the layer adds.
+/// let (input, output) = ([1.0_f64, -2.0], [1.0, 4.0]);
+/// let mut grad_input = [0.5; 2];
+/// Square::<2>::backward(Backward {
+///     params: Params::new(&[], &[]),
+///     input: &input,
+///     output: &output,
+///     saved: &mut [],
+///     fixed: &mut [],
+///     grad_output: &[1.0, 1.0],
+///     grad_params: ParamsMut::new(&mut [], &[]),
+///     grad_input: Some(&mut grad_input),
+///     batch: 1,
+/// });
+/// assert_eq!(grad_input, [2.5, -3.5]);
+/// ```
 #[derive(Debug)]
 pub struct Backward<'a, T> {
     /// The layer's parameters.
@@ -369,6 +631,17 @@ pub struct Backward<'a, T> {
 }
 
 /// Total values of `decls`.
+///
+/// ```
+/// use kiln_runtime::custom::{ParamDecl, Params, ParamsMut};
+/// use kiln_runtime::init::Init;
+/// const DECLS: &[ParamDecl] = &[
+///     ParamDecl::new("weight", &[2, 3], Init::Ones),
+///     ParamDecl::new("bias", &[2], Init::Zeros).unregularized(),
+/// ];
+/// const VALUES: usize = kiln_runtime::custom::total_len(DECLS);
+/// assert_eq!(VALUES, 8);
+/// ```
 pub const fn total_len(decls: &[ParamDecl]) -> usize {
     offset_of(decls, decls.len())
 }

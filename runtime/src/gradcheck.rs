@@ -1,11 +1,21 @@
 //! Gradient checking: a model's backward pass against central finite differences in
 //! f64, for every parameter tensor and for the input.
 //!
-//! ```text
+//! ```
+//! use kiln::gradcheck::{check_gradients, GradCheck};
+//! use kiln::prelude::*;
+//!
+//! kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+//!
+//! let model = Net::<f64>::new(0);
+//! let x = [0.5, -1.0, 2.0, 1.0, 0.0, -0.5];
+//! let labels = [1usize, 0];
 //! let report = check_gradients(&model, &x, &labels[..], &CrossEntropy::default(),
 //!                              GradCheck::default())?;
 //! println!("{report}");
 //! assert!(report.worst() < 1e-6); // false for a NaN gradient too
+//! assert_eq!(report.tensors.len(), 5); // four parameter tensors and the input
+//! # Ok::<(), kiln::Error>(())
 //! ```
 //!
 //! For each value `v` checked, the numeric derivative is
