@@ -101,9 +101,11 @@ impl<T: Float> Moments<T> {
 }
 
 macro_rules! adam_builders {
-    () => {
+    ($name:ident) => {
         /// Coefficients of the running averages of the gradient and its square
         /// (default 0.9, 0.999).
+        #[doc = ""]
+        #[doc = concat!("```\nuse kiln_runtime::optim::{", stringify!($name), ", Optimizer};\nlet mut p = [1.0_f64];\n", stringify!($name), "::new(0.1).weight_decay(0.0).betas(0.5, 0.5).step(&mut p, &[2.0]).unwrap();\nassert!((p[0] - 0.9).abs() < 1e-6); // a first step is lr, whatever the betas\nassert!(", stringify!($name), "::<f64>::new(0.1).betas(1.5, 0.5).step(&mut p, &[2.0]).is_err());\n```")]
         pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
             self.0.beta1 = beta1;
             self.0.beta2 = beta2;
@@ -111,12 +113,16 @@ macro_rules! adam_builders {
         }
 
         /// Term added to the denominator (default 1e-8).
+        #[doc = ""]
+        #[doc = concat!("```\nuse kiln_runtime::optim::{", stringify!($name), ", Optimizer};\nlet mut p = [1.0_f64];\n", stringify!($name), "::new(0.1).weight_decay(0.0).eps(1.0).step(&mut p, &[1.0]).unwrap();\nassert!((p[0] - 0.95).abs() < 1e-9); // lr · m̂ / (√v̂ + ε) = 0.1 · 1 / 2\n```")]
         pub fn eps(mut self, eps: f64) -> Self {
             self.0.eps = eps;
             self
         }
 
         /// Weight decay `λ`.
+        #[doc = ""]
+        #[doc = concat!("```\nuse kiln_runtime::optim::{", stringify!($name), ", Optimizer};\nlet mut p = [1.0_f64];\n", stringify!($name), "::new(0.1).weight_decay(1.0).step(&mut p, &[0.0]).unwrap();\nassert!((p[0] - 0.9).abs() < 1e-6); // Adam: g = λp, a first step of lr; AdamW: p(1 − lr·λ)\n```")]
         pub fn weight_decay(mut self, weight_decay: f64) -> Self {
             self.0.weight_decay = weight_decay;
             self
@@ -139,10 +145,19 @@ pub struct Adam<T = f32>(Moments<T>);
 
 impl<T: Float> Adam<T> {
     /// Adam with learning rate `lr` and PyTorch's defaults.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Adam, Optimizer};
+    /// let mut opt = Adam::new(1e-3);
+    /// assert_eq!(opt.learning_rate(), 1e-3);
+    /// let mut p = [0.0_f32];
+    /// opt.step(&mut p, &[-3.0]).unwrap();
+    /// assert!((p[0] - 1e-3).abs() < 1e-7); // a first step of lr against the gradient
+    /// ```
     pub fn new(lr: f64) -> Self {
         Self(Moments::new(lr, 0.0))
     }
-    adam_builders!();
+    adam_builders!(Adam);
 }
 
 impl<T: Float> Optimizer<T> for Adam<T> {
@@ -178,10 +193,17 @@ pub struct AdamW<T = f32>(Moments<T>);
 
 impl<T: Float> AdamW<T> {
     /// AdamW with learning rate `lr` and PyTorch's defaults.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{AdamW, Optimizer};
+    /// let mut p = [1.0_f64];
+    /// AdamW::new(0.1).step(&mut p, &[0.0]).unwrap(); // the default decay, 0.01
+    /// assert!((p[0] - (1.0 - 0.1 * 0.01)).abs() < 1e-12);
+    /// ```
     pub fn new(lr: f64) -> Self {
         Self(Moments::new(lr, 0.01))
     }
-    adam_builders!();
+    adam_builders!(AdamW);
 }
 
 impl<T: Float> Optimizer<T> for AdamW<T> {

@@ -34,6 +34,13 @@ pub struct RmsProp<T = f32> {
 
 impl<T: Float> RmsProp<T> {
     /// RMSprop with learning rate `lr` and PyTorch's defaults (α = 0.99, ε = 1e-8).
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, RmsProp};
+    /// let mut p = [1.0_f64];
+    /// RmsProp::new(0.01).step(&mut p, &[1.0]).unwrap();
+    /// assert!((p[0] - (1.0 - 0.01 / 0.01f64.sqrt())).abs() < 1e-6); // v = 0.01·g²
+    /// ```
     pub fn new(lr: f64) -> Self {
         Self {
             lr,
@@ -49,30 +56,70 @@ impl<T: Float> RmsProp<T> {
     }
 
     /// Smoothing constant `α`.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, RmsProp};
+    /// let mut p = [1.0_f64];
+    /// RmsProp::new(0.01).alpha(0.0).step(&mut p, &[4.0]).unwrap(); // v = g²: a step of lr
+    /// assert!((p[0] - 0.99).abs() < 1e-9);
+    /// assert!(RmsProp::<f64>::new(0.01).alpha(1.5).step(&mut p, &[1.0]).is_err());
+    /// ```
     pub fn alpha(mut self, alpha: f64) -> Self {
         self.alpha = alpha;
         self
     }
 
     /// Term added to the denominator.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, RmsProp};
+    /// let mut p = [1.0_f64];
+    /// RmsProp::new(0.01).alpha(0.0).eps(1.0).step(&mut p, &[1.0]).unwrap();
+    /// assert!((p[0] - (1.0 - 0.01 / 2.0)).abs() < 1e-12); // g / (√v + ε)
+    /// ```
     pub fn eps(mut self, eps: f64) -> Self {
         self.eps = eps;
         self
     }
 
     /// Momentum factor `μ`.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, RmsProp};
+    /// let mut p = [1.0_f64];
+    /// let mut opt = RmsProp::new(0.01).alpha(0.0).momentum(0.5);
+    /// opt.step(&mut p, &[1.0]).unwrap(); // b = 1
+    /// opt.step(&mut p, &[1.0]).unwrap(); // b = 0.5 + 1
+    /// assert!((p[0] - (1.0 - 0.01 - 0.015)).abs() < 1e-9);
+    /// ```
     pub fn momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
         self
     }
 
     /// Normalise by the estimated variance instead of the raw second moment.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, RmsProp};
+    /// let mut p = [1.0_f64];
+    /// let mut q = p;
+    /// RmsProp::new(0.01).alpha(0.9).step(&mut p, &[1.0]).unwrap(); // ÷ √0.1
+    /// RmsProp::new(0.01).alpha(0.9).centered(true).step(&mut q, &[1.0]).unwrap(); // ÷ √0.09
+    /// assert!(1.0 - q[0] > 1.0 - p[0]);
+    /// ```
     pub fn centered(mut self, centered: bool) -> Self {
         self.centered = centered;
         self
     }
 
     /// L2 weight decay `λ` added to the gradient.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, RmsProp};
+    /// let mut p = [1.0_f64];
+    /// RmsProp::new(0.01).alpha(0.0).weight_decay(1.0).step(&mut p, &[0.0]).unwrap();
+    /// assert!((p[0] - 0.99).abs() < 1e-9); // g = λp = 1
+    /// ```
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
         self

@@ -31,6 +31,14 @@ pub struct Sgd<T = f32> {
 
 impl<T: Float> Sgd<T> {
     /// Plain SGD with learning rate `lr`.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, Sgd};
+    /// let mut p = [1.0_f64];
+    /// Sgd::new(0.5).step(&mut p, &[1.0]).unwrap();
+    /// assert_eq!(p, [0.5]);
+    /// assert!(Sgd::<f64>::new(-0.5).step(&mut p, &[1.0]).is_err());
+    /// ```
     pub fn new(lr: f64) -> Self {
         Self {
             lr,
@@ -44,24 +52,57 @@ impl<T: Float> Sgd<T> {
     }
 
     /// Momentum factor `μ` (default 0).
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, Sgd};
+    /// let mut p = [1.0_f64];
+    /// let mut opt = Sgd::new(0.1).momentum(0.9);
+    /// opt.step(&mut p, &[1.0]).unwrap(); // b = 1
+    /// opt.step(&mut p, &[1.0]).unwrap(); // b = 0.9 + 1
+    /// assert!((p[0] - (1.0 - 0.1 - 0.19)).abs() < 1e-12);
+    /// ```
     pub fn momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
         self
     }
 
     /// Dampening `τ` of the momentum (default 0).
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, Sgd};
+    /// let mut p = [1.0_f64];
+    /// let mut opt = Sgd::new(0.1).momentum(0.9).dampening(0.5);
+    /// opt.step(&mut p, &[1.0]).unwrap(); // b = g on the first step
+    /// opt.step(&mut p, &[1.0]).unwrap(); // b = 0.9 + 0.5·1
+    /// assert!((p[0] - (1.0 - 0.1 - 0.14)).abs() < 1e-12);
+    /// ```
     pub fn dampening(mut self, dampening: f64) -> Self {
         self.dampening = dampening;
         self
     }
 
     /// Nesterov momentum (needs momentum > 0 and no dampening).
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, Sgd};
+    /// let mut p = [1.0_f64];
+    /// Sgd::new(0.1).momentum(0.9).nesterov(true).step(&mut p, &[1.0]).unwrap();
+    /// assert!((p[0] - (1.0 - 0.1 * 1.9)).abs() < 1e-12); // g + μb
+    /// assert!(Sgd::<f64>::new(0.1).nesterov(true).step(&mut p, &[1.0]).is_err()); // no momentum
+    /// ```
     pub fn nesterov(mut self, nesterov: bool) -> Self {
         self.nesterov = nesterov;
         self
     }
 
     /// L2 weight decay `λ` added to the gradient (default 0).
+    ///
+    /// ```
+    /// use kiln_runtime::optim::{Optimizer, Sgd};
+    /// let mut p = [1.0_f64];
+    /// Sgd::new(1.0).weight_decay(0.1).step(&mut p, &[0.0]).unwrap();
+    /// assert!((p[0] - 0.9).abs() < 1e-12); // g = 0 + λp
+    /// ```
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
         self
