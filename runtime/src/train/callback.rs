@@ -360,11 +360,14 @@ impl<T: Float, M: Model<T>> Callback<T, M> for EarlyStoppingCallback<T> {
 /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
 /// # let mut net = Net::<f32>::new(0);
 /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
-/// let mut plateau = ReduceLrOnPlateau::new(Monitor::Loss).factor(0.5).patience(0).cooldown(0).min_lr(1e-3);
-/// // A rate so high that the loss does not improve: halved at each epoch, down to min_lr.
-/// let config = FitConfig::new(8, 16).progress(Progress::Silent);
-/// let history = net.fit_with_callbacks(&data, None, &CrossEntropy::default(), &mut Sgd::new(50.0), &config, &mut [&mut plateau])?;
-/// assert!(history.epochs.iter().all(|e| e.learning_rate >= 1e-3));
+/// let mut plateau = ReduceLrOnPlateau::new(Monitor::Loss).factor(0.5).patience(1).cooldown(2).min_lr(1e-3);
+/// plateau.min_delta = 1e9; // no epoch counts as an improvement
+/// let config = FitConfig::new(7, 16).progress(Progress::Silent);
+/// let history = net.fit_with_callbacks(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.1), &config, &mut [&mut plateau])?;
+/// let rates: Vec<f64> = history.epochs.iter().map(|e| e.learning_rate).collect();
+/// // Keras's counting: an epoch without improvement (patience 1) halves the rate; the
+/// // cooldown's first epoch holds it, its last counts again.
+/// assert_eq!(rates, [0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125]);
 /// # Ok::<(), kiln::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -388,6 +391,20 @@ pub struct ReduceLrOnPlateau {
 
 impl ReduceLrOnPlateau {
     /// Keras's defaults: factor 0.1, patience 10, min_delta 1e-4, no cooldown, min_lr 0.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let plateau = ReduceLrOnPlateau::new(Monitor::ValLoss);
+    /// assert_eq!((plateau.factor, plateau.patience, plateau.min_lr), (0.1, 10, 0.0));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn new(monitor: Monitor) -> Self {
         Self {
             monitor,
@@ -403,24 +420,85 @@ impl ReduceLrOnPlateau {
     }
 
     /// Sets the factor.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let mut plateau = ReduceLrOnPlateau::new(Monitor::Loss).factor(0.5).patience(0);
+    /// plateau.min_delta = 1e9; // no epoch counts as an improvement
+    /// let history = net.fit_with_callbacks(&data, None, &loss, &mut Sgd::new(0.1), &quiet, &mut [&mut plateau])?;
+    /// let rates: Vec<f64> = history.epochs.iter().map(|e| e.learning_rate).collect();
+    /// assert_eq!(rates, [0.1, 0.1, 0.05]); // the first epoch sets the best
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn factor(mut self, factor: f64) -> Self {
         self.factor = factor;
         self
     }
 
     /// Sets the patience.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// assert_eq!(ReduceLrOnPlateau::new(Monitor::Loss).patience(3).patience, 3);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn patience(mut self, patience: usize) -> Self {
         self.patience = patience;
         self
     }
 
     /// Sets the cooldown.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// assert_eq!(ReduceLrOnPlateau::new(Monitor::Loss).cooldown(2).cooldown, 2);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn cooldown(mut self, cooldown: usize) -> Self {
         self.cooldown = cooldown;
         self
     }
 
     /// Sets the smallest rate.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let mut plateau = ReduceLrOnPlateau::new(Monitor::Loss).factor(0.1).patience(0).min_lr(0.02);
+    /// plateau.min_delta = 1e9; // no epoch counts as an improvement
+    /// let config = FitConfig::new(5, 16).progress(Progress::Silent);
+    /// let history = net.fit_with_callbacks(&data, None, &loss, &mut Sgd::new(0.5), &config, &mut [&mut plateau])?;
+    /// let rates: Vec<f64> = history.epochs.iter().map(|e| e.learning_rate).collect();
+    /// assert_eq!(rates[1..], [0.5, 0.05, 0.02, 0.02]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn min_lr(mut self, min_lr: f64) -> Self {
         self.min_lr = min_lr;
         self

@@ -282,6 +282,21 @@ pub struct FitConfig {
 
 impl FitConfig {
     /// `epochs` passes in batches of `batch_size`, nothing else.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let config = FitConfig::new(10, 32);
+    /// assert_eq!((config.epochs, config.batch_size, config.accumulate), (10, 32, 1));
+    /// assert!(config.validation_split.is_none() && config.early_stopping.is_none());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn new(epochs: usize, batch_size: usize) -> Self {
         Self {
             epochs,
@@ -302,6 +317,24 @@ impl FitConfig {
     /// Trains data-parallel with the ranks of `communicator` (every rank calls `fit`
     /// with the same model, data and settings; `batch_size` is per rank): see
     /// [`crate::distributed`]. A communicator of one rank trains as without one.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// use kiln::distributed::SingleProcess;
+    /// let mut alone = net.clone();
+    /// net.fit(&data, None, &loss, &mut Sgd::new(0.1), &quiet.communicator(SingleProcess))?;
+    /// let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// alone.fit(&data, None, &loss, &mut Sgd::new(0.1), &quiet)?;
+    /// assert_eq!(net.params().as_slice(), alone.params().as_slice());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn communicator(mut self, communicator: impl Communicator + 'static) -> Self {
         self.communicator = Some(Arc::new(communicator));
         self
@@ -312,6 +345,21 @@ impl FitConfig {
     /// the backup, and ends with the parameters an uninterrupted run would have, bit
     /// for bit. The file is removed when `fit` returns `Ok`, kept when it fails. See
     /// [`resume`] for what a backup holds and what must stay the same.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let path = std::env::temp_dir().join("kiln-doc-fit.backup");
+    /// net.fit(&data, None, &loss, &mut Adam::new(1e-2), &quiet.backup(&path))?;
+    /// assert!(!path.exists()); // removed once fit returns Ok
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn backup(mut self, path: impl Into<PathBuf>) -> Self {
         self.backup = Some(Backup {
             path: path.into(),
@@ -322,6 +370,22 @@ impl FitConfig {
 
     /// [`backup`](Self::backup), and also after every `steps` optimiser steps, so that
     /// an interruption loses at most `steps` steps.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let path = std::env::temp_dir().join("kiln-doc-fit-steps.backup");
+    /// let config = quiet.backup_every(&path, 2);
+    /// assert_eq!(config.backup.as_ref().and_then(|b| b.every_steps), Some(2));
+    /// net.fit(&data, None, &loss, &mut Adam::new(1e-2), &config)?;
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn backup_every(mut self, path: impl Into<PathBuf>, steps: usize) -> Self {
         self.backup = Some(Backup {
             path: path.into(),
@@ -333,6 +397,22 @@ impl FitConfig {
     /// Computes `metrics` (top-k accuracy, macro F1) each epoch, on the training
     /// batches as they are trained and on the validation data, into the
     /// [`EpochLog`]; they need class labels.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// use kiln::metrics::Metric;
+    /// let config = quiet.metrics(&[Metric::TopK(2), Metric::F1Macro]);
+    /// let history = net.fit(&data, None, &loss, &mut Adam::new(1e-2), &config)?;
+    /// assert!(history.epochs[0].top_k.is_some() && history.epochs[0].f1_macro.is_some());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn metrics(mut self, metrics: &[Metric]) -> Self {
         self.metrics = metrics.to_vec();
         self
@@ -342,30 +422,105 @@ impl FitConfig {
     /// that a step sees `batches × batch_size` samples in the memory of one batch
     /// (the epoch's last step takes what is left). The learning rate and schedules
     /// then count steps of the larger batch.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// // 60 samples in batches of 16: four batches, two steps of 32 an epoch.
+    /// net.fit(&data, None, &loss, &mut Sgd::new(0.1), &quiet.accumulate(2))?;
+    /// assert_eq!(net.steps(), 3 * 2);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn accumulate(mut self, batches: usize) -> Self {
         self.accumulate = batches;
         self
     }
 
     /// Sets the shuffling seed.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let mut twin = net.clone();
+    /// net.fit(&data, None, &loss, &mut Sgd::new(0.1), &quiet.seed(7))?;
+    /// let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// twin.fit(&data, None, &loss, &mut Sgd::new(0.1), &quiet.seed(7))?;
+    /// assert_eq!(net.params().as_slice(), twin.params().as_slice()); // the same shuffles
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
 
     /// Holds out `fraction` of the training data for validation.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let history = net.fit(&data, None, &loss, &mut Adam::new(1e-2), &quiet.validation_split(0.25))?;
+    /// assert!(history.epochs.iter().all(|e| e.val_loss.is_some()));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn validation_split(mut self, fraction: f64) -> Self {
         self.validation_split = Some(fraction);
         self
     }
 
     /// Adds early stopping.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let config = quiet.early_stopping(EarlyStopping::new(Monitor::Loss, 5));
+    /// assert_eq!(config.early_stopping.map(|e| e.patience), Some(5));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn early_stopping(mut self, early_stopping: EarlyStopping) -> Self {
         self.early_stopping = Some(early_stopping);
         self
     }
 
     /// Saves the best model to `path`, judged by `monitor`.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let path = std::env::temp_dir().join("kiln-doc-best.safetensors");
+    /// net.fit(&data, None, &loss, &mut Adam::new(1e-2), &quiet.checkpoint(&path, Monitor::Loss))?;
+    /// assert!(path.exists());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn checkpoint(mut self, path: impl Into<PathBuf>, monitor: Monitor) -> Self {
         self.checkpoint = Some(Checkpoint {
             path: path.into(),
@@ -375,12 +530,42 @@ impl FitConfig {
     }
 
     /// Drives the learning rate with `schedule`.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let config = quiet.schedule(CosineAnnealing { t_max: 2, eta_min: 0.0 });
+    /// let history = net.fit(&data, None, &loss, &mut Sgd::new(0.1), &config)?;
+    /// let rates: Vec<f64> = history.epochs.iter().map(|e| e.learning_rate).collect();
+    /// assert!((rates[1] - 0.05).abs() < 1e-12 && rates[2] == 0.0);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn schedule(mut self, schedule: impl LrSchedule + Send + Sync + 'static) -> Self {
         self.schedule = Some(Box::new(schedule));
         self
     }
 
     /// Sets how progress is shown.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+    /// # let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+    /// # let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+    /// # let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+    /// # let mut net = Net::<f32>::new(0);
+    /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// # let loss = CrossEntropy::default();
+    /// let config = FitConfig::new(3, 16).progress(Progress::Silent);
+    /// assert_eq!(config.progress, Progress::Silent);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn progress(mut self, progress: Progress) -> Self {
         self.progress = progress;
         self
