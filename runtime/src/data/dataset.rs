@@ -7,6 +7,14 @@ use rand_core::{Rng as _, SeedableRng};
 use crate::{Error, Float, Result, Rng, Shape, TensorRef};
 
 /// What a dataset's targets can be: class labels (`usize`) or values (`f32`, `f64`).
+///
+/// ```
+/// use kiln_runtime::data::Target;
+/// // Labels score accuracy (the row-wise argmax against the label); values do not.
+/// assert_eq!(usize::correct(&[0.1_f32, 0.9, 0.8, 0.2], &[1, 1], 2), Some((1, 2)));
+/// assert_eq!(f32::correct(&[0.1_f32, 0.9], &[0.5, 0.5], 2), None);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub trait Target: Copy + Send + Sync + core::fmt::Debug + 'static {
     /// `(correct, total)` for a batch of outputs, if accuracy means something for this
     /// kind of target: for class labels, the row-wise argmax of the outputs (rows of
@@ -345,6 +353,15 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
 }
 
 /// Per-feature statistics for standardisation (see [`Dataset::standardizer`]).
+///
+/// ```
+/// use kiln_runtime::{data::Dataset, Shape1};
+/// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+/// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+/// let stats = ds.standardizer();
+/// assert_eq!((stats.mean[0], stats.std[0]), (4.5, 8.25f32.sqrt()));
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Standardizer<T> {
     /// Mean of each feature.
@@ -362,6 +379,20 @@ fn shuffle(order: &mut [usize], rng: &mut Rng) {
 
 /// Shuffled minibatches over a dataset, gathered into buffers that are reused: after
 /// construction, walking an epoch allocates nothing.
+///
+/// ```
+/// use kiln_runtime::{data::Dataset, Shape1};
+/// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+/// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+/// let mut batches = ds.batches(4, Some(7)); // shuffled, a new order each epoch
+/// let mut seen = Vec::new();
+/// while let Some((x, _labels)) = batches.next_batch() {
+///     seen.extend_from_slice(x.as_slice());
+/// }
+/// seen.sort_by(f32::total_cmp);
+/// assert_eq!(seen, ds.features().as_slice()); // every sample once
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Batches<'a, T, S: Shape, Y> {
     dataset: &'a Dataset<T, S, Y>,
@@ -376,6 +407,17 @@ pub struct Batches<'a, T, S: Shape, Y> {
 }
 
 /// Where the rows of a [sharded](Batches::sharded) batch sit in their global batch.
+///
+/// ```
+/// use kiln_runtime::{data::Dataset, Shape1};
+/// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+/// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+/// // Rank 1 of 2, batches of 2 a rank: global batches of 4, of which rows 2..4 are ours.
+/// let mut batches = ds.batches(2, None).sharded(1, 2);
+/// let (_, _, part) = batches.next_batch_part().unwrap();
+/// assert_eq!((part.first, part.rows, part.total), (2, 2, 4));
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchPart {
     /// The global batch's row this rank's part starts at.
@@ -391,6 +433,20 @@ pub struct BatchPart {
 impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
     /// Rewinds to the start of `epoch`, reshuffling from the seed and the epoch number
     /// (so every epoch has its own order and a run is reproducible).
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+    /// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+    /// let order = |epoch| {
+    ///     let mut batches = ds.batches(10, Some(3));
+    ///     batches.start_epoch(epoch);
+    ///     batches.next_batch().unwrap().0.as_slice().to_vec()
+    /// };
+    /// assert_eq!(order(1), order(1));
+    /// assert_ne!(order(1), order(2));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn start_epoch(&mut self, epoch: usize) {
         if let Some(seed) = self.seed {
             for (i, o) in self.order.iter_mut().enumerate() {
@@ -413,6 +469,24 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
     ///
     /// # Panics
     /// If `rank >= ranks`.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+    /// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+    /// let take = |rank| {
+    ///     let mut batches = ds.batches(2, Some(5)).sharded(rank, 2);
+    ///     let mut rows = Vec::new();
+    ///     while let Some((x, _)) = batches.next_batch() {
+    ///         rows.extend_from_slice(x.as_slice());
+    ///     }
+    ///     rows
+    /// };
+    /// let mut both = [take(0), take(1)].concat();
+    /// both.sort_by(f32::total_cmp);
+    /// assert_eq!(both, ds.features().as_slice()); // together, each sample once
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn sharded(mut self, rank: usize, ranks: usize) -> Self {
         assert!(rank < ranks, "rank {rank} of {ranks}");
         self.rank = rank;
@@ -436,6 +510,16 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
 
     /// Moves past the next `batches` batches of this epoch without copying them (to
     /// resume an epoch where it stopped).
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+    /// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+    /// let mut batches = ds.batches(4, None);
+    /// batches.skip_batches(2);
+    /// assert_eq!(batches.next_batch().unwrap().0.as_slice(), [8.0, 9.0]); // the third batch
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn skip_batches(&mut self, batches: usize) {
         self.position = batches
             .saturating_mul(self.global_batch())
@@ -444,22 +528,60 @@ impl<T: Float, S: Shape, Y: Target> Batches<'_, T, S, Y> {
     }
 
     /// Number of batches in an epoch.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+    /// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+    /// assert_eq!(ds.batches(4, None).len(), 3); // 4, 4 and 2
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.order.len().div_ceil(self.global_batch())
     }
 
     /// Whether an epoch has no batches (never, for a constructed dataset).
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+    /// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+    /// assert!(!ds.batches(4, None).is_empty());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
 
     /// The next minibatch of this epoch, or `None` at its end.
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+    /// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+    /// let mut batches = ds.batches(8, None);
+    /// let (x, y) = batches.next_batch().unwrap();
+    /// assert_eq!((x.batch(), y.len()), (8, 8));
+    /// assert_eq!(batches.next_batch().unwrap().0.batch(), 2);
+    /// assert!(batches.next_batch().is_none());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn next_batch(&mut self) -> Option<(TensorRef<'_, T, S>, &[Y])> {
         self.next_batch_part().map(|(x, y, _)| (x, y))
     }
 
     /// [`next_batch`](Self::next_batch), with where its rows sit in their global batch
     /// (unsharded: all of it).
+    ///
+    /// ```
+    /// use kiln_runtime::{data::Dataset, Shape1};
+    /// let features: Vec<f32> = (0..10).map(|i| i as f32).collect();
+    /// let ds = Dataset::<f32, Shape1<1>>::new(features, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], Some(2))?;
+    /// let mut batches = ds.batches(8, None);
+    /// let (_, _, part) = batches.next_batch_part().unwrap();
+    /// assert_eq!((part.first, part.rows, part.total), (0, 8, 8));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn next_batch_part(&mut self) -> Option<(TensorRef<'_, T, S>, &[Y], BatchPart)> {
         if self.position >= self.order.len() {
             return None;

@@ -209,12 +209,40 @@ pub fn read_idx_dataset<T: Float, S: Shape>(
 }
 
 /// A training set and a test set.
+///
+/// ```
+/// use kiln_runtime::data::{read_mnist, TrainTest};
+/// use kiln_runtime::Shape3;
+/// fn load(dir: &std::path::Path) -> kiln_runtime::Result<TrainTest<f32, Shape3<1, 28, 28>>> {
+///     read_mnist(dir)
+/// }
+/// assert!(load(std::path::Path::new("/no/such/dir")).is_err());
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub type TrainTest<T, S> = (Dataset<T, S, usize>, Dataset<T, S, usize>);
 
 /// MNIST (or Fashion-MNIST) from a directory holding the four standard files, each
 /// gzip or raw: `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
 /// `t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`. Pixels are scaled
 /// to `[0, 1]`. Returns `(train, test)`.
+///
+/// ```
+/// use kiln_runtime::data::read_mnist;
+/// use kiln_runtime::{Error, Shape3};
+/// // KILN_MNIST_DIR names a directory with the four files; without it, the error names
+/// // the file that is missing.
+/// match std::env::var_os("KILN_MNIST_DIR") {
+///     Some(dir) => {
+///         let (train, test) = read_mnist::<f32, Shape3<1, 28, 28>>(dir.as_ref())?;
+///         assert_eq!((train.len(), test.len()), (60_000, 10_000));
+///     }
+///     None => {
+///         let err = read_mnist::<f32, Shape3<1, 28, 28>>("/no/such/dir".as_ref()).unwrap_err();
+///         assert!(matches!(err, Error::Io { path, .. } if path.contains("train-images-idx3-ubyte")));
+///     }
+/// }
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn read_mnist<T: Float, S: Shape>(dir: &Path) -> Result<TrainTest<T, S>> {
     let find = |stem: &str| -> Result<PathBuf> {
         for name in [format!("{stem}.gz"), stem.to_string()] {

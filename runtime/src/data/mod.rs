@@ -26,6 +26,15 @@ use crate::{Error, Result};
 /// it, a gzip file is an error that says so). At most `limit` bytes are inflated: a
 /// file that decompresses to more is an error as soon as the limit is passed, before
 /// the rest is inflated (a small file can expand a thousandfold).
+///
+/// ```
+/// use kiln_runtime::data::read_maybe_gz;
+/// let path = std::env::temp_dir().join("kiln-doc-maybe-gz.txt");
+/// std::fs::write(&path, "0123456789").unwrap();
+/// assert_eq!(read_maybe_gz(&path, 1 << 20)?, b"0123456789");
+/// assert!(read_maybe_gz(&path, 4).is_err()); // more than the limit
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
     MaybeGz::new(path, std::io::BufReader::new(file))?.read_all(limit)
