@@ -27,6 +27,15 @@ use crate::train::ResumeState;
 use crate::{Error, Float, Result, Rng, Shape, Tensor, TensorRef};
 
 /// One parameter tensor of a model.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let weight = Net::<f32>::SPEC.param("fc.weight").unwrap();
+/// assert_eq!((weight.shape, weight.offset, weight.len), (&[4, 3][..], 0, 12));
+/// assert!(weight.regularized && !Net::<f32>::SPEC.param("fc.bias").unwrap().regularized);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ParamInfo {
     /// PyTorch's name, such as `fc1.weight`; for a tensor of a user layer (see
@@ -50,6 +59,16 @@ pub struct ParamInfo {
 }
 
 /// How a parameter or buffer tensor is stored in a saved file.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// kiln::model! { struct Normed { input: [3], bn: BatchNorm1d, out: Dense(2) } }
+/// let tracked = Normed::<f32>::SPEC.buffer("bn.num_batches_tracked").unwrap();
+/// assert_eq!(tracked.kind, kiln::TensorKind::Count); // saved as an I64 scalar, as PyTorch
+/// assert_eq!(Normed::<f32>::SPEC.buffer("bn.running_mean").unwrap().kind, kiln::TensorKind::Float);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorKind {
     /// Floats of the model's element type.
@@ -61,11 +80,30 @@ pub enum TensorKind {
 
 impl ParamInfo {
     /// Its range in the parameter buffer.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// let net = Net::<f32>::new(0);
+    /// let bias = Net::<f32>::SPEC.param("out.bias").unwrap();
+    /// assert_eq!(&net.params().as_slice()[bias.range()], net.params().get("out.bias").unwrap());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub const fn range(&self) -> Range<usize> {
         self.offset..self.offset + self.len
     }
 
     /// Its name in a saved file, `scope.name`.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// kiln::model! { struct Outer { input: [3], inner: use Net -> [2], head: Dense(1) } }
+    /// let names: Vec<_> = Outer::<f32>::SPEC.params.iter().map(|p| p.full_name()).collect();
+    /// // A layer written outside the macro (here a model) keeps its tensors after the others.
+    /// assert_eq!(names, ["head.weight", "head.bias", "inner.fc.weight", "inner.fc.bias", "inner.out.weight", "inner.out.bias"]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn full_name(&self) -> Cow<'static, str> {
         if self.scope.is_empty() {
             Cow::Borrowed(self.name)
@@ -75,6 +113,15 @@ impl ParamInfo {
     }
 
     /// Whether its full name is `name`, without building it.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// kiln::model! { struct Outer { input: [3], inner: use Net -> [2], head: Dense(1) } }
+    /// let nested = &Outer::<f32>::SPEC.params[2]; // `fc.weight` in the scope `inner`
+    /// assert!(nested.is_named("inner.fc.weight") && !nested.is_named("fc.weight"));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn is_named(&self, name: &str) -> bool {
         if self.scope.is_empty() {
             return self.name == name;
@@ -86,6 +133,15 @@ impl ParamInfo {
 }
 
 /// One row of a model's layer table.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let fc = &Net::<f32>::SPEC.layers[0];
+/// assert_eq!((fc.name, fc.kind, fc.output, fc.params), ("fc", "Dense(4)", &[4][..], 16));
+/// assert_eq!(fc.flops, 2 * 3 * 4 + 4); // multiply-adds and the bias
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerInfo {
     /// The layer's name (`fc1`) or its generated one (`relu_0`).
@@ -104,6 +160,15 @@ pub struct LayerInfo {
 }
 
 /// Everything about a model that is known at compile time.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let spec = Net::<f32>::SPEC;
+/// assert_eq!((spec.name, spec.input, spec.output), ("Net", &[3][..], &[2][..]));
+/// assert_eq!((spec.param_count, spec.buffer_count, spec.token_vocab), (26, 0, None));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelSpec {
     /// The struct's name.
@@ -185,6 +250,14 @@ impl DeferredWeight {
 
 impl ModelSpec {
     /// The parameter called `name`.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// assert_eq!(Net::<f32>::SPEC.param("out.weight").unwrap().shape, [2, 4]);
+    /// assert!(Net::<f32>::SPEC.param("out.kernel").is_none());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn param(&self, name: &str) -> Option<&ParamInfo> {
         self.params.iter().find(|p| p.is_named(name))
     }
@@ -192,6 +265,16 @@ impl ModelSpec {
     /// Checks that every input value is finite (a NaN would pass a ReLU as 0 and still
     /// write NaN into the weight gradients) and, for models that start with an
     /// `Embedding`, a valid token id.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// kiln::model! { struct Tagger { input: [4], emb: Embedding(vocab = 10, dim = 3), LastStep, out: Dense(2) } }
+    /// assert!(Tagger::<f32>::SPEC.check_input(&[1.0_f32, 2.0, 9.0, 0.0]).is_ok());
+    /// assert!(matches!(Tagger::<f32>::SPEC.check_input(&[1.0_f32, 2.0, 10.0, 0.0]), Err(Error::TokenOutOfRange { index: 2, .. })));
+    /// assert!(Net::<f32>::SPEC.check_input(&[0.0_f32, f32::NAN, 0.0]).is_err());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn check_input<T: Float>(&self, input: &[T]) -> Result<()> {
         self.checked_input_max(input).map(drop)
     }
@@ -244,11 +327,28 @@ impl ModelSpec {
 
     /// Whether any input value is a token id (which has no gradient): the model starts
     /// with an `Embedding`, or an `Embedding` reads one of its named inputs.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// kiln::model! { struct Tagger { input: [4], emb: Embedding(vocab = 10, dim = 3), LastStep, out: Dense(2) } }
+    /// assert!(Tagger::<f32>::SPEC.reads_tokens() && !Net::<f32>::SPEC.reads_tokens());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub const fn reads_tokens(&self) -> bool {
         self.token_vocab.is_some() || !self.token_columns.is_empty()
     }
 
     /// The non-trained buffer called `name`.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// kiln::model! { struct Normed { input: [3], bn: BatchNorm1d, out: Dense(2) } }
+    /// assert_eq!(Normed::<f32>::SPEC.buffer("bn.running_var").unwrap().len, 3);
+    /// assert!(Net::<f32>::SPEC.buffer("bn.running_var").is_none());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn buffer(&self, name: &str) -> Option<&ParamInfo> {
         self.buffers.iter().find(|p| p.is_named(name))
     }
@@ -1623,6 +1723,18 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 }
 
 /// Named views into a parameter-shaped buffer (the parameters or their gradients).
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let net = Net::<f32>::new(0);
+/// let params = net.params();
+/// for (info, values) in params.iter() {
+///     assert_eq!(values.len(), info.len);
+/// }
+/// println!("{params:?}"); // every tensor by name
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Copy)]
 pub struct ParamSet<'a, T> {
     data: &'a [T],
@@ -1630,15 +1742,43 @@ pub struct ParamSet<'a, T> {
 }
 
 /// The gradients of the last backward pass, laid out like the parameters.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let mut net = Net::<f64>::new(0);
+/// net.value_and_grad(TensorRef::<f64, Shape1<3>>::new(&[1.0, 2.0, 3.0])?, &[1usize][..], &CrossEntropy::default())?;
+/// let grads: kiln::Grads<'_, f64> = net.grads()?;
+/// assert_eq!(grads.get("out.bias").unwrap().iter().sum::<f64>().abs() < 1e-12, true); // softmax − one-hot sums to 0
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub type Grads<'a, T> = ParamSet<'a, T>;
 
 impl<'a, T> ParamSet<'a, T> {
     /// The whole buffer.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// let net = Net::<f32>::new(0);
+    /// assert_eq!(net.params().as_slice().len(), 26);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn as_slice(&self) -> &'a [T] {
         self.data
     }
 
     /// The tensor called `name` (`fc1.weight`), row-major in PyTorch's layout.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// let net = Net::<f32>::new(0);
+    /// let w = net.params().get("fc.weight").unwrap(); // [4, 3]: row j holds unit j's weights
+    /// assert_eq!(w.len(), 12);
+    /// assert!(net.params().get("fc.kernel").is_none());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn get(&self, name: &str) -> Option<&'a [T]> {
         self.table
             .iter()
@@ -1647,6 +1787,15 @@ impl<'a, T> ParamSet<'a, T> {
     }
 
     /// `(info, values)` for each tensor, in buffer order.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+    /// let net = Net::<f32>::new(0);
+    /// let names: Vec<&str> = net.params().iter().map(|(info, _)| info.name).collect();
+    /// assert_eq!(names, ["fc.weight", "fc.bias", "out.weight", "out.bias"]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (&'static ParamInfo, &'a [T])> + '_ {
         self.table.iter().map(|p| (p, &self.data[p.range()]))
     }
@@ -3704,6 +3853,14 @@ fn output_layout(spec: &ModelSpec, batch: usize) -> OutputLayout {
 }
 
 /// The printable layer table of a model (see [`Model::summary`]).
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let table = Net::<f32>::summary().to_string();
+/// assert!(table.contains("Dense(4)") && table.contains("26"));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Summary(pub &'static ModelSpec);
 
