@@ -35,6 +35,19 @@ use crate::tensor::TensorRef;
 use crate::{Error, Result};
 
 /// How to check.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// use kiln::gradcheck::{check_gradients, GradCheck};
+/// let x = [0.5, -1.0, 2.0];
+/// // Probe at most 3 values of each tensor, skip the input.
+/// let options = GradCheck { per_tensor: Some(3), input: false, ..GradCheck::default() };
+/// let report = check_gradients(&Net::<f64>::new(0), &x, &[0usize][..], &CrossEntropy::default(), options)?;
+/// assert!(report.tensors.iter().all(|t| t.probed <= 3 && t.name != "input"));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct GradCheck {
     /// The finite-difference step `h`.
@@ -57,6 +70,19 @@ impl Default for GradCheck {
 }
 
 /// The worst disagreement found in one tensor.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// use kiln::gradcheck::{check_gradients, GradCheck};
+/// let x = [0.5, -1.0, 2.0];
+/// let report = check_gradients(&Net::<f64>::new(0), &x, &[0usize][..], &CrossEntropy::default(), GradCheck::default())?;
+/// let weight = &report.tensors[0];
+/// assert_eq!((weight.name.as_str(), weight.probed), ("fc.weight", 12));
+/// assert!((weight.analytic - weight.numeric).abs() <= weight.worst * weight.numeric.abs().max(1.0) + 1e-15);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorError {
     /// The parameter's name (`fc1.weight`), or `input`.
@@ -74,6 +100,19 @@ pub struct TensorError {
 }
 
 /// What [`check_gradients`] found: one row per parameter tensor, then the input.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// use kiln::gradcheck::{check_gradients, GradCheck};
+/// let x = [0.5, -1.0, 2.0];
+/// let report = check_gradients(&Net::<f64>::new(0), &x, &[0usize][..], &CrossEntropy::default(), GradCheck::default())?;
+/// assert_eq!(report.model, "Net");
+/// let names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+/// assert_eq!(names, ["fc.weight", "fc.bias", "out.weight", "out.bias", "input"]);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradReport {
     /// The model's name.
@@ -84,6 +123,17 @@ pub struct GradReport {
 
 impl GradReport {
     /// The largest relative error over every tensor; NaN if a gradient was NaN.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+    /// # let dir = std::env::temp_dir();
+    /// use kiln::gradcheck::{check_gradients, GradCheck};
+    /// let x = [0.5, -1.0, 2.0];
+    /// let report = check_gradients(&Net::<f64>::new(0), &x, &[0usize][..], &CrossEntropy::default(), GradCheck::default())?;
+    /// assert!(report.worst() < 1e-6);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn worst(&self) -> f64 {
         self.tensors.iter().map(|t| t.worst).fold(0.0, |a, b| {
             if a.is_nan() || b.is_nan() {
@@ -95,6 +145,17 @@ impl GradReport {
     }
 
     /// The tensor with the largest error, if any was checked.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+    /// # let dir = std::env::temp_dir();
+    /// use kiln::gradcheck::{check_gradients, GradCheck};
+    /// let x = [0.5, -1.0, 2.0];
+    /// let report = check_gradients(&Net::<f64>::new(0), &x, &[0usize][..], &CrossEntropy::default(), GradCheck::default())?;
+    /// assert_eq!(report.worst_tensor().unwrap().worst, report.worst());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn worst_tensor(&self) -> Option<&TensorError> {
         self.tensors
             .iter()
@@ -135,6 +196,19 @@ impl fmt::Display for GradReport {
 /// # Errors
 /// A bad batch or target (as `train_step`), a non-finite loss, an invalid step or
 /// `per_tensor` of 0, or an input gradient asked of a model that reads token ids.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// use kiln::gradcheck::{check_gradients, GradCheck};
+/// let x = [0.5, -1.0, 2.0];
+/// let report = check_gradients(&Net::<f64>::new(0), &x, &[0usize][..], &CrossEntropy::default(), GradCheck::default())?;
+/// assert!(report.worst() < 1e-6);
+/// let bad = GradCheck { step: 0.0, ..GradCheck::default() };
+/// assert!(check_gradients(&Net::<f64>::new(0), &x, &[0usize][..], &CrossEntropy::default(), bad).is_err());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn check_gradients<M, L, Y>(
     model: &M,
     x: &[f64],

@@ -51,7 +51,26 @@ fn tensors<'a, T>(
 }
 
 /// Writes the parameters and buffers (laid out as `spec` says) to `path` atomically.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// let net = Net::<f32>::new(0);
+/// let path = dir.join("kiln-doc-io-save.safetensors");
+/// kiln::io::save(Net::<f32>::SPEC, net.params().as_slice(), net.buffers().as_slice(), &path)?;
+/// let mut params = vec![0.0_f32; Net::<f32>::SPEC.param_count];
+/// kiln::io::load(Net::<f32>::SPEC, &mut params, &mut [], &path)?;
+/// assert_eq!(params, net.params().as_slice());
+/// assert!(kiln::io::save(Net::<f32>::SPEC, &params[1..], &[], &path).is_err()); // one short
+/// # Ok::<(), kiln::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Mismatch`] if `params` or `buffers` is not as long as `spec` says (nothing
+/// is written); [`Error::Io`] if the file cannot be written.
 pub fn save<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T], path: &Path) -> Result<()> {
+    check_buffer_lengths(spec, params.len(), buffers.len())?;
     let owned = encoded(spec, params, buffers);
     let views = views(&owned, path)?;
     let metadata = HashMap::from([
@@ -111,6 +130,17 @@ pub(crate) fn views<'a>(
 /// would. Temporary files that saves to `path` left behind when their process died
 /// (killed during a save) are removed. The temporary name stays within the file
 /// system's 255 bytes whatever the length of `path`'s name.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// let path = dir.join("kiln-doc-atomic.txt");
+/// kiln::io::write_atomically(&path, b"first")?;
+/// kiln::io::write_atomically(&path, b"second")?; // the old file or the new, never half
+/// assert_eq!(std::fs::read(&path).unwrap(), b"second");
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -225,6 +255,14 @@ impl Default for LoadOptions {
 impl LoadOptions {
     /// Strict, no renames: every tensor of the model must be in the file and every
     /// tensor of the file in the model ([`crate::Model::load`]).
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+    /// # let dir = std::env::temp_dir();
+    /// assert_eq!(kiln::io::LoadOptions::new(), kiln::io::LoadOptions::default());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn new() -> Self {
         Self {
             strict: true,
@@ -235,6 +273,21 @@ impl LoadOptions {
     /// With `false`, tensors the model has and the file lacks keep their values and
     /// tensors the file has and the model lacks are left out; both are reported in
     /// the [`LoadReport`]. A tensor of the wrong shape or type is an error either way.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+    /// # let dir = std::env::temp_dir();
+    /// use kiln::io::LoadOptions;
+    /// kiln::model! { struct Bigger { input: [3], fc: Dense(4), Tanh, out: Dense(2), extra: Dense(1) } }
+    /// let path = dir.join("kiln-doc-strict.safetensors");
+    /// Net::<f32>::new(3).save(&path)?;
+    /// let mut bigger = Bigger::<f32>::new(0);
+    /// assert!(bigger.load_with(&path, &LoadOptions::new()).is_err()); // extra.* missing
+    /// let report = bigger.load_with(&path, &LoadOptions::new().strict(false))?;
+    /// assert_eq!(report.missing, ["extra.bias", "extra.weight"]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;
         self
@@ -244,6 +297,21 @@ impl LoadOptions {
     /// `to` followed by the rest: `rename("", "backbone.")` loads a backbone's own
     /// state dict into the model's `backbone`, `rename("features.", "")` the other way.
     /// The first rule that matches a name applies.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+    /// # let dir = std::env::temp_dir();
+    /// use kiln::io::LoadOptions;
+    /// kiln::model! { struct Wrapped { input: [3], backbone: use Net -> [2], head: Dense(1) } }
+    /// let path = dir.join("kiln-doc-rename.safetensors");
+    /// Net::<f32>::new(3).save(&path)?; // fc.weight, ...: the backbone's own names
+    /// let mut wrapped = Wrapped::<f32>::new(0);
+    /// let report = wrapped.load_with(&path, &LoadOptions::new().strict(false).rename("", "backbone."))?;
+    /// assert_eq!(report.loaded.len(), 4);
+    /// assert_eq!(wrapped.params().get("backbone.fc.weight"), Net::<f32>::new(3).params().get("fc.weight"));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn rename(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
         self.renames.push((from.into(), to.into()));
         self
@@ -281,6 +349,19 @@ pub struct LoadReport {
 ///
 /// On any mismatch, returns [`Error::StateDict`] listing every problem and leaves
 /// `params` and `buffers` unchanged.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// let path = dir.join("kiln-doc-io-load.safetensors");
+/// Net::<f32>::new(3).save(&path)?;
+/// let mut params = vec![0.0_f32; Net::<f32>::SPEC.param_count];
+/// kiln::io::load(Net::<f32>::SPEC, &mut params, &mut [], &path)?;
+/// assert_eq!(params, Net::<f32>::new(3).params().as_slice());
+/// assert!(kiln::io::load(Net::<f32>::SPEC, &mut params[1..], &mut [], &path).is_err());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn load<T: Float>(
     spec: &ModelSpec,
     params: &mut [T],
@@ -294,6 +375,19 @@ pub fn load<T: Float>(
 /// missing and unexpected; on any problem (in strict mode, a missing or unexpected
 /// tensor too) returns [`Error::StateDict`] listing all of them, leaving `params` and
 /// `buffers` unchanged.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// use kiln::io::{load_with, LoadOptions};
+/// let path = dir.join("kiln-doc-io-load-with.safetensors");
+/// Net::<f32>::new(3).save(&path)?;
+/// let mut params = vec![0.0_f32; Net::<f32>::SPEC.param_count];
+/// let report = load_with(Net::<f32>::SPEC, &mut params, &mut [], &path, &LoadOptions::new())?;
+/// assert!(report.missing.is_empty() && report.unexpected.is_empty());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn load_with<T: Float>(
     spec: &ModelSpec,
     params: &mut [T],
@@ -308,6 +402,17 @@ pub fn load_with<T: Float>(
 }
 
 /// [`load_with`] of a file's bytes already in memory; errors name it `<bytes in memory>`.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
+/// # let dir = std::env::temp_dir();
+/// use kiln::io::{load_bytes, LoadOptions};
+/// let mut params = vec![0.0_f32; Net::<f32>::SPEC.param_count];
+/// let err = load_bytes(Net::<f32>::SPEC, &mut params, &mut [], b"not safetensors", &LoadOptions::new());
+/// assert!(err.unwrap_err().to_string().contains("<bytes in memory>"));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn load_bytes<T: Float>(
     spec: &ModelSpec,
     params: &mut [T],
@@ -322,6 +427,18 @@ pub fn load_bytes<T: Float>(
 }
 
 /// [`load_with`] from a file already parsed.
+/// Refuses parameter and buffer slices of other lengths than `spec`'s: the public
+/// entry points take them from the caller, and a tensor's range would fall outside.
+pub(crate) fn check_buffer_lengths(spec: &ModelSpec, params: usize, buffers: usize) -> Result<()> {
+    if params != spec.param_count || buffers != spec.buffer_count {
+        return Err(Error::Mismatch(format!(
+            "{}: {params} parameter and {buffers} buffer values given, the model has {} and {}",
+            spec.name, spec.param_count, spec.buffer_count
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn load_from<T: Float>(
     spec: &ModelSpec,
     params: &mut [T],
@@ -330,6 +447,7 @@ pub(crate) fn load_from<T: Float>(
     path: &Path,
     options: &LoadOptions,
 ) -> Result<LoadReport> {
+    check_buffer_lengths(spec, params.len(), buffers.len())?;
     let mut problems = Vec::new();
     let mut report = LoadReport::default();
     // The file's tensors by the model's names for them.

@@ -108,8 +108,16 @@ pub enum OnnxAttr {
 }
 
 /// The IR version and opset the exporter writes.
+///
+/// ```
+/// assert_eq!((kiln_runtime::onnx::IR_VERSION, kiln_runtime::onnx::OPSET), (8, 18));
+/// ```
 pub const IR_VERSION: i64 = 8;
 /// The default domain's opset the exporter writes.
+///
+/// ```
+/// assert!(kiln_runtime::onnx::OPSET >= 17); // LayerNormalization is in the default domain
+/// ```
 pub const OPSET: i64 = 18;
 
 /// ONNX's element types (`TensorProto.DataType`).
@@ -118,7 +126,22 @@ const INT64: u64 = 7;
 const DOUBLE: u64 = 11;
 
 /// The ONNX model of `spec` with these weights, as bytes.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let net = Net::<f32>::new(0);
+/// let bytes = kiln::onnx::to_onnx(Net::<f32>::SPEC, net.params().as_slice(), &[])?;
+/// assert_eq!(bytes, net.to_onnx()?);
+/// assert!(kiln::onnx::to_onnx(Net::<f32>::SPEC, &net.params().as_slice()[1..], &[]).is_err());
+/// # Ok::<(), kiln::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::OnnxUnsupported`] naming the first layer the exporter does not cover;
+/// [`Error::Mismatch`] if `params` or `buffers` is not as long as `spec` says.
 pub fn to_onnx<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T]) -> Result<Vec<u8>> {
+    crate::io::check_buffer_lengths(spec, params.len(), buffers.len())?;
     let nodes = match spec.onnx {
         OnnxPlan::Graph(nodes) => nodes,
         OnnxPlan::Unsupported { kind } => {
