@@ -68,6 +68,17 @@ use crate::{Error, Float, Result};
 /// the same result for the same call (an all-reduce whose sums differ in their last
 /// bit between ranks would let the parameters drift apart: [`fit`](crate::train::fit)
 /// checks them after every epoch).
+///
+/// ```
+/// use kiln_runtime::distributed::{Communicator, SingleProcess};
+/// fn mean_across_ranks(comm: &dyn Communicator, local: f64) -> kiln_runtime::Result<f64> {
+///     let mut total = [0.0];
+///     comm.all_reduce_sum_f64(&[local], &mut total)?;
+///     Ok(total[0] / comm.size() as f64)
+/// }
+/// assert_eq!(mean_across_ranks(&SingleProcess, 0.25)?, 0.25);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub trait Communicator: Send + Sync {
     /// This process's rank, `0..size()`.
     fn rank(&self) -> usize;
@@ -89,6 +100,17 @@ pub trait Communicator: Send + Sync {
 
 /// The communicator of a process that trains alone: rank 0 of 1, where every
 /// collective is a copy or nothing.
+///
+/// ```
+/// use kiln_runtime::distributed::{Communicator, SingleProcess};
+/// let comm = SingleProcess;
+/// assert_eq!((comm.rank(), comm.size()), (0, 1));
+/// let mut sum = [0.0_f32; 2];
+/// comm.all_reduce_sum_f32(&[1.0, 2.0], &mut sum)?;
+/// assert_eq!(sum, [1.0, 2.0]);
+/// assert!(comm.broadcast(&mut [0u8; 4], 1).is_err()); // there is no rank 1
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SingleProcess;
 
@@ -145,6 +167,15 @@ fn check_root(root: usize, size: usize) -> Result<()> {
 }
 
 /// `recv = Σ over ranks of send` for either element type.
+///
+/// ```
+/// use kiln_runtime::distributed::{all_reduce_sum, SingleProcess};
+/// let mut recv = [0.0_f64; 3];
+/// all_reduce_sum(&SingleProcess, &[1.0, 2.0, 3.0], &mut recv)?;
+/// assert_eq!(recv, [1.0, 2.0, 3.0]);
+/// assert!(all_reduce_sum(&SingleProcess, &[1.0_f64], &mut recv).is_err()); // lengths differ
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn all_reduce_sum<T: Float>(comm: &dyn Communicator, send: &[T], recv: &mut [T]) -> Result<()> {
     T::all_reduce_sum(comm, send, recv)
 }
@@ -288,6 +319,15 @@ mod mpi_impl {
         ///
         /// Fails if MPI was initialised already in this process, or offers less than
         /// serialised threading.
+        ///
+        /// ```no_run
+        /// use kiln_runtime::distributed::{Communicator, Mpi};
+        /// // Under `mpirun -n 4`: each process is one rank of four.
+        /// let world = Mpi::init()?;
+        /// println!("rank {} of {}", world.rank(), world.size());
+        /// assert!(Mpi::init().is_err()); // once per process
+        /// # Ok::<(), kiln_runtime::Error>(())
+        /// ```
         pub fn init() -> Result<Self> {
             let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Serialized)
             else {

@@ -75,6 +75,33 @@ impl OutputLayout {
 }
 
 /// A training objective.
+///
+/// ```
+/// use kiln_runtime::loss::{Loss, OutputLayout};
+/// use kiln_runtime::{Float, Result};
+///
+/// /// Mean absolute error.
+/// struct L1;
+///
+/// impl<T: Float> Loss<T> for L1 {
+///     type Target = [T];
+///
+///     fn evaluate(&self, output: &[T], target: &[T], _: OutputLayout, grad: Option<&mut [T]>) -> Result<T> {
+///         let n = T::from_f64(output.len() as f64);
+///         if let Some(grad) = grad {
+///             for ((g, &y), &t) in grad.iter_mut().zip(output).zip(target) {
+///                 *g = (y - t).signum0() / n;
+///             }
+///         }
+///         Ok(output.iter().zip(target).map(|(&y, &t)| (y - t).abs()).sum::<T>() / n)
+///     }
+/// }
+///
+/// let mut grad = [0.0_f64; 2];
+/// let value = L1.evaluate(&[1.0, 3.0], &[2.0, 2.0], OutputLayout { batch: 2, width: 1 }, Some(&mut grad))?;
+/// assert_eq!((value, grad), (1.0, [-0.5, 0.5]));
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub trait Loss<T: Float> {
     /// What the output is compared with: `[T]` for regression-style losses, `[usize]`
     /// class indices for [`CrossEntropy`]. (It views as itself, so generic code can
@@ -157,6 +184,16 @@ pub trait Loss<T: Float> {
 
 /// One output's running score over batches: its loss times the samples, and its
 /// correct and counted predictions for class labels.
+///
+/// ```
+/// use kiln_runtime::loss::OutputScore;
+/// let mut score = OutputScore::default();
+/// score.loss += 0.5 * 32.0; // a batch of 32 with a mean loss of 0.5
+/// score.correct += 30.0;
+/// score.counted += 32.0;
+/// assert_eq!(score.correct / score.counted, 0.9375);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OutputScore {
     /// Σ loss × batch.
@@ -264,6 +301,8 @@ macro_rules! weighting {
     ($($loss:ident),*) => {$(
         impl $loss {
             /// This loss scaled by `weight`, for one output of a model with several.
+            ///
+            #[doc = concat!("```\nuse kiln_runtime::loss::", stringify!($loss), ";\n// This output's loss counts a fifth of an unweighted one's.\nlet weighted = ", stringify!($loss), "::default().weight(0.2);\nassert_eq!((weighted.loss, weighted.weight), (", stringify!($loss), "::default(), 0.2));\n```")]
             pub const fn weight(self, weight: f64) -> Weighted<Self> {
                 Weighted { loss: self, weight }
             }
@@ -631,6 +670,12 @@ pub struct Regularization {
 
 impl Regularization {
     /// No penalty.
+    ///
+    /// ```
+    /// use kiln_runtime::Regularization;
+    /// assert_eq!(Regularization::NONE, Regularization::default());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub const NONE: Self = Self { l1: 0.0, l2: 0.0 };
 
     /// `l1 Σ|w|`.

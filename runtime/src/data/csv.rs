@@ -88,6 +88,14 @@ pub struct CsvOptions {
 impl CsvOptions {
     /// Labels in `label`, below `classes`; features unscaled, the header detected,
     /// non-finite features refused, at most 1 GiB.
+    ///
+    /// ```
+    /// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+    /// use kiln_runtime::Shape1;
+    /// let options = CsvOptions::new(LabelColumn::First, 10);
+    /// assert_eq!((options.scale, options.header, options.max_bytes), (1.0, Header::Detect, 1 << 30));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn new(label: LabelColumn, classes: usize) -> Self {
         Self {
             label,
@@ -100,11 +108,28 @@ impl CsvOptions {
     }
 
     /// Features multiplied by `scale`.
+    ///
+    /// ```
+    /// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+    /// use kiln_runtime::Shape1;
+    /// let ds = read_csv_bytes::<f32, Shape1<2>>(b"8,16,1\n", &CsvOptions::new(LabelColumn::Last, 2).scale(1.0 / 16.0))?;
+    /// assert_eq!(ds.features().as_slice(), [0.5, 1.0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn scale(self, scale: f64) -> Self {
         Self { scale, ..self }
     }
 
     /// Whether the first row is a header.
+    ///
+    /// ```
+    /// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+    /// use kiln_runtime::Shape1;
+    /// // A first row of numbers is data unless the file says it is a header.
+    /// let options = CsvOptions::new(LabelColumn::Last, 2).header(Header::Present);
+    /// assert_eq!(read_csv_bytes::<f32, Shape1<1>>(b"1,0\n2,1\n", &options)?.len(), 1);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn header(self, header: Header) -> Self {
         Self { header, ..self }
     }
@@ -128,6 +153,14 @@ impl CsvOptions {
     }
 
     /// At most `bytes` of (decompressed) file.
+    ///
+    /// ```
+    /// use kiln_runtime::data::{read_csv_bytes, CsvOptions, Header, LabelColumn};
+    /// use kiln_runtime::Shape1;
+    /// let options = CsvOptions::new(LabelColumn::Last, 2).max_bytes(8);
+    /// assert!(read_csv_bytes::<f32, Shape1<1>>(b"1,0\n2,1\n3,0\n", &options).is_err()); // 12 bytes
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn max_bytes(self, bytes: u64) -> Self {
         Self {
             max_bytes: bytes,
