@@ -30,6 +30,13 @@ pub enum GradClip {
 
 impl GradClip {
     /// Fails on a bound that is not a positive finite number.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::GradClip;
+    /// assert_eq!(GradClip::Norm(1.0).validate()?, GradClip::Norm(1.0));
+    /// assert!(GradClip::Value(f64::INFINITY).validate().is_err());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn validate(self) -> Result<Self> {
         let (name, bound) = match self {
             GradClip::Norm(bound) => ("max_norm", bound),
@@ -48,6 +55,17 @@ impl GradClip {
 
     /// Clips `grads` in place and returns their global L2 norm before clipping, or
     /// fails (leaving them as they were) if that norm is not finite.
+    ///
+    /// ```
+    /// use kiln_runtime::optim::GradClip;
+    /// let mut small = [0.3_f32, 0.4];
+    /// assert!((GradClip::Norm(1.0).apply(&mut small)? - 0.5).abs() < 1e-7);
+    /// assert_eq!(small, [0.3, 0.4]); // under the bound: untouched
+    /// let mut bad = [1.0_f32, f32::INFINITY];
+    /// assert!(GradClip::Norm(1.0).apply(&mut bad).is_err());
+    /// assert_eq!(bad, [1.0, f32::INFINITY]); // as they were
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn apply<T: Float>(self, grads: &mut [T]) -> Result<f64> {
         let bound = self.validate()?;
         let norm = global_norm(grads);

@@ -21,6 +21,45 @@ use crate::train::ResumeState;
 use crate::{Error, Float, Result};
 
 /// Updates parameters from their gradients.
+///
+/// ```
+/// use kiln_runtime::optim::Optimizer;
+/// use kiln_runtime::train::ResumeState;
+/// use kiln_runtime::{Float, Result};
+///
+/// /// Sign descent: p ← p − lr·sign(g), with no state of its own.
+/// struct SignSgd(f64);
+///
+/// impl<T: Float> Optimizer<T> for SignSgd {
+///     fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+///         let lr = T::from_f64(self.0);
+///         for (p, &g) in params.iter_mut().zip(grads) {
+///             *p -= lr * g.signum0();
+///         }
+///         Ok(())
+///     }
+///     fn learning_rate(&self) -> f64 {
+///         self.0
+///     }
+///     fn set_learning_rate(&mut self, lr: f64) {
+///         self.0 = lr;
+///     }
+///     // So that fit can back training up and resume it: the rate is all there is.
+///     fn save_state(&self, state: &mut ResumeState<T>) -> Result<()> {
+///         state.put_number("lr", self.0);
+///         Ok(())
+///     }
+///     fn restore_state(&mut self, state: &ResumeState<T>, _params: usize) -> Result<()> {
+///         self.0 = state.number("lr")?;
+///         Ok(())
+///     }
+/// }
+///
+/// let mut p = [1.0_f32, 1.0];
+/// SignSgd(0.5).step(&mut p, &[3.0, -0.1])?;
+/// assert_eq!(p, [0.5, 1.5]);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub trait Optimizer<T: Float> {
     /// One update of `params` from `grads` (same length, same order).
     ///
@@ -103,6 +142,14 @@ pub(crate) fn add_scaled<T: Float>(acc: &mut [T], values: &[T], weight: T) {
 ///
 /// # Panics
 /// If the buffers differ in length.
+///
+/// ```
+/// use kiln_runtime::optim::apply_linear_step;
+/// let mut p = [1.0_f64, 2.0];
+/// apply_linear_step(&mut p, &[10.0, -10.0], 0.1);
+/// assert_eq!(p, [0.0, 3.0]);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn apply_linear_step<T: Float>(params: &mut [T], grads: &[T], rate: T) {
     assert_eq!(params.len(), grads.len(), "parameters and gradients differ");
     in_halves(

@@ -27,6 +27,13 @@ use crate::{Error, Float, ModelSpec, Result};
 
 /// How often [`fit`](super::fit) backs up its whole state (see
 /// [`FitConfig::backup`](super::FitConfig::backup)).
+///
+/// ```
+/// use kiln_runtime::train::{Backup, FitConfig};
+/// let config = FitConfig::new(10, 32).backup_every("run.backup", 500);
+/// assert_eq!(config.backup, Some(Backup { path: "run.backup".into(), every_steps: Some(500) }));
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
     /// The backup file, replaced atomically at each backup and removed when `fit`
@@ -46,6 +53,19 @@ const VERSION: &str = "1";
 ///
 /// Keys are scoped: each optimiser and callback sees its own names (`fit` adds a prefix
 /// per owner), so two callbacks may both use `best`.
+///
+/// ```
+/// use kiln_runtime::train::ResumeState;
+/// let mut state = ResumeState::<f32>::new();
+/// state.put_number("best", 0.25);
+/// state.put_count("waited", 3);
+/// state.put_tensor("velocity", &[0.5, -0.5]);
+/// assert_eq!(state.number("best")?, 0.25);
+/// assert_eq!(state.count("waited")?, 3);
+/// assert_eq!(state.tensor("velocity", 2)?, [0.5, -0.5]);
+/// assert!(state.number("worst").is_err()); // the error names the key
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ResumeState<T> {
     scope: String,
@@ -57,6 +77,13 @@ pub struct ResumeState<T> {
 
 impl<T: Float> ResumeState<T> {
     /// An empty state.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// assert!(state.is_empty());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn new() -> Self {
         Self {
             scope: String::new(),
@@ -82,12 +109,29 @@ impl<T: Float> ResumeState<T> {
     }
 
     /// Keeps `value` exactly (its bits).
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_number("lr", 0.1 + 0.2);
+    /// assert_eq!(state.number("lr")?.to_bits(), (0.1_f64 + 0.2).to_bits());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn put_number(&mut self, key: &str, value: f64) {
         self.numbers.insert(self.key(key), value);
     }
 
     /// Keeps `value` if it is `Some`; [`optional_number`](Self::optional_number) reads
     /// it back.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_optional("best", None);
+    /// state.put_optional("seen", Some(2.0));
+    /// assert_eq!((state.optional_number("best"), state.optional_number("seen")), (None, Some(2.0)));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn put_optional(&mut self, key: &str, value: Option<f64>) {
         if let Some(value) = value {
             self.put_number(key, value);
@@ -95,21 +139,54 @@ impl<T: Float> ResumeState<T> {
     }
 
     /// The number kept under `key`; an error naming it if there is none.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_number("lr", 0.01);
+    /// assert_eq!(state.number("lr")?, 0.01);
+    /// assert!(state.number("momentum").unwrap_err().to_string().contains("momentum"));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn number(&self, key: &str) -> Result<f64> {
         self.optional_number(key).ok_or_else(|| self.missing(key))
     }
 
     /// The number kept under `key`, if any.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// assert_eq!(state.optional_number("best"), None);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn optional_number(&self, key: &str) -> Option<f64> {
         self.numbers.get(&self.key(key)).copied()
     }
 
     /// Keeps an integer exactly.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_count("step", u64::MAX);
+    /// assert_eq!(state.count("step")?, u64::MAX); // not rounded through a float
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn put_count(&mut self, key: &str, value: u64) {
         self.put_counts(key, &[value]);
     }
 
     /// The integer kept under `key`.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_count("epoch", 4);
+    /// assert_eq!(state.count("epoch")?, 4);
+    /// assert!(state.count("batch").is_err());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn count(&self, key: &str) -> Result<u64> {
         match self.counts(key)? {
             [value] => Ok(*value),
@@ -118,16 +195,42 @@ impl<T: Float> ResumeState<T> {
     }
 
     /// [`count`](Self::count) as a `usize`.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_count("patience_left", 2);
+    /// let left: usize = state.size("patience_left")?;
+    /// assert_eq!(left, 2);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn size(&self, key: &str) -> Result<usize> {
         usize::try_from(self.count(key)?).map_err(|_| self.missing(key))
     }
 
     /// Keeps integers exactly.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_counts("confusion", &[5, 1, 0, 7]);
+    /// assert_eq!(state.counts("confusion")?, [5, 1, 0, 7]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn put_counts(&mut self, key: &str, values: &[u64]) {
         self.counts.insert(self.key(key), values.to_vec());
     }
 
     /// The integers kept under `key`.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_counts("hits", &[1, 2]);
+    /// assert_eq!(state.counts("hits")?.len(), 2);
+    /// assert!(state.counts("misses").is_err());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn counts(&self, key: &str) -> Result<&[u64]> {
         self.counts
             .get(&self.key(key))
@@ -136,16 +239,40 @@ impl<T: Float> ResumeState<T> {
     }
 
     /// Keeps a tensor of the model's element type.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_tensor("exp_avg", &[0.1, 0.2, 0.3]);
+    /// assert_eq!(state.optional_tensor("exp_avg"), Some(&[0.1, 0.2, 0.3][..]));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn put_tensor(&mut self, key: &str, values: &[T]) {
         self.tensors.insert(self.key(key), values.to_vec());
     }
 
     /// The tensor kept under `key`, if any.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// assert_eq!(state.optional_tensor("velocity"), None); // no step taken yet
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn optional_tensor(&self, key: &str) -> Option<&[T]> {
         self.tensors.get(&self.key(key)).map(Vec::as_slice)
     }
 
     /// The tensor kept under `key`, which must have `len` values.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_tensor("exp_avg", &[0.0; 4]);
+    /// assert!(state.tensor("exp_avg", 4).is_ok());
+    /// assert!(state.tensor("exp_avg", 5).is_err()); // a backup of another model
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn tensor(&self, key: &str, len: usize) -> Result<&[T]> {
         let values = self.optional_tensor(key).ok_or_else(|| self.missing(key))?;
         if values.len() != len {
@@ -163,6 +290,14 @@ impl<T: Float> ResumeState<T> {
     }
 
     /// Whether nothing is kept.
+    ///
+    /// ```
+    /// use kiln_runtime::train::ResumeState;
+    /// let mut state = ResumeState::<f32>::new();
+    /// state.put_count("steps", 1);
+    /// assert!(!state.is_empty());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.numbers.is_empty() && self.tensors.is_empty() && self.counts.is_empty()
     }
