@@ -41,6 +41,18 @@ use crate::model::SEALED;
 use crate::{Error, Float, Model, Result};
 
 /// One named input or output of a model.
+///
+/// ```
+/// use kiln_runtime::outputs::Port;
+/// // Two outputs of each sample: a 3-class head, then one regression value.
+/// let ports = [
+///     Port { name: "kind", size: 3, width: 3, shape: &[3], node: 5 },
+///     Port { name: "size", size: 1, width: 1, shape: &[1], node: 6 },
+/// ];
+/// let per_sample: usize = ports.iter().map(|p| p.size).sum();
+/// assert_eq!(per_sample, 4); // the packed output's values a sample
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Port {
     /// Its name in the model (`click`).
@@ -70,6 +82,28 @@ pub struct Port {
 /// `layout.batch` samples; [`Error::Mismatch`] if the losses mix reductions (mean and
 /// sum, which gradient accumulation could not combine) or `scores` is neither empty
 /// nor one per output; any output's loss error.
+///
+/// ```
+/// use kiln_runtime::outputs::Port;
+/// // Two outputs of each sample: a 3-class head, then one regression value.
+/// let ports = [
+///     Port { name: "kind", size: 3, width: 3, shape: &[3], node: 5 },
+///     Port { name: "size", size: 1, width: 1, shape: &[1], node: 6 },
+/// ];
+/// use kiln_runtime::loss::{Loss, OutputLayout};
+/// use kiln_runtime::outputs::outputs_loss;
+/// use kiln_runtime::{Mse, Reduction};
+/// // Both outputs' losses as values (targets of one type): a sample's 3 + 1 targets.
+/// let losses: [&dyn Loss<f64, Target = [f64]>; 2] = [&Mse::default(), &Mse::default()];
+/// let output = [1.0, 0.0, 0.0, 2.0, /* second sample */ 0.0, 1.0, 0.0, 4.0];
+/// let target = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+/// let layout = OutputLayout { batch: 2, width: 4 };
+/// let mut grad = [0.0; 8];
+/// let total = outputs_loss(&ports, &losses, &output, &target, layout, Some(&mut grad), 1.0, &mut [])?;
+/// assert_eq!(total, (1.0 + 9.0) / 2.0); // the kinds are right; sizes off by 1 and 3
+/// assert_eq!(grad[3], 2.0 * 1.0 / 2.0); // d/dy of the size's mean squared error
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn outputs_loss<T: Float, Y: Target>(
     ports: &[Port],
     losses: &[&dyn Loss<T, Target = [Y]>],
@@ -299,6 +333,19 @@ pub fn pack_targets<Y: Copy>(
 
 /// Runs `f` on a per-thread buffer that packs a batch's inputs, kept for the next
 /// call so that serving allocates nothing after its first batch of a size.
+///
+/// ```
+/// use kiln_runtime::outputs::with_packed;
+/// let len = with_packed(|buffer: &mut Vec<f32>| {
+///     buffer.clear();
+///     buffer.extend_from_slice(&[1.0, 2.0, 3.0]);
+///     buffer.len()
+/// });
+/// assert_eq!(len, 3);
+/// // The next call on this thread gets the same buffer back, its capacity kept.
+/// assert!(with_packed(|buffer: &mut Vec<f32>| buffer.capacity()) >= 3);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub fn with_packed<T: Copy + 'static, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R {
     let mut packed = take::<T>(PACKED);
     let result = f(&mut packed);
@@ -309,6 +356,15 @@ pub fn with_packed<T: Copy + 'static, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R 
 /// The values of node `node` (an output's, from the model's `SPEC`) that `model`'s last
 /// forward pass left in its workspace, for the whole batch: how a graph model's
 /// `infer_outputs` reads each output without copying it.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let mut net = Net::<f32>::new(0);
+/// let served = net.infer(TensorRef::<f32, Shape1<3>>::new(&[1.0, 2.0, 3.0])?).to_vec();
+/// assert_eq!(kiln::outputs::node_values(&net, Net::<f32>::SPEC.output_node), served);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn node_values<T: Float, M: Model<T>>(model: &M, node: usize) -> &[T] {
     model.state(SEALED).node_values(node)
 }

@@ -69,6 +69,20 @@ fn write_png(
 
 /// Draws `history` to `stem.png` and `stem.svg`: training and validation loss on the
 /// left, accuracy on the right (when there is accuracy). Returns the two paths.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// let config = FitConfig::new(3, 16).progress(Progress::Silent).validation_split(0.2);
+/// let history = Net::<f32>::new(0).fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+/// let stem = std::env::temp_dir().join("kiln-doc-curves");
+/// let written = kiln::plot::training_curves(&history, &stem)?;
+/// assert_eq!(written, [stem.with_extension("png"), stem.with_extension("svg")]);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn training_curves(history: &History, stem: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
     register_fonts();
     let (png, svg) = outputs(stem.as_ref());

@@ -117,11 +117,25 @@ impl<T: Float, S: Shape> Tensor<T, S> {
     }
 
     /// Number of samples.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape2, Tensor};
+    /// let x = Tensor::<f32, Shape2<2, 3>>::zeros(5)?; // five samples of [2, 3]
+    /// assert_eq!(x.batch(), 5);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn batch(&self) -> usize {
         self.data.len() / S::SIZE
     }
 
     /// All values, sample after sample.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape1, Tensor};
+    /// let x = Tensor::<f32, Shape1<2>>::from_vec(vec![1.0, 2.0, 3.0, 4.0])?;
+    /// assert_eq!(x.as_slice(), [1.0, 2.0, 3.0, 4.0]);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn as_slice(&self) -> &[T] {
         &self.data
     }
@@ -250,6 +264,13 @@ impl<'a, T: Float, S: Shape> TensorRef<'a, T, S> {
     }
 
     /// Number of samples.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape2, TensorRef};
+    /// let raw = [0.0_f32; 12];
+    /// assert_eq!(TensorRef::<f32, Shape2<2, 3>>::new(&raw)?.batch(), 2);
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn batch(&self) -> usize {
         self.data.len() / S::SIZE
     }

@@ -562,6 +562,22 @@ impl<T: Float, M: Model<T>> Callback<T, M> for ReduceLrOnPlateau {
 /// gradient norm without clipping). A model with several outputs adds each one's
 /// columns after the others (`digit_loss`, `digit_accuracy`, `val_digit_loss`,
 /// `val_digit_accuracy`).
+///
+/// ```
+/// # use kiln::prelude::*;
+/// kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// let path = std::env::temp_dir().join("kiln-doc-history.csv");
+/// let config = FitConfig::new(2, 16).progress(Progress::Silent).validation_split(0.2);
+/// Net::<f32>::new(0).fit_with_callbacks(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config, &mut [&mut CsvLogger::new(&path)])?;
+/// let log = std::fs::read_to_string(&path).unwrap();
+/// let header = log.lines().next().unwrap();
+/// assert!(header.starts_with("epoch,loss,accuracy,val_loss,val_accuracy"));
+/// assert_eq!(log.lines().count(), 3);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct CsvLogger {
     path: PathBuf,

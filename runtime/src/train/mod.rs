@@ -573,6 +573,30 @@ impl FitConfig {
 }
 
 /// The metrics of one epoch.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// kiln::model! {
+///     struct TwoHeads {
+///         inputs: { a: [4], b: [3] },
+///         joined: Concat(a, b) >> { Dense(16), Relu },
+///         outputs: { first: joined >> Dense(4), second: joined >> Dense(3) },
+///     }
+/// }
+/// let a: Vec<f32> = (0..4 * 40).map(|i| ((i * 7) % 11) as f32 / 11.0).collect();
+/// let b: Vec<f32> = (0..3 * 40).map(|i| ((i * 5) % 13) as f32 / 13.0).collect();
+/// let (first, second): (Vec<usize>, Vec<usize>) = (0..40).map(|i| (i % 4, i % 3)).unzip();
+/// let data = TwoHeads::<f32>::dataset(TwoHeadsInputs { a: &a, b: &b }, TwoHeadsOutputs { first: &first, second: &second })?;
+/// let loss = TwoHeadsOutputs { first: CrossEntropy::default(), second: CrossEntropy::default().weight(0.5) };
+/// let mut model = TwoHeads::<f32>::new(0);
+/// let config = FitConfig::new(2, 8).progress(Progress::Silent).validation_split(0.25);
+/// let history = model.fit(&data, None, &loss, &mut Adam::new(1e-2), &config)?;
+/// let epoch = &history.epochs[1];
+/// assert_eq!(epoch.epoch, 1);
+/// assert!(epoch.val_loss.is_some() && epoch.seconds > 0.0);
+/// assert_eq!(epoch.accuracy, None); // several outputs: each has its own (`outputs`)
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochLog {
     /// 0-based epoch.
@@ -608,6 +632,28 @@ pub struct EpochLog {
 
 impl EpochLog {
     /// The figures of the output called `name`, if the model has one.
+    ///
+    /// ```
+    /// # use kiln::prelude::*;
+    /// kiln::model! {
+    ///     struct TwoHeads {
+    ///         inputs: { a: [4], b: [3] },
+    ///         joined: Concat(a, b) >> { Dense(16), Relu },
+    ///         outputs: { first: joined >> Dense(4), second: joined >> Dense(3) },
+    ///     }
+    /// }
+    /// let a: Vec<f32> = (0..4 * 40).map(|i| ((i * 7) % 11) as f32 / 11.0).collect();
+    /// let b: Vec<f32> = (0..3 * 40).map(|i| ((i * 5) % 13) as f32 / 13.0).collect();
+    /// let (first, second): (Vec<usize>, Vec<usize>) = (0..40).map(|i| (i % 4, i % 3)).unzip();
+    /// let data = TwoHeads::<f32>::dataset(TwoHeadsInputs { a: &a, b: &b }, TwoHeadsOutputs { first: &first, second: &second })?;
+    /// let loss = TwoHeadsOutputs { first: CrossEntropy::default(), second: CrossEntropy::default().weight(0.5) };
+    /// let mut model = TwoHeads::<f32>::new(0);
+    /// let config = FitConfig::new(1, 8).progress(Progress::Silent);
+    /// let history = model.fit(&data, None, &loss, &mut Adam::new(1e-2), &config)?;
+    /// assert!(history.epochs[0].output("second").unwrap().accuracy.is_some());
+    /// assert!(history.epochs[0].output("third").is_none());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn output(&self, name: &str) -> Option<&OutputLog> {
         self.outputs.iter().find(|o| o.name == name)
     }
@@ -615,6 +661,30 @@ impl EpochLog {
 
 /// One output's figures in an epoch of a model with several, as Keras reports
 /// `digit_loss` and `val_digit_accuracy`.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// kiln::model! {
+///     struct TwoHeads {
+///         inputs: { a: [4], b: [3] },
+///         joined: Concat(a, b) >> { Dense(16), Relu },
+///         outputs: { first: joined >> Dense(4), second: joined >> Dense(3) },
+///     }
+/// }
+/// let a: Vec<f32> = (0..4 * 40).map(|i| ((i * 7) % 11) as f32 / 11.0).collect();
+/// let b: Vec<f32> = (0..3 * 40).map(|i| ((i * 5) % 13) as f32 / 13.0).collect();
+/// let (first, second): (Vec<usize>, Vec<usize>) = (0..40).map(|i| (i % 4, i % 3)).unzip();
+/// let data = TwoHeads::<f32>::dataset(TwoHeadsInputs { a: &a, b: &b }, TwoHeadsOutputs { first: &first, second: &second })?;
+/// let loss = TwoHeadsOutputs { first: CrossEntropy::default(), second: CrossEntropy::default().weight(0.5) };
+/// let mut model = TwoHeads::<f32>::new(0);
+/// let config = FitConfig::new(1, 8).progress(Progress::Silent);
+/// let history = model.fit(&data, None, &loss, &mut Adam::new(1e-2), &config)?;
+/// let names: Vec<&str> = history.epochs[0].outputs.iter().map(|o| o.name).collect();
+/// assert_eq!(names, ["first", "second"]);
+/// let total: f64 = history.epochs[0].outputs.iter().map(|o| o.loss).sum();
+/// assert!((total - history.epochs[0].loss).abs() < 1e-5); // the weighted parts add up
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutputLog {
     /// The output's name.
@@ -795,6 +865,28 @@ fn metric_counts<T: Float, M: Model<T>, Y: Target>(
 ///
 /// # Errors
 /// As [`evaluate`].
+///
+/// ```
+/// # use kiln::prelude::*;
+/// kiln::model! {
+///     struct TwoHeads {
+///         inputs: { a: [4], b: [3] },
+///         joined: Concat(a, b) >> { Dense(16), Relu },
+///         outputs: { first: joined >> Dense(4), second: joined >> Dense(3) },
+///     }
+/// }
+/// let a: Vec<f32> = (0..4 * 40).map(|i| ((i * 7) % 11) as f32 / 11.0).collect();
+/// let b: Vec<f32> = (0..3 * 40).map(|i| ((i * 5) % 13) as f32 / 13.0).collect();
+/// let (first, second): (Vec<usize>, Vec<usize>) = (0..40).map(|i| (i % 4, i % 3)).unzip();
+/// let data = TwoHeads::<f32>::dataset(TwoHeadsInputs { a: &a, b: &b }, TwoHeadsOutputs { first: &first, second: &second })?;
+/// let loss = TwoHeadsOutputs { first: CrossEntropy::default(), second: CrossEntropy::default().weight(0.5) };
+/// let mut model = TwoHeads::<f32>::new(0);
+/// let scores = kiln::train::evaluate_outputs(&mut model, &data, &loss, 16)?;
+/// let total = model.evaluate(&data, &loss, 16)?.loss;
+/// assert!((scores[0].loss + scores[1].loss - total).abs() < 1e-5);
+/// assert!(scores.iter().all(|s| s.accuracy.is_some() && s.samples == 40));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn evaluate_outputs<T, M, L, Y>(
     model: &mut M,
     data: &Dataset<T, M::Input, Y>,
