@@ -47,4 +47,12 @@ pub use tensor::{Shape, Shape1, Shape2, Shape3, Shape4, Tensor, TensorRef};
 
 /// The random generator of initialisation and dropout: ChaCha8, whose output is fixed
 /// for a given seed across platforms and versions.
+///
+/// ```
+/// use kiln_runtime::Rng;
+/// use rand_core::{Rng as _, SeedableRng};
+/// let (mut a, mut b) = (Rng::seed_from_u64(42), Rng::seed_from_u64(42));
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 pub type Rng = rand_chacha::ChaCha8Rng;

@@ -49,6 +49,18 @@ use crate::float::Float;
 use crate::model::ModelSpec;
 
 /// The ONNX operators of a model, or the first layer that has none.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// use kiln::onnx::{OnnxAttr, OnnxPlan, OnnxValue};
+/// kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let OnnxPlan::Graph(nodes) = Net::<f32>::SPEC.onnx else { panic!("every layer here exports") };
+/// let ops: Vec<&str> = nodes.iter().map(|n| n.op).collect();
+/// assert_eq!(ops, ["Reshape", "Gemm", "Relu", "Reshape", "Gemm"]); // a dense step takes rows
+/// kiln::model! { struct Outer { input: [3], inner: use Net -> [2], head: Dense(1) } }
+/// assert!(matches!(Outer::<f32>::SPEC.onnx, OnnxPlan::Unsupported { .. }));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OnnxPlan {
     /// The nodes, in the order of the forward pass.
@@ -61,6 +73,19 @@ pub enum OnnxPlan {
 }
 
 /// One ONNX operator of a step.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// use kiln::onnx::{OnnxAttr, OnnxPlan, OnnxValue};
+/// kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let OnnxPlan::Graph(nodes) = Net::<f32>::SPEC.onnx else { panic!("every layer here exports") };
+/// let ops: Vec<&str> = nodes.iter().map(|n| n.op).collect();
+/// assert_eq!(ops, ["Reshape", "Gemm", "Relu", "Reshape", "Gemm"]); // a dense step takes rows
+/// let gemm = &nodes[1];
+/// assert!(gemm.attrs.contains(&("transB", OnnxAttr::Int(1)))); // PyTorch's [out, in] weight
+/// assert!(matches!(gemm.inputs[1], OnnxValue::Param(0))); // fc.weight, at offset 0
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OnnxNode {
     /// The operator (`Gemm`).
@@ -74,6 +99,18 @@ pub struct OnnxNode {
 }
 
 /// A value an [`OnnxNode`] reads or writes.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// use kiln::onnx::{OnnxAttr, OnnxPlan, OnnxValue};
+/// kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let OnnxPlan::Graph(nodes) = Net::<f32>::SPEC.onnx else { panic!("every layer here exports") };
+/// let ops: Vec<&str> = nodes.iter().map(|n| n.op).collect();
+/// assert_eq!(ops, ["Reshape", "Gemm", "Relu", "Reshape", "Gemm"]); // a dense step takes rows
+/// assert_eq!(nodes[0].inputs[0], OnnxValue::Node(0)); // the model's input
+/// assert!(matches!(nodes[0].inputs[1], OnnxValue::Ints(&[-1, 3]))); // the shape to reshape to
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OnnxValue {
     /// A workspace node (0 is the model's input).
@@ -95,6 +132,17 @@ pub enum OnnxValue {
 }
 
 /// An attribute's value.
+///
+/// ```
+/// # use kiln::prelude::*;
+/// use kiln::onnx::{OnnxAttr, OnnxPlan, OnnxValue};
+/// kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+/// let OnnxPlan::Graph(nodes) = Net::<f32>::SPEC.onnx else { panic!("every layer here exports") };
+/// let ops: Vec<&str> = nodes.iter().map(|n| n.op).collect();
+/// assert_eq!(ops, ["Reshape", "Gemm", "Relu", "Reshape", "Gemm"]); // a dense step takes rows
+/// assert_eq!(nodes[1].attrs.iter().find(|(name, _)| *name == "transB").map(|a| a.1), Some(OnnxAttr::Int(1)));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OnnxAttr {
     /// `INT`.
