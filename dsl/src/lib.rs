@@ -21,6 +21,15 @@ use proc_macro2::TokenStream;
 /// The expansion of `model!`'s input: the model's struct and passes, or, for input that
 /// does not parse or check, `compile_error!`s spanned on the culprit followed by the
 /// bare struct (so that code naming the model still resolves). Never panics.
+///
+/// ```
+/// let tokens: proc_macro2::TokenStream = "struct Net { input: [4], out: Dense(2) }".parse().unwrap();
+/// let expanded = kiln_dsl::expand(tokens).to_string();
+/// assert!(expanded.contains("fn forward_pass") && expanded.contains("fn backward_pass"));
+///
+/// let wrong: proc_macro2::TokenStream = "struct Net { input: [4], out: Dense(0) }".parse().unwrap();
+/// assert!(kiln_dsl::expand(wrong).to_string().contains("compile_error"));
+/// ```
 pub fn expand(input: TokenStream) -> TokenStream {
     match syn::parse2::<parse::ModelDef>(input) {
         Ok(def) => expand_def(&def).unwrap_or_else(|error| fallback(&def, error)),
@@ -29,6 +38,13 @@ pub fn expand(input: TokenStream) -> TokenStream {
 }
 
 /// Whether `input` is a valid model: `Ok`, or the first error the macro would report.
+///
+/// ```
+/// let valid: proc_macro2::TokenStream = "struct Net { input: [1, 8, 8], Flatten, out: Dense(2) }".parse().unwrap();
+/// assert!(kiln_dsl::check(valid).is_ok());
+/// let wrong: proc_macro2::TokenStream = "struct Net { input: [16], Conv2d(8, kernel = 3) }".parse().unwrap();
+/// println!("{}", kiln_dsl::check(wrong).unwrap_err()); // says what Conv2d needs
+/// ```
 pub fn check(input: TokenStream) -> syn::Result<()> {
     let def = syn::parse2::<parse::ModelDef>(input)?;
     check::check(&def).map(drop)
