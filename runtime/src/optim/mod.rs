@@ -3,6 +3,28 @@
 //!
 //! The update rules are PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`), with
 //! the same defaults, so hyper-parameters carry over.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [2], out: Dense(1) } }
+//! let x = TensorRef::<f64, Shape1<2>>::new(&[1.0, -1.0])?;
+//! // Chosen at run time: a boxed optimiser trains as the one inside.
+//! let choices: [Box<dyn Optimizer<f64>>; 4] = [
+//!     Box::new(Sgd::new(0.1).momentum(0.9)),
+//!     Box::new(Adam::new(0.1)),
+//!     Box::new(AdamW::new(0.1)),
+//!     Box::new(RmsProp::new(0.01)),
+//! ];
+//! for mut optimizer in choices {
+//!     let mut net = Net::<f64>::new(0);
+//!     let first = net.train_step(x, &[1.0][..], &Mse::default(), &mut optimizer)?;
+//!     for _ in 0..20 {
+//!         net.train_step(x, &[1.0][..], &Mse::default(), &mut optimizer)?;
+//!     }
+//!     assert!(net.evaluate_loss(x, &[1.0][..], &Mse::default())? < first);
+//! }
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 mod adam;
 mod clip;
@@ -97,6 +119,30 @@ pub trait Optimizer<T: Float> {
         Err(Error::Unsupported(
             "this optimiser does not implement restore_state, so training with it cannot be resumed",
         ))
+    }
+}
+
+/// An optimiser chosen at run time (from a flag, a configuration file) trains as the
+/// one inside: every method is the boxed optimiser's own, plain SGD's update inside the
+/// backward pass included.
+impl<T: Float, O: Optimizer<T> + ?Sized> Optimizer<T> for Box<O> {
+    fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+        (**self).step(params, grads)
+    }
+    fn learning_rate(&self) -> f64 {
+        (**self).learning_rate()
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        (**self).set_learning_rate(lr);
+    }
+    fn linear_step(&self) -> Option<f64> {
+        (**self).linear_step()
+    }
+    fn save_state(&self, state: &mut ResumeState<T>) -> Result<()> {
+        (**self).save_state(state)
+    }
+    fn restore_state(&mut self, state: &ResumeState<T>, params: usize) -> Result<()> {
+        (**self).restore_state(state, params)
     }
 }
 
@@ -276,6 +322,22 @@ mod tests {
             opt.step(&mut p, &g).unwrap();
         }
         p
+    }
+
+    #[test]
+    fn a_boxed_optimiser_is_the_one_inside() {
+        let mut boxed: Box<dyn Optimizer<f64>> = Box::new(Adam::new(0.1));
+        let mut plain = Adam::new(0.1);
+        assert_eq!(minimise(&mut boxed, 50), minimise(&mut plain, 50));
+        let sgd: Box<dyn Optimizer<f64>> = Box::new(Sgd::new(0.1));
+        assert_eq!(sgd.linear_step(), Some(0.1));
+        let mut state = ResumeState::new();
+        boxed.save_state(&mut state).unwrap();
+        let mut restored: Box<dyn Optimizer<f64>> = Box::new(Adam::new(0.1));
+        restored.restore_state(&state, 4).unwrap();
+        assert_eq!(minimise(&mut restored, 10), minimise(&mut boxed, 10));
+        boxed.set_learning_rate(0.5);
+        assert_eq!(boxed.learning_rate(), 0.5);
     }
 
     #[test]
