@@ -61,6 +61,18 @@
 //!   holding the epoch's sums so far over all ranks; on a restart rank 0 reads its
 //!   backup and sends the bytes to every rank, so the other ranks need no copy of the
 //!   file. Every rank resumes with rank 0's batch norm statistics.
+//!
+//! ```
+//! use kiln::distributed::{Communicator, SingleProcess};
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(2) } }
+//! let data = Dataset::<f32, Shape1<4>>::new(vec![0.5; 4 * 32], vec![1; 32], Some(2))?;
+//! // The same call on every rank; with MPI: FitConfig::communicator(Mpi::init()?).
+//! let config = FitConfig::new(2, 8).progress(Progress::Silent).communicator(SingleProcess);
+//! let history = Net::<f32>::new(0).fit(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.1), &config)?;
+//! assert_eq!(history.epochs.len(), 2);
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use crate::{Error, Float, Result};
 

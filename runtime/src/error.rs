@@ -1,4 +1,16 @@
 //! The one error type of the runtime.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [3], out: Dense(2) } }
+//! let mut net = Net::<f32>::new(0);
+//! let x = TensorRef::<f32, Shape1<3>>::new(&[1.0, 2.0, 3.0])?;
+//! match net.train_step(x, &[5usize][..], &CrossEntropy::default(), &mut Sgd::new(0.1)) {
+//!     Err(Error::LabelOutOfRange { label: 5, classes: 2, .. }) => {} // nothing was changed
+//!     other => panic!("expected a label error, got {other:?}"),
+//! }
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 /// Everything that can go wrong at run time, as a value rather than a panic.
 ///

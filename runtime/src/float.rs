@@ -3,6 +3,15 @@
 //! [`Float`] is implemented for `f32` (training and inference) and `f64` (what the
 //! gradient checks use). It is sealed: the kernels rely on IEEE semantics and on
 //! faer's SIMD dispatch, which exist only for these two.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [2], out: Dense(1) } }
+//! // The same model in either type; f64 for gradient checks, f32 for speed.
+//! let (single, double) = (Net::<f32>::new(0), Net::<f64>::new(0));
+//! assert_eq!(single.params().as_slice()[0] as f64, double.params().as_slice()[0] as f32 as f64);
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use core::fmt::{Debug, Display};
 use core::iter::Sum;

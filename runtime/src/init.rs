@@ -3,6 +3,16 @@
 //! Every parameter is drawn from one ChaCha8 stream seeded by the model's seed, in the
 //! order of the model's parameter table, so the same seed gives bit-identical weights
 //! on every machine. The distributions are PyTorch's defaults for each layer.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [16], fc: Dense(8), out: Dense(2) } }
+//! let net = Net::<f32>::new(7);
+//! // PyTorch's nn.Linear default: U(−1/√fan_in, 1/√fan_in) for weight and bias.
+//! assert!(net.params().get("fc.weight").unwrap().iter().all(|w| w.abs() <= 0.25));
+//! assert_eq!(net.params().as_slice(), Net::<f32>::new(7).params().as_slice());
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use rand_core::{Rng as _, SeedableRng};
 

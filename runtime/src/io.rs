@@ -9,6 +9,17 @@
 //! of one. Loading checks every tensor first — missing, unexpected, wrongly shaped or
 //! of a type that is not a float — and reports all problems at once; the model is
 //! changed only if there are none. F32 and F64 files load into models of either type.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [3], fc: Dense(4), Relu, out: Dense(2) } }
+//! let path = std::env::temp_dir().join("kiln-doc-io-module.safetensors");
+//! Net::<f32>::new(1).save(&path)?; // loads in PyTorch with safetensors.torch.load_file
+//! let mut net = Net::<f32>::new(2);
+//! net.load(&path)?;
+//! assert_eq!(net.params().as_slice(), Net::<f32>::new(1).params().as_slice());
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -13,6 +13,19 @@
 //!
 //! [`Reduction::Mean`] divides by the number of elements (rows for cross-entropy),
 //! [`Reduction::Sum`] does not.
+//!
+//! ```
+//! use kiln::loss::{Loss, OutputLayout};
+//! use kiln::prelude::*;
+//! let layout = OutputLayout { batch: 2, width: 3 };
+//! let logits = [2.0_f64, 0.0, 0.0, 0.0, 0.0, 0.0];
+//! let loss = CrossEntropy::default().evaluate(&logits, &[0, 2], layout, None)?;
+//! let p0 = 2f64.exp() / (2f64.exp() + 2.0);
+//! assert!((loss - (-(p0.ln()) + 3f64.ln()) / 2.0).abs() < 1e-12);
+//! let mse = Mse::default().evaluate(&[1.0_f64, 3.0], &[0.0, 1.0], OutputLayout { batch: 2, width: 1 }, None)?;
+//! assert_eq!(mse, 2.5);
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use crate::layers::softmax::log_sum_exp;
 use crate::{Error, Float, Result};

@@ -5,6 +5,16 @@
 //! A class with no predictions has precision 0, one with no samples recall 0, and F1 is
 //! 0 when both are 0 (scikit-learn's `zero_division=0`). For scores of a binary
 //! outcome (a click), [`roc_auc`] ranks them.
+//!
+//! ```
+//! use kiln::metrics::{roc_auc, ConfusionMatrix};
+//! let cm = ConfusionMatrix::new(&[0, 1, 1, 2], &[0, 1, 2, 2], 3)?;
+//! println!("{}", cm.report_with_names(&["cat", "dog", "bird"]));
+//! assert_eq!(cm.accuracy(), 0.75);
+//! // Every positive scored above every negative: an AUC of 1.
+//! assert_eq!(roc_auc(&[0.9_f32, 0.8, 0.3, 0.1], &[true, true, false, false])?, 1.0);
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use core::fmt;
 

@@ -43,6 +43,15 @@
 //! A model used as a layer of another (`use Encoder -> [4]`) or a user layer makes
 //! `to_onnx` return
 //! [`Error::OnnxUnsupported`] naming it; nothing is written.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [1, 8, 8], c: Conv2d(4, kernel = 3), Relu, Flatten, out: Dense(10) } }
+//! let path = std::env::temp_dir().join("kiln-doc-net.onnx");
+//! Net::<f32>::new(0).save_onnx(&path)?; // input "input" [N, 1, 8, 8], output "output" [N, 10]
+//! assert!(std::fs::metadata(&path).unwrap().len() > 4 * Net::<f32>::PARAM_COUNT as u64);
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use crate::error::{Error, Result};
 use crate::float::Float;

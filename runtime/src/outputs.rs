@@ -30,6 +30,21 @@
 //! Every output's loss takes targets of one type (`usize` labels, or `f32`/`f64`
 //! values; a classifier among outputs of values takes one-hot rows or probabilities,
 //! [`CategoricalCrossEntropy`](crate::loss::CategoricalCrossEntropy)).
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! {
+//!     struct Heads {
+//!         inputs: { image: [4], meta: [1] },
+//!         h: Concat(image, meta) >> { Dense(8), Relu },
+//!         outputs: { kind: h >> Dense(3), size: h >> Dense(1) },
+//!     }
+//! }
+//! let mut model = Heads::<f32>::new(0);
+//! let outputs = model.infer_outputs(HeadsInputs { image: &[0.5; 8], meta: &[1.0, 2.0] })?;
+//! assert_eq!((outputs.kind.len(), outputs.size.len()), (2 * 3, 2 * 1));
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;

@@ -4,6 +4,14 @@
 //!
 //! Text is drawn with DejaVu Sans, embedded in the binary, so PNGs render the same on a
 //! machine without fonts.
+//!
+//! ```
+//! use kiln::metrics::ConfusionMatrix;
+//! let cm = ConfusionMatrix::new(&[0, 1, 1], &[0, 1, 0], 2)?;
+//! let files = kiln::plot::confusion_heatmap(&cm, None, std::env::temp_dir().join("kiln-doc-heatmap"))?;
+//! assert!(files.iter().all(|f| f.exists()));
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;

@@ -5,6 +5,18 @@
 //! is a type such as [`Shape1<784>`] or [`Shape3<1, 28, 28>`], so feeding one model's
 //! output into another model is checked by rustc, and the only shape check left at run
 //! time is that a buffer holds a whole, non-zero number of samples.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Encoder { input: [1, 28, 28], Flatten, out: Dense(32) } }
+//! kiln::model! { struct Head { input: [32], out: Dense(10) } }
+//! let images = vec![0.0_f32; 3 * 784];
+//! let x = TensorRef::<f32, Shape3<1, 28, 28>>::new(&images)?;
+//! let codes: Tensor<f32, Shape1<32>> = Encoder::<f32>::new(0).forward(x);
+//! let logits = Head::<f32>::new(0).forward(&codes); // rustc checks that [32] meets [32]
+//! assert_eq!(logits.batch(), 3);
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use core::fmt;
 use core::marker::PhantomData;

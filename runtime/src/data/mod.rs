@@ -8,6 +8,20 @@
 //!
 //! Readers detect gzip by its magic bytes, so `.gz` and raw files both work. A malformed
 //! file is an [`Error::Format`] naming the file and what is wrong.
+//!
+//! ```
+//! use kiln::data::{read_csv_bytes, CsvOptions, LabelColumn};
+//! use kiln::Shape1;
+//! let csv = b"pixel_a,pixel_b,digit\n0,16,1\n16,0,0\n8,8,1\n4,12,0\n";
+//! let digits = read_csv_bytes::<f32, Shape1<2>>(csv, &CsvOptions::new(LabelColumn::Last, 2).scale(1.0 / 16.0))?;
+//! let (train, test) = digits.split(0.25, 1);
+//! assert_eq!((train.len(), test.len()), (3, 1));
+//! let mut batches = train.batches(2, Some(0));
+//! while let Some((x, labels)) = batches.next_batch() {
+//!     assert_eq!(x.batch(), labels.len());
+//! }
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 mod csv;
 mod dataset;

@@ -14,6 +14,21 @@
 //!
 //! The whole loop runs on one of rayon's workers, so the kernels' parallel halves go
 //! through that worker's own queue and a step allocates nothing.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [4], fc: Dense(16), Relu, out: Dense(2) } }
+//! // The label: whether the first feature is the largest.
+//! let features: Vec<f32> = (0..4 * 200).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+//! let labels: Vec<usize> = features.chunks(4).map(|x| usize::from(x[0] > x[1].max(x[2]).max(x[3]))).collect();
+//! let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(2))?;
+//! let (train, test) = data.split(0.2, 0);
+//! let config = FitConfig::new(30, 16).progress(Progress::Silent);
+//! let mut net = Net::<f32>::new(0);
+//! net.fit(&train, Some(&test), &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+//! assert!(net.evaluate(&test, &CrossEntropy::default(), 64)?.accuracy.unwrap() > 0.8);
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 mod callback;
 mod progress;
