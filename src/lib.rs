@@ -146,7 +146,23 @@ pub use kiln_runtime::{
     TensorRef,
 };
 
-/// What a program using kiln needs in scope.
+/// What a program using kiln needs in scope: the `Model` trait, tensors and shapes,
+/// datasets, losses, optimisers and schedules, and `fit`'s configuration and callbacks.
+///
+/// ```
+/// use kiln::prelude::*;
+///
+/// kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(2) } }
+///
+/// let data = Dataset::<f32, Shape1<4>>::new(vec![0.5; 4 * 32], vec![1; 32], Some(2))?;
+/// let config = FitConfig::new(2, 8)
+///     .schedule(StepLr { step_size: 1, gamma: 0.5 })
+///     .progress(Progress::Silent);
+/// let mut net = Net::<f32>::new(0);
+/// net.fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+/// net.set_grad_clip(Some(GradClip::Norm(1.0)))?;
+/// # Ok::<(), Error>(())
+/// ```
 pub mod prelude {
     pub use kiln_runtime::data::{Dataset, LabelColumn};
     pub use kiln_runtime::io::{LoadOptions, LoadReport};

@@ -16,6 +16,38 @@
 //! is configuration, not state: a resumed run must set it up the same way, and `fit`
 //! refuses a backup written for other data sizes or another batch size, seed, number
 //! of epochs or accumulation.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, Dropout(0.2), out: Dense(2) } }
+//! let features: Vec<f32> = (0..4 * 64).map(|i| (i % 5) as f32 / 5.0).collect();
+//! let labels: Vec<usize> = (0..64).map(|i| i % 2).collect();
+//! let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(2))?;
+//! let path = std::env::temp_dir().join("kiln-doc-resume.backup");
+//! let config = || FitConfig::new(4, 16).seed(3).progress(Progress::Silent).backup(&path);
+//!
+//! // A run stopped after two epochs by a callback error keeps its backup...
+//! struct StopAt(usize);
+//! impl Callback<f32, Net<f32>> for StopAt {
+//!     fn on_epoch_begin(&mut self, epoch: usize, _: &mut FitState<'_, f32, Net<f32>>) -> kiln::Result<()> {
+//!         if epoch == self.0 { Err(Error::Unsupported("interrupted")) } else { Ok(()) }
+//!     }
+//! }
+//! let mut interrupted = Net::<f32>::new(0);
+//! let loss = CrossEntropy::default();
+//! assert!(interrupted.fit_with_callbacks(&data, None, &loss, &mut Adam::new(1e-2), &config(), &mut [&mut StopAt(2)]).is_err());
+//! assert!(path.exists());
+//! // ...and a new process, set up the same way (callbacks included), carries on from
+//! // it, to the bits of a run never stopped.
+//! let mut resumed = Net::<f32>::new(0);
+//! resumed.fit_with_callbacks(&data, None, &loss, &mut Adam::new(1e-2), &config(), &mut [&mut StopAt(usize::MAX)])?;
+//! assert!(!path.exists()); // removed once fit returns Ok
+//! let mut straight = Net::<f32>::new(0);
+//! let straight_config = FitConfig::new(4, 16).seed(3).progress(Progress::Silent);
+//! straight.fit(&data, None, &loss, &mut Adam::new(1e-2), &straight_config)?;
+//! assert_eq!(resumed.params().as_slice(), straight.params().as_slice());
+//! # Ok::<(), kiln::Error>(())
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
