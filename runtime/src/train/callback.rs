@@ -347,10 +347,13 @@ impl<T: Float, M: Model<T>> Callback<T, M> for EarlyStoppingCallback<T> {
     }
 }
 
-/// Divides the learning rate by `1 / factor` when `monitor` has not improved for
-/// `patience` epochs, as Keras's `ReduceLROnPlateau` (and PyTorch's scheduler of the
-/// same name): after a reduction it waits `cooldown` epochs before counting again, and
-/// never goes below `min_lr`.
+/// Multiplies the learning rate by `factor` when `monitor` has not improved for
+/// `patience` epochs, counted as Keras's `ReduceLROnPlateau` counts them: each epoch
+/// that does not improve adds one, and the rate drops when the count reaches
+/// `patience`; of the `cooldown` epochs after a drop, all but the last go uncounted.
+/// The rate never goes below `min_lr`. (PyTorch's scheduler of the same name counts
+/// otherwise: it drops after more than `patience` such epochs and leaves all `cooldown`
+/// epochs uncounted.)
 ///
 /// ```
 /// # use kiln::prelude::*;
@@ -376,11 +379,11 @@ pub struct ReduceLrOnPlateau {
     pub monitor: Monitor,
     /// The rate is multiplied by this (between 0 and 1).
     pub factor: f64,
-    /// Epochs without improvement before a reduction.
+    /// Epochs without improvement that bring a reduction (0: the first such epoch).
     pub patience: usize,
     /// The smallest change that counts as an improvement.
     pub min_delta: f64,
-    /// Epochs after a reduction before epochs without improvement count again.
+    /// Epochs after a reduction of which all but the last go uncounted, as in Keras.
     pub cooldown: usize,
     /// The rate never goes below this.
     pub min_lr: f64,
