@@ -394,6 +394,19 @@ mod tests {
 /// A classification metric [`fit`](crate::train::fit) can compute each epoch, on the
 /// training batches as they are trained and on the validation data (accuracy is
 /// always computed for class labels).
+///
+/// ```
+/// # use kiln::prelude::*;
+/// use kiln::metrics::Metric;
+/// kiln::model! { struct Net { input: [4], fc: Dense(8), Relu, out: Dense(3) } }
+/// let features: Vec<f32> = (0..4 * 60).map(|i| (i % 7) as f32 / 7.0).collect();
+/// let labels: Vec<usize> = (0..60).map(|i| i % 3).collect();
+/// let data = Dataset::<f32, Shape1<4>>::new(features, labels, Some(3))?;
+/// let config = FitConfig::new(2, 16).progress(Progress::Silent).metrics(&[Metric::TopK(2), Metric::F1Macro]);
+/// let history = Net::<f32>::new(0).fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+/// assert!(history.epochs[1].top_k.unwrap() >= history.epochs[1].accuracy.unwrap());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     /// Share of samples whose label is among the `k` highest outputs (a label tied
@@ -407,6 +420,15 @@ pub enum Metric {
 
 /// Running counts for [`Metric`]s over batches of outputs and labels, made once and
 /// reused: no copy of the predictions, no allocation per batch.
+///
+/// ```
+/// use kiln_runtime::metrics::{Metric, MetricCounts};
+/// let mut counts = MetricCounts::new(&[Metric::TopK(2), Metric::F1Macro], 3)?;
+/// // Two samples: the first's label (0) is its second-highest output, the second's (2) its highest.
+/// counts.add(&[0.5_f32, 0.9, 0.1, 0.2, 0.3, 0.7], &[0, 2], 3);
+/// assert_eq!(counts.top_k(), Some(1.0)); // both labels are in their sample's top 2
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricCounts {
     top_k: Option<usize>,
@@ -419,6 +441,14 @@ pub struct MetricCounts {
 impl MetricCounts {
     /// Counts for `metrics` over outputs of `classes` values per sample. Fails on a
     /// `TopK` of 0 or above the number of classes.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::{Metric, MetricCounts};
+    /// assert!(MetricCounts::new(&[Metric::TopK(3)], 10).is_ok());
+    /// assert!(MetricCounts::new(&[Metric::TopK(0)], 10).is_err());
+    /// assert!(MetricCounts::new(&[Metric::TopK(11)], 10).is_err());
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn new(metrics: &[Metric], classes: usize) -> Result<Self> {
         let mut counts = Self {
             top_k: None,
@@ -450,6 +480,15 @@ impl MetricCounts {
     }
 
     /// Starts over.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::{Metric, MetricCounts};
+    /// let mut counts = MetricCounts::new(&[Metric::TopK(2), Metric::F1Macro], 3)?;
+    /// counts.add(&[0.5_f32, 0.9, 0.1], &[0], 3);
+    /// counts.reset();
+    /// assert_eq!(counts.top_k(), None); // nothing counted
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn reset(&mut self) {
         (self.hits, self.samples) = (0, 0);
         if let Some(per_class) = &mut self.per_class {
@@ -459,6 +498,15 @@ impl MetricCounts {
 
     /// Adds a batch: `outputs` in rows of `width` (one per label). Labels at or above
     /// `width` are not counted (the loss reports them).
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::{Metric, MetricCounts};
+    /// let mut counts = MetricCounts::new(&[Metric::TopK(2), Metric::F1Macro], 3)?;
+    /// counts.add(&[0.1_f32, 0.2, 0.7], &[0], 3); // the label is the lowest output
+    /// counts.add(&[0.1_f32, 0.2, 0.7], &[7], 3); // no class 7: not counted
+    /// assert_eq!(counts.top_k(), Some(0.0));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn add<T: crate::Float>(&mut self, outputs: &[T], labels: &[usize], width: usize) {
         for (row, &label) in outputs.chunks_exact(width).zip(labels) {
             if label >= width {
@@ -511,6 +559,15 @@ impl MetricCounts {
     }
 
     /// The top-k accuracy so far, if asked for and anything was counted.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::{Metric, MetricCounts};
+    /// let mut counts = MetricCounts::new(&[Metric::TopK(2), Metric::F1Macro], 3)?;
+    /// assert_eq!(counts.top_k(), None);
+    /// counts.add(&[0.1_f32, 0.5, 0.4, 0.6, 0.3, 0.1], &[2, 1], 3);
+    /// assert_eq!(counts.top_k(), Some(1.0));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn top_k(&self) -> Option<f64> {
         self.top_k
             .filter(|_| self.samples > 0)
@@ -518,6 +575,14 @@ impl MetricCounts {
     }
 
     /// The macro F1 so far, if asked for and anything was counted.
+    ///
+    /// ```
+    /// use kiln_runtime::metrics::{Metric, MetricCounts};
+    /// let mut counts = MetricCounts::new(&[Metric::TopK(2), Metric::F1Macro], 3)?;
+    /// counts.add(&[0.9_f32, 0.0, 0.0, 0.0, 0.9, 0.0], &[0, 1], 3); // both right
+    /// assert_eq!(counts.f1_macro(), Some(1.0)); // over the classes that occur
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
     pub fn f1_macro(&self) -> Option<f64> {
         let per_class = self.per_class.as_ref().filter(|_| self.samples > 0)?;
         let (mut sum, mut present) = (0.0, 0usize);

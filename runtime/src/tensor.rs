@@ -51,12 +51,33 @@ macro_rules! shapes {
 
 shapes! {
     /// A vector of `A` features.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape, Shape1};
+    /// assert_eq!((Shape1::<784>::DIMS, Shape1::<784>::SIZE), (&[784][..], 784));
+    /// ```
     Shape1<A>;
     /// `[A, B]`, such as `[steps, features]`.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape, Shape2};
+    /// // 50 steps of 8 features: what an LSTM reads.
+    /// assert_eq!((Shape2::<50, 8>::DIMS, Shape2::<50, 8>::SIZE), (&[50, 8][..], 400));
+    /// ```
     Shape2<A, B>;
     /// `[A, B, C]`, such as `[channels, height, width]`.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape, Shape3};
+    /// assert_eq!(Shape3::<3, 32, 32>::SIZE, 3 * 32 * 32); // a CIFAR image
+    /// ```
     Shape3<A, B, C>;
     /// `[A, B, C, D]`.
+    ///
+    /// ```
+    /// use kiln_runtime::{Shape, Shape4};
+    /// assert_eq!(Shape4::<2, 3, 4, 5>::DIMS, [2, 3, 4, 5]);
+    /// ```
     Shape4<A, B, C, D>;
 }
 
