@@ -78,7 +78,7 @@ fn tensors<'a, T>(
 /// ```
 ///
 /// # Errors
-/// [`Error::Mismatch`] if `params` or `buffers` is not as long as `spec` says (nothing
+/// [`Error::ParameterLength`] if `params` or `buffers` is not as long as `spec` says (nothing
 /// is written); [`Error::Io`] if the file cannot be written.
 pub fn save<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T], path: &Path) -> Result<()> {
     check_buffer_lengths(spec, params.len(), buffers.len())?;
@@ -370,7 +370,8 @@ pub struct LoadReport {
 /// let mut params = vec![0.0_f32; Net::<f32>::SPEC.param_count];
 /// kiln::io::load(Net::<f32>::SPEC, &mut params, &mut [], &path)?;
 /// assert_eq!(params, Net::<f32>::new(3).params().as_slice());
-/// assert!(kiln::io::load(Net::<f32>::SPEC, &mut params[1..], &mut [], &path).is_err());
+/// let short = kiln::io::load(Net::<f32>::SPEC, &mut params[1..], &mut [], &path);
+/// assert!(matches!(short, Err(kiln::Error::ParameterLength { expected: 26, actual: 25 })));
 /// # Ok::<(), kiln::Error>(())
 /// ```
 pub fn load<T: Float>(
@@ -438,16 +439,12 @@ pub fn load_bytes<T: Float>(
 }
 
 /// [`load_with`] from a file already parsed.
-/// Refuses parameter and buffer slices of other lengths than `spec`'s: the public
-/// entry points take them from the caller, and a tensor's range would fall outside.
+/// Refuses parameter and buffer slices of other lengths than `spec`'s (the public
+/// entry points take them from the caller, and a tensor's range would fall outside)
+/// with the error `set_params` gives.
 pub(crate) fn check_buffer_lengths(spec: &ModelSpec, params: usize, buffers: usize) -> Result<()> {
-    if params != spec.param_count || buffers != spec.buffer_count {
-        return Err(Error::Mismatch(format!(
-            "{}: {params} parameter and {buffers} buffer values given, the model has {} and {}",
-            spec.name, spec.param_count, spec.buffer_count
-        )));
-    }
-    Ok(())
+    crate::optim::check_lengths(spec.param_count, params)?;
+    crate::optim::check_lengths(spec.buffer_count, buffers)
 }
 
 pub(crate) fn load_from<T: Float>(

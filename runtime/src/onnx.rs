@@ -196,7 +196,7 @@ const DOUBLE: u64 = 11;
 ///
 /// # Errors
 /// [`Error::OnnxUnsupported`] naming the first layer the exporter does not cover;
-/// [`Error::Mismatch`] if `params` or `buffers` is not as long as `spec` says.
+/// [`Error::ParameterLength`] if `params` or `buffers` is not as long as `spec` says.
 pub fn to_onnx<T: Float>(spec: &ModelSpec, params: &[T], buffers: &[T]) -> Result<Vec<u8>> {
     crate::io::check_buffer_lengths(spec, params.len(), buffers.len())?;
     let nodes = match spec.onnx {
