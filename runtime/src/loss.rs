@@ -217,6 +217,39 @@ pub struct OutputScore {
     pub counted: f64,
 }
 
+/// The [`Loss`] methods that a wrapper around another loss (in a field `loss`) takes
+/// from it unchanged: [`Weighted`] and `fit`'s scoring wrapper both use it, so that a
+/// method added to `Loss` is forwarded by both or neither.
+macro_rules! forward_to_inner_loss {
+    () => {
+        fn reduction(&self) -> $crate::loss::Reduction {
+            self.loss.reduction()
+        }
+
+        fn targets_per_row(&self, width: usize) -> usize {
+            self.loss.targets_per_row(width)
+        }
+
+        fn correct(
+            &self,
+            output: &[T],
+            target: &Self::Target,
+            layout: $crate::loss::OutputLayout,
+        ) -> Option<(usize, usize)> {
+            self.loss.correct(output, target, layout)
+        }
+
+        fn outputs(&self) -> usize {
+            self.loss.outputs()
+        }
+
+        fn output_names(&self) -> &'static [&'static str] {
+            self.loss.output_names()
+        }
+    };
+}
+pub(crate) use forward_to_inner_loss;
+
 /// A loss scaled by a weight, for one output of a model with several:
 /// `Mse::default().weight(0.2)`. Its value and gradient are the loss's times the weight.
 ///
@@ -283,30 +316,7 @@ impl<T: Float, L: Loss<T>> Loss<T> for Weighted<L> {
         Ok(value * weight)
     }
 
-    fn reduction(&self) -> Reduction {
-        self.loss.reduction()
-    }
-
-    fn targets_per_row(&self, width: usize) -> usize {
-        self.loss.targets_per_row(width)
-    }
-
-    fn correct(
-        &self,
-        output: &[T],
-        target: &Self::Target,
-        layout: OutputLayout,
-    ) -> Option<(usize, usize)> {
-        self.loss.correct(output, target, layout)
-    }
-
-    fn outputs(&self) -> usize {
-        self.loss.outputs()
-    }
-
-    fn output_names(&self) -> &'static [&'static str] {
-        self.loss.output_names()
-    }
+    forward_to_inner_loss!();
 }
 
 /// `.weight(w)` on each built-in loss.

@@ -1803,30 +1803,7 @@ impl<T: Float, L: Loss<T>> Loss<T> for Scoring<'_, L> {
         (self.loss).evaluate_scored(output, target, layout, grad_output, 1.0, &mut scores)
     }
 
-    fn reduction(&self) -> crate::loss::Reduction {
-        self.loss.reduction()
-    }
-
-    fn targets_per_row(&self, width: usize) -> usize {
-        self.loss.targets_per_row(width)
-    }
-
-    fn correct(
-        &self,
-        output: &[T],
-        target: &Self::Target,
-        layout: OutputLayout,
-    ) -> Option<(usize, usize)> {
-        self.loss.correct(output, target, layout)
-    }
-
-    fn outputs(&self) -> usize {
-        self.loss.outputs()
-    }
-
-    fn output_names(&self) -> &'static [&'static str] {
-        self.loss.output_names()
-    }
+    crate::loss::forward_to_inner_loss!();
 }
 
 /// Sums each output's scores across ranks.
