@@ -159,7 +159,8 @@ pub use kiln_runtime::{
 ///     .schedule(StepLr { step_size: 1, gamma: 0.5 })
 ///     .progress(Progress::Silent);
 /// let mut net = Net::<f32>::new(0);
-/// net.fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+/// let history = net.fit(&data, None, &CrossEntropy::default(), &mut Adam::new(1e-2), &config)?;
+/// assert_eq!(history.epochs[1].learning_rate, 5e-3); // StepLr halved it
 /// net.set_grad_clip(Some(GradClip::Norm(1.0)))?;
 /// # Ok::<(), Error>(())
 /// ```

@@ -271,7 +271,14 @@ impl LoadOptions {
     /// # use kiln::prelude::*;
     /// # kiln::model! { struct Net { input: [3], fc: Dense(4), Tanh, out: Dense(2) } }
     /// # let dir = std::env::temp_dir();
-    /// assert_eq!(kiln::io::LoadOptions::new(), kiln::io::LoadOptions::default());
+    /// // Strict: a file with a tensor this model lacks is refused, and nothing changes.
+    /// kiln::model! { struct Bigger { input: [3], fc: Dense(4), Tanh, out: Dense(2), extra: Dense(1) } }
+    /// let path = dir.join("kiln-doc-strict-new.safetensors");
+    /// Bigger::<f32>::new(0).save(&path)?;
+    /// let mut net = Net::<f32>::new(1);
+    /// let err = net.load_with(&path, &kiln::io::LoadOptions::new()).unwrap_err();
+    /// assert!(err.to_string().contains("extra.weight"));
+    /// assert_eq!(net.params().as_slice(), Net::<f32>::new(1).params().as_slice());
     /// # Ok::<(), kiln::Error>(())
     /// ```
     pub fn new() -> Self {

@@ -2422,10 +2422,15 @@ pub trait Model<T: Float>: Sized {
     /// # let loss = CrossEntropy::default();
     /// # let dir = std::env::temp_dir();
     /// use kiln::data::BatchPart;
-    /// // This process trains rows 2..4 of a global batch of 4 (the other rank has 0..2).
-    /// net.set_batch_part(Some(BatchPart { first: 2, rows: 2, total: 4 }));
-    /// net.value_and_grad(x, &labels[..], &loss)?;
-    /// net.set_batch_part(None);
+    /// kiln::model! { struct Dropping { input: [3], fc: Dense(8), Dropout(0.5), out: Dense(2) } }
+    /// let global: Vec<f64> = (0..12).map(|i| i as f64 / 12.0).collect();
+    /// let global = TensorRef::<f64, Shape1<3>>::new(&global)?;
+    /// let mut one_process = Dropping::<f64>::new(0);
+    /// let mut rank_1 = one_process.clone();
+    /// let whole = one_process.forward_train(global).to_vec();
+    /// // Rank 1 of 2 trains rows 2..4 of the global batch of 4: the same dropout masks.
+    /// rank_1.set_batch_part(Some(BatchPart { first: 2, rows: 2, total: 4 }));
+    /// assert_eq!(rank_1.forward_train(global.slice(2, 4)), &whole[4..]);
     /// # Ok::<(), kiln::Error>(())
     /// ```
     fn set_batch_part(&mut self, part: Option<crate::data::BatchPart>) {
@@ -3326,8 +3331,10 @@ pub trait Model<T: Float>: Sized {
     /// # let loss = CrossEntropy::default();
     /// # let dir = std::env::temp_dir();
     /// net.set_nonfinite_guard(false); // a faster plain-SGD step, unchecked gradients
+    /// assert!(!net.nonfinite_guard());
     /// net.train_step(x, &labels[..], &loss, &mut Sgd::new(0.1))?;
     /// net.set_nonfinite_guard(true);
+    /// assert!(net.nonfinite_guard());
     /// # Ok::<(), kiln::Error>(())
     /// ```
     fn set_nonfinite_guard(&mut self, on: bool) {

@@ -112,8 +112,10 @@ fn encode(mode: SmallBatchHelper) -> u64 {
 /// Chooses how batch-1 kernels use a second core, from the next call on.
 ///
 /// ```
-/// use kiln_runtime::threads::{set_small_batch_helper, SmallBatchHelper};
-/// set_small_batch_helper(SmallBatchHelper::default()); // Spin(200 µs)
+/// use kiln_runtime::threads::{set_small_batch_helper, small_batch_helper, SmallBatchHelper};
+/// use std::time::Duration;
+/// set_small_batch_helper(SmallBatchHelper::default());
+/// assert_eq!(small_batch_helper(), SmallBatchHelper::Spin(Duration::from_micros(200)));
 /// ```
 pub fn set_small_batch_helper(mode: SmallBatchHelper) {
     SETTING.store(encode(mode), Ordering::Relaxed);

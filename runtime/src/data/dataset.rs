@@ -274,6 +274,9 @@ impl<T: Float, S: Shape, Y: Target> Dataset<T, S, Y> {
     /// let standardizer = train.standardizer();
     /// train.standardize(&standardizer);
     /// valid.standardize(&standardizer); // with the training set's statistics
+    /// let centred = train.standardizer();
+    /// assert!(centred.mean.iter().all(|m| m.abs() < 1e-6));
+    /// assert!(centred.std.iter().all(|s| (s - 1.0).abs() < 1e-6));
     /// # Ok::<(), kiln_runtime::Error>(())
     /// ```
     pub fn standardizer(&self) -> Standardizer<T> {

@@ -22,7 +22,8 @@ use super::{EpochLog, History};
 /// # let quiet = FitConfig::new(3, 16).progress(Progress::Silent);
 /// // Progress::Auto draws a bar on a terminal and prints a line per epoch elsewhere.
 /// let config = FitConfig::new(1, 16).progress(Progress::Silent);
-/// net.fit(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.1), &config)?; // prints nothing
+/// let history = net.fit(&data, None, &CrossEntropy::default(), &mut Sgd::new(0.1), &config)?; // prints nothing
+/// assert_eq!(history.epochs.len(), 1);
 /// # Ok::<(), kiln::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
