@@ -106,6 +106,31 @@ fn train_mlp(seed: u64, steps: usize, batch: usize) -> Vec<f32> {
     net.params().as_slice().to_vec()
 }
 
+/// The MLP's weights after `steps` training steps with `optimizer`.
+fn train_mlp_with<O: Optimizer<f32>>(mut optimizer: O, steps: usize) -> Vec<f32> {
+    let (x, y) = synthetic_batch(64);
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    let mut net = Mlp::<f32>::new(3);
+    for _ in 0..steps {
+        net.train_step(x, &y[..], &CrossEntropy::default(), &mut optimizer)
+            .unwrap();
+    }
+    net.params().as_slice().to_vec()
+}
+
+/// A boxed optimiser steps as the one inside, bit for bit: plain SGD keeps its update
+/// inside the backward pass (the fused path), Adam its stored-gradient path.
+#[test]
+fn a_boxed_optimiser_trains_as_the_one_inside() {
+    let boxed: Box<dyn Optimizer<f32>> = Box::new(Sgd::new(0.05));
+    assert_eq!(train_mlp_with(boxed, 4), train_mlp_with(Sgd::new(0.05), 4));
+    let boxed: Box<dyn Optimizer<f32>> = Box::new(Adam::new(1e-3));
+    assert_eq!(train_mlp_with(boxed, 4), train_mlp_with(Adam::new(1e-3), 4));
+    // The steps move the weights: the equalities are not of untouched models.
+    let untouched = Mlp::<f32>::new(3).params().as_slice().to_vec();
+    assert_ne!(train_mlp_with(Sgd::new(0.05), 4), untouched);
+}
+
 #[test]
 fn same_seed_gives_bit_identical_weights() {
     // Batch 256 takes the multi-threaded kernels; dropout draws from the seed too.
