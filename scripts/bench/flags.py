@@ -22,7 +22,7 @@ import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRATE = ROOT / "scripts" / "bench" / "rust-peers"
-WORKLOADS = ["mlp_small", "mlp_wide", "cnn", "lstm", "infer_1_us", "infer_1024"]
+WORKLOADS = ["mlp_small", "mlp_wide", "cnn", "lstm", "infer_1_us", "infer_1024", "transformer", "resnet20"]
 BUILDS = {"user": "", "native": "-C target-cpu=native"}
 
 

@@ -4,10 +4,14 @@
 //! from a fixed seed, two threads (RAYON_NUM_THREADS, set by `compare.py`).
 //!
 //!     cargo run --release -- <candle|burn|kiln> <workload>
+//!     cargo run --release -- peak
 //!
 //! Prints one JSON object: the median over timed runs (samples/s for training and
 //! batch-1024 inference, µs for batch-1 latency), the library's version and the
-//! process's peak resident memory.
+//! process's peak resident memory; for kiln also the model's forward FLOPs per sample.
+//! A workload a library's peer does not have yet (candle and burn: the transformer and
+//! ResNet-20) prints `{"absent": reason}`. `peak` prints the processor's measured f32
+//! FMA peak on RAYON_NUM_THREADS threads, in GFLOP/s (`peak.rs`).
 
 use std::time::Instant;
 
@@ -16,15 +20,18 @@ mod burn_peer;
 #[cfg(feature = "peers")]
 mod candle_peer;
 mod kiln_peer;
+mod peak;
 
 /// The workloads, by the names `compare.py` uses.
-pub const WORKLOADS: [&str; 6] = [
+pub const WORKLOADS: [&str; 8] = [
     "mlp_small",
     "mlp_wide",
     "cnn",
     "lstm",
     "infer_1_us",
     "infer_1024",
+    "transformer",
+    "resnet20",
 ];
 
 /// Median seconds per call of `step`, timed like `peers.py`: at least 5 warm-up calls
@@ -85,12 +92,29 @@ impl Data {
     }
     /// `n` class labels below 10.
     pub fn labels(&mut self, n: usize) -> Vec<u32> {
-        (0..n).map(|_| (self.next() % 10) as u32).collect()
+        self.tokens(n, 10)
+    }
+    /// `n` integers below `below`.
+    pub fn tokens(&mut self, n: usize, below: u64) -> Vec<u32> {
+        (0..n).map(|_| (self.next() % below) as u32).collect()
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("peak") {
+        let threads = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        match peak::measure(threads) {
+            Some((gflops, isa)) => println!(
+                "{{\"value\": {gflops}, \"version\": \"{isa} on {threads} threads\"}}"
+            ),
+            None => println!("{{\"absent\": \"no AVX-512F or AVX2+FMA on this processor\"}}"),
+        }
+        return;
+    }
     let (Some(library), Some(workload)) = (args.first(), args.get(1)) else {
         eprintln!(
             "usage: kiln-bench-peers <candle|burn|kiln> <workload>; workloads: {WORKLOADS:?}"
@@ -100,6 +124,10 @@ fn main() {
     if !WORKLOADS.contains(&workload.as_str()) {
         eprintln!("unknown workload {workload}; workloads: {WORKLOADS:?}");
         std::process::exit(2);
+    }
+    if library != "kiln" && kiln_peer::NEW_WORKLOADS.contains(&workload.as_str()) {
+        println!("{{\"absent\": \"not written for {library} yet\"}}");
+        return;
     }
     let (value, version) = match library.as_str() {
         #[cfg(feature = "peers")]
@@ -113,7 +141,14 @@ fn main() {
         }
     };
     let rss = peak_rss_kib().map_or("null".to_string(), |kib| kib.to_string());
-    println!("{{\"value\": {value}, \"version\": \"{version}\", \"peak_rss_kib\": {rss}}}");
+    let flops = if library == "kiln" {
+        format!(", \"flops_per_sample\": {}", kiln_peer::flops_per_sample(workload))
+    } else {
+        String::new()
+    };
+    println!(
+        "{{\"value\": {value}, \"version\": \"{version}\", \"peak_rss_kib\": {rss}{flops}}}"
+    );
 }
 
 /// This process's own peak resident set (`VmHWM`), on Linux. The parent's `wait4`

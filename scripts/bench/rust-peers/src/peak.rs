@@ -1,0 +1,100 @@
+//! The processor's fused multiply-add peak in f32, measured rather than computed from a
+//! data sheet: each of `threads` threads runs twelve independent chains of FMAs on the
+//! widest vectors the processor reports at run time (AVX-512F, else AVX2 with FMA),
+//! enough chains to cover the FMA latency on every port of the x86 cores we know. The
+//! best of seven timings counts, so a slow phase of a shared host lowers no figure;
+//! turbo and the frequency the wide vectors run at are what they are during the run, as
+//! they are during a training step.
+
+use std::sync::Barrier;
+use std::time::Instant;
+
+/// Chains per thread: independent accumulators, so no FMA waits for another.
+const CHAINS: usize = 12;
+
+/// GFLOP/s of `threads` threads each running FMA chains, and the instruction set used;
+/// `None` where no wide FMA is available (or off x86-64).
+pub fn measure(threads: usize) -> Option<(f64, &'static str)> {
+    let (kernel, lanes, name) = kernel()?;
+    let iters: u64 = 20_000_000;
+    let barrier = Barrier::new(threads + 1);
+    let mut best = f64::INFINITY;
+    for _ in 0..7 {
+        let seconds = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    barrier.wait();
+                    std::hint::black_box(kernel(iters));
+                });
+            }
+            barrier.wait();
+            let start = Instant::now();
+            // The scope joins every thread before it returns.
+            start
+        })
+        .elapsed()
+        .as_secs_f64();
+        best = best.min(seconds);
+    }
+    let flops = 2.0 * (CHAINS * lanes) as f64 * iters as f64 * threads as f64;
+    Some((flops / best / 1e9, name))
+}
+
+type Kernel = fn(u64) -> f32;
+
+#[cfg(target_arch = "x86_64")]
+fn kernel() -> Option<(Kernel, usize, &'static str)> {
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY (of the calls inside): the feature was detected just now.
+        Some((|n| unsafe { x86::fma512(n) }, 16, "AVX-512F"))
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        Some((|n| unsafe { x86::fma256(n) }, 8, "AVX2+FMA"))
+    } else {
+        None
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn kernel() -> Option<(Kernel, usize, &'static str)> {
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::CHAINS;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The processor must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma512(iters: u64) -> f32 {
+        let a = _mm512_set1_ps(0.999_999);
+        let b = _mm512_set1_ps(1e-7);
+        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for r in acc.iter_mut() {
+                *r = _mm512_fmadd_ps(*r, a, b);
+            }
+        }
+        let sum = acc.iter().fold(_mm512_setzero_ps(), |s, &r| _mm512_add_ps(s, r));
+        _mm512_reduce_add_ps(sum)
+    }
+
+    /// # Safety
+    /// The processor must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma256(iters: u64) -> f32 {
+        let a = _mm256_set1_ps(0.999_999);
+        let b = _mm256_set1_ps(1e-7);
+        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for r in acc.iter_mut() {
+                *r = _mm256_fmadd_ps(*r, a, b);
+            }
+        }
+        let sum = acc.iter().fold(_mm256_setzero_ps(), |s, &r| _mm256_add_ps(s, r));
+        let mut lanes = [0.0_f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+        lanes.iter().sum()
+    }
+}
