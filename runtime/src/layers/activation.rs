@@ -15,7 +15,7 @@
 //! ReLU with a negative slope) are fused into the pass that follows a dense GEMM, so
 //! their pre-activation is never stored.
 
-use super::{check_len, store, Accum};
+use super::{check_len, for_row_blocks, store, Accum};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -78,7 +78,7 @@ impl Activation {
             Activation::Tanh => x.tanh(),
             Activation::Gelu => {
                 let half = T::from_f64(0.5);
-                half * x * (T::ONE + (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).erf())
+                half * x * (T::ONE + (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).fast_erf())
             }
         }
     }
@@ -89,9 +89,9 @@ impl Activation {
         match self {
             Activation::Gelu => {
                 let cdf = T::from_f64(0.5)
-                    * (T::ONE + (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).erf());
+                    * (T::ONE + (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).fast_erf());
                 let pdf =
-                    T::from_f64(0.398_942_280_401_432_7) * (-(x * x) * T::from_f64(0.5)).exp();
+                    T::from_f64(0.398_942_280_401_432_7) * (-(x * x) * T::from_f64(0.5)).fast_exp();
                 cdf + x * pdf
             }
             Activation::LeakyRelu(slope) => {
@@ -135,6 +135,19 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// About how many floating-point operations one value of [`apply`](Self::apply) or
+    /// [`derivative`](Self::derivative) costs: what decides whether an element-wise pass
+    /// is worth splitting across threads ([`PARALLEL_MIN_FLOPS`](super::PARALLEL_MIN_FLOPS)).
+    fn cost(self) -> f64 {
+        match self {
+            Activation::Gelu => 40.0,
+            Activation::Sigmoid | Activation::Tanh => 20.0,
+            _ => 1.0,
+        }
+    }
+}
+
 /// The logistic function, without overflow for large `|x|`.
 #[inline(always)]
 pub fn sigmoid<T: Float>(x: T) -> T {
@@ -152,22 +165,32 @@ pub fn sigmoid<T: Float>(x: T) -> T {
 /// If the lengths differ.
 pub fn activation_forward<T: Float>(activation: Activation, output: &mut [T], input: &[T]) {
     check_len("activation output", output.len(), input.len());
-    vectorized(
-        #[inline(always)]
-        || match activation {
-            // With the activation a constant, the loop vectorises.
-            Activation::Relu => {
-                for (y, &x) in output.iter_mut().zip(input) {
-                    *y = Activation::Relu.apply(x);
+    // Blocks of 16 values (a vector of f32), split across threads for a costly function
+    // (GELU over a transformer's feed-forward width); each value as computed serially.
+    for_row_blocks(output, 16, 16.0 * activation.cost(), &|first, output| {
+        let input = &input[first * 16..][..output.len()];
+        vectorized(
+            #[inline(always)]
+            || match activation {
+                // With the activation a constant, the loop vectorises.
+                Activation::Relu => {
+                    for (y, &x) in output.iter_mut().zip(input) {
+                        *y = Activation::Relu.apply(x);
+                    }
                 }
-            }
-            other => {
-                for (y, &x) in output.iter_mut().zip(input) {
-                    *y = other.apply(x);
+                Activation::Gelu => {
+                    for (y, &x) in output.iter_mut().zip(input) {
+                        *y = Activation::Gelu.apply(x);
+                    }
                 }
-            }
-        },
-    );
+                other => {
+                    for (y, &x) in output.iter_mut().zip(input) {
+                        *y = other.apply(x);
+                    }
+                }
+            },
+        );
+    });
 }
 
 /// `grad_input (=|+=) grad_output * f'(input)`, elementwise.
@@ -186,15 +209,48 @@ pub fn activation_backward<T: Float>(
     check_len("activation grad_input", grad_input.len(), n);
     check_len("activation input", input.len(), n);
     check_len("activation output", output.len(), n);
-    vectorized(
-        #[inline(always)]
-        || {
-            for i in 0..n {
-                let d = activation.derivative(input[i], output[i]);
-                store(&mut grad_input[i], grad_output[i] * d, accum);
-            }
+    for_row_blocks(
+        grad_input,
+        16,
+        16.0 * activation.cost(),
+        &|first, grad_input| {
+            let start = first * 16;
+            let n = grad_input.len();
+            let (input, output) = (&input[start..][..n], &output[start..][..n]);
+            let grad_output = &grad_output[start..][..n];
+            // With the activation and the accumulation constants, the loops vectorise.
+            let (g, x, y) = (grad_input, input, output);
+            vectorized(
+                #[inline(always)]
+                || match (activation, accum) {
+                    (Activation::Gelu, Accum::Replace) => {
+                        derivative_values(Activation::Gelu, Accum::Replace, g, x, y, grad_output)
+                    }
+                    (Activation::Gelu, Accum::Add) => {
+                        derivative_values(Activation::Gelu, Accum::Add, g, x, y, grad_output)
+                    }
+                    (other, accum) => derivative_values(other, accum, g, x, y, grad_output),
+                },
+            );
         },
     );
+}
+
+/// `grad_input (=|+=) grad_output * f'(input)` over equal-length slices; inlined into
+/// each of [`activation_backward`]'s cases, where the arguments are constants.
+#[inline(always)]
+fn derivative_values<T: Float>(
+    activation: Activation,
+    accum: Accum,
+    grad_input: &mut [T],
+    input: &[T],
+    output: &[T],
+    grad_output: &[T],
+) {
+    for i in 0..grad_input.len() {
+        let d = activation.derivative(input[i], output[i]);
+        store(&mut grad_input[i], grad_output[i] * d, accum);
+    }
 }
 
 /// `v = f(v + bias)` for every value of a slice, with the activation chosen once for the
@@ -364,6 +420,42 @@ mod tests {
         let mut gx = [10.0, 10.0];
         activation_backward(Activation::Relu, &mut gx, Accum::Add, &x, &y, &[1.0, 1.0]);
         assert_eq!(gx, [11.0, 10.0]);
+    }
+
+    /// The f32 passes (vectorised erf and exp for GELU, split across threads when large)
+    /// agree with the exact f64 functions, for both accumulation modes.
+    #[test]
+    fn f32_passes_agree_with_f64() {
+        let n = 200_003; // large enough to split, and not a multiple of 16
+        let x64: Vec<f64> = (0..n).map(|i| (i as f64 / n as f64 - 0.5) * 24.0).collect();
+        let g64: Vec<f64> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0)
+            .collect();
+        let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+        let g32: Vec<f32> = g64.iter().map(|&v| v as f32).collect();
+        for act in ALL {
+            let (mut y64, mut y32) = (vec![0.0; n], vec![0.0_f32; n]);
+            activation_forward(act, &mut y64, &x64);
+            activation_forward(act, &mut y32, &x32);
+            for accum in [Accum::Replace, Accum::Add] {
+                let (mut d64, mut d32) = (vec![0.5; n], vec![0.5_f32; n]);
+                activation_backward(act, &mut d64, accum, &x64, &y64, &g64);
+                activation_backward(act, &mut d32, accum, &x32, &y32, &g32);
+                for i in 0..n {
+                    let scale = 1.0 + x64[i].abs();
+                    assert!(
+                        (f64::from(y32[i]) - y64[i]).abs() < 2e-6 * scale,
+                        "{act:?} f({})",
+                        x64[i]
+                    );
+                    assert!(
+                        (f64::from(d32[i]) - d64[i]).abs() < 4e-6 * scale,
+                        "{act:?} f'({})",
+                        x64[i]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
