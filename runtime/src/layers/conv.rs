@@ -18,10 +18,10 @@
 //! `out = ⌊(in + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1`.
 //!
 //! im2col was chosen over an implicit GEMM because the columns are needed again by the
-//! GEMM backward and faer's GEMM wants an explicit `K x P` matrix. Without padding (the
-//! common case) im2col copies whole input rows and col2im adds them back, with no
-//! per-tap bounds arithmetic; in the benchmark CNN's profile they now take about 4 %
-//! of a training step, against about 50 % for faer's GEMMs (BENCHMARKS.md).
+//! GEMM backward and faer's GEMM wants an explicit `K x P` matrix. im2col copies whole
+//! (strided) pieces of input rows and col2im adds them back, with the padding at each
+//! row's ends worked out once per row, not per value: with per-value bounds checks, the
+//! padded 3x3 convolutions of ResNet-20 spent 44 % of a training step in the two.
 //!
 //! # Shapes
 //! `input`: `batch x [in_channels, in_h, in_w]`; `output`: `batch x [out_channels,
@@ -41,39 +41,60 @@ use super::{
 use crate::Float;
 use kiln_shapes::Conv2dShape;
 
-/// Fills the `K x P` column matrix of one sample.
+/// Where tap `(i, j)` of output row `oy` reads: the input row, and the output columns
+/// `lo..hi` whose tap falls inside it, the tap of output column `ox` being input column
+/// `ox · stride + off` (`off` is negative with padding). `None`: the whole output row's
+/// tap is in the padding. Columns outside `lo..hi` read padding (zeros).
+#[inline]
+fn tap_row(s: &Conv2dShape, oy: usize, i: usize, j: usize) -> Option<(usize, usize, usize, isize)> {
+    let y = (oy * s.stride.0 + i * s.dilation.0).checked_sub(s.padding.0)?;
+    if y >= s.in_size.0 {
+        return None;
+    }
+    let (iw, ow, sx) = (s.in_size.1 as isize, s.out_size.1, s.stride.1 as isize);
+    let off = (j * s.dilation.1) as isize - s.padding.1 as isize;
+    // 0 ≤ ox · sx + off ≤ iw − 1
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + sx - 1) / sx) as usize
+    }
+    .min(ow);
+    let hi = if iw - off <= 0 {
+        0
+    } else {
+        ((iw - 1 - off) / sx + 1) as usize
+    };
+    Some((y, lo, hi.clamp(lo, ow), off))
+}
+
+/// Fills the `K x P` column matrix of one sample, a row of output positions at a time:
+/// the inside of each is a (strided) piece of an input row, its ends are padding.
 pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
     let (kh, kw) = s.kernel;
-    let (oh, ow) = s.out_size;
+    let ow = s.out_size.1;
     let (ih, iw) = s.in_size;
-    let p = s.p();
+    let (p, sx) = (s.p(), s.stride.1);
     for c in 0..s.in_channels {
         let plane = &input[c * ih * iw..(c + 1) * ih * iw];
         for i in 0..kh {
             for j in 0..kw {
                 let row = &mut cols[((c * kh + i) * kw + j) * p..][..p];
-                if s.padding == (0, 0) {
-                    // Every tap is inside: whole output rows are (strided) input rows.
-                    let (sy, sx) = s.stride;
-                    let (dy, dx) = s.dilation;
-                    for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
-                        let start = (oy * sy + i * dy) * iw + j * dx;
-                        if sx == 1 {
-                            dst.copy_from_slice(&plane[start..start + ow]);
-                        } else {
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                *d = plane[start + ox * sx];
-                            }
+                for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                    let Some((y, lo, hi, off)) = tap_row(s, oy, i, j) else {
+                        dst.fill(T::ZERO);
+                        continue;
+                    };
+                    let src = &plane[y * iw..][..iw];
+                    dst[..lo].fill(T::ZERO);
+                    dst[hi..].fill(T::ZERO);
+                    let first = (lo as isize * sx as isize + off) as usize;
+                    if sx == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                    } else {
+                        for (n, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[first + n * sx];
                         }
-                    }
-                    continue;
-                }
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        row[oy * ow + ox] = match s.source(oy, ox, i, j) {
-                            Some((y, x)) => plane[y * iw + x],
-                            None => T::ZERO,
-                        };
                     }
                 }
             }
@@ -81,38 +102,31 @@ pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
     }
 }
 
-/// Adds the `K x P` column gradient of one sample onto its input gradient.
+/// Adds the `K x P` column gradient of one sample onto its input gradient, a row of
+/// output positions at a time (the padding's share is dropped).
 pub(super) fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &[T]) {
     let (kh, kw) = s.kernel;
-    let (oh, ow) = s.out_size;
+    let ow = s.out_size.1;
     let (ih, iw) = s.in_size;
-    let p = s.p();
+    let (p, sx) = (s.p(), s.stride.1);
     for c in 0..s.in_channels {
         let plane = &mut grad_input[c * ih * iw..(c + 1) * ih * iw];
         for i in 0..kh {
             for j in 0..kw {
                 let row = &grad_cols[((c * kh + i) * kw + j) * p..][..p];
-                if s.padding == (0, 0) {
-                    let (sy, sx) = s.stride;
-                    let (dy, dx) = s.dilation;
-                    for (oy, src) in row.chunks_exact(ow).enumerate() {
-                        let start = (oy * sy + i * dy) * iw + j * dx;
-                        if sx == 1 {
-                            for (d, &g) in plane[start..start + ow].iter_mut().zip(src) {
-                                *d += g;
-                            }
-                        } else {
-                            for (ox, &g) in src.iter().enumerate() {
-                                plane[start + ox * sx] += g;
-                            }
+                for (oy, src) in row.chunks_exact(ow).enumerate() {
+                    let Some((y, lo, hi, off)) = tap_row(s, oy, i, j) else {
+                        continue;
+                    };
+                    let dst = &mut plane[y * iw..][..iw];
+                    let first = (lo as isize * sx as isize + off) as usize;
+                    if sx == 1 {
+                        for (d, &g) in dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += g;
                         }
-                    }
-                    continue;
-                }
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        if let Some((y, x)) = s.source(oy, ox, i, j) {
-                            plane[y * iw + x] += row[oy * ow + ox];
+                    } else {
+                        for (n, &g) in src[lo..hi].iter().enumerate() {
+                            dst[first + n * sx] += g;
                         }
                     }
                 }
@@ -604,6 +618,18 @@ mod tests {
             shape(2, (5, 5), 4, (1, 1), (1, 1), (0, 0), (1, 1)),
             2,
             Activation::Identity,
+        );
+        // Padding wider than a tap reaches: whole output rows and columns of padding,
+        // and a stride that steps over the input's last column.
+        check(
+            shape(2, (4, 3), 2, (1, 1), (1, 2), (2, 2), (1, 1)),
+            2,
+            Activation::Identity,
+        );
+        check(
+            shape(2, (5, 4), 3, (3, 3), (2, 2), (1, 1), (1, 1)),
+            2,
+            Activation::Relu,
         );
     }
 
