@@ -229,6 +229,12 @@ pub fn activation_backward<T: Float>(
                     (Activation::Gelu, Accum::Add) => {
                         derivative_values(Activation::Gelu, Accum::Add, g, x, y, grad_output)
                     }
+                    (Activation::Relu, Accum::Replace) => {
+                        derivative_values(Activation::Relu, Accum::Replace, g, x, y, grad_output)
+                    }
+                    (Activation::Relu, Accum::Add) => {
+                        derivative_values(Activation::Relu, Accum::Add, g, x, y, grad_output)
+                    }
                     (other, accum) => derivative_values(other, accum, g, x, y, grad_output),
                 },
             );

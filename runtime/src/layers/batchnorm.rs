@@ -123,14 +123,19 @@ pub fn batch_norm_forward<T: Float>(
                 vectorized(
                     #[inline(always)]
                     || {
-                        let total = planes
-                            .clone()
-                            .fold(T::ZERO, |a, x| a + lane_sum(inner, |i| x[i]));
+                        // Plain loops, not `fold`: a call the compiler does not inline
+                        // would run outside the vectorised wrapper.
+                        let mut total = T::ZERO;
+                        for x in planes.clone() {
+                            total += lane_sum(inner, |i| x[i]);
+                        }
                         *mu = total * inv_m;
                         let m = *mu;
-                        *var = planes.fold(T::ZERO, |a, x| {
-                            a + lane_sum(inner, |i| (x[i] - m) * (x[i] - m))
-                        });
+                        let mut squares = T::ZERO;
+                        for x in planes {
+                            squares += lane_sum(inner, |i| (x[i] - m) * (x[i] - m));
+                        }
+                        *var = squares;
                     },
                 );
             }
@@ -218,12 +223,12 @@ pub fn batch_norm_backward<T: Float>(
                 vectorized(
                     #[inline(always)]
                     || {
-                        *gb = planes
-                            .clone()
-                            .fold(T::ZERO, |a, (g, _)| a + lane_sum(inner, |i| g[i]));
-                        let centred = planes.fold(T::ZERO, |a, (g, x)| {
-                            a + lane_sum(inner, |i| g[i] * (x[i] - mu))
-                        });
+                        let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
+                        for (g, x) in planes {
+                            sum_g += lane_sum(inner, |i| g[i]);
+                            centred += lane_sum(inner, |i| g[i] * (x[i] - mu));
+                        }
+                        *gb = sum_g;
                         *gg = centred * inv_std[ch];
                     },
                 );
