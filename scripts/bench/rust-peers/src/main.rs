@@ -108,9 +108,9 @@ fn main() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         match peak::measure(threads) {
-            Some((gflops, isa)) => println!(
-                "{{\"value\": {gflops}, \"version\": \"{isa} on {threads} threads\"}}"
-            ),
+            Some((gflops, isa)) => {
+                println!("{{\"value\": {gflops}, \"version\": \"{isa} on {threads} threads\"}}")
+            }
             None => println!("{{\"absent\": \"no AVX-512F or AVX2+FMA on this processor\"}}"),
         }
         return;
@@ -142,13 +142,14 @@ fn main() {
     };
     let rss = peak_rss_kib().map_or("null".to_string(), |kib| kib.to_string());
     let flops = if library == "kiln" {
-        format!(", \"flops_per_sample\": {}", kiln_peer::flops_per_sample(workload))
+        format!(
+            ", \"flops_per_sample\": {}",
+            kiln_peer::flops_per_sample(workload)
+        )
     } else {
         String::new()
     };
-    println!(
-        "{{\"value\": {value}, \"version\": \"{version}\", \"peak_rss_kib\": {rss}{flops}}}"
-    );
+    println!("{{\"value\": {value}, \"version\": \"{version}\", \"peak_rss_kib\": {rss}{flops}}}");
 }
 
 /// This process's own peak resident set (`VmHWM`), on Linux. The parent's `wait4`

@@ -76,7 +76,9 @@ mod x86 {
                 *r = _mm512_fmadd_ps(*r, a, b);
             }
         }
-        let sum = acc.iter().fold(_mm512_setzero_ps(), |s, &r| _mm512_add_ps(s, r));
+        let sum = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, &r| _mm512_add_ps(s, r));
         _mm512_reduce_add_ps(sum)
     }
 
@@ -92,7 +94,9 @@ mod x86 {
                 *r = _mm256_fmadd_ps(*r, a, b);
             }
         }
-        let sum = acc.iter().fold(_mm256_setzero_ps(), |s, &r| _mm256_add_ps(s, r));
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, &r| _mm256_add_ps(s, r));
         let mut lanes = [0.0_f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
         lanes.iter().sum()
