@@ -20,7 +20,7 @@
 //! im2col was chosen over an implicit GEMM because the columns are needed again by the
 //! GEMM backward and faer's GEMM wants an explicit `K x P` matrix. im2col copies whole
 //! (strided) pieces of input rows and col2im adds them back, with the padding at each
-//! row's ends worked out once per row, not per value: with per-value bounds checks, the
+//! row's ends worked out once per tap, not per value: with per-value bounds checks, the
 //! padded 3x3 convolutions of ResNet-20 spent 44 % of a training step in the two.
 //!
 //! # Shapes
@@ -41,16 +41,13 @@ use super::{
 use crate::Float;
 use kiln_shapes::Conv2dShape;
 
-/// Where tap `(i, j)` of output row `oy` reads: the input row, and the output columns
-/// `lo..hi` whose tap falls inside it, the tap of output column `ox` being input column
-/// `ox · stride + off` (`off` is negative with padding). `None`: the whole output row's
-/// tap is in the padding. Columns outside `lo..hi` read padding (zeros).
+/// Which output columns tap column `j` reads inside the input: the output columns
+/// `lo..hi`, output column `lo` reading input column `first` and each next one `stride`
+/// further on. Columns outside `lo..hi` read padding (zeros). It depends on `j` alone, so
+/// im2col and col2im work it out once per tap, not per output row (with the divisions
+/// per row, a CNN without padding, whose rows are 11 values, ran 8 % slower).
 #[inline]
-fn tap_row(s: &Conv2dShape, oy: usize, i: usize, j: usize) -> Option<(usize, usize, usize, isize)> {
-    let y = (oy * s.stride.0 + i * s.dilation.0).checked_sub(s.padding.0)?;
-    if y >= s.in_size.0 {
-        return None;
-    }
+fn tap_cols(s: &Conv2dShape, j: usize) -> (usize, usize, usize) {
     let (iw, ow, sx) = (s.in_size.1 as isize, s.out_size.1, s.stride.1 as isize);
     let off = (j * s.dilation.1) as isize - s.padding.1 as isize;
     // 0 ≤ ox · sx + off ≤ iw − 1
@@ -64,8 +61,19 @@ fn tap_row(s: &Conv2dShape, oy: usize, i: usize, j: usize) -> Option<(usize, usi
         0
     } else {
         ((iw - 1 - off) / sx + 1) as usize
-    };
-    Some((y, lo, hi.clamp(lo, ow), off))
+    }
+    .clamp(lo, ow);
+    // Only read when lo < hi, where lo · sx + off ≥ 0.
+    let first = (lo as isize * sx + off).max(0) as usize;
+    (lo, hi, first)
+}
+
+/// The input row that tap row `i` of output row `oy` reads, or `None` where it falls in
+/// the padding.
+#[inline]
+fn tap_y(s: &Conv2dShape, oy: usize, i: usize) -> Option<usize> {
+    let y = (oy * s.stride.0 + i * s.dilation.0).checked_sub(s.padding.0)?;
+    (y < s.in_size.0).then_some(y)
 }
 
 /// Fills the `K x P` column matrix of one sample, a row of output positions at a time:
@@ -80,15 +88,15 @@ pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
         for i in 0..kh {
             for j in 0..kw {
                 let row = &mut cols[((c * kh + i) * kw + j) * p..][..p];
+                let (lo, hi, first) = tap_cols(s, j);
                 for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
-                    let Some((y, lo, hi, off)) = tap_row(s, oy, i, j) else {
+                    let Some(y) = tap_y(s, oy, i).filter(|_| lo < hi) else {
                         dst.fill(T::ZERO);
                         continue;
                     };
                     let src = &plane[y * iw..][..iw];
                     dst[..lo].fill(T::ZERO);
                     dst[hi..].fill(T::ZERO);
-                    let first = (lo as isize * sx as isize + off) as usize;
                     if sx == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
                     } else {
@@ -114,12 +122,15 @@ pub(super) fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols:
         for i in 0..kh {
             for j in 0..kw {
                 let row = &grad_cols[((c * kh + i) * kw + j) * p..][..p];
+                let (lo, hi, first) = tap_cols(s, j);
+                if lo == hi {
+                    continue;
+                }
                 for (oy, src) in row.chunks_exact(ow).enumerate() {
-                    let Some((y, lo, hi, off)) = tap_row(s, oy, i, j) else {
+                    let Some(y) = tap_y(s, oy, i) else {
                         continue;
                     };
                     let dst = &mut plane[y * iw..][..iw];
-                    let first = (lo as isize * sx as isize + off) as usize;
                     if sx == 1 {
                         for (d, &g) in dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]) {
                             *d += g;
@@ -630,6 +641,13 @@ mod tests {
             shape(2, (5, 4), 3, (3, 3), (2, 2), (1, 1), (1, 1)),
             2,
             Activation::Relu,
+        );
+        // A dilated tap column that lies wholly past the input's last column (its
+        // first input column is beyond the row's end).
+        check(
+            shape(2, (3, 1), 2, (3, 3), (1, 1), (2, 2), (2, 2)),
+            2,
+            Activation::Identity,
         );
     }
 
