@@ -25,53 +25,9 @@
 //! element-wise passes split by sample. Serial scalar sums made batch norm 12 % of a
 //! ResNet-20 training step.
 
-use super::{check_len, for_row_blocks, Accum, PARALLEL_MIN_FLOPS};
+use super::{check_len, for_row_blocks, lane_sum, split_batch, Accum};
 use crate::simd::vectorized;
 use crate::Float;
-
-/// Lanes of the interleaved partial sums: an AVX-512 register of f32.
-const LANES: usize = 16;
-
-/// `Σ f(i)` over `0..n` in [`LANES`] interleaved partial sums, so the adds vectorise.
-#[inline(always)]
-fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
-    let mut partial = [T::ZERO; LANES];
-    let whole = n / LANES * LANES;
-    for base in (0..whole).step_by(LANES) {
-        for (l, p) in partial.iter_mut().enumerate() {
-            *p += f(base + l);
-        }
-    }
-    let mut total = (whole..n).fold(T::ZERO, |a, i| a + f(i));
-    for p in partial {
-        total += p;
-    }
-    total
-}
-
-/// Runs `body(first_channel, a, b)` over two per-channel slices of equal length,
-/// split in halves across rayon's threads while `work` (FLOPs, all channels) is large
-/// enough. Each channel is computed exactly as serially.
-fn per_channel<T: Send>(
-    first: usize,
-    a: &mut [T],
-    b: &mut [T],
-    work: f64,
-    body: &(impl Fn(usize, &mut [T], &mut [T]) + Sync),
-) {
-    if a.len() < 2 || work < PARALLEL_MIN_FLOPS {
-        body(first, a, b);
-        return;
-    }
-    let half = a.len() / 2;
-    let (a0, a1) = a.split_at_mut(half);
-    let (b0, b1) = b.split_at_mut(half);
-    let share = work * half as f64 / (a0.len() + a1.len()) as f64;
-    rayon::join(
-        || per_channel(first, a0, b0, share, body),
-        || per_channel(first + half, a1, b1, work - share, body),
-    );
-}
 
 /// Channels, positions per channel and the constants of a batch-norm layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,7 +70,7 @@ pub fn batch_norm_forward<T: Float>(
         let m = (batch * inner) as f64;
         let inv_m = T::from_f64(1.0 / m);
         // Per channel: the mean, then the sum of squared deviations (into `inv_std`).
-        per_channel(0, mean, inv_std, 4.0 * m * c as f64, &|first, mean, var| {
+        split_batch(c, 4.0 * m, (mean, 1), (inv_std, 1), &|first, mean, var| {
             for (k, (mu, var)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
                 let ch = first + k;
                 let planes = input
@@ -208,11 +164,11 @@ pub fn batch_norm_backward<T: Float>(
     let len = c * inner;
     let m = (batch * inner) as f64;
     // Per channel: Σ g and Σ g (x − μ), the latter times 1/σ.
-    per_channel(
-        0,
-        grad_beta,
-        grad_gamma,
-        4.0 * m * c as f64,
+    split_batch(
+        c,
+        4.0 * m,
+        (grad_beta, 1),
+        (grad_gamma, 1),
         &|first, gb, gg| {
             for (k, (gb, gg)) in gb.iter_mut().zip(gg.iter_mut()).enumerate() {
                 let ch = first + k;
@@ -281,6 +237,7 @@ pub fn batch_norm_backward<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+    use super::super::PARALLEL_MIN_FLOPS;
     use super::*;
 
     #[test]

@@ -208,16 +208,26 @@ pub(crate) fn for_col_blocks<T: Send>(
 /// The sum of `values` in 16 interleaved partial sums, so the adds vectorise instead of
 /// waiting on each other (a serial f32 sum is one add per four cycles).
 pub(crate) fn sum<T: Float>(values: &[T]) -> T {
+    lane_sum(values.len(), |i| values[i])
+}
+
+/// `Σ f(i)` over `0..n` in 16 interleaved partial sums (an AVX-512 register of f32), so
+/// the adds vectorise; the order is fixed by `n` alone. Batch norm sums squared
+/// deviations and products through it without writing them out.
+#[inline(always)]
+pub(crate) fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
     const LANES: usize = 16;
     let mut partial = [T::ZERO; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (p, &v) in partial.iter_mut().zip(chunk) {
-            *p += v;
+    let whole = n / LANES * LANES;
+    for base in (0..whole).step_by(LANES) {
+        for (l, p) in partial.iter_mut().enumerate() {
+            *p += f(base + l);
         }
     }
-    let mut total = rest.iter().fold(T::ZERO, |a, &v| a + v);
+    let mut total = T::ZERO;
+    for i in whole..n {
+        total += f(i);
+    }
     for p in partial {
         total += p;
     }
