@@ -1,12 +1,19 @@
 //! The workloads in burn on its `flex` CPU backend (burn 0.22's fastest on CPU; the
 //! `ndarray` backend is deprecated), with autodiff and burn's own optimisers.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
+use burn::nn::attention::{
+    generate_autoregressive_mask, MhaInput, MultiHeadAttention, MultiHeadAttentionConfig,
+};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Linear, LinearConfig, Lstm, LstmConfig, Relu};
-use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig, Lstm, LstmConfig, PaddingConfig2d, Relu,
+};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, SgdConfig};
 use burn::prelude::*;
 
 use crate::{median_seconds, report, Data};
@@ -94,6 +101,173 @@ impl LstmClassifier {
     }
 }
 
+/// T6's shape (as in `peers.py`'s `LM`).
+const VOCAB: usize = 96;
+const STEPS: usize = 64;
+const DIM: usize = 128;
+const HEADS: usize = 4;
+const FF: usize = 512;
+
+/// A pre-norm transformer block with burn's multi-head attention (no dropout, as in
+/// the other peers).
+#[derive(Module, Debug)]
+struct Block {
+    ln1: LayerNorm,
+    attn: MultiHeadAttention,
+    ln2: LayerNorm,
+    ff1: Linear,
+    gelu: Gelu,
+    ff2: Linear,
+}
+
+impl Block {
+    fn new(device: &Device) -> Self {
+        Block {
+            ln1: LayerNormConfig::new(DIM).init(device),
+            attn: MultiHeadAttentionConfig::new(DIM, HEADS)
+                .with_dropout(0.0)
+                .init(device),
+            ln2: LayerNormConfig::new(DIM).init(device),
+            ff1: LinearConfig::new(DIM, FF).init(device),
+            gelu: Gelu::new(),
+            ff2: LinearConfig::new(FF, DIM).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, mask: Tensor<3, Bool>) -> Tensor<3> {
+        let input = MhaInput::self_attn(self.ln1.forward(x.clone())).mask_attn(mask);
+        let x = x + self.attn.forward(input).context;
+        let h = self
+            .gelu
+            .forward(self.ff1.forward(self.ln2.forward(x.clone())));
+        x + self.ff2.forward(h)
+    }
+}
+
+/// T6: token and learned position embeddings, two blocks, a final norm, the head.
+#[derive(Module, Debug)]
+struct TransformerLm {
+    tok: Embedding,
+    pos: Param<Tensor<2>>,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    head: Linear,
+}
+
+impl TransformerLm {
+    fn new(device: &Device) -> Self {
+        let pos = Tensor::random(
+            [STEPS, DIM],
+            burn::tensor::Distribution::Normal(0.0, 0.02),
+            device,
+        );
+        TransformerLm {
+            tok: EmbeddingConfig::new(VOCAB, DIM).init(device),
+            pos: Param::from_tensor(pos),
+            blocks: (0..2).map(|_| Block::new(device)).collect(),
+            ln_f: LayerNormConfig::new(DIM).init(device),
+            head: LinearConfig::new(DIM, VOCAB).init(device),
+        }
+    }
+
+    /// Token ids `[batch, STEPS]` to logits `[batch · STEPS, VOCAB]`.
+    fn forward(&self, idx: Tensor<2, Int>) -> Tensor<2> {
+        let [batch, steps] = idx.dims();
+        let mask = generate_autoregressive_mask(batch, steps, &idx.device());
+        let mut x = self.tok.forward(idx) + self.pos.val().unsqueeze_dim(0);
+        for block in &self.blocks {
+            x = block.forward(x, mask.clone());
+        }
+        self.head
+            .forward(self.ln_f.forward(x))
+            .reshape([batch * steps, VOCAB])
+    }
+}
+
+/// A convolution without bias (3×3 with padding 1, or 1×1) and its batch norm.
+#[derive(Module, Debug)]
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    fn new(cin: usize, cout: usize, kernel: usize, stride: usize, device: &Device) -> Self {
+        let pad = kernel / 2;
+        ConvBn {
+            conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(false)
+                .init(device),
+            bn: BatchNormConfig::new(cout).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+/// A basic block; `shortcut` is the projection where the block changes the shape.
+#[derive(Module, Debug)]
+struct Basic {
+    a: ConvBn,
+    b: ConvBn,
+    shortcut: Option<ConvBn>,
+}
+
+/// T7: ResNet-20 for `[3, 32, 32]` images (batch norm trains on the autodiff backend).
+#[derive(Module, Debug)]
+struct ResNet20 {
+    stem: ConvBn,
+    blocks: Vec<Basic>,
+    pool: AdaptiveAvgPool2d,
+    fc: Linear,
+    relu: Relu,
+}
+
+impl ResNet20 {
+    fn new(device: &Device) -> Self {
+        let mut blocks = Vec::new();
+        let mut cin = 16;
+        for (i, cout) in [16, 32, 64].into_iter().enumerate() {
+            for j in 0..3 {
+                let stride = if i > 0 && j == 0 { 2 } else { 1 };
+                blocks.push(Basic {
+                    a: ConvBn::new(cin, cout, 3, stride, device),
+                    b: ConvBn::new(cout, cout, 3, 1, device),
+                    shortcut: (stride != 1 || cin != cout)
+                        .then(|| ConvBn::new(cin, cout, 1, stride, device)),
+                });
+                cin = cout;
+            }
+        }
+        ResNet20 {
+            stem: ConvBn::new(3, 16, 3, 1, device),
+            blocks,
+            pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc: LinearConfig::new(64, 10).init(device),
+            relu: Relu::new(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = self.relu.forward(self.stem.forward(x));
+        for block in &self.blocks {
+            let h = block
+                .b
+                .forward(self.relu.forward(block.a.forward(x.clone())));
+            let skip = match &block.shortcut {
+                Some(projection) => projection.forward(x),
+                None => x,
+            };
+            x = self.relu.forward(h + skip);
+        }
+        self.fc.forward(self.pool.forward(x).flatten(1, 3))
+    }
+}
+
 fn labels(data: &mut Data, n: usize, device: &Device) -> Tensor<1, Int> {
     let ys: Vec<i64> = data.labels(n).into_iter().map(i64::from).collect();
     Tensor::from_data(TensorData::new(ys, [n]), device)
@@ -152,6 +326,30 @@ pub fn run(workload: &str) -> f64 {
             let y = labels(&mut data, 32, &train_device);
             let seconds = train!(model, AdamConfig::new().init(), 1e-3, x, y, &train_device);
             report(workload, 32, seconds)
+        }
+        "transformer" => {
+            let model = TransformerLm::new(&train_device);
+            // 32 windows of 65 token ids below 96: the first 64 in, the last 64 labels.
+            let tokens = data.tokens(32 * (STEPS + 1), VOCAB as u64);
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for window in tokens.chunks_exact(STEPS + 1) {
+                x.extend(window[..STEPS].iter().map(|&t| i64::from(t)));
+                y.extend(window[1..].iter().map(|&t| i64::from(t)));
+            }
+            let x = Tensor::<2, Int>::from_data(TensorData::new(x, [32, STEPS]), &train_device);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [32 * STEPS]), &train_device);
+            let adamw = AdamWConfig::new().with_weight_decay(0.01).init();
+            let seconds = train!(model, adamw, 1e-3, x, y, &train_device);
+            report(workload, 32, seconds)
+        }
+        "resnet20" => {
+            let model = ResNet20::new(&train_device);
+            let x = input(&mut data, [64, 3, 32, 32], &train_device);
+            let y = labels(&mut data, 64, &train_device);
+            let momentum = MomentumConfig::new().with_momentum(0.9).with_dampening(0.0);
+            let sgd = SgdConfig::new().with_momentum(Some(momentum)).init();
+            let seconds = train!(model, sgd, 0.1, x, y, &train_device);
+            report(workload, 64, seconds)
         }
         _ => {
             let model = Mlp::new(&[784, 128, 10], &device);

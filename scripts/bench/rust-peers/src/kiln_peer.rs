@@ -9,9 +9,6 @@ use crate::{median_seconds, report, Data};
 
 pub const VERSION: &str = "kiln 0.1";
 
-/// The workloads only kiln's peer has so far in this crate (T6 and T7).
-pub const NEW_WORKLOADS: [&str; 2] = ["transformer", "resnet20"];
-
 kiln::model! {
     struct MlpSmall { input: [784], Dense(128), Relu, Dense(10) }
 }

@@ -9,9 +9,8 @@
 //! Prints one JSON object: the median over timed runs (samples/s for training and
 //! batch-1024 inference, µs for batch-1 latency), the library's version and the
 //! process's peak resident memory; for kiln also the model's forward FLOPs per sample.
-//! A workload a library's peer does not have yet (candle and burn: the transformer and
-//! ResNet-20) prints `{"absent": reason}`. `peak` prints the processor's measured f32
-//! FMA peak on RAYON_NUM_THREADS threads, in GFLOP/s (`peak.rs`).
+//! `peak` prints the processor's measured f32 FMA peak on RAYON_NUM_THREADS threads, in
+//! GFLOP/s (`peak.rs`).
 
 use std::time::Instant;
 
@@ -124,10 +123,6 @@ fn main() {
     if !WORKLOADS.contains(&workload.as_str()) {
         eprintln!("unknown workload {workload}; workloads: {WORKLOADS:?}");
         std::process::exit(2);
-    }
-    if library != "kiln" && kiln_peer::NEW_WORKLOADS.contains(&workload.as_str()) {
-        println!("{{\"absent\": \"not written for {library} yet\"}}");
-        return;
     }
     let (value, version) = match library.as_str() {
         #[cfg(feature = "peers")]
