@@ -23,11 +23,14 @@
 
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::{check_len, matmul, split_batch, store, PARALLEL_MIN_FLOPS};
+use super::{check_len, lane_sum, matmul, split_batch, store, PARALLEL_MIN_FLOPS};
+use crate::simd::vectorized;
 use crate::Float;
 
 /// Layer normalisation forward over rows of `width`; `saved` (2 values per row) keeps
-/// the mean and `1/σ` for backward.
+/// the mean and `1/σ` for backward. Rows are independent: above the threads' line
+/// ([`split_batch`]) the two halves run on two threads, and each row's sums run in 16
+/// lanes ([`lane_sum`]) inside [`vectorized`], so the result does not depend on the split.
 ///
 /// # Panics
 /// If a length does not match.
@@ -43,28 +46,44 @@ pub fn layer_norm_forward<T: Float>(
     let rows = input.len() / width;
     check_len("layer_norm output", output.len(), input.len());
     check_len("layer_norm saved", saved.len(), 2 * rows);
+    check_len("layer_norm gamma", gamma.len(), width);
+    check_len("layer_norm beta", beta.len(), width);
     let eps = T::from_f64(eps);
     let inv_n = T::from_f64(1.0 / width as f64);
-    for ((y, x), st) in output
-        .chunks_exact_mut(width)
-        .zip(input.chunks_exact(width))
-        .zip(saved.chunks_exact_mut(2))
-    {
-        let mean = x.iter().copied().sum::<T>() * inv_n;
-        let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() * inv_n;
-        let inv_std = T::ONE / (var + eps).sqrt();
-        st[0] = mean;
-        st[1] = inv_std;
-        for i in 0..width {
-            y[i] = gamma[i] * (x[i] - mean) * inv_std + beta[i];
-        }
-    }
+    // Two passes to read the row and one to write it: counted as 8 FLOPs a value.
+    let flops_per_row = 8.0 * width as f64;
+    let body = |first: usize, output: &mut [T], saved: &mut [T]| {
+        let input = &input[first * width..][..output.len()];
+        vectorized(|| {
+            for ((y, x), st) in output
+                .chunks_exact_mut(width)
+                .zip(input.chunks_exact(width))
+                .zip(saved.chunks_exact_mut(2))
+            {
+                let mean = lane_sum(width, |i| x[i]) * inv_n;
+                let var = lane_sum(width, |i| (x[i] - mean) * (x[i] - mean)) * inv_n;
+                let inv_std = T::ONE / (var + eps).sqrt();
+                st[0] = mean;
+                st[1] = inv_std;
+                for i in 0..width {
+                    y[i] = gamma[i] * (x[i] - mean) * inv_std + beta[i];
+                }
+            }
+        })
+    };
+    split_batch(rows, flops_per_row, (output, width), (saved, 2), &body);
 }
 
 /// Gradient of [`layer_norm_forward`]; `grad_gamma` and `grad_beta` are replaced.
 ///
+/// The parameter gradients are sums over every row, taken on the calling thread in one
+/// fixed order; the input gradient, row by row, runs alongside them on the other thread
+/// (in two halves of its own above the threads' line), so results do not depend on the
+/// number of threads.
+///
 /// # Panics
 /// If a length does not match.
+#[allow(clippy::too_many_arguments)]
 pub fn layer_norm_backward<T: Float>(
     grad_input: Option<(&mut [T], Accum)>,
     grad_gamma: &mut [T],
@@ -75,46 +94,75 @@ pub fn layer_norm_backward<T: Float>(
     grad_output: &[T],
     width: usize,
 ) {
+    let rows = input.len() / width;
     check_len("layer_norm grad_output", grad_output.len(), input.len());
-    grad_gamma.fill(T::ZERO);
-    grad_beta.fill(T::ZERO);
-    for ((g, x), st) in grad_output
-        .chunks_exact(width)
-        .zip(input.chunks_exact(width))
-        .zip(saved.chunks_exact(2))
-    {
-        for i in 0..width {
-            grad_gamma[i] += g[i] * (x[i] - st[0]) * st[1];
-            grad_beta[i] += g[i];
-        }
-    }
+    check_len("layer_norm saved", saved.len(), 2 * rows);
+    check_len("layer_norm grad_gamma", grad_gamma.len(), width);
+    check_len("layer_norm grad_beta", grad_beta.len(), width);
+    let mut params = || {
+        vectorized(|| {
+            grad_gamma.fill(T::ZERO);
+            grad_beta.fill(T::ZERO);
+            for ((g, x), st) in grad_output
+                .chunks_exact(width)
+                .zip(input.chunks_exact(width))
+                .zip(saved.chunks_exact(2))
+            {
+                for i in 0..width {
+                    grad_gamma[i] += g[i] * (x[i] - st[0]) * st[1];
+                    grad_beta[i] += g[i];
+                }
+            }
+        })
+    };
     let Some((grad_input, accum)) = grad_input else {
+        params();
         return;
     };
+    check_len("layer_norm grad_input", grad_input.len(), input.len());
     let inv_n = T::from_f64(1.0 / width as f64);
-    for (((gi, g), x), st) in grad_input
-        .chunks_exact_mut(width)
-        .zip(grad_output.chunks_exact(width))
-        .zip(input.chunks_exact(width))
-        .zip(saved.chunks_exact(2))
-    {
-        let (mean, inv_std) = (st[0], st[1]);
-        let mut sum_d = T::ZERO;
-        let mut sum_dx = T::ZERO;
-        for i in 0..width {
-            let d = g[i] * gamma[i];
-            sum_d += d;
-            sum_dx += d * (x[i] - mean) * inv_std;
-        }
-        let (mean_d, mean_dx) = (sum_d * inv_n, sum_dx * inv_n);
-        for i in 0..width {
-            let x_hat = (x[i] - mean) * inv_std;
-            store(
-                &mut gi[i],
-                inv_std * (g[i] * gamma[i] - mean_d - x_hat * mean_dx),
-                accum,
-            );
-        }
+    let inputs = |first: usize, grad_input: &mut [T], _: &mut [T]| {
+        let rows = grad_input.len() / width;
+        let grad_output = &grad_output[first * width..][..rows * width];
+        let input = &input[first * width..][..rows * width];
+        let saved = &saved[first * 2..][..rows * 2];
+        vectorized(|| {
+            for (((gi, g), x), st) in grad_input
+                .chunks_exact_mut(width)
+                .zip(grad_output.chunks_exact(width))
+                .zip(input.chunks_exact(width))
+                .zip(saved.chunks_exact(2))
+            {
+                let (mean, inv_std) = (st[0], st[1]);
+                let sum_d = lane_sum(width, |i| g[i] * gamma[i]);
+                let sum_dx = lane_sum(width, |i| g[i] * gamma[i] * (x[i] - mean)) * inv_std;
+                let (mean_d, mean_dx) = (sum_d * inv_n, sum_dx * inv_n);
+                for i in 0..width {
+                    let x_hat = (x[i] - mean) * inv_std;
+                    store(
+                        &mut gi[i],
+                        inv_std * (g[i] * gamma[i] - mean_d - x_hat * mean_dx),
+                        accum,
+                    );
+                }
+            }
+        })
+    };
+    // The input gradient reads every value four times and writes it once, the
+    // parameters' sums read it three times: counted as 12 FLOPs a value in all.
+    if 12.0 * input.len() as f64 >= PARALLEL_MIN_FLOPS {
+        rayon::join(params, || {
+            split_batch(
+                rows,
+                8.0 * width as f64,
+                (grad_input, width),
+                (&mut [], 0),
+                &inputs,
+            )
+        });
+    } else {
+        params();
+        inputs(0, grad_input, &mut []);
     }
 }
 
@@ -257,10 +305,26 @@ fn sum_rows<T: Float>(sum: &mut [T], rows: &[T]) {
 }
 
 /// Softmax of one row of scores over the keys it may see (`j < visible` and not
-/// padded); hidden keys get weight 0, and a row that sees no key is all zeros.
+/// padded); hidden keys get weight 0, and a row that sees no key is all zeros. Without
+/// padding the keys it sees are a prefix, and the maximum, the exponentials
+/// ([`Float::fast_exp`]) and the sum run over it in vector lanes (call it inside
+/// [`vectorized`]).
+#[inline(always)]
 fn masked_softmax<T: Float>(row: &mut [T], visible: usize, padding: Option<&[T]>) {
+    let Some(padding) = padding else {
+        let (seen, hidden) = row.split_at_mut(visible.min(row.len()));
+        hidden.fill(T::ZERO);
+        if seen.is_empty() {
+            return;
+        }
+        let max = lane_max(seen);
+        seen.iter_mut().for_each(|p| *p = (*p - max).fast_exp());
+        let inv = T::ONE / lane_sum(seen.len(), |j| seen[j]);
+        seen.iter_mut().for_each(|p| *p *= inv);
+        return;
+    };
     let half = T::from_f64(0.5);
-    let seen = |j: usize| j < visible && padding.is_none_or(|m| m[j] <= half);
+    let seen = |j: usize| j < visible && padding[j] <= half;
     let mut max: Option<T> = None;
     for (j, &p) in row.iter().enumerate() {
         if seen(j) {
@@ -278,6 +342,22 @@ fn masked_softmax<T: Float>(row: &mut [T], visible: usize, padding: Option<&[T]>
     }
     let inv = T::ONE / sum;
     row.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// The largest of `values` (not empty; NaN-ignoring, like [`Float::max`]), in 16
+/// interleaved lanes so that it vectorises.
+#[inline(always)]
+fn lane_max<T: Float>(values: &[T]) -> T {
+    const LANES: usize = 16;
+    let mut lanes = [values[0]; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = l.max(v);
+        }
+    }
+    let rest = chunks.remainder().iter().fold(values[0], |m, &v| m.max(v));
+    lanes.into_iter().fold(rest, T::max)
 }
 
 /// Multi-head attention forward: self-attention over `inputs.query`, or
@@ -369,10 +449,12 @@ pub fn attention_forward<T: Float>(
                     scale,
                     Par::Seq,
                 );
-                for (i, row) in p_slice.chunks_exact_mut(keys).enumerate() {
-                    let visible = if s.causal { i + 1 } else { keys };
-                    masked_softmax(row, visible, padding);
-                }
+                vectorized(|| {
+                    for (i, row) in p_slice.chunks_exact_mut(keys).enumerate() {
+                        let visible = if s.causal { i + 1 } else { keys };
+                        masked_softmax(row, visible, padding);
+                    }
+                });
                 let p = MatRef::from_row_major_slice(&*p_slice, st, keys);
                 matmul(
                     heads_out.as_mut().subcols_mut(head * dh, dh),
@@ -717,7 +799,13 @@ mod tests {
 
     #[test]
     fn layer_norm_matches_finite_differences() {
-        let width = 5;
+        // Narrower than the sums' 16 lanes, and lanes with a remainder.
+        for width in [5, 21] {
+            layer_norm_against_finite_differences(width);
+        }
+    }
+
+    fn layer_norm_against_finite_differences(width: usize) {
         let x = values(3 * width, 41);
         let gamma: Vec<f64> = values(width, 42).iter().map(|v| v + 1.0).collect();
         let beta = values(width, 43);
@@ -756,6 +844,101 @@ mod tests {
             &numeric_grad(&beta, 1e-6, |v| loss(&x, &gamma, v)),
             1e-7,
         );
+    }
+
+    /// Above the threads' line the rows run in two halves and the input gradient beside
+    /// the parameters' sums: every row comes out as it does alone, the parameters'
+    /// gradients as the sum over rows; `Accum::Add` adds; f32 (the vector lanes at f32
+    /// width) agrees with f64.
+    #[test]
+    fn layer_norm_split_and_f32_agree_with_rows_alone() {
+        let (width, rows) = (37, 7000);
+        assert!(8.0 * (width * rows) as f64 >= PARALLEL_MIN_FLOPS);
+        let x = values(rows * width, 71);
+        let gamma: Vec<f64> = values(width, 72).iter().map(|v| v + 1.0).collect();
+        let beta = values(width, 73);
+        let c = values(x.len(), 74);
+        let run = |x: &[f64], c: &[f64], accum: Accum, start: f64| {
+            let n = x.len() / width;
+            let (mut y, mut saved) = (vec![0.0; x.len()], vec![0.0; 2 * n]);
+            layer_norm_forward(&mut y, &mut saved, x, &gamma, &beta, width, 1e-5);
+            let mut gx = vec![start; x.len()];
+            let (mut gg, mut gb) = (vec![9.0; width], vec![9.0; width]);
+            let grads = Some((&mut gx[..], accum));
+            layer_norm_backward(grads, &mut gg, &mut gb, &saved, x, &gamma, c, width);
+            (y, gx, gg, gb)
+        };
+        let (y, gx, gg, gb) = run(&x, &c, Accum::Replace, 0.0);
+        let (mut gg_rows, mut gb_rows) = (vec![0.0; width], vec![0.0; width]);
+        for r in (0..rows).step_by(997) {
+            let range = r * width..(r + 1) * width;
+            let (y1, gx1, gg1, gb1) =
+                run(&x[range.clone()], &c[range.clone()], Accum::Replace, 0.0);
+            assert_eq!(y[range.clone()], y1[..]);
+            assert_eq!(gx[range], gx1[..]);
+            gg_rows.iter_mut().zip(&gg1).for_each(|(a, v)| *a += v);
+            gb_rows.iter_mut().zip(&gb1).for_each(|(a, v)| *a += v);
+        }
+        // The sums over all rows, from rows alone, in any order.
+        let (mut gg_all, mut gb_all) = (vec![0.0; width], vec![0.0; width]);
+        for r in 0..rows {
+            let range = r * width..(r + 1) * width;
+            let (_, _, gg1, gb1) = run(&x[range.clone()], &c[range], Accum::Replace, 0.0);
+            gg_all.iter_mut().zip(&gg1).for_each(|(a, v)| *a += v);
+            gb_all.iter_mut().zip(&gb1).for_each(|(a, v)| *a += v);
+        }
+        assert_close(&gg, &gg_all, 1e-9);
+        assert_close(&gb, &gb_all, 1e-9);
+        let (_, gx_add, ..) = run(&x, &c, Accum::Add, 0.5);
+        let shifted: Vec<f64> = gx.iter().map(|v| v + 0.5).collect();
+        assert_close(&gx_add, &shifted, 1e-12);
+
+        let (x32, g32, b32, c32) = (narrow(&x), narrow(&gamma), narrow(&beta), narrow(&c));
+        let (mut y32, mut saved32) = (vec![0.0f32; x.len()], vec![0.0f32; 2 * rows]);
+        layer_norm_forward(&mut y32, &mut saved32, &x32, &g32, &b32, width, 1e-5);
+        let mut gx32 = vec![0.0f32; x.len()];
+        let (mut gg32, mut gb32) = (vec![0.0f32; width], vec![0.0f32; width]);
+        let grads = Some((&mut gx32[..], Accum::Replace));
+        layer_norm_backward(
+            grads, &mut gg32, &mut gb32, &saved32, &x32, &g32, &c32, width,
+        );
+        assert_close(&widen(&y32), &y, 1e-4);
+        assert_close(&widen(&gx32), &gx, 1e-4);
+        assert_close(&widen(&gg32), &gg, 1e-3);
+        assert_close(&widen(&gb32), &gb, 1e-3);
+    }
+
+    /// The prefix path (no padding: the vector lanes and `fast_exp` in f32) against
+    /// softmax in f64 with `exp`; hidden keys are 0; a row that sees no key is all zeros.
+    #[test]
+    fn masked_softmax_of_a_prefix_matches_the_definition() {
+        for (len, visible) in [(1, 1), (7, 3), (16, 16), (40, 33), (40, 40), (9, 0)] {
+            let row: Vec<f64> = values(len, 80 + len as u64)
+                .iter()
+                .map(|v| 8.0 * v)
+                .collect();
+            let mut p64 = row.clone();
+            let mut p32 = narrow(&row);
+            masked_softmax(&mut p64, visible, None);
+            crate::simd::vectorized(|| masked_softmax(&mut p32, visible, None));
+            let max = row[..visible]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            let total: f64 = row[..visible].iter().map(|v| (v - max).exp()).sum();
+            let expected: Vec<f64> = (0..len)
+                .map(|j| {
+                    if j < visible {
+                        (row[j] - max).exp() / total
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            assert_close(&p64, &expected, 1e-14);
+            assert_close(&widen(&p32), &expected, 1e-6);
+            assert!(p32[visible..].iter().all(|&v| v == 0.0));
+        }
     }
 
     /// Self-attention (with and without the causal mask) and cross-attention (with and

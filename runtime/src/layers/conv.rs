@@ -539,14 +539,6 @@ mod tests {
         [y, gw, gb, gx]
     }
 
-    fn narrow(v: &[f64]) -> Vec<f32> {
-        v.iter().map(|&a| a as f32).collect()
-    }
-
-    fn widen(v: &[f32]) -> Vec<f64> {
-        v.iter().map(|&a| f64::from(a)).collect()
-    }
-
     /// Both passes of `s` in f32 (the fast path where one applies) and in f64 (always
     /// the GEMMs): output, weight and bias gradients agree.
     fn f32_agrees_with_f64(s: &Conv2dShape, batch: usize, seed: u64) {

@@ -289,6 +289,16 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// `v` rounded to f32, for the f32 twin of an f64 test.
+    pub fn narrow(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&a| a as f32).collect()
+    }
+
+    /// `v` widened to f64, to compare an f32 result with the f64 one.
+    pub fn widen(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&a| f64::from(a)).collect()
+    }
+
     /// Central-difference gradient of `f` at `x`, step `h`.
     pub fn numeric_grad(x: &[f64], h: f64, mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
         let mut probe = x.to_vec();
