@@ -148,14 +148,17 @@ fn fast_tanh_f32(x: f32) -> f32 {
 /// rounding instruction) and `|r| ≤ ln 2 / 2`, `e^r` by its Taylor polynomial of degree
 /// 7 (truncation below 2e-8 there), and `2^n` built in the exponent bits. `ln 2` is
 /// split in two so that `r` keeps its low bits. Inputs are clamped to [−87.3, 88], where
-/// `2^n` is a normal `f32`: below, the result is 1.2e-38 rather than a subnormal or
-/// zero; above, `e^88` rather than up to `e^88.7` or infinity.
+/// `2^n` is a normal `f32`; below, the result is 0 (chosen with a select, not a branch)
+/// rather than a subnormal, so that a softmax gives exactly 0 to a logit far below the
+/// others, as with `exp`; above, `e^88` rather than up to `e^88.7` or infinity.
 #[inline(always)]
 pub(crate) fn fast_exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
-    let x = x.clamp(-87.336_54, 88.0);
+    const LOWEST: f32 = -87.336_54;
+    let underflow = x < LOWEST;
+    let x = x.clamp(LOWEST, 88.0);
     let shifted = x * core::f32::consts::LOG2_E + ROUND;
     let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
@@ -174,7 +177,11 @@ pub(crate) fn fast_exp_f32(x: f32) -> f32 {
     // `n` is in the low bits of `shifted` (offset by 2^22); add it to 1.0's exponent.
     let n_bits = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let scale = f32::from_bits((n_bits.wrapping_add(127) << 23) as u32);
-    p * scale
+    if underflow {
+        0.0
+    } else {
+        p * scale
+    }
 }
 
 /// `erf(x)` for `f32` without a library call or a branch: Abramowitz and Stegun's
@@ -365,8 +372,9 @@ mod tests {
         }
         assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
         assert!(worst_erf < 6e-7, "erf error {worst_erf}");
-        // The clamps: no infinity, no zero, no NaN from a finite input; NaN stays NaN.
-        assert!(fast_exp_f32(1000.0).is_finite() && fast_exp_f32(-1000.0) > 0.0);
+        // The clamps: no infinity and no NaN from a finite input, 0 below the range (as
+        // `exp` gives in f32 from about -104 on); NaN stays NaN.
+        assert!(fast_exp_f32(1000.0).is_finite() && fast_exp_f32(-1000.0) == 0.0);
         assert_eq!(fast_erf_f32(-30.0), -1.0);
         assert!(fast_erf_f32(0.0).abs() < 2e-7);
         assert!(fast_exp_f32(f32::NAN).is_nan() && fast_erf_f32(f32::NAN).is_nan());
