@@ -216,20 +216,35 @@ pub(crate) fn sum<T: Float>(values: &[T]) -> T {
 /// deviations and products through it without writing them out.
 #[inline(always)]
 pub(crate) fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
+    lane_fold(n, T::ZERO, f, |a, b| a + b)
+}
+
+/// The largest of `values` (not empty; NaN-ignoring, like [`Float::max`]), in 16
+/// interleaved lanes so that it vectorises. The maximum does not depend on the order.
+#[inline(always)]
+pub(crate) fn lane_max<T: Float>(values: &[T]) -> T {
+    lane_fold(values.len(), values[0], |i| values[i], T::max)
+}
+
+/// `f(0) ∘ f(1) ∘ … ∘ f(n − 1)` for an associative `op` with identity `init`, in 16
+/// interleaved lanes: lane `l` folds `f(l), f(l + 16), …`, then the tail `whole..n` is
+/// folded from `init` and the lanes are folded onto it in order.
+#[inline(always)]
+fn lane_fold<T: Float>(n: usize, init: T, f: impl Fn(usize) -> T, op: impl Fn(T, T) -> T) -> T {
     const LANES: usize = 16;
-    let mut partial = [T::ZERO; LANES];
+    let mut partial = [init; LANES];
     let whole = n / LANES * LANES;
     for base in (0..whole).step_by(LANES) {
         for (l, p) in partial.iter_mut().enumerate() {
-            *p += f(base + l);
+            *p = op(*p, f(base + l));
         }
     }
-    let mut total = T::ZERO;
+    let mut total = init;
     for i in whole..n {
-        total += f(i);
+        total = op(total, f(i));
     }
     for p in partial {
-        total += p;
+        total = op(total, p);
     }
     total
 }

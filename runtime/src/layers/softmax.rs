@@ -10,11 +10,19 @@
 //! rows). For training a classifier, prefer emitting logits and using
 //! [`CrossEntropy`](crate::loss::CrossEntropy), which fuses log-softmax into the loss.
 
-use super::{check_len, store, Accum};
+use super::{check_len, lane_max, lane_sum, store, Accum};
+use crate::simd::vectorized;
 use crate::Float;
 
-fn row_max<T: Float>(row: &[T]) -> T {
-    row.iter().copied().fold(row[0], T::max)
+/// `row = softmax(row)` (not empty): the maximum and the sum in vector lanes, the
+/// exponentials with [`Float::fast_exp`] (f32: relative error below 3e-7; f64: `exp`).
+/// Call it inside [`vectorized`] so that the loops compile to the processor's vectors.
+#[inline(always)]
+pub(super) fn softmax_in_place<T: Float>(row: &mut [T]) {
+    let max = lane_max(row);
+    row.iter_mut().for_each(|p| *p = (*p - max).fast_exp());
+    let inv = T::ONE / lane_sum(row.len(), |j| row[j]);
+    row.iter_mut().for_each(|p| *p *= inv);
 }
 
 /// `output = softmax(input)` along rows of `WIDTH`.
@@ -24,21 +32,15 @@ fn row_max<T: Float>(row: &[T]) -> T {
 pub fn softmax_forward<T: Float, const WIDTH: usize>(output: &mut [T], input: &[T]) {
     check_len("softmax output", output.len(), input.len());
     assert_eq!(input.len() % WIDTH, 0, "softmax: ragged rows");
-    for (y, x) in output
-        .chunks_exact_mut(WIDTH)
-        .zip(input.chunks_exact(WIDTH))
-    {
-        let m = row_max(x);
-        let mut sum = T::ZERO;
-        for (yi, &xi) in y.iter_mut().zip(x) {
-            *yi = (xi - m).exp();
-            sum += *yi;
+    vectorized(|| {
+        for (y, x) in output
+            .chunks_exact_mut(WIDTH)
+            .zip(input.chunks_exact(WIDTH))
+        {
+            y.copy_from_slice(x);
+            softmax_in_place(y);
         }
-        let inv = T::ONE / sum;
-        for yi in y.iter_mut() {
-            *yi *= inv;
-        }
-    }
+    })
 }
 
 /// Gradient of [`softmax_forward`].
@@ -85,7 +87,7 @@ pub fn log_softmax_forward<T: Float, const WIDTH: usize>(output: &mut [T], input
 
 /// `ln Σ e^{x_i}`, computed without overflow.
 pub fn log_sum_exp<T: Float>(x: &[T]) -> T {
-    let m = row_max(x);
+    let m = lane_max(x);
     let sum: T = x.iter().map(|&v| (v - m).exp()).sum();
     m + sum.ln()
 }
