@@ -101,12 +101,7 @@ impl LstmClassifier {
     }
 }
 
-/// T6's shape (as in `peers.py`'s `LM`).
-const VOCAB: usize = 96;
-const STEPS: usize = 64;
-const DIM: usize = 128;
-const HEADS: usize = 4;
-const FF: usize = 512;
+use crate::{LM_DIM as DIM, LM_FF as FF, LM_HEADS as HEADS, LM_STEPS as STEPS, LM_VOCAB as VOCAB};
 
 /// A pre-norm transformer block with burn's multi-head attention (no dropout, as in
 /// the other peers).
@@ -329,13 +324,9 @@ pub fn run(workload: &str) -> f64 {
         }
         "transformer" => {
             let model = TransformerLm::new(&train_device);
-            // 32 windows of 65 token ids below 96: the first 64 in, the last 64 labels.
-            let tokens = data.tokens(32 * (STEPS + 1), VOCAB as u64);
-            let (mut x, mut y) = (Vec::new(), Vec::new());
-            for window in tokens.chunks_exact(STEPS + 1) {
-                x.extend(window[..STEPS].iter().map(|&t| i64::from(t)));
-                y.extend(window[1..].iter().map(|&t| i64::from(t)));
-            }
+            let (x, y) = data.lm_windows(32);
+            let x: Vec<i64> = x.into_iter().map(i64::from).collect();
+            let y: Vec<i64> = y.into_iter().map(i64::from).collect();
             let x = Tensor::<2, Int>::from_data(TensorData::new(x, [32, STEPS]), &train_device);
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [32 * STEPS]), &train_device);
             let adamw = AdamWConfig::new().with_weight_decay(0.01).init();

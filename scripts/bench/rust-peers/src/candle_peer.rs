@@ -63,12 +63,7 @@ impl Module for LstmClassifier {
     }
 }
 
-/// T6's shape (as in `peers.py`'s `LM`).
-const VOCAB: usize = 96;
-const STEPS: usize = 64;
-const DIM: usize = 128;
-const HEADS: usize = 4;
-const FF: usize = 512;
+use crate::{LM_DIM as DIM, LM_FF as FF, LM_HEADS as HEADS, LM_STEPS as STEPS, LM_VOCAB as VOCAB};
 
 /// A pre-norm transformer block; the attention's query, key and value come from one
 /// `DIM → 3·DIM` projection, as in PyTorch's `nn.MultiheadAttention`.
@@ -347,13 +342,7 @@ fn run_inner(workload: &str) -> Result<f64> {
         }
         "transformer" => {
             let model = TransformerLm::new(vb)?;
-            // 32 windows of 65 token ids below 96: the first 64 in, the last 64 labels.
-            let tokens = data.tokens(32 * (STEPS + 1), VOCAB as u64);
-            let (mut x, mut y) = (Vec::new(), Vec::new());
-            for window in tokens.chunks_exact(STEPS + 1) {
-                x.extend_from_slice(&window[..STEPS]);
-                y.extend_from_slice(&window[1..]);
-            }
+            let (x, y) = data.lm_windows(32);
             let x = Tensor::from_vec(x, (32, STEPS), &Device::Cpu)?;
             let y = Tensor::from_vec(y, 32 * STEPS, &Device::Cpu)?;
             report(workload, 32, train(&model, &mut adam(&varmap)?, &x, &y))

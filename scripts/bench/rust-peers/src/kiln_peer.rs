@@ -141,13 +141,9 @@ pub fn run(workload: &str) -> f64 {
             train(LstmClassifier::new(0), 32, Adam::new(1e-3), &mut data),
         ),
         "transformer" => {
-            // 32 windows of 64 token ids below 96, each labelled with its next tokens.
-            let tokens = data.tokens(32 * 65, 96);
-            let (mut x, mut y) = (Vec::new(), Vec::new());
-            for window in tokens.chunks_exact(65) {
-                x.extend(window[..64].iter().map(|&t| t as f32));
-                y.extend(window[1..].iter().map(|&t| t as usize));
-            }
+            let (ids, next) = data.lm_windows(32);
+            let x: Vec<f32> = ids.into_iter().map(|t| t as f32).collect();
+            let y: Vec<usize> = next.into_iter().map(|t| t as usize).collect();
             let opt = AdamW::new(1e-3);
             report(workload, 32, train_on(TransformerLm::new(0), &x, &y, opt))
         }

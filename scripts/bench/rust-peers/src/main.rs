@@ -97,7 +97,26 @@ impl Data {
     pub fn tokens(&mut self, n: usize, below: u64) -> Vec<u32> {
         (0..n).map(|_| (self.next() % below) as u32).collect()
     }
+    /// T6's batch: `batch` windows of `LM_STEPS + 1` token ids below `LM_VOCAB`; the first
+    /// `LM_STEPS` of each are the input, the last `LM_STEPS` the labels (next tokens).
+    pub fn lm_windows(&mut self, batch: usize) -> (Vec<u32>, Vec<u32>) {
+        let tokens = self.tokens(batch * (LM_STEPS + 1), LM_VOCAB as u64);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for window in tokens.chunks_exact(LM_STEPS + 1) {
+            x.extend_from_slice(&window[..LM_STEPS]);
+            y.extend_from_slice(&window[1..]);
+        }
+        (x, y)
+    }
 }
+
+/// T6's shape, as `peers.py`'s `LM` has it (kiln's model spells the same numbers in
+/// its `model!`).
+pub const LM_VOCAB: usize = 96;
+pub const LM_STEPS: usize = 64;
+pub const LM_DIM: usize = 128;
+pub const LM_HEADS: usize = 4;
+pub const LM_FF: usize = 512;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
