@@ -112,6 +112,24 @@ impl Conv2dShape {
     pub const fn cols_len(&self) -> usize {
         self.k() * self.p()
     }
+    /// Values of the convolution's column scratch (`cols` of the runtime's
+    /// `conv2d_forward` and `conv2d_backward`): one sample's column matrix for each of
+    /// the two halves a batch is split into. The columns are rebuilt per sample in
+    /// both passes rather than kept for the whole batch.
+    ///
+    /// ```
+    /// use kiln_shapes::Conv2dShape;
+    /// // Conv2d(16, kernel = 3, padding = 1) on a [3, 32, 32] input.
+    /// let conv = Conv2dShape {
+    ///     in_channels: 3, in_size: (32, 32), out_channels: 16, kernel: (3, 3),
+    ///     stride: (1, 1), padding: (1, 1), dilation: (1, 1), out_size: (32, 32),
+    /// };
+    /// assert_eq!(conv.cols_scratch_len(), 2 * 27 * 1024);
+    /// ```
+    #[inline]
+    pub const fn cols_scratch_len(&self) -> usize {
+        2 * self.cols_len()
+    }
     /// Values of the convolution's backward fixed scratch (`partial` of the runtime's
     /// `conv2d_backward`):
     /// three weights' worth, and room to align one of them on a 64-byte line.

@@ -451,7 +451,7 @@ impl Op for Conv2d {
             )
         });
         let output = plan.node(size(&layer.output));
-        let cols = plan.node(geometry.cols_len());
+        let cols = plan.fixed(geometry.cols_scratch_len());
         let partial = plan.fixed(geometry.partial_len());
         plan.push(ConvStep {
             input,
@@ -471,7 +471,7 @@ impl Op for Conv2d {
 struct ConvStep {
     input: usize,
     output: usize,
-    cols: usize,
+    cols: Range<usize>,
     geometry: Geometry,
     weight: Range<usize>,
     bias: Option<Range<usize>>,
@@ -511,43 +511,38 @@ impl Step for ConvStep {
     }
 
     fn forward(&self) -> TokenStream {
-        let ConvStep {
-            input,
-            output,
-            cols,
-            ..
-        } = self;
+        let ConvStep { input, output, .. } = self;
         let (shape, act) = (shape_tokens(&self.geometry), activation(self.fused));
         let (weight, bias) = (slice(&self.weight), optional_params(&self.bias));
+        let cols = slice(&self.cols);
         quote! {
             {
-                let io = ws.forward_io(#input, #output, ::core::option::Option::Some(#cols));
+                let io = ws.forward_io(#input, #output, ::core::option::Option::None);
                 ::kiln::__private::layers::conv2d_forward::<T>(
-                    #shape, io.output, io.aux, io.input, &params[#weight], #bias, #act, batch,
+                    #shape, io.output, &mut io.fixed[#cols], io.input, &params[#weight], #bias,
+                    #act, batch,
                 );
             }
         }
     }
 
     fn backward(&self, flow: &mut GradFlow) -> TokenStream {
-        let ConvStep {
-            input,
-            output,
-            cols,
-            ..
-        } = self;
+        let ConvStep { input, output, .. } = self;
         let (shape, act) = (shape_tokens(&self.geometry), activation(self.fused));
         let grad_input = flow.optional(*input, quote!(io.grad_input));
         let (split, grad_bias) = split_grads(&self.weight, &self.bias);
-        let (weight, partial) = (slice(&self.weight), slice(&self.partial));
+        let (weight, partial_len) = (slice(&self.weight), self.partial.len());
+        // The columns come before `partial` in the fixed scratch (`Conv2d::plan`).
+        let (cols, at) = (slice(&self.cols), self.partial.start);
         quote! {
             {
-                let io = ws.backward_io(#input, #output, ::core::option::Option::Some(#cols));
+                let io = ws.backward_io(#input, #output, ::core::option::Option::None);
                 #split
+                let (cols, partial) = io.fixed.split_at_mut(#at);
                 ::kiln::__private::layers::conv2d_backward::<T>(
-                    #shape, #grad_input, grad_weight, #grad_bias, &mut io.fixed[#partial],
-                    io.aux, io.input, &params[#weight], io.output, io.grad_output, #act,
-                    batch,
+                    #shape, #grad_input, grad_weight, #grad_bias, &mut partial[..#partial_len],
+                    &mut cols[#cols], io.input, &params[#weight], io.output, io.grad_output,
+                    #act, batch,
                 );
             }
         }

@@ -4,12 +4,20 @@
 //! (`K = in_channels · kh · kw` rows, `P = out_h · out_w` columns); then
 //! `y = W · col + b` with the weight `[out_channels, K]` (PyTorch's
 //! `[out, in, kh, kw]`, row-major) and an optional fused activation, as for dense
-//! layers. The columns are kept in the workspace for the backward pass:
+//! layers. The backward pass rebuilds each sample's columns from the input:
 //!
 //! - `grad_weight = Σ_n g_n · col_nᵀ`, `grad_bias = Σ_n Σ_p g_n`,
 //! - `grad_col_n = Wᵀ · g_n`, scattered back onto the input by col2im,
 //!
-//! where `g` is `grad_output ⊙ f'(output)`. When at most half of `g` is non-zero (a
+//! where `g` is `grad_output ⊙ f'(output)`.
+//!
+//! Only one sample's columns exist at a time on each of the two threads
+//! ([`Conv2dShape::cols_scratch_len`]), so they stay in the core's L2 cache between
+//! im2col and the GEMMs that read them. Keeping every sample's columns from the forward
+//! pass for the backward one (as kiln did first) wrote ResNet-20's columns (9 values
+//! per input value) out to memory and read them back, and made them most of its
+//! workspace (a peak RSS of 731 MiB at batch 64, 361 MiB without); rebuilding them costs
+//! one more im2col per sample, which the whole-plane copies below more than pay for. When at most half of `g` is non-zero (a
 //! ReLU and a max pool after the convolution leave about a fifth) and the geometry
 //! suits its f32 kernels, both products are taken from the non-zeros alone instead
 //! (`sparse.rs`): the benchmark CNN's second convolution's backward pass went from
@@ -17,15 +25,15 @@
 //! 64). Output positions follow PyTorch:
 //! `out = ⌊(in + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1`.
 //!
-//! im2col was chosen over an implicit GEMM because the columns are needed again by the
-//! GEMM backward and faer's GEMM wants an explicit `K x P` matrix. im2col copies whole
+//! im2col was chosen over an implicit GEMM because faer's GEMM wants an explicit
+//! `K x P` matrix. im2col copies whole
 //! (strided) pieces of input rows and col2im adds them back, with the padding at each
 //! row's ends worked out once per tap, not per value: with per-value bounds checks, the
 //! padded 3x3 convolutions of ResNet-20 spent 44 % of a training step in the two.
 //!
 //! # Shapes
 //! `input`: `batch x [in_channels, in_h, in_w]`; `output`: `batch x [out_channels,
-//! out_h, out_w]`; `cols`: `batch x K x P`.
+//! out_h, out_w]`; `cols`: `2 x K x P` (scratch).
 //!
 //! # Initialisation
 //! PyTorch's default for `Conv2d`: weight and bias ~ `U(-1/√K, 1/√K)`.
@@ -34,10 +42,8 @@ use faer::{MatMut, MatRef, Par};
 
 use super::activation::{bias_activation_in_place, scale_by_derivative};
 use super::matmul;
-use super::{
-    check_len, for_row_blocks, sparse, split_batch, sum, thin, Accum, Activation,
-    PARALLEL_MIN_FLOPS,
-};
+use super::{batch_half, check_len, for_row_blocks, sparse, sum, thin, Accum, Activation};
+use crate::simd::vectorized;
 use crate::Float;
 use kiln_shapes::Conv2dShape;
 
@@ -46,7 +52,7 @@ use kiln_shapes::Conv2dShape;
 /// further on. Columns outside `lo..hi` read padding (zeros). It depends on `j` alone, so
 /// im2col and col2im work it out once per tap, not per output row (with the divisions
 /// per row, a CNN without padding, whose rows are 11 values, ran 8 % slower).
-#[inline]
+#[inline(always)]
 fn tap_cols(s: &Conv2dShape, j: usize) -> (usize, usize, usize) {
     let (iw, ow, sx) = (s.in_size.1 as isize, s.out_size.1, s.stride.1 as isize);
     let off = (j * s.dilation.1) as isize - s.padding.1 as isize;
@@ -70,25 +76,86 @@ fn tap_cols(s: &Conv2dShape, j: usize) -> (usize, usize, usize) {
 
 /// The input row that tap row `i` of output row `oy` reads, or `None` where it falls in
 /// the padding.
-#[inline]
+#[inline(always)]
 fn tap_y(s: &Conv2dShape, oy: usize, i: usize) -> Option<usize> {
     let y = (oy * s.stride.0 + i * s.dilation.0).checked_sub(s.padding.0)?;
     (y < s.in_size.0).then_some(y)
 }
 
-/// Fills the `K x P` column matrix of one sample, a row of output positions at a time:
-/// the inside of each is a (strided) piece of an input row, its ends are padding.
+/// The output rows `lo..hi` whose tap row `i` lies inside the input, for a stride of 1
+/// along the rows, and the input row of output row 0 (`dy`, possibly negative).
+#[inline(always)]
+fn tap_rows(s: &Conv2dShape, i: usize) -> (usize, usize, isize) {
+    let dy = (i * s.dilation.0) as isize - s.padding.0 as isize;
+    let lo = (-dy).max(0) as usize;
+    let hi = (s.in_size.0 as isize - dy).clamp(0, s.out_size.0 as isize) as usize;
+    (lo.min(hi), hi, dy)
+}
+
+/// Whether a tap's row of the column matrix is its input plane shifted as a whole:
+/// a stride of 1, and output rows as wide as input rows (a "same" convolution such as
+/// 3x3 with padding 1), so that output position `q` reads input position `q + shift`
+/// wherever it reads the input at all.
+#[inline(always)]
+fn whole_plane(s: &Conv2dShape) -> bool {
+    s.stride == (1, 1) && s.out_size.1 == s.in_size.1
+}
+
+/// For [`whole_plane`] geometries: the positions `a..b` of tap `(i, j)`'s row that
+/// [`tap_rows`] keeps and whose input position `q + shift` lies in the plane, and the
+/// input position of `a` (all 0 if there are none). Every position that reads the input is in `a..b`; the others in it read a
+/// neighbouring row's end (where the tap falls in the column padding) and must be
+/// treated as padding by the caller.
+#[inline(always)]
+fn plane_span(s: &Conv2dShape, i: usize, j: usize) -> (usize, usize, usize) {
+    let (ih, iw) = s.in_size;
+    let (rlo, rhi, dy) = tap_rows(s, i);
+    let shift = dy * iw as isize + (j * s.dilation.1) as isize - s.padding.1 as isize;
+    let a = ((rlo * iw) as isize).max(-shift);
+    let b = ((rhi * iw) as isize).min((ih * iw) as isize - shift);
+    if a >= b {
+        return (0, 0, 0);
+    }
+    (a as usize, b as usize, (a + shift) as usize)
+}
+
+/// Fills the `K x P` column matrix of one sample. Where [`whole_plane`] holds, each
+/// tap's row is one copy of its shifted input plane, then the positions that fall in
+/// the padding are zeroed (3x3 convolutions on 32 x 32 planes copied 32 values at a
+/// time, with fills at the ends: a fifth of a ResNet-20 step in im2col); otherwise a row of output positions
+/// at a time: the inside of each is a (strided) piece of an input row, its ends are
+/// padding.
 pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
+    vectorized(
+        #[inline(always)]
+        || im2col_lanes(s, cols, input),
+    );
+}
+
+/// [`im2col`]'s body, inlined into its vector-width wrapper.
+#[inline(always)]
+fn im2col_lanes<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
     let (kh, kw) = s.kernel;
     let ow = s.out_size.1;
     let (ih, iw) = s.in_size;
     let (p, sx) = (s.p(), s.stride.1);
+    let whole = whole_plane(s);
     for c in 0..s.in_channels {
         let plane = &input[c * ih * iw..(c + 1) * ih * iw];
         for i in 0..kh {
             for j in 0..kw {
                 let row = &mut cols[((c * kh + i) * kw + j) * p..][..p];
                 let (lo, hi, first) = tap_cols(s, j);
+                if whole {
+                    let (a, b, from) = plane_span(s, i, j);
+                    row[a..b].copy_from_slice(&plane[from..from + b - a]);
+                    row[..a].fill(T::ZERO);
+                    row[b..].fill(T::ZERO);
+                    if lo > 0 || hi < ow {
+                        zero_columns(row, a, b, ow, lo, hi);
+                    }
+                    continue;
+                }
                 for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
                     let Some(y) = tap_y(s, oy, i).filter(|_| lo < hi) else {
                         dst.fill(T::ZERO);
@@ -99,6 +166,15 @@ pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
                     dst[hi..].fill(T::ZERO);
                     if sx == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                    } else if sx == 2 {
+                        // Every other value, as pairs the compiler can vectorise; the
+                        // last one alone (its pair may end past the row).
+                        let (body, last) = dst[lo..hi].split_at_mut(hi - lo - 1);
+                        let pairs = &src[first..first + 2 * body.len()];
+                        for (d, pair) in body.iter_mut().zip(pairs.chunks_exact(2)) {
+                            *d = pair[0];
+                        }
+                        last[0] = src[first + 2 * body.len()];
                     } else {
                         for (n, d) in dst[lo..hi].iter_mut().enumerate() {
                             *d = src[first + n * sx];
@@ -110,20 +186,67 @@ pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
     }
 }
 
-/// Adds the `K x P` column gradient of one sample onto its input gradient, a row of
-/// output positions at a time (the padding's share is dropped).
-pub(super) fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &[T]) {
+/// Zeroes, in `row[a..b]`, the positions whose column (position modulo `width`) is
+/// outside `lo..hi` (`lo ≤ hi ≤ width`): a strided pass per such column, of which a
+/// padded convolution has few (a pass per line of `width` that found its place with a
+/// division spent a quarter of im2col's time on the division).
+#[inline(always)]
+fn zero_columns<T: Float>(row: &mut [T], a: usize, b: usize, width: usize, lo: usize, hi: usize) {
+    if a >= b {
+        return;
+    }
+    let line = a - a % width;
+    for x in (0..lo).chain(hi..width) {
+        let first = if line + x >= a {
+            line + x
+        } else {
+            line + x + width
+        };
+        if first < b {
+            for v in row[first..b].iter_mut().step_by(width) {
+                *v = T::ZERO;
+            }
+        }
+    }
+}
+
+/// Adds the `K x P` column gradient of one sample onto its input gradient (the
+/// padding's share is dropped). Where [`whole_plane`] holds, each tap's row goes on as
+/// one shifted sum over the plane, after its padding positions are zeroed in
+/// `grad_cols` (which is why it is `mut`; the result does not change: those positions
+/// then add 0); otherwise a row of output positions at a time.
+pub(super) fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &mut [T]) {
+    vectorized(
+        #[inline(always)]
+        || col2im_lanes(s, grad_input, grad_cols),
+    );
+}
+
+/// [`col2im`]'s body, inlined into its vector-width wrapper.
+#[inline(always)]
+fn col2im_lanes<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &mut [T]) {
     let (kh, kw) = s.kernel;
     let ow = s.out_size.1;
     let (ih, iw) = s.in_size;
     let (p, sx) = (s.p(), s.stride.1);
+    let whole = whole_plane(s);
     for c in 0..s.in_channels {
         let plane = &mut grad_input[c * ih * iw..(c + 1) * ih * iw];
         for i in 0..kh {
             for j in 0..kw {
-                let row = &grad_cols[((c * kh + i) * kw + j) * p..][..p];
+                let row = &mut grad_cols[((c * kh + i) * kw + j) * p..][..p];
                 let (lo, hi, first) = tap_cols(s, j);
                 if lo == hi {
+                    continue;
+                }
+                if whole {
+                    let (a, b, from) = plane_span(s, i, j);
+                    if lo > 0 || hi < ow {
+                        zero_columns(row, a, b, ow, lo, hi);
+                    }
+                    for (d, &g) in plane[from..from + b - a].iter_mut().zip(&row[a..b]) {
+                        *d += g;
+                    }
                     continue;
                 }
                 for (oy, src) in row.chunks_exact(ow).enumerate() {
@@ -146,7 +269,8 @@ pub(super) fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols:
     }
 }
 
-/// `output = activation(conv(input, weight) + bias)`, keeping the columns in `cols`.
+/// `output = activation(conv(input, weight) + bias)`, with `cols`
+/// ([`Conv2dShape::cols_scratch_len`] values) as scratch for the columns.
 ///
 /// # Panics
 /// If a buffer's length does not match the geometry, or the activation is not fusable.
@@ -162,7 +286,7 @@ pub fn conv2d_forward<T: Float>(
 ) {
     check_len("conv2d input", input.len(), batch * s.input_len());
     check_len("conv2d output", output.len(), batch * s.output_len());
-    check_len("conv2d cols", cols.len(), batch * s.cols_len());
+    check_len("conv2d cols", cols.len(), s.cols_scratch_len());
     check_len("conv2d weight", weight.len(), s.out_channels * s.k());
     if let Some(bias) = bias {
         check_len("conv2d bias", bias.len(), s.out_channels);
@@ -173,44 +297,42 @@ pub fn conv2d_forward<T: Float>(
     );
     let w = MatRef::from_row_major_slice(weight, s.out_channels, s.k());
     let flops = 2.0 * (s.out_channels * s.cols_len()) as f64;
-    split_batch(
-        batch,
-        flops,
-        (output, s.output_len()),
-        (cols, s.cols_len()),
-        &|first, out: &mut [T], cols: &mut [T]| {
-            for (n, (y, col)) in out
-                .chunks_exact_mut(s.output_len())
-                .zip(cols.chunks_exact_mut(s.cols_len()))
-                .enumerate()
-            {
-                let x = &input[(first + n) * s.input_len()..][..s.input_len()];
-                im2col(s, col, x);
-                if !thin::forward(y, weight, col, s.k()) {
-                    let col = MatRef::from_row_major_slice(col, s.k(), s.p());
-                    let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
-                    matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
-                }
-                for (c, plane) in y.chunks_exact_mut(s.p()).enumerate() {
-                    let b = bias.map_or(T::ZERO, |b| b[c]);
-                    bias_activation_in_place(plane, b, activation);
-                }
+    let run = |first: usize, out: &mut [T], col: &mut [T]| {
+        for (n, y) in out.chunks_exact_mut(s.output_len()).enumerate() {
+            let x = &input[(first + n) * s.input_len()..][..s.input_len()];
+            im2col(s, col, x);
+            if !thin::forward(y, weight, col, s.k()) {
+                let col = MatRef::from_row_major_slice(col, s.k(), s.p());
+                let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
+                matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
             }
-        },
-    );
+            for (c, plane) in y.chunks_exact_mut(s.p()).enumerate() {
+                let b = bias.map_or(T::ZERO, |b| b[c]);
+                bias_activation_in_place(plane, b, activation);
+            }
+        }
+    };
+    let half = batch_half(batch, flops);
+    let (c0, c1) = cols.split_at_mut(s.cols_len());
+    if half < batch {
+        let (y0, y1) = output.split_at_mut(half * s.output_len());
+        rayon::join(|| run(0, y0, c0), || run(half, y1, c1));
+    } else {
+        run(0, output, c0);
+    }
 }
 
 /// Gradients of [`conv2d_forward`].
 ///
-/// `grad_output` is overwritten with the pre-activation gradient; `cols` (the columns
-/// of the forward pass) is overwritten with column gradients or scratch once the
-/// weight gradient has been taken. `grad_weight` and `grad_bias` are replaced;
-/// `grad_input`, if asked for, is replaced or accumulated. `partial`
-/// ([`Conv2dShape::partial_len`] values) is scratch.
+/// `grad_output` is overwritten with the pre-activation gradient; `cols`
+/// ([`Conv2dShape::cols_scratch_len`] values) and `partial`
+/// ([`Conv2dShape::partial_len`] values) are scratch. `grad_weight` and `grad_bias` are
+/// replaced; `grad_input`, if asked for, is replaced or accumulated.
 ///
 /// When most of the pre-activation gradient is zero (a ReLU and a max pool after the
 /// convolution), and the geometry allows it, both gradients are taken from its non-zero
-/// values alone (`layers/sparse.rs`); otherwise as GEMMs over the columns.
+/// values alone (`layers/sparse.rs`); otherwise as GEMMs over each sample's columns,
+/// rebuilt from `input`.
 ///
 /// # Panics
 /// If a buffer's length does not match the geometry.
@@ -234,18 +356,13 @@ pub fn conv2d_backward<T: Float>(
     check_len("conv2d input", input.len(), batch * ilen);
     check_len("conv2d output", output.len(), batch * olen);
     check_len("conv2d grad_output", grad_output.len(), batch * olen);
-    check_len("conv2d cols", cols.len(), batch * s.cols_len());
+    check_len("conv2d cols", cols.len(), s.cols_scratch_len());
     check_len("conv2d grad_weight", grad_weight.len(), co * k);
     check_len("conv2d partial", partial.len(), s.partial_len());
     if let Some((grad_input, _)) = &grad_input {
         check_len("conv2d grad_input", grad_input.len(), batch * ilen);
     }
-    let flops = 2.0 * (co * s.cols_len()) as f64;
-    let half = if batch >= 2 && flops * batch as f64 >= PARALLEL_MIN_FLOPS {
-        batch / 2
-    } else {
-        batch
-    };
+    let half = batch_half(batch, 2.0 * (co * s.cols_len()) as f64);
     // The pre-activation gradient, counting its non-zeros where they could be used.
     let sparse = sparse::applies::<T>(s);
     let derivative = |first: usize, go: &mut [T]| -> usize {
@@ -264,51 +381,56 @@ pub fn conv2d_backward<T: Float>(
         derivative(0, grad_output)
     };
     let grad_output: &[T] = grad_output;
+    let samples = |first: usize, count: usize| {
+        (
+            &input[first * ilen..][..count * ilen],
+            &grad_output[first * olen..][..count * olen],
+        )
+    };
     if sparse && nonzero as f64 <= sparse::MAX_DENSITY * grad_output.len() as f64 {
         #[cfg(test)]
         sparse::taken::note();
         let (filters, gw0, gw1) = sparse::split_partial(s, partial);
         sparse::to_tap_major(s, filters, weight);
         let filters: &[T] = filters;
-        let run = |first: usize, gi: Option<(&mut [T], bool)>, gw: &mut [T], scratch: &mut [T]| {
-            let count = scratch.len() / s.cols_len();
-            sparse::backward(
-                s,
-                gi,
-                gw,
-                scratch,
-                &input[first * ilen..][..count * ilen],
-                filters,
-                &grad_output[first * olen..][..count * olen],
-            );
-        };
-        let grad_input = grad_input.map(|(gi, accum)| (gi, accum == Accum::Add));
-        if half < batch {
-            let (c0, c1) = cols.split_at_mut(half * s.cols_len());
-            let (gi0, gi1) = match grad_input {
-                Some((gi, add)) => {
-                    let (a, b) = gi.split_at_mut(half * ilen);
-                    (Some((a, add)), Some((b, add)))
-                }
-                None => (None, None),
-            };
-            rayon::join(|| run(0, gi0, gw0, c0), || run(half, gi1, gw1, c1));
-        } else {
-            run(0, grad_input, gw0, cols);
+        halves(
+            s,
+            half,
+            batch,
+            grad_input,
+            [gw0, gw1],
+            cols,
+            &|first, count, gi, gw, col| {
+                let (x, g) = samples(first, count);
+                let gi = gi.map(|(gi, accum)| (gi, accum == Accum::Add));
+                sparse::backward(s, gi, gw, col, x, filters, g);
+            },
+        );
+        if half == batch {
             gw1.fill(T::ZERO);
         }
         sparse::sum_from_tap_major(s, grad_weight, gw0, gw1);
     } else {
-        dense_backward(
+        // The first half's weight gradient goes straight into `grad_weight`, the
+        // second half's into `partial`.
+        let gw1 = &mut partial[..co * k];
+        halves(
             s,
-            grad_input,
-            grad_weight,
-            partial,
-            cols,
-            weight,
-            grad_output,
             half,
+            batch,
+            grad_input,
+            [grad_weight, gw1],
+            cols,
+            &|first, count, gi, gw, col| {
+                let (x, g) = samples(first, count);
+                dense_backward(s, gi, gw, col, x, weight, g);
+            },
         );
+        if half < batch {
+            for (w, &q) in grad_weight.iter_mut().zip(gw1.iter()) {
+                *w += q;
+            }
+        }
     }
     if let Some(grad_bias) = grad_bias {
         check_len("conv2d grad_bias", grad_bias.len(), co);
@@ -330,77 +452,79 @@ pub fn conv2d_backward<T: Float>(
     }
 }
 
-/// The weight and input gradients of [`conv2d_backward`] as GEMMs over the columns,
-/// from the pre-activation gradient `g`, with the batch split after `half` samples
-/// (`half == batch`: not split).
-#[allow(clippy::too_many_arguments)]
+/// Runs `body(first_sample, count, grad_input, grad_weight, col)` on each half of a
+/// batch split after `half` samples (`half == batch`: the whole batch on this thread,
+/// with `grad_weight[0]` alone): each half gets its own part of `grad_input`, its own
+/// weight gradient and one sample's columns of `cols`.
+#[allow(clippy::type_complexity)]
+fn halves<T: Float>(
+    s: &Conv2dShape,
+    half: usize,
+    batch: usize,
+    grad_input: Option<(&mut [T], Accum)>,
+    [gw0, gw1]: [&mut [T]; 2],
+    cols: &mut [T],
+    body: &(impl Fn(usize, usize, Option<(&mut [T], Accum)>, &mut [T], &mut [T]) + Sync),
+) {
+    let (c0, c1) = cols.split_at_mut(s.cols_len());
+    if half == batch {
+        body(0, batch, grad_input, gw0, c0);
+        return;
+    }
+    let (gi0, gi1) = match grad_input {
+        Some((gi, accum)) => {
+            let (a, b) = gi.split_at_mut(half * s.input_len());
+            (Some((a, accum)), Some((b, accum)))
+        }
+        None => (None, None),
+    };
+    rayon::join(
+        || body(0, half, gi0, gw0, c0),
+        || body(half, batch - half, gi1, gw1, c1),
+    );
+}
+
+/// The weight and input gradients of [`conv2d_backward`] for the samples of `input` as
+/// GEMMs, from the pre-activation gradient `g`, a sample at a time: im2col into `col`
+/// (one sample's columns), `grad_weight (+)= g_n · col_nᵀ`, then, if asked for,
+/// `col = Wᵀ · g_n` and col2im onto the input gradient.
 fn dense_backward<T: Float>(
     s: &Conv2dShape,
-    grad_input: Option<(&mut [T], Accum)>,
+    mut grad_input: Option<(&mut [T], Accum)>,
     grad_weight: &mut [T],
-    partial: &mut [T],
-    cols: &mut [T],
+    col: &mut [T],
+    input: &[T],
     weight: &[T],
     g: &[T],
-    half: usize,
 ) {
     let (k, p, co) = (s.k(), s.p(), s.out_channels);
     let (ilen, olen) = (s.input_len(), s.output_len());
-    let batch = g.len() / olen;
-    // Per half of the batch: the weight gradient of its samples, accumulated into a
-    // buffer of its own.
-    let weight_half = |first: usize, g: &[T], dst: &mut [T]| {
-        for (n, g) in g.chunks_exact(olen).enumerate() {
-            let col = &cols[(first + n) * s.cols_len()..][..s.cols_len()];
-            if thin::weight_grad(dst, g, col, k, n > 0) {
-                continue;
-            }
-            let dst = MatMut::from_row_major_slice_mut(&mut *dst, co, k);
+    let w = MatRef::from_row_major_slice(weight, co, k);
+    for (n, (x, g)) in input
+        .chunks_exact(ilen)
+        .zip(g.chunks_exact(olen))
+        .enumerate()
+    {
+        im2col(s, col, x);
+        if !thin::weight_grad(grad_weight, g, col, k, n > 0) {
+            let dst = MatMut::from_row_major_slice_mut(&mut *grad_weight, co, k);
             let g = MatRef::from_row_major_slice(g, co, p);
             let col = MatRef::from_row_major_slice(col, k, p);
             let accum = if n == 0 { Accum::Replace } else { Accum::Add };
             matmul(dst, accum, g, col.transpose(), T::ONE, Par::Seq);
         }
-    };
-    let partial = &mut partial[..co * k];
-    if half < batch {
-        let (g0, g1) = g.split_at(half * olen);
-        rayon::join(
-            || weight_half(0, g0, grad_weight),
-            || weight_half(half, g1, partial),
-        );
-        for (w, &q) in grad_weight.iter_mut().zip(partial.iter()) {
-            *w += q;
+        let Some((grad_input, accum)) = grad_input.as_mut() else {
+            continue;
+        };
+        let gx = &mut grad_input[n * ilen..][..ilen];
+        let g = MatRef::from_row_major_slice(g, co, p);
+        let dst = MatMut::from_row_major_slice_mut(&mut *col, k, p);
+        matmul(dst, Accum::Replace, w.transpose(), g, T::ONE, Par::Seq);
+        if *accum == Accum::Replace {
+            gx.fill(T::ZERO);
         }
-    } else {
-        weight_half(0, g, grad_weight);
+        col2im(s, gx, col);
     }
-    let Some((grad_input, accum)) = grad_input else {
-        return;
-    };
-    let w = MatRef::from_row_major_slice(weight, co, k);
-    // The same criterion as `half`: split when the weight gradient was.
-    split_batch(
-        batch,
-        2.0 * (co * s.cols_len()) as f64,
-        (grad_input, ilen),
-        (cols, s.cols_len()),
-        &|first, gi: &mut [T], gcols: &mut [T]| {
-            for (n, (gx, gcol)) in gi
-                .chunks_exact_mut(ilen)
-                .zip(gcols.chunks_exact_mut(s.cols_len()))
-                .enumerate()
-            {
-                let g = MatRef::from_row_major_slice(&g[(first + n) * olen..][..olen], co, p);
-                let dst = MatMut::from_row_major_slice_mut(gcol, k, p);
-                matmul(dst, Accum::Replace, w.transpose(), g, T::ONE, Par::Seq);
-                if accum == Accum::Replace {
-                    gx.fill(T::ZERO);
-                }
-                col2im(s, gx, gcol);
-            }
-        },
-    );
 }
 
 #[cfg(test)]
@@ -468,7 +592,7 @@ mod tests {
         let b = values(s.out_channels, 3);
         let forward = |x: &[f64], w: &[f64], b: &[f64]| {
             let mut y = vec![0.0; batch * s.output_len()];
-            let mut cols = vec![0.0; batch * s.cols_len()];
+            let mut cols = vec![0.0; s.cols_scratch_len()];
             conv2d_forward(&s, &mut y, &mut cols, x, w, Some(b), act, batch);
             (y, cols)
         };
@@ -516,7 +640,7 @@ mod tests {
         grad_input: Option<&[T]>,
     ) -> [Vec<T>; 4] {
         let mut y = vec![T::ZERO; batch * s.output_len()];
-        let mut cols = vec![T::ZERO; batch * s.cols_len()];
+        let mut cols = vec![T::ZERO; s.cols_scratch_len()];
         let relu = Activation::Relu;
         conv2d_forward(s, &mut y, &mut cols, x, w, Some(bias), relu, batch);
         let (mut gw, mut gb) = (vec![T::ZERO; w.len()], vec![T::ZERO; bias.len()]);
@@ -587,6 +711,62 @@ mod tests {
     }
 
     #[test]
+    fn im2col_and_col2im_match_their_definitions() {
+        // (shape, whether it takes the whole-plane path)
+        let cases = [
+            // 3x3 "same", as in ResNet-20.
+            (shape(2, (5, 6), 3, (3, 3), (1, 1), (1, 1), (1, 1)), true),
+            // Rows shrink, columns keep their width.
+            (shape(1, (4, 7), 2, (5, 3), (1, 1), (0, 1), (1, 1)), true),
+            // Dilated "same".
+            (shape(2, (6, 5), 2, (3, 3), (1, 1), (2, 2), (2, 2)), true),
+            // Taps whose rows lie mostly in the padding.
+            (shape(1, (3, 4), 1, (5, 5), (1, 1), (2, 2), (1, 1)), true),
+            // Taps whose columns lie wholly in the padding.
+            (shape(1, (3, 2), 1, (1, 7), (1, 1), (0, 3), (1, 1)), true),
+            (shape(2, (5, 5), 2, (1, 1), (1, 1), (0, 0), (1, 1)), true),
+            // Row by row: strides, or output rows narrower than input rows.
+            (shape(2, (7, 5), 3, (3, 2), (2, 1), (1, 0), (1, 1)), false),
+            (shape(2, (8, 8), 2, (3, 3), (1, 2), (2, 1), (2, 1)), false),
+            (shape(2, (6, 6), 2, (3, 3), (1, 1), (0, 0), (1, 1)), false),
+            // ResNet-20's downsampling 3x3 and 1x1, and a stride of 3.
+            (shape(2, (8, 8), 3, (3, 3), (2, 2), (1, 1), (1, 1)), false),
+            (shape(3, (8, 8), 2, (1, 1), (2, 2), (0, 0), (1, 1)), false),
+            (shape(1, (9, 10), 2, (2, 3), (1, 3), (0, 1), (1, 1)), false),
+        ];
+        for (seed, (s, whole)) in cases.into_iter().enumerate() {
+            assert_eq!(whole_plane(&s), whole, "{s:?}");
+            let seed = 90 + 3 * seed as u64;
+            let x = values(s.input_len(), seed);
+            let (mut cols, mut want) = (vec![7.0; s.cols_len()], vec![0.0; s.cols_len()]);
+            im2col(&s, &mut cols, &x);
+            let gcols = values(s.cols_len(), seed + 1);
+            let mut gx_want = values(s.input_len(), seed + 2);
+            let (ih, iw) = s.in_size;
+            for c in 0..s.in_channels {
+                for i in 0..s.kernel.0 {
+                    for j in 0..s.kernel.1 {
+                        let tap = (c * s.kernel.0 + i) * s.kernel.1 + j;
+                        for oy in 0..s.out_size.0 {
+                            for ox in 0..s.out_size.1 {
+                                let at = tap * s.p() + oy * s.out_size.1 + ox;
+                                if let Some((y, xx)) = s.source(oy, ox, i, j) {
+                                    want[at] = x[(c * ih + y) * iw + xx];
+                                    gx_want[(c * ih + y) * iw + xx] += gcols[at];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(cols, want, "im2col of {s:?}");
+            let mut gx = values(s.input_len(), seed + 2);
+            col2im(&s, &mut gx, &mut gcols.clone());
+            assert_eq!(gx, gx_want, "col2im of {s:?}");
+        }
+    }
+
+    #[test]
     fn f32_thin_kernels_agree_with_f64() {
         // One input channel, 3x3: K = 9 takes the thin kernels in f32 (where the
         // processor has AVX-512), the GEMM in f64. 2 samples, 28 x 28 like MNIST.
@@ -634,6 +814,17 @@ mod tests {
             2,
             Activation::Relu,
         );
+        // "Same" convolutions: the whole-plane im2col and col2im.
+        check(
+            shape(2, (5, 6), 3, (3, 3), (1, 1), (1, 1), (1, 1)),
+            2,
+            Activation::Relu,
+        );
+        check(
+            shape(2, (6, 4), 2, (5, 3), (1, 1), (1, 1), (1, 1)),
+            2,
+            Activation::Identity,
+        );
         // A dilated tap column that lies wholly past the input's last column (its
         // first input column is beyond the row's end).
         check(
@@ -652,7 +843,7 @@ mod tests {
         let w = values(s.out_channels * s.k(), 6);
         let bias = values(s.out_channels, 8);
         let mut y = vec![0.0; batch * s.output_len()];
-        let mut cols = vec![0.0; batch * s.cols_len()];
+        let mut cols = vec![0.0; s.cols_scratch_len()];
         conv2d_forward(
             &s,
             &mut y,
@@ -687,7 +878,7 @@ mod tests {
         let mut gb_serial = vec![0.0; s.out_channels];
         for n in 0..batch {
             let mut y1 = vec![0.0; s.output_len()];
-            let mut c1 = vec![0.0; s.cols_len()];
+            let mut c1 = vec![0.0; s.cols_scratch_len()];
             conv2d_forward(
                 &s,
                 &mut y1,

@@ -91,6 +91,16 @@ pub(crate) fn matmul<T: Float>(
 /// repo), which moved this from 4 to 2 MFLOP.
 pub(crate) const PARALLEL_MIN_FLOPS: f64 = 2.0e6;
 
+/// Where [`split_batch`] splits a batch: after `batch / 2` samples when the work is
+/// large enough, else `batch` (not split).
+pub(crate) fn batch_half(batch: usize, flops_per_sample: f64) -> usize {
+    if batch >= 2 && flops_per_sample * batch as f64 >= PARALLEL_MIN_FLOPS {
+        batch / 2
+    } else {
+        batch
+    }
+}
+
 /// Runs `body(first_sample, samples)` over the batch, in two halves on rayon's threads
 /// when the work is large enough. The split does not depend on the number of threads,
 /// so results are the same with any number of threads (across processors they can
@@ -102,12 +112,11 @@ pub(crate) fn split_batch<A: Send, B: Send>(
     b: (&mut [B], usize),
     body: &(impl Fn(usize, &mut [A], &mut [B]) + Sync),
 ) -> bool {
-    let parallel = batch >= 2 && flops_per_sample * batch as f64 >= PARALLEL_MIN_FLOPS;
-    if !parallel {
+    let half = batch_half(batch, flops_per_sample);
+    if half == batch {
         body(0, a.0, b.0);
         return false;
     }
-    let half = batch / 2;
     let (a0, a1) = a.0.split_at_mut(half * a.1);
     let (b0, b1) = b.0.split_at_mut(half * b.1);
     rayon::join(|| body(0, a0, b0), || body(half, a1, b1));

@@ -23,8 +23,8 @@
 //! The kernels are f32 with AVX-512 and need no padding and `in_channels` a multiple
 //! of 16; [`applies`] says whether a convolution qualifies, the caller counts the
 //! non-zeros and takes this path below [`MAX_DENSITY`]. Every scratch buffer lives in
-//! the convolution's column matrix (its columns are not needed once the gradient is
-//! taken this way) and in `partial`, so the path allocates nothing.
+//! the room of one sample's column matrix (this path builds no columns) and in
+//! `partial`, so the path allocates nothing.
 
 use std::any::TypeId;
 
@@ -96,8 +96,8 @@ fn fields_inside(s: &Conv2dShape) -> bool {
 
 /// Gradients of the samples of `input` from their pre-activation output gradient `g`.
 ///
-/// `scratch` is the column matrix of these samples, `filters` the weight tap-major
-/// ([`to_tap_major`]), and `grad_weight` (tap-major) is replaced by these samples'
+/// `scratch` is one sample's column matrix, reused by each sample in turn, `filters`
+/// the weight tap-major ([`to_tap_major`]), and `grad_weight` (tap-major) is replaced by these samples'
 /// weight gradient. `grad_input`, if asked for, is replaced or accumulated.
 ///
 /// # Panics
@@ -115,7 +115,7 @@ pub(crate) fn backward<T: Float>(
     let batch = g.len() / s.output_len();
     assert_eq!(g.len(), batch * s.output_len());
     assert_eq!(input.len(), batch * s.input_len());
-    assert_eq!(scratch.len(), batch * s.cols_len());
+    assert_eq!(scratch.len(), s.cols_len());
     assert_eq!(grad_weight.len(), s.out_channels * s.k());
     assert_eq!(filters.len(), s.out_channels * s.k());
     #[cfg(target_arch = "x86_64")]
@@ -368,7 +368,7 @@ mod x86 {
         filters: &[f32],
         g: &[f32],
     ) {
-        let (ilen, olen, clen) = (s.input_len(), s.output_len(), s.cols_len());
+        let (ilen, olen) = (s.input_len(), s.output_len());
         let ci = s.in_channels;
         let vectors = s.k() / 16;
         // Offset of each vector of a receptive field from its top-left corner, in a
@@ -385,8 +385,8 @@ mod x86 {
             }
         }
         let field = &field[..vectors];
-        for (n, scratch) in scratch.chunks_exact_mut(clen).enumerate() {
-            let scratch = &mut scratch[..sample_scratch(s)];
+        let scratch = &mut scratch[..sample_scratch(s)];
+        for n in 0..g.len() / olen {
             let skip = ALIGN - aligned(&mut scratch[..ALIGN]).len();
             let (xs, lists) = scratch[skip..].split_at_mut(ilen);
             let g = &g[n * olen..][..olen];
