@@ -98,13 +98,13 @@ fn run(b: usize) {
         values(10),
     );
     let mut y1 = vec![0.0; b * conv1.output_len()];
-    let mut cols1 = vec![0.0; conv1.cols_scratch_len()];
+    let mut cols1 = vec![0.0; conv1.cols_buffer_len(b)];
     let (mut p1, mut arg1) = (
         vec![0.0; b * pool1.output_len()],
         vec![0.0; b * pool1.output_len()],
     );
     let mut y2 = vec![0.0; b * conv2.output_len()];
-    let mut cols2 = vec![0.0; conv2.cols_scratch_len()];
+    let mut cols2 = vec![0.0; conv2.cols_buffer_len(b)];
     let (mut p2, mut arg2) = (
         vec![0.0; b * pool2.output_len()],
         vec![0.0; b * pool2.output_len()],
@@ -191,9 +191,11 @@ fn run(b: usize) {
     );
     let (mut gw2, mut gb2) = (vec![0.0; w2.len()], vec![0.0; 64]);
     let mut part2 = vec![0.0; conv2.partial_len()];
-    let saved_gy2 = gy2.clone();
+    // A convolution that keeps its columns overwrites them in backward.
+    let (saved_cols2, saved_gy2) = (cols2.clone(), gy2.clone());
     let mut gp1 = vec![0.0; p1.len()];
     add(time_restoring("conv2 backward", |run| {
+        cols2.copy_from_slice(&saved_cols2);
         gy2.copy_from_slice(&saved_gy2);
         if run {
             let gi = Some((gp1.as_mut_slice(), Accum::Replace));

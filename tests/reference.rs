@@ -468,7 +468,7 @@ fn convolutions_match_jax() {
             floats(&case["bias"]),
         );
         let mut y = vec![0.0; batch * s.output_len()];
-        let mut cols = vec![0.0; s.cols_scratch_len()];
+        let mut cols = vec![0.0; s.cols_buffer_len(batch)];
         layers::conv2d_forward(
             &s,
             &mut y,

@@ -112,10 +112,32 @@ impl Conv2dShape {
     pub const fn cols_len(&self) -> usize {
         self.k() * self.p()
     }
-    /// Values of the convolution's column scratch (`cols` of the runtime's
-    /// `conv2d_forward` and `conv2d_backward`): one sample's column matrix for each of
-    /// the two halves a batch is split into. The columns are rebuilt per sample in
-    /// both passes rather than kept for the whole batch.
+    /// Whether each tap's row of the column matrix is the input plane shifted as a
+    /// whole: a stride of 1 and output rows as wide as input rows (a "same" convolution
+    /// such as 3x3 with padding 1). im2col is then one copy per tap, cheap enough to
+    /// run again in the backward pass, so these convolutions rebuild their columns there
+    /// from one sample's scratch per thread ([`Self::cols_scratch_len`]); the others keep
+    /// the whole batch's columns from the forward pass (`batch x` [`Self::cols_len`]).
+    ///
+    /// ```
+    /// use kiln_shapes::Conv2dShape;
+    /// // Conv2d(16, kernel = 3, padding = 1) on a [3, 32, 32] input.
+    /// let conv = Conv2dShape {
+    ///     in_channels: 3, in_size: (32, 32), out_channels: 16, kernel: (3, 3),
+    ///     stride: (1, 1), padding: (1, 1), dilation: (1, 1), out_size: (32, 32),
+    /// };
+    /// assert!(conv.rebuilds_columns());
+    /// // Without padding, output rows are narrower than input rows.
+    /// let valid = Conv2dShape { padding: (0, 0), out_size: (30, 30), ..conv };
+    /// assert!(!valid.rebuilds_columns());
+    /// ```
+    #[inline]
+    pub const fn rebuilds_columns(&self) -> bool {
+        self.stride.0 == 1 && self.stride.1 == 1 && self.out_size.1 == self.in_size.1
+    }
+    /// Values of the column scratch of a convolution that [rebuilds its
+    /// columns](Self::rebuilds_columns): one sample's column matrix for each of the two
+    /// halves a batch is split into.
     ///
     /// ```
     /// use kiln_shapes::Conv2dShape;
@@ -129,6 +151,17 @@ impl Conv2dShape {
     #[inline]
     pub const fn cols_scratch_len(&self) -> usize {
         2 * self.cols_len()
+    }
+    /// Values of `cols` for the runtime's `conv2d_forward` and `conv2d_backward` at
+    /// `batch` samples: [`Self::cols_scratch_len`] if the convolution [rebuilds its
+    /// columns](Self::rebuilds_columns), else the whole batch's columns.
+    #[inline]
+    pub const fn cols_buffer_len(&self, batch: usize) -> usize {
+        if self.rebuilds_columns() {
+            self.cols_scratch_len()
+        } else {
+            batch * self.cols_len()
+        }
     }
     /// Values of the convolution's backward fixed scratch (`partial` of the runtime's
     /// `conv2d_backward`):

@@ -451,7 +451,12 @@ impl Op for Conv2d {
             )
         });
         let output = plan.node(size(&layer.output));
-        let cols = plan.fixed(geometry.cols_scratch_len());
+        // Rebuilt columns need one sample's scratch per thread; kept ones a node.
+        let cols = if geometry.rebuilds_columns() {
+            Cols::Scratch(plan.fixed(geometry.cols_scratch_len()))
+        } else {
+            Cols::Node(plan.node(geometry.cols_len()))
+        };
         let partial = plan.fixed(geometry.partial_len());
         plan.push(ConvStep {
             input,
@@ -468,10 +473,35 @@ impl Op for Conv2d {
     }
 }
 
+/// Where a convolution's columns live (`Conv2dShape::rebuilds_columns`).
+enum Cols {
+    /// One sample's columns per thread in the fixed scratch, rebuilt in backward.
+    Scratch(Range<usize>),
+    /// The whole batch's columns in a workspace node, kept for backward.
+    Node(usize),
+}
+
+impl Cols {
+    /// The auxiliary node to ask the workspace for, and the expression of the columns'
+    /// slice in the pass's `io`.
+    fn io(&self) -> (TokenStream, TokenStream) {
+        match self {
+            Cols::Scratch(range) => {
+                let range = slice(range);
+                (
+                    quote!(::core::option::Option::None),
+                    quote!(&mut io.fixed[#range]),
+                )
+            }
+            Cols::Node(node) => (quote!(::core::option::Option::Some(#node)), quote!(io.aux)),
+        }
+    }
+}
+
 struct ConvStep {
     input: usize,
     output: usize,
-    cols: Range<usize>,
+    cols: Cols,
     geometry: Geometry,
     weight: Range<usize>,
     bias: Option<Range<usize>>,
@@ -514,13 +544,12 @@ impl Step for ConvStep {
         let ConvStep { input, output, .. } = self;
         let (shape, act) = (shape_tokens(&self.geometry), activation(self.fused));
         let (weight, bias) = (slice(&self.weight), optional_params(&self.bias));
-        let cols = slice(&self.cols);
+        let (aux, cols) = self.cols.io();
         quote! {
             {
-                let io = ws.forward_io(#input, #output, ::core::option::Option::None);
+                let io = ws.forward_io(#input, #output, #aux);
                 ::kiln::__private::layers::conv2d_forward::<T>(
-                    #shape, io.output, &mut io.fixed[#cols], io.input, &params[#weight], #bias,
-                    #act, batch,
+                    #shape, io.output, #cols, io.input, &params[#weight], #bias, #act, batch,
                 );
             }
         }
@@ -532,17 +561,31 @@ impl Step for ConvStep {
         let grad_input = flow.optional(*input, quote!(io.grad_input));
         let (split, grad_bias) = split_grads(&self.weight, &self.bias);
         let (weight, partial_len) = (slice(&self.weight), self.partial.len());
-        // The columns come before `partial` in the fixed scratch (`Conv2d::plan`).
-        let (cols, at) = (slice(&self.cols), self.partial.start);
+        let (aux, cols) = self.cols.io();
+        let (split_fixed, partial, cols) = match &self.cols {
+            Cols::Node(_) => {
+                let partial = slice(&self.partial);
+                (quote!(), quote!(&mut io.fixed[#partial]), cols)
+            }
+            // Scratch columns come before `partial` in the fixed scratch (`plan`): the
+            // two are split apart to be borrowed together.
+            Cols::Scratch(range) => {
+                let (at, range) = (self.partial.start, slice(range));
+                (
+                    quote!(let (cols, partial) = io.fixed.split_at_mut(#at);),
+                    quote!(&mut partial[..#partial_len]),
+                    quote!(&mut cols[#range]),
+                )
+            }
+        };
         quote! {
             {
-                let io = ws.backward_io(#input, #output, ::core::option::Option::None);
+                let io = ws.backward_io(#input, #output, #aux);
                 #split
-                let (cols, partial) = io.fixed.split_at_mut(#at);
+                #split_fixed
                 ::kiln::__private::layers::conv2d_backward::<T>(
-                    #shape, #grad_input, grad_weight, #grad_bias, &mut partial[..#partial_len],
-                    &mut cols[#cols], io.input, &params[#weight], io.output, io.grad_output,
-                    #act, batch,
+                    #shape, #grad_input, grad_weight, #grad_bias, #partial, #cols, io.input,
+                    &params[#weight], io.output, io.grad_output, #act, batch,
                 );
             }
         }

@@ -4,20 +4,23 @@
 //! (`K = in_channels · kh · kw` rows, `P = out_h · out_w` columns); then
 //! `y = W · col + b` with the weight `[out_channels, K]` (PyTorch's
 //! `[out, in, kh, kw]`, row-major) and an optional fused activation, as for dense
-//! layers. The backward pass rebuilds each sample's columns from the input:
+//! layers. The backward pass reads each sample's columns again:
 //!
 //! - `grad_weight = Σ_n g_n · col_nᵀ`, `grad_bias = Σ_n Σ_p g_n`,
 //! - `grad_col_n = Wᵀ · g_n`, scattered back onto the input by col2im,
 //!
 //! where `g` is `grad_output ⊙ f'(output)`.
 //!
-//! Only one sample's columns exist at a time on each of the two threads
-//! ([`Conv2dShape::cols_scratch_len`]), so they stay in the core's L2 cache between
-//! im2col and the GEMMs that read them. Keeping every sample's columns from the forward
-//! pass for the backward one (as kiln did first) wrote ResNet-20's columns (9 values
-//! per input value) out to memory and read them back, and made them most of its
-//! workspace (a peak RSS of 731 MiB at batch 64, 361 MiB without); rebuilding them costs
-//! one more im2col per sample, which the whole-plane copies below more than pay for. When at most half of `g` is non-zero (a
+//! Where the convolution [rebuilds its columns](Conv2dShape::rebuilds_columns) (stride
+//! 1, output rows as wide as input rows: a tap's row is the input plane shifted, one
+//! copy), the backward pass runs im2col again, and only one sample's columns exist at a
+//! time on each of the two threads ([`Conv2dShape::cols_scratch_len`]), so they stay in
+//! the core's L2 cache between im2col and the GEMMs that read them. Keeping every
+//! sample's columns from the forward pass wrote ResNet-20's (9 values per input value)
+//! out to memory and read them back, and made them most of its workspace (a peak RSS of
+//! 731 MiB at batch 64, 361 MiB rebuilt). Other convolutions keep the batch's columns
+//! from the forward pass: their im2col copies a row at a time, and rebuilding made the
+//! benchmark CNN's step slower. When at most half of `g` is non-zero (a
 //! ReLU and a max pool after the convolution leave about a fifth) and the geometry
 //! suits its f32 kernels, both products are taken from the non-zeros alone instead
 //! (`sparse.rs`): the benchmark CNN's second convolution's backward pass went from
@@ -33,7 +36,8 @@
 //!
 //! # Shapes
 //! `input`: `batch x [in_channels, in_h, in_w]`; `output`: `batch x [out_channels,
-//! out_h, out_w]`; `cols`: `2 x K x P` (scratch).
+//! out_h, out_w]`; `cols`: `2 x K x P` (scratch) or `batch x K x P` (kept), as
+//! [`Conv2dShape::cols_buffer_len`] says.
 //!
 //! # Initialisation
 //! PyTorch's default for `Conv2d`: weight and bias ~ `U(-1/√K, 1/√K)`.
@@ -92,13 +96,30 @@ fn tap_rows(s: &Conv2dShape, i: usize) -> (usize, usize, isize) {
     (lo.min(hi), hi, dy)
 }
 
-/// Whether a tap's row of the column matrix is its input plane shifted as a whole:
-/// a stride of 1, and output rows as wide as input rows (a "same" convolution such as
-/// 3x3 with padding 1), so that output position `q` reads input position `q + shift`
-/// wherever it reads the input at all.
+/// Whether a tap's row of the column matrix is its input plane shifted as a whole
+/// ([`Conv2dShape::rebuilds_columns`]): output position `q` reads input position
+/// `q + shift` wherever it reads the input at all.
 #[inline(always)]
 fn whole_plane(s: &Conv2dShape) -> bool {
-    s.stride == (1, 1) && s.out_size.1 == s.in_size.1
+    s.rebuilds_columns()
+}
+
+/// Where the columns of the first `half` samples end in `cols`: one sample's worth of
+/// scratch if the convolution rebuilds its columns, else `half` samples' worth.
+fn half_cols(s: &Conv2dShape, half: usize) -> usize {
+    if s.rebuilds_columns() {
+        s.cols_len()
+    } else {
+        half * s.cols_len()
+    }
+}
+
+/// The columns of sample `n` of a half of the batch, in that half's part of `cols`
+/// ([`half_cols`]): the same scratch for every sample if the convolution rebuilds its
+/// columns.
+fn sample_cols<'a, T>(s: &Conv2dShape, cols: &'a mut [T], n: usize) -> &'a mut [T] {
+    let at = if s.rebuilds_columns() { 0 } else { n };
+    &mut cols[at * s.cols_len()..][..s.cols_len()]
 }
 
 /// For [`whole_plane`] geometries: the positions `a..b` of tap `(i, j)`'s row that
@@ -269,8 +290,9 @@ fn col2im_lanes<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &mut
     }
 }
 
-/// `output = activation(conv(input, weight) + bias)`, with `cols`
-/// ([`Conv2dShape::cols_scratch_len`] values) as scratch for the columns.
+/// `output = activation(conv(input, weight) + bias)`, with the columns in `cols`
+/// ([`Conv2dShape::cols_buffer_len`] values): kept there for the backward pass, or
+/// scratch where the convolution [rebuilds them](Conv2dShape::rebuilds_columns).
 ///
 /// # Panics
 /// If a buffer's length does not match the geometry, or the activation is not fusable.
@@ -286,7 +308,7 @@ pub fn conv2d_forward<T: Float>(
 ) {
     check_len("conv2d input", input.len(), batch * s.input_len());
     check_len("conv2d output", output.len(), batch * s.output_len());
-    check_len("conv2d cols", cols.len(), s.cols_scratch_len());
+    check_len("conv2d cols", cols.len(), s.cols_buffer_len(batch));
     check_len("conv2d weight", weight.len(), s.out_channels * s.k());
     if let Some(bias) = bias {
         check_len("conv2d bias", bias.len(), s.out_channels);
@@ -297,9 +319,10 @@ pub fn conv2d_forward<T: Float>(
     );
     let w = MatRef::from_row_major_slice(weight, s.out_channels, s.k());
     let flops = 2.0 * (s.out_channels * s.cols_len()) as f64;
-    let run = |first: usize, out: &mut [T], col: &mut [T]| {
+    let run = |first: usize, out: &mut [T], cols: &mut [T]| {
         for (n, y) in out.chunks_exact_mut(s.output_len()).enumerate() {
             let x = &input[(first + n) * s.input_len()..][..s.input_len()];
+            let col = sample_cols(s, cols, n);
             im2col(s, col, x);
             if !thin::forward(y, weight, col, s.k()) {
                 let col = MatRef::from_row_major_slice(col, s.k(), s.p());
@@ -313,7 +336,7 @@ pub fn conv2d_forward<T: Float>(
         }
     };
     let half = batch_half(batch, flops);
-    let (c0, c1) = cols.split_at_mut(s.cols_len());
+    let (c0, c1) = cols.split_at_mut(half_cols(s, half));
     if half < batch {
         let (y0, y1) = output.split_at_mut(half * s.output_len());
         rayon::join(|| run(0, y0, c0), || run(half, y1, c1));
@@ -324,15 +347,16 @@ pub fn conv2d_forward<T: Float>(
 
 /// Gradients of [`conv2d_forward`].
 ///
-/// `grad_output` is overwritten with the pre-activation gradient; `cols`
-/// ([`Conv2dShape::cols_scratch_len`] values) and `partial`
-/// ([`Conv2dShape::partial_len`] values) are scratch. `grad_weight` and `grad_bias` are
+/// `grad_output` is overwritten with the pre-activation gradient; `cols` (as given to
+/// the forward pass) is overwritten with column gradients or scratch, `partial`
+/// ([`Conv2dShape::partial_len`] values) is scratch. `grad_weight` and `grad_bias` are
 /// replaced; `grad_input`, if asked for, is replaced or accumulated.
 ///
 /// When most of the pre-activation gradient is zero (a ReLU and a max pool after the
 /// convolution), and the geometry allows it, both gradients are taken from its non-zero
 /// values alone (`layers/sparse.rs`); otherwise as GEMMs over each sample's columns,
-/// rebuilt from `input`.
+/// rebuilt from `input` where the convolution [rebuilds
+/// them](Conv2dShape::rebuilds_columns).
 ///
 /// # Panics
 /// If a buffer's length does not match the geometry.
@@ -356,7 +380,7 @@ pub fn conv2d_backward<T: Float>(
     check_len("conv2d input", input.len(), batch * ilen);
     check_len("conv2d output", output.len(), batch * olen);
     check_len("conv2d grad_output", grad_output.len(), batch * olen);
-    check_len("conv2d cols", cols.len(), s.cols_scratch_len());
+    check_len("conv2d cols", cols.len(), s.cols_buffer_len(batch));
     check_len("conv2d grad_weight", grad_weight.len(), co * k);
     check_len("conv2d partial", partial.len(), s.partial_len());
     if let Some((grad_input, _)) = &grad_input {
@@ -403,7 +427,7 @@ pub fn conv2d_backward<T: Float>(
             &|first, count, gi, gw, col| {
                 let (x, g) = samples(first, count);
                 let gi = gi.map(|(gi, accum)| (gi, accum == Accum::Add));
-                sparse::backward(s, gi, gw, col, x, filters, g);
+                sparse::backward(s, gi, gw, &mut col[..s.cols_len()], x, filters, g);
             },
         );
         if half == batch {
@@ -452,10 +476,10 @@ pub fn conv2d_backward<T: Float>(
     }
 }
 
-/// Runs `body(first_sample, count, grad_input, grad_weight, col)` on each half of a
+/// Runs `body(first_sample, count, grad_input, grad_weight, cols)` on each half of a
 /// batch split after `half` samples (`half == batch`: the whole batch on this thread,
 /// with `grad_weight[0]` alone): each half gets its own part of `grad_input`, its own
-/// weight gradient and one sample's columns of `cols`.
+/// weight gradient and its part of `cols` ([`half_cols`]).
 #[allow(clippy::type_complexity)]
 fn halves<T: Float>(
     s: &Conv2dShape,
@@ -466,7 +490,7 @@ fn halves<T: Float>(
     cols: &mut [T],
     body: &(impl Fn(usize, usize, Option<(&mut [T], Accum)>, &mut [T], &mut [T]) + Sync),
 ) {
-    let (c0, c1) = cols.split_at_mut(s.cols_len());
+    let (c0, c1) = cols.split_at_mut(half_cols(s, half));
     if half == batch {
         body(0, batch, grad_input, gw0, c0);
         return;
@@ -485,14 +509,15 @@ fn halves<T: Float>(
 }
 
 /// The weight and input gradients of [`conv2d_backward`] for the samples of `input` as
-/// GEMMs, from the pre-activation gradient `g`, a sample at a time: im2col into `col`
-/// (one sample's columns), `grad_weight (+)= g_n · col_nᵀ`, then, if asked for,
-/// `col = Wᵀ · g_n` and col2im onto the input gradient.
+/// GEMMs, from the pre-activation gradient `g`, a sample at a time: the sample's
+/// columns (im2col into the scratch `cols` where the convolution rebuilds them, else
+/// kept in `cols` by the forward pass), `grad_weight (+)= g_n · col_nᵀ`, then, if asked
+/// for, `col = Wᵀ · g_n` and col2im onto the input gradient.
 fn dense_backward<T: Float>(
     s: &Conv2dShape,
     mut grad_input: Option<(&mut [T], Accum)>,
     grad_weight: &mut [T],
-    col: &mut [T],
+    cols: &mut [T],
     input: &[T],
     weight: &[T],
     g: &[T],
@@ -505,7 +530,10 @@ fn dense_backward<T: Float>(
         .zip(g.chunks_exact(olen))
         .enumerate()
     {
-        im2col(s, col, x);
+        let col = sample_cols(s, cols, n);
+        if s.rebuilds_columns() {
+            im2col(s, col, x);
+        }
         if !thin::weight_grad(grad_weight, g, col, k, n > 0) {
             let dst = MatMut::from_row_major_slice_mut(&mut *grad_weight, co, k);
             let g = MatRef::from_row_major_slice(g, co, p);
@@ -592,7 +620,7 @@ mod tests {
         let b = values(s.out_channels, 3);
         let forward = |x: &[f64], w: &[f64], b: &[f64]| {
             let mut y = vec![0.0; batch * s.output_len()];
-            let mut cols = vec![0.0; s.cols_scratch_len()];
+            let mut cols = vec![0.0; s.cols_buffer_len(batch)];
             conv2d_forward(&s, &mut y, &mut cols, x, w, Some(b), act, batch);
             (y, cols)
         };
@@ -640,7 +668,7 @@ mod tests {
         grad_input: Option<&[T]>,
     ) -> [Vec<T>; 4] {
         let mut y = vec![T::ZERO; batch * s.output_len()];
-        let mut cols = vec![T::ZERO; s.cols_scratch_len()];
+        let mut cols = vec![T::ZERO; s.cols_buffer_len(batch)];
         let relu = Activation::Relu;
         conv2d_forward(s, &mut y, &mut cols, x, w, Some(bias), relu, batch);
         let (mut gw, mut gb) = (vec![T::ZERO; w.len()], vec![T::ZERO; bias.len()]);
@@ -836,14 +864,22 @@ mod tests {
 
     #[test]
     fn split_batches_give_the_serial_result() {
-        // 64 samples of a 16-channel 3x3 convolution on 14x14 is above the threshold.
-        let s = shape(16, (14, 14), 16, (3, 3), (1, 1), (1, 1), (1, 1));
+        // 64 samples of a 16-channel 3x3 convolution on 14x14 is above the threshold,
+        // padded (columns rebuilt in backward) and not (columns kept).
+        for padding in [1, 0] {
+            let s = shape(16, (14, 14), 16, (3, 3), (1, 1), (padding, padding), (1, 1));
+            assert_eq!(s.rebuilds_columns(), padding == 1);
+            split_batch_gives_the_serial_result(s);
+        }
+    }
+
+    fn split_batch_gives_the_serial_result(s: Conv2dShape) {
         let batch = 64;
         let x = values(batch * s.input_len(), 5);
         let w = values(s.out_channels * s.k(), 6);
         let bias = values(s.out_channels, 8);
         let mut y = vec![0.0; batch * s.output_len()];
-        let mut cols = vec![0.0; s.cols_scratch_len()];
+        let mut cols = vec![0.0; s.cols_buffer_len(batch)];
         conv2d_forward(
             &s,
             &mut y,
@@ -878,7 +914,7 @@ mod tests {
         let mut gb_serial = vec![0.0; s.out_channels];
         for n in 0..batch {
             let mut y1 = vec![0.0; s.output_len()];
-            let mut c1 = vec![0.0; s.cols_scratch_len()];
+            let mut c1 = vec![0.0; s.cols_buffer_len(1)];
             conv2d_forward(
                 &s,
                 &mut y1,
