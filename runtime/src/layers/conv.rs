@@ -147,10 +147,15 @@ fn plane_span(s: &Conv2dShape, i: usize, j: usize) -> (usize, usize, usize) {
 /// at a time: the inside of each is a (strided) piece of an input row, its ends are
 /// padding.
 pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
-    vectorized(
-        #[inline(always)]
-        || im2col_lanes(s, cols, input),
-    );
+    // Row by row, the vector-width wrapper made the benchmark CNN's 11-value rows slower.
+    if whole_plane(s) {
+        vectorized(
+            #[inline(always)]
+            || im2col_lanes(s, cols, input),
+        );
+    } else {
+        im2col_lanes(s, cols, input);
+    }
 }
 
 /// [`im2col`]'s body, inlined into its vector-width wrapper.
@@ -237,10 +242,14 @@ fn zero_columns<T: Float>(row: &mut [T], a: usize, b: usize, width: usize, lo: u
 /// `grad_cols` (which is why it is `mut`; the result does not change: those positions
 /// then add 0); otherwise a row of output positions at a time.
 pub(super) fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &mut [T]) {
-    vectorized(
-        #[inline(always)]
-        || col2im_lanes(s, grad_input, grad_cols),
-    );
+    if whole_plane(s) {
+        vectorized(
+            #[inline(always)]
+            || col2im_lanes(s, grad_input, grad_cols),
+        );
+    } else {
+        col2im_lanes(s, grad_input, grad_cols);
+    }
 }
 
 /// [`col2im`]'s body, inlined into its vector-width wrapper.
