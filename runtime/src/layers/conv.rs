@@ -18,7 +18,7 @@
 //! the core's L2 cache between im2col and the GEMMs that read them. Keeping every
 //! sample's columns from the forward pass wrote ResNet-20's (9 values per input value)
 //! out to memory and read them back, and made them most of its workspace (a peak RSS of
-//! 731 MiB at batch 64, 376 MiB now). Other convolutions keep the batch's columns
+//! 714 MiB at batch 64, 368 MiB now). Other convolutions keep the batch's columns
 //! from the forward pass: their im2col copies a row at a time, and rebuilding made the
 //! benchmark CNN's step slower. When at most half of `g` is non-zero (a
 //! ReLU and a max pool after the convolution leave about a fifth) and the geometry
