@@ -560,31 +560,29 @@ impl Step for ConvStep {
         let (shape, act) = (shape_tokens(&self.geometry), activation(self.fused));
         let grad_input = flow.optional(*input, quote!(io.grad_input));
         let (split, grad_bias) = split_grads(&self.weight, &self.bias);
-        let (weight, partial_len) = (slice(&self.weight), self.partial.len());
+        let (weight, partial) = (slice(&self.weight), slice(&self.partial));
         let (aux, cols) = self.cols.io();
-        let (split_fixed, partial, cols) = match &self.cols {
-            Cols::Node(_) => {
-                let partial = slice(&self.partial);
-                (quote!(), quote!(&mut io.fixed[#partial]), cols)
-            }
-            // Scratch columns come before `partial` in the fixed scratch (`plan`): the
-            // two are split apart to be borrowed together.
+        // Scratch columns and `partial` are both in the fixed scratch, borrowed together.
+        let (scratch, cols) = match &self.cols {
+            Cols::Node(_) => (quote!(let partial = &mut io.fixed[#partial];), cols),
             Cols::Scratch(range) => {
-                let (at, range) = (self.partial.start, slice(range));
-                (
-                    quote!(let (cols, partial) = io.fixed.split_at_mut(#at);),
-                    quote!(&mut partial[..#partial_len]),
-                    quote!(&mut cols[#range]),
-                )
+                let range = slice(range);
+                let scratch = quote! {
+                    let [cols, partial] = io
+                        .fixed
+                        .get_disjoint_mut([#range, #partial])
+                        .expect("a layer's fixed scratch ranges are disjoint");
+                };
+                (scratch, quote!(cols))
             }
         };
         quote! {
             {
                 let io = ws.backward_io(#input, #output, #aux);
                 #split
-                #split_fixed
+                #scratch
                 ::kiln::__private::layers::conv2d_backward::<T>(
-                    #shape, #grad_input, grad_weight, #grad_bias, #partial, #cols, io.input,
+                    #shape, #grad_input, grad_weight, #grad_bias, partial, #cols, io.input,
                     &params[#weight], io.output, io.grad_output, #act, batch,
                 );
             }

@@ -96,12 +96,17 @@ fn tap_rows(s: &Conv2dShape, i: usize) -> (usize, usize, isize) {
     (lo.min(hi), hi, dy)
 }
 
-/// Whether a tap's row of the column matrix is its input plane shifted as a whole
-/// ([`Conv2dShape::rebuilds_columns`]): output position `q` reads input position
-/// `q + shift` wherever it reads the input at all.
+/// Runs `body` (im2col's or col2im's loops) inside [`vectorized`] where the
+/// convolution [rebuilds its columns](Conv2dShape::rebuilds_columns) and the loops run
+/// over whole planes; row by row, the wrapper made the benchmark CNN's 11-value rows
+/// slower, so there it runs as compiled.
 #[inline(always)]
-fn whole_plane(s: &Conv2dShape) -> bool {
-    s.rebuilds_columns()
+fn plane_lanes(s: &Conv2dShape, body: impl FnOnce()) {
+    if s.rebuilds_columns() {
+        vectorized(body);
+    } else {
+        body();
+    }
 }
 
 /// Where the columns of the first `half` samples end in `cols`: one sample's worth of
@@ -122,11 +127,13 @@ fn sample_cols<'a, T>(s: &Conv2dShape, cols: &'a mut [T], n: usize) -> &'a mut [
     &mut cols[at * s.cols_len()..][..s.cols_len()]
 }
 
-/// For [`whole_plane`] geometries: the positions `a..b` of tap `(i, j)`'s row that
-/// [`tap_rows`] keeps and whose input position `q + shift` lies in the plane, and the
-/// input position of `a` (all 0 if there are none). Every position that reads the input is in `a..b`; the others in it read a
-/// neighbouring row's end (where the tap falls in the column padding) and must be
-/// treated as padding by the caller.
+/// For convolutions that [rebuild their columns](Conv2dShape::rebuilds_columns), where
+/// output position `q` of a tap's row reads input position `q + shift` wherever it reads
+/// the input at all: the positions `a..b` of tap `(i, j)`'s row that [`tap_rows`] keeps
+/// and whose input position lies in the plane, and the input position of `a` (all 0 if
+/// there are none). Every position that reads the input is in `a..b`; the others in it
+/// read a neighbouring row's end (where the tap falls in the column padding) and must
+/// be treated as padding by the caller.
 #[inline(always)]
 fn plane_span(s: &Conv2dShape, i: usize, j: usize) -> (usize, usize, usize) {
     let (ih, iw) = s.in_size;
@@ -140,32 +147,28 @@ fn plane_span(s: &Conv2dShape, i: usize, j: usize) -> (usize, usize, usize) {
     (a as usize, b as usize, (a + shift) as usize)
 }
 
-/// Fills the `K x P` column matrix of one sample. Where [`whole_plane`] holds, each
-/// tap's row is one copy of its shifted input plane, then the positions that fall in
-/// the padding are zeroed (3x3 convolutions on 32 x 32 planes copied 32 values at a
-/// time, with fills at the ends: a fifth of a ResNet-20 step in im2col); otherwise a row of output positions
-/// at a time: the inside of each is a (strided) piece of an input row, its ends are
-/// padding.
+/// Fills the `K x P` column matrix of one sample. Where the convolution [rebuilds its
+/// columns](Conv2dShape::rebuilds_columns), each tap's row is one copy of its shifted
+/// input plane, then the positions that fall in the padding are zeroed (3x3
+/// convolutions on 32 x 32 planes copied 32 values at a time, with fills at the ends:
+/// a fifth of a ResNet-20 step in im2col); otherwise a row of output positions at a
+/// time: the inside of each is a (strided) piece of an input row, its ends are padding.
 pub(super) fn im2col<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
-    // Row by row, the vector-width wrapper made the benchmark CNN's 11-value rows slower.
-    if whole_plane(s) {
-        vectorized(
-            #[inline(always)]
-            || im2col_lanes(s, cols, input),
-        );
-    } else {
-        im2col_lanes(s, cols, input);
-    }
+    plane_lanes(
+        s,
+        #[inline(always)]
+        || im2col_rows(s, cols, input),
+    );
 }
 
-/// [`im2col`]'s body, inlined into its vector-width wrapper.
+/// [`im2col`]'s loops, inlined into [`plane_lanes`].
 #[inline(always)]
-fn im2col_lanes<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
+fn im2col_rows<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
     let (kh, kw) = s.kernel;
     let ow = s.out_size.1;
     let (ih, iw) = s.in_size;
     let (p, sx) = (s.p(), s.stride.1);
-    let whole = whole_plane(s);
+    let whole = s.rebuilds_columns();
     for c in 0..s.in_channels {
         let plane = &input[c * ih * iw..(c + 1) * ih * iw];
         for i in 0..kh {
@@ -177,9 +180,7 @@ fn im2col_lanes<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
                     row[a..b].copy_from_slice(&plane[from..from + b - a]);
                     row[..a].fill(T::ZERO);
                     row[b..].fill(T::ZERO);
-                    if lo > 0 || hi < ow {
-                        zero_columns(row, a, b, ow, lo, hi);
-                    }
+                    zero_columns(row, a, b, ow, lo, hi);
                     continue;
                 }
                 for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
@@ -192,15 +193,6 @@ fn im2col_lanes<T: Float>(s: &Conv2dShape, cols: &mut [T], input: &[T]) {
                     dst[hi..].fill(T::ZERO);
                     if sx == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-                    } else if sx == 2 {
-                        // Every other value, as pairs the compiler can vectorise; the
-                        // last one alone (its pair may end past the row).
-                        let (body, last) = dst[lo..hi].split_at_mut(hi - lo - 1);
-                        let pairs = &src[first..first + 2 * body.len()];
-                        for (d, pair) in body.iter_mut().zip(pairs.chunks_exact(2)) {
-                            *d = pair[0];
-                        }
-                        last[0] = src[first + 2 * body.len()];
                     } else {
                         for (n, d) in dst[lo..hi].iter_mut().enumerate() {
                             *d = src[first + n * sx];
@@ -237,29 +229,27 @@ fn zero_columns<T: Float>(row: &mut [T], a: usize, b: usize, width: usize, lo: u
 }
 
 /// Adds the `K x P` column gradient of one sample onto its input gradient (the
-/// padding's share is dropped). Where [`whole_plane`] holds, each tap's row goes on as
-/// one shifted sum over the plane, after its padding positions are zeroed in
-/// `grad_cols` (which is why it is `mut`; the result does not change: those positions
-/// then add 0); otherwise a row of output positions at a time.
+/// padding's share is dropped). Where the convolution [rebuilds its
+/// columns](Conv2dShape::rebuilds_columns), each tap's row goes on as one shifted sum
+/// over the plane, after its padding positions are zeroed in `grad_cols` (which is why
+/// it is `mut`; the result does not change: those positions then add 0); otherwise a
+/// row of output positions at a time.
 pub(super) fn col2im<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &mut [T]) {
-    if whole_plane(s) {
-        vectorized(
-            #[inline(always)]
-            || col2im_lanes(s, grad_input, grad_cols),
-        );
-    } else {
-        col2im_lanes(s, grad_input, grad_cols);
-    }
+    plane_lanes(
+        s,
+        #[inline(always)]
+        || col2im_rows(s, grad_input, grad_cols),
+    );
 }
 
-/// [`col2im`]'s body, inlined into its vector-width wrapper.
+/// [`col2im`]'s loops, inlined into [`plane_lanes`].
 #[inline(always)]
-fn col2im_lanes<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &mut [T]) {
+fn col2im_rows<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &mut [T]) {
     let (kh, kw) = s.kernel;
     let ow = s.out_size.1;
     let (ih, iw) = s.in_size;
     let (p, sx) = (s.p(), s.stride.1);
-    let whole = whole_plane(s);
+    let whole = s.rebuilds_columns();
     for c in 0..s.in_channels {
         let plane = &mut grad_input[c * ih * iw..(c + 1) * ih * iw];
         for i in 0..kh {
@@ -271,9 +261,7 @@ fn col2im_lanes<T: Float>(s: &Conv2dShape, grad_input: &mut [T], grad_cols: &mut
                 }
                 if whole {
                     let (a, b, from) = plane_span(s, i, j);
-                    if lo > 0 || hi < ow {
-                        zero_columns(row, a, b, ow, lo, hi);
-                    }
+                    zero_columns(row, a, b, ow, lo, hi);
                     for (d, &g) in plane[from..from + b - a].iter_mut().zip(&row[a..b]) {
                         *d += g;
                     }
@@ -772,7 +760,7 @@ mod tests {
             (shape(1, (9, 10), 2, (2, 3), (1, 3), (0, 1), (1, 1)), false),
         ];
         for (seed, (s, whole)) in cases.into_iter().enumerate() {
-            assert_eq!(whole_plane(&s), whole, "{s:?}");
+            assert_eq!(s.rebuilds_columns(), whole, "{s:?}");
             let seed = 90 + 3 * seed as u64;
             let x = values(s.input_len(), seed);
             let (mut cols, mut want) = (vec![7.0; s.cols_len()], vec![0.0; s.cols_len()]);

@@ -97,8 +97,8 @@ fn fields_inside(s: &Conv2dShape) -> bool {
 /// Gradients of the samples of `input` from their pre-activation output gradient `g`.
 ///
 /// `scratch` is one sample's column matrix, reused by each sample in turn, `filters`
-/// the weight tap-major ([`to_tap_major`]), and `grad_weight` (tap-major) is replaced by these samples'
-/// weight gradient. `grad_input`, if asked for, is replaced or accumulated.
+/// the weight tap-major ([`to_tap_major`]), and `grad_weight` (tap-major) is replaced
+/// by these samples' weight gradient. `grad_input`, if asked for, is replaced or accumulated.
 ///
 /// # Panics
 /// If [`applies`] is false or a buffer's length does not match.
