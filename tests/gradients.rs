@@ -307,7 +307,7 @@ kiln::model! {
         block: Residual { Conv2d(4, kernel = 3, padding = 1), Sigmoid },
         conv2: Conv2d(2, kernel = 1),
         GlobalAvgPool,
-        bn2: BatchNorm1d,
+        bn2: BatchNorm1d, Sigmoid,
         out: Dense(3),
     }
 }

@@ -575,6 +575,7 @@ fn batch_norm_matches_jax_and_pytorchs_running_statistics() {
             &x,
             &gamma,
             &beta,
+            Activation::Identity,
             true,
             batch,
         );
@@ -599,8 +600,10 @@ fn batch_norm_matches_jax_and_pytorchs_running_statistics() {
             &mut gb,
             &saved,
             &x,
+            &y,
             &gamma,
             &floats(&case["upstream"]),
+            Activation::Identity,
             batch,
         );
         assert_close(

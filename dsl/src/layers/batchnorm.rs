@@ -1,14 +1,19 @@
 //! `BatchNorm2d(num_features, eps, momentum)` over `[C, H, W]` and `BatchNorm1d(..)`
 //! over `[features]` or `[C, L]`: PyTorch's layers, with their `weight`, `bias`,
-//! `running_mean`, `running_var` and `num_batches_tracked`.
+//! `running_mean`, `running_var` and `num_batches_tracked`. A following activation
+//! whose derivative is a function of its output (`Relu` after `BatchNorm2d`, as in
+//! every ResNet) is fused into the layer, as after a dense or convolution layer.
 
 use std::ops::Range;
 
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
+use super::activation::activation;
 use super::activation::Act;
-use super::onnx::{attr_float, buffer, node, param, reshape_input, temp, value_node, StepShapes};
+use super::onnx::{
+    activation_nodes, attr_float, buffer, node, param, reshape_input, temp, value_node, StepShapes,
+};
 use super::{arg, layer, size, slice, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::{InitPlan, Plan};
@@ -104,7 +109,11 @@ impl Op for BatchNorm {
         2 * size(&layer.output) as u64
     }
 
-    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+    fn takes_activation(&self) -> bool {
+        true
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, fused: Option<Act>) -> usize {
         let name = &layer.name;
         let channels = layer.input[0];
         let gamma = plan.param(
@@ -150,6 +159,7 @@ impl Op for BatchNorm {
             beta,
             running: mean.start..tracked.end,
             saved,
+            fused,
         });
         output
     }
@@ -166,6 +176,7 @@ struct BatchNormStep {
     beta: Range<usize>,
     running: Range<usize>,
     saved: Range<usize>,
+    fused: Option<Act>,
 }
 
 impl BatchNormStep {
@@ -221,16 +232,20 @@ impl Step for BatchNormStep {
             attr_float("epsilon", self.eps),
             attr_float("momentum", 1.0 - self.momentum),
         ];
-        Some(vec![
+        let mut nodes = vec![
             reshape_input(self.input, out, &[self.channels, self.inner]),
             node("BatchNormalization", &inputs, temp(out, 1), &attrs),
-            node("Identity", &[temp(out, 1)], value_node(out), &[]),
-        ])
+        ];
+        match self.fused {
+            None => nodes.push(node("Identity", &[temp(out, 1)], value_node(out), &[])),
+            Some(act) => nodes.extend(activation_nodes(act, temp(out, 1), value_node(out), out, 2)),
+        }
+        Some(nodes)
     }
 
     fn forward(&self) -> TokenStream {
         let BatchNormStep { input, output, .. } = self;
-        let shape = self.shape();
+        let (shape, act) = (self.shape(), activation(self.fused));
         let (gamma, beta, running, saved) = (
             slice(&self.gamma),
             slice(&self.beta),
@@ -242,7 +257,7 @@ impl Step for BatchNormStep {
                 let io = ws.forward_io(#input, #output, ::core::option::Option::None);
                 ::kiln::__private::layers::batch_norm_forward::<T>(
                     #shape, io.output, &mut io.fixed[#saved], &mut buffers[#running], io.input,
-                    &params[#gamma], &params[#beta], mode.training(), batch,
+                    &params[#gamma], &params[#beta], #act, mode.training(), batch,
                 );
             }
         }
@@ -255,7 +270,7 @@ impl Step for BatchNormStep {
             channels,
             ..
         } = self;
-        let shape = self.shape();
+        let (shape, act) = (self.shape(), activation(self.fused));
         let grad_input = flow.optional(*input, quote!(io.grad_input));
         let both = slice(&(self.gamma.start..self.beta.end));
         let (gamma, saved) = (slice(&self.gamma), slice(&self.saved));
@@ -265,7 +280,7 @@ impl Step for BatchNormStep {
                 let (grad_gamma, grad_beta) = grads[#both].split_at_mut(#channels);
                 ::kiln::__private::layers::batch_norm_backward::<T>(
                     #shape, #grad_input, grad_gamma, grad_beta, &io.fixed[#saved], io.input,
-                    &params[#gamma], io.grad_output, batch,
+                    io.output, &params[#gamma], io.grad_output, #act, batch,
                 );
             }
         }

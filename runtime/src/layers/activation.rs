@@ -12,8 +12,9 @@
 //! Any: the output has the input's shape.
 //!
 //! Activations whose derivative can be read off the output (all but GELU and a leaky
-//! ReLU with a negative slope) are fused into the pass that follows a dense GEMM, so
-//! their pre-activation is never stored.
+//! ReLU with a negative slope) are fused into the pass that follows a dense or
+//! convolution GEMM, or into a batch norm's normalising pass, so their pre-activation
+//! is never stored.
 
 use super::{check_len, for_row_blocks, store, Accum};
 use crate::simd::vectorized;

@@ -14,6 +14,13 @@
 //! - Backward (training): with `g = grad_output`,
 //!   `grad_γ = Σ g x̂`, `grad_β = Σ g`,
 //!   `grad_x = γ / (M √(σ² + ε)) · (M g − Σ g − x̂ Σ g x̂)`.
+//! - A following activation whose derivative can be read off its output (ReLU, the
+//!   logistic function, tanh; [`Activation::fusable`]) can be fused: the forward pass
+//!   writes `f(γ x̂ + β)` and the backward pass takes `g ⊙ f'(y)` from the output `y` as
+//!   it reads `g`, so neither the normalised values nor the activation's gradient is
+//!   stored, and the two passes over the tensor that a separate activation layer makes
+//!   are not made. The values are those of the two layers one after the other, bit for
+//!   bit.
 //!
 //! # Initialisation
 //! `γ = 1`, `β = 0`, running mean 0, running variance 1.
@@ -25,7 +32,7 @@
 //! element-wise passes split by sample. Serial scalar sums made batch norm 12 % of a
 //! ResNet-20 training step.
 
-use super::{check_len, for_row_blocks, lane_sum, split_batch, Accum};
+use super::{check_len, for_row_blocks, lane_sum, split_batch, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -42,12 +49,13 @@ pub struct BatchNormShape {
     pub momentum: f64,
 }
 
-/// Forward pass. `running` holds `[running_mean (C), running_var (C),
-/// num_batches_tracked (1)]`; `saved` (`2C` values) receives the batch mean and
-/// `1/√(σ² + ε)` for backward. In inference (`training = false`), `running` is only read.
+/// Forward pass, then `activation` (`Identity` for none). `running` holds
+/// `[running_mean (C), running_var (C), num_batches_tracked (1)]`; `saved` (`2C` values)
+/// receives the batch mean and `1/√(σ² + ε)` for backward. In inference
+/// (`training = false`), `running` is only read.
 ///
 /// # Panics
-/// If a length does not match.
+/// If a length does not match, or the activation is not [fusable](Activation::fusable).
 pub fn batch_norm_forward<T: Float>(
     s: &BatchNormShape,
     output: &mut [T],
@@ -56,9 +64,14 @@ pub fn batch_norm_forward<T: Float>(
     input: &[T],
     gamma: &[T],
     beta: &[T],
+    activation: Activation,
     training: bool,
     batch: usize,
 ) {
+    assert!(
+        activation.fusable(),
+        "batch norm fuses only an activation whose derivative is a function of its output"
+    );
     let (c, inner) = (s.channels, s.inner);
     check_len("batch_norm input", input.len(), batch * c * inner);
     check_len("batch_norm output", output.len(), input.len());
@@ -127,9 +140,25 @@ pub fn batch_norm_forward<T: Float>(
                     for ch in 0..c {
                         let scale = gamma[ch] * inv_std[ch];
                         let shift = beta[ch] - mean[ch] * scale;
-                        let y = &mut y_sample[ch * inner..(ch + 1) * inner];
-                        for (yv, &xv) in y.iter_mut().zip(&x_sample[ch * inner..(ch + 1) * inner]) {
-                            *yv = xv * scale + shift;
+                        let range = ch * inner..(ch + 1) * inner;
+                        let (y, x) = (&mut y_sample[range.clone()], &x_sample[range]);
+                        // With the activation a constant, the loops vectorise.
+                        match activation {
+                            Activation::Identity => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = xv * scale + shift;
+                                }
+                            }
+                            Activation::Relu => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = Activation::Relu.apply(xv * scale + shift);
+                                }
+                            }
+                            other => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = other.apply(xv * scale + shift);
+                                }
+                            }
                         }
                     }
                 }
@@ -138,11 +167,12 @@ pub fn batch_norm_forward<T: Float>(
     });
 }
 
-/// Backward pass of a training-mode [`batch_norm_forward`], from the statistics it
-/// saved. `grad_gamma` and `grad_beta` are replaced.
+/// Backward pass of a training-mode [`batch_norm_forward`] with the same `activation`,
+/// from the statistics it saved and its `output`. `grad_gamma` and `grad_beta` are
+/// replaced.
 ///
 /// # Panics
-/// If a length does not match.
+/// If a length does not match, or the activation is not [fusable](Activation::fusable).
 pub fn batch_norm_backward<T: Float>(
     s: &BatchNormShape,
     grad_input: Option<(&mut [T], Accum)>,
@@ -150,20 +180,29 @@ pub fn batch_norm_backward<T: Float>(
     grad_beta: &mut [T],
     saved: &[T],
     input: &[T],
+    output: &[T],
     gamma: &[T],
     grad_output: &[T],
+    activation: Activation,
     batch: usize,
 ) {
+    assert!(
+        activation.fusable(),
+        "batch norm fuses only an activation whose derivative is a function of its output"
+    );
     let (c, inner) = (s.channels, s.inner);
     check_len(
         "batch_norm grad_output",
         grad_output.len(),
         batch * c * inner,
     );
+    check_len("batch_norm input", input.len(), grad_output.len());
+    check_len("batch_norm output", output.len(), grad_output.len());
     let (mean, inv_std) = saved.split_at(c);
     let len = c * inner;
     let m = (batch * inner) as f64;
-    // Per channel: Σ g and Σ g (x − μ), the latter times 1/σ.
+    // Per channel: Σ g and Σ g (x − μ), the latter times 1/σ, with g at the
+    // pre-activation.
     split_batch(
         c,
         4.0 * m,
@@ -173,17 +212,25 @@ pub fn batch_norm_backward<T: Float>(
             for (k, (gb, gg)) in gb.iter_mut().zip(gg.iter_mut()).enumerate() {
                 let ch = first + k;
                 let mu = mean[ch];
-                let samples = grad_output.chunks_exact(len).zip(input.chunks_exact(len));
-                let planes =
-                    samples.map(|(g, x)| (&g[ch * inner..][..inner], &x[ch * inner..][..inner]));
+                let at = ch * inner..(ch + 1) * inner;
+                let planes = grad_output
+                    .chunks_exact(len)
+                    .zip(input.chunks_exact(len))
+                    .zip(output.chunks_exact(len))
+                    .map(|((g, x), y)| (&g[at.clone()], &x[at.clone()], &y[at.clone()]));
                 vectorized(
                     #[inline(always)]
                     || {
-                        let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
-                        for (g, x) in planes {
-                            sum_g += lane_sum(inner, |i| g[i]);
-                            centred += lane_sum(inner, |i| g[i] * (x[i] - mu));
-                        }
+                        // With the activation a constant, the loops vectorise.
+                        let (sum_g, centred) = match activation {
+                            Activation::Identity => channel_sums(planes, inner, mu, |g, _| g),
+                            Activation::Relu => channel_sums(planes, inner, mu, |g, y| {
+                                g * Activation::Relu.derivative_from_output(y)
+                            }),
+                            other => channel_sums(planes, inner, mu, |g, y| {
+                                g * other.derivative_from_output(y)
+                            }),
+                        };
                         *gb = sum_g;
                         *gg = centred * inv_std[ch];
                     },
@@ -199,50 +246,119 @@ pub fn batch_norm_backward<T: Float>(
     let (grad_gamma, grad_beta): (&[T], &[T]) = (grad_gamma, grad_beta);
     for_row_blocks(grad_input, len, 6.0 * len as f64, &|first, grad_input| {
         let n = grad_input.len();
-        let (g_all, x_all) = (&grad_output[first * len..][..n], &input[first * len..][..n]);
+        let rows = Rows {
+            g: &grad_output[first * len..][..n],
+            x: &input[first * len..][..n],
+            y: &output[first * len..][..n],
+            len,
+            inner,
+            gamma,
+            mean,
+            inv_std,
+            // Σ g and Σ g x̂ over M.
+            sums: (grad_beta, grad_gamma, inv_m),
+        };
         vectorized(
             #[inline(always)]
-            || {
-                for ((gi_sample, g_sample), x_sample) in grad_input
-                    .chunks_exact_mut(len)
-                    .zip(g_all.chunks_exact(len))
-                    .zip(x_all.chunks_exact(len))
-                {
-                    for ch in 0..c {
-                        let k = gamma[ch] * inv_std[ch];
-                        let (sum_g, sum_gx) = (grad_beta[ch] * inv_m, grad_gamma[ch] * inv_m);
-                        let (mu, is) = (mean[ch], inv_std[ch]);
-                        let range = ch * inner..(ch + 1) * inner;
-                        let gi = &mut gi_sample[range.clone()];
-                        let (g, x) = (&g_sample[range.clone()], &x_sample[range]);
-                        match accum {
-                            Accum::Replace => {
-                                for i in 0..inner {
-                                    gi[i] = k * (g[i] - sum_g - (x[i] - mu) * is * sum_gx);
-                                }
-                            }
-                            Accum::Add => {
-                                for i in 0..inner {
-                                    gi[i] += k * (g[i] - sum_g - (x[i] - mu) * is * sum_gx);
-                                }
-                            }
-                        }
-                    }
-                }
+            || match activation {
+                // With the activation a constant, the loops vectorise.
+                Activation::Identity => rows.input_gradient(grad_input, accum, |g, _| g),
+                Activation::Relu => rows.input_gradient(grad_input, accum, |g, y| {
+                    g * Activation::Relu.derivative_from_output(y)
+                }),
+                other => rows.input_gradient(grad_input, accum, |g, y| {
+                    g * other.derivative_from_output(y)
+                }),
             },
         );
     });
 }
 
+/// `(Σ g', Σ g' (x − μ))` over one channel's planes, `g' = d(g, y)` the gradient at the
+/// pre-activation; each plane summed in lanes, the planes in turn.
+#[inline(always)]
+fn channel_sums<'a, T: Float + 'a>(
+    planes: impl Iterator<Item = (&'a [T], &'a [T], &'a [T])>,
+    inner: usize,
+    mu: T,
+    d: impl Fn(T, T) -> T,
+) -> (T, T) {
+    let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
+    for (g, x, y) in planes {
+        sum_g += lane_sum(inner, |i| d(g[i], y[i]));
+        centred += lane_sum(inner, |i| d(g[i], y[i]) * (x[i] - mu));
+    }
+    (sum_g, centred)
+}
+
+/// One thread's samples of the input-gradient pass and what it reads.
+struct Rows<'a, T> {
+    g: &'a [T],
+    x: &'a [T],
+    y: &'a [T],
+    len: usize,
+    inner: usize,
+    gamma: &'a [T],
+    mean: &'a [T],
+    inv_std: &'a [T],
+    sums: (&'a [T], &'a [T], T),
+}
+
+impl<T: Float> Rows<'_, T> {
+    /// `grad_input (=|+=) γ/σ · (g' − Σ g'/M − x̂ Σ g' x̂/M)`, `g' = d(g, y)`.
+    #[inline(always)]
+    fn input_gradient(&self, grad_input: &mut [T], accum: Accum, d: impl Fn(T, T) -> T) {
+        let (inner, (grad_beta, grad_gamma, inv_m)) = (self.inner, self.sums);
+        let samples = grad_input
+            .chunks_exact_mut(self.len)
+            .zip(self.g.chunks_exact(self.len))
+            .zip(
+                self.x
+                    .chunks_exact(self.len)
+                    .zip(self.y.chunks_exact(self.len)),
+            );
+        for ((gi_sample, g_sample), (x_sample, y_sample)) in samples {
+            for ch in 0..self.mean.len() {
+                let (mu, is) = (self.mean[ch], self.inv_std[ch]);
+                let k = self.gamma[ch] * is;
+                let (sum_g, sum_gx) = (grad_beta[ch] * inv_m, grad_gamma[ch] * inv_m);
+                let range = ch * inner..(ch + 1) * inner;
+                let gi = &mut gi_sample[range.clone()];
+                let (g, x) = (&g_sample[range.clone()], &x_sample[range.clone()]);
+                let y = &y_sample[range];
+                match accum {
+                    Accum::Replace => {
+                        for i in 0..inner {
+                            gi[i] = k * (d(g[i], y[i]) - sum_g - (x[i] - mu) * is * sum_gx);
+                        }
+                    }
+                    Accum::Add => {
+                        for i in 0..inner {
+                            gi[i] += k * (d(g[i], y[i]) - sum_g - (x[i] - mu) * is * sum_gx);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::super::PARALLEL_MIN_FLOPS;
+    use super::super::{activation_backward, activation_forward, PARALLEL_MIN_FLOPS};
     use super::*;
 
     #[test]
     fn training_gradients_match_finite_differences() {
-        for (c, inner, batch) in [(3, 1, 5), (2, 6, 3), (4, 4, 1)] {
+        let cases = [
+            (3, 1, 5, Activation::Identity),
+            (2, 6, 3, Activation::Identity),
+            (4, 4, 1, Activation::Identity),
+            (2, 6, 3, Activation::Tanh),
+            (3, 4, 2, Activation::Sigmoid),
+        ];
+        for (c, inner, batch, activation) in cases {
             let s = BatchNormShape {
                 channels: c,
                 inner,
@@ -265,12 +381,13 @@ mod tests {
                     x,
                     gamma,
                     beta,
+                    activation,
                     true,
                     batch,
                 );
                 (y, saved, running)
             };
-            let (_, saved, _) = run(&x, &gamma, &beta);
+            let (y, saved, _) = run(&x, &gamma, &beta);
             let mut gx = vec![0.0; x.len()];
             let mut gg = vec![0.0; c];
             let mut gb = vec![0.0; c];
@@ -281,8 +398,10 @@ mod tests {
                 &mut gb,
                 &saved,
                 &x,
+                &y,
                 &gamma,
                 &w,
+                activation,
                 batch,
             );
             let loss = |x: &[f64], g: &[f64], b: &[f64]| dot(&w, &run(x, g, b).0);
@@ -324,6 +443,7 @@ mod tests {
             &x,
             &[1.0],
             &[0.0],
+            Activation::Identity,
             true,
             2,
         );
@@ -340,11 +460,88 @@ mod tests {
             &x,
             &[1.0],
             &[0.0],
+            Activation::Identity,
             false,
             2,
         );
         assert!((y[0] - (1.0 - 0.3) / (running[1] + 1e-5_f64).sqrt()).abs() < 1e-12);
         assert_eq!(running[2], 1.0, "inference changes nothing");
+    }
+
+    /// A fused activation gives the values of batch norm and then the activation layer,
+    /// forward and backward, bit for bit; on one thread and split across two.
+    #[test]
+    fn fused_activation_is_the_two_layers_in_turn() {
+        let activations = [
+            Activation::Relu,
+            Activation::LeakyRelu(0.1),
+            Activation::Sigmoid,
+            Activation::Tanh,
+        ];
+        for (c, inner, batch) in [(3, 5, 4), (8, 256, 256)] {
+            let s = BatchNormShape {
+                channels: c,
+                inner,
+                eps: 1e-5,
+                momentum: 0.1,
+            };
+            let x = values(batch * c * inner, 41);
+            let g = values(x.len(), 42);
+            let gamma: Vec<f64> = values(c, 43).iter().map(|v| v + 1.0).collect();
+            let beta = values(c, 44);
+            for activation in activations {
+                for accum in [Accum::Replace, Accum::Add] {
+                    let forward = |act: Activation| {
+                        let (mut y, mut saved) = (vec![0.0; x.len()], vec![0.0; 2 * c]);
+                        let mut running = vec![0.0; 2 * c + 1];
+                        batch_norm_forward(
+                            &s,
+                            &mut y,
+                            &mut saved,
+                            &mut running,
+                            &x,
+                            &gamma,
+                            &beta,
+                            act,
+                            true,
+                            batch,
+                        );
+                        (y, saved, running)
+                    };
+                    let backward = |act: Activation, y: &[f64], saved: &[f64], g: &[f64]| {
+                        let (mut gx, mut gg, mut gb) =
+                            (vec![0.5; x.len()], vec![0.0; c], vec![0.0; c]);
+                        batch_norm_backward(
+                            &s,
+                            Some((&mut gx, accum)),
+                            &mut gg,
+                            &mut gb,
+                            saved,
+                            &x,
+                            y,
+                            &gamma,
+                            g,
+                            act,
+                            batch,
+                        );
+                        (gx, gg, gb)
+                    };
+                    // The two layers in turn.
+                    let (normed, saved, running) = forward(Activation::Identity);
+                    let mut y = vec![0.0; x.len()];
+                    activation_forward(activation, &mut y, &normed);
+                    let mut g_pre = vec![0.0; x.len()];
+                    activation_backward(activation, &mut g_pre, Accum::Replace, &normed, &y, &g);
+                    let two = backward(Activation::Identity, &normed, &saved, &g_pre);
+                    // Fused.
+                    let (fused_y, fused_saved, fused_running) = forward(activation);
+                    assert_eq!(fused_y, y, "{activation:?} forward");
+                    assert_eq!((&fused_saved, &fused_running), (&saved, &running));
+                    let fused = backward(activation, &fused_y, &fused_saved, &g);
+                    assert_eq!(fused, two, "{activation:?} backward, {accum:?}");
+                }
+            }
+        }
     }
 
     /// A batch large enough that the sums split by channel and the element-wise passes
@@ -376,13 +573,24 @@ mod tests {
             &x,
             &gamma,
             &beta,
+            Activation::Identity,
             true,
             batch,
         );
         let (mut gx, mut gg, mut gb) = (vec![1.0; x.len()], vec![0.0; c], vec![0.0; c]);
         let grad_input = Some((&mut gx[..], Accum::Add));
         batch_norm_backward(
-            &s, grad_input, &mut gg, &mut gb, &saved, &x, &gamma, &g, batch,
+            &s,
+            grad_input,
+            &mut gg,
+            &mut gb,
+            &saved,
+            &x,
+            &y,
+            &gamma,
+            &g,
+            Activation::Identity,
+            batch,
         );
         let m = (batch * inner) as f64;
         let at = |n: usize, ch: usize, i: usize| (n * c + ch) * inner + i;
