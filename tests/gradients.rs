@@ -304,7 +304,7 @@ kiln::model! {
         conv1: Conv2d(4, kernel = 3, dilation = 2, padding = 2, bias = false),
         bn1: BatchNorm2d, Tanh,
         AvgPool2d(2),
-        block: Residual { Conv2d(4, kernel = 3, padding = 1), Sigmoid },
+        block: Residual { Conv2d(4, kernel = 3, padding = 1), Sigmoid }, Tanh,
         conv2: Conv2d(2, kernel = 1),
         GlobalAvgPool,
         bn2: BatchNorm1d, Sigmoid,

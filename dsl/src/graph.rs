@@ -538,7 +538,7 @@ impl Op for GraphOp {
                     shape,
                 } => {
                     let ids = refs.iter().map(|&r| resolve(r, &node_ids)).collect();
-                    push_merge(plan, *merge, ids, shapes, shape)
+                    push_merge(plan, *merge, ids, shapes, shape, None)
                 }
             };
             let out = match node.layer {
@@ -556,7 +556,7 @@ impl Op for GraphOp {
         }
         let flat: Vec<Vec<usize>> = self.output_shapes.iter().map(|s| vec![size(s)]).collect();
         let packed = vec![flat.iter().map(|s| s[0]).sum()];
-        push_merge(plan, Merge::Concat, ids, &flat, &packed)
+        push_merge(plan, Merge::Concat, ids, &flat, &packed, None)
     }
 }
 

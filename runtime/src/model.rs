@@ -722,16 +722,31 @@ impl<'a, T: Float> Pass<'a, T> {
         }
     }
 
-    /// Three distinct gradient buffers, such as a residual block's input, inner output
-    /// and output.
+    /// The values of `node` and its gradient, mutably: a sum with a fused activation
+    /// turns its output gradient into the gradient at the sum in place.
+    pub fn value_and_grad(&mut self, node: usize) -> (&[T], &mut [T]) {
+        let range = self.range(node);
+        (&self.values[range.clone()], &mut self.grads[range])
+    }
+
+    /// The gradients of a residual block's input, inner output and output, and its
+    /// output's values (a fused activation's derivative is read off them).
     ///
     /// # Panics
     /// If the nodes are not distinct.
-    pub fn grads3(&mut self, a: usize, b: usize, c: usize) -> [&mut [T]; 3] {
-        let ranges = [self.range(a), self.range(b), self.range(c)];
-        self.grads
+    pub fn residual_grad_io(
+        &mut self,
+        input: usize,
+        inner: usize,
+        output: usize,
+    ) -> ([&mut [T]; 3], &[T]) {
+        let ranges = [self.range(input), self.range(inner), self.range(output)];
+        let values = &self.values[self.range(output)];
+        let grads = self
+            .grads
             .get_disjoint_mut(ranges)
-            .expect("workspace nodes are disjoint")
+            .expect("workspace nodes are disjoint");
+        (grads, values)
     }
 
     /// The values of the branches a merge reads (a node may be named twice: two

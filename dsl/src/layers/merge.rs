@@ -8,8 +8,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::activation::Act;
-use super::onnx::{attr_int, ints, node, temp, value_node, StepShapes};
+use super::activation::{activation, Act};
+use super::onnx::{activation_nodes, attr_int, ints, node, temp, value_node, StepShapes};
 use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::Plan;
@@ -104,14 +104,16 @@ pub fn merged_shape(
 }
 
 /// Pushes the step that merges nodes `inputs` (of `shapes`) into a new node of
-/// `output`'s shape; returns that node.
+/// `output`'s shape, a sum with the activation `fused` after it; returns that node.
 pub fn push_merge(
     plan: &mut Plan,
     merge: Merge,
     inputs: Vec<usize>,
     shapes: &[Vec<usize>],
     output: &[usize],
+    fused: Option<Act>,
 ) -> usize {
+    debug_assert!(fused.is_none() || merge == Merge::Sum);
     let node = plan.node(size(output));
     // Rows of the merged layout: a step of [steps, features], else a whole sample.
     let steps = if output.len() == 2 && merge == Merge::Concat {
@@ -126,6 +128,7 @@ pub fn push_merge(
         output: node,
         widths,
         steps,
+        fused,
     });
     node
 }
@@ -201,14 +204,19 @@ impl Op for Block {
         &self.branches
     }
 
-    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+    /// A sum applies a following activation as it adds its last term.
+    fn takes_activation(&self) -> bool {
+        self.merge == Merge::Sum
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, fused: Option<Act>) -> usize {
         let inputs: Vec<usize> = self
             .branches
             .iter()
             .map(|branch| plan.layers(std::slice::from_ref(branch), input))
             .collect();
         let shapes: Vec<Vec<usize>> = self.branches.iter().map(|b| b.output.clone()).collect();
-        push_merge(plan, self.merge, inputs, &shapes, &layer.output)
+        push_merge(plan, self.merge, inputs, &shapes, &layer.output, fused)
     }
 }
 
@@ -220,6 +228,8 @@ struct MergeStep {
     widths: Vec<usize>,
     /// Rows per sample.
     steps: usize,
+    /// The activation fused after a sum.
+    fused: Option<Act>,
 }
 
 impl MergeStep {
@@ -275,7 +285,15 @@ impl Step for MergeStep {
                 value_node(out),
                 &[attr_int("axis", -1)],
             )),
-            Merge::Sum => nodes.push(node("Sum", &parts, value_node(out), &[])),
+            Merge::Sum => match self.fused {
+                None => nodes.push(node("Sum", &parts, value_node(out), &[])),
+                Some(act) => {
+                    // Past the parts' temporaries (and the product's, from 100).
+                    let sum = temp(out, 200);
+                    nodes.push(node("Sum", &parts, sum.clone(), &[]));
+                    nodes.extend(activation_nodes(act, sum, value_node(out), out, 201));
+                }
+            },
             Merge::Product if parts.len() == 1 => {
                 nodes.push(node("Identity", &parts, value_node(out), &[]))
             }
@@ -303,7 +321,10 @@ impl Step for MergeStep {
                 let (widths, rows) = (&self.widths, self.rows());
                 quote!(#layers::concat_forward::<T, #n>(output, inputs, [#(#widths),*], #rows);)
             }
-            Merge::Sum => quote!(#layers::sum_forward::<T, #n>(output, inputs);),
+            Merge::Sum => {
+                let act = activation(self.fused);
+                quote!(#layers::sum_forward::<T, #n>(output, inputs, #act);)
+            }
             Merge::Product => quote!(#layers::product_forward::<T, #n>(output, inputs);),
         };
         quote! {
@@ -320,6 +341,16 @@ impl Step for MergeStep {
         let total: usize = self.widths.iter().sum();
         let mut offset = 0;
         let mut blocks = Vec::new();
+        if let Some(act) = self.fused {
+            // The gradient at the sum, in place, before any term reads it.
+            let act = activation(Some(act));
+            blocks.push(quote! {
+                {
+                    let (output, grad_output) = ws.value_and_grad(#output);
+                    #layers::sum_activation_backward::<T>(grad_output, output, #act);
+                }
+            });
+        }
         for (which, &node) in inputs.iter().enumerate() {
             let width = self.widths[which];
             let at = offset;

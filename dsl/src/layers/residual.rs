@@ -1,4 +1,6 @@
 //! `Residual { .. }`: `y = x + f(x)` for a block `f` that preserves its input's shape.
+//! A following activation whose derivative is a function of its output (the `Relu`
+//! that ends a ResNet's basic block) is fused into the sum.
 //!
 //! Named (`res: Residual { fc: Dense(64) }`), it is a module: its layers' names nest
 //! under its own (`res.fc.weight`). Unnamed, it is a connection written in the forward
@@ -9,8 +11,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::activation::Act;
-use super::onnx::{ints, node, temp, value_node, StepShapes};
+use super::activation::{activation, Act};
+use super::onnx::{activation_nodes, ints, node, temp, value_node, StepShapes};
 use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, renames_only, Checker, Layer};
 use crate::codegen::Plan;
@@ -87,13 +89,18 @@ impl Op for Residual {
         &self.0
     }
 
-    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
+    fn takes_activation(&self) -> bool {
+        true
+    }
+
+    fn plan(&self, layer: &Layer, plan: &mut Plan, input: usize, fused: Option<Act>) -> usize {
         let inner = plan.layers(&self.0, input);
         let output = plan.node(size(&layer.output));
         plan.push(ResidualStep {
             input,
             inner,
             output,
+            fused,
         });
         output
     }
@@ -103,6 +110,8 @@ struct ResidualStep {
     input: usize,
     inner: usize,
     output: usize,
+    /// The activation fused after the sum.
+    fused: Option<Act>,
 }
 
 impl Step for ResidualStep {
@@ -123,7 +132,8 @@ impl Step for ResidualStep {
         let shape: Vec<i64> = std::iter::once(-1)
             .chain(shapes.output.iter().map(|&d| d as i64))
             .collect();
-        Some(vec![
+        let operands = [temp(out, 0), temp(out, 1)];
+        let mut nodes = vec![
             node(
                 "Reshape",
                 &[value_node(self.input), ints(&shape)],
@@ -136,8 +146,15 @@ impl Step for ResidualStep {
                 temp(out, 1),
                 &[],
             ),
-            node("Add", &[temp(out, 0), temp(out, 1)], value_node(out), &[]),
-        ])
+        ];
+        match self.fused {
+            None => nodes.push(node("Add", &operands, value_node(out), &[])),
+            Some(act) => {
+                nodes.push(node("Add", &operands, temp(out, 2), &[]));
+                nodes.extend(activation_nodes(act, temp(out, 2), value_node(out), out, 3));
+            }
+        }
+        Some(nodes)
     }
 
     fn forward(&self) -> TokenStream {
@@ -145,11 +162,13 @@ impl Step for ResidualStep {
             input,
             inner,
             output,
+            ..
         } = self;
+        let act = activation(self.fused);
         quote! {
             {
                 let (input, inner, output) = ws.forward_io2(#input, #inner, #output);
-                ::kiln::__private::layers::residual_forward(output, input, inner);
+                ::kiln::__private::layers::residual_forward(output, input, inner, #act);
             }
         }
     }
@@ -159,14 +178,19 @@ impl Step for ResidualStep {
             input,
             inner,
             output,
+            ..
         } = self;
-        // The block's output gradient is the output's, copied; then the skip's.
+        let act = activation(self.fused);
+        // The block's output gradient is the sum's, written; then the skip's.
         let _ = flow.accum(*inner);
         let grad_input = flow.optional(*input, quote!(grad_input));
         quote! {
             {
-                let [grad_input, grad_inner, grad_output] = ws.grads3(#input, #inner, #output);
-                ::kiln::__private::layers::residual_backward(#grad_input, grad_inner, grad_output);
+                let ([grad_input, grad_inner, grad_output], output) =
+                    ws.residual_grad_io(#input, #inner, #output);
+                ::kiln::__private::layers::residual_backward(
+                    #grad_input, grad_inner, output, grad_output, #act,
+                );
             }
         }
     }

@@ -4,8 +4,12 @@
 //! | merge | forward | dL/d(branch i) |
 //! | --- | --- | --- |
 //! | concat | `y = [x₁ x₂ … ]` along the merged axis | the slice of `dL/dy` that `xᵢ` filled |
-//! | sum | `y = Σ xᵢ` | `dL/dy` |
+//! | sum | `y = f(Σ xᵢ)` | `dL/dy ⊙ f'(y)` |
 //! | product | `y = Π xᵢ` | `dL/dy ⊙ Π_{j≠i} xⱼ` |
+//!
+//! A sum takes a following activation whose derivative can be read off its output
+//! (`f` above; the identity if none follows): a ResNet block with a projection shortcut
+//! ends in `Add { .. }, Relu`.
 //!
 //! # Shapes
 //! Each branch output is `rows` rows (a row is a whole sample for `[C, H, W]` and
@@ -15,7 +19,8 @@
 //! as PyTorch's `torch.cat(dim=1)` and `dim=-1` stack them. A sum or product has the
 //! branches' common shape.
 
-use super::{check_len, store, Accum};
+use super::activation::{bias_activation_in_place, scale_by_derivative};
+use super::{check_len, store, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -102,25 +107,68 @@ pub fn slice_backward<T: Float>(
     }
 }
 
-/// `output = Σ inputs`, element-wise.
+/// `output = f(Σ inputs)`, element-wise, `f` a fused activation (`Identity` for none)
+/// applied as the last term is added.
 ///
 /// # Panics
-/// If the lengths differ.
-pub fn sum_forward<T: Float, const N: usize>(output: &mut [T], inputs: [&[T]; N]) {
+/// If the lengths differ, or the activation is not [fusable](Activation::fusable).
+pub fn sum_forward<T: Float, const N: usize>(
+    output: &mut [T],
+    inputs: [&[T]; N],
+    activation: Activation,
+) {
     for input in &inputs {
         check_len("add input", input.len(), output.len());
     }
+    assert!(
+        activation.fusable(),
+        "a sum fuses only an activation whose derivative is a function of its output"
+    );
     vectorized(
         #[inline(always)]
         || {
             output.copy_from_slice(inputs[0]);
-            for input in &inputs[1..] {
+            let Some((last, middle)) = inputs[1..].split_last() else {
+                return bias_activation_in_place(output, T::ZERO, activation);
+            };
+            for input in middle {
                 for (y, &x) in output.iter_mut().zip(input.iter()) {
                     *y += x;
                 }
             }
+            // With the activation a constant, the loops vectorise.
+            match activation {
+                Activation::Identity => {
+                    for (y, &x) in output.iter_mut().zip(last.iter()) {
+                        *y += x;
+                    }
+                }
+                Activation::Relu => {
+                    for (y, &x) in output.iter_mut().zip(last.iter()) {
+                        *y = Activation::Relu.apply(*y + x);
+                    }
+                }
+                other => {
+                    for (y, &x) in output.iter_mut().zip(last.iter()) {
+                        *y = other.apply(*y + x);
+                    }
+                }
+            }
         },
     );
+}
+
+/// `grad_output ⊙= f'(output)`: a sum's output gradient turned, in place, into the
+/// gradient at the sum, before [`sum_backward`] hands it to each term.
+///
+/// # Panics
+/// If the lengths differ, or the activation's derivative needs its input.
+pub fn sum_activation_backward<T: Float>(
+    grad_output: &mut [T],
+    output: &[T],
+    activation: Activation,
+) {
+    scale_by_derivative(grad_output, output, activation);
 }
 
 /// `grad_input (=|+=) grad_output`: every term of a sum has the sum's gradient.
@@ -197,6 +245,7 @@ pub fn product_backward<T: Float, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+    use super::super::{activation_backward, activation_forward};
     use super::*;
 
     #[test]
@@ -226,7 +275,7 @@ mod tests {
             if product {
                 product_forward(&mut y, [a, b, c]);
             } else {
-                sum_forward(&mut y, [a, b, c]);
+                sum_forward(&mut y, [a, b, c], Activation::Identity);
             }
             dot(&y, &weights)
         };
@@ -254,6 +303,42 @@ mod tests {
                 }
                 let doubled: Vec<f64> = g.iter().map(|v| 2.0 * v).collect();
                 assert_close(&twice, &doubled, 1e-15);
+            }
+        }
+    }
+
+    /// A fused activation gives the values of the sum and then the activation layer,
+    /// bit for bit, for two terms and for three.
+    #[test]
+    fn fused_activation_is_the_sum_then_the_activation() {
+        let n = 37;
+        let (a, b, c, g) = (values(n, 5), values(n, 6), values(n, 7), values(n, 8));
+        let activations = [
+            Activation::Relu,
+            Activation::LeakyRelu(0.2),
+            Activation::Sigmoid,
+            Activation::Tanh,
+        ];
+        for activation in activations {
+            for terms in [&[&a[..], &b][..], &[&a[..], &b, &c]] {
+                let forward = |act| {
+                    let mut y = vec![0.0; n];
+                    match terms {
+                        [a, b] => sum_forward(&mut y, [a, b], act),
+                        [a, b, c] => sum_forward(&mut y, [a, b, c], act),
+                        _ => unreachable!(),
+                    }
+                    y
+                };
+                let sum = forward(Activation::Identity);
+                let mut y = vec![0.0; n];
+                activation_forward(activation, &mut y, &sum);
+                assert_eq!(forward(activation), y, "{activation:?} forward");
+                let mut unfused = vec![0.0; n];
+                activation_backward(activation, &mut unfused, Accum::Replace, &sum, &y, &g);
+                let mut fused = g.clone();
+                sum_activation_backward(&mut fused, &y, activation);
+                assert_eq!(fused, unfused, "{activation:?} backward");
             }
         }
     }

@@ -44,7 +44,7 @@ pub use dropout::{dropout_backward, dropout_forward, dropout_forward_shard};
 pub use kiln_shapes::Conv2dShape;
 pub use merge::{
     concat_backward, concat_forward, product_backward, product_forward, slice_backward,
-    sum_backward, sum_forward,
+    sum_activation_backward, sum_backward, sum_forward,
 };
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,

@@ -1,59 +1,192 @@
-//! Residual connections: `y = x + f(x)`, where `f` is the block's inner layers.
+//! Residual connections: `y = f(x + g(x))`, where `g` is the block's inner layers and
+//! `f` an activation fused after the sum (the identity if none follows the block).
 //!
-//! Backward: `dL/dx` receives `grad_output` once through the skip and once through `f`,
-//! so the skip writes it first and the inner layers' backward accumulates onto it.
+//! Backward: `dL/dx` receives the gradient at the sum, `grad_output ⊙ f'(y)`, once
+//! through the skip and once through `g`, so the skip writes it first and the inner
+//! layers' backward accumulates onto it.
+//!
+//! A following activation whose derivative can be read off its output (ReLU, the
+//! logistic function, tanh; [`Activation::fusable`]) is applied as the sum is written
+//! and differentiated as the gradient is routed, as a ResNet's basic block ends, so it
+//! makes no passes of its own and stores no tensor.
 //!
 //! # Shapes
-//! `f` must preserve the shape (the macro checks it); `x`, `f(x)` and `y` have one shape.
+//! `g` must preserve the shape (the macro checks it); `x`, `g(x)` and `y` have one shape.
 
-use super::{check_len, store, Accum};
+use super::{check_len, store, Accum, Activation};
+use crate::simd::vectorized;
 use crate::Float;
 
-/// `output = input + inner` (the skip plus the block's last inner output).
+/// `output = f(input + inner)` (the skip plus the block's last inner output).
 ///
 /// # Panics
-/// If the lengths differ.
-pub fn residual_forward<T: Float>(output: &mut [T], input: &[T], inner: &[T]) {
+/// If the lengths differ, or the activation is not [fusable](Activation::fusable).
+pub fn residual_forward<T: Float>(
+    output: &mut [T],
+    input: &[T],
+    inner: &[T],
+    activation: Activation,
+) {
     check_len("residual input", input.len(), output.len());
     check_len("residual inner", inner.len(), output.len());
+    assert!(
+        activation.fusable(),
+        "a residual block fuses only an activation whose derivative is a function of its output"
+    );
+    vectorized(
+        #[inline(always)]
+        || match activation {
+            // With the activation a constant, the loops vectorise.
+            Activation::Identity => sums(output, input, inner, |v| v),
+            Activation::Relu => sums(output, input, inner, |v| Activation::Relu.apply(v)),
+            other => sums(output, input, inner, |v| other.apply(v)),
+        },
+    );
+}
+
+/// `output = f(input + inner)` with `f` a constant function.
+#[inline(always)]
+fn sums<T: Float>(output: &mut [T], input: &[T], inner: &[T], f: impl Fn(T) -> T) {
     for ((y, &a), &b) in output.iter_mut().zip(input).zip(inner) {
-        *y = a + b;
+        *y = f(a + b);
     }
 }
 
-/// Routes `grad_output` to both branches: `grad_inner = grad_output`, and
-/// `grad_input (=|+=) grad_output`.
+/// Routes the gradient at the sum, `grad_output ⊙ f'(output)`, to both branches:
+/// `grad_inner` receives it and `grad_input (=|+=)` it.
 ///
 /// # Panics
-/// If the lengths differ.
+/// If the lengths differ, or the activation is not [fusable](Activation::fusable).
 pub fn residual_backward<T: Float>(
     grad_input: Option<(&mut [T], Accum)>,
     grad_inner: &mut [T],
+    output: &[T],
     grad_output: &[T],
+    activation: Activation,
 ) {
     check_len("residual grad_inner", grad_inner.len(), grad_output.len());
-    grad_inner.copy_from_slice(grad_output);
-    if let Some((grad_input, accum)) = grad_input {
+    check_len("residual output", output.len(), grad_output.len());
+    assert!(
+        activation.fusable(),
+        "a residual block fuses only an activation whose derivative is a function of its output"
+    );
+    if let Some((grad_input, _)) = &grad_input {
         check_len("residual grad_input", grad_input.len(), grad_output.len());
-        for (gi, &g) in grad_input.iter_mut().zip(grad_output) {
-            store(gi, g, accum);
+    }
+    vectorized(
+        #[inline(always)]
+        || match activation {
+            // With the activation a constant, the loops vectorise.
+            Activation::Identity => route(grad_input, grad_inner, output, grad_output, |g, _| g),
+            Activation::Relu => route(grad_input, grad_inner, output, grad_output, |g, y| {
+                g * Activation::Relu.derivative_from_output(y)
+            }),
+            other => route(grad_input, grad_inner, output, grad_output, |g, y| {
+                g * other.derivative_from_output(y)
+            }),
+        },
+    );
+}
+
+/// [`residual_backward`] with the derivative `d(g, y)` a constant function.
+#[inline(always)]
+fn route<T: Float>(
+    grad_input: Option<(&mut [T], Accum)>,
+    grad_inner: &mut [T],
+    output: &[T],
+    grad_output: &[T],
+    d: impl Fn(T, T) -> T,
+) {
+    let n = grad_inner.len();
+    let (output, grad_output) = (&output[..n], &grad_output[..n]);
+    match grad_input {
+        None => {
+            for i in 0..n {
+                grad_inner[i] = d(grad_output[i], output[i]);
+            }
+        }
+        Some((grad_input, accum)) => {
+            let grad_input = &mut grad_input[..n];
+            for i in 0..n {
+                let g = d(grad_output[i], output[i]);
+                grad_inner[i] = g;
+                store(&mut grad_input[i], g, accum);
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{activation_backward, activation_forward};
     use super::*;
 
     #[test]
     fn gradient_reaches_both_branches() {
         let mut y = [0.0; 2];
-        residual_forward(&mut y, &[1.0, 2.0], &[10.0, 20.0]);
+        residual_forward(&mut y, &[1.0, 2.0], &[10.0, 20.0], Activation::Identity);
         assert_eq!(y, [11.0, 22.0]);
         let mut gx = [1.0, 1.0];
         let mut g_inner = [0.0; 2];
-        residual_backward(Some((&mut gx, Accum::Add)), &mut g_inner, &[3.0, 4.0]);
+        residual_backward(
+            Some((&mut gx, Accum::Add)),
+            &mut g_inner,
+            &y,
+            &[3.0, 4.0],
+            Activation::Identity,
+        );
         assert_eq!(gx, [4.0, 5.0]);
         assert_eq!(g_inner, [3.0, 4.0]);
+    }
+
+    /// A fused activation gives the values of the sum and then the activation layer,
+    /// bit for bit, whichever way the skip's gradient is stored.
+    #[test]
+    fn fused_activation_is_the_sum_then_the_activation() {
+        let n = 37;
+        let wave = |k: f64| {
+            (0..n)
+                .map(|i| (k * i as f64).sin() * 2.0)
+                .collect::<Vec<_>>()
+        };
+        let (x, inner, g) = (wave(0.7), wave(1.3), wave(0.4));
+        let activations = [
+            Activation::Relu,
+            Activation::LeakyRelu(0.2),
+            Activation::Sigmoid,
+            Activation::Tanh,
+        ];
+        for activation in activations {
+            let mut sum = vec![0.0; n];
+            residual_forward(&mut sum, &x, &inner, Activation::Identity);
+            let mut y = vec![0.0; n];
+            activation_forward(activation, &mut y, &sum);
+            let mut fused_y = vec![0.0; n];
+            residual_forward(&mut fused_y, &x, &inner, activation);
+            assert_eq!(fused_y, y, "{activation:?} forward");
+            let mut g_sum = vec![0.0; n];
+            activation_backward(activation, &mut g_sum, Accum::Replace, &sum, &y, &g);
+            for accum in [None, Some(Accum::Replace), Some(Accum::Add)] {
+                let (mut gx, mut g_inner) = (vec![0.5; n], vec![0.0; n]);
+                let (mut fused_gx, mut fused_inner) = (vec![0.5; n], vec![0.0; n]);
+                let skip = |gx| accum.map(|a| (gx, a));
+                residual_backward(
+                    skip(&mut gx[..]),
+                    &mut g_inner,
+                    &sum,
+                    &g_sum,
+                    Activation::Identity,
+                );
+                residual_backward(
+                    skip(&mut fused_gx[..]),
+                    &mut fused_inner,
+                    &y,
+                    &g,
+                    activation,
+                );
+                assert_eq!(fused_inner, g_inner, "{activation:?}");
+                assert_eq!(fused_gx, gx, "{activation:?} {accum:?}");
+            }
+        }
     }
 }
