@@ -349,6 +349,34 @@ mod tests {
     use super::super::{activation_backward, activation_forward, PARALLEL_MIN_FLOPS};
     use super::*;
 
+    /// A training-mode forward pass from zeroed running statistics: `(y, saved,
+    /// running)`.
+    fn train(
+        s: &BatchNormShape,
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+        activation: Activation,
+        batch: usize,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let c = s.channels;
+        let (mut y, mut saved) = (vec![0.0; x.len()], vec![0.0; 2 * c]);
+        let mut running = vec![0.0; 2 * c + 1];
+        batch_norm_forward(
+            s,
+            &mut y,
+            &mut saved,
+            &mut running,
+            x,
+            gamma,
+            beta,
+            activation,
+            true,
+            batch,
+        );
+        (y, saved, running)
+    }
+
     #[test]
     fn training_gradients_match_finite_differences() {
         let cases = [
@@ -370,22 +398,7 @@ mod tests {
             let beta = values(c, 23);
             let w = values(x.len(), 24);
             let run = |x: &[f64], gamma: &[f64], beta: &[f64]| {
-                let mut y = vec![0.0; x.len()];
-                let mut saved = vec![0.0; 2 * c];
-                let mut running = vec![0.0; 2 * c + 1];
-                batch_norm_forward(
-                    &s,
-                    &mut y,
-                    &mut saved,
-                    &mut running,
-                    x,
-                    gamma,
-                    beta,
-                    activation,
-                    true,
-                    batch,
-                );
-                (y, saved, running)
+                train(&s, x, gamma, beta, activation, batch)
             };
             let (y, saved, _) = run(&x, &gamma, &beta);
             let mut gx = vec![0.0; x.len()];
@@ -472,12 +485,6 @@ mod tests {
     /// forward and backward, bit for bit; on one thread and split across two.
     #[test]
     fn fused_activation_is_the_two_layers_in_turn() {
-        let activations = [
-            Activation::Relu,
-            Activation::LeakyRelu(0.1),
-            Activation::Sigmoid,
-            Activation::Tanh,
-        ];
         for (c, inner, batch) in [(3, 5, 4), (8, 256, 256)] {
             let s = BatchNormShape {
                 channels: c,
@@ -489,25 +496,9 @@ mod tests {
             let g = values(x.len(), 42);
             let gamma: Vec<f64> = values(c, 43).iter().map(|v| v + 1.0).collect();
             let beta = values(c, 44);
-            for activation in activations {
+            for activation in FUSABLE {
                 for accum in [Accum::Replace, Accum::Add] {
-                    let forward = |act: Activation| {
-                        let (mut y, mut saved) = (vec![0.0; x.len()], vec![0.0; 2 * c]);
-                        let mut running = vec![0.0; 2 * c + 1];
-                        batch_norm_forward(
-                            &s,
-                            &mut y,
-                            &mut saved,
-                            &mut running,
-                            &x,
-                            &gamma,
-                            &beta,
-                            act,
-                            true,
-                            batch,
-                        );
-                        (y, saved, running)
-                    };
+                    let forward = |act| train(&s, &x, &gamma, &beta, act, batch);
                     let backward = |act: Activation, y: &[f64], saved: &[f64], g: &[f64]| {
                         let (mut gx, mut gg, mut gb) =
                             (vec![0.5; x.len()], vec![0.0; c], vec![0.0; c]);
@@ -563,20 +554,7 @@ mod tests {
         let g = values(x.len(), 32);
         let gamma: Vec<f64> = values(c, 33).iter().map(|v| v + 1.5).collect();
         let beta = values(c, 34);
-        let (mut y, mut saved, mut running) =
-            (vec![0.0; x.len()], vec![0.0; 2 * c], vec![0.0; 2 * c + 1]);
-        batch_norm_forward(
-            &s,
-            &mut y,
-            &mut saved,
-            &mut running,
-            &x,
-            &gamma,
-            &beta,
-            Activation::Identity,
-            true,
-            batch,
-        );
+        let (y, saved, _) = train(&s, &x, &gamma, &beta, Activation::Identity, batch);
         let (mut gx, mut gg, mut gb) = (vec![1.0; x.len()], vec![0.0; c], vec![0.0; c]);
         let grad_input = Some((&mut gx[..], Accum::Add));
         batch_norm_backward(

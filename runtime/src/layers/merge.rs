@@ -313,13 +313,7 @@ mod tests {
     fn fused_activation_is_the_sum_then_the_activation() {
         let n = 37;
         let (a, b, c, g) = (values(n, 5), values(n, 6), values(n, 7), values(n, 8));
-        let activations = [
-            Activation::Relu,
-            Activation::LeakyRelu(0.2),
-            Activation::Sigmoid,
-            Activation::Tanh,
-        ];
-        for activation in activations {
+        for activation in FUSABLE {
             for terms in [&[&a[..], &b][..], &[&a[..], &b, &c]] {
                 let forward = |act| {
                     let mut y = vec![0.0; n];

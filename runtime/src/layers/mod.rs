@@ -300,6 +300,17 @@ pub(crate) fn check_len(name: &str, len: usize, expected: usize) {
 /// Test helpers: central finite differences in f64 and a tiny deterministic generator.
 #[cfg(test)]
 pub(crate) mod testing {
+    use super::Activation;
+
+    /// The activations a layer can fuse after itself besides the identity: each fused
+    /// kernel is checked over these against the two layers in turn.
+    pub const FUSABLE: [Activation; 4] = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Sigmoid,
+        Activation::Tanh,
+    ];
+
     /// Deterministic values in [-1, 1).
     pub fn values(n: usize, seed: u64) -> Vec<f64> {
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);

@@ -118,6 +118,7 @@ fn route<T: Float>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{values, FUSABLE};
     use super::super::{activation_backward, activation_forward};
     use super::*;
 
@@ -144,19 +145,8 @@ mod tests {
     #[test]
     fn fused_activation_is_the_sum_then_the_activation() {
         let n = 37;
-        let wave = |k: f64| {
-            (0..n)
-                .map(|i| (k * i as f64).sin() * 2.0)
-                .collect::<Vec<_>>()
-        };
-        let (x, inner, g) = (wave(0.7), wave(1.3), wave(0.4));
-        let activations = [
-            Activation::Relu,
-            Activation::LeakyRelu(0.2),
-            Activation::Sigmoid,
-            Activation::Tanh,
-        ];
-        for activation in activations {
+        let (x, inner, g) = (values(n, 1), values(n, 2), values(n, 3));
+        for activation in FUSABLE {
             let mut sum = vec![0.0; n];
             residual_forward(&mut sum, &x, &inner, Activation::Identity);
             let mut y = vec![0.0; n];
