@@ -168,7 +168,7 @@ impl Step for ResidualStep {
         quote! {
             {
                 let (input, inner, output) = ws.forward_io2(#input, #inner, #output);
-                ::kiln::__private::layers::residual_forward(output, input, inner, #act);
+                ::kiln::__private::layers::sum_forward::<T, 2>(output, [input, inner], #act);
             }
         }
     }

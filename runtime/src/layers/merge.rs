@@ -19,7 +19,7 @@
 //! as PyTorch's `torch.cat(dim=1)` and `dim=-1` stack them. A sum or product has the
 //! branches' common shape.
 
-use super::activation::{bias_activation_in_place, scale_by_derivative};
+use super::activation::scale_by_derivative;
 use super::{check_len, store, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
@@ -108,7 +108,8 @@ pub fn slice_backward<T: Float>(
 }
 
 /// `output = f(Σ inputs)`, element-wise, `f` a fused activation (`Identity` for none)
-/// applied as the last term is added.
+/// applied as the last term is added; the first two terms are added in one pass. A
+/// residual block's sum is this with `[input, inner]`.
 ///
 /// # Panics
 /// If the lengths differ, or the activation is not [fusable](Activation::fusable).
@@ -126,36 +127,44 @@ pub fn sum_forward<T: Float, const N: usize>(
     );
     vectorized(
         #[inline(always)]
-        || {
-            output.copy_from_slice(inputs[0]);
-            let Some((last, middle)) = inputs[1..].split_last() else {
-                return bias_activation_in_place(output, T::ZERO, activation);
-            };
+        || match activation {
+            // With the activation a constant, the loops vectorise.
+            Activation::Identity => sum_terms(output, &inputs, |v| v),
+            Activation::Relu => sum_terms(output, &inputs, |v| Activation::Relu.apply(v)),
+            other => sum_terms(output, &inputs, |v| other.apply(v)),
+        },
+    );
+}
+
+/// [`sum_forward`] with `f` a constant function: `((x₀ + x₁) + x₂) + …`, in that order.
+#[inline(always)]
+fn sum_terms<T: Float>(output: &mut [T], inputs: &[&[T]], f: impl Fn(T) -> T) {
+    match inputs {
+        [] => {}
+        [only] => {
+            for (y, &x) in output.iter_mut().zip(*only) {
+                *y = f(x);
+            }
+        }
+        [a, b] => {
+            for ((y, &a), &b) in output.iter_mut().zip(*a).zip(*b) {
+                *y = f(a + b);
+            }
+        }
+        [a, b, middle @ .., last] => {
+            for ((y, &a), &b) in output.iter_mut().zip(*a).zip(*b) {
+                *y = a + b;
+            }
             for input in middle {
-                for (y, &x) in output.iter_mut().zip(input.iter()) {
+                for (y, &x) in output.iter_mut().zip(*input) {
                     *y += x;
                 }
             }
-            // With the activation a constant, the loops vectorise.
-            match activation {
-                Activation::Identity => {
-                    for (y, &x) in output.iter_mut().zip(last.iter()) {
-                        *y += x;
-                    }
-                }
-                Activation::Relu => {
-                    for (y, &x) in output.iter_mut().zip(last.iter()) {
-                        *y = Activation::Relu.apply(*y + x);
-                    }
-                }
-                other => {
-                    for (y, &x) in output.iter_mut().zip(last.iter()) {
-                        *y = other.apply(*y + x);
-                    }
-                }
+            for (y, &x) in output.iter_mut().zip(*last) {
+                *y = f(*y + x);
             }
-        },
-    );
+        }
+    }
 }
 
 /// `grad_output ⊙= f'(output)`: a sum's output gradient turned, in place, into the

@@ -55,7 +55,7 @@ pub use recurrent::{
     recurrent_backward, recurrent_forward, transpose_backward, transpose_forward, Cell,
     RecurrentShape,
 };
-pub use residual::{residual_backward, residual_forward};
+pub use residual::residual_backward;
 pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward};
 pub use upsample::{upsample_backward, upsample_forward, Interpolation, UpsampleShape};
 

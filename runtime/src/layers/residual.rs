@@ -5,10 +5,11 @@
 //! through the skip and once through `g`, so the skip writes it first and the inner
 //! layers' backward accumulates onto it.
 //!
-//! A following activation whose derivative can be read off its output (ReLU, the
-//! logistic function, tanh; [`Activation::fusable`]) is applied as the sum is written
-//! and differentiated as the gradient is routed, as a ResNet's basic block ends, so it
-//! makes no passes of its own and stores no tensor.
+//! The forward pass is a sum of two terms, [`sum_forward`](super::sum_forward) of
+//! `[input, inner]`. A following activation whose derivative can be read off its output
+//! (ReLU, the logistic function, tanh; [`Activation::fusable`]) is applied as the sum is
+//! written and differentiated as the gradient is routed, as a ResNet's basic block ends,
+//! so it makes no passes of its own and stores no tensor.
 //!
 //! # Shapes
 //! `g` must preserve the shape (the macro checks it); `x`, `g(x)` and `y` have one shape.
@@ -16,41 +17,6 @@
 use super::{check_len, store, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
-
-/// `output = f(input + inner)` (the skip plus the block's last inner output).
-///
-/// # Panics
-/// If the lengths differ, or the activation is not [fusable](Activation::fusable).
-pub fn residual_forward<T: Float>(
-    output: &mut [T],
-    input: &[T],
-    inner: &[T],
-    activation: Activation,
-) {
-    check_len("residual input", input.len(), output.len());
-    check_len("residual inner", inner.len(), output.len());
-    assert!(
-        activation.fusable(),
-        "a residual block fuses only an activation whose derivative is a function of its output"
-    );
-    vectorized(
-        #[inline(always)]
-        || match activation {
-            // With the activation a constant, the loops vectorise.
-            Activation::Identity => sums(output, input, inner, |v| v),
-            Activation::Relu => sums(output, input, inner, |v| Activation::Relu.apply(v)),
-            other => sums(output, input, inner, |v| other.apply(v)),
-        },
-    );
-}
-
-/// `output = f(input + inner)` with `f` a constant function.
-#[inline(always)]
-fn sums<T: Float>(output: &mut [T], input: &[T], inner: &[T], f: impl Fn(T) -> T) {
-    for ((y, &a), &b) in output.iter_mut().zip(input).zip(inner) {
-        *y = f(a + b);
-    }
-}
 
 /// Routes the gradient at the sum, `grad_output ⊙ f'(output)`, to both branches:
 /// `grad_inner` receives it and `grad_input (=|+=)` it.
@@ -119,13 +85,13 @@ fn route<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::{values, FUSABLE};
-    use super::super::{activation_backward, activation_forward};
+    use super::super::{activation_backward, activation_forward, sum_forward};
     use super::*;
 
     #[test]
     fn gradient_reaches_both_branches() {
         let mut y = [0.0; 2];
-        residual_forward(&mut y, &[1.0, 2.0], &[10.0, 20.0], Activation::Identity);
+        sum_forward(&mut y, [&[1.0, 2.0], &[10.0, 20.0]], Activation::Identity);
         assert_eq!(y, [11.0, 22.0]);
         let mut gx = [1.0, 1.0];
         let mut g_inner = [0.0; 2];
@@ -148,11 +114,11 @@ mod tests {
         let (x, inner, g) = (values(n, 1), values(n, 2), values(n, 3));
         for activation in FUSABLE {
             let mut sum = vec![0.0; n];
-            residual_forward(&mut sum, &x, &inner, Activation::Identity);
+            sum_forward(&mut sum, [&x, &inner], Activation::Identity);
             let mut y = vec![0.0; n];
             activation_forward(activation, &mut y, &sum);
             let mut fused_y = vec![0.0; n];
-            residual_forward(&mut fused_y, &x, &inner, activation);
+            sum_forward(&mut fused_y, [&x, &inner], activation);
             assert_eq!(fused_y, y, "{activation:?} forward");
             let mut g_sum = vec![0.0; n];
             activation_backward(activation, &mut g_sum, Accum::Replace, &sum, &y, &g);
