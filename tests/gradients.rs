@@ -484,6 +484,72 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// Sums of nodes followed by activations, which the sums apply as they add: the
+    /// first layer of a node's sequence, and a node's one layer.
+    struct FusedSums {
+        inputs: { a: [4], b: [6] },
+        left: a >> { Dense(6), Tanh },
+        right: b >> Dense(6),
+        both: Add(left, right, b) >> { Sigmoid, Dense(5) },
+        skip: a >> Dense(5),
+        top: Add(both, skip) >> LeakyRelu(0.2),
+        outputs: { y: top >> Dense(3), both },
+    }
+}
+kiln::model! {
+    /// `FusedSums` with each of those activations in a node of its own, after a sum
+    /// node of its own: nothing is fused.
+    struct UnfusedSums {
+        inputs: { a: [4], b: [6] },
+        left: a >> { Dense(6), Tanh },
+        right: b >> Dense(6),
+        summed: Add(left, right, b),
+        both: summed >> { Sigmoid, Dense(5) },
+        skip: a >> Dense(5),
+        added: Add(both, skip),
+        top: added >> LeakyRelu(0.2),
+        outputs: { y: top >> Dense(3), both },
+    }
+}
+
+#[test]
+fn graph_sums_fuse_the_activation_after_them() {
+    let loss = FusedSumsOutputs {
+        y: Mse::default(),
+        both: Mse::default().weight(0.5),
+    };
+    let x = values(3 * 10, 22);
+    let targets = values(3 * 8, 23);
+    check_model(FusedSums::<f64>::new(24), &x, &targets[..], &loss, 1e-6);
+
+    // The fused sums keep no tensor for the activations' inputs: the sigmoid's six
+    // values and the leaky ReLU's five per sample (`nodes` ends with the total).
+    let values_per_sample = |nodes: &[usize]| *nodes.last().unwrap();
+    assert_eq!(
+        values_per_sample(FusedSums::<f64>::SPEC.nodes) + 11,
+        values_per_sample(UnfusedSums::<f64>::SPEC.nodes)
+    );
+    // And they compute the nodes in turn, bit for bit: outputs, parameter gradients
+    // and the input gradient.
+    let mut fused = FusedSums::<f64>::new(25);
+    let mut unfused = UnfusedSums::<f64>::new(26);
+    unfused.set_params(fused.params().as_slice()).unwrap();
+    let x = TensorRef::<f64, <FusedSums<f64> as Model<f64>>::Input>::new(&x).unwrap();
+    let output = fused.forward_train(x).to_vec();
+    assert_eq!(output, unfused.forward_train(x).to_vec());
+    let grad_output = values(output.len(), 27);
+    let grad_input = fused.backward_to_input(&grad_output).unwrap().to_vec();
+    assert_eq!(
+        grad_input,
+        unfused.backward_to_input(&grad_output).unwrap().to_vec()
+    );
+    assert_eq!(
+        fused.grads().unwrap().as_slice(),
+        unfused.grads().unwrap().as_slice()
+    );
+}
+
 #[test]
 fn graph_models_with_several_inputs_and_outputs() {
     let (digit, value) = (CrossEntropy::default(), CrossEntropy::default().weight(0.3));

@@ -12,7 +12,8 @@
 //! in braces, named as a branch is (`trunk.0.weight`). The whole graph is one layer
 //! of the model, [`GraphOp`], whose steps are its nodes' in order: the inputs are
 //! copied out of the packed input (each sample's inputs one after the other; one
-//! input is the model's input as it is), merges reuse the merge blocks' step, and the
+//! input is the model's input as it is), merges reuse the merge blocks' step (a sum
+//! applying the fusable activation its node's layers start with), and the
 //! outputs are packed into the model's output the same way. Nothing else in the
 //! pipeline needs to know: the backward pass's gradient flow already sums the
 //! gradients of a node read by several others.
@@ -529,6 +530,7 @@ impl Op for GraphOp {
             Ref::Node(n) => node_ids[n],
         };
         for node in &self.nodes {
+            let mut layers = node.layer.map(|at| std::slice::from_ref(&self.layers[at]));
             let source = match &node.from {
                 From::One(r) => resolve(*r, &node_ids),
                 From::Merge {
@@ -538,11 +540,19 @@ impl Op for GraphOp {
                     shape,
                 } => {
                     let ids = refs.iter().map(|&r| resolve(r, &node_ids)).collect();
-                    push_merge(plan, *merge, ids, shapes, shape, None)
+                    // A sum applies the activation its node's layers start with.
+                    let mut fused = None;
+                    if *merge == Merge::Sum {
+                        if let Some((act, rest)) = layers.and_then(|l| leading_activation(&l[0])) {
+                            fused = Some(act);
+                            layers = Some(rest);
+                        }
+                    }
+                    push_merge(plan, *merge, ids, shapes, shape, fused)
                 }
             };
-            let out = match node.layer {
-                Some(at) => plan.layers(std::slice::from_ref(&self.layers[at]), source),
+            let out = match layers {
+                Some(layers) => plan.layers(layers, source),
                 None => source,
             };
             plan.named_nodes
@@ -558,6 +568,18 @@ impl Op for GraphOp {
         let packed = vec![flat.iter().map(|s| s[0]).sum()];
         push_merge(plan, Merge::Concat, ids, &flat, &packed, None)
     }
+}
+
+/// The activation that a node's layers start with, if it is fusable (its derivative a
+/// function of its output: `Add(a, b) >> Relu`, `Add(a, b) >> { Relu, Dense(64) }`),
+/// and the layers after it. A sum node applies it as it adds (as an `Add` block
+/// followed by `Relu` does), so it gets no tensor or pass of its own.
+fn leading_activation(layer: &Layer) -> Option<(Act, &[Layer])> {
+    if let Some(act) = layer.op.fusable_activation() {
+        return Some((act, &[]));
+    }
+    let (first, rest) = layer.op.sequence()?.split_first()?;
+    Some((first.op.fusable_activation()?, rest))
 }
 
 /// Copies columns `offset..offset + width` of each sample of the packed input (rows

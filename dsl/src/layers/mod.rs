@@ -266,6 +266,11 @@ pub trait Op {
         false
     }
 
+    /// For a sequence (`Sequential`, or a braced node or branch), its layers.
+    fn sequence(&self) -> Option<&[Layer]> {
+        None
+    }
+
     /// For a user layer, `<Type as Layer>`: its parameter count and FLOPs are that
     /// trait's constants, which the generated code adds to the counted ones.
     fn custom_layer(&self) -> Option<TokenStream> {

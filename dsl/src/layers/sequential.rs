@@ -48,6 +48,10 @@ impl Op for Sequential {
         self.0.iter().any(|layer| layer.op.computes())
     }
 
+    fn sequence(&self) -> Option<&[Layer]> {
+        Some(&self.0)
+    }
+
     fn plan(&self, _: &Layer, plan: &mut Plan, input: usize, _: Option<Act>) -> usize {
         plan.layers(&self.0, input)
     }
