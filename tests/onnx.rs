@@ -357,14 +357,15 @@ kiln::model! {
     }
 }
 kiln::model! {
-    /// Two inputs taken out of the packed one, merged three ways, two outputs.
+    /// Two inputs taken out of the packed one, merged three ways (a ReLU fused into the
+    /// sum), two outputs.
     pub struct Graph {
         inputs: { image: [2, 6, 6], meta: [3] },
         trunk: image >> { Conv2d(3, kernel = 3), Relu, GlobalAvgPool },
         joined: Concat(trunk, meta) >> { Dense(8), Tanh },
         gate: meta >> { Dense(8), Sigmoid },
         mixed: Mul(joined, gate),
-        both: Add(mixed, joined),
+        both: Add(mixed, joined) >> Relu,
         outputs: { first: both >> Dense(4), second: Concat(first, meta) >> Dense(2) },
     }
 }

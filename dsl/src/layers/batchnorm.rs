@@ -12,7 +12,7 @@ use quote::quote;
 use super::activation::activation;
 use super::activation::Act;
 use super::onnx::{
-    activation_nodes, attr_float, buffer, node, param, reshape_input, temp, value_node, StepShapes,
+    attr_float, buffer, node, param, reshape_input, temp, with_activation, StepShapes,
 };
 use super::{arg, layer, size, slice, ArgKind, Call, Checked, GradFlow, LayerSpec, Op, Step};
 use crate::check::{dims, Checker, Layer};
@@ -232,14 +232,13 @@ impl Step for BatchNormStep {
             attr_float("epsilon", self.eps),
             attr_float("momentum", 1.0 - self.momentum),
         ];
-        let mut nodes = vec![
-            reshape_input(self.input, out, &[self.channels, self.inner]),
-            node("BatchNormalization", &inputs, temp(out, 1), &attrs),
-        ];
-        match self.fused {
-            None => nodes.push(node("Identity", &[temp(out, 1)], value_node(out), &[])),
-            Some(act) => nodes.extend(activation_nodes(act, temp(out, 1), value_node(out), out, 2)),
-        }
+        let mut nodes = vec![reshape_input(self.input, out, &[self.channels, self.inner])];
+        nodes.extend(with_activation(
+            |to| node("BatchNormalization", &inputs, to, &attrs),
+            self.fused,
+            out,
+            1,
+        ));
         Some(nodes)
     }
 

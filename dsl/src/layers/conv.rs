@@ -536,6 +536,7 @@ impl Step for ConvStep {
             |to| node("Conv", &inputs, to, &attrs),
             self.fused,
             out,
+            1,
         ));
         Some(nodes)
     }

@@ -172,6 +172,7 @@ impl Step for DenseStep {
                 |to| node("Gemm", &inputs, to, &transposed),
                 self.fused,
                 out,
+                1,
             ));
             return Some(nodes);
         }
@@ -187,13 +188,14 @@ impl Step for DenseStep {
         ];
         let product = |to| node("MatMul", &[temp(out, 0), temp(out, 10)], to, &[]);
         match bias {
-            None => nodes.extend(with_activation(product, self.fused, out)),
+            None => nodes.extend(with_activation(product, self.fused, out, 1)),
             Some(bias) => {
                 nodes.push(product(temp(out, 11)));
                 nodes.extend(with_activation(
                     |to| node("Add", &[temp(out, 11), bias], to, &[]),
                     self.fused,
                     out,
+                    1,
                 ));
             }
         }

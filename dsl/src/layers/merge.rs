@@ -9,7 +9,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::{activation, Act};
-use super::onnx::{activation_nodes, attr_int, ints, node, temp, value_node, StepShapes};
+use super::onnx::{attr_int, ints, node, temp, value_node, with_activation, StepShapes};
 use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, Checker, Layer};
 use crate::codegen::Plan;
@@ -285,15 +285,13 @@ impl Step for MergeStep {
                 value_node(out),
                 &[attr_int("axis", -1)],
             )),
-            Merge::Sum => match self.fused {
-                None => nodes.push(node("Sum", &parts, value_node(out), &[])),
-                Some(act) => {
-                    // Past the parts' temporaries (and the product's, from 100).
-                    let sum = temp(out, 200);
-                    nodes.push(node("Sum", &parts, sum.clone(), &[]));
-                    nodes.extend(activation_nodes(act, sum, value_node(out), out, 201));
-                }
-            },
+            // Past the parts' temporaries (and the product's, from 100).
+            Merge::Sum => nodes.extend(with_activation(
+                |to| node("Sum", &parts, to, &[]),
+                self.fused,
+                out,
+                200,
+            )),
             Merge::Product if parts.len() == 1 => {
                 nodes.push(node("Identity", &parts, value_node(out), &[]))
             }

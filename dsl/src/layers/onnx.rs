@@ -161,22 +161,24 @@ pub fn activation_nodes(
 }
 
 /// An operator into `output` with an optional fused activation after it: the
-/// operator writes `Temp(output, 1)` when an activation follows.
+/// operator writes `Temp(output, at)` when an activation follows, and the activation's
+/// own temporaries come after it (`at` is past those the step has used already).
 pub fn with_activation(
     op: impl FnOnce(TokenStream) -> TokenStream,
     act: Option<Act>,
     output: usize,
+    at: u8,
 ) -> Vec<TokenStream> {
     match act {
         None => vec![op(value_node(output))],
         Some(act) => {
-            let mut nodes = vec![op(temp(output, 1))];
+            let mut nodes = vec![op(temp(output, at))];
             nodes.extend(activation_nodes(
                 act,
-                temp(output, 1),
+                temp(output, at),
                 value_node(output),
                 output,
-                2,
+                at + 1,
             ));
             nodes
         }

@@ -12,7 +12,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::activation::{activation, Act};
-use super::onnx::{activation_nodes, ints, node, temp, value_node, StepShapes};
+use super::onnx::{ints, node, temp, value_node, with_activation, StepShapes};
 use super::{size, Call, CheckFn, Checked, GradFlow, LayerSpec, Op, Scoping, Step};
 use crate::check::{dims, renames_only, Checker, Layer};
 use crate::codegen::Plan;
@@ -147,13 +147,12 @@ impl Step for ResidualStep {
                 &[],
             ),
         ];
-        match self.fused {
-            None => nodes.push(node("Add", &operands, value_node(out), &[])),
-            Some(act) => {
-                nodes.push(node("Add", &operands, temp(out, 2), &[]));
-                nodes.extend(activation_nodes(act, temp(out, 2), value_node(out), out, 3));
-            }
-        }
+        nodes.extend(with_activation(
+            |to| node("Add", &operands, to, &[]),
+            self.fused,
+            out,
+            2,
+        ));
         Some(nodes)
     }
 
