@@ -433,23 +433,38 @@ pub fn conv2d_backward<T: Float>(
         sparse::sum_from_tap_major(s, grad_weight, gw0, gw1);
     } else {
         // The first half's weight gradient goes straight into `grad_weight`, the
-        // second half's into `partial`.
-        let gw1 = &mut partial[..co * k];
+        // second half's into `partial`; taken transposed, both into `partial`.
+        let transposed = weight_grad_transposed::<T>(s);
+        let (gw1, rest) = partial.split_at_mut(co * k);
+        // Where the first half's sum is taken, and where it goes transposed at the end.
+        let (gw0, transposed_into) = if transposed {
+            (&mut rest[..co * k], Some(grad_weight))
+        } else {
+            (grad_weight, None)
+        };
         halves(
             s,
             half,
             batch,
             grad_input,
-            [grad_weight, gw1],
+            [&mut *gw0, &mut *gw1],
             cols,
             &|first, count, gi, gw, col| {
                 let (x, g) = samples(first, count);
-                dense_backward(s, gi, gw, col, x, weight, g);
+                dense_backward(s, gi, gw, col, x, weight, g, transposed);
             },
         );
         if half < batch {
-            for (w, &q) in grad_weight.iter_mut().zip(gw1.iter()) {
+            for (w, &q) in gw0.iter_mut().zip(gw1.iter()) {
                 *w += q;
+            }
+        }
+        if let Some(grad_weight) = transposed_into {
+            // `[k, co]` to `[co, k]`.
+            for (kk, row) in gw0.chunks_exact(co).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    grad_weight[c * k + kk] = v;
+                }
             }
         }
     }
@@ -505,11 +520,28 @@ fn halves<T: Float>(
     );
 }
 
+/// Whether [`conv2d_backward`] takes the weight gradient's products into a
+/// column-major (transposed) buffer: when the column matrix's rows lie a multiple of 4
+/// KiB apart and there are at least 16 of them. faer packs the columns for the
+/// row-major product a few dozen rows at a time; rows 4 KiB apart all fall in one set
+/// of the L1 cache (64 sets of 64-byte lines on the x86 cores of both vendors, 8 or 12
+/// ways), and the packing thrashed it. Into a column-major buffer the product packs the
+/// output gradient instead and reads the columns as they lie. Timed with faer alone on
+/// one Zen 4 core for every shape of 1 to 64 input channels, 16 to 64 output channels
+/// and 121 to 4,096 positions: 1.2 to 2.1 times as fast at 1,024, 2,048 and 4,096
+/// positions in f32 (ResNet-20's first stage: 121 against 60 µs a sample), and between
+/// 0.86 and 1.4 times at the others, which keep the row-major product (BENCHMARKS.md).
+fn weight_grad_transposed<T>(s: &Conv2dShape) -> bool {
+    s.k() >= 16 && (s.p() * std::mem::size_of::<T>()).is_multiple_of(4096)
+}
+
 /// The weight and input gradients of [`conv2d_backward`] for the samples of `input` as
 /// GEMMs, from the pre-activation gradient `g`, a sample at a time: the sample's
 /// columns (im2col into the scratch `cols` where the convolution rebuilds them, else
-/// kept in `cols` by the forward pass), `grad_weight (+)= g_n · col_nᵀ`, then, if asked
-/// for, `col = Wᵀ · g_n` and col2im onto the input gradient.
+/// kept in `cols` by the forward pass), `grad_weight (+)= g_n · col_nᵀ` (held
+/// `[k, co]` if `transposed`, [`weight_grad_transposed`]), then, if asked for,
+/// `col = Wᵀ · g_n` and col2im onto the input gradient.
+#[allow(clippy::too_many_arguments)]
 fn dense_backward<T: Float>(
     s: &Conv2dShape,
     mut grad_input: Option<(&mut [T], Accum)>,
@@ -518,6 +550,7 @@ fn dense_backward<T: Float>(
     input: &[T],
     weight: &[T],
     g: &[T],
+    transposed: bool,
 ) {
     let (k, p, co) = (s.k(), s.p(), s.out_channels);
     let (ilen, olen) = (s.input_len(), s.output_len());
@@ -531,8 +564,12 @@ fn dense_backward<T: Float>(
         if s.rebuilds_columns() {
             im2col(s, col, x);
         }
-        if !thin::weight_grad(grad_weight, g, col, k, n > 0) {
-            let dst = MatMut::from_row_major_slice_mut(&mut *grad_weight, co, k);
+        if transposed || !thin::weight_grad(grad_weight, g, col, k, n > 0) {
+            let dst = if transposed {
+                MatMut::from_column_major_slice_mut(&mut *grad_weight, co, k)
+            } else {
+                MatMut::from_row_major_slice_mut(&mut *grad_weight, co, k)
+            };
             let g = MatRef::from_row_major_slice(g, co, p);
             let col = MatRef::from_row_major_slice(col, k, p);
             let accum = if n == 0 { Accum::Replace } else { Accum::Add };
@@ -857,6 +894,11 @@ mod tests {
             2,
             Activation::Identity,
         );
+        // 512 positions of f64, rows of columns 4 KiB apart: the weight gradient taken
+        // transposed.
+        let s = shape(2, (16, 32), 2, (3, 3), (1, 1), (1, 1), (1, 1));
+        assert!(weight_grad_transposed::<f64>(&s));
+        check(s, 2, Activation::Tanh);
     }
 
     #[test]
@@ -868,6 +910,10 @@ mod tests {
             assert_eq!(s.rebuilds_columns(), padding == 1);
             split_batch_gives_the_serial_result(s);
         }
+        // With the weight gradient taken transposed: both halves' sums, and one sample's.
+        let s = shape(2, (16, 32), 4, (3, 3), (1, 1), (1, 1), (1, 1));
+        assert!(weight_grad_transposed::<f64>(&s));
+        split_batch_gives_the_serial_result(s);
     }
 
     fn split_batch_gives_the_serial_result(s: Conv2dShape) {
