@@ -529,8 +529,10 @@ fn halves<T: Float>(
 /// output gradient instead and reads the columns as they lie. Timed with faer alone on
 /// one Zen 4 core for every shape of 1 to 64 input channels, 16 to 64 output channels
 /// and 121 to 4,096 positions: 1.2 to 2.1 times as fast at 1,024, 2,048 and 4,096
-/// positions in f32 (ResNet-20's first stage: 121 against 60 µs a sample), and between
-/// 0.86 and 1.4 times at the others, which keep the row-major product (BENCHMARKS.md).
+/// positions in f32 (ResNet-20's first stage: 121 against 60 µs a sample) with 27 rows
+/// or more, 0.86 to 1.12 times with 9 (one input channel, fewer rows than an L1 set
+/// has ways), and 0.86 to 1.4 times at the other sizes, which keep the row-major
+/// product (docs/design.md, "Convolutions").
 fn weight_grad_transposed<T>(s: &Conv2dShape) -> bool {
     s.k() >= 16 && (s.p() * std::mem::size_of::<T>()).is_multiple_of(4096)
 }
