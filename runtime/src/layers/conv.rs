@@ -460,12 +460,7 @@ pub fn conv2d_backward<T: Float>(
             }
         }
         if let Some(grad_weight) = transposed_into {
-            // `[k, co]` to `[co, k]`.
-            for (kk, row) in gw0.chunks_exact(co).enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    grad_weight[c * k + kk] = v;
-                }
-            }
+            sparse::transpose(grad_weight, gw0, k, co);
         }
     }
     if let Some(grad_bias) = grad_bias {
@@ -527,12 +522,12 @@ fn halves<T: Float>(
 /// of the L1 cache (64 sets of 64-byte lines on the x86 cores of both vendors, 8 or 12
 /// ways), and the packing thrashed it. Into a column-major buffer the product packs the
 /// output gradient instead and reads the columns as they lie. Timed with faer alone on
-/// one Zen 4 core for every shape of 1 to 64 input channels, 16 to 64 output channels
-/// and 121 to 4,096 positions: 1.2 to 2.1 times as fast at 1,024, 2,048 and 4,096
-/// positions in f32 (ResNet-20's first stage: 121 against 60 µs a sample) with 27 rows
-/// or more, 0.86 to 1.12 times with 9 (one input channel, fewer rows than an L1 set
-/// has ways), and 0.86 to 1.4 times at the other sizes, which keep the row-major
-/// product (docs/design.md, "Convolutions").
+/// one Zen 4 core over a grid of 1, 3, 16, 32 and 64 input channels, 16, 32 and 64
+/// output channels and 121 to 4,096 positions: 1.2 to 2.1 times as fast at 1,024, 2,048
+/// and 4,096 positions in f32 (ResNet-20's first stage: 120–140 against 60–67 µs a
+/// sample) with 27 rows or more, 0.86 to 1.12 times with 9 (one input channel, fewer
+/// rows than an L1 set has ways), and 0.89 to 1.44 times at the other sizes, which keep
+/// the row-major product (docs/design.md, "Convolutions").
 fn weight_grad_transposed<T>(s: &Conv2dShape) -> bool {
     s.k() >= 16 && (s.p() * std::mem::size_of::<T>()).is_multiple_of(4096)
 }
@@ -916,6 +911,29 @@ mod tests {
         let s = shape(2, (16, 32), 4, (3, 3), (1, 1), (1, 1), (1, 1));
         assert!(weight_grad_transposed::<f64>(&s));
         split_batch_gives_the_serial_result(s);
+    }
+
+    /// The weight gradient taken transposed is the row-major product's: both ways on
+    /// the same samples, with and without column padding.
+    #[test]
+    fn the_transposed_weight_gradient_is_the_row_major_one() {
+        for s in [
+            shape(2, (16, 32), 3, (3, 3), (1, 1), (1, 1), (1, 1)),
+            shape(3, (5, 6), 2, (3, 3), (1, 1), (1, 1), (1, 1)),
+        ] {
+            let (k, co, batch) = (s.k(), s.out_channels, 3);
+            let x = values(batch * s.input_len(), 51);
+            let g = values(batch * s.output_len(), 52);
+            let w = values(co * k, 53);
+            let mut cols = vec![0.0; s.cols_len()];
+            let mut by_rows = vec![0.0; co * k];
+            dense_backward(&s, None, &mut by_rows, &mut cols, &x, &w, &g, false);
+            let mut by_columns = vec![0.0; co * k];
+            dense_backward(&s, None, &mut by_columns, &mut cols, &x, &w, &g, true);
+            let mut back = vec![0.0; co * k];
+            sparse::transpose(&mut back, &by_columns, k, co);
+            assert_close(&back, &by_rows, 1e-12);
+        }
     }
 
     fn split_batch_gives_the_serial_result(s: Conv2dShape) {
