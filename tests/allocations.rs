@@ -96,6 +96,19 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// ResNet-20's first stage in small: 1,024 positions a plane, whose weight
+    /// gradients are taken column-major (`conv.rs`, `weight_grad_transposed`).
+    struct Cifar {
+        input: [3, 32, 32],
+        stem: Conv2d(16, kernel = 3, padding = 1, bias = false), BatchNorm2d, Relu,
+        block: Residual { Conv2d(16, kernel = 3, padding = 1, bias = false), BatchNorm2d },
+        Relu,
+        GlobalAvgPool,
+        fc: Dense(10),
+    }
+}
+
+kiln::model! {
     struct Lstm { input: [32, 64], lstm: Lstm(128), LastStep, fc: Dense(10) }
 }
 kiln::model! {
@@ -344,6 +357,21 @@ fn training_steps_allocate_nothing_after_the_first() {
     });
     println!("cnn with max pools, batch 64: {n} allocations in 20 steps");
     assert_eq!(n, 0, "allocations in 20 training steps of the max-pool CNN");
+    let x: Vec<f32> = (0..16 * 3 * 1024)
+        .map(|i| ((i * 7) % 255) as f32 / 255.0)
+        .collect();
+    let x = TensorRef::<f32, Shape3<3, 32, 32>>::new(&x).unwrap();
+    let mut cifar = Cifar::<f32>::new(6);
+    let mut sgd = Sgd::new(0.1).momentum(0.9);
+    let n = rayon::scope(|_| {
+        count(2, 20, || {
+            cifar
+                .train_step(x, &labels[..16], &CrossEntropy::default(), &mut sgd)
+                .unwrap();
+        })
+    });
+    println!("32 x 32 convolutions, batch 16: {n} allocations in 20 steps");
+    assert_eq!(n, 0, "allocations in 20 training steps of the 32 x 32 CNN");
 
     // The benchmark's wide MLP with plain SGD: without the non-finite guard, each dense
     // layer's update is added into its weight by the weight-gradient product, inside
