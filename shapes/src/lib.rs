@@ -318,6 +318,7 @@ impl RecurrentShape {
 
     /// Per-sample auxiliary values: the gates of every step, then the cell states, a
     /// carry and a row for `tanh(c_t)` (LSTM) or the hidden-side projections (GRU).
+    /// The layer keeps the gates of all samples of a batch together, ahead of the rest.
     ///
     /// ```
     /// use kiln_shapes::{Cell, RecurrentShape};

@@ -12,11 +12,13 @@
 //!   `n = tanh(W_in x + b_in + r (W_hn h + b_hn))`, `h_t = (1 − z) n + z h_{t-1}`.
 //!
 //! The layer returns every step's hidden state (`[steps, hidden]`); `LastStep` keeps
-//! the last. The input projections of all steps are one GEMM per sample; each step
-//! then adds `W_hh h_{t-1}` for the whole batch in one GEMM over strided rows.
-//! Backward walks the steps in reverse, turning the stored gate activations into gate
-//! gradients in place and adding `W_hhᵀ`'s share onto the previous step's output
-//! gradient, then takes the weight gradients as GEMMs over all steps.
+//! the last. `aux` keeps the gates of every step of every sample together, ahead of
+//! the rest of each sample's values ([`regions`]), so the input projections of all
+//! samples and steps are one GEMM; each step then adds `W_hh h_{t-1}` for the whole
+//! batch in one GEMM over strided rows. Backward walks the steps in reverse, turning
+//! the stored gate activations into gate gradients in place and adding `W_hhᵀ`'s share
+//! onto the previous step's output gradient, then takes each weight gradient as one
+//! GEMM over all samples and steps.
 //!
 //! Samples never meet inside the recurrence, so a large enough batch runs as two
 //! halves on two threads, each with single-threaded GEMMs (the per-step products are
@@ -29,7 +31,7 @@
 //! `input`: `batch x [steps, features]`; `output`: `batch x [steps, hidden]`;
 //! `weight_ih`: `[G·hidden, features]`, `weight_hh`: `[G·hidden, hidden]`, biases
 //! `[G·hidden]` with `G` = 1 (RNN), 4 (LSTM), 3 (GRU); `aux`: [`RecurrentShape::aux_len`]
-//! per sample.
+//! per sample, laid out as [`regions`] says.
 //!
 //! # Initialisation
 //! PyTorch's: every weight and bias ~ `U(-1/√hidden, 1/√hidden)`.
@@ -268,11 +270,12 @@ fn add_assign<T: Float>(dst: &mut [T], src: &[T]) {
 }
 
 /// Backpropagation through time. `grad_output` (every step's hidden-state gradient) is
-/// used as scratch; `aux` is turned into gate gradients. The four parameter gradients
+/// used as scratch; `aux` is turned into gate gradients (the hidden-side ones of each
+/// sample's first step are then zeroed). The four parameter gradients
 /// are replaced; `grad_input`, if asked for, is replaced or accumulated.
 ///
 /// The walk back through the steps runs the two halves of a large enough batch on two
-/// threads; the weight gradients are then GEMMs over all samples and steps, split by
+/// threads; each weight gradient is then one GEMM over all samples and steps, split by
 /// rows of the gradient, and the input gradient is split by samples.
 ///
 /// # Panics
@@ -398,8 +401,8 @@ pub fn recurrent_backward<T: Float>(
 /// `width()`), then the rest of each sample's values in turn ([`rest_len`]: LSTM's cell
 /// states, carry and `tanh(c_t)` row; GRU's hidden-side projections). With the gate
 /// rows of all samples adjacent, the input projections and the weight gradients are
-/// one GEMM each over every sample and step, where they were one a sample (a scratch
-/// timing of the T5 benchmark's weight gradients on one core: 6–10 % faster).
+/// one GEMM each over every sample and step instead of one a sample, whose inner
+/// dimension was only `steps` (timings in docs/design.md, "Recurrent layers").
 fn regions<'a, T>(
     s: &RecurrentShape,
     aux: &'a mut [T],
