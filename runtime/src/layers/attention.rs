@@ -157,7 +157,7 @@ pub fn layer_norm_backward<T: Float>(
                 rows,
                 8.0 * width as f64,
                 (grad_input, width),
-                (&mut [], 0),
+                (&mut [][..], 0),
                 &inputs,
             )
         });

@@ -83,32 +83,38 @@ pub fn batch_norm_forward<T: Float>(
         let m = (batch * inner) as f64;
         let inv_m = T::from_f64(1.0 / m);
         // Per channel: the mean, then the sum of squared deviations (into `inv_std`).
-        split_batch(c, 4.0 * m, (mean, 1), (inv_std, 1), &|first, mean, var| {
-            for (k, (mu, var)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
-                let ch = first + k;
-                let planes = input
-                    .chunks_exact(c * inner)
-                    .map(|x| &x[ch * inner..][..inner]);
-                vectorized(
-                    #[inline(always)]
-                    || {
-                        // Plain loops, not `fold`: a call the compiler does not inline
-                        // would run outside the vectorised wrapper.
-                        let mut total = T::ZERO;
-                        for x in planes.clone() {
-                            total += lane_sum(inner, |i| x[i]);
-                        }
-                        *mu = total * inv_m;
-                        let m = *mu;
-                        let mut squares = T::ZERO;
-                        for x in planes {
-                            squares += lane_sum(inner, |i| (x[i] - m) * (x[i] - m));
-                        }
-                        *var = squares;
-                    },
-                );
-            }
-        });
+        split_batch(
+            c,
+            4.0 * m,
+            (&mut *mean, 1),
+            (&mut *inv_std, 1),
+            &|first, mean, var| {
+                for (k, (mu, var)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
+                    let ch = first + k;
+                    let planes = input
+                        .chunks_exact(c * inner)
+                        .map(|x| &x[ch * inner..][..inner]);
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            // Plain loops, not `fold`: a call the compiler does not inline
+                            // would run outside the vectorised wrapper.
+                            let mut total = T::ZERO;
+                            for x in planes.clone() {
+                                total += lane_sum(inner, |i| x[i]);
+                            }
+                            *mu = total * inv_m;
+                            let m = *mu;
+                            let mut squares = T::ZERO;
+                            for x in planes {
+                                squares += lane_sum(inner, |i| (x[i] - m) * (x[i] - m));
+                            }
+                            *var = squares;
+                        },
+                    );
+                }
+            },
+        );
         let momentum = T::from_f64(s.momentum);
         let keep = T::ONE - momentum;
         let unbias = T::from_f64(if m > 1.0 { m / (m - 1.0) } else { 1.0 });
@@ -206,8 +212,8 @@ pub fn batch_norm_backward<T: Float>(
     split_batch(
         c,
         4.0 * m,
-        (grad_beta, 1),
-        (grad_gamma, 1),
+        (&mut *grad_beta, 1),
+        (&mut *grad_gamma, 1),
         &|first, gb, gg| {
             for (k, (gb, gg)) in gb.iter_mut().zip(gg.iter_mut()).enumerate() {
                 let ch = first + k;

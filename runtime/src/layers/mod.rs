@@ -101,25 +101,69 @@ pub(crate) fn batch_half(batch: usize, flops_per_sample: f64) -> usize {
     }
 }
 
-/// Runs `body(first_sample, samples)` over the batch, in two halves on rayon's threads
-/// when the work is large enough. The split does not depend on the number of threads,
-/// so results are the same with any number of threads (across processors they can
-/// differ in the last bits: the kernels choose their instructions at run time).
-pub(crate) fn split_batch<A: Send, B: Send>(
+/// Per-sample buffers that [`split_batch`] cuts at the same sample: a slice with the
+/// number of its values a sample, `(values, per_sample)`, or [`Both`] of two such.
+pub(crate) trait Samples: Send + Sized {
+    /// What the body of [`split_batch`] receives.
+    type Part;
+    /// The samples before `sample`, and the rest.
+    fn split_at_sample(self, sample: usize) -> (Self, Self);
+    /// The buffer as the body receives it.
+    fn into_part(self) -> Self::Part;
+}
+
+/// A slice with the number of its values a sample: the plain [`Samples`].
+pub(crate) type PerSample<'a, A> = (&'a mut [A], usize);
+
+impl<'a, A: Send> Samples for PerSample<'a, A> {
+    type Part = &'a mut [A];
+    fn split_at_sample(self, sample: usize) -> (Self, Self) {
+        let (before, after) = self.0.split_at_mut(sample * self.1);
+        ((before, self.1), (after, self.1))
+    }
+    fn into_part(self) -> Self::Part {
+        self.0
+    }
+}
+
+/// Two per-sample buffers passed to [`split_batch`] as one; the body receives the pair.
+pub(crate) struct Both<X, Y>(pub X, pub Y);
+
+impl<X: Samples, Y: Samples> Samples for Both<X, Y> {
+    type Part = (X::Part, Y::Part);
+    fn split_at_sample(self, sample: usize) -> (Self, Self) {
+        let (x0, x1) = self.0.split_at_sample(sample);
+        let (y0, y1) = self.1.split_at_sample(sample);
+        (Both(x0, y0), Both(x1, y1))
+    }
+    fn into_part(self) -> Self::Part {
+        (self.0.into_part(), self.1.into_part())
+    }
+}
+
+/// Runs `body(first_sample, a, b)` over the batch, in two halves on rayon's threads
+/// when the work is large enough, `a` and `b` cut at the same sample. The split does
+/// not depend on the number of threads, so results are the same with any number of
+/// threads (across processors they can differ in the last bits: the kernels choose
+/// their instructions at run time).
+pub(crate) fn split_batch<P: Samples, Q: Samples>(
     batch: usize,
     flops_per_sample: f64,
-    a: (&mut [A], usize),
-    b: (&mut [B], usize),
-    body: &(impl Fn(usize, &mut [A], &mut [B]) + Sync),
+    a: P,
+    b: Q,
+    body: &(impl Fn(usize, P::Part, Q::Part) + Sync),
 ) -> bool {
     let half = batch_half(batch, flops_per_sample);
     if half == batch {
-        body(0, a.0, b.0);
+        body(0, a.into_part(), b.into_part());
         return false;
     }
-    let (a0, a1) = a.0.split_at_mut(half * a.1);
-    let (b0, b1) = b.0.split_at_mut(half * b.1);
-    rayon::join(|| body(0, a0, b0), || body(half, a1, b1));
+    let (a0, a1) = a.split_at_sample(half);
+    let (b0, b1) = b.split_at_sample(half);
+    rayon::join(
+        || body(0, a0.into_part(), b0.into_part()),
+        || body(half, a1.into_part(), b1.into_part()),
+    );
     true
 }
 

@@ -38,10 +38,10 @@
 
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::batch_half;
 use super::matmul;
 use super::sparse::transpose;
 use super::{check_len, for_row_blocks, store};
+use super::{split_batch, Both, PerSample};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -126,14 +126,12 @@ pub fn recurrent_forward<T: Float>(
         w_ih = MatRef::from_row_major_slice(t_ih, f, w);
         w_hh = MatRef::from_row_major_slice(t_hh, h, w);
     }
-    let (gates, rest) = regions(s, aux, batch);
-    split_samples(
-        s,
+    split_batch(
         batch,
-        output,
-        gates,
-        rest,
-        &|first, output: &mut [T], gates: &mut [T], rest: &mut [T]| {
+        s.flops_per_sample(),
+        (output, steps * h),
+        regions(s, aux, batch),
+        &|first, output: &mut [T], (gates, rest): (&mut [T], &mut [T])| {
             let count = output.len() / (steps * h);
             let input = &input[first * steps * f..][..count * steps * f];
             forward_samples(
@@ -310,19 +308,18 @@ pub fn recurrent_backward<T: Float>(
     check_len("recurrent grad_bias_ih", grad_bias_ih.len(), w);
     check_len("recurrent grad_bias_hh", grad_bias_hh.len(), w);
     let w_hh = MatRef::from_row_major_slice(weight_hh, w, h);
-    let (gates, rest) = regions(s, aux, batch);
-    split_samples(
-        s,
+    split_batch(
         batch,
-        grad_output,
-        gates,
-        rest,
-        &|first, grad_output: &mut [T], gates: &mut [T], rest: &mut [T]| {
+        s.flops_per_sample(),
+        (grad_output, steps * h),
+        regions(s, &mut *aux, batch),
+        &|first, grad_output: &mut [T], (gates, rest): (&mut [T], &mut [T])| {
             let count = grad_output.len() / (steps * h);
             let output = &output[first * steps * h..][..count * steps * h];
             through_time(s, gates, rest, grad_output, output, w_hh, count);
         },
     );
+    let Both((gates, _), (rest, _)) = regions(s, aux, batch);
     let rows = batch * steps;
     // The hidden-side gate gradients: the gates' own for RNN and LSTM; GRU keeps them
     // apart in `rest`, whose rows are as far apart as the gates'.
@@ -375,7 +372,9 @@ pub fn recurrent_backward<T: Float>(
     // Step t's hidden-side gates pair with h_{t-1}: the hidden-side rows from the
     // second on against the hidden states up to the last but one, as one product. That
     // pairs each sample's first step with the previous sample's last hidden state, so
-    // those rows (which no h_{-1} multiplies: it is zero) are zeroed first.
+    // those rows (which no h_{-1} multiplies: it is zero) are zeroed first. It comes
+    // last: for RNN and LSTM they are rows of the gate gradients, which the bias, `W_ih`
+    // and input gradients above read whole.
     let hidden_side = if gru { rest } else { gates };
     for first_step in hidden_side.chunks_exact_mut(steps * w).skip(1) {
         first_step[..w].fill(T::ZERO);
@@ -397,7 +396,8 @@ pub fn recurrent_backward<T: Float>(
 }
 
 /// The two regions of a layer's `aux` (`batch` samples of [`RecurrentShape::aux_len`]
-/// values): the gates of every step of every sample (`batch · steps` rows of
+/// values), each with its values a sample, as [`split_batch`] takes them: the gates of
+/// every step of every sample (`batch · steps` rows of
 /// `width()`), then the rest of each sample's values in turn ([`rest_len`]: LSTM's cell
 /// states, carry and `tanh(c_t)` row; GRU's hidden-side projections). With the gate
 /// rows of all samples adjacent, the input projections and the weight gradients are
@@ -407,36 +407,14 @@ fn regions<'a, T>(
     s: &RecurrentShape,
     aux: &'a mut [T],
     batch: usize,
-) -> (&'a mut [T], &'a mut [T]) {
-    aux.split_at_mut(batch * s.steps * s.width())
+) -> Both<PerSample<'a, T>, PerSample<'a, T>> {
+    let (gates, rest) = aux.split_at_mut(batch * s.steps * s.width());
+    Both((gates, s.steps * s.width()), (rest, rest_len(s)))
 }
 
 /// Values a sample keeps in the second of the [`regions`].
 fn rest_len(s: &RecurrentShape) -> usize {
     s.aux_len() - s.steps * s.width()
-}
-
-/// Runs `body(first_sample, per_sample, gates, rest)` over the batch, in two halves on
-/// rayon's threads when the work is large enough ([`super::batch_half`]); `per_sample`
-/// (the output or its gradient, `steps · hidden` values a sample) and the two
-/// [`regions`] of `aux` are cut at the same sample.
-fn split_samples<T: Float>(
-    s: &RecurrentShape,
-    batch: usize,
-    per_sample: &mut [T],
-    gates: &mut [T],
-    rest: &mut [T],
-    body: &(impl Fn(usize, &mut [T], &mut [T], &mut [T]) + Sync),
-) {
-    let half = batch_half(batch, s.flops_per_sample());
-    if half == batch {
-        body(0, per_sample, gates, rest);
-        return;
-    }
-    let (p0, p1) = per_sample.split_at_mut(half * s.steps * s.hidden);
-    let (g0, g1) = gates.split_at_mut(half * s.steps * s.width());
-    let (r0, r1) = rest.split_at_mut(half * rest_len(s));
-    rayon::join(|| body(0, p0, g0, r0), || body(half, p1, g1, r1));
 }
 
 /// `dst[b, t] = src[b, steps − 1 − t]` for every sample `b` of rows of `width` values.
