@@ -682,6 +682,7 @@ fn recurrent_layers_match_pytorch() {
             g_bi,
             g_bh,
             &mut aux,
+            &mut scratch,
             &x,
             &y,
             w_ih,

@@ -56,6 +56,20 @@ pub(crate) fn clear_upper_vector_state() {
     }
 }
 
+/// Whether the widest vectors the processor has are AVX2 + FMA (not AVX-512): where a
+/// hand-written AVX2 kernel was measured against faer's own choice of kernels.
+#[inline(always)]
+pub(crate) fn widest_is_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::level() == x86::Level::Avx2
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::sync::atomic::{AtomicU8, Ordering};

@@ -302,8 +302,9 @@ impl RecurrentShape {
         (2 * self.steps * self.width() * (self.features + self.hidden)) as f64
     }
 
-    /// Batch-independent scratch of the runtime's `recurrent_forward`: both weights,
-    /// transposed.
+    /// Batch-independent scratch of the runtime's `recurrent_forward` and
+    /// `recurrent_backward`: both weights, transposed or packed, in forward; `W_hh`
+    /// packed, in backward.
     ///
     /// ```
     /// use kiln_shapes::{Cell, RecurrentShape};

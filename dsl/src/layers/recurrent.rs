@@ -378,6 +378,7 @@ impl Step for RecurrentStep {
             ..
         } = self;
         let shape = self.shape();
+        let scratch = slice(&self.scratch);
         let grad_input = flow.optional(*input, quote!(io.grad_input));
         // The tensors are contiguous: weight_ih, weight_hh, bias_ih, bias_hh (and the
         // reverse direction's four after them).
@@ -387,8 +388,8 @@ impl Step for RecurrentStep {
                 {
                     let io = ws.backward_io(#input, #output, ::core::option::Option::Some(#aux));
                     ::kiln::__private::layers::bidirectional_backward::<T>(
-                        #shape, #grad_input, &mut grads[#all], io.aux, io.input,
-                        &params[#all], io.grad_output, batch,
+                        #shape, #grad_input, &mut grads[#all], io.aux, &mut io.fixed[#scratch],
+                        io.input, &params[#all], io.grad_output, batch,
                     );
                 }
             };
@@ -403,8 +404,8 @@ impl Step for RecurrentStep {
                 let (grad_bias_ih, grad_bias_hh) = rest.split_at_mut(#len_b);
                 ::kiln::__private::layers::recurrent_backward::<T>(
                     #shape, #grad_input, grad_weight_ih, grad_weight_hh, grad_bias_ih,
-                    grad_bias_hh, io.aux, io.input, io.output, &params[#wi], &params[#wh],
-                    io.grad_output, batch,
+                    grad_bias_hh, io.aux, &mut io.fixed[#scratch], io.input, io.output,
+                    &params[#wi], &params[#wh], io.grad_output, batch,
                 );
             }
         }

@@ -19,6 +19,7 @@ pub mod dropout;
 mod matvec;
 pub mod merge;
 mod pair;
+mod panels;
 pub mod pool;
 pub mod recurrent;
 pub mod residual;
@@ -98,6 +99,16 @@ pub(crate) fn batch_half(batch: usize, flops_per_sample: f64) -> usize {
         batch / 2
     } else {
         batch
+    }
+}
+
+/// The most samples one call of [`split_batch`]'s body gets for this batch.
+pub(crate) fn largest_part(batch: usize, flops_per_sample: f64) -> usize {
+    let half = batch_half(batch, flops_per_sample);
+    if half == batch {
+        batch
+    } else {
+        batch - half
     }
 }
 

@@ -39,43 +39,14 @@
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::matmul;
+use super::panels::{self, add_product, Rhs};
 use super::sparse::transpose;
 use super::{check_len, for_row_blocks, store};
-use super::{split_batch, Both, PerSample};
+use super::{largest_part, split_batch, Both, PerSample};
 use crate::simd::vectorized;
 use crate::Float;
 
 pub use kiln_shapes::{Cell, RecurrentShape};
-
-/// Rows `t` of every sample, `rows x cols` with row stride `stride`, starting at `offset`.
-fn rows_ref<T: Float>(
-    data: &[T],
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    stride: usize,
-) -> MatRef<'_, T> {
-    MatRef::from_row_major_slice_with_stride(
-        &data[offset..offset + (rows - 1) * stride + cols],
-        rows,
-        cols,
-        stride,
-    )
-}
-
-/// The mutable twin of [`rows_ref`]. faer 0.24's `from_row_major_slice_with_stride_mut`
-/// swaps the strides (it builds a column-major view), so the row-major view is made as
-/// the transpose of a column-major one, as faer's immutable constructor does.
-fn rows_mut<T: Float>(
-    data: &mut [T],
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    stride: usize,
-) -> MatMut<'_, T> {
-    let slice = &mut data[offset..offset + (rows - 1) * stride + cols];
-    MatMut::from_column_major_slice_with_stride_mut(slice, cols, rows, stride).transpose_mut()
-}
 
 /// Rows of gate products (`batch · steps`) from which the forward pass transposes the
 /// weights first.
@@ -91,7 +62,9 @@ const TRANSPOSE_MIN_ROWS: usize = 64;
 /// weights stored `[in, gates]`, which it reads without packing them for every step
 /// (a scratch comparison of both layouts, not in the repo). So from
 /// `TRANSPOSE_MIN_ROWS` rows on, the weights are first copied transposed into
-/// `scratch` ([`RecurrentShape::scratch_len`] values), once per pass.
+/// `scratch` ([`RecurrentShape::scratch_len`] values), once per pass. Where the
+/// packed product of `panels` applies (f32, AVX2 the widest vectors, up to 64 rows a
+/// thread, gate columns a multiple of 16), `Wₕₕᵀ` is packed for it instead.
 ///
 /// # Panics
 /// If a length does not match the geometry.
@@ -117,15 +90,24 @@ pub fn recurrent_forward<T: Float>(
     check_len("recurrent bias_ih", bias_ih.len(), w);
     check_len("recurrent bias_hh", bias_hh.len(), w);
     check_len("recurrent scratch", scratch.len(), s.scratch_len());
-    let mut w_ih = MatRef::from_row_major_slice(weight_ih, w, f).transpose();
-    let mut w_hh = MatRef::from_row_major_slice(weight_hh, w, h).transpose();
-    if batch * steps >= TRANSPOSE_MIN_ROWS {
-        let (t_ih, t_hh) = scratch.split_at_mut(f * w);
+    let (t_ih, t_hh) = scratch.split_at_mut(f * w);
+    let transposed = batch * steps >= TRANSPOSE_MIN_ROWS;
+    let w_ih = if transposed {
         transpose(t_ih, weight_ih, w, f);
+        MatRef::from_row_major_slice(&*t_ih, f, w)
+    } else {
+        MatRef::from_row_major_slice(weight_ih, w, f).transpose()
+    };
+    let rows = largest_part(batch, s.flops_per_sample());
+    let w_hh = if panels::applies::<T>(rows, h, w) {
+        panels::pack(t_hh, weight_hh, h, w, true);
+        Rhs::Packed(&*t_hh)
+    } else if transposed {
         transpose(t_hh, weight_hh, w, h);
-        w_ih = MatRef::from_row_major_slice(t_ih, f, w);
-        w_hh = MatRef::from_row_major_slice(t_hh, h, w);
-    }
+        Rhs::Plain(MatRef::from_row_major_slice(&*t_hh, h, w))
+    } else {
+        Rhs::Plain(MatRef::from_row_major_slice(weight_hh, w, h).transpose())
+    };
     split_batch(
         batch,
         s.flops_per_sample(),
@@ -151,7 +133,7 @@ fn forward_samples<T: Float>(
     rest: &mut [T],
     input: &[T],
     w_ih_t: MatRef<'_, T>,
-    w_hh_t: MatRef<'_, T>,
+    w_hh_t: Rhs<'_, T>,
     bias_ih: &[T],
     bias_hh: &[T],
     batch: usize,
@@ -183,16 +165,10 @@ fn forward_samples<T: Float>(
             }
         }
         if t > 0 {
-            let prev = rows_ref(output, (t - 1) * h, batch, h, steps * h);
+            let prev = &output[(t - 1) * h..];
             let dst = if gru { &mut *rest } else { &mut *gates };
-            matmul(
-                rows_mut(dst, t * w, batch, w, steps * w),
-                Accum::Add,
-                prev,
-                w_hh_t,
-                T::ONE,
-                Par::Seq,
-            );
+            let dst = &mut dst[t * w..];
+            add_product(dst, steps * w, prev, steps * h, w_hh_t, batch, h, w);
         }
         vectorized(
             #[inline(always)]
@@ -274,7 +250,9 @@ fn add_assign<T: Float>(dst: &mut [T], src: &[T]) {
 ///
 /// The walk back through the steps runs the two halves of a large enough batch on two
 /// threads; each weight gradient is then one GEMM over all samples and steps, split by
-/// rows of the gradient, and the input gradient is split by samples.
+/// rows of the gradient, and the input gradient is split by samples. `scratch`
+/// ([`RecurrentShape::scratch_len`] values) holds `Wₕₕ` packed for the per-step
+/// product where `panels` applies (as in [`recurrent_forward`], with hidden columns).
 ///
 /// # Panics
 /// If a length does not match the geometry.
@@ -286,6 +264,7 @@ pub fn recurrent_backward<T: Float>(
     grad_bias_ih: &mut [T],
     grad_bias_hh: &mut [T],
     aux: &mut [T],
+    scratch: &mut [T],
     input: &[T],
     output: &[T],
     weight_ih: &[T],
@@ -307,7 +286,15 @@ pub fn recurrent_backward<T: Float>(
     check_len("recurrent grad_weight_hh", grad_weight_hh.len(), w * h);
     check_len("recurrent grad_bias_ih", grad_bias_ih.len(), w);
     check_len("recurrent grad_bias_hh", grad_bias_hh.len(), w);
-    let w_hh = MatRef::from_row_major_slice(weight_hh, w, h);
+    check_len("recurrent scratch", scratch.len(), s.scratch_len());
+    let rows = largest_part(batch, s.flops_per_sample());
+    let w_hh = if panels::applies::<T>(rows, w, h) {
+        let packed = &mut scratch[f * w..];
+        panels::pack(packed, weight_hh, w, h, false);
+        Rhs::Packed(&*packed)
+    } else {
+        Rhs::Plain(MatRef::from_row_major_slice(weight_hh, w, h))
+    };
     split_batch(
         batch,
         s.flops_per_sample(),
@@ -558,6 +545,7 @@ pub fn bidirectional_backward<T: Float>(
     grad_input: Option<(&mut [T], Accum)>,
     grads: &mut [T],
     aux: &mut [T],
+    scratch: &mut [T],
     input: &[T],
     params: &[T],
     grad_output: &[T],
@@ -607,7 +595,7 @@ pub fn bidirectional_backward<T: Float>(
     let dx = grad_input.as_mut().map(|(g, accum)| (&mut **g, *accum));
     let dy = &mut *d.grad_forward;
     recurrent_backward(
-        s, dx, gwi, gwh, gbi, gbh, aux, input, out, wi, wh, dy, batch,
+        s, dx, gwi, gwh, gbi, gbh, aux, scratch, input, out, wi, wh, dy, batch,
     );
     let [wi, wh, _, _] = direction_params(s, reverse);
     let [gwi, gwh, gbi, gbh] = split(grads_reverse, w * f, w * h);
@@ -616,7 +604,9 @@ pub fn bidirectional_backward<T: Float>(
         .is_some()
         .then_some((&mut *d.grad_input_reverse, Accum::Replace));
     let dy = &mut *d.grad_reverse;
-    recurrent_backward(s, dx, gwi, gwh, gbi, gbh, aux, x, out, wi, wh, dy, batch);
+    recurrent_backward(
+        s, dx, gwi, gwh, gbi, gbh, aux, scratch, x, out, wi, wh, dy, batch,
+    );
     if let Some((grad_input, _)) = grad_input {
         // The reverse direction's input gradient, back in the input's step order.
         for (g, r) in grad_input
@@ -639,7 +629,7 @@ fn through_time<T: Float>(
     rest: &mut [T],
     grad_output: &mut [T],
     output: &[T],
-    w_hh: MatRef<'_, T>,
+    w_hh: Rhs<'_, T>,
     batch: usize,
 ) {
     let (steps, h, w) = (s.steps, s.hidden, s.width());
@@ -717,14 +707,9 @@ fn through_time<T: Float>(
         if t > 0 {
             // dL/dh_{t-1} += (hidden-side gate gradients) · W_hh, for the whole batch.
             let hidden_side = if s.cell == Cell::Gru { &*rest } else { &*gates };
-            matmul(
-                rows_mut(grad_output, (t - 1) * h, batch, h, steps * h),
-                Accum::Add,
-                rows_ref(hidden_side, t * w, batch, w, steps * w),
-                w_hh,
-                T::ONE,
-                Par::Seq,
-            );
+            let dst = &mut grad_output[(t - 1) * h..];
+            let g = &hidden_side[t * w..];
+            add_product(dst, steps * h, g, steps * w, w_hh, batch, w, h);
         }
     }
 }
@@ -881,6 +866,7 @@ mod tests {
             &mut gbi,
             &mut gbh,
             &mut aux,
+            &mut vec![0.0; s.scratch_len()],
             &x,
             &y,
             &w_ih,
@@ -930,16 +916,16 @@ mod tests {
     }
 
     /// The forward pass over `batch` samples: the output and the auxiliary node.
-    fn forward(
+    fn forward<T: Float>(
         s: &RecurrentShape,
         batch: usize,
-        x: &[f64],
-        params: [&[f64]; 4],
-    ) -> (Vec<f64>, Vec<f64>) {
+        x: &[T],
+        params: [&[T]; 4],
+    ) -> (Vec<T>, Vec<T>) {
         let [w_ih, w_hh, b_ih, b_hh] = params;
-        let mut y = vec![0.0; batch * s.steps * s.hidden];
-        let mut aux = vec![0.0; batch * s.aux_len()];
-        let mut scratch = vec![f64::NAN; s.scratch_len()];
+        let mut y = vec![T::ZERO; batch * s.steps * s.hidden];
+        let mut aux = vec![T::ZERO; batch * s.aux_len()];
+        let mut scratch = vec![T::from_f64(f64::NAN); s.scratch_len()];
         recurrent_forward(
             s,
             &mut y,
@@ -958,16 +944,17 @@ mod tests {
     /// Forward and backward over `batch` samples with output gradient `c`: the output,
     /// then the gradients of the input, both weights and both biases.
     #[allow(clippy::type_complexity)]
-    fn passes(
+    fn passes<T: Float>(
         s: &RecurrentShape,
         batch: usize,
-        x: &[f64],
-        params: [&[f64]; 4],
-        c: &[f64],
-    ) -> (Vec<f64>, [Vec<f64>; 5]) {
+        x: &[T],
+        params: [&[T]; 4],
+        c: &[T],
+    ) -> (Vec<T>, [Vec<T>; 5]) {
         let [w_ih, w_hh, b_ih, b_hh] = params;
         let (y, mut aux) = forward(s, batch, x, params);
-        let mut grads = [x, w_ih, w_hh, b_ih, b_hh].map(|v| vec![f64::NAN; v.len()]);
+        let nan = T::from_f64(f64::NAN);
+        let mut grads = [x, w_ih, w_hh, b_ih, b_hh].map(|v| vec![nan; v.len()]);
         let [gx, gwi, gwh, gbi, gbh] = &mut grads;
         let mut go = c.to_vec();
         recurrent_backward(
@@ -978,6 +965,7 @@ mod tests {
             gbi,
             gbh,
             &mut aux,
+            &mut vec![nan; s.scratch_len()],
             x,
             &y,
             w_ih,
@@ -986,6 +974,45 @@ mod tests {
             batch,
         );
         (y, grads)
+    }
+
+    /// f32 against f64 on shapes where the per-step products take the packed kernel
+    /// (on a processor whose widest vectors are AVX2; faer's product elsewhere): one
+    /// thread and two, every row remainder of its 6-row tiles, and a hidden size off
+    /// the 16-column panels, which keeps faer's product.
+    #[test]
+    fn f32_passes_match_f64_where_the_packed_product_runs() {
+        for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+            for (hidden, batch) in [(16, 7), (32, 4), (32, 100), (48, 11), (16, 3), (24, 9)] {
+                let s = RecurrentShape {
+                    cell,
+                    steps: 6,
+                    features: 5,
+                    hidden,
+                };
+                let (w, f, h, steps) = (s.width(), s.features, s.hidden, s.steps);
+                let x = values(batch * steps * f, 51);
+                let params = [
+                    values(w * f, 52),
+                    values(w * h, 53),
+                    values(w, 54),
+                    values(w, 55),
+                ];
+                let c = values(batch * steps * h, 56);
+                let params64 = [0, 1, 2, 3].map(|k| params[k].as_slice());
+                let (y, grads) = passes(&s, batch, &x, params64, &c);
+                let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+                let (x32, c32) = (narrow(&x), narrow(&c));
+                let params32 = params.each_ref().map(|p| narrow(p));
+                let params32 = [0, 1, 2, 3].map(|k| params32[k].as_slice());
+                let (y32, grads32) = passes(&s, batch, &x32, params32, &c32);
+                let widen = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+                assert_close(&widen(&y32), &y, 1e-5);
+                for (g32, g) in grads32.iter().zip(&grads) {
+                    assert_close(&widen(g32), g, 1e-3);
+                }
+            }
+        }
     }
 
     #[test]

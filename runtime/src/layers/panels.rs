@@ -1,0 +1,356 @@
+//! The recurrent layers' per-step product: a few rows times a weight matrix packed in
+//! panels of 16 columns.
+//!
+//! Each step of a recurrent layer adds `h_{t-1} · Wₕₕᵀ` onto the gates (forward) and
+//! `dgates · Wₕₕ` onto the previous hidden-state gradient (backward), for as many rows
+//! as a thread has samples: 16 in the T5 benchmark (LSTM 128, batch 32 on two
+//! threads), against 128 × 512 or 512 × 128 weights. faer runs these at 69–78 GFLOP/s
+//! on one Zen 4 core. The kernel here runs them at 78–87 (a scratch program timing
+//! both on the same shapes, not in the repo; docs/design.md, "Recurrent layers"): the
+//! weight is packed once per pass into `n / 16` panels of `k × 16` values, each panel
+//! read in order from the L1 cache while a tile of 6 rows × 16 columns keeps twelve
+//! AVX2 accumulators in registers (two loads and six broadcasts per twelve fused
+//! multiply-adds, BLIS's shape for AVX2).
+//!
+//! It is used only where it was measured faster: f32, a processor whose widest vectors
+//! are AVX2 + FMA (faer's AVX-512 kernels were not compared), a column count that is a
+//! multiple of 16, and at most [`MAX_ROWS`] rows whose `lhs` part fits [`MAX_LHS`]
+//! values. With more rows the kernel reads each row of `lhs` once per panel, and faer,
+//! which blocks for the caches, was faster (at 512 rows: 70 against 82 GFLOP/s).
+//! Everywhere else the callers keep faer's product ([`Rhs::Plain`]).
+
+use std::any::TypeId;
+
+use faer::{Accum, MatMut, MatRef, Par};
+
+use super::matmul;
+#[cfg(target_arch = "x86_64")]
+use super::{as_f32, as_f32_mut};
+use crate::Float;
+
+/// Columns in a panel: two AVX2 vectors of f32.
+pub(crate) const PANEL: usize = 16;
+
+/// Most rows the kernel takes: it was faster than faer from 4 to 64 rows on every
+/// shape timed, level at 256 and slower beyond.
+pub(crate) const MAX_ROWS: usize = 64;
+
+/// Most `rows · k` values of `lhs`: 64 rows of 1,024 or 16 rows of 4,096, the largest
+/// timed and faster (an `lhs` of 2 MiB, 128 × 4,096, was slower).
+pub(crate) const MAX_LHS: usize = 65_536;
+
+/// Whether [`add_product`] with [`Rhs::Packed`] takes `rows × k` times `k × n` of `T`
+/// on this processor.
+pub(crate) fn applies<T: Float>(rows: usize, k: usize, n: usize) -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>()
+        && n > 0
+        && n.is_multiple_of(PANEL)
+        && rows <= MAX_ROWS
+        && rows * k <= MAX_LHS
+        && crate::simd::widest_is_avx2()
+}
+
+/// The right-hand side of [`add_product`].
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a, T> {
+    /// Packed by [`pack`]: `n / PANEL` panels of `k × PANEL` values, each row-major.
+    Packed(&'a [T]),
+    /// Any faer view, multiplied by faer.
+    Plain(MatRef<'a, T>),
+}
+
+/// Packs the `k × n` matrix `B` into `dst` (`k · n` values) as [`Rhs::Packed`] reads it:
+/// `B = src` read row-major (`k × n`), or, if `transposed`, `B = srcᵀ` with `src` a
+/// row-major `n × k` matrix.
+///
+/// # Panics
+/// If a length does not match or `n` is not a multiple of [`PANEL`].
+pub(crate) fn pack<T: Copy>(dst: &mut [T], src: &[T], k: usize, n: usize, transposed: bool) {
+    assert!(dst.len() == k * n && src.len() == k * n && n.is_multiple_of(PANEL));
+    for (p, panel) in dst.chunks_exact_mut(k * PANEL).enumerate() {
+        let first = p * PANEL;
+        for (i, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+            if transposed {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = src[(first + j) * k + i];
+                }
+            } else {
+                row.copy_from_slice(&src[i * n + first..][..PANEL]);
+            }
+        }
+    }
+}
+
+/// `dst += lhs · rhs` for `rows` rows: row `r` of `lhs` is `lhs[r · lhs_stride..][..k]`,
+/// row `r` of the result `dst[r · dst_stride..][..n]`.
+///
+/// # Panics
+/// If the slices are too short for their rows, or a packed `rhs` is not `k · n` values
+/// or was not meant to be used ([`applies`] is false).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_product<T: Float>(
+    dst: &mut [T],
+    dst_stride: usize,
+    lhs: &[T],
+    lhs_stride: usize,
+    rhs: Rhs<'_, T>,
+    rows: usize,
+    k: usize,
+    n: usize,
+) {
+    if rows == 0 {
+        return;
+    }
+    let dst = &mut dst[..(rows - 1) * dst_stride + n];
+    let lhs = &lhs[..(rows - 1) * lhs_stride + k];
+    match rhs {
+        Rhs::Plain(rhs) => {
+            let dst = MatMut::from_column_major_slice_with_stride_mut(dst, n, rows, dst_stride)
+                .transpose_mut();
+            let lhs = MatRef::from_row_major_slice_with_stride(lhs, rows, k, lhs_stride);
+            matmul(dst, Accum::Add, lhs, rhs, T::ONE, Par::Seq);
+        }
+        Rhs::Packed(panels) => {
+            assert!(
+                panels.len() == k * n && applies::<T>(rows, k, n),
+                "packed product: {rows} x {k} x {n} is not the kernel's"
+            );
+            assert!(
+                dst_stride >= n && lhs_stride >= k,
+                "packed product: rows overlap"
+            );
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `T` is `f32` and the processor has AVX2 and FMA (`applies`); the
+            // slices hold every row (cut above), `n` is a multiple of 16 and `panels`
+            // is `k · n` values.
+            unsafe {
+                x86::add_product(
+                    as_f32_mut(dst),
+                    dst_stride,
+                    as_f32(lhs),
+                    lhs_stride,
+                    as_f32(panels),
+                    rows,
+                    k,
+                    n,
+                );
+                crate::simd::clear_upper_vector_state();
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::PANEL;
+
+    /// Rows of the main tile.
+    const TILE: usize = 6;
+
+    /// [`super::add_product`] on packed panels.
+    ///
+    /// # Safety
+    /// The processor must support AVX2 and FMA; `dst` must hold `rows` rows of `n`
+    /// values `dst_stride` apart, `lhs` `rows` rows of `k` values `lhs_stride` apart,
+    /// `panels` `k · n` values; `n` must be a multiple of [`PANEL`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn add_product(
+        dst: &mut [f32],
+        dst_stride: usize,
+        lhs: &[f32],
+        lhs_stride: usize,
+        panels: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) {
+        let (c, a, b) = (dst.as_mut_ptr(), lhs.as_ptr(), panels.as_ptr());
+        for p in 0..n / PANEL {
+            // SAFETY (all below): every offset stays inside the slices, as the caller
+            // guarantees their lengths.
+            let (c, b) = unsafe { (c.add(p * PANEL), b.add(p * PANEL * k)) };
+            let mut r = 0;
+            while r + TILE <= rows {
+                let (c, a) = unsafe { (c.add(r * dst_stride), a.add(r * lhs_stride)) };
+                unsafe { tile::<TILE>(c, dst_stride, a, lhs_stride, b, k) };
+                r += TILE;
+            }
+            let (c, a) = unsafe { (c.add(r * dst_stride), a.add(r * lhs_stride)) };
+            unsafe {
+                match rows - r {
+                    0 => {}
+                    1 => tile::<1>(c, dst_stride, a, lhs_stride, b, k),
+                    2 => tile::<2>(c, dst_stride, a, lhs_stride, b, k),
+                    3 => tile::<3>(c, dst_stride, a, lhs_stride, b, k),
+                    4 => tile::<4>(c, dst_stride, a, lhs_stride, b, k),
+                    _ => tile::<5>(c, dst_stride, a, lhs_stride, b, k),
+                }
+            }
+        }
+    }
+
+    /// `R` rows × 16 columns: `c[r][0..16] += Σᵢ a[r][i] · b[i][0..16]`, the sums kept in
+    /// `2 R` registers over the whole inner dimension.
+    ///
+    /// # Safety
+    /// As [`add_product`], for these `R` rows and one panel `b` (`k` rows of 16).
+    #[inline(always)]
+    unsafe fn tile<const R: usize>(
+        c: *mut f32,
+        c_stride: usize,
+        a: *const f32,
+        a_stride: usize,
+        b: *const f32,
+        k: usize,
+    ) {
+        // SAFETY: the caller's guarantees cover every offset read and written.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for i in 0..k {
+                let b0 = _mm256_loadu_ps(b.add(i * PANEL));
+                let b1 = _mm256_loadu_ps(b.add(i * PANEL + 8));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*a.add(r * a_stride + i));
+                    acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let row = c.add(r * c_stride);
+                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), acc[0]));
+                let row = row.add(8);
+                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), acc[1]));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dst += lhs · B` in f64, with `B` given as `src` the way [`pack`] reads it.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        dst: &mut [f64],
+        ds: usize,
+        lhs: &[f32],
+        ls: usize,
+        src: &[f32],
+        transposed: bool,
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) {
+        for r in 0..rows {
+            for j in 0..n {
+                let mut sum = 0.0;
+                for i in 0..k {
+                    let b = if transposed {
+                        src[j * k + i]
+                    } else {
+                        src[i * n + j]
+                    };
+                    sum += f64::from(lhs[r * ls + i]) * f64::from(b);
+                }
+                dst[r * ds + j] += sum;
+            }
+        }
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Row counts of every tile and remainder (one to two tiles of six and any
+    /// remainder, then larger counts), with padding between rows, both packings,
+    /// against an f64 sum and against faer's product.
+    #[test]
+    fn the_packed_product_matches_f64_and_faer_for_every_row_count() {
+        for &(k, n) in &[(1, 16), (7, 32), (128, 512), (512, 128), (33, 48)] {
+            let counts = (1..=13).chain([16, 17, 31, 64]);
+            for rows in counts.filter(|&rows| rows <= MAX_ROWS && rows * k <= MAX_LHS) {
+                for transposed in [false, true] {
+                    check(rows, k, n, transposed);
+                }
+            }
+        }
+    }
+
+    fn check(rows: usize, k: usize, n: usize, transposed: bool) {
+        let (ds, ls) = (n + 5, k + 3);
+        let lhs = values((rows - 1) * ls + k, (rows * 31 + k) as u64);
+        let src = values(k * n, n as u64);
+        let start = values((rows - 1) * ds + n, 7);
+        let mut packed = vec![0.0f32; k * n];
+        pack(&mut packed, &src, k, n, transposed);
+        let mut expected: Vec<f64> = start.iter().map(|&v| f64::from(v)).collect();
+        naive(&mut expected, ds, &lhs, ls, &src, transposed, rows, k, n);
+        let b = if transposed {
+            MatRef::from_row_major_slice(&src, n, k).transpose()
+        } else {
+            MatRef::from_row_major_slice(&src, k, n)
+        };
+        let mut by_faer = start.clone();
+        add_product(&mut by_faer, ds, &lhs, ls, Rhs::Plain(b), rows, k, n);
+        let mut by_kernel = start.clone();
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA are there; the lengths are the kernel's.
+            unsafe { x86::add_product(&mut by_kernel, ds, &lhs, ls, &packed, rows, k, n) };
+        } else {
+            by_kernel.clone_from(&by_faer);
+        }
+        let tolerance = 1e-5 * (k as f64).sqrt() + 1e-6;
+        for r in 0..rows {
+            for j in 0..n {
+                let at = r * ds + j;
+                let e = expected[at];
+                for (name, got) in [("faer", by_faer[at]), ("kernel", by_kernel[at])] {
+                    assert!(
+                        (f64::from(got) - e).abs() <= tolerance * (1.0 + e.abs()),
+                        "{name} {rows}x{k}x{n} transposed {transposed}: [{r}, {j}] {got} vs {e}"
+                    );
+                }
+            }
+            // The padding between rows is left alone.
+            if r + 1 < rows {
+                assert_eq!(by_kernel[r * ds + n..][..5], start[r * ds + n..][..5]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_packed_product_is_used_where_the_kernel_applies() {
+        let (rows, k, n) = (16, 128, 512);
+        let lhs = values(rows * k, 1);
+        let src = values(k * n, 2);
+        let mut packed = vec![0.0f32; k * n];
+        pack(&mut packed, &src, k, n, false);
+        let b = MatRef::from_row_major_slice(&src, k, n);
+        let mut plain = vec![0.0f32; rows * n];
+        add_product(&mut plain, n, &lhs, k, Rhs::Plain(b), rows, k, n);
+        if applies::<f32>(rows, k, n) {
+            let mut by_panels = vec![0.0f32; rows * n];
+            add_product(&mut by_panels, n, &lhs, k, Rhs::Packed(&packed), rows, k, n);
+            for (a, b) in plain.iter().zip(&by_panels) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+            }
+        }
+        assert!(!applies::<f64>(rows, k, n));
+        assert!(!applies::<f32>(rows, k, 520));
+        assert!(!applies::<f32>(MAX_ROWS + 1, 1, n));
+    }
+}
