@@ -4,8 +4,8 @@
 //! Each step of a recurrent layer adds `h_{t-1} · Wₕₕᵀ` onto the gates (forward) and
 //! `dgates · Wₕₕ` onto the previous hidden-state gradient (backward), for as many rows
 //! as a thread has samples: 16 in the T5 benchmark (LSTM 128, batch 32 on two
-//! threads), against 128 × 512 or 512 × 128 weights. faer runs these at 69–78 GFLOP/s
-//! on one Zen 4 core. The kernel here runs them at 78–87 (a scratch program timing
+//! threads), against 128 × 512 or 512 × 128 weights. faer runs these at 74–78 GFLOP/s
+//! on one Zen 4 core. The kernel here runs them at 85–87 (a scratch program timing
 //! both on the same shapes, not in the repo; docs/design.md, "Recurrent layers"): the
 //! weight is packed once per pass into `n / 16` panels of `k × 16` values, each panel
 //! read in order from the L1 cache while a tile of 6 rows × 16 columns keeps twelve
@@ -31,8 +31,9 @@ use crate::Float;
 /// Columns in a panel: two AVX2 vectors of f32.
 pub(crate) const PANEL: usize = 16;
 
-/// Most rows the kernel takes: it was faster than faer from 4 to 64 rows on every
-/// shape timed, level at 256 and slower beyond.
+/// Most rows the kernel takes: from 4 to 64 rows it was as fast as faer or faster on
+/// every shape timed but one (2 % slower), within 6 % either way at 256 rows and slower
+/// beyond.
 pub(crate) const MAX_ROWS: usize = 64;
 
 /// Most `rows · k` values of `lhs`: 64 rows of 1,024 or 16 rows of 4,096, the largest

@@ -15,7 +15,8 @@
 //! the last. `aux` keeps the gates of every step of every sample together, ahead of
 //! the rest of each sample's values ([`regions`]), so the input projections of all
 //! samples and steps are one GEMM; each step then adds `W_hh h_{t-1}` for the whole
-//! batch in one GEMM over strided rows. Backward walks the steps in reverse, turning
+//! batch in one product over strided rows (`panels`' kernel where it applies, faer's
+//! GEMM elsewhere). Backward walks the steps in reverse, turning
 //! the stored gate activations into gate gradients in place and adding `W_hhᵀ`'s share
 //! onto the previous step's output gradient, then takes each weight gradient as one
 //! GEMM over all samples and steps.
