@@ -231,6 +231,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::narrow;
     use super::*;
 
     /// `dst += lhs · B` in f64, with `B` given as `src` the way [`pack`] reads it.
@@ -262,16 +263,9 @@ mod tests {
         }
     }
 
+    /// Values in `[-1, 1)` from a seed, as f32.
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        narrow(&super::super::testing::values(len, seed))
     }
 
     /// Row counts of every tile and remainder (one to two tiles of six and any

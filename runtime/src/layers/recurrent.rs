@@ -977,6 +977,18 @@ mod tests {
         (y, grads)
     }
 
+    /// `[weight_ih, weight_hh, bias_ih, bias_hh]` for `s`, drawn from seeds `seed` to
+    /// `seed + 3`.
+    fn random_params(s: &RecurrentShape, seed: u64) -> [Vec<f64>; 4] {
+        let (w, f, h) = (s.width(), s.features, s.hidden);
+        [
+            values(w * f, seed),
+            values(w * h, seed + 1),
+            values(w, seed + 2),
+            values(w, seed + 3),
+        ]
+    }
+
     /// f32 against f64 on shapes where the per-step products take the packed kernel
     /// (on a processor whose widest vectors are AVX2; faer's product elsewhere): one
     /// thread and two, every row remainder of its 6-row tiles, and a hidden size off
@@ -991,23 +1003,16 @@ mod tests {
                     features: 5,
                     hidden,
                 };
-                let (w, f, h, steps) = (s.width(), s.features, s.hidden, s.steps);
+                let (f, h, steps) = (s.features, s.hidden, s.steps);
                 let x = values(batch * steps * f, 51);
-                let params = [
-                    values(w * f, 52),
-                    values(w * h, 53),
-                    values(w, 54),
-                    values(w, 55),
-                ];
+                let params = random_params(&s, 52);
                 let c = values(batch * steps * h, 56);
                 let params64 = [0, 1, 2, 3].map(|k| params[k].as_slice());
                 let (y, grads) = passes(&s, batch, &x, params64, &c);
-                let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
                 let (x32, c32) = (narrow(&x), narrow(&c));
                 let params32 = params.each_ref().map(|p| narrow(p));
                 let params32 = [0, 1, 2, 3].map(|k| params32[k].as_slice());
                 let (y32, grads32) = passes(&s, batch, &x32, params32, &c32);
-                let widen = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
                 assert_close(&widen(&y32), &y, 1e-5);
                 for (g32, g) in grads32.iter().zip(&grads) {
                     assert_close(&widen(g32), g, 1e-3);
@@ -1028,14 +1033,9 @@ mod tests {
             // Large enough that both passes take the two-thread path.
             let batch = 400;
             assert!(s.flops_per_sample() * batch as f64 >= super::super::PARALLEL_MIN_FLOPS);
-            let (w, f, h, steps) = (s.width(), s.features, s.hidden, s.steps);
+            let (f, h, steps) = (s.features, s.hidden, s.steps);
             let x = values(batch * steps * f, 41);
-            let params = [
-                values(w * f, 42),
-                values(w * h, 43),
-                values(w, 44),
-                values(w, 45),
-            ];
+            let params = random_params(&s, 42);
             let params = [0, 1, 2, 3].map(|k| params[k].as_slice());
             let c = values(batch * steps * h, 46);
             let (y, grads) = passes(&s, batch, &x, params, &c);
