@@ -106,6 +106,9 @@ pub(crate) fn add_product<T: Float>(
     let lhs = &lhs[..(rows - 1) * lhs_stride + k];
     match rhs {
         Rhs::Plain(rhs) => {
+            // faer 0.24's `from_row_major_slice_with_stride_mut` swaps the strides (it
+            // builds a column-major view), so the row-major view of `dst` is made as the
+            // transpose of a column-major one, as faer's immutable constructor does.
             let dst = MatMut::from_column_major_slice_with_stride_mut(dst, n, rows, dst_stride)
                 .transpose_mut();
             let lhs = MatRef::from_row_major_slice_with_stride(lhs, rows, k, lhs_stride);
@@ -327,8 +330,11 @@ mod tests {
         }
     }
 
+    /// Through the dispatch the layers call: packed and plain agree where the kernel
+    /// applies on this processor, and `applies` refuses f64, columns off the panels
+    /// and too many rows.
     #[test]
-    fn the_packed_product_is_used_where_the_kernel_applies() {
+    fn add_product_agrees_packed_and_plain_and_applies_refuses_other_shapes() {
         let (rows, k, n) = (16, 128, 512);
         let lhs = values(rows * k, 1);
         let src = values(k * n, 2);
