@@ -152,9 +152,20 @@ impl Communicator for SingleProcess {
     }
 
     fn abort(&self, message: &str) -> ! {
-        eprintln!("kiln: {message}");
+        say(format_args!("kiln: {message}"));
         std::process::exit(1)
     }
+}
+
+/// Writes `line` and a newline to standard error in one `write`. `eprintln!` writes
+/// each piece of its format separately, and `mpirun`, which forwards a rank's output
+/// while it prints its own abort banner, can then put the banner in the middle of the
+/// line; a single write below the pipe's atomic size arrives whole.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let line = format!("{line}\n");
+    // Nothing is left to tell a failure to if standard error is gone.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 fn copy_same_length<T: Copy>(send: &[T], recv: &mut [T]) -> Result<()> {
@@ -395,7 +406,9 @@ mod mpi_impl {
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 previous(info);
-                eprintln!("kiln: rank {rank} of {size} panicked: aborting the job");
+                super::say(format_args!(
+                    "kiln: rank {rank} of {size} panicked: aborting the job"
+                ));
                 if size > 1 {
                     // The panicking thread may not hold the lock; this is the last
                     // MPI call the process makes.
@@ -437,10 +450,10 @@ mod mpi_impl {
         }
 
         fn abort(&self, message: &str) -> ! {
-            eprintln!(
+            super::say(format_args!(
                 "kiln: rank {} of {} failed: {message}",
                 self.inner.rank, self.inner.size
-            );
+            ));
             self.inner.world.abort(1)
         }
     }
