@@ -91,6 +91,11 @@ pub trait Float:
     /// rational approximation (absolute error below 6e-7, see [`fast_erf_f32`]); exact
     /// for `f64`.
     fn fast_erf(self) -> Self;
+    /// `(erf(x), e^{−x²})` with [`fast_erf`](Self::fast_erf)'s accuracy: `f32`'s
+    /// approximation computes `e^{−x²}` on the way, so GELU's derivative, which needs
+    /// both, takes one exponential instead of two.
+    #[doc(hidden)]
+    fn fast_erf_gauss(self) -> (Self, Self);
     /// The larger of two values (NaN-ignoring, like `f32::max`).
     fn max(self, other: Self) -> Self;
     /// The smaller of two values.
@@ -190,6 +195,12 @@ pub(crate) fn fast_exp_f32(x: f32) -> f32 {
 /// with [`fast_exp_f32`].
 #[inline(always)]
 pub(crate) fn fast_erf_f32(x: f32) -> f32 {
+    fast_erf_gauss_f32(x).0
+}
+
+/// [`fast_erf_f32`] and the `e^{−x²}` it is made of.
+#[inline(always)]
+pub(crate) fn fast_erf_gauss_f32(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -204,8 +215,9 @@ pub(crate) fn fast_erf_f32(x: f32) -> f32 {
     for &c in A[..4].iter().rev() {
         poly = poly * t + c;
     }
-    let y = 1.0 - poly * t * fast_exp_f32(-a * a);
-    y.copysign(x)
+    let gauss = fast_exp_f32(-a * a);
+    let y = 1.0 - poly * t * gauss;
+    (y.copysign(x), gauss)
 }
 
 /// The magnitude whose [`Float::abs_bits`] are `bits` (a maximum of them), or `None`
@@ -215,7 +227,7 @@ pub(crate) fn finite_magnitude<T: Float>(bits: T::AbsBits) -> Option<T> {
 }
 
 macro_rules! impl_float {
-    ($t:ty, $bits:ty, $name:literal, $erf:path, $fast_exp:expr, $fast_erf:expr, $reduce:ident, $tanh_slice:expr) => {
+    ($t:ty, $bits:ty, $name:literal, $erf:path, $fast_exp:expr, $fast_erf:expr, $fast_erf_gauss:expr, $reduce:ident, $tanh_slice:expr) => {
         impl Float for $t {
             type AbsBits = $bits;
             const NON_FINITE_BITS: $bits = <$t>::INFINITY.to_bits();
@@ -275,6 +287,10 @@ macro_rules! impl_float {
                 ($fast_erf)(self)
             }
             #[inline(always)]
+            fn fast_erf_gauss(self) -> (Self, Self) {
+                ($fast_erf_gauss)(self)
+            }
+            #[inline(always)]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
             }
@@ -327,6 +343,7 @@ impl_float!(
     libm::erff,
     fast_exp_f32,
     fast_erf_f32,
+    fast_erf_gauss_f32,
     all_reduce_sum_f32,
     |values: &mut [f32]| {
         crate::simd::vectorized(
@@ -346,6 +363,7 @@ impl_float!(
     libm::erf,
     f64::exp,
     libm::erf,
+    |x: f64| (libm::erf(x), (-x * x).exp()),
     all_reduce_sum_f64,
     |values: &mut [f64]| {
         for v in values {
@@ -360,7 +378,7 @@ mod tests {
 
     #[test]
     fn f32_fast_exp_and_erf_are_close_to_exact() {
-        let (mut worst_exp, mut worst_erf) = (0.0_f64, 0.0_f64);
+        let (mut worst_exp, mut worst_erf, mut worst_gauss) = (0.0_f64, 0.0_f64, 0.0_f64);
         for i in -870_000..=880_000 {
             let x = i as f32 / 10_000.0;
             let exact = f64::from(x).exp();
@@ -368,10 +386,23 @@ mod tests {
             if x.abs() < 10.0 {
                 let e = (f64::from(fast_erf_f32(x)) - libm::erf(f64::from(x))).abs();
                 worst_erf = worst_erf.max(e);
+                // The pair is the same erf and, beside it, e^{−x²} to exp's accuracy
+                // (relative to the f32 square, the exponential's own argument) where
+                // exp is not flushed to zero.
+                let (erf, gauss) = fast_erf_gauss_f32(x);
+                assert_eq!(erf.to_bits(), fast_erf_f32(x).to_bits(), "{x}");
+                let exact = f64::from(-x * x).exp();
+                if x * x < 87.0 {
+                    let e = (f64::from(gauss) - exact).abs() / exact;
+                    worst_gauss = worst_gauss.max(e);
+                } else {
+                    assert!(gauss < 1e-37, "{x}: {gauss}");
+                }
             }
         }
         assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
         assert!(worst_erf < 6e-7, "erf error {worst_erf}");
+        assert!(worst_gauss < 3e-7, "e^(-x²) relative error {worst_gauss}");
         // The clamps: no infinity and no NaN from a finite input, 0 below the range (as
         // `exp` gives in f32 from about -104 on); NaN stays NaN.
         assert!(fast_exp_f32(1000.0).is_finite() && fast_exp_f32(-1000.0) == 0.0);
@@ -381,6 +412,10 @@ mod tests {
         // f64 is exact.
         assert_eq!(1.5_f64.fast_exp(), 1.5_f64.exp());
         assert_eq!(0.7_f64.fast_erf(), libm::erf(0.7));
+        assert_eq!(
+            0.7_f64.fast_erf_gauss(),
+            (libm::erf(0.7), (-0.49_f64).exp())
+        );
     }
 
     #[test]

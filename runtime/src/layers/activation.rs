@@ -89,10 +89,11 @@ impl Activation {
     pub fn derivative<T: Float>(self, x: T, y: T) -> T {
         match self {
             Activation::Gelu => {
-                let cdf = T::from_f64(0.5)
-                    * (T::ONE + (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).fast_erf());
-                let pdf =
-                    T::from_f64(0.398_942_280_401_432_7) * (-(x * x) * T::from_f64(0.5)).fast_exp();
+                // erf(x/√2) and e^{−x²/2} from one exponential.
+                let (erf, gauss) =
+                    (x * T::from_f64(core::f64::consts::FRAC_1_SQRT_2)).fast_erf_gauss();
+                let cdf = T::from_f64(0.5) * (T::ONE + erf);
+                let pdf = T::from_f64(0.398_942_280_401_432_7) * gauss;
                 cdf + x * pdf
             }
             Activation::LeakyRelu(slope) => {
