@@ -24,10 +24,11 @@ def flat(t):
 
 
 cases = []
-# (causal, memory steps or None for self-attention, padded)
-for causal, keys, padded in [(False, None, False), (True, None, False), (False, None, True),
-                             (False, 7, False), (False, 7, True)]:
-    batch, steps, dim, heads = 2, 5, 8, 2
+
+
+def attention_case(causal, keys, padded, steps=5):
+    """One nn.MultiheadAttention case: `keys` memory steps or None for self-attention."""
+    batch, dim, heads = 2, 8, 2
     mha = torch.nn.MultiheadAttention(dim, heads, batch_first=True).double()
     with torch.no_grad():  # non-zero biases, so their gradients are exercised
         mha.in_proj_bias.uniform_(-0.5, 0.5)
@@ -62,6 +63,12 @@ for causal, keys, padded in [(False, None, False), (True, None, False), (False, 
         case["padding"] = padding.double().reshape(-1).tolist()
     cases.append(case)
 
+
+# (causal, memory steps or None for self-attention, padded)
+for causal, keys, padded in [(False, None, False), (True, None, False), (False, None, True),
+                             (False, 7, False), (False, 7, True)]:
+    attention_case(causal, keys, padded)
+
 rows, width = 6, 7
 ln = torch.nn.LayerNorm(width).double()
 with torch.no_grad():
@@ -87,6 +94,11 @@ cases.append({
     "kind": "embedding", "vocab": vocab, "dim": dim, "ids": ids.reshape(-1).tolist(), "params": flat(emb.weight),
     "upstream": flat(upstream), "y": flat(y), "grads": emb.weight.grad.reshape(-1).tolist(),
 })
+
+# Causal self-attention over more steps than kiln's blocks of 16 queries (16, 16, 5):
+# drawn after every case above, whose values stay as they were.
+attention_case(True, None, False, steps=37)
+attention_case(True, None, True, steps=37)
 
 (FIXTURES / "torch_attention.json").write_text(
     json.dumps({"generator": "scripts/reference/torch_attention.py", "torch": torch.__version__, "cases": cases})
