@@ -343,11 +343,28 @@ fn masked_softmax<T: Float>(row: &mut [T], visible: usize, padding: Option<&[T]>
 
 /// Rows of a causal self-attention's scores taken together: queries `first..` see
 /// the keys before the block's end only, so the products skip the scores above the
-/// diagonal that the mask hides. Blocks of 16 rows were the fastest in a scratch timing
-/// of faer on one head of the transformer benchmark (64 steps, 32 values a head):
-/// forward (`q kᵀ` and `p v`) 7.5 µs unblocked, 6.3 in blocks of 32, 6.0 of 16, 7.0 of 8;
-/// the backward products alike.
+/// diagonal that the mask hides. A block has at least 16 rows and a sequence at most 16
+/// blocks ([`causal_block`]). Timed with faer on one head of the transformer benchmark
+/// (64 steps, 32 values a head; a scratch program, not in the repo): `q kᵀ` and `p v`
+/// took 7.5 µs unblocked, 6.3 in blocks of 32, 6.0 of 16 and 7.0 of 8, the backward
+/// products alike. The whole layer (width 128, 4 heads, two threads, from a crate
+/// outside the repository), forward and backward: 64 steps 2.97 and 5.50 ms →
+/// 2.88 and 5.02 ms (batch 32); 256 steps 5.27 and 8.86 → 4.88 and 7.09 (batch 8,
+/// blocks of 16; 64 rows gave the same); 1,024 steps 15.8 and 27.1 → 12.4 and 18.2
+/// (batch 2, blocks of 64; blocks of 16 gave 13.1 and 21.0).
 const CAUSAL_BLOCK: usize = 16;
+
+/// Most blocks a causal sequence is cut into.
+const MAX_CAUSAL_BLOCKS: usize = 16;
+
+/// Rows in a block of causal queries over `steps` steps: a multiple of
+/// [`CAUSAL_BLOCK`], at most [`MAX_CAUSAL_BLOCKS`] blocks.
+fn causal_block(steps: usize) -> usize {
+    steps
+        .div_ceil(MAX_CAUSAL_BLOCKS)
+        .next_multiple_of(CAUSAL_BLOCK)
+        .max(CAUSAL_BLOCK)
+}
 
 /// A block of [`query_blocks`] or [`key_blocks`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -370,7 +387,11 @@ fn blocked(s: &AttentionShape) -> bool {
 /// Blocks of query rows with the keys they see.
 fn query_blocks(s: &AttentionShape) -> impl Iterator<Item = Block> {
     let (steps, keys, causal) = (s.steps, s.keys, blocked(s));
-    let size = if causal { CAUSAL_BLOCK } else { steps.max(1) };
+    let size = if causal {
+        causal_block(steps)
+    } else {
+        steps.max(1)
+    };
     (0..steps).step_by(size).map(move |first| {
         let rows = size.min(steps - first);
         let seen = if causal { first + rows } else { keys };
@@ -381,7 +402,11 @@ fn query_blocks(s: &AttentionShape) -> impl Iterator<Item = Block> {
 /// Blocks of keys with the first query that sees them.
 fn key_blocks(s: &AttentionShape) -> impl Iterator<Item = Block> {
     let (keys, causal) = (s.keys, blocked(s));
-    let size = if causal { CAUSAL_BLOCK } else { keys.max(1) };
+    let size = if causal {
+        causal_block(keys)
+    } else {
+        keys.max(1)
+    };
     (0..keys).step_by(size).map(move |first| {
         let rows = size.min(keys - first);
         let seen = if causal { first } else { 0 };
@@ -992,6 +1017,8 @@ mod tests {
             (37, 37, false),
             (3, 5, true),
             (0, 0, true),
+            (300, 300, true),
+            (1024, 1024, true),
         ] {
             let s = AttentionShape {
                 steps,
@@ -1011,7 +1038,9 @@ mod tests {
             }
             assert_eq!(next, steps, "{s:?}");
             if !whole {
-                assert_eq!(count, steps.div_ceil(CAUSAL_BLOCK));
+                let size = causal_block(steps);
+                assert_eq!(count, steps.div_ceil(size));
+                assert!(size.is_multiple_of(CAUSAL_BLOCK) && count <= MAX_CAUSAL_BLOCKS);
             }
             next = 0;
             for b in key_blocks(&s) {
