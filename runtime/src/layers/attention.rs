@@ -347,11 +347,12 @@ fn masked_softmax<T: Float>(row: &mut [T], visible: usize, padding: Option<&[T]>
 /// blocks ([`causal_block`]). Timed with faer on one head of the transformer benchmark
 /// (64 steps, 32 values a head; a scratch program, not in the repo): `q kᵀ` and `p v`
 /// took 7.5 µs unblocked, 6.3 in blocks of 32, 6.0 of 16 and 7.0 of 8, the backward
-/// products alike. The whole layer (width 128, 4 heads, two threads, from a crate
-/// outside the repository), forward and backward: 64 steps 2.97 and 5.50 ms →
-/// 2.88 and 5.02 ms (batch 32); 256 steps 5.27 and 8.86 → 4.88 and 7.09 (batch 8,
-/// blocks of 16; 64 rows gave the same); 1,024 steps 15.8 and 27.1 → 12.4 and 18.2
-/// (batch 2, blocks of 64; blocks of 16 gave 13.1 and 21.0).
+/// products alike. The whole layer (width 128, 4 heads, `attention_forward` and
+/// `attention_backward` on two threads from a crate outside the repository, the least
+/// of 100 calls, median of three alternating runs), forward and backward in ms, before
+/// and after: 64 steps, batch 32: 2.89 and 5.24 → 2.78 and 4.80; 256 steps, batch 8:
+/// 5.29 and 8.76 → 4.79 and 6.88; 1,024 steps, batch 2 (20 calls): 15.7 and 27.1 →
+/// 12.3 and 17.3, where blocks of 16 rows instead of 64 gave 13.1 and 20.9.
 const CAUSAL_BLOCK: usize = 16;
 
 /// Most blocks a causal sequence is cut into.
