@@ -69,6 +69,18 @@ def _conv(c_in, c_out, k, positions):
     return 2 * c_in * k * k * c_out * positions
 
 
+def _causal_skipped(steps, dim, layers):
+    """FLOPs per training sample that causal self-attention in blocks of queries
+    (runtime/src/layers/attention.rs: a multiple of 16 rows, at most 16 blocks) never
+    computes: the scores above each block's last key and their products, forward
+    (`q kᵀ`, `p v`: 2 FLOPs a multiply-add, over all heads' `dim` values) and backward
+    (four products), 3 × forward in all, for each of `layers` attention layers."""
+    rows = -(-steps // 16)  # ceil(steps / 16): at most 16 blocks,
+    block = max(16, -(-rows // 16) * 16)  # of a multiple of 16 rows, at least 16
+    seen = sum(min(block, steps - first) * min(first + block, steps) for first in range(0, steps, block))
+    return 3 * layers * 4 * dim * (steps * steps - seen)
+
+
 # FLOPs per sample that the nominal count (3 × forward) includes but kiln's training step
 # never performs. The first layer's input gradient is never computed (the input has no
 # gradient). The benchmark CNN's second convolution takes the sparse backward on f32 with
@@ -76,21 +88,13 @@ def _conv(c_in, c_out, k, positions):
 # 11x11 output, at most 25 of 121 positions per channel get a gradient, so its two
 # backward products do at most 25/121 of their dense work; the skipped share is counted
 # from that bound, so "performed" never counts less than was done.
-def _causal_skipped(steps, dim, layers, block=16):
-    """FLOPs per training sample that causal self-attention in blocks of `block` queries
-    (runtime/src/layers/attention.rs) never computes: the scores above each block's
-    last key and their products, forward (`q kᵀ`, `p v`: 2 FLOPs a multiply-add, over
-    all heads' `dim` values) and backward (four products), 3 × forward in all."""
-    seen = sum(min(block, steps - first) * min(first + block, steps) for first in range(0, steps, block))
-    return 3 * layers * 4 * dim * (steps * steps - seen)
-
-
 SKIPPED = {
     "mlp_small": 2 * 784 * 128,
     "mlp_wide": 2 * 784 * 1024,
     "cnn": _conv(1, 32, 3, 26 * 26),
     "lstm": 2 * 64 * 4 * 128 * 32,
-    # The first layer is an embedding: no product on its input; two causal blocks.
+    # The first layer is an embedding: no product on its input; two causal attention
+    # layers skip the scores their mask hides.
     "transformer": _causal_skipped(64, 128, 2),
     "resnet20": _conv(3, 16, 3, 32 * 32),
 }

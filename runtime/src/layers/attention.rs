@@ -386,34 +386,52 @@ fn blocked(s: &AttentionShape) -> bool {
     s.causal && s.keys == s.steps
 }
 
+/// `0..len` in blocks: of [`causal_block`] rows if `causal`, else one block; `seen`
+/// gives a block's [`Block::seen`] from its first row and its number of rows.
+fn blocks(
+    len: usize,
+    causal: bool,
+    seen: impl Fn(usize, usize) -> usize,
+) -> impl Iterator<Item = Block> {
+    let size = if causal {
+        causal_block(len)
+    } else {
+        len.max(1)
+    };
+    (0..len).step_by(size).map(move |first| {
+        let rows = size.min(len - first);
+        Block {
+            first,
+            rows,
+            seen: seen(first, rows),
+        }
+    })
+}
+
 /// Blocks of query rows with the keys they see.
 fn query_blocks(s: &AttentionShape) -> impl Iterator<Item = Block> {
-    let (steps, keys, causal) = (s.steps, s.keys, blocked(s));
-    let size = if causal {
-        causal_block(steps)
-    } else {
-        steps.max(1)
-    };
-    (0..steps).step_by(size).map(move |first| {
-        let rows = size.min(steps - first);
-        let seen = if causal { first + rows } else { keys };
-        Block { first, rows, seen }
-    })
+    let (keys, causal) = (s.keys, blocked(s));
+    blocks(
+        s.steps,
+        causal,
+        move |first, rows| {
+            if causal {
+                first + rows
+            } else {
+                keys
+            }
+        },
+    )
 }
 
 /// Blocks of keys with the first query that sees them.
 fn key_blocks(s: &AttentionShape) -> impl Iterator<Item = Block> {
-    let (keys, causal) = (s.keys, blocked(s));
-    let size = if causal {
-        causal_block(keys)
-    } else {
-        keys.max(1)
-    };
-    (0..keys).step_by(size).map(move |first| {
-        let rows = size.min(keys - first);
-        let seen = if causal { first } else { 0 };
-        Block { first, rows, seen }
-    })
+    let causal = blocked(s);
+    blocks(
+        s.keys,
+        causal,
+        move |first, _| if causal { first } else { 0 },
+    )
 }
 
 /// Multi-head attention forward: self-attention over `inputs.query`, or
@@ -1010,9 +1028,9 @@ mod tests {
         }
     }
 
-    /// Self-attention (with and without the causal mask) and cross-attention (with and
-    /// without key padding, one sample's keys all padded for one query row's worth of
-    /// keys) against finite differences, every input and parameter.
+    /// Query and key blocks tile the rows without gap or overlap, each with the keys
+    /// (or first query) the causal mask allows, and cut a causal sequence into at most
+    /// 16 blocks of a multiple of 16 rows.
     #[test]
     fn blocks_cover_every_query_and_key_once() {
         for (steps, keys, causal) in [
@@ -1057,6 +1075,9 @@ mod tests {
         }
     }
 
+    /// Self-attention (with and without the causal mask) and cross-attention (with and
+    /// without key padding, one sample's keys all padded for one query row's worth of
+    /// keys) against finite differences, every input and parameter.
     #[test]
     fn attention_matches_finite_differences() {
         // 37 steps: causal self-attention in blocks of 16, 16 and 5 queries.
