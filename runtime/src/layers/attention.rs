@@ -61,8 +61,8 @@ pub fn layer_norm_forward<T: Float>(
                 .zip(input.chunks_exact(width))
                 .zip(saved.chunks_exact_mut(2))
             {
-                let mean = lane_sum(width, |i| x[i]) * inv_n;
-                let var = lane_sum(width, |i| (x[i] - mean) * (x[i] - mean)) * inv_n;
+                let mean = lane_sum([x], |[x]| x) * inv_n;
+                let var = lane_sum([x], |[x]| (x - mean) * (x - mean)) * inv_n;
                 let inv_std = T::ONE / (var + eps).sqrt();
                 st[0] = mean;
                 st[1] = inv_std;
@@ -135,8 +135,9 @@ pub fn layer_norm_backward<T: Float>(
                 .zip(saved.chunks_exact(2))
             {
                 let (mean, inv_std) = (st[0], st[1]);
-                let sum_d = lane_sum(width, |i| g[i] * gamma[i]);
-                let sum_dx = lane_sum(width, |i| g[i] * gamma[i] * (x[i] - mean)) * inv_std;
+                let sum_d = lane_sum([g, gamma], |[g, gamma]| g * gamma);
+                let sum_dx =
+                    lane_sum([g, gamma, x], |[g, gamma, x]| g * gamma * (x - mean)) * inv_std;
                 let (mean_d, mean_dx) = (sum_d * inv_n, sum_dx * inv_n);
                 for i in 0..width {
                     let x_hat = (x[i] - mean) * inv_std;
@@ -811,7 +812,7 @@ fn backward_samples<T: Float>(
                         .zip(p_rows[first * keys..][..rows * keys].chunks_exact(keys))
                     {
                         let (da, pr) = (&mut da[..seen], &pr[..seen]);
-                        let dot = lane_sum(seen, |j| da[j] * pr[j]);
+                        let dot = lane_sum([&*da, pr], |[d, p]| d * p);
                         for (x, &pv) in da.iter_mut().zip(pr) {
                             *x = pv * (*x - dot) * scale;
                         }

@@ -101,13 +101,13 @@ pub fn batch_norm_forward<T: Float>(
                             // would run outside the vectorised wrapper.
                             let mut total = T::ZERO;
                             for x in planes.clone() {
-                                total += lane_sum(inner, |i| x[i]);
+                                total += lane_sum([x], |[x]| x);
                             }
                             *mu = total * inv_m;
                             let m = *mu;
                             let mut squares = T::ZERO;
                             for x in planes {
-                                squares += lane_sum(inner, |i| (x[i] - m) * (x[i] - m));
+                                squares += lane_sum([x], |[x]| (x - m) * (x - m));
                             }
                             *var = squares;
                         },
@@ -229,13 +229,13 @@ pub fn batch_norm_backward<T: Float>(
                     || {
                         // With the activation a constant, the loops vectorise.
                         let (sum_g, centred) = match activation {
-                            Activation::Identity => channel_sums(planes, inner, mu, |g, _| g),
-                            Activation::Relu => channel_sums(planes, inner, mu, |g, y| {
+                            Activation::Identity => channel_sums(planes, mu, |g, _| g),
+                            Activation::Relu => channel_sums(planes, mu, |g, y| {
                                 g * Activation::Relu.derivative_from_output(y)
                             }),
-                            other => channel_sums(planes, inner, mu, |g, y| {
-                                g * other.derivative_from_output(y)
-                            }),
+                            other => {
+                                channel_sums(planes, mu, |g, y| g * other.derivative_from_output(y))
+                            }
                         };
                         *gb = sum_g;
                         *gg = centred * inv_std[ch];
@@ -285,14 +285,13 @@ pub fn batch_norm_backward<T: Float>(
 #[inline(always)]
 fn channel_sums<'a, T: Float + 'a>(
     planes: impl Iterator<Item = (&'a [T], &'a [T], &'a [T])>,
-    inner: usize,
     mu: T,
     d: impl Fn(T, T) -> T,
 ) -> (T, T) {
     let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
     for (g, x, y) in planes {
-        sum_g += lane_sum(inner, |i| d(g[i], y[i]));
-        centred += lane_sum(inner, |i| d(g[i], y[i]) * (x[i] - mu));
+        sum_g += lane_sum([g, y], |[g, y]| d(g, y));
+        centred += lane_sum([g, x, y], |[g, x, y]| d(g, y) * (x - mu));
     }
     (sum_g, centred)
 }

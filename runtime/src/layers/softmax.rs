@@ -21,7 +21,7 @@ use crate::Float;
 pub(super) fn softmax_in_place<T: Float>(row: &mut [T]) {
     let max = lane_max(row);
     row.iter_mut().for_each(|p| *p = (*p - max).fast_exp());
-    let inv = T::ONE / lane_sum(row.len(), |j| row[j]);
+    let inv = T::ONE / lane_sum([&*row], |[p]| p);
     row.iter_mut().for_each(|p| *p *= inv);
 }
 
