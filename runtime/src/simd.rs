@@ -56,6 +56,19 @@ pub(crate) fn clear_upper_vector_state() {
     }
 }
 
+/// Whether the processor has AVX2 and FMA at least (AVX-512 included).
+#[inline(always)]
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::level() != x86::Level::Baseline
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the widest vectors the processor has are AVX2 + FMA (not AVX-512): where a
 /// hand-written AVX2 kernel was measured against faer's own choice of kernels.
 #[inline(always)]

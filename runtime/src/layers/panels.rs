@@ -48,7 +48,7 @@ pub(crate) fn applies<T: Float>(rows: usize, k: usize, n: usize) -> bool {
         && n.is_multiple_of(PANEL)
         && rows <= MAX_ROWS
         && rows * k <= MAX_LHS
-        && crate::simd::widest_is_avx2()
+        && crate::simd::has_avx2_fma()
 }
 
 /// The right-hand side of [`add_product`].
@@ -124,20 +124,16 @@ pub(crate) fn add_product<T: Float>(
                 "packed product: rows overlap"
             );
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `T` is `f32` and the processor has AVX2 and FMA (`applies`); the
-            // slices hold every row (cut above), `n` is a multiple of 16 and `panels`
-            // is `k · n` values.
+            // SAFETY: `T` is `f32` and the processor has AVX2 and FMA (`applies`), and
+            // AVX-512F where that kernel is chosen; the slices hold every row (cut
+            // above), `n` is a multiple of 16 and `panels` is `k · n` values.
             unsafe {
-                x86::add_product(
-                    as_f32_mut(dst),
-                    dst_stride,
-                    as_f32(lhs),
-                    lhs_stride,
-                    as_f32(panels),
-                    rows,
-                    k,
-                    n,
-                );
+                let (dst, lhs, panels) = (as_f32_mut(dst), as_f32(lhs), as_f32(panels));
+                if crate::simd::widest_is_avx2() {
+                    x86::add_product(dst, dst_stride, lhs, lhs_stride, panels, rows, k, n);
+                } else {
+                    x86::add_product_avx512(dst, dst_stride, lhs, lhs_stride, panels, rows, k, n);
+                }
                 crate::simd::clear_upper_vector_state();
             }
         }
@@ -230,6 +226,103 @@ mod x86 {
             }
         }
     }
+
+    /// Rows of the AVX-512 kernel's main tile.
+    const TILE_512: usize = 8;
+
+    /// [`add_product`] with AVX-512 vectors: a panel is one register wide, so a tile
+    /// takes two panels side by side (the last panel alone if their count is odd), 8
+    /// rows × 32 columns in sixteen accumulators: two loads and eight broadcasts per
+    /// sixteen fused multiply-adds.
+    ///
+    /// # Safety
+    /// As [`add_product`], and the processor must support AVX-512F.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn add_product_avx512(
+        dst: &mut [f32],
+        dst_stride: usize,
+        lhs: &[f32],
+        lhs_stride: usize,
+        panels: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) {
+        let (c, a, b) = (dst.as_mut_ptr(), lhs.as_ptr(), panels.as_ptr());
+        let count = n / PANEL;
+        let mut p = 0;
+        while p < count {
+            let wide = if p + 1 < count { 2 } else { 1 };
+            // SAFETY (all below): every offset stays inside the slices, as the caller
+            // guarantees their lengths; panel `p + 1` exists where `wide` is 2.
+            let (c, b) = unsafe { (c.add(p * PANEL), b.add(p * PANEL * k)) };
+            let mut r = 0;
+            while r < rows {
+                let (c, a) = unsafe { (c.add(r * dst_stride), a.add(r * lhs_stride)) };
+                let left = rows - r;
+                unsafe {
+                    match (wide, left.min(TILE_512)) {
+                        (2, 8) => tile_512::<8, 2>(c, dst_stride, a, lhs_stride, b, k),
+                        (2, 7) => tile_512::<7, 2>(c, dst_stride, a, lhs_stride, b, k),
+                        (2, 6) => tile_512::<6, 2>(c, dst_stride, a, lhs_stride, b, k),
+                        (2, 5) => tile_512::<5, 2>(c, dst_stride, a, lhs_stride, b, k),
+                        (2, 4) => tile_512::<4, 2>(c, dst_stride, a, lhs_stride, b, k),
+                        (2, 3) => tile_512::<3, 2>(c, dst_stride, a, lhs_stride, b, k),
+                        (2, 2) => tile_512::<2, 2>(c, dst_stride, a, lhs_stride, b, k),
+                        (2, _) => tile_512::<1, 2>(c, dst_stride, a, lhs_stride, b, k),
+                        (_, 8) => tile_512::<8, 1>(c, dst_stride, a, lhs_stride, b, k),
+                        (_, 7) => tile_512::<7, 1>(c, dst_stride, a, lhs_stride, b, k),
+                        (_, 6) => tile_512::<6, 1>(c, dst_stride, a, lhs_stride, b, k),
+                        (_, 5) => tile_512::<5, 1>(c, dst_stride, a, lhs_stride, b, k),
+                        (_, 4) => tile_512::<4, 1>(c, dst_stride, a, lhs_stride, b, k),
+                        (_, 3) => tile_512::<3, 1>(c, dst_stride, a, lhs_stride, b, k),
+                        (_, 2) => tile_512::<2, 1>(c, dst_stride, a, lhs_stride, b, k),
+                        _ => tile_512::<1, 1>(c, dst_stride, a, lhs_stride, b, k),
+                    }
+                }
+                r += left.min(TILE_512);
+            }
+            p += wide;
+        }
+    }
+
+    /// `R` rows × `P` panels of 16 columns: `c[r][..16 P] += Σᵢ a[r][i] · b[i][..16 P]`,
+    /// panel `q` read from `b + q · 16 k`, the sums kept in `R · P` registers over the
+    /// whole inner dimension.
+    ///
+    /// # Safety
+    /// As [`add_product_avx512`], for these `R` rows and `P` panels from `b`.
+    #[inline(always)]
+    unsafe fn tile_512<const R: usize, const P: usize>(
+        c: *mut f32,
+        c_stride: usize,
+        a: *const f32,
+        a_stride: usize,
+        b: *const f32,
+        k: usize,
+    ) {
+        // SAFETY: the caller's guarantees cover every offset read and written.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for i in 0..k {
+                let bv: [__m512; P] =
+                    std::array::from_fn(|q| _mm512_loadu_ps(b.add(q * PANEL * k + i * PANEL)));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.add(r * a_stride + i));
+                    for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                        *acc = _mm512_fmadd_ps(x, bv, *acc);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (q, acc) in acc.iter().enumerate() {
+                    let at = c.add(r * c_stride + q * PANEL);
+                    _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *acc));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -276,8 +369,8 @@ mod tests {
     /// against an f64 sum and against faer's product.
     #[test]
     fn the_packed_product_matches_f64_and_faer_for_every_row_count() {
-        for &(k, n) in &[(1, 16), (7, 32), (128, 512), (512, 128), (33, 48)] {
-            let counts = (1..=13).chain([16, 17, 31, 64]);
+        for &(k, n) in &[(1, 16), (7, 32), (128, 512), (512, 128), (33, 48), (9, 80)] {
+            let counts = (1..=17).chain([24, 31, 64]);
             for rows in counts.filter(|&rows| rows <= MAX_ROWS && rows * k <= MAX_LHS) {
                 for transposed in [false, true] {
                     check(rows, k, n, transposed);
@@ -302,21 +395,36 @@ mod tests {
         };
         let mut by_faer = start.clone();
         add_product(&mut by_faer, ds, &lhs, ls, Rhs::Plain(b), rows, k, n);
-        let mut by_kernel = start.clone();
+        // Each kernel the processor can run (the other is left as faer's result).
+        let mut by_avx2 = by_faer.clone();
+        let mut by_avx512 = by_faer.clone();
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: AVX2 and FMA are there; the lengths are the kernel's.
-            unsafe { x86::add_product(&mut by_kernel, ds, &lhs, ls, &packed, rows, k, n) };
-        } else {
-            by_kernel.clone_from(&by_faer);
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                by_avx2.clone_from(&start);
+                // SAFETY: AVX2 and FMA are there; the lengths are the kernel's.
+                unsafe { x86::add_product(&mut by_avx2, ds, &lhs, ls, &packed, rows, k, n) };
+                if has!("avx512f") {
+                    by_avx512.clone_from(&start);
+                    // SAFETY: AVX-512F too.
+                    unsafe {
+                        x86::add_product_avx512(&mut by_avx512, ds, &lhs, ls, &packed, rows, k, n)
+                    };
+                }
+            }
         }
         let tolerance = 1e-5 * (k as f64).sqrt() + 1e-6;
         for r in 0..rows {
             for j in 0..n {
                 let at = r * ds + j;
                 let e = expected[at];
-                for (name, got) in [("faer", by_faer[at]), ("kernel", by_kernel[at])] {
+                let results = [
+                    ("faer", by_faer[at]),
+                    ("AVX2 kernel", by_avx2[at]),
+                    ("AVX-512 kernel", by_avx512[at]),
+                ];
+                for (name, got) in results {
                     assert!(
                         (f64::from(got) - e).abs() <= tolerance * (1.0 + e.abs()),
                         "{name} {rows}x{k}x{n} transposed {transposed}: [{r}, {j}] {got} vs {e}"
@@ -325,7 +433,9 @@ mod tests {
             }
             // The padding between rows is left alone.
             if r + 1 < rows {
-                assert_eq!(by_kernel[r * ds + n..][..5], start[r * ds + n..][..5]);
+                for by in [&by_avx2, &by_avx512] {
+                    assert_eq!(by[r * ds + n..][..5], start[r * ds + n..][..5]);
+                }
             }
         }
     }
