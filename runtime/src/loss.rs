@@ -27,7 +27,8 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 
-use crate::layers::softmax::log_sum_exp;
+use crate::layers::softmax::{log_sum_exp, log_sum_exp_in_lanes};
+use crate::simd::vectorized;
 use crate::{Error, Float, Result};
 
 /// How per-element losses are combined.
@@ -560,28 +561,37 @@ impl<T: Float> Loss<T> for CrossEntropy {
             });
         }
         let scale: T = self.reduction.scale(rows);
-        let mut total = T::ZERO;
-        match grad_output {
-            Some(grad) => {
-                for ((logits, g), &t) in output
-                    .chunks_exact(classes)
-                    .zip(grad.chunks_exact_mut(classes))
-                    .zip(target)
-                {
-                    let lse = log_sum_exp(logits);
-                    total += lse - logits[t];
-                    for (gi, &x) in g.iter_mut().zip(logits) {
-                        *gi = scale * (x - lse).exp();
+        // The rows' maxima, sums and exponentials in vector lanes (`fast_exp`: f32's
+        // relative error below 3e-7, f64's `exp`); a library `exp` per logit, twice, was
+        // 4 % of the small MLP benchmark's step.
+        let total = vectorized(
+            #[inline(always)]
+            || {
+                let mut total = T::ZERO;
+                match grad_output {
+                    Some(grad) => {
+                        for ((logits, g), &t) in output
+                            .chunks_exact(classes)
+                            .zip(grad.chunks_exact_mut(classes))
+                            .zip(target)
+                        {
+                            let lse = log_sum_exp_in_lanes(logits);
+                            total += lse - logits[t];
+                            for (gi, &x) in g.iter_mut().zip(logits) {
+                                *gi = scale * (x - lse).fast_exp();
+                            }
+                            g[t] -= scale;
+                        }
                     }
-                    g[t] -= scale;
+                    None => {
+                        for (logits, &t) in output.chunks_exact(classes).zip(target) {
+                            total += log_sum_exp_in_lanes(logits) - logits[t];
+                        }
+                    }
                 }
-            }
-            None => {
-                for (logits, &t) in output.chunks_exact(classes).zip(target) {
-                    total += log_sum_exp(logits) - logits[t];
-                }
-            }
-        }
+                total
+            },
+        );
         Ok(total * scale)
     }
 }
