@@ -793,6 +793,43 @@ mod tests {
         assert_close(&grad, &numeric, 1e-8);
     }
 
+    /// The f32 path (lanes and `fast_exp`) against the f64 one (exact `exp`) on rows
+    /// wide enough for whole blocks of lanes and a tail, logits far apart included; a
+    /// NaN logit gives a NaN loss and a NaN row of gradient.
+    #[test]
+    fn f32_cross_entropy_in_lanes_follows_f64() {
+        let layout = OutputLayout {
+            batch: 3,
+            width: 97,
+        };
+        let mut logits: Vec<f64> = values(3 * 97, 5).iter().map(|v| v * 8.0).collect();
+        logits[100] = 60.0;
+        logits[101] = -60.0;
+        let target = [3, 96, 50];
+        let loss = CrossEntropy::default();
+        let mut grad64 = vec![0.0; logits.len()];
+        let value64 = loss
+            .evaluate(&logits, &target[..], layout, Some(&mut grad64))
+            .unwrap();
+        let narrow = narrow(&logits);
+        let mut grad32 = vec![0.0f32; logits.len()];
+        let value32 = loss
+            .evaluate(&narrow, &target[..], layout, Some(&mut grad32))
+            .unwrap();
+        assert!((f64::from(value32) - value64).abs() <= 1e-6 * value64.abs());
+        for (g32, g64) in grad32.iter().zip(&grad64) {
+            assert!((f64::from(*g32) - g64).abs() <= 1e-7 + 1e-6 * g64.abs());
+        }
+        let mut bad = narrow.clone();
+        bad[100] = f32::NAN;
+        let value = loss
+            .evaluate(&bad, &target[..], layout, Some(&mut grad32))
+            .unwrap();
+        assert!(value.is_nan());
+        assert!(grad32[97..194].iter().all(|g| g.is_nan()));
+        assert!(grad32[..97].iter().all(|g| g.is_finite()));
+    }
+
     #[test]
     fn gradients_match_finite_differences() {
         let layout = OutputLayout { batch: 3, width: 4 };
