@@ -69,8 +69,9 @@ pub(crate) fn has_avx2_fma() -> bool {
     }
 }
 
-/// Whether the widest vectors the processor has are AVX2 + FMA (not AVX-512): where a
-/// hand-written AVX2 kernel was measured against faer's own choice of kernels.
+/// Whether the widest vectors the processor has are AVX2 + FMA (not AVX-512): which of
+/// the recurrent per-step kernels runs (`layers/panels.rs`: its AVX2 tile or its
+/// AVX-512 one).
 #[inline(always)]
 pub(crate) fn widest_is_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
