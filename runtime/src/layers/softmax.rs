@@ -74,15 +74,17 @@ pub fn softmax_backward<T: Float, const WIDTH: usize>(
 pub fn log_softmax_forward<T: Float, const WIDTH: usize>(output: &mut [T], input: &[T]) {
     check_len("log_softmax output", output.len(), input.len());
     assert_eq!(input.len() % WIDTH, 0, "log_softmax: ragged rows");
-    for (y, x) in output
-        .chunks_exact_mut(WIDTH)
-        .zip(input.chunks_exact(WIDTH))
-    {
-        let lse = log_sum_exp(x);
-        for (yi, &xi) in y.iter_mut().zip(x) {
-            *yi = xi - lse;
+    vectorized(|| {
+        for (y, x) in output
+            .chunks_exact_mut(WIDTH)
+            .zip(input.chunks_exact(WIDTH))
+        {
+            let lse = log_sum_exp_in_lanes(x);
+            for (yi, &xi) in y.iter_mut().zip(x) {
+                *yi = xi - lse;
+            }
         }
-    }
+    })
 }
 
 /// `ln Σ e^{x_i}`, computed without overflow: the maximum and the sum of
