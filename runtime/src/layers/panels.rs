@@ -14,7 +14,7 @@
 //!
 //! On a processor with AVX-512 a panel is one register wide, and a tile of 8 rows takes
 //! two panels side by side (sixteen accumulators, two loads and eight broadcasts per
-//! sixteen FMAs). On one Zen 5 core (EPYC, family 26) it ran at 221–279 GFLOP/s
+//! sixteen FMAs). On one Zen 5 core (EPYC, family 26) it ran at 196–279 GFLOP/s
 //! against faer's 93–269 on every shape timed (4 to 64 rows; `k × n` of 64 × 256 to
 //! 1,024 × 4,096, T5's 128 × 512 and 512 × 128 among them: 269 and 270 against 213 and
 //! 239 at 16 rows), faster on all but one (4 × 256 × 64: 235 against 240); a scratch
