@@ -69,6 +69,19 @@ pub(crate) fn has_avx2_fma() -> bool {
     }
 }
 
+/// Whether the processor has AVX-512F and VL (with AVX2 and FMA).
+#[inline(always)]
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::level() == x86::Level::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the widest vectors the processor has are AVX2 + FMA (not AVX-512): which of
 /// the recurrent per-step kernels runs (`layers/panels.rs`: its AVX2 tile or its
 /// AVX-512 one).

@@ -46,7 +46,7 @@ use faer::{MatMut, MatRef, Par};
 
 use super::activation::{bias_activation_in_place, scale_by_derivative};
 use super::matmul;
-use super::{batch_half, check_len, for_row_blocks, sparse, sum, thin, Accum, Activation};
+use super::{batch_half, check_len, direct, for_row_blocks, sparse, sum, thin, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
 use kiln_shapes::Conv2dShape;
@@ -316,12 +316,17 @@ pub fn conv2d_forward<T: Float>(
     );
     let w = MatRef::from_row_major_slice(weight, s.out_channels, s.k());
     let flops = 2.0 * (s.out_channels * s.cols_len()) as f64;
+    let direct = direct::applies::<T>(s);
     let run = |first: usize, out: &mut [T], cols: &mut [T]| {
         for (n, y) in out.chunks_exact_mut(s.output_len()).enumerate() {
             let x = &input[(first + n) * s.input_len()..][..s.input_len()];
             let col = sample_cols(s, cols, n);
-            im2col(s, col, x);
-            if !thin::forward(y, weight, col, s.k()) {
+            if direct {
+                direct::forward(s, y, col, x, weight);
+            } else {
+                im2col(s, col, x);
+            }
+            if !direct && !thin::forward(y, weight, col, s.k()) {
                 let col = MatRef::from_row_major_slice(col, s.k(), s.p());
                 let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
                 matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
@@ -436,6 +441,13 @@ pub fn conv2d_backward<T: Float>(
         // second half's into `partial`; taken transposed, both into `partial`.
         let transposed = weight_grad_transposed::<T>(s);
         let (gw1, rest) = partial.split_at_mut(co * k);
+        let (rest, flipped) = rest.split_at_mut(co * k);
+        // The weights of the direct input gradient, once for both halves.
+        let flipped = (direct::applies::<T>(s) && grad_input.is_some()).then(|| {
+            let flipped = &mut flipped[..co * k];
+            direct::flip(s, flipped, weight);
+            &*flipped
+        });
         // Where the first half's sum is taken, and where it goes transposed at the end.
         let (gw0, transposed_into) = if transposed {
             (&mut rest[..co * k], Some(grad_weight))
@@ -451,7 +463,16 @@ pub fn conv2d_backward<T: Float>(
             cols,
             &|first, count, gi, gw, col| {
                 let (x, g) = samples(first, count);
-                dense_backward(s, gi, gw, col, x, weight, g, transposed);
+                dense_backward(
+                    s,
+                    gi,
+                    gw,
+                    col,
+                    x,
+                    [weight, flipped.unwrap_or(&[])],
+                    g,
+                    transposed,
+                );
             },
         );
         if half < batch {
@@ -545,7 +566,7 @@ fn dense_backward<T: Float>(
     grad_weight: &mut [T],
     cols: &mut [T],
     input: &[T],
-    weight: &[T],
+    [weight, flipped]: [&[T]; 2],
     g: &[T],
     transposed: bool,
 ) {
@@ -576,6 +597,10 @@ fn dense_backward<T: Float>(
             continue;
         };
         let gx = &mut grad_input[n * ilen..][..ilen];
+        if !flipped.is_empty() {
+            direct::input_gradient(s, gx, *accum, col, g, flipped);
+            continue;
+        }
         let g = MatRef::from_row_major_slice(g, co, p);
         let dst = MatMut::from_row_major_slice_mut(&mut *col, k, p);
         matmul(dst, Accum::Replace, w.transpose(), g, T::ONE, Par::Seq);
@@ -696,7 +721,7 @@ mod tests {
         s: &Conv2dShape,
         batch: usize,
         [x, w, bias, grad_output]: [&[T]; 4],
-        grad_input: Option<&[T]>,
+        grad_input: Option<(&[T], Accum)>,
     ) -> [Vec<T>; 4] {
         let mut y = vec![T::ZERO; batch * s.output_len()];
         let mut cols = vec![T::ZERO; s.cols_buffer_len(batch)];
@@ -704,10 +729,10 @@ mod tests {
         conv2d_forward(s, &mut y, &mut cols, x, w, Some(bias), relu, batch);
         let (mut gw, mut gb) = (vec![T::ZERO; w.len()], vec![T::ZERO; bias.len()]);
         let mut partial = vec![T::ZERO; s.partial_len()];
-        let mut gx = grad_input.map_or_else(Vec::new, <[T]>::to_vec);
+        let mut gx = grad_input.map_or_else(Vec::new, |(gx, _)| gx.to_vec());
         conv2d_backward(
             s,
-            grad_input.map(|_| (gx.as_mut_slice(), Accum::Add)),
+            grad_input.map(|(_, accum)| (gx.as_mut_slice(), accum)),
             &mut gw,
             Some(&mut gb),
             &mut partial,
@@ -759,10 +784,10 @@ mod tests {
             s,
             batch,
             [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
-            Some(&narrow(&gx0)),
+            Some((&narrow(&gx0), Accum::Add)),
         );
         let taken = sparse::taken::count() > before;
-        let double = passes(s, batch, [&x, &w, &bias, &go], Some(&gx0));
+        let double = passes(s, batch, [&x, &w, &bias, &go], Some((&gx0, Accum::Add)));
         for (got, want) in single[1..].iter().zip(&double[1..]) {
             assert_close(&widen(got), want, 1e-4);
         }
@@ -927,9 +952,18 @@ mod tests {
             let w = values(co * k, 53);
             let mut cols = vec![0.0; s.cols_len()];
             let mut by_rows = vec![0.0; co * k];
-            dense_backward(&s, None, &mut by_rows, &mut cols, &x, &w, &g, false);
+            dense_backward(&s, None, &mut by_rows, &mut cols, &x, [&w, &[]], &g, false);
             let mut by_columns = vec![0.0; co * k];
-            dense_backward(&s, None, &mut by_columns, &mut cols, &x, &w, &g, true);
+            dense_backward(
+                &s,
+                None,
+                &mut by_columns,
+                &mut cols,
+                &x,
+                [&w, &[]],
+                &g,
+                true,
+            );
             let mut back = vec![0.0; co * k];
             sparse::transpose(&mut back, &by_columns, k, co);
             assert_close(&back, &by_rows, 1e-12);
@@ -1068,6 +1102,50 @@ mod tests {
                 sparse_f32_agrees_with_f64(&s, 2, 72 + i as u64),
                 "sparse path not taken for {s:?}"
             );
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(kiln_host_avx512),
+        ignore = "no AVX-512F on this machine: the direct convolution kernel cannot run here"
+    )]
+    fn the_direct_convolution_matches_the_generic_f64_path() {
+        #[cfg(target_arch = "x86_64")]
+        assert!(std::arch::is_x86_feature_detected!("avx512f"));
+        // ResNet-20's first convolution and a stage-1 one; output channels off the
+        // tiles of eight; an odd count of blocks of sixteen (5x5 taps); 1x1 and 3x1 taps
+        // without padding; 2x3 taps with padding, whose output is a row taller than its
+        // input.
+        let cases = [
+            (shape(3, (32, 32), 16, (3, 3), (1, 1), (1, 1), (1, 1)), 3),
+            (shape(16, (32, 32), 16, (3, 3), (1, 1), (1, 1), (1, 1)), 2),
+            (shape(5, (7, 16), 11, (3, 3), (1, 1), (1, 1), (1, 1)), 3),
+            (shape(4, (9, 48), 3, (5, 5), (1, 1), (2, 2), (1, 1)), 2),
+            (shape(12, (6, 16), 9, (1, 1), (1, 1), (0, 0), (1, 1)), 2),
+            (shape(3, (8, 32), 5, (3, 1), (1, 1), (0, 0), (1, 1)), 1),
+            (shape(2, (5, 16), 4, (2, 3), (1, 1), (1, 1), (1, 1)), 2),
+        ];
+        for (i, (s, batch)) in cases.into_iter().enumerate() {
+            assert!(direct::applies::<f32>(&s), "{s:?}");
+            let seed = 90 + 10 * i as u64;
+            let x = values(batch * s.input_len(), seed);
+            let w = values(s.out_channels * s.k(), seed + 1);
+            let bias = values(s.out_channels, seed + 2);
+            let go = values(batch * s.output_len(), seed + 3);
+            let gx0 = values(x.len(), seed + 4);
+            for accum in [Accum::Add, Accum::Replace] {
+                let single = passes(
+                    &s,
+                    batch,
+                    [&narrow(&x), &narrow(&w), &narrow(&bias), &narrow(&go)],
+                    Some((&narrow(&gx0), accum)),
+                );
+                let double = passes(&s, batch, [&x, &w, &bias, &go], Some((&gx0, accum)));
+                for (got, want) in single.iter().zip(&double) {
+                    assert_close(&widen(got), want, 1e-4);
+                }
+            }
         }
     }
 

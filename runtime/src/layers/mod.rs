@@ -15,6 +15,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod conv_transpose;
 pub mod dense;
+mod direct;
 pub mod dropout;
 mod matvec;
 pub mod merge;

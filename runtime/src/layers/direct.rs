@@ -1,0 +1,328 @@
+//! Direct convolutions: "same" convolutions of stride 1 computed from a zero-padded copy
+//! of their input, without a column matrix.
+//!
+//! For a convolution that [rebuilds its columns](Conv2dShape::rebuilds_columns) each tap's
+//! row of the column matrix is the input plane shifted. Padded by the convolution's
+//! padding, the plane needs no shift to be cut out: output position `(oy, ox)` of tap
+//! `(c, i, j)` reads `padded[c][oy + i][ox + j]`, and sixteen neighbouring output
+//! positions of a row read sixteen neighbouring values. So the kernel here reads the
+//! padded planes where im2col would have copied them, in the register tile of the
+//! recurrent layers' AVX-512 product (`panels.rs`): eight output channels × two blocks
+//! of sixteen positions, sixteen accumulators, the eight weights broadcast and the two
+//! blocks loaded at each of the `K = in_channels · kh · kw` taps. The padded input is
+//! `in_channels · (in_h + 2 pad) · (in_w + 2 pad)` values, about a ninth of the column
+//! matrix of a 3x3 convolution, and the padded copy replaces im2col.
+//!
+//! The input gradient of such a convolution is the same product the other way round:
+//! `grad_x[c][y][x] = Σ W[o][c][i][j] · g[o][y + pad − i][x + pad − j]`, a convolution of
+//! the output gradient padded by `kernel − 1 − pad` with the weights flipped in both
+//! taps and their channel axes swapped ([`flip`]). That replaces the `Wᵀ · g` GEMM and
+//! col2im, which added the column gradient back a tap at a time.
+//!
+//! It runs where it applies ([`applies`]): f32 on a processor with AVX-512F, stride and
+//! dilation 1, padding at most `kernel − 1` and output rows a multiple of 16 wide
+//! (ResNet-20's 3x3 convolutions on 32 x 32 and 16 x 16 planes; its 8 x 8 ones keep the
+//! GEMMs). The weight gradient keeps im2col and its GEMM. docs/design.md,
+//! "Convolutions", has the measurements.
+
+use std::any::TypeId;
+
+use faer::Accum;
+use kiln_shapes::Conv2dShape;
+
+#[cfg(target_arch = "x86_64")]
+use super::{as_f32, as_f32_mut};
+use crate::Float;
+
+/// Output positions in a block: one AVX-512 vector of f32.
+const BLOCK: usize = 16;
+
+/// Whether [`forward`] and [`input_gradient`] take the convolution `s` in `T` on this
+/// processor, their padded copies fitting in one sample's columns.
+pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>()
+        && s.rebuilds_columns()
+        && s.dilation == (1, 1)
+        && s.padding.0 < s.kernel.0
+        && s.padding.1 < s.kernel.1
+        && s.out_size.1.is_multiple_of(BLOCK)
+        && padded_input_len(s).max(padded_grad_len(s)) <= s.cols_len()
+        && crate::simd::has_avx512()
+}
+
+/// The padded input of `s`: `(rows, columns)` of a plane.
+fn padded_input(s: &Conv2dShape) -> (usize, usize) {
+    (s.in_size.0 + 2 * s.padding.0, s.in_size.1 + 2 * s.padding.1)
+}
+
+/// How far the output gradient is padded for [`input_gradient`]: `kernel − 1 − pad`.
+fn grad_padding(s: &Conv2dShape) -> (usize, usize) {
+    (s.kernel.0 - 1 - s.padding.0, s.kernel.1 - 1 - s.padding.1)
+}
+
+/// The padded output gradient of `s`: `(rows, columns)` of a plane.
+fn padded_grad(s: &Conv2dShape) -> (usize, usize) {
+    let (py, px) = grad_padding(s);
+    (s.out_size.0 + 2 * py, s.out_size.1 + 2 * px)
+}
+
+/// Values of one sample's padded input.
+pub(crate) fn padded_input_len(s: &Conv2dShape) -> usize {
+    let (h, w) = padded_input(s);
+    s.in_channels * h * w
+}
+
+/// Values of one sample's padded output gradient.
+pub(crate) fn padded_grad_len(s: &Conv2dShape) -> usize {
+    let (h, w) = padded_grad(s);
+    s.out_channels * h * w
+}
+
+/// Copies `channels` planes of `size` from `src` into `dst`, each inside a border of
+/// `pad` zeros (`dst`: `channels` planes of `size + 2 pad`).
+fn pad_planes<T: Float>(
+    dst: &mut [T],
+    src: &[T],
+    channels: usize,
+    size: (usize, usize),
+    pad: (usize, usize),
+) {
+    let (h, w) = size;
+    let width = w + 2 * pad.1;
+    let plane = (h + 2 * pad.0) * width;
+    for (dst, src) in dst
+        .chunks_exact_mut(plane)
+        .zip(src.chunks_exact(h * w))
+        .take(channels)
+    {
+        let (top, rest) = dst.split_at_mut(pad.0 * width);
+        top.fill(T::ZERO);
+        let (middle, bottom) = rest.split_at_mut(h * width);
+        for (line, row) in middle.chunks_exact_mut(width).zip(src.chunks_exact(w)) {
+            line[..pad.1].fill(T::ZERO);
+            line[pad.1..pad.1 + w].copy_from_slice(row);
+            line[pad.1 + w..].fill(T::ZERO);
+        }
+        bottom.fill(T::ZERO);
+    }
+}
+
+/// `y = conv(x, weight)` for one sample of `s` ([`applies`] must hold), with
+/// `scratch` (at least [`padded_input_len`] values) for the padded input.
+pub(crate) fn forward<T: Float>(
+    s: &Conv2dShape,
+    y: &mut [T],
+    scratch: &mut [T],
+    x: &[T],
+    weight: &[T],
+) {
+    let padded = &mut scratch[..padded_input_len(s)];
+    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+    let geometry = Geometry {
+        channels: s.in_channels,
+        kernel: s.kernel,
+        padded: padded_input(s),
+        out: s.out_size,
+    };
+    convolve(y, Accum::Replace, weight, padded, geometry);
+}
+
+/// `flipped[c][o][i][j] = weight[o][c][kh − 1 − i][kw − 1 − j]`: the weights
+/// [`input_gradient`] takes (`s.out_channels · s.k()` values).
+pub(crate) fn flip<T: Float>(s: &Conv2dShape, flipped: &mut [T], weight: &[T]) {
+    let (kh, kw) = s.kernel;
+    let (ci, co) = (s.in_channels, s.out_channels);
+    assert!(flipped.len() == co * s.k() && weight.len() == co * s.k());
+    for c in 0..ci {
+        for o in 0..co {
+            for i in 0..kh {
+                for j in 0..kw {
+                    flipped[((c * co + o) * kh + i) * kw + j] =
+                        weight[((o * ci + c) * kh + kh - 1 - i) * kw + kw - 1 - j];
+                }
+            }
+        }
+    }
+}
+
+/// `grad_x (=|+=) convᵀ(g, weight)` for one sample of `s` ([`applies`] must hold), from
+/// the [flipped](flip) weights, with `scratch` (at least [`padded_grad_len`] values) for
+/// the padded gradient.
+pub(crate) fn input_gradient<T: Float>(
+    s: &Conv2dShape,
+    grad_x: &mut [T],
+    accum: Accum,
+    scratch: &mut [T],
+    g: &[T],
+    flipped: &[T],
+) {
+    let padded = &mut scratch[..padded_grad_len(s)];
+    pad_planes(padded, g, s.out_channels, s.out_size, grad_padding(s));
+    let geometry = Geometry {
+        channels: s.out_channels,
+        kernel: s.kernel,
+        padded: padded_grad(s),
+        out: s.in_size,
+    };
+    convolve(grad_x, accum, flipped, padded, geometry);
+}
+
+/// The shape of one [`convolve`]: input channels, taps, the padded input planes' size
+/// and the output planes' size (`padded − kernel + 1`, its width a multiple of 16).
+#[derive(Clone, Copy)]
+struct Geometry {
+    channels: usize,
+    kernel: (usize, usize),
+    padded: (usize, usize),
+    out: (usize, usize),
+}
+
+/// `y (=|+=) Σ_{c,i,j} w[o][c][i][j] · x[c][oy + i][ox + j]` for every output channel
+/// `o` (`y`: `w.len() / K` planes of `g.out`, `x`: `g.channels` padded planes).
+fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], g: Geometry) {
+    let k = g.channels * g.kernel.0 * g.kernel.1;
+    let (oh, ow) = g.out;
+    let (ph, pw) = g.padded;
+    assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>()
+            && ow.is_multiple_of(BLOCK)
+            && ph + 1 == oh + g.kernel.0
+            && pw + 1 == ow + g.kernel.1
+            && w.len().is_multiple_of(k)
+            && y.len() == w.len() / k * oh * ow
+            && x.len() == g.channels * ph * pw
+            && crate::simd::has_avx512(),
+        "direct convolution: the buffers do not match the geometry"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `T` is `f32`, the processor has AVX-512F, and the lengths were checked
+    // against the geometry above.
+    unsafe {
+        x86::convolve(as_f32_mut(y), accum == Accum::Add, as_f32(w), as_f32(x), g);
+        crate::simd::clear_upper_vector_state();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Geometry, BLOCK};
+
+    /// Output channels in a tile.
+    const ROWS: usize = 8;
+
+    /// [`super::convolve`]: for each tile of eight output channels, every pair of
+    /// blocks of sixteen output positions (the last block alone if their count is odd),
+    /// so that the tile's weights (`8 · K` values) stay in the L1 cache while the padded
+    /// input streams past.
+    ///
+    /// # Safety
+    /// The processor must support AVX-512F, and the lengths must match `g` as
+    /// [`super::convolve`] checks.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn convolve(y: &mut [f32], add: bool, w: &[f32], x: &[f32], g: Geometry) {
+        let k = g.channels * g.kernel.0 * g.kernel.1;
+        let (oh, ow) = g.out;
+        let plane = oh * ow;
+        let rows = w.len() / k;
+        let blocks = plane / BLOCK;
+        let per_row = ow / BLOCK;
+        // Block `b`'s first output position in a plane and its first input value.
+        let at = |b: usize| {
+            let (oy, ox) = (b / per_row, b % per_row * BLOCK);
+            (oy * ow + ox, oy * g.padded.1 + ox)
+        };
+        let (yp, wp, xp) = (y.as_mut_ptr(), w.as_ptr(), x.as_ptr());
+        let mut r = 0;
+        while r < rows {
+            let tile = (rows - r).min(ROWS);
+            // SAFETY (all below): row `r + tile − 1` of `w` and plane `r + tile − 1` of
+            // `y` exist, and every block's offsets stay inside a plane.
+            let (yr, wr) = unsafe { (yp.add(r * plane), wp.add(r * k)) };
+            let mut b = 0;
+            while b < blocks {
+                let (y0, x0) = at(b);
+                let (y1, x1) = if b + 1 < blocks { at(b + 1) } else { (y0, x0) };
+                let ys = unsafe { [yr.add(y0), yr.add(y1)] };
+                let xs = unsafe { [xp.add(x0), xp.add(x1)] };
+                unsafe {
+                    match (b + 1 < blocks, tile) {
+                        (true, 8) => tile_of::<8, 2>(ys, plane, wr, k, xs, g, add),
+                        (true, 7) => tile_of::<7, 2>(ys, plane, wr, k, xs, g, add),
+                        (true, 6) => tile_of::<6, 2>(ys, plane, wr, k, xs, g, add),
+                        (true, 5) => tile_of::<5, 2>(ys, plane, wr, k, xs, g, add),
+                        (true, 4) => tile_of::<4, 2>(ys, plane, wr, k, xs, g, add),
+                        (true, 3) => tile_of::<3, 2>(ys, plane, wr, k, xs, g, add),
+                        (true, 2) => tile_of::<2, 2>(ys, plane, wr, k, xs, g, add),
+                        (true, _) => tile_of::<1, 2>(ys, plane, wr, k, xs, g, add),
+                        (false, 8) => tile_of::<8, 1>(ys, plane, wr, k, xs, g, add),
+                        (false, 7) => tile_of::<7, 1>(ys, plane, wr, k, xs, g, add),
+                        (false, 6) => tile_of::<6, 1>(ys, plane, wr, k, xs, g, add),
+                        (false, 5) => tile_of::<5, 1>(ys, plane, wr, k, xs, g, add),
+                        (false, 4) => tile_of::<4, 1>(ys, plane, wr, k, xs, g, add),
+                        (false, 3) => tile_of::<3, 1>(ys, plane, wr, k, xs, g, add),
+                        (false, 2) => tile_of::<2, 1>(ys, plane, wr, k, xs, g, add),
+                        (false, _) => tile_of::<1, 1>(ys, plane, wr, k, xs, g, add),
+                    }
+                }
+                b += 2;
+            }
+            r += tile;
+        }
+    }
+
+    /// `R` output channels × `P` blocks of sixteen positions: block `q`'s outputs at
+    /// `y[q] + r · y_stride`, its padded input from `x[q]`, the weights' rows `k` apart
+    /// from `w`; the sums stay in `R · P` registers over every channel and tap.
+    ///
+    /// # Safety
+    /// As [`convolve`], for these rows and blocks.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn tile_of<const R: usize, const P: usize>(
+        y: [*mut f32; 2],
+        y_stride: usize,
+        w: *const f32,
+        k: usize,
+        x: [*const f32; 2],
+        g: Geometry,
+        add: bool,
+    ) {
+        let (kh, kw) = g.kernel;
+        let plane = g.padded.0 * g.padded.1;
+        // SAFETY: the caller's guarantees cover every offset read and written.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            let mut t = 0;
+            for c in 0..g.channels {
+                for i in 0..kh {
+                    let line: [*const f32; P] =
+                        std::array::from_fn(|q| x[q].add(c * plane + i * g.padded.1));
+                    for j in 0..kw {
+                        let xv: [__m512; P] =
+                            std::array::from_fn(|q| _mm512_loadu_ps(line[q].add(j)));
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let a = _mm512_set1_ps(*w.add(r * k + t));
+                            for (acc, &xv) in acc.iter_mut().zip(&xv) {
+                                *acc = _mm512_fmadd_ps(a, xv, *acc);
+                            }
+                        }
+                        t += 1;
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (q, &acc) in acc.iter().enumerate() {
+                    let at = y[q].add(r * y_stride);
+                    let sum = if add {
+                        _mm512_add_ps(_mm512_loadu_ps(at), acc)
+                    } else {
+                        acc
+                    };
+                    _mm512_storeu_ps(at, sum);
+                }
+            }
+        }
+    }
+}
