@@ -439,11 +439,12 @@ pub fn conv2d_backward<T: Float>(
     } else {
         // The first half's weight gradient goes straight into `grad_weight`, the
         // second half's into `partial`; taken transposed, both into `partial`.
-        let transposed = weight_grad_transposed::<T>(s);
+        let direct = direct::applies::<T>(s);
+        let transposed = !direct && weight_grad_transposed::<T>(s);
         let (gw1, rest) = partial.split_at_mut(co * k);
         let (rest, flipped) = rest.split_at_mut(co * k);
         // The weights of the direct input gradient, once for both halves.
-        let flipped = (direct::applies::<T>(s) && grad_input.is_some()).then(|| {
+        let flipped = (direct && grad_input.is_some()).then(|| {
             let flipped = &mut flipped[..co * k];
             direct::flip(s, flipped, weight);
             &*flipped
@@ -573,16 +574,20 @@ fn dense_backward<T: Float>(
     let (k, p, co) = (s.k(), s.p(), s.out_channels);
     let (ilen, olen) = (s.input_len(), s.output_len());
     let w = MatRef::from_row_major_slice(weight, co, k);
+    let direct = direct::applies::<T>(s);
     for (n, (x, g)) in input
         .chunks_exact(ilen)
         .zip(g.chunks_exact(olen))
         .enumerate()
     {
         let col = sample_cols(s, cols, n);
-        if s.rebuilds_columns() {
+        let accum = if n == 0 { Accum::Replace } else { Accum::Add };
+        if direct {
+            direct::weight_gradient(s, grad_weight, accum, col, x, g);
+        } else if s.rebuilds_columns() {
             im2col(s, col, x);
         }
-        if transposed || !thin::weight_grad(grad_weight, g, col, k, n > 0) {
+        if !direct && (transposed || !thin::weight_grad(grad_weight, g, col, k, n > 0)) {
             let dst = if transposed {
                 MatMut::from_column_major_slice_mut(&mut *grad_weight, co, k)
             } else {
@@ -590,14 +595,13 @@ fn dense_backward<T: Float>(
             };
             let g = MatRef::from_row_major_slice(g, co, p);
             let col = MatRef::from_row_major_slice(col, k, p);
-            let accum = if n == 0 { Accum::Replace } else { Accum::Add };
             matmul(dst, accum, g, col.transpose(), T::ONE, Par::Seq);
         }
         let Some((grad_input, accum)) = grad_input.as_mut() else {
             continue;
         };
         let gx = &mut grad_input[n * ilen..][..ilen];
-        if !flipped.is_empty() {
+        if direct {
             direct::input_gradient(s, gx, *accum, col, g, flipped);
             continue;
         }

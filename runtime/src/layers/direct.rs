@@ -37,6 +37,9 @@ use crate::Float;
 /// Output positions in a block: one AVX-512 vector of f32.
 const BLOCK: usize = 16;
 
+/// Widest kernel [`weight_gradient`] takes: a tile holds one row of taps.
+const MAX_KERNEL_WIDTH: usize = 8;
+
 /// Whether [`forward`] and [`input_gradient`] take the convolution `s` in `T` on this
 /// processor, their padded copies fitting in one sample's columns.
 pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
@@ -46,6 +49,7 @@ pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
         && s.padding.0 < s.kernel.0
         && s.padding.1 < s.kernel.1
         && s.out_size.1.is_multiple_of(BLOCK)
+        && s.kernel.1 <= MAX_KERNEL_WIDTH
         && padded_input_len(s).max(padded_grad_len(s)) <= s.cols_len()
         && crate::simd::has_avx512()
 }
@@ -165,6 +169,45 @@ pub(crate) fn input_gradient<T: Float>(
         out: s.in_size,
     };
     convolve(grad_x, accum, flipped, padded, geometry);
+}
+
+/// `grad_w (=|+=) Σ_{oy,ox} g[o][oy][ox] · x[c][oy + i][ox + j]` for one sample of `s`
+/// ([`applies`] must hold): the weight gradient from the output gradient `g` and the
+/// input `x`, padded into `scratch` (at least [`padded_input_len`] values).
+pub(crate) fn weight_gradient<T: Float>(
+    s: &Conv2dShape,
+    grad_w: &mut [T],
+    accum: Accum,
+    scratch: &mut [T],
+    x: &[T],
+    g: &[T],
+) {
+    let padded = &mut scratch[..padded_input_len(s)];
+    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+    let geometry = Geometry {
+        channels: s.in_channels,
+        kernel: s.kernel,
+        padded: padded_input(s),
+        out: s.out_size,
+    };
+    let (oh, ow) = s.out_size;
+    assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>()
+            && s.kernel.1 <= MAX_KERNEL_WIDTH
+            && ow.is_multiple_of(BLOCK)
+            && grad_w.len() == s.out_channels * s.k()
+            && g.len() == s.out_channels * oh * ow
+            && crate::simd::has_avx512(),
+        "direct weight gradient: the buffers do not match the geometry"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `T` is `f32`, the processor has AVX-512F, and the lengths match the
+    // geometry (checked above, the padded input by its construction).
+    unsafe {
+        let add = accum == Accum::Add;
+        x86::weight_gradient(as_f32_mut(grad_w), add, as_f32(g), as_f32(padded), geometry);
+        crate::simd::clear_upper_vector_state();
+    }
 }
 
 /// The shape of one [`convolve`]: input channels, taps, the padded input planes' size
@@ -321,6 +364,114 @@ mod x86 {
                         acc
                     };
                     _mm512_storeu_ps(at, sum);
+                }
+            }
+        }
+    }
+
+    /// [`super::weight_gradient`]: for each tile of output channels (`24 / kw` of them,
+    /// at most eight) and each row of taps `(c, i)`, the `rows × kw` sums over every
+    /// output position, sixteen lanes at a time in registers, reduced across the lanes
+    /// at the end.
+    ///
+    /// # Safety
+    /// The processor must support AVX-512F; `x` must be `g.channels` padded planes,
+    /// `dy` `gw.len() / K` output planes of `g.out`, `g.kernel.1` at most
+    /// [`super::MAX_KERNEL_WIDTH`].
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn weight_gradient(
+        gw: &mut [f32],
+        add: bool,
+        dy: &[f32],
+        x: &[f32],
+        g: Geometry,
+    ) {
+        match g.kernel.1 {
+            1 => unsafe { weight_gradient_of::<8, 1>(gw, add, dy, x, g) },
+            2 => unsafe { weight_gradient_of::<8, 2>(gw, add, dy, x, g) },
+            3 => unsafe { weight_gradient_of::<8, 3>(gw, add, dy, x, g) },
+            4 => unsafe { weight_gradient_of::<6, 4>(gw, add, dy, x, g) },
+            5 => unsafe { weight_gradient_of::<4, 5>(gw, add, dy, x, g) },
+            6 => unsafe { weight_gradient_of::<4, 6>(gw, add, dy, x, g) },
+            7 => unsafe { weight_gradient_of::<3, 7>(gw, add, dy, x, g) },
+            _ => unsafe { weight_gradient_of::<3, 8>(gw, add, dy, x, g) },
+        }
+    }
+
+    /// [`weight_gradient`] for `kw = T`: tiles of `R` output channels, then the rest a
+    /// channel at a time.
+    ///
+    /// # Safety
+    /// As [`weight_gradient`].
+    #[inline(always)]
+    unsafe fn weight_gradient_of<const R: usize, const T: usize>(
+        gw: &mut [f32],
+        add: bool,
+        dy: &[f32],
+        x: &[f32],
+        g: Geometry,
+    ) {
+        let rows = gw.len() / (g.channels * g.kernel.0 * g.kernel.1);
+        let mut o = 0;
+        while o + R <= rows {
+            // SAFETY: rows `o..o + R` exist; the rest is the caller's guarantee.
+            unsafe { channels_of::<R, T>(gw, add, dy, x, g, o) };
+            o += R;
+        }
+        while o < rows {
+            // SAFETY: as above, for row `o`.
+            unsafe { channels_of::<1, T>(gw, add, dy, x, g, o) };
+            o += 1;
+        }
+    }
+
+    /// The weight gradient's rows `o..o + R` (output channels), for `kw = T`.
+    ///
+    /// # Safety
+    /// As [`weight_gradient`], and rows `o..o + R` must exist.
+    #[inline(always)]
+    unsafe fn channels_of<const R: usize, const T: usize>(
+        gw: &mut [f32],
+        add: bool,
+        dy: &[f32],
+        x: &[f32],
+        g: Geometry,
+        o: usize,
+    ) {
+        let kh = g.kernel.0;
+        let k = g.channels * kh * T;
+        let (oh, ow) = g.out;
+        let (ph, pw) = g.padded;
+        let plane = oh * ow;
+        let (gp, dp, xp) = (gw.as_mut_ptr(), dy.as_ptr(), x.as_ptr());
+        // SAFETY: rows `o..o + R` of `dy` and `gw` exist, and row `oy + i` of every
+        // padded plane; a block of the output row and its `T − 1` neighbours stay
+        // inside the padded row (`pw = ow + T − 1`).
+        unsafe {
+            for c in 0..g.channels {
+                for i in 0..kh {
+                    let mut acc = [[_mm512_setzero_ps(); T]; R];
+                    for oy in 0..oh {
+                        let line = xp.add(c * ph * pw + (oy + i) * pw);
+                        let out = dp.add(o * plane + oy * ow);
+                        for bx in (0..ow).step_by(BLOCK) {
+                            let xv: [__m512; T] =
+                                std::array::from_fn(|t| _mm512_loadu_ps(line.add(bx + t)));
+                            for (r, acc) in acc.iter_mut().enumerate() {
+                                let d = _mm512_loadu_ps(out.add(r * plane + bx));
+                                for (acc, &xv) in acc.iter_mut().zip(&xv) {
+                                    *acc = _mm512_fmadd_ps(d, xv, *acc);
+                                }
+                            }
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate() {
+                        for (t, &acc) in acc.iter().enumerate() {
+                            let at = &mut *gp.add((o + r) * k + (c * kh + i) * T + t);
+                            let sum = _mm512_reduce_add_ps(acc);
+                            *at = if add { *at + sum } else { sum };
+                        }
+                    }
                 }
             }
         }
