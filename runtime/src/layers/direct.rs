@@ -11,9 +11,7 @@
 //! of sixteen positions, sixteen accumulators, the eight weights broadcast and the two
 //! blocks loaded at each of the `K = in_channels · kh · kw` taps. The padded input is
 //! `in_channels · (in_h + 2 pad) · (in_w + 2 pad)` values, about a ninth of the column
-//! matrix of a 3x3 convolution, and the padded copy replaces im2col. Planes whose rows
-//! are narrower than a block read an *expanded* copy instead ([`Layout`]): three copies
-//! of each plane for 3x3 taps, a third of im2col's.
+//! matrix of a 3x3 convolution, and the padded copy replaces im2col.
 //!
 //! The input gradient of such a convolution is the same product the other way round:
 //! `grad_x[c][y][x] = Σ W[o][c][i][j] · g[o][y + pad − i][x + pad − j]`, a convolution of
@@ -21,17 +19,11 @@
 //! taps and their channel axes swapped ([`flip`]). That replaces the `Wᵀ · g` GEMM and
 //! col2im, which added the column gradient back a tap at a time.
 //!
-//! The weight gradient `Σ g[o][oy][ox] · padded[c][oy + i][ox + j]` is a sum over the
-//! positions for every weight: kept in sixteen lanes of registers for a tile of output
-//! channels and a row of taps, and reduced across the lanes once a sample
-//! ([`weight_gradient`]).
-//!
-//! They run where they apply ([`applies`], [`weights_apply`]): f32 on a processor with
-//! AVX-512F, stride and dilation 1, padding at most `kernel − 1`, planes of a multiple
-//! of 16 positions, and for the weight gradient rows a multiple of 16 wide: all of
-//! ResNet-20's 3x3 convolutions but its two of stride 2, its 8 x 8 ones keeping im2col
-//! and faer for their weight gradient. docs/design.md, "Convolutions", has the
-//! measurements.
+//! It runs where it applies ([`applies`]): f32 on a processor with AVX-512F, stride and
+//! dilation 1, padding at most `kernel − 1` and output rows a multiple of 16 wide
+//! (ResNet-20's 3x3 convolutions on 32 x 32 and 16 x 16 planes; its 8 x 8 ones keep the
+//! GEMMs). The weight gradient keeps im2col and its GEMM. docs/design.md,
+//! "Convolutions", has the measurements.
 
 use std::any::TypeId;
 
@@ -49,153 +41,78 @@ const BLOCK: usize = 16;
 const MAX_KERNEL_WIDTH: usize = 8;
 
 /// Whether [`forward`] and [`input_gradient`] take the convolution `s` in `T` on this
-/// processor, their copies of the input and of the output gradient fitting in one
-/// sample's columns.
+/// processor, their padded copies fitting in one sample's columns.
 pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
     TypeId::of::<T>() == TypeId::of::<f32>()
         && s.rebuilds_columns()
         && s.dilation == (1, 1)
         && s.padding.0 < s.kernel.0
         && s.padding.1 < s.kernel.1
-        && (s.out_size.0 * s.out_size.1).is_multiple_of(BLOCK)
-        && (s.in_size.0 * s.in_size.1).is_multiple_of(BLOCK)
-        && input_layout(s).len().max(grad_layout(s).len()) <= s.cols_len()
+        && s.out_size.1.is_multiple_of(BLOCK)
+        && s.kernel.1 <= MAX_KERNEL_WIDTH
+        && padded_input_len(s).max(padded_grad_len(s)) <= s.cols_len()
         && crate::simd::has_avx512()
 }
 
-/// Whether [`weight_gradient`] takes `s` too: [`applies`], output rows a multiple of
-/// 16 wide (the padded layout) and at most [`MAX_KERNEL_WIDTH`] taps a row. Planes of
-/// fewer positions (ResNet-20's 8 x 8) keep im2col and faer for the weight gradient:
-/// each of its sums would take a reduction across the lanes for every four blocks.
-pub(crate) fn weights_apply<T: Float>(s: &Conv2dShape) -> bool {
-    applies::<T>(s) && s.out_size.1.is_multiple_of(BLOCK) && s.kernel.1 <= MAX_KERNEL_WIDTH
+/// The padded input of `s`: `(rows, columns)` of a plane.
+fn padded_input(s: &Conv2dShape) -> (usize, usize) {
+    (s.in_size.0 + 2 * s.padding.0, s.in_size.1 + 2 * s.padding.1)
 }
 
-/// How the kernels read a sample's input: `channels` planes, each read by `kernel` taps
-/// into an output plane of `out` positions, from a copy in which the sixteen positions of
-/// a block read sixteen neighbouring values at every tap.
-///
-/// Where output rows are a multiple of 16 wide the copy is the planes padded by the
-/// convolution's padding: tap `(i, j)` of output position `(oy, ox)` reads row `oy + i`,
-/// column `ox + j` of the padded plane, and a block is a piece of one output row.
-/// Narrower rows (8 x 8 planes) would split a block over two output rows, whose pieces
-/// lie a padded row apart; there the copy is *expanded*: for each channel and tap
-/// column `j`, the padded plane's columns `j..j + out_w`, rows kept whole
-/// (`expanded[c][j][y][x] = padded[c][y][x + j]`), so that output position `p` of tap
-/// `(i, j)` reads value `p + i · out_w` of `expanded[c][j]`, whatever row it is in:
-/// `kw` copies of each plane, against im2col's `kh · kw`.
-#[derive(Clone, Copy)]
-struct Layout {
+/// How far the output gradient is padded for [`input_gradient`]: `kernel − 1 − pad`.
+fn grad_padding(s: &Conv2dShape) -> (usize, usize) {
+    (s.kernel.0 - 1 - s.padding.0, s.kernel.1 - 1 - s.padding.1)
+}
+
+/// The padded output gradient of `s`: `(rows, columns)` of a plane.
+fn padded_grad(s: &Conv2dShape) -> (usize, usize) {
+    let (py, px) = grad_padding(s);
+    (s.out_size.0 + 2 * py, s.out_size.1 + 2 * px)
+}
+
+/// Values of one sample's padded input.
+pub(crate) fn padded_input_len(s: &Conv2dShape) -> usize {
+    let (h, w) = padded_input(s);
+    s.in_channels * h * w
+}
+
+/// Values of one sample's padded output gradient.
+pub(crate) fn padded_grad_len(s: &Conv2dShape) -> usize {
+    let (h, w) = padded_grad(s);
+    s.out_channels * h * w
+}
+
+/// Copies `channels` planes of `size` from `src` into `dst`, each inside a border of
+/// `pad` zeros (`dst`: `channels` planes of `size + 2 pad`).
+fn pad_planes<T: Float>(
+    dst: &mut [T],
+    src: &[T],
     channels: usize,
-    kernel: (usize, usize),
-    /// Rows and columns of a plane before padding, and the padding at each end.
     size: (usize, usize),
     pad: (usize, usize),
-    out: (usize, usize),
-    /// Whether the copy is padded planes (else expanded ones).
-    padded: bool,
-    /// Values in the copy from an output row's first input to the next row's.
-    row: usize,
-    /// Values in the copy between channels, between tap rows and between tap columns.
-    strides: (usize, usize, usize),
-}
-
-impl Layout {
-    /// The layout for `channels` planes of `size`, padded by `pad`, read by `kernel` taps
-    /// into planes of `size + 2 pad − kernel + 1`.
-    fn new(
-        channels: usize,
-        size: (usize, usize),
-        pad: (usize, usize),
-        kernel: (usize, usize),
-    ) -> Self {
-        let (ph, pw) = (size.0 + 2 * pad.0, size.1 + 2 * pad.1);
-        let out = (ph + 1 - kernel.0, pw + 1 - kernel.1);
-        let padded = out.1.is_multiple_of(BLOCK);
-        let (row, strides) = if padded {
-            (pw, (ph * pw, pw, 1))
-        } else {
-            (out.1, (kernel.1 * ph * out.1, out.1, ph * out.1))
-        };
-        Self {
-            channels,
-            kernel,
-            size,
-            pad,
-            out,
-            padded,
-            row,
-            strides,
-        }
-    }
-
-    /// Values of the copy.
-    fn len(&self) -> usize {
-        self.channels * self.strides.0
-    }
-
-    /// Writes the copy of `src` (`channels` planes of `size`) into `dst[..self.len()]`.
-    fn fill<T: Float>(&self, dst: &mut [T], src: &[T]) {
-        let (h, w) = self.size;
-        let (py, px) = self.pad;
-        let dst = &mut dst[..self.len()];
-        for (dst, src) in dst
-            .chunks_exact_mut(self.strides.0)
-            .zip(src.chunks_exact(h * w))
-        {
-            if self.padded {
-                pad_plane(dst, src, self.size, self.pad);
-                continue;
-            }
-            let ow = self.out.1;
-            for (j, dst) in dst.chunks_exact_mut(self.strides.2).enumerate() {
-                // Output columns `lo..hi` read columns `lo + j − px..` of the plane.
-                let lo = px.saturating_sub(j).min(ow);
-                let hi = (w + px).saturating_sub(j).clamp(lo, ow);
-                for (y, line) in dst.chunks_exact_mut(ow).enumerate() {
-                    let Some(row) = y.checked_sub(py).filter(|&y| y < h) else {
-                        line.fill(T::ZERO);
-                        continue;
-                    };
-                    let row = &src[row * w..][..w];
-                    line[..lo].fill(T::ZERO);
-                    line[lo..hi].copy_from_slice(&row[lo + j - px..hi + j - px]);
-                    line[hi..].fill(T::ZERO);
-                }
-            }
-        }
-    }
-}
-
-/// The layout [`forward`] and [`weight_gradient`] read the input in.
-fn input_layout(s: &Conv2dShape) -> Layout {
-    Layout::new(s.in_channels, s.in_size, s.padding, s.kernel)
-}
-
-/// The layout [`input_gradient`] reads the output gradient in: padded by
-/// `kernel − 1 − pad`.
-fn grad_layout(s: &Conv2dShape) -> Layout {
-    let pad = (s.kernel.0 - 1 - s.padding.0, s.kernel.1 - 1 - s.padding.1);
-    Layout::new(s.out_channels, s.out_size, pad, s.kernel)
-}
-
-/// Copies a plane of `size` from `src` into `dst`, inside a border of `pad` zeros.
-fn pad_plane<T: Float>(dst: &mut [T], src: &[T], size: (usize, usize), pad: (usize, usize)) {
+) {
     let (h, w) = size;
     let width = w + 2 * pad.1;
-    let (top, rest) = dst.split_at_mut(pad.0 * width);
-    top.fill(T::ZERO);
-    let (middle, bottom) = rest.split_at_mut(h * width);
-    for (line, row) in middle.chunks_exact_mut(width).zip(src.chunks_exact(w)) {
-        line[..pad.1].fill(T::ZERO);
-        line[pad.1..pad.1 + w].copy_from_slice(row);
-        line[pad.1 + w..].fill(T::ZERO);
+    let plane = (h + 2 * pad.0) * width;
+    for (dst, src) in dst
+        .chunks_exact_mut(plane)
+        .zip(src.chunks_exact(h * w))
+        .take(channels)
+    {
+        let (top, rest) = dst.split_at_mut(pad.0 * width);
+        top.fill(T::ZERO);
+        let (middle, bottom) = rest.split_at_mut(h * width);
+        for (line, row) in middle.chunks_exact_mut(width).zip(src.chunks_exact(w)) {
+            line[..pad.1].fill(T::ZERO);
+            line[pad.1..pad.1 + w].copy_from_slice(row);
+            line[pad.1 + w..].fill(T::ZERO);
+        }
+        bottom.fill(T::ZERO);
     }
-    bottom.fill(T::ZERO);
 }
 
-/// `y = conv(x, weight)` for one sample of `s` ([`applies`] must hold), with `scratch`
-/// (one sample's columns) for the copy of the input.
+/// `y = conv(x, weight)` for one sample of `s` ([`applies`] must hold), with
+/// `scratch` (at least [`padded_input_len`] values) for the padded input.
 pub(crate) fn forward<T: Float>(
     s: &Conv2dShape,
     y: &mut [T],
@@ -203,9 +120,15 @@ pub(crate) fn forward<T: Float>(
     x: &[T],
     weight: &[T],
 ) {
-    let layout = input_layout(s);
-    layout.fill(scratch, x);
-    convolve(y, Accum::Replace, weight, &scratch[..layout.len()], layout);
+    let padded = &mut scratch[..padded_input_len(s)];
+    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+    let geometry = Geometry {
+        channels: s.in_channels,
+        kernel: s.kernel,
+        padded: padded_input(s),
+        out: s.out_size,
+    };
+    convolve(y, Accum::Replace, weight, padded, geometry);
 }
 
 /// `flipped[c][o][i][j] = weight[o][c][kh − 1 − i][kw − 1 − j]`: the weights
@@ -227,8 +150,8 @@ pub(crate) fn flip<T: Float>(s: &Conv2dShape, flipped: &mut [T], weight: &[T]) {
 }
 
 /// `grad_x (=|+=) convᵀ(g, weight)` for one sample of `s` ([`applies`] must hold), from
-/// the [flipped](flip) weights, with `scratch` (one sample's columns) for the copy of
-/// the output gradient.
+/// the [flipped](flip) weights, with `scratch` (at least [`padded_grad_len`] values) for
+/// the padded gradient.
 pub(crate) fn input_gradient<T: Float>(
     s: &Conv2dShape,
     grad_x: &mut [T],
@@ -237,14 +160,20 @@ pub(crate) fn input_gradient<T: Float>(
     g: &[T],
     flipped: &[T],
 ) {
-    let layout = grad_layout(s);
-    layout.fill(scratch, g);
-    convolve(grad_x, accum, flipped, &scratch[..layout.len()], layout);
+    let padded = &mut scratch[..padded_grad_len(s)];
+    pad_planes(padded, g, s.out_channels, s.out_size, grad_padding(s));
+    let geometry = Geometry {
+        channels: s.out_channels,
+        kernel: s.kernel,
+        padded: padded_grad(s),
+        out: s.in_size,
+    };
+    convolve(grad_x, accum, flipped, padded, geometry);
 }
 
 /// `grad_w (=|+=) Σ_{oy,ox} g[o][oy][ox] · x[c][oy + i][ox + j]` for one sample of `s`
-/// ([`weights_apply`] must hold): the weight gradient from the output gradient `g` and
-/// the input `x`, copied into `scratch` (one sample's columns).
+/// ([`applies`] must hold): the weight gradient from the output gradient `g` and the
+/// input `x`, padded into `scratch` (at least [`padded_input_len`] values).
 pub(crate) fn weight_gradient<T: Float>(
     s: &Conv2dShape,
     grad_w: &mut [T],
@@ -253,13 +182,19 @@ pub(crate) fn weight_gradient<T: Float>(
     x: &[T],
     g: &[T],
 ) {
-    let layout = input_layout(s);
-    layout.fill(scratch, x);
+    let padded = &mut scratch[..padded_input_len(s)];
+    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+    let geometry = Geometry {
+        channels: s.in_channels,
+        kernel: s.kernel,
+        padded: padded_input(s),
+        out: s.out_size,
+    };
     let (oh, ow) = s.out_size;
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
-            && layout.padded
             && s.kernel.1 <= MAX_KERNEL_WIDTH
+            && ow.is_multiple_of(BLOCK)
             && grad_w.len() == s.out_channels * s.k()
             && g.len() == s.out_channels * oh * ow
             && crate::simd::has_avx512(),
@@ -267,33 +202,46 @@ pub(crate) fn weight_gradient<T: Float>(
     );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `T` is `f32`, the processor has AVX-512F, and the lengths match the
-    // layout (checked above, the copy by its construction).
+    // geometry (checked above, the padded input by its construction).
     unsafe {
-        let (add, x) = (accum == Accum::Add, &scratch[..layout.len()]);
-        x86::weight_gradient(as_f32_mut(grad_w), add, as_f32(g), as_f32(x), layout);
+        let add = accum == Accum::Add;
+        x86::weight_gradient(as_f32_mut(grad_w), add, as_f32(g), as_f32(padded), geometry);
         crate::simd::clear_upper_vector_state();
     }
 }
 
+/// The shape of one [`convolve`]: input channels, taps, the padded input planes' size
+/// and the output planes' size (`padded − kernel + 1`, its width a multiple of 16).
+#[derive(Clone, Copy)]
+struct Geometry {
+    channels: usize,
+    kernel: (usize, usize),
+    padded: (usize, usize),
+    out: (usize, usize),
+}
+
 /// `y (=|+=) Σ_{c,i,j} w[o][c][i][j] · x[c][oy + i][ox + j]` for every output channel
-/// `o` (`y`: `w.len() / K` planes of `l.out`, `x`: the copy `l` describes).
-fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], l: Layout) {
-    let k = l.channels * l.kernel.0 * l.kernel.1;
-    let (oh, ow) = l.out;
+/// `o` (`y`: `w.len() / K` planes of `g.out`, `x`: `g.channels` padded planes).
+fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], g: Geometry) {
+    let k = g.channels * g.kernel.0 * g.kernel.1;
+    let (oh, ow) = g.out;
+    let (ph, pw) = g.padded;
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
-            && (oh * ow).is_multiple_of(BLOCK)
+            && ow.is_multiple_of(BLOCK)
+            && ph + 1 == oh + g.kernel.0
+            && pw + 1 == ow + g.kernel.1
             && w.len().is_multiple_of(k)
             && y.len() == w.len() / k * oh * ow
-            && x.len() == l.len()
+            && x.len() == g.channels * ph * pw
             && crate::simd::has_avx512(),
-        "direct convolution: the buffers do not match the layout"
+        "direct convolution: the buffers do not match the geometry"
     );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `T` is `f32`, the processor has AVX-512F, and the lengths were checked
-    // against the layout above.
+    // against the geometry above.
     unsafe {
-        x86::convolve(as_f32_mut(y), accum == Accum::Add, as_f32(w), as_f32(x), l);
+        x86::convolve(as_f32_mut(y), accum == Accum::Add, as_f32(w), as_f32(x), g);
         crate::simd::clear_upper_vector_state();
     }
 }
@@ -302,7 +250,7 @@ fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], l: Layout) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Layout, BLOCK};
+    use super::{Geometry, BLOCK};
 
     /// Output channels in a tile.
     const ROWS: usize = 8;
@@ -316,16 +264,17 @@ mod x86 {
     /// The processor must support AVX-512F, and the lengths must match `g` as
     /// [`super::convolve`] checks.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn convolve(y: &mut [f32], add: bool, w: &[f32], x: &[f32], g: Layout) {
+    pub(super) unsafe fn convolve(y: &mut [f32], add: bool, w: &[f32], x: &[f32], g: Geometry) {
         let k = g.channels * g.kernel.0 * g.kernel.1;
         let (oh, ow) = g.out;
         let plane = oh * ow;
         let rows = w.len() / k;
         let blocks = plane / BLOCK;
+        let per_row = ow / BLOCK;
         // Block `b`'s first output position in a plane and its first input value.
         let at = |b: usize| {
-            let p = b * BLOCK;
-            (p, p / ow * g.row + p % ow)
+            let (oy, ox) = (b / per_row, b % per_row * BLOCK);
+            (oy * ow + ox, oy * g.padded.1 + ox)
         };
         let (yp, wp, xp) = (y.as_mut_ptr(), w.as_ptr(), x.as_ptr());
         let mut r = 0;
@@ -380,21 +329,22 @@ mod x86 {
         w: *const f32,
         k: usize,
         x: [*const f32; 2],
-        g: Layout,
+        g: Geometry,
         add: bool,
     ) {
         let (kh, kw) = g.kernel;
-        let (cs, rs, ts) = g.strides;
+        let plane = g.padded.0 * g.padded.1;
         // SAFETY: the caller's guarantees cover every offset read and written.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); P]; R];
             let mut t = 0;
             for c in 0..g.channels {
                 for i in 0..kh {
-                    let line: [*const f32; P] = std::array::from_fn(|q| x[q].add(c * cs + i * rs));
+                    let line: [*const f32; P] =
+                        std::array::from_fn(|q| x[q].add(c * plane + i * g.padded.1));
                     for j in 0..kw {
                         let xv: [__m512; P] =
-                            std::array::from_fn(|q| _mm512_loadu_ps(line[q].add(j * ts)));
+                            std::array::from_fn(|q| _mm512_loadu_ps(line[q].add(j)));
                         for (r, acc) in acc.iter_mut().enumerate() {
                             let a = _mm512_set1_ps(*w.add(r * k + t));
                             for (acc, &xv) in acc.iter_mut().zip(&xv) {
@@ -436,7 +386,7 @@ mod x86 {
         add: bool,
         dy: &[f32],
         x: &[f32],
-        g: Layout,
+        g: Geometry,
     ) {
         match g.kernel.1 {
             1 => unsafe { weight_gradient_of::<8, 1>(gw, add, dy, x, g) },
@@ -461,7 +411,7 @@ mod x86 {
         add: bool,
         dy: &[f32],
         x: &[f32],
-        g: Layout,
+        g: Geometry,
     ) {
         let rows = gw.len() / (g.channels * g.kernel.0 * g.kernel.1);
         let mut o = 0;
@@ -487,28 +437,28 @@ mod x86 {
         add: bool,
         dy: &[f32],
         x: &[f32],
-        g: Layout,
+        g: Geometry,
         o: usize,
     ) {
         let kh = g.kernel.0;
         let k = g.channels * kh * T;
         let (oh, ow) = g.out;
-        let (cs, rs, ts) = g.strides;
+        let (ph, pw) = g.padded;
         let plane = oh * ow;
         let (gp, dp, xp) = (gw.as_mut_ptr(), dy.as_ptr(), x.as_ptr());
         // SAFETY: rows `o..o + R` of `dy` and `gw` exist, and row `oy + i` of every
-        // padded plane (the layout is padded: `weights_apply`); a block of the output
-        // row and its `T − 1` neighbours stay inside the padded row.
+        // padded plane; a block of the output row and its `T − 1` neighbours stay
+        // inside the padded row (`pw = ow + T − 1`).
         unsafe {
             for c in 0..g.channels {
                 for i in 0..kh {
                     let mut acc = [[_mm512_setzero_ps(); T]; R];
                     for oy in 0..oh {
-                        let line = xp.add(c * cs + i * rs + oy * g.row);
+                        let line = xp.add(c * ph * pw + (oy + i) * pw);
                         let out = dp.add(o * plane + oy * ow);
                         for bx in (0..ow).step_by(BLOCK) {
                             let xv: [__m512; T] =
-                                std::array::from_fn(|t| _mm512_loadu_ps(line.add(bx + t * ts)));
+                                std::array::from_fn(|t| _mm512_loadu_ps(line.add(bx + t)));
                             for (r, acc) in acc.iter_mut().enumerate() {
                                 let d = _mm512_loadu_ps(out.add(r * plane + bx));
                                 for (acc, &xv) in acc.iter_mut().zip(&xv) {
