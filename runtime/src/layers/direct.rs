@@ -19,11 +19,18 @@
 //! taps and their channel axes swapped ([`flip`]). That replaces the `Wᵀ · g` GEMM and
 //! col2im, which added the column gradient back a tap at a time.
 //!
+//! The weight gradient `Σ g[o][oy][ox] · padded[c][oy + i][ox + j]` is a sum over the
+//! positions for every weight: kept in sixteen lanes of registers for a tile of output
+//! channels and a row of taps, and reduced across the lanes once a sample
+//! ([`weight_gradient`]). With these three no column matrix is built.
+//!
 //! It runs where it applies ([`applies`]): f32 on a processor with AVX-512F, stride and
-//! dilation 1, padding at most `kernel − 1` and output rows a multiple of 16 wide
-//! (ResNet-20's 3x3 convolutions on 32 x 32 and 16 x 16 planes; its 8 x 8 ones keep the
-//! GEMMs). The weight gradient keeps im2col and its GEMM. docs/design.md,
-//! "Convolutions", has the measurements.
+//! dilation 1, padding at most `kernel − 1`, output rows a multiple of 16 wide and at
+//! most [`MAX_KERNEL_WIDTH`] taps a row: ResNet-20's 3x3 convolutions on 32 x 32 and
+//! 16 x 16 planes. Its 8 x 8 ones keep im2col and faer: a copy that lets blocks of 16
+//! span two output rows was tried for their forward pass and input gradient and did
+//! not change the step, and their weight gradient would reduce across the lanes for
+//! every four blocks. docs/design.md, "Convolutions", has the measurements.
 
 use std::any::TypeId;
 
@@ -40,7 +47,7 @@ const BLOCK: usize = 16;
 /// Widest kernel [`weight_gradient`] takes: a tile holds one row of taps.
 const MAX_KERNEL_WIDTH: usize = 8;
 
-/// Whether [`forward`] and [`input_gradient`] take the convolution `s` in `T` on this
+/// Whether [`forward`], [`input_gradient`] and [`weight_gradient`] take the convolution `s` in `T` on this
 /// processor, their padded copies fitting in one sample's columns.
 pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
     TypeId::of::<T>() == TypeId::of::<f32>()
