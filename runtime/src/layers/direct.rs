@@ -47,8 +47,9 @@ const BLOCK: usize = 16;
 /// Widest kernel [`weight_gradient`] takes: a tile holds one row of taps.
 const MAX_KERNEL_WIDTH: usize = 8;
 
-/// Whether [`forward`], [`input_gradient`] and [`weight_gradient`] take the convolution `s` in `T` on this
-/// processor, their padded copies fitting in one sample's columns.
+/// Whether [`forward`], [`input_gradient`] and [`weight_gradient`] take the
+/// convolution `s` in `T` on this processor, their padded copies fitting in one
+/// sample's columns.
 pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
     TypeId::of::<T>() == TypeId::of::<f32>()
         && s.rebuilds_columns()
