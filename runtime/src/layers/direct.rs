@@ -91,7 +91,13 @@ pub(crate) fn padded_grad_len(s: &Conv2dShape) -> usize {
 }
 
 /// Copies `channels` planes of `size` from `src` into `dst`, each inside a border of
-/// `pad` zeros (`dst`: `channels` planes of `size + 2 pad`).
+/// `pad` zeros (`dst`: `channels` planes of `size + 2 pad`; rows a multiple of 16
+/// wide, as [`applies`] requires).
+///
+/// The whole copy is zeroed at once and each row then copied in blocks of sixteen, so
+/// that the copies compile to vector moves in place. With a `memcpy` and two `memset`s
+/// per row of 16 or 32 values the copies took 6 % of ResNet-20's samples in `perf`,
+/// 4.8 % in those calls.
 fn pad_planes<T: Float>(
     dst: &mut [T],
     src: &[T],
@@ -102,21 +108,26 @@ fn pad_planes<T: Float>(
     let (h, w) = size;
     let width = w + 2 * pad.1;
     let plane = (h + 2 * pad.0) * width;
-    for (dst, src) in dst
-        .chunks_exact_mut(plane)
-        .zip(src.chunks_exact(h * w))
-        .take(channels)
-    {
-        let (top, rest) = dst.split_at_mut(pad.0 * width);
-        top.fill(T::ZERO);
-        let (middle, bottom) = rest.split_at_mut(h * width);
-        for (line, row) in middle.chunks_exact_mut(width).zip(src.chunks_exact(w)) {
-            line[..pad.1].fill(T::ZERO);
-            line[pad.1..pad.1 + w].copy_from_slice(row);
-            line[pad.1 + w..].fill(T::ZERO);
-        }
-        bottom.fill(T::ZERO);
-    }
+    let dst = &mut dst[..channels * plane];
+    dst.fill(T::ZERO);
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (dst, src) in dst.chunks_exact_mut(plane).zip(src.chunks_exact(h * w)) {
+                let rows = dst[pad.0 * width + pad.1..].chunks_mut(width);
+                for (line, row) in rows.zip(src.chunks_exact(w)) {
+                    for (d, s) in line[..w]
+                        .chunks_exact_mut(BLOCK)
+                        .zip(row.chunks_exact(BLOCK))
+                    {
+                        let s: &[T; BLOCK] = s.try_into().expect("a block");
+                        let d: &mut [T; BLOCK] = d.try_into().expect("a block");
+                        *d = *s;
+                    }
+                }
+            }
+        },
+    );
 }
 
 /// `y = conv(x, weight)` for one sample of `s` ([`applies`] must hold), with
