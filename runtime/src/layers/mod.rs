@@ -288,56 +288,6 @@ pub(crate) fn lane_sum<T: Float, const N: usize>(inputs: [&[T]; N], f: impl Fn([
     lane_fold(inputs, T::ZERO, f, |a, b| a + b)
 }
 
-/// [`lane_sum`] of `M` functions of the same inputs in one pass over them: component
-/// `m` is, bit for bit, `lane_sum(inputs, |x| f(x)[m])` (the same lanes, the same
-/// order). Batch norm's backward takes `Σ g` and `Σ g (x − μ)` of a channel this way,
-/// reading its three tensors once instead of five times.
-///
-/// # Panics
-/// If the slices differ in length.
-#[inline(always)]
-pub(crate) fn lane_sums<T: Float, const N: usize, const M: usize>(
-    inputs: [&[T]; N],
-    f: impl Fn([T; N]) -> [T; M],
-) -> [T; M] {
-    const LANES: usize = 16;
-    let n = inputs.first().map_or(0, |x| x.len());
-    assert!(
-        inputs.iter().all(|x| x.len() == n),
-        "lane_sums: inputs of different lengths"
-    );
-    let mut partial = [[T::ZERO; LANES]; M];
-    let whole = n / LANES * LANES;
-    for base in (0..whole).step_by(LANES) {
-        let block: [&[T; LANES]; N] = std::array::from_fn(|k| {
-            inputs[k][base..base + LANES]
-                .try_into()
-                .expect("a block is LANES values")
-        });
-        for l in 0..LANES {
-            let values = f(std::array::from_fn(|k| block[k][l]));
-            for (partial, v) in partial.iter_mut().zip(values) {
-                partial[l] += v;
-            }
-        }
-    }
-    let mut total = [T::ZERO; M];
-    // `i` indexes every input, not `inputs` itself.
-    #[allow(clippy::needless_range_loop)]
-    for i in whole..n {
-        let values = f(std::array::from_fn(|k| inputs[k][i]));
-        for (total, v) in total.iter_mut().zip(values) {
-            *total += v;
-        }
-    }
-    for (total, partial) in total.iter_mut().zip(partial) {
-        for p in partial {
-            *total += p;
-        }
-    }
-    total
-}
-
 /// The largest of `values` (not empty; NaN-ignoring, like [`Float::max`]), in 16
 /// interleaved lanes so that it vectorises. The maximum does not depend on the order.
 #[inline(always)]
@@ -558,11 +508,6 @@ mod tests {
             let pairs: Vec<f32> = (0..n).map(|i| a[i] * b[i]).collect();
             let two = lane_sum([a, b], |[a, b]| a * b);
             assert_eq!(two.to_bits(), in_lanes(&pairs, 0.0, |x, y| x + y).to_bits());
-            // Two sums in one pass: each is the one-sum pass's, bit for bit.
-            let [both_two, both_three] =
-                lane_sums([a, b, c], |[a, b, c]| [a * b, three([a, b, c])]);
-            assert_eq!(both_two.to_bits(), two.to_bits(), "{n} values");
-            assert_eq!(both_three.to_bits(), expected.to_bits(), "{n} values");
             assert_eq!(sum(a).to_bits(), in_lanes(a, 0.0, |x, y| x + y).to_bits());
             if n > 0 {
                 let max = in_lanes(a, a[0], f32::max);
