@@ -317,19 +317,32 @@ pub fn conv2d_forward<T: Float>(
     let w = MatRef::from_row_major_slice(weight, s.out_channels, s.k());
     let flops = 2.0 * (s.out_channels * s.cols_len()) as f64;
     let direct = direct::applies::<T>(s);
+    let lanes = direct::lanes_apply::<T>(s);
+    let half = batch_half(batch, flops);
+    // Each half's scratch, and the transposed weights of the channels-in-lanes path.
+    let (c0, c1, transposed) = if lanes {
+        direct::lanes_split(s, cols, weight)
+    } else {
+        let (c0, c1) = cols.split_at_mut(half_cols(s, half));
+        (c0, c1, &[][..])
+    };
     let run = |first: usize, out: &mut [T], cols: &mut [T]| {
         for (n, y) in out.chunks_exact_mut(s.output_len()).enumerate() {
             let x = &input[(first + n) * s.input_len()..][..s.input_len()];
-            let col = sample_cols(s, cols, n);
-            if direct {
-                direct::forward(s, y, col, x, weight);
+            if lanes {
+                direct::lanes_forward(s, y, cols, x, transposed);
             } else {
-                im2col(s, col, x);
-            }
-            if !direct && !thin::forward(y, weight, col, s.k()) {
-                let col = MatRef::from_row_major_slice(col, s.k(), s.p());
-                let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
-                matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
+                let col = sample_cols(s, cols, n);
+                if direct {
+                    direct::forward(s, y, col, x, weight);
+                } else {
+                    im2col(s, col, x);
+                }
+                if !direct && !thin::forward(y, weight, col, s.k()) {
+                    let col = MatRef::from_row_major_slice(col, s.k(), s.p());
+                    let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
+                    matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
+                }
             }
             for (c, plane) in y.chunks_exact_mut(s.p()).enumerate() {
                 let b = bias.map_or(T::ZERO, |b| b[c]);
@@ -337,8 +350,6 @@ pub fn conv2d_forward<T: Float>(
             }
         }
     };
-    let half = batch_half(batch, flops);
-    let (c0, c1) = cols.split_at_mut(half_cols(s, half));
     if half < batch {
         let (y0, y1) = output.split_at_mut(half * s.output_len());
         rayon::join(|| run(0, y0, c0), || run(half, y1, c1));
@@ -440,13 +451,19 @@ pub fn conv2d_backward<T: Float>(
         // The first half's weight gradient goes straight into `grad_weight`, the
         // second half's into `partial`; taken transposed, both into `partial`.
         let direct = direct::applies::<T>(s);
-        let transposed = !direct && weight_grad_transposed::<T>(s);
+        let lanes = direct::lanes_apply::<T>(s);
+        // The channels-in-lanes path takes the weight gradient as `k × co`.
+        let transposed = lanes || (!direct && weight_grad_transposed::<T>(s));
         let (gw1, rest) = partial.split_at_mut(co * k);
         let (rest, flipped) = rest.split_at_mut(co * k);
         // The weights of the direct input gradient, once for both halves.
-        let flipped = (direct && grad_input.is_some()).then(|| {
+        let flipped = ((direct || lanes) && grad_input.is_some()).then(|| {
             let flipped = &mut flipped[..co * k];
-            direct::flip(s, flipped, weight);
+            if lanes {
+                direct::flip_transposed(s, flipped, weight);
+            } else {
+                direct::flip(s, flipped, weight);
+            }
             &*flipped
         });
         // Where the first half's sum is taken, and where it goes transposed at the end.
@@ -575,6 +592,7 @@ fn dense_backward<T: Float>(
     let (ilen, olen) = (s.input_len(), s.output_len());
     let w = MatRef::from_row_major_slice(weight, co, k);
     let direct = direct::applies::<T>(s);
+    let lanes = direct::lanes_apply::<T>(s);
     for (n, (x, g)) in input
         .chunks_exact(ilen)
         .zip(g.chunks_exact(olen))
@@ -582,6 +600,14 @@ fn dense_backward<T: Float>(
     {
         let col = sample_cols(s, cols, n);
         let accum = if n == 0 { Accum::Replace } else { Accum::Add };
+        if lanes {
+            direct::lanes_weight_gradient(s, grad_weight, accum, col, x, g);
+            if let Some((grad_input, accum)) = grad_input.as_mut() {
+                let gx = &mut grad_input[n * ilen..][..ilen];
+                direct::lanes_input_gradient(s, gx, *accum, col, g, flipped);
+            }
+            continue;
+        }
         if direct {
             direct::weight_gradient(s, grad_weight, accum, col, x, g);
         } else if s.rebuilds_columns() {
@@ -1130,8 +1156,23 @@ mod tests {
             (shape(3, (8, 32), 5, (3, 1), (1, 1), (0, 0), (1, 1)), 1),
             (shape(2, (5, 16), 4, (2, 3), (1, 1), (1, 1), (1, 1)), 2),
         ];
-        for (i, (s, batch)) in cases.into_iter().enumerate() {
-            assert!(direct::applies::<f32>(&s), "{s:?}");
+        // Rows narrower than 16 (channels in lanes): ResNet-20's third stage; 80 output
+        // channels (a group of 64 and one of 16) over 90 positions (a tile of 2 at the
+        // end); 32 over 35 positions; 5x5 taps.
+        let lanes = [
+            (shape(64, (8, 8), 64, (3, 3), (1, 1), (1, 1), (1, 1)), 2),
+            (shape(16, (9, 10), 80, (3, 3), (1, 1), (1, 1), (1, 1)), 2),
+            (shape(16, (5, 7), 32, (3, 3), (1, 1), (1, 1), (1, 1)), 3),
+            (shape(16, (3, 9), 16, (5, 5), (1, 1), (2, 2), (1, 1)), 2),
+        ];
+        for (s, _) in &lanes {
+            assert!(direct::lanes_apply::<f32>(s), "{s:?}");
+        }
+        for (i, (s, batch)) in cases.into_iter().chain(lanes).enumerate() {
+            assert!(
+                direct::applies::<f32>(&s) || direct::lanes_apply::<f32>(&s),
+                "{s:?}"
+            );
             let seed = 90 + 10 * i as u64;
             let x = values(batch * s.input_len(), seed);
             let w = values(s.out_channels * s.k(), seed + 1);

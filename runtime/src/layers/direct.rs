@@ -91,11 +91,11 @@ pub(crate) fn padded_grad_len(s: &Conv2dShape) -> usize {
 }
 
 /// Copies `channels` planes of `size` from `src` into `dst`, each inside a border of
-/// `pad` zeros (`dst`: `channels` planes of `size + 2 pad`; rows a multiple of 16
-/// wide, as [`applies`] requires).
+/// `pad` zeros (`dst`: `channels` planes of `size + 2 pad`).
 ///
-/// The whole copy is zeroed at once and each row then copied in blocks of sixteen, so
-/// that the copies compile to vector moves in place. With a `memcpy` and two `memset`s
+/// The whole copy is zeroed at once and each row then copied in blocks of sixteen
+/// (then of eight, then a value at a time), so that the copies compile to vector moves
+/// in place. With a `memcpy` and two `memset`s
 /// per row of 16 or 32 values the copies took 6 % of ResNet-20's samples in `perf`,
 /// 4.8 % in those calls.
 fn pad_planes<T: Float>(
@@ -116,18 +116,29 @@ fn pad_planes<T: Float>(
             for (dst, src) in dst.chunks_exact_mut(plane).zip(src.chunks_exact(h * w)) {
                 let rows = dst[pad.0 * width + pad.1..].chunks_mut(width);
                 for (line, row) in rows.zip(src.chunks_exact(w)) {
-                    for (d, s) in line[..w]
-                        .chunks_exact_mut(BLOCK)
-                        .zip(row.chunks_exact(BLOCK))
-                    {
-                        let s: &[T; BLOCK] = s.try_into().expect("a block");
-                        let d: &mut [T; BLOCK] = d.try_into().expect("a block");
-                        *d = *s;
+                    let (line, row) = (&mut line[..w], row);
+                    let whole = w - w % BLOCK;
+                    copy_blocks::<T, BLOCK>(&mut line[..whole], &row[..whole]);
+                    let (line, row) = (&mut line[whole..], &row[whole..]);
+                    let half = row.len() - row.len() % 8;
+                    copy_blocks::<T, 8>(&mut line[..half], &row[..half]);
+                    for (d, &v) in line[half..].iter_mut().zip(&row[half..]) {
+                        *d = v;
                     }
                 }
             }
         },
     );
+}
+
+/// `dst = src` in blocks of `N` values (both a multiple of `N` long).
+#[inline(always)]
+fn copy_blocks<T: Float, const N: usize>(dst: &mut [T], src: &[T]) {
+    for (d, s) in dst.chunks_exact_mut(N).zip(src.chunks_exact(N)) {
+        let s: &[T; N] = s.try_into().expect("a block");
+        let d: &mut [T; N] = d.try_into().expect("a block");
+        *d = *s;
+    }
 }
 
 /// `y = conv(x, weight)` for one sample of `s` ([`applies`] must hold), with
@@ -265,11 +276,225 @@ fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], g: Geometry) 
     }
 }
 
+/// Whether the channels-in-lanes kernels ([`lanes_forward`], [`lanes_weight_gradient`],
+/// [`lanes_input_gradient`]) take `s` in `T` on this processor: a "same" convolution of
+/// stride 1 as for [`applies`] whose rows are *not* a multiple of 16 wide (ResNet-20's
+/// 8 x 8 planes), with input and output channels in whole vectors of 16, and room in
+/// the columns for the copies: two padded inputs and the transposed weights in the
+/// forward pass (both halves' columns), a padded input and the transposed output
+/// gradient, or the padded output gradient, in the backward pass (one half's).
+pub(crate) fn lanes_apply<T: Float>(s: &Conv2dShape) -> bool {
+    let (p, co, k) = (s.p(), s.out_channels, s.k());
+    TypeId::of::<T>() == TypeId::of::<f32>()
+        && s.rebuilds_columns()
+        && s.dilation == (1, 1)
+        && s.padding.0 < s.kernel.0
+        && s.padding.1 < s.kernel.1
+        && !s.out_size.1.is_multiple_of(BLOCK)
+        && s.in_channels.is_multiple_of(BLOCK)
+        && co.is_multiple_of(BLOCK)
+        && 2 * padded_input_len(s) + co * k <= s.cols_scratch_len()
+        && (padded_input_len(s) + p * co).max(padded_grad_len(s)) <= s.cols_len()
+        && crate::simd::has_avx512()
+}
+
+/// Splits the forward pass's columns (`s.cols_scratch_len()` values) for the
+/// channels-in-lanes path: each half's padded input, and the transposed weights
+/// (`k × out_channels`), written here from `weight`.
+pub(crate) fn lanes_split<'a, T: Float>(
+    s: &Conv2dShape,
+    cols: &'a mut [T],
+    weight: &[T],
+) -> (&'a mut [T], &'a mut [T], &'a [T]) {
+    let len = padded_input_len(s);
+    let (pads, rest) = cols.split_at_mut(2 * len);
+    let transposed = &mut rest[..s.out_channels * s.k()];
+    super::sparse::transpose(transposed, weight, s.out_channels, s.k());
+    let (c0, c1) = pads.split_at_mut(len);
+    (c0, c1, transposed)
+}
+
+/// `flipped[(o, i, j)][c] = weight[o][c][kh − 1 − i][kw − 1 − j]`: the weights of
+/// [`lanes_input_gradient`], a row for each tap of the output gradient.
+pub(crate) fn flip_transposed<T: Float>(s: &Conv2dShape, flipped: &mut [T], weight: &[T]) {
+    let (kh, kw) = s.kernel;
+    let (ci, co) = (s.in_channels, s.out_channels);
+    assert!(flipped.len() == co * s.k() && weight.len() == co * s.k());
+    for o in 0..co {
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &mut flipped[((o * kh + i) * kw + j) * ci..][..ci];
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = weight[((o * ci + c) * kh + kh - 1 - i) * kw + kw - 1 - j];
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, weight)` for one sample of `s` ([`lanes_apply`]) from the transposed
+/// weights of [`lanes_split`], the padded input in `scratch`.
+pub(crate) fn lanes_forward<T: Float>(
+    s: &Conv2dShape,
+    y: &mut [T],
+    scratch: &mut [T],
+    x: &[T],
+    transposed: &[T],
+) {
+    let padded = &mut scratch[..padded_input_len(s)];
+    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+    let (ph, pw) = padded_input(s);
+    let taps = Walk {
+        n: (s.in_channels, s.kernel.0, s.kernel.1),
+        stride: (ph * pw, pw, 1),
+    };
+    let geometry = Positions {
+        out: s.out_size,
+        row: pw,
+    };
+    lanes_convolve(y, Accum::Replace, transposed, padded, taps, geometry);
+}
+
+/// `grad_wᵀ (=|+=) Σ_p x[c][p + tap] · g[o][p]` for one sample of `s`
+/// ([`lanes_apply`]): the weight gradient as `k × out_channels`, from the output
+/// gradient `g`, with `scratch` for the padded input and `gᵀ`.
+pub(crate) fn lanes_weight_gradient<T: Float>(
+    s: &Conv2dShape,
+    grad_wt: &mut [T],
+    accum: Accum,
+    scratch: &mut [T],
+    x: &[T],
+    g: &[T],
+) {
+    let (p, co, k) = (s.p(), s.out_channels, s.k());
+    let (padded, rest) = scratch.split_at_mut(padded_input_len(s));
+    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+    let gt = &mut rest[..p * co];
+    super::sparse::transpose(gt, g, co, p);
+    let (ph, pw) = padded_input(s);
+    let (oh, ow) = s.out_size;
+    assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>()
+            && grad_wt.len() == k * co
+            && co.is_multiple_of(BLOCK)
+            && crate::simd::has_avx512(),
+        "lanes weight gradient: the buffers do not match the geometry"
+    );
+    let positions = Walk {
+        n: (1, oh, ow),
+        stride: (0, pw, 1),
+    };
+    let taps = Walk {
+        n: (s.in_channels, s.kernel.0, s.kernel.1),
+        stride: (ph * pw, pw, 1),
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `T` is `f32`, the processor has AVX-512F; every tap of every position
+    // lies inside the padded input, `gt` is `p × co` and `grad_wt` `k × co`.
+    unsafe {
+        x86::lanes_weight_gradient(
+            as_f32_mut(grad_wt),
+            accum == Accum::Add,
+            as_f32(padded),
+            as_f32(gt),
+            co,
+            positions,
+            taps,
+        );
+        crate::simd::clear_upper_vector_state();
+    }
+}
+
+/// `grad_x (=|+=) convᵀ(g, weight)` for one sample of `s` ([`lanes_apply`]), from the
+/// weights of [`flip_transposed`], with `scratch` for the padded output gradient.
+pub(crate) fn lanes_input_gradient<T: Float>(
+    s: &Conv2dShape,
+    grad_x: &mut [T],
+    accum: Accum,
+    scratch: &mut [T],
+    g: &[T],
+    flipped: &[T],
+) {
+    let padded = &mut scratch[..padded_grad_len(s)];
+    pad_planes(padded, g, s.out_channels, s.out_size, grad_padding(s));
+    let (ph, pw) = padded_grad(s);
+    let taps = Walk {
+        n: (s.out_channels, s.kernel.0, s.kernel.1),
+        stride: (ph * pw, pw, 1),
+    };
+    let geometry = Positions {
+        out: s.in_size,
+        row: pw,
+    };
+    lanes_convolve(grad_x, accum, flipped, padded, taps, geometry);
+}
+
+/// A walk over `n.0 × n.1 × n.2` steps, step `(a, b, c)` at offset
+/// `a · stride.0 + b · stride.1 + c · stride.2`: the taps of a convolution over its
+/// padded input, or the output positions of a plane inside it.
+#[derive(Clone, Copy)]
+struct Walk {
+    n: (usize, usize, usize),
+    stride: (usize, usize, usize),
+}
+
+impl Walk {
+    fn len(&self) -> usize {
+        self.n.0 * self.n.1 * self.n.2
+    }
+
+    /// The offset of step `t`.
+    fn offset(&self, t: usize) -> usize {
+        let (c, rest) = (t / (self.n.1 * self.n.2), t % (self.n.1 * self.n.2));
+        c * self.stride.0 + rest / self.n.2 * self.stride.1 + rest % self.n.2 * self.stride.2
+    }
+}
+
+/// The output plane of a [`lanes_convolve`] and the padded input's row length: output
+/// position `(oy, ox)` reads from `oy · row + ox`.
+#[derive(Clone, Copy)]
+struct Positions {
+    out: (usize, usize),
+    row: usize,
+}
+
+/// `y (=|+=) Σ_t wt[t][o] · x[position + taps.offset(t)]` for every output channel `o`
+/// (`wt`: `taps.len() × o` values, `y`: `o` planes of `geometry.out`).
+fn lanes_convolve<T: Float>(
+    y: &mut [T],
+    accum: Accum,
+    wt: &[T],
+    x: &[T],
+    taps: Walk,
+    geometry: Positions,
+) {
+    let k = taps.len();
+    let (oh, ow) = geometry.out;
+    let last = (oh - 1) * geometry.row + ow - 1 + taps.offset(k - 1);
+    assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>()
+            && wt.len().is_multiple_of(k)
+            && (wt.len() / k).is_multiple_of(BLOCK)
+            && y.len() == wt.len() / k * oh * ow
+            && last < x.len()
+            && crate::simd::has_avx512(),
+        "lanes convolution: the buffers do not match the geometry"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `T` is `f32`, the processor has AVX-512F; the last tap of the last
+    // position lies inside `x` (checked above), `wt` holds `k` rows of the channels.
+    unsafe {
+        let add = accum == Accum::Add;
+        x86::lanes_convolve(as_f32_mut(y), add, as_f32(wt), as_f32(x), taps, geometry);
+        crate::simd::clear_upper_vector_state();
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Geometry, BLOCK};
+    use super::{Geometry, Positions, Walk, BLOCK};
 
     /// Output channels in a tile.
     const ROWS: usize = 8;
@@ -493,6 +718,218 @@ mod x86 {
                             *at = if add { *at + sum } else { sum };
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Rows of a channels-in-lanes tile: output positions, or taps for the weight
+    /// gradient.
+    const LANE_ROWS: usize = 4;
+
+    /// Vectors of 16 channels in a channels-in-lanes tile: 4 × 4 sums in registers,
+    /// four loads and four broadcasts per sixteen FMAs.
+    const LANE_VECTORS: usize = 4;
+
+    /// Runs `$f::<R, Q>($args)` for the run-time `($r, $q)`, each from 1 to 4.
+    macro_rules! by_tile {
+        ($r:expr, $q:expr, $f:ident($($args:expr),*)) => {
+            match ($r, $q) {
+                (4, 4) => $f::<4, 4>($($args),*),
+                (4, 3) => $f::<4, 3>($($args),*),
+                (4, 2) => $f::<4, 2>($($args),*),
+                (4, _) => $f::<4, 1>($($args),*),
+                (3, 4) => $f::<3, 4>($($args),*),
+                (3, 3) => $f::<3, 3>($($args),*),
+                (3, 2) => $f::<3, 2>($($args),*),
+                (3, _) => $f::<3, 1>($($args),*),
+                (2, 4) => $f::<2, 4>($($args),*),
+                (2, 3) => $f::<2, 3>($($args),*),
+                (2, 2) => $f::<2, 2>($($args),*),
+                (2, _) => $f::<2, 1>($($args),*),
+                (_, 4) => $f::<1, 4>($($args),*),
+                (_, 3) => $f::<1, 3>($($args),*),
+                (_, 2) => $f::<1, 2>($($args),*),
+                (_, _) => $f::<1, 1>($($args),*),
+            }
+        };
+    }
+
+    /// `acc[r][q] = Σ_steps a[r][walk offset] · b[step][16 q..16 q + 16]`, `b`'s rows
+    /// `b_stride` apart in the walk's order.
+    ///
+    /// # Safety
+    /// Every `a[r]` plus every offset of the walk, and `Q` vectors of each of `b`'s
+    /// `walk.len()` rows, must be readable; the processor must support AVX-512F.
+    #[inline(always)]
+    unsafe fn lanes_tile<const R: usize, const Q: usize>(
+        a: [*const f32; LANE_ROWS],
+        walk: Walk,
+        b: *const f32,
+        b_stride: usize,
+    ) -> [[__m512; Q]; R] {
+        // SAFETY: the caller's guarantees cover every read.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); Q]; R];
+            let mut b = b;
+            for x in 0..walk.n.0 {
+                for y in 0..walk.n.1 {
+                    let base = x * walk.stride.0 + y * walk.stride.1;
+                    for z in 0..walk.n.2 {
+                        let at = base + z * walk.stride.2;
+                        let mut bv = [_mm512_setzero_ps(); Q];
+                        for (q, bv) in bv.iter_mut().enumerate() {
+                            *bv = _mm512_loadu_ps(b.add(q * BLOCK));
+                        }
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let av = _mm512_set1_ps(*a[r].add(at));
+                            for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                                *acc = _mm512_fmadd_ps(av, bv, *acc);
+                            }
+                        }
+                        b = b.add(b_stride);
+                    }
+                }
+            }
+            acc
+        }
+    }
+
+    /// [`super::lanes_convolve`]: for each group of up to 64 output channels, tiles of
+    /// 4 output positions; each tile's sums are written out channel by channel.
+    ///
+    /// # Safety
+    /// As [`super::lanes_convolve`] checks; the processor must support AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn lanes_convolve(
+        y: &mut [f32],
+        add: bool,
+        wt: &[f32],
+        x: &[f32],
+        taps: Walk,
+        geometry: Positions,
+    ) {
+        let channels = wt.len() / taps.len();
+        let (oh, ow) = geometry.out;
+        let plane = oh * ow;
+        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
+        let mut o = 0;
+        while o < channels {
+            let q = ((channels - o) / BLOCK).min(LANE_VECTORS);
+            // SAFETY (all below): channels `o..o + 16 q` exist in `wt` and `y`; every
+            // position of the tile is in the plane (the last one repeated to fill it).
+            let b = unsafe { wt.as_ptr().add(o) };
+            let mut p = 0;
+            while p < plane {
+                let r = (plane - p).min(LANE_ROWS);
+                let a: [*const f32; LANE_ROWS] = std::array::from_fn(|i| {
+                    let p = p + i.min(r - 1);
+                    unsafe { xp.add(p / ow * geometry.row + p % ow) }
+                });
+                let y = unsafe { yp.add(o * plane + p) };
+                unsafe { by_tile!(r, q, position_tile(a, taps, b, channels, y, plane, add)) };
+                p += r;
+            }
+            o += q * BLOCK;
+        }
+    }
+
+    /// One tile of [`lanes_convolve`]: `R` positions from `y`, `Q` vectors of channels
+    /// whose planes are `plane` apart.
+    ///
+    /// # Safety
+    /// As [`lanes_convolve`], for this tile.
+    #[inline(always)]
+    unsafe fn position_tile<const R: usize, const Q: usize>(
+        a: [*const f32; LANE_ROWS],
+        taps: Walk,
+        b: *const f32,
+        b_stride: usize,
+        y: *mut f32,
+        plane: usize,
+        add: bool,
+    ) {
+        // SAFETY: the caller's guarantees cover every read and write.
+        unsafe {
+            let acc = lanes_tile::<R, Q>(a, taps, b, b_stride);
+            let mut lanes = [0.0f32; BLOCK];
+            for (r, acc) in acc.iter().enumerate() {
+                for (q, &acc) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
+                    for (l, &v) in lanes.iter().enumerate() {
+                        let at = &mut *y.add((q * BLOCK + l) * plane + r);
+                        *at = if add { *at + v } else { v };
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::lanes_weight_gradient`]: for each group of up to 64 output channels,
+    /// tiles of 4 taps summed over every position.
+    ///
+    /// # Safety
+    /// `gwt` must be `taps.len() × channels`, `gt` `positions.len() × channels`, and
+    /// every tap of every position inside `x`; the processor must support AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn lanes_weight_gradient(
+        gwt: &mut [f32],
+        add: bool,
+        x: &[f32],
+        gt: &[f32],
+        channels: usize,
+        positions: Walk,
+        taps: Walk,
+    ) {
+        let k = taps.len();
+        let (gp, xp) = (gwt.as_mut_ptr(), x.as_ptr());
+        let mut o = 0;
+        while o < channels {
+            let q = ((channels - o) / BLOCK).min(LANE_VECTORS);
+            // SAFETY (all below): as the caller guarantees; every tap of the tile exists
+            // (the last one repeated to fill it).
+            let b = unsafe { gt.as_ptr().add(o) };
+            let mut t = 0;
+            while t < k {
+                let r = (k - t).min(LANE_ROWS);
+                let a: [*const f32; LANE_ROWS] =
+                    std::array::from_fn(|i| unsafe { xp.add(taps.offset(t + i.min(r - 1))) });
+                let dst = unsafe { gp.add(t * channels + o) };
+                unsafe {
+                    by_tile!(r, q, tap_tile(a, positions, b, channels, dst, add));
+                }
+                t += r;
+            }
+            o += q * BLOCK;
+        }
+    }
+
+    /// One tile of [`lanes_weight_gradient`]: `R` taps' rows from `dst` (`b_stride`
+    /// apart), `Q` vectors of channels.
+    ///
+    /// # Safety
+    /// As [`lanes_weight_gradient`], for this tile.
+    #[inline(always)]
+    unsafe fn tap_tile<const R: usize, const Q: usize>(
+        a: [*const f32; LANE_ROWS],
+        positions: Walk,
+        b: *const f32,
+        b_stride: usize,
+        dst: *mut f32,
+        add: bool,
+    ) {
+        // SAFETY: the caller's guarantees cover every read and write.
+        unsafe {
+            let acc = lanes_tile::<R, Q>(a, positions, b, b_stride);
+            for (r, acc) in acc.iter().enumerate() {
+                for (q, &acc) in acc.iter().enumerate() {
+                    let at = dst.add(r * b_stride + q * BLOCK);
+                    let sum = if add {
+                        _mm512_add_ps(_mm512_loadu_ps(at), acc)
+                    } else {
+                        acc
+                    };
+                    _mm512_storeu_ps(at, sum);
                 }
             }
         }
