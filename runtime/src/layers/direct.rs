@@ -731,6 +731,37 @@ mod x86 {
     /// four loads and four broadcasts per sixteen FMAs.
     const LANE_VECTORS: usize = 4;
 
+    /// Output positions in a tile of [`lanes_convolve`], and its vectors of channels:
+    /// 8 × 2 sums, so that each row of the transposed weights (read from the L2 cache)
+    /// serves eight positions.
+    const POSITION_ROWS: usize = 8;
+    const POSITION_VECTORS: usize = 2;
+
+    /// Runs `$f::<R, Q>($args)` for the run-time `($r, $q)`, `r` from 1 to 8 and `q`
+    /// 1 or 2.
+    macro_rules! by_position_tile {
+        ($r:expr, $q:expr, $f:ident($($args:expr),*)) => {
+            match ($r, $q) {
+                (8, 2) => $f::<8, 2>($($args),*),
+                (7, 2) => $f::<7, 2>($($args),*),
+                (6, 2) => $f::<6, 2>($($args),*),
+                (5, 2) => $f::<5, 2>($($args),*),
+                (4, 2) => $f::<4, 2>($($args),*),
+                (3, 2) => $f::<3, 2>($($args),*),
+                (2, 2) => $f::<2, 2>($($args),*),
+                (_, 2) => $f::<1, 2>($($args),*),
+                (8, _) => $f::<8, 1>($($args),*),
+                (7, _) => $f::<7, 1>($($args),*),
+                (6, _) => $f::<6, 1>($($args),*),
+                (5, _) => $f::<5, 1>($($args),*),
+                (4, _) => $f::<4, 1>($($args),*),
+                (3, _) => $f::<3, 1>($($args),*),
+                (2, _) => $f::<2, 1>($($args),*),
+                (_, _) => $f::<1, 1>($($args),*),
+            }
+        };
+    }
+
     /// Runs `$f::<R, Q>($args)` for the run-time `($r, $q)`, each from 1 to 4.
     macro_rules! by_tile {
         ($r:expr, $q:expr, $f:ident($($args:expr),*)) => {
@@ -762,8 +793,8 @@ mod x86 {
     /// Every `a[r]` plus every offset of the walk, and `Q` vectors of each of `b`'s
     /// `walk.len()` rows, must be readable; the processor must support AVX-512F.
     #[inline(always)]
-    unsafe fn lanes_tile<const R: usize, const Q: usize>(
-        a: [*const f32; LANE_ROWS],
+    unsafe fn lanes_tile<const R: usize, const Q: usize, const N: usize>(
+        a: [*const f32; N],
         walk: Walk,
         b: *const f32,
         b_stride: usize,
@@ -815,19 +846,21 @@ mod x86 {
         let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
         let mut o = 0;
         while o < channels {
-            let q = ((channels - o) / BLOCK).min(LANE_VECTORS);
+            let q = ((channels - o) / BLOCK).min(POSITION_VECTORS);
             // SAFETY (all below): channels `o..o + 16 q` exist in `wt` and `y`; every
             // position of the tile is in the plane (the last one repeated to fill it).
             let b = unsafe { wt.as_ptr().add(o) };
             let mut p = 0;
             while p < plane {
-                let r = (plane - p).min(LANE_ROWS);
-                let a: [*const f32; LANE_ROWS] = std::array::from_fn(|i| {
+                let r = (plane - p).min(POSITION_ROWS);
+                let a: [*const f32; POSITION_ROWS] = std::array::from_fn(|i| {
                     let p = p + i.min(r - 1);
                     unsafe { xp.add(p / ow * geometry.row + p % ow) }
                 });
                 let y = unsafe { yp.add(o * plane + p) };
-                unsafe { by_tile!(r, q, position_tile(a, taps, b, channels, y, plane, add)) };
+                unsafe {
+                    by_position_tile!(r, q, position_tile(a, taps, b, channels, y, plane, add))
+                };
                 p += r;
             }
             o += q * BLOCK;
@@ -841,7 +874,7 @@ mod x86 {
     /// As [`lanes_convolve`], for this tile.
     #[inline(always)]
     unsafe fn position_tile<const R: usize, const Q: usize>(
-        a: [*const f32; LANE_ROWS],
+        a: [*const f32; POSITION_ROWS],
         taps: Walk,
         b: *const f32,
         b_stride: usize,
@@ -851,7 +884,7 @@ mod x86 {
     ) {
         // SAFETY: the caller's guarantees cover every read and write.
         unsafe {
-            let acc = lanes_tile::<R, Q>(a, taps, b, b_stride);
+            let acc = lanes_tile::<R, Q, POSITION_ROWS>(a, taps, b, b_stride);
             let mut lanes = [0.0f32; BLOCK];
             for (r, acc) in acc.iter().enumerate() {
                 for (q, &acc) in acc.iter().enumerate() {
@@ -920,7 +953,7 @@ mod x86 {
     ) {
         // SAFETY: the caller's guarantees cover every read and write.
         unsafe {
-            let acc = lanes_tile::<R, Q>(a, positions, b, b_stride);
+            let acc = lanes_tile::<R, Q, LANE_ROWS>(a, positions, b, b_stride);
             for (r, acc) in acc.iter().enumerate() {
                 for (q, &acc) in acc.iter().enumerate() {
                     let at = dst.add(r * b_stride + q * BLOCK);
