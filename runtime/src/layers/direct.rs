@@ -27,10 +27,23 @@
 //! It runs where it applies ([`applies`]): f32 on a processor with AVX-512F, stride and
 //! dilation 1, padding at most `kernel − 1`, output rows a multiple of 16 wide and at
 //! most [`MAX_KERNEL_WIDTH`] taps a row: ResNet-20's 3x3 convolutions on 32 x 32 and
-//! 16 x 16 planes. Its 8 x 8 ones keep im2col and faer: a copy that lets blocks of 16
-//! span two output rows was tried for their forward pass and input gradient and did
-//! not change the step, and their weight gradient would reduce across the lanes for
-//! every four blocks. docs/design.md, "Convolutions", has the measurements.
+//! 16 x 16 planes.
+//!
+//! # Channels in lanes
+//!
+//! Rows narrower than a block (ResNet-20's 8 x 8 planes) would split a block over two
+//! output rows. There the vectors run over channels instead ([`lanes_apply`]: input and
+//! output channels in whole vectors of 16): the forward pass and the input gradient
+//! take tiles of 8 output positions × 32 output channels, each position's input value
+//! at a tap broadcast against that tap's row of the transposed weights (`k ×
+//! out_channels`, written once a pass), and write the sums out channel by channel; the
+//! weight gradient takes tiles of 4 taps × 64 output channels, summed over the
+//! positions against the transposed output gradient, into the weight gradient held `k
+//! × out_channels` (the convolution's `transposed` layout), with no reduction across
+//! lanes. A copy that let blocks of 16 positions span two output rows was tried first
+//! for the forward pass and input gradient, with im2col and faer kept for the weight
+//! gradient, and left the step unchanged. docs/design.md, "Convolutions", has the
+//! measurements.
 
 use std::any::TypeId;
 
