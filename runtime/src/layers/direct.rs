@@ -750,51 +750,19 @@ mod x86 {
     const POSITION_ROWS: usize = 8;
     const POSITION_VECTORS: usize = 2;
 
-    /// Runs `$f::<R, Q>($args)` for the run-time `($r, $q)`, `r` from 1 to 8 and `q`
-    /// 1 or 2.
-    macro_rules! by_position_tile {
-        ($r:expr, $q:expr, $f:ident($($args:expr),*)) => {
-            match ($r, $q) {
-                (8, 2) => $f::<8, 2>($($args),*),
-                (7, 2) => $f::<7, 2>($($args),*),
-                (6, 2) => $f::<6, 2>($($args),*),
-                (5, 2) => $f::<5, 2>($($args),*),
-                (4, 2) => $f::<4, 2>($($args),*),
-                (3, 2) => $f::<3, 2>($($args),*),
-                (2, 2) => $f::<2, 2>($($args),*),
-                (_, 2) => $f::<1, 2>($($args),*),
-                (8, _) => $f::<8, 1>($($args),*),
-                (7, _) => $f::<7, 1>($($args),*),
-                (6, _) => $f::<6, 1>($($args),*),
-                (5, _) => $f::<5, 1>($($args),*),
-                (4, _) => $f::<4, 1>($($args),*),
-                (3, _) => $f::<3, 1>($($args),*),
-                (2, _) => $f::<2, 1>($($args),*),
-                (_, _) => $f::<1, 1>($($args),*),
+    /// Runs `$f::<R, Q>$args` for the run-time `($r, $q)`: `R` one of the listed rows
+    /// (1 otherwise), `Q` one of the listed vector counts (1 otherwise).
+    macro_rules! by_tile {
+        ($r:expr, $q:expr, [$($R:literal)*], $qs:tt, $f:ident $args:tt) => {
+            match $r {
+                $( $R => by_tile!(@q $q, $R, $qs, $f $args), )*
+                _ => by_tile!(@q $q, 1, $qs, $f $args),
             }
         };
-    }
-
-    /// Runs `$f::<R, Q>($args)` for the run-time `($r, $q)`, each from 1 to 4.
-    macro_rules! by_tile {
-        ($r:expr, $q:expr, $f:ident($($args:expr),*)) => {
-            match ($r, $q) {
-                (4, 4) => $f::<4, 4>($($args),*),
-                (4, 3) => $f::<4, 3>($($args),*),
-                (4, 2) => $f::<4, 2>($($args),*),
-                (4, _) => $f::<4, 1>($($args),*),
-                (3, 4) => $f::<3, 4>($($args),*),
-                (3, 3) => $f::<3, 3>($($args),*),
-                (3, 2) => $f::<3, 2>($($args),*),
-                (3, _) => $f::<3, 1>($($args),*),
-                (2, 4) => $f::<2, 4>($($args),*),
-                (2, 3) => $f::<2, 3>($($args),*),
-                (2, 2) => $f::<2, 2>($($args),*),
-                (2, _) => $f::<2, 1>($($args),*),
-                (_, 4) => $f::<1, 4>($($args),*),
-                (_, 3) => $f::<1, 3>($($args),*),
-                (_, 2) => $f::<1, 2>($($args),*),
-                (_, _) => $f::<1, 1>($($args),*),
+        (@q $q:expr, $R:tt, [$($Q:literal)*], $f:ident $args:tt) => {
+            match $q {
+                $( $Q => $f::<$R, $Q> $args, )*
+                _ => $f::<$R, 1> $args,
             }
         };
     }
@@ -872,7 +840,10 @@ mod x86 {
                 });
                 let y = unsafe { yp.add(o * plane + p) };
                 unsafe {
-                    by_position_tile!(r, q, position_tile(a, taps, b, channels, y, plane, add))
+                    by_tile!(
+                        r, q, [8 7 6 5 4 3 2], [2],
+                        position_tile(a, taps, b, channels, y, plane, add)
+                    )
                 };
                 p += r;
             }
@@ -942,8 +913,11 @@ mod x86 {
                     std::array::from_fn(|i| unsafe { xp.add(taps.offset(t + i.min(r - 1))) });
                 let dst = unsafe { gp.add(t * channels + o) };
                 unsafe {
-                    by_tile!(r, q, tap_tile(a, positions, b, channels, dst, add));
-                }
+                    by_tile!(
+                        r, q, [4 3 2], [4 3 2],
+                        tap_tile(a, positions, b, channels, dst, add)
+                    )
+                };
                 t += r;
             }
             o += q * BLOCK;
