@@ -11,6 +11,10 @@
 //!
 //! where `g` is `grad_output ⊙ f'(output)`.
 //!
+//! On a processor with AVX-512F, f32 "same" convolutions of stride 1 skip all of this:
+//! `direct.rs` takes their three products from zero-padded copies of the planes
+//! (`direct::applies`, `direct::lanes_apply`).
+//!
 //! Where the convolution [rebuilds its columns](Conv2dShape::rebuilds_columns) (stride
 //! 1, output rows as wide as input rows: a tap's row is the input plane shifted, one
 //! copy), the backward pass runs im2col again, and only one sample's columns exist at a
