@@ -463,11 +463,7 @@ pub fn conv2d_backward<T: Float>(
         // The weights of the direct input gradient, once for both halves.
         let flipped = ((direct || lanes) && grad_input.is_some()).then(|| {
             let flipped = &mut flipped[..co * k];
-            if lanes {
-                direct::flip_transposed(s, flipped, weight);
-            } else {
-                direct::flip(s, flipped, weight);
-            }
+            direct::flip(s, flipped, weight, lanes);
             &*flipped
         });
         // Where the first half's sum is taken, and where it goes transposed at the end.

@@ -64,14 +64,22 @@ const MAX_KERNEL_WIDTH: usize = 8;
 /// convolution `s` in `T` on this processor, their padded copies fitting in one
 /// sample's columns.
 pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
+    stride_one_same::<T>(s)
+        && s.out_size.1.is_multiple_of(BLOCK)
+        && s.kernel.1 <= MAX_KERNEL_WIDTH
+        && padded_input_len(s).max(padded_grad_len(s)) <= s.cols_len()
+}
+
+/// What both direct paths need: f32 on a processor with AVX-512F, a convolution that
+/// [rebuilds its columns](Conv2dShape::rebuilds_columns) (stride 1, "same" width),
+/// dilation 1 and padding below the kernel (so that the input gradient's padding,
+/// `kernel − 1 − pad`, exists).
+fn stride_one_same<T: Float>(s: &Conv2dShape) -> bool {
     TypeId::of::<T>() == TypeId::of::<f32>()
         && s.rebuilds_columns()
         && s.dilation == (1, 1)
         && s.padding.0 < s.kernel.0
         && s.padding.1 < s.kernel.1
-        && s.out_size.1.is_multiple_of(BLOCK)
-        && s.kernel.1 <= MAX_KERNEL_WIDTH
-        && padded_input_len(s).max(padded_grad_len(s)) <= s.cols_len()
         && crate::simd::has_avx512()
 }
 
@@ -144,6 +152,34 @@ fn pad_planes<T: Float>(
     );
 }
 
+/// The input of one sample of `s` padded into `scratch`, and what reading it takes.
+fn pad_input<'a, T: Float>(s: &Conv2dShape, scratch: &'a mut [T], x: &[T]) -> (&'a [T], Geometry) {
+    let padded = &mut scratch[..padded_input_len(s)];
+    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+    let geometry = Geometry {
+        channels: s.in_channels,
+        kernel: s.kernel,
+        padded: padded_input(s),
+        out: s.out_size,
+    };
+    (padded, geometry)
+}
+
+/// The output gradient of one sample of `s` padded by `kernel − 1 − pad` into
+/// `scratch`, and what reading it takes: the input gradient is its convolution with
+/// the [flipped](flip) weights.
+fn pad_grad<'a, T: Float>(s: &Conv2dShape, scratch: &'a mut [T], g: &[T]) -> (&'a [T], Geometry) {
+    let padded = &mut scratch[..padded_grad_len(s)];
+    pad_planes(padded, g, s.out_channels, s.out_size, grad_padding(s));
+    let geometry = Geometry {
+        channels: s.out_channels,
+        kernel: s.kernel,
+        padded: padded_grad(s),
+        out: s.in_size,
+    };
+    (padded, geometry)
+}
+
 /// `dst = src` in blocks of `N` values (both a multiple of `N` long).
 #[inline(always)]
 fn copy_blocks<T: Float, const N: usize>(dst: &mut [T], src: &[T]) {
@@ -163,29 +199,28 @@ pub(crate) fn forward<T: Float>(
     x: &[T],
     weight: &[T],
 ) {
-    let padded = &mut scratch[..padded_input_len(s)];
-    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
-    let geometry = Geometry {
-        channels: s.in_channels,
-        kernel: s.kernel,
-        padded: padded_input(s),
-        out: s.out_size,
-    };
+    let (padded, geometry) = pad_input(s, scratch, x);
     convolve(y, Accum::Replace, weight, padded, geometry);
 }
 
-/// `flipped[c][o][i][j] = weight[o][c][kh − 1 − i][kw − 1 − j]`: the weights
-/// [`input_gradient`] takes (`s.out_channels · s.k()` values).
-pub(crate) fn flip<T: Float>(s: &Conv2dShape, flipped: &mut [T], weight: &[T]) {
+/// The weights of the input gradient ([`input_gradient`], [`lanes_input_gradient`]):
+/// `weight[o][c][kh − 1 − i][kw − 1 − j]` at `flipped[c][(o, i, j)]`, or, `transposed`
+/// (the channels-in-lanes layout), at `flipped[(o, i, j)][c]`.
+pub(crate) fn flip<T: Float>(s: &Conv2dShape, flipped: &mut [T], weight: &[T], transposed: bool) {
     let (kh, kw) = s.kernel;
     let (ci, co) = (s.in_channels, s.out_channels);
     assert!(flipped.len() == co * s.k() && weight.len() == co * s.k());
-    for c in 0..ci {
-        for o in 0..co {
+    for o in 0..co {
+        for c in 0..ci {
             for i in 0..kh {
                 for j in 0..kw {
-                    flipped[((c * co + o) * kh + i) * kw + j] =
-                        weight[((o * ci + c) * kh + kh - 1 - i) * kw + kw - 1 - j];
+                    let tap = (o * kh + i) * kw + j;
+                    let at = if transposed {
+                        tap * ci + c
+                    } else {
+                        c * co * kh * kw + tap
+                    };
+                    flipped[at] = weight[((o * ci + c) * kh + kh - 1 - i) * kw + kw - 1 - j];
                 }
             }
         }
@@ -203,14 +238,7 @@ pub(crate) fn input_gradient<T: Float>(
     g: &[T],
     flipped: &[T],
 ) {
-    let padded = &mut scratch[..padded_grad_len(s)];
-    pad_planes(padded, g, s.out_channels, s.out_size, grad_padding(s));
-    let geometry = Geometry {
-        channels: s.out_channels,
-        kernel: s.kernel,
-        padded: padded_grad(s),
-        out: s.in_size,
-    };
+    let (padded, geometry) = pad_grad(s, scratch, g);
     convolve(grad_x, accum, flipped, padded, geometry);
 }
 
@@ -225,14 +253,7 @@ pub(crate) fn weight_gradient<T: Float>(
     x: &[T],
     g: &[T],
 ) {
-    let padded = &mut scratch[..padded_input_len(s)];
-    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
-    let geometry = Geometry {
-        channels: s.in_channels,
-        kernel: s.kernel,
-        padded: padded_input(s),
-        out: s.out_size,
-    };
+    let (padded, geometry) = pad_input(s, scratch, x);
     let (oh, ow) = s.out_size;
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
@@ -253,14 +274,34 @@ pub(crate) fn weight_gradient<T: Float>(
     }
 }
 
-/// The shape of one [`convolve`]: input channels, taps, the padded input planes' size
-/// and the output planes' size (`padded − kernel + 1`, its width a multiple of 16).
+/// The shape of one [`convolve`] or [`lanes_convolve`]: input channels, taps, the
+/// padded input planes' size and the output planes' size (`padded − kernel + 1`; a
+/// multiple of 16 wide for [`convolve`]).
 #[derive(Clone, Copy)]
 struct Geometry {
     channels: usize,
     kernel: (usize, usize),
     padded: (usize, usize),
     out: (usize, usize),
+}
+
+impl Geometry {
+    /// The taps `(c, i, j)` over the padded planes.
+    fn taps(&self) -> Walk {
+        let (ph, pw) = self.padded;
+        Walk {
+            n: (self.channels, self.kernel.0, self.kernel.1),
+            stride: (ph * pw, pw, 1),
+        }
+    }
+
+    /// The output positions `(oy, ox)` inside a padded plane, at tap `(0, 0)`.
+    fn positions(&self) -> Walk {
+        Walk {
+            n: (1, self.out.0, self.out.1),
+            stride: (0, self.padded.1, 1),
+        }
+    }
 }
 
 /// `y (=|+=) Σ_{c,i,j} w[o][c][i][j] · x[c][oy + i][ox + j]` for every output channel
@@ -298,17 +339,12 @@ fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], g: Geometry) 
 /// gradient, or the padded output gradient, in the backward pass (one half's).
 pub(crate) fn lanes_apply<T: Float>(s: &Conv2dShape) -> bool {
     let (p, co, k) = (s.p(), s.out_channels, s.k());
-    TypeId::of::<T>() == TypeId::of::<f32>()
-        && s.rebuilds_columns()
-        && s.dilation == (1, 1)
-        && s.padding.0 < s.kernel.0
-        && s.padding.1 < s.kernel.1
+    stride_one_same::<T>(s)
         && !s.out_size.1.is_multiple_of(BLOCK)
         && s.in_channels.is_multiple_of(BLOCK)
         && co.is_multiple_of(BLOCK)
         && 2 * padded_input_len(s) + co * k <= s.cols_scratch_len()
         && (padded_input_len(s) + p * co).max(padded_grad_len(s)) <= s.cols_len()
-        && crate::simd::has_avx512()
 }
 
 /// Splits the forward pass's columns (`s.cols_scratch_len()` values) for the
@@ -327,24 +363,6 @@ pub(crate) fn lanes_split<'a, T: Float>(
     (c0, c1, transposed)
 }
 
-/// `flipped[(o, i, j)][c] = weight[o][c][kh − 1 − i][kw − 1 − j]`: the weights of
-/// [`lanes_input_gradient`], a row for each tap of the output gradient.
-pub(crate) fn flip_transposed<T: Float>(s: &Conv2dShape, flipped: &mut [T], weight: &[T]) {
-    let (kh, kw) = s.kernel;
-    let (ci, co) = (s.in_channels, s.out_channels);
-    assert!(flipped.len() == co * s.k() && weight.len() == co * s.k());
-    for o in 0..co {
-        for i in 0..kh {
-            for j in 0..kw {
-                let row = &mut flipped[((o * kh + i) * kw + j) * ci..][..ci];
-                for (c, v) in row.iter_mut().enumerate() {
-                    *v = weight[((o * ci + c) * kh + kh - 1 - i) * kw + kw - 1 - j];
-                }
-            }
-        }
-    }
-}
-
 /// `y = conv(x, weight)` for one sample of `s` ([`lanes_apply`]) from the transposed
 /// weights of [`lanes_split`], the padded input in `scratch`.
 pub(crate) fn lanes_forward<T: Float>(
@@ -354,18 +372,8 @@ pub(crate) fn lanes_forward<T: Float>(
     x: &[T],
     transposed: &[T],
 ) {
-    let padded = &mut scratch[..padded_input_len(s)];
-    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
-    let (ph, pw) = padded_input(s);
-    let taps = Walk {
-        n: (s.in_channels, s.kernel.0, s.kernel.1),
-        stride: (ph * pw, pw, 1),
-    };
-    let geometry = Positions {
-        out: s.out_size,
-        row: pw,
-    };
-    lanes_convolve(y, Accum::Replace, transposed, padded, taps, geometry);
+    let (padded, geometry) = pad_input(s, scratch, x);
+    lanes_convolve(y, Accum::Replace, transposed, padded, geometry);
 }
 
 /// `grad_wᵀ (=|+=) Σ_p x[c][p + tap] · g[o][p]` for one sample of `s`
@@ -380,12 +388,10 @@ pub(crate) fn lanes_weight_gradient<T: Float>(
     g: &[T],
 ) {
     let (p, co, k) = (s.p(), s.out_channels, s.k());
-    let (padded, rest) = scratch.split_at_mut(padded_input_len(s));
-    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+    let (scratch, rest) = scratch.split_at_mut(padded_input_len(s));
+    let (padded, geometry) = pad_input(s, scratch, x);
     let gt = &mut rest[..p * co];
     super::sparse::transpose(gt, g, co, p);
-    let (ph, pw) = padded_input(s);
-    let (oh, ow) = s.out_size;
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
             && grad_wt.len() == k * co
@@ -393,14 +399,6 @@ pub(crate) fn lanes_weight_gradient<T: Float>(
             && crate::simd::has_avx512(),
         "lanes weight gradient: the buffers do not match the geometry"
     );
-    let positions = Walk {
-        n: (1, oh, ow),
-        stride: (0, pw, 1),
-    };
-    let taps = Walk {
-        n: (s.in_channels, s.kernel.0, s.kernel.1),
-        stride: (ph * pw, pw, 1),
-    };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `T` is `f32`, the processor has AVX-512F; every tap of every position
     // lies inside the padded input, `gt` is `p × co` and `grad_wt` `k × co`.
@@ -411,15 +409,15 @@ pub(crate) fn lanes_weight_gradient<T: Float>(
             as_f32(padded),
             as_f32(gt),
             co,
-            positions,
-            taps,
+            geometry.positions(),
+            geometry.taps(),
         );
         crate::simd::clear_upper_vector_state();
     }
 }
 
 /// `grad_x (=|+=) convᵀ(g, weight)` for one sample of `s` ([`lanes_apply`]), from the
-/// weights of [`flip_transposed`], with `scratch` for the padded output gradient.
+/// weights [`flip`] transposed, with `scratch` for the padded output gradient.
 pub(crate) fn lanes_input_gradient<T: Float>(
     s: &Conv2dShape,
     grad_x: &mut [T],
@@ -428,18 +426,8 @@ pub(crate) fn lanes_input_gradient<T: Float>(
     g: &[T],
     flipped: &[T],
 ) {
-    let padded = &mut scratch[..padded_grad_len(s)];
-    pad_planes(padded, g, s.out_channels, s.out_size, grad_padding(s));
-    let (ph, pw) = padded_grad(s);
-    let taps = Walk {
-        n: (s.out_channels, s.kernel.0, s.kernel.1),
-        stride: (ph * pw, pw, 1),
-    };
-    let geometry = Positions {
-        out: s.in_size,
-        row: pw,
-    };
-    lanes_convolve(grad_x, accum, flipped, padded, taps, geometry);
+    let (padded, geometry) = pad_grad(s, scratch, g);
+    lanes_convolve(grad_x, accum, flipped, padded, geometry);
 }
 
 /// A walk over `n.0 × n.1 × n.2` steps, step `(a, b, c)` at offset
@@ -463,27 +451,13 @@ impl Walk {
     }
 }
 
-/// The output plane of a [`lanes_convolve`] and the padded input's row length: output
-/// position `(oy, ox)` reads from `oy · row + ox`.
-#[derive(Clone, Copy)]
-struct Positions {
-    out: (usize, usize),
-    row: usize,
-}
-
-/// `y (=|+=) Σ_t wt[t][o] · x[position + taps.offset(t)]` for every output channel `o`
-/// (`wt`: `taps.len() × o` values, `y`: `o` planes of `geometry.out`).
-fn lanes_convolve<T: Float>(
-    y: &mut [T],
-    accum: Accum,
-    wt: &[T],
-    x: &[T],
-    taps: Walk,
-    geometry: Positions,
-) {
+/// `y (=|+=) Σ_t wt[t][o] · x[position + tap t]` for every output channel `o` (`wt`:
+/// a row of the channels for each tap, `y`: their planes of `g.out`).
+fn lanes_convolve<T: Float>(y: &mut [T], accum: Accum, wt: &[T], x: &[T], g: Geometry) {
+    let taps = g.taps();
     let k = taps.len();
-    let (oh, ow) = geometry.out;
-    let last = (oh - 1) * geometry.row + ow - 1 + taps.offset(k - 1);
+    let (oh, ow) = g.out;
+    let last = g.positions().offset(oh * ow - 1) + taps.offset(k - 1);
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
             && wt.len().is_multiple_of(k)
@@ -498,7 +472,7 @@ fn lanes_convolve<T: Float>(
     // position lies inside `x` (checked above), `wt` holds `k` rows of the channels.
     unsafe {
         let add = accum == Accum::Add;
-        x86::lanes_convolve(as_f32_mut(y), add, as_f32(wt), as_f32(x), taps, geometry);
+        x86::lanes_convolve(as_f32_mut(y), add, as_f32(wt), as_f32(x), g);
         crate::simd::clear_upper_vector_state();
     }
 }
@@ -507,7 +481,7 @@ fn lanes_convolve<T: Float>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Geometry, Positions, Walk, BLOCK};
+    use super::{Geometry, Walk, BLOCK};
 
     /// Output channels in a tile.
     const ROWS: usize = 8;
@@ -818,12 +792,11 @@ mod x86 {
         add: bool,
         wt: &[f32],
         x: &[f32],
-        taps: Walk,
-        geometry: Positions,
+        g: Geometry,
     ) {
+        let (taps, positions) = (g.taps(), g.positions());
         let channels = wt.len() / taps.len();
-        let (oh, ow) = geometry.out;
-        let plane = oh * ow;
+        let plane = g.out.0 * g.out.1;
         let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
         let mut o = 0;
         while o < channels {
@@ -834,10 +807,8 @@ mod x86 {
             let mut p = 0;
             while p < plane {
                 let r = (plane - p).min(POSITION_ROWS);
-                let a: [*const f32; POSITION_ROWS] = std::array::from_fn(|i| {
-                    let p = p + i.min(r - 1);
-                    unsafe { xp.add(p / ow * geometry.row + p % ow) }
-                });
+                let a: [*const f32; POSITION_ROWS] =
+                    std::array::from_fn(|i| unsafe { xp.add(positions.offset(p + i.min(r - 1))) });
                 let y = unsafe { yp.add(o * plane + p) };
                 unsafe {
                     by_tile!(
