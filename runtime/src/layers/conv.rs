@@ -49,8 +49,9 @@
 use faer::{MatMut, MatRef, Par};
 
 use super::activation::{bias_activation_in_place, scale_by_derivative};
+use super::direct::{self, Path};
 use super::matmul;
-use super::{batch_half, check_len, direct, for_row_blocks, sparse, sum, thin, Accum, Activation};
+use super::{batch_half, check_len, for_row_blocks, sparse, sum, thin, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
 use kiln_shapes::Conv2dShape;
@@ -320,11 +321,10 @@ pub fn conv2d_forward<T: Float>(
     );
     let w = MatRef::from_row_major_slice(weight, s.out_channels, s.k());
     let flops = 2.0 * (s.out_channels * s.cols_len()) as f64;
-    let direct = direct::applies::<T>(s);
-    let lanes = direct::lanes_apply::<T>(s);
+    let path = direct::path::<T>(s);
     let half = batch_half(batch, flops);
     // Each half's scratch, and the transposed weights of the channels-in-lanes path.
-    let (c0, c1, transposed) = if lanes {
+    let (c0, c1, transposed) = if path == Path::Lanes {
         direct::lanes_split(s, cols, weight)
     } else {
         let (c0, c1) = cols.split_at_mut(half_cols(s, half));
@@ -333,19 +333,17 @@ pub fn conv2d_forward<T: Float>(
     let run = |first: usize, out: &mut [T], cols: &mut [T]| {
         for (n, y) in out.chunks_exact_mut(s.output_len()).enumerate() {
             let x = &input[(first + n) * s.input_len()..][..s.input_len()];
-            if lanes {
-                direct::lanes_forward(s, y, cols, x, transposed);
-            } else {
-                let col = sample_cols(s, cols, n);
-                if direct {
-                    direct::forward(s, y, col, x, weight);
-                } else {
+            match path {
+                Path::Lanes => direct::lanes_forward(s, y, cols, x, transposed),
+                Path::Rows => direct::forward(s, y, sample_cols(s, cols, n), x, weight),
+                Path::Columns => {
+                    let col = sample_cols(s, cols, n);
                     im2col(s, col, x);
-                }
-                if !direct && !thin::forward(y, weight, col, s.k()) {
-                    let col = MatRef::from_row_major_slice(col, s.k(), s.p());
-                    let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
-                    matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
+                    if !thin::forward(y, weight, col, s.k()) {
+                        let col = MatRef::from_row_major_slice(col, s.k(), s.p());
+                        let dst = MatMut::from_row_major_slice_mut(y, s.out_channels, s.p());
+                        matmul(dst, Accum::Replace, w, col, T::ONE, Par::Seq);
+                    }
                 }
             }
             for (c, plane) in y.chunks_exact_mut(s.p()).enumerate() {
@@ -454,18 +452,23 @@ pub fn conv2d_backward<T: Float>(
     } else {
         // The first half's weight gradient goes straight into `grad_weight`, the
         // second half's into `partial`; taken transposed, both into `partial`.
-        let direct = direct::applies::<T>(s);
-        let lanes = direct::lanes_apply::<T>(s);
+        let path = direct::path::<T>(s);
         // The channels-in-lanes path takes the weight gradient as `k × co`.
-        let transposed = lanes || (!direct && weight_grad_transposed::<T>(s));
+        let transposed = match path {
+            Path::Lanes => true,
+            Path::Rows => false,
+            Path::Columns => weight_grad_transposed::<T>(s),
+        };
         let (gw1, rest) = partial.split_at_mut(co * k);
         let (rest, flipped) = rest.split_at_mut(co * k);
         // The weights of the direct input gradient, once for both halves.
-        let flipped = ((direct || lanes) && grad_input.is_some()).then(|| {
+        let flipped: &[T] = if path != Path::Columns && grad_input.is_some() {
             let flipped = &mut flipped[..co * k];
-            direct::flip(s, flipped, weight, lanes);
-            &*flipped
-        });
+            direct::flip(s, flipped, weight, path == Path::Lanes);
+            flipped
+        } else {
+            &[]
+        };
         // Where the first half's sum is taken, and where it goes transposed at the end.
         let (gw0, transposed_into) = if transposed {
             (&mut rest[..co * k], Some(grad_weight))
@@ -481,16 +484,8 @@ pub fn conv2d_backward<T: Float>(
             cols,
             &|first, count, gi, gw, col| {
                 let (x, g) = samples(first, count);
-                dense_backward(
-                    s,
-                    gi,
-                    gw,
-                    col,
-                    x,
-                    [weight, flipped.unwrap_or(&[])],
-                    g,
-                    transposed,
-                );
+                let weights = [weight, flipped];
+                dense_backward(s, path, gi, gw, col, x, weights, g, transposed);
             },
         );
         if half < batch {
@@ -576,10 +571,13 @@ fn weight_grad_transposed<T>(s: &Conv2dShape) -> bool {
 /// columns (im2col into the scratch `cols` where the convolution rebuilds them, else
 /// kept in `cols` by the forward pass), `grad_weight (+)= g_n · col_nᵀ` (held
 /// `[k, co]` if `transposed`, [`weight_grad_transposed`]), then, if asked for,
-/// `col = Wᵀ · g_n` and col2im onto the input gradient.
+/// `col = Wᵀ · g_n` and col2im onto the input gradient. On the direct paths (`path`)
+/// the same two gradients come from `direct.rs`, the input gradient from the flipped
+/// weights (`[weight, flipped]`), with `cols` as scratch.
 #[allow(clippy::too_many_arguments)]
 fn dense_backward<T: Float>(
     s: &Conv2dShape,
+    path: Path,
     mut grad_input: Option<(&mut [T], Accum)>,
     grad_weight: &mut [T],
     cols: &mut [T],
@@ -591,8 +589,6 @@ fn dense_backward<T: Float>(
     let (k, p, co) = (s.k(), s.p(), s.out_channels);
     let (ilen, olen) = (s.input_len(), s.output_len());
     let w = MatRef::from_row_major_slice(weight, co, k);
-    let direct = direct::applies::<T>(s);
-    let lanes = direct::lanes_apply::<T>(s);
     for (n, (x, g)) in input
         .chunks_exact(ilen)
         .zip(g.chunks_exact(olen))
@@ -600,7 +596,7 @@ fn dense_backward<T: Float>(
     {
         let col = sample_cols(s, cols, n);
         let accum = if n == 0 { Accum::Replace } else { Accum::Add };
-        if lanes {
+        if path == Path::Lanes {
             direct::lanes_weight_gradient(s, grad_weight, accum, col, x, g);
             if let Some((grad_input, accum)) = grad_input.as_mut() {
                 let gx = &mut grad_input[n * ilen..][..ilen];
@@ -608,6 +604,7 @@ fn dense_backward<T: Float>(
             }
             continue;
         }
+        let direct = path == Path::Rows;
         if direct {
             direct::weight_gradient(s, grad_weight, accum, col, x, g);
         } else if s.rebuilds_columns() {
@@ -982,10 +979,22 @@ mod tests {
             let w = values(co * k, 53);
             let mut cols = vec![0.0; s.cols_len()];
             let mut by_rows = vec![0.0; co * k];
-            dense_backward(&s, None, &mut by_rows, &mut cols, &x, [&w, &[]], &g, false);
+            let columns = Path::Columns;
+            dense_backward(
+                &s,
+                columns,
+                None,
+                &mut by_rows,
+                &mut cols,
+                &x,
+                [&w, &[]],
+                &g,
+                false,
+            );
             let mut by_columns = vec![0.0; co * k];
             dense_backward(
                 &s,
+                columns,
                 None,
                 &mut by_columns,
                 &mut cols,

@@ -60,6 +60,29 @@ const BLOCK: usize = 16;
 /// Widest kernel [`weight_gradient`] takes: a tile holds one row of taps.
 const MAX_KERNEL_WIDTH: usize = 8;
 
+/// Which kernels take a convolution's three products in `T` on this processor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Path {
+    /// [`forward`], [`weight_gradient`], [`input_gradient`] ([`applies`]).
+    Rows,
+    /// [`lanes_forward`], [`lanes_weight_gradient`], [`lanes_input_gradient`]
+    /// ([`lanes_apply`]).
+    Lanes,
+    /// im2col (or the thin and sparse kernels) and faer, in `conv.rs`.
+    Columns,
+}
+
+/// The [`Path`] of `s` in `T` on this processor.
+pub(crate) fn path<T: Float>(s: &Conv2dShape) -> Path {
+    if applies::<T>(s) {
+        Path::Rows
+    } else if lanes_apply::<T>(s) {
+        Path::Lanes
+    } else {
+        Path::Columns
+    }
+}
+
 /// Whether [`forward`], [`input_gradient`] and [`weight_gradient`] take the
 /// convolution `s` in `T` on this processor, their padded copies fitting in one
 /// sample's columns.
