@@ -11,6 +11,13 @@
 //! (or calls only `#[inline]` helpers): a function the body calls without inlining
 //! is compiled for the baseline, wherever it is called from. The wrappers enable no
 //! fast-math: a loop computes the same values whichever width runs it.
+//!
+//! The environment variable `KILN_SIMD` caps the width kiln's own loops and kernels
+//! use: `avx2` (AVX2 + FMA at most, as on a processor without AVX-512), `baseline`
+//! (the x86-64 baseline), `avx512` or unset (whatever the processor reports); any other
+//! value is read as unset. It is read once, at the first call that asks. It lets the
+//! AVX2 kernels be tested and timed on a processor that has AVX-512; faer's GEMMs
+//! choose their own instructions and are not capped.
 
 /// Runs `body` compiled for the widest vector instructions the processor has.
 ///
@@ -101,7 +108,7 @@ pub(crate) fn widest_is_avx2() -> bool {
 mod x86 {
     use std::sync::atomic::{AtomicU8, Ordering};
 
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
     pub(super) enum Level {
         Baseline = 1,
         Avx2 = 2,
@@ -125,15 +132,26 @@ mod x86 {
     #[cold]
     fn detect() -> Level {
         use std::arch::is_x86_feature_detected as has;
-        let level = if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+        let found = if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
             Level::Avx512
         } else if has!("avx2") && has!("fma") {
             Level::Avx2
         } else {
             Level::Baseline
         };
+        let level = found.min(cap(std::env::var("KILN_SIMD").ok().as_deref()));
         LEVEL.store(level as u8, Ordering::Relaxed);
         level
+    }
+
+    /// The widest level `KILN_SIMD=value` allows: AVX-512 for an unset or unknown
+    /// value.
+    pub(super) fn cap(value: Option<&str>) -> Level {
+        match value.map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("avx2") => Level::Avx2,
+            Some(v) if v.eq_ignore_ascii_case("baseline") => Level::Baseline,
+            _ => Level::Avx512,
+        }
     }
 
     /// # Safety
@@ -189,5 +207,20 @@ mod tests {
             },
         );
         assert_eq!(plain, wide);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn kiln_simd_caps_the_level_and_ignores_what_it_does_not_know() {
+        use x86::{cap, Level};
+        assert_eq!(cap(None), Level::Avx512);
+        assert_eq!(cap(Some("avx2")), Level::Avx2);
+        assert_eq!(cap(Some(" AVX2 ")), Level::Avx2);
+        assert_eq!(cap(Some("baseline")), Level::Baseline);
+        assert_eq!(cap(Some("avx512")), Level::Avx512);
+        assert_eq!(cap(Some("sse9")), Level::Avx512);
+        // A cap never raises the level above what the processor reports.
+        assert!(x86::level() <= Level::Avx512);
+        assert_eq!(Level::Avx2.min(cap(None)), Level::Avx2);
     }
 }

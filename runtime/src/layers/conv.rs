@@ -1098,7 +1098,7 @@ mod tests {
     )]
     fn the_avx512_convolution_paths_match_the_generic_f64_path_on_random_shapes() {
         #[cfg(target_arch = "x86_64")]
-        assert!(std::arch::is_x86_feature_detected!("avx512f"));
+        assert!(crate::simd::has_avx512());
         // Thin: one input channel, 3x3, output channels in blocks of eight, image
         // sizes whose pixel counts straddle the 16-wide blocks, random ones too.
         for (i, side) in sizes(&[4, 8, 16], 6, 30, 61)
@@ -1151,7 +1151,7 @@ mod tests {
     )]
     fn the_direct_convolution_matches_the_generic_f64_path() {
         #[cfg(target_arch = "x86_64")]
-        assert!(std::arch::is_x86_feature_detected!("avx512f"));
+        assert!(crate::simd::has_avx512());
         // ResNet-20's first convolution and a stage-1 one; output channels off the
         // tiles of eight; an odd count of blocks of sixteen (5x5 taps); 1x1 and 3x1 taps
         // without padding; 2x3 taps with padding, whose output is a row taller than its
@@ -1220,7 +1220,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             assert_eq!(
                 taken,
-                std::arch::is_x86_feature_detected!("avx512f"),
+                crate::simd::has_avx512(),
                 "sparse path taken for {s:?}"
             );
             let _ = taken;

@@ -28,12 +28,11 @@ pub(crate) fn matvec<T: Float>(y: &mut [T], w: &[T], x: &[T]) {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         // SAFETY: `T` is `f32` (same type id), so the slices are `f32` slices.
         let (y, w, x) = unsafe { (as_f32_mut(y), as_f32(w), as_f32(x)) };
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::simd::has_avx512() {
             // SAFETY: the processor supports AVX-512F, checked just above.
             return unsafe { x86::matvec_f32_avx512(y, w, x) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if crate::simd::has_avx2_fma() {
             // SAFETY: the processor supports AVX2 and FMA, checked just above.
             return unsafe { x86::matvec_f32_avx2(y, w, x) };
         }

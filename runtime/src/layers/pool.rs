@@ -145,8 +145,8 @@ fn max_pool_2x2<T: Float>(s: &Conv2dShape, output: &mut [T], argmax: &mut [T], x
     let (ih, iw) = s.in_size;
     let (oh, ow) = s.out_size;
     #[cfg(target_arch = "x86_64")]
-    let avx512 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::arch::is_x86_feature_detected!("avx512f");
+    let avx512 =
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && crate::simd::has_avx512();
     let (out_rows, arg_rows) = (output.chunks_exact_mut(ow), argmax.chunks_exact_mut(ow));
     for (o, (out, arg)) in out_rows.zip(arg_rows).enumerate() {
         let (c, oy) = (o / oh, o % oh);
@@ -375,7 +375,7 @@ pub fn max_pool2d_backward<T: Float>(
     let tiled = is_2x2(s)
         && s.in_size == (2 * s.out_size.0, 2 * ow)
         && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::arch::is_x86_feature_detected!("avx512f");
+        && crate::simd::has_avx512();
     let scatter = |first: usize, gi: &mut [T]| {
         #[cfg(target_arch = "x86_64")]
         if tiled {
@@ -658,7 +658,7 @@ mod tests {
     )]
     fn the_avx512_2x2_pool_matches_the_generic_f64_path_on_random_sizes() {
         #[cfg(target_arch = "x86_64")]
-        assert!(std::arch::is_x86_feature_detected!("avx512f"));
+        assert!(crate::simd::has_avx512());
         // Widths straddling one, two and four 16-lane blocks of output, random ones,
         // odd and even (odd drops the last row and column); values on a coarse grid,
         // so windows hold ties, which both paths give to the first tap.

@@ -76,7 +76,7 @@ pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
         && s.in_channels.is_multiple_of(16)
         && (1..=MAX_VECTORS).contains(&vectors)
         && fits
-        && std::arch::is_x86_feature_detected!("avx512f")
+        && crate::simd::has_avx512()
     {
         return true;
     }
@@ -153,7 +153,7 @@ pub(crate) fn transpose<T: Float>(dst: &mut [T], src: &[T], rows: usize, cols: u
     #[cfg(target_arch = "x86_64")]
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
         && rows.is_multiple_of(16)
-        && std::arch::is_x86_feature_detected!("avx512f")
+        && crate::simd::has_avx512()
     {
         use super::{as_f32, as_f32_mut};
         // SAFETY: `T` is `f32` (same type id) and the processor has AVX-512F.

@@ -30,7 +30,7 @@ pub(crate) fn forward<T: Float>(y: &mut [T], w: &[T], col: &[T], k: usize) -> bo
     if TypeId::of::<T>() == TypeId::of::<f32>()
         && k == K
         && w.len().is_multiple_of(K * x86::CHANNELS)
-        && std::arch::is_x86_feature_detected!("avx512f")
+        && crate::simd::has_avx512()
     {
         let p = col.len() / K;
         assert!(col.len() == K * p && y.len() == w.len() / K * p);
@@ -49,7 +49,7 @@ pub(crate) fn weight_grad<T: Float>(gw: &mut [T], g: &[T], col: &[T], k: usize, 
     if TypeId::of::<T>() == TypeId::of::<f32>()
         && k == K
         && gw.len().is_multiple_of(2 * K)
-        && std::arch::is_x86_feature_detected!("avx512f")
+        && crate::simd::has_avx512()
     {
         let p = col.len() / K;
         assert!(col.len() == K * p && g.len() == gw.len() / K * p);
