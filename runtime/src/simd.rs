@@ -104,6 +104,29 @@ pub(crate) fn widest_is_avx2() -> bool {
     }
 }
 
+/// Runs `body` compiled for AVX-512F/VL, AVX2 and FMA: for a kernel written over a
+/// vector type, instantiated at `__m512` in `body`.
+///
+/// # Safety
+/// The processor must have AVX-512 ([`has_avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn with_avx512<R>(body: impl FnOnce() -> R) -> R {
+    // SAFETY: the caller's guarantee.
+    unsafe { x86::avx512(body) }
+}
+
+/// Runs `body` compiled for AVX2 and FMA, as [`with_avx512`] for `__m256`.
+///
+/// # Safety
+/// The processor must have AVX2 and FMA ([`has_avx2_fma`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
+    // SAFETY: the caller's guarantee.
+    unsafe { x86::avx2(body) }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::sync::atomic::{AtomicU8, Ordering};

@@ -1146,12 +1146,15 @@ mod tests {
 
     #[test]
     #[cfg_attr(
-        not(kiln_host_avx512),
-        ignore = "no AVX-512F on this machine: the direct convolution kernel cannot run here"
+        not(kiln_host_avx2),
+        ignore = "no AVX2 and FMA on this machine: the direct convolution kernels cannot run here"
     )]
     fn the_direct_convolution_matches_the_generic_f64_path() {
-        #[cfg(target_arch = "x86_64")]
-        assert!(crate::simd::has_avx512());
+        // At the widest vectors the processor has, or at AVX2's under `KILN_SIMD=avx2`
+        // (which the test below runs).
+        let capped = std::env::var("KILN_SIMD").is_ok_and(|v| v.trim() == "avx2");
+        let vector = direct::width().expect("the direct kernels need AVX2 and FMA");
+        assert!(!capped || vector == 8, "KILN_SIMD=avx2, yet {vector} lanes");
         // ResNet-20's first convolution and a stage-1 one; output channels off the
         // tiles of eight; an odd count of blocks of sixteen (5x5 taps); 1x1 and 3x1 taps
         // without padding; 2x3 taps with padding, whose output is a row taller than its
@@ -1165,23 +1168,34 @@ mod tests {
             (shape(3, (8, 32), 5, (3, 1), (1, 1), (0, 0), (1, 1)), 1),
             (shape(2, (5, 16), 4, (2, 3), (1, 1), (1, 1), (1, 1)), 2),
         ];
-        // Rows narrower than 16 (channels in lanes): ResNet-20's third stage; 80 output
-        // channels (a group of 64 and one of 16) over 90 positions (a tile of 2 at the
-        // end); 32 over 35 positions; 5x5 taps.
+        // Rows narrower than 16 (channels in lanes with AVX-512; with AVX2 the 8 x 8
+        // planes are rows of one block): ResNet-20's third stage; 80 output channels (a
+        // group of 64 and one of 16) over 90 positions (a tile of 2 at the end); 32 over
+        // 35 positions; 5x5 taps.
         let lanes = [
             (shape(64, (8, 8), 64, (3, 3), (1, 1), (1, 1), (1, 1)), 2),
             (shape(16, (9, 10), 80, (3, 3), (1, 1), (1, 1), (1, 1)), 2),
             (shape(16, (5, 7), 32, (3, 3), (1, 1), (1, 1), (1, 1)), 3),
             (shape(16, (3, 9), 16, (5, 5), (1, 1), (2, 2), (1, 1)), 2),
         ];
-        for (s, _) in &lanes {
-            assert!(direct::lanes_apply::<f32>(s), "{s:?}");
-        }
-        for (i, (s, batch)) in cases.into_iter().chain(lanes).enumerate() {
-            assert!(
-                direct::applies::<f32>(&s) || direct::lanes_apply::<f32>(&s),
-                "{s:?}"
-            );
+        // With AVX2's 8 lanes only: channels in odd counts of vectors of 8 (24 over 42
+        // positions, 8 over 49), and 8 x 8 planes in rows of one block with output
+        // channels off the tiles of six (16 = 6 + 6 + 4).
+        let narrow_cases = [
+            (shape(8, (6, 7), 24, (3, 3), (1, 1), (1, 1), (1, 1)), 2),
+            (shape(24, (7, 7), 8, (3, 3), (1, 1), (1, 1), (1, 1)), 2),
+            (shape(8, (8, 8), 16, (3, 3), (1, 1), (1, 1), (1, 1)), 3),
+        ];
+        let narrow_cases = if vector == 8 { &narrow_cases[..] } else { &[] };
+        let all = cases.iter().chain(&lanes).chain(narrow_cases);
+        for (i, &(s, batch)) in all.enumerate() {
+            // Rows a multiple of the vector wide take the rows kernels, the others
+            // channels in lanes.
+            if s.out_size.1.is_multiple_of(vector) {
+                assert!(direct::applies::<f32>(&s), "{s:?}");
+            } else {
+                assert!(direct::lanes_apply::<f32>(&s), "{s:?}");
+            }
             let seed = 90 + 10 * i as u64;
             let x = values(batch * s.input_len(), seed);
             let w = values(s.out_channels * s.k(), seed + 1);
@@ -1201,6 +1215,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The test above again in a process of its own under `KILN_SIMD=avx2`: on a
+    /// processor with AVX-512 the AVX2 kernels would otherwise never run.
+    #[test]
+    #[cfg_attr(
+        not(kiln_host_avx2),
+        ignore = "no AVX2 and FMA on this machine: the direct convolution kernels cannot run here"
+    )]
+    fn the_direct_convolution_at_avx2_width_matches_the_generic_f64_path() {
+        let name = "layers::conv::tests::the_direct_convolution_matches_the_generic_f64_path";
+        let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args([name, "--exact", "--test-threads=1"])
+            .env("KILN_SIMD", "avx2")
+            .output()
+            .expect("the test binary runs again");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("test result: ok. 1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -29,6 +29,16 @@
 //! most [`MAX_KERNEL_WIDTH`] taps a row: ResNet-20's 3x3 convolutions on 32 x 32 and
 //! 16 x 16 planes.
 //!
+//! # AVX2
+//!
+//! The kernels are written once over a vector type (`x86::Vector`) and run at the
+//! widest the processor has ([`width`]): AVX-512's 16 lanes, or AVX2's 8 on a processor
+//! without AVX-512 (or under `KILN_SIMD=avx2`). Blocks of positions and vectors of
+//! channels are then 8 wide (ResNet-20's 8 x 8 planes take the rows kernels, a block a
+//! row), and the tiles are cut for 16 registers instead of 32: 6 output channels × 2
+//! blocks, 6 positions or taps × 2 vectors of channels, `rows · kw + rows + 1 ≤ 16`
+//! for the weight gradient ([`x86::Vector`]'s constants).
+//!
 //! # Channels in lanes
 //!
 //! Rows narrower than a block (ResNet-20's 8 x 8 planes) would split a block over two
@@ -54,8 +64,38 @@ use kiln_shapes::Conv2dShape;
 use super::{as_f32, as_f32_mut};
 use crate::Float;
 
-/// Output positions in a block: one AVX-512 vector of f32.
-const BLOCK: usize = 16;
+/// The f32 lanes of the vectors the kernels run with on this processor: 16 with
+/// AVX-512F, 8 with AVX2 and FMA, none without (or under `KILN_SIMD=baseline`).
+pub(crate) fn width() -> Option<usize> {
+    if crate::simd::has_avx512() {
+        Some(16)
+    } else if crate::simd::has_avx2_fma() {
+        Some(8)
+    } else {
+        None
+    }
+}
+
+/// Runs `x86::$kernel::<V>($args)` with `V` the vector of [`width`] (which must be
+/// `Some`), compiled for its instructions, then clears the upper vector state.
+#[cfg(target_arch = "x86_64")]
+macro_rules! at_width {
+    ($kernel:ident($($arg:expr),* $(,)?)) => {{
+        use std::arch::x86_64::{__m256, __m512};
+        if crate::simd::has_avx512() {
+            crate::simd::with_avx512(
+                #[inline(always)]
+                || x86::$kernel::<__m512>($($arg),*),
+            )
+        } else {
+            crate::simd::with_avx2(
+                #[inline(always)]
+                || x86::$kernel::<__m256>($($arg),*),
+            )
+        }
+        crate::simd::clear_upper_vector_state();
+    }};
+}
 
 /// Widest kernel [`weight_gradient`] takes: a tile holds one row of taps.
 const MAX_KERNEL_WIDTH: usize = 8;
@@ -88,7 +128,7 @@ pub(crate) fn path<T: Float>(s: &Conv2dShape) -> Path {
 /// sample's columns.
 pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
     stride_one_same::<T>(s)
-        && s.out_size.1.is_multiple_of(BLOCK)
+        && width().is_some_and(|lanes| s.out_size.1.is_multiple_of(lanes))
         && s.kernel.1 <= MAX_KERNEL_WIDTH
         && padded_input_len(s).max(padded_grad_len(s)) <= s.cols_len()
 }
@@ -103,7 +143,7 @@ fn stride_one_same<T: Float>(s: &Conv2dShape) -> bool {
         && s.dilation == (1, 1)
         && s.padding.0 < s.kernel.0
         && s.padding.1 < s.kernel.1
-        && crate::simd::has_avx512()
+        && width().is_some()
 }
 
 /// The padded input of `s`: `(rows, columns)` of a plane.
@@ -161,8 +201,8 @@ fn pad_planes<T: Float>(
                 let rows = dst[pad.0 * width + pad.1..].chunks_mut(width);
                 for (line, row) in rows.zip(src.chunks_exact(w)) {
                     let (line, row) = (&mut line[..w], row);
-                    let whole = w - w % BLOCK;
-                    copy_blocks::<T, BLOCK>(&mut line[..whole], &row[..whole]);
+                    let whole = w - w % 16;
+                    copy_blocks::<T, 16>(&mut line[..whole], &row[..whole]);
                     let (line, row) = (&mut line[whole..], &row[whole..]);
                     let half = row.len() - row.len() % 8;
                     copy_blocks::<T, 8>(&mut line[..half], &row[..half]);
@@ -281,19 +321,18 @@ pub(crate) fn weight_gradient<T: Float>(
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
             && s.kernel.1 <= MAX_KERNEL_WIDTH
-            && ow.is_multiple_of(BLOCK)
+            && width().is_some_and(|lanes| ow.is_multiple_of(lanes))
             && grad_w.len() == s.out_channels * s.k()
-            && g.len() == s.out_channels * oh * ow
-            && crate::simd::has_avx512(),
+            && g.len() == s.out_channels * oh * ow,
         "direct weight gradient: the buffers do not match the geometry"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `T` is `f32`, the processor has AVX-512F, and the lengths match the
-    // geometry (checked above, the padded input by its construction).
+    // SAFETY: `T` is `f32`, the processor has the vectors of `width`, and the lengths
+    // match the geometry (checked above, the padded input by its construction).
     unsafe {
         let add = accum == Accum::Add;
-        x86::weight_gradient(as_f32_mut(grad_w), add, as_f32(g), as_f32(padded), geometry);
-        crate::simd::clear_upper_vector_state();
+        let (grad_w, g, padded) = (as_f32_mut(grad_w), as_f32(g), as_f32(padded));
+        at_width!(weight_gradient(grad_w, add, g, padded, geometry));
     }
 }
 
@@ -335,21 +374,20 @@ fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], g: Geometry) 
     let (ph, pw) = g.padded;
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
-            && ow.is_multiple_of(BLOCK)
+            && width().is_some_and(|lanes| ow.is_multiple_of(lanes))
             && ph + 1 == oh + g.kernel.0
             && pw + 1 == ow + g.kernel.1
             && w.len().is_multiple_of(k)
             && y.len() == w.len() / k * oh * ow
-            && x.len() == g.channels * ph * pw
-            && crate::simd::has_avx512(),
+            && x.len() == g.channels * ph * pw,
         "direct convolution: the buffers do not match the geometry"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `T` is `f32`, the processor has AVX-512F, and the lengths were checked
-    // against the geometry above.
+    // SAFETY: `T` is `f32`, the processor has the vectors of `width`, and the lengths
+    // were checked against the geometry above.
     unsafe {
-        x86::convolve(as_f32_mut(y), accum == Accum::Add, as_f32(w), as_f32(x), g);
-        crate::simd::clear_upper_vector_state();
+        let (y, add, w, x) = (as_f32_mut(y), accum == Accum::Add, as_f32(w), as_f32(x));
+        at_width!(convolve(y, add, w, x, g));
     }
 }
 
@@ -362,10 +400,13 @@ fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], g: Geometry) 
 /// gradient, or the padded output gradient, in the backward pass (one half's).
 pub(crate) fn lanes_apply<T: Float>(s: &Conv2dShape) -> bool {
     let (p, co, k) = (s.p(), s.out_channels, s.k());
+    let Some(lanes) = width() else {
+        return false;
+    };
     stride_one_same::<T>(s)
-        && !s.out_size.1.is_multiple_of(BLOCK)
-        && s.in_channels.is_multiple_of(BLOCK)
-        && co.is_multiple_of(BLOCK)
+        && !s.out_size.1.is_multiple_of(lanes)
+        && s.in_channels.is_multiple_of(lanes)
+        && co.is_multiple_of(lanes)
         && 2 * padded_input_len(s) + co * k <= s.cols_scratch_len()
         && (padded_input_len(s) + p * co).max(padded_grad_len(s)) <= s.cols_len()
 }
@@ -418,24 +459,20 @@ pub(crate) fn lanes_weight_gradient<T: Float>(
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
             && grad_wt.len() == k * co
-            && co.is_multiple_of(BLOCK)
-            && crate::simd::has_avx512(),
+            && width().is_some_and(|lanes| co.is_multiple_of(lanes)),
         "lanes weight gradient: the buffers do not match the geometry"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `T` is `f32`, the processor has AVX-512F; every tap of every position
-    // lies inside the padded input, `gt` is `p × co` and `grad_wt` `k × co`.
+    // SAFETY: `T` is `f32`, the processor has the vectors of `width`; every tap of
+    // every position lies inside the padded input, `gt` is `p × co` and `grad_wt`
+    // `k × co`.
     unsafe {
-        x86::lanes_weight_gradient(
-            as_f32_mut(grad_wt),
-            accum == Accum::Add,
-            as_f32(padded),
-            as_f32(gt),
-            co,
-            geometry.positions(),
-            geometry.taps(),
-        );
-        crate::simd::clear_upper_vector_state();
+        let (grad_wt, add) = (as_f32_mut(grad_wt), accum == Accum::Add);
+        let (padded, gt) = (as_f32(padded), as_f32(gt));
+        let (positions, taps) = (geometry.positions(), geometry.taps());
+        at_width!(lanes_weight_gradient(
+            grad_wt, add, padded, gt, co, positions, taps
+        ));
     }
 }
 
@@ -484,19 +521,18 @@ fn lanes_convolve<T: Float>(y: &mut [T], accum: Accum, wt: &[T], x: &[T], g: Geo
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
             && wt.len().is_multiple_of(k)
-            && (wt.len() / k).is_multiple_of(BLOCK)
+            && width().is_some_and(|lanes| (wt.len() / k).is_multiple_of(lanes))
             && y.len() == wt.len() / k * oh * ow
-            && last < x.len()
-            && crate::simd::has_avx512(),
+            && last < x.len(),
         "lanes convolution: the buffers do not match the geometry"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `T` is `f32`, the processor has AVX-512F; the last tap of the last
-    // position lies inside `x` (checked above), `wt` holds `k` rows of the channels.
+    // SAFETY: `T` is `f32`, the processor has the vectors of `width`; the last tap of
+    // the last position lies inside `x` (checked above), `wt` holds `k` rows of the
+    // channels.
     unsafe {
-        let add = accum == Accum::Add;
-        x86::lanes_convolve(as_f32_mut(y), add, as_f32(wt), as_f32(x), g);
-        crate::simd::clear_upper_vector_state();
+        let (y, add, wt, x) = (as_f32_mut(y), accum == Accum::Add, as_f32(wt), as_f32(x));
+        at_width!(lanes_convolve(y, add, wt, x, g));
     }
 }
 
@@ -504,63 +540,207 @@ fn lanes_convolve<T: Float>(y: &mut [T], accum: Accum, wt: &[T], x: &[T], g: Geo
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Geometry, Walk, BLOCK};
+    use super::{Geometry, Walk};
 
-    /// Output channels in a tile.
-    const ROWS: usize = 8;
+    /// A vector of f32 the kernels are written over, with the tile shapes that fit its
+    /// register file: AVX-512's 16 lanes (32 registers) or AVX2's 8 (16 registers).
+    /// Every method must be called where the processor has the vector's instructions
+    /// (inside [`crate::simd::with_width`]).
+    pub(super) trait Vector: Copy {
+        /// f32 values in a vector: output positions in a block of the rows kernels,
+        /// channels in a vector of the channels-in-lanes kernels.
+        const LANES: usize;
+        /// Output channels in a tile of [`convolve`] (two blocks of positions wide).
+        const ROWS: usize;
+        /// Output positions in a tile of [`lanes_convolve`], and its vectors of channels.
+        const POSITION_ROWS: usize;
+        const POSITION_VECTORS: usize;
+        /// Taps in a tile of [`lanes_weight_gradient`], and its vectors of channels.
+        const TAP_ROWS: usize;
+        const TAP_VECTORS: usize;
 
-    /// [`super::convolve`]: for each tile of eight output channels, every pair of
-    /// blocks of sixteen output positions (the last block alone if their count is odd),
-    /// so that the tile's weights (`8 · K` values) stay in the L1 cache while the padded
-    /// input streams past.
+        unsafe fn zero() -> Self;
+        unsafe fn load(at: *const f32) -> Self;
+        unsafe fn splat(value: f32) -> Self;
+        /// `a · b + acc`, rounded once.
+        unsafe fn fmadd(a: Self, b: Self, acc: Self) -> Self;
+        unsafe fn add(a: Self, b: Self) -> Self;
+        unsafe fn store(at: *mut f32, value: Self);
+        /// The sum of the lanes.
+        unsafe fn sum(value: Self) -> f32;
+        /// Output channels in a tile of [`weight_gradient`] for a kernel `kw` taps
+        /// wide: its `rows · kw` sums, the `rows` loads of the output gradient and one
+        /// of the input stay in registers.
+        fn gradient_rows(kw: usize) -> usize;
+    }
+
+    impl Vector for __m512 {
+        const LANES: usize = 16;
+        // 8 × 2 sums, 2 loads and 8 broadcasts a tap.
+        const ROWS: usize = 8;
+        // 8 × 2 sums: each row of the transposed weights (read from the L2 cache)
+        // serves eight positions.
+        const POSITION_ROWS: usize = 8;
+        const POSITION_VECTORS: usize = 2;
+        // 4 × 4 sums, four loads and four broadcasts per sixteen FMAs.
+        const TAP_ROWS: usize = 4;
+        const TAP_VECTORS: usize = 4;
+
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn load(at: *const f32) -> Self {
+            unsafe { _mm512_loadu_ps(at) }
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f32) -> Self {
+            unsafe { _mm512_set1_ps(value) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self, b: Self, acc: Self) -> Self {
+            unsafe { _mm512_fmadd_ps(a, b, acc) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn store(at: *mut f32, value: Self) {
+            unsafe { _mm512_storeu_ps(at, value) }
+        }
+        #[inline(always)]
+        unsafe fn sum(value: Self) -> f32 {
+            unsafe { _mm512_reduce_add_ps(value) }
+        }
+        /// At most twelve sums: with 3x3 taps the compiler kept the sums of eight
+        /// output channels (24; ResNet-20's step then ran 18 % slower than with im2col
+        /// and faer) or six (18) on the stack; four channels (12) stay in registers.
+        fn gradient_rows(kw: usize) -> usize {
+            [8, 6, 4, 3, 2, 2, 1, 1][kw.clamp(1, 8) - 1]
+        }
+    }
+
+    impl Vector for __m256 {
+        const LANES: usize = 8;
+        // 6 × 2 sums, 2 loads and a broadcast: 15 of the 16 registers.
+        const ROWS: usize = 6;
+        const POSITION_ROWS: usize = 6;
+        const POSITION_VECTORS: usize = 2;
+        const TAP_ROWS: usize = 6;
+        const TAP_VECTORS: usize = 2;
+
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn load(at: *const f32) -> Self {
+            unsafe { _mm256_loadu_ps(at) }
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f32) -> Self {
+            unsafe { _mm256_set1_ps(value) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self, b: Self, acc: Self) -> Self {
+            unsafe { _mm256_fmadd_ps(a, b, acc) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn store(at: *mut f32, value: Self) {
+            unsafe { _mm256_storeu_ps(at, value) }
+        }
+        #[inline(always)]
+        unsafe fn sum(value: Self) -> f32 {
+            unsafe {
+                let half = _mm_add_ps(
+                    _mm256_castps256_ps128(value),
+                    _mm256_extractf128_ps(value, 1),
+                );
+                let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+                _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+            }
+        }
+        /// `rows · kw + rows + 1 ≤ 16` registers.
+        fn gradient_rows(kw: usize) -> usize {
+            [6, 4, 3, 2, 2, 2, 1, 1][kw.clamp(1, 8) - 1]
+        }
+    }
+
+    /// Most rows of any tile: the length of the arrays of row pointers.
+    const MAX_ROWS: usize = 8;
+
+    /// Runs `$f::<V, R, Q>$args` for the run-time `($r, $q)`: `R` one of the listed
+    /// rows (1 otherwise), `Q` one of the listed counts (1 otherwise).
+    macro_rules! by_tile {
+        ($V:ty, $r:expr, $q:expr, [$($R:literal)*], $qs:tt, $f:ident $args:tt) => {
+            match $r {
+                $( $R => by_tile!(@q $V, $q, $R, $qs, $f $args), )*
+                _ => by_tile!(@q $V, $q, 1, $qs, $f $args),
+            }
+        };
+        (@q $V:ty, $q:expr, $R:tt, [$($Q:literal)*], $f:ident $args:tt) => {
+            match $q {
+                $( $Q => $f::<$V, $R, $Q> $args, )*
+                _ => $f::<$V, $R, 1> $args,
+            }
+        };
+    }
+
+    /// [`super::convolve`]: for each tile of `V::ROWS` output channels, every pair of
+    /// blocks of `V::LANES` output positions (the last block alone if their count is
+    /// odd), so that the tile's weights (`ROWS · K` values) stay in the L1 cache while
+    /// the padded input streams past.
     ///
     /// # Safety
-    /// The processor must support AVX-512F, and the lengths must match `g` as
+    /// The processor must have `V`'s instructions, and the lengths must match `g` as
     /// [`super::convolve`] checks.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn convolve(y: &mut [f32], add: bool, w: &[f32], x: &[f32], g: Geometry) {
+    #[inline(always)]
+    pub(super) unsafe fn convolve<V: Vector>(
+        y: &mut [f32],
+        add: bool,
+        w: &[f32],
+        x: &[f32],
+        g: Geometry,
+    ) {
         let k = g.channels * g.kernel.0 * g.kernel.1;
         let (oh, ow) = g.out;
         let plane = oh * ow;
         let rows = w.len() / k;
-        let blocks = plane / BLOCK;
-        let per_row = ow / BLOCK;
+        let blocks = plane / V::LANES;
+        let per_row = ow / V::LANES;
         // Block `b`'s first output position in a plane and its first input value.
         let at = |b: usize| {
-            let (oy, ox) = (b / per_row, b % per_row * BLOCK);
+            let (oy, ox) = (b / per_row, b % per_row * V::LANES);
             (oy * ow + ox, oy * g.padded.1 + ox)
         };
         let (yp, wp, xp) = (y.as_mut_ptr(), w.as_ptr(), x.as_ptr());
         let mut r = 0;
         while r < rows {
-            let tile = (rows - r).min(ROWS);
+            let tile = (rows - r).min(V::ROWS);
             // SAFETY (all below): row `r + tile − 1` of `w` and plane `r + tile − 1` of
             // `y` exist, and every block's offsets stay inside a plane.
             let (yr, wr) = unsafe { (yp.add(r * plane), wp.add(r * k)) };
             let mut b = 0;
             while b < blocks {
                 let (y0, x0) = at(b);
-                let (y1, x1) = if b + 1 < blocks { at(b + 1) } else { (y0, x0) };
+                let pair = b + 1 < blocks;
+                let (y1, x1) = if pair { at(b + 1) } else { (y0, x0) };
                 let ys = unsafe { [yr.add(y0), yr.add(y1)] };
                 let xs = unsafe { [xp.add(x0), xp.add(x1)] };
+                let blocks = if pair { 2 } else { 1 };
                 unsafe {
-                    match (b + 1 < blocks, tile) {
-                        (true, 8) => tile_of::<8, 2>(ys, plane, wr, k, xs, g, add),
-                        (true, 7) => tile_of::<7, 2>(ys, plane, wr, k, xs, g, add),
-                        (true, 6) => tile_of::<6, 2>(ys, plane, wr, k, xs, g, add),
-                        (true, 5) => tile_of::<5, 2>(ys, plane, wr, k, xs, g, add),
-                        (true, 4) => tile_of::<4, 2>(ys, plane, wr, k, xs, g, add),
-                        (true, 3) => tile_of::<3, 2>(ys, plane, wr, k, xs, g, add),
-                        (true, 2) => tile_of::<2, 2>(ys, plane, wr, k, xs, g, add),
-                        (true, _) => tile_of::<1, 2>(ys, plane, wr, k, xs, g, add),
-                        (false, 8) => tile_of::<8, 1>(ys, plane, wr, k, xs, g, add),
-                        (false, 7) => tile_of::<7, 1>(ys, plane, wr, k, xs, g, add),
-                        (false, 6) => tile_of::<6, 1>(ys, plane, wr, k, xs, g, add),
-                        (false, 5) => tile_of::<5, 1>(ys, plane, wr, k, xs, g, add),
-                        (false, 4) => tile_of::<4, 1>(ys, plane, wr, k, xs, g, add),
-                        (false, 3) => tile_of::<3, 1>(ys, plane, wr, k, xs, g, add),
-                        (false, 2) => tile_of::<2, 1>(ys, plane, wr, k, xs, g, add),
-                        (false, _) => tile_of::<1, 1>(ys, plane, wr, k, xs, g, add),
+                    if V::LANES == 16 {
+                        by_tile!(V, tile, blocks, [8 7 6 5 4 3 2], [2],
+                            tile_of(ys, plane, wr, k, xs, g, add))
+                    } else {
+                        by_tile!(V, tile, blocks, [6 5 4 3 2], [2],
+                            tile_of(ys, plane, wr, k, xs, g, add))
                     }
                 }
                 b += 2;
@@ -569,7 +749,7 @@ mod x86 {
         }
     }
 
-    /// `R` output channels × `P` blocks of sixteen positions: block `q`'s outputs at
+    /// `R` output channels × `P` blocks of positions: block `q`'s outputs at
     /// `y[q] + r · y_stride`, its padded input from `x[q]`, the weights' rows `k` apart
     /// from `w`; the sums stay in `R · P` registers over every channel and tap.
     ///
@@ -577,7 +757,7 @@ mod x86 {
     /// As [`convolve`], for these rows and blocks.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    unsafe fn tile_of<const R: usize, const P: usize>(
+    unsafe fn tile_of<V: Vector, const R: usize, const P: usize>(
         y: [*mut f32; 2],
         y_stride: usize,
         w: *const f32,
@@ -590,19 +770,18 @@ mod x86 {
         let plane = g.padded.0 * g.padded.1;
         // SAFETY: the caller's guarantees cover every offset read and written.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            let mut acc = [[V::zero(); P]; R];
             let mut t = 0;
             for c in 0..g.channels {
                 for i in 0..kh {
                     let line: [*const f32; P] =
                         std::array::from_fn(|q| x[q].add(c * plane + i * g.padded.1));
                     for j in 0..kw {
-                        let xv: [__m512; P] =
-                            std::array::from_fn(|q| _mm512_loadu_ps(line[q].add(j)));
+                        let xv: [V; P] = std::array::from_fn(|q| V::load(line[q].add(j)));
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let a = _mm512_set1_ps(*w.add(r * k + t));
+                            let a = V::splat(*w.add(r * k + t));
                             for (acc, &xv) in acc.iter_mut().zip(&xv) {
-                                *acc = _mm512_fmadd_ps(a, xv, *acc);
+                                *acc = V::fmadd(a, xv, *acc);
                             }
                         }
                         t += 1;
@@ -612,46 +791,44 @@ mod x86 {
             for (r, acc) in acc.iter().enumerate() {
                 for (q, &acc) in acc.iter().enumerate() {
                     let at = y[q].add(r * y_stride);
-                    let sum = if add {
-                        _mm512_add_ps(_mm512_loadu_ps(at), acc)
-                    } else {
-                        acc
-                    };
-                    _mm512_storeu_ps(at, sum);
+                    let sum = if add { V::add(V::load(at), acc) } else { acc };
+                    V::store(at, sum);
                 }
             }
         }
     }
 
-    /// [`super::weight_gradient`]: for each tile of output channels and each row of taps
-    /// `(c, i)`, the `rows × kw` sums over every output position, sixteen lanes at a
-    /// time in registers, reduced across the lanes at the end. A tile holds at most
-    /// twelve sums: with 3x3 taps the compiler kept the sums of eight output channels
-    /// (24; ResNet-20's step then ran 18 % slower than with im2col and faer) or six (18)
-    /// on the stack; four channels (12) stay in registers.
+    /// [`super::weight_gradient`]: for each tile of output channels
+    /// ([`Vector::gradient_rows`]) and each row of taps `(c, i)`, the `rows × kw` sums
+    /// over every output position, a vector at a time in registers, reduced across the
+    /// lanes at the end.
     ///
     /// # Safety
-    /// The processor must support AVX-512F; `x` must be `g.channels` padded planes,
-    /// `dy` `gw.len() / K` output planes of `g.out`, `g.kernel.1` at most
-    /// [`super::MAX_KERNEL_WIDTH`].
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn weight_gradient(
+    /// The processor must have `V`'s instructions; `x` must be `g.channels` padded
+    /// planes, `dy` `gw.len() / K` output planes of `g.out` (rows a multiple of
+    /// `V::LANES` wide), `g.kernel.1` at most [`super::MAX_KERNEL_WIDTH`].
+    #[inline(always)]
+    pub(super) unsafe fn weight_gradient<V: Vector>(
         gw: &mut [f32],
         add: bool,
         dy: &[f32],
         x: &[f32],
         g: Geometry,
     ) {
-        match g.kernel.1 {
-            1 => unsafe { weight_gradient_of::<8, 1>(gw, add, dy, x, g) },
-            2 => unsafe { weight_gradient_of::<6, 2>(gw, add, dy, x, g) },
-            3 => unsafe { weight_gradient_of::<4, 3>(gw, add, dy, x, g) },
-            4 => unsafe { weight_gradient_of::<3, 4>(gw, add, dy, x, g) },
-            5 => unsafe { weight_gradient_of::<2, 5>(gw, add, dy, x, g) },
-            6 => unsafe { weight_gradient_of::<2, 6>(gw, add, dy, x, g) },
-            7 => unsafe { weight_gradient_of::<1, 7>(gw, add, dy, x, g) },
-            _ => unsafe { weight_gradient_of::<1, 8>(gw, add, dy, x, g) },
+        let kw = g.kernel.1;
+        let rows = V::gradient_rows(kw);
+        // SAFETY (all below): the caller's guarantees.
+        macro_rules! by_width {
+            ($([$kw:literal: $($r:literal)*])*) => {
+                match (kw, rows) {
+                    $($( ($kw, $r) => unsafe {
+                        weight_gradient_of::<V, $r, $kw>(gw, add, dy, x, g)
+                    }, )*)*
+                    _ => unreachable!("no tile of {rows} rows for {kw} taps"),
+                }
+            };
         }
+        by_width!([1: 8 6] [2: 6 4] [3: 4 3] [4: 3 2] [5: 2] [6: 2] [7: 1] [8: 1]);
     }
 
     /// [`weight_gradient`] for `kw = T`: tiles of `R` output channels, then the rest a
@@ -660,7 +837,7 @@ mod x86 {
     /// # Safety
     /// As [`weight_gradient`].
     #[inline(always)]
-    unsafe fn weight_gradient_of<const R: usize, const T: usize>(
+    unsafe fn weight_gradient_of<V: Vector, const R: usize, const T: usize>(
         gw: &mut [f32],
         add: bool,
         dy: &[f32],
@@ -671,12 +848,12 @@ mod x86 {
         let mut o = 0;
         while o + R <= rows {
             // SAFETY: rows `o..o + R` exist; the rest is the caller's guarantee.
-            unsafe { channels_of::<R, T>(gw, add, dy, x, g, o) };
+            unsafe { channels_of::<V, R, T>(gw, add, dy, x, g, o) };
             o += R;
         }
         while o < rows {
             // SAFETY: as above, for row `o`.
-            unsafe { channels_of::<1, T>(gw, add, dy, x, g, o) };
+            unsafe { channels_of::<V, 1, T>(gw, add, dy, x, g, o) };
             o += 1;
         }
     }
@@ -686,7 +863,7 @@ mod x86 {
     /// # Safety
     /// As [`weight_gradient`], and rows `o..o + R` must exist.
     #[inline(always)]
-    unsafe fn channels_of<const R: usize, const T: usize>(
+    unsafe fn channels_of<V: Vector, const R: usize, const T: usize>(
         gw: &mut [f32],
         add: bool,
         dy: &[f32],
@@ -706,17 +883,16 @@ mod x86 {
         unsafe {
             for c in 0..g.channels {
                 for i in 0..kh {
-                    let mut acc = [[_mm512_setzero_ps(); T]; R];
+                    let mut acc = [[V::zero(); T]; R];
                     for oy in 0..oh {
                         let line = xp.add(c * ph * pw + (oy + i) * pw);
                         let out = dp.add(o * plane + oy * ow);
-                        for bx in (0..ow).step_by(BLOCK) {
-                            let xv: [__m512; T] =
-                                std::array::from_fn(|t| _mm512_loadu_ps(line.add(bx + t)));
+                        for bx in (0..ow).step_by(V::LANES) {
+                            let xv: [V; T] = std::array::from_fn(|t| V::load(line.add(bx + t)));
                             for (r, acc) in acc.iter_mut().enumerate() {
-                                let d = _mm512_loadu_ps(out.add(r * plane + bx));
+                                let d = V::load(out.add(r * plane + bx));
                                 for (acc, &xv) in acc.iter_mut().zip(&xv) {
-                                    *acc = _mm512_fmadd_ps(d, xv, *acc);
+                                    *acc = V::fmadd(d, xv, *acc);
                                 }
                             }
                         }
@@ -724,7 +900,7 @@ mod x86 {
                     for (r, acc) in acc.iter().enumerate() {
                         for (t, &acc) in acc.iter().enumerate() {
                             let at = &mut *gp.add((o + r) * k + (c * kh + i) * T + t);
-                            let sum = _mm512_reduce_add_ps(acc);
+                            let sum = V::sum(acc);
                             *at = if add { *at + sum } else { sum };
                         }
                     }
@@ -733,67 +909,34 @@ mod x86 {
         }
     }
 
-    /// Rows of a channels-in-lanes tile: output positions, or taps for the weight
-    /// gradient.
-    const LANE_ROWS: usize = 4;
-
-    /// Vectors of 16 channels in a channels-in-lanes tile: 4 × 4 sums in registers,
-    /// four loads and four broadcasts per sixteen FMAs.
-    const LANE_VECTORS: usize = 4;
-
-    /// Output positions in a tile of [`lanes_convolve`], and its vectors of channels:
-    /// 8 × 2 sums, so that each row of the transposed weights (read from the L2 cache)
-    /// serves eight positions.
-    const POSITION_ROWS: usize = 8;
-    const POSITION_VECTORS: usize = 2;
-
-    /// Runs `$f::<R, Q>$args` for the run-time `($r, $q)`: `R` one of the listed rows
-    /// (1 otherwise), `Q` one of the listed vector counts (1 otherwise).
-    macro_rules! by_tile {
-        ($r:expr, $q:expr, [$($R:literal)*], $qs:tt, $f:ident $args:tt) => {
-            match $r {
-                $( $R => by_tile!(@q $q, $R, $qs, $f $args), )*
-                _ => by_tile!(@q $q, 1, $qs, $f $args),
-            }
-        };
-        (@q $q:expr, $R:tt, [$($Q:literal)*], $f:ident $args:tt) => {
-            match $q {
-                $( $Q => $f::<$R, $Q> $args, )*
-                _ => $f::<$R, 1> $args,
-            }
-        };
-    }
-
-    /// `acc[r][q] = Σ_steps a[r][walk offset] · b[step][16 q..16 q + 16]`, `b`'s rows
-    /// `b_stride` apart in the walk's order.
+    /// `acc[r][q] = Σ_steps a[r][walk offset] · b[step][LANES q..LANES (q + 1)]`, `b`'s
+    /// rows `b_stride` apart in the walk's order.
     ///
     /// # Safety
-    /// Every `a[r]` plus every offset of the walk, and `Q` vectors of each of `b`'s
-    /// `walk.len()` rows, must be readable; the processor must support AVX-512F.
+    /// Every `a[r]` (`r < R`) plus every offset of the walk, and `Q` vectors of each of
+    /// `b`'s `walk.len()` rows, must be readable; the processor must have `V`'s
+    /// instructions.
     #[inline(always)]
-    unsafe fn lanes_tile<const R: usize, const Q: usize, const N: usize>(
-        a: [*const f32; N],
+    unsafe fn lanes_tile<V: Vector, const R: usize, const Q: usize>(
+        a: [*const f32; MAX_ROWS],
         walk: Walk,
         b: *const f32,
         b_stride: usize,
-    ) -> [[__m512; Q]; R] {
+    ) -> [[V; Q]; R] {
         // SAFETY: the caller's guarantees cover every read.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); Q]; R];
+            let mut acc = [[V::zero(); Q]; R];
             let mut b = b;
             for x in 0..walk.n.0 {
                 for y in 0..walk.n.1 {
                     let base = x * walk.stride.0 + y * walk.stride.1;
                     for z in 0..walk.n.2 {
                         let at = base + z * walk.stride.2;
-                        let mut bv = [_mm512_setzero_ps(); Q];
-                        for (q, bv) in bv.iter_mut().enumerate() {
-                            *bv = _mm512_loadu_ps(b.add(q * BLOCK));
-                        }
+                        let bv: [V; Q] = std::array::from_fn(|q| V::load(b.add(q * V::LANES)));
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let av = _mm512_set1_ps(*a[r].add(at));
+                            let av = V::splat(*a[r].add(at));
                             for (acc, &bv) in acc.iter_mut().zip(&bv) {
-                                *acc = _mm512_fmadd_ps(av, bv, *acc);
+                                *acc = V::fmadd(av, bv, *acc);
                             }
                         }
                         b = b.add(b_stride);
@@ -804,13 +947,14 @@ mod x86 {
         }
     }
 
-    /// [`super::lanes_convolve`]: for each group of up to 64 output channels, tiles of
-    /// 4 output positions; each tile's sums are written out channel by channel.
+    /// [`super::lanes_convolve`]: for each group of `V::POSITION_VECTORS` vectors of
+    /// output channels, tiles of `V::POSITION_ROWS` output positions; each tile's sums
+    /// are written out channel by channel.
     ///
     /// # Safety
-    /// As [`super::lanes_convolve`] checks; the processor must support AVX-512F.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn lanes_convolve(
+    /// As [`super::lanes_convolve`] checks; the processor must have `V`'s instructions.
+    #[inline(always)]
+    pub(super) unsafe fn lanes_convolve<V: Vector>(
         y: &mut [f32],
         add: bool,
         wt: &[f32],
@@ -823,25 +967,28 @@ mod x86 {
         let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
         let mut o = 0;
         while o < channels {
-            let q = ((channels - o) / BLOCK).min(POSITION_VECTORS);
-            // SAFETY (all below): channels `o..o + 16 q` exist in `wt` and `y`; every
+            let q = ((channels - o) / V::LANES).min(V::POSITION_VECTORS);
+            // SAFETY (all below): channels `o..o + LANES q` exist in `wt` and `y`; every
             // position of the tile is in the plane (the last one repeated to fill it).
             let b = unsafe { wt.as_ptr().add(o) };
             let mut p = 0;
             while p < plane {
-                let r = (plane - p).min(POSITION_ROWS);
-                let a: [*const f32; POSITION_ROWS] =
+                let r = (plane - p).min(V::POSITION_ROWS);
+                let a: [*const f32; MAX_ROWS] =
                     std::array::from_fn(|i| unsafe { xp.add(positions.offset(p + i.min(r - 1))) });
                 let y = unsafe { yp.add(o * plane + p) };
                 unsafe {
-                    by_tile!(
-                        r, q, [8 7 6 5 4 3 2], [2],
-                        position_tile(a, taps, b, channels, y, plane, add)
-                    )
+                    if V::LANES == 16 {
+                        by_tile!(V, r, q, [8 7 6 5 4 3 2], [2],
+                            position_tile(a, taps, b, channels, y, plane, add))
+                    } else {
+                        by_tile!(V, r, q, [6 5 4 3 2], [2],
+                            position_tile(a, taps, b, channels, y, plane, add))
+                    }
                 };
                 p += r;
             }
-            o += q * BLOCK;
+            o += q * V::LANES;
         }
     }
 
@@ -851,8 +998,8 @@ mod x86 {
     /// # Safety
     /// As [`lanes_convolve`], for this tile.
     #[inline(always)]
-    unsafe fn position_tile<const R: usize, const Q: usize>(
-        a: [*const f32; POSITION_ROWS],
+    unsafe fn position_tile<V: Vector, const R: usize, const Q: usize>(
+        a: [*const f32; MAX_ROWS],
         taps: Walk,
         b: *const f32,
         b_stride: usize,
@@ -862,13 +1009,13 @@ mod x86 {
     ) {
         // SAFETY: the caller's guarantees cover every read and write.
         unsafe {
-            let acc = lanes_tile::<R, Q, POSITION_ROWS>(a, taps, b, b_stride);
-            let mut lanes = [0.0f32; BLOCK];
+            let acc = lanes_tile::<V, R, Q>(a, taps, b, b_stride);
+            let mut lanes = [0.0f32; 16];
             for (r, acc) in acc.iter().enumerate() {
                 for (q, &acc) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
-                    for (l, &v) in lanes.iter().enumerate() {
-                        let at = &mut *y.add((q * BLOCK + l) * plane + r);
+                    V::store(lanes.as_mut_ptr(), acc);
+                    for (l, &v) in lanes[..V::LANES].iter().enumerate() {
+                        let at = &mut *y.add((q * V::LANES + l) * plane + r);
                         *at = if add { *at + v } else { v };
                     }
                 }
@@ -876,14 +1023,15 @@ mod x86 {
         }
     }
 
-    /// [`super::lanes_weight_gradient`]: for each group of up to 64 output channels,
-    /// tiles of 4 taps summed over every position.
+    /// [`super::lanes_weight_gradient`]: for each group of `V::TAP_VECTORS` vectors of
+    /// output channels, tiles of `V::TAP_ROWS` taps summed over every position.
     ///
     /// # Safety
     /// `gwt` must be `taps.len() × channels`, `gt` `positions.len() × channels`, and
-    /// every tap of every position inside `x`; the processor must support AVX-512F.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn lanes_weight_gradient(
+    /// every tap of every position inside `x`; the processor must have `V`'s
+    /// instructions.
+    #[inline(always)]
+    pub(super) unsafe fn lanes_weight_gradient<V: Vector>(
         gwt: &mut [f32],
         add: bool,
         x: &[f32],
@@ -896,25 +1044,28 @@ mod x86 {
         let (gp, xp) = (gwt.as_mut_ptr(), x.as_ptr());
         let mut o = 0;
         while o < channels {
-            let q = ((channels - o) / BLOCK).min(LANE_VECTORS);
+            let q = ((channels - o) / V::LANES).min(V::TAP_VECTORS);
             // SAFETY (all below): as the caller guarantees; every tap of the tile exists
             // (the last one repeated to fill it).
             let b = unsafe { gt.as_ptr().add(o) };
             let mut t = 0;
             while t < k {
-                let r = (k - t).min(LANE_ROWS);
-                let a: [*const f32; LANE_ROWS] =
+                let r = (k - t).min(V::TAP_ROWS);
+                let a: [*const f32; MAX_ROWS] =
                     std::array::from_fn(|i| unsafe { xp.add(taps.offset(t + i.min(r - 1))) });
                 let dst = unsafe { gp.add(t * channels + o) };
                 unsafe {
-                    by_tile!(
-                        r, q, [4 3 2], [4 3 2],
-                        tap_tile(a, positions, b, channels, dst, add)
-                    )
+                    if V::LANES == 16 {
+                        by_tile!(V, r, q, [4 3 2], [4 3 2],
+                            tap_tile(a, positions, b, channels, dst, add))
+                    } else {
+                        by_tile!(V, r, q, [6 5 4 3 2], [2],
+                            tap_tile(a, positions, b, channels, dst, add))
+                    }
                 };
                 t += r;
             }
-            o += q * BLOCK;
+            o += q * V::LANES;
         }
     }
 
@@ -924,8 +1075,8 @@ mod x86 {
     /// # Safety
     /// As [`lanes_weight_gradient`], for this tile.
     #[inline(always)]
-    unsafe fn tap_tile<const R: usize, const Q: usize>(
-        a: [*const f32; LANE_ROWS],
+    unsafe fn tap_tile<V: Vector, const R: usize, const Q: usize>(
+        a: [*const f32; MAX_ROWS],
         positions: Walk,
         b: *const f32,
         b_stride: usize,
@@ -934,16 +1085,12 @@ mod x86 {
     ) {
         // SAFETY: the caller's guarantees cover every read and write.
         unsafe {
-            let acc = lanes_tile::<R, Q, LANE_ROWS>(a, positions, b, b_stride);
+            let acc = lanes_tile::<V, R, Q>(a, positions, b, b_stride);
             for (r, acc) in acc.iter().enumerate() {
                 for (q, &acc) in acc.iter().enumerate() {
-                    let at = dst.add(r * b_stride + q * BLOCK);
-                    let sum = if add {
-                        _mm512_add_ps(_mm512_loadu_ps(at), acc)
-                    } else {
-                        acc
-                    };
-                    _mm512_storeu_ps(at, sum);
+                    let at = dst.add(r * b_stride + q * V::LANES);
+                    let sum = if add { V::add(V::load(at), acc) } else { acc };
+                    V::store(at, sum);
                 }
             }
         }
