@@ -321,20 +321,22 @@ pub fn conv2d_forward<T: Float>(
     );
     let w = MatRef::from_row_major_slice(weight, s.out_channels, s.k());
     let flops = 2.0 * (s.out_channels * s.cols_len()) as f64;
-    let path = direct::path::<T>(s);
     let half = batch_half(batch, flops);
-    // Each half's scratch, and the transposed weights of the channels-in-lanes path.
-    let (c0, c1, transposed) = if path == Path::Lanes {
-        direct::lanes_split(s, cols, weight)
-    } else {
-        let (c0, c1) = cols.split_at_mut(half_cols(s, half));
-        (c0, c1, &[][..])
+    let path = direct::path::<T>(s, half, batch);
+    // Each half's scratch, and the transposed weights of the channels-in-lanes paths.
+    let (c0, c1, transposed) = match path {
+        Path::Lanes => direct::lanes_split(s, cols, weight),
+        Path::Strided => direct::strided_split(s, cols, half, weight),
+        Path::Rows | Path::Columns => {
+            let (c0, c1) = cols.split_at_mut(half_cols(s, half));
+            (c0, c1, &[][..])
+        }
     };
     let run = |first: usize, out: &mut [T], cols: &mut [T]| {
         for (n, y) in out.chunks_exact_mut(s.output_len()).enumerate() {
             let x = &input[(first + n) * s.input_len()..][..s.input_len()];
             match path {
-                Path::Lanes => direct::lanes_forward(s, y, cols, x, transposed),
+                Path::Lanes | Path::Strided => direct::lanes_forward(s, y, cols, x, transposed),
                 Path::Rows => direct::forward(s, y, sample_cols(s, cols, n), x, weight),
                 Path::Columns => {
                     let col = sample_cols(s, cols, n);
@@ -452,17 +454,17 @@ pub fn conv2d_backward<T: Float>(
     } else {
         // The first half's weight gradient goes straight into `grad_weight`, the
         // second half's into `partial`; taken transposed, both into `partial`.
-        let path = direct::path::<T>(s);
-        // The channels-in-lanes path takes the weight gradient as `k × co`.
+        let path = direct::path::<T>(s, half, batch);
+        // The channels-in-lanes paths take the weight gradient as `k × co`.
         let transposed = match path {
-            Path::Lanes => true,
+            Path::Lanes | Path::Strided => true,
             Path::Rows => false,
             Path::Columns => weight_grad_transposed::<T>(s),
         };
         let (gw1, rest) = partial.split_at_mut(co * k);
         let (rest, flipped) = rest.split_at_mut(co * k);
         // The weights of the direct input gradient, once for both halves.
-        let flipped: &[T] = if path != Path::Columns && grad_input.is_some() {
+        let flipped: &[T] = if matches!(path, Path::Rows | Path::Lanes) && grad_input.is_some() {
             let flipped = &mut flipped[..co * k];
             direct::flip(s, flipped, weight, path == Path::Lanes);
             flipped
@@ -573,7 +575,8 @@ fn weight_grad_transposed<T>(s: &Conv2dShape) -> bool {
 /// `[k, co]` if `transposed`, [`weight_grad_transposed`]), then, if asked for,
 /// `col = Wᵀ · g_n` and col2im onto the input gradient. On the direct paths (`path`)
 /// the same two gradients come from `direct.rs`, the input gradient from the flipped
-/// weights (`[weight, flipped]`), with `cols` as scratch.
+/// weights (`[weight, flipped]`), with `cols` as scratch; on [`Path::Strided`] the
+/// weight gradient comes from `direct.rs` and the input gradient as above.
 #[allow(clippy::too_many_arguments)]
 fn dense_backward<T: Float>(
     s: &Conv2dShape,
@@ -594,7 +597,11 @@ fn dense_backward<T: Float>(
         .zip(g.chunks_exact(olen))
         .enumerate()
     {
-        let col = sample_cols(s, cols, n);
+        // Without columns kept from the forward pass, the whole half's are scratch.
+        let col = match path {
+            Path::Strided => &mut cols[..],
+            _ => sample_cols(s, cols, n),
+        };
         let accum = if n == 0 { Accum::Replace } else { Accum::Add };
         if path == Path::Lanes {
             direct::lanes_weight_gradient(s, grad_weight, accum, col, x, g);
@@ -605,12 +612,23 @@ fn dense_backward<T: Float>(
             continue;
         }
         let direct = path == Path::Rows;
-        if direct {
-            direct::weight_gradient(s, grad_weight, accum, col, x, g);
-        } else if s.rebuilds_columns() {
-            im2col(s, col, x);
-        }
-        if !direct && (transposed || !thin::weight_grad(grad_weight, g, col, k, n > 0)) {
+        let weight_done = match path {
+            Path::Rows => {
+                direct::weight_gradient(s, grad_weight, accum, col, x, g);
+                true
+            }
+            Path::Strided => {
+                direct::lanes_weight_gradient(s, grad_weight, accum, col, x, g);
+                true
+            }
+            Path::Lanes | Path::Columns => {
+                if s.rebuilds_columns() {
+                    im2col(s, col, x);
+                }
+                false
+            }
+        };
+        if !weight_done && (transposed || !thin::weight_grad(grad_weight, g, col, k, n > 0)) {
             let dst = if transposed {
                 MatMut::from_column_major_slice_mut(&mut *grad_weight, co, k)
             } else {
@@ -628,6 +646,7 @@ fn dense_backward<T: Float>(
             direct::input_gradient(s, gx, *accum, col, g, flipped);
             continue;
         }
+        let col = &mut col[..k * p];
         let g = MatRef::from_row_major_slice(g, co, p);
         let dst = MatMut::from_row_major_slice_mut(&mut *col, k, p);
         matmul(dst, Accum::Replace, w.transpose(), g, T::ONE, Par::Seq);
@@ -1187,11 +1206,35 @@ mod tests {
             (shape(8, (8, 8), 16, (3, 3), (1, 1), (1, 1), (1, 1)), 3),
         ];
         let narrow_cases = if vector == 8 { &narrow_cases[..] } else { &[] };
+        // Convolutions that keep their columns (channels in lanes at the stride, the
+        // input gradient by GEMM and col2im): ResNet-20's stride-2 3x3 and 1x1
+        // projection; odd planes at stride 2; strides (2, 1) and 3; "valid" 3x3 at
+        // stride 1. With 8 lanes, 8 input and 24 output channels.
+        let strided = [
+            (shape(16, (32, 32), 32, (3, 3), (2, 2), (1, 1), (1, 1)), 2),
+            (shape(16, (32, 32), 32, (1, 1), (2, 2), (0, 0), (1, 1)), 2),
+            (shape(32, (9, 11), 16, (3, 3), (2, 2), (1, 1), (1, 1)), 3),
+            (shape(16, (7, 10), 16, (3, 3), (2, 1), (1, 1), (1, 1)), 2),
+            (shape(16, (11, 13), 16, (5, 5), (3, 3), (2, 2), (1, 1)), 2),
+            (shape(16, (8, 9), 32, (3, 3), (1, 1), (0, 0), (1, 1)), 3),
+        ];
+        let narrow_strided = [(shape(8, (9, 9), 24, (3, 3), (2, 2), (1, 1), (1, 1)), 2)];
+        let narrow_strided = if vector == 8 {
+            &narrow_strided[..]
+        } else {
+            &[]
+        };
         let all = cases.iter().chain(&lanes).chain(narrow_cases);
+        let all = all.chain(&strided).chain(narrow_strided);
         for (i, &(s, batch)) in all.enumerate() {
             // Rows a multiple of the vector wide take the rows kernels, the others
-            // channels in lanes.
-            if s.out_size.1.is_multiple_of(vector) {
+            // channels in lanes; convolutions that keep their columns, channels in
+            // lanes at their stride.
+            let half = batch_half(batch, 2.0 * (s.out_channels * s.cols_len()) as f64);
+            if !s.rebuilds_columns() {
+                let path = direct::path::<f32>(&s, half, batch);
+                assert_eq!(path, Path::Strided, "{s:?}");
+            } else if s.out_size.1.is_multiple_of(vector) {
                 assert!(direct::applies::<f32>(&s), "{s:?}");
             } else {
                 assert!(direct::lanes_apply::<f32>(&s), "{s:?}");

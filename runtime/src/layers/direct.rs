@@ -108,16 +108,22 @@ pub(crate) enum Path {
     /// [`lanes_forward`], [`lanes_weight_gradient`], [`lanes_input_gradient`]
     /// ([`lanes_apply`]).
     Lanes,
+    /// [`lanes_forward`] and [`lanes_weight_gradient`] at the convolution's stride;
+    /// the input gradient as for [`Path::Columns`] ([`strided_apply`]).
+    Strided,
     /// im2col (or the thin and sparse kernels) and faer, in `conv.rs`.
     Columns,
 }
 
-/// The [`Path`] of `s` in `T` on this processor.
-pub(crate) fn path<T: Float>(s: &Conv2dShape) -> Path {
+/// The [`Path`] of `s` in `T` on this processor, for a batch of `batch` samples split
+/// after `half` (`half == batch`: not split).
+pub(crate) fn path<T: Float>(s: &Conv2dShape, half: usize, batch: usize) -> Path {
     if applies::<T>(s) {
         Path::Rows
     } else if lanes_apply::<T>(s) {
         Path::Lanes
+    } else if strided_apply::<T>(s, half, batch) {
+        Path::Strided
     } else {
         Path::Columns
     }
@@ -168,6 +174,16 @@ pub(crate) fn padded_input_len(s: &Conv2dShape) -> usize {
     s.in_channels * h * w
 }
 
+/// Values of scratch [`pad_input`] takes: none without padding, where the input is
+/// read as it lies.
+fn input_copy_len(s: &Conv2dShape) -> usize {
+    if s.padding == (0, 0) {
+        0
+    } else {
+        padded_input_len(s)
+    }
+}
+
 /// Values of one sample's padded output gradient.
 pub(crate) fn padded_grad_len(s: &Conv2dShape) -> usize {
     let (h, w) = padded_grad(s);
@@ -215,16 +231,25 @@ fn pad_planes<T: Float>(
     );
 }
 
-/// The input of one sample of `s` padded into `scratch`, and what reading it takes.
-fn pad_input<'a, T: Float>(s: &Conv2dShape, scratch: &'a mut [T], x: &[T]) -> (&'a [T], Geometry) {
-    let padded = &mut scratch[..padded_input_len(s)];
-    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
+/// The input of one sample of `s` padded into `scratch` (the input itself without
+/// padding), and what reading it takes.
+fn pad_input<'a, T: Float>(
+    s: &Conv2dShape,
+    scratch: &'a mut [T],
+    x: &'a [T],
+) -> (&'a [T], Geometry) {
     let geometry = Geometry {
         channels: s.in_channels,
         kernel: s.kernel,
+        stride: s.stride,
         padded: padded_input(s),
         out: s.out_size,
     };
+    if s.padding == (0, 0) {
+        return (x, geometry);
+    }
+    let padded = &mut scratch[..padded_input_len(s)];
+    pad_planes(padded, x, s.in_channels, s.in_size, s.padding);
     (padded, geometry)
 }
 
@@ -237,6 +262,7 @@ fn pad_grad<'a, T: Float>(s: &Conv2dShape, scratch: &'a mut [T], g: &[T]) -> (&'
     let geometry = Geometry {
         channels: s.out_channels,
         kernel: s.kernel,
+        stride: (1, 1),
         padded: padded_grad(s),
         out: s.in_size,
     };
@@ -336,13 +362,14 @@ pub(crate) fn weight_gradient<T: Float>(
     }
 }
 
-/// The shape of one [`convolve`] or [`lanes_convolve`]: input channels, taps, the
-/// padded input planes' size and the output planes' size (`padded − kernel + 1`; a
-/// multiple of 16 wide for [`convolve`]).
+/// The shape of one [`convolve`] or [`lanes_convolve`]: input channels, taps, stride
+/// (1 for [`convolve`]), the padded input planes' size and the output planes' size (at
+/// stride 1 `padded − kernel + 1`, a multiple of the vector wide for [`convolve`]).
 #[derive(Clone, Copy)]
 struct Geometry {
     channels: usize,
     kernel: (usize, usize),
+    stride: (usize, usize),
     padded: (usize, usize),
     out: (usize, usize),
 }
@@ -361,7 +388,7 @@ impl Geometry {
     fn positions(&self) -> Walk {
         Walk {
             n: (1, self.out.0, self.out.1),
-            stride: (0, self.padded.1, 1),
+            stride: (0, self.stride.0 * self.padded.1, self.stride.1),
         }
     }
 }
@@ -375,6 +402,7 @@ fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], g: Geometry) 
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
             && width().is_some_and(|lanes| ow.is_multiple_of(lanes))
+            && g.stride == (1, 1)
             && ph + 1 == oh + g.kernel.0
             && pw + 1 == ow + g.kernel.1
             && w.len().is_multiple_of(k)
@@ -427,8 +455,52 @@ pub(crate) fn lanes_split<'a, T: Float>(
     (c0, c1, transposed)
 }
 
-/// `y = conv(x, weight)` for one sample of `s` ([`lanes_apply`]) from the transposed
-/// weights of [`lanes_split`], the padded input in `scratch`.
+/// Whether [`lanes_forward`] and [`lanes_weight_gradient`] take the convolution `s` in
+/// `T` on this processor at its stride, for a batch of `batch` split after `half`
+/// ([`Path::Strided`]): f32 with AVX2 or AVX-512, a convolution that keeps its columns
+/// (a stride above 1, or rows narrower than the input's), dilation 1, input and output
+/// channels in whole vectors, and room: in the forward pass the first half's columns
+/// hold the transposed weights and a padded input, the second half's a padded input;
+/// in the backward pass each half's columns (none kept from the forward pass) hold a
+/// padded input and the transposed output gradient. The input gradient stays `Wᵀ · g`
+/// and col2im: at a stride its taps scatter.
+pub(crate) fn strided_apply<T: Float>(s: &Conv2dShape, half: usize, batch: usize) -> bool {
+    let Some(lanes) = width() else {
+        return false;
+    };
+    let (p, co, k, cols) = (s.p(), s.out_channels, s.k(), s.cols_len());
+    let copy = input_copy_len(s);
+    let second = batch - half;
+    let least = if second == 0 { half } else { half.min(second) };
+    TypeId::of::<T>() == TypeId::of::<f32>()
+        && !s.rebuilds_columns()
+        && s.dilation == (1, 1)
+        && s.in_channels.is_multiple_of(lanes)
+        && co.is_multiple_of(lanes)
+        && co * k + copy <= half * cols
+        && (second == 0 || copy <= second * cols)
+        && copy + p * co <= least * cols
+}
+
+/// Splits the forward pass's columns of [`Path::Strided`] (`batch` samples' columns,
+/// the first `half` samples' for the first half): the transposed weights (`k ×
+/// out_channels`, written here from `weight`) at the start of the first half's, each
+/// half's scratch after.
+pub(crate) fn strided_split<'a, T: Float>(
+    s: &Conv2dShape,
+    cols: &'a mut [T],
+    half: usize,
+    weight: &[T],
+) -> (&'a mut [T], &'a mut [T], &'a [T]) {
+    let (first, second) = cols.split_at_mut(half * s.cols_len());
+    let (transposed, first) = first.split_at_mut(s.out_channels * s.k());
+    super::sparse::transpose(transposed, weight, s.out_channels, s.k());
+    (first, second, transposed)
+}
+
+/// `y = conv(x, weight)` for one sample of `s` ([`lanes_apply`], [`strided_apply`])
+/// from the transposed weights of [`lanes_split`] or [`strided_split`], the padded
+/// input in `scratch`.
 pub(crate) fn lanes_forward<T: Float>(
     s: &Conv2dShape,
     y: &mut [T],
@@ -441,7 +513,7 @@ pub(crate) fn lanes_forward<T: Float>(
 }
 
 /// `grad_wᵀ (=|+=) Σ_p x[c][p + tap] · g[o][p]` for one sample of `s`
-/// ([`lanes_apply`]): the weight gradient as `k × out_channels`, from the output
+/// ([`lanes_apply`], [`strided_apply`]; `p + tap` at the stride): the weight gradient as `k × out_channels`, from the output
 /// gradient `g`, with `scratch` for the padded input and `gᵀ`.
 pub(crate) fn lanes_weight_gradient<T: Float>(
     s: &Conv2dShape,
@@ -452,7 +524,7 @@ pub(crate) fn lanes_weight_gradient<T: Float>(
     g: &[T],
 ) {
     let (p, co, k) = (s.p(), s.out_channels, s.k());
-    let (scratch, rest) = scratch.split_at_mut(padded_input_len(s));
+    let (scratch, rest) = scratch.split_at_mut(input_copy_len(s));
     let (padded, geometry) = pad_input(s, scratch, x);
     let gt = &mut rest[..p * co];
     super::sparse::transpose(gt, g, co, p);
