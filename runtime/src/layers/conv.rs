@@ -1207,12 +1207,13 @@ mod tests {
         ];
         let narrow_cases = if vector == 8 { &narrow_cases[..] } else { &[] };
         // Convolutions that keep their columns (channels in lanes at the stride, the
-        // input gradient by GEMM and col2im): ResNet-20's stride-2 3x3 and 1x1
-        // projection; odd planes at stride 2; strides (2, 1) and 3; "valid" 3x3 at
-        // stride 1. With 8 lanes, 8 input and 24 output channels.
+        // input gradient by GEMM and col2im): ResNet-20's stride-2 3x3; 2x2 taps at
+        // stride 2 without padding (the input read in place); odd planes at stride 2;
+        // strides (2, 1) and 3; "valid" 3x3 at stride 1. With 8 lanes, 8 input and 24
+        // output channels.
         let strided = [
             (shape(16, (32, 32), 32, (3, 3), (2, 2), (1, 1), (1, 1)), 2),
-            (shape(16, (32, 32), 32, (1, 1), (2, 2), (0, 0), (1, 1)), 2),
+            (shape(16, (32, 32), 32, (2, 2), (2, 2), (0, 0), (1, 1)), 2),
             (shape(32, (9, 11), 16, (3, 3), (2, 2), (1, 1), (1, 1)), 3),
             (shape(16, (7, 10), 16, (3, 3), (2, 1), (1, 1), (1, 1)), 2),
             (shape(16, (11, 13), 16, (5, 5), (3, 3), (2, 2), (1, 1)), 2),
@@ -1234,6 +1235,10 @@ mod tests {
             if !s.rebuilds_columns() {
                 let path = direct::path::<f32>(&s, half, batch);
                 assert_eq!(path, Path::Strided, "{s:?}");
+                let mut one = s;
+                one.kernel = (1, 1);
+                let one_path = direct::path::<f32>(&one, half, batch);
+                assert_eq!(one_path, Path::Columns, "a 1x1 {one:?}");
             } else if s.out_size.1.is_multiple_of(vector) {
                 assert!(direct::applies::<f32>(&s), "{s:?}");
             } else {
