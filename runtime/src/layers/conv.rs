@@ -11,9 +11,12 @@
 //!
 //! where `g` is `grad_output ⊙ f'(output)`.
 //!
-//! On a processor with AVX-512F, f32 "same" convolutions of stride 1 skip all of this:
-//! `direct.rs` takes their three products from zero-padded copies of the planes
-//! (`direct::applies`, `direct::lanes_apply`).
+//! On a processor with AVX2 and FMA (AVX-512 where it has it), f32 "same" convolutions
+//! of stride 1 skip all of this: `direct.rs` takes their three products from
+//! zero-padded copies of the planes (`direct::applies`, `direct::lanes_apply`). Those
+//! that keep their columns (below) with channels in whole vectors and more than one tap
+//! take their forward pass and weight gradient from there too, at their stride
+//! (`direct::strided_apply`), and build no columns in the forward pass.
 //!
 //! Where the convolution [rebuilds its columns](Conv2dShape::rebuilds_columns) (stride
 //! 1, output rows as wide as input rows: a tap's row is the input plane shifted, one

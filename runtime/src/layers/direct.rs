@@ -39,6 +39,14 @@
 //! blocks, 6 positions or taps × 2 vectors of channels, `rows · kw + rows + 1 ≤ 16`
 //! for the weight gradient ([`x86::Vector`]'s constants).
 //!
+//! # At a stride
+//!
+//! A convolution that keeps its columns (a stride above 1, or "valid" rows narrower
+//! than the input's: [`strided_apply`]) takes the channels-in-lanes forward pass and
+//! weight gradient with the output positions' walk stepping by the stride, and reads
+//! its input in place where there is no padding. Its input gradient stays `Wᵀ · g` and
+//! col2im: at a stride each input position takes a different subset of the taps.
+//!
 //! # Channels in lanes
 //!
 //! Rows narrower than a block (ResNet-20's 8 x 8 planes) would split a block over two
