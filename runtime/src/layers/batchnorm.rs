@@ -28,15 +28,11 @@
 //! # Speed
 //! The per-channel sums run on two threads when the batch is large enough, split by
 //! channel, each channel's sum in one fixed order (16 interleaved partial sums per
-//! plane, then the samples in turn), so results do not depend on the thread count.
-//! Serial scalar sums made batch norm 12 % of a ResNet-20 training step. In training
-//! the element-wise pass of a channel (the output, or the input gradient) follows its
-//! sums on the same thread, while the channel's planes (a quarter of a MiB or less in
-//! each of the tensors read, for ResNet-20 at batch 64) are still in the core's L2
-//! cache, instead of a second pass over whole tensors larger than L2, split by sample;
-//! each value is computed as before, bit for bit. Inference splits by sample.
+//! plane, then the samples in turn), so results do not depend on the thread count; the
+//! element-wise passes split by sample. Serial scalar sums made batch norm 12 % of a
+//! ResNet-20 training step.
 
-use super::{check_len, for_row_blocks, lane_sum, split_batch, Accum, Activation, Both};
+use super::{check_len, for_row_blocks, lane_sum, split_batch, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -83,144 +79,98 @@ pub fn batch_norm_forward<T: Float>(
     check_len("batch_norm running", running.len(), 2 * c + 1);
     let (mean, inv_std) = saved.split_at_mut(c);
     let eps = T::from_f64(s.eps);
-    let len = c * inner;
-    if !training {
+    if training {
+        let m = (batch * inner) as f64;
+        let inv_m = T::from_f64(1.0 / m);
+        // Per channel: the mean, then the sum of squared deviations (into `inv_std`).
+        split_batch(
+            c,
+            4.0 * m,
+            (&mut *mean, 1),
+            (&mut *inv_std, 1),
+            &|first, mean, var| {
+                for (k, (mu, var)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
+                    let ch = first + k;
+                    let planes = input
+                        .chunks_exact(c * inner)
+                        .map(|x| &x[ch * inner..][..inner]);
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            // Plain loops, not `fold`: a call the compiler does not inline
+                            // would run outside the vectorised wrapper.
+                            let mut total = T::ZERO;
+                            for x in planes.clone() {
+                                total += lane_sum([x], |[x]| x);
+                            }
+                            *mu = total * inv_m;
+                            let m = *mu;
+                            let mut squares = T::ZERO;
+                            for x in planes {
+                                squares += lane_sum([x], |[x]| (x - m) * (x - m));
+                            }
+                            *var = squares;
+                        },
+                    );
+                }
+            },
+        );
+        let momentum = T::from_f64(s.momentum);
+        let keep = T::ONE - momentum;
+        let unbias = T::from_f64(if m > 1.0 { m / (m - 1.0) } else { 1.0 });
+        let (running_mean, rest) = running.split_at_mut(c);
+        let (running_var, tracked) = rest.split_at_mut(c);
+        for ch in 0..c {
+            let var = inv_std[ch] * inv_m;
+            running_mean[ch] = keep * running_mean[ch] + momentum * mean[ch];
+            running_var[ch] = keep * running_var[ch] + momentum * var * unbias;
+            inv_std[ch] = T::ONE / (var + eps).sqrt();
+        }
+        tracked[0] += T::ONE;
+    } else {
         for ch in 0..c {
             mean[ch] = running[ch];
             inv_std[ch] = T::ONE / (running[c + ch] + eps).sqrt();
         }
-        let (mean, inv_std): (&[T], &[T]) = (mean, inv_std);
-        for_row_blocks(output, len, 2.0 * len as f64, &|first, output| {
-            let input = &input[first * len..][..output.len()];
-            vectorized(
-                #[inline(always)]
-                || {
-                    for (y_sample, x_sample) in
-                        output.chunks_exact_mut(len).zip(input.chunks_exact(len))
-                    {
-                        for ch in 0..c {
-                            let scale = gamma[ch] * inv_std[ch];
-                            let shift = beta[ch] - mean[ch] * scale;
-                            let range = ch * inner..(ch + 1) * inner;
-                            let (y, x) = (&mut y_sample[range.clone()], &x_sample[range]);
-                            normalize(y, x, scale, shift, activation);
+    }
+    let (mean, inv_std): (&[T], &[T]) = (mean, inv_std);
+    let len = c * inner;
+    for_row_blocks(output, len, 2.0 * len as f64, &|first, output| {
+        let input = &input[first * len..][..output.len()];
+        vectorized(
+            #[inline(always)]
+            || {
+                for (y_sample, x_sample) in
+                    output.chunks_exact_mut(len).zip(input.chunks_exact(len))
+                {
+                    for ch in 0..c {
+                        let scale = gamma[ch] * inv_std[ch];
+                        let shift = beta[ch] - mean[ch] * scale;
+                        let range = ch * inner..(ch + 1) * inner;
+                        let (y, x) = (&mut y_sample[range.clone()], &x_sample[range]);
+                        // With the activation a constant, the loops vectorise.
+                        match activation {
+                            Activation::Identity => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = xv * scale + shift;
+                                }
+                            }
+                            Activation::Relu => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = Activation::Relu.apply(xv * scale + shift);
+                                }
+                            }
+                            other => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = other.apply(xv * scale + shift);
+                                }
+                            }
                         }
                     }
-                },
-            );
-        });
-        return;
-    }
-    let m = (batch * inner) as f64;
-    let inv_m = T::from_f64(1.0 / m);
-    let momentum = T::from_f64(s.momentum);
-    let keep = T::ONE - momentum;
-    let unbias = T::from_f64(if m > 1.0 { m / (m - 1.0) } else { 1.0 });
-    let (running, tracked) = running.split_at_mut(2 * c);
-    let (running_mean, running_var) = running.split_at_mut(c);
-    let planes = Planes::new(output);
-    // Per channel: the mean, the sum of squared deviations, the running statistics,
-    // then the channel's output while its input is still in the core's cache.
-    split_batch(
-        c,
-        6.0 * m,
-        Both((&mut *mean, 1), (&mut *running_mean, 1)),
-        Both((&mut *inv_std, 1), (&mut *running_var, 1)),
-        &|first, (mean, running_mean), (inv_std, running_var)| {
-            for k in 0..mean.len() {
-                let ch = first + k;
-                let x_planes = input.chunks_exact(len).map(|x| &x[ch * inner..][..inner]);
-                vectorized(
-                    #[inline(always)]
-                    || {
-                        // Plain loops, not `fold`: a call the compiler does not inline
-                        // would run outside the vectorised wrapper.
-                        let mut total = T::ZERO;
-                        for x in x_planes.clone() {
-                            total += lane_sum([x], |[x]| x);
-                        }
-                        let mu = total * inv_m;
-                        let mut squares = T::ZERO;
-                        for x in x_planes.clone() {
-                            squares += lane_sum([x], |[x]| (x - mu) * (x - mu));
-                        }
-                        let var = squares * inv_m;
-                        let is = T::ONE / (var + eps).sqrt();
-                        mean[k] = mu;
-                        inv_std[k] = is;
-                        running_mean[k] = keep * running_mean[k] + momentum * mu;
-                        running_var[k] = keep * running_var[k] + momentum * var * unbias;
-                        let scale = gamma[ch] * is;
-                        let shift = beta[ch] - mu * scale;
-                        for (n, x) in x_planes.enumerate() {
-                            // SAFETY: channel `ch` is this call's alone.
-                            let y = unsafe { planes.plane(n * len + ch * inner, inner) };
-                            normalize(y, x, scale, shift, activation);
-                        }
-                    },
-                );
-            }
-        },
-    );
-    tracked[0] += T::ONE;
-}
-
-/// `y = activation(x · scale + shift)`, with the activation a constant in each loop so
-/// that the loops vectorise.
-#[inline(always)]
-fn normalize<T: Float>(y: &mut [T], x: &[T], scale: T, shift: T, activation: Activation) {
-    match activation {
-        Activation::Identity => {
-            for (yv, &xv) in y.iter_mut().zip(x) {
-                *yv = xv * scale + shift;
-            }
-        }
-        Activation::Relu => {
-            for (yv, &xv) in y.iter_mut().zip(x) {
-                *yv = Activation::Relu.apply(xv * scale + shift);
-            }
-        }
-        other => {
-            for (yv, &xv) in y.iter_mut().zip(x) {
-                *yv = other.apply(xv * scale + shift);
-            }
-        }
-    }
-}
-
-/// A tensor of `[batch, C, inner]` samples that threads split by channel write in
-/// parts: a channel's planes, one in each sample, belong to the one call of
-/// [`split_batch`]'s body that has the channel.
-struct Planes<T> {
-    values: *mut T,
-    len: usize,
-}
-
-// SAFETY: the planes handed out are disjoint between threads (each channel's to one
-// thread, [`Planes::plane`]'s contract), and `T` values may move between threads.
-unsafe impl<T: Send> Send for Planes<T> {}
-// SAFETY: as above; `&Planes` hands out only what `plane` is told to.
-unsafe impl<T: Send> Sync for Planes<T> {}
-
-impl<T> Planes<T> {
-    fn new(values: &mut [T]) -> Self {
-        Self {
-            values: values.as_mut_ptr(),
-            len: values.len(),
-        }
-    }
-
-    /// `inner` values from `at`.
-    ///
-    /// # Safety
-    /// No other reference to these values may be in use while the slice lives: the
-    /// caller must have the plane's channel to itself.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn plane(&self, at: usize, inner: usize) -> &mut [T] {
-        assert!(at + inner <= self.len, "a plane outside the tensor");
-        // SAFETY: in bounds (asserted), and not shared (the caller's guarantee).
-        unsafe { std::slice::from_raw_parts_mut(self.values.add(at), inner) }
-    }
+                }
+            },
+        );
+    });
 }
 
 /// Backward pass of a training-mode [`batch_norm_forward`] with the same `activation`,
@@ -257,115 +207,144 @@ pub fn batch_norm_backward<T: Float>(
     let (mean, inv_std) = saved.split_at(c);
     let len = c * inner;
     let m = (batch * inner) as f64;
-    let inv_m = T::from_f64(1.0 / m);
-    let grad_input = grad_input.map(|(gi, accum)| {
-        check_len("batch_norm grad_input", gi.len(), grad_output.len());
-        (Planes::new(gi), accum)
-    });
     // Per channel: Σ g and Σ g (x − μ), the latter times 1/σ, with g at the
-    // pre-activation; then the channel's input gradient while its planes are still in
-    // the core's cache.
-    let flops = if grad_input.is_some() { 10.0 } else { 4.0 };
+    // pre-activation.
     split_batch(
         c,
-        flops * m,
+        4.0 * m,
         (&mut *grad_beta, 1),
         (&mut *grad_gamma, 1),
         &|first, gb, gg| {
             for (k, (gb, gg)) in gb.iter_mut().zip(gg.iter_mut()).enumerate() {
                 let ch = first + k;
-                let (mu, is) = (mean[ch], inv_std[ch]);
+                let mu = mean[ch];
                 let at = ch * inner..(ch + 1) * inner;
                 let planes = grad_output
                     .chunks_exact(len)
                     .zip(input.chunks_exact(len))
                     .zip(output.chunks_exact(len))
                     .map(|((g, x), y)| (&g[at.clone()], &x[at.clone()], &y[at.clone()]));
-                let channel = Channel {
-                    mu,
-                    is,
-                    k: gamma[ch] * is,
-                    inv_m,
-                    at: ch * inner,
-                    len,
-                };
                 vectorized(
                     #[inline(always)]
                     || {
                         // With the activation a constant, the loops vectorise.
                         let (sum_g, centred) = match activation {
-                            Activation::Identity => channel.backward(planes, &grad_input, |g, _| g),
-                            Activation::Relu => channel.backward(planes, &grad_input, |g, y| {
+                            Activation::Identity => channel_sums(planes, mu, |g, _| g),
+                            Activation::Relu => channel_sums(planes, mu, |g, y| {
                                 g * Activation::Relu.derivative_from_output(y)
                             }),
-                            other => channel.backward(planes, &grad_input, |g, y| {
-                                g * other.derivative_from_output(y)
-                            }),
+                            other => {
+                                channel_sums(planes, mu, |g, y| g * other.derivative_from_output(y))
+                            }
                         };
                         *gb = sum_g;
-                        *gg = centred * is;
+                        *gg = centred * inv_std[ch];
                     },
                 );
             }
         },
     );
-}
-
-/// One channel of [`batch_norm_backward`]: its statistics, `γ/σ`, `1/M`, and where
-/// its plane starts in a sample of `len` values.
-struct Channel<T> {
-    mu: T,
-    is: T,
-    k: T,
-    inv_m: T,
-    at: usize,
-    len: usize,
-}
-
-impl<T: Float> Channel<T> {
-    /// `(Σ g', Σ g' (x − μ))` over the channel's planes, `g' = d(g, y)` the gradient
-    /// at the pre-activation, each plane summed in lanes, the planes in turn; then, if
-    /// asked for, `grad_input (=|+=) γ/σ · (g' − Σ g'/M − x̂ Σ g' x̂/M)` on the
-    /// channel's planes.
-    #[inline(always)]
-    fn backward<'a>(
-        &self,
-        planes: impl Iterator<Item = (&'a [T], &'a [T], &'a [T])> + Clone,
-        grad_input: &Option<(Planes<T>, Accum)>,
-        d: impl Fn(T, T) -> T,
-    ) -> (T, T)
-    where
-        T: 'a,
-    {
-        let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
-        let mu = self.mu;
-        for (g, x, y) in planes.clone() {
-            sum_g += lane_sum([g, y], |[g, y]| d(g, y));
-            centred += lane_sum([g, x, y], |[g, x, y]| d(g, y) * (x - mu));
-        }
-        let Some((grad_input, accum)) = grad_input else {
-            return (sum_g, centred);
+    let Some((grad_input, accum)) = grad_input else {
+        return;
+    };
+    check_len("batch_norm grad_input", grad_input.len(), grad_output.len());
+    let inv_m = T::from_f64(1.0 / m);
+    let (grad_gamma, grad_beta): (&[T], &[T]) = (grad_gamma, grad_beta);
+    for_row_blocks(grad_input, len, 6.0 * len as f64, &|first, grad_input| {
+        let n = grad_input.len();
+        let rows = Rows {
+            g: &grad_output[first * len..][..n],
+            x: &input[first * len..][..n],
+            y: &output[first * len..][..n],
+            len,
+            inner,
+            gamma,
+            mean,
+            inv_std,
+            // Σ g and Σ g x̂ over M.
+            sums: (grad_beta, grad_gamma, inv_m),
         };
-        let (k, is) = (self.k, self.is);
-        // Σ g'/M and Σ g' x̂/M.
-        let (mean_g, mean_gx) = (sum_g * self.inv_m, centred * is * self.inv_m);
-        for (n, (g, x, y)) in planes.enumerate() {
-            // SAFETY: this channel is the calling thread's alone.
-            let gi = unsafe { grad_input.plane(n * self.len + self.at, g.len()) };
-            match accum {
-                Accum::Replace => {
-                    for i in 0..g.len() {
-                        gi[i] = k * (d(g[i], y[i]) - mean_g - (x[i] - mu) * is * mean_gx);
+        vectorized(
+            #[inline(always)]
+            || match activation {
+                // With the activation a constant, the loops vectorise.
+                Activation::Identity => rows.input_gradient(grad_input, accum, |g, _| g),
+                Activation::Relu => rows.input_gradient(grad_input, accum, |g, y| {
+                    g * Activation::Relu.derivative_from_output(y)
+                }),
+                other => rows.input_gradient(grad_input, accum, |g, y| {
+                    g * other.derivative_from_output(y)
+                }),
+            },
+        );
+    });
+}
+
+/// `(Σ g', Σ g' (x − μ))` over one channel's planes, `g' = d(g, y)` the gradient at the
+/// pre-activation; each plane summed in lanes, the planes in turn.
+#[inline(always)]
+fn channel_sums<'a, T: Float + 'a>(
+    planes: impl Iterator<Item = (&'a [T], &'a [T], &'a [T])>,
+    mu: T,
+    d: impl Fn(T, T) -> T,
+) -> (T, T) {
+    let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
+    for (g, x, y) in planes {
+        sum_g += lane_sum([g, y], |[g, y]| d(g, y));
+        centred += lane_sum([g, x, y], |[g, x, y]| d(g, y) * (x - mu));
+    }
+    (sum_g, centred)
+}
+
+/// One thread's samples of the input-gradient pass and what it reads.
+struct Rows<'a, T> {
+    g: &'a [T],
+    x: &'a [T],
+    y: &'a [T],
+    len: usize,
+    inner: usize,
+    gamma: &'a [T],
+    mean: &'a [T],
+    inv_std: &'a [T],
+    sums: (&'a [T], &'a [T], T),
+}
+
+impl<T: Float> Rows<'_, T> {
+    /// `grad_input (=|+=) γ/σ · (g' − Σ g'/M − x̂ Σ g' x̂/M)`, `g' = d(g, y)`.
+    #[inline(always)]
+    fn input_gradient(&self, grad_input: &mut [T], accum: Accum, d: impl Fn(T, T) -> T) {
+        let (inner, (grad_beta, grad_gamma, inv_m)) = (self.inner, self.sums);
+        let samples = grad_input
+            .chunks_exact_mut(self.len)
+            .zip(self.g.chunks_exact(self.len))
+            .zip(
+                self.x
+                    .chunks_exact(self.len)
+                    .zip(self.y.chunks_exact(self.len)),
+            );
+        for ((gi_sample, g_sample), (x_sample, y_sample)) in samples {
+            for ch in 0..self.mean.len() {
+                let (mu, is) = (self.mean[ch], self.inv_std[ch]);
+                let k = self.gamma[ch] * is;
+                let (sum_g, sum_gx) = (grad_beta[ch] * inv_m, grad_gamma[ch] * inv_m);
+                let range = ch * inner..(ch + 1) * inner;
+                let gi = &mut gi_sample[range.clone()];
+                let (g, x) = (&g_sample[range.clone()], &x_sample[range.clone()]);
+                let y = &y_sample[range];
+                match accum {
+                    Accum::Replace => {
+                        for i in 0..inner {
+                            gi[i] = k * (d(g[i], y[i]) - sum_g - (x[i] - mu) * is * sum_gx);
+                        }
                     }
-                }
-                Accum::Add => {
-                    for i in 0..g.len() {
-                        gi[i] += k * (d(g[i], y[i]) - mean_g - (x[i] - mu) * is * mean_gx);
+                    Accum::Add => {
+                        for i in 0..inner {
+                            gi[i] += k * (d(g[i], y[i]) - sum_g - (x[i] - mu) * is * sum_gx);
+                        }
                     }
                 }
             }
         }
-        (sum_g, centred)
     }
 }
 
