@@ -6,6 +6,14 @@
 //! of `src/simd.rs`) counts as a machine without AVX-512 (and without AVX2), so that a
 //! test run under the cap reports those tests ignored.
 
+// Read on x86-64 only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[path = "src/simd_cap.rs"]
+mod simd_cap;
+
+#[cfg(target_arch = "x86_64")]
+use simd_cap::Cap;
+
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(kiln_host_avx512)");
     println!("cargo::rustc-check-cfg=cfg(kiln_host_avx2)");
@@ -14,15 +22,12 @@ fn main() {
     #[cfg(target_arch = "x86_64")]
     {
         let same = std::env::var("HOST").ok() == std::env::var("TARGET").ok();
-        let cap = std::env::var("KILN_SIMD").unwrap_or_default();
-        let cap = cap.trim();
-        let baseline = cap.eq_ignore_ascii_case("baseline");
-        let avx2 = baseline || cap.eq_ignore_ascii_case("avx2");
+        let cap = simd_cap::from_env();
         use std::arch::is_x86_feature_detected as has;
-        if same && !avx2 && has!("avx512f") {
+        if same && cap == Cap::Avx512 && has!("avx512f") {
             println!("cargo::rustc-cfg=kiln_host_avx512");
         }
-        if same && !baseline && has!("avx2") && has!("fma") {
+        if same && cap >= Cap::Avx2 && has!("avx2") && has!("fma") {
             println!("cargo::rustc-cfg=kiln_host_avx2");
         }
     }

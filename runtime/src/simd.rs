@@ -19,6 +19,11 @@
 //! AVX2 kernels be tested and timed on a processor that has AVX-512; faer's GEMMs
 //! choose their own instructions and are not capped.
 
+// Read on x86-64 only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[path = "simd_cap.rs"]
+pub(crate) mod cap;
+
 /// Runs `body` compiled for the widest vector instructions the processor has.
 ///
 /// ```ignore
@@ -131,6 +136,8 @@ pub(crate) unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
 mod x86 {
     use std::sync::atomic::{AtomicU8, Ordering};
 
+    use super::cap::Cap;
+
     #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
     pub(super) enum Level {
         Baseline = 1,
@@ -162,18 +169,17 @@ mod x86 {
         } else {
             Level::Baseline
         };
-        let level = found.min(cap(std::env::var("KILN_SIMD").ok().as_deref()));
+        let level = found.min(allowed(super::cap::from_env()));
         LEVEL.store(level as u8, Ordering::Relaxed);
         level
     }
 
-    /// The widest level `KILN_SIMD=value` allows: AVX-512 for an unset or unknown
-    /// value.
-    pub(super) fn cap(value: Option<&str>) -> Level {
-        match value.map(str::trim) {
-            Some(v) if v.eq_ignore_ascii_case("avx2") => Level::Avx2,
-            Some(v) if v.eq_ignore_ascii_case("baseline") => Level::Baseline,
-            _ => Level::Avx512,
+    /// The widest level a `KILN_SIMD` cap allows.
+    pub(super) fn allowed(cap: Cap) -> Level {
+        match cap {
+            Cap::Baseline => Level::Baseline,
+            Cap::Avx2 => Level::Avx2,
+            Cap::Avx512 => Level::Avx512,
         }
     }
 
@@ -235,15 +241,18 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn kiln_simd_caps_the_level_and_ignores_what_it_does_not_know() {
-        use x86::{cap, Level};
-        assert_eq!(cap(None), Level::Avx512);
-        assert_eq!(cap(Some("avx2")), Level::Avx2);
-        assert_eq!(cap(Some(" AVX2 ")), Level::Avx2);
-        assert_eq!(cap(Some("baseline")), Level::Baseline);
-        assert_eq!(cap(Some("avx512")), Level::Avx512);
-        assert_eq!(cap(Some("sse9")), Level::Avx512);
-        // A cap never raises the level above what the processor reports.
-        assert!(x86::level() <= Level::Avx512);
-        assert_eq!(Level::Avx2.min(cap(None)), Level::Avx2);
+        use cap::{cap, Cap};
+        use x86::{allowed, Level};
+        assert_eq!(cap(None), Cap::Avx512);
+        assert_eq!(cap(Some("avx2")), Cap::Avx2);
+        assert_eq!(cap(Some(" AVX2 ")), Cap::Avx2);
+        assert_eq!(cap(Some("baseline")), Cap::Baseline);
+        assert_eq!(cap(Some("avx512")), Cap::Avx512);
+        assert_eq!(cap(Some("sse9")), Cap::Avx512);
+        // A cap lowers the level the processor reports, never raises it.
+        assert_eq!(Level::Avx2.min(allowed(Cap::Avx512)), Level::Avx2);
+        assert_eq!(Level::Avx512.min(allowed(Cap::Avx2)), Level::Avx2);
+        assert_eq!(Level::Avx2.min(allowed(Cap::Baseline)), Level::Baseline);
+        assert!(x86::level() <= allowed(cap::from_env()));
     }
 }

@@ -1174,7 +1174,7 @@ mod tests {
     fn the_direct_convolution_matches_the_generic_f64_path() {
         // At the widest vectors the processor has, or at AVX2's under `KILN_SIMD=avx2`
         // (which the test below runs).
-        let capped = std::env::var("KILN_SIMD").is_ok_and(|v| v.trim() == "avx2");
+        let capped = crate::simd::cap::from_env() == crate::simd::cap::Cap::Avx2;
         let vector = direct::width().expect("the direct kernels need AVX2 and FMA");
         assert!(!capped || vector == 8, "KILN_SIMD=avx2, yet {vector} lanes");
         // ResNet-20's first convolution and a stage-1 one; output channels off the

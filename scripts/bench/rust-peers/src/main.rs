@@ -129,7 +129,7 @@ fn main() {
             Some((gflops, isa)) => {
                 println!("{{\"value\": {gflops}, \"version\": \"{isa} on {threads} threads\"}}")
             }
-            None => println!("{{\"absent\": \"no AVX-512F or AVX2+FMA on this processor\"}}"),
+            None => println!("{{\"absent\": \"no AVX-512F or AVX2+FMA on this processor, or KILN_SIMD=baseline\"}}"),
         }
         return;
     }

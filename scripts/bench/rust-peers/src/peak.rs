@@ -1,7 +1,7 @@
 //! The processor's fused multiply-add peak in f32, measured rather than computed from a
 //! data sheet: each of `threads` threads runs twelve independent chains of FMAs on the
 //! widest vectors the processor reports at run time (AVX-512F, else AVX2 with FMA;
-//! AVX2 under `KILN_SIMD=avx2`, the cap of kiln's own kernels),
+//! at most what `KILN_SIMD` allows, the cap of kiln's own kernels),
 //! enough chains to cover the FMA latency on every port of the x86 cores we know. The
 //! best of seven timings counts, so a slow phase of a shared host lowers no figure;
 //! turbo and the frequency the wide vectors run at are what they are during the run, as
@@ -44,11 +44,20 @@ pub fn measure(threads: usize) -> Option<(f64, &'static str)> {
 type Kernel = fn(u64) -> f32;
 
 #[cfg(target_arch = "x86_64")]
+#[path = "../../../../runtime/src/simd_cap.rs"]
+mod simd_cap;
+
+#[cfg(target_arch = "x86_64")]
+use simd_cap::Cap;
+
+#[cfg(target_arch = "x86_64")]
 fn kernel() -> Option<(Kernel, usize, &'static str)> {
-    // `KILN_SIMD=avx2` caps kiln's kernels at AVX2 (runtime/src/simd.rs); the probe
-    // follows, so that a capped run is compared with the peak at the same width.
-    let capped = std::env::var("KILN_SIMD").is_ok_and(|v| v.trim().eq_ignore_ascii_case("avx2"));
-    if !capped && is_x86_feature_detected!("avx512f") {
+    // `KILN_SIMD` caps kiln's kernels (runtime/src/simd.rs); the probe follows, so
+    // that a capped run is compared with the peak at the same width.
+    let cap = simd_cap::from_env();
+    if cap == Cap::Baseline {
+        None
+    } else if cap == Cap::Avx512 && is_x86_feature_detected!("avx512f") {
         // SAFETY (of the calls inside): the feature was detected just now.
         Some((|n| unsafe { x86::fma512(n) }, 16, "AVX-512F"))
     } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
