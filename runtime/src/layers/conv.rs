@@ -606,54 +606,51 @@ fn dense_backward<T: Float>(
             _ => sample_cols(s, cols, n),
         };
         let accum = if n == 0 { Accum::Replace } else { Accum::Add };
-        if path == Path::Lanes {
-            direct::lanes_weight_gradient(s, grad_weight, accum, col, x, g);
-            if let Some((grad_input, accum)) = grad_input.as_mut() {
-                let gx = &mut grad_input[n * ilen..][..ilen];
-                direct::lanes_input_gradient(s, gx, *accum, col, g, flipped);
-            }
-            continue;
-        }
-        let direct = path == Path::Rows;
-        let weight_done = match path {
+        let gx = grad_input
+            .as_mut()
+            .map(|(gi, accum)| (&mut gi[n * ilen..][..ilen], *accum));
+        match path {
+            // Both gradients from `direct.rs`.
             Path::Rows => {
                 direct::weight_gradient(s, grad_weight, accum, col, x, g);
-                true
+                if let Some((gx, accum)) = gx {
+                    direct::input_gradient(s, gx, accum, col, g, flipped);
+                }
+                continue;
             }
-            Path::Strided => {
+            Path::Lanes => {
                 direct::lanes_weight_gradient(s, grad_weight, accum, col, x, g);
-                true
+                if let Some((gx, accum)) = gx {
+                    direct::lanes_input_gradient(s, gx, accum, col, g, flipped);
+                }
+                continue;
             }
-            Path::Lanes | Path::Columns => {
+            // The weight gradient from `direct.rs`, the input gradient below.
+            Path::Strided => direct::lanes_weight_gradient(s, grad_weight, accum, col, x, g),
+            Path::Columns => {
                 if s.rebuilds_columns() {
                     im2col(s, col, x);
                 }
-                false
+                if transposed || !thin::weight_grad(grad_weight, g, col, k, n > 0) {
+                    let dst = if transposed {
+                        MatMut::from_column_major_slice_mut(&mut *grad_weight, co, k)
+                    } else {
+                        MatMut::from_row_major_slice_mut(&mut *grad_weight, co, k)
+                    };
+                    let g = MatRef::from_row_major_slice(g, co, p);
+                    let col = MatRef::from_row_major_slice(col, k, p);
+                    matmul(dst, accum, g, col.transpose(), T::ONE, Par::Seq);
+                }
             }
-        };
-        if !weight_done && (transposed || !thin::weight_grad(grad_weight, g, col, k, n > 0)) {
-            let dst = if transposed {
-                MatMut::from_column_major_slice_mut(&mut *grad_weight, co, k)
-            } else {
-                MatMut::from_row_major_slice_mut(&mut *grad_weight, co, k)
-            };
-            let g = MatRef::from_row_major_slice(g, co, p);
-            let col = MatRef::from_row_major_slice(col, k, p);
-            matmul(dst, accum, g, col.transpose(), T::ONE, Par::Seq);
         }
-        let Some((grad_input, accum)) = grad_input.as_mut() else {
+        let Some((gx, accum)) = gx else {
             continue;
         };
-        let gx = &mut grad_input[n * ilen..][..ilen];
-        if direct {
-            direct::input_gradient(s, gx, *accum, col, g, flipped);
-            continue;
-        }
         let col = &mut col[..k * p];
         let g = MatRef::from_row_major_slice(g, co, p);
         let dst = MatMut::from_row_major_slice_mut(&mut *col, k, p);
         matmul(dst, Accum::Replace, w.transpose(), g, T::ONE, Par::Seq);
-        if *accum == Accum::Replace {
+        if accum == Accum::Replace {
             gx.fill(T::ZERO);
         }
         col2im(s, gx, col);
@@ -1228,6 +1225,11 @@ mod tests {
         } else {
             &[]
         };
+        // ResNet-20's 1x1 stride-2 projection keeps its columns, though it would fit
+        // the channels-in-lanes kernels (measured slower there).
+        let projection = shape(16, (32, 32), 32, (1, 1), (2, 2), (0, 0), (1, 1));
+        let half = batch_half(4, 2.0 * (32 * projection.cols_len()) as f64);
+        assert_eq!(direct::path::<f32>(&projection, half, 4), Path::Columns);
         let all = cases.iter().chain(&lanes).chain(narrow_cases);
         let all = all.chain(&strided).chain(narrow_strided);
         for (i, &(s, batch)) in all.enumerate() {
@@ -1238,10 +1240,6 @@ mod tests {
             if !s.rebuilds_columns() {
                 let path = direct::path::<f32>(&s, half, batch);
                 assert_eq!(path, Path::Strided, "{s:?}");
-                let mut one = s;
-                one.kernel = (1, 1);
-                let one_path = direct::path::<f32>(&one, half, batch);
-                assert_eq!(one_path, Path::Columns, "a 1x1 {one:?}");
             } else if s.out_size.1.is_multiple_of(vector) {
                 assert!(direct::applies::<f32>(&s), "{s:?}");
             } else {
