@@ -90,7 +90,7 @@ pub(crate) fn width() -> Option<usize> {
 macro_rules! at_width {
     ($kernel:ident($($arg:expr),* $(,)?)) => {{
         use std::arch::x86_64::{__m256, __m512};
-        if crate::simd::has_avx512() {
+        if width() == Some(16) {
             crate::simd::with_avx512(
                 #[inline(always)]
                 || x86::$kernel::<__m512>($($arg),*),
