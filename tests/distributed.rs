@@ -377,6 +377,10 @@ fn job_in(case: &str, extra: &[&str], start: Option<&Path>, out: PathBuf) -> Job
     let mut command = Command::new(mpirun());
     // Root runs mpirun only when asked to (CI runs as root).
     command.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"]);
+    // Each job's Open MPI session directory under its own `out`: jobs started at once
+    // by parallel tests raced to create the shared one (`/tmp/ompi.<host>.0`: "File
+    // exists", orte_init failed).
+    command.env("TMPDIR", &out);
     command.args(extra);
     if let Some(start) = start {
         command
