@@ -466,7 +466,7 @@ fn all_finite_split<T: Float>(values: &[T]) -> bool {
         return all_finite(values);
     }
     let (a, b) = values.split_at(values.len() / 2);
-    let (a, b) = rayon::join(|| all_finite(a), || all_finite(b));
+    let (a, b) = crate::layers::join(|| all_finite(a), || all_finite(b));
     a && b
 }
 

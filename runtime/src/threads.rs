@@ -7,6 +7,14 @@
 //! after that. Its half of a call is taken back if it is late, so a call never waits
 //! on it.
 //!
+//! When rayon's pool has exactly two threads, the same helper also takes the second
+//! half of every two-way split of a layer or optimiser, in place of rayon's other
+//! worker: on a two-vCPU guest rayon's idle worker picked a queued half up about 20 µs
+//! late, a fifth of the 784-128-10 MLP's training step (docs/design.md, "Every
+//! two-way split"). At most two threads work at once. Switching the helper off
+//! returns those splits to rayon; with three threads or more rayon splits them as
+//! it always has.
+//!
 //! What each choice gives, from `cargo bench --bench helper` (the 784-128-10 MLP's
 //! `infer` at batch 1; median latency, and the process's CPU time per request; 2 vCPUs
 //! of a Zen 3 EPYC, one run, 40 rounds; run it on your machine):
@@ -73,8 +81,8 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmallBatchHelper {
-    /// No helper: batch-1 kernels run on the calling thread alone, and a helper already
-    /// started parks for good after its spin.
+    /// No helper: batch-1 kernels run on the calling thread alone, two-way splits go to
+    /// rayon's workers, and a helper already started parks for good after its spin.
     Off,
     /// A helper that spins this long after each job before it parks (at most
     /// [`MAX_SPIN`]; longer is cut to it).
@@ -109,7 +117,8 @@ fn encode(mode: SmallBatchHelper) -> u64 {
     }
 }
 
-/// Chooses how batch-1 kernels use a second core, from the next call on.
+/// Chooses how batch-1 kernels (and, on a pool of two threads, every two-way split)
+/// use a second core, from the next call on.
 ///
 /// ```
 /// use kiln_runtime::threads::{set_small_batch_helper, small_batch_helper, SmallBatchHelper};

@@ -153,7 +153,7 @@ pub fn layer_norm_backward<T: Float>(
     // The input gradient reads every value four times and writes it once, the
     // parameters' sums read it three times: counted as 12 FLOPs a value in all.
     if 12.0 * input.len() as f64 >= PARALLEL_MIN_FLOPS {
-        rayon::join(params, || {
+        super::join(params, || {
             split_batch(
                 rows,
                 8.0 * width as f64,
@@ -697,7 +697,7 @@ pub fn attention_backward<T: Float>(
         out_weight: &mut *g_wo,
         out_bias: &mut *g_bo,
     };
-    rayon::join(
+    super::join(
         || run(0, first, input0, memory0, aux0),
         || run(half, second, input1, memory1, aux1),
     );

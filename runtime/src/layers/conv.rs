@@ -359,7 +359,7 @@ pub fn conv2d_forward<T: Float>(
     };
     if half < batch {
         let (y0, y1) = output.split_at_mut(half * s.output_len());
-        rayon::join(|| run(0, y0, c0), || run(half, y1, c1));
+        super::join(|| run(0, y0, c0), || run(half, y1, c1));
     } else {
         run(0, output, c0);
     }
@@ -419,7 +419,7 @@ pub fn conv2d_backward<T: Float>(
     };
     let nonzero = if half < batch {
         let (go0, go1) = grad_output.split_at_mut(half * olen);
-        let (a, b) = rayon::join(|| derivative(0, go0), || derivative(half, go1));
+        let (a, b) = super::join(|| derivative(0, go0), || derivative(half, go1));
         a + b
     } else {
         derivative(0, grad_output)
@@ -548,7 +548,7 @@ fn halves<T: Float>(
         }
         None => (None, None),
     };
-    rayon::join(
+    super::join(
         || body(0, half, gi0, gw0, c0),
         || body(half, batch - half, gi1, gw1, c1),
     );

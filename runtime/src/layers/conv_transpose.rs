@@ -157,7 +157,7 @@ pub fn conv_transpose2d_backward<T: Float>(
             }
             None => (None, None),
         };
-        rayon::join(
+        super::join(
             || run(0, grad_weight, c0, gi0),
             || run(half, partial, c1, gi1),
         );

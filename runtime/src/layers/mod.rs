@@ -62,6 +62,7 @@ pub use softmax::{log_softmax_backward, log_softmax_forward, softmax_backward, s
 pub use upsample::{upsample_backward, upsample_forward, Interpolation, UpsampleShape};
 
 pub use faer::Accum;
+pub(crate) use pair::join;
 
 use faer::{MatMut, MatRef, Par};
 
@@ -153,8 +154,8 @@ impl<X: Samples, Y: Samples> Samples for Both<X, Y> {
     }
 }
 
-/// Runs `body(first_sample, a, b)` over the batch, in two halves on rayon's threads
-/// when the work is large enough, `a` and `b` cut at the same sample. The split does
+/// Runs `body(first_sample, a, b)` over the batch, in two halves on two threads
+/// ([`join`]) when the work is large enough, `a` and `b` cut at the same sample. The split does
 /// not depend on the number of threads, so results are the same with any number of
 /// threads (across processors they can differ in the last bits: the kernels choose
 /// their instructions at run time).
@@ -172,7 +173,7 @@ pub(crate) fn split_batch<P: Samples, Q: Samples>(
     }
     let (a0, a1) = a.split_at_sample(half);
     let (b0, b1) = b.split_at_sample(half);
-    rayon::join(
+    join(
         || body(0, a0.into_part(), b0.into_part()),
         || body(half, a1.into_part(), b1.into_part()),
     );
@@ -180,7 +181,7 @@ pub(crate) fn split_batch<P: Samples, Q: Samples>(
 }
 
 /// Runs `body(first_row, block)` over blocks of whole rows of `out` (rows of `width`
-/// values), splitting across rayon's threads when the work is large enough. Each row is
+/// values), splitting across rayon's threads ([`join`]) when the work is large enough. Each row is
 /// computed exactly as it would be serially, so results do not depend on the split.
 pub(crate) fn for_row_blocks<T: Send>(
     out: &mut [T],
@@ -202,7 +203,7 @@ pub(crate) fn for_row_blocks<T: Send>(
         }
         let left_rows = rows / 2;
         let (left, right) = out.split_at_mut(left_rows * width);
-        rayon::join(
+        join(
             || split(first_row, left, width, pieces / 2, body),
             || {
                 split(
@@ -228,7 +229,7 @@ pub(crate) fn for_row_blocks<T: Send>(
 }
 
 /// Runs `body(first_col, block)` over blocks of whole columns of `out`, splitting
-/// across rayon's threads when the work is large enough; block edges fall on multiples
+/// across rayon's threads ([`join`]) when the work is large enough; block edges fall on multiples
 /// of 16 columns (an AVX-512 register of f32). Each column is computed exactly as it
 /// would be serially, so results do not depend on the split.
 ///
@@ -253,7 +254,7 @@ pub(crate) fn for_col_blocks<T: Send>(
             return;
         }
         let (left, right) = out.split_at_col_mut(left_cols);
-        rayon::join(
+        join(
             || split(first_col, left, pieces / 2, body),
             || split(first_col + left_cols, right, pieces - pieces / 2, body),
         );

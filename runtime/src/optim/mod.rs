@@ -298,7 +298,7 @@ pub(crate) fn in_halves<T: Float, const N: usize>(
     });
     let s0 = std::array::from_fn(|i| halves[i].0.take().expect("each half once"));
     let s1 = std::array::from_fn(|i| halves[i].1.take().expect("each half once"));
-    rayon::join(|| body(p0, g0, s0), || body(p1, g1, s1));
+    crate::layers::join(|| body(p0, g0, s0), || body(p1, g1, s1));
 }
 
 #[cfg(test)]
