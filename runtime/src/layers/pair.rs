@@ -351,8 +351,10 @@ impl Balance {
 /// and 22.3–22.7 µs with 5 to 120 µs of serial work between the calls): it polls with
 /// `sched_yield`, then sleeps on a futex. The 784-128-10 MLP's training step
 /// splits three products of about 50 µs a half, so a fifth of its step was that wait.
-/// The helper, spinning on one atomic between jobs, claims `b` as soon as it sees the
-/// offer; the step ran 1.28–1.39 times as fast (BENCHMARKS.md).
+/// The helper, spinning on one atomic between jobs, started `b` 0.52–0.66 µs after
+/// the offer (median; p99 0.69–2.21 µs; the same calls through this function, the
+/// helper running 1,937–2,000 of each 2,000 second halves and the caller the rest),
+/// and the step ran 1.28–1.39 times as fast (BENCHMARKS.md).
 ///
 /// With any other number of threads, or with the helper off
 /// ([`SmallBatchHelper::Off`]), this is `rayon::join`. A nested call, made while the
