@@ -2,7 +2,8 @@
 //! (`simd.rs`), its build script (`build.rs`, for the tests' `cfg`s) and the bench's
 //! FMA probe, so that all three read a value the same way.
 
-/// The widest vectors `KILN_SIMD` allows.
+/// The widest vectors `KILN_SIMD` allows, narrowest first (the library's run-time
+/// level, `simd.rs`, is the same three steps).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum Cap {
     /// The x86-64 baseline: none of kiln's wide kernels.
