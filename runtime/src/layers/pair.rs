@@ -226,10 +226,10 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) -> Outcome {
                 return Settled::TakenBack;
             }
             let mut outcome = Outcome::HelperFirst;
-            let mut wait = Backoff::new();
+            let mut waiting_since = None;
             while state.load(Ordering::Acquire) != DONE {
                 outcome = Outcome::CallerFirst;
-                wait.round();
+                wait_for_helper(&mut waiting_since);
             }
             // SAFETY: the helper is done with the job; the slot is ours until IDLE.
             let panic = unsafe {
@@ -274,42 +274,22 @@ pub(crate) fn pair(a: impl FnOnce(), b: &mut (dyn FnMut() + Send)) -> Outcome {
     finish.finish()
 }
 
-/// The caller's wait for a helper that has claimed its half: spin while the helper is
-/// likely just behind (halves of a split finish within microseconds of each other),
-/// then yield between looks, so that a helper that has lost its core to another thread
-/// (more threads than cores: a test harness, a busy host) gets it back sooner than the
-/// scheduler's time slice would give it.
-struct Backoff {
-    rounds: u32,
-    since: Option<Instant>,
-}
-
-impl Backoff {
-    /// Spinning this long, then yielding.
-    const SPIN: Duration = Duration::from_micros(50);
-
-    fn new() -> Self {
-        Self {
-            rounds: 0,
-            since: None,
-        }
-    }
-
-    fn round(&mut self) {
-        self.rounds = self.rounds.wrapping_add(1);
-        // The clock is read every 64 rounds: a spin hint is tens of nanoseconds.
-        if !self.rounds.is_multiple_of(64) {
-            std::hint::spin_loop();
-            return;
-        }
-        let since = *self.since.get_or_insert_with(Instant::now);
-        if since.elapsed() < Self::SPIN {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
+/// One look of the caller's wait for a helper that has claimed its half: a spin hint
+/// for the first [`SPIN_FOR_HELPER`] (halves of a split finish within microseconds of
+/// each other), a yield after that, so that a helper that has lost its core to another
+/// thread (more threads than cores: a test harness, a busy host) can have it back
+/// before the caller's time slice ends. `since` is when the wait began, set by the
+/// first look.
+fn wait_for_helper(since: &mut Option<Instant>) {
+    if since.get_or_insert_with(Instant::now).elapsed() < SPIN_FOR_HELPER {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
+
+/// How long a caller spins for a helper that is still running its half.
+const SPIN_FOR_HELPER: Duration = Duration::from_micros(50);
 
 /// How much of a pair of halves to offer the helper, in 1/256ths, kept where the two
 /// threads finish together: the helper starts a few hundred nanoseconds after the
