@@ -155,10 +155,10 @@ impl<X: Samples, Y: Samples> Samples for Both<X, Y> {
 }
 
 /// Runs `body(first_sample, a, b)` over the batch, in two halves on two threads
-/// ([`join`]) when the work is large enough, `a` and `b` cut at the same sample. The split does
-/// not depend on the number of threads, so results are the same with any number of
-/// threads (across processors they can differ in the last bits: the kernels choose
-/// their instructions at run time).
+/// ([`join`]) when the work is large enough, `a` and `b` cut at the same sample. The
+/// split does not depend on the number of threads, so results are the same with any
+/// number of threads (across processors they can differ in the last bits: the kernels
+/// choose their instructions at run time).
 pub(crate) fn split_batch<P: Samples, Q: Samples>(
     batch: usize,
     flops_per_sample: f64,
@@ -181,8 +181,9 @@ pub(crate) fn split_batch<P: Samples, Q: Samples>(
 }
 
 /// Runs `body(first_row, block)` over blocks of whole rows of `out` (rows of `width`
-/// values), splitting across rayon's threads ([`join`]) when the work is large enough. Each row is
-/// computed exactly as it would be serially, so results do not depend on the split.
+/// values), splitting across the threads ([`join`]) when the work is large enough.
+/// Each row is computed exactly as it would be serially, so results do not depend on
+/// the split.
 pub(crate) fn for_row_blocks<T: Send>(
     out: &mut [T],
     width: usize,
@@ -229,9 +230,9 @@ pub(crate) fn for_row_blocks<T: Send>(
 }
 
 /// Runs `body(first_col, block)` over blocks of whole columns of `out`, splitting
-/// across rayon's threads ([`join`]) when the work is large enough; block edges fall on multiples
-/// of 16 columns (an AVX-512 register of f32). Each column is computed exactly as it
-/// would be serially, so results do not depend on the split.
+/// across the threads ([`join`]) when the work is large enough; block edges fall on
+/// multiples of 16 columns (an AVX-512 register of f32). Each column is computed
+/// exactly as it would be serially, so results do not depend on the split.
 ///
 /// For a product whose right-hand side is a large weight, splitting the columns gives
 /// each thread half the weight to pack and stream, where splitting the rows would have

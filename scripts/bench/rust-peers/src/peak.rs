@@ -11,9 +11,9 @@
 //! timing spans the earliest start to the latest end. The clock must not be read by a
 //! thread that is not running chains: with two cores, a third thread (the one that
 //! spawned the workers) can be woken only after a worker has started, and its late
-//! start made the two-thread figure 10–20 % above twice the one-thread figure
-//! (Zen 5, two vCPUs, back to back: 597–654 GFLOP/s on two threads where one read
-//! 267–306; now 523–543 where one reads 264–280).
+//! start put the two-thread figure up to 22 % above twice the one-thread figure
+//! (Zen 5, two vCPUs, four pairs of runs each way: 597–654 GFLOP/s on two threads
+//! where one read 267–307, against 527–543 where one reads 264–281 now).
 
 use std::sync::Barrier;
 use std::time::Instant;
