@@ -1,5 +1,6 @@
-//! The batch-1 helper thread: its switch, and the CPUs it runs on. One test, in its own
-//! process, because the switch is global.
+//! The helper thread: its switch, the CPUs it runs on, and that the splits it takes
+//! give the bits they give elsewhere. One test, in its own process, because the switch
+//! is global.
 #![cfg(target_os = "linux")]
 
 use kiln::prelude::*;
@@ -7,6 +8,14 @@ use kiln::threads::{set_small_batch_helper, small_batch_helper, SmallBatchHelper
 use std::time::Duration;
 
 kiln::model! { pub struct Mlp { input: [784], fc1: Dense(128), Relu, fc2: Dense(10) } }
+
+kiln::model! {
+    pub struct Cnn {
+        input: [1, 16, 16],
+        Conv2d(16, kernel = 3, padding = 1), BatchNorm2d, Relu,
+        Flatten, Dense(10),
+    }
+}
 
 /// The ids and allowed-CPU lists of this process's threads named `name`.
 fn threads_named(name: &str) -> Vec<(String, String)> {
@@ -96,4 +105,55 @@ fn the_helper_can_be_switched_off_and_runs_on_the_process_cpus() {
     // Off again: calls run alone and give the same values.
     set_small_batch_helper(SmallBatchHelper::Off);
     assert_eq!(infer_batch_1(&mut net, 100), alone);
+
+    // Training steps whose layers and optimiser split in two: on one thread, on two
+    // through the helper, on two through rayon's join (helper off), on three. Each
+    // half computes the same values wherever it runs: the same bits every time.
+    let trained = |threads: usize, helper: SmallBatchHelper| {
+        set_small_batch_helper(helper);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| train(5))
+    };
+    let spin = SmallBatchHelper::Spin(Duration::from_micros(200));
+    let one = trained(1, spin);
+    for (threads, helper) in [(2, spin), (2, SmallBatchHelper::Off), (3, spin)] {
+        let other = trained(threads, helper);
+        assert!(
+            one.iter()
+                .zip(&other)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{threads} threads, {helper:?}: not the one-thread weights"
+        );
+    }
+}
+
+/// The parameters after `steps` SGD steps of the MLP and of the CNN at batch 256:
+/// above the threading line in every layer, more than 65,536 parameters for the
+/// optimiser's halves, and convolution and batch norm, whose sums over the batch are
+/// taken in halves and added.
+fn train(steps: usize) -> Vec<f32> {
+    let batch = 256;
+    let y: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let x: Vec<f32> = (0..batch * 784).map(|i| (i % 29) as f32 / 29.0).collect();
+    let x = TensorRef::<f32, Shape1<784>>::new(&x).unwrap();
+    let mut mlp = Mlp::<f32>::new(3);
+    let mut sgd = Sgd::new(0.05);
+    for _ in 0..steps {
+        mlp.train_step(x, &y, &CrossEntropy::default(), &mut sgd)
+            .unwrap();
+    }
+    let images: Vec<f32> = (0..batch * 256).map(|i| (i % 31) as f32 / 31.0).collect();
+    let images = TensorRef::<f32, Shape3<1, 16, 16>>::new(&images).unwrap();
+    let mut cnn = Cnn::<f32>::new(4);
+    let mut sgd = Sgd::new(0.05);
+    for _ in 0..steps {
+        cnn.train_step(images, &y, &CrossEntropy::default(), &mut sgd)
+            .unwrap();
+    }
+    let mut all = mlp.params().as_slice().to_vec();
+    all.extend_from_slice(cnn.params().as_slice());
+    all
 }
