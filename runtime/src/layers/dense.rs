@@ -79,12 +79,12 @@ pub fn dense_forward<T: Float, const IN: usize, const OUT: usize>(
     );
 }
 
-/// `dst (+)= a · b` on rayon's threads, each thread computing a block of whole columns
-/// of `dst` (of `b`'s columns, and so its own share of a weight `b` to pack and stream)
-/// while every thread keeps at least [`MIN_THREAD_COLS`] of them; a product narrower than
-/// that (the classifier's ten outputs at batch 1024) is split by rows of `a` instead.
-/// `then(first_col, block)` runs on each finished block of `dst`, on the thread that
-/// computed it.
+/// `dst (+)= a · b` on rayon's threads, split so that each thread streams its own share
+/// of the larger operand: by rows of `a` when `a` has more rows than `b` has columns
+/// (batch-1024 inference: each thread reads half the input and all of the weight), by
+/// columns of `b` otherwise (training at batch 128: half the weight each, where a split
+/// by rows had both threads pack and stream all of it). `then(first_col, block)` runs
+/// on each finished block of `dst`, on the thread that computed it.
 fn split_product<T: Float>(
     dst: MatMut<'_, T>,
     accum: Accum,
@@ -93,7 +93,7 @@ fn split_product<T: Float>(
     then: &(impl Fn(usize, MatMut<'_, T>) + Sync),
 ) {
     let (rows, k, cols) = (a.nrows(), a.ncols(), b.ncols());
-    if rows > cols && cols < MIN_THREAD_COLS * rayon::current_num_threads() {
+    if rows > cols {
         // Rows of `dst` are columns of its transpose.
         for_col_blocks(
             dst.transpose_mut(),
@@ -113,19 +113,6 @@ fn split_product<T: Float>(
         });
     }
 }
-
-/// The fewest columns of a row-major product's output that [`split_product`] gives a
-/// thread when it could split the rows instead. faer computes such an output in tiles
-/// of 96 of its columns (on AVX-512, f32), with narrower kernels of 64, 32 and 16 for
-/// what is left over: 128 columns on one thread run a quarter of the work in the
-/// 32-wide kernel, which a scratch timing on Zen 5 put at 210–213 GFLOP/s on one core
-/// against 251–258 for 64 and 96 columns (1,024 × 784 × 32, × 64 and × 96). On two
-/// threads, 64 columns each (all of `a`, half the weight) against 512 rows each (all of
-/// the weight), as ratios of speed in interleaved rounds: 1,024 × 784 × 128 median 1.04
-/// (0.99–1.08, 18 rounds), 256 × 784 × 128 1.07 (1.03–1.15), 2,048 × 512 × 128 1.05
-/// (0.87–1.06), 4,096 × 784 × 128 1.01 (0.86–1.05); narrower halves lose (1,024 × 784 ×
-/// 100, 64 and 36 columns: 0.91–0.95; × 64: 0.86–0.90).
-const MIN_THREAD_COLS: usize = 64;
 
 /// Weights from this many values up are streamed by two threads at batch 1.
 const PAIR_MIN_WEIGHTS: usize = 1 << 15;
@@ -650,10 +637,8 @@ mod tests {
 
     #[test]
     fn large_batches_split_across_threads_give_the_serial_result() {
-        // All above the threading threshold: more rows than units, too few units to
-        // share (split by rows), enough units to share (split by units), and fewer rows
-        // than units (split by units).
-        threaded::<256, 96>(1024);
+        // Both above the threading threshold: more rows than units (split by rows), and
+        // fewer (split by units).
         threaded::<256, 128>(1024);
         threaded::<256, 512>(128);
     }
