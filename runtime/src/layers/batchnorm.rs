@@ -32,7 +32,9 @@
 //! element-wise passes split by sample. Serial scalar sums made batch norm 12 % of a
 //! ResNet-20 training step.
 
-use super::{check_len, for_row_blocks, lane_sum, split_batch, Accum, Activation};
+use super::{
+    check_len, for_row_blocks, lane_sum, split_batch, Accum, Activation, PASS_FLOPS_PER_VALUE,
+};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -83,9 +85,10 @@ pub fn batch_norm_forward<T: Float>(
         let m = (batch * inner) as f64;
         let inv_m = T::from_f64(1.0 / m);
         // Per channel: the mean, then the sum of squared deviations (into `inv_std`).
+        // Two reads of each value (the mean, then the squared deviations).
         split_batch(
             c,
-            4.0 * m,
+            (4.0 + 2.0 * PASS_FLOPS_PER_VALUE) * m,
             (&mut *mean, 1),
             (&mut *inv_std, 1),
             &|first, mean, var| {
@@ -135,7 +138,9 @@ pub fn batch_norm_forward<T: Float>(
     }
     let (mean, inv_std): (&[T], &[T]) = (mean, inv_std);
     let len = c * inner;
-    for_row_blocks(output, len, 2.0 * len as f64, &|first, output| {
+    // Reads the input, writes the output.
+    let flops = (2.0 + 2.0 * PASS_FLOPS_PER_VALUE) * len as f64;
+    for_row_blocks(output, len, flops, &|first, output| {
         let input = &input[first * len..][..output.len()];
         vectorized(
             #[inline(always)]
@@ -209,9 +214,10 @@ pub fn batch_norm_backward<T: Float>(
     let m = (batch * inner) as f64;
     // Per channel: Σ g and Σ g (x − μ), the latter times 1/σ, with g at the
     // pre-activation.
+    // Five values read for each position (g and y for Σ g, then g, x and y).
     split_batch(
         c,
-        4.0 * m,
+        (4.0 + 5.0 * PASS_FLOPS_PER_VALUE) * m,
         (&mut *grad_beta, 1),
         (&mut *grad_gamma, 1),
         &|first, gb, gg| {
@@ -250,7 +256,9 @@ pub fn batch_norm_backward<T: Float>(
     check_len("batch_norm grad_input", grad_input.len(), grad_output.len());
     let inv_m = T::from_f64(1.0 / m);
     let (grad_gamma, grad_beta): (&[T], &[T]) = (grad_gamma, grad_beta);
-    for_row_blocks(grad_input, len, 6.0 * len as f64, &|first, grad_input| {
+    // Reads g, x and y, writes (or adds to) the input gradient.
+    let flops = (6.0 + 5.0 * PASS_FLOPS_PER_VALUE) * len as f64;
+    for_row_blocks(grad_input, len, flops, &|first, grad_input| {
         let n = grad_input.len();
         let rows = Rows {
             g: &grad_output[first * len..][..n],

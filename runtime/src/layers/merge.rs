@@ -20,7 +20,7 @@
 //! branches' common shape.
 
 use super::activation::scale_by_derivative;
-use super::{check_len, store, Accum, Activation};
+use super::{check_len, for_value_blocks, store, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -125,15 +125,18 @@ pub fn sum_forward<T: Float, const N: usize>(
         activation.fusable(),
         "a sum fuses only an activation whose derivative is a function of its output"
     );
-    vectorized(
-        #[inline(always)]
-        || match activation {
-            // With the activation a constant, the loops vectorise.
-            Activation::Identity => sum_terms(output, &inputs, |v| v),
-            Activation::Relu => sum_terms(output, &inputs, |v| Activation::Relu.apply(v)),
-            other => sum_terms(output, &inputs, |v| other.apply(v)),
-        },
-    );
+    for_value_blocks(output, N + 1, &|first, output| {
+        let inputs = inputs.map(|x| &x[first..][..output.len()]);
+        vectorized(
+            #[inline(always)]
+            || match activation {
+                // With the activation a constant, the loops vectorise.
+                Activation::Identity => sum_terms(output, &inputs, |v| v),
+                Activation::Relu => sum_terms(output, &inputs, |v| Activation::Relu.apply(v)),
+                other => sum_terms(output, &inputs, |v| other.apply(v)),
+            },
+        );
+    });
 }
 
 /// [`sum_forward`] with `f` a constant function: `((x₀ + x₁) + x₂) + …`, in that order.
@@ -186,14 +189,19 @@ pub fn sum_activation_backward<T: Float>(
 /// If the lengths differ.
 pub fn sum_backward<T: Float>(grad_input: &mut [T], accum: Accum, grad_output: &[T]) {
     check_len("add grad_input", grad_input.len(), grad_output.len());
-    vectorized(
-        #[inline(always)]
-        || {
-            for (gi, &g) in grad_input.iter_mut().zip(grad_output) {
-                store(gi, g, accum);
-            }
-        },
-    );
+    // Replacing reads one tensor and writes one; adding reads the destination too.
+    let moved = if matches!(accum, Accum::Add) { 3 } else { 2 };
+    for_value_blocks(grad_input, moved, &|first, grad_input| {
+        let grad_output = &grad_output[first..][..grad_input.len()];
+        vectorized(
+            #[inline(always)]
+            || {
+                for (gi, &g) in grad_input.iter_mut().zip(grad_output) {
+                    store(gi, g, accum);
+                }
+            },
+        );
+    });
 }
 
 /// `output = Π inputs`, element-wise.

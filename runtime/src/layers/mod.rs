@@ -94,6 +94,34 @@ pub(crate) fn matmul<T: Float>(
 /// repo), which moved this from 4 to 2 MFLOP.
 pub(crate) const PARALLEL_MIN_FLOPS: f64 = 2.0e6;
 
+/// What a value that an element-wise pass reads or writes counts for against
+/// [`PARALLEL_MIN_FLOPS`]: such a pass is bound by memory, not arithmetic, so its one or
+/// two FLOPs a value say nothing of its time. A residual block's sum over 65,536
+/// values (three values moved each) took 3.4–4.5 µs on one thread and 2.5 µs in two
+/// halves on two, its backward pass (five moved) 6.9–8.5 and 3.4 µs; over 16,384 values
+/// the halves gained nothing (1.1 against 1.2 µs and 1.5–1.6 against 1.4–1.5; a scratch
+/// timing on Zen 5 of `sum_forward` and `residual_backward` in a loop, the halves on
+/// rayon's two threads, not in the repo). At 8 a value, a
+/// pass splits from 250,000 values moved: a sum of two terms from 83,000 values.
+pub(crate) const PASS_FLOPS_PER_VALUE: f64 = 8.0;
+
+/// Runs `body(first, block)` over `out` in blocks of whole vectors of 16 values,
+/// splitting across the threads ([`join`]) when an element-wise pass that moves `moved`
+/// values for each value of `out` (read or written, `out`'s own included) reaches
+/// [`PARALLEL_MIN_FLOPS`] at [`PASS_FLOPS_PER_VALUE`] a value. `first` is the index of
+/// the block's first value. The values do not depend on the split.
+pub(crate) fn for_value_blocks<T: Send>(
+    out: &mut [T],
+    moved: usize,
+    body: &(impl Fn(usize, &mut [T]) + Sync),
+) {
+    const LANES: usize = 16;
+    let flops_per_row = (LANES * moved) as f64 * PASS_FLOPS_PER_VALUE;
+    for_row_blocks(out, LANES, flops_per_row, &|first_row, block| {
+        body(first_row * LANES, block);
+    });
+}
+
 /// Where [`split_batch`] splits a batch: after `batch / 2` samples when the work is
 /// large enough, else `batch` (not split).
 pub(crate) fn batch_half(batch: usize, flops_per_sample: f64) -> usize {

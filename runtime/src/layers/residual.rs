@@ -14,7 +14,9 @@
 //! # Shapes
 //! `g` must preserve the shape (the macro checks it); `x`, `g(x)` and `y` have one shape.
 
-use super::{check_len, store, Accum, Activation};
+use super::{
+    check_len, for_value_blocks, split_batch, store, Accum, Activation, PASS_FLOPS_PER_VALUE,
+};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -39,6 +41,42 @@ pub fn residual_backward<T: Float>(
     if let Some((grad_input, _)) = &grad_input {
         check_len("residual grad_input", grad_input.len(), grad_output.len());
     }
+    match grad_input {
+        None => for_value_blocks(grad_inner, 3, &|first, grad_inner| {
+            let n = grad_inner.len();
+            let (output, grad_output) = (&output[first..][..n], &grad_output[first..][..n]);
+            route_vectorized(None, grad_inner, output, grad_output, activation);
+        }),
+        Some((grad_input, accum)) => {
+            split_batch(
+                grad_output.len(),
+                5.0 * PASS_FLOPS_PER_VALUE,
+                (grad_inner, 1),
+                (grad_input, 1),
+                &|first, grad_inner, grad_input| {
+                    let n = grad_inner.len();
+                    let (output, grad_output) = (&output[first..][..n], &grad_output[first..][..n]);
+                    route_vectorized(
+                        Some((grad_input, accum)),
+                        grad_inner,
+                        output,
+                        grad_output,
+                        activation,
+                    );
+                },
+            );
+        }
+    }
+}
+
+/// One thread's part of [`residual_backward`], with the activation made a constant.
+fn route_vectorized<T: Float>(
+    grad_input: Option<(&mut [T], Accum)>,
+    grad_inner: &mut [T],
+    output: &[T],
+    grad_output: &[T],
+    activation: Activation,
+) {
     vectorized(
         #[inline(always)]
         || match activation {
@@ -85,7 +123,7 @@ fn route<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::{values, FUSABLE};
-    use super::super::{activation_backward, activation_forward, sum_forward};
+    use super::super::{activation_backward, activation_forward, sum_backward, sum_forward};
     use super::*;
 
     #[test]
@@ -104,6 +142,47 @@ mod tests {
         );
         assert_eq!(gx, [4.0, 5.0]);
         assert_eq!(g_inner, [3.0, 4.0]);
+    }
+
+    /// Passes long enough to be split across two threads (an odd length: unequal
+    /// halves) give every value its definition: a half that read the other's values
+    /// would not.
+    #[test]
+    fn split_passes_give_each_value_its_own() {
+        let n = 150_001;
+        assert!(2.0 * PASS_FLOPS_PER_VALUE * n as f64 >= super::super::PARALLEL_MIN_FLOPS);
+        let (x, inner, g) = (values(n, 1), values(n, 2), values(n, 3));
+        let relu = Activation::Relu;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut y = vec![0.0; n];
+            sum_forward(&mut y, [&x, &inner], relu);
+            for i in 0..n {
+                assert_eq!(y[i], relu.apply(x[i] + inner[i]), "forward at {i}");
+            }
+            for accum in [None, Some(Accum::Replace), Some(Accum::Add)] {
+                let (mut gx, mut g_inner) = (vec![0.5; n], vec![0.0; n]);
+                residual_backward(accum.map(|a| (&mut gx[..], a)), &mut g_inner, &y, &g, relu);
+                for i in 0..n {
+                    let at_sum = g[i] * relu.derivative_from_output(y[i]);
+                    assert_eq!(g_inner[i], at_sum, "{accum:?} at {i}");
+                    let skip = match accum {
+                        None => 0.5,
+                        Some(Accum::Replace) => at_sum,
+                        Some(Accum::Add) => 0.5 + at_sum,
+                    };
+                    assert_eq!(gx[i], skip, "{accum:?} at {i}");
+                }
+            }
+            let mut gi = vec![0.5; n];
+            sum_backward(&mut gi, Accum::Add, &g);
+            assert!(gi.iter().zip(&g).all(|(&a, &b)| a == 0.5 + b));
+            sum_backward(&mut gi, Accum::Replace, &x);
+            assert_eq!(gi, x);
+        });
     }
 
     /// A fused activation gives the values of the sum and then the activation layer,
