@@ -345,13 +345,37 @@ fn lane_fold<T: Float, const N: usize>(
     f: impl Fn([T; N]) -> T,
     op: impl Fn(T, T) -> T,
 ) -> T {
+    let [total] = lane_folds(inputs, init, |x| [f(x)], op);
+    total
+}
+
+/// `[Σ f(x)₀, Σ f(x)₁]` for an `f` of two values, each sum taken as [`lane_sum`] takes
+/// it (the same lanes and order, so the same bits) in one pass over the inputs: batch
+/// norm's backward takes `Σ g` and `Σ g (x − μ)` so, reading `g` and `y` once instead
+/// of twice.
+#[inline(always)]
+pub(crate) fn lane_sum_pair<T: Float, const N: usize>(
+    inputs: [&[T]; N],
+    f: impl Fn([T; N]) -> [T; 2],
+) -> [T; 2] {
+    lane_folds(inputs, T::ZERO, f, |a, b| a + b)
+}
+
+/// [`lane_fold`] of `M` functions at once, each in its own 16 lanes.
+#[inline(always)]
+fn lane_folds<T: Float, const N: usize, const M: usize>(
+    inputs: [&[T]; N],
+    init: T,
+    f: impl Fn([T; N]) -> [T; M],
+    op: impl Fn(T, T) -> T,
+) -> [T; M] {
     const LANES: usize = 16;
     let n = inputs.first().map_or(0, |x| x.len());
     assert!(
         inputs.iter().all(|x| x.len() == n),
         "lane_fold: inputs of different lengths"
     );
-    let mut partial = [init; LANES];
+    let mut partial = [[init; LANES]; M];
     let whole = n / LANES * LANES;
     for base in (0..whole).step_by(LANES) {
         let block: [&[T; LANES]; N] = std::array::from_fn(|k| {
@@ -359,18 +383,26 @@ fn lane_fold<T: Float, const N: usize>(
                 .try_into()
                 .expect("a block is LANES values")
         });
-        for (l, p) in partial.iter_mut().enumerate() {
-            *p = op(*p, f(std::array::from_fn(|k| block[k][l])));
+        for l in 0..LANES {
+            let values = f(std::array::from_fn(|k| block[k][l]));
+            for (p, v) in partial.iter_mut().zip(values) {
+                p[l] = op(p[l], v);
+            }
         }
     }
-    let mut total = init;
+    let mut total = [init; M];
     // `i` indexes every input, not `inputs` itself.
     #[allow(clippy::needless_range_loop)]
     for i in whole..n {
-        total = op(total, f(std::array::from_fn(|k| inputs[k][i])));
+        let values = f(std::array::from_fn(|k| inputs[k][i]));
+        for (t, v) in total.iter_mut().zip(values) {
+            *t = op(*t, v);
+        }
     }
-    for p in partial {
-        total = op(total, p);
+    for (t, lanes) in total.iter_mut().zip(partial) {
+        for p in lanes {
+            *t = op(*t, p);
+        }
     }
     total
 }
@@ -538,6 +570,12 @@ mod tests {
             let pairs: Vec<f32> = (0..n).map(|i| a[i] * b[i]).collect();
             let two = lane_sum([a, b], |[a, b]| a * b);
             assert_eq!(two.to_bits(), in_lanes(&pairs, 0.0, |x, y| x + y).to_bits());
+            let [both_pairs, both_products] = crate::simd::vectorized(
+                #[inline(always)]
+                || lane_sum_pair([a, b, c], |[a, b, c]| [a * b, three([a, b, c])]),
+            );
+            assert_eq!(both_pairs.to_bits(), two.to_bits(), "{n} values");
+            assert_eq!(both_products.to_bits(), expected.to_bits(), "{n} values");
             assert_eq!(sum(a).to_bits(), in_lanes(a, 0.0, |x, y| x + y).to_bits());
             if n > 0 {
                 let max = in_lanes(a, a[0], f32::max);
