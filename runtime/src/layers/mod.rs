@@ -345,37 +345,13 @@ fn lane_fold<T: Float, const N: usize>(
     f: impl Fn([T; N]) -> T,
     op: impl Fn(T, T) -> T,
 ) -> T {
-    let [total] = lane_folds(inputs, init, |x| [f(x)], op);
-    total
-}
-
-/// `[Σ f(x)₀, Σ f(x)₁]` for an `f` of two values, each sum taken as [`lane_sum`] takes
-/// it (the same lanes and order, so the same bits) in one pass over the inputs: batch
-/// norm's backward takes `Σ g` and `Σ g (x − μ)` so, reading `g` and `y` once instead
-/// of twice.
-#[inline(always)]
-pub(crate) fn lane_sum_pair<T: Float, const N: usize>(
-    inputs: [&[T]; N],
-    f: impl Fn([T; N]) -> [T; 2],
-) -> [T; 2] {
-    lane_folds(inputs, T::ZERO, f, |a, b| a + b)
-}
-
-/// [`lane_fold`] of `M` functions at once, each in its own 16 lanes.
-#[inline(always)]
-fn lane_folds<T: Float, const N: usize, const M: usize>(
-    inputs: [&[T]; N],
-    init: T,
-    f: impl Fn([T; N]) -> [T; M],
-    op: impl Fn(T, T) -> T,
-) -> [T; M] {
     const LANES: usize = 16;
     let n = inputs.first().map_or(0, |x| x.len());
     assert!(
         inputs.iter().all(|x| x.len() == n),
         "lane_fold: inputs of different lengths"
     );
-    let mut partial = [[init; LANES]; M];
+    let mut partial = [init; LANES];
     let whole = n / LANES * LANES;
     for base in (0..whole).step_by(LANES) {
         let block: [&[T; LANES]; N] = std::array::from_fn(|k| {
@@ -383,28 +359,67 @@ fn lane_folds<T: Float, const N: usize, const M: usize>(
                 .try_into()
                 .expect("a block is LANES values")
         });
-        for l in 0..LANES {
-            let values = f(std::array::from_fn(|k| block[k][l]));
-            for (p, v) in partial.iter_mut().zip(values) {
-                p[l] = op(p[l], v);
-            }
+        for (l, p) in partial.iter_mut().enumerate() {
+            *p = op(*p, f(std::array::from_fn(|k| block[k][l])));
         }
     }
-    let mut total = [init; M];
+    let mut total = init;
     // `i` indexes every input, not `inputs` itself.
     #[allow(clippy::needless_range_loop)]
     for i in whole..n {
-        let values = f(std::array::from_fn(|k| inputs[k][i]));
-        for (t, v) in total.iter_mut().zip(values) {
-            *t = op(*t, v);
-        }
+        total = op(total, f(std::array::from_fn(|k| inputs[k][i])));
     }
-    for (t, lanes) in total.iter_mut().zip(partial) {
-        for p in lanes {
-            *t = op(*t, p);
-        }
+    for p in partial {
+        total = op(total, p);
     }
     total
+}
+
+/// `[Σ f(x)₀, Σ f(x)₁]` for an `f` of two values, each sum taken as [`lane_sum`] takes
+/// it (the same lanes and order, so the same bits) in one pass over the inputs: batch
+/// norm's backward takes `Σ g` and `Σ g (x − μ)` so, reading `g` and `y` once instead
+/// of twice.
+///
+/// # Panics
+/// If the inputs differ in length.
+#[inline(always)]
+pub(crate) fn lane_sum_pair<T: Float, const N: usize>(
+    inputs: [&[T]; N],
+    f: impl Fn([T; N]) -> [T; 2],
+) -> [T; 2] {
+    const LANES: usize = 16;
+    let n = inputs.first().map_or(0, |x| x.len());
+    assert!(
+        inputs.iter().all(|x| x.len() == n),
+        "lane_sum_pair: inputs of different lengths"
+    );
+    let (mut first, mut second) = ([T::ZERO; LANES], [T::ZERO; LANES]);
+    let whole = n / LANES * LANES;
+    for base in (0..whole).step_by(LANES) {
+        let block: [&[T; LANES]; N] = std::array::from_fn(|k| {
+            inputs[k][base..base + LANES]
+                .try_into()
+                .expect("a block is LANES values")
+        });
+        for (l, (a, b)) in first.iter_mut().zip(second.iter_mut()).enumerate() {
+            let [u, v] = f(std::array::from_fn(|k| block[k][l]));
+            *a += u;
+            *b += v;
+        }
+    }
+    let (mut a, mut b) = (T::ZERO, T::ZERO);
+    // `i` indexes every input, not `inputs` itself.
+    #[allow(clippy::needless_range_loop)]
+    for i in whole..n {
+        let [u, v] = f(std::array::from_fn(|k| inputs[k][i]));
+        a += u;
+        b += v;
+    }
+    for (u, v) in first.into_iter().zip(second) {
+        a += u;
+        b += v;
+    }
+    [a, b]
 }
 
 /// `values` as `f32`, for the hand-written kernels chosen when `T` is `f32`.
