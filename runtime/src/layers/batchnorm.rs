@@ -33,8 +33,7 @@
 //! ResNet-20 training step.
 
 use super::{
-    check_len, for_row_blocks, lane_sum, lane_sum_pair, split_batch, Accum, Activation,
-    PASS_FLOPS_PER_VALUE,
+    check_len, for_row_blocks, lane_sum, split_batch, Accum, Activation, PASS_FLOPS_PER_VALUE,
 };
 use crate::simd::vectorized;
 use crate::Float;
@@ -215,10 +214,10 @@ pub fn batch_norm_backward<T: Float>(
     let m = (batch * inner) as f64;
     // Per channel: Σ g and Σ g (x − μ), the latter times 1/σ, with g at the
     // pre-activation.
-    // Three values read for each position (g, x and y, for both sums at once).
+    // Five values read for each position (g and y for Σ g, then g, x and y).
     split_batch(
         c,
-        (4.0 + 3.0 * PASS_FLOPS_PER_VALUE) * m,
+        (4.0 + 5.0 * PASS_FLOPS_PER_VALUE) * m,
         (&mut *grad_beta, 1),
         (&mut *grad_gamma, 1),
         &|first, gb, gg| {
@@ -299,12 +298,8 @@ fn channel_sums<'a, T: Float + 'a>(
 ) -> (T, T) {
     let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
     for (g, x, y) in planes {
-        let [plane_g, plane_centred] = lane_sum_pair([g, x, y], |[g, x, y]| {
-            let g = d(g, y);
-            [g, g * (x - mu)]
-        });
-        sum_g += plane_g;
-        centred += plane_centred;
+        sum_g += lane_sum([g, y], |[g, y]| d(g, y));
+        centred += lane_sum([g, x, y], |[g, x, y]| d(g, y) * (x - mu));
     }
     (sum_g, centred)
 }

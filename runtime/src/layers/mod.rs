@@ -375,53 +375,6 @@ fn lane_fold<T: Float, const N: usize>(
     total
 }
 
-/// `[Σ f(x)₀, Σ f(x)₁]` for an `f` of two values, each sum taken as [`lane_sum`] takes
-/// it (the same lanes and order, so the same bits) in one pass over the inputs: batch
-/// norm's backward takes `Σ g` and `Σ g (x − μ)` so, reading `g` and `y` once instead
-/// of twice.
-///
-/// # Panics
-/// If the inputs differ in length.
-#[inline(always)]
-pub(crate) fn lane_sum_pair<T: Float, const N: usize>(
-    inputs: [&[T]; N],
-    f: impl Fn([T; N]) -> [T; 2],
-) -> [T; 2] {
-    const LANES: usize = 16;
-    let n = inputs.first().map_or(0, |x| x.len());
-    assert!(
-        inputs.iter().all(|x| x.len() == n),
-        "lane_sum_pair: inputs of different lengths"
-    );
-    let (mut first, mut second) = ([T::ZERO; LANES], [T::ZERO; LANES]);
-    let whole = n / LANES * LANES;
-    for base in (0..whole).step_by(LANES) {
-        let block: [&[T; LANES]; N] = std::array::from_fn(|k| {
-            inputs[k][base..base + LANES]
-                .try_into()
-                .expect("a block is LANES values")
-        });
-        for (l, (a, b)) in first.iter_mut().zip(second.iter_mut()).enumerate() {
-            let [u, v] = f(std::array::from_fn(|k| block[k][l]));
-            *a += u;
-            *b += v;
-        }
-    }
-    let (mut a, mut b) = (T::ZERO, T::ZERO);
-    // `i` indexes every input, not `inputs` itself.
-    #[allow(clippy::needless_range_loop)]
-    for i in whole..n {
-        let [u, v] = f(std::array::from_fn(|k| inputs[k][i]));
-        a += u;
-        b += v;
-    }
-    for (u, v) in first.into_iter().zip(second) {
-        a += u;
-        b += v;
-    }
-    [a, b]
-}
-
 /// `values` as `f32`, for the hand-written kernels chosen when `T` is `f32`.
 ///
 /// # Safety
@@ -585,12 +538,6 @@ mod tests {
             let pairs: Vec<f32> = (0..n).map(|i| a[i] * b[i]).collect();
             let two = lane_sum([a, b], |[a, b]| a * b);
             assert_eq!(two.to_bits(), in_lanes(&pairs, 0.0, |x, y| x + y).to_bits());
-            let [both_pairs, both_products] = crate::simd::vectorized(
-                #[inline(always)]
-                || lane_sum_pair([a, b, c], |[a, b, c]| [a * b, three([a, b, c])]),
-            );
-            assert_eq!(both_pairs.to_bits(), two.to_bits(), "{n} values");
-            assert_eq!(both_products.to_bits(), expected.to_bits(), "{n} values");
             assert_eq!(sum(a).to_bits(), in_lanes(a, 0.0, |x, y| x + y).to_bits());
             if n > 0 {
                 let max = in_lanes(a, a[0], f32::max);
