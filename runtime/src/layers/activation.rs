@@ -16,7 +16,7 @@
 //! convolution GEMM, or into a batch norm's normalising pass, so their pre-activation
 //! is never stored.
 
-use super::{check_len, for_row_blocks, store, Accum};
+use super::{check_len, for_value_blocks, store, Accum};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -141,7 +141,7 @@ impl Activation {
     /// About how many floating-point operations one value of [`apply`](Self::apply) or
     /// [`derivative`](Self::derivative) costs: what decides whether an element-wise pass
     /// is worth splitting across threads ([`PARALLEL_MIN_FLOPS`](super::PARALLEL_MIN_FLOPS)).
-    fn cost(self) -> f64 {
+    pub(crate) fn cost(self) -> f64 {
         match self {
             Activation::Gelu => 40.0,
             Activation::Sigmoid | Activation::Tanh => 20.0,
@@ -167,10 +167,11 @@ pub fn sigmoid<T: Float>(x: T) -> T {
 /// If the lengths differ.
 pub fn activation_forward<T: Float>(activation: Activation, output: &mut [T], input: &[T]) {
     check_len("activation output", output.len(), input.len());
-    // Blocks of 16 values (a vector of f32), split across threads for a costly function
-    // (GELU over a transformer's feed-forward width); each value as computed serially.
-    for_row_blocks(output, 16, 16.0 * activation.cost(), &|first, output| {
-        let input = &input[first * 16..][..output.len()];
+    // Split across threads for a costly function (GELU over a transformer's feed-forward
+    // width) or a long tensor; each value as computed serially. Reads one value, writes
+    // one.
+    for_value_blocks(output, activation.cost(), 2, &|first, output| {
+        let input = &input[first..][..output.len()];
         vectorized(
             #[inline(always)]
             || match activation {
@@ -211,12 +212,13 @@ pub fn activation_backward<T: Float>(
     check_len("activation grad_input", grad_input.len(), n);
     check_len("activation input", input.len(), n);
     check_len("activation output", output.len(), n);
-    for_row_blocks(
+    // Reads the input, the output and their gradient, writes (or adds to) the input's.
+    let moved = if matches!(accum, Accum::Add) { 5 } else { 4 };
+    for_value_blocks(
         grad_input,
-        16,
-        16.0 * activation.cost(),
-        &|first, grad_input| {
-            let start = first * 16;
+        activation.cost(),
+        moved,
+        &|start, grad_input| {
             let n = grad_input.len();
             let (input, output) = (&input[start..][..n], &output[start..][..n]);
             let grad_output = &grad_output[start..][..n];
@@ -313,6 +315,19 @@ pub(crate) fn scale_by_derivative<T: Float>(grad: &mut [T], output: &[T], activa
     );
 }
 
+/// [`scale_by_derivative`] across the threads when the tensor is long enough
+/// ([`for_value_blocks`]: it reads `grad` and `output` and writes `grad`).
+pub(crate) fn scale_by_derivative_split<T: Float>(
+    grad: &mut [T],
+    output: &[T],
+    activation: Activation,
+) {
+    check_len("activation output", output.len(), grad.len());
+    for_value_blocks(grad, activation.cost(), 3, &|first, grad| {
+        scale_by_derivative(grad, &output[first..][..grad.len()], activation);
+    });
+}
+
 /// The largest magnitudes in a layer's output and in its gradient at the
 /// pre-activation, taken by a guarded backward pass while it has them in hand, so that
 /// the non-finite guard need not read them again.
@@ -385,6 +400,51 @@ mod tests {
         Activation::Tanh,
         Activation::Gelu,
     ];
+
+    /// Passes long enough to be split across two threads (an odd length: unequal
+    /// halves) give every value its definition: a half that read the other's values
+    /// would not.
+    #[test]
+    fn split_passes_give_each_value_its_own() {
+        let n = 150_001;
+        assert!(
+            3.0 * super::super::PASS_FLOPS_PER_VALUE * n as f64 >= super::super::PARALLEL_MIN_FLOPS
+        );
+        let (x, g) = (values(n, 1), values(n, 2));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for act in [Activation::Relu, Activation::Gelu] {
+                let mut y = vec![0.0; n];
+                activation_forward(act, &mut y, &x);
+                for i in 0..n {
+                    assert_eq!(y[i], act.apply(x[i]), "{act:?} at {i}");
+                }
+                for accum in [Accum::Replace, Accum::Add] {
+                    let mut gx = vec![0.5; n];
+                    activation_backward(act, &mut gx, accum, &x, &y, &g);
+                    for i in 0..n {
+                        let mut want = 0.5;
+                        store(&mut want, g[i] * act.derivative(x[i], y[i]), accum);
+                        assert_eq!(gx[i], want, "{act:?} {accum:?} at {i}");
+                    }
+                }
+            }
+            let relu = Activation::Relu;
+            let y: Vec<f64> = x.iter().map(|&v| relu.apply(v)).collect();
+            let mut scaled = g.clone();
+            scale_by_derivative_split(&mut scaled, &y, relu);
+            for i in 0..n {
+                assert_eq!(
+                    scaled[i],
+                    g[i] * relu.derivative_from_output(y[i]),
+                    "at {i}"
+                );
+            }
+        });
+    }
 
     #[test]
     fn backward_matches_finite_differences() {

@@ -20,7 +20,7 @@
 
 use faer::{MatMut, MatRef, Par};
 
-use super::activation::{scale_by_derivative, scale_by_derivative_noting, Maxima};
+use super::activation::{scale_by_derivative_noting, scale_by_derivative_split, Maxima};
 use super::matmul;
 use super::matvec::matvec;
 use super::pair::{pair, Balance};
@@ -384,7 +384,7 @@ fn backward_parts<T: Float, const IN: usize, const OUT: usize>(
     let maxima = if note {
         scale_by_derivative_noting(grad_output, output, activation)
     } else {
-        scale_by_derivative(grad_output, output, activation);
+        scale_by_derivative_split(grad_output, output, activation);
         None
     };
     let g = &*grad_output;
@@ -405,7 +405,7 @@ fn pre_activation<'g, T: Float, const IN: usize, const OUT: usize>(
     rows: usize,
 ) -> &'g [T] {
     check_rows::<T, IN, OUT>(input, output, grad_output, rows);
-    scale_by_derivative(grad_output, output, activation);
+    scale_by_derivative_split(grad_output, output, activation);
     grad_output
 }
 

@@ -19,7 +19,7 @@
 //! as PyTorch's `torch.cat(dim=1)` and `dim=-1` stack them. A sum or product has the
 //! branches' common shape.
 
-use super::activation::scale_by_derivative;
+use super::activation::scale_by_derivative_split;
 use super::{check_len, for_value_blocks, store, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
@@ -125,7 +125,8 @@ pub fn sum_forward<T: Float, const N: usize>(
         activation.fusable(),
         "a sum fuses only an activation whose derivative is a function of its output"
     );
-    for_value_blocks(output, N + 1, &|first, output| {
+    let flops = N.saturating_sub(1) as f64 + activation.cost();
+    for_value_blocks(output, flops, N + 1, &|first, output| {
         let inputs = inputs.map(|x| &x[first..][..output.len()]);
         vectorized(
             #[inline(always)]
@@ -180,7 +181,7 @@ pub fn sum_activation_backward<T: Float>(
     output: &[T],
     activation: Activation,
 ) {
-    scale_by_derivative(grad_output, output, activation);
+    scale_by_derivative_split(grad_output, output, activation);
 }
 
 /// `grad_input (=|+=) grad_output`: every term of a sum has the sum's gradient.
@@ -191,7 +192,7 @@ pub fn sum_backward<T: Float>(grad_input: &mut [T], accum: Accum, grad_output: &
     check_len("add grad_input", grad_input.len(), grad_output.len());
     // Replacing reads one tensor and writes one; adding reads the destination too.
     let moved = if matches!(accum, Accum::Add) { 3 } else { 2 };
-    for_value_blocks(grad_input, moved, &|first, grad_input| {
+    for_value_blocks(grad_input, 1.0, moved, &|first, grad_input| {
         let grad_output = &grad_output[first..][..grad_input.len()];
         vectorized(
             #[inline(always)]

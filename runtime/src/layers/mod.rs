@@ -106,17 +106,19 @@ pub(crate) const PARALLEL_MIN_FLOPS: f64 = 2.0e6;
 pub(crate) const PASS_FLOPS_PER_VALUE: f64 = 8.0;
 
 /// Runs `body(first, block)` over `out` in blocks of whole vectors of 16 values,
-/// splitting across the threads ([`join`]) when an element-wise pass that moves `moved`
-/// values for each value of `out` (read or written, `out`'s own included) reaches
-/// [`PARALLEL_MIN_FLOPS`] at [`PASS_FLOPS_PER_VALUE`] a value. `first` is the index of
-/// the block's first value. The values do not depend on the split.
+/// splitting across the threads ([`join`]) when an element-wise pass that computes
+/// `flops` and moves `moved` values for each value of `out` (read or written, `out`'s
+/// own included) reaches [`PARALLEL_MIN_FLOPS`], a value moved counting
+/// [`PASS_FLOPS_PER_VALUE`]. `first` is the index of the block's first value. The
+/// values do not depend on the split.
 pub(crate) fn for_value_blocks<T: Send>(
     out: &mut [T],
+    flops: f64,
     moved: usize,
     body: &(impl Fn(usize, &mut [T]) + Sync),
 ) {
     const LANES: usize = 16;
-    let flops_per_row = (LANES * moved) as f64 * PASS_FLOPS_PER_VALUE;
+    let flops_per_row = LANES as f64 * (flops + moved as f64 * PASS_FLOPS_PER_VALUE);
     for_row_blocks(out, LANES, flops_per_row, &|first_row, block| {
         body(first_row * LANES, block);
     });

@@ -42,7 +42,7 @@ pub fn residual_backward<T: Float>(
         check_len("residual grad_input", grad_input.len(), grad_output.len());
     }
     match grad_input {
-        None => for_value_blocks(grad_inner, 3, &|first, grad_inner| {
+        None => for_value_blocks(grad_inner, activation.cost(), 3, &|first, grad_inner| {
             let n = grad_inner.len();
             let (output, grad_output) = (&output[first..][..n], &grad_output[first..][..n]);
             route_vectorized(None, grad_inner, output, grad_output, activation);
@@ -50,7 +50,7 @@ pub fn residual_backward<T: Float>(
         Some((grad_input, accum)) => {
             split_batch(
                 grad_output.len(),
-                5.0 * PASS_FLOPS_PER_VALUE,
+                activation.cost() + 5.0 * PASS_FLOPS_PER_VALUE,
                 (grad_inner, 1),
                 (grad_input, 1),
                 &|first, grad_inner, grad_input| {
