@@ -139,8 +139,10 @@ impl Activation {
 
 impl Activation {
     /// About how many floating-point operations one value of [`apply`](Self::apply) or
-    /// [`derivative`](Self::derivative) costs: what decides whether an element-wise pass
-    /// is worth splitting across threads ([`PARALLEL_MIN_FLOPS`](super::PARALLEL_MIN_FLOPS)).
+    /// [`derivative`](Self::derivative) costs: with the values the pass reads and writes
+    /// ([`PASS_FLOPS_PER_VALUE`](super::PASS_FLOPS_PER_VALUE) each), what decides whether
+    /// an element-wise pass is worth splitting across threads
+    /// ([`PARALLEL_MIN_FLOPS`](super::PARALLEL_MIN_FLOPS)).
     pub(crate) fn cost(self) -> f64 {
         match self {
             Activation::Gelu => 40.0,
