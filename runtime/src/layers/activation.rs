@@ -16,7 +16,7 @@
 //! convolution GEMM, or into a batch norm's normalising pass, so their pre-activation
 //! is never stored.
 
-use super::{check_len, for_value_blocks, store, Accum};
+use super::{check_len, for_value_blocks, store, stored, Accum};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -140,7 +140,7 @@ impl Activation {
 impl Activation {
     /// About how many floating-point operations one value of [`apply`](Self::apply) or
     /// [`derivative`](Self::derivative) costs: with the values the pass reads and writes
-    /// ([`PASS_FLOPS_PER_VALUE`](super::PASS_FLOPS_PER_VALUE) each), what decides whether
+    /// ([`pass_cost`](super::pass_cost)), what decides whether
     /// an element-wise pass is worth splitting across threads
     /// ([`PARALLEL_MIN_FLOPS`](super::PARALLEL_MIN_FLOPS)).
     pub(crate) fn cost(self) -> f64 {
@@ -214,12 +214,11 @@ pub fn activation_backward<T: Float>(
     check_len("activation grad_input", grad_input.len(), n);
     check_len("activation input", input.len(), n);
     check_len("activation output", output.len(), n);
-    // Reads the input, the output and their gradient, writes (or adds to) the input's.
-    let moved = if matches!(accum, Accum::Add) { 5 } else { 4 };
+    // Reads the input, the output and the output's gradient, stores the input's.
     for_value_blocks(
         grad_input,
         activation.cost(),
-        moved,
+        3 + stored(accum),
         &|start, grad_input| {
             let n = grad_input.len();
             let (input, output) = (&input[start..][..n], &output[start..][..n]);
@@ -409,9 +408,9 @@ mod tests {
     #[test]
     fn split_passes_give_each_value_its_own() {
         let n = 150_001;
-        assert!(
-            3.0 * super::super::PASS_FLOPS_PER_VALUE * n as f64 >= super::super::PARALLEL_MIN_FLOPS
-        );
+        // The cheapest of the passes below, a ReLU's forward pass, splits.
+        let cheapest = super::super::pass_cost(Activation::Relu.cost(), 2);
+        assert!(cheapest * n as f64 >= super::super::PARALLEL_MIN_FLOPS);
         let (x, g) = (values(n, 1), values(n, 2));
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)

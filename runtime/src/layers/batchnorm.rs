@@ -33,7 +33,7 @@
 //! ResNet-20 training step.
 
 use super::{
-    check_len, for_row_blocks, lane_sum, split_batch, Accum, Activation, PASS_FLOPS_PER_VALUE,
+    check_len, for_row_blocks, lane_sum, pass_cost, split_batch, stored, Accum, Activation,
 };
 use crate::simd::vectorized;
 use crate::Float;
@@ -88,7 +88,7 @@ pub fn batch_norm_forward<T: Float>(
         // Two reads of each value (the mean, then the squared deviations).
         split_batch(
             c,
-            (4.0 + 2.0 * PASS_FLOPS_PER_VALUE) * m,
+            pass_cost(4.0, 2) * m,
             (&mut *mean, 1),
             (&mut *inv_std, 1),
             &|first, mean, var| {
@@ -139,7 +139,7 @@ pub fn batch_norm_forward<T: Float>(
     let (mean, inv_std): (&[T], &[T]) = (mean, inv_std);
     let len = c * inner;
     // Reads the input, writes the output.
-    let flops = (2.0 + 2.0 * PASS_FLOPS_PER_VALUE) * len as f64;
+    let flops = pass_cost(2.0, 2) * len as f64;
     for_row_blocks(output, len, flops, &|first, output| {
         let input = &input[first * len..][..output.len()];
         vectorized(
@@ -217,7 +217,7 @@ pub fn batch_norm_backward<T: Float>(
     // Five values read for each position (g and y for Σ g, then g, x and y).
     split_batch(
         c,
-        (4.0 + 5.0 * PASS_FLOPS_PER_VALUE) * m,
+        pass_cost(4.0, 5) * m,
         (&mut *grad_beta, 1),
         (&mut *grad_gamma, 1),
         &|first, gb, gg| {
@@ -256,8 +256,8 @@ pub fn batch_norm_backward<T: Float>(
     check_len("batch_norm grad_input", grad_input.len(), grad_output.len());
     let inv_m = T::from_f64(1.0 / m);
     let (grad_gamma, grad_beta): (&[T], &[T]) = (grad_gamma, grad_beta);
-    // Reads g, x and y, writes (or adds to) the input gradient.
-    let flops = (6.0 + 5.0 * PASS_FLOPS_PER_VALUE) * len as f64;
+    // Reads g, x and y, writes (or reads and writes) the input gradient.
+    let flops = pass_cost(6.0, 3 + stored(accum)) * len as f64;
     for_row_blocks(grad_input, len, flops, &|first, grad_input| {
         let n = grad_input.len();
         let rows = Rows {

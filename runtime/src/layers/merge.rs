@@ -20,7 +20,7 @@
 //! branches' common shape.
 
 use super::activation::scale_by_derivative_split;
-use super::{check_len, for_value_blocks, store, Accum, Activation};
+use super::{check_len, for_value_blocks, store, stored, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -190,9 +190,8 @@ pub fn sum_activation_backward<T: Float>(
 /// If the lengths differ.
 pub fn sum_backward<T: Float>(grad_input: &mut [T], accum: Accum, grad_output: &[T]) {
     check_len("add grad_input", grad_input.len(), grad_output.len());
-    // Replacing reads one tensor and writes one; adding reads the destination too.
-    let moved = if matches!(accum, Accum::Add) { 3 } else { 2 };
-    for_value_blocks(grad_input, 1.0, moved, &|first, grad_input| {
+    // Reads the gradient, stores it.
+    for_value_blocks(grad_input, 1.0, 1 + stored(accum), &|first, grad_input| {
         let grad_output = &grad_output[first..][..grad_input.len()];
         vectorized(
             #[inline(always)]

@@ -101,15 +101,29 @@ pub(crate) const PARALLEL_MIN_FLOPS: f64 = 2.0e6;
 /// halves on two, its backward pass (five moved) 6.9–8.5 and 3.4 µs; over 16,384 values
 /// the halves gained nothing (1.1 against 1.2 µs and 1.5–1.6 against 1.4–1.5; a scratch
 /// timing on Zen 5 of `sum_forward` and `residual_backward` in a loop, the halves on
-/// rayon's two threads, not in the repo). At 8 a value, a
-/// pass splits from 250,000 values moved: a sum of two terms from 83,000 values.
+/// rayon's two threads, not in the repo). At 8 a value moved ([`pass_cost`]), a sum of
+/// two terms splits from 77,000 values, a ReLU from 118,000, its backward from 61,000.
 pub(crate) const PASS_FLOPS_PER_VALUE: f64 = 8.0;
+
+/// What one value of an element-wise pass that computes `flops` and reads or writes
+/// `moved` values counts for against [`PARALLEL_MIN_FLOPS`].
+pub(crate) fn pass_cost(flops: f64, moved: usize) -> f64 {
+    flops + moved as f64 * PASS_FLOPS_PER_VALUE
+}
+
+/// The values a [`store`] into a destination moves: it writes one, and adding reads it
+/// first.
+pub(crate) fn stored(accum: Accum) -> usize {
+    match accum {
+        Accum::Replace => 1,
+        Accum::Add => 2,
+    }
+}
 
 /// Runs `body(first, block)` over `out` in blocks of whole vectors of 16 values,
 /// splitting across the threads ([`join`]) when an element-wise pass that computes
 /// `flops` and moves `moved` values for each value of `out` (read or written, `out`'s
-/// own included) reaches [`PARALLEL_MIN_FLOPS`], a value moved counting
-/// [`PASS_FLOPS_PER_VALUE`]. `first` is the index of the block's first value. The
+/// own included) reaches [`PARALLEL_MIN_FLOPS`] ([`pass_cost`]). `first` is the index of the block's first value. The
 /// values do not depend on the split.
 pub(crate) fn for_value_blocks<T: Send>(
     out: &mut [T],
@@ -118,7 +132,7 @@ pub(crate) fn for_value_blocks<T: Send>(
     body: &(impl Fn(usize, &mut [T]) + Sync),
 ) {
     const LANES: usize = 16;
-    let flops_per_row = LANES as f64 * (flops + moved as f64 * PASS_FLOPS_PER_VALUE);
+    let flops_per_row = LANES as f64 * pass_cost(flops, moved);
     for_row_blocks(out, LANES, flops_per_row, &|first_row, block| {
         body(first_row * LANES, block);
     });

@@ -15,7 +15,7 @@
 //! `g` must preserve the shape (the macro checks it); `x`, `g(x)` and `y` have one shape.
 
 use super::{
-    check_len, for_value_blocks, split_batch, store, Accum, Activation, PASS_FLOPS_PER_VALUE,
+    check_len, for_value_blocks, pass_cost, split_batch, store, stored, Accum, Activation,
 };
 use crate::simd::vectorized;
 use crate::Float;
@@ -42,15 +42,18 @@ pub fn residual_backward<T: Float>(
         check_len("residual grad_input", grad_input.len(), grad_output.len());
     }
     match grad_input {
+        // `grad_output` and `output` read, `grad_inner` written.
         None => for_value_blocks(grad_inner, activation.cost(), 3, &|first, grad_inner| {
             let n = grad_inner.len();
             let (output, grad_output) = (&output[first..][..n], &grad_output[first..][..n]);
             route_vectorized(None, grad_inner, output, grad_output, activation);
         }),
         Some((grad_input, accum)) => {
+            // `grad_output` and `output` read, `grad_inner` written, the skip's gradient
+            // stored.
             split_batch(
                 grad_output.len(),
-                activation.cost() + 5.0 * PASS_FLOPS_PER_VALUE,
+                pass_cost(activation.cost(), 3 + stored(accum)),
                 (grad_inner, 1),
                 (grad_input, 1),
                 &|first, grad_inner, grad_input| {
@@ -150,7 +153,8 @@ mod tests {
     #[test]
     fn split_passes_give_each_value_its_own() {
         let n = 150_001;
-        assert!(2.0 * PASS_FLOPS_PER_VALUE * n as f64 >= super::super::PARALLEL_MIN_FLOPS);
+        // The cheapest of the passes below, a replacing sum's gradient, splits.
+        assert!(pass_cost(1.0, 2) * n as f64 >= super::super::PARALLEL_MIN_FLOPS);
         let (x, inner, g) = (values(n, 1), values(n, 2), values(n, 3));
         let relu = Activation::Relu;
         let pool = rayon::ThreadPoolBuilder::new()
