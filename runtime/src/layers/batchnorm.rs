@@ -32,10 +32,8 @@
 //! element-wise passes split by sample. Serial scalar sums made batch norm 12 % of a
 //! ResNet-20 training step.
 
-use std::marker::PhantomData;
-
 use super::{
-    check_len, for_row_blocks, lane_sum, pass_cost, split_batch, stored, Accum, Activation, Both,
+    check_len, for_row_blocks, lane_sum, pass_cost, split_batch, stored, Accum, Activation,
 };
 use crate::simd::vectorized;
 use crate::Float;
@@ -72,54 +70,6 @@ pub fn batch_norm_forward<T: Float>(
     training: bool,
     batch: usize,
 ) {
-    let layout = Layout::of(s);
-    forward(
-        s, output, saved, running, input, gamma, beta, activation, training, batch, layout,
-    );
-}
-
-/// How a layer's passes walk its tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// A channel at a time, each thread its own channels: the statistics (or the
-    /// gradient's sums), then the element-wise pass over the same channel's planes,
-    /// which the first pass has just brought into the core's cache.
-    Channels,
-    /// The statistics split by channel, then the element-wise pass split by sample:
-    /// for planes shorter than a vector, which a channel at a time would read a few
-    /// values from each of many cache lines.
-    Samples,
-}
-
-impl Layout {
-    /// Planes of at least [`Layout::MIN_PLANE`] values go a channel at a time.
-    fn of(s: &BatchNormShape) -> Layout {
-        if s.inner >= Self::MIN_PLANE {
-            Layout::Channels
-        } else {
-            Layout::Samples
-        }
-    }
-
-    /// A vector of f32 on AVX-512.
-    const MIN_PLANE: usize = 16;
-}
-
-/// [`batch_norm_forward`] in the given layout.
-#[allow(clippy::too_many_arguments)]
-fn forward<T: Float>(
-    s: &BatchNormShape,
-    output: &mut [T],
-    saved: &mut [T],
-    running: &mut [T],
-    input: &[T],
-    gamma: &[T],
-    beta: &[T],
-    activation: Activation,
-    training: bool,
-    batch: usize,
-    layout: Layout,
-) {
     assert!(
         activation.fusable(),
         "batch norm fuses only an activation whose derivative is a function of its output"
@@ -130,227 +80,102 @@ fn forward<T: Float>(
     check_len("batch_norm saved", saved.len(), 2 * c);
     check_len("batch_norm running", running.len(), 2 * c + 1);
     let (mean, inv_std) = saved.split_at_mut(c);
-    let (running_mean, rest) = running.split_at_mut(c);
-    let (running_var, tracked) = rest.split_at_mut(c);
-    let m = (batch * inner) as f64;
-    let stats = Statistics::new(s, m, training);
-    let len = c * inner;
-    // The statistics read each value twice (the mean, then the squared deviations).
-    let stats_cost = if training { pass_cost(4.0, 2) * m } else { 0.0 };
-    // The normalising pass reads the input and writes the output.
-    let normalise_cost = pass_cost(2.0, 2);
-    let planes = |ch: usize| {
-        input
-            .chunks_exact(len)
-            .map(move |x| &x[ch * inner..][..inner])
-    };
-    match layout {
-        Layout::Channels => {
-            let out = Planes::new(output, c, inner);
-            split_batch(
-                c,
-                stats_cost + normalise_cost * m,
-                Both((&mut *mean, 1), (&mut *inv_std, 1)),
-                Both((&mut *running_mean, 1), (&mut *running_var, 1)),
-                &|first, (mean, inv_std), (running_mean, running_var)| {
-                    for k in 0..mean.len() {
-                        let ch = first + k;
-                        vectorized(
-                            #[inline(always)]
-                            || {
-                                stats.take(
-                                    planes(ch),
-                                    (&mut mean[k], &mut inv_std[k]),
-                                    (&mut running_mean[k], &mut running_var[k]),
-                                );
-                                let scale = gamma[ch] * inv_std[k];
-                                let shift = beta[ch] - mean[k] * scale;
-                                for (n, x) in planes(ch).enumerate() {
-                                    // SAFETY: channel `ch` is this thread's alone.
-                                    let y = unsafe { out.plane(n, ch) };
-                                    normalise(y, x, scale, shift, activation);
-                                }
-                            },
-                        );
-                    }
-                },
-            );
-        }
-        Layout::Samples => {
-            split_batch(
-                c,
-                stats_cost,
-                Both((&mut *mean, 1), (&mut *inv_std, 1)),
-                Both((&mut *running_mean, 1), (&mut *running_var, 1)),
-                &|first, (mean, inv_std), (running_mean, running_var)| {
-                    for k in 0..mean.len() {
-                        vectorized(
-                            #[inline(always)]
-                            || {
-                                stats.take(
-                                    planes(first + k),
-                                    (&mut mean[k], &mut inv_std[k]),
-                                    (&mut running_mean[k], &mut running_var[k]),
-                                )
-                            },
-                        );
-                    }
-                },
-            );
-            let (mean, inv_std): (&[T], &[T]) = (mean, inv_std);
-            for_row_blocks(
-                output,
-                len,
-                normalise_cost * len as f64,
-                &|first, output| {
-                    let input = &input[first * len..][..output.len()];
+    let eps = T::from_f64(s.eps);
+    if training {
+        let m = (batch * inner) as f64;
+        let inv_m = T::from_f64(1.0 / m);
+        // Per channel: the mean, then the sum of squared deviations (into `inv_std`).
+        // Two reads of each value (the mean, then the squared deviations).
+        split_batch(
+            c,
+            pass_cost(4.0, 2) * m,
+            (&mut *mean, 1),
+            (&mut *inv_std, 1),
+            &|first, mean, var| {
+                for (k, (mu, var)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
+                    let ch = first + k;
+                    let planes = input
+                        .chunks_exact(c * inner)
+                        .map(|x| &x[ch * inner..][..inner]);
                     vectorized(
                         #[inline(always)]
                         || {
-                            for (y_sample, x_sample) in
-                                output.chunks_exact_mut(len).zip(input.chunks_exact(len))
-                            {
-                                for ch in 0..c {
-                                    let scale = gamma[ch] * inv_std[ch];
-                                    let shift = beta[ch] - mean[ch] * scale;
-                                    let range = ch * inner..(ch + 1) * inner;
-                                    let (y, x) = (&mut y_sample[range.clone()], &x_sample[range]);
-                                    normalise(y, x, scale, shift, activation);
-                                }
+                            // Plain loops, not `fold`: a call the compiler does not inline
+                            // would run outside the vectorised wrapper.
+                            let mut total = T::ZERO;
+                            for x in planes.clone() {
+                                total += lane_sum([x], |[x]| x);
                             }
+                            *mu = total * inv_m;
+                            let m = *mu;
+                            let mut squares = T::ZERO;
+                            for x in planes {
+                                squares += lane_sum([x], |[x]| (x - m) * (x - m));
+                            }
+                            *var = squares;
                         },
                     );
-                },
-            );
-        }
-    }
-    if training {
-        tracked[0] += T::ONE;
-    }
-}
-
-/// What a channel's statistics need besides its values.
-struct Statistics<T> {
-    training: bool,
-    inv_m: T,
-    eps: T,
-    momentum: T,
-    keep: T,
-    unbias: T,
-}
-
-impl<T: Float> Statistics<T> {
-    fn new(s: &BatchNormShape, m: f64, training: bool) -> Self {
+                }
+            },
+        );
         let momentum = T::from_f64(s.momentum);
-        Statistics {
-            training,
-            inv_m: T::from_f64(1.0 / m),
-            eps: T::from_f64(s.eps),
-            momentum,
-            keep: T::ONE - momentum,
-            unbias: T::from_f64(if m > 1.0 { m / (m - 1.0) } else { 1.0 }),
+        let keep = T::ONE - momentum;
+        let unbias = T::from_f64(if m > 1.0 { m / (m - 1.0) } else { 1.0 });
+        let (running_mean, rest) = running.split_at_mut(c);
+        let (running_var, tracked) = rest.split_at_mut(c);
+        for ch in 0..c {
+            let var = inv_std[ch] * inv_m;
+            running_mean[ch] = keep * running_mean[ch] + momentum * mean[ch];
+            running_var[ch] = keep * running_var[ch] + momentum * var * unbias;
+            inv_std[ch] = T::ONE / (var + eps).sqrt();
+        }
+        tracked[0] += T::ONE;
+    } else {
+        for ch in 0..c {
+            mean[ch] = running[ch];
+            inv_std[ch] = T::ONE / (running[c + ch] + eps).sqrt();
         }
     }
-
-    /// One channel's mean and `1/√(σ² + ε)` into `saved`, from its planes in training
-    /// (moving `running` by them), else from `running`.
-    #[inline(always)]
-    fn take<'a>(
-        &self,
-        planes: impl Iterator<Item = &'a [T]> + Clone,
-        (mean, inv_std): (&mut T, &mut T),
-        (running_mean, running_var): (&mut T, &mut T),
-    ) where
-        T: 'a,
-    {
-        if !self.training {
-            *mean = *running_mean;
-            *inv_std = T::ONE / (*running_var + self.eps).sqrt();
-            return;
-        }
-        // Plain loops, not `fold`: a call the compiler does not inline would run
-        // outside the vectorised wrapper.
-        let mut total = T::ZERO;
-        for x in planes.clone() {
-            total += lane_sum([x], |[x]| x);
-        }
-        let mu = total * self.inv_m;
-        let mut squares = T::ZERO;
-        for x in planes {
-            squares += lane_sum([x], |[x]| (x - mu) * (x - mu));
-        }
-        let var = squares * self.inv_m;
-        *running_mean = self.keep * *running_mean + self.momentum * mu;
-        *running_var = self.keep * *running_var + self.momentum * var * self.unbias;
-        *mean = mu;
-        *inv_std = T::ONE / (var + self.eps).sqrt();
-    }
-}
-
-/// `y = f(x · scale + shift)` over one plane.
-#[inline(always)]
-fn normalise<T: Float>(y: &mut [T], x: &[T], scale: T, shift: T, activation: Activation) {
-    // With the activation a constant, the loops vectorise.
-    match activation {
-        Activation::Identity => {
-            for (yv, &xv) in y.iter_mut().zip(x) {
-                *yv = xv * scale + shift;
-            }
-        }
-        Activation::Relu => {
-            for (yv, &xv) in y.iter_mut().zip(x) {
-                *yv = Activation::Relu.apply(xv * scale + shift);
-            }
-        }
-        other => {
-            for (yv, &xv) in y.iter_mut().zip(x) {
-                *yv = other.apply(xv * scale + shift);
-            }
-        }
-    }
-}
-
-/// A `[batch, C, inner]` tensor whose `(sample, channel)` planes threads write by
-/// channel: a channel's planes lie `C · inner` values apart, interleaved with the other
-/// channels', so no split of the slice hands them to one thread.
-struct Planes<'a, T> {
-    values: *mut T,
-    len: usize,
-    channels: usize,
-    inner: usize,
-    _borrow: PhantomData<&'a mut [T]>,
-}
-
-// SAFETY: `Planes` is a `&mut [T]` whose planes are handed out one at a time; callers
-// of `plane` guarantee no plane is handed out twice at once.
-unsafe impl<T: Send> Sync for Planes<'_, T> {}
-
-impl<'a, T> Planes<'a, T> {
-    fn new(values: &'a mut [T], channels: usize, inner: usize) -> Self {
-        Planes {
-            values: values.as_mut_ptr(),
-            len: values.len(),
-            channels,
-            inner,
-            _borrow: PhantomData,
-        }
-    }
-
-    /// Sample `n`'s plane of channel `ch`.
-    ///
-    /// # Safety
-    /// No other reference to the same plane may be alive: each channel's planes are
-    /// taken by one thread, once each.
-    ///
-    /// # Panics
-    /// If the plane lies outside the tensor.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn plane(&self, n: usize, ch: usize) -> &mut [T] {
-        let start = (n * self.channels + ch) * self.inner;
-        assert!(ch < self.channels && start + self.inner <= self.len);
-        // SAFETY: in bounds (above) and not aliased (the caller's guarantee).
-        unsafe { std::slice::from_raw_parts_mut(self.values.add(start), self.inner) }
-    }
+    let (mean, inv_std): (&[T], &[T]) = (mean, inv_std);
+    let len = c * inner;
+    // Reads the input, writes the output.
+    let flops = pass_cost(2.0, 2) * len as f64;
+    for_row_blocks(output, len, flops, &|first, output| {
+        let input = &input[first * len..][..output.len()];
+        vectorized(
+            #[inline(always)]
+            || {
+                for (y_sample, x_sample) in
+                    output.chunks_exact_mut(len).zip(input.chunks_exact(len))
+                {
+                    for ch in 0..c {
+                        let scale = gamma[ch] * inv_std[ch];
+                        let shift = beta[ch] - mean[ch] * scale;
+                        let range = ch * inner..(ch + 1) * inner;
+                        let (y, x) = (&mut y_sample[range.clone()], &x_sample[range]);
+                        // With the activation a constant, the loops vectorise.
+                        match activation {
+                            Activation::Identity => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = xv * scale + shift;
+                                }
+                            }
+                            Activation::Relu => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = Activation::Relu.apply(xv * scale + shift);
+                                }
+                            }
+                            other => {
+                                for (yv, &xv) in y.iter_mut().zip(x) {
+                                    *yv = other.apply(xv * scale + shift);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    });
 }
 
 /// Backward pass of a training-mode [`batch_norm_forward`] with the same `activation`,
@@ -372,35 +197,6 @@ pub fn batch_norm_backward<T: Float>(
     activation: Activation,
     batch: usize,
 ) {
-    let layout = Layout::of(s);
-    backward(
-        s,
-        grad_input,
-        grad_gamma,
-        grad_beta,
-        saved,
-        [input, output, grad_output],
-        gamma,
-        activation,
-        batch,
-        layout,
-    );
-}
-
-/// [`batch_norm_backward`] in the given layout.
-#[allow(clippy::too_many_arguments)]
-fn backward<T: Float>(
-    s: &BatchNormShape,
-    grad_input: Option<(&mut [T], Accum)>,
-    grad_gamma: &mut [T],
-    grad_beta: &mut [T],
-    saved: &[T],
-    [input, output, grad_output]: [&[T]; 3],
-    gamma: &[T],
-    activation: Activation,
-    batch: usize,
-    layout: Layout,
-) {
     assert!(
         activation.fusable(),
         "batch norm fuses only an activation whose derivative is a function of its output"
@@ -413,216 +209,147 @@ fn backward<T: Float>(
     );
     check_len("batch_norm input", input.len(), grad_output.len());
     check_len("batch_norm output", output.len(), grad_output.len());
-    check_len("batch_norm gamma", gamma.len(), c);
-    check_len("batch_norm grad_gamma", grad_gamma.len(), c);
-    check_len("batch_norm grad_beta", grad_beta.len(), c);
-    if let Some((grad_input, _)) = &grad_input {
-        check_len("batch_norm grad_input", grad_input.len(), grad_output.len());
-    }
     let (mean, inv_std) = saved.split_at(c);
     let len = c * inner;
     let m = (batch * inner) as f64;
-    let inv_m = T::from_f64(1.0 / m);
     // Per channel: Σ g and Σ g (x − μ), the latter times 1/σ, with g at the
-    // pre-activation. Five values read for each position (g and y for Σ g, then g, x
-    // and y).
-    let sums_cost = pass_cost(4.0, 5);
-    // The input gradient reads g, x and y, and writes (or reads and writes) its value.
-    let gradient_cost = |accum| pass_cost(6.0, 3 + stored(accum));
-    let planes = |ch: usize| {
-        let at = ch * inner..(ch + 1) * inner;
-        grad_output
-            .chunks_exact(len)
-            .zip(input.chunks_exact(len))
-            .zip(output.chunks_exact(len))
-            .map(move |((g, x), y)| (&g[at.clone()], &x[at.clone()], &y[at.clone()]))
-    };
-    let coefficients = |ch: usize, sum_g: T, sum_gx: T| Coefficients {
-        k: gamma[ch] * inv_std[ch],
-        mu: mean[ch],
-        inv_std: inv_std[ch],
-        mean_g: sum_g * inv_m,
-        mean_gx: sum_gx * inv_m,
-    };
-    match layout {
-        Layout::Channels => {
-            let cost = sums_cost + grad_input.as_ref().map_or(0.0, |&(_, a)| gradient_cost(a));
-            let grad_input = grad_input.map(|(gi, accum)| (Planes::new(gi, c, inner), accum));
-            split_batch(
-                c,
-                cost * m,
-                (&mut *grad_beta, 1),
-                (&mut *grad_gamma, 1),
-                &|first, gb, gg| {
-                    for k in 0..gb.len() {
-                        let ch = first + k;
-                        vectorized(
-                            #[inline(always)]
-                            || {
-                                let (sum_g, centred) =
-                                    channel_sums(planes(ch), mean[ch], activation);
-                                gb[k] = sum_g;
-                                gg[k] = centred * inv_std[ch];
-                                let Some((grad_input, accum)) = &grad_input else {
-                                    return;
-                                };
-                                let co = coefficients(ch, gb[k], gg[k]);
-                                for (n, (g, x, y)) in planes(ch).enumerate() {
-                                    // SAFETY: channel `ch` is this thread's alone.
-                                    let gi = unsafe { grad_input.plane(n, ch) };
-                                    co.input_gradient(gi, *accum, g, x, y, activation);
-                                }
-                            },
-                        );
-                    }
-                },
-            );
-        }
-        Layout::Samples => {
-            split_batch(
-                c,
-                sums_cost * m,
-                (&mut *grad_beta, 1),
-                (&mut *grad_gamma, 1),
-                &|first, gb, gg| {
-                    for k in 0..gb.len() {
-                        let ch = first + k;
-                        vectorized(
-                            #[inline(always)]
-                            || {
-                                let (sum_g, centred) =
-                                    channel_sums(planes(ch), mean[ch], activation);
-                                gb[k] = sum_g;
-                                gg[k] = centred * inv_std[ch];
-                            },
-                        );
-                    }
-                },
-            );
-            let Some((grad_input, accum)) = grad_input else {
-                return;
-            };
-            let (grad_gamma, grad_beta): (&[T], &[T]) = (grad_gamma, grad_beta);
-            let flops = gradient_cost(accum) * len as f64;
-            for_row_blocks(grad_input, len, flops, &|first, grad_input| {
-                let n = grad_input.len();
-                let (g, x, y) = (
-                    &grad_output[first * len..][..n],
-                    &input[first * len..][..n],
-                    &output[first * len..][..n],
-                );
+    // pre-activation.
+    // Five values read for each position (g and y for Σ g, then g, x and y).
+    split_batch(
+        c,
+        pass_cost(4.0, 5) * m,
+        (&mut *grad_beta, 1),
+        (&mut *grad_gamma, 1),
+        &|first, gb, gg| {
+            for (k, (gb, gg)) in gb.iter_mut().zip(gg.iter_mut()).enumerate() {
+                let ch = first + k;
+                let mu = mean[ch];
+                let at = ch * inner..(ch + 1) * inner;
+                let planes = grad_output
+                    .chunks_exact(len)
+                    .zip(input.chunks_exact(len))
+                    .zip(output.chunks_exact(len))
+                    .map(|((g, x), y)| (&g[at.clone()], &x[at.clone()], &y[at.clone()]));
                 vectorized(
                     #[inline(always)]
                     || {
-                        let samples = grad_input
-                            .chunks_exact_mut(len)
-                            .zip(g.chunks_exact(len))
-                            .zip(x.chunks_exact(len).zip(y.chunks_exact(len)));
-                        for ((gi, g), (x, y)) in samples {
-                            for ch in 0..c {
-                                let co = coefficients(ch, grad_beta[ch], grad_gamma[ch]);
-                                let at = ch * inner..(ch + 1) * inner;
-                                let gi = &mut gi[at.clone()];
-                                let (g, x, y) = (&g[at.clone()], &x[at.clone()], &y[at]);
-                                co.input_gradient(gi, accum, g, x, y, activation);
+                        // With the activation a constant, the loops vectorise.
+                        let (sum_g, centred) = match activation {
+                            Activation::Identity => channel_sums(planes, mu, |g, _| g),
+                            Activation::Relu => channel_sums(planes, mu, |g, y| {
+                                g * Activation::Relu.derivative_from_output(y)
+                            }),
+                            other => {
+                                channel_sums(planes, mu, |g, y| g * other.derivative_from_output(y))
                             }
-                        }
+                        };
+                        *gb = sum_g;
+                        *gg = centred * inv_std[ch];
                     },
                 );
-            });
-        }
-    }
+            }
+        },
+    );
+    let Some((grad_input, accum)) = grad_input else {
+        return;
+    };
+    check_len("batch_norm grad_input", grad_input.len(), grad_output.len());
+    let inv_m = T::from_f64(1.0 / m);
+    let (grad_gamma, grad_beta): (&[T], &[T]) = (grad_gamma, grad_beta);
+    // Reads g, x and y, writes (or reads and writes) the input gradient.
+    let flops = pass_cost(6.0, 3 + stored(accum)) * len as f64;
+    for_row_blocks(grad_input, len, flops, &|first, grad_input| {
+        let n = grad_input.len();
+        let rows = Rows {
+            g: &grad_output[first * len..][..n],
+            x: &input[first * len..][..n],
+            y: &output[first * len..][..n],
+            len,
+            inner,
+            gamma,
+            mean,
+            inv_std,
+            // Σ g and Σ g x̂ over M.
+            sums: (grad_beta, grad_gamma, inv_m),
+        };
+        vectorized(
+            #[inline(always)]
+            || match activation {
+                // With the activation a constant, the loops vectorise.
+                Activation::Identity => rows.input_gradient(grad_input, accum, |g, _| g),
+                Activation::Relu => rows.input_gradient(grad_input, accum, |g, y| {
+                    g * Activation::Relu.derivative_from_output(y)
+                }),
+                other => rows.input_gradient(grad_input, accum, |g, y| {
+                    g * other.derivative_from_output(y)
+                }),
+            },
+        );
+    });
 }
 
-/// `(Σ g', Σ g' (x − μ))` over one channel's planes, `g' = g f'(y)` the gradient at the
+/// `(Σ g', Σ g' (x − μ))` over one channel's planes, `g' = d(g, y)` the gradient at the
 /// pre-activation; each plane summed in lanes, the planes in turn.
 #[inline(always)]
 fn channel_sums<'a, T: Float + 'a>(
     planes: impl Iterator<Item = (&'a [T], &'a [T], &'a [T])>,
     mu: T,
-    activation: Activation,
+    d: impl Fn(T, T) -> T,
 ) -> (T, T) {
-    #[inline(always)]
-    fn sums<'a, T: Float + 'a>(
-        planes: impl Iterator<Item = (&'a [T], &'a [T], &'a [T])>,
-        mu: T,
-        d: impl Fn(T, T) -> T,
-    ) -> (T, T) {
-        let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
-        for (g, x, y) in planes {
-            sum_g += lane_sum([g, y], |[g, y]| d(g, y));
-            centred += lane_sum([g, x, y], |[g, x, y]| d(g, y) * (x - mu));
-        }
-        (sum_g, centred)
+    let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
+    for (g, x, y) in planes {
+        sum_g += lane_sum([g, y], |[g, y]| d(g, y));
+        centred += lane_sum([g, x, y], |[g, x, y]| d(g, y) * (x - mu));
     }
-    // With the activation a constant, the loops vectorise.
-    match activation {
-        Activation::Identity => sums(planes, mu, |g, _| g),
-        Activation::Relu => sums(planes, mu, |g, y| {
-            g * Activation::Relu.derivative_from_output(y)
-        }),
-        other => sums(planes, mu, |g, y| g * other.derivative_from_output(y)),
-    }
+    (sum_g, centred)
 }
 
-/// A channel's constants in its input gradient.
-#[derive(Clone, Copy)]
-struct Coefficients<T> {
-    /// `γ/σ`.
-    k: T,
-    mu: T,
-    inv_std: T,
-    /// `Σ g'/M`.
-    mean_g: T,
-    /// `Σ g' x̂/M`.
-    mean_gx: T,
+/// One thread's samples of the input-gradient pass and what it reads.
+struct Rows<'a, T> {
+    g: &'a [T],
+    x: &'a [T],
+    y: &'a [T],
+    len: usize,
+    inner: usize,
+    gamma: &'a [T],
+    mean: &'a [T],
+    inv_std: &'a [T],
+    sums: (&'a [T], &'a [T], T),
 }
 
-impl<T: Float> Coefficients<T> {
-    /// `grad_input (=|+=) γ/σ · (g' − Σ g'/M − x̂ Σ g' x̂/M)` over one plane,
-    /// `g' = g f'(y)`.
+impl<T: Float> Rows<'_, T> {
+    /// `grad_input (=|+=) γ/σ · (g' − Σ g'/M − x̂ Σ g' x̂/M)`, `g' = d(g, y)`.
     #[inline(always)]
-    fn input_gradient(
-        &self,
-        gi: &mut [T],
-        accum: Accum,
-        g: &[T],
-        x: &[T],
-        y: &[T],
-        activation: Activation,
-    ) {
-        // With the activation a constant, the loops vectorise.
-        match activation {
-            Activation::Identity => self.plane(gi, accum, g, x, y, |g, _| g),
-            Activation::Relu => self.plane(gi, accum, g, x, y, |g, y| {
-                g * Activation::Relu.derivative_from_output(y)
-            }),
-            other => self.plane(gi, accum, g, x, y, |g, y| {
-                g * other.derivative_from_output(y)
-            }),
-        }
-    }
-
-    #[inline(always)]
-    fn plane(&self, gi: &mut [T], accum: Accum, g: &[T], x: &[T], y: &[T], d: impl Fn(T, T) -> T) {
-        let Coefficients {
-            k,
-            mu,
-            inv_std,
-            mean_g,
-            mean_gx,
-        } = *self;
-        let n = gi.len();
-        let (g, x, y) = (&g[..n], &x[..n], &y[..n]);
-        match accum {
-            Accum::Replace => {
-                for i in 0..n {
-                    gi[i] = k * (d(g[i], y[i]) - mean_g - (x[i] - mu) * inv_std * mean_gx);
-                }
-            }
-            Accum::Add => {
-                for i in 0..n {
-                    gi[i] += k * (d(g[i], y[i]) - mean_g - (x[i] - mu) * inv_std * mean_gx);
+    fn input_gradient(&self, grad_input: &mut [T], accum: Accum, d: impl Fn(T, T) -> T) {
+        let (inner, (grad_beta, grad_gamma, inv_m)) = (self.inner, self.sums);
+        let samples = grad_input
+            .chunks_exact_mut(self.len)
+            .zip(self.g.chunks_exact(self.len))
+            .zip(
+                self.x
+                    .chunks_exact(self.len)
+                    .zip(self.y.chunks_exact(self.len)),
+            );
+        for ((gi_sample, g_sample), (x_sample, y_sample)) in samples {
+            for ch in 0..self.mean.len() {
+                let (mu, is) = (self.mean[ch], self.inv_std[ch]);
+                let k = self.gamma[ch] * is;
+                let (sum_g, sum_gx) = (grad_beta[ch] * inv_m, grad_gamma[ch] * inv_m);
+                let range = ch * inner..(ch + 1) * inner;
+                let gi = &mut gi_sample[range.clone()];
+                let (g, x) = (&g_sample[range.clone()], &x_sample[range.clone()]);
+                let y = &y_sample[range];
+                match accum {
+                    Accum::Replace => {
+                        for i in 0..inner {
+                            gi[i] = k * (d(g[i], y[i]) - sum_g - (x[i] - mu) * is * sum_gx);
+                        }
+                    }
+                    Accum::Add => {
+                        for i in 0..inner {
+                            gi[i] += k * (d(g[i], y[i]) - sum_g - (x[i] - mu) * is * sum_gx);
+                        }
+                    }
                 }
             }
         }
@@ -671,9 +398,6 @@ mod tests {
             (4, 4, 1, Activation::Identity),
             (2, 6, 3, Activation::Tanh),
             (3, 4, 2, Activation::Sigmoid),
-            // Planes of a vector and more: a channel at a time.
-            (2, 16, 3, Activation::Tanh),
-            (3, 20, 2, Activation::Identity),
         ];
         for (c, inner, batch, activation) in cases {
             let s = BatchNormShape {
@@ -824,27 +548,17 @@ mod tests {
         }
     }
 
-    /// Batches large enough that the passes split across threads, a channel at a time
-    /// (planes of 256) and by sample (planes of 4): the same values as the formulas
-    /// evaluated plainly.
+    /// A batch large enough that the sums split by channel and the element-wise passes
+    /// by sample: the same values as the formulas evaluated plainly.
     #[test]
     fn split_passes_match_the_formulas() {
-        for (c, inner, batch, layout) in [
-            (8, 256, 256, Layout::Channels),
-            (8, 4, 16_384, Layout::Samples),
-        ] {
-            split_passes_match_the_formulas_for(c, inner, batch, layout);
-        }
-    }
-
-    fn split_passes_match_the_formulas_for(c: usize, inner: usize, batch: usize, layout: Layout) {
+        let (c, inner, batch) = (8, 256, 256);
         let s = BatchNormShape {
             channels: c,
             inner,
             eps: 1e-5,
             momentum: 0.1,
         };
-        assert_eq!(Layout::of(&s), layout);
         assert!(4.0 * (batch * inner * c) as f64 >= PARALLEL_MIN_FLOPS);
         let x: Vec<f64> = values(batch * c * inner, 31)
             .iter()
@@ -884,82 +598,6 @@ mod tests {
                 assert!((y[k] - (gamma[ch] * x_hat + beta[ch])).abs() < 1e-10);
                 let want = 1.0 + gamma[ch] * inv_std / m * (m * g[k] - sum_g - x_hat * sum_gx);
                 assert!((gx[k] - want).abs() < 1e-10, "{} {}", gx[k], want);
-            }
-        }
-    }
-
-    /// The two layouts give the same values, bit for bit: the sums run in the same order
-    /// and each value is computed from the same constants. On one thread and on two.
-    #[test]
-    fn layouts_agree_bit_for_bit() {
-        for (c, inner, batch) in [(3, 20, 5), (4, 48, 512)] {
-            let s = BatchNormShape {
-                channels: c,
-                inner,
-                eps: 1e-5,
-                momentum: 0.1,
-            };
-            let x: Vec<f32> = narrow(&values(batch * c * inner, 51));
-            let g: Vec<f32> = narrow(&values(x.len(), 52));
-            let gamma: Vec<f32> = values(c, 53).iter().map(|&v| v as f32 + 1.0).collect();
-            let beta: Vec<f32> = narrow(&values(c, 54));
-            for activation in [Activation::Identity, Activation::Relu, Activation::Tanh] {
-                for training in [true, false] {
-                    let run = |layout| {
-                        let mut y = vec![0.0; x.len()];
-                        let mut saved = vec![0.0; 2 * c];
-                        let mut running: Vec<f32> =
-                            (0..2 * c + 1).map(|i| i as f32 * 0.1).collect();
-                        forward(
-                            &s,
-                            &mut y,
-                            &mut saved,
-                            &mut running,
-                            &x,
-                            &gamma,
-                            &beta,
-                            activation,
-                            training,
-                            batch,
-                            layout,
-                        );
-                        (y, saved, running)
-                    };
-                    let (y, saved, running) = run(Layout::Channels);
-                    let samples = run(Layout::Samples);
-                    assert_eq!(
-                        (&y, &saved, &running),
-                        (&samples.0, &samples.1, &samples.2),
-                        "forward {activation:?}, training {training}"
-                    );
-                    if !training {
-                        continue;
-                    }
-                    for accum in [None, Some(Accum::Replace), Some(Accum::Add)] {
-                        let grads = |layout| {
-                            let mut gx = vec![0.25; x.len()];
-                            let (mut gg, mut gb) = (vec![0.0; c], vec![0.0; c]);
-                            backward(
-                                &s,
-                                accum.map(|a| (&mut gx[..], a)),
-                                &mut gg,
-                                &mut gb,
-                                &saved,
-                                [&x, &y, &g],
-                                &gamma,
-                                activation,
-                                batch,
-                                layout,
-                            );
-                            (gx, gg, gb)
-                        };
-                        assert_eq!(
-                            grads(Layout::Channels),
-                            grads(Layout::Samples),
-                            "backward {activation:?}, {accum:?}"
-                        );
-                    }
-                }
             }
         }
     }
