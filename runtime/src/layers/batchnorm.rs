@@ -27,14 +27,13 @@
 //!
 //! # Speed
 //! The per-channel sums run on two threads when the batch is large enough, split by
-//! channel, each channel's sum in one fixed order (16 interleaved partial sums per
-//! plane, then the samples in turn), so results do not depend on the thread count; the
+//! channel, each channel's sum in one fixed order (16 interleaved partial sums over the
+//! planes in turn, folded once at the end), so results do not depend on the thread
+//! count; the
 //! element-wise passes split by sample. Serial scalar sums made batch norm 12 % of a
 //! ResNet-20 training step.
 
-use super::{
-    check_len, for_row_blocks, lane_sum, pass_cost, split_batch, stored, Accum, Activation,
-};
+use super::{check_len, for_row_blocks, pass_cost, split_batch, stored, Accum, Activation, Lanes};
 use crate::simd::vectorized;
 use crate::Float;
 
@@ -102,17 +101,17 @@ pub fn batch_norm_forward<T: Float>(
                         || {
                             // Plain loops, not `fold`: a call the compiler does not inline
                             // would run outside the vectorised wrapper.
-                            let mut total = T::ZERO;
+                            let mut total = Lanes::zero();
                             for x in planes.clone() {
-                                total += lane_sum([x], |[x]| x);
+                                total.add([x], |[x]| x);
                             }
-                            *mu = total * inv_m;
+                            *mu = total.sum() * inv_m;
                             let m = *mu;
-                            let mut squares = T::ZERO;
+                            let mut squares = Lanes::zero();
                             for x in planes {
-                                squares += lane_sum([x], |[x]| (x - m) * (x - m));
+                                squares.add([x], |[x]| (x - m) * (x - m));
                             }
-                            *var = squares;
+                            *var = squares.sum();
                         },
                     );
                 }
@@ -289,19 +288,19 @@ pub fn batch_norm_backward<T: Float>(
 }
 
 /// `(Σ g', Σ g' (x − μ))` over one channel's planes, `g' = d(g, y)` the gradient at the
-/// pre-activation; each plane summed in lanes, the planes in turn.
+/// pre-activation; the planes in turn into one set of lanes ([`Lanes`]).
 #[inline(always)]
 fn channel_sums<'a, T: Float + 'a>(
     planes: impl Iterator<Item = (&'a [T], &'a [T], &'a [T])>,
     mu: T,
     d: impl Fn(T, T) -> T,
 ) -> (T, T) {
-    let (mut sum_g, mut centred) = (T::ZERO, T::ZERO);
+    let (mut sum_g, mut centred) = (Lanes::zero(), Lanes::zero());
     for (g, x, y) in planes {
-        sum_g += lane_sum([g, y], |[g, y]| d(g, y));
-        centred += lane_sum([g, x, y], |[g, x, y]| d(g, y) * (x - mu));
+        sum_g.add([g, y], |[g, y]| d(g, y));
+        centred.add([g, x, y], |[g, x, y]| d(g, y) * (x - mu));
     }
-    (sum_g, centred)
+    (sum_g.sum(), centred.sum())
 }
 
 /// One thread's samples of the input-gradient pass and what it reads.

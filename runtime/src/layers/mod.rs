@@ -324,8 +324,8 @@ pub(crate) fn sum<T: Float>(values: &[T]) -> T {
 
 /// `Σ f(a[i], b[i], …)` over slices of one length, in 16 interleaved partial sums (an
 /// AVX-512 register of f32), so the adds vectorise; the order is fixed by the length
-/// alone. Batch norm sums squared deviations and products through it without writing
-/// them out.
+/// alone. Layer norm sums squared deviations and products through it without writing
+/// them out; [`Lanes`] sums over several slices.
 ///
 /// # Panics
 /// If the slices differ in length.
@@ -344,13 +344,7 @@ pub(crate) fn lane_max<T: Float>(values: &[T]) -> T {
 /// `f(x₀) ∘ f(x₁) ∘ … ∘ f(x_{n−1})`, `xᵢ` the `i`-th values of the `inputs` (all of
 /// length `n`), for an associative `op` with identity `init`, in 16 interleaved lanes:
 /// lane `l` folds `f(x_l), f(x_{l+16}), …`, then the tail is folded from `init` and the
-/// lanes are folded onto it in order.
-///
-/// The lanes are taken from arrays of 16 values, one bounds check a block: with an
-/// index per value (`f(i)` reading `x[i]`), the compiler kept a bounds check on each
-/// and the lanes stayed scalar, sixteen `vaddss` where one `vaddps` does (batch norm's
-/// channel sums were 9 % of a ResNet-20 step on an AVX-512 processor, five times its
-/// input-gradient pass over the same tensors).
+/// lanes are folded onto it in order ([`Lanes`] over one input).
 ///
 /// # Panics
 /// If the inputs differ in length.
@@ -361,34 +355,98 @@ fn lane_fold<T: Float, const N: usize>(
     f: impl Fn([T; N]) -> T,
     op: impl Fn(T, T) -> T,
 ) -> T {
-    const LANES: usize = 16;
-    let n = inputs.first().map_or(0, |x| x.len());
-    assert!(
-        inputs.iter().all(|x| x.len() == n),
-        "lane_fold: inputs of different lengths"
-    );
-    let mut partial = [init; LANES];
-    let whole = n / LANES * LANES;
-    for base in (0..whole).step_by(LANES) {
-        let block: [&[T; LANES]; N] = std::array::from_fn(|k| {
-            inputs[k][base..base + LANES]
-                .try_into()
-                .expect("a block is LANES values")
-        });
-        for (l, p) in partial.iter_mut().enumerate() {
-            *p = op(*p, f(std::array::from_fn(|k| block[k][l])));
+    let mut lanes = Lanes::new(init);
+    lanes.fold(inputs, f, &op);
+    lanes.finish(op)
+}
+
+/// A fold in 16 interleaved lanes (an AVX-512 register of f32) over one slice or
+/// several in turn, folded onto one value once at the end: lane `l` folds the values at
+/// `l, l + 16, …` of each slice's whole blocks of 16, slice after slice; the values
+/// past a slice's last whole block (its tail) are folded in turn into one more value,
+/// and [`Lanes::finish`] folds the lanes onto that in order. The order is fixed by the
+/// slices' lengths alone.
+///
+/// The lanes are taken from arrays of 16 values, one bounds check a block: with an
+/// index per value (`f(i)` reading `x[i]`), the compiler kept a bounds check on each
+/// and the lanes stayed scalar, sixteen `vaddss` where one `vaddps` does (batch norm's
+/// channel sums were 9 % of a ResNet-20 step on an AVX-512 processor, five times its
+/// input-gradient pass over the same tensors). Batch norm sums a channel over its
+/// planes, one a sample, into one `Lanes`: folding the lanes once a plane cost more
+/// than the adds on ResNet-20's planes of 64 values.
+pub(crate) struct Lanes<T> {
+    partial: [T; 16],
+    tail: T,
+}
+
+impl<T: Float> Lanes<T> {
+    /// Every lane and the tail at `init`, the identity of the fold.
+    #[inline(always)]
+    pub(crate) fn new(init: T) -> Self {
+        Lanes {
+            partial: [init; 16],
+            tail: init,
         }
     }
-    let mut total = init;
-    // `i` indexes every input, not `inputs` itself.
-    #[allow(clippy::needless_range_loop)]
-    for i in whole..n {
-        total = op(total, f(std::array::from_fn(|k| inputs[k][i])));
+
+    /// Lanes for a sum, at zero.
+    #[inline(always)]
+    pub(crate) fn zero() -> Self {
+        Self::new(T::ZERO)
     }
-    for p in partial {
-        total = op(total, p);
+
+    /// Folds `f(x₀), …, f(x_{n−1})` of the next slices (`inputs`, all of length `n`) in.
+    ///
+    /// # Panics
+    /// If the inputs differ in length.
+    #[inline(always)]
+    pub(crate) fn fold<const N: usize>(
+        &mut self,
+        inputs: [&[T]; N],
+        f: impl Fn([T; N]) -> T,
+        op: impl Fn(T, T) -> T,
+    ) {
+        const LANES: usize = 16;
+        let n = inputs.first().map_or(0, |x| x.len());
+        assert!(
+            inputs.iter().all(|x| x.len() == n),
+            "lane_fold: inputs of different lengths"
+        );
+        let whole = n / LANES * LANES;
+        for base in (0..whole).step_by(LANES) {
+            let block: [&[T; LANES]; N] = std::array::from_fn(|k| {
+                inputs[k][base..base + LANES]
+                    .try_into()
+                    .expect("a block is LANES values")
+            });
+            for (l, p) in self.partial.iter_mut().enumerate() {
+                *p = op(*p, f(std::array::from_fn(|k| block[k][l])));
+            }
+        }
+        // `i` indexes every input, not `inputs` itself.
+        #[allow(clippy::needless_range_loop)]
+        for i in whole..n {
+            self.tail = op(self.tail, f(std::array::from_fn(|k| inputs[k][i])));
+        }
     }
-    total
+
+    /// [`Lanes::fold`] for a sum.
+    #[inline(always)]
+    pub(crate) fn add<const N: usize>(&mut self, inputs: [&[T]; N], f: impl Fn([T; N]) -> T) {
+        self.fold(inputs, f, |a, b| a + b);
+    }
+
+    /// The tail's value with the lanes folded onto it in order.
+    #[inline(always)]
+    pub(crate) fn finish(self, op: impl Fn(T, T) -> T) -> T {
+        self.partial.into_iter().fold(self.tail, op)
+    }
+
+    /// [`Lanes::finish`] for a sum.
+    #[inline(always)]
+    pub(crate) fn sum(self) -> T {
+        self.finish(|a, b| a + b)
+    }
 }
 
 /// `values` as `f32`, for the hand-written kernels chosen when `T` is `f32`.
