@@ -590,6 +590,58 @@ mod tests {
         lanes.into_iter().fold(tail, op)
     }
 
+    /// `Σ a[i] b[i]` over the ranges in turn, in one [`Lanes`].
+    #[inline(always)]
+    fn folded(a: &[f32], b: &[f32], cuts: &[std::ops::Range<usize>]) -> f32 {
+        let mut sum = Lanes::zero();
+        for r in cuts {
+            sum.add([&a[r.clone()], &b[r.clone()]], |[x, y]| x * y);
+        }
+        sum.sum()
+    }
+
+    /// A sum over several slices in one [`Lanes`] is its documented order bit for bit:
+    /// each lane over the slices' whole blocks in turn, the tails in turn, the lanes
+    /// folded onto the tails once; inside and outside the vectorised wrapper.
+    #[test]
+    fn lanes_over_several_slices_fold_once() {
+        let a = testing::narrow(&testing::values(300, 4));
+        let b = testing::narrow(&testing::values(300, 5));
+        for lengths in [&[64, 64, 64][..], &[5, 17, 0, 40], &[16, 33, 15, 64], &[3]] {
+            let mut cuts = vec![];
+            let mut at = 0;
+            for &n in lengths {
+                cuts.push(at..at + n);
+                at += n;
+            }
+            let (mut lanes, mut tail) = ([0.0f32; 16], 0.0f32);
+            for r in &cuts {
+                let whole = r.len() / 16 * 16;
+                for i in 0..whole {
+                    lanes[i % 16] += a[r.start + i] * b[r.start + i];
+                }
+                for i in whole..r.len() {
+                    tail += a[r.start + i] * b[r.start + i];
+                }
+            }
+            let expected = lanes.iter().fold(tail, |t, &l| t + l);
+            assert_eq!(
+                folded(&a, &b, &cuts).to_bits(),
+                expected.to_bits(),
+                "{lengths:?}"
+            );
+            let wrapped = crate::simd::vectorized(
+                #[inline(always)]
+                || folded(&a, &b, &cuts),
+            );
+            assert_eq!(
+                wrapped.to_bits(),
+                expected.to_bits(),
+                "{lengths:?}, wrapped"
+            );
+        }
+    }
+
     /// Sums and maxima over one to three inputs are the documented order bit for bit,
     /// at every length around the 16-value blocks, inside and outside the vectorised
     /// wrapper; different lengths are refused.
