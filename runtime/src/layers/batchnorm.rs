@@ -29,9 +29,8 @@
 //! The per-channel sums run on two threads when the batch is large enough, split by
 //! channel, each channel's sum in one fixed order (16 interleaved partial sums over the
 //! planes in turn, folded once at the end), so results do not depend on the thread
-//! count; the
-//! element-wise passes split by sample. Serial scalar sums made batch norm 12 % of a
-//! ResNet-20 training step.
+//! count; the element-wise passes split by sample. Serial scalar sums made batch norm
+//! 12 % of a ResNet-20 training step.
 
 use super::{check_len, for_row_blocks, pass_cost, split_batch, stored, Accum, Activation, Lanes};
 use crate::simd::vectorized;
@@ -99,8 +98,8 @@ pub fn batch_norm_forward<T: Float>(
                     vectorized(
                         #[inline(always)]
                         || {
-                            // Plain loops, not `fold`: a call the compiler does not inline
-                            // would run outside the vectorised wrapper.
+                            // Plain loops, not `Iterator::fold`: a call the compiler
+                            // does not inline would run outside the vectorised wrapper.
                             let mut total = Lanes::zero();
                             for x in planes.clone() {
                                 total.add([x], |[x]| x);
