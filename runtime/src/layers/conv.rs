@@ -770,11 +770,14 @@ mod tests {
         grad_input: Option<(&[T], Accum)>,
     ) -> [Vec<T>; 4] {
         let mut y = vec![T::ZERO; batch * s.output_len()];
-        let mut cols = vec![T::ZERO; s.cols_buffer_len(batch)];
+        // Scratch as a workspace leaves it: whatever another layer wrote, here NaN, which
+        // any value read before it is written would carry into the results.
+        let stale = T::from_f64(f64::NAN);
+        let mut cols = vec![stale; s.cols_buffer_len(batch)];
         let relu = Activation::Relu;
         conv2d_forward(s, &mut y, &mut cols, x, w, Some(bias), relu, batch);
         let (mut gw, mut gb) = (vec![T::ZERO; w.len()], vec![T::ZERO; bias.len()]);
-        let mut partial = vec![T::ZERO; s.partial_len()];
+        let mut partial = vec![stale; s.partial_len()];
         let mut gx = grad_input.map_or_else(Vec::new, |(gx, _)| gx.to_vec());
         conv2d_backward(
             s,
