@@ -201,13 +201,14 @@ pub(crate) fn padded_grad_len(s: &Conv2dShape) -> usize {
 /// Copies `channels` planes of `size` from `src` into `dst`, each inside a border of
 /// `pad` zeros (`dst`: `channels` planes of `size + 2 pad`).
 ///
-/// Only the border is zeroed: the rows above the first row, then, after each row, the
-/// run to the next one (its right pad and the next row's left pad; after the last row,
-/// the rows below), each row copied in blocks of sixteen (then of eight, then a value
-/// at a time) so that the copies compile to vector moves in place. With a `memcpy` and
-/// two `memset`s per row of 16 or 32 values the copies took 6 % of ResNet-20's samples
-/// in `perf`, 4.8 % in those calls; zeroing the whole copy first took another 1.0 %
-/// (the profile at 0c195ee).
+/// The whole copy is zeroed at once and each row then copied in blocks of sixteen
+/// (then of eight, then a value at a time), so that the copies compile to vector moves
+/// in place. With a `memcpy` and two `memset`s
+/// per row of 16 or 32 values the copies took 6 % of ResNet-20's samples in `perf`,
+/// 4.8 % in those calls. Zeroing the border alone (81a41b2: the rows above, then after
+/// each row the run to the next) did not pay, though zeroing the whole copy was 1.0 %
+/// of the samples: ResNet-20 0.990 (0.955–1.015; `commits.py 02edb19 81a41b2 --rounds
+/// 10 --only resnet20`).
 fn pad_planes<T: Float>(
     dst: &mut [T],
     src: &[T],
@@ -219,15 +220,14 @@ fn pad_planes<T: Float>(
     let width = w + 2 * pad.1;
     let plane = (h + 2 * pad.0) * width;
     let dst = &mut dst[..channels * plane];
+    dst.fill(T::ZERO);
     crate::simd::vectorized(
         #[inline(always)]
         || {
             for (dst, src) in dst.chunks_exact_mut(plane).zip(src.chunks_exact(h * w)) {
-                let first = pad.0 * width + pad.1;
-                dst[..first].fill(T::ZERO);
-                for (r, row) in src.chunks_exact(w).enumerate() {
-                    let at = first + r * width;
-                    let line = &mut dst[at..at + w];
+                let rows = dst[pad.0 * width + pad.1..].chunks_mut(width);
+                for (line, row) in rows.zip(src.chunks_exact(w)) {
+                    let (line, row) = (&mut line[..w], row);
                     let whole = w - w % 16;
                     copy_blocks::<T, 16>(&mut line[..whole], &row[..whole]);
                     let (line, row) = (&mut line[whole..], &row[whole..]);
@@ -236,23 +236,10 @@ fn pad_planes<T: Float>(
                     for (d, &v) in line[half..].iter_mut().zip(&row[half..]) {
                         *d = v;
                     }
-                    let next = if r + 1 < h { at + width } else { plane };
-                    zero_run(&mut dst[at + w..next]);
                 }
             }
         },
     );
-}
-
-/// Zeroes `run`: two values (a padding of one on each side of a row) by one store,
-/// not a call to `memset`, which a loop or `fill` of a length known only at run time
-/// becomes.
-#[inline(always)]
-fn zero_run<T: Float>(run: &mut [T]) {
-    match <&mut [T; 2]>::try_from(&mut *run) {
-        Ok(pair) => *pair = [T::ZERO; 2],
-        Err(_) => run.fill(T::ZERO),
-    }
 }
 
 /// The input of one sample of `s` padded into `scratch` (the input itself without
