@@ -410,7 +410,7 @@ impl<T: Float> Lanes<T> {
         let n = inputs.first().map_or(0, |x| x.len());
         assert!(
             inputs.iter().all(|x| x.len() == n),
-            "lane_fold: inputs of different lengths"
+            "Lanes::fold: inputs of different lengths"
         );
         let whole = n / LANES * LANES;
         for base in (0..whole).step_by(LANES) {
