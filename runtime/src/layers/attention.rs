@@ -55,22 +55,26 @@ pub fn layer_norm_forward<T: Float>(
     let flops_per_row = 8.0 * width as f64;
     let body = |first: usize, output: &mut [T], saved: &mut [T]| {
         let input = &input[first * width..][..output.len()];
-        vectorized(|| {
-            for ((y, x), st) in output
-                .chunks_exact_mut(width)
-                .zip(input.chunks_exact(width))
-                .zip(saved.chunks_exact_mut(2))
-            {
-                let mean = lane_sum([x], |[x]| x) * inv_n;
-                let var = lane_sum([x], |[x]| (x - mean) * (x - mean)) * inv_n;
-                let inv_std = T::ONE / (var + eps).sqrt();
-                st[0] = mean;
-                st[1] = inv_std;
-                for i in 0..width {
-                    y[i] = gamma[i] * (x[i] - mean) * inv_std + beta[i];
+        vectorized(
+            #[inline(always)]
+            || {
+                for ((y, x), st) in output
+                    .chunks_exact_mut(width)
+                    .zip(input.chunks_exact(width))
+                    .zip(saved.chunks_exact_mut(2))
+                {
+                    let mean = lane_sum([x], |[x]| x) * inv_n;
+                    let var = lane_sum([x], |[x]| (x - mean) * (x - mean)) * inv_n;
+                    let inv_std = T::ONE / (var + eps).sqrt();
+                    st[0] = mean;
+                    st[1] = inv_std;
+                    let (gamma, beta) = (&gamma[..width], &beta[..width]);
+                    for i in 0..width {
+                        y[i] = gamma[i] * (x[i] - mean) * inv_std + beta[i];
+                    }
                 }
-            }
-        })
+            },
+        )
     };
     split_batch(rows, flops_per_row, (output, width), (saved, 2), &body);
 }
@@ -101,20 +105,26 @@ pub fn layer_norm_backward<T: Float>(
     check_len("layer_norm grad_gamma", grad_gamma.len(), width);
     check_len("layer_norm grad_beta", grad_beta.len(), width);
     let mut params = || {
-        vectorized(|| {
-            grad_gamma.fill(T::ZERO);
-            grad_beta.fill(T::ZERO);
-            for ((g, x), st) in grad_output
-                .chunks_exact(width)
-                .zip(input.chunks_exact(width))
-                .zip(saved.chunks_exact(2))
-            {
-                for i in 0..width {
-                    grad_gamma[i] += g[i] * (x[i] - st[0]) * st[1];
-                    grad_beta[i] += g[i];
+        vectorized(
+            #[inline(always)]
+            || {
+                grad_gamma.fill(T::ZERO);
+                grad_beta.fill(T::ZERO);
+                for ((g, x), st) in grad_output
+                    .chunks_exact(width)
+                    .zip(input.chunks_exact(width))
+                    .zip(saved.chunks_exact(2))
+                {
+                    let (mean, inv_std) = (st[0], st[1]);
+                    let (grad_gamma, grad_beta) =
+                        (&mut grad_gamma[..width], &mut grad_beta[..width]);
+                    for i in 0..width {
+                        grad_gamma[i] += g[i] * (x[i] - mean) * inv_std;
+                        grad_beta[i] += g[i];
+                    }
                 }
-            }
-        })
+            },
+        )
     };
     let Some((grad_input, accum)) = grad_input else {
         params();
@@ -127,28 +137,32 @@ pub fn layer_norm_backward<T: Float>(
         let grad_output = &grad_output[first * width..][..rows * width];
         let input = &input[first * width..][..rows * width];
         let saved = &saved[first * 2..][..rows * 2];
-        vectorized(|| {
-            for (((gi, g), x), st) in grad_input
-                .chunks_exact_mut(width)
-                .zip(grad_output.chunks_exact(width))
-                .zip(input.chunks_exact(width))
-                .zip(saved.chunks_exact(2))
-            {
-                let (mean, inv_std) = (st[0], st[1]);
-                let sum_d = lane_sum([g, gamma], |[g, gamma]| g * gamma);
-                let sum_dx =
-                    lane_sum([g, gamma, x], |[g, gamma, x]| g * gamma * (x - mean)) * inv_std;
-                let (mean_d, mean_dx) = (sum_d * inv_n, sum_dx * inv_n);
-                for i in 0..width {
-                    let x_hat = (x[i] - mean) * inv_std;
-                    store(
-                        &mut gi[i],
-                        inv_std * (g[i] * gamma[i] - mean_d - x_hat * mean_dx),
-                        accum,
-                    );
+        vectorized(
+            #[inline(always)]
+            || {
+                for (((gi, g), x), st) in grad_input
+                    .chunks_exact_mut(width)
+                    .zip(grad_output.chunks_exact(width))
+                    .zip(input.chunks_exact(width))
+                    .zip(saved.chunks_exact(2))
+                {
+                    let (mean, inv_std) = (st[0], st[1]);
+                    let sum_d = lane_sum([g, gamma], |[g, gamma]| g * gamma);
+                    let sum_dx =
+                        lane_sum([g, gamma, x], |[g, gamma, x]| g * gamma * (x - mean)) * inv_std;
+                    let (mean_d, mean_dx) = (sum_d * inv_n, sum_dx * inv_n);
+                    let gamma = &gamma[..width];
+                    for i in 0..width {
+                        let x_hat = (x[i] - mean) * inv_std;
+                        store(
+                            &mut gi[i],
+                            inv_std * (g[i] * gamma[i] - mean_d - x_hat * mean_dx),
+                            accum,
+                        );
+                    }
                 }
-            }
-        })
+            },
+        )
     };
     // The input gradient reads every value four times and writes it once, the
     // parameters' sums read it three times: counted as 12 FLOPs a value in all.
@@ -527,13 +541,16 @@ pub fn attention_forward<T: Float>(
                         scale,
                         Par::Seq,
                     );
-                    vectorized(|| {
-                        let block = &mut p_slice[first * keys..][..rows * keys];
-                        for (i, row) in (first..).zip(block.chunks_exact_mut(keys)) {
-                            let visible = if s.causal { i + 1 } else { keys };
-                            masked_softmax(row, visible, padding);
-                        }
-                    });
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            let block = &mut p_slice[first * keys..][..rows * keys];
+                            for (i, row) in (first..).zip(block.chunks_exact_mut(keys)) {
+                                let visible = if s.causal { i + 1 } else { keys };
+                                masked_softmax(row, visible, padding);
+                            }
+                        },
+                    );
                     matmul(
                         heads_out.as_mut().submatrix_mut(first, head * dh, rows, dh),
                         Accum::Replace,
@@ -806,18 +823,21 @@ fn backward_samples<T: Float>(
                     Par::Seq,
                 );
                 // Each row's `dP · P` in 16 lanes, so the sum vectorises.
-                vectorized(|| {
-                    for (da, pr) in parts.scratch[first * keys..][..rows * keys]
-                        .chunks_exact_mut(keys)
-                        .zip(p_rows[first * keys..][..rows * keys].chunks_exact(keys))
-                    {
-                        let (da, pr) = (&mut da[..seen], &pr[..seen]);
-                        let dot = lane_sum([&*da, pr], |[d, p]| d * p);
-                        for (x, &pv) in da.iter_mut().zip(pr) {
-                            *x = pv * (*x - dot) * scale;
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (da, pr) in parts.scratch[first * keys..][..rows * keys]
+                            .chunks_exact_mut(keys)
+                            .zip(p_rows[first * keys..][..rows * keys].chunks_exact(keys))
+                        {
+                            let (da, pr) = (&mut da[..seen], &pr[..seen]);
+                            let dot = lane_sum([&*da, pr], |[d, p]| d * p);
+                            for (x, &pv) in da.iter_mut().zip(pr) {
+                                *x = pv * (*x - dot) * scale;
+                            }
                         }
-                    }
-                });
+                    },
+                );
                 matmul(
                     g_q.as_mut().submatrix_mut(first, head * dh, rows, dh),
                     Accum::Replace,

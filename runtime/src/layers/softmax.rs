@@ -32,15 +32,18 @@ pub(super) fn softmax_in_place<T: Float>(row: &mut [T]) {
 pub fn softmax_forward<T: Float, const WIDTH: usize>(output: &mut [T], input: &[T]) {
     check_len("softmax output", output.len(), input.len());
     assert_eq!(input.len() % WIDTH, 0, "softmax: ragged rows");
-    vectorized(|| {
-        for (y, x) in output
-            .chunks_exact_mut(WIDTH)
-            .zip(input.chunks_exact(WIDTH))
-        {
-            y.copy_from_slice(x);
-            softmax_in_place(y);
-        }
-    })
+    vectorized(
+        #[inline(always)]
+        || {
+            for (y, x) in output
+                .chunks_exact_mut(WIDTH)
+                .zip(input.chunks_exact(WIDTH))
+            {
+                y.copy_from_slice(x);
+                softmax_in_place(y);
+            }
+        },
+    )
 }
 
 /// Gradient of [`softmax_forward`].
@@ -74,17 +77,20 @@ pub fn softmax_backward<T: Float, const WIDTH: usize>(
 pub fn log_softmax_forward<T: Float, const WIDTH: usize>(output: &mut [T], input: &[T]) {
     check_len("log_softmax output", output.len(), input.len());
     assert_eq!(input.len() % WIDTH, 0, "log_softmax: ragged rows");
-    vectorized(|| {
-        for (y, x) in output
-            .chunks_exact_mut(WIDTH)
-            .zip(input.chunks_exact(WIDTH))
-        {
-            let lse = log_sum_exp_in_lanes(x);
-            for (yi, &xi) in y.iter_mut().zip(x) {
-                *yi = xi - lse;
+    vectorized(
+        #[inline(always)]
+        || {
+            for (y, x) in output
+                .chunks_exact_mut(WIDTH)
+                .zip(input.chunks_exact(WIDTH))
+            {
+                let lse = log_sum_exp_in_lanes(x);
+                for (yi, &xi) in y.iter_mut().zip(x) {
+                    *yi = xi - lse;
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// `ln Σ e^{x_i}`, computed without overflow: the maximum and the sum of
