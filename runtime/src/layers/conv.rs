@@ -54,7 +54,7 @@ use faer::{MatMut, MatRef, Par};
 use super::activation::{bias_activation_in_place, scale_by_derivative};
 use super::direct::{self, Path};
 use super::matmul;
-use super::{batch_half, check_len, for_row_blocks, sparse, sum, thin, Accum, Activation};
+use super::{batch_half, bias_grad, check_len, sparse, thin, Accum, Activation};
 use crate::simd::vectorized;
 use crate::Float;
 use kiln_shapes::Conv2dShape;
@@ -504,21 +504,7 @@ pub fn conv2d_backward<T: Float>(
     }
     if let Some(grad_bias) = grad_bias {
         check_len("conv2d grad_bias", grad_bias.len(), co);
-        // Split by channel: each channel's sum runs in one fixed order on one thread.
-        // A sum is one load and one add a value, memory-bound: counted as 8 FLOPs.
-        for_row_blocks(
-            grad_bias,
-            1,
-            (8 * batch * p) as f64,
-            &|first, block: &mut [T]| {
-                for (c, gb) in block.iter_mut().enumerate() {
-                    *gb = grad_output
-                        .chunks_exact(olen)
-                        .map(|sample| sum(&sample[(first + c) * p..][..p]))
-                        .sum();
-                }
-            },
-        );
+        bias_grad(grad_bias, grad_output, olen, p);
     }
 }
 

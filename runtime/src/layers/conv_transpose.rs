@@ -29,7 +29,7 @@
 use faer::{MatMut, MatRef, Par};
 
 use super::conv::{col2im, im2col};
-use super::{check_len, matmul, split_batch, sum, Accum, PARALLEL_MIN_FLOPS};
+use super::{bias_grad, check_len, matmul, split_batch, Accum, PARALLEL_MIN_FLOPS};
 use crate::Float;
 use kiln_shapes::Conv2dShape;
 
@@ -172,12 +172,7 @@ pub fn conv_transpose2d_backward<T: Float>(
     if let Some(grad_bias) = grad_bias {
         check_len("conv_transpose2d grad_bias", grad_bias.len(), s.in_channels);
         let plane = s.in_size.0 * s.in_size.1;
-        for (c, gb) in grad_bias.iter_mut().enumerate() {
-            *gb = grad_output
-                .chunks_exact(olen)
-                .map(|sample| sum(&sample[c * plane..][..plane]))
-                .sum();
-        }
+        bias_grad(grad_bias, grad_output, olen, plane);
     }
 }
 
