@@ -224,6 +224,99 @@ mod tests {
         assert_eq!(plain, wide);
     }
 
+    /// The rule in the module's documentation, checked over the crate's source: a
+    /// closure handed to [`vectorized`] (or to conv.rs's `plane_lanes` or the optimisers'
+    /// `in_halves`, which hand it on) must be `#[inline(always)]`. Without the attribute the closure is compiled
+    /// as a function of its own, for the baseline of the crate that instantiates it,
+    /// and the wrapper changes nothing; that is how layer norm and the attention's
+    /// softmax ran at SSE2 width in a user's crate. A body passed through by name is
+    /// allowed only where listed.
+    #[test]
+    fn every_vectorized_body_is_inlined_into_the_wrapper() {
+        const WRAPPERS: [&str; 3] = ["vectorized(", "plane_lanes(", "in_halves("];
+        const PASSED_THROUGH: [&str; 1] = ["body"];
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let (mut calls, mut wrong) = (0, Vec::new());
+        for file in &files {
+            let text: String = std::fs::read_to_string(file)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    if l.trim_start().starts_with("//") {
+                        ""
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            for wrapper in WRAPPERS {
+                for (at, _) in text.match_indices(wrapper) {
+                    let before = text[..at].trim_end();
+                    let named = before
+                        .chars()
+                        .last()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_');
+                    let quoted = text[..at].ends_with('"');
+                    if named || quoted || before.ends_with("fn") {
+                        // Another name ending in the wrapper's, a string, or the definition.
+                        continue;
+                    }
+                    let open = at + wrapper.len();
+                    let mut depth = 1;
+                    let close = text[open..]
+                        .char_indices()
+                        .find(|&(_, c)| {
+                            depth += match c {
+                                '(' => 1,
+                                ')' => -1,
+                                _ => 0,
+                            };
+                            depth == 0
+                        })
+                        .map(|(i, _)| open + i)
+                        .unwrap_or_else(|| panic!("{}: a call without its `)`", file.display()));
+                    let args = &text[open..close];
+                    calls += 1;
+                    let ok = match args.find('|') {
+                        Some(bar) => {
+                            let head = args[..bar].trim_end();
+                            let head = head.strip_suffix("move").unwrap_or(head);
+                            head.trim_end().ends_with("#[inline(always)]")
+                        }
+                        None => PASSED_THROUGH.contains(&args.trim()),
+                    };
+                    if !ok {
+                        let line = text[..at].matches('\n').count() + 1;
+                        wrong.push(format!("{}:{line}", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            calls > 20,
+            "only {calls} calls found: is the scan reading the source?"
+        );
+        assert!(
+            wrong.is_empty(),
+            "bodies without #[inline(always)]: {wrong:?}"
+        );
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn kiln_simd_caps_the_level_and_ignores_what_it_does_not_know() {

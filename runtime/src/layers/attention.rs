@@ -1028,7 +1028,10 @@ mod tests {
             let mut p64 = row.clone();
             let mut p32 = narrow(&row);
             masked_softmax(&mut p64, visible, None);
-            crate::simd::vectorized(|| masked_softmax(&mut p32, visible, None));
+            crate::simd::vectorized(
+                #[inline(always)]
+                || masked_softmax(&mut p32, visible, None),
+            );
             let max = row[..visible]
                 .iter()
                 .copied()
