@@ -9,7 +9,9 @@
 //!
 //! The body must be a closure marked `#[inline(always)]` that holds the loop itself
 //! (or calls only `#[inline]` helpers): a function the body calls without inlining
-//! is compiled for the baseline, wherever it is called from. The wrappers enable no
+//! is compiled for the baseline, wherever it is called from, and so is a closure
+//! without the attribute (a test, `every_vectorized_body_is_inlined_into_the_wrapper`,
+//! reads the crate's source for those). The wrappers enable no
 //! fast-math: a loop computes the same values whichever width runs it.
 //!
 //! The environment variable `KILN_SIMD` caps the width kiln's own loops and kernels
