@@ -340,7 +340,7 @@ pub fn conv2d_forward<T: Float>(
             let x = &input[(first + n) * s.input_len()..][..s.input_len()];
             match path {
                 Path::Lanes | Path::Strided => direct::lanes_forward(s, y, cols, x, transposed),
-                Path::Rows => direct::forward(s, y, x, weight),
+                Path::Rows => direct::forward(s, y, sample_cols(s, cols, n), x, weight),
                 Path::Columns => {
                     let col = sample_cols(s, cols, n);
                     im2col(s, col, x);
@@ -598,9 +598,9 @@ fn dense_backward<T: Float>(
         match path {
             // Both gradients from `direct.rs`.
             Path::Rows => {
-                direct::weight_gradient(s, grad_weight, accum, x, g);
+                direct::weight_gradient(s, grad_weight, accum, col, x, g);
                 if let Some((gx, accum)) = gx {
-                    direct::input_gradient(s, gx, accum, g, flipped);
+                    direct::input_gradient(s, gx, accum, col, g, flipped);
                 }
                 continue;
             }

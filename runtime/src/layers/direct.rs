@@ -1,21 +1,17 @@
-//! Direct convolutions: "same" convolutions of stride 1 computed from their input as it
-//! lies, its padding read as zeros, without a column matrix.
+//! Direct convolutions: "same" convolutions of stride 1 computed from a zero-padded copy
+//! of their input, without a column matrix.
 //!
 //! For a convolution that [rebuilds its columns](Conv2dShape::rebuilds_columns) each tap's
 //! row of the column matrix is the input plane shifted. Padded by the convolution's
 //! padding, the plane needs no shift to be cut out: output position `(oy, ox)` of tap
 //! `(c, i, j)` reads `padded[c][oy + i][ox + j]`, and sixteen neighbouring output
 //! positions of a row read sixteen neighbouring values. So the kernel here reads the
-//! planes where im2col would have copied them, in the register tile of the
+//! padded planes where im2col would have copied them, in the register tile of the
 //! recurrent layers' AVX-512 product (`panels.rs`): eight output channels × two blocks
 //! of sixteen positions, sixteen accumulators, the eight weights broadcast and the two
-//! blocks loaded at each of the `K = in_channels · kh · kw` taps. The padding is not
-//! stored: a block's load at a tap is masked to the lanes that fall inside the input
-//! row (none where the row is outside the plane), and the others read as zero, so the
-//! sums are those of a zero-padded copy, bit for bit. Until the masks, each pass made
-//! that copy (`in_channels · (in_h + 2 pad) · (in_w + 2 pad)` values a sample, twice in
-//! backward): with the zeroing, 6.6 % of ResNet-20's samples. The channels-in-lanes
-//! kernels below still read padded copies.
+//! blocks loaded at each of the `K = in_channels · kh · kw` taps. The padded input is
+//! `in_channels · (in_h + 2 pad) · (in_w + 2 pad)` values, about a ninth of the column
+//! matrix of a 3x3 convolution, and the padded copy replaces im2col.
 //!
 //! The input gradient of such a convolution is the same product the other way round:
 //! `grad_x[c][y][x] = Σ W[o][c][i][j] · g[o][y + pad − i][x + pad − j]`, a convolution of
@@ -142,12 +138,13 @@ pub(crate) fn path<T: Float>(s: &Conv2dShape, half: usize, batch: usize) -> Path
 }
 
 /// Whether [`forward`], [`input_gradient`] and [`weight_gradient`] take the
-/// convolution `s` in `T` on this processor. They read their inputs as they lie and
-/// need no scratch.
+/// convolution `s` in `T` on this processor, their padded copies fitting in one
+/// sample's columns.
 pub(crate) fn applies<T: Float>(s: &Conv2dShape) -> bool {
     stride_one_same::<T>(s)
         && width().is_some_and(|lanes| s.out_size.1.is_multiple_of(lanes))
         && s.kernel.1 <= MAX_KERNEL_WIDTH
+        && padded_input_len(s).max(padded_grad_len(s)) <= s.cols_len()
 }
 
 /// What both direct paths need: f32 on a processor with AVX-512F, a convolution that
@@ -256,8 +253,7 @@ fn pad_input<'a, T: Float>(
         channels: s.in_channels,
         kernel: s.kernel,
         stride: s.stride,
-        planes: padded_input(s),
-        pad: (0, 0),
+        padded: padded_input(s),
         out: s.out_size,
     };
     if s.padding == (0, 0) {
@@ -278,8 +274,7 @@ fn pad_grad<'a, T: Float>(s: &Conv2dShape, scratch: &'a mut [T], g: &[T]) -> (&'
         channels: s.out_channels,
         kernel: s.kernel,
         stride: (1, 1),
-        planes: padded_grad(s),
-        pad: (0, 0),
+        padded: padded_grad(s),
         out: s.in_size,
     };
     (padded, geometry)
@@ -295,36 +290,17 @@ fn copy_blocks<T: Float, const N: usize>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// The input of `s` as [`convolve`] and [`weight_gradient`] read it: the planes as
-/// they lie, their padding read as zeros where a tap falls outside them.
-fn unpadded_input(s: &Conv2dShape) -> Geometry {
-    Geometry {
-        channels: s.in_channels,
-        kernel: s.kernel,
-        stride: (1, 1),
-        planes: s.in_size,
-        pad: s.padding,
-        out: s.out_size,
-    }
-}
-
-/// The output gradient of `s` as [`input_gradient`]'s [`convolve`] reads it: padded by
-/// `kernel − 1 − pad` without a copy.
-fn unpadded_grad(s: &Conv2dShape) -> Geometry {
-    Geometry {
-        channels: s.out_channels,
-        kernel: s.kernel,
-        stride: (1, 1),
-        planes: s.out_size,
-        pad: grad_padding(s),
-        out: s.in_size,
-    }
-}
-
-/// `y = conv(x, weight)` for one sample of `s` ([`applies`] must hold), read from `x`
-/// as it lies.
-pub(crate) fn forward<T: Float>(s: &Conv2dShape, y: &mut [T], x: &[T], weight: &[T]) {
-    convolve(y, Accum::Replace, weight, x, unpadded_input(s));
+/// `y = conv(x, weight)` for one sample of `s` ([`applies`] must hold), with
+/// `scratch` (at least [`padded_input_len`] values) for the padded input.
+pub(crate) fn forward<T: Float>(
+    s: &Conv2dShape,
+    y: &mut [T],
+    scratch: &mut [T],
+    x: &[T],
+    weight: &[T],
+) {
+    let (padded, geometry) = pad_input(s, scratch, x);
+    convolve(y, Accum::Replace, weight, padded, geometry);
 }
 
 /// The weights of the input gradient ([`input_gradient`], [`lanes_input_gradient`]):
@@ -352,70 +328,67 @@ pub(crate) fn flip<T: Float>(s: &Conv2dShape, flipped: &mut [T], weight: &[T], t
 }
 
 /// `grad_x (=|+=) convᵀ(g, weight)` for one sample of `s` ([`applies`] must hold), from
-/// the [flipped](flip) weights, reading `g` as it lies.
+/// the [flipped](flip) weights, with `scratch` (at least [`padded_grad_len`] values) for
+/// the padded gradient.
 pub(crate) fn input_gradient<T: Float>(
     s: &Conv2dShape,
     grad_x: &mut [T],
     accum: Accum,
+    scratch: &mut [T],
     g: &[T],
     flipped: &[T],
 ) {
-    convolve(grad_x, accum, flipped, g, unpadded_grad(s));
+    let (padded, geometry) = pad_grad(s, scratch, g);
+    convolve(grad_x, accum, flipped, padded, geometry);
 }
 
-/// `grad_w (=|+=) Σ_{oy,ox} g[o][oy][ox] · x[c][oy + i − pad][ox + j − pad]` for one
-/// sample of `s` ([`applies`] must hold): the weight gradient from the output gradient
-/// `g` and the input `x` as it lies.
+/// `grad_w (=|+=) Σ_{oy,ox} g[o][oy][ox] · x[c][oy + i][ox + j]` for one sample of `s`
+/// ([`applies`] must hold): the weight gradient from the output gradient `g` and the
+/// input `x`, padded into `scratch` (at least [`padded_input_len`] values).
 pub(crate) fn weight_gradient<T: Float>(
     s: &Conv2dShape,
     grad_w: &mut [T],
     accum: Accum,
+    scratch: &mut [T],
     x: &[T],
     g: &[T],
 ) {
-    let geometry = unpadded_input(s);
+    let (padded, geometry) = pad_input(s, scratch, x);
     let (oh, ow) = s.out_size;
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
             && s.kernel.1 <= MAX_KERNEL_WIDTH
             && width().is_some_and(|lanes| ow.is_multiple_of(lanes))
             && grad_w.len() == s.out_channels * s.k()
-            && g.len() == s.out_channels * oh * ow
-            && x.len() == s.input_len()
-            && s.in_size.0 + 2 * s.padding.0 + 1 == oh + s.kernel.0
-            && s.in_size.1 + 2 * s.padding.1 + 1 == ow + s.kernel.1,
+            && g.len() == s.out_channels * oh * ow,
         "direct weight gradient: the buffers do not match the geometry"
     );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `T` is `f32`, the processor has the vectors of `width`, and the lengths
-    // match the geometry (checked above).
+    // match the geometry (checked above, the padded input by its construction).
     unsafe {
         let add = accum == Accum::Add;
-        let (grad_w, g, x) = (as_f32_mut(grad_w), as_f32(g), as_f32(x));
-        at_width!(weight_gradient(grad_w, add, g, x, geometry));
+        let (grad_w, g, padded) = (as_f32_mut(grad_w), as_f32(g), as_f32(padded));
+        at_width!(weight_gradient(grad_w, add, g, padded, geometry));
     }
 }
 
 /// The shape of one [`convolve`] or [`lanes_convolve`]: input channels, taps, stride
-/// (1 for [`convolve`]), the input planes' size as stored (`planes`), the zeros around
-/// them that [`convolve`] and [`weight_gradient`] read without their being stored
-/// (`pad`; none for the channels-in-lanes kernels, which read padded copies) and the
-/// output planes' size (at stride 1 `planes + 2 pad − kernel + 1`, a multiple of the
-/// vector wide for [`convolve`]).
+/// (1 for [`convolve`]), the padded input planes' size and the output planes' size (at
+/// stride 1 `padded − kernel + 1`, a multiple of the vector wide for [`convolve`]).
 #[derive(Clone, Copy)]
 struct Geometry {
     channels: usize,
     kernel: (usize, usize),
     stride: (usize, usize),
-    planes: (usize, usize),
-    pad: (usize, usize),
+    padded: (usize, usize),
     out: (usize, usize),
 }
 
 impl Geometry {
     /// The taps `(c, i, j)` over the padded planes.
     fn taps(&self) -> Walk {
-        let (ph, pw) = self.planes;
+        let (ph, pw) = self.padded;
         Walk {
             n: (self.channels, self.kernel.0, self.kernel.1),
             stride: (ph * pw, pw, 1),
@@ -426,25 +399,23 @@ impl Geometry {
     fn positions(&self) -> Walk {
         Walk {
             n: (1, self.out.0, self.out.1),
-            stride: (0, self.stride.0 * self.planes.1, self.stride.1),
+            stride: (0, self.stride.0 * self.padded.1, self.stride.1),
         }
     }
 }
 
-/// `y (=|+=) Σ_{c,i,j} w[o][c][i][j] · x[c][oy + i − pad][ox + j − pad]` for every
-/// output channel `o` (`y`: `w.len() / K` planes of `g.out`, `x`: `g.channels` planes of
-/// `g.planes`, read as zero outside them).
+/// `y (=|+=) Σ_{c,i,j} w[o][c][i][j] · x[c][oy + i][ox + j]` for every output channel
+/// `o` (`y`: `w.len() / K` planes of `g.out`, `x`: `g.channels` padded planes).
 fn convolve<T: Float>(y: &mut [T], accum: Accum, w: &[T], x: &[T], g: Geometry) {
     let k = g.channels * g.kernel.0 * g.kernel.1;
     let (oh, ow) = g.out;
-    let (ph, pw) = g.planes;
+    let (ph, pw) = g.padded;
     assert!(
         TypeId::of::<T>() == TypeId::of::<f32>()
             && width().is_some_and(|lanes| ow.is_multiple_of(lanes))
             && g.stride == (1, 1)
-            && ph + 2 * g.pad.0 + 1 == oh + g.kernel.0
-            && pw + 2 * g.pad.1 + 1 == ow + g.kernel.1
-            && g.kernel.1 <= MAX_KERNEL_WIDTH
+            && ph + 1 == oh + g.kernel.0
+            && pw + 1 == ow + g.kernel.1
             && w.len().is_multiple_of(k)
             && y.len() == w.len() / k * oh * ow
             && x.len() == g.channels * ph * pw,
@@ -674,19 +645,8 @@ mod x86 {
         const TAP_ROWS: usize;
         const TAP_VECTORS: usize;
 
-        /// Which lanes [`Vector::load_masked`] reads.
-        type Mask: Copy;
-
         unsafe fn zero() -> Self;
         unsafe fn load(at: *const f32) -> Self;
-        /// The lanes of `mask` loaded from `at` onwards, zero in the others, which are
-        /// not read (the processor suppresses their faults): `at` may point before or
-        /// after the buffer where those lanes would lie.
-        unsafe fn load_masked(at: *const f32, mask: Self::Mask) -> Self;
-        /// Lanes `lo..hi`, cut to the vector (none if they do not meet it).
-        unsafe fn lanes(lo: isize, hi: isize) -> Self::Mask;
-        /// Whether `mask` holds every lane: a plain load reads the same.
-        unsafe fn every(mask: Self::Mask) -> bool;
         unsafe fn splat(value: f32) -> Self;
         /// `a · b + acc`, rounded once.
         unsafe fn fmadd(a: Self, b: Self, acc: Self) -> Self;
@@ -716,29 +676,9 @@ mod x86 {
         unsafe fn zero() -> Self {
             unsafe { _mm512_setzero_ps() }
         }
-        type Mask = __mmask16;
-
         #[inline(always)]
         unsafe fn load(at: *const f32) -> Self {
             unsafe { _mm512_loadu_ps(at) }
-        }
-        #[inline(always)]
-        unsafe fn load_masked(at: *const f32, mask: __mmask16) -> Self {
-            unsafe { _mm512_maskz_loadu_ps(mask, at) }
-        }
-        #[inline(always)]
-        unsafe fn lanes(lo: isize, hi: isize) -> __mmask16 {
-            let (lo, hi) = (lo.clamp(0, 16) as u32, hi.clamp(0, 16) as u32);
-            let below = |n: u32| ((1u32 << n) - 1) as __mmask16;
-            if lo >= hi {
-                0
-            } else {
-                below(hi) & !below(lo)
-            }
-        }
-        #[inline(always)]
-        unsafe fn every(mask: __mmask16) -> bool {
-            mask == 0xffff
         }
         #[inline(always)]
         unsafe fn splat(value: f32) -> Self {
@@ -781,31 +721,9 @@ mod x86 {
         unsafe fn zero() -> Self {
             unsafe { _mm256_setzero_ps() }
         }
-        type Mask = __m256i;
-
         #[inline(always)]
         unsafe fn load(at: *const f32) -> Self {
             unsafe { _mm256_loadu_ps(at) }
-        }
-        #[inline(always)]
-        unsafe fn load_masked(at: *const f32, mask: __m256i) -> Self {
-            unsafe { _mm256_maskload_ps(at, mask) }
-        }
-        #[inline(always)]
-        unsafe fn lanes(lo: isize, hi: isize) -> __m256i {
-            let (lo, hi) = (lo.clamp(0, 8) as i32, hi.clamp(0, 8) as i32);
-            unsafe {
-                let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                // lo ≤ index < hi, as `index > lo − 1` and `hi > index`.
-                _mm256_and_si256(
-                    _mm256_cmpgt_epi32(index, _mm256_set1_epi32(lo - 1)),
-                    _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), index),
-                )
-            }
-        }
-        #[inline(always)]
-        unsafe fn every(mask: __m256i) -> bool {
-            unsafe { _mm256_movemask_ps(_mm256_castsi256_ps(mask)) == 0xff }
         }
         #[inline(always)]
         unsafe fn splat(value: f32) -> Self {
@@ -863,7 +781,7 @@ mod x86 {
     /// [`super::convolve`]: for each tile of `V::ROWS` output channels, every pair of
     /// blocks of `V::LANES` output positions (the last block alone if their count is
     /// odd), so that the tile's weights (`ROWS · K` values) stay in the L1 cache while
-    /// the input streams past.
+    /// the padded input streams past.
     ///
     /// # Safety
     /// The processor must have `V`'s instructions, and the lengths must match `g` as
@@ -882,10 +800,10 @@ mod x86 {
         let rows = w.len() / k;
         let blocks = plane / V::LANES;
         let per_row = ow / V::LANES;
-        // Block `b`'s first output position in a plane, and its row and column.
+        // Block `b`'s first output position in a plane and its first input value.
         let at = |b: usize| {
             let (oy, ox) = (b / per_row, b % per_row * V::LANES);
-            (oy * ow + ox, (oy, ox))
+            (oy * ow + ox, oy * g.padded.1 + ox)
         };
         let (yp, wp, xp) = (y.as_mut_ptr(), w.as_ptr(), x.as_ptr());
         let mut r = 0;
@@ -896,18 +814,19 @@ mod x86 {
             let (yr, wr) = unsafe { (yp.add(r * plane), wp.add(r * k)) };
             let mut b = 0;
             while b < blocks {
-                let (y0, p0) = at(b);
+                let (y0, x0) = at(b);
                 let pair = b + 1 < blocks;
-                let (y1, p1) = if pair { at(b + 1) } else { (y0, p0) };
+                let (y1, x1) = if pair { at(b + 1) } else { (y0, x0) };
                 let ys = unsafe { [yr.add(y0), yr.add(y1)] };
+                let xs = unsafe { [xp.add(x0), xp.add(x1)] };
                 let blocks = if pair { 2 } else { 1 };
                 unsafe {
                     if V::LANES == 16 {
                         by_tile!(V, tile, blocks, [8 7 6 5 4 3 2], [2],
-                            tile_of(ys, plane, wr, k, xp, [p0, p1], g, add))
+                            tile_of(ys, plane, wr, k, xs, g, add))
                     } else {
                         by_tile!(V, tile, blocks, [6 5 4 3 2], [2],
-                            tile_of(ys, plane, wr, k, xp, [p0, p1], g, add))
+                            tile_of(ys, plane, wr, k, xs, g, add))
                     }
                 }
                 b += 2;
@@ -917,14 +836,8 @@ mod x86 {
     }
 
     /// `R` output channels × `P` blocks of positions: block `q`'s outputs at
-    /// `y[q] + r · y_stride`, its first output position at row and column `pos[q]`, the
-    /// input planes from `x`, the weights' rows `k` apart from `w`; the sums stay in
-    /// `R · P` registers over every channel and tap.
-    ///
-    /// The padding is not stored: each block loads a tap's 16 (8) values with a mask
-    /// of the lanes that fall inside the input row, none where the row is outside the
-    /// plane, and the other lanes read as zero, the values a padded copy would hold.
-    /// The sums are those of the padded copy, bit for bit, without making it.
+    /// `y[q] + r · y_stride`, its padded input from `x[q]`, the weights' rows `k` apart
+    /// from `w`; the sums stay in `R · P` registers over every channel and tap.
     ///
     /// # Safety
     /// As [`convolve`], for these rows and blocks.
@@ -935,54 +848,22 @@ mod x86 {
         y_stride: usize,
         w: *const f32,
         k: usize,
-        x: *const f32,
-        pos: [(usize, usize); 2],
+        x: [*const f32; 2],
         g: Geometry,
         add: bool,
     ) {
         let (kh, kw) = g.kernel;
-        let (sh, sw) = (g.planes.0 as isize, g.planes.1 as isize);
-        let (py, px) = (g.pad.0 as isize, g.pad.1 as isize);
-        // SAFETY: the caller's guarantees cover every offset written and every lane
-        // read under a mask; the pointers to the other lanes are only formed
-        // (`wrapping_offset`), never read.
+        let plane = g.padded.0 * g.padded.1;
+        // SAFETY: the caller's guarantees cover every offset read and written.
         unsafe {
-            // Block `q`'s input column of lane 0 at tap column `j` is `ox + j − px`:
-            // the lanes inside the row are those from `−column` to `sw − column`.
-            let columns: [[V::Mask; super::MAX_KERNEL_WIDTH]; P] = std::array::from_fn(|q| {
-                std::array::from_fn(|j| {
-                    let column = (pos[q].1 + j) as isize - px;
-                    V::lanes(-column, sw - column)
-                })
-            });
-            let whole: [[bool; super::MAX_KERNEL_WIDTH]; P] =
-                std::array::from_fn(|q| std::array::from_fn(|j| V::every(columns[q][j])));
-            let outside = V::lanes(0, 0);
             let mut acc = [[V::zero(); P]; R];
             let mut t = 0;
             for c in 0..g.channels {
                 for i in 0..kh {
-                    let row: [isize; P] = std::array::from_fn(|q| (pos[q].0 + i) as isize - py);
-                    let line: [*const f32; P] = std::array::from_fn(|q| {
-                        let column = pos[q].1 as isize - px;
-                        x.wrapping_offset((c as isize * sh + row[q]) * sw + column)
-                    });
-                    let inside: [bool; P] = std::array::from_fn(|q| (0..sh).contains(&row[q]));
-                    // `j` picks each block's mask and offsets its line.
-                    #[allow(clippy::needless_range_loop)]
+                    let line: [*const f32; P] =
+                        std::array::from_fn(|q| x[q].add(c * plane + i * g.padded.1));
                     for j in 0..kw {
-                        // A plain load where every lane is inside: the masked one
-                        // is slower (the step 0.85 times as fast with masks on every
-                        // load, Zen 5).
-                        let xv: [V; P] = std::array::from_fn(|q| {
-                            let at = line[q].wrapping_add(j);
-                            if inside[q] && whole[q][j] {
-                                V::load(at)
-                            } else {
-                                let mask = if inside[q] { columns[q][j] } else { outside };
-                                V::load_masked(at, mask)
-                            }
-                        });
+                        let xv: [V; P] = std::array::from_fn(|q| V::load(line[q].add(j)));
                         for (r, acc) in acc.iter_mut().enumerate() {
                             let a = V::splat(*w.add(r * k + t));
                             for (acc, &xv) in acc.iter_mut().zip(&xv) {
@@ -1079,52 +960,21 @@ mod x86 {
         let kh = g.kernel.0;
         let k = g.channels * kh * T;
         let (oh, ow) = g.out;
-        let (sh, sw) = (g.planes.0 as isize, g.planes.1 as isize);
-        let (py, px) = (g.pad.0 as isize, g.pad.1 as isize);
+        let (ph, pw) = g.padded;
         let plane = oh * ow;
         let (gp, dp, xp) = (gw.as_mut_ptr(), dy.as_ptr(), x.as_ptr());
-        // The lanes of the block at output column `bx` that tap column `t` reads inside
-        // the input row (as in `tile_of`): only a row's first and last blocks reach
-        // past it.
-        let edge = |bx: usize| -> [V::Mask; T] {
-            std::array::from_fn(|t| {
-                let column = (bx + t) as isize - px;
-                unsafe { V::lanes(-column, sw - column) }
-            })
-        };
-        let (first, last) = (edge(0), edge(ow - V::LANES));
-        let (every, outside) = unsafe { (V::lanes(0, V::LANES as isize), V::lanes(0, 0)) };
-        // SAFETY: rows `o..o + R` of `dy` and `gw` exist; every lane read under a mask
-        // lies inside its input row, and the pointers to the other lanes are only
-        // formed (`wrapping_offset`), never read.
+        // SAFETY: rows `o..o + R` of `dy` and `gw` exist, and row `oy + i` of every
+        // padded plane; a block of the output row and its `T − 1` neighbours stay
+        // inside the padded row (`pw = ow + T − 1`).
         unsafe {
             for c in 0..g.channels {
                 for i in 0..kh {
                     let mut acc = [[V::zero(); T]; R];
                     for oy in 0..oh {
-                        let row = (oy + i) as isize - py;
-                        let inside = (0..sh).contains(&row);
-                        let line = xp.wrapping_offset((c as isize * sh + row) * sw - px);
+                        let line = xp.add(c * ph * pw + (oy + i) * pw);
                         let out = dp.add(o * plane + oy * ow);
                         for bx in (0..ow).step_by(V::LANES) {
-                            let masks = if !inside {
-                                [outside; T]
-                            } else if bx == 0 {
-                                first
-                            } else if bx + V::LANES == ow {
-                                last
-                            } else {
-                                [every; T]
-                            };
-                            // A plain load where every lane is inside (as in `tile_of`).
-                            let xv: [V; T] = std::array::from_fn(|t| {
-                                let at = line.wrapping_add(bx + t);
-                                if V::every(masks[t]) {
-                                    V::load(at)
-                                } else {
-                                    V::load_masked(at, masks[t])
-                                }
-                            });
+                            let xv: [V; T] = std::array::from_fn(|t| V::load(line.add(bx + t)));
                             for (r, acc) in acc.iter_mut().enumerate() {
                                 let d = V::load(out.add(r * plane + bx));
                                 for (acc, &xv) in acc.iter_mut().zip(&xv) {
@@ -1329,114 +1179,6 @@ mod x86 {
                     V::store(at, sum);
                 }
             }
-        }
-    }
-}
-
-#[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
-    use super::super::testing::{narrow, values};
-    use super::*;
-
-    fn shape(
-        cin: usize,
-        hw: (usize, usize),
-        cout: usize,
-        k: (usize, usize),
-        pad: (usize, usize),
-    ) -> Conv2dShape {
-        Conv2dShape {
-            in_channels: cin,
-            in_size: hw,
-            out_channels: cout,
-            kernel: k,
-            stride: (1, 1),
-            padding: pad,
-            dilation: (1, 1),
-            out_size: (hw.0 + 2 * pad.0 + 1 - k.0, hw.1 + 2 * pad.1 + 1 - k.1),
-        }
-    }
-
-    /// The rows kernels read their padding as masked-out lanes; the same kernels over a
-    /// zero-padded copy (a geometry without `pad`, as they ran before the masks) give
-    /// the same bits in all three products. Inputs include exact zeros and negative
-    /// zeros, where a sum's sign of zero would show a difference. Run at the widest
-    /// vectors here, and at AVX2's by the conv tests' `KILN_SIMD=avx2` rerun.
-    #[test]
-    fn masked_loads_equal_a_zero_padded_copy_bit_for_bit() {
-        if width().is_none() {
-            return; // no AVX2 and FMA: the kernels cannot run here
-        }
-        let cases = [
-            shape(16, (32, 32), 16, (3, 3), (1, 1)),
-            shape(5, (7, 16), 11, (3, 3), (1, 1)),
-            shape(4, (9, 48), 3, (5, 5), (2, 2)),
-            shape(2, (5, 16), 4, (2, 3), (1, 1)),
-            shape(3, (6, 16), 9, (3, 3), (0, 1)),
-        ];
-        for (n, s) in cases.into_iter().enumerate() {
-            assert!(applies::<f32>(&s), "{s:?}");
-            let seed = 700 + 10 * n as u64;
-            let signed_zeros = |v: Vec<f32>| -> Vec<f32> {
-                v.into_iter()
-                    .enumerate()
-                    .map(|(i, v)| match i % 7 {
-                        0 => 0.0,
-                        3 => -0.0,
-                        _ => v,
-                    })
-                    .collect()
-            };
-            let x = signed_zeros(narrow(&values(s.input_len(), seed)));
-            let w = signed_zeros(narrow(&values(s.out_channels * s.k(), seed + 1)));
-            let g = signed_zeros(narrow(&values(s.output_len(), seed + 2)));
-            let padded_x = {
-                let mut buf = vec![f32::NAN; padded_input_len(&s)];
-                pad_planes(&mut buf, &x, s.in_channels, s.in_size, s.padding);
-                buf
-            };
-            let padded_g = {
-                let mut buf = vec![f32::NAN; padded_grad_len(&s)];
-                pad_planes(&mut buf, &g, s.out_channels, s.out_size, grad_padding(&s));
-                buf
-            };
-            let copied = |planes, out, channels| Geometry {
-                channels,
-                kernel: s.kernel,
-                stride: (1, 1),
-                planes,
-                pad: (0, 0),
-                out,
-            };
-            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-
-            let mut masked = vec![0.0; s.output_len()];
-            forward(&s, &mut masked, &x, &w);
-            let mut copy = vec![0.0; s.output_len()];
-            let geometry = copied(padded_input(&s), s.out_size, s.in_channels);
-            convolve(&mut copy, Accum::Replace, &w, &padded_x, geometry);
-            assert_eq!(bits(&masked), bits(&copy), "forward {s:?}");
-
-            let mut flipped = vec![0.0; w.len()];
-            flip(&s, &mut flipped, &w, false);
-            let mut masked = vec![0.0; s.input_len()];
-            input_gradient(&s, &mut masked, Accum::Replace, &g, &flipped);
-            let mut copy = vec![0.0; s.input_len()];
-            let geometry = copied(padded_grad(&s), s.in_size, s.out_channels);
-            convolve(&mut copy, Accum::Replace, &flipped, &padded_g, geometry);
-            assert_eq!(bits(&masked), bits(&copy), "input gradient {s:?}");
-
-            let mut masked = vec![0.0; w.len()];
-            weight_gradient(&s, &mut masked, Accum::Replace, &x, &g);
-            let mut copy = vec![0.0_f32; w.len()];
-            let geometry = copied(padded_input(&s), s.out_size, s.in_channels);
-            // SAFETY: f32, the processor has the vectors of `width`, and the padded copy,
-            // `g` and the gradient match the geometry.
-            unsafe {
-                let (copy, g, padded_x) = (&mut copy[..], &g[..], &padded_x[..]);
-                at_width!(weight_gradient(copy, false, g, padded_x, geometry));
-            }
-            assert_eq!(bits(&masked), bits(&copy), "weight gradient {s:?}");
         }
     }
 }
