@@ -208,7 +208,12 @@ pub(crate) fn padded_grad_len(s: &Conv2dShape) -> usize {
 /// 4.8 % in those calls. Zeroing the border alone (81a41b2: the rows above, then after
 /// each row the run to the next) did not pay, though zeroing the whole copy was 1.0 %
 /// of the samples: ResNet-20 0.990 (0.955–1.015; `commits.py 02edb19 81a41b2 --rounds
-/// 10 --only resnet20`).
+/// 10 --only resnet20`). Nor did reading the input as it lies, the padding as the
+/// masked-out lanes of masked loads (3a75375, reverted in 942861a; the sums equal to the
+/// copy's bit for bit): with the copies and their zeroing gone from the profile, the
+/// step ran 0.81–0.87 times as fast. The likely reason, not measured (this guest has no
+/// cache counters): 32 x 32 planes of f32 lie 4 KiB apart, so a tap's loads over the
+/// channels fall in one set of the L1 cache, where the copy's 34 x 34 planes do not.
 fn pad_planes<T: Float>(
     dst: &mut [T],
     src: &[T],
