@@ -227,15 +227,22 @@ mod tests {
     }
 
     /// The rule in the module's documentation, checked over the crate's source: a
-    /// closure handed to [`vectorized`] (or to conv.rs's `plane_lanes` or the optimisers'
-    /// `in_halves`, which hand it on) must be `#[inline(always)]`. Without the attribute the closure is compiled
+    /// closure handed to [`vectorized`] or the kernels' `with_avx512` and `with_avx2` (or
+    /// to conv.rs's `plane_lanes` or the optimisers' `in_halves`, which hand it on) must
+    /// be `#[inline(always)]`. Without the attribute the closure is compiled
     /// as a function of its own, for the baseline of the crate that instantiates it,
     /// and the wrapper changes nothing; that is how layer norm and the attention's
     /// softmax ran at SSE2 width in a user's crate. A body passed through by name is
     /// allowed only where listed.
     #[test]
     fn every_vectorized_body_is_inlined_into_the_wrapper() {
-        const WRAPPERS: [&str; 3] = ["vectorized(", "plane_lanes(", "in_halves("];
+        const WRAPPERS: [&str; 5] = [
+            "vectorized(",
+            "with_avx512(",
+            "with_avx2(",
+            "plane_lanes(",
+            "in_halves(",
+        ];
         const PASSED_THROUGH: [&str; 1] = ["body"];
         fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             for entry in std::fs::read_dir(dir).unwrap() {
