@@ -245,7 +245,8 @@ fn forward_samples<T: Float>(
     }
 }
 
-/// `dst += src`, element by element.
+/// `dst += src`, element by element. Called inside [`vectorized`], so it must inline.
+#[inline(always)]
 fn add_assign<T: Float>(dst: &mut [T], src: &[T]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d += s;
@@ -683,9 +684,10 @@ fn through_time<T: Float>(
                         }
                         Cell::Gru => {
                             let p = &mut sample_rest[t * w..][..w];
-                            let prev = (t > 0).then(|| &out[(t - 1) * h..][..h]);
-                            let go_prev = (t > 0).then(|| &mut go_before[(t - 1) * h..][..h]);
-                            gru_gate_grads(g, p, dh, prev, go_prev);
+                            let prev = (t > 0).then(|| {
+                                (&out[(t - 1) * h..][..h], &mut go_before[(t - 1) * h..][..h])
+                            });
+                            gru_gate_grads(g, p, dh, prev);
                         }
                     }
                 }
@@ -748,17 +750,11 @@ fn lstm_gate_grads<T: Float>(
 
 /// One GRU step's gate gradients for one sample: `g` (`r, z, n` activations) becomes
 /// the gradients of the gates' pre-activations, `p` (the hidden-side projections)
-/// the hidden side's, and `dh · z` goes onto the previous step's output gradient
-/// (`go_prev`; `None` at the first step, where `prev`, the previous hidden state, is
-/// zero). Slices cut to `h` as in [`lstm_gate_grads`].
+/// the hidden side's, and with `prev` (the previous hidden state and the previous
+/// step's output gradient; `None` at the first step, where that state is zero) `dh · z`
+/// goes onto that gradient. Slices cut to `h` as in [`lstm_gate_grads`].
 #[inline(always)]
-fn gru_gate_grads<T: Float>(
-    g: &mut [T],
-    p: &mut [T],
-    dh: &[T],
-    prev: Option<&[T]>,
-    go_prev: Option<&mut [T]>,
-) {
+fn gru_gate_grads<T: Float>(g: &mut [T], p: &mut [T], dh: &[T], prev: Option<(&[T], &mut [T])>) {
     let h = dh.len();
     let (gr, g) = g.split_at_mut(h);
     let (gz, gn) = g.split_at_mut(h);
@@ -781,15 +777,15 @@ fn gru_gate_grads<T: Float>(
         pn[j] = dan * r;
         z
     };
-    match (prev, go_prev) {
-        (Some(prev), Some(go_prev)) => {
+    match prev {
+        Some((prev, go_prev)) => {
             let (prev, go_prev) = (&prev[..h], &mut go_prev[..h]);
             for j in 0..h {
                 let z = step(j, prev[j]);
                 go_prev[j] += dh[j] * z;
             }
         }
-        _ => {
+        None => {
             for j in 0..h {
                 step(j, T::ZERO);
             }
